@@ -1,0 +1,169 @@
+package symbolize
+
+import (
+	"bytes"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const deletedSuffix = " (deleted)"
+
+// mapping is one executable line of /proc/<pid>/maps. The address range and
+// file identity are immutable; the binary resolution state is guarded by mu
+// (and ref may be read lock-free).
+type mapping struct {
+	start, end uint64 // [start, end)
+	offset     uint64 // file offset of start
+	dev        string // "major:minor" as printed by the kernel
+	inode      uint64
+	module     string // path column exactly as printed (incl. " (deleted)")
+	path       string // module without the " (deleted)" suffix
+	deleted    bool
+
+	ref atomic.Pointer[binary] // resolved, possibly evicted, binary
+
+	mu       sync.Mutex // serializes resolution
+	key      string     // identity key of the mapped file, once known
+	failedAt time.Time  // last failed resolution (zero: none)
+}
+
+// sameAs reports whether m describes the same mapping as o (used to carry
+// resolution state over when maps are re-read).
+func (m *mapping) sameAs(o *mapping) bool {
+	return m.start == o.start && m.end == o.end && m.offset == o.offset &&
+		m.dev == o.dev && m.inode == o.inode && m.module == o.module
+}
+
+// special reports whether the mapping is a kernel-provided pseudo file such as
+// [vdso], [vsyscall] or an anonymous region (no file to open).
+func (m *mapping) special() bool {
+	return !strings.HasPrefix(m.path, "/")
+}
+
+// parseMaps parses the content of /proc/<pid>/maps and returns the
+// executable mappings sorted by start address. Malformed lines are skipped.
+func parseMaps(data []byte) []*mapping {
+	var out []*mapping
+	for len(data) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		if m, ok := parseMapsLine(string(line)); ok {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].start < out[j].start })
+	// Drop overlapping entries (never produced by the kernel) so that the
+	// binary search in find stays correct.
+	w := 0
+	for i, m := range out {
+		if i > 0 && w > 0 && m.start < out[w-1].end {
+			continue
+		}
+		out[w] = m
+		w++
+	}
+	return out[:w]
+}
+
+// nextField returns the next space-separated token of s and the rest.
+func nextField(s string) (string, string) {
+	s = strings.TrimLeft(s, " \t")
+	i := strings.IndexAny(s, " \t")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], s[i:]
+}
+
+// parseMapsLine parses "start-end perms offset dev inode [path]" and returns
+// ok only for well-formed executable mappings.
+func parseMapsLine(line string) (*mapping, bool) {
+	rng, rest := nextField(line)
+	perms, rest := nextField(rest)
+	off, rest := nextField(rest)
+	dev, rest := nextField(rest)
+	ino, rest := nextField(rest)
+	if rng == "" || ino == "" || len(perms) < 3 || perms[2] != 'x' {
+		return nil, false
+	}
+	dash := strings.IndexByte(rng, '-')
+	if dash <= 0 {
+		return nil, false
+	}
+	start, err1 := strconv.ParseUint(rng[:dash], 16, 64)
+	end, err2 := strconv.ParseUint(rng[dash+1:], 16, 64)
+	offset, err3 := strconv.ParseUint(off, 16, 64)
+	inode, err4 := strconv.ParseUint(ino, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || end <= start {
+		return nil, false
+	}
+	// The path is the rest of the line after the padding; it may contain
+	// spaces.
+	module := strings.TrimLeft(rest, " \t")
+	m := &mapping{
+		start:  start,
+		end:    end,
+		offset: offset,
+		dev:    dev,
+		inode:  inode,
+		module: module,
+		path:   module,
+	}
+	if strings.HasPrefix(module, "/") && strings.HasSuffix(module, deletedSuffix) {
+		m.deleted = true
+		m.path = strings.TrimSuffix(module, deletedSuffix)
+	}
+	return m, true
+}
+
+// findMapping returns the mapping containing addr, or nil.
+func findMapping(maps []*mapping, addr uint64) *mapping {
+	i := sort.Search(len(maps), func(i int) bool { return maps[i].end > addr })
+	if i < len(maps) && maps[i].start <= addr {
+		return maps[i]
+	}
+	return nil
+}
+
+// procState is the cached view of one process.
+type procState struct {
+	pid  uint32
+	maps atomic.Pointer[[]*mapping] // immutable snapshot; nil until loaded
+
+	mu       sync.Mutex // serializes (re)loads
+	lastLoad time.Time  // time of the last load attempt (guarded by mu)
+	everOK   bool       // a load has succeeded once (guarded by mu)
+	// preparedOnly: the last load was Prepare's, so the next miss may re-read at once.
+	preparedOnly bool
+}
+
+func (p *procState) snapshot() []*mapping {
+	if mp := p.maps.Load(); mp != nil {
+		return *mp
+	}
+	return nil
+}
+
+// install replaces the mapping snapshot, carrying resolution state of
+// unchanged mappings over.
+func (p *procState) install(fresh []*mapping) {
+	old := p.snapshot()
+	j := 0
+	for i, m := range fresh {
+		for j < len(old) && old[j].start < m.start {
+			j++
+		}
+		if j < len(old) && old[j].sameAs(m) {
+			fresh[i] = old[j]
+		}
+	}
+	p.maps.Store(&fresh)
+}
