@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -273,6 +274,11 @@ func TestArgsC(t *testing.T) {
 			},
 		},
 		{
+			name: "local function keeps its signature with gcc -O1",
+			fn:   "skip_first", names: []string{"n"},
+			want: []Arg{{Name: "n", Kind: ArgInt, Size: 4, Regs: []Reg{RegRSI}, Index: 1}},
+		},
+		{
 			name: "struct with double and int, then enum",
 			fn:   "with_mixed", names: []string{"k", "c"},
 			want: []Arg{
@@ -329,6 +335,36 @@ func TestArgsCErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestArgsClangChangedSignature builds prog.c with clang -O2, which removes
+// the unused first argument of the internal function skip_first: the ABI's
+// registers are then wrong and Args must refuse instead of returning them.
+func TestArgsClangChangedSignature(t *testing.T) {
+	clang := requireTool(t, "clang")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cprog-clang")
+	src, err := filepath.Abs(filepath.Join("testdata", "cprog", "prog.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, nil, clang, "-g", "-O2", "-o", out, src)
+	b := openBinary(t, out)
+
+	_, err = b.Args("skip_first", []string{"n"})
+	if err == nil || !strings.Contains(err.Error(), "calling convention") || !strings.Contains(err.Error(), "skip_first") {
+		t.Fatalf("Args(skip_first) error = %v, want a changed calling convention", err)
+	}
+	// Exported functions keep the ABI.
+	got, err := b.Args("process", []string{"name", "count", "big"})
+	if err != nil {
+		t.Fatalf("Args(process): %v", err)
+	}
+	assertArgs(t, got, []Arg{
+		{Name: "name", Kind: ArgCString, Regs: []Reg{RegRDI}, Index: 0},
+		{Name: "count", Kind: ArgInt, Size: 4, Regs: []Reg{RegRSI}, Index: 1},
+		{Name: "big", Kind: ArgInt, Size: 8, Regs: []Reg{RegRDX}, Index: 2},
+	})
 }
 
 func TestArgsRust(t *testing.T) {

@@ -58,6 +58,12 @@ __attribute__((noinline)) int classify(int n) {
 	return n * 2;
 }
 
+/* ignored=RDI n=RSI; but clang -O2 deletes the unused argument of this
+ * internal function and passes n in RDI. */
+static __attribute__((noinline)) int skip_first(const char *ignored, int n) {
+	return n * 3;
+}
+
 int main(int argc, char **argv) {
 	char buf[8] = {0};
 	struct small s = {1, 2};
@@ -65,7 +71,7 @@ int main(int argc, char **argv) {
 	struct mixed m = {1.5, 2};
 	int v = argc;
 	struct big r = make_big(argc, argv[0]);
-	printf("%d %u %d %ld %ld %ld %ld %d\n",
+	printf("%d %u %d %ld %ld %ld %ld %d %d\n",
 	       process(argv[0], argc, 3),
 	       flags(argc > 1, 2, 3, buf, -4, 5),
 	       after_float(0.5, argv[0], 2.0f, 3),
@@ -73,6 +79,7 @@ int main(int argc, char **argv) {
 	       with_struct(s, argv[0], b, argc),
 	       r.c,
 	       with_mixed(m, 3, BLUE, &v),
-	       classify(argc - 2));
+	       classify(argc - 2),
+	       skip_first(argv[0], argc));
 	return 0;
 }

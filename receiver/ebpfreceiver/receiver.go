@@ -1,0 +1,196 @@
+package ebpfreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+)
+
+type ebpfReceiver struct {
+	cfg    *Config
+	set    receiver.Settings
+	logger *zap.Logger
+	next   consumer.Traces
+
+	kernel     *probes.Set
+	reader     *ringbuf.Reader
+	symbolizer *symbolize.Symbolizer
+	redactor   *redact.Redactor
+	telemetry  *telemetry
+
+	// Owned by the reader goroutine after Start.
+	builder      *spans.Builder
+	attacher     *attacher
+	clock        monoClock
+	lastCounters spans.Counters
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+func newReceiver(set receiver.Settings, cfg *Config, next consumer.Traces) *ebpfReceiver {
+	return &ebpfReceiver{cfg: cfg, set: set, logger: set.Logger, next: next}
+}
+
+// Start loads the kernel programs, attaches the configured targets' functions, marks the
+// matching running processes as traced and starts reading events.
+func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
+	tel, err := newTelemetry(r.set.TelemetrySettings)
+	if err != nil {
+		return err
+	}
+	r.telemetry = tel
+	if os.Geteuid() != 0 {
+		r.logger.Warn("not running as root: loading eBPF programs needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN")
+	}
+	kernel, err := probes.Load(probes.Options{
+		RingBufferBytes: uint32(r.cfg.RingBufferSize),
+		SyscallMask:     r.cfg.syscallMask(),
+		CaptureStacks:   r.cfg.CallStacks,
+	})
+	if err != nil {
+		return fmt.Errorf("ebpf receiver: %w", err)
+	}
+	r.kernel = kernel
+	r.telemetry.observeDrops(kernel)
+	reader, err := ringbuf.NewReader(kernel.Events())
+	if err != nil {
+		_ = kernel.Close()
+		return fmt.Errorf("ebpf receiver: open ring buffer: %w", err)
+	}
+	r.reader = reader
+	r.symbolizer = symbolize.New(symbolize.Options{ProcRoot: r.cfg.ProcRoot})
+	r.redactor = redact.New()
+	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
+	r.clock = newMonoClock()
+	r.attacher = newAttacher(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
+
+	r.attacher.attachTargets()
+	r.logger.Info("ebpf receiver started",
+		zap.Int("targets", len(r.cfg.Targets)),
+		zap.Int("probes", r.attacher.probeCount()),
+		zap.Int("traced_processes", r.attacher.tracedCount()),
+		zap.Strings("syscalls", r.cfg.Syscalls))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.readLoop(ctx)
+	}()
+	return nil
+}
+
+// Shutdown stops reading, closes what is still open with an error status saying why, sends the
+// last spans and detaches every kernel program. Safe to call twice, and without Start.
+func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
+	var err error
+	r.stopOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		if r.reader != nil {
+			err = errors.Join(err, r.reader.Close())
+		}
+		r.wg.Wait()
+		if r.builder != nil {
+			r.builder.Abandon(r.clock.wall(r.clock.now()), "collector shut down before the call returned")
+			r.flush(ctx)
+		}
+		if r.attacher != nil {
+			r.attacher.close()
+		}
+		if r.kernel != nil {
+			err = errors.Join(err, r.kernel.Close())
+		}
+		if r.symbolizer != nil {
+			err = errors.Join(err, r.symbolizer.Close())
+		}
+	})
+	return err
+}
+
+// readLoop is the only goroutine that touches the builder and the attacher after Start.
+func (r *ebpfReceiver) readLoop(ctx context.Context) {
+	var rec ringbuf.Record
+	lastFlush := time.Now()
+	for {
+		r.reader.SetDeadline(lastFlush.Add(r.cfg.FlushInterval))
+		err := r.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			r.telemetry.eventsRead.Add(ctx, 1)
+			r.handle(rec.RawSample)
+			if r.builder.PendingSpans() >= maxBatchSpans {
+				r.flush(ctx)
+				lastFlush = time.Now()
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.flush(ctx)
+			lastFlush = time.Now()
+		case errors.Is(err, ringbuf.ErrClosed):
+			return
+		default:
+			r.logger.Error("reading the eBPF ring buffer failed; events are lost until it recovers", zap.Error(err))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// maxBatchSpans bounds one ConsumeTraces call.
+const maxBatchSpans = 4096
+
+func (r *ebpfReceiver) flush(ctx context.Context) {
+	counters := r.builder.Counters()
+	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)
+	r.lastCounters = counters
+	if r.builder.PendingSpans() == 0 {
+		return
+	}
+	td := r.builder.Flush()
+	n := td.SpanCount()
+	if err := r.next.ConsumeTraces(ctx, td); err != nil {
+		r.telemetry.spansRefused.Add(ctx, int64(n))
+		r.logger.Warn("the next component refused spans; they are dropped", zap.Int("spans", n), zap.Error(err))
+		return
+	}
+	r.telemetry.spansEmitted.Add(ctx, int64(n))
+}
+
+// monoClock converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+type monoClock struct {
+	offset int64 // wall - monotonic, ns
+}
+
+func newMonoClock() monoClock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return monoClock{offset: time.Now().UnixNano() - ts.Nano()}
+}
+
+func (c monoClock) now() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func (c monoClock) wall(mono uint64) time.Time {
+	return time.Unix(0, int64(mono)+c.offset)
+}

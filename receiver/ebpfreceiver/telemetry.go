@@ -1,0 +1,79 @@
+package ebpfreceiver
+
+import (
+	"context"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+)
+
+// ctxBackground is used for counter updates outside a request context.
+var ctxBackground = context.Background()
+
+// telemetry is the receiver's self-telemetry through the collector's meter (mdatagen is not
+// available at this collector version, so the instruments are declared here).
+type telemetry struct {
+	eventsRead     metric.Int64Counter
+	eventsInvalid  metric.Int64Counter
+	spansEmitted   metric.Int64Counter
+	spansRefused   metric.Int64Counter
+	attachFailures metric.Int64Counter
+	calls          metric.Int64Counter // incomplete or unmatched calls, by reason
+	meter          metric.Meter
+}
+
+func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
+	m := set.MeterProvider.Meter("github.com/agenttrail/agenttrail/receiver/ebpfreceiver")
+	t := &telemetry{meter: m}
+	var err error
+	counter := func(name, desc, unit string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64Counter
+		c, err = m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return c
+	}
+	t.eventsRead = counter("agenttrail.ebpf.events.read", "Records read from the kernel ring buffer.", "{event}")
+	t.eventsInvalid = counter("agenttrail.ebpf.events.invalid", "Records that could not be decoded (short, unknown kind or probe).", "{event}")
+	t.spansEmitted = counter("agenttrail.ebpf.spans.emitted", "Spans handed to the next component.", "{span}")
+	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
+	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
+	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
+	return t, err
+}
+
+// observeDrops reports the kernel's drop counters (events lost before user space saw them).
+func (t *telemetry) observeDrops(k *probes.Set) {
+	_, _ = t.meter.Int64ObservableCounter("agenttrail.ebpf.events.lost",
+		metric.WithDescription("Events the kernel programs could not deliver, by reason."),
+		metric.WithUnit("{event}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			drops, err := k.Drops()
+			if err != nil {
+				return err
+			}
+			for reason, n := range drops {
+				o.Observe(int64(n), metric.WithAttributes(attribute.String("reason", reason)))
+			}
+			return nil
+		}))
+}
+
+// recordBuilder adds what the span builder counted since the last call.
+func (t *telemetry) recordBuilder(ctx context.Context, before, after spans.Counters) {
+	add := func(reason string, b, a uint64) {
+		if a > b {
+			t.calls.Add(ctx, int64(a-b), metric.WithAttributes(attribute.String("reason", reason)))
+		}
+	}
+	add("return_without_entry", before.UnmatchedReturns, after.UnmatchedReturns)
+	add("unwound", before.UnwoundSpans, after.UnwoundSpans)
+	add("process_exited", before.ProcessExitSpans, after.ProcessExitSpans)
+	add("open_span_limit", before.OpenSpanLimitDrops, after.OpenSpanLimitDrops)
+	add("unknown_process", before.UnknownProcess, after.UnknownProcess)
+}
