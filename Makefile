@@ -1,0 +1,71 @@
+# AgentTrail: `make demo` builds the collector and runs it; `make test` runs every test.
+# Every target that needs something checks for it first and says in one line what is missing.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+OCB_VERSION := v0.165.0
+OCB := $(BIN)/ocb
+COLLECTOR := $(CURDIR)/_build/otelcol-agenttrail
+PREREQS := $(CURDIR)/scripts/prereqs.sh
+GOTEST_FLAGS ?= -count=1 -timeout 40m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(OCB):
+	@$(PREREQS) modules
+	@mkdir -p $(BIN)
+	@GOBIN=$(BIN) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) >/tmp/agenttrail-ocb.log 2>&1 || \
+		{ echo "agenttrail: could not install ocb $(OCB_VERSION) (see /tmp/agenttrail-ocb.log)" >&2; exit 1; }
+	@mv $(BIN)/builder $(OCB)
+
+.PHONY: generate
+generate: ## Regenerate the eBPF objects and Go bindings (bpf2go; installs clang if missing)
+	@$(PREREQS) clang modules
+	$(GO) generate ./...
+
+.PHONY: vmlinux
+vmlinux: ## Regenerate bpf/headers/vmlinux.h from this machine's kernel BTF (rarely needed: CO-RE)
+	@$(PREREQS) clang
+	@command -v bpftool >/dev/null || { echo "agenttrail: bpftool is missing: apt-get install bpftool" >&2; exit 1; }
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+
+.PHONY: build
+build: $(OCB) ## Build the collector distribution with ocb into _build/
+	@$(PREREQS) modules
+	$(OCB) --config builder-config.yaml >/tmp/agenttrail-build.log 2>&1 || { tail -n 30 /tmp/agenttrail-build.log; echo "agenttrail: ocb build failed (full log: /tmp/agenttrail-build.log)" >&2; exit 1; }
+	$(GO) build -o $(BIN)/agenttrail ./cmd/agenttrail
+	@echo "built $(COLLECTOR) and $(BIN)/agenttrail"
+
+.PHONY: test
+test: ## Run every test, kernel tests included (needs root; installs test packages)
+	@$(PREREQS) kernel modules test-packages
+	@$(MAKE) --no-print-directory build
+	$(COLLECTOR) validate --config=distributions/agenttrail/config.yaml
+	$(COLLECTOR) validate --config=distributions/agenttrail/gateway.yaml
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+.PHONY: demo
+demo: ## Build the collector and run the demo on this machine (needs root)
+	@$(PREREQS) kernel modules test-packages
+	@$(MAKE) --no-print-directory build
+	@$(CURDIR)/tests/demo/run.sh $(COLLECTOR)
+
+.PHONY: bench
+bench: ## Run the benchmarks and write BENCHMARKS.md
+	@$(PREREQS) kernel modules test-packages
+	@$(CURDIR)/tests/bench/run.sh
+
+.PHONY: lint
+lint: ## go vet and a gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: clean
+clean: ## Remove build outputs
+	rm -rf _build bin .demo .bench

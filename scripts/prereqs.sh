@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Checks what `make demo`, `make test` and `make generate` need, installs what can be installed
+# (Debian packages), and stops with one clear line when something cannot be had.
+# Usage: scripts/prereqs.sh [kernel] [clang] [modules] [test-packages]
+set -u
+fail() { echo "agenttrail: $*" >&2; exit 1; }
+
+need_root() {
+	[ "$(id -u)" = 0 ] || fail "this step loads eBPF programs and needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run it as root"
+}
+
+apt_install() {
+	local missing=()
+	for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	need_root
+	echo "agenttrail: installing Debian packages: ${missing[*]}"
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/tmp/agenttrail-apt.log 2>&1; then
+		fail "could not install ${missing[*]} with apt-get (see /tmp/agenttrail-apt.log)"
+	fi
+}
+
+for what in "$@"; do
+	case "$what" in
+	kernel)
+		need_root
+		[ -r /sys/kernel/btf/vmlinux ] || fail "the kernel exposes no BTF (/sys/kernel/btf/vmlinux): AgentTrail's CO-RE programs need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+		;;
+	clang)
+		command -v clang >/dev/null && command -v llvm-strip >/dev/null && [ -r /usr/include/bpf/bpf_helpers.h ] ||
+			apt_install clang llvm libbpf-dev
+		;;
+	modules)
+		command -v go >/dev/null || fail "Go is not installed (Go 1.26 is needed): see https://go.dev/doc/install"
+		if ! go mod download >/tmp/agenttrail-modules.log 2>&1; then
+			fail "cannot download Go modules (GOPROXY=$(go env GOPROXY)); is the module proxy reachable? (see /tmp/agenttrail-modules.log)"
+		fi
+		;;
+	test-packages)
+		# gcc builds the native test programs; python3.11 is Debian's CPython with USDT probes.
+		apt_install gcc python3.11
+		;;
+	*) fail "prereqs.sh: unknown check '$what'" ;;
+	esac
+done
