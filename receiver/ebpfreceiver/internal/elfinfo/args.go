@@ -119,8 +119,14 @@ type Param struct {
 // "main.(*Agent).HandlePrompt", or for C++/Rust also its DWARF name) at
 // function entry. The result has one Arg per name, in the order of names.
 //
-// It needs DWARF (errors wrap ErrNoDWARF without it). Go functions follow
-// Go's register ABI; others follow System V AMD64. An unknown name gives an
+// It needs DWARF (errors wrap ErrNoDWARF without it). The ABI is chosen by
+// the DW_AT_language of the function's compile unit, so the C functions of a
+// cgo binary are handled too: Go functions follow Go's register ABI
+// (ABIInternal; ABI0 functions have all arguments on the stack); C and C++
+// follow System V AMD64; Rust is modelled on it for scalars, scalar pairs and
+// by-reference aggregates. For native code the result is cross-checked with
+// the compiler's DWARF location at entry, and refused if an optimiser changed
+// the calling convention. An unknown name gives an
 // error listing the function's parameters; a parameter of a type that cannot
 // be captured, or that is passed on the stack, gives an error naming the
 // parameter, its type and the function.

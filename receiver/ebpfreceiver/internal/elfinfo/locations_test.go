@@ -184,6 +184,9 @@ func compareLocationStrict(p Param, cp compilerParam, perRegister bool) string {
 		}
 	}
 	if regPieces == 0 {
+		if r, ok := dwarfRegs[loc.memBase-1]; ok && loc.memBase > 0 && slices.Equal(p.Regs, []Reg{r}) {
+			return "" // passed by reference: the value is where the register points
+		}
 		if loc.memory && !p.OnStack && len(p.Regs)+len(p.FloatRegs) > 0 {
 			return fmt.Sprintf("compiler says memory, computed registers %v/%v", p.Regs, p.FloatRegs)
 		}

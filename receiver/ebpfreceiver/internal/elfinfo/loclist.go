@@ -110,14 +110,14 @@ func (lr *locReader) entryExpr(u *unitInfo, f *dwarf.Field, pc uint64) (expr []b
 		e, _ := f.Val.([]byte)
 		return e, true, nil
 	case dwarf.ClassLocList: // DW_FORM_loclistx: an index
-		idx, _ := f.Val.(int64)
+		idx, _ := intVal(f.Val) // uint64 from debug/dwarf
 		off, err := lr.loclistx(*u, idx)
 		if err != nil {
 			return nil, false, err
 		}
 		return lr.exprAt(*u, off, pc)
 	case dwarf.ClassLocListPtr:
-		off, _ := f.Val.(int64)
+		off, _ := intVal(f.Val)
 		if lr.version(u.offset) < 5 {
 			return lr.exprAtV4(*u, off, pc)
 		}
@@ -174,6 +174,9 @@ type locPiece struct {
 type entryLoc struct {
 	pieces []locPiece
 	memory bool // frame- or register-relative memory (the stack)
+	// memBase is the DWARF number of the register a DW_OP_breg location
+	// is relative to, plus one; 0 for frame-relative memory.
+	memBase uint64
 }
 
 func uleb(b []byte) (uint64, []byte, error) {
@@ -372,7 +375,7 @@ func parseLocExpr(e []byte) (loc entryLoc, ok bool) {
 			if err != nil {
 				return loc, false
 			}
-			e, loc.memory = rest, true
+			e, loc.memory, loc.memBase = rest, true, uint64(op-0x70)+1
 			cur = &locPiece{}
 		case op == 0x9c: // DW_OP_call_frame_cfa
 			loc.memory = true
