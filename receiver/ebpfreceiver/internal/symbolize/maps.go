@@ -141,8 +141,8 @@ type procState struct {
 	mu       sync.Mutex // serializes (re)loads
 	lastLoad time.Time  // time of the last load attempt (guarded by mu)
 	everOK   bool       // a load has succeeded once (guarded by mu)
-	// preparedOnly: the last load was Prepare's, so the next miss may re-read at once.
-	preparedOnly bool
+	// reloadTokens: re-reads a miss may still make now (guarded by mu); see loadMaps.
+	reloadTokens float64
 }
 
 func (p *procState) snapshot() []*mapping {

@@ -22,6 +22,8 @@ const (
 	// mapsReloadInterval bounds how often a miss may re-read a process'
 	// maps, so bogus addresses cannot make us re-read them in a loop.
 	mapsReloadInterval = time.Second
+	// mapsReloadBurst is how many misses may re-read the maps at once after Prepare.
+	mapsReloadBurst = 4
 	// resolveRetry bounds how often opening a mapped file that failed is
 	// retried.
 	resolveRetry = 5 * time.Second
@@ -320,12 +322,19 @@ func (s *Symbolizer) loadMaps(p *procState, minInterval time.Duration, prepare b
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := s.now()
-	// A read by Prepare does not count against the rate limit: Prepare runs when a process is
-	// first seen (at exec), before the dynamic loader has mapped its libraries.
-	if minInterval > 0 && !p.lastLoad.IsZero() && !p.preparedOnly && now.Sub(p.lastLoad) < minInterval {
-		return false, nil
+	// Misses spend re-read tokens: one comes back per minInterval, up to mapsReloadBurst.
+	// Prepare (run when a process is first seen, at exec, before the dynamic loader has mapped
+	// its libraries) fills the bucket, so a starting process's first misses re-read at once,
+	// while bogus addresses cannot make us re-read more than once per interval for long.
+	if prepare {
+		p.reloadTokens = mapsReloadBurst
+	} else if minInterval > 0 && !p.lastLoad.IsZero() {
+		p.reloadTokens = min(mapsReloadBurst, p.reloadTokens+float64(now.Sub(p.lastLoad))/float64(minInterval))
+		if p.reloadTokens < 1 {
+			return false, nil
+		}
+		p.reloadTokens--
 	}
-	p.preparedOnly = prepare
 	p.lastLoad = now
 	data, err := os.ReadFile(filepath.Join(s.procRoot, strconv.FormatUint(uint64(p.pid), 10), "maps"))
 	if err != nil {
