@@ -184,6 +184,7 @@ func (a *attacher) trace(t *target, info procInfo) {
 			isGo = bin.isGo
 		}
 	}
+	a.logger.Debug("tracing process", zap.String("target", t.cfg.Name), zap.Uint32("pid", info.pid), zap.String("executable", info.exe))
 	if err := a.kernel.TraceProcess(info.pid, probes.TracedProcess{TargetId: t.id, IsGo: b2u(isGo)}); err != nil {
 		a.warnTarget(t, fmt.Sprintf("cannot trace process %d", info.pid), err)
 		return

@@ -44,14 +44,20 @@ func buildGoAgent(t *testing.T) string {
 	return out
 }
 
-func buildCProg(t *testing.T) string {
+// buildCProg builds testdata/cprog and its shared library; it returns both paths.
+func buildCProg(t *testing.T) (prog, lib string) {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "cprog")
-	cmd := exec.Command("gcc", "-g", "-O1", "-fno-omit-frame-pointer", "-o", out, "testdata/cprog/prog.c")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build cprog: %v\n%s", err, b)
+	dir := t.TempDir()
+	prog, lib = filepath.Join(dir, "cprog"), filepath.Join(dir, "libagent.so")
+	for _, args := range [][]string{
+		{"-g", "-O1", "-fPIC", "-shared", "-o", lib, "testdata/cprog/lib.c"},
+		{"-g", "-O1", "-fno-omit-frame-pointer", "-o", prog, "testdata/cprog/prog.c", "-L" + dir, "-lagent", "-Wl,-rpath," + dir},
+	} {
+		if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, b)
+		}
 	}
-	return out
+	return prog, lib
 }
 
 // program is a running test program driven through stdin.
@@ -403,7 +409,7 @@ func TestProcessExitMidCall(t *testing.T) {
 // and a connect with a call stack through the C functions.
 func TestNativeProgram(t *testing.T) {
 	requireKernel(t)
-	exe := buildCProg(t)
+	exe, lib := buildCProg(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -415,12 +421,22 @@ func TestNativeProgram(t *testing.T) {
 		Functions: []FunctionConfig{
 			{Symbol: "process_record", Args: []string{"name", "count"}},
 			{Symbol: "send_record", Role: "egress"},
+			{Symbol: "lib_process", Library: lib, Args: []string{"text:full"}},
 		},
 	}))
 	p := startProgram(t, exe)
 	p.do(t, "record alice@example.com 3", "ok")
 	p.do(t, "connect "+strconv.Itoa(port), "ok")
-	c := waitSpans(t, sink, func(c collected) bool { return c.has("process_record", "send_record", "connect") })
+	p.do(t, "lib hello-library", "ok")
+	ln.Close()
+	p.do(t, "connect "+strconv.Itoa(port), "ok") // refused now: a blocking connect returns the error
+	c := waitSpans(t, sink, func(c collected) bool {
+		return len(c.named("connect")) == 2 && len(c.named("send_record")) == 2 && c.has("process_record", "lib_process")
+	})
+	libSpan, _ := c.one(t, "lib_process")
+	if got := attr(libSpan, "agenttrail.arg.text"); got != "hello-library" {
+		t.Errorf("shared library function argument %q", got)
+	}
 	rec, _ := c.one(t, "process_record")
 	if got := attr(rec, "agenttrail.arg.name"); got != "[REDACTED:email]" {
 		t.Errorf("name argument %q", got)
@@ -428,9 +444,24 @@ func TestNativeProgram(t *testing.T) {
 	if got := attr(rec, "agenttrail.arg.count"); got != "3" {
 		t.Errorf("count argument %q", got)
 	}
-	send, _ := c.one(t, "send_record")
-	conn, _ := c.one(t, "connect")
-	requireParent(t, send, conn)
+	var conn, refused ptrace.Span
+	for _, i := range c.named("connect") {
+		if c.spans[i].Status().Code() == ptrace.StatusCodeError {
+			refused = c.spans[i]
+		} else {
+			conn = c.spans[i]
+		}
+	}
+	if conn == (ptrace.Span{}) || refused == (ptrace.Span{}) {
+		t.Fatal("want one successful and one refused connect")
+	}
+	if attr(refused, "error.type") != "ECONNREFUSED" || attr(refused, "agenttrail.syscall.result") != "-111" {
+		t.Errorf("refused connect: error.type %s result %s", attr(refused, "error.type"), attr(refused, "agenttrail.syscall.result"))
+	}
+	send, _ := c.byID(conn.ParentSpanID())
+	if send.Name() != "send_record" || conn.TraceID() != send.TraceID() {
+		t.Errorf("connect's parent is %q, want send_record", send.Name())
+	}
 	// Frame-pointer unwinding: the leaf is libc's connect wrapper (Debian's libc has no frame
 	// pointers), so the wrapper's caller, send_record, is skipped, while send_record's caller
 	// is found. The span's parent names send_record exactly.

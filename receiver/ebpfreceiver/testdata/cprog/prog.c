@@ -1,10 +1,13 @@
 // prog is a small C program with known functions, traced by the receiver's kernel tests.
-// Commands on stdin: "record NAME COUNT", "connect PORT", "quit".
+// Commands on stdin: "record NAME COUNT", "connect PORT", "lib TEXT" (a shared library
+// function), "quit".
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "lib.h"
 
 __attribute__((noinline)) int send_record(int port)
 {
@@ -35,6 +38,8 @@ int main(void)
 			printf("ok %d\n", process_record(name, n));
 		else if (sscanf(line, "connect %d", &n) == 1)
 			printf("ok %d\n", send_record(n));
+		else if (sscanf(line, "lib %255s", name) == 1)
+			printf("ok %d\n", lib_process(name));
 		else if (strncmp(line, "quit", 4) == 0)
 			return 0;
 		else

@@ -78,6 +78,25 @@ func RunTool(name string) {
 	exec.Command(name, "-c", "exit 0").Run()
 }
 
+//go:noinline
+func Dial(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+//go:noinline
+func Serve(ln net.Listener) string {
+	c, err := ln.Accept()
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	return c.RemoteAddr().String()
+}
+
 func main() {
 	a := &Agent{tools: &Tools{peer: os.Args[1]}}
 	in := bufio.NewScanner(os.Stdin)
@@ -90,6 +109,19 @@ func main() {
 			Recover()
 		case "shell":
 			RunTool("/bin/sh")
+		case "dial":
+			if err := Dial(arg); err != nil {
+				fmt.Println("dial error:", err)
+			}
+		case "serve":
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				fmt.Println("listen error:", err)
+				continue
+			}
+			fmt.Println("listening", ln.Addr())
+			fmt.Println("accepted", Serve(ln))
+			ln.Close()
 		case "hang":
 			Hang()
 		case "quit":
