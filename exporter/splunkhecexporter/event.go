@@ -1,0 +1,451 @@
+package splunkhecexporter
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"iter"
+	"math"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// The JSON shapes below follow contrib's splunkhecexporter (internal/splunk.Event and
+// tracedata_to_splunk.go) field for field, so searches written for contrib keep working.
+
+const (
+	// unknownHostName is the HEC host when no host attribute is present (contrib's value).
+	unknownHostName = "unknown"
+	// traceIDFieldKey and spanIDFieldKey carry a log record's trace context (contrib's keys).
+	traceIDFieldKey = "trace_id"
+	spanIDFieldKey  = "span_id"
+)
+
+// hecEvent is one event of the HEC /services/collector JSON protocol.
+type hecEvent struct {
+	Time       float64 `json:"time,omitempty"`
+	Host       string  `json:"host"`
+	Source     string  `json:"source,omitempty"`
+	SourceType string  `json:"sourcetype,omitempty"`
+	Index      string  `json:"index,omitempty"`
+	Event      any     `json:"event"`
+	// Fields is nil (omitted), a map[string]any, or a json.RawMessage encoded once per resource.
+	Fields any `json:"fields,omitempty"`
+}
+
+// hecSpan is the "event" of a span.
+type hecSpan struct {
+	TraceID    string            `json:"trace_id"`
+	SpanID     string            `json:"span_id"`
+	ParentSpan string            `json:"parent_span_id"`
+	Name       string            `json:"name"`
+	Attributes map[string]any    `json:"attributes,omitempty"`
+	EndTime    pcommon.Timestamp `json:"end_time"`
+	Kind       string            `json:"kind"`
+	Status     hecSpanStatus     `json:"status,omitempty"`
+	StartTime  pcommon.Timestamp `json:"start_time"`
+	Events     []hecSpanEvent    `json:"events,omitempty"`
+	Links      []hecLink         `json:"links,omitempty"`
+}
+
+type hecSpanEvent struct {
+	Attributes map[string]any    `json:"attributes,omitempty"`
+	Name       string            `json:"name"`
+	Timestamp  pcommon.Timestamp `json:"timestamp"`
+}
+
+type hecLink struct {
+	Attributes map[string]any `json:"attributes,omitempty"`
+	TraceID    string         `json:"trace_id"`
+	SpanID     string         `json:"span_id"`
+	TraceState string         `json:"trace_state"`
+}
+
+type hecSpanStatus struct {
+	Message string `json:"message"`
+	Code    string `json:"code"`
+}
+
+// eventMapper turns pdata into HEC events for one exporter instance.
+type eventMapper struct {
+	attrs          HecToOtelAttrs
+	source         string
+	sourcetype     string
+	index          string
+	severityText   string
+	severityNumber string
+}
+
+func newEventMapper(cfg *Config, sig signal) eventMapper {
+	st := cfg.SourceType
+	if sig == signalLogs && cfg.LogsSourceType != "" {
+		st = cfg.LogsSourceType
+	}
+	return eventMapper{
+		attrs:          cfg.effectiveAttrs(),
+		source:         cfg.Source,
+		sourcetype:     st,
+		index:          cfg.Index,
+		severityText:   cfg.HecFields.SeverityText,
+		severityNumber: cfg.HecFields.SeverityNumber,
+	}
+}
+
+// spanEvents yields one HEC event per span with its position in td (depth-first order).
+// The yielded event is reused: consume it before the next iteration.
+func (m eventMapper) spanEvents(td ptrace.Traces) iter.Seq2[int, *hecEvent] {
+	return func(yield func(int, *hecEvent) bool) {
+		idx := 0
+		ev := &hecEvent{}
+		rss := td.ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			rs := rss.At(i)
+			host, source, sourcetype, index := unknownHostName, m.source, m.sourcetype, m.index
+			fields := map[string]any{}
+			for k, v := range rs.Resource().Attributes().All() {
+				switch k {
+				case m.attrs.Host:
+					host = v.AsString()
+				case m.attrs.Source:
+					source = v.AsString()
+				case m.attrs.SourceType:
+					sourcetype = v.AsString()
+				case m.attrs.Index:
+					index = v.AsString()
+				case hecTokenLabel:
+					// never forwarded
+				default:
+					fields[k] = v.AsString()
+				}
+			}
+			// Every span of a resource shares its fields: encode them once.
+			var encodedFields any
+			if len(fields) > 0 {
+				if b, err := json.Marshal(fields); err == nil {
+					encodedFields = json.RawMessage(b)
+				}
+			}
+			sss := rs.ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				spans := sss.At(j).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					span := spans.At(k)
+					*ev = hecEvent{
+						Time:       secondsWithMillis(span.StartTimestamp()),
+						Host:       host,
+						Source:     source,
+						SourceType: sourcetype,
+						Index:      index,
+						Event:      toHecSpan(span),
+						Fields:     encodedFields,
+					}
+					if !yield(idx, ev) {
+						return
+					}
+					idx++
+				}
+			}
+		}
+	}
+}
+
+func toHecSpan(span ptrace.Span) hecSpan {
+	var events []hecSpanEvent
+	if n := span.Events().Len(); n > 0 {
+		events = make([]hecSpanEvent, n)
+		for i := range n {
+			e := span.Events().At(i)
+			events[i] = hecSpanEvent{Attributes: e.Attributes().AsRaw(), Name: e.Name(), Timestamp: e.Timestamp()}
+		}
+	}
+	var links []hecLink
+	if n := span.Links().Len(); n > 0 {
+		links = make([]hecLink, n)
+		for i := range n {
+			l := span.Links().At(i)
+			links[i] = hecLink{
+				Attributes: l.Attributes().AsRaw(),
+				TraceID:    traceIDHex(l.TraceID()),
+				SpanID:     spanIDHex(l.SpanID()),
+				TraceState: l.TraceState().AsRaw(),
+			}
+		}
+	}
+	var attrs map[string]any
+	if span.Attributes().Len() > 0 {
+		attrs = span.Attributes().AsRaw()
+	}
+	return hecSpan{
+		TraceID:    traceIDHex(span.TraceID()),
+		SpanID:     spanIDHex(span.SpanID()),
+		ParentSpan: spanIDHex(span.ParentSpanID()),
+		Name:       span.Name(),
+		Attributes: attrs,
+		StartTime:  span.StartTimestamp(),
+		EndTime:    span.EndTimestamp(),
+		Kind:       spanKindStr(span.Kind()),
+		Status:     hecSpanStatus{Message: span.Status().Message(), Code: statusCodeStr(span.Status().Code())},
+		Events:     events,
+		Links:      links,
+	}
+}
+
+// logEvents yields one HEC event per log record with its position in ld. A record whose body is
+// empty yields a nil event: Splunk rejects blank events, so the caller drops it.
+func (m eventMapper) logEvents(ld plog.Logs) iter.Seq2[int, *hecEvent] {
+	return func(yield func(int, *hecEvent) bool) {
+		idx := 0
+		rls := ld.ResourceLogs()
+		for i := 0; i < rls.Len(); i++ {
+			rl := rls.At(i)
+			sls := rl.ScopeLogs()
+			for j := 0; j < sls.Len(); j++ {
+				lrs := sls.At(j).LogRecords()
+				for k := 0; k < lrs.Len(); k++ {
+					if !yield(idx, m.logRecordEvent(rl.Resource(), lrs.At(k))) {
+						return
+					}
+					idx++
+				}
+			}
+		}
+	}
+}
+
+func (m eventMapper) logRecordEvent(res pcommon.Resource, lr plog.LogRecord) *hecEvent {
+	body, ok := logBody(lr.Body())
+	if !ok {
+		return nil
+	}
+	host, source, sourcetype, index := unknownHostName, m.source, m.sourcetype, m.index
+	fields := map[string]any{}
+	if id := lr.SpanID(); !id.IsEmpty() {
+		fields[spanIDFieldKey] = hex.EncodeToString(id[:])
+	}
+	if id := lr.TraceID(); !id.IsEmpty() {
+		fields[traceIDFieldKey] = hex.EncodeToString(id[:])
+	}
+	if lr.SeverityText() != "" && m.severityText != "" {
+		fields[m.severityText] = lr.SeverityText()
+	}
+	if lr.SeverityNumber() != plog.SeverityNumberUnspecified && m.severityNumber != "" {
+		fields[m.severityNumber] = int32(lr.SeverityNumber())
+	}
+	// Resource attributes first, then record attributes, which win on conflicts (as contrib).
+	for _, attrs := range []pcommon.Map{res.Attributes(), lr.Attributes()} {
+		for k, v := range attrs.All() {
+			switch k {
+			case m.attrs.Host:
+				host = v.AsString()
+			case m.attrs.Source:
+				source = v.AsString()
+			case m.attrs.SourceType:
+				sourcetype = v.AsString()
+			case m.attrs.Index:
+				index = v.AsString()
+			case hecTokenLabel:
+				// never forwarded
+			default:
+				mergeValue(fields, k, v.AsRaw())
+			}
+		}
+	}
+	ts := lr.Timestamp()
+	if ts == 0 {
+		ts = lr.ObservedTimestamp()
+	}
+	ev := &hecEvent{
+		Time:       secondsWithMillis(ts),
+		Host:       host,
+		Source:     source,
+		SourceType: sourcetype,
+		Index:      index,
+		Event:      body,
+	}
+	if len(fields) > 0 {
+		ev.Fields = fields
+	}
+	return ev
+}
+
+// logBody returns the HEC "event" of a log body. A string that holds a JSON object or array
+// (an OCSF finding serialized upstream) is embedded as JSON, not as a quoted string, so Splunk
+// extracts its fields at search time. Other values are embedded as contrib does (AsRaw).
+func logBody(v pcommon.Value) (any, bool) {
+	switch v.Type() {
+	case pcommon.ValueTypeEmpty:
+		return nil, false
+	case pcommon.ValueTypeStr:
+		s := v.Str()
+		if s == "" {
+			return nil, false
+		}
+		if t := strings.TrimSpace(s); len(t) > 1 && (t[0] == '{' || t[0] == '[') && json.Valid([]byte(t)) {
+			return json.RawMessage(t), true
+		}
+		return s, true
+	case pcommon.ValueTypeMap:
+		return v.Map().AsRaw(), true
+	default:
+		return v.AsRaw(), true
+	}
+}
+
+// mergeValue stores v under k in HEC fields, which Splunk requires to be flat: maps are
+// flattened into dotted keys and arrays holding maps or arrays become JSON strings (as contrib).
+func mergeValue(dst map[string]any, k string, v any) {
+	switch element := v.(type) {
+	case []any:
+		if isArrayFlat(element) {
+			dst[k] = element
+		} else {
+			b, _ := json.Marshal(element)
+			dst[k] = string(b)
+		}
+	case map[string]any:
+		for mk, mv := range element {
+			mergeValue(dst, k+"."+mk, mv)
+		}
+	default:
+		dst[k] = v
+	}
+}
+
+func isArrayFlat(array []any) bool {
+	for _, v := range array {
+		switch v.(type) {
+		case []any, map[string]any:
+			return false
+		}
+	}
+	return true
+}
+
+// secondsWithMillis converts a timestamp to epoch seconds with millisecond precision; 0 stays 0
+// so the "time" key is omitted and Splunk stamps the event at index time (as contrib).
+func secondsWithMillis(ts pcommon.Timestamp) float64 {
+	return math.Round(float64(ts)/1e6) / 1e3
+}
+
+func traceIDHex(id pcommon.TraceID) string {
+	if id.IsEmpty() {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
+}
+
+func spanIDHex(id pcommon.SpanID) string {
+	if id.IsEmpty() {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
+}
+
+// spanKindStr and statusCodeStr return the proto enum names, as contrib's traceutil does.
+func spanKindStr(k ptrace.SpanKind) string {
+	switch k {
+	case ptrace.SpanKindUnspecified:
+		return "SPAN_KIND_UNSPECIFIED"
+	case ptrace.SpanKindInternal:
+		return "SPAN_KIND_INTERNAL"
+	case ptrace.SpanKindServer:
+		return "SPAN_KIND_SERVER"
+	case ptrace.SpanKindClient:
+		return "SPAN_KIND_CLIENT"
+	case ptrace.SpanKindProducer:
+		return "SPAN_KIND_PRODUCER"
+	case ptrace.SpanKindConsumer:
+		return "SPAN_KIND_CONSUMER"
+	}
+	return ""
+}
+
+func statusCodeStr(c ptrace.StatusCode) string {
+	switch c {
+	case ptrace.StatusCodeUnset:
+		return "STATUS_CODE_UNSET"
+	case ptrace.StatusCodeOk:
+		return "STATUS_CODE_OK"
+	case ptrace.StatusCodeError:
+		return "STATUS_CODE_ERROR"
+	}
+	return ""
+}
+
+// selectSpans copies the spans whose position (as numbered by spanEvents) satisfies keep.
+func selectSpans(td ptrace.Traces, keep func(int) bool) ptrace.Traces {
+	out := ptrace.NewTraces()
+	idx := 0
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		var outRS ptrace.ResourceSpans
+		hasRS := false
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			ss := sss.At(j)
+			var outSS ptrace.ScopeSpans
+			hasSS := false
+			spans := ss.Spans()
+			for k := 0; k < spans.Len(); k++ {
+				if keep(idx) {
+					if !hasRS {
+						outRS = out.ResourceSpans().AppendEmpty()
+						rs.Resource().CopyTo(outRS.Resource())
+						outRS.SetSchemaUrl(rs.SchemaUrl())
+						hasRS = true
+					}
+					if !hasSS {
+						outSS = outRS.ScopeSpans().AppendEmpty()
+						ss.Scope().CopyTo(outSS.Scope())
+						outSS.SetSchemaUrl(ss.SchemaUrl())
+						hasSS = true
+					}
+					spans.At(k).CopyTo(outSS.Spans().AppendEmpty())
+				}
+				idx++
+			}
+		}
+	}
+	return out
+}
+
+// selectLogs copies the log records whose position (as numbered by logEvents) satisfies keep.
+func selectLogs(ld plog.Logs, keep func(int) bool) plog.Logs {
+	out := plog.NewLogs()
+	idx := 0
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		var outRL plog.ResourceLogs
+		hasRL := false
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			sl := sls.At(j)
+			var outSL plog.ScopeLogs
+			hasSL := false
+			lrs := sl.LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				if keep(idx) {
+					if !hasRL {
+						outRL = out.ResourceLogs().AppendEmpty()
+						rl.Resource().CopyTo(outRL.Resource())
+						outRL.SetSchemaUrl(rl.SchemaUrl())
+						hasRL = true
+					}
+					if !hasSL {
+						outSL = outRL.ScopeLogs().AppendEmpty()
+						sl.Scope().CopyTo(outSL.Scope())
+						outSL.SetSchemaUrl(sl.SchemaUrl())
+						hasSL = true
+					}
+					lrs.At(k).CopyTo(outSL.LogRecords().AppendEmpty())
+				}
+				idx++
+			}
+		}
+	}
+	return out
+}
