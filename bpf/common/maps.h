@@ -79,12 +79,23 @@ struct {
 // Set by user space before load.
 volatile const __u32 syscall_mask = 0; // bit per enum traced_syscall
 volatile const __u8 capture_stacks = 1;
+// Wake the reader only once this much data waits: a wakeup is an interrupt to another CPU,
+// which on a virtual machine costs more than the probe itself. The reader also polls at its
+// flush interval, so nothing waits longer than that.
+volatile const __u64 wakeup_bytes = 256 << 10;
 
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
 	if (n)
 		__sync_fetch_and_add(n, 1);
+}
+
+// submit hands a record to user space, waking the reader only when enough data waits.
+static __always_inline void submit(void *e)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline struct traced_process *traced(__u32 tgid)

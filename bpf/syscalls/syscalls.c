@@ -204,7 +204,7 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		else
 			count_drop(DROP_STACK_FAILED);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -236,7 +236,7 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	if ((nr == NR_ACCEPT || nr == NR_ACCEPT4) && e->ret >= 0)
 		e->family = read_sockaddr((void *)a1, &e->port, e->addr);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -276,7 +276,7 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	long n = bpf_probe_read_kernel_str(e->filename, PATH_BYTES, filename);
 	if (n > 0)
 		e->filename_len = n - 1;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP); // rare, and user space acts on it
 	return 0;
 }
 
@@ -311,7 +311,7 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 	e->child_tgid = ctgid;
 	e->target_id = inherited.target_id;
 	e->filename_len = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP); // rare, and user space acts on it
 	return 0;
 }
 
@@ -337,7 +337,7 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 	e->child_tgid = 0;
 	e->target_id = target_id;
 	e->filename_len = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP); // rare, and user space acts on it
 	return 0;
 }
 

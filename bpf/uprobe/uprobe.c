@@ -119,7 +119,7 @@ int func_entry(struct pt_regs *ctx)
 			return 0;
 		}
 		fill_header(&e->hdr, EVENT_FUNC_ENTRY, routine, probe_id);
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 		return 0;
 	}
 
@@ -138,7 +138,7 @@ int func_entry(struct pt_regs *ctx)
 		else
 			e->args[i].kind = ARG_NONE;
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -158,7 +158,7 @@ int func_return(struct pt_regs *ctx)
 		return 0;
 	}
 	fill_header(&e->hdr, EVENT_FUNC_RETURN, routine_of(ctx, spec->is_go), probe_id);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -195,7 +195,7 @@ int go_newproc1_return(struct pt_regs *ctx)
 	}
 	fill_header(&e->hdr, EVENT_GOROUTINE_CREATE, *caller, 0);
 	e->child = ctx->ax; // the new g
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	bpf_map_delete_elem(&newproc_callers, &tid);
 	return 0;
 }

@@ -107,9 +107,16 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 			r.cancel()
 		}
 		if r.reader != nil {
-			err = errors.Join(err, r.reader.Close())
+			// Hand out what the kernel already wrote (records submitted without a wakeup
+			// included) before closing: the read loop ends at ErrFlushed.
+			if ferr := r.reader.Flush(); ferr != nil {
+				err = errors.Join(err, r.reader.Close())
+			}
 		}
 		r.wg.Wait()
+		if r.reader != nil {
+			err = errors.Join(err, r.reader.Close())
+		}
 		if r.builder != nil {
 			r.builder.Abandon(r.clock.wall(r.clock.now()), "collector shut down before the call returned")
 			r.flush(ctx)
@@ -145,6 +152,10 @@ func (r *ebpfReceiver) readLoop(ctx context.Context) {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			r.flush(ctx)
 			lastFlush = time.Now()
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return // Shutdown drained the ring buffer
+			}
 		case errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:

@@ -75,6 +75,9 @@ type Options struct {
 	RingBufferBytes uint32 // power of two, multiple of the page size
 	SyscallMask     uint32 // OR of SyscallBits
 	CaptureStacks   bool
+	// WakeupBytes: the reader is woken once this much data waits (default: a 32nd of the ring
+	// buffer); below that it reads at its own polling interval.
+	WakeupBytes uint64
 }
 
 // Set is the loaded kernel side: the programs, their shared maps and the links attached so far.
@@ -113,6 +116,13 @@ func Load(opts Options) (*Set, error) {
 		}
 		if err := spec.Variables["capture_stacks"].Set(stacks); err != nil {
 			return nil, fmt.Errorf("set capture_stacks: %w", err)
+		}
+		wakeup := opts.WakeupBytes
+		if wakeup == 0 {
+			wakeup = uint64(spec.Maps["events"].MaxEntries) / 32
+		}
+		if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
+			return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 		}
 	}
 

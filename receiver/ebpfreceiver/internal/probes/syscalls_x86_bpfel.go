@@ -130,6 +130,7 @@ const (
 	syscallsVarUnusedSyscallEvent     = "unused_syscall_event"
 	syscallsVarUnusedSyscallExitEvent = "unused_syscall_exit_event"
 	syscallsVarUnusedTracedProcess    = "unused_traced_process"
+	syscallsVarWakeupBytes            = "wakeup_bytes"
 )
 
 // loadSyscalls returns the embedded CollectionSpec for syscalls.
@@ -205,6 +206,7 @@ type syscallsVariableSpecs struct {
 	UnusedSyscallEvent     *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.VariableSpec `ebpf:"unused_syscall_exit_event"`
 	UnusedTracedProcess    *ebpf.VariableSpec `ebpf:"unused_traced_process"`
+	WakeupBytes            *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // syscallsObjects contains all objects after they have been loaded into the kernel.
@@ -258,6 +260,7 @@ type syscallsVariables struct {
 	UnusedSyscallEvent     *ebpf.Variable `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.Variable `ebpf:"unused_syscall_exit_event"`
 	UnusedTracedProcess    *ebpf.Variable `ebpf:"unused_traced_process"`
+	WakeupBytes            *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // syscallsPrograms contains all programs after they have been loaded into the kernel.

@@ -101,6 +101,7 @@ const (
 	uprobeVarUnusedGoroutineEvent = "unused_goroutine_event"
 	uprobeVarUnusedProbeSpec      = "unused_probe_spec"
 	uprobeVarUnusedTracedProcess  = "unused_traced_process"
+	uprobeVarWakeupBytes          = "wakeup_bytes"
 )
 
 // loadUprobe returns the embedded CollectionSpec for uprobe.
@@ -174,6 +175,7 @@ type uprobeVariableSpecs struct {
 	UnusedGoroutineEvent *ebpf.VariableSpec `ebpf:"unused_goroutine_event"`
 	UnusedProbeSpec      *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
 	UnusedTracedProcess  *ebpf.VariableSpec `ebpf:"unused_traced_process"`
+	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // uprobeObjects contains all objects after they have been loaded into the kernel.
@@ -226,6 +228,7 @@ type uprobeVariables struct {
 	UnusedGoroutineEvent *ebpf.Variable `ebpf:"unused_goroutine_event"`
 	UnusedProbeSpec      *ebpf.Variable `ebpf:"unused_probe_spec"`
 	UnusedTracedProcess  *ebpf.Variable `ebpf:"unused_traced_process"`
+	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // uprobePrograms contains all programs after they have been loaded into the kernel.
