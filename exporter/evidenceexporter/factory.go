@@ -1,0 +1,136 @@
+package evidenceexporter // import "github.com/agenttrail/agenttrail/exporter/evidenceexporter"
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configretry"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
+)
+
+const (
+	defaultRetentionCheckInterval = time.Hour
+)
+
+// NewFactory creates a factory for the evidence exporter.
+func NewFactory() exporter.Factory {
+	// The traces and logs exporters of one component (and any two components naming the same
+	// directory) must share one archive: two writers would fork the chain. The registry lives
+	// in the factory, not in a package variable.
+	r := &registry{byDir: map[string]*evidenceExporter{}}
+	return exporter.NewFactory(
+		metadata.Type,
+		createDefaultConfig,
+		exporter.WithTraces(r.createTraces, metadata.TracesStability),
+		exporter.WithLogs(r.createLogs, metadata.LogsStability),
+	)
+}
+
+func createDefaultConfig() component.Config {
+	return &Config{
+		SegmentMaxBytes:        archive.DefaultSegmentMaxBytes,
+		SegmentMaxAge:          archive.DefaultSegmentMaxAge,
+		RetentionCheckInterval: defaultRetentionCheckInterval,
+		Fsync:                  true,
+		QueueConfig:            metadata.NewDefaultSendingQueueConfig(),
+		RetryConfig:            configretry.NewDefaultBackOffConfig(),
+	}
+}
+
+func helperOptions(cfg *Config, h *handle) []exporterhelper.Option {
+	return []exporterhelper.Option{
+		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
+		// A local write is not abandoned half-way: it either lands whole or is rolled back.
+		exporterhelper.WithTimeout(exporterhelper.TimeoutConfig{Timeout: 0}),
+		exporterhelper.WithRetry(cfg.RetryConfig),
+		exporterhelper.WithQueue(cfg.QueueConfig),
+		exporterhelper.WithStart(h.start),
+		exporterhelper.WithShutdown(h.shutdown),
+	}
+}
+
+func (r *registry) createTraces(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Traces, error) {
+	cfg := c.(*Config)
+	h, err := r.acquire(cfg, set)
+	if err != nil {
+		return nil, err
+	}
+	return exporterhelper.NewTraces(ctx, set, cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
+}
+
+func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Logs, error) {
+	cfg := c.(*Config)
+	h, err := r.acquire(cfg, set)
+	if err != nil {
+		return nil, err
+	}
+	return exporterhelper.NewLogs(ctx, set, cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
+}
+
+// registry shares one evidenceExporter per archive directory among the signals.
+type registry struct {
+	mu    sync.Mutex
+	byDir map[string]*evidenceExporter
+}
+
+func (r *registry) acquire(cfg *Config, set exporter.Settings) (*handle, error) {
+	key, err := filepath.Abs(cfg.Directory)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.byDir[key]
+	if e == nil {
+		e = newEvidenceExporter(cfg, set.Logger)
+		r.byDir[key] = e
+	} else if e.cfg != cfg && !reflect.DeepEqual(e.cfg, cfg) {
+		return nil, fmt.Errorf("directory %q is already used by another evidence exporter with a different configuration", cfg.Directory)
+	}
+	e.refs++
+	return &handle{exp: e, release: func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		e.refs--
+		if e.refs > 0 {
+			return false
+		}
+		if r.byDir[key] == e {
+			delete(r.byDir, key)
+		}
+		return true
+	}}, nil
+}
+
+// handle is one signal's reference to a shared exporter.
+type handle struct {
+	exp      *evidenceExporter
+	release  func() (last bool)
+	shutOnce sync.Once
+	shutErr  error
+}
+
+func (h *handle) start(ctx context.Context, host component.Host) error {
+	return h.exp.start(ctx, host)
+}
+
+// shutdown is idempotent and safe when start never ran; the archive is sealed when the last
+// signal using it shuts down.
+func (h *handle) shutdown(ctx context.Context) error {
+	h.shutOnce.Do(func() {
+		if h.release() {
+			h.shutErr = h.exp.shutdown(ctx)
+		}
+	})
+	return h.shutErr
+}
