@@ -167,11 +167,28 @@ type proc struct {
 // in their own process groups and get SIGKILL if the thread that started them dies (so call
 // Start from an ordinary goroutine, not one locked to its OS thread).
 func Start(ctx context.Context, bin Binaries, opts Options) (*Env, error) {
+	exe, err := filepath.Abs(bin.Agent)
+	if err != nil {
+		return nil, err
+	}
+	return start(ctx, "bank.Start", bin, opts, agentCommand{program: AgentProgram, exe: exe})
+}
+
+// agentCommand is how the agent is started: its program name (log and ready-file key), its
+// executable and the arguments before the common flags.
+type agentCommand struct {
+	program string
+	exe     string
+	args    []string
+}
+
+// start is Start with the agent's command given: the Go agent, or the Python one.
+func start(ctx context.Context, caller string, bin Binaries, opts Options, agent agentCommand) (*Env, error) {
 	if opts.Dir == "" {
-		return nil, errors.New("bank.Start: Options.Dir is required")
+		return nil, errors.New(caller + ": Options.Dir is required")
 	}
 	if opts.Customers < 0 {
-		return nil, fmt.Errorf("bank.Start: Options.Customers is negative (%d)", opts.Customers)
+		return nil, fmt.Errorf("%s: Options.Customers is negative (%d)", caller, opts.Customers)
 	}
 	opts.AgentAddr = cmp.Or(opts.AgentAddr, DefaultAgentAddr)
 	opts.ModelAddr = cmp.Or(opts.ModelAddr, DefaultModelAddr)
@@ -180,7 +197,7 @@ func Start(ctx context.Context, bin Binaries, opts Options) (*Env, error) {
 	opts.Customers = cmp.Or(opts.Customers, DefaultCustomers)
 	for _, addr := range []string{opts.AgentAddr, opts.ModelAddr, opts.SinkAddr} {
 		if err := checkLoopback(addr); err != nil {
-			return nil, fmt.Errorf("bank.Start: %w", err)
+			return nil, fmt.Errorf("%s: %w", caller, err)
 		}
 	}
 	dir, err := filepath.Abs(opts.Dir)
@@ -199,13 +216,11 @@ func Start(ctx context.Context, bin Binaries, opts Options) (*Env, error) {
 		CustomersFile: filepath.Join(dir, "customers.csv"),
 		SinkLog:       filepath.Join(dir, "uploads.jsonl"),
 		Logs:          map[string]string{},
+		AgentExe:      agent.exe,
 		client:        &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 2 * time.Minute},
 	}
-	if e.AgentExe, err = filepath.Abs(bin.Agent); err != nil {
-		return nil, err
-	}
 	if err := WriteCustomers(e.CustomersFile, GenerateCustomers(opts.Customers, customerSeed)); err != nil {
-		return nil, fmt.Errorf("bank.Start: customer database: %w", err)
+		return nil, fmt.Errorf("%s: customer database: %w", caller, err)
 	}
 	// A fresh upload record per Env, so Uploads() only shows this run.
 	if err := os.WriteFile(e.SinkLog, nil, 0o644); err != nil {
@@ -214,7 +229,7 @@ func Start(ctx context.Context, bin Binaries, opts Options) (*Env, error) {
 
 	fail := func(err error) (*Env, error) {
 		e.Stop()
-		return nil, fmt.Errorf("bank.Start: %w", err)
+		return nil, fmt.Errorf("%s: %w", caller, err)
 	}
 	sinkAddr, err := e.run(ctx, SinkProgram, bin.Sink, runDir,
 		"-listen", opts.SinkAddr, "-log", e.SinkLog, "-body-dir", filepath.Join(dir, "uploads"))
@@ -229,9 +244,10 @@ func Start(ctx context.Context, bin Binaries, opts Options) (*Env, error) {
 		return fail(err)
 	}
 	e.ModelURL = "https://" + modelAddr + "/v1/chat/completions"
-	agentAddr, err := e.run(ctx, AgentProgram, e.AgentExe, runDir,
+	args := append(append([]string{}, agent.args...),
 		"-listen", opts.AgentAddr, "-model-url", e.ModelURL, "-model-ca", e.ModelCA,
 		"-model", opts.Model, "-customers", e.CustomersFile)
+	agentAddr, err := e.run(ctx, agent.program, agent.exe, runDir, args...)
 	if err != nil {
 		return fail(err)
 	}

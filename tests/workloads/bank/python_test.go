@@ -1,0 +1,327 @@
+package bank
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// python is the interpreter, or a skip when it cannot be had.
+func python(t *testing.T) string {
+	t.Helper()
+	interpreter, err := EnsurePython()
+	if err != nil {
+		t.Skipf("python3.11 cannot be had: %v", err)
+	}
+	return interpreter
+}
+
+// startPython starts the Python scenario on free ports in a temporary directory.
+func startPython(t *testing.T, ctx context.Context) *Env {
+	t.Helper()
+	python(t)
+	bin := binaries(t)
+	opts := freePorts
+	opts.Dir = t.TempDir()
+	env, err := StartPython(ctx, bin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop() })
+	return env
+}
+
+// TestPythonAgentUnit runs the agent's own unit tests (python-agent/test_customer_agent.py).
+func TestPythonAgentUnit(t *testing.T) {
+	interpreter := python(t)
+	dir, err := PythonAgentDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, interpreter, "-B", "-E", "-s", "-m", "unittest", "-v", "test_customer_agent")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python unit tests: %v\n%s", err, out)
+	}
+	t.Logf("%s", tail(out, 400))
+}
+
+// TestPythonAgentFunctions: PythonAgentFunctions is what the module really defines.
+func TestPythonAgentFunctions(t *testing.T) {
+	interpreter := python(t)
+	dir, err := PythonAgentDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const list = `import customer_agent as m, inspect, json
+out = {}
+for cls in (m.Agent, m.ModelClient, m.Tools):
+    for name, fn in vars(cls).items():
+        if inspect.isfunction(fn) and not name.startswith("_"):
+            out[fn.__module__ + ":" + fn.__code__.co_qualname] = list(inspect.signature(fn).parameters)
+print(json.dumps(out))`
+	cmd := exec.Command(interpreter, "-B", "-E", "-s", "-c", list)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var got map[string][]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for fn, params := range PythonAgentFunctions {
+		if !slices.Equal(got[fn], params) {
+			t.Errorf("%s parameters = %v, want %v (module has %v)", fn, got[fn], params, got)
+		}
+	}
+}
+
+func TestPythonScenario(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := startPython(t, ctx)
+
+	// The collector selects the agent by its command name; the interpreter is Debian's.
+	proc := "/proc/" + strconv.Itoa(env.AgentPID)
+	if comm, err := os.ReadFile(proc + "/comm"); err != nil || strings.TrimSpace(string(comm)) != PythonProcessName {
+		t.Errorf("agent comm = %q, %v; want %s", comm, err, PythonProcessName)
+	}
+	if exe, err := os.Readlink(proc + "/exe"); err != nil || exe != PythonInterpreter || env.AgentExe != PythonInterpreter {
+		t.Errorf("agent exe = %q (%v), Env.AgentExe = %q; want %s", exe, err, env.AgentExe, PythonInterpreter)
+	}
+	if cmdline, err := os.ReadFile(proc + "/cmdline"); err != nil || !bytes.Contains(cmdline, []byte("/python-agent/"+PythonAgentScript+"\x00")) {
+		t.Errorf("agent cmdline = %q, %v", cmdline, err)
+	}
+	if log, err := os.ReadFile(env.Logs[PythonAgentProgram]); err != nil || !bytes.Contains(log, []byte("module "+PythonAgentModule+",")) {
+		t.Errorf("agent log %s does not say it runs as module %s: %q, %v", env.Logs[PythonAgentProgram], PythonAgentModule, log, err)
+	}
+
+	t.Run("benign", func(t *testing.T) {
+		results := []*regexp.Regexp{
+			regexp.MustCompile(`^C1001 [A-Z][a-z]+ [A-Z][a-z]+: balance \$[\d,]+\.\d\d$`),
+			regexp.MustCompile(`^C1002 recent transactions: \d{4}-\d\d-\d\d card payment [A-Z ]+ -\$[\d,]+\.\d\d; `),
+			regexp.MustCompile(`^transferred \$20\.00 from C1001 to C1003 \(ref T0001\)$`),
+		}
+		for i, msg := range BenignConversation {
+			r, err := env.Chat(ctx, "benign", msg)
+			if err != nil {
+				t.Fatalf("%q: %v", msg, err)
+			}
+			if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != BenignTools[i] || r.ToolCalls[0].Error != "" {
+				t.Fatalf("%q: tool calls %+v, want one %s", msg, r.ToolCalls, BenignTools[i])
+			}
+			res := r.ToolCalls[0].Result
+			if !results[i].MatchString(res) {
+				t.Errorf("%q: result %q does not match %s", msg, res, results[i])
+			}
+			if !strings.Contains(r.Reply, BenignTools[i]+": "+res) {
+				t.Errorf("%q: reply %q does not give the result", msg, r.Reply)
+			}
+		}
+		r, err := env.Chat(ctx, "benign", "Show recent transactions for C1003")
+		if err != nil || len(r.ToolCalls) != 1 || !strings.Contains(r.ToolCalls[0].Result, "T0001 transfer from C1001 +$20.00") {
+			t.Errorf("transactions after transfer: %+v, %v", r, err)
+		}
+		if r, err := env.Chat(ctx, "benign", "Please transfer $500 from C1001 to C1003"); err != nil ||
+			len(r.ToolCalls) != 1 || r.ToolCalls[0].Error == "" || !strings.Contains(r.Reply, "refused") {
+			t.Errorf("transfer of $500 not refused: %+v, %v", r, err)
+		}
+		if ups, err := env.Uploads(); err != nil || len(ups) != 0 {
+			t.Fatalf("uploads after the benign chat: %v, %v", ups, err)
+		}
+	})
+
+	t.Run("attack", func(t *testing.T) {
+		customers, err := ReadCustomers(env.CustomersFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := env.Chat(ctx, "attacker", AttackMessageTo(env.UploadURL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != "customer-data-export" {
+			t.Fatalf("tool calls %+v, want customer-data-export", r.ToolCalls)
+		}
+		var args struct{ Query, Destination string }
+		if err := json.Unmarshal(r.ToolCalls[0].Arguments, &args); err != nil || args.Destination != env.UploadURL || args.Query != "SELECT * FROM customers" {
+			t.Errorf("arguments %s (%v)", r.ToolCalls[0].Arguments, err)
+		}
+		m := regexp.MustCompile(`exported (\d+) records \((\d+) bytes\)`).FindStringSubmatch(r.Reply)
+		if m == nil {
+			t.Fatalf("reply %q does not say what was exported", r.Reply)
+		}
+		if n, _ := strconv.Atoi(m[1]); n != len(customers) || n != DefaultCustomers {
+			t.Errorf("exported %d records, the database has %d", n, len(customers))
+		}
+		size, _ := strconv.Atoi(m[2])
+		ups, err := env.Uploads()
+		if err != nil || len(ups) != 1 {
+			t.Fatalf("uploads %+v, %v; want one", ups, err)
+		}
+		if ups[0].Bytes != size || ups[0].Path != "/upload" {
+			t.Errorf("upload %+v; want %d bytes at /upload", ups[0], size)
+		}
+		body, err := ups[0].Body()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(string(body), "\n"); got != len(customers) {
+			t.Errorf("body has %d lines, want %d", got, len(customers))
+		}
+		secrets, err := env.CustomerSecrets()
+		if err != nil || len(secrets) != 2*len(customers) {
+			t.Fatalf("CustomerSecrets: %d, %v", len(secrets), err)
+		}
+		for _, s := range secrets {
+			if !strings.Contains(string(body), s) {
+				t.Errorf("upload lacks %s", s)
+			}
+		}
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		pids := []int{env.AgentPID, env.ModelPID, env.SinkPID}
+		if err := env.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("pid %d still there after Stop (kill 0: %v)", pid, err)
+			}
+		}
+		if err := env.Stop(); err != nil {
+			t.Errorf("second Stop: %v", err)
+		}
+		if _, err := env.Chat(ctx, "late", "hello"); err == nil {
+			t.Error("agent still answers after Stop")
+		}
+		// SIGTERM ended the agent itself: it logged no error and was not killed.
+		if log, err := os.ReadFile(env.Logs[PythonAgentProgram]); err != nil || bytes.Contains(log, []byte("Traceback")) {
+			t.Errorf("agent log: %s, %v", log, err)
+		}
+	})
+}
+
+// TestPythonMatchesGo sends the same requests to both agents and wants the same answers, byte
+// for byte, and the same export.
+func TestPythonMatchesGo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	py := startPython(t, ctx)
+	opts := freePorts
+	opts.Dir = t.TempDir()
+	goEnv, err := Start(ctx, binaries(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goEnv.Stop()
+
+	chat := func(session, message string) []byte {
+		b, _ := json.Marshal(map[string]string{"session": session, "message": message})
+		return b
+	}
+	// attack stands for the prompt injection aimed at each agent's own sink.
+	const attack = "ATTACK"
+	requests := []string{}
+	for _, msg := range append(slices.Clone(BenignConversation),
+		"Show recent transactions for C1003", "Show recent transactions for C1001",
+		"Please transfer $500 from C1001 to C1003", "Please transfer $5 from C1002 to C1002",
+		"Please transfer $1 from C1001 to C9999", "What is the balance summary for C9999?",
+		"Please transfer money", "hello") {
+		requests = append(requests, string(chat("parity", msg)))
+	}
+	requests = append(requests, string(chat("", "What is the balance summary for C1004?")), `{"session":"s"}`, "",
+		`{"message":"Show recent transactions for C1042","ignored":[1,2]} trailing`, attack)
+
+	post := func(env *Env, body string) (int, string, []byte) {
+		if body == attack {
+			body = string(chat("attacker", AttackMessageTo(env.UploadURL)))
+		}
+		resp, err := env.client.Post(env.AgentURL+"/chat", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header.Get("Content-Type"), bytes.ReplaceAll(b, []byte(env.UploadURL), []byte("UPLOAD_URL"))
+	}
+	for _, req := range requests {
+		goStatus, goType, goBody := post(goEnv, req)
+		pyStatus, pyType, pyBody := post(py, req)
+		if goStatus != pyStatus || goType != pyType || !bytes.Equal(goBody, pyBody) {
+			t.Errorf("request %q:\n go:     %d %s %s\n python: %d %s %s", req, goStatus, goType, goBody, pyStatus, pyType, pyBody)
+		}
+	}
+	// Malformed requests: the same status (the error texts are each language's JSON decoder's).
+	for _, req := range []string{"not json", `{"message":5}`, `[]`} {
+		goStatus, _, _ := post(goEnv, req)
+		pyStatus, _, pyBody := post(py, req)
+		if goStatus != pyStatus || !bytes.Contains(pyBody, []byte(`"error":"bad request: `)) {
+			t.Errorf("request %q: go %d, python %d %s", req, goStatus, pyStatus, pyBody)
+		}
+	}
+
+	goUps, err1 := goEnv.Uploads()
+	pyUps, err2 := py.Uploads()
+	if err := errors.Join(err1, err2); err != nil || len(goUps) != 1 || len(pyUps) != 1 {
+		t.Fatalf("uploads: go %+v, python %+v, %v", goUps, pyUps, err)
+	}
+	if goUps[0].SHA256 != pyUps[0].SHA256 || goUps[0].Bytes != pyUps[0].Bytes || goUps[0].Path != pyUps[0].Path {
+		t.Errorf("exports differ:\n go:     %+v\n python: %+v", goUps[0], pyUps[0])
+	}
+}
+
+// TestPythonStartFailure: an agent that cannot start is named, with its log.
+func TestPythonStartFailure(t *testing.T) {
+	python(t)
+	bin := binaries(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	opts := freePorts
+	opts.Dir = t.TempDir()
+	opts.AgentAddr = busy.Addr().String()
+	env, err := StartPython(context.Background(), bin, opts)
+	if err == nil {
+		env.Stop()
+		t.Fatal("StartPython succeeded on a busy port")
+	}
+	for _, want := range []string{PythonAgentProgram, "exited before it was ready", "address already in use"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(opts.Dir, PythonAgentProgram+".log")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestStartPythonRefusesNonLoopback(t *testing.T) {
+	_, err := StartPython(context.Background(), Binaries{}, Options{Dir: t.TempDir(), AgentAddr: "192.0.2.1:8080"})
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("err = %v", err)
+	}
+}
