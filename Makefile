@@ -23,6 +23,16 @@ $(OCB):
 		{ echo "agenttrail: could not install ocb $(OCB_VERSION) (see /tmp/agenttrail-ocb.log)" >&2; exit 1; }
 	@mv $(BIN)/builder $(OCB)
 
+JAEGER := $(CURDIR)/tests/tools/bin/jaeger
+
+$(JAEGER): tests/tools/go.mod
+	@echo "building Jaeger (tests/tools, its own module) for the demo and the end-to-end tests"
+	@cd tests/tools && $(GO) build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger >/tmp/agenttrail-jaeger.log 2>&1 || \
+		{ echo "agenttrail: could not build Jaeger (see /tmp/agenttrail-jaeger.log)" >&2; exit 1; }
+
+.PHONY: tools
+tools: $(JAEGER) ## Build the test tools (Jaeger, from tests/tools/go.mod)
+
 .PHONY: generate
 generate: ## Regenerate the eBPF objects and Go bindings (bpf2go; installs clang if missing)
 	@$(PREREQS) clang modules
@@ -44,7 +54,7 @@ build: $(OCB) ## Build the collector distribution with ocb into _build/
 .PHONY: test
 test: ## Run every test, kernel tests included (needs root; installs test packages)
 	@$(PREREQS) kernel modules test-packages
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build tools
 	$(COLLECTOR) validate --config=distributions/agenttrail/config.yaml
 	$(COLLECTOR) validate --config=distributions/agenttrail/gateway.yaml
 	$(GO) test $(GOTEST_FLAGS) ./...
@@ -52,7 +62,7 @@ test: ## Run every test, kernel tests included (needs root; installs test packag
 .PHONY: demo
 demo: ## Build the collector and run the demo on this machine (needs root)
 	@$(PREREQS) kernel modules test-packages
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build tools
 	@$(CURDIR)/tests/demo/run.sh $(COLLECTOR)
 
 .PHONY: bench

@@ -12,36 +12,28 @@ import (
 
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
-
+	"github.com/agenttrail/agenttrail/tests/jaeger"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
 )
 
 func main() {
 	collector := flag.String("collector", "_build/otelcol-agenttrail", "the collector binary built by make build")
 	config := flag.String("config", "distributions/agenttrail/config.yaml", "the agent configuration")
-	overrides := flag.String("overrides", "tests/demo/collector-overrides.yaml", "demo overrides merged over the configuration")
 	dir := flag.String("dir", ".demo", "work folder for binaries, data and logs")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &demo{collector: *collector, config: *config, overrides: *overrides, dir: *dir}
+	d := &demo{collector: *collector, config: *config, dir: *dir}
 	err := d.run(ctx)
 	d.cleanup()
 	if err != nil {
@@ -51,12 +43,11 @@ func main() {
 }
 
 type demo struct {
-	collector, config, overrides, dir string
+	collector, config, dir string
 
 	env     *bank.Env
 	otelcol *exec.Cmd
-	sink    *spanSink
-	server  *http.Server
+	jaeger  *jaeger.Jaeger
 }
 
 // step runs one named step; its error says which step failed.
@@ -84,7 +75,10 @@ func (d *demo) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := step("start the span sink the collector exports to (OTLP/HTTP on loopback)", d.startSink); err != nil {
+	if err := step("start Jaeger (in memory; query API "+jaeger.QueryURL+")", func() error {
+		d.jaeger, err = jaeger.Start(ctx, d.dir)
+		return err
+	}); err != nil {
 		return err
 	}
 	// The collector starts first: processes started after it are attached at their exec.
@@ -131,36 +125,26 @@ func (d *demo) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	var story []span
-	if err := step("wait for the collector's spans of the attack", func() error {
-		story, err = d.sink.waitStory(ctx, "execute_tool customer-data-export", 15*time.Second)
+	var story jaeger.Trace
+	if err := step("find the attack's trace in Jaeger", func() error {
+		story, err = waitStory(ctx, d.jaeger, "customer-agent", "execute_tool customer-data-export", 20*time.Second)
 		return err
 	}); err != nil {
 		return err
 	}
 	printStory(story)
+	fmt.Printf("\nThe trace in Jaeger: %s/api/traces/%s\n", jaeger.QueryURL, story.TraceID)
+	fmt.Printf("(this Jaeger is built from Go modules and has no UI assets; its HTTP API answers the UI's queries)\n")
 	fmt.Printf(`
-What this demo did not show, because it is not built yet:
+What this demo did not show yet:
   - attribution of each span to a Kubernetes namespace, pod, deployment and service account
+    (the processor is not built yet)
   - the attack-story processor: one story per request, learned profiles, rules and the finding
-    (OCSF, MITRE ATLAS) that would flag this export
-  - the Splunk HEC, Microsoft Sentinel and tamper-evident evidence exporters
+    (OCSF, MITRE ATLAS) that would flag this export (not built yet)
+  - delivery of that finding to Splunk HEC, Microsoft Sentinel and the evidence archive (the HEC
+    and evidence exporters are built and tested; there is no finding to send yet)
 Logs: collector %s, workloads in %s
 `, filepath.Join(d.dir, "collector.log"), filepath.Join(d.dir, "bank"))
-	return nil
-}
-
-func (d *demo) startSink() error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	d.sink = &spanSink{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/traces", d.sink.handle)
-	d.server = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = d.server.Serve(ln) }()
-	d.sink.addr = ln.Addr().String()
 	return nil
 }
 
@@ -170,9 +154,9 @@ func (d *demo) startCollector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(d.collector, "--config="+d.config, "--config="+d.overrides)
+	cmd := exec.Command(d.collector, "--config="+d.config)
 	cmd.Env = append(os.Environ(),
-		"AGENTTRAIL_DEMO_OTLP_ENDPOINT=http://"+d.sink.addr,
+		"AGENTTRAIL_OTLP_ENDPOINT="+jaeger.OTLPGRPCEndpoint,
 		"AGENTTRAIL_HEALTH_ENDPOINT=127.0.0.1:13133",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -222,156 +206,97 @@ func (d *demo) cleanup() {
 			_ = syscall.Kill(-d.otelcol.Process.Pid, syscall.SIGKILL)
 		}
 	}
-	if d.server != nil {
-		_ = d.server.Close()
-	}
+	d.jaeger.Stop()
 	fmt.Println("==> stopped everything the demo started")
 }
 
-// span is one received span with its process.
-type span struct {
-	s       ptrace.Span
-	service string
-	pid     int64
-}
-
-// spanSink is the OTLP/HTTP endpoint the demo's collector exports to.
-type spanSink struct {
-	addr  string
-	mu    sync.Mutex
-	spans []span
-}
-
-func (k *spanSink) handle(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	req := ptraceotlp.NewExportRequest()
-	if err := req.UnmarshalProto(body); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	td := req.Traces()
-	k.mu.Lock()
-	for i := 0; i < td.ResourceSpans().Len(); i++ {
-		rs := td.ResourceSpans().At(i)
-		svc, _ := rs.Resource().Attributes().Get("service.name")
-		pid, _ := rs.Resource().Attributes().Get("process.pid")
-		for j := 0; j < rs.ScopeSpans().Len(); j++ {
-			ss := rs.ScopeSpans().At(j).Spans()
-			for n := 0; n < ss.Len(); n++ {
-				s := ptrace.NewSpan()
-				ss.At(n).CopyTo(s)
-				k.spans = append(k.spans, span{s: s, service: svc.Str(), pid: pid.Int()})
-			}
-		}
-	}
-	k.mu.Unlock()
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	out, _ := ptraceotlp.NewExportResponse().MarshalProto()
-	_, _ = w.Write(out)
-}
-
-// waitStory waits for a span named name and returns every span of its trace, once the trace
-// has stopped growing for a second.
-func (k *spanSink) waitStory(ctx context.Context, name string, timeout time.Duration) ([]span, error) {
+// waitStory waits for a trace of service with a span named op, and returns it once it has
+// stopped growing for a second.
+func waitStory(ctx context.Context, j *jaeger.Jaeger, service, op string, timeout time.Duration) (jaeger.Trace, error) {
 	deadline := time.Now().Add(timeout)
-	var trace pcommon.TraceID
 	last, stableSince := -1, time.Time{}
 	for {
-		k.mu.Lock()
-		var story []span
-		for _, s := range k.spans {
-			if trace.IsEmpty() && s.s.Name() == name {
-				trace = s.s.TraceID()
-			}
-		}
-		for _, s := range k.spans {
-			if !trace.IsEmpty() && s.s.TraceID() == trace {
-				story = append(story, s)
-			}
-		}
-		total := len(k.spans)
-		k.mu.Unlock()
-		if len(story) > 0 {
-			if len(story) != last {
-				last, stableSince = len(story), time.Now()
-			} else if time.Since(stableSince) > time.Second {
-				return story, nil
+		traces, err := j.Traces(ctx, service, 50)
+		if err == nil {
+			for _, t := range traces {
+				for _, s := range t.Spans {
+					if s.OperationName != op {
+						continue
+					}
+					if len(t.Spans) != last {
+						last, stableSince = len(t.Spans), time.Now()
+					} else if time.Since(stableSince) > time.Second {
+						return t, nil
+					}
+				}
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no span %q arrived within %v (%d spans received in all)", name, timeout, total)
+			return jaeger.Trace{}, fmt.Errorf("no trace of %s with a span %q in Jaeger within %v (last error: %v)", service, op, timeout, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+			return jaeger.Trace{}, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
 		}
 	}
 }
 
 // printStory prints the trace as an indented tree in time order, with the attributes that
 // tell the story.
-func printStory(story []span) {
-	children := map[pcommon.SpanID][]span{}
-	ids := map[pcommon.SpanID]bool{}
-	for _, s := range story {
-		ids[s.s.SpanID()] = true
+func printStory(t jaeger.Trace) {
+	t.SortByStart()
+	children := map[string][]jaeger.Span{}
+	ids := map[string]bool{}
+	for _, s := range t.Spans {
+		ids[s.SpanID] = true
 	}
-	var roots []span
-	for _, s := range story {
-		if p := s.s.ParentSpanID(); !p.IsEmpty() && ids[p] {
+	var roots []jaeger.Span
+	for _, s := range t.Spans {
+		if p := s.Parent(); p != "" && ids[p] {
 			children[p] = append(children[p], s)
 		} else {
 			roots = append(roots, s)
 		}
 	}
-	byStart := func(v []span) {
-		sort.Slice(v, func(i, j int) bool { return v[i].s.StartTimestamp() < v[j].s.StartTimestamp() })
-	}
-	fmt.Printf("\nThe attack as the collector recorded it (trace %s, %d spans):\n\n", story[0].s.TraceID(), len(story))
-	var walk func(s span, depth int)
-	walk = func(s span, depth int) {
-		start := s.s.StartTimestamp().AsTime()
-		dur := s.s.EndTimestamp().AsTime().Sub(start)
-		fmt.Printf("%s %s%s  [%s pid %d, %v]\n", start.Format("15:04:05.000"), strings.Repeat("  ", depth), s.s.Name(), s.service, s.pid, dur.Round(time.Microsecond))
+	fmt.Printf("\nThe attack as the collector recorded it (trace %s, %d spans):\n\n", t.TraceID, len(t.Spans))
+	var walk func(s jaeger.Span, depth int)
+	walk = func(s jaeger.Span, depth int) {
+		start := time.UnixMicro(s.StartTime)
+		proc := t.Processes[s.ProcessID]
+		indent := strings.Repeat(" ", 12+2*depth)
+		fmt.Printf("%s %s%s  [%s pid %s, %v]\n", start.Format("15:04:05.000"), strings.Repeat("  ", depth), s.OperationName,
+			proc.ServiceName, jaeger.Tag(proc.Tags, "process.pid"), time.Duration(s.Duration)*time.Microsecond)
 		for _, key := range []string{"code.function.name", "agenttrail.arg.prompt", "agenttrail.arg.query", "agenttrail.arg.destination",
 			"gen_ai.request.model", "network.peer.address", "network.peer.port", "process.command_line"} {
-			if v, ok := s.s.Attributes().Get(key); ok {
-				fmt.Printf("%s   %s = %s\n", strings.Repeat(" ", 12+2*depth), key, oneLine(v.AsString()))
+			if v := jaeger.Tag(s.Tags, key); v != "" {
+				fmt.Printf("%s   %s = %s\n", indent, key, oneLine(v))
 			}
 		}
-		if v, ok := s.s.Attributes().Get("code.stacktrace"); ok {
-			frames := strings.Split(v.Str(), "\n")
-			fmt.Printf("%s   call stack (%d frames, innermost first, runtime frames left out):\n", strings.Repeat(" ", 12+2*depth), len(frames))
+		if v := jaeger.Tag(s.Tags, "code.stacktrace"); v != "" {
+			frames := strings.Split(v, "\n")
+			fmt.Printf("%s   call stack (%d frames, innermost first, runtime frames left out):\n", indent, len(frames))
 			shown := 0
 			for _, f := range frames {
 				if strings.HasPrefix(f, "runtime.") || strings.HasPrefix(f, "internal/") || strings.HasPrefix(f, "syscall.") || shown == 6 {
 					continue
 				}
-				fmt.Printf("%s     %s\n", strings.Repeat(" ", 12+2*depth), f)
+				fmt.Printf("%s     %s\n", indent, f)
 				shown++
 			}
 		}
-		for i := 0; i < s.s.Events().Len(); i++ {
-			ev := s.s.Events().At(i)
-			if p, ok := ev.Attributes().Get("file.path"); ok {
-				fmt.Printf("%s %s   event %s %s\n", ev.Timestamp().AsTime().Format("15:04:05.000"), strings.Repeat("  ", depth), ev.Name(), p.Str())
+		for _, l := range s.Logs {
+			if p := jaeger.Tag(l.Fields, "file.path"); p != "" {
+				fmt.Printf("%s %s   event %s %s\n", time.UnixMicro(l.Timestamp).Format("15:04:05.000"), strings.Repeat("  ", depth), jaeger.Tag(l.Fields, "event"), p)
 			}
 		}
-		if s.s.Status().Code() == ptrace.StatusCodeError {
-			fmt.Printf("%s   status: error: %s\n", strings.Repeat(" ", 12+2*depth), s.s.Status().Message())
+		if jaeger.Tag(s.Tags, "otel.status_code") == "ERROR" {
+			fmt.Printf("%s   status: error: %s\n", indent, jaeger.Tag(s.Tags, "otel.status_description"))
 		}
-		kids := children[s.s.SpanID()]
-		byStart(kids)
-		for _, c := range kids {
+		for _, c := range children[s.SpanID] {
 			walk(c, depth+1)
 		}
 	}
-	byStart(roots)
 	for _, r := range roots {
 		walk(r, 0)
 	}
