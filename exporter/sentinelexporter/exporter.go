@@ -1,0 +1,525 @@
+package sentinelexporter
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/monitor/ingestion/azlogs"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+)
+
+type signal string
+
+const (
+	signalTraces signal = "traces"
+	signalLogs   signal = "logs"
+)
+
+// Reasons recorded on agenttrail.sentinel.rows.dropped.
+const (
+	dropRowTooLarge      = "row_too_large"      // one encoded row alone exceeds max_batch_bytes
+	dropEmptyBody        = "empty_body"         // log record without body: no finding to report
+	dropRejectedTooLarge = "rejected_too_large" // the service answered 413 for a request holding this row alone
+)
+
+const droppedMetricName = "agenttrail.sentinel.rows.dropped"
+
+// gzipEncoding is the Content-Encoding of every upload: azlogs sends the bytes it is given and
+// only sets the header, so the exporter compresses the JSON array itself.
+var gzipEncoding = "gzip"
+
+// uploader is the part of *azlogs.Client the exporter uses.
+type uploader interface {
+	Upload(ctx context.Context, ruleID string, streamName string, logs []byte, options *azlogs.UploadOptions) (azlogs.UploadResponse, error)
+}
+
+type idleCloser interface{ CloseIdleConnections() }
+
+// sentinelExporter sends one signal (findings or spans) to one DCR stream.
+type sentinelExporter struct {
+	cfg       *Config
+	signal    signal
+	stream    string
+	path      string // request path, for error messages
+	maxBatch  int
+	logger    *zap.Logger
+	telemetry component.TelemetrySettings
+	opts      factoryOptions
+	identity  string // who authenticates, for error messages; never the secret
+	authority string // the Entra authority host used, for error messages
+	secret    string // redacted from anything the service or the SDK echoes back
+
+	dropped metric.Int64Counter
+
+	mu     sync.Mutex
+	client uploader   // created in start
+	idle   idleCloser // the transport's idle connections, closed in shutdown
+
+	auth authHold
+
+	statePool sync.Pool
+	gzipPool  sync.Pool
+}
+
+func newExporter(set exporter.Settings, cfg *Config, sig signal, opts factoryOptions) (*sentinelExporter, error) {
+	dropped, err := set.TelemetrySettings.MeterProvider.Meter(ScopeName).Int64Counter(
+		droppedMetricName,
+		metric.WithDescription("Rows the Sentinel exporter dropped instead of sending, by reason."),
+		metric.WithUnit("{row}"),
+	)
+	if err != nil {
+		return nil, err
+	}
+	stream := cfg.StreamNameSpans
+	if sig == signalLogs {
+		stream = cfg.StreamNameFindings
+	}
+	return &sentinelExporter{
+		cfg:       cfg,
+		signal:    sig,
+		stream:    stream,
+		path:      "/dataCollectionRules/" + url.PathEscape(cfg.DCRImmutableID) + "/streams/" + url.PathEscape(stream),
+		maxBatch:  cfg.MaxBatchBytes,
+		logger:    set.Logger,
+		telemetry: set.TelemetrySettings,
+		opts:      opts,
+		identity:  describeIdentity(&cfg.Auth),
+		authority: effectiveAuthority(cfg),
+		secret:    string(cfg.Auth.ClientSecret),
+		dropped:   dropped,
+	}, nil
+}
+
+// start builds the credential and the Logs Ingestion client; no request is sent yet.
+func (e *sentinelExporter) start(_ context.Context, _ component.Host) error {
+	var transport policy.Transporter
+	var idle idleCloser
+	if e.opts.transport != nil {
+		transport = e.opts.transport
+		idle, _ = transport.(idleCloser)
+	} else {
+		hc := newHTTPClient()
+		transport, idle = hc, hc
+	}
+	cred, err := newCredential(e.cfg, transport, e.opts)
+	if err != nil {
+		return fmt.Errorf("sentinel: cannot create the %s: %s", e.identity, e.redact(err.Error()))
+	}
+	client, err := newIngestionClient(e.cfg, cred, transport)
+	if err != nil {
+		return fmt.Errorf("sentinel: cannot create the Logs Ingestion client: %w", err)
+	}
+	e.mu.Lock()
+	e.client, e.idle = client, idle
+	e.mu.Unlock()
+	e.logger.Info("Sentinel exporter started",
+		zap.String("signal", string(e.signal)),
+		zap.String("endpoint", redactedEndpoint(e.cfg.Endpoint)),
+		zap.String("dcr_immutable_id", e.cfg.DCRImmutableID),
+		zap.String("stream", e.stream),
+		zap.String("identity", e.identity))
+	return nil
+}
+
+// shutdown is idempotent and safe without start. It closes the idle connections of the
+// transport (MSAL and azcore keep keep-alive connections to Entra and the ingestion endpoint).
+func (e *sentinelExporter) shutdown(context.Context) error {
+	e.mu.Lock()
+	idle := e.idle
+	e.client = nil
+	e.mu.Unlock()
+	if idle != nil {
+		idle.CloseIdleConnections()
+	}
+	return nil
+}
+
+func (e *sentinelExporter) getClient() uploader {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.client
+}
+
+var errNotStarted = consumererror.NewPermanent(errors.New("sentinel exporter is not started"))
+
+func (e *sentinelExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
+	client := e.getClient()
+	if client == nil {
+		return errNotStarted
+	}
+	if err := e.auth.held(); err != nil {
+		return err
+	}
+	st := e.getState()
+	defer e.putState(st)
+	b := e.newBatcher(ctx, client, st, td.SpanCount())
+	idx := 0
+	rss := td.ResourceSpans()
+resources:
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		rc := newResourceCtx(rs.Resource(), st.res)
+		if rc.attrsJSON != nil {
+			st.res = rc.attrsJSON
+		}
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			scope := sss.At(j).Scope()
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				st.row = appendSpanRow(st.row[:0], &rc, scope, spans.At(k))
+				if !b.add(idx, st.row) {
+					break resources
+				}
+				idx++
+			}
+		}
+	}
+	err := b.finish()
+	if err == nil || consumererror.IsPermanent(err) {
+		return err
+	}
+	return consumererror.NewTraces(err, selectSpans(td, b.pending))
+}
+
+func (e *sentinelExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
+	client := e.getClient()
+	if client == nil {
+		return errNotStarted
+	}
+	if err := e.auth.held(); err != nil {
+		return err
+	}
+	st := e.getState()
+	defer e.putState(st)
+	b := e.newBatcher(ctx, client, st, ld.LogRecordCount())
+	idx := 0
+	rls := ld.ResourceLogs()
+resources:
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		rc := newResourceCtx(rl.Resource(), st.res)
+		if rc.attrsJSON != nil {
+			st.res = rc.attrsJSON
+		}
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				row, ok := appendFindingRow(st.row[:0], &rc, lrs.At(k), &st.scratch)
+				st.row = row
+				if !ok {
+					b.drop(idx, dropEmptyBody, 0)
+				} else if !b.add(idx, row) {
+					break resources
+				}
+				idx++
+			}
+		}
+	}
+	err := b.finish()
+	if err == nil || consumererror.IsPermanent(err) {
+		return err
+	}
+	return consumererror.NewLogs(err, selectLogs(ld, b.pending))
+}
+
+// encodeState holds the buffers of one export call; pooled across calls.
+type encodeState struct {
+	row     []byte // the row being encoded
+	res     []byte // the current resource's attributes as JSON
+	rows    []byte // rows of the current batch, comma separated, without the brackets
+	starts  []int  // start offset in rows of each row of the batch
+	ends    []int  // end offset in rows of each row of the batch
+	idx     []int  // position in the pdata of each row of the batch
+	done    []bool // per pdata position: delivered or dropped
+	scratch bytes.Buffer
+}
+
+func (e *sentinelExporter) getState() *encodeState {
+	if s, ok := e.statePool.Get().(*encodeState); ok {
+		return s
+	}
+	return &encodeState{rows: make([]byte, 0, e.maxBatch)}
+}
+
+func (e *sentinelExporter) putState(s *encodeState) {
+	const keepLimit = 4 << 20
+	if cap(s.row) > keepLimit || cap(s.rows) > keepLimit || s.scratch.Cap() > keepLimit || cap(s.done) > 1<<20 {
+		return
+	}
+	s.rows, s.starts, s.ends, s.idx = s.rows[:0], s.starts[:0], s.ends[:0], s.idx[:0]
+	s.scratch.Reset()
+	e.statePool.Put(s)
+}
+
+type dropStats struct {
+	count   int
+	largest int
+}
+
+// batcher cuts the rows of one export call into JSON arrays of at most max_batch_bytes and
+// uploads each as soon as it is full. It stops at the first failed upload.
+type batcher struct {
+	e      *sentinelExporter
+	ctx    context.Context
+	client uploader
+	st     *encodeState
+	err    error
+	drops  map[string]*dropStats
+}
+
+func (e *sentinelExporter) newBatcher(ctx context.Context, client uploader, st *encodeState, n int) *batcher {
+	if cap(st.done) < n {
+		st.done = make([]bool, n)
+	} else {
+		st.done = st.done[:n]
+		clear(st.done)
+	}
+	return &batcher{e: e, ctx: ctx, client: client, st: st}
+}
+
+// pending reports whether the row at pdata position idx still has to be delivered.
+func (b *batcher) pending(idx int) bool { return idx >= len(b.st.done) || !b.st.done[idx] }
+
+func (b *batcher) drop(idx int, reason string, size int) {
+	if b.drops == nil {
+		b.drops = map[string]*dropStats{}
+	}
+	ds := b.drops[reason]
+	if ds == nil {
+		ds = &dropStats{}
+		b.drops[reason] = ds
+	}
+	ds.count++
+	ds.largest = max(ds.largest, size)
+	if idx < len(b.st.done) {
+		b.st.done[idx] = true
+	}
+}
+
+// add appends one encoded row; false means an upload failed and the call must stop.
+func (b *batcher) add(idx int, row []byte) bool {
+	if len(row)+2 > b.e.maxBatch { // "[" row "]"
+		b.drop(idx, dropRowTooLarge, len(row))
+		return true
+	}
+	st := b.st
+	if n := len(st.starts); n > 0 && len(st.rows)+1+len(row)+2 > b.e.maxBatch {
+		if err := b.flush(); err != nil {
+			b.err = err
+			return false
+		}
+	}
+	if len(st.starts) > 0 {
+		st.rows = append(st.rows, ',')
+	}
+	st.starts = append(st.starts, len(st.rows))
+	st.rows = append(st.rows, row...)
+	st.ends = append(st.ends, len(st.rows))
+	st.idx = append(st.idx, idx)
+	return true
+}
+
+func (b *batcher) flush() error {
+	st := b.st
+	if len(st.starts) == 0 {
+		return nil
+	}
+	err := b.upload(0, len(st.starts))
+	st.rows, st.starts, st.ends, st.idx = st.rows[:0], st.starts[:0], st.ends[:0], st.idx[:0]
+	return err
+}
+
+// finish uploads the last batch, records the drops and returns the first upload error.
+func (b *batcher) finish() error {
+	if b.err == nil {
+		b.err = b.flush()
+	}
+	b.e.reportDrops(b.ctx, b.drops)
+	return b.err
+}
+
+// upload sends rows [lo, hi) of the batch as one JSON array. A 413 answer splits the range in
+// two halves sent one after the other, down to single rows, which are dropped if still refused.
+func (b *batcher) upload(lo, hi int) error {
+	st := b.st
+	body := st.rows[st.starts[lo]:st.ends[hi-1]]
+	err := b.e.send(b.ctx, b.client, body)
+	if err == nil {
+		for i := lo; i < hi; i++ {
+			st.done[st.idx[i]] = true
+		}
+		return nil
+	}
+	var tooLarge *payloadTooLargeError
+	if !errors.As(err, &tooLarge) {
+		return err
+	}
+	if hi-lo == 1 {
+		b.drop(st.idx[lo], dropRejectedTooLarge, len(body)+2)
+		return nil
+	}
+	mid := lo + (hi-lo)/2
+	b.e.logger.Debug("Logs Ingestion API refused the request as too large; splitting it in two",
+		zap.String("stream", b.e.stream), zap.Int("rows", hi-lo), zap.Int("bytes", len(body)+2))
+	if err := b.upload(lo, mid); err != nil {
+		return err
+	}
+	return b.upload(mid, hi)
+}
+
+// send gzips "[" rows "]" and uploads it. The compressed buffer is not reused: the HTTP
+// transport may still read a request body after the response has arrived.
+func (e *sentinelExporter) send(ctx context.Context, client uploader, rows []byte) error {
+	out := bytes.NewBuffer(make([]byte, 0, len(rows)/4+512))
+	zw, _ := e.gzipPool.Get().(*gzip.Writer)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+	} else {
+		zw.Reset(out)
+	}
+	_, _ = zw.Write([]byte{'['})
+	_, _ = zw.Write(rows)
+	_, _ = zw.Write([]byte{']'})
+	if err := zw.Close(); err != nil {
+		return consumererror.NewPermanent(fmt.Errorf("sentinel: gzip: %w", err))
+	}
+	e.gzipPool.Put(zw)
+	_, err := client.Upload(ctx, e.cfg.DCRImmutableID, e.stream, out.Bytes(), &azlogs.UploadOptions{ContentEncoding: &gzipEncoding})
+	if err == nil {
+		return nil
+	}
+	return e.classify(err)
+}
+
+func (e *sentinelExporter) reportDrops(ctx context.Context, drops map[string]*dropStats) {
+	if len(drops) == 0 {
+		return
+	}
+	reasons := make([]string, 0, len(drops))
+	for r := range drops {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, reason := range reasons {
+		ds := drops[reason]
+		e.dropped.Add(ctx, int64(ds.count), metric.WithAttributes(
+			attribute.String("reason", reason),
+			attribute.String("signal", string(e.signal)),
+		))
+		fields := []zap.Field{
+			zap.String("reason", reason),
+			zap.String("signal", string(e.signal)),
+			zap.String("stream", e.stream),
+			zap.Int("dropped_rows", ds.count),
+		}
+		switch reason {
+		case dropRowTooLarge:
+			fields = append(fields, zap.Int("largest_row_bytes", ds.largest), zap.Int("max_batch_bytes", e.maxBatch))
+		case dropRejectedTooLarge:
+			fields = append(fields, zap.Int("largest_request_bytes", ds.largest))
+		}
+		e.logger.Error("Dropped rows that the Logs Ingestion API cannot accept", fields...)
+	}
+}
+
+// newHTTPClient is the transport of an exporter without an injected one: a private clone of
+// http.DefaultTransport (proxy from HTTPS_PROXY/NO_PROXY, HTTP/2) so that Shutdown can close
+// its idle connections without touching other components.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	return &http.Client{Transport: t}
+}
+
+// selectSpans copies the spans whose position (depth-first order) satisfies keep.
+func selectSpans(td ptrace.Traces, keep func(int) bool) ptrace.Traces {
+	out := ptrace.NewTraces()
+	idx := 0
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		var outRS ptrace.ResourceSpans
+		hasRS := false
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			ss := sss.At(j)
+			var outSS ptrace.ScopeSpans
+			hasSS := false
+			spans := ss.Spans()
+			for k := 0; k < spans.Len(); k++ {
+				if keep(idx) {
+					if !hasRS {
+						outRS = out.ResourceSpans().AppendEmpty()
+						rs.Resource().CopyTo(outRS.Resource())
+						outRS.SetSchemaUrl(rs.SchemaUrl())
+						hasRS = true
+					}
+					if !hasSS {
+						outSS = outRS.ScopeSpans().AppendEmpty()
+						ss.Scope().CopyTo(outSS.Scope())
+						outSS.SetSchemaUrl(ss.SchemaUrl())
+						hasSS = true
+					}
+					spans.At(k).CopyTo(outSS.Spans().AppendEmpty())
+				}
+				idx++
+			}
+		}
+	}
+	return out
+}
+
+// selectLogs copies the log records whose position (depth-first order) satisfies keep.
+func selectLogs(ld plog.Logs, keep func(int) bool) plog.Logs {
+	out := plog.NewLogs()
+	idx := 0
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		var outRL plog.ResourceLogs
+		hasRL := false
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			sl := sls.At(j)
+			var outSL plog.ScopeLogs
+			hasSL := false
+			lrs := sl.LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				if keep(idx) {
+					if !hasRL {
+						outRL = out.ResourceLogs().AppendEmpty()
+						rl.Resource().CopyTo(outRL.Resource())
+						outRL.SetSchemaUrl(rl.SchemaUrl())
+						hasRL = true
+					}
+					if !hasSL {
+						outSL = outRL.ScopeLogs().AppendEmpty()
+						sl.Scope().CopyTo(outSL.Scope())
+						outSL.SetSchemaUrl(sl.SchemaUrl())
+						hasSL = true
+					}
+					lrs.At(k).CopyTo(outSL.LogRecords().AppendEmpty())
+				}
+				idx++
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,147 @@
+package sentinelexporter
+
+import (
+	"context"
+	"sync"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configretry"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+)
+
+// These values stand in for mdatagen's internal/metadata package (see metadata.yaml).
+var (
+	// Type is the component type of this exporter.
+	Type = component.MustNewType("sentinel")
+	// ScopeName is the instrumentation scope of the exporter's own telemetry.
+	ScopeName = "github.com/agenttrail/agenttrail/exporter/sentinelexporter"
+)
+
+const (
+	// TracesStability is the stability level of the traces signal.
+	TracesStability = component.StabilityLevelAlpha
+	// LogsStability is the stability level of the logs signal.
+	LogsStability = component.StabilityLevelAlpha
+)
+
+// factoryOptions are settings that are not part of the collector configuration.
+type factoryOptions struct {
+	// transport, when set, carries every HTTP request: to the Logs Ingestion endpoint and to
+	// Microsoft Entra ID. Nil builds a private http.Client per exporter in Start.
+	transport policy.Transporter
+	// noCredentialRetries turns off the SDK's retries of token requests (tests: a failing
+	// token endpoint answers at once instead of after the SDK's backoff).
+	noCredentialRetries bool
+}
+
+// NewFactory creates a factory for the Microsoft Sentinel (Azure Monitor Logs Ingestion) exporter.
+func NewFactory() exporter.Factory {
+	return newFactory(factoryOptions{})
+}
+
+// NewFactoryWithTransport creates a factory whose exporters send every HTTP request (Logs
+// Ingestion API and Microsoft Entra ID token requests) through transport, e.g. an *http.Client
+// trusting a private CA or carrying instrumentation. It is meant for tests and for programs that
+// embed the exporter; the collector distribution uses NewFactory. If transport has a
+// CloseIdleConnections method, Shutdown calls it.
+func NewFactoryWithTransport(transport policy.Transporter) exporter.Factory {
+	return newFactory(factoryOptions{transport: transport})
+}
+
+func newFactory(opts factoryOptions) exporter.Factory {
+	return exporter.NewFactory(
+		Type,
+		createDefaultConfig,
+		exporter.WithTraces(func(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
+			return createTraces(ctx, set, cfg, opts)
+		}, TracesStability),
+		exporter.WithLogs(func(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
+			return createLogs(ctx, set, cfg, opts)
+		}, LogsStability),
+	)
+}
+
+func createDefaultConfig() component.Config {
+	timeout := exporterhelper.NewDefaultTimeoutConfig()
+	timeout.Timeout = defaultTimeout
+	return &Config{
+		TimeoutConfig:      timeout,
+		QueueSettings:      configoptional.Some(exporterhelper.NewDefaultQueueConfig()),
+		BackOffConfig:      configretry.NewDefaultBackOffConfig(),
+		StreamNameFindings: defaultStreamFindings,
+		StreamNameSpans:    defaultStreamSpans,
+		Cloud:              defaultCloud,
+		MaxBatchBytes:      defaultMaxBatchBytes,
+	}
+}
+
+func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config, opts factoryOptions) (exporter.Traces, error) {
+	oCfg := cfg.(*Config)
+	exp, err := newExporter(set, oCfg, signalTraces, opts)
+	if err != nil {
+		return nil, err
+	}
+	e, err := exporterhelper.NewTraces(ctx, set, cfg, exp.pushTraces, helperOptions(exp, oCfg)...)
+	if err != nil {
+		return nil, err
+	}
+	return &tracesExporter{Traces: e}, nil
+}
+
+func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config, opts factoryOptions) (exporter.Logs, error) {
+	oCfg := cfg.(*Config)
+	exp, err := newExporter(set, oCfg, signalLogs, opts)
+	if err != nil {
+		return nil, err
+	}
+	e, err := exporterhelper.NewLogs(ctx, set, cfg, exp.pushLogs, helperOptions(exp, oCfg)...)
+	if err != nil {
+		return nil, err
+	}
+	return &logsExporter{Logs: e}, nil
+}
+
+func helperOptions(exp *sentinelExporter, cfg *Config) []exporterhelper.Option {
+	return []exporterhelper.Option{
+		exporterhelper.WithStart(exp.start),
+		exporterhelper.WithShutdown(exp.shutdown),
+		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
+		exporterhelper.WithTimeout(cfg.TimeoutConfig),
+		exporterhelper.WithRetry(cfg.BackOffConfig),
+		exporterhelper.WithQueue(cfg.QueueSettings),
+	}
+}
+
+// tracesExporter and logsExporter make Shutdown idempotent: exporterhelper's retry sender
+// panics when it is shut down twice.
+type tracesExporter struct {
+	exporter.Traces
+	once onceErr
+}
+
+func (e *tracesExporter) Shutdown(ctx context.Context) error {
+	return e.once.do(func() error { return e.Traces.Shutdown(ctx) })
+}
+
+type logsExporter struct {
+	exporter.Logs
+	once onceErr
+}
+
+func (e *logsExporter) Shutdown(ctx context.Context) error {
+	return e.once.do(func() error { return e.Logs.Shutdown(ctx) })
+}
+
+type onceErr struct {
+	once sync.Once
+	err  error
+}
+
+func (o *onceErr) do(f func() error) error {
+	o.once.Do(func() { o.err = f() })
+	return o.err
+}
