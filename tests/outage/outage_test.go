@@ -1,0 +1,281 @@
+// Package outage checks, with the built collector, that spans survive a SIEM outage and a
+// collector restart during it when the exporters use the persistent queue (file_storage).
+package outage
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+)
+
+func collectorBinary(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../../_build/otelcol-agenttrail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the collector is not built (%s): make test builds it before running the tests; run make build", p)
+	}
+	return p
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// hecServer is a minimal Splunk HEC endpoint that records the span ids it received.
+type hecServer struct {
+	mu    sync.Mutex
+	spans map[string]int
+	srv   *http.Server
+}
+
+func startHEC(t *testing.T, port int) *hecServer {
+	t.Helper()
+	h := &hecServer{spans: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/services/collector", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Splunk test-token" {
+			http.Error(w, `{"text":"Invalid token","code":4}`, http.StatusForbidden)
+			return
+		}
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = zr
+		}
+		dec := json.NewDecoder(body)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for {
+			var ev struct {
+				Event struct {
+					SpanID string `json:"span_id"`
+				} `json:"event"`
+			}
+			if err := dec.Decode(&ev); err == io.EOF {
+				break
+			} else if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			h.spans[ev.Event.SpanID]++
+		}
+		_, _ = w.Write([]byte(`{"text":"Success","code":0}`))
+	})
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = h.srv.Serve(ln) }()
+	t.Cleanup(func() { h.srv.Close() })
+	return h
+}
+
+func (h *hecServer) counts() (unique, total int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range h.spans {
+		unique++
+		total += n
+	}
+	return unique, total
+}
+
+type collector struct {
+	cmd *exec.Cmd
+	log string
+}
+
+func startCollector(t *testing.T, bin, cfg, log string) *collector {
+	t.Helper()
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config="+cfg)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{cmd: cmd, log: log}
+	t.Cleanup(func() { c.stop(); f.Close() })
+	return c
+}
+
+func (c *collector) stop() {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// send posts n spans over OTLP/HTTP, retrying until the collector accepts them.
+func send(t *testing.T, port, n int) {
+	t.Helper()
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "outage-test")
+	ss := rs.ScopeSpans().AppendEmpty()
+	trace := pcommon.TraceID([16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		s := ss.Spans().AppendEmpty()
+		s.SetTraceID(trace)
+		s.SetSpanID(pcommon.SpanID([8]byte{0xa, byte(i >> 16), byte(i >> 8), byte(i), 1, 2, 3, 4}))
+		s.SetName(fmt.Sprintf("span-%d", i))
+		s.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
+		s.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
+	}
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/traces", port), "application/x-protobuf", bytes.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the collector did not accept spans: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestSIEMOutageAndRestart: the HEC endpoint is down, spans are accepted into the persistent
+// queue, the collector is restarted during the outage, the endpoint comes back: every span
+// arrives (at least once), and the evidence archive (also queued) verifies with all of them.
+func TestSIEMOutageAndRestart(t *testing.T) {
+	bin := collectorBinary(t)
+	dir := t.TempDir()
+	otlpPort, hecPort := freePort(t), freePort(t)
+	keyFile := filepath.Join(dir, "evidence.key")
+	if _, err := archive.GenerateSigningKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	conf := fmt.Sprintf(`extensions:
+  file_storage:
+    directory: %[1]s/queue
+    create_directory: true
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%[2]d
+exporters:
+  splunk_hec:
+    endpoint: http://127.0.0.1:%[3]d/services/collector
+    token: test-token
+    sending_queue:
+      storage: file_storage
+    retry_on_failure:
+      initial_interval: 100ms
+      max_interval: 500ms
+      max_elapsed_time: 0
+  evidence:
+    directory: %[1]s/evidence
+    signing_key_file: %[4]s
+    fsync: false
+    sending_queue:
+      storage: file_storage
+service:
+  extensions: [file_storage]
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [splunk_hec, evidence]
+`, dir, otlpPort, hecPort, keyFile)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "collector.log")
+	const n = 300
+
+	first := startCollector(t, bin, cfg, log)
+	send(t, otlpPort, n)
+	time.Sleep(time.Second) // a few failed attempts against the dead endpoint
+	first.stop()
+
+	second := startCollector(t, bin, cfg, log)
+	defer second.stop()
+	time.Sleep(time.Second)
+	hec := startHEC(t, hecPort)
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		unique, total := hec.counts()
+		if unique == n {
+			t.Logf("HEC received %d spans (%d events with retried duplicates)", unique, total)
+			break
+		}
+		if time.Now().After(deadline) {
+			logText, _ := os.ReadFile(log)
+			t.Fatalf("HEC received %d of %d spans after the outage; collector log:\n%s", unique, n, tail(string(logText), 30))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	second.stop()
+	rep, err := archive.VerifyDir(filepath.Join(dir, "evidence"), archive.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("evidence archive does not verify: %v", err)
+	}
+	if rep.Records == 0 {
+		t.Fatalf("evidence archive is empty: %+v", rep)
+	}
+
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
