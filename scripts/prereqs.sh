@@ -37,8 +37,14 @@ for what in "$@"; do
 		fi
 		;;
 	test-packages)
-		# gcc builds the native test programs; python3.11 is Debian's CPython with USDT probes.
-		apt_install gcc python3.11
+		# gcc builds the native test programs; python3.11 is Debian's CPython with USDT probes;
+		# chromium renders the evidence report in the browser check (tests/browser).
+		apt_install gcc python3.11 chromium
+		command -v node >/dev/null && command -v npm >/dev/null ||
+			fail "node and npm (node >= 20) are needed for the browser check in tests/browser"
+		if ! npm ci --prefix tests/browser --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in tests/browser failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
 		;;
 	*) fail "prereqs.sh: unknown check '$what'" ;;
 	esac

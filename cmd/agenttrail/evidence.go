@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
@@ -133,6 +134,8 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "exported trace %s: %d story records, %d findings from %s to %s\n",
 		rep.TraceID, rep.Stories, rep.Findings, strings.Join(rep.Segments, ", "), *out)
+	fmt.Fprintf(stdout, "report: %s (a rendering of the signed story.json, findings.json and proof.json)\n",
+		filepath.Join(*out, "report.html"))
 	if len(rep.Unsigned) > 0 {
 		fmt.Fprintf(stdout, "note: %s still open: those records are chained but not yet signed\n", strings.Join(rep.Unsigned, ", "))
 	}
@@ -165,6 +168,7 @@ func runVerifyBundle(args []string, stdout, stderr io.Writer) int {
 	if len(rep.Unsigned) > 0 {
 		fmt.Fprintf(stdout, "unsigned:   %s (accepted by --allow-unsigned)\n", strings.Join(rep.Unsigned, ", "))
 	}
+	fmt.Fprintf(stdout, "report:     %s\n", rep.Report)
 	fmt.Fprintln(stdout, "OK")
 	return exitOK
 }

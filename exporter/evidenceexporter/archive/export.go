@@ -68,7 +68,8 @@ type ExportReport struct {
 
 // ExportTrace verifies the archive in dir and writes to outDir a bundle for one trace id:
 // story.json (OTLP JSON of all its spans, merged), findings.json (array of its finding
-// payloads) and proof.json (see Proof).
+// payloads) and proof.json (see Proof), and report.html, their human-readable rendering
+// (unsigned; see renderReport).
 func ExportTrace(dir, traceID, outDir string, opts ExportOptions) (ExportReport, error) {
 	id, err := NormalizeTraceID(traceID)
 	if err != nil {
@@ -158,6 +159,10 @@ func ExportTrace(dir, traceID, outDir string, opts ExportOptions) (ExportReport,
 	if err != nil {
 		return rep, err
 	}
+	report, err := renderReport(stories, findings, &proof)
+	if err != nil {
+		return rep, err
+	}
 	if err := os.MkdirAll(outDir, 0o750); err != nil {
 		return rep, err
 	}
@@ -165,6 +170,9 @@ func ExportTrace(dir, traceID, outDir string, opts ExportOptions) (ExportReport,
 		if err := os.WriteFile(filepath.Join(outDir, name), append(content, '\n'), 0o640); err != nil {
 			return rep, err
 		}
+	}
+	if err := os.WriteFile(filepath.Join(outDir, BundleReportFile), report, 0o640); err != nil {
+		return rep, err
 	}
 	return rep, nil
 }
@@ -201,13 +209,18 @@ type BundleReport struct {
 	Segments   []string
 	PublicKeys []string
 	Unsigned   []string
+	// Report is "matches" when report.html is exactly the rendering of the verified records,
+	// "absent" when the bundle has none (it is not part of the signed data).
+	Report string
 }
 
 // VerifyBundle checks a bundle written by ExportTrace without the archive: each record line's
 // hash, its presence in its segment's chain, that chain's links up to the manifest's
 // last_hash, the manifest signature (and pinned key), that the chain holds no record of the
-// trace that the bundle left out, and that story.json and findings.json are exactly what the
-// records contain.
+// trace that the bundle left out, that story.json and findings.json are exactly what the
+// records contain, and, if the bundle holds report.html, that it is exactly what this version
+// renders from those records (the report is not signed: it is checked so that a doctored
+// rendering cannot pass for the evidence).
 func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 	var rep BundleReport
 	raw, err := os.ReadFile(filepath.Join(bundleDir, BundleProofFile))
@@ -308,6 +321,9 @@ func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 		rep.PublicKeys = append(rep.PublicKeys, k)
 	}
 	sort.Strings(rep.PublicKeys)
+	if rep.Report, err = checkReport(bundleDir, stories, findings, &proof); err != nil {
+		return rep, err
+	}
 	return rep, nil
 }
 
