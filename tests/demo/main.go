@@ -8,7 +8,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 
 	"flag"
 	"fmt"
@@ -28,12 +30,14 @@ import (
 func main() {
 	collector := flag.String("collector", "_build/otelcol-agenttrail", "the collector binary built by make build")
 	config := flag.String("config", "distributions/agenttrail/config.yaml", "the agent configuration")
+	overrides := flag.String("overrides", "tests/demo/collector-demo.yaml", "demo additions merged over the configuration (the evidence archive)")
+	cli := flag.String("cli", "bin/agenttrail", "the agenttrail CLI built by make build")
 	dir := flag.String("dir", ".demo", "work folder for binaries, data and logs")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &demo{collector: *collector, config: *config, dir: *dir}
+	d := &demo{collector: *collector, config: *config, overrides: *overrides, cli: *cli, dir: *dir}
 	err := d.run(ctx)
 	d.cleanup()
 	if err != nil {
@@ -43,11 +47,12 @@ func main() {
 }
 
 type demo struct {
-	collector, config, dir string
+	collector, config, overrides, cli, dir string
 
-	env     *bank.Env
-	otelcol *exec.Cmd
-	jaeger  *jaeger.Jaeger
+	env         *bank.Env
+	otelcol     *exec.Cmd
+	otelcolDone chan struct{}
+	jaeger      *jaeger.Jaeger
 }
 
 // step runs one named step; its error says which step failed.
@@ -82,6 +87,20 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	// The collector starts first: processes started after it are attached at their exec.
+	if err := step("make a signing key for the evidence archive", func() error {
+		for _, old := range []string{"evidence", "evidence.key", "profiles", "bundle"} {
+			if err := os.RemoveAll(filepath.Join(d.dir, old)); err != nil {
+				return err
+			}
+		}
+		out, err := exec.Command(d.cli, "evidence", "keygen", "--out", filepath.Join(d.dir, "evidence.key")).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if err := step("start the collector with the default agent configuration", func() error { return d.startCollector(ctx) }); err != nil {
 		return err
 	}
@@ -133,18 +152,43 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	printStory(story)
+	if !printFinding(story) {
+		return errors.New("the attack's story carries no finding: the attackstory processor did not flag it (see the collector log)")
+	}
 	fmt.Printf("\nThe trace in Jaeger: %s/api/traces/%s\n", jaeger.QueryURL, story.TraceID)
 	fmt.Printf("(this Jaeger is built from Go modules and has no UI assets; its HTTP API answers the UI's queries)\n")
+	if err := step("stop the collector, so the evidence archive is sealed and signed", func() error {
+		d.stopCollector()
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := step("verify the evidence archive and export the story for an auditor", func() error {
+		evidence, bundle := filepath.Join(d.dir, "evidence"), filepath.Join(d.dir, "bundle")
+		for _, args := range [][]string{
+			{"evidence", "verify", evidence},
+			{"evidence", "export", "--dir", evidence, "--trace", story.TraceID, "--out", bundle},
+			{"evidence", "verify-bundle", bundle},
+		} {
+			out, err := exec.Command(d.cli, args...).CombinedOutput()
+			fmt.Printf("    $ %s %s\n%s", d.cli, strings.Join(args, " "), indent(string(out), "      "))
+			if err != nil {
+				return fmt.Errorf("%s %s: %v", d.cli, args[1], err)
+			}
+		}
+		fmt.Printf("    the story for a person: %s\n", filepath.Join(bundle, "report.html"))
+		return nil
+	}); err != nil {
+		return err
+	}
 	fmt.Printf(`
-What this demo did not show yet:
-  - attribution of each span to a Kubernetes namespace, pod, deployment and service account
-    (the processor is not built yet)
-  - the attack-story processor: one story per request, learned profiles, rules and the finding
-    (OCSF, MITRE ATLAS) that would flag this export (not built yet)
-  - delivery of that finding to Splunk HEC, Microsoft Sentinel and the evidence archive (the HEC
-    and evidence exporters are built and tested; there is no finding to send yet)
-Logs: collector %s, workloads in %s
-`, filepath.Join(d.dir, "collector.log"), filepath.Join(d.dir, "bank"))
+What this demo did not show:
+  - Kubernetes attribution: there is no cluster here, so spans carry the process and host
+    identity only (the k8sattribution processor runs with auth_type none)
+  - delivery to Splunk HEC and Microsoft Sentinel (their exporters are in the distribution and
+    tested against local endpoints; add them to the config with your endpoints and tokens)
+Logs: collector %s, workloads in %s, learned profiles in %s
+`, filepath.Join(d.dir, "collector.log"), filepath.Join(d.dir, "bank"), filepath.Join(d.dir, "profiles"))
 	return nil
 }
 
@@ -154,10 +198,13 @@ func (d *demo) startCollector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(d.collector, "--config="+d.config)
+	cmd := exec.Command(d.collector, "--config="+d.config, "--config="+d.overrides)
 	cmd.Env = append(os.Environ(),
 		"AGENTTRAIL_OTLP_ENDPOINT="+jaeger.OTLPGRPCEndpoint,
 		"AGENTTRAIL_HEALTH_ENDPOINT=127.0.0.1:13133",
+		"AGENTTRAIL_K8S_AUTH=none", // no cluster here: cgroup data only
+		"AGENTTRAIL_PROFILES_DIR="+filepath.Join(d.dir, "profiles"),
+		"AGENTTRAIL_DEMO_DIR="+d.dir,
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -165,8 +212,9 @@ func (d *demo) startCollector(ctx context.Context) error {
 		return err
 	}
 	d.otelcol = cmd
+	d.otelcolDone = make(chan struct{})
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logFile.Close() }()
+	go func() { err := cmd.Wait(); logFile.Close(); exited <- err; close(d.otelcolDone) }()
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
@@ -196,18 +244,56 @@ func (d *demo) cleanup() {
 			fmt.Fprintf(os.Stderr, "stopping the workloads: %v\n", err)
 		}
 	}
-	if d.otelcol != nil && d.otelcol.Process != nil {
-		_ = d.otelcol.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _, _ = d.otelcol.Process.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-d.otelcol.Process.Pid, syscall.SIGKILL)
-		}
-	}
+	d.stopCollector()
 	d.jaeger.Stop()
 	fmt.Println("==> stopped everything the demo started")
+}
+
+// stopCollector stops the collector gracefully (it flushes and seals the archive). Safe to call
+// twice.
+func (d *demo) stopCollector() {
+	if d.otelcol == nil || d.otelcol.Process == nil {
+		return
+	}
+	_ = d.otelcol.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.otelcolDone:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-d.otelcol.Process.Pid, syscall.SIGKILL)
+		<-d.otelcolDone
+	}
+	d.otelcol = nil
+}
+
+// printFinding prints the finding the attackstory processor put on the story's root span, and
+// reports whether there was one.
+func printFinding(t jaeger.Trace) bool {
+	for _, s := range t.Spans {
+		rules := jaeger.Tag(s.Tags, "agenttrail.finding.rule_ids")
+		if rules == "" {
+			continue
+		}
+		title, narrative := jaeger.Tag(s.Tags, "agenttrail.finding.title"), ""
+		for _, l := range s.Logs {
+			if n := jaeger.Tag(l.Fields, "agenttrail.finding.narrative"); n != "" {
+				narrative = n
+				title = cmp.Or(title, jaeger.Tag(l.Fields, "agenttrail.finding.title"))
+				break
+			}
+		}
+		fmt.Printf("\nFinding: %s\n", title)
+		fmt.Printf("  severity:    %s\n  rules:       %s\n  MITRE ATLAS: %s\n  narrative:   %s\n", jaeger.Tag(s.Tags, "agenttrail.finding.severity"),
+			rules, jaeger.Tag(s.Tags, "agenttrail.finding.atlas_ids"), narrative)
+		return true
+	}
+	return false
+}
+
+func indent(s, prefix string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix) + "\n"
 }
 
 // waitStory waits for a trace of service with a span named op, and returns it once it has

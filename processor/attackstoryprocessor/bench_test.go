@@ -1,0 +1,210 @@
+package attackstoryprocessor
+
+import (
+	"context"
+	"encoding/binary"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor/processortest"
+)
+
+// benchConfig is the bank demo's configuration: alert mode with declared boundaries, so every
+// rule runs and attack stories produce findings (narrative and OCSF included).
+func benchConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)}
+	return cfg
+}
+
+// storyTemplates: one benign story (6 spans) and one attack story (8 spans, a finding).
+func storyTemplates() (benign, attack ptrace.Traces) {
+	b := newTraceBuilder()
+	bankStory(b.hostProcess("customer-agent", 4242), traceID(1), 0, "What is the balance summary for C1001?", "accounts-summary", [2]string{"customerID", "C1001"})
+	a := newTraceBuilder()
+	attackStory(a.hostProcess("customer-agent", 4242), traceID(2), 0)
+	return b.traces(), a.traces()
+}
+
+// withTraceID appends a copy of tmpl to dst with every span in trace n.
+func withTraceID(dst ptrace.Traces, tmpl ptrace.Traces, n uint64) {
+	var id pcommon.TraceID
+	binary.BigEndian.PutUint64(id[:8], 0xbe0c4)
+	binary.BigEndian.PutUint64(id[8:], n)
+	start := dst.ResourceSpans().Len()
+	for i := 0; i < tmpl.ResourceSpans().Len(); i++ {
+		tmpl.ResourceSpans().At(i).CopyTo(dst.ResourceSpans().AppendEmpty())
+	}
+	for i := start; i < dst.ResourceSpans().Len(); i++ {
+		ss := dst.ResourceSpans().At(i).ScopeSpans()
+		for j := 0; j < ss.Len(); j++ {
+			spans := ss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				spans.At(k).SetTraceID(id)
+			}
+		}
+	}
+}
+
+// BenchmarkThroughput pushes batches of 100 stories (9 benign for 1 attack, ~620 spans)
+// through the processor on one goroutine: buffering, completion, rules, findings, output.
+// Reports spans/s (copying the input is not timed).
+func BenchmarkThroughput(b *testing.B) {
+	benign, attack := storyTemplates()
+	clock := newFakeClock(baseTime)
+	out := &countingSink{}
+	p, err := newProcessor(processortest.NewNopSettings(Type), benchConfig(), out, clock)
+	require.NoError(b, err)
+	p.manual = true
+	require.NoError(b, p.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(b, p.Shutdown(context.Background())) }()
+	ctx := context.Background()
+	var n uint64
+	spans := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		batch := ptrace.NewTraces()
+		for i := range 100 {
+			n++
+			if i%10 == 9 {
+				withTraceID(batch, attack, n)
+			} else {
+				withTraceID(batch, benign, n)
+			}
+		}
+		spans += batch.SpanCount()
+		b.StartTimer()
+		require.NoError(b, p.ConsumeTraces(ctx, batch))
+		clock.Advance(p.cfg.CompletionGrace + time.Millisecond)
+		p.emit(ctx, false)
+	}
+	b.StopTimer()
+	require.Equal(b, spans, out.spans, "every span came out")
+	require.Equal(b, (b.N*100+9)/10, out.findings, "one finding per attack story")
+	b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+}
+
+// countingSink counts the spans and findings it receives.
+type countingSink struct{ spans, findings int }
+
+func (s *countingSink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (s *countingSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	s.spans += td.SpanCount()
+	forEachSpan(td, func(sp ptrace.Span) {
+		for i := 0; i < sp.Events().Len(); i++ {
+			if sp.Events().At(i).Name() == findingEventName {
+				s.findings++
+			}
+		}
+	})
+	return nil
+}
+
+// latencySink records when each trace with a finding arrives.
+type latencySink struct {
+	mu   sync.Mutex
+	seen map[pcommon.TraceID]time.Time
+}
+
+func (s *latencySink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (s *latencySink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	forEachSpan(td, func(sp ptrace.Span) {
+		for i := 0; i < sp.Events().Len(); i++ {
+			if sp.Events().At(i).Name() == findingEventName {
+				s.seen[sp.TraceID()] = now
+			}
+		}
+	})
+	return nil
+}
+
+// measureFindingLatency sends stories at spansPerSecond (one story per batch, as when the
+// receiver flushes a whole request; every other story is an attack) for the given number of
+// stories, with completion_grace 200ms and the real clock and emitter, and returns the
+// latencies from a story's last span to its finding leaving the processor.
+func measureFindingLatency(tb testing.TB, stories int, spansPerSecond float64) []time.Duration {
+	benign, attack := storyTemplates()
+	cfg := benchConfig()
+	cfg.CompletionGrace = 200 * time.Millisecond
+	sink := &latencySink{seen: map[pcommon.TraceID]time.Time{}}
+	p, err := NewFactory().CreateTraces(context.Background(), processortest.NewNopSettings(Type), cfg, sink)
+	require.NoError(tb, err)
+	require.NoError(tb, p.Start(context.Background(), componenttest.NewNopHost()))
+	ctx := context.Background()
+	sent := map[pcommon.TraceID]time.Time{}
+	start := time.Now()
+	spans := 0
+	for i := range stories {
+		batch := ptrace.NewTraces()
+		if i%2 == 1 {
+			withTraceID(batch, attack, uint64(i+1))
+			sent[batch.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()] = time.Time{}
+		} else {
+			withTraceID(batch, benign, uint64(i+1))
+		}
+		spans += batch.SpanCount()
+		if wait := time.Until(start.Add(time.Duration(float64(spans) / spansPerSecond * float64(time.Second)))); wait > 0 {
+			time.Sleep(wait)
+		}
+		id := batch.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()
+		now := time.Now()
+		require.NoError(tb, p.ConsumeTraces(ctx, batch))
+		if _, ok := sent[id]; ok {
+			sent[id] = now
+		}
+	}
+	require.Eventually(tb, func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.seen) == len(sent)
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(tb, p.Shutdown(context.Background()))
+	lat := make([]time.Duration, 0, len(sent))
+	for id, at := range sent {
+		lat = append(lat, sink.seen[id].Sub(at))
+	}
+	slices.Sort(lat)
+	return lat
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// BenchmarkFindingLatency: 5,000 spans/s, grace 200ms; reports p50 and p99 of the time from a
+// story's last span to its finding (target: p99 under 1s).
+func BenchmarkFindingLatency(b *testing.B) {
+	lat := measureFindingLatency(b, max(b.N, 200), 5000)
+	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(percentile(lat, 1).Microseconds())/1000, "max-ms")
+}
+
+// TestFindingLatency checks the latency target in the ordinary test run (about 1.5 s).
+func TestFindingLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
+	lat := measureFindingLatency(t, 1000, 5000)
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	t.Logf("finding latency over %d findings at 5000 spans/s, grace 200ms: p50 %s, p99 %s, max %s", len(lat), p50, p99, percentile(lat, 1))
+	require.Less(t, p99, time.Second)
+}

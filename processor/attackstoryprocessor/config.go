@@ -1,0 +1,451 @@
+package attackstoryprocessor
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mode is what the processor does with the stories of a workload.
+type Mode string
+
+// Modes. Declared permission boundaries (allowed_tools, allowed_destinations) apply in all of them.
+const (
+	// ModeObserve learns the workload's profile; no profile-deviation findings.
+	ModeObserve Mode = "observe"
+	// ModeAlert emits findings for every rule that matches.
+	ModeAlert Mode = "alert"
+	// ModeEnforce is reserved for kernel enforcement (a later issue); today it behaves like alert.
+	ModeEnforce Mode = "enforce"
+)
+
+func (m Mode) alerting() bool { return m == ModeAlert || m == ModeEnforce }
+
+// Config is the configuration of the attack-story processor. Every key is documented in README.md.
+type Config struct {
+	// CompletionGrace is how long a story whose root span has arrived waits without new spans
+	// before it is complete and emitted.
+	CompletionGrace time.Duration `mapstructure:"completion_grace"`
+	// OrphanTimeout is how long a story without a root span waits without new spans before it
+	// is emitted as incomplete (reason orphan_timeout).
+	OrphanTimeout time.Duration `mapstructure:"orphan_timeout"`
+	// MaxStories bounds the stories in flight; the least recently updated one is emitted early
+	// (incomplete, reason max_stories) to make room.
+	MaxStories int `mapstructure:"max_stories"`
+	// MaxSpansPerStory bounds one story; a story reaching it is emitted early (incomplete,
+	// reason max_spans_per_story) and its later spans form a continuation story.
+	MaxSpansPerStory int `mapstructure:"max_spans_per_story"`
+	// Stitching moves root spans of other traces of the same process into the one story whose
+	// time span contains them.
+	Stitching bool `mapstructure:"stitching"`
+	// ProfilesDir holds one YAML profile per workload. Empty: profiles live in memory only.
+	ProfilesDir string `mapstructure:"profiles_dir"`
+	// ProfilesSaveInterval debounces profile writes, and is how often the folder is checked
+	// for files edited by hand.
+	ProfilesSaveInterval time.Duration `mapstructure:"profiles_save_interval"`
+	// Learning is the learning window of the profiles.
+	Learning LearningConfig `mapstructure:"learning"`
+	// DefaultMode is the mode of workloads that no entry of Workloads matches.
+	DefaultMode Mode `mapstructure:"default_mode"`
+	// Workloads are per-workload modes and declared permission boundaries; the first entry
+	// whose match fits a story's resource applies.
+	Workloads []WorkloadConfig `mapstructure:"workloads"`
+	// SensitivePaths are path patterns whose read followed by egress is a finding.
+	SensitivePaths []string `mapstructure:"sensitive_paths"`
+	// InjectionMarkers are phrases that mark a prompt injection (case-insensitive).
+	InjectionMarkers []string `mapstructure:"injection_markers"`
+	// Rules tunes the built-in rules.
+	Rules RulesConfig `mapstructure:"rules"`
+	// CustomRules are the user's own rules, as CEL expressions over the story.
+	CustomRules []CustomRuleConfig `mapstructure:"custom_rules"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// LearningConfig is the learning window of the behavioural profiles.
+type LearningConfig struct {
+	// MinStories is the number of stories a profile learns before it can be complete.
+	MinStories int `mapstructure:"min_stories"`
+	// MinDuration is how long after its first story a profile can be complete.
+	MinDuration time.Duration `mapstructure:"min_duration"`
+	// ContinueAfterComplete keeps learning after the profile is complete (each change then
+	// increments its version).
+	ContinueAfterComplete bool `mapstructure:"continue_after_complete"`
+	// MaxEntries bounds each list of a profile (tools, files, destinations, ...).
+	MaxEntries int `mapstructure:"max_entries"`
+}
+
+// WorkloadConfig selects workloads by resource attributes and sets their mode and boundaries.
+type WorkloadConfig struct {
+	// Match maps resource attribute names to the values a workload must have (all of them).
+	Match map[string]string `mapstructure:"match"`
+	// Mode overrides default_mode.
+	Mode Mode `mapstructure:"mode"`
+	// AllowedTools is a declared boundary: any other tool is a finding, in every mode.
+	AllowedTools []string `mapstructure:"allowed_tools"`
+	// AllowedDestinations is a declared boundary: egress elsewhere is a finding, in every mode.
+	AllowedDestinations []string `mapstructure:"allowed_destinations"`
+	// SensitivePaths are added to the processor-wide sensitive_paths for this workload.
+	SensitivePaths []string `mapstructure:"sensitive_paths"`
+	// MaxEgressBytes is a data-volume threshold per story (0: none).
+	MaxEgressBytes int64 `mapstructure:"max_egress_bytes"`
+	// MaxConnects is a connect-count threshold per story (0: none).
+	MaxConnects int `mapstructure:"max_connects"`
+}
+
+// RulesConfig tunes the built-in rules.
+type RulesConfig struct {
+	// Disabled lists built-in rule ids that never fire.
+	Disabled []string `mapstructure:"disabled"`
+	// PromptInjectionStandalone makes prompt_injection_markers a finding on its own; by default
+	// it is supporting evidence added to a finding of another rule.
+	PromptInjectionStandalone bool `mapstructure:"prompt_injection_standalone"`
+	// DataVolumeFactor: data_volume_anomaly fires above this many times the learned p95.
+	DataVolumeFactor float64 `mapstructure:"data_volume_factor"`
+}
+
+// CustomRuleConfig is a user rule: a CEL expression over the story that evaluates to a bool.
+type CustomRuleConfig struct {
+	ID          string   `mapstructure:"id"`
+	Title       string   `mapstructure:"title"`
+	Description string   `mapstructure:"description"`
+	Severity    string   `mapstructure:"severity"`
+	Atlas       []string `mapstructure:"atlas"`
+	Expression  string   `mapstructure:"expression"`
+	// AllModes makes the rule a declared boundary that fires in observe mode too.
+	AllModes bool `mapstructure:"all_modes"`
+}
+
+// Defaults.
+const (
+	defaultCompletionGrace      = 2 * time.Second
+	defaultOrphanTimeout        = 30 * time.Second
+	defaultMaxStories           = 10000
+	defaultMaxSpansPerStory     = 2000
+	defaultProfilesSaveInterval = 5 * time.Second
+	defaultMinStories           = 20
+	defaultMinDuration          = time.Hour
+	defaultMaxEntries           = 256
+	defaultDataVolumeFactor     = 10
+)
+
+func defaultSensitivePaths() []string {
+	return []string{"*/customers.*", "*.db", "*/secrets/*", "/etc/shadow"}
+}
+
+func defaultInjectionMarkers() []string {
+	return []string{
+		"ignore previous instructions",
+		"ignore all previous instructions",
+		"ignore prior instructions",
+		"disregard previous instructions",
+		"disregard all prior instructions",
+		"forget your instructions",
+		"system override",
+		"you are now",
+		"developer mode",
+		"do anything now",
+	}
+}
+
+func createDefaultConfig() *Config {
+	return &Config{
+		CompletionGrace:      defaultCompletionGrace,
+		OrphanTimeout:        defaultOrphanTimeout,
+		MaxStories:           defaultMaxStories,
+		MaxSpansPerStory:     defaultMaxSpansPerStory,
+		Stitching:            true,
+		ProfilesSaveInterval: defaultProfilesSaveInterval,
+		Learning: LearningConfig{
+			MinStories:  defaultMinStories,
+			MinDuration: defaultMinDuration,
+			MaxEntries:  defaultMaxEntries,
+		},
+		DefaultMode:      ModeObserve,
+		SensitivePaths:   defaultSensitivePaths(),
+		InjectionMarkers: defaultInjectionMarkers(),
+		Rules:            RulesConfig{DataVolumeFactor: defaultDataVolumeFactor},
+	}
+}
+
+// matchKeys are the resource attributes a workload can be selected by.
+var matchKeys = []string{
+	"service.name",
+	"service.namespace",
+	"k8s.namespace.name",
+	"k8s.deployment.name",
+	"k8s.statefulset.name",
+	"k8s.daemonset.name",
+	"k8s.container.name",
+	"k8s.pod.name",
+	"k8s.pod.service_account.name",
+	"k8s.node.name",
+	"container.id",
+	"process.executable.path",
+	"host.name",
+}
+
+var (
+	ruleIDPattern  = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+	atlasIDPattern = regexp.MustCompile(`^AML\.T\d{4}(\.\d{3})?$`)
+)
+
+// Validate checks the configuration without touching anything outside it. It returns the first
+// problem, naming the key. Custom rules are compiled here (compiling CEL is pure).
+func (c *Config) Validate() error {
+	if c.CompletionGrace <= 0 {
+		return fmt.Errorf(`"completion_grace" must be positive, got %s`, c.CompletionGrace)
+	}
+	if c.OrphanTimeout < c.CompletionGrace {
+		return fmt.Errorf(`"orphan_timeout" (%s) must not be shorter than "completion_grace" (%s)`, c.OrphanTimeout, c.CompletionGrace)
+	}
+	if c.MaxStories < 1 {
+		return fmt.Errorf(`"max_stories" must be at least 1, got %d`, c.MaxStories)
+	}
+	if c.MaxSpansPerStory < 1 {
+		return fmt.Errorf(`"max_spans_per_story" must be at least 1, got %d`, c.MaxSpansPerStory)
+	}
+	if c.ProfilesSaveInterval <= 0 {
+		return fmt.Errorf(`"profiles_save_interval" must be positive, got %s`, c.ProfilesSaveInterval)
+	}
+	if c.Learning.MinStories < 1 {
+		return fmt.Errorf(`"learning.min_stories" must be at least 1, got %d`, c.Learning.MinStories)
+	}
+	if c.Learning.MinDuration < 0 {
+		return fmt.Errorf(`"learning.min_duration" must not be negative, got %s`, c.Learning.MinDuration)
+	}
+	if c.Learning.MaxEntries < 1 {
+		return fmt.Errorf(`"learning.max_entries" must be at least 1, got %d`, c.Learning.MaxEntries)
+	}
+	if err := validMode(c.DefaultMode, false); err != nil {
+		return fmt.Errorf(`"default_mode": %w`, err)
+	}
+	for i, p := range c.SensitivePaths {
+		if _, err := compilePattern(p); err != nil {
+			return fmt.Errorf(`"sensitive_paths[%d]": %w`, i, err)
+		}
+	}
+	for i, m := range c.InjectionMarkers {
+		if strings.TrimSpace(m) == "" {
+			return fmt.Errorf(`"injection_markers[%d]" is empty`, i)
+		}
+	}
+	for i := range c.Workloads {
+		if err := c.Workloads[i].validate(); err != nil {
+			return fmt.Errorf(`"workloads[%d].%w`, i, err)
+		}
+	}
+	for i, id := range c.Rules.Disabled {
+		if builtinRule(id) == nil {
+			return fmt.Errorf(`"rules.disabled[%d]": %q is not a built-in rule (%s)`, i, id, strings.Join(builtinRuleIDs(), ", "))
+		}
+	}
+	if c.Rules.DataVolumeFactor <= 1 {
+		return fmt.Errorf(`"rules.data_volume_factor" must be greater than 1, got %g`, c.Rules.DataVolumeFactor)
+	}
+	if _, err := compileCustomRules(c.CustomRules); err != nil {
+		return err
+	}
+	return nil
+}
+
+func validMode(m Mode, allowEmpty bool) error {
+	switch m {
+	case ModeObserve, ModeAlert, ModeEnforce:
+		return nil
+	case "":
+		if allowEmpty {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of observe, alert, enforce", string(m))
+}
+
+// validate returns errors that start with the key below "workloads[i]." (the caller adds it).
+func (w *WorkloadConfig) validate() error {
+	if len(w.Match) == 0 {
+		return errors.New(`match" is required: at least one resource attribute, e.g. service.name`)
+	}
+	for _, k := range sortedKeys(w.Match) {
+		if !slices.Contains(matchKeys, k) {
+			return fmt.Errorf(`match": %q is not a supported attribute (%s)`, k, strings.Join(matchKeys, ", "))
+		}
+		if w.Match[k] == "" {
+			return fmt.Errorf(`match.%s" is empty`, k)
+		}
+	}
+	if err := validMode(w.Mode, true); err != nil {
+		return fmt.Errorf(`mode": %w`, err)
+	}
+	for i, t := range w.AllowedTools {
+		if strings.TrimSpace(t) == "" {
+			return fmt.Errorf(`allowed_tools[%d]" is empty`, i)
+		}
+	}
+	for i, d := range w.AllowedDestinations {
+		if _, err := parseDestination(d); err != nil {
+			return fmt.Errorf(`allowed_destinations[%d]": %w`, i, err)
+		}
+	}
+	for i, p := range w.SensitivePaths {
+		if _, err := compilePattern(p); err != nil {
+			return fmt.Errorf(`sensitive_paths[%d]": %w`, i, err)
+		}
+	}
+	if w.MaxEgressBytes < 0 {
+		return fmt.Errorf(`max_egress_bytes" must not be negative, got %d`, w.MaxEgressBytes)
+	}
+	if w.MaxConnects < 0 {
+		return fmt.Errorf(`max_connects" must not be negative, got %d`, w.MaxConnects)
+	}
+	return nil
+}
+
+// destMatcher is one parsed allowed_destinations entry.
+type destMatcher struct {
+	prefix netip.Prefix // valid: the address must be inside
+	host   string       // non-empty: a host name (or *.suffix) an attribute of the egress names
+	anyIP  bool         // "*:port"
+	port   int          // 0: any port
+}
+
+// parseDestination parses an allowed_destinations entry: IP, IP:port, [IPv6]:port, CIDR,
+// CIDR:port, host, host:port, *.domain[:port] or *:port.
+func parseDestination(s string) (destMatcher, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return destMatcher{}, errors.New("empty destination")
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return destMatcher{prefix: netip.PrefixFrom(ap.Addr().Unmap(), ap.Addr().Unmap().BitLen()), port: int(ap.Port())}, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return destMatcher{prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+	}
+	if slash := strings.IndexByte(s, '/'); slash >= 0 {
+		cidr, port := s, 0
+		if colon := strings.IndexByte(s[slash:], ':'); colon >= 0 {
+			cidr = s[:slash+colon]
+			p, err := parsePort(s[slash+colon+1:])
+			if err != nil {
+				return destMatcher{}, fmt.Errorf("%q: %w", s, err)
+			}
+			port = p
+		}
+		pfx, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			return destMatcher{}, fmt.Errorf("%q is not an address, CIDR or host name: %w", s, err)
+		}
+		return destMatcher{prefix: pfx.Masked(), port: port}, nil
+	}
+	host, port := s, 0
+	if colon := strings.LastIndexByte(s, ':'); colon >= 0 {
+		host = s[:colon]
+		p, err := parsePort(s[colon+1:])
+		if err != nil {
+			return destMatcher{}, fmt.Errorf("%q: %w", s, err)
+		}
+		port = p
+	}
+	if host == "*" {
+		if port == 0 {
+			return destMatcher{}, fmt.Errorf("%q: \"*\" needs a port (\"*:443\")", s)
+		}
+		return destMatcher{anyIP: true, port: port}, nil
+	}
+	if !validHostPattern(host) {
+		return destMatcher{}, fmt.Errorf("%q is not an address, CIDR or host name", s)
+	}
+	return destMatcher{host: strings.ToLower(host), port: port}, nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
+	}
+	return p, nil
+}
+
+func validHostPattern(h string) bool {
+	h = strings.TrimPrefix(h, "*.")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// matches reports whether the egress to addr:port (host: a name an attribute gave, or "")
+// is inside this entry.
+func (d destMatcher) matches(addr netip.Addr, port int, host string) bool {
+	if d.port != 0 && d.port != port {
+		return false
+	}
+	switch {
+	case d.anyIP:
+		return true
+	case d.prefix.IsValid():
+		return addr.IsValid() && d.prefix.Contains(addr.Unmap())
+	case d.host != "":
+		if host == "" {
+			return false
+		}
+		host = strings.ToLower(host)
+		if rest, ok := strings.CutPrefix(d.host, "*."); ok {
+			return strings.HasSuffix(host, "."+rest)
+		}
+		return host == d.host
+	}
+	return false
+}
+
+// severityIDs are the OCSF severity_id values, by the names accepted in config.
+var severityIDs = map[string]int{
+	"unknown":       0,
+	"informational": 1,
+	"info":          1,
+	"low":           2,
+	"medium":        3,
+	"high":          4,
+	"critical":      5,
+	"fatal":         6,
+}
+
+// severityNames are the OCSF captions of severity_id.
+var severityNames = map[int]string{0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical", 6: "Fatal", 99: "Other"}
+
+func parseSeverity(s string) (int, error) {
+	if id, ok := severityIDs[strings.ToLower(strings.TrimSpace(s))]; ok && id > 0 {
+		return id, nil
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n >= 1 && n <= 6 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("%q is not a severity (informational, low, medium, high, critical, fatal or 1-6)", s)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

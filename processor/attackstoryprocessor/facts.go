@@ -1,0 +1,349 @@
+package attackstoryprocessor
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/internal/redact"
+)
+
+// facts is what the rules, the profile and the narrative need from a story, extracted once.
+type facts struct {
+	st       *story
+	spans    []*sspan // narrative order
+	timeline []item   // spans and openat events, narrative order
+	parent   []int    // index in spans of each span's parent, -1 for none
+	toolOf   []int    // index of the nearest tool span (the span itself or an ancestor), -1
+	head     int      // index of the root span, or of the first span when the root is missing
+
+	tools     []toolCall
+	functions map[string][]string // by agenttrail.role
+	execs     []execCall
+	files     []fileAccess
+	egress    []egressCall
+	prompt    string // redacted
+	promptIdx int    // span carrying the prompt, -1
+	connects  int
+	bytesSent int64
+	hasBytes  bool
+}
+
+// item is one step of the timeline: a span (event -1) or one of its openat events.
+type item struct {
+	span  int
+	event int
+	time  uint64
+}
+
+type toolCall struct {
+	name string
+	span int
+	args [][2]string // sorted by name
+}
+
+type execCall struct {
+	path, cmdline string
+	span, tool    int
+	failed        string
+	seq           int
+}
+
+type fileAccess struct {
+	path, flags string
+	read        bool
+	failed      string
+	span, event int
+	tool        int
+	seq         int // position in the timeline
+}
+
+type egressCall struct {
+	kind    string // connect or sendto
+	dest    string // address:port ([v6]:port)
+	address string
+	addr    netip.Addr
+	port    int
+	host    string
+	bytes   int64
+	failed  string
+	span    int
+	tool    int
+	seq     int
+}
+
+func (e egressCall) endpoint() string { return e.dest }
+
+var redactor = redact.New()
+
+func extractFacts(st *story) *facts {
+	f := &facts{st: st, functions: map[string][]string{}, promptIdx: -1, head: -1}
+	f.buildTimeline()
+	for i, sp := range f.spans {
+		if sp == st.root {
+			f.head = i
+		}
+	}
+	if f.head < 0 && len(f.spans) > 0 {
+		f.head = 0
+	}
+	var prompts []string
+	for pos, it := range f.timeline {
+		sp := f.spans[it.span]
+		attrs := sp.span.Attributes()
+		if it.event >= 0 {
+			ev := sp.span.Events().At(it.event)
+			f.addFile(ev.Attributes(), it.span, it.event, pos)
+			continue
+		}
+		role := attrStr(attrs, attrRole)
+		op := attrStr(attrs, attrGenAIOperation)
+		if fn := attrStr(attrs, attrCodeFunction); fn != "" && role != "" {
+			if !slices.Contains(f.functions[role], fn) {
+				f.functions[role] = append(f.functions[role], fn)
+			}
+		}
+		switch {
+		case op == "execute_tool" || role == "tool":
+			name := attrStr(attrs, attrGenAIToolName)
+			if name == "" {
+				name = strings.TrimPrefix(sp.span.Name(), "execute_tool ")
+			}
+			f.tools = append(f.tools, toolCall{name: name, span: it.span, args: spanArgs(attrs)})
+		case op == "invoke_agent" || role == "prompt":
+			var parts []string
+			for _, a := range spanArgs(attrs) {
+				parts = append(parts, a[1])
+			}
+			for _, k := range []string{attrGenAIPrompt, attrGenAIInput} {
+				if v := attrStr(attrs, k); v != "" {
+					parts = append(parts, v)
+				}
+			}
+			if len(parts) > 0 {
+				prompts = append(prompts, strings.Join(parts, "\n"))
+				if f.promptIdx < 0 {
+					f.promptIdx = it.span
+				}
+			}
+		}
+		switch syscallName(sp.span) {
+		case "connect", "sendto":
+			f.addEgress(sp.span, it.span, pos)
+		case "execve":
+			f.execs = append(f.execs, execCall{
+				path: attrStr(attrs, attrProcessExecutable), cmdline: attrStr(attrs, attrProcessCommand),
+				span: it.span, tool: f.toolOf[it.span], failed: failure(attrs), seq: pos,
+			})
+		case "openat":
+			f.addFile(attrs, it.span, -1, pos)
+		}
+	}
+	if len(prompts) > 0 {
+		f.prompt, _ = redactor.String(strings.Join(prompts, "\n"))
+	}
+	return f
+}
+
+// buildTimeline orders spans and their openat events (see topoTimeOrder) and records the
+// parent and nearest tool span of every span.
+func (f *facts) buildTimeline() {
+	st := f.st
+	for i, sp := range st.spans {
+		sp.ord = i
+	}
+	nodes := make([]orderNode, 0, len(st.spans)+4)
+	refs := make([]item, 0, len(st.spans)+4)
+	for i, sp := range st.spans {
+		p := -1
+		if !sp.parent.IsEmpty() {
+			if ps := st.byID[sp.parent]; ps != nil {
+				p = ps.ord
+			}
+		}
+		nodes = append(nodes, orderNode{time: sp.start, tie: sp.id[:], parent: p})
+		refs = append(refs, item{span: i, event: -1, time: sp.start})
+	}
+	for i, sp := range st.spans {
+		evs := sp.span.Events()
+		for e := 0; e < evs.Len(); e++ {
+			if evs.At(e).Name() != "openat" {
+				continue
+			}
+			tie := make([]byte, 12)
+			copy(tie, sp.id[:])
+			binary.BigEndian.PutUint32(tie[8:], uint32(e))
+			ts := uint64(evs.At(e).Timestamp())
+			nodes = append(nodes, orderNode{time: ts, tie: tie, parent: i})
+			refs = append(refs, item{span: i, event: e, time: ts})
+		}
+	}
+	order := topoTimeOrder(nodes)
+	// renumber spans in narrative order
+	spanPos := make([]int, len(st.spans))
+	f.spans = make([]*sspan, 0, len(st.spans))
+	for _, n := range order {
+		if r := refs[n]; r.event < 0 {
+			spanPos[r.span] = len(f.spans)
+			f.spans = append(f.spans, st.spans[r.span])
+		}
+	}
+	f.timeline = make([]item, len(order))
+	for i, n := range order {
+		r := refs[n]
+		f.timeline[i] = item{span: spanPos[r.span], event: r.event, time: r.time}
+	}
+	f.parent = make([]int, len(f.spans))
+	f.toolOf = make([]int, len(f.spans))
+	for i := range st.spans {
+		f.parent[spanPos[i]] = -1
+		if p := nodes[i].parent; p >= 0 && p != i {
+			f.parent[spanPos[i]] = spanPos[p]
+		}
+	}
+	for i, sp := range f.spans {
+		f.toolOf[i] = -1
+		if isToolSpan(sp.span) {
+			f.toolOf[i] = i
+		} else if p := f.parent[i]; p >= 0 && p < i {
+			f.toolOf[i] = f.toolOf[p] // parents come first in narrative order
+		}
+	}
+}
+
+func (f *facts) addFile(attrs pcommon.Map, span, event, seq int) {
+	path := attrStr(attrs, attrFilePath)
+	if path == "" {
+		return
+	}
+	flags := attrStr(attrs, attrOpenFlags)
+	f.files = append(f.files, fileAccess{
+		path: path, flags: flags, read: flags == "" || !strings.Contains(flags, "O_WRONLY"),
+		failed: failure(attrs), span: span, event: event, tool: f.toolOf[span], seq: seq,
+	})
+}
+
+func (f *facts) addEgress(s ptrace.Span, span, seq int) {
+	attrs := s.Attributes()
+	address := attrStr(attrs, attrPeerAddress)
+	if address == "" {
+		return // a unix socket or an unknown peer
+	}
+	e := egressCall{kind: syscallName(s), address: address, span: span, tool: f.toolOf[span], seq: seq, failed: failure(attrs)}
+	if a, err := netip.ParseAddr(address); err == nil {
+		e.addr = a.Unmap()
+		e.address = e.addr.String()
+	}
+	if v, ok := attrs.Get(attrPeerPort); ok {
+		e.port = int(v.Int())
+	}
+	for _, k := range []string{attrServerAddress, attrPeerName} {
+		if h := attrStr(attrs, k); h != "" {
+			if _, err := netip.ParseAddr(h); err != nil {
+				e.host = h
+				break
+			}
+		}
+	}
+	for _, k := range []string{attrBytesSent, attrHTTPRequestBody, attrHTTPRequestTotal} {
+		if v, ok := attrs.Get(k); ok && v.Int() > 0 {
+			e.bytes = v.Int()
+			break
+		}
+	}
+	if e.addr.Is6() {
+		e.dest = "[" + e.address + "]:" + itoa(e.port)
+	} else {
+		e.dest = e.address + ":" + itoa(e.port)
+	}
+	if e.kind == "sendto" && e.bytes == 0 {
+		if v, ok := attrs.Get(attrSyscallResult); ok && v.Int() > 0 {
+			e.bytes = v.Int()
+		}
+	}
+	if e.kind == "connect" {
+		f.connects++
+	}
+	if e.bytes > 0 {
+		f.bytesSent += e.bytes
+		f.hasBytes = true
+	}
+	f.egress = append(f.egress, e)
+}
+
+// bytesTo is the bytes sent to the destination of e in the whole story.
+func (f *facts) bytesTo(e egressCall) int64 {
+	var n int64
+	for _, o := range f.egress {
+		if o.dest == e.dest {
+			n += o.bytes
+		}
+	}
+	return n
+}
+
+func (f *facts) headResource() pcommon.Map {
+	if f.head < 0 {
+		return pcommon.NewMap()
+	}
+	return f.spans[f.head].scope.src.resource.Attributes()
+}
+
+// syscallName is the syscall a span records ("" for function spans).
+func syscallName(s ptrace.Span) string {
+	if v, ok := s.Attributes().Get(attrSyscall); ok {
+		return v.Str()
+	}
+	if _, ok := s.Attributes().Get(attrRole); ok {
+		return ""
+	}
+	switch n := s.Name(); n {
+	case "connect", "sendto", "accept", "execve", "openat":
+		return n
+	}
+	return ""
+}
+
+func isToolSpan(s ptrace.Span) bool {
+	attrs := s.Attributes()
+	return attrStr(attrs, attrGenAIOperation) == "execute_tool" || attrStr(attrs, attrRole) == "tool"
+}
+
+// spanArgs are the captured arguments (agenttrail.arg.NAME), sorted by name.
+func spanArgs(attrs pcommon.Map) [][2]string {
+	var out [][2]string
+	for k, v := range attrs.All() {
+		name, ok := strings.CutPrefix(k, attrArgPrefix)
+		if !ok || strings.Contains(name, ".") || v.Type() != pcommon.ValueTypeStr {
+			continue
+		}
+		out = append(out, [2]string{name, v.Str()})
+	}
+	slices.SortFunc(out, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	return out
+}
+
+// failure is the error of a failed syscall ("" when it succeeded).
+func failure(attrs pcommon.Map) string {
+	if v := attrStr(attrs, attrErrorType); v != "" {
+		return v
+	}
+	if v, ok := attrs.Get(attrSyscallResult); ok && v.Type() == pcommon.ValueTypeInt && v.Int() < 0 && v.Int() != -115 {
+		return "error " + itoa(int(-v.Int()))
+	}
+	return ""
+}
+
+func attrStr(m pcommon.Map, k string) string {
+	if v, ok := m.Get(k); ok {
+		if v.Type() == pcommon.ValueTypeStr {
+			return v.Str()
+		}
+		return v.AsString()
+	}
+	return ""
+}

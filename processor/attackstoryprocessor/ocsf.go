@@ -1,0 +1,341 @@
+package attackstoryprocessor
+
+import (
+	"bytes"
+	"encoding/json"
+	"path"
+	"strings"
+	"time"
+)
+
+// OCSF Detection Finding (schema 1.1.0), the class of every finding this processor emits.
+const (
+	ocsfSchemaVersion = "1.1.0"
+	ocsfClassUID      = 2004
+	ocsfCategoryUID   = 2
+	ocsfActivityID    = 1 // Create
+	ocsfTypeUID       = ocsfClassUID*100 + ocsfActivityID
+	productName       = "AgentTrail"
+)
+
+type atlasTechnique struct {
+	name, tacticUID, tacticName string
+}
+
+// atlasTechniques names the MITRE ATLAS techniques the built-in rules use, and a few more a
+// custom rule is likely to cite; an id not listed here is reported with its id as name.
+var atlasTechniques = map[string]atlasTechnique{
+	"AML.T0024":     {"Exfiltration via AI Inference API", "AML.TA0010", "Exfiltration"},
+	"AML.T0025":     {"Exfiltration via Cyber Means", "AML.TA0010", "Exfiltration"},
+	"AML.T0050":     {"Command and Scripting Interpreter", "AML.TA0005", "Execution"},
+	"AML.T0051":     {"LLM Prompt Injection", "AML.TA0005", "Execution"},
+	"AML.T0051.000": {"LLM Prompt Injection: Direct", "AML.TA0005", "Execution"},
+	"AML.T0051.001": {"LLM Prompt Injection: Indirect", "AML.TA0005", "Execution"},
+	"AML.T0053":     {"AI Agent Tool Invocation", "AML.TA0005", "Execution"},
+	"AML.T0057":     {"LLM Data Leakage", "AML.TA0010", "Exfiltration"},
+	"AML.T0086":     {"Exfiltration via AI Agent Tool Invocation", "AML.TA0010", "Exfiltration"},
+}
+
+type ocsfFinding struct {
+	ActivityID   int              `json:"activity_id"`
+	ActivityName string           `json:"activity_name"`
+	CategoryUID  int              `json:"category_uid"`
+	CategoryName string           `json:"category_name"`
+	ClassUID     int              `json:"class_uid"`
+	ClassName    string           `json:"class_name"`
+	TypeUID      int              `json:"type_uid"`
+	TypeName     string           `json:"type_name"`
+	SeverityID   int              `json:"severity_id"`
+	Severity     string           `json:"severity"`
+	StatusID     int              `json:"status_id"`
+	Status       string           `json:"status"`
+	Time         int64            `json:"time"`
+	Message      string           `json:"message"`
+	FindingInfo  ocsfFindingInfo  `json:"finding_info"`
+	Resources    []ocsfResource   `json:"resources"`
+	Evidences    []ocsfEvidence   `json:"evidences"`
+	Observables  []ocsfObservable `json:"observables,omitempty"`
+	Metadata     ocsfMetadata     `json:"metadata"`
+	Unmapped     ocsfUnmapped     `json:"unmapped"`
+}
+
+type ocsfFindingInfo struct {
+	UID              string         `json:"uid"`
+	Title            string         `json:"title"`
+	Desc             string         `json:"desc"`
+	Types            []string       `json:"types"`
+	CreatedTime      int64          `json:"created_time"`
+	FirstSeenTime    int64          `json:"first_seen_time,omitempty"`
+	LastSeenTime     int64          `json:"last_seen_time,omitempty"`
+	Analytic         ocsfAnalytic   `json:"analytic"`
+	RelatedAnalytics []ocsfAnalytic `json:"related_analytics,omitempty"`
+	Attacks          []ocsfAttack   `json:"attacks,omitempty"`
+	DataSources      []string       `json:"data_sources"`
+}
+
+type ocsfAnalytic struct {
+	UID    string `json:"uid"`
+	Name   string `json:"name"`
+	Desc   string `json:"desc,omitempty"`
+	TypeID int    `json:"type_id"`
+	Type   string `json:"type"`
+}
+
+type ocsfAttack struct {
+	Technique ocsfRef  `json:"technique"`
+	Tactic    *ocsfRef `json:"tactic,omitempty"`
+}
+
+type ocsfRef struct {
+	UID  string `json:"uid"`
+	Name string `json:"name"`
+}
+
+type ocsfResource struct {
+	UID    string         `json:"uid"`
+	Name   string         `json:"name,omitempty"`
+	Type   string         `json:"type"`
+	Labels []string       `json:"labels,omitempty"`
+	Data   map[string]any `json:"data"`
+}
+
+type ocsfEvidence struct {
+	Name        string           `json:"name"`
+	Data        ocsfEvidenceData `json:"data"`
+	File        *ocsfFile        `json:"file,omitempty"`
+	DstEndpoint *ocsfEndpoint    `json:"dst_endpoint,omitempty"`
+	Process     *ocsfProcess     `json:"process,omitempty"`
+}
+
+// ocsfEvidenceData points an evidence at its span (and span event).
+type ocsfEvidenceData struct {
+	RuleID    string `json:"rule_id"`
+	Detail    string `json:"detail"`
+	TraceID   string `json:"trace_id"`
+	SpanID    string `json:"span_id,omitempty"`
+	SpanName  string `json:"span_name,omitempty"`
+	SpanEvent string `json:"span_event,omitempty"`
+}
+
+type ocsfUnmapped struct {
+	TraceID         string           `json:"trace_id"`
+	SpanID          string           `json:"span_id"`
+	Narrative       string           `json:"narrative"`
+	Mode            string           `json:"mode"`
+	Workload        string           `json:"workload"`
+	IncompleteStory string           `json:"story_incomplete_reason,omitempty"`
+	Rules           []ocsfRuleDetail `json:"rules"`
+}
+
+type ocsfRuleDetail struct {
+	RuleID      string   `json:"rule_id"`
+	SeverityID  int      `json:"severity_id"`
+	Atlas       []string `json:"atlas"`
+	Explanation string   `json:"explanation"`
+	Evidence    []string `json:"evidence"`
+}
+
+type ocsfFile struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	TypeID int    `json:"type_id"`
+	Type   string `json:"type"`
+}
+
+type ocsfEndpoint struct {
+	IP       string `json:"ip,omitempty"`
+	Port     int    `json:"port,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+}
+
+type ocsfProcess struct {
+	Name    string    `json:"name,omitempty"`
+	CmdLine string    `json:"cmd_line,omitempty"`
+	File    *ocsfFile `json:"file,omitempty"`
+}
+
+type ocsfObservable struct {
+	Name   string `json:"name"`
+	TypeID int    `json:"type_id"`
+	Type   string `json:"type"`
+	Value  string `json:"value"`
+}
+
+type ocsfMetadata struct {
+	Product        ocsfProduct `json:"product"`
+	Version        string      `json:"version"`
+	CorrelationUID string      `json:"correlation_uid,omitempty"`
+}
+
+type ocsfProduct struct {
+	Name       string `json:"name"`
+	VendorName string `json:"vendor_name"`
+	Version    string `json:"version,omitempty"`
+}
+
+// finding is what a story that matched becomes.
+type finding struct {
+	uid       string
+	hits      []*hit
+	severity  int
+	ruleIDs   []string
+	atlasIDs  []string
+	title     string
+	narrative string
+	mode      Mode
+	ocsf      string
+}
+
+func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion string) *finding {
+	f := c.f
+	head := f.spans[f.head]
+	fd := &finding{hits: hits, mode: c.mode, uid: f.st.id.String() + "-" + head.id.String()}
+	for _, h := range hits {
+		fd.severity = max(fd.severity, h.severity)
+		fd.ruleIDs = append(fd.ruleIDs, h.rule.id)
+		for _, a := range h.rule.atlas {
+			if !containsStr(fd.atlasIDs, a) {
+				fd.atlasIDs = append(fd.atlasIDs, a)
+			}
+		}
+	}
+	fd.title = hits[0].rule.title
+	fd.narrative = narrative(f)
+	fd.ocsf = fd.buildOCSF(c, now, productVersion)
+	return fd
+}
+
+func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion string) string {
+	f := c.f
+	head := f.spans[f.head]
+	res := head.scope.src.resource.Attributes()
+	traceID := f.st.id.String()
+	primary := fd.hits[0]
+
+	var texts []string
+	for _, e := range primary.evidence {
+		texts = append(texts, e.text)
+	}
+	out := ocsfFinding{
+		ActivityID: ocsfActivityID, ActivityName: "Create",
+		CategoryUID: ocsfCategoryUID, CategoryName: "Findings",
+		ClassUID: ocsfClassUID, ClassName: "Detection Finding",
+		TypeUID: ocsfTypeUID, TypeName: "Detection Finding: Create",
+		SeverityID: fd.severity, Severity: severityNames[fd.severity],
+		StatusID: 1, Status: "New",
+		Time:    now.UnixMilli(),
+		Message: primary.rule.title + ": " + strings.Join(texts, "; "),
+		Metadata: ocsfMetadata{
+			Product:        ocsfProduct{Name: productName, VendorName: productName, Version: productVersion},
+			Version:        ocsfSchemaVersion,
+			CorrelationUID: traceID,
+		},
+	}
+	info := &out.FindingInfo
+	info.UID = fd.uid
+	info.Title = fd.title
+	info.Desc = primary.rule.explanation + "\n" + fd.narrative
+	info.Types = append([]string(nil), fd.ruleIDs...)
+	info.CreatedTime = now.UnixMilli()
+	info.FirstSeenTime = int64(f.st.minStart / 1e6)
+	info.LastSeenTime = int64(f.st.maxEnd / 1e6)
+	info.DataSources = []string{"eBPF"}
+	for i, h := range fd.hits {
+		a := ocsfAnalytic{UID: h.rule.id, Name: h.rule.id, Desc: h.rule.title, TypeID: 1, Type: "Rule"}
+		if i == 0 {
+			info.Analytic = a
+		} else {
+			info.RelatedAnalytics = append(info.RelatedAnalytics, a)
+		}
+	}
+	for _, id := range fd.atlasIDs {
+		t, ok := atlasTechniques[id]
+		att := ocsfAttack{Technique: ocsfRef{UID: id, Name: id}}
+		if ok {
+			att.Technique.Name = t.name
+			att.Tactic = &ocsfRef{UID: t.tacticUID, Name: t.tacticName}
+		}
+		info.Attacks = append(info.Attacks, att)
+	}
+
+	w := workloadOf(res)
+	resource := ocsfResource{UID: w.key, Name: attrStr(res, attrServiceName), Type: "AI agent workload",
+		Data: map[string]any{"trace_id": traceID, "span_id": head.id.String()}}
+	for _, k := range []string{attrServiceName, attrProcessPID, attrProcessExecutable, attrContainerID, attrHostName,
+		attrK8sNamespace, attrK8sPod, attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet, attrK8sContainer, attrK8sServiceAccount, attrK8sNodeName} {
+		if v, ok := res.Get(k); ok {
+			resource.Labels = append(resource.Labels, k+"="+v.AsString())
+			resource.Data[k] = v.AsRaw()
+		}
+	}
+	out.Resources = []ocsfResource{resource}
+
+	seenObs := map[string]bool{}
+	observe := func(name string, typeID int, typ, value string) {
+		key := typ + "\x00" + value
+		if value == "" || seenObs[key] {
+			return
+		}
+		seenObs[key] = true
+		out.Observables = append(out.Observables, ocsfObservable{Name: name, TypeID: typeID, Type: typ, Value: value})
+	}
+	for _, h := range fd.hits {
+		for _, e := range h.evidence {
+			ev := ocsfEvidence{Name: h.rule.id, Data: ocsfEvidenceData{RuleID: h.rule.id, Detail: e.text, TraceID: traceID}}
+			if e.span >= 0 {
+				sp := f.spans[e.span]
+				ev.Data.SpanID = sp.id.String()
+				ev.Data.SpanName = sp.span.Name()
+				if e.event >= 0 {
+					ev.Data.SpanEvent = sp.span.Events().At(e.event).Name()
+				}
+			}
+			i := len(out.Evidences)
+			prefix := "evidences[" + itoa(i) + "]"
+			if e.file != "" {
+				ev.File = &ocsfFile{Name: path.Base(e.file), Path: e.file, TypeID: 1, Type: "Regular File"}
+				observe(prefix+".file.path", 7, "File Name", e.file)
+			}
+			if e.egress != nil {
+				ev.DstEndpoint = &ocsfEndpoint{IP: e.egress.address, Port: e.egress.port, Hostname: e.egress.host}
+				if e.egress.addr.IsValid() {
+					observe(prefix+".dst_endpoint.ip", 2, "IP Address", e.egress.address)
+				}
+				observe(prefix+".dst_endpoint.port", 11, "Port", itoa(e.egress.port))
+				observe(prefix+".dst_endpoint.hostname", 1, "Hostname", e.egress.host)
+			}
+			if e.exec != nil {
+				ev.Process = &ocsfProcess{Name: path.Base(e.exec.path), CmdLine: e.exec.cmdline,
+					File: &ocsfFile{Name: path.Base(e.exec.path), Path: e.exec.path, TypeID: 1, Type: "Regular File"}}
+				observe(prefix+".process.cmd_line", 13, "Command Line", e.exec.cmdline)
+			}
+			out.Evidences = append(out.Evidences, ev)
+		}
+	}
+
+	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.id.String(), Narrative: fd.narrative,
+		Mode: string(fd.mode), Workload: w.key, IncompleteStory: f.st.reason}
+	for _, h := range fd.hits {
+		d := ocsfRuleDetail{RuleID: h.rule.id, SeverityID: h.severity, Atlas: h.rule.atlas, Explanation: h.rule.explanation}
+		for _, e := range h.evidence {
+			d.Evidence = append(d.Evidence, e.text)
+		}
+		out.Unmapped.Rules = append(out.Unmapped.Rules, d)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return "{}"
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+func containsStr(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

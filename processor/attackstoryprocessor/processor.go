@@ -1,0 +1,281 @@
+package attackstoryprocessor
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.uber.org/zap"
+)
+
+// storyProcessor buffers spans into stories and emits each story, with its finding if any,
+// from its own goroutine when it is complete. It implements processor.Traces itself rather
+// than through processorhelper.NewTraces, whose synchronous "process and pass on" model does
+// not fit a processor that holds data back.
+type storyProcessor struct {
+	cfg            *Config
+	logger         *zap.Logger
+	next           consumer.Traces
+	clock          Clock
+	tel            *telemetry
+	pols           *policies
+	custom         []*customRule
+	markers        []string
+	disabled       map[string]bool
+	profiles       *profileStore
+	productVersion string
+	tickEvery      time.Duration
+
+	mu  sync.Mutex // guards buf
+	buf *buffer
+
+	emitMu        sync.Mutex // one emission at a time; guards profiles and loggedRuleErr
+	loggedRuleErr map[string]bool
+
+	kick    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	started bool
+	manual  bool // tests: no emitter goroutine, the test calls emit
+}
+
+var _ processor.Traces = (*storyProcessor)(nil)
+
+func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clock Clock) (*storyProcessor, error) {
+	tel, err := newTelemetry(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	custom, err := compileCustomRules(cfg.CustomRules)
+	if err != nil {
+		return nil, err
+	}
+	p := &storyProcessor{
+		cfg:            cfg,
+		logger:         set.Logger,
+		next:           next,
+		clock:          clock,
+		tel:            tel,
+		pols:           newPolicies(cfg),
+		custom:         custom,
+		disabled:       map[string]bool{},
+		profiles:       newProfileStore(cfg, set.Logger),
+		productVersion: set.BuildInfo.Version,
+		buf:            newBuffer(cfg, tel),
+		loggedRuleErr:  map[string]bool{},
+		kick:           make(chan struct{}, 1),
+		stop:           make(chan struct{}),
+	}
+	for _, m := range cfg.InjectionMarkers {
+		p.markers = append(p.markers, normalizeSpace(strings.ToLower(m)))
+	}
+	for _, id := range cfg.Rules.Disabled {
+		p.disabled[id] = true
+	}
+	p.tickEvery = min(max(cfg.CompletionGrace/4, 5*time.Millisecond), 250*time.Millisecond)
+	return p, nil
+}
+
+func (p *storyProcessor) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: true}
+}
+
+// Start loads the profiles and starts the emitter.
+func (p *storyProcessor) Start(_ context.Context, _ component.Host) error {
+	if err := p.profiles.start(p.clock.Now()); err != nil {
+		return err
+	}
+	var enforce []string
+	if p.cfg.DefaultMode == ModeEnforce {
+		enforce = append(enforce, "default_mode")
+	}
+	for _, e := range p.pols.entries {
+		if e.p.mode == ModeEnforce && e.p.configuredFor != "" {
+			enforce = append(enforce, e.p.configuredFor)
+		}
+	}
+	if len(enforce) > 0 {
+		p.logger.Info("Mode enforce is not implemented yet (kernel enforcement comes in a later release): these workloads behave as in mode alert, findings are emitted and nothing is blocked",
+			zap.Strings("workloads", enforce))
+	}
+	p.logger.Info("Attack-story processor started",
+		zap.String("profiles_dir", p.cfg.ProfilesDir), zap.String("default_mode", string(p.cfg.DefaultMode)),
+		zap.Int("workloads", len(p.cfg.Workloads)), zap.Int("custom_rules", len(p.custom)),
+		zap.Duration("completion_grace", p.cfg.CompletionGrace))
+	if !p.manual {
+		p.started = true
+		p.wg.Add(1)
+		go p.run()
+	}
+	return nil
+}
+
+// Shutdown stops the emitter, then emits every story in flight as incomplete (reason
+// shutdown) and saves the profiles.
+func (p *storyProcessor) Shutdown(ctx context.Context) error {
+	if p.started {
+		close(p.stop)
+		p.wg.Wait()
+		p.started = false
+	}
+	p.emit(ctx, true)
+	return nil
+}
+
+func (p *storyProcessor) run() {
+	defer p.wg.Done()
+	t := p.clock.NewTicker(p.tickEvery)
+	defer t.Stop()
+	ctx := context.Background()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C():
+			p.emit(ctx, false)
+		case <-p.kick:
+			p.emit(ctx, false)
+		}
+	}
+}
+
+// ConsumeTraces buffers the spans; they are passed on when their story is complete.
+func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	p.mu.Lock()
+	p.buf.addBatch(td, p.clock.Now())
+	evicted := len(p.buf.evicted)
+	p.mu.Unlock()
+	if evicted == 0 {
+		return nil
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	if evicted >= p.cfg.MaxStories {
+		// The emitter is behind: emit here, so that the producer slows down instead of
+		// the evicted stories piling up.
+		p.emit(ctx, false)
+	}
+	return nil
+}
+
+// emit passes on the stories that are ready (all of them when flushAll).
+func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
+	p.emitMu.Lock()
+	defer p.emitMu.Unlock()
+	now := p.clock.Now()
+	p.mu.Lock()
+	ready := p.buf.takeReady(now, flushAll)
+	p.mu.Unlock()
+	if len(ready) > 0 {
+		td := ptrace.NewTraces()
+		for _, st := range ready {
+			p.process(td, st, now)
+		}
+		if err := p.next.ConsumeTraces(ctx, td); err != nil {
+			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", len(ready)), zap.Int("spans", td.SpanCount()), zap.Error(err))
+		}
+	}
+	p.profiles.tick(now, flushAll)
+}
+
+// process judges one story, learns from it, and appends it to td.
+func (p *storyProcessor) process(td ptrace.Traces, st *story, now time.Time) {
+	f := extractFacts(st)
+	res := f.headResource()
+	pol := p.pols.resolve(res)
+	prof := p.profiles.get(workloadOf(res), now)
+	c := &evalContext{f: f, pol: pol, prof: prof, mode: pol.mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom}
+	hits := c.evaluate()
+	var fd *finding
+	if len(hits) > 0 {
+		fd = newFinding(c, hits, now, p.productVersion)
+		for _, id := range fd.ruleIDs {
+			p.tel.finding(id)
+		}
+	} else if prof != nil {
+		prof.learn(f, st.reason == "", now, p.cfg.Learning)
+	}
+	for _, r := range p.custom {
+		if r.failures > 0 && !p.loggedRuleErr[r.def.id] {
+			p.loggedRuleErr[r.def.id] = true
+			p.logger.Warn("Custom rule failed on a story and counts as not matching (logged once per rule)", zap.String("rule", r.def.id), zap.Error(r.lastErr))
+		}
+	}
+	writeStory(td, f, fd, now)
+	if st.reason == "" {
+		p.tel.story("complete")
+	} else {
+		p.tel.story("incomplete")
+	}
+}
+
+// writeStory moves the story's spans into td in narrative order, grouped by resource and
+// scope, flags an incomplete story on its top spans, and puts the finding on the head span.
+func writeStory(td ptrace.Traces, f *facts, fd *finding, now time.Time) {
+	resources := map[string]ptrace.ResourceSpans{}
+	scopes := map[string]ptrace.SpanSlice{}
+	for _, sp := range f.spans {
+		spans, ok := scopes[sp.scope.key]
+		if !ok {
+			rs, ok := resources[sp.scope.src.key]
+			if !ok {
+				rs = td.ResourceSpans().AppendEmpty()
+				sp.scope.src.resource.CopyTo(rs.Resource())
+				rs.SetSchemaUrl(sp.scope.src.schemaURL)
+				resources[sp.scope.src.key] = rs
+			}
+			ss := rs.ScopeSpans().AppendEmpty()
+			sp.scope.scope.CopyTo(ss.Scope())
+			ss.SetSchemaUrl(sp.scope.schemaURL)
+			spans = ss.Spans()
+			scopes[sp.scope.key] = spans
+		}
+		dst := spans.AppendEmpty()
+		sp.span.MoveTo(dst)
+		sp.span = dst
+	}
+	if f.st.reason != "" {
+		for i, sp := range f.spans {
+			if f.parent[i] < 0 {
+				sp.span.Attributes().PutBool(attrIncomplete, true)
+				sp.span.Attributes().PutStr(attrIncompleteReason, f.st.reason)
+			}
+		}
+	}
+	if fd == nil || len(f.spans) == 0 {
+		return
+	}
+	head := f.spans[f.head].span
+	putFindingAttributes(head.Attributes(), fd)
+	ev := head.Events().AppendEmpty()
+	ev.SetName(findingEventName)
+	ev.SetTimestamp(pcommon.NewTimestampFromTime(now))
+	attrs := ev.Attributes()
+	putFindingAttributes(attrs, fd)
+	attrs.PutStr(attrFindingUID, fd.uid)
+	attrs.PutStr(attrFindingTitle, fd.title)
+	attrs.PutStr(attrFindingMode, string(fd.mode))
+	attrs.PutStr(attrFindingNarrative, fd.narrative)
+	attrs.PutStr(attrFindingOCSF, fd.ocsf)
+}
+
+func putFindingAttributes(m pcommon.Map, fd *finding) {
+	ids := m.PutEmptySlice(attrFindingRuleIDs)
+	for _, id := range fd.ruleIDs {
+		ids.AppendEmpty().SetStr(id)
+	}
+	m.PutStr(attrFindingSeverity, severityNames[fd.severity])
+	m.PutInt(attrFindingSeverityID, int64(fd.severity))
+	atlas := m.PutEmptySlice(attrFindingAtlasIDs)
+	for _, id := range fd.atlasIDs {
+		atlas.AppendEmpty().SetStr(id)
+	}
+}

@@ -1,0 +1,672 @@
+package attackstoryprocessor
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	profileFormat    = "agenttrail.profile/v1"
+	statusLearning   = "learning"
+	statusComplete   = "complete"
+	maxVolumeSamples = 100
+	maxProfiles      = 1000
+)
+
+const profileHeader = `# AgentTrail behavioural profile of one workload, learned by the attackstory processor from the
+# stories it observed. Review it, and edit it if you like: the processor reloads a file that
+# changed; a file it cannot read is reported (with its line) and left alone while the last good
+# version stays in use. Format: processor/attackstoryprocessor/README.md, "Profiles".
+`
+
+// profileData is the YAML file of a profile.
+type profileData struct {
+	Format       string              `yaml:"format"`
+	Workload     map[string]string   `yaml:"workload"`
+	Status       string              `yaml:"status"`
+	Version      int                 `yaml:"version"`
+	Stories      int                 `yaml:"stories"`
+	FirstSeen    time.Time           `yaml:"first_seen,omitempty"`
+	Updated      time.Time           `yaml:"updated,omitempty"`
+	Completed    time.Time           `yaml:"completed,omitempty"`
+	Tools        []string            `yaml:"tools"`
+	Functions    map[string][]string `yaml:"functions,omitempty"`
+	Executables  []string            `yaml:"executables"`
+	Files        []string            `yaml:"files"`
+	Destinations []profileDest       `yaml:"destinations"`
+	DataVolume   dataVolume          `yaml:"data_volume"`
+	Truncated    []string            `yaml:"truncated,omitempty,flow"`
+}
+
+type profileDest struct {
+	Address string `yaml:"address,omitempty"`
+	CIDR    string `yaml:"cidr,omitempty"`
+	Port    int    `yaml:"port"`
+	Host    string `yaml:"host,omitempty"`
+}
+
+type dataVolume struct {
+	ConnectsP95      int64   `yaml:"connects_p95"`
+	ConnectsMax      int64   `yaml:"connects_max"`
+	BytesSentP95     int64   `yaml:"bytes_sent_p95"`
+	BytesSentMax     int64   `yaml:"bytes_sent_max"`
+	ConnectsSamples  []int64 `yaml:"connects_samples,flow"`
+	BytesSentSamples []int64 `yaml:"bytes_sent_samples,flow"`
+}
+
+// profile is a profile in memory: its data and the indexes the rules use.
+type profile struct {
+	id          workloadID
+	file        string // base name in profiles_dir
+	data        profileData
+	files       []pathPattern
+	dests       []destMatcher
+	dirty       bool
+	blocked     bool // the file on disk is invalid: never overwrite it
+	volumeStale bool // data_volume p95/max to recompute from the samples
+}
+
+// refreshVolume recomputes the data-volume percentiles from the samples.
+func (p *profile) refreshVolume() {
+	if !p.volumeStale {
+		return
+	}
+	v := &p.data.DataVolume
+	v.ConnectsP95, v.ConnectsMax = p95max(v.ConnectsSamples)
+	v.BytesSentP95, v.BytesSentMax = p95max(v.BytesSentSamples)
+	p.volumeStale = false
+}
+
+func (p *profile) complete() bool { return p.data.Status == statusComplete }
+
+func (p *profile) hasTool(name string) bool { return containsSorted(p.data.Tools, name) }
+
+func (p *profile) hasExecutable(path string) bool { return containsSorted(p.data.Executables, path) }
+
+func (p *profile) knowsDestination(e egressCall) bool {
+	for i, d := range p.dests {
+		if d.matches(e.addr, e.port, e.host) {
+			return true
+		}
+		if a := p.data.Destinations[i].Address; !e.addr.IsValid() && a != "" && a == e.address && (d.port == 0 || d.port == e.port) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *profile) index() {
+	p.files = mustPatterns(p.data.Files)
+	p.dests = p.dests[:0]
+	for _, d := range p.data.Destinations {
+		m := destMatcher{port: d.Port, host: strings.ToLower(d.Host)}
+		if pfx, err := netip.ParsePrefix(d.CIDR); err == nil {
+			m.prefix = pfx.Masked()
+		} else if a, err := netip.ParseAddr(d.Address); err == nil {
+			m.prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		p.dests = append(p.dests, m)
+	}
+}
+
+func newProfile(id workloadID, now time.Time) *profile {
+	p := &profile{id: id, file: profileFileName(id.key)}
+	p.data = profileData{Format: profileFormat, Workload: map[string]string{}, Status: statusLearning,
+		Tools: []string{}, Executables: []string{}, Files: []string{}, Destinations: []profileDest{}}
+	for _, kv := range id.attrs {
+		p.data.Workload[kv[0]] = kv[1]
+	}
+	return p
+}
+
+// learn adds what the story did to the profile. complete: the story was not cut short, so
+// its data volume is a sample.
+func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig) {
+	d := &p.data
+	if p.complete() && !cfg.ContinueAfterComplete {
+		return
+	}
+	grew := false
+	d.Stories++
+	if d.FirstSeen.IsZero() {
+		d.FirstSeen = now.UTC().Truncate(time.Second)
+	}
+	d.Updated = now.UTC().Truncate(time.Second)
+	for _, t := range f.tools {
+		grew = p.addBounded(&d.Tools, t.name, "tools", cfg.MaxEntries) || grew
+	}
+	for _, role := range sortedKeys(f.functions) {
+		if d.Functions == nil {
+			d.Functions = map[string][]string{}
+		}
+		list := d.Functions[role]
+		for _, fn := range f.functions[role] {
+			grew = p.addBounded(&list, fn, "functions", cfg.MaxEntries) || grew
+		}
+		d.Functions[role] = list
+	}
+	for _, e := range f.execs {
+		if e.failed == "" && e.path != "" {
+			grew = p.addBounded(&d.Executables, e.path, "executables", cfg.MaxEntries) || grew
+		}
+	}
+	for _, fa := range f.files {
+		if fa.failed == "" {
+			grew = p.addFile(generalizePath(fa.path), cfg.MaxEntries) || grew
+		}
+	}
+	for _, e := range f.egress {
+		if e.failed == "" || e.failed == "EINPROGRESS" {
+			grew = p.addDestination(e, cfg.MaxEntries) || grew
+		}
+	}
+	if storyComplete {
+		v := &d.DataVolume
+		v.ConnectsSamples = appendSample(v.ConnectsSamples, int64(f.connects))
+		v.BytesSentSamples = appendSample(v.BytesSentSamples, f.bytesSent)
+		v.ConnectsMax = max(v.ConnectsMax, int64(f.connects))
+		v.BytesSentMax = max(v.BytesSentMax, f.bytesSent)
+		p.volumeStale = true // the p95s are recomputed when saved or completed
+	}
+	if grew && p.complete() {
+		d.Version++ // continue_after_complete: a complete profile that changed is a new version
+	}
+	if grew {
+		p.index()
+	}
+	p.dirty = true
+	p.checkComplete(now, cfg)
+}
+
+// checkComplete ends the learning window when both its story count and its duration are reached.
+func (p *profile) checkComplete(now time.Time, cfg LearningConfig) bool {
+	d := &p.data
+	if p.complete() || d.Stories < cfg.MinStories || d.FirstSeen.IsZero() || now.Sub(d.FirstSeen) < cfg.MinDuration {
+		return false
+	}
+	p.refreshVolume()
+	d.Status = statusComplete
+	d.Version++
+	d.Completed = now.UTC().Truncate(time.Second)
+	p.dirty = true
+	return true
+}
+
+func (p *profile) addBounded(list *[]string, v, category string, limit int) bool {
+	i, found := slices.BinarySearch(*list, v)
+	if found {
+		return false
+	}
+	if len(*list) >= limit {
+		p.markTruncated(category)
+		return false
+	}
+	*list = slices.Insert(*list, i, v)
+	return true
+}
+
+func (p *profile) markTruncated(category string) {
+	if !slices.Contains(p.data.Truncated, category) {
+		p.data.Truncated = append(p.data.Truncated, category)
+		slices.Sort(p.data.Truncated)
+	}
+}
+
+// addFile adds a path pattern unless a pattern already covers it. When the list is full, the
+// entries under the pattern's nearest folder (two levels deep at least) that has some are
+// folded into "folder/*"; when there is none, the pattern is dropped and the list marked
+// truncated.
+func (p *profile) addFile(pattern string, limit int) bool {
+	if _, ok := matchAny(p.files, pattern); ok {
+		return false
+	}
+	list := &p.data.Files
+	if len(*list) >= limit {
+		folded := false
+		for dir := path.Dir(pattern); strings.Count(dir, "/") >= 2; dir = path.Dir(dir) {
+			kept := (*list)[:0:0]
+			for _, f := range *list {
+				if !strings.HasPrefix(f, dir+"/") {
+					kept = append(kept, f)
+				}
+			}
+			if len(kept) < len(*list) {
+				*list = kept
+				pattern = dir + "/*"
+				folded = true
+				break
+			}
+		}
+		if !folded {
+			p.markTruncated("files")
+			return false
+		}
+	}
+	i, found := slices.BinarySearch(*list, pattern)
+	if found {
+		return false
+	}
+	*list = slices.Insert(*list, i, pattern)
+	p.files = mustPatterns(*list)
+	return true
+}
+
+func (p *profile) addDestination(e egressCall, limit int) bool {
+	if p.knowsDestination(e) {
+		return false
+	}
+	d := profileDest{Address: e.address, Port: e.port, Host: e.host}
+	if e.addr.IsValid() {
+		bits := 24
+		if e.addr.Is6() {
+			bits = 64
+		}
+		d.CIDR = netip.PrefixFrom(e.addr, bits).Masked().String()
+	}
+	list := &p.data.Destinations
+	if len(*list) >= limit {
+		p.markTruncated("destinations")
+		return false
+	}
+	i, _ := slices.BinarySearchFunc(*list, d, compareDest)
+	*list = slices.Insert(*list, i, d)
+	p.index()
+	return true
+}
+
+func compareDest(a, b profileDest) int {
+	if c := strings.Compare(a.CIDR, b.CIDR); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Address, b.Address); c != 0 {
+		return c
+	}
+	if a.Port != b.Port {
+		return a.Port - b.Port
+	}
+	return strings.Compare(a.Host, b.Host)
+}
+
+func appendSample(s []int64, v int64) []int64 {
+	s = append(s, v)
+	if len(s) > maxVolumeSamples {
+		s = slices.Delete(s, 0, len(s)-maxVolumeSamples)
+	}
+	return s
+}
+
+// p95max: the 95th percentile (nearest rank) and the maximum.
+func p95max(s []int64) (int64, int64) {
+	if len(s) == 0 {
+		return 0, 0
+	}
+	sorted := slices.Clone(s)
+	slices.Sort(sorted)
+	rank := (95*len(sorted) + 99) / 100
+	return sorted[max(rank, 1)-1], sorted[len(sorted)-1]
+}
+
+func containsSorted(list []string, v string) bool {
+	_, ok := slices.BinarySearch(list, v)
+	return ok
+}
+
+// profileFileName: a readable form of the workload key plus a short hash, so that keys that
+// read the same after sanitising do not share a file.
+func profileFileName(key string) string {
+	var b strings.Builder
+	under := false
+	for _, r := range strings.TrimSpace(key) {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			b.WriteRune(r)
+			under = false
+		} else if !under {
+			b.WriteByte('_')
+			under = true
+		}
+	}
+	name := strings.Trim(b.String(), "_.")
+	if len(name) > 80 {
+		name = name[:80]
+	}
+	if name == "" {
+		name = "workload"
+	}
+	sum := sha256.Sum256([]byte(key))
+	return name + "-" + hex.EncodeToString(sum[:4]) + ".yaml"
+}
+
+// parseProfile decodes and checks a profile file. Errors name the line.
+func parseProfile(b []byte) (*profile, error) {
+	var d profileData
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&d); err != nil {
+		return nil, yamlError(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, yamlError(err)
+	}
+	bad := func(msg string, keyPath ...any) error {
+		return fmt.Errorf("line %d: %s", lineOf(&doc, keyPath...), msg)
+	}
+	if d.Format != profileFormat {
+		return nil, bad(fmt.Sprintf("format: %q is not %q", d.Format, profileFormat), "format")
+	}
+	if len(d.Workload) == 0 {
+		return nil, bad("workload: at least one attribute is required (e.g. service.name)", "workload")
+	}
+	if d.Status != statusLearning && d.Status != statusComplete {
+		return nil, bad(fmt.Sprintf("status: %q is not learning or complete", d.Status), "status")
+	}
+	if d.Version < 0 {
+		return nil, bad("version: must not be negative", "version")
+	}
+	if d.Stories < 0 {
+		return nil, bad("stories: must not be negative", "stories")
+	}
+	for i, f := range d.Files {
+		if strings.TrimSpace(f) == "" {
+			return nil, bad(fmt.Sprintf("files[%d]: empty pattern", i), "files", i)
+		}
+	}
+	for i, dst := range d.Destinations {
+		if dst.Port < 0 || dst.Port > 65535 {
+			return nil, bad(fmt.Sprintf("destinations[%d].port: %d is not a port (0-65535, 0 for any)", i, dst.Port), "destinations", i, "port")
+		}
+		if dst.CIDR != "" {
+			if _, err := netip.ParsePrefix(dst.CIDR); err != nil {
+				return nil, bad(fmt.Sprintf("destinations[%d].cidr: %v", i, err), "destinations", i, "cidr")
+			}
+		}
+		if dst.Address == "" && dst.CIDR == "" && dst.Host == "" {
+			return nil, bad(fmt.Sprintf("destinations[%d]: needs an address, a cidr or a host", i), "destinations", i)
+		}
+	}
+	v := d.DataVolume
+	if v.ConnectsP95 < 0 || v.ConnectsMax < 0 || v.BytesSentP95 < 0 || v.BytesSentMax < 0 {
+		return nil, bad("data_volume: values must not be negative", "data_volume")
+	}
+	for _, list := range []*[]string{&d.Tools, &d.Executables, &d.Files} {
+		if *list == nil {
+			*list = []string{}
+		}
+		slices.Sort(*list)
+		*list = slices.Compact(*list)
+	}
+	if d.Destinations == nil {
+		d.Destinations = []profileDest{}
+	}
+	slices.SortFunc(d.Destinations, compareDest)
+	p := &profile{id: workloadIDFromAttrs(d.Workload), data: d}
+	p.index()
+	return p, nil
+}
+
+var internalType = regexp.MustCompile(` in type [\w.]+`)
+
+// yamlError turns a YAML decoding error into "line N: problem" (it already names the line).
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return errors.New(internalType.ReplaceAllString(strings.Join(te.Errors, "; "), ""))
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if !strings.HasPrefix(msg, "line ") {
+		msg = "line 1: " + msg
+	}
+	return errors.New(msg)
+}
+
+// lineOf finds the line of a key path (map keys and list indexes) in a YAML document; it
+// falls back to the deepest node found.
+func lineOf(doc *yaml.Node, keyPath ...any) int {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, k := range keyPath {
+		switch k := k.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return line
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == k {
+					line = n.Content[i].Line
+					n = n.Content[i+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case int:
+			if n.Kind != yaml.SequenceNode || k >= len(n.Content) {
+				return line
+			}
+			n = n.Content[k]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+func marshalProfile(d *profileData) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(profileHeader)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(d); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// fileState is what the store last saw of a profile file, to tell hand edits from its writes.
+type fileState struct {
+	mod  time.Time
+	size int64
+	bad  bool
+}
+
+// profileStore holds the profiles, loads them from profiles_dir and saves them there. It is
+// used by the emitter only (never concurrently).
+type profileStore struct {
+	dir      string
+	cfg      LearningConfig
+	interval time.Duration
+	logger   *zap.Logger
+
+	byKey     map[string]*profile
+	files     map[string]fileState
+	lastCheck time.Time
+	full      bool // maxProfiles reached (logged once)
+}
+
+func newProfileStore(cfg *Config, logger *zap.Logger) *profileStore {
+	return &profileStore{
+		dir: cfg.ProfilesDir, cfg: cfg.Learning, interval: cfg.ProfilesSaveInterval, logger: logger,
+		byKey: map[string]*profile{}, files: map[string]fileState{},
+	}
+}
+
+// start creates profiles_dir if needed and loads every profile in it.
+func (s *profileStore) start(now time.Time) error {
+	s.lastCheck = now
+	if s.dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(s.dir, 0o750); err != nil {
+		return fmt.Errorf("profiles_dir: %w", err)
+	}
+	if _, err := os.ReadDir(s.dir); err != nil {
+		return fmt.Errorf("profiles_dir: %w", err)
+	}
+	s.scan(true)
+	return nil
+}
+
+// get returns the workload's profile, made on first use; nil when maxProfiles is reached.
+func (s *profileStore) get(id workloadID, now time.Time) *profile {
+	if p := s.byKey[id.key]; p != nil {
+		return p
+	}
+	if len(s.byKey) >= maxProfiles {
+		if !s.full {
+			s.full = true
+			s.logger.Warn("Too many workloads: stories of further workloads are not profiled", zap.Int("max_profiles", maxProfiles), zap.String("workload", id.key))
+		}
+		return nil
+	}
+	p := newProfile(id, now)
+	if st, ok := s.files[p.file]; ok && st.bad {
+		p.blocked = true
+	}
+	s.byKey[id.key] = p
+	return p
+}
+
+// tick re-reads files edited by hand, ends learning windows whose duration has passed, and
+// saves the profiles that changed; at most once per profiles_save_interval unless force.
+func (s *profileStore) tick(now time.Time, force bool) {
+	if !force && now.Sub(s.lastCheck) < s.interval {
+		return
+	}
+	s.lastCheck = now
+	if s.dir != "" {
+		s.scan(false)
+	}
+	for _, key := range sortedKeys(s.byKey) {
+		p := s.byKey[key]
+		if p.checkComplete(now, s.cfg) {
+			s.logger.Info("Profile complete", zap.String("workload", p.id.key), zap.Int("version", p.data.Version), zap.Int("stories", p.data.Stories))
+		}
+		if p.dirty && s.dir != "" && !p.blocked {
+			if err := s.save(p); err != nil {
+				s.logger.Error("Cannot save profile", zap.String("file", filepath.Join(s.dir, p.file)), zap.Error(err))
+				continue
+			}
+		}
+		if s.dir == "" || !p.blocked {
+			p.dirty = false
+		}
+	}
+}
+
+// save writes the profile atomically: a temporary file in the same folder, synced, renamed.
+func (s *profileStore) save(p *profile) error {
+	p.refreshVolume()
+	b, err := marshalProfile(&p.data)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.dir, "."+p.file+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o640); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	target := filepath.Join(s.dir, p.file)
+	if err := os.Rename(tmp.Name(), target); err != nil {
+		return err
+	}
+	if info, err := os.Stat(target); err == nil {
+		s.files[p.file] = fileState{mod: info.ModTime(), size: info.Size()}
+	}
+	return nil
+}
+
+// scan loads new profile files and re-reads the ones that changed since the store last saw them.
+func (s *profileStore) scan(initial bool) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		s.logger.Error("Cannot read profiles_dir", zap.String("profiles_dir", s.dir), zap.Error(err))
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if st, ok := s.files[name]; ok && st.mod.Equal(info.ModTime()) && st.size == info.Size() {
+			continue
+		}
+		full := filepath.Join(s.dir, name)
+		b, err := os.ReadFile(full)
+		if err != nil {
+			s.logger.Error("Cannot read profile", zap.String("file", full), zap.Error(err))
+			continue
+		}
+		p, err := parseProfile(b)
+		if err != nil {
+			s.files[name] = fileState{mod: info.ModTime(), size: info.Size(), bad: true}
+			kept := "no earlier version of it was loaded"
+			for _, q := range s.byKey {
+				if q.file == name {
+					q.blocked = true
+					kept = "the last good version (" + strconv.Itoa(q.data.Version) + ", " + q.data.Status + ") stays in use"
+				}
+			}
+			s.logger.Error("Invalid profile file: fix it; until then "+kept+" and the file is not overwritten",
+				zap.String("file", full), zap.Error(fmt.Errorf("%s: %w", full, err)))
+			continue
+		}
+		s.files[name] = fileState{mod: info.ModTime(), size: info.Size()}
+		p.file = name
+		if old := s.byKey[p.id.key]; old != nil && old.file != name && !initial {
+			s.logger.Warn("Two profile files describe the same workload; using the newer", zap.String("workload", p.id.key), zap.String("file", full), zap.String("other", filepath.Join(s.dir, old.file)))
+		}
+		for _, q := range s.byKey {
+			if q.file == name && q.id.key != p.id.key {
+				delete(s.byKey, q.id.key) // the file now describes another workload
+			}
+		}
+		s.byKey[p.id.key] = p
+		if initial {
+			s.logger.Info("Loaded profile", zap.String("file", full), zap.String("workload", p.id.key), zap.String("status", p.data.Status), zap.Int("version", p.data.Version))
+		} else {
+			s.logger.Info("Profile changed on disk: reloaded", zap.String("file", full), zap.String("workload", p.id.key), zap.String("status", p.data.Status), zap.Int("version", p.data.Version))
+		}
+	}
+}

@@ -1,0 +1,387 @@
+package attackstoryprocessor
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// OCSF severity_id values.
+const (
+	sevInformational = 1
+	sevLow           = 2
+	sevMedium        = 3
+	sevHigh          = 4
+	sevCritical      = 5
+)
+
+// Built-in rule ids.
+const (
+	ruleToolOutsideProfile   = "tool_outside_profile"
+	ruleSensitiveReadEgress  = "sensitive_read_then_egress"
+	ruleEgressOutsideProfile = "egress_outside_profile"
+	ruleUnexpectedExecutable = "unexpected_executable"
+	rulePromptInjection      = "prompt_injection_markers"
+	ruleDataVolumeAnomaly    = "data_volume_anomaly"
+)
+
+// ruleDef describes a rule: built-in or custom.
+type ruleDef struct {
+	id          string
+	title       string
+	explanation string // one line: why this matters
+	severity    int    // the rule's usual severity; a match may raise or lower it
+	atlas       []string
+	supporting  bool // evidence for other findings only (prompt_injection_markers)
+	order       int  // position among the rules, for ties
+}
+
+var builtinRules = []*ruleDef{
+	{id: ruleToolOutsideProfile, title: "Tool call outside the agent's profile or allowed tools", severity: sevMedium,
+		atlas:       []string{"AML.T0053"},
+		explanation: "The agent invoked a tool it is not allowed to or never used while its profile was learned: the model may have been steered into abusing a tool."},
+	{id: ruleSensitiveReadEgress, title: "Sensitive data read, then sent out", severity: sevHigh,
+		atlas:       []string{"AML.T0086", "AML.T0057"},
+		explanation: "A sensitive file was read and an outbound connection followed in the same request: the pattern of data exfiltration through an agent tool."},
+	{id: ruleEgressOutsideProfile, title: "Connection to a destination outside the profile or allowed destinations", severity: sevMedium,
+		atlas:       []string{"AML.T0025"},
+		explanation: "The agent connected to a destination it is not allowed to or never reached while its profile was learned."},
+	{id: ruleUnexpectedExecutable, title: "Shell or unexpected program started by a tool", severity: sevMedium,
+		atlas:       []string{"AML.T0050"},
+		explanation: "A tool started a shell or a program outside the learned profile: the agent may be running commands chosen by an attacker."},
+	{id: rulePromptInjection, title: "Prompt injection markers in the prompt", severity: sevLow, supporting: true,
+		atlas:       []string{"AML.T0051"},
+		explanation: "The prompt contains phrases used to override an agent's instructions."},
+	{id: ruleDataVolumeAnomaly, title: "Data volume far above the profile", severity: sevMedium,
+		atlas:       []string{"AML.T0025"},
+		explanation: "The request sent far more data, or opened far more connections, than the workload usually does."},
+}
+
+func init() {
+	for i, r := range builtinRules {
+		r.order = i
+	}
+}
+
+func builtinRule(id string) *ruleDef {
+	for _, r := range builtinRules {
+		if r.id == id {
+			return r
+		}
+	}
+	return nil
+}
+
+func builtinRuleIDs() []string {
+	ids := make([]string, len(builtinRules))
+	for i, r := range builtinRules {
+		ids[i] = r.id
+	}
+	return ids
+}
+
+// evidence is one piece of a rule's match.
+type evidence struct {
+	text     string // one line, e.g. `tool "x" is not in allowed_tools`
+	boundary bool   // a declared boundary was crossed (a finding in every mode)
+	severity int
+	span     int // index in facts.spans; -1 for none
+	event    int // index of the span event (openat), -1 for the span itself
+	file     string
+	egress   *egressCall
+	exec     *execCall
+}
+
+// hit is a rule that matched a story, with its evidence.
+type hit struct {
+	rule     *ruleDef
+	severity int
+	evidence []evidence
+}
+
+func (h *hit) add(e evidence) {
+	h.evidence = append(h.evidence, e)
+	h.severity = max(h.severity, e.severity)
+}
+
+// evalContext is what a story is judged against.
+type evalContext struct {
+	f        *facts
+	pol      *policy
+	prof     *profile // nil when not profiled
+	mode     Mode
+	cfg      *Config
+	markers  []string
+	disabled map[string]bool
+	custom   []*customRule
+}
+
+func (c *evalContext) profileComplete() bool { return c.prof != nil && c.prof.complete() }
+
+// evaluate runs every rule and keeps what the mode allows: boundary evidence always,
+// everything else in alert and enforce modes only. prompt_injection_markers is kept only next
+// to another rule's hit unless rules.prompt_injection_standalone.
+func (c *evalContext) evaluate() []*hit {
+	var hits []*hit
+	keep := func(h *hit) {
+		if h == nil {
+			return
+		}
+		var ev []evidence
+		h.severity = 0
+		for _, e := range h.evidence {
+			if e.boundary || h.rule.supporting || c.mode.alerting() {
+				ev = append(ev, e)
+				h.severity = max(h.severity, e.severity)
+			}
+		}
+		if len(ev) > 0 {
+			h.evidence = ev
+			hits = append(hits, h)
+		}
+	}
+	for _, r := range builtinRules {
+		if c.disabled[r.id] {
+			continue
+		}
+		switch r.id {
+		case ruleToolOutsideProfile:
+			keep(c.toolOutsideProfile(r))
+		case ruleSensitiveReadEgress:
+			keep(c.sensitiveReadThenEgress(r))
+		case ruleEgressOutsideProfile:
+			keep(c.egressOutsideProfile(r))
+		case ruleUnexpectedExecutable:
+			keep(c.unexpectedExecutable(r))
+		case rulePromptInjection:
+			keep(c.promptInjection(r))
+		case ruleDataVolumeAnomaly:
+			keep(c.dataVolume(r))
+		}
+	}
+	if len(c.custom) > 0 {
+		var vars map[string]any
+		for _, cr := range c.custom {
+			if !cr.allModes && !c.mode.alerting() {
+				continue
+			}
+			if vars == nil {
+				vars = storyVariables(c)
+			}
+			if cr.eval(vars) {
+				h := &hit{rule: cr.def}
+				h.add(evidence{text: "the expression is true: " + shortenTo(cr.expression, 200), boundary: cr.allModes, severity: cr.def.severity, span: c.f.head, event: -1})
+				keep(h)
+			}
+		}
+	}
+	standalone := c.cfg.Rules.PromptInjectionStandalone
+	primary := 0
+	for _, h := range hits {
+		if !h.rule.supporting {
+			primary++
+		}
+	}
+	if primary == 0 && !(standalone && c.mode.alerting()) {
+		return nil
+	}
+	slices.SortStableFunc(hits, func(a, b *hit) int {
+		if a.severity != b.severity {
+			return b.severity - a.severity
+		}
+		return a.rule.order - b.rule.order
+	})
+	return hits
+}
+
+func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {
+	h := &hit{rule: r}
+	seen := map[string]bool{}
+	for _, t := range c.f.tools {
+		if seen[t.name] {
+			continue
+		}
+		seen[t.name] = true
+		switch {
+		case c.pol.allowedTools != nil && !hasKey(c.pol.allowedTools, t.name):
+			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.name, strings.Join(sortedKeys(c.pol.allowedTools), ", ")),
+				boundary: true, severity: sevHigh, span: t.span, event: -1})
+		case c.profileComplete() && !c.prof.hasTool(t.name):
+			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.name, c.prof.data.Version),
+				severity: sevMedium, span: t.span, event: -1})
+		}
+	}
+	return nonEmpty(h)
+}
+
+func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
+	h := &hit{rule: r}
+	for i := range c.f.files {
+		fa := &c.f.files[i]
+		if !fa.read || fa.failed != "" {
+			continue
+		}
+		pattern, ok := matchAny(c.pol.sensitive, fa.path)
+		if !ok {
+			continue
+		}
+		var first, outside *egressCall
+		for j := range c.f.egress {
+			e := &c.f.egress[j]
+			if e.seq < fa.seq {
+				continue
+			}
+			if first == nil {
+				first = e
+			}
+			if outside == nil && !c.knownDestination(*e) {
+				outside = e
+			}
+		}
+		if first == nil {
+			continue
+		}
+		// High; Critical when the data went to a destination neither allowed nor learned.
+		dest, sev := first, sevHigh
+		if outside != nil {
+			dest, sev = outside, sevCritical
+		}
+		h.add(evidence{text: fmt.Sprintf("read %s (sensitive: %s)", fa.path, pattern), severity: sev, span: fa.span, event: fa.event, file: fa.path})
+		text := fmt.Sprintf("then %s %s", dest.kind, dest.endpoint())
+		if outside != nil {
+			text += " (neither allowed nor in the profile)"
+		}
+		if n := c.f.bytesTo(*dest); n > 0 {
+			text += ", " + formatBytes(n) + " sent"
+		}
+		h.add(evidence{text: text, severity: sev, span: dest.span, event: -1, egress: dest})
+		break // one read and its egress tell the story; the narrative has the rest
+	}
+	return nonEmpty(h)
+}
+
+// knownDestination: allowed, or in the complete profile.
+func (c *evalContext) knownDestination(e egressCall) bool {
+	if c.pol.allowedDests != nil && c.pol.destinationAllowed(e) {
+		return true
+	}
+	return c.profileComplete() && c.prof.knowsDestination(e)
+}
+
+func (c *evalContext) egressOutsideProfile(r *ruleDef) *hit {
+	h := &hit{rule: r}
+	seen := map[string]bool{}
+	for i := range c.f.egress {
+		e := &c.f.egress[i]
+		key := e.endpoint()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		switch {
+		case c.pol.allowedDests != nil && !c.pol.destinationAllowed(*e):
+			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.kind, e.endpoint(), strings.Join(c.pol.allowedRaw, ", ")),
+				boundary: true, severity: sevHigh, span: e.span, event: -1, egress: e})
+		case c.pol.allowedDests == nil && c.profileComplete() && !c.prof.knowsDestination(*e):
+			h.add(evidence{text: fmt.Sprintf("%s %s was never seen while the profile was learned", e.kind, e.endpoint()),
+				severity: sevMedium, span: e.span, event: -1, egress: e})
+		}
+	}
+	return nonEmpty(h)
+}
+
+var shells = []string{"sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "tcsh", "fish", "busybox"}
+
+func (c *evalContext) unexpectedExecutable(r *ruleDef) *hit {
+	h := &hit{rule: r}
+	for i := range c.f.execs {
+		e := &c.f.execs[i]
+		if e.tool < 0 || e.path == "" {
+			continue
+		}
+		tool := c.f.toolName(e.tool)
+		base := e.path[strings.LastIndexByte(e.path, '/')+1:]
+		known := c.profileComplete() && c.prof.hasExecutable(e.path)
+		switch {
+		case slices.Contains(shells, base) && !known:
+			h.add(evidence{text: fmt.Sprintf("tool %s started the shell %s", tool, e.path), severity: sevHigh, span: e.span, event: -1, exec: e})
+		case c.profileComplete() && !known:
+			h.add(evidence{text: fmt.Sprintf("tool %s started %s, which is not in the profile", tool, e.path), severity: sevMedium, span: e.span, event: -1, exec: e})
+		}
+	}
+	return nonEmpty(h)
+}
+
+func (c *evalContext) promptInjection(r *ruleDef) *hit {
+	if c.f.prompt == "" {
+		return nil
+	}
+	text := normalizeSpace(strings.ToLower(c.f.prompt))
+	var found []string
+	for _, m := range c.markers {
+		if strings.Contains(text, m) {
+			found = append(found, strconv.Quote(m))
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	h := &hit{rule: r}
+	h.add(evidence{text: "the prompt contains " + strings.Join(found, ", "), severity: sevLow, span: c.f.promptIdx, event: -1})
+	return h
+}
+
+func (c *evalContext) dataVolume(r *ruleDef) *hit {
+	h := &hit{rule: r}
+	f := c.f
+	factor := c.cfg.Rules.DataVolumeFactor
+	if c.pol.maxBytes > 0 && f.bytesSent > c.pol.maxBytes {
+		h.add(evidence{text: fmt.Sprintf("%s sent in one request, above max_egress_bytes (%s)", formatBytes(f.bytesSent), formatBytes(c.pol.maxBytes)), severity: sevMedium, span: f.head, event: -1})
+	}
+	if c.pol.maxConnects > 0 && f.connects > c.pol.maxConnects {
+		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.connects, c.pol.maxConnects), severity: sevMedium, span: f.head, event: -1})
+	}
+	if c.profileComplete() {
+		c.prof.refreshVolume()
+		v := c.prof.data.DataVolume
+		if len(v.ConnectsSamples) > 0 || v.ConnectsMax > 0 {
+			limit := factor * float64(max(v.ConnectsP95, 1))
+			if float64(f.connects) > limit {
+				h.add(evidence{text: fmt.Sprintf("%d connects in one request; the learned p95 is %d (limit %.0f)", f.connects, v.ConnectsP95, limit), severity: sevMedium, span: f.head, event: -1})
+			}
+		}
+		if v.BytesSentP95 > 0 && f.hasBytes {
+			limit := factor * float64(v.BytesSentP95)
+			if float64(f.bytesSent) > limit {
+				h.add(evidence{text: fmt.Sprintf("%s sent in one request; the learned p95 is %s (limit %s)", formatBytes(f.bytesSent), formatBytes(v.BytesSentP95), formatBytes(int64(limit))), severity: sevMedium, span: f.head, event: -1})
+			}
+		}
+	}
+	return nonEmpty(h)
+}
+
+func nonEmpty(h *hit) *hit {
+	if len(h.evidence) == 0 {
+		return nil
+	}
+	return h
+}
+
+func hasKey(m map[string]struct{}, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+func normalizeSpace(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func (f *facts) toolName(span int) string {
+	for _, t := range f.tools {
+		if t.span == span {
+			return t.name
+		}
+	}
+	return f.spans[span].span.Name()
+}

@@ -1,0 +1,714 @@
+package attackstoryprocessor
+
+import (
+	"bytes"
+	"cmp"
+	"container/heap"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Reasons a story is emitted incomplete (agenttrail.story.incomplete_reason).
+const (
+	reasonMaxStories   = "max_stories"         // evicted to make room for a new story
+	reasonMaxSpans     = "max_spans_per_story" // the story reached max_spans_per_story
+	reasonOrphan       = "orphan_timeout"      // no root span arrived in orphan_timeout
+	reasonShutdown     = "shutdown"            // in flight when the collector stopped
+	reasonLate         = "late_spans"          // spans that arrived after their story was emitted
+	reasonContinuation = "continuation"        // spans after the story was emitted for max_spans_per_story
+)
+
+// srcInfo is one ResourceSpans of an input batch.
+type srcInfo struct {
+	resource  pcommon.Resource
+	schemaURL string
+	key       string // canonical form of the resource attributes
+	proc      string // process identity for stitching; "" without process.pid
+}
+
+// scopeInfo is one ScopeSpans of an input batch.
+type scopeInfo struct {
+	src       *srcInfo
+	scope     pcommon.InstrumentationScope
+	schemaURL string
+	key       string // resource key + scope identity
+}
+
+// sspan is a buffered span. The span stays in the input batch it came in (the processor owns
+// the data, MutatesData), so buffering does not copy it.
+type sspan struct {
+	span       ptrace.Span
+	scope      *scopeInfo
+	id         pcommon.SpanID
+	parent     pcommon.SpanID
+	start, end uint64
+	ord        int // index in story.spans, set while the story is emitted
+}
+
+// story is the spans of one trace id being buffered.
+type story struct {
+	id        pcommon.TraceID
+	spans     []*sspan
+	byID      map[pcommon.SpanID]*sspan
+	root      *sspan
+	minStart  uint64
+	maxEnd    uint64
+	firstSeen time.Time
+	lastSeen  time.Time
+	procs     []string
+
+	list       *storyList
+	prev, next *story
+
+	graceOnly        bool   // complete after the grace even without a root (late spans, continuation)
+	reason           string // why it is incomplete; "" for a complete story
+	candidateProc    string // non-empty: the root may be stitched into a story of this process
+	ambiguousCounted bool
+	ready            bool // taken for emission in the current pass
+	merged           bool // stitched into another story
+}
+
+func (s *story) envelopeContains(start, end uint64) bool {
+	if s.minStart > start {
+		return false
+	}
+	if s.root == nil {
+		return true // still open: its root has not ended yet
+	}
+	return max(s.root.end, s.maxEnd) >= end
+}
+
+func (s *story) hasProc(p string) bool { return slices.Contains(s.procs, p) }
+
+// storyList is an intrusive list of stories ordered by lastSeen (oldest first).
+type storyList struct {
+	head, tail *story
+	n          int
+}
+
+func (l *storyList) pushBack(s *story) {
+	s.list = l
+	s.prev, s.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = s
+	} else {
+		l.head = s
+	}
+	l.tail = s
+	l.n++
+}
+
+func (l *storyList) remove(s *story) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		l.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		l.tail = s.prev
+	}
+	s.prev, s.next, s.list = nil, nil, nil
+	l.n--
+}
+
+func (l *storyList) moveToBack(s *story) {
+	if l.tail == s {
+		return
+	}
+	l.remove(s)
+	l.pushBack(s)
+}
+
+type recentKind uint8
+
+const (
+	recentEmitted recentKind = iota + 1
+	recentContinuation
+	recentRedirect
+)
+
+type recentEntry struct {
+	kind    recentKind
+	target  pcommon.TraceID // recentRedirect: the story the trace was stitched into
+	expires time.Time
+	slot    int
+}
+
+// recentTraces remembers trace ids emitted or stitched lately (bounded, for orphan_timeout),
+// so that their late spans are recognised.
+type recentTraces struct {
+	m    map[pcommon.TraceID]recentEntry
+	ring []pcommon.TraceID
+	used []bool
+	next int
+}
+
+func newRecentTraces(capacity int) *recentTraces {
+	return &recentTraces{m: make(map[pcommon.TraceID]recentEntry), ring: make([]pcommon.TraceID, capacity), used: make([]bool, capacity)}
+}
+
+func (r *recentTraces) add(id pcommon.TraceID, e recentEntry) {
+	slot := r.next
+	if r.used[slot] {
+		if old, ok := r.m[r.ring[slot]]; ok && old.slot == slot {
+			delete(r.m, r.ring[slot])
+		}
+	}
+	e.slot = slot
+	r.ring[slot], r.used[slot] = id, true
+	r.m[id] = e
+	r.next = (slot + 1) % len(r.ring)
+}
+
+func (r *recentTraces) get(id pcommon.TraceID, now time.Time) (recentEntry, bool) {
+	e, ok := r.m[id]
+	if !ok || now.After(e.expires) {
+		return recentEntry{}, false
+	}
+	return e, true
+}
+
+// buffer holds the stories in flight. It is not safe for concurrent use: the processor
+// guards it with its mutex.
+type buffer struct {
+	cfg *Config
+	tel *telemetry
+
+	stories    map[pcommon.TraceID]*story
+	grace      storyList // complete after completion_grace without new spans
+	orphans    storyList // no root yet: incomplete after orphan_timeout without new spans
+	byProc     map[string]map[*story]struct{}
+	candidates map[string]map[*story]struct{}
+	recent     *recentTraces
+	evicted    []*story // emitted early, waiting for the emitter
+}
+
+func newBuffer(cfg *Config, tel *telemetry) *buffer {
+	return &buffer{
+		cfg:        cfg,
+		tel:        tel,
+		stories:    make(map[pcommon.TraceID]*story),
+		byProc:     make(map[string]map[*story]struct{}),
+		candidates: make(map[string]map[*story]struct{}),
+		recent:     newRecentTraces(cfg.MaxStories),
+	}
+}
+
+func (b *buffer) inFlight() int { return len(b.stories) }
+
+// addBatch buffers every span of td.
+func (b *buffer) addBatch(td ptrace.Traces, now time.Time) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		src := &srcInfo{resource: rs.Resource(), schemaURL: rs.SchemaUrl()}
+		src.key = resourceKey(rs.Resource().Attributes())
+		src.proc = processKey(rs.Resource().Attributes())
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			ss := sss.At(j)
+			sc := &scopeInfo{src: src, scope: ss.Scope(), schemaURL: ss.SchemaUrl()}
+			sc.key = src.key + "\x01" + ss.Scope().Name() + "\x01" + ss.Scope().Version() + "\x01" + ss.SchemaUrl() + "\x01" + rs.SchemaUrl()
+			spans := ss.Spans()
+			for k := 0; k < spans.Len(); k++ {
+				b.add(sc, spans.At(k), now)
+			}
+		}
+	}
+}
+
+func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {
+	tid := span.TraceID()
+	st := b.stories[tid]
+	if st == nil {
+		reason := ""
+		if e, ok := b.recent.get(tid, now); ok {
+			switch e.kind {
+			case recentRedirect:
+				tid = e.target
+				span.SetTraceID(tid)
+				if st = b.stories[tid]; st == nil {
+					reason = reasonLate
+				}
+			case recentContinuation:
+				reason = reasonContinuation
+			default:
+				reason = reasonLate
+			}
+		}
+		if st == nil {
+			st = b.newStory(tid, now, reason)
+		}
+	}
+	sid := span.SpanID()
+	if _, dup := st.byID[sid]; dup {
+		b.tel.duplicates.Add(bgctx, 1)
+		return
+	}
+	if len(st.spans) >= b.cfg.MaxSpansPerStory {
+		b.evict(st, reasonMaxSpans, now)
+		st = b.newStory(tid, now, reasonContinuation)
+	}
+	sp := &sspan{span: span, scope: sc, id: sid, parent: span.ParentSpanID(), start: uint64(span.StartTimestamp()), end: uint64(span.EndTimestamp())}
+	if sp.end < sp.start {
+		sp.end = sp.start
+	}
+	b.attach(st, sp)
+	st.lastSeen = now
+	if sp.parent.IsEmpty() && (st.root == nil || sp.start < st.root.start) {
+		st.root = sp
+		if st.list == &b.orphans {
+			b.orphans.remove(st)
+			b.grace.pushBack(st)
+		}
+		b.updateCandidate(st)
+	}
+	st.list.moveToBack(st)
+}
+
+// attach adds sp to st and its indexes (no limit check).
+func (b *buffer) attach(st *story, sp *sspan) {
+	st.spans = append(st.spans, sp)
+	st.byID[sp.id] = sp
+	if len(st.spans) == 1 || sp.start < st.minStart {
+		st.minStart = sp.start
+	}
+	st.maxEnd = max(st.maxEnd, sp.end)
+	if p := sp.scope.src.proc; p != "" && !st.hasProc(p) {
+		st.procs = append(st.procs, p)
+		set := b.byProc[p]
+		if set == nil {
+			set = make(map[*story]struct{})
+			b.byProc[p] = set
+		}
+		set[st] = struct{}{}
+	}
+}
+
+func (b *buffer) newStory(tid pcommon.TraceID, now time.Time, reason string) *story {
+	for len(b.stories) >= b.cfg.MaxStories {
+		b.evictOldest(now)
+	}
+	st := &story{id: tid, byID: make(map[pcommon.SpanID]*sspan, 8), firstSeen: now, lastSeen: now, reason: reason}
+	st.graceOnly = reason != ""
+	b.stories[tid] = st
+	if st.graceOnly {
+		b.grace.pushBack(st)
+	} else {
+		b.orphans.pushBack(st)
+	}
+	return st
+}
+
+func (b *buffer) evictOldest(now time.Time) {
+	victim := b.grace.head
+	if o := b.orphans.head; o != nil && (victim == nil || o.lastSeen.Before(victim.lastSeen)) {
+		victim = o
+	}
+	if victim != nil {
+		b.evict(victim, reasonMaxStories, now)
+	}
+}
+
+// evict takes st out of the buffer now, as incomplete, for the emitter. Spans of its trace
+// that arrive later form a continuation story.
+func (b *buffer) evict(st *story, reason string, now time.Time) {
+	b.remove(st)
+	st.reason = reason
+	b.tel.eviction(reason)
+	b.evicted = append(b.evicted, st)
+	b.recent.add(st.id, recentEntry{kind: recentContinuation, expires: now.Add(b.cfg.OrphanTimeout)})
+}
+
+func (b *buffer) remove(st *story) {
+	delete(b.stories, st.id)
+	if st.list != nil {
+		st.list.remove(st)
+	}
+	for _, p := range st.procs {
+		if set := b.byProc[p]; set != nil {
+			delete(set, st)
+			if len(set) == 0 {
+				delete(b.byProc, p)
+			}
+		}
+	}
+	b.dropCandidate(st)
+}
+
+func (b *buffer) dropCandidate(st *story) {
+	if st.candidateProc == "" {
+		return
+	}
+	if set := b.candidates[st.candidateProc]; set != nil {
+		delete(set, st)
+		if len(set) == 0 {
+			delete(b.candidates, st.candidateProc)
+		}
+	}
+	st.candidateProc = ""
+}
+
+// updateCandidate records whether st's root may be stitched into another story: it must come
+// from a known process and be neither a prompt (a request of its own) nor an accept (the start
+// of the next request).
+func (b *buffer) updateCandidate(st *story) {
+	b.dropCandidate(st)
+	if !b.cfg.Stitching || st.root == nil {
+		return
+	}
+	proc := st.root.scope.src.proc
+	if proc == "" || st.root.span.Kind() == ptrace.SpanKindServer || isPromptSpan(st.root.span) {
+		return
+	}
+	st.candidateProc = proc
+	set := b.candidates[proc]
+	if set == nil {
+		set = make(map[*story]struct{})
+		b.candidates[proc] = set
+	}
+	set[st] = struct{}{}
+}
+
+func isPromptSpan(s ptrace.Span) bool {
+	attrs := s.Attributes()
+	if v, ok := attrs.Get(attrRole); ok && v.Str() == "prompt" {
+		return true
+	}
+	if v, ok := attrs.Get(attrGenAIOperation); ok && v.Str() == "invoke_agent" {
+		return true
+	}
+	return false
+}
+
+// takeReady removes and returns the stories to emit now: the evicted ones, then those whose
+// grace or orphan timeout has passed (all of them when flushAll, as incomplete "shutdown"),
+// after stitching candidate roots into the story that contains them.
+func (b *buffer) takeReady(now time.Time, flushAll bool) []*story {
+	var ready []*story
+	if flushAll {
+		for _, l := range []*storyList{&b.grace, &b.orphans} {
+			for st := l.head; st != nil; st = st.next {
+				st.reason = reasonShutdown
+				b.tel.eviction(reasonShutdown)
+				ready = append(ready, st)
+			}
+		}
+	} else {
+		for st := b.grace.head; st != nil && now.Sub(st.lastSeen) >= b.cfg.CompletionGrace; st = st.next {
+			ready = append(ready, st)
+		}
+		for st := b.orphans.head; st != nil && now.Sub(st.lastSeen) >= b.cfg.OrphanTimeout; st = st.next {
+			if st.reason == "" {
+				st.reason = reasonOrphan
+				b.tel.eviction(reasonOrphan)
+			}
+			ready = append(ready, st)
+		}
+	}
+	for _, st := range ready {
+		st.ready = true
+	}
+	if b.cfg.Stitching && len(ready) > 0 {
+		b.stitch(ready)
+	}
+	out := b.evicted
+	b.evicted = nil
+	slices.SortStableFunc(ready, func(x, y *story) int {
+		if c := cmp.Compare(x.minStart, y.minStart); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.id[:], y.id[:])
+	})
+	for _, st := range ready {
+		if st.merged {
+			continue
+		}
+		b.remove(st)
+		b.recent.add(st.id, recentEntry{kind: recentEmitted, expires: now.Add(b.cfg.OrphanTimeout)})
+		out = append(out, st)
+	}
+	return out
+}
+
+// stitch moves stitching candidates into the one story of their process whose time span
+// contains them: first the ready candidates (into any story in flight), then the candidates
+// still in flight that lie inside a ready story (which would otherwise leave without them).
+func (b *buffer) stitch(ready []*story) {
+	for _, c := range ready {
+		if c.candidateProc == "" || c.merged {
+			continue
+		}
+		if target, ambiguous := b.stitchTarget(c); target != nil {
+			b.merge(c, target)
+		} else if ambiguous && !c.ambiguousCounted {
+			c.ambiguousCounted = true
+			b.tel.ambiguous.Add(bgctx, 1)
+		}
+	}
+	for _, st := range ready {
+		if st.merged {
+			continue
+		}
+		var inside []*story
+		for _, p := range st.procs {
+			for c := range b.candidates[p] {
+				if c == st || c.ready || c.merged {
+					continue
+				}
+				if target, _ := b.stitchTarget(c); target == st {
+					inside = append(inside, c)
+				}
+			}
+		}
+		slices.SortFunc(inside, func(x, y *story) int { return bytes.Compare(x.id[:], y.id[:]) })
+		for _, c := range inside {
+			if !c.merged {
+				b.merge(c, st)
+			}
+		}
+	}
+}
+
+// stitchTarget is the only story of c's process (other than c) whose time span contains c's
+// root; ambiguous when there are several.
+func (b *buffer) stitchTarget(c *story) (*story, bool) {
+	start, end := c.root.start, c.root.end
+	var found *story
+	n := 0
+	for s := range b.byProc[c.candidateProc] {
+		if s == c || s.merged || !s.envelopeContains(start, end) {
+			continue
+		}
+		n++
+		if n > 1 {
+			return nil, true
+		}
+		found = s
+	}
+	if found == nil || innermost(found, start, end).IsEmpty() {
+		return nil, false
+	}
+	return found, false
+}
+
+// innermost is the id of the span of st that contains [start, end] and started last: an ended
+// span, or a parent that has not arrived yet (open) whose earliest child started before start.
+func innermost(st *story, start, end uint64) pcommon.SpanID {
+	var best *sspan
+	for _, sp := range st.spans {
+		if sp.start > start || sp.end < end || isSyscallSpan(sp.span) {
+			continue
+		}
+		if best == nil || sp.start > best.start || sp.start == best.start && (sp.end < best.end ||
+			sp.end == best.end && bytes.Compare(sp.id[:], best.id[:]) < 0) {
+			best = sp
+		}
+	}
+	var openID pcommon.SpanID
+	var openStart uint64
+	open := map[pcommon.SpanID]uint64{}
+	for _, sp := range st.spans {
+		if sp.parent.IsEmpty() || st.byID[sp.parent] != nil {
+			continue
+		}
+		if s, ok := open[sp.parent]; !ok || sp.start < s {
+			open[sp.parent] = sp.start
+		}
+	}
+	for id, s := range open {
+		if s > start {
+			continue
+		}
+		if openID.IsEmpty() || s > openStart || s == openStart && bytes.Compare(id[:], openID[:]) < 0 {
+			openID, openStart = id, s
+		}
+	}
+	switch {
+	case best != nil && (openID.IsEmpty() || best.start >= openStart):
+		return best.id
+	case !openID.IsEmpty():
+		return openID
+	}
+	return pcommon.SpanID{}
+}
+
+// merge moves candidate c into target: same trace id, c's root under the innermost span of
+// target that contains it, marked agenttrail.stitched.
+func (b *buffer) merge(c, target *story) {
+	parent := innermost(target, c.root.start, c.root.end)
+	c.root.parent = parent
+	c.root.span.SetParentSpanID(parent)
+	c.root.span.Attributes().PutBool(attrStitched, true)
+	for _, sp := range c.spans {
+		sp.span.SetTraceID(target.id)
+		if _, dup := target.byID[sp.id]; dup {
+			b.tel.duplicates.Add(bgctx, 1)
+			continue
+		}
+		b.attach(target, sp)
+	}
+	b.remove(c)
+	c.merged = true
+	b.recent.add(c.id, recentEntry{kind: recentRedirect, target: target.id, expires: c.lastSeen.Add(b.cfg.OrphanTimeout)})
+	b.tel.stitched.Add(bgctx, 1)
+}
+
+func isSyscallSpan(s ptrace.Span) bool {
+	_, ok := s.Attributes().Get(attrSyscall)
+	return ok
+}
+
+// resourceKey is a canonical form of resource attributes (sorted keys).
+func resourceKey(m pcommon.Map) string {
+	type kv struct{ k, v string }
+	kvs := make([]kv, 0, m.Len())
+	for k, v := range m.All() {
+		kvs = append(kvs, kv{k, v.AsString()})
+	}
+	slices.SortFunc(kvs, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+	var sb strings.Builder
+	for _, e := range kvs {
+		sb.WriteString(e.k)
+		sb.WriteByte(0)
+		sb.WriteString(e.v)
+		sb.WriteByte(0)
+	}
+	return sb.String()
+}
+
+// processKey identifies a process across batches: its pid on its host (host.name or
+// k8s.node.name) or in its container; "" without process.pid.
+func processKey(m pcommon.Map) string {
+	pid, ok := m.Get(attrProcessPID)
+	if !ok {
+		return ""
+	}
+	var sb strings.Builder
+	sb.WriteString(strconv.FormatInt(pid.Int(), 10))
+	for _, k := range []string{attrHostName, attrK8sNodeName, attrContainerID} {
+		sb.WriteByte('|')
+		if v, ok := m.Get(k); ok {
+			sb.WriteString(v.AsString())
+		}
+	}
+	return sb.String()
+}
+
+// ordering: spans in time order, but never a child before its parent (clock skew between
+// threads, CPUs or nodes can make a child appear to start first). Ties break by span id, so
+// the order is deterministic.
+
+type orderNode struct {
+	time   uint64
+	tie    []byte
+	parent int // index of the parent node, -1 for none
+	seq    int
+}
+
+type nodeHeap struct {
+	nodes []orderNode
+	idx   []int
+}
+
+func (h *nodeHeap) Len() int { return len(h.idx) }
+func (h *nodeHeap) Less(i, j int) bool {
+	a, b := &h.nodes[h.idx[i]], &h.nodes[h.idx[j]]
+	if a.time != b.time {
+		return a.time < b.time
+	}
+	if c := bytes.Compare(a.tie, b.tie); c != 0 {
+		return c < 0
+	}
+	return a.seq < b.seq
+}
+func (h *nodeHeap) Swap(i, j int) { h.idx[i], h.idx[j] = h.idx[j], h.idx[i] }
+func (h *nodeHeap) Push(x any)    { h.idx = append(h.idx, x.(int)) }
+func (h *nodeHeap) Pop() any {
+	n := len(h.idx) - 1
+	x := h.idx[n]
+	h.idx = h.idx[:n]
+	return x
+}
+
+// topoTimeOrder returns the node indexes in time order with every node after its parent.
+// Nodes caught in a parent cycle are placed by time after the rest.
+func topoTimeOrder(nodes []orderNode) []int {
+	order := make([]int, len(nodes))
+	for i := range order {
+		order[i] = i
+		nodes[i].seq = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		na, nb := &nodes[a], &nodes[b]
+		if na.time != nb.time {
+			return cmp.Compare(na.time, nb.time)
+		}
+		if c := bytes.Compare(na.tie, nb.tie); c != 0 {
+			return c
+		}
+		return a - b
+	})
+	// Usually every parent starts before its children: then time order is the answer (the
+	// heap below would pop exactly this order).
+	pos := make([]int, len(nodes))
+	for p, i := range order {
+		pos[i] = p
+	}
+	for i := range nodes {
+		if p := nodes[i].parent; p >= 0 && p != i && pos[p] > pos[i] {
+			return topoTimeOrderHeap(nodes)
+		}
+	}
+	return order
+}
+
+// topoTimeOrderHeap: repeatedly the earliest node whose parent is placed.
+func topoTimeOrderHeap(nodes []orderNode) []int {
+	children := make([][]int, len(nodes))
+	h := &nodeHeap{nodes: nodes, idx: make([]int, 0, len(nodes))}
+	for i := range nodes {
+		nodes[i].seq = i
+		if p := nodes[i].parent; p >= 0 && p != i {
+			children[p] = append(children[p], i)
+		} else {
+			h.idx = append(h.idx, i)
+		}
+	}
+	heap.Init(h)
+	done := make([]bool, len(nodes))
+	out := make([]int, 0, len(nodes))
+	for len(out) < len(nodes) {
+		if h.Len() == 0 {
+			// a cycle: release the earliest node not yet placed
+			var rest []int
+			for i := range nodes {
+				if !done[i] {
+					rest = append(rest, i)
+				}
+			}
+			h.idx = append(h.idx, rest...)
+			heap.Init(h)
+			for _, i := range rest {
+				done[i] = true // pushed; mark so it is not pushed again by its parent
+			}
+		}
+		i := heap.Pop(h).(int)
+		done[i] = true
+		out = append(out, i)
+		for _, c := range children[i] {
+			if !done[c] {
+				done[c] = true
+				heap.Push(h, c)
+			}
+		}
+	}
+	return out
+}

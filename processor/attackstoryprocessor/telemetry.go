@@ -1,0 +1,78 @@
+package attackstoryprocessor
+
+import (
+	"context"
+	"sync"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// telemetry is the processor's self-telemetry (see metadata.yaml).
+type telemetry struct {
+	stories    metric.Int64Counter
+	evictions  metric.Int64Counter
+	findings   metric.Int64Counter
+	duplicates metric.Int64Counter
+	stitched   metric.Int64Counter
+	ambiguous  metric.Int64Counter
+
+	mu    sync.Mutex
+	attrs map[string]metric.MeasurementOption // "key=value" -> option, so hot paths do not allocate
+}
+
+func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
+	m := set.MeterProvider.Meter(ScopeName)
+	t := &telemetry{attrs: map[string]metric.MeasurementOption{}}
+	var err error
+	if t.stories, err = m.Int64Counter("agenttrail.attackstory.stories",
+		metric.WithDescription("Stories emitted, by outcome (complete or incomplete)."), metric.WithUnit("{story}")); err != nil {
+		return nil, err
+	}
+	if t.evictions, err = m.Int64Counter("agenttrail.attackstory.evictions",
+		metric.WithDescription("Stories emitted early as incomplete, by reason (max_stories, max_spans_per_story, orphan_timeout, shutdown)."), metric.WithUnit("{story}")); err != nil {
+		return nil, err
+	}
+	if t.findings, err = m.Int64Counter("agenttrail.attackstory.findings",
+		metric.WithDescription("Findings emitted, by rule (a finding with several rules counts once per rule)."), metric.WithUnit("{finding}")); err != nil {
+		return nil, err
+	}
+	if t.duplicates, err = m.Int64Counter("agenttrail.attackstory.duplicates",
+		metric.WithDescription("Spans dropped because a span with the same id was already in the story."), metric.WithUnit("{span}")); err != nil {
+		return nil, err
+	}
+	if t.stitched, err = m.Int64Counter("agenttrail.attackstory.stitched",
+		metric.WithDescription("Root spans of other traces moved into a story of the same process."), metric.WithUnit("{span}")); err != nil {
+		return nil, err
+	}
+	if t.ambiguous, err = m.Int64Counter("agenttrail.attackstory.ambiguous",
+		metric.WithDescription("Root spans left alone because more than one story of their process could hold them."), metric.WithUnit("{span}")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *telemetry) attr(key, value string) metric.MeasurementOption {
+	k := key + "=" + value
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	opt, ok := t.attrs[k]
+	if !ok {
+		opt = metric.WithAttributeSet(attribute.NewSet(attribute.String(key, value)))
+		t.attrs[k] = opt
+	}
+	return opt
+}
+
+func (t *telemetry) story(outcome string) {
+	t.stories.Add(context.Background(), 1, t.attr("outcome", outcome))
+}
+
+func (t *telemetry) eviction(reason string) {
+	t.evictions.Add(context.Background(), 1, t.attr("reason", reason))
+}
+
+func (t *telemetry) finding(rule string) {
+	t.findings.Add(context.Background(), 1, t.attr("rule", rule))
+}

@@ -1,0 +1,130 @@
+package attackstoryprocessor
+
+import (
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+)
+
+// workloadID identifies the workload a story belongs to, and so its profile: namespace,
+// controller and container in Kubernetes, else service.name and executable on a host.
+type workloadID struct {
+	key   string
+	attrs [][2]string // the attributes the key is made of, in key order
+}
+
+func workloadOf(res pcommon.Map) workloadID {
+	ns := attrStr(res, attrK8sNamespace)
+	if ns != "" {
+		for _, k := range []string{attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet} {
+			if name := attrStr(res, k); name != "" {
+				w := workloadID{attrs: [][2]string{{attrK8sNamespace, ns}, {k, name}}}
+				container := attrStr(res, attrK8sContainer)
+				if container != "" {
+					w.attrs = append(w.attrs, [2]string{attrK8sContainer, container})
+				}
+				w.key = ns + "/" + name + "/" + container
+				return w
+			}
+		}
+	}
+	svc := attrStr(res, attrServiceName)
+	exe := attrStr(res, attrProcessExecutable)
+	w := workloadID{key: svc + " " + exe}
+	if svc != "" {
+		w.attrs = append(w.attrs, [2]string{attrServiceName, svc})
+	}
+	if exe != "" {
+		w.attrs = append(w.attrs, [2]string{attrProcessExecutable, exe})
+	}
+	return w
+}
+
+// workloadIDFromAttrs rebuilds the id from the attributes stored in a profile file.
+func workloadIDFromAttrs(m map[string]string) workloadID {
+	res := pcommon.NewMap()
+	for k, v := range m {
+		res.PutStr(k, v)
+	}
+	return workloadOf(res)
+}
+
+// policy is the resolved configuration of one workload.
+type policy struct {
+	mode          Mode
+	allowedTools  map[string]struct{} // nil: no boundary declared
+	allowedDests  []destMatcher       // nil: no boundary declared
+	allowedRaw    []string
+	sensitive     []pathPattern
+	maxBytes      int64
+	maxConnects   int
+	configuredFor string // a description of the workloads entry, "" for default_mode
+}
+
+type policies struct {
+	entries []policyEntry
+	deflt   *policy
+}
+
+type policyEntry struct {
+	match map[string]string
+	p     *policy
+}
+
+func newPolicies(cfg *Config) *policies {
+	global := mustPatterns(cfg.SensitivePaths)
+	ps := &policies{deflt: &policy{mode: cfg.DefaultMode, sensitive: global}}
+	for i, w := range cfg.Workloads {
+		p := &policy{mode: w.Mode, maxBytes: w.MaxEgressBytes, maxConnects: w.MaxConnects}
+		if p.mode == "" {
+			p.mode = cfg.DefaultMode
+		}
+		if len(w.AllowedTools) > 0 {
+			p.allowedTools = make(map[string]struct{}, len(w.AllowedTools))
+			for _, t := range w.AllowedTools {
+				p.allowedTools[strings.TrimSpace(t)] = struct{}{}
+			}
+		}
+		for _, d := range w.AllowedDestinations {
+			if m, err := parseDestination(d); err == nil {
+				p.allowedDests = append(p.allowedDests, m)
+				p.allowedRaw = append(p.allowedRaw, d)
+			}
+		}
+		p.sensitive = append(append([]pathPattern{}, global...), mustPatterns(w.SensitivePaths)...)
+		var parts []string
+		for _, k := range sortedKeys(w.Match) {
+			parts = append(parts, k+"="+w.Match[k])
+		}
+		p.configuredFor = "workloads[" + strconv.Itoa(i) + "] (" + strings.Join(parts, ", ") + ")"
+		ps.entries = append(ps.entries, policyEntry{match: w.Match, p: p})
+	}
+	return ps
+}
+
+// resolve returns the policy of the first workloads entry that matches the resource.
+func (ps *policies) resolve(res pcommon.Map) *policy {
+	for _, e := range ps.entries {
+		ok := true
+		for k, want := range e.match {
+			if attrStr(res, k) != want {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return e.p
+		}
+	}
+	return ps.deflt
+}
+
+func (p *policy) destinationAllowed(e egressCall) bool {
+	for _, d := range p.allowedDests {
+		if d.matches(e.addr, e.port, e.host) {
+			return true
+		}
+	}
+	return false
+}

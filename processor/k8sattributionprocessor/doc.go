@@ -1,0 +1,13 @@
+// Package k8sattributionprocessor adds the Kubernetes identity of the traced
+// process to every resource: namespace, pod, container, image, node, owning
+// workload (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob),
+// service account and chosen labels and annotations, found from the
+// container id of the process's cgroup through a pod informer. Processes
+// outside any pod are marked as host processes, and every resource says how
+// it was attributed (agenttrail.k8s.attribution = ok | late | missing | host).
+//
+// mdatagen at the collector version this distribution builds with is not
+// available, so metadata.yaml is kept by hand and nothing is generated from
+// it: the component type is declared in factory.go and the self-telemetry
+// instrument in telemetry.go.
+package k8sattributionprocessor
