@@ -234,4 +234,3 @@ func cgroupFD(t *testing.T, path string) int {
 	t.Cleanup(func() { f.Close() })
 	return int(f.Fd())
 }
-

@@ -131,4 +131,3 @@ func TestThroughTheReceiver(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
