@@ -1,0 +1,483 @@
+// Package e2e runs the bank scenario end to end on this machine, for real: the built collector
+// with the default agent configuration traces the customer-service agent with eBPF, exports to
+// Jaeger (built from tests/tools), to local Splunk HEC and Microsoft Sentinel stand-ins and to an
+// evidence archive; a benign conversation and the prompt-injection attack are sent; the test
+// reads the story back from Jaeger's API and checks what every exporter received.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/tests/jaeger"
+	"github.com/agenttrail/agenttrail/tests/siem"
+	"github.com/agenttrail/agenttrail/tests/workloads/bank"
+)
+
+const (
+	hecToken  = "e2e-hec-token"
+	tenant    = "00000000-0000-4000-8000-00000000e2e0"
+	client    = "11111111-1111-4111-8111-11111111e2e0"
+	secret    = "e2e-client-secret-not-for-logs"
+	dcr       = "dcr-0123456789abcdef0123456789abcdef"
+	piiPrompt = "My card 4111 1111 1111 1111 was charged twice and my SSN 123-45-6789 is on file; what is the balance summary for C1001?"
+)
+
+func repoPath(t *testing.T, rel string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func requireSetup(t *testing.T) (collector string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("end-to-end test: the collector loads eBPF programs and needs root")
+	}
+	collector = repoPath(t, "_build/otelcol-agenttrail")
+	if _, err := os.Stat(collector); err != nil {
+		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
+	}
+	if _, err := os.Stat(jaeger.Binary()); err != nil {
+		t.Fatalf("Jaeger is not built (%s): make test builds it; run make tools", jaeger.Binary())
+	}
+	return collector
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// scenario is one agent implementation.
+type scenario struct {
+	name     string
+	start    func(ctx context.Context, bin bank.Binaries, opts bank.Options) (*bank.Env, error)
+	override string // extra collector config (targets) for this agent, or ""
+}
+
+var goAgent = scenario{name: "go", start: bank.Start}
+
+func TestBankAttackGoAgent(t *testing.T) { run(t, goAgent) }
+
+type harness struct {
+	t         *testing.T
+	dir       string
+	collector *exec.Cmd
+	log       string
+	done      chan struct{}
+}
+
+func (h *harness) stopCollector() {
+	if h.collector == nil {
+		return
+	}
+	_ = h.collector.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		_ = h.collector.Process.Kill()
+		<-h.done
+	}
+	h.collector = nil
+}
+
+func run(t *testing.T, sc scenario) {
+	collectorBin := requireSetup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	h := &harness{t: t, dir: dir, log: filepath.Join(dir, "collector.log")}
+
+	j, err := jaeger.Start(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Stop()
+	hec := siem.StartHEC(hecToken)
+	defer hec.Close()
+	azure := siem.StartAzure(tenant, client, secret, dcr)
+	defer azure.Close()
+	caFile := filepath.Join(dir, "azure-ca.pem")
+	if err := azure.WriteCA(caFile); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "evidence.key")
+	if _, err := archive.GenerateSigningKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+
+	overrides := filepath.Join(dir, "e2e.yaml")
+	conf := fmt.Sprintf(`exporters:
+  splunk_hec:
+    endpoint: %s
+    token: %s
+    retry_on_failure: {initial_interval: 200ms, max_interval: 1s}
+  sentinel:
+    endpoint: %s
+    dcr_immutable_id: %s
+    auth:
+      type: client_secret
+      tenant_id: %s
+      client_id: %s
+      client_secret: %s
+      authority_host: %s/
+    retry_on_failure: {initial_interval: 200ms, max_interval: 1s}
+  evidence:
+    directory: %s/evidence
+    signing_key_file: %s
+    fsync: false
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      exporters: [otlp_grpc, findings, evidence, splunk_hec, sentinel]
+    logs/findings:
+      exporters: [evidence, splunk_hec, sentinel]
+%s`, hec.URL(), hecToken, azure.URL(), dcr, tenant, client, secret, azure.URL(), dir, keyFile, sc.override)
+	if err := os.WriteFile(overrides, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	healthPort := freePort(t)
+	logFile, err := os.Create(h.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(collectorBin, "--config="+repoPath(t, "distributions/agenttrail/config.yaml"), "--config="+overrides)
+	cmd.Env = append(os.Environ(),
+		"AGENTTRAIL_OTLP_ENDPOINT="+jaeger.OTLPGRPCEndpoint,
+		fmt.Sprintf("AGENTTRAIL_HEALTH_ENDPOINT=127.0.0.1:%d", healthPort),
+		"AGENTTRAIL_K8S_AUTH=none",
+		"AGENTTRAIL_PROFILES_DIR="+filepath.Join(dir, "profiles"),
+		"SSL_CERT_FILE="+caFile, // trust the Azure stand-in
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.collector, h.done = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(h.done) }()
+	defer h.stopCollector()
+	h.waitHealthy(healthPort)
+
+	bins, err := bank.Build(ctx, filepath.Join(dir, "bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := sc.start(ctx, bins, bank.Options{Dir: filepath.Join(dir, "bank"),
+		AgentAddr: "127.0.0.1:0", ModelAddr: "127.0.0.1:0", SinkAddr: "127.0.0.2:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	time.Sleep(time.Second) // the collector attaches to the agent at its exec
+
+	for _, msg := range append(append([]string(nil), bank.BenignConversation...), piiPrompt) {
+		if _, err := env.Chat(ctx, "benign", msg); err != nil {
+			t.Fatalf("benign %q: %v", msg, err)
+		}
+	}
+	if _, err := env.Chat(ctx, "attacker", bank.AttackMessageTo(env.UploadURL)); err != nil {
+		t.Fatalf("attack: %v", err)
+	}
+	uploads, err := env.Uploads()
+	if err != nil || len(uploads) != 1 {
+		t.Fatalf("the outside host got %d uploads (%v); the scenario did not run", len(uploads), err)
+	}
+
+	story := waitAttack(t, ctx, j)
+	checkStory(t, story, env)
+	checkBenign(t, ctx, j)
+	checkSIEMs(t, hec, azure)
+
+	h.stopCollector() // seals the evidence archive
+	checkNoSecrets(t, ctx, j, hec, azure, env, filepath.Join(dir, "evidence"))
+	checkEvidence(t, filepath.Join(dir, "evidence"), story.TraceID)
+}
+
+func (h *harness) waitHealthy(port int) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-h.done:
+			h.t.Fatalf("the collector exited at start:\n%s", tailFile(h.log, 30))
+		default:
+		}
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(tailFile(h.log, 400), "ebpf receiver started") {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.t.Fatalf("the collector did not become healthy:\n%s", tailFile(h.log, 30))
+}
+
+func tailFile(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// waitAttack waits until Jaeger holds exactly one story with the export tool call and a finding.
+func waitAttack(t *testing.T, ctx context.Context, j *jaeger.Jaeger) jaeger.Trace {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		traces, err := j.Traces(ctx, "customer-agent", 100)
+		var attacks []jaeger.Trace
+		for _, tr := range traces {
+			if hasOp(tr, "execute_tool customer-data-export") {
+				attacks = append(attacks, tr)
+			}
+		}
+		if len(attacks) > 1 {
+			t.Fatalf("the attack produced %d stories in Jaeger, want exactly one", len(attacks))
+		}
+		if len(attacks) == 1 && rootOf(attacks[0]).SpanID != "" && jaeger.Tag(rootOf(attacks[0]).Tags, "agenttrail.finding.rule_ids") != "" {
+			return attacks[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no attack story with a finding in Jaeger (%d traces, %d with the export; last error %v)", len(traces), len(attacks), err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func hasOp(tr jaeger.Trace, op string) bool {
+	return slices.ContainsFunc(tr.Spans, func(s jaeger.Span) bool { return s.OperationName == op })
+}
+
+func rootOf(tr jaeger.Trace) jaeger.Span {
+	for _, s := range tr.Spans {
+		if s.Parent() == "" {
+			return s
+		}
+	}
+	return jaeger.Span{}
+}
+
+func one(t *testing.T, tr jaeger.Trace, op string) jaeger.Span {
+	t.Helper()
+	var found []jaeger.Span
+	for _, s := range tr.Spans {
+		if s.OperationName == op {
+			found = append(found, s)
+		}
+	}
+	if len(found) == 0 {
+		t.Fatalf("the story has no span %q", op)
+	}
+	return found[0]
+}
+
+func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
+	t.Helper()
+	prompt := one(t, tr, "invoke_agent customer-agent")
+	chat := one(t, tr, "chat model-x")
+	tool := one(t, tr, "execute_tool customer-data-export")
+	if prompt.Parent() != "" {
+		t.Errorf("the prompt handler is not the story's root")
+	}
+	if chat.Parent() != prompt.SpanID || tool.Parent() != prompt.SpanID {
+		t.Errorf("chat and the tool are not children of the prompt handler")
+	}
+	if got := jaeger.Tag(tool.Tags, "agenttrail.arg.query"); got != "SELECT * FROM customers" {
+		t.Errorf("tool query %q", got)
+	}
+	var opened int64
+	for _, l := range tool.Logs {
+		if strings.HasSuffix(jaeger.Tag(l.Fields, "file.path"), "customers.csv") {
+			opened = l.Timestamp
+		}
+	}
+	if opened == 0 {
+		t.Errorf("the read of the customer data is not on the tool span")
+	}
+	sinkHostPort := strings.TrimPrefix(env.SinkURL, "http://")
+	sinkHost, sinkPort, _ := net.SplitHostPort(sinkHostPort)
+	var connect jaeger.Span
+	for _, s := range tr.Spans {
+		if s.OperationName == "connect" && jaeger.Tag(s.Tags, "network.peer.address") == sinkHost && jaeger.Tag(s.Tags, "network.peer.port") == sinkPort {
+			connect = s
+		}
+	}
+	if connect.SpanID == "" {
+		t.Fatalf("no connect to the outside host %s in the story", sinkHostPort)
+	}
+	if connect.Parent() != tool.SpanID {
+		t.Errorf("the connect to the outside host is not a child of the tool span")
+	}
+	if jaeger.Tag(connect.Tags, "code.stacktrace") == "" {
+		t.Errorf("the connect has no call stack")
+	}
+	if !(prompt.StartTime <= chat.StartTime && chat.StartTime <= tool.StartTime && tool.StartTime <= opened && opened <= connect.StartTime) {
+		t.Errorf("steps out of time order: prompt %d chat %d tool %d read %d connect %d", prompt.StartTime, chat.StartTime, tool.StartTime, opened, connect.StartTime)
+	}
+	for _, s := range []jaeger.Span{prompt, chat, tool, connect} {
+		p := tr.Processes[s.ProcessID]
+		if jaeger.Tag(p.Tags, "process.pid") != fmt.Sprint(env.AgentPID) || jaeger.Tag(p.Tags, "process.executable.path") == "" {
+			t.Errorf("%s: process tags %v, want pid %d and an executable", s.OperationName, p.Tags, env.AgentPID)
+		}
+	}
+	rules := jaeger.Tag(prompt.Tags, "agenttrail.finding.rule_ids")
+	atlas := jaeger.Tag(prompt.Tags, "agenttrail.finding.atlas_ids")
+	if !strings.Contains(rules, "sensitive_read_then_egress") || !strings.Contains(atlas, "AML.T0086") {
+		t.Errorf("finding rules %s, ATLAS %s", rules, atlas)
+	}
+}
+
+// checkBenign: the benign conversation left traces, none with a finding, and the prompt with a
+// card number and an SSN arrived redacted.
+func checkBenign(t *testing.T, ctx context.Context, j *jaeger.Jaeger) {
+	t.Helper()
+	traces, err := j.Traces(ctx, "customer-agent", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	benign, redacted := 0, false
+	for _, tr := range traces {
+		if hasOp(tr, "execute_tool customer-data-export") {
+			continue
+		}
+		for _, s := range tr.Spans {
+			if s.OperationName != "invoke_agent customer-agent" {
+				continue
+			}
+			benign++
+			if jaeger.Tag(s.Tags, "agenttrail.finding.rule_ids") != "" {
+				t.Errorf("a benign conversation has a finding: %s", jaeger.Tag(s.Tags, "agenttrail.arg.prompt"))
+			}
+			if p := jaeger.Tag(s.Tags, "agenttrail.arg.prompt"); strings.Contains(p, "[REDACTED:card]") && strings.Contains(p, "[REDACTED:ssn]") {
+				redacted = true
+			}
+		}
+	}
+	if benign < len(bank.BenignConversation)+1 {
+		t.Errorf("%d benign stories in Jaeger, want %d", benign, len(bank.BenignConversation)+1)
+	}
+	if !redacted {
+		t.Errorf("the prompt with a card number and an SSN is not redacted in Jaeger")
+	}
+}
+
+func checkSIEMs(t *testing.T, hec *siem.HEC, azure *siem.Azure) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var hecFinding, sentinelFinding bool
+		for _, ev := range hec.Events() {
+			if ev["sourcetype"] != "agenttrail:finding:ocsf" {
+				continue
+			}
+			if e, ok := ev["event"].(map[string]any); ok && fmt.Sprint(e["class_uid"]) == "2004" {
+				hecFinding = true
+			}
+		}
+		for _, row := range azure.Rows("Custom-AgentTrailFindings_CL") {
+			if b, _ := json.Marshal(row["RuleIds"]); bytes.Contains(b, []byte("sensitive_read_then_egress")) {
+				sentinelFinding = true
+			}
+		}
+		if hecFinding && sentinelFinding {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("finding received: HEC %v, Sentinel %v", hecFinding, sentinelFinding)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// checkNoSecrets: no card number or SSN of the customer database, nor those of the prompt,
+// appears unredacted in anything an exporter received.
+func checkNoSecrets(t *testing.T, ctx context.Context, j *jaeger.Jaeger, hec *siem.HEC, azure *siem.Azure, env *bank.Env, evidence string) {
+	t.Helper()
+	secrets, err := env.CustomerSecrets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, "4111111111111111", "4111 1111 1111 1111", "123-45-6789")
+	var hay [][]byte
+	hay = append(hay, hec.Bodies()...)
+	hay = append(hay, azure.Bodies()...)
+	traces, _ := j.Traces(ctx, "customer-agent", 200)
+	if b, err := json.Marshal(traces); err == nil {
+		hay = append(hay, b)
+	}
+	_ = filepath.Walk(evidence, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			if b, err := os.ReadFile(p); err == nil {
+				hay = append(hay, b)
+			}
+		}
+		return nil
+	})
+	if len(hay) < 3 {
+		t.Fatalf("too little exported data to check (%d documents)", len(hay))
+	}
+	for _, s := range secrets {
+		for _, h := range hay {
+			if bytes.Contains(h, []byte(s)) {
+				t.Errorf("secret %q left the node unredacted", s)
+				break
+			}
+		}
+	}
+}
+
+func checkEvidence(t *testing.T, dir, traceID string) {
+	t.Helper()
+	rep, err := archive.VerifyDir(dir, archive.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("the evidence archive does not verify: %v", err)
+	}
+	if rep.Records < 2 {
+		t.Fatalf("the evidence archive holds %d records", rep.Records)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.jsonl"))
+	if len(segs) == 0 {
+		t.Fatal("no segment files")
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte(traceID))
+	if i < 0 {
+		i = len(b) / 2
+	}
+	b[i] ^= 0x01 // one byte of the story changed
+	if err := os.WriteFile(segs[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.VerifyDir(dir, archive.VerifyOptions{}); err == nil {
+		t.Fatal("the evidence archive still verifies after one byte was changed")
+	}
+}

@@ -1,0 +1,198 @@
+// Package siem has local stand-ins for the SIEMs the end-to-end tests export to: a Splunk HTTP
+// Event Collector, and one TLS server that answers as both the Microsoft Entra token endpoint and
+// the Azure Monitor Logs Ingestion endpoint. They keep every request body (decompressed) so a
+// test can check what arrived and that no secret leaked.
+package siem
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+)
+
+// HEC is a Splunk HTTP Event Collector that accepts one token.
+type HEC struct {
+	Token  string
+	srv    *httptest.Server
+	mu     sync.Mutex
+	bodies [][]byte
+	events []map[string]any
+}
+
+// StartHEC serves HEC on a loopback port.
+func StartHEC(token string) *HEC {
+	h := &HEC{Token: token}
+	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
+	return h
+}
+
+// URL is the collector endpoint to configure.
+func (h *HEC) URL() string { return h.srv.URL + "/services/collector" }
+
+// Close stops the server.
+func (h *HEC) Close() { h.srv.Close() }
+
+func (h *HEC) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/services/collector" || r.Header.Get("Authorization") != "Splunk "+h.Token {
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"text":"Invalid token","code":4}`)
+		return
+	}
+	body, err := readBody(r)
+	if err != nil {
+		http.Error(w, `{"text":"Invalid data format","code":6}`, http.StatusBadRequest)
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var events []map[string]any
+	for dec.More() {
+		var ev map[string]any
+		if err := dec.Decode(&ev); err != nil {
+			http.Error(w, `{"text":"Invalid data format","code":6}`, http.StatusBadRequest)
+			return
+		}
+		events = append(events, ev)
+	}
+	h.mu.Lock()
+	h.bodies = append(h.bodies, body)
+	h.events = append(h.events, events...)
+	h.mu.Unlock()
+	_, _ = io.WriteString(w, `{"text":"Success","code":0}`)
+}
+
+// Events returns the events received so far.
+func (h *HEC) Events() []map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]map[string]any(nil), h.events...)
+}
+
+// Bodies returns every request body received, decompressed.
+func (h *HEC) Bodies() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([][]byte(nil), h.bodies...)
+}
+
+// Azure answers as Microsoft Entra (client-credentials tokens for one tenant and client) and as
+// the Logs Ingestion API of one DCR, over TLS with a certificate of its own.
+type Azure struct {
+	Tenant, ClientID, Secret, DCR string
+	srv                           *httptest.Server
+	mu                            sync.Mutex
+	rows                          map[string][]map[string]any // stream → rows
+	bodies                        [][]byte
+	token                         string
+}
+
+// StartAzure serves both roles on one loopback TLS port.
+func StartAzure(tenant, clientID, secret, dcr string) *Azure {
+	a := &Azure{Tenant: tenant, ClientID: clientID, Secret: secret, DCR: dcr, rows: map[string][]map[string]any{}, token: "e2e-access-token"}
+	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
+	a.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	a.srv.StartTLS()
+	return a
+}
+
+// URL is the server's https base URL: the ingestion endpoint and the authority host.
+func (a *Azure) URL() string { return a.srv.URL }
+
+// Close stops the server.
+func (a *Azure) Close() { a.srv.Close() }
+
+// WriteCA writes the server's certificate as a PEM bundle, for SSL_CERT_FILE of the collector.
+func (a *Azure) WriteCA(path string) error {
+	var buf bytes.Buffer
+	if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw}); err != nil {
+		return err
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// Pool is the server's certificate as a pool, for clients in the test.
+func (a *Azure) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(a.srv.Certificate())
+	return p
+}
+
+func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
+	base := a.srv.URL + "/" + a.Tenant
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/"+a.Tenant+"/v2.0/.well-known/openid-configuration":
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"token_endpoint": base + "/oauth2/v2.0/token", "authorization_endpoint": base + "/oauth2/v2.0/authorize",
+			"issuer": base + "/v2.0",
+		})
+	case r.Method == http.MethodPost && r.URL.Path == "/"+a.Tenant+"/oauth2/v2.0/token":
+		_ = r.ParseForm()
+		if r.PostForm.Get("client_id") != a.ClientID || r.PostForm.Get("client_secret") != a.Secret {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":%q}`, a.token)
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/dataCollectionRules/"+a.DCR+"/streams/"):
+		if r.Header.Get("Authorization") != "Bearer "+a.token {
+			http.Error(w, `{"error":{"code":"InvalidToken"}}`, http.StatusUnauthorized)
+			return
+		}
+		body, err := readBody(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal(body, &rows); err != nil {
+			http.Error(w, `{"error":{"code":"InvalidPayload"}}`, http.StatusBadRequest)
+			return
+		}
+		stream := strings.TrimPrefix(r.URL.Path, "/dataCollectionRules/"+a.DCR+"/streams/")
+		a.mu.Lock()
+		a.rows[stream] = append(a.rows[stream], rows...)
+		a.bodies = append(a.bodies, body)
+		a.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// Rows returns the rows received on a stream.
+func (a *Azure) Rows(stream string) []map[string]any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]map[string]any(nil), a.rows[stream]...)
+}
+
+// Bodies returns every ingestion request body, decompressed.
+func (a *Azure) Bodies() [][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([][]byte(nil), a.bodies...)
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		defer zr.Close()
+		body = zr
+	}
+	return io.ReadAll(io.LimitReader(body, 64<<20))
+}
