@@ -283,7 +283,9 @@ func rootOf(tr jaeger.Trace) jaeger.Span {
 	return jaeger.Span{}
 }
 
-func one(t *testing.T, tr jaeger.Trace, op string) jaeger.Span {
+// first returns the earliest span named op (a story has two model calls: before and after the
+// tool).
+func first(t *testing.T, tr jaeger.Trace, op string) jaeger.Span {
 	t.Helper()
 	var found []jaeger.Span
 	for _, s := range tr.Spans {
@@ -294,14 +296,15 @@ func one(t *testing.T, tr jaeger.Trace, op string) jaeger.Span {
 	if len(found) == 0 {
 		t.Fatalf("the story has no span %q", op)
 	}
+	slices.SortFunc(found, func(a, b jaeger.Span) int { return int(a.StartTime - b.StartTime) })
 	return found[0]
 }
 
 func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
 	t.Helper()
-	prompt := one(t, tr, "invoke_agent customer-agent")
-	chat := one(t, tr, "chat model-x")
-	tool := one(t, tr, "execute_tool customer-data-export")
+	prompt := first(t, tr, "invoke_agent customer-agent")
+	chat := first(t, tr, "chat model-x")
+	tool := first(t, tr, "execute_tool customer-data-export")
 	if prompt.Parent() != "" {
 		t.Errorf("the prompt handler is not the story's root")
 	}
