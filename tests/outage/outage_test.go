@@ -24,6 +24,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/tests/siem"
+)
+
+const (
+	tenant = "00000000-0000-4000-8000-0000000007a6"
+	client = "11111111-1111-4111-8111-1111111107a6"
+	secret = "outage-secret"
+	dcr    = "dcr-0123456789abcdef0123456789abcdef"
 )
 
 func collectorBinary(t *testing.T) string {
@@ -117,13 +125,14 @@ type collector struct {
 	log string
 }
 
-func startCollector(t *testing.T, bin, cfg, log string) *collector {
+func startCollector(t *testing.T, bin, cfg, log, caFile string) *collector {
 	t.Helper()
 	f, err := os.OpenFile(log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config="+cfg)
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+caFile) // trust the Azure stand-in
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -185,13 +194,21 @@ func send(t *testing.T, port, n int) {
 	}
 }
 
-// TestSIEMOutageAndRestart: the HEC endpoint is down, spans are accepted into the persistent
-// queue, the collector is restarted during the outage, the endpoint comes back: every span
-// arrives (at least once), and the evidence archive (also queued) verifies with all of them.
+// TestSIEMOutageAndRestart: the HEC and Sentinel endpoints are down, spans are accepted into
+// the persistent queue, the collector is restarted during the outage, the endpoints come back:
+// every span arrives at both (at least once), and the evidence archive (also queued) verifies.
 func TestSIEMOutageAndRestart(t *testing.T) {
 	bin := collectorBinary(t)
 	dir := t.TempDir()
-	otlpPort, hecPort := freePort(t), freePort(t)
+	otlpPort, hecPort, azurePort := freePort(t), freePort(t), freePort(t)
+	// The Azure stand-in's certificate is fixed: write it now for SSL_CERT_FILE, from a
+	// throwaway instance, before the real one comes up late.
+	caFile := filepath.Join(dir, "azure-ca.pem")
+	tmp := siem.StartAzure(tenant, client, secret, dcr)
+	if err := tmp.WriteCA(caFile); err != nil {
+		t.Fatal(err)
+	}
+	tmp.Close()
 	keyFile := filepath.Join(dir, "evidence.key")
 	if _, err := archive.GenerateSigningKey(keyFile); err != nil {
 		t.Fatal(err)
@@ -216,6 +233,21 @@ exporters:
       initial_interval: 100ms
       max_interval: 500ms
       max_elapsed_time: 0
+  sentinel:
+    endpoint: https://127.0.0.1:%[5]d
+    dcr_immutable_id: %[6]s
+    auth:
+      type: client_secret
+      tenant_id: %[7]s
+      client_id: %[8]s
+      client_secret: %[9]s
+      authority_host: https://127.0.0.1:%[5]d/
+    sending_queue:
+      storage: file_storage
+    retry_on_failure:
+      initial_interval: 100ms
+      max_interval: 500ms
+      max_elapsed_time: 0
   evidence:
     directory: %[1]s/evidence
     signing_key_file: %[4]s
@@ -230,34 +262,43 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      exporters: [splunk_hec, evidence]
-`, dir, otlpPort, hecPort, keyFile)
+      exporters: [splunk_hec, sentinel, evidence]
+`, dir, otlpPort, hecPort, keyFile, azurePort, dcr, tenant, client, secret)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "collector.log")
 	const n = 300
 
-	first := startCollector(t, bin, cfg, log)
+	first := startCollector(t, bin, cfg, log, caFile)
 	send(t, otlpPort, n)
 	time.Sleep(time.Second) // a few failed attempts against the dead endpoint
 	first.stop()
 
-	second := startCollector(t, bin, cfg, log)
+	second := startCollector(t, bin, cfg, log, caFile)
 	defer second.stop()
 	time.Sleep(time.Second)
 	hec := startHEC(t, hecPort)
+	azure, err := siem.StartAzureAt(fmt.Sprintf("127.0.0.1:%d", azurePort), tenant, client, secret, dcr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer azure.Close()
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		unique, total := hec.counts()
-		if unique == n {
-			t.Logf("HEC received %d spans (%d events with retried duplicates)", unique, total)
+		rows := map[string]bool{}
+		for _, r := range azure.Rows("Custom-AgentTrailSpans_CL") {
+			rows[fmt.Sprint(r["SpanId"])] = true
+		}
+		if unique == n && len(rows) == n {
+			t.Logf("HEC received %d spans (%d events with retried duplicates); Sentinel %d", unique, total, len(rows))
 			break
 		}
 		if time.Now().After(deadline) {
 			logText, _ := os.ReadFile(log)
-			t.Fatalf("HEC received %d of %d spans after the outage; collector log:\n%s", unique, n, tail(string(logText), 30))
+			t.Fatalf("after the outage HEC received %d and Sentinel %d of %d spans; collector log:\n%s", unique, len(rows), n, tail(string(logText), 30))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

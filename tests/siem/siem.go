@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -97,11 +98,30 @@ type Azure struct {
 
 // StartAzure serves both roles on one loopback TLS port.
 func StartAzure(tenant, clientID, secret, dcr string) *Azure {
+	a, err := StartAzureAt("", tenant, clientID, secret, dcr)
+	if err != nil {
+		panic(err) // a free loopback port cannot be had: nothing in the test can run
+	}
+	return a
+}
+
+// StartAzureAt is StartAzure on a given address ("" for any free port), for tests where the
+// endpoint comes up later than the collector. The certificate is httptest's fixed localhost
+// certificate, the same for every server, so WriteCA may be called on an earlier instance.
+func StartAzureAt(addr, tenant, clientID, secret, dcr string) (*Azure, error) {
 	a := &Azure{Tenant: tenant, ClientID: clientID, Secret: secret, DCR: dcr, rows: map[string][]map[string]any{}, token: "e2e-access-token"}
 	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		a.srv.Listener.Close()
+		a.srv.Listener = ln
+	}
 	a.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	a.srv.StartTLS()
-	return a
+	return a, nil
 }
 
 // URL is the server's https base URL: the ingestion endpoint and the authority host.
