@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"net/http"
 	"net/url"
 	"sort"
@@ -194,7 +195,7 @@ resources:
 	if err == nil || consumererror.IsPermanent(err) {
 		return err
 	}
-	return consumererror.NewTraces(err, selectSpans(td, b.pending))
+	return consumererror.NewTraces(err, exporterkit.SelectSpans(td, b.pending))
 }
 
 func (e *sentinelExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
@@ -236,7 +237,7 @@ resources:
 	if err == nil || consumererror.IsPermanent(err) {
 		return err
 	}
-	return consumererror.NewLogs(err, selectLogs(ld, b.pending))
+	return consumererror.NewLogs(err, exporterkit.SelectLogs(ld, b.pending))
 }
 
 // encodeState holds the buffers of one export call; pooled across calls.
@@ -446,80 +447,4 @@ func newHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 16
 	return &http.Client{Transport: t}
-}
-
-// selectSpans copies the spans whose position (depth-first order) satisfies keep.
-func selectSpans(td ptrace.Traces, keep func(int) bool) ptrace.Traces {
-	out := ptrace.NewTraces()
-	idx := 0
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		var outRS ptrace.ResourceSpans
-		hasRS := false
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			ss := sss.At(j)
-			var outSS ptrace.ScopeSpans
-			hasSS := false
-			spans := ss.Spans()
-			for k := 0; k < spans.Len(); k++ {
-				if keep(idx) {
-					if !hasRS {
-						outRS = out.ResourceSpans().AppendEmpty()
-						rs.Resource().CopyTo(outRS.Resource())
-						outRS.SetSchemaUrl(rs.SchemaUrl())
-						hasRS = true
-					}
-					if !hasSS {
-						outSS = outRS.ScopeSpans().AppendEmpty()
-						ss.Scope().CopyTo(outSS.Scope())
-						outSS.SetSchemaUrl(ss.SchemaUrl())
-						hasSS = true
-					}
-					spans.At(k).CopyTo(outSS.Spans().AppendEmpty())
-				}
-				idx++
-			}
-		}
-	}
-	return out
-}
-
-// selectLogs copies the log records whose position (depth-first order) satisfies keep.
-func selectLogs(ld plog.Logs, keep func(int) bool) plog.Logs {
-	out := plog.NewLogs()
-	idx := 0
-	rls := ld.ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		rl := rls.At(i)
-		var outRL plog.ResourceLogs
-		hasRL := false
-		sls := rl.ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			sl := sls.At(j)
-			var outSL plog.ScopeLogs
-			hasSL := false
-			lrs := sl.LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				if keep(idx) {
-					if !hasRL {
-						outRL = out.ResourceLogs().AppendEmpty()
-						rl.Resource().CopyTo(outRL.Resource())
-						outRL.SetSchemaUrl(rl.SchemaUrl())
-						hasRL = true
-					}
-					if !hasSL {
-						outSL = outRL.ScopeLogs().AppendEmpty()
-						sl.Scope().CopyTo(outSL.Scope())
-						outSL.SetSchemaUrl(sl.SchemaUrl())
-						hasSL = true
-					}
-					lrs.At(k).CopyTo(outSL.LogRecords().AppendEmpty())
-				}
-				idx++
-			}
-		}
-	}
-	return out
 }

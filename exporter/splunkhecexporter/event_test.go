@@ -2,6 +2,7 @@ package splunkhecexporter
 
 import (
 	"encoding/json"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -73,7 +74,7 @@ func TestSelectLogs(t *testing.T) {
 			}
 		}
 	}
-	out := selectLogs(ld, func(i int) bool { return i == 4 || i >= 9 })
+	out := exporterkit.SelectLogs(ld, func(i int) bool { return i == 4 || i >= 9 })
 	assert.Equal(t, 4, out.LogRecordCount())
 	assert.Equal(t, 2, out.ResourceLogs().Len(), "resources without selected records are not copied")
 	first := out.ResourceLogs().At(0)
@@ -87,7 +88,7 @@ func TestSelectLogs(t *testing.T) {
 
 func TestSelectSpans(t *testing.T) {
 	td := makeTraces(10) // resource 0: even spans, resource 1: odd spans
-	out := selectSpans(td, func(i int) bool { return i >= 7 })
+	out := exporterkit.SelectSpans(td, func(i int) bool { return i >= 7 })
 	assert.Equal(t, 3, out.SpanCount())
 	assert.Equal(t, 1, out.ResourceSpans().Len())
 	svc, _ := out.ResourceSpans().At(0).Resource().Attributes().Get("service.name")

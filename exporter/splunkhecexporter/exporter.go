@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"iter"
 	"net/http"
 	"net/url"
@@ -149,7 +150,7 @@ func (e *hecExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
 	if res.err == nil || consumererror.IsPermanent(res.err) {
 		return res.err
 	}
-	return consumererror.NewTraces(res.err, selectSpans(td, res.needsResend))
+	return consumererror.NewTraces(res.err, exporterkit.SelectSpans(td, res.needsResend))
 }
 
 func (e *hecExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
@@ -157,7 +158,7 @@ func (e *hecExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
 	if res.err == nil || consumererror.IsPermanent(res.err) {
 		return res.err
 	}
-	return consumererror.NewLogs(res.err, selectLogs(ld, res.needsResend))
+	return consumererror.NewLogs(res.err, exporterkit.SelectLogs(ld, res.needsResend))
 }
 
 // encodeState holds the per-call buffers; pooled across calls.

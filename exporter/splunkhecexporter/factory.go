@@ -2,7 +2,7 @@ package splunkhecexporter
 
 import (
 	"context"
-	"sync"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/confighttp"
@@ -83,7 +83,7 @@ func createTraces(ctx context.Context, set exporter.Settings, cfg component.Conf
 	if err != nil {
 		return nil, err
 	}
-	return &tracesExporter{Traces: e}, nil
+	return exporterkit.OnceTraces(e), nil
 }
 
 func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
@@ -96,7 +96,7 @@ func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config
 	if err != nil {
 		return nil, err
 	}
-	return &logsExporter{Logs: e}, nil
+	return exporterkit.OnceLogs(e), nil
 }
 
 func helperOptions(exp *hecExporter, cfg *Config) []exporterhelper.Option {
@@ -110,34 +110,4 @@ func helperOptions(exp *hecExporter, cfg *Config) []exporterhelper.Option {
 		exporterhelper.WithRetry(cfg.BackOffConfig),
 		exporterhelper.WithQueue(cfg.QueueSettings),
 	}
-}
-
-// tracesExporter and logsExporter make Shutdown idempotent: exporterhelper's retry sender
-// panics when it is shut down twice.
-type tracesExporter struct {
-	exporter.Traces
-	once onceErr
-}
-
-func (e *tracesExporter) Shutdown(ctx context.Context) error {
-	return e.once.do(func() error { return e.Traces.Shutdown(ctx) })
-}
-
-type logsExporter struct {
-	exporter.Logs
-	once onceErr
-}
-
-func (e *logsExporter) Shutdown(ctx context.Context) error {
-	return e.once.do(func() error { return e.Logs.Shutdown(ctx) })
-}
-
-type onceErr struct {
-	once sync.Once
-	err  error
-}
-
-func (o *onceErr) do(f func() error) error {
-	o.once.Do(func() { o.err = f() })
-	return o.err
 }
