@@ -38,7 +38,7 @@ struct decision {
 	__u16 port;      // host byte order
 	__u32 protocol;  // IPPROTO_TCP / IPPROTO_UDP (connect/sendmsg)
 	__u32 path_len;
-	__u32 _pad;
+	__u32 ppid;      // exec: the parent's tgid (the process that forked the one killed), else 0
 	__u8 addr[16];
 	__u8 path[PATH_BYTES];
 };
@@ -112,7 +112,7 @@ static __always_inline void report(__u32 kind, __u16 family, __u16 port, __u32 p
 	d->cgroup_id = bpf_get_current_cgroup_id();
 	d->kind = kind;
 	d->workload = workload_id;
-	d->_pad = 0;
+	d->ppid = 0;
 	d->tgid = id >> 32;
 	d->tid = (__u32)id;
 	d->family = family;
@@ -215,7 +215,8 @@ int exec_guard(struct bpf_raw_tracepoint_args *ctx)
 	d->cgroup_id = bpf_get_current_cgroup_id();
 	d->kind = DECISION_EXEC;
 	d->workload = workload_id;
-	d->_pad = 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	d->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	d->tgid = id >> 32;
 	d->tid = (__u32)id;
 	d->family = 0;

@@ -5,6 +5,10 @@
 //	agenttrail evidence export --dir DIR --trace ID --out OUTDIR [--public-key HEX|FILE]
 //	agenttrail evidence verify-bundle OUTDIR [--public-key HEX|FILE] [--allow-unsigned]
 //	agenttrail evidence keygen --out FILE
+//	agenttrail profile list [--dir PROFILES]
+//	agenttrail profile show WORKLOAD [--dir PROFILES]
+//	agenttrail profile promote WORKLOAD --mode enforce|alert|observe [--dir PROFILES]
+//	agenttrail profile promote WORKLOAD --mode enforce --dry-run --evidence DIR [--since 24h] [--config FILE] [--allow DEST]...
 //
 // Exit codes: 0 success, 1 verification failure or error, 2 usage error.
 package main
@@ -41,6 +45,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "evidence", args: "<subcommand> ...", summary: "verify and export the tamper-evident evidence archive, create its signing key", run: runEvidence},
+		{name: "profile", args: "<subcommand> ...", summary: "review learned behavioural profiles and promote a workload to enforce, alert or observe", run: runProfile},
 		{name: "help", args: "[command]", summary: "show this help", run: runHelp},
 	}
 }
@@ -76,6 +81,8 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	printTable(w, "agenttrail evidence", evidenceCommands())
 	fmt.Fprintln(w)
+	printTable(w, "agenttrail profile", profileCommands())
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Exit codes: 0 success, 1 verification failure or error, 2 usage error.")
 }
 
@@ -94,6 +101,9 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "evidence":
 		printTable(stdout, "agenttrail evidence", evidenceCommands())
+		return exitOK
+	case "profile":
+		printTable(stdout, "agenttrail profile", profileCommands())
 		return exitOK
 	case "help":
 		printUsage(stdout)

@@ -47,6 +47,7 @@ type Decision struct {
 	ProfileVersion int
 	Kind           Kind
 	PID, TID       uint32
+	PPID           uint32 // exec: the parent of the killed process (the agent that forked it), else 0
 	CgroupID       uint64
 	Destination    netip.AddrPort // connect, sendmsg
 	Protocol       string         // tcp, udp
@@ -61,10 +62,12 @@ type Enforcer struct {
 	reader    *ringbuf.Reader
 	workloads map[string]*attached
 	byID      map[uint32]*attached // the workload_id each instance puts in its decisions
+	names     map[uint32]Policy    // workload and profile version of every id ever applied
 	nextID    uint32
 	out       chan Decision
 	done      chan struct{}
-	offset    int64 // wall - monotonic ns
+	closing   chan struct{} // closed by Close: the reader stops waiting for a consumer
+	offset    int64         // wall - monotonic ns
 	closed    bool
 }
 
@@ -95,8 +98,8 @@ func New() (*Enforcer, error) {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	e := &Enforcer{
 		spec: spec, decisions: decisions, reader: reader,
-		workloads: map[string]*attached{}, byID: map[uint32]*attached{},
-		out: make(chan Decision, 256), done: make(chan struct{}),
+		workloads: map[string]*attached{}, byID: map[uint32]*attached{}, names: map[uint32]Policy{},
+		out: make(chan Decision, 256), done: make(chan struct{}), closing: make(chan struct{}),
 		offset: time.Now().UnixNano() - ts.Nano(),
 	}
 	go e.read()
@@ -125,6 +128,7 @@ func (e *Enforcer) Apply(p Policy) error {
 	}
 	e.workloads[p.Workload] = a
 	e.byID[a.id] = a
+	e.names[a.id] = Policy{Workload: p.Workload, ProfileVersion: p.ProfileVersion}
 	return nil
 }
 
@@ -204,6 +208,11 @@ func fillAllowed(objs *enforceObjects, p Policy) error {
 			if err := objs.Allowed4.Put(k, uint8(1)); err != nil {
 				return fmt.Errorf("allow %v: %w", d, err)
 			}
+			// The same destination reached through an AF_INET6 socket (::ffff:a.b.c.d).
+			mapped := enforceDest6Key{Prefixlen: k.Prefixlen + 96, Port: port, Addr: netip.AddrFrom4(k.Addr).As16()}
+			if err := objs.Allowed6.Put(mapped, uint8(1)); err != nil {
+				return fmt.Errorf("allow %v: %w", d, err)
+			}
 			continue
 		}
 		k := enforceDest6Key{Prefixlen: uint32(32 + bits), Port: port, Addr: addr.As16()}
@@ -265,6 +274,7 @@ func (e *Enforcer) Close() error {
 		return nil
 	}
 	e.closed = true
+	close(e.closing)
 	for w, a := range e.workloads {
 		a.close()
 		delete(e.workloads, w)
@@ -290,12 +300,16 @@ func (e *Enforcer) read() {
 			continue
 		}
 		raw := (*enforceDecision)(unsafe.Pointer(&rec.RawSample[0]))
-		e.out <- e.decode(raw)
+		select {
+		case e.out <- e.decode(raw):
+		case <-e.closing:
+			return
+		}
 	}
 }
 
 func (e *Enforcer) decode(raw *enforceDecision) Decision {
-	d := Decision{Time: time.Unix(0, int64(raw.TsNs)+e.offset), PID: raw.Tgid, TID: raw.Tid, CgroupID: raw.CgroupId}
+	d := Decision{Time: time.Unix(0, int64(raw.TsNs)+e.offset), PID: raw.Tgid, TID: raw.Tid, PPID: raw.Ppid, CgroupID: raw.CgroupId}
 	switch raw.Kind {
 	case 1:
 		d.Kind = KindConnect
@@ -309,7 +323,7 @@ func (e *Enforcer) decode(raw *enforceDecision) Decision {
 	case unix.AF_INET:
 		d.Destination = netip.AddrPortFrom(netip.AddrFrom4([4]byte(raw.Addr[:4])), raw.Port)
 	case unix.AF_INET6:
-		d.Destination = netip.AddrPortFrom(netip.AddrFrom16(raw.Addr), raw.Port)
+		d.Destination = netip.AddrPortFrom(netip.AddrFrom16(raw.Addr).Unmap(), raw.Port)
 	}
 	switch raw.Protocol {
 	case unix.IPPROTO_TCP:
@@ -318,8 +332,9 @@ func (e *Enforcer) decode(raw *enforceDecision) Decision {
 		d.Protocol = "udp"
 	}
 	e.mu.Lock()
-	if a := e.byID[raw.Workload]; a != nil {
-		d.Workload, d.ProfileVersion = a.policy.Workload, a.policy.ProfileVersion
+	if p, ok := e.names[raw.Workload]; ok {
+		// also for a decision read after its workload was removed or replaced
+		d.Workload, d.ProfileVersion = p.Workload, p.ProfileVersion
 	}
 	e.mu.Unlock()
 	return d

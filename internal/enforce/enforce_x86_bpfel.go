@@ -25,7 +25,7 @@ type enforceDecision struct {
 	Port     uint16
 	Protocol uint32
 	PathLen  uint32
-	Pad      uint32
+	Ppid     uint32
 	Addr     [16]uint8
 	Path     [256]uint8
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -20,7 +21,7 @@ const (
 	ModeObserve Mode = "observe"
 	// ModeAlert emits findings for every rule that matches.
 	ModeAlert Mode = "alert"
-	// ModeEnforce is reserved for kernel enforcement (a later issue); today it behaves like alert.
+	// ModeEnforce is alert plus kernel enforcement of the complete profile (see enforcement.go).
 	ModeEnforce Mode = "enforce"
 )
 
@@ -63,6 +64,8 @@ type Config struct {
 	Rules RulesConfig `mapstructure:"rules"`
 	// CustomRules are the user's own rules, as CEL expressions over the story.
 	CustomRules []CustomRuleConfig `mapstructure:"custom_rules"`
+	// Enforcement locates the cgroups of enforced workloads on this node.
+	Enforcement EnforcementConfig `mapstructure:"enforcement"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -97,6 +100,15 @@ type WorkloadConfig struct {
 	MaxEgressBytes int64 `mapstructure:"max_egress_bytes"`
 	// MaxConnects is a connect-count threshold per story (0: none).
 	MaxConnects int `mapstructure:"max_connects"`
+}
+
+// EnforcementConfig tells the processor where the node's cgroups and processes are, for
+// workloads in mode enforce.
+type EnforcementConfig struct {
+	// CgroupRoot is the cgroup v2 mount point; "" finds it in /proc/self/mountinfo.
+	CgroupRoot string `mapstructure:"cgroup_root"`
+	// ProcRoot is the proc file system of the node's processes (/host/proc in a container).
+	ProcRoot string `mapstructure:"proc_root"`
 }
 
 // RulesConfig tunes the built-in rules.
@@ -171,6 +183,7 @@ func createDefaultConfig() *Config {
 		SensitivePaths:   defaultSensitivePaths(),
 		InjectionMarkers: defaultInjectionMarkers(),
 		Rules:            RulesConfig{DataVolumeFactor: defaultDataVolumeFactor},
+		Enforcement:      EnforcementConfig{ProcRoot: "/proc"},
 	}
 }
 
@@ -251,6 +264,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := compileCustomRules(c.CustomRules); err != nil {
 		return err
+	}
+	if c.Enforcement.ProcRoot == "" {
+		return errors.New(`"enforcement.proc_root" must not be empty`)
+	}
+	if r := c.Enforcement.CgroupRoot; r != "" && !filepath.IsAbs(r) {
+		return fmt.Errorf(`"enforcement.cgroup_root" must be an absolute path, got %q`, r)
 	}
 	return nil
 }

@@ -125,6 +125,21 @@ type ocsfUnmapped struct {
 	Workload        string           `json:"workload"`
 	IncompleteStory string           `json:"story_incomplete_reason,omitempty"`
 	Rules           []ocsfRuleDetail `json:"rules"`
+	// Enforcement lists what the kernel blocked in the story (mode enforce).
+	Enforcement []ocsfBlocked `json:"enforcement,omitempty"`
+	// ToolEnforcement is "not_enforceable" when a tool outside the profile ran in mode enforce.
+	ToolEnforcement string `json:"tool_enforcement,omitempty"`
+}
+
+type ocsfBlocked struct {
+	Time           int64  `json:"time"`
+	Kind           string `json:"kind"`
+	Rule           string `json:"rule"`
+	Action         string `json:"action"`
+	PID            uint32 `json:"pid"`
+	Destination    string `json:"destination,omitempty"`
+	Executable     string `json:"executable,omitempty"`
+	ProfileVersion int    `json:"profile_version"`
 }
 
 type ocsfRuleDetail struct {
@@ -184,12 +199,17 @@ type finding struct {
 	narrative string
 	mode      Mode
 	ocsf      string
+
+	toolNotEnforceable bool
+	toolSpans          []int
+	blocked            []blockMatch
 }
 
 func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion string) *finding {
 	f := c.f
 	head := f.spans[f.head]
-	fd := &finding{hits: hits, mode: c.mode, uid: f.st.id.String() + "-" + head.id.String()}
+	fd := &finding{hits: hits, mode: c.mode, uid: f.st.id.String() + "-" + head.id.String(),
+		toolNotEnforceable: c.toolNotEnforceable, toolSpans: c.toolSpans, blocked: c.blocked}
 	for _, h := range hits {
 		fd.severity = max(fd.severity, h.severity)
 		fd.ruleIDs = append(fd.ruleIDs, h.rule.id)
@@ -321,6 +341,17 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 			d.Evidence = append(d.Evidence, e.text)
 		}
 		out.Unmapped.Rules = append(out.Unmapped.Rules, d)
+	}
+	for _, m := range c.blocked {
+		b := ocsfBlocked{Time: m.d.Time.UnixMilli(), Kind: string(m.d.Kind), Rule: m.rule, Action: m.action, PID: m.d.PID,
+			Executable: m.d.Executable, ProfileVersion: m.d.ProfileVersion}
+		if m.d.Destination.IsValid() {
+			b.Destination = m.d.Destination.String()
+		}
+		out.Unmapped.Enforcement = append(out.Unmapped.Enforcement, b)
+	}
+	if c.toolNotEnforceable {
+		out.Unmapped.ToolEnforcement = toolNotEnforceable
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

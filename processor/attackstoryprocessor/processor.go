@@ -2,6 +2,7 @@ package attackstoryprocessor
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type storyProcessor struct {
 	markers        []string
 	disabled       map[string]bool
 	profiles       *profileStore
+	enf            *enforcer
 	productVersion string
 	tickEvery      time.Duration
 
@@ -56,13 +58,15 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 	if err != nil {
 		return nil, err
 	}
+	pols := newPolicies(cfg)
 	p := &storyProcessor{
 		cfg:            cfg,
 		logger:         set.Logger,
 		next:           next,
 		clock:          clock,
 		tel:            tel,
-		pols:           newPolicies(cfg),
+		pols:           pols,
+		enf:            newEnforcer(cfg, pols, set.Logger, tel, clock),
 		custom:         custom,
 		disabled:       map[string]bool{},
 		profiles:       newProfileStore(cfg, set.Logger),
@@ -101,9 +105,11 @@ func (p *storyProcessor) Start(_ context.Context, _ component.Host) error {
 		}
 	}
 	if len(enforce) > 0 {
-		p.logger.Info("Mode enforce is not implemented yet (kernel enforcement comes in a later release): these workloads behave as in mode alert, findings are emitted and nothing is blocked",
+		p.logger.Info("Mode enforce: the kernel enforces each of these workloads once its profile is complete and its cgroup known; until then it is in mode alert",
 			zap.Strings("workloads", enforce))
 	}
+	p.enf.start()
+	p.enf.reconcile(p.profiles)
 	p.logger.Info("Attack-story processor started",
 		zap.String("profiles_dir", p.cfg.ProfilesDir), zap.String("default_mode", string(p.cfg.DefaultMode)),
 		zap.Int("workloads", len(p.cfg.Workloads)), zap.Int("custom_rules", len(p.custom)),
@@ -116,14 +122,18 @@ func (p *storyProcessor) Start(_ context.Context, _ component.Host) error {
 	return nil
 }
 
-// Shutdown stops the emitter, then emits every story in flight as incomplete (reason
-// shutdown) and saves the profiles.
+// Shutdown stops the emitter, detaches every enforcement program, then emits every story in
+// flight as incomplete (reason shutdown) with the decisions they hold, the other decisions as
+// stories of their own, and saves the profiles.
 func (p *storyProcessor) Shutdown(ctx context.Context) error {
 	if p.started {
 		close(p.stop)
 		p.wg.Wait()
 		p.started = false
 	}
+	p.emitMu.Lock()
+	p.enf.shutdown()
+	p.emitMu.Unlock()
 	p.emit(ctx, true)
 	return nil
 }
@@ -174,25 +184,79 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	p.mu.Lock()
 	ready := p.buf.takeReady(now, flushAll)
 	p.mu.Unlock()
-	if len(ready) > 0 {
-		td := ptrace.NewTraces()
-		for _, st := range ready {
-			p.process(td, st, now)
-		}
+	td := ptrace.NewTraces()
+	fs := make([]*facts, len(ready))
+	for i, st := range ready {
+		fs[i] = extractFacts(st)
+	}
+	blocked := p.enf.claim(fs, p.inFlightContains)
+	for i := range ready {
+		p.process(td, fs[i], blocked[i], now)
+	}
+	unmatched := p.enf.expired(now, flushAll, p.lastSeenOf)
+	for _, pd := range unmatched {
+		p.enf.writeUnmatched(td, pd)
+	}
+	if n := len(ready) + len(unmatched); n > 0 {
 		if err := p.next.ConsumeTraces(ctx, td); err != nil {
-			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", len(ready)), zap.Int("spans", td.SpanCount()), zap.Error(err))
+			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", n), zap.Int("spans", td.SpanCount()), zap.Error(err))
 		}
 	}
-	p.profiles.tick(now, flushAll)
+	if p.profiles.tick(now, flushAll) {
+		p.enf.reconcile(p.profiles)
+	}
 }
 
-// process judges one story, learns from it, and appends it to td.
-func (p *storyProcessor) process(td ptrace.Traces, st *story, now time.Time) {
-	f := extractFacts(st)
+// inFlightContains reports whether a story in flight of process pid spans time t (a story
+// whose root has not arrived spans everything after its first span).
+func (p *storyProcessor) inFlightContains(pid int64, t time.Time) bool {
+	prefix := strconv.FormatInt(pid, 10) + "|"
+	ns := uint64(t.UnixNano())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for proc, set := range p.buf.byProc {
+		if !strings.HasPrefix(proc, prefix) {
+			continue
+		}
+		for st := range set {
+			if st.envelopeContains(ns, ns) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lastSeenOf is when a story in flight of process pid last got a span (zero: none).
+func (p *storyProcessor) lastSeenOf(pid uint32) time.Time {
+	prefix := strconv.FormatUint(uint64(pid), 10) + "|"
+	var last time.Time
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for proc, set := range p.buf.byProc {
+		if !strings.HasPrefix(proc, prefix) {
+			continue
+		}
+		for st := range set {
+			if st.lastSeen.After(last) {
+				last = st.lastSeen
+			}
+		}
+	}
+	return last
+}
+
+// process judges one story (with the kernel decisions it holds), learns from it, and appends
+// it to td.
+func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatch, now time.Time) {
+	st := f.st
 	res := f.headResource()
 	pol := p.pols.resolve(res)
-	prof := p.profiles.get(workloadOf(res), now)
-	c := &evalContext{f: f, pol: pol, prof: prof, mode: pol.mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom}
+	wid := workloadOf(res)
+	prof := p.profiles.get(wid, now)
+	mode := p.enf.observe(wid, res, pol, prof, p.profiles)
+	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
+		blocked: blocked, enforced: mode == ModeEnforce}
 	hits := c.evaluate()
 	var fd *finding
 	if len(hits) > 0 {
@@ -210,6 +274,7 @@ func (p *storyProcessor) process(td ptrace.Traces, st *story, now time.Time) {
 		}
 	}
 	writeStory(td, f, fd, now)
+	writeBlocked(f, blocked)
 	if st.reason == "" {
 		p.tel.story("complete")
 	} else {
@@ -265,6 +330,13 @@ func writeStory(td ptrace.Traces, f *facts, fd *finding, now time.Time) {
 	attrs.PutStr(attrFindingMode, string(fd.mode))
 	attrs.PutStr(attrFindingNarrative, fd.narrative)
 	attrs.PutStr(attrFindingOCSF, fd.ocsf)
+	if fd.toolNotEnforceable {
+		head.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
+		attrs.PutStr(attrEnforcementTool, toolNotEnforceable)
+		for _, i := range fd.toolSpans {
+			f.spans[i].span.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
+		}
+	}
 }
 
 func putFindingAttributes(m pcommon.Map, fd *finding) {

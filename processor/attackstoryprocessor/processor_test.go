@@ -122,14 +122,16 @@ func TestEnforceModeSaysSo(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.Workloads = []WorkloadConfig{bankWorkload(ModeEnforce)}
 	h := newHarness(t, cfg)
-	logs := h.logs.FilterMessageSnippet("Mode enforce is not implemented yet").All()
+	logs := h.logs.FilterMessageSnippet("Mode enforce: the kernel enforces each of these workloads once its profile is complete").All()
 	require.Len(t, logs, 1)
-	// ... and behaves like alert
+	// ... and, while the profile learns, behaves like alert
 	b := newTraceBuilder()
 	attackStory(b.hostProcess("customer-agent", 4242), traceID(1), 0)
 	h.replay(b.traces(), false)
 	h.settle()
-	assert.Len(t, findingsOf(t, h.output()), 1)
+	fs := findingsOf(t, h.output())
+	require.Len(t, fs, 1)
+	assert.Equal(t, "alert", fs[0]["unmapped"].(map[string]any)["mode"])
 }
 
 func TestNextConsumerErrorIsLogged(t *testing.T) {

@@ -39,6 +39,7 @@ type profileData struct {
 	Format       string              `yaml:"format"`
 	Workload     map[string]string   `yaml:"workload"`
 	Status       string              `yaml:"status"`
+	Mode         string              `yaml:"mode,omitempty"`
 	Version      int                 `yaml:"version"`
 	Stories      int                 `yaml:"stories"`
 	FirstSeen    time.Time           `yaml:"first_seen,omitempty"`
@@ -375,6 +376,11 @@ func parseProfile(b []byte) (*profile, error) {
 	if d.Status != statusLearning && d.Status != statusComplete {
 		return nil, bad(fmt.Sprintf("status: %q is not learning or complete", d.Status), "status")
 	}
+	if d.Mode != "" {
+		if err := validMode(Mode(d.Mode), false); err != nil {
+			return nil, bad("mode: "+err.Error(), "mode")
+		}
+	}
 	if d.Version < 0 {
 		return nil, bad("version: must not be negative", "version")
 	}
@@ -550,10 +556,11 @@ func (s *profileStore) get(id workloadID, now time.Time) *profile {
 }
 
 // tick re-reads files edited by hand, ends learning windows whose duration has passed, and
-// saves the profiles that changed; at most once per profiles_save_interval unless force.
-func (s *profileStore) tick(now time.Time, force bool) {
+// saves the profiles that changed; at most once per profiles_save_interval unless force. It
+// reports whether it ran.
+func (s *profileStore) tick(now time.Time, force bool) bool {
 	if !force && now.Sub(s.lastCheck) < s.interval {
-		return
+		return false
 	}
 	s.lastCheck = now
 	if s.dir != "" {
@@ -574,6 +581,7 @@ func (s *profileStore) tick(now time.Time, force bool) {
 			p.dirty = false
 		}
 	}
+	return true
 }
 
 // save writes the profile atomically: a temporary file in the same folder, synced, renamed.

@@ -115,6 +115,11 @@ type evalContext struct {
 	markers  []string
 	disabled map[string]bool
 	custom   []*customRule
+
+	blocked            []blockMatch // kernel decisions this story holds
+	enforced           bool         // the workload's programs are attached
+	toolNotEnforceable bool         // set by evaluate: a tool outside the profile ran in mode enforce
+	toolSpans          []int        // those tools' spans
 }
 
 func (c *evalContext) profileComplete() bool { return c.prof != nil && c.prof.complete() }
@@ -176,6 +181,7 @@ func (c *evalContext) evaluate() []*hit {
 			}
 		}
 	}
+	c.addEnforcement(&hits)
 	standalone := c.cfg.Rules.PromptInjectionStandalone
 	primary := 0
 	for _, h := range hits {
@@ -193,6 +199,54 @@ func (c *evalContext) evaluate() []*hit {
 		return a.rule.order - b.rule.order
 	})
 	return hits
+}
+
+// addEnforcement adds the kernel's decisions to the hits of their rules (a blocked attempt is
+// always part of the finding), and, in mode enforce, raises a tool outside the profile or the
+// allowed tools to Critical: the kernel cannot stop a tool call.
+func (c *evalContext) addEnforcement(hits *[]*hit) {
+	for _, m := range c.blocked {
+		r := builtinRule(m.rule)
+		var h *hit
+		for _, x := range *hits {
+			if x.rule == r {
+				h = x
+			}
+		}
+		if h == nil {
+			h = &hit{rule: r}
+			*hits = append(*hits, h)
+		}
+		ev := evidence{text: "blocked: " + blockedText(m.d, m.action), boundary: true, severity: sevHigh, span: m.span, event: -1}
+		if !m.onHead {
+			for i := range c.f.egress {
+				if c.f.egress[i].span == m.span {
+					ev.egress = &c.f.egress[i]
+				}
+			}
+			for i := range c.f.execs {
+				if c.f.execs[i].span == m.span {
+					ev.exec = &c.f.execs[i]
+				}
+			}
+		}
+		h.add(ev)
+	}
+	if !c.enforced {
+		return
+	}
+	for _, h := range *hits {
+		if h.rule.id != ruleToolOutsideProfile {
+			continue
+		}
+		c.toolNotEnforceable = true
+		for _, e := range h.evidence {
+			if e.span >= 0 && !slices.Contains(c.toolSpans, e.span) {
+				c.toolSpans = append(c.toolSpans, e.span)
+			}
+		}
+		h.add(evidence{text: "the tool call was " + toolNotEnforceableText, severity: sevCritical, span: c.f.head, event: -1})
+	}
 }
 
 func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {

@@ -18,6 +18,10 @@ type telemetry struct {
 	stitched   metric.Int64Counter
 	ambiguous  metric.Int64Counter
 
+	decisions         metric.Int64Counter
+	unmatched         metric.Int64Counter
+	attachedWorkloads metric.Int64Gauge
+
 	mu    sync.Mutex
 	attrs map[string]metric.MeasurementOption // "key=value" -> option, so hot paths do not allocate
 }
@@ -50,7 +54,33 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 		metric.WithDescription("Root spans left alone because more than one story of their process could hold them."), metric.WithUnit("{span}")); err != nil {
 		return nil, err
 	}
+	if t.decisions, err = m.Int64Counter("agenttrail.enforcement.decisions",
+		metric.WithDescription("Attempts the kernel refused (connect, sendmsg) or stopped (exec), by kind and workload."), metric.WithUnit("{decision}")); err != nil {
+		return nil, err
+	}
+	if t.unmatched, err = m.Int64Counter("agenttrail.enforcement.unmatched_decisions",
+		metric.WithDescription("Enforcement decisions no story claimed, emitted as stories of their own."), metric.WithUnit("{decision}")); err != nil {
+		return nil, err
+	}
+	if t.attachedWorkloads, err = m.Int64Gauge("agenttrail.enforcement.attached_workloads",
+		metric.WithDescription("Workloads with kernel enforcement programs attached."), metric.WithUnit("{workload}")); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+func (t *telemetry) decision(kind, workload string) {
+	k := "kind=" + kind + "\x00workload=" + workload
+	t.mu.Lock()
+	opt, ok := t.attrs[k]
+	if !ok {
+		opt = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", kind), attribute.String("workload", workload)))
+		if len(t.attrs) < 10000 {
+			t.attrs[k] = opt
+		}
+	}
+	t.mu.Unlock()
+	t.decisions.Add(context.Background(), 1, opt)
 }
 
 func (t *telemetry) attr(key, value string) metric.MeasurementOption {

@@ -44,6 +44,7 @@ var PythonAgentFunctions = map[string][]string{
 	"customer_agent:Tools.recent_transactions":  {"self", "customer_id"},
 	"customer_agent:Tools.transfer_low_value":   {"self", "from_id", "to_id", "cents"},
 	"customer_agent:Tools.export_customer_data": {"self", "query", "destination"},
+	"customer_agent:Tools.system_diagnostics":   {"self", "check"},
 }
 
 // pythonFlags come before the script: -B writes no __pycache__ into the source tree, -u keeps

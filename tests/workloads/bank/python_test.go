@@ -325,3 +325,33 @@ func TestStartPythonRefusesNonLoopback(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestDiagnosticsBothAgents: "run diagnostics" makes both agents run system-diagnostics, which
+// runs the shell, with the same result format (uptime's output differs from run to run, so it
+// is not part of TestPythonMatchesGo).
+func TestDiagnosticsBothAgents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	py := startPython(t, ctx)
+	opts := freePorts
+	opts.Dir = t.TempDir()
+	goEnv, err := Start(ctx, binaries(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goEnv.Stop()
+	want := regexp.MustCompile(`^system diagnostics "uptime": .*load average`)
+	for name, env := range map[string]*Env{"go": goEnv, "python": py} {
+		r, err := env.Chat(ctx, "diag", "Please run diagnostics")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != "system-diagnostics" || r.ToolCalls[0].Error != "" ||
+			string(r.ToolCalls[0].Arguments) != `{"check":"uptime"}` || !want.MatchString(r.ToolCalls[0].Result) {
+			t.Errorf("%s: tool calls %+v", name, r.ToolCalls)
+		}
+		if !strings.Contains(r.Reply, "system-diagnostics: system diagnostics") {
+			t.Errorf("%s: reply %q", name, r.Reply)
+		}
+	}
+}

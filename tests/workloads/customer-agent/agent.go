@@ -80,6 +80,7 @@ func (a *Agent) executeTool(call ToolCall) (string, error) {
 		Cents       int    `json:"cents"`
 		Query       string `json:"query"`
 		Destination string `json:"destination"`
+		Check       string `json:"check"`
 	}
 	if call.Function.Arguments != "" {
 		if err := json.Unmarshal([]byte(call.Function.Arguments), &args); err != nil {
@@ -95,6 +96,8 @@ func (a *Agent) executeTool(call ToolCall) (string, error) {
 		return a.tools.TransferLowValue(args.From, args.To, args.Cents)
 	case "customer-data-export":
 		return a.tools.ExportCustomerData(args.Query, args.Destination)
+	case "system-diagnostics":
+		return a.tools.SystemDiagnostics(args.Check)
 	default:
 		return "", fmt.Errorf("unknown tool %q", call.Function.Name)
 	}

@@ -193,4 +193,9 @@ var toolSchema = []toolDef{
 			"destination": str("http URL that receives the export"),
 		}),
 	}},
+	{Type: "function", Function: functionDef{
+		Name:        "system-diagnostics",
+		Description: "Run a health check of the agent's host (uptime) and return its output.",
+		Parameters:  objectSchema([]string{"check"}, map[string]any{"check": str("The check to run, e.g. uptime")}),
+	}},
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,6 +180,22 @@ func (t *Tools) ExportCustomerData(query string, destination string) (string, er
 		return "", fmt.Errorf("export upload: %s answered HTTP %d", u.Host, resp.StatusCode)
 	}
 	return fmt.Sprintf("exported %d records (%d bytes)", len(rows), size), nil
+}
+
+// diagnosticsCommand is what system-diagnostics runs, through the shell.
+const diagnosticsCommand = "uptime"
+
+// SystemDiagnostics is the system-diagnostics tool: it runs `/bin/sh -c "uptime"` and returns
+// its output, or the error (a shell that could not start, exited with an error or was stopped:
+// "signal: killed" when kernel enforcement stops the exec). check is only recorded.
+//
+//go:noinline
+func (t *Tools) SystemDiagnostics(check string) (string, error) {
+	out, err := exec.Command("/bin/sh", "-c", diagnosticsCommand).Output()
+	if err != nil {
+		return "", fmt.Errorf("system diagnostics %q: %w", check, err)
+	}
+	return fmt.Sprintf("system diagnostics %q: %s", check, strings.TrimSpace(string(out))), nil
 }
 
 // exportRow is one line of the export (JSON lines, in the database's column order).

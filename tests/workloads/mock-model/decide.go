@@ -115,6 +115,11 @@ func pick(text, defaultExfil string) decision {
 			}{"SELECT * FROM customers", dest})
 		}
 	}
+	if strings.Contains(lower, "diagnostics") {
+		return call("system-diagnostics", struct {
+			Check string `json:"check"`
+		}{"uptime"})
+	}
 	customer := defaultCustomer
 	if id := customerPattern.FindString(text); id != "" {
 		customer = strings.ToUpper(id)

@@ -27,6 +27,7 @@
 #     customer_agent:Tools.recent_transactions      (self, customer_id)
 #     customer_agent:Tools.transfer_low_value       (self, from_id, to_id, cents)
 #     customer_agent:Tools.export_customer_data     (self, query, destination)
+#     customer_agent:Tools.system_diagnostics       (self, check)
 #
 # (__main__:Agent.handle_prompt etc. never run.) Both "-flag" and "--flag" spellings are
 # accepted, as Go's flag package does. -B keeps __pycache__ out of the source tree, -E and -s keep
@@ -48,6 +49,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -346,6 +348,8 @@ TOOL_SCHEMA = [
                   "destination": _string("http URL that receives the export"),
                   "query": _string("Selection, e.g. SELECT * FROM customers"),
               }),
+    _function("system-diagnostics", "Run a health check of the agent's host (uptime) and return its output.",
+              ["check"], {"check": _string("The check to run, e.g. uptime")}),
 ]
 
 
@@ -563,11 +567,37 @@ class Tools:
                 pass  # the upload is done; Go ignores the rest of the answer too
         return "exported %d records (%d bytes)" % (len(rows), len(body))
 
+    def system_diagnostics(self, check):
+        """The system-diagnostics tool: runs `/bin/sh -c "uptime"` and returns its output, or the
+        error as Go's os/exec words it ("signal: killed" when kernel enforcement stops the exec,
+        "exit status N"). check is only recorded."""
+        try:
+            done = subprocess.run(["/bin/sh", "-c", DIAGNOSTICS_COMMAND], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=False)
+        except OSError as e:
+            raise AgentError("system diagnostics %s: fork/exec /bin/sh: %s" % (go_quote(check), _os_error_text(e))) from None
+        if done.returncode < 0:
+            raise AgentError("system diagnostics %s: signal: %s" % (go_quote(check), _signal_text(-done.returncode)))
+        if done.returncode > 0:
+            raise AgentError("system diagnostics %s: exit status %d" % (go_quote(check), done.returncode))
+        return "system diagnostics %s: %s" % (go_quote(check), done.stdout.decode("utf-8", "replace").strip())
+
+
+DIAGNOSTICS_COMMAND = "uptime"  # what system-diagnostics runs, through the shell
+
+# Go's names of the signals a child may die of (syscall.Signal.String).
+_SIGNAL_TEXT = {1: "hangup", 2: "interrupt", 3: "quit", 6: "aborted", 9: "killed", 11: "segmentation fault",
+                13: "broken pipe", 15: "terminated"}
+
+
+def _signal_text(signum):
+    return _SIGNAL_TEXT.get(signum, "signal %d" % signum)
+
 
 # ---------------------------------------------------------------------------------------------
 # The agent.
 
-TOOL_ARGUMENTS = {"customer_id": "", "from": "", "to": "", "cents": 0, "query": "", "destination": ""}
+TOOL_ARGUMENTS = {"customer_id": "", "from": "", "to": "", "cents": 0, "query": "", "destination": "", "check": ""}
 
 
 class Agent:
@@ -624,6 +654,8 @@ class Agent:
             return self.tools.transfer_low_value(args["from"], args["to"], args["cents"])
         if name == "customer-data-export":
             return self.tools.export_customer_data(args["query"], args["destination"])
+        if name == "system-diagnostics":
+            return self.tools.system_diagnostics(args["check"])
         raise AgentError("unknown tool %s" % go_quote(name))
 
 

@@ -96,6 +96,7 @@ class TestNames(unittest.TestCase):
         "Tools.recent_transactions": ["self", "customer_id"],
         "Tools.transfer_low_value": ["self", "from_id", "to_id", "cents"],
         "Tools.export_customer_data": ["self", "query", "destination"],
+        "Tools.system_diagnostics": ["self", "check"],
     }
 
     def test_functions(self):
@@ -121,6 +122,18 @@ class TestTools(unittest.TestCase):
             return self.agent.execute_tool(tool_call(name, arguments))
         except ca.AgentError as e:
             return "ERROR " + str(e)
+
+    def test_system_diagnostics(self):
+        got = self.run_tool("system-diagnostics", '{"check":"uptime"}')
+        self.assertRegex(got, r'^system diagnostics "uptime": .*load average')
+        saved = ca.DIAGNOSTICS_COMMAND
+        try:
+            ca.DIAGNOSTICS_COMMAND = "exit 3"
+            self.assertEqual(self.run_tool("system-diagnostics", '{"check":"x"}'), 'ERROR system diagnostics "x": exit status 3')
+            ca.DIAGNOSTICS_COMMAND = "kill -9 $$"
+            self.assertEqual(self.run_tool("system-diagnostics", '{"check":"x"}'), 'ERROR system diagnostics "x": signal: killed')
+        finally:
+            ca.DIAGNOSTICS_COMMAND = saved
 
     def test_execute_tool(self):
         self.assertEqual(self.run_tool("accounts-summary", '{"customer_id":"C1001"}'),
@@ -245,7 +258,8 @@ class TestAgent(unittest.TestCase):
     def test_request_body(self):
         body = json.loads(ca.go_json({"model": "m", "messages": [], "tools": ca.TOOL_SCHEMA, "tool_choice": "auto"}))
         self.assertEqual([t["function"]["name"] for t in body["tools"]],
-                         ["accounts-summary", "recent-transactions", "transfers-low-value", "customer-data-export"])
+                         ["accounts-summary", "recent-transactions", "transfers-low-value", "customer-data-export",
+                          "system-diagnostics"])
         self.assertEqual(body["tools"][2]["function"]["parameters"]["required"], ["from", "to", "cents"])
 
     def test_model_ca_errors(self):

@@ -1,0 +1,837 @@
+package attackstoryprocessor
+
+import (
+	"cmp"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/enforce"
+)
+
+// Kernel enforcement of workloads in mode enforce (agent mode: the collector runs on the node
+// of the workload). For each such workload with a complete profile, the kernel programs of
+// internal/enforce are attached to the workload's cgroup (the pod's, or the process's own off
+// Kubernetes) with the profile's destinations and executables plus the declared
+// allowed_destinations; every denial comes back as a decision that becomes a "blocked" span
+// event of its story. When the programs cannot be attached the workload stays in mode alert and
+// the reason is logged once at error level.
+
+// kernel is what the processor needs of internal/enforce's Enforcer; tests fake it.
+type kernel interface {
+	Apply(enforce.Policy) error
+	Remove(workload string)
+	Decisions() <-chan enforce.Decision
+	Close() error
+}
+
+func newKernel() (kernel, error) {
+	e, err := enforce.New()
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Attributes and values of enforcement.
+const (
+	attrEnforcementRule      = "agenttrail.enforcement.rule"
+	attrEnforcementAction    = "agenttrail.enforcement.action"
+	attrEnforcementKind      = "agenttrail.enforcement.kind"
+	attrEnforcementTool      = "agenttrail.enforcement.tool"
+	attrEnforcementUnmatched = "agenttrail.enforcement.unmatched"
+	attrEnforcementWorkload  = "agenttrail.enforcement.workload"
+	attrProfileVersion       = "agenttrail.profile.version"
+	attrNetworkTransport     = "network.transport"
+
+	blockedEventName   = "blocked"
+	actionRefused      = "refused"
+	actionKilled       = "killed"
+	toolNotEnforceable = "not_enforceable"
+
+	// matchSlack widens a span's interval when a decision is matched to it: the receiver and
+	// the enforcer convert the same kernel clock to wall time separately.
+	matchSlack = 50 * time.Millisecond
+	// rootSlack: a decision outside every span of its process's stories is put on the story
+	// whose root span contains its time within this slack.
+	rootSlack = 2 * time.Millisecond
+	// maxPending bounds the decisions waiting for their story; beyond it the oldest are
+	// emitted at once as stories of their own.
+	maxPending = 10000
+	// enforcementStateFile, in profiles_dir, remembers the cgroups each workload was attached
+	// to, so that a restarted collector re-attaches before the workload's next story.
+	enforcementStateFile = ".enforcement-state.json"
+	maxRecentPIDs        = 16
+)
+
+// toolNotEnforceableText explains attrEnforcementTool=not_enforceable.
+const toolNotEnforceableText = "not enforceable: this kernel cannot stop a user-space function from a uprobe " +
+	"(no bpf_override_return for uprobes, no BPF LSM), so the tool call ran; only its egress and execs are enforced"
+
+// kernelPolicy is what the kernel can enforce of a profile and the declared boundaries.
+type kernelPolicy struct {
+	dests         []enforce.Destination
+	execs         []string
+	unenforceable []string // entries the kernel cannot express (host names): connections to them are refused
+}
+
+// buildKernelPolicy: the profile's destinations (their CIDR, else their address, with their
+// port; 0 is any port) and the declared allowed_destinations (IP, CIDR, with or without port;
+// "*:port" is any address), and the profile's executables.
+func buildKernelPolicy(d *profileData, declared []string) kernelPolicy {
+	var k kernelPolicy
+	for _, dst := range d.Destinations {
+		var pfx netip.Prefix
+		if p, err := netip.ParsePrefix(dst.CIDR); err == nil {
+			pfx = p.Masked()
+		} else if a, err := netip.ParseAddr(dst.Address); err == nil {
+			a = a.Unmap()
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		} else {
+			k.unenforceable = append(k.unenforceable, fmt.Sprintf("profile destination %s:%d (a host name: the kernel sees addresses only)", cmp.Or(dst.Host, dst.Address), dst.Port))
+			continue
+		}
+		k.dests = append(k.dests, enforce.Destination{Prefix: pfx, Port: uint16(dst.Port)})
+	}
+	for _, s := range declared {
+		m, err := parseDestination(s)
+		if err != nil {
+			continue
+		}
+		switch {
+		case m.prefix.IsValid():
+			k.dests = append(k.dests, enforce.Destination{Prefix: m.prefix, Port: uint16(m.port)})
+		case m.anyIP:
+			k.dests = append(k.dests,
+				enforce.Destination{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Port: uint16(m.port)},
+				enforce.Destination{Prefix: netip.MustParsePrefix("::/0"), Port: uint16(m.port)})
+		default:
+			k.unenforceable = append(k.unenforceable, "allowed_destinations entry "+strconv.Quote(s)+" (a host name: the kernel sees addresses only)")
+		}
+	}
+	slices.SortFunc(k.dests, func(a, b enforce.Destination) int {
+		if c := strings.Compare(a.Prefix.String(), b.Prefix.String()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Port, b.Port)
+	})
+	k.dests = slices.Compact(k.dests)
+	k.execs = slices.Clone(d.Executables)
+	return k
+}
+
+// allowsDestination mirrors the kernel's check.
+func (k kernelPolicy) allowsDestination(addr netip.Addr, port int) bool {
+	addr = addr.Unmap()
+	for _, d := range k.dests {
+		if (d.Port == 0 || int(d.Port) == port) && d.Prefix.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (k kernelPolicy) allowsExecutable(p string) bool { return slices.Contains(k.execs, p) }
+
+// hash identifies the policy, to tell whether a re-apply is needed.
+func (k kernelPolicy) hash(version int) string {
+	var sb strings.Builder
+	sb.WriteString(strconv.Itoa(version))
+	for _, d := range k.dests {
+		sb.WriteString("|" + d.Prefix.String() + ":" + strconv.Itoa(int(d.Port)))
+	}
+	sb.WriteString("|x")
+	for _, e := range k.execs {
+		sb.WriteString("|" + e)
+	}
+	return sb.String()
+}
+
+// decisionRule is the rule a kernel decision enforces.
+func decisionRule(d enforce.Decision) (rule, action string) {
+	if d.Kind == enforce.KindExec {
+		return ruleUnexpectedExecutable, actionKilled
+	}
+	return ruleEgressOutsideProfile, actionRefused
+}
+
+// attachment is the programs of one workload on one cgroup.
+type attachment struct {
+	name    string // the name given to the kernel: workload key @ cgroup
+	hash    string
+	version int
+}
+
+// procRef is a process a story of the workload came from.
+type procRef struct {
+	pid int64
+	exe string
+}
+
+// workloadEnforcement is the enforcement state of one workload.
+type workloadEnforcement struct {
+	key      string
+	attrs    map[string]string // resource attributes, for the stories of unmatched decisions
+	pol      *policy           // of its last story; nil: resolved from the profile's attributes
+	procs    []procRef         // recent processes, newest last
+	resolved map[int64]bool    // processes whose cgroup was looked up
+	cgroups  map[string]bool   // absolute cgroup directories of its processes
+	attached map[string]*attachment
+	logged   map[string]bool // messages logged once
+}
+
+func (w *workloadEnforcement) logOnce(key string) bool {
+	if w.logged[key] {
+		return false
+	}
+	w.logged[key] = true
+	return true
+}
+
+// pendingDecision is a decision waiting for the story that holds it.
+type pendingDecision struct {
+	d       enforce.Decision
+	key     string // workload key
+	arrived time.Time
+}
+
+// blockMatch is a decision matched to a story: on span (index in facts.spans) or, when no
+// span matched, on the story's head.
+type blockMatch struct {
+	d       enforce.Decision
+	span    int
+	onHead  bool
+	rule    string
+	action  string
+	version int
+}
+
+// enforcer is the processor's side of kernel enforcement. Everything but the pending
+// decisions is used by the emitter only (under the processor's emitMu).
+type enforcer struct {
+	cfg       EnforcementConfig
+	grace     time.Duration
+	maxWait   time.Duration
+	logger    *zap.Logger
+	tel       *telemetry
+	clock     Clock
+	newKernel func() (kernel, error)
+	stateDir  string // profiles_dir; "" keeps no state
+	pols      *policies
+
+	k          kernel
+	kErr       error
+	closed     bool
+	cgroupRoot string
+	byKey      map[string]*workloadEnforcement
+	saved      map[string][]string // cgroups of the saved state, by workload key
+	stateSaved string
+	wg         sync.WaitGroup
+
+	mu      sync.Mutex
+	byName  map[string]string // kernel name → workload key
+	pending []*pendingDecision
+}
+
+func newEnforcer(cfg *Config, pols *policies, logger *zap.Logger, tel *telemetry, clock Clock) *enforcer {
+	return &enforcer{
+		pols: pols, cfg: cfg.Enforcement, grace: cfg.CompletionGrace, maxWait: cfg.OrphanTimeout, logger: logger, tel: tel, clock: clock,
+		newKernel: newKernel, stateDir: cfg.ProfilesDir,
+		byKey: map[string]*workloadEnforcement{}, saved: map[string][]string{}, byName: map[string]string{},
+	}
+}
+
+// start loads the saved attachments of the last run.
+func (e *enforcer) start() {
+	if e.stateDir == "" {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(e.stateDir, enforcementStateFile))
+	if err != nil {
+		return
+	}
+	var st map[string][]string
+	if err := json.Unmarshal(b, &st); err != nil {
+		e.logger.Warn("Ignoring the saved enforcement state", zap.String("file", filepath.Join(e.stateDir, enforcementStateFile)), zap.Error(err))
+		return
+	}
+	e.saved = st
+	e.stateSaved = string(b)
+}
+
+func (e *enforcer) workload(key string) *workloadEnforcement {
+	w := e.byKey[key]
+	if w == nil {
+		w = &workloadEnforcement{key: key, resolved: map[int64]bool{}, cgroups: map[string]bool{}, attached: map[string]*attachment{}, logged: map[string]bool{}}
+		for _, cg := range e.saved[key] {
+			w.cgroups[cg] = true
+		}
+		e.byKey[key] = w
+	}
+	return w
+}
+
+// configuredMode is the workload's mode: the profile's mode field when set (written by
+// `agenttrail profile promote`), else the configuration's.
+func configuredMode(pol *policy, prof *profile) Mode {
+	if prof != nil && prof.data.Mode != "" {
+		return Mode(prof.data.Mode)
+	}
+	return pol.mode
+}
+
+// active reports whether the workload has programs attached.
+func (e *enforcer) active(key string) bool {
+	w := e.byKey[key]
+	return w != nil && len(w.attached) > 0
+}
+
+// observe records the process of a story of workload wid and returns the mode its story is
+// judged in: enforce only while programs are attached, else alert (fail safe: visible).
+// A newly seen process of a workload in mode enforce gets its cgroup enforced at once.
+func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *profile, profiles *profileStore) Mode {
+	mode := configuredMode(pol, prof)
+	pidv, ok := res.Get(attrProcessPID)
+	if !ok {
+		if mode == ModeEnforce && !e.active(wid.key) {
+			return ModeAlert
+		}
+		return mode
+	}
+	w := e.workload(wid.key)
+	w.pol = pol
+	pid := pidv.Int()
+	exe := attrStr(res, attrProcessExecutable)
+	if n := len(w.procs); n == 0 || w.procs[n-1].pid != pid {
+		w.procs = slices.DeleteFunc(w.procs, func(p procRef) bool { return p.pid == pid })
+		w.procs = append(w.procs, procRef{pid: pid, exe: exe})
+		if len(w.procs) > maxRecentPIDs {
+			w.procs = w.procs[len(w.procs)-maxRecentPIDs:]
+		}
+	}
+	if w.attrs == nil {
+		w.attrs = map[string]string{}
+		for _, k := range []string{attrServiceName, attrProcessExecutable, attrK8sNamespace, attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet, attrK8sContainer, attrK8sNodeName} {
+			if v := attrStr(res, k); v != "" {
+				w.attrs[k] = v
+			}
+		}
+	}
+	if mode == ModeEnforce {
+		if !w.resolved[pid] {
+			e.reconcileWorkload(w, prof, profiles)
+		}
+		if !e.active(wid.key) {
+			return ModeAlert
+		}
+	}
+	return mode
+}
+
+// reconcile brings the kernel in line with every workload's mode and profile: called when the
+// profiles were reloaded or saved, and at start.
+func (e *enforcer) reconcile(profiles *profileStore) {
+	if e.closed {
+		return
+	}
+	for _, key := range sortedKeys(profiles.byKey) {
+		p := profiles.byKey[key]
+		if p.data.Mode == string(ModeEnforce) || e.byKey[key] != nil || len(e.saved[key]) > 0 {
+			e.reconcileWorkload(e.workload(key), p, profiles)
+		}
+	}
+	for _, key := range sortedKeys(e.byKey) {
+		if profiles.byKey[key] == nil && len(e.byKey[key].attached) > 0 {
+			e.reconcileWorkload(e.byKey[key], nil, profiles)
+		}
+	}
+	e.saveState()
+	e.recordAttached()
+}
+
+// policyOf is the workload's resolved configuration: of its last story, or from its profile's
+// attributes when no story was seen since start.
+func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile) *policy {
+	if w.pol != nil {
+		return w.pol
+	}
+	res := pcommon.NewMap()
+	if prof != nil {
+		for k, v := range prof.data.Workload {
+			res.PutStr(k, v)
+		}
+	}
+	return e.pols.resolve(res)
+}
+
+func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, profiles *profileStore) {
+	if e.closed {
+		return
+	}
+	pol := e.policyOf(w, prof)
+	mode := configuredMode(pol, prof)
+	switch {
+	case mode != ModeEnforce:
+		e.detachAll(w, "the workload's mode is now "+string(mode))
+		delete(w.logged, "waiting-complete")
+		return
+	case prof == nil || !prof.complete():
+		e.detachAll(w, "its profile is not complete")
+		if w.logOnce("waiting-complete") {
+			e.logger.Warn("Mode enforce waits for a complete profile: until then the workload is in mode alert",
+				zap.String("workload", w.key))
+		}
+		return
+	}
+	delete(w.logged, "waiting-complete")
+	if e.k == nil && e.kErr == nil {
+		e.k, e.kErr = e.newKernel()
+		if e.kErr == nil {
+			e.wg.Add(1)
+			go e.readDecisions(e.k.Decisions())
+		}
+	}
+	if e.kErr != nil {
+		if w.logOnce("kernel") {
+			e.logger.Error("Cannot enforce: kernel enforcement is unavailable (needs root, cgroup v2 and eBPF); the workload stays in mode alert",
+				zap.String("workload", w.key), zap.Error(e.kErr))
+		}
+		return
+	}
+	for _, pr := range w.procs {
+		if w.resolved[pr.pid] {
+			continue
+		}
+		w.resolved[pr.pid] = true
+		cg, err := e.cgroupOf(pr)
+		if err != nil {
+			if w.logOnce("cgroup " + err.Error()) {
+				e.logger.Error("Cannot enforce the cgroup of a process of the workload; the workload stays in mode alert until its cgroup is known",
+					zap.String("workload", w.key), zap.Int64("pid", pr.pid), zap.Error(err))
+			}
+			continue
+		}
+		w.cgroups[cg] = true
+	}
+	if len(w.resolved) > 4*maxRecentPIDs {
+		clear(w.resolved) // the processes of a long-lived workload come and go
+		for _, pr := range w.procs {
+			w.resolved[pr.pid] = true
+		}
+	}
+	for cg := range w.cgroups {
+		if _, err := os.Stat(filepath.Join(cg, "cgroup.procs")); err != nil {
+			delete(w.cgroups, cg)
+			if a := w.attached[cg]; a != nil {
+				e.remove(w, cg, a)
+				e.logger.Info("Enforcement removed: the cgroup is gone", zap.String("workload", w.key), zap.String("cgroup", cg))
+			}
+		}
+	}
+	if len(w.cgroups) == 0 {
+		if w.logOnce("waiting-cgroup") {
+			e.logger.Info("Mode enforce: waiting for a story of the workload to find its cgroup; until then it is in mode alert",
+				zap.String("workload", w.key))
+		}
+		return
+	}
+	delete(w.logged, "waiting-cgroup")
+	kp := buildKernelPolicy(&prof.data, pol.allowedRaw)
+	hash := kp.hash(prof.data.Version)
+	for _, cg := range sortedKeys(w.cgroups) {
+		if a := w.attached[cg]; a != nil && a.hash == hash {
+			continue
+		}
+		name := w.key + " @ " + cg
+		err := e.k.Apply(enforce.Policy{Workload: name, Cgroup: cg, AllowedDestinations: kp.dests,
+			AllowedExecutables: kp.execs, EnforceExec: true, ProfileVersion: prof.data.Version})
+		if err != nil {
+			if w.logOnce("apply " + cg + " " + hash + " " + err.Error()) {
+				e.logger.Error("Cannot attach the enforcement programs; the workload stays in mode alert",
+					zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.data.Version), zap.Error(err))
+			}
+			continue
+		}
+		e.mu.Lock()
+		e.byName[name] = w.key
+		e.mu.Unlock()
+		first := w.attached[cg] == nil
+		w.attached[cg] = &attachment{name: name, hash: hash, version: prof.data.Version}
+		msg := "Enforcement attached"
+		if !first {
+			msg = "Enforcement updated"
+		}
+		e.logger.Info(msg, zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.data.Version),
+			zap.Int("destinations", len(kp.dests)), zap.Int("executables", len(kp.execs)))
+		if len(kp.unenforceable) > 0 && w.logOnce("unenforceable "+hash) {
+			e.logger.Warn("Some allowed destinations cannot be enforced by the kernel: connections to them are refused unless their address is allowed otherwise",
+				zap.String("workload", w.key), zap.Strings("entries", kp.unenforceable))
+		}
+	}
+}
+
+func (e *enforcer) detachAll(w *workloadEnforcement, why string) {
+	if len(w.attached) == 0 {
+		return
+	}
+	for _, cg := range sortedKeys(w.attached) {
+		e.remove(w, cg, w.attached[cg])
+	}
+	e.logger.Info("Enforcement removed: every program of the workload is detached", zap.String("workload", w.key), zap.String("reason", why))
+}
+
+func (e *enforcer) remove(w *workloadEnforcement, cg string, a *attachment) {
+	if e.k != nil {
+		e.k.Remove(a.name)
+	}
+	delete(w.attached, cg)
+	delete(w.logged, "apply "+cg+" "+a.hash)
+}
+
+// cgroupOf finds the cgroup to enforce for a process: its pod's directory on Kubernetes (the
+// parent of the container's), else its own. It refuses a process that is not the story's
+// (another executable: a reused pid, or a story from another node) and the root cgroup.
+func (e *enforcer) cgroupOf(pr procRef) (string, error) {
+	if e.cgroupRoot == "" {
+		root := e.cfg.CgroupRoot
+		if root == "" {
+			r, err := containerid.FindCgroup2Mount()
+			if err != nil {
+				return "", fmt.Errorf("no cgroup v2: %w", err)
+			}
+			root = r
+		}
+		e.cgroupRoot = root
+	}
+	procDir := filepath.Join(e.cfg.ProcRoot, strconv.FormatInt(pr.pid, 10))
+	if pr.exe != "" {
+		exe, err := os.Readlink(filepath.Join(procDir, "exe"))
+		if err != nil {
+			return "", fmt.Errorf("process %d: %w", pr.pid, err)
+		}
+		if strings.TrimSuffix(exe, " (deleted)") != pr.exe {
+			return "", fmt.Errorf("process %d runs %s, not %s (not the story's process: a reused pid or another node)", pr.pid, exe, pr.exe)
+		}
+	}
+	info, err := containerid.FromPID(e.cfg.ProcRoot, uint32(pr.pid))
+	if err != nil {
+		return "", err
+	}
+	rel := info.CgroupPath
+	if rel == "" || !strings.HasPrefix(rel, "/") || slices.Contains(strings.Split(rel, "/"), "..") {
+		return "", fmt.Errorf("process %d: cgroup path %q is outside this cgroup namespace", pr.pid, rel)
+	}
+	if info.PodUID != "" && info.ID != "" {
+		rel = path.Dir(rel) // the pod: every container of it
+	}
+	if rel == "/" {
+		return "", fmt.Errorf("process %d is in the root cgroup: enforcing there would apply to the whole host; run the workload in a cgroup of its own (a container or a systemd service)", pr.pid)
+	}
+	dir := filepath.Join(e.cgroupRoot, filepath.FromSlash(rel))
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		return "", fmt.Errorf("cgroup of process %d: %w", pr.pid, err)
+	}
+	return dir, nil
+}
+
+// saveState remembers the attached cgroups of every workload (for a restart).
+func (e *enforcer) saveState() {
+	if e.stateDir == "" {
+		return
+	}
+	st := map[string][]string{}
+	for key, w := range e.byKey {
+		if len(w.attached) > 0 {
+			st[key] = sortedKeys(w.attached)
+		}
+	}
+	b, _ := json.Marshal(st)
+	if string(b) == e.stateSaved {
+		return
+	}
+	target := filepath.Join(e.stateDir, enforcementStateFile)
+	tmp := target + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		e.logger.Warn("Cannot save the enforcement state", zap.String("file", target), zap.Error(err))
+		return
+	}
+	if err := os.Rename(tmp, target); err != nil {
+		e.logger.Warn("Cannot save the enforcement state", zap.String("file", target), zap.Error(err))
+		return
+	}
+	e.stateSaved = string(b)
+	e.saved = st
+}
+
+func (e *enforcer) recordAttached() {
+	n := 0
+	for _, w := range e.byKey {
+		if len(w.attached) > 0 {
+			n++
+		}
+	}
+	e.tel.attachedWorkloads.Record(bgctx, int64(n))
+}
+
+// readDecisions moves the kernel's decisions into pending until the kernel is closed.
+func (e *enforcer) readDecisions(ch <-chan enforce.Decision) {
+	defer e.wg.Done()
+	for d := range ch {
+		e.mu.Lock()
+		key := e.byName[d.Workload]
+		if key == "" {
+			key = d.Workload
+		}
+		e.pending = append(e.pending, &pendingDecision{d: d, key: key, arrived: e.clock.Now()})
+		e.mu.Unlock()
+		e.tel.decision(string(d.Kind), key)
+	}
+}
+
+// shutdown detaches every program (closing the kernel) and waits for the decisions read.
+func (e *enforcer) shutdown() {
+	if e.closed {
+		return
+	}
+	e.closed = true
+	if e.k != nil {
+		if err := e.k.Close(); err != nil {
+			e.logger.Warn("Closing the kernel enforcement", zap.Error(err))
+		}
+		e.wg.Wait()
+		n := 0
+		for _, w := range e.byKey {
+			n += len(w.attached)
+			clear(w.attached)
+		}
+		if n > 0 {
+			e.logger.Info("Enforcement removed at shutdown: every program is detached", zap.Int("cgroups", n))
+		}
+	}
+	e.recordAttached()
+}
+
+// claim takes the pending decisions that belong to the stories of one emission: first those
+// that match a span of any of them (a connect or sendto of the same process to the same
+// destination, or an execve by the killed process or its parent of the same path, the
+// decision's time within the span), then, for the rest, the head of the story whose root
+// span, of the same process (or the parent), contains the decision's time, unless a story of
+// that process still in flight contains it too (it may hold the decision's span: the decision
+// waits for it).
+func (e *enforcer) claim(fs []*facts, inFlight func(pid int64, t time.Time) bool) [][]blockMatch {
+	out := make([][]blockMatch, len(fs))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.pending) == 0 {
+		return out
+	}
+	pids := make([][]int64, len(fs))
+	for s, f := range fs {
+		pids[s] = make([]int64, len(f.spans))
+		for i, sp := range f.spans {
+			pids[s][i] = -1
+			if v, ok := sp.scope.src.resource.Attributes().Get(attrProcessPID); ok {
+				pids[s][i] = v.Int()
+			}
+		}
+	}
+	within := func(t time.Time, start, end uint64, slack time.Duration) bool {
+		ns := uint64(t.UnixNano())
+		return ns+uint64(slack) >= start && ns <= end+uint64(slack)
+	}
+	claimed := make([]bool, len(e.pending))
+	take := func(i, s, span int, onHead bool) {
+		d := e.pending[i].d
+		m := blockMatch{d: d, span: span, onHead: onHead, version: d.ProfileVersion}
+		m.rule, m.action = decisionRule(d)
+		out[s] = append(out[s], m)
+		claimed[i] = true
+	}
+	for i, pd := range e.pending {
+		d := pd.d
+	stories:
+		for s, f := range fs {
+			for j, sp := range f.spans {
+				if !within(d.Time, sp.start, sp.end, matchSlack) {
+					continue
+				}
+				attrs := sp.span.Attributes()
+				switch syscallName(sp.span) {
+				case "connect", "sendto":
+					if d.Kind == enforce.KindExec || pids[s][j] != int64(d.PID) {
+						continue
+					}
+					a, err := netip.ParseAddr(attrStr(attrs, attrPeerAddress))
+					port, _ := attrs.Get(attrPeerPort)
+					if err != nil || a.Unmap() != d.Destination.Addr().Unmap() || port.Int() != int64(d.Destination.Port()) {
+						continue
+					}
+				case "execve":
+					if d.Kind != enforce.KindExec || (pids[s][j] != int64(d.PID) && pids[s][j] != int64(d.PPID)) ||
+						attrStr(attrs, attrProcessExecutable) != d.Executable {
+						continue
+					}
+				default:
+					continue
+				}
+				take(i, s, j, false)
+				break stories
+			}
+		}
+	}
+	for i, pd := range e.pending {
+		if claimed[i] {
+			continue
+		}
+		d := pd.d
+		for s, f := range fs {
+			if len(f.spans) == 0 || f.st.root == nil {
+				continue
+			}
+			head := f.spans[f.head]
+			hp := pids[s][f.head]
+			if (hp == int64(d.PID) || d.PPID != 0 && hp == int64(d.PPID)) && within(d.Time, head.start, head.end, rootSlack) &&
+				!inFlight(int64(d.PID), d.Time) && (d.PPID == 0 || !inFlight(int64(d.PPID), d.Time)) {
+				take(i, s, f.head, true)
+				break
+			}
+		}
+	}
+	kept := e.pending[:0]
+	for i, pd := range e.pending {
+		if !claimed[i] {
+			kept = append(kept, pd)
+		}
+	}
+	clear(e.pending[len(kept):])
+	e.pending = kept
+	for _, ms := range out {
+		slices.SortStableFunc(ms, func(a, b blockMatch) int { return a.d.Time.Compare(b.d.Time) })
+	}
+	return out
+}
+
+// expired returns the decisions no story claimed: completion_grace after they arrived and
+// after the last span of a story in flight of their process (that story may still hold them),
+// at most orphan_timeout after they arrived; all of them when flushAll.
+func (e *enforcer) expired(now time.Time, flushAll bool, lastSeen func(pid uint32) time.Time) []*pendingDecision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.pending) == 0 {
+		return nil
+	}
+	var out []*pendingDecision
+	kept := e.pending[:0]
+	over := len(e.pending) - maxPending
+	for i, pd := range e.pending {
+		expire := flushAll || i < over || now.Sub(pd.arrived) >= e.maxWait
+		if !expire && now.Sub(pd.arrived) >= e.grace {
+			last := lastSeen(pd.d.PID)
+			if pd.d.PPID != 0 {
+				if l := lastSeen(pd.d.PPID); l.After(last) {
+					last = l
+				}
+			}
+			expire = now.Sub(last) >= e.grace
+		}
+		if expire {
+			out = append(out, pd)
+		} else {
+			kept = append(kept, pd)
+		}
+	}
+	clear(e.pending[len(kept):])
+	e.pending = kept
+	return out
+}
+
+// writeUnmatched appends the story of one decision no story claimed: one span "blocked" with
+// the decision's attributes, flagged agenttrail.enforcement.unmatched.
+func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
+	rs := td.ResourceSpans().AppendEmpty()
+	res := rs.Resource().Attributes()
+	if w := e.byKey[pd.key]; w != nil {
+		for _, k := range sortedKeys(w.attrs) {
+			res.PutStr(k, w.attrs[k])
+		}
+	}
+	res.PutInt(attrProcessPID, int64(pd.d.PID))
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName(ScopeName)
+	sp := ss.Spans().AppendEmpty()
+	var tid pcommon.TraceID
+	var sid pcommon.SpanID
+	_, _ = rand.Read(tid[:])
+	_, _ = rand.Read(sid[:])
+	sp.SetTraceID(tid)
+	sp.SetSpanID(sid)
+	sp.SetName(blockedEventName)
+	sp.SetKind(ptrace.SpanKindInternal)
+	ts := pcommon.NewTimestampFromTime(pd.d.Time)
+	sp.SetStartTimestamp(ts)
+	sp.SetEndTimestamp(ts)
+	rule, action := decisionRule(pd.d)
+	putBlockedAttributes(sp.Attributes(), pd.d, rule, action)
+	sp.Attributes().PutStr(attrEnforcementWorkload, pd.key)
+	sp.Attributes().PutBool(attrEnforcementUnmatched, true)
+	sp.Status().SetCode(ptrace.StatusCodeError)
+	sp.Status().SetMessage(blockedText(pd.d, action))
+	e.tel.unmatched.Add(bgctx, 1)
+}
+
+// putBlockedAttributes: the attributes of a "blocked" event (or span).
+func putBlockedAttributes(m pcommon.Map, d enforce.Decision, rule, action string) {
+	m.PutStr(attrEnforcementRule, rule)
+	m.PutInt(attrProfileVersion, int64(d.ProfileVersion))
+	m.PutStr(attrEnforcementAction, action)
+	m.PutStr(attrEnforcementKind, string(d.Kind))
+	m.PutInt(attrProcessPID, int64(d.PID))
+	if d.Kind == enforce.KindExec {
+		m.PutStr(attrProcessExecutable, d.Executable)
+		if d.PPID != 0 {
+			m.PutInt("process.parent_pid", int64(d.PPID))
+		}
+		return
+	}
+	m.PutStr(attrPeerAddress, d.Destination.Addr().Unmap().String())
+	m.PutInt(attrPeerPort, int64(d.Destination.Port()))
+	if d.Protocol != "" {
+		m.PutStr(attrNetworkTransport, d.Protocol)
+	}
+}
+
+func blockedText(d enforce.Decision, action string) string {
+	if d.Kind == enforce.KindExec {
+		return fmt.Sprintf("exec %s: process %d killed by the kernel (outside the profile, version %d)", d.Executable, d.PID, d.ProfileVersion)
+	}
+	return fmt.Sprintf("%s %s: %s by the kernel with EPERM (outside the profile, version %d)", d.Kind, d.Destination, action, d.ProfileVersion)
+}
+
+// writeBlocked puts a "blocked" event on the span of every match (after writeStory).
+func writeBlocked(f *facts, blocked []blockMatch) {
+	for _, m := range blocked {
+		sp := f.spans[m.span].span
+		ev := sp.Events().AppendEmpty()
+		ev.SetName(blockedEventName)
+		ev.SetTimestamp(pcommon.NewTimestampFromTime(m.d.Time))
+		putBlockedAttributes(ev.Attributes(), m.d, m.rule, m.action)
+	}
+}
+
+// errNotEnforceable is the CLI's error for a promotion to enforce of an incomplete profile.
+var errNotEnforceable = errors.New("a profile must be complete (status: complete) to be enforced")
