@@ -12,6 +12,11 @@
 #define ARGV_ARG_BYTES 128
 #define MAX_ARGV 16
 #define STACK_DEPTH 48
+#define PY_STACK_DEPTH 96    // Python frames walked per stack
+#define PY_VALUES 20         // audit argument values decoded per event
+#define PY_VALUE_BYTES 128   // bytes of a str/bytes value (or a type name) copied
+#define AUDIT_NAME_BYTES 64
+#define TLS_MAX_CAPTURE 65536 // plaintext bytes of one TLS call sent at most
 
 enum event_kind {
 	EVENT_FUNC_ENTRY = 1,
@@ -22,6 +27,9 @@ enum event_kind {
 	EVENT_PROCESS_EXEC = 6,
 	EVENT_PROCESS_EXIT = 7,
 	EVENT_PROCESS_FORK = 8,
+	EVENT_PYTHON_STACK = 9,
+	EVENT_PYTHON_AUDIT = 10,
+	EVENT_TLS_DATA = 11,
 };
 
 // Argument kinds and registers: the numbering is shared with the Go package elfinfo.
@@ -39,6 +47,9 @@ enum reg_id {
 	REG_NONE = 0,
 	REG_RAX, REG_RBX, REG_RCX, REG_RDX, REG_RSI, REG_RDI,
 	REG_R8, REG_R9, REG_R10, REG_R11,
+	// Only in USDT argument specs (internal/usdt): appended so the numbering above stays.
+	REG_R12, REG_R13, REG_R14, REG_R15, REG_RBP, REG_RSP,
+	REG_COUNT,
 };
 
 enum arg_flags {
@@ -122,4 +133,110 @@ struct process_event {
 	__u32 filename_len;
 	__u32 _pad;
 	__u8 filename[PATH_BYTES];
+};
+
+// One Python frame: the code object and the instruction offset (in code units) of the frame's
+// last executed instruction. User space reads the code object's names and line table from the
+// process's memory (cached by address), which keeps the kernel side simple and bounded.
+struct py_frame {
+	__u64 code;  // PyCodeObject *
+	__u64 frame; // the _PyInterpreterFrame itself: identifies one activation across samples
+	__s32 lasti; // code units from the start of the bytecode; -1 before the first instruction
+	__u32 _pad;
+};
+
+enum py_stack_status {
+	PY_STACK_OK = 0,
+	PY_STACK_TRUNCATED = 1,      // deeper than PY_STACK_DEPTH: the outermost frames are missing
+	PY_STACK_NO_THREAD = 2,      // no Python thread state for this thread (not a Python thread)
+	PY_STACK_READ_FAILED = 3,    // interpreter memory could not be read
+};
+
+// EVENT_PYTHON_STACK: the Python call stack of the thread, sent right before the record it
+// belongs to (an audit event, a syscall, a TLS read or write) by the same thread. The record is
+// sent with only `depth` frames (bpf_ringbuf_output), so it is often shorter than the struct.
+struct python_stack_event {
+	struct event_header hdr;
+	__u32 depth;  // frames in frames, innermost first
+	__u16 status; // enum py_stack_status
+	__u16 layout; // interpreter layout id (user space's table)
+	struct py_frame frames[PY_STACK_DEPTH];
+};
+
+enum py_type {
+	PY_T_OTHER = 0, // data holds the type's name
+	PY_T_NONE = 1,
+	PY_T_BOOL = 2,
+	PY_T_INT = 3,
+	PY_T_STR = 4,
+	PY_T_BYTES = 5,
+	PY_T_TUPLE = 6,
+	PY_T_LIST = 7,
+	PY_T_DICT = 8,
+	PY_T_BYTEARRAY = 9,
+};
+
+enum py_value_flags {
+	PY_V_TRUNCATED = 1,   // data holds a prefix, or a container's items were cut
+	PY_V_READ_FAILED = 2,
+	PY_V_UNSUPPORTED = 4, // a representation the kernel side does not decode (legacy strings, big ints)
+};
+
+// One decoded Python value of an audit event's arguments, in pre-order: the arguments tuple's
+// items (parent 0xff) and, one level down, the items of those that are tuples, lists or dicts
+// (dicts as key, value, key, value...).
+struct py_value {
+	__s64 num;    // int and bool value
+	__u32 len;    // str: characters; bytes: bytes; containers: items
+	__u8 type;    // enum py_type
+	__u8 parent;  // index of the containing value, 0xff for an argument
+	__u8 flags;   // enum py_value_flags
+	__u8 kind;    // str: bytes per character (1, 2, 4); 1 and ASCII when `ascii`
+	__u8 ascii;
+	__u8 _pad[3];
+	__u32 captured; // bytes in data
+	__u8 data[PY_VALUE_BYTES];
+};
+
+// EVENT_PYTHON_AUDIT: CPython's `audit` USDT probe (sys.audit and the interpreter's own audit
+// events: socket.connect, open, subprocess.Popen, urllib.Request, ...). hdr.probe_id is the
+// interpreter binary's index in user space's table.
+struct python_audit_event {
+	struct event_header hdr;
+	__u32 name_len;
+	__u32 nvalues;   // entries used in values
+	__u32 nargs;     // items of the arguments tuple
+	__u8 args_flags; // enum py_value_flags for the tuple (truncated: more values than PY_VALUES)
+	__u8 _pad[3];
+	__u8 name[AUDIT_NAME_BYTES];
+	struct py_value values[PY_VALUES];
+};
+
+enum tls_direction {
+	TLS_WRITE = 1,
+	TLS_READ = 2,
+};
+
+enum tls_source {
+	TLS_OPENSSL = 1,
+	TLS_GO = 2,
+};
+
+enum tls_flags {
+	TLS_F_TRUNCATED = 1, // the call moved more bytes than the capture bound: the rest is not sent
+	TLS_F_READ_FAILED = 2,
+};
+
+// EVENT_TLS_DATA: plaintext passed to or returned by one TLS write or read call, up to the
+// configured capture bound (sent with only `captured` bytes of data).
+struct tls_event {
+	struct event_header hdr;
+	__u64 conn;     // SSL * (OpenSSL) or *tls.Conn (Go): the connection
+	__u32 len;      // bytes the call moved in total
+	__u32 captured; // bytes in data
+	__u8 direction; // enum tls_direction
+	__u8 source;    // enum tls_source
+	__u8 flags;     // enum tls_flags
+	__u8 _pad[5];
+	__u8 data[TLS_MAX_CAPTURE];
 };

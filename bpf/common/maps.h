@@ -12,7 +12,8 @@ enum drop_reason {
 	DROP_RINGBUF_FULL = 0,    // bpf_ringbuf_reserve failed: user space is not keeping up
 	DROP_STACK_FAILED = 1,    // bpf_get_stack returned an error (event sent without stack)
 	DROP_NEWPROC_UNPAIRED = 2,// runtime.newproc1 returned without a recorded entry
-	DROP_REASONS = 3,
+	DROP_PYTHON_STACK = 3,    // a Python process's stack could not be walked (no thread state, read error)
+	DROP_REASONS = 4,
 };
 
 struct traced_process {
@@ -96,6 +97,22 @@ static __always_inline void submit(void *e)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(e, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+// output copies a record built elsewhere (a per-CPU scratch buffer) into the ring buffer, with
+// the same wakeup policy as submit: for records whose size is only known at run time.
+// size is clamped to max (the record's full size) on the register passed to the helper, which
+// is what the verifier checks.
+static __always_inline long output(void *data, __u64 size, __u64 max)
+{
+	asm volatile("" : "+r"(size));
+	if (size > max)
+		size = max;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	long err = bpf_ringbuf_output(&events, data, size, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	if (err)
+		count_drop(DROP_RINGBUF_FULL);
+	return err;
 }
 
 static __always_inline struct traced_process *traced(__u32 tgid)

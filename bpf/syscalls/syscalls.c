@@ -7,7 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
-#include "../common/maps.h"
+#include "../common/python.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -154,6 +154,10 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (nr == NR_SENDTO && !a4)
 		return 0; // a send on a connected socket: its connect was recorded already
 
+	// A Python process: its Python stack first, so user space can attach it to this syscall.
+	if (!proc->is_go)
+		emit_python_stack(id >> 32, (__u32)id, 0);
+
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
@@ -252,6 +256,7 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	struct traced_process *target = bpf_map_lookup_elem(&traced_executables, &key);
 	struct traced_process *proc = traced(tgid);
+	bpf_map_delete_elem(&python_procs, &tgid); // a new image: user space or the audit probe tells again
 	if (target) {
 		bpf_map_update_elem(&traced_processes, &tgid, target, BPF_ANY);
 	} else if (proc && proc->is_go) {
@@ -327,6 +332,7 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u32 target_id = proc->target_id;
 	bpf_map_delete_elem(&traced_processes, &tgid);
+	bpf_map_delete_elem(&python_procs, &tgid);
 
 	struct process_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -32,6 +32,8 @@ type attacher struct {
 	builder    *spans.Builder
 	symbolizer *symbolize.Symbolizer
 	redactor   *redact.Redactor
+	python     *python     // nil unless python.enabled
+	tls        *tlsSupport // nil unless tls.enabled
 
 	targets    []*target
 	probes     []*probeInfo // index: probe id
@@ -97,10 +99,14 @@ func (a *attacher) probe(id uint32) *probeInfo {
 // attachTargets attaches executable targets by file (so processes started later are traced from
 // their first instruction) and then every matching running process.
 func (a *attacher) attachTargets() {
+	if a.tls != nil {
+		a.tls.attachLibraries()
+	}
 	for _, t := range a.targets {
 		if t.cfg.Executable == "" {
 			continue
 		}
+		a.prepareExecutable(t.cfg.Executable)
 		bin, inode, err := a.attachFile(t, t.cfg.Executable)
 		if err != nil {
 			a.warnTarget(t, "cannot attach to the executable; its processes are not traced", err)
@@ -206,6 +212,27 @@ func (a *attacher) register(t *target, info procInfo, isGo bool) {
 	})
 	if err := a.symbolizer.Prepare(info.pid); err != nil {
 		a.logger.Debug("cannot read the process's mappings for call stacks", zap.Uint32("pid", info.pid), zap.Error(err))
+	}
+	if a.python != nil && !isGo {
+		a.python.setupProcess(info)
+	}
+	if a.tls != nil {
+		a.tls.setupProcess(info, isGo)
+	}
+}
+
+// prepareExecutable probes an executable target's interpreter or TLS code before any of its
+// processes starts, so that they are seen from their first instruction.
+func (a *attacher) prepareExecutable(path string) {
+	inode, err := statInode(path)
+	if err != nil {
+		return
+	}
+	if a.python != nil {
+		a.python.setupBinary(path, fmt.Sprintf("%d:%d", inode.Dev, inode.Ino))
+	}
+	if a.tls != nil && a.cfg.TLS.Go {
+		a.tls.attachGo(path)
 	}
 }
 

@@ -3,6 +3,7 @@ package ebpfreceiver
 import (
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -29,6 +30,38 @@ type Config struct {
 	MaxOpenSpans int `mapstructure:"max_open_spans"`
 	// ProcRoot is where the host's /proc is mounted (/host/proc in the DaemonSet).
 	ProcRoot string `mapstructure:"proc_root"`
+	// Python: CPython support (audit events, Python call stacks, reconstructed function spans).
+	Python PythonConfig `mapstructure:"python"`
+	// TLS: plaintext of TLS connections (OpenSSL, Go crypto/tls) and LLM API calls in it.
+	TLS TLSConfig `mapstructure:"tls"`
+}
+
+// PythonConfig configures CPython support for traced processes that run CPython.
+type PythonConfig struct {
+	// Enabled: find CPython in traced processes and capture Python call stacks.
+	Enabled bool `mapstructure:"enabled"`
+	// Audit attaches CPython's `audit` USDT probe: audit events with their arguments.
+	Audit bool `mapstructure:"audit"`
+	// AuditEvents: audit event names (globs, e.g. "os.*", "*") recorded as span events.
+	AuditEvents []string `mapstructure:"audit_events"`
+	// SpanIdleTimeout ends the reconstructed spans of a thread with no stack sample for this long.
+	SpanIdleTimeout time.Duration `mapstructure:"span_idle_timeout"`
+}
+
+// TLSConfig configures the TLS plaintext probes.
+type TLSConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Libraries: OpenSSL libraries (file names looked up in the usual folders and in traced
+	// processes' mappings, or absolute paths) whose SSL_write/SSL_read are probed.
+	Libraries []string `mapstructure:"libraries"`
+	// Go probes crypto/tls.(*Conn).Write/Read in traced Go programs.
+	Go bool `mapstructure:"go"`
+	// CaptureBytes bounds the plaintext read per TLS call.
+	CaptureBytes int `mapstructure:"capture_bytes"`
+	// CaptureMessageContent exports the (redacted) messages sent to and received from models.
+	CaptureMessageContent bool `mapstructure:"capture_message_content"`
+	// MaxConnectionBuffer bounds the bytes buffered per connection and direction.
+	MaxConnectionBuffer int `mapstructure:"max_connection_buffer"`
 }
 
 // TargetConfig names one program and what to record of it. Processes are selected by exactly
@@ -46,6 +79,18 @@ type TargetConfig struct {
 	ContainerID string `mapstructure:"container_id"`
 	// Functions to instrument.
 	Functions []FunctionConfig `mapstructure:"functions"`
+	// PythonFunctions: Python functions whose spans are reconstructed from Python stacks.
+	PythonFunctions []PythonFunctionConfig `mapstructure:"python_functions"`
+}
+
+// PythonFunctionConfig is one Python function (or a glob of them) that becomes spans.
+type PythonFunctionConfig struct {
+	// Pattern is "module:qualname"; either part may use * globs, e.g. "*:Agent.handle_prompt".
+	Pattern string `mapstructure:"pattern"`
+	// Role, ToolName, Model: as for functions.
+	Role     string `mapstructure:"role"`
+	ToolName string `mapstructure:"tool_name"`
+	Model    string `mapstructure:"model"`
 }
 
 // FunctionConfig is one instrumented function.
@@ -124,6 +169,41 @@ func (cfg *Config) Validate() error {
 			}
 		}
 	}
+	for i, t := range cfg.Targets {
+		if len(t.PythonFunctions) > 0 && !cfg.Python.Enabled {
+			return fmt.Errorf(`targets[%d] (%s): "python_functions" need "python.enabled: true"`, i, t.Name)
+		}
+		for j, f := range t.PythonFunctions {
+			fwhere := fmt.Sprintf("targets[%d] (%s) python_functions[%d]", i, t.Name, j)
+			if _, _, err := parsePythonPattern(f.Pattern); err != nil {
+				return fmt.Errorf(`%s: "pattern": %w`, fwhere, err)
+			}
+			if !validRoles[f.Role] {
+				return fmt.Errorf(`%s (%s): "role" must be one of prompt, inference, tool, egress, function; got %q`, fwhere, f.Pattern, f.Role)
+			}
+		}
+	}
+	for i, e := range cfg.Python.AuditEvents {
+		if _, err := path.Match(e, ""); err != nil || e == "" {
+			return fmt.Errorf(`"python.audit_events[%d]": %q is not a valid event name or glob`, i, e)
+		}
+	}
+	if cfg.Python.SpanIdleTimeout <= 0 {
+		return fmt.Errorf(`"python.span_idle_timeout" must be positive, got %v`, cfg.Python.SpanIdleTimeout)
+	}
+	if cfg.TLS.Enabled {
+		if cfg.TLS.CaptureBytes < 1 || cfg.TLS.CaptureBytes > probes.TLSMaxCaptureBytes {
+			return fmt.Errorf(`"tls.capture_bytes" must be between 1 and %d, got %d`, probes.TLSMaxCaptureBytes, cfg.TLS.CaptureBytes)
+		}
+		for i, l := range cfg.TLS.Libraries {
+			if l == "" || (strings.Contains(l, "/") && !strings.HasPrefix(l, "/")) {
+				return fmt.Errorf(`"tls.libraries[%d]" must be a file name or an absolute path, got %q`, i, l)
+			}
+		}
+		if cfg.TLS.MaxConnectionBuffer < 4096 {
+			return fmt.Errorf(`"tls.max_connection_buffer" must be at least 4096 bytes, got %d`, cfg.TLS.MaxConnectionBuffer)
+		}
+	}
 	for _, s := range cfg.Syscalls {
 		if _, ok := probes.SyscallBits[s]; !ok {
 			return fmt.Errorf(`"syscalls": unknown syscall %q (known: accept, connect, execve, openat, sendto)`, s)
@@ -142,6 +222,20 @@ func (cfg *Config) Validate() error {
 		return fmt.Errorf(`"proc_root" must be an absolute path, got %q`, cfg.ProcRoot)
 	}
 	return nil
+}
+
+// parsePythonPattern splits "module:qualname" and checks both globs.
+func parsePythonPattern(p string) (module, qualname string, err error) {
+	module, qualname, ok := strings.Cut(p, ":")
+	if !ok || module == "" || qualname == "" {
+		return "", "", fmt.Errorf(`%q must be "module:qualname" (e.g. "customer_agent:Tools.export_customer_data" or "*:Agent.handle_prompt")`, p)
+	}
+	for _, g := range []string{module, qualname} {
+		if _, err := path.Match(g, ""); err != nil {
+			return "", "", fmt.Errorf("%q: bad glob %q: %w", p, g, err)
+		}
+	}
+	return module, qualname, nil
 }
 
 // parseArg splits "name" or "name:policy".

@@ -50,12 +50,32 @@ func TestLoadConfig(t *testing.T) {
 		},
 		Syscalls: []string{"connect", "execve"}, CallStacks: false, RingBufferSize: 1 << 20,
 		FlushInterval: 500 * time.Millisecond, MaxOpenSpans: 5000, ProcRoot: "/host/proc",
+		Python: PythonConfig{Enabled: true, Audit: true, AuditEvents: []string{"socket.connect", "os.*"}, SpanIdleTimeout: 5 * time.Second},
+		TLS: TLSConfig{Enabled: true, Libraries: []string{"libssl.so.3", "/opt/openssl/lib/libssl.so.3"}, Go: false, CaptureBytes: 8192,
+			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n got %+v\nwant %+v", cfg, want)
 	}
 	if m := cfg.syscallMask(); m != 1|1<<3 {
 		t.Errorf("syscall mask %#x", m)
+	}
+}
+
+func TestLoadPythonConfig(t *testing.T) {
+	cfg, err := loadConfig(t, component.NewIDWithName(componentType, "python_agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PythonFunctionConfig{
+		{Pattern: "customer_agent:Agent.handle_prompt", Role: "prompt"},
+		{Pattern: "*:Tools.export_*", Role: "tool", ToolName: "customer-data-export"},
+	}
+	if !reflect.DeepEqual(cfg.Targets[0].PythonFunctions, want) {
+		t.Errorf("python_functions %+v", cfg.Targets[0].PythonFunctions)
+	}
+	if !cfg.Python.Enabled || !cfg.TLS.Enabled || cfg.TLS.CaptureMessageContent || cfg.TLS.CaptureBytes != 16384 {
+		t.Errorf("defaults: python %+v tls %+v", cfg.Python, cfg.TLS)
 	}
 }
 
@@ -74,6 +94,14 @@ func TestConfigErrors(t *testing.T) {
 		{"relative_executable", `"executable" must be an absolute path`},
 		{"too_many_args", `"args" may capture at most 4 arguments`},
 		{"bad_container", `"container_id" must be 64 lowercase hex characters`},
+		{"bad_pattern", `targets[0] (a) python_functions[0]: "pattern": "handle_prompt" must be "module:qualname"`},
+		{"bad_pattern_glob", `"pattern": "m:[x": bad glob`},
+		{"bad_python_role", `python_functions[0] (m:f): "role" must be one of`},
+		{"bad_capture", `"tls.capture_bytes" must be between 1 and 65536, got 1000000`},
+		{"bad_library", `"tls.libraries[0]" must be a file name or an absolute path`},
+		{"bad_audit_glob", `"python.audit_events[0]": "os.[" is not a valid`},
+		{"bad_idle", `"python.span_idle_timeout" must be positive`},
+		{"python_disabled", `targets[0] (a): "python_functions" need "python.enabled: true"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,7 +68,16 @@ func (r *ebpfReceiver) handle(raw []byte) {
 			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
 			return
 		}
-		r.builder.SyscallEnter(hdr, r.decodeSyscall((*probes.SyscallEvent)(unsafe.Pointer(&raw[0]))))
+		sc := r.decodeSyscall((*probes.SyscallEvent)(unsafe.Pointer(&raw[0])))
+		if r.python != nil {
+			if st := r.python.take(hdr, r.targetName(h.Tgid)); st != nil {
+				r.builder.ObserveStack(hdr, st.funcs, st.truncated)
+				if len(st.frames) > 0 {
+					sc.NativeStack, sc.Stack = sc.Stack, st.frames
+				}
+			}
+		}
+		r.builder.SyscallEnter(hdr, sc)
 	case probes.KindSyscallExit:
 		if len(raw) < sizeSyscallExit {
 			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
@@ -84,16 +93,40 @@ func (r *ebpfReceiver) handle(raw []byte) {
 		e := (*probes.ProcessEvent)(unsafe.Pointer(&raw[0]))
 		switch h.Kind {
 		case probes.KindProcessExec:
+			r.tlsProcessGone(h.Tgid)
+			if r.python != nil {
+				r.python.forget(h.Tgid)
+			}
 			r.attacher.onExec(h.Tgid, e.TargetId, cString(e.Filename[:], e.FilenameLen))
 		case probes.KindProcessFork:
 			r.attacher.onFork(hdr, e.ChildTgid, e.TargetId)
 		case probes.KindProcessExit:
+			r.tlsProcessGone(h.Tgid)
+			if r.python != nil {
+				r.python.forget(h.Tgid)
+			}
 			r.builder.ProcessExit(hdr)
 			r.attacher.onExit(h.Tgid)
 		}
+	case probes.KindPythonStack:
+		if r.python == nil || !r.python.onStack(hdr, raw) {
+			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+		}
+	case probes.KindPythonAudit:
+		r.onAudit(hdr, raw)
+	case probes.KindTLSData:
+		r.onTLS(hdr, raw)
 	default:
 		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
 	}
+}
+
+// targetName is the name of the target a traced process belongs to ("" when unknown).
+func (r *ebpfReceiver) targetName(pid uint32) string {
+	if t := r.attacher.traced[pid]; t != nil {
+		return t.cfg.Name
+	}
+	return ""
 }
 
 func (r *ebpfReceiver) decodeArgs(pi *probeInfo, e *probes.FuncArgsEvent) []spans.ArgValue {

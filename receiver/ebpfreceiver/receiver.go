@@ -36,6 +36,8 @@ type ebpfReceiver struct {
 	// Owned by the reader goroutine after Start.
 	builder      *spans.Builder
 	attacher     *attacher
+	python       *python     // nil unless python.enabled
+	tls          *tlsSupport // nil unless tls.enabled
 	clock        monoClock
 	lastCounters spans.Counters
 
@@ -63,6 +65,10 @@ func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
 		RingBufferBytes: uint32(r.cfg.RingBufferSize),
 		SyscallMask:     r.cfg.syscallMask(),
 		CaptureStacks:   r.cfg.CallStacks,
+		Python:          r.cfg.Python.Enabled && r.cfg.Python.Audit,
+		PythonStacks:    r.cfg.Python.Enabled,
+		TLS:             r.cfg.TLS.Enabled,
+		TLSCaptureBytes: uint32(r.cfg.TLS.CaptureBytes),
 	})
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: %w", err)
@@ -80,6 +86,14 @@ func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
 	r.clock = newMonoClock()
 	r.attacher = newAttacher(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
+	if r.cfg.Python.Enabled {
+		r.python = newPython(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
+		r.attacher.python = r.python
+	}
+	if r.cfg.TLS.Enabled {
+		r.tls = newTLS(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
+		r.attacher.tls = r.tls
+	}
 
 	r.attacher.attachTargets()
 	r.logger.Info("ebpf receiver started",
@@ -116,6 +130,15 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 		r.wg.Wait()
 		if r.reader != nil {
 			err = errors.Join(err, r.reader.Close())
+		}
+		if r.tls != nil && r.builder != nil {
+			// Exchanges still waiting for their end are sent as they are.
+			for _, ex := range r.tls.tracker.Expire(time.Now().Add(1000 * time.Hour)) {
+				r.emitExchange(ex)
+			}
+		}
+		if r.python != nil {
+			r.python.reader.Close()
 		}
 		if r.builder != nil {
 			r.builder.Abandon(r.clock.wall(r.clock.now()), "collector shut down before the call returned")
@@ -169,6 +192,13 @@ func (r *ebpfReceiver) readLoop(ctx context.Context) {
 const maxBatchSpans = 4096
 
 func (r *ebpfReceiver) flush(ctx context.Context) {
+	if r.tls != nil || r.python != nil {
+		now := r.clock.wall(r.clock.now())
+		r.tlsHousekeeping(now)
+		if r.python != nil {
+			r.builder.ExpireObserved(now, r.cfg.Python.SpanIdleTimeout)
+		}
+	}
 	counters := r.builder.Counters()
 	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)
 	r.lastCounters = counters

@@ -354,7 +354,7 @@ func printStory(t jaeger.Trace) {
 		fmt.Printf("%s %s%s  [%s pid %s, %v]\n", start.Format("15:04:05.000"), strings.Repeat("  ", depth), s.OperationName,
 			proc.ServiceName, jaeger.Tag(proc.Tags, "process.pid"), time.Duration(s.Duration)*time.Microsecond)
 		for _, key := range []string{"code.function.name", "agenttrail.arg.prompt", "agenttrail.arg.query", "agenttrail.arg.destination",
-			"gen_ai.request.model", "network.peer.address", "network.peer.port", "process.command_line"} {
+			"gen_ai.request.model", "gen_ai.provider.name", "agenttrail.tool_calls.names", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "network.peer.address", "network.peer.port", "process.command_line"} {
 			if v := jaeger.Tag(s.Tags, key); v != "" {
 				fmt.Printf("%s   %s = %s\n", indent, key, oneLine(v))
 			}

@@ -4,3 +4,5 @@ package probes
 
 //go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type event_header -type func_event -type func_args_event -type func_arg -type goroutine_event -type probe_spec -type arg_spec -type traced_process uprobe ../../../../bpf/uprobe/uprobe.c -- -I/usr/include/x86_64-linux-gnu
 //go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type syscall_event -type syscall_exit_event -type process_event -type inode_key syscalls ../../../../bpf/syscalls/syscalls.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type python_audit_event -type py_value -type python_stack_event -type py_frame -type python_layout -type python_binary -type usdt_arg -type python_proc python ../../../../bpf/python/python.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type tls_event tls ../../../../bpf/tls/tls.c -- -I/usr/include/x86_64-linux-gnu

@@ -3,6 +3,7 @@ package probes
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -23,6 +24,15 @@ type (
 	ArgSpec          = uprobeArgSpec
 	TracedProcess    = uprobeTracedProcess
 	InodeKey         = syscallsInodeKey
+	PythonStackEvent = pythonPythonStackEvent
+	PyFrame          = pythonPyFrame
+	PythonAuditEvent = pythonPythonAuditEvent
+	PyValue          = pythonPyValue
+	PythonLayout     = pythonPythonLayout
+	PythonBinary     = pythonPythonBinary
+	UsdtArg          = pythonUsdtArg
+	PythonProc       = pythonPythonProc
+	TLSEvent         = tlsTlsEvent
 )
 
 // Event kinds (enum event_kind).
@@ -35,7 +45,62 @@ const (
 	KindProcessExec     = 6
 	KindProcessExit     = 7
 	KindProcessFork     = 8
+	KindPythonStack     = 9
+	KindPythonAudit     = 10
+	KindTLSData         = 11
 )
+
+// Python stack status (enum py_stack_status).
+const (
+	PyStackOK         = 0
+	PyStackTruncated  = 1
+	PyStackNoThread   = 2
+	PyStackReadFailed = 3
+)
+
+// Python value types (enum py_type) and flags (enum py_value_flags).
+const (
+	PyOther     = 0
+	PyNone      = 1
+	PyBool      = 2
+	PyInt       = 3
+	PyStr       = 4
+	PyBytes     = 5
+	PyTuple     = 6
+	PyList      = 7
+	PyDict      = 8
+	PyByteArray = 9
+
+	PyValueTruncated   = 1
+	PyValueReadFailed  = 2
+	PyValueUnsupported = 4
+	PyTopLevel         = 0xff
+)
+
+// USDT argument kinds (enum usdt_arg_kind).
+const (
+	USDTArgConst = 1
+	USDTArgReg   = 2
+	USDTArgMem   = 3
+)
+
+// TLS record fields (enum tls_direction, tls_source, tls_flags) and the OpenSSL attach cookies.
+const (
+	TLSWrite = 1
+	TLSRead  = 2
+
+	TLSOpenSSL = 1
+	TLSGo      = 2
+
+	TLSTruncated  = 1
+	TLSReadFailed = 2
+
+	SSLCookieRead = 1
+	SSLCookieEx   = 2
+)
+
+// PyNoneOffset marks a PythonLayout field that the version does not have.
+const PyNoneOffset = 0xffffffff
 
 // Argument kinds (enum arg_kind) and flags.
 const (
@@ -56,6 +121,13 @@ const (
 	ArgCaptureBytes = 256
 	MaxProbes       = 4096
 	StackDepth      = 48
+	PyStackDepth    = 96
+	PyValues        = 20
+	PyValueBytes    = 128
+	// TLSMaxCaptureBytes bounds Options.TLSCaptureBytes (TLS_MAX_CAPTURE).
+	TLSMaxCaptureBytes = 65536
+	MaxPythonLayouts   = 16
+	MaxPythonBinaries  = 256
 )
 
 // Syscalls the programs can trace (enum traced_syscall), by the names used in the config.
@@ -68,7 +140,7 @@ var SyscallBits = map[string]uint32{
 }
 
 // Drop reasons (enum drop_reason), by the names used in metrics.
-var DropReasons = []string{"ring_buffer_full", "stack_unavailable", "goroutine_create_unpaired"}
+var DropReasons = []string{"ring_buffer_full", "stack_unavailable", "goroutine_create_unpaired", "python_stack_unavailable"}
 
 // Options set before the programs are loaded.
 type Options struct {
@@ -78,12 +150,23 @@ type Options struct {
 	// WakeupBytes: the reader is woken once this much data waits (default: a 32nd of the ring
 	// buffer); below that it reads at its own polling interval.
 	WakeupBytes uint64
+	// Python loads the audit USDT program; PythonStacks walks Python stacks (audit events,
+	// syscalls and TLS calls of Python processes).
+	Python       bool
+	PythonStacks bool
+	// TLS loads the TLS plaintext programs; TLSCaptureBytes bounds the bytes sent per call.
+	TLS             bool
+	TLSCaptureBytes uint32
 }
 
 // Set is the loaded kernel side: the programs, their shared maps and the links attached so far.
 type Set struct {
 	sys    syscallsObjects
 	up     uprobeObjects
+	py     pythonObjects
+	tls    tlsObjects
+	hasPy  bool
+	hasTLS bool
 	links  []link.Link
 	closed bool
 }
@@ -95,6 +178,9 @@ func Load(opts Options) (*Set, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock rlimit: %w", err)
 	}
+	if opts.TLSCaptureBytes > TLSMaxCaptureBytes {
+		return nil, fmt.Errorf("TLS capture of %d bytes per call is over the limit of %d", opts.TLSCaptureBytes, TLSMaxCaptureBytes)
+	}
 	sysSpec, err := loadSyscalls()
 	if err != nil {
 		return nil, fmt.Errorf("parse syscall programs: %w", err)
@@ -103,26 +189,52 @@ func Load(opts Options) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse function programs: %w", err)
 	}
-	for _, spec := range []*ebpf.CollectionSpec{sysSpec, upSpec} {
+	specs := []*ebpf.CollectionSpec{sysSpec, upSpec}
+	var pySpec, tlsSpec *ebpf.CollectionSpec
+	if opts.Python {
+		if pySpec, err = loadPython(); err != nil {
+			return nil, fmt.Errorf("parse Python programs: %w", err)
+		}
+		specs = append(specs, pySpec)
+	}
+	if opts.TLS {
+		if tlsSpec, err = loadTls(); err != nil {
+			return nil, fmt.Errorf("parse TLS programs: %w", err)
+		}
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return nil, fmt.Errorf("count CPUs: %w", err)
+		}
+		tlsSpec.Maps["tls_scratch"].MaxEntries = uint32(cpus)
+		specs = append(specs, tlsSpec)
+	}
+	stacks := uint8(0)
+	if opts.CaptureStacks {
+		stacks = 1
+	}
+	pyStacks := uint8(0)
+	if opts.PythonStacks {
+		pyStacks = 1
+	}
+	for _, spec := range specs {
 		if opts.RingBufferBytes != 0 {
 			spec.Maps["events"].MaxEntries = opts.RingBufferBytes
-		}
-		if err := spec.Variables["syscall_mask"].Set(opts.SyscallMask); err != nil {
-			return nil, fmt.Errorf("set syscall mask: %w", err)
-		}
-		stacks := uint8(0)
-		if opts.CaptureStacks {
-			stacks = 1
-		}
-		if err := spec.Variables["capture_stacks"].Set(stacks); err != nil {
-			return nil, fmt.Errorf("set capture_stacks: %w", err)
 		}
 		wakeup := opts.WakeupBytes
 		if wakeup == 0 {
 			wakeup = uint64(spec.Maps["events"].MaxEntries) / 32
 		}
-		if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
-			return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+		for name, value := range map[string]any{
+			"syscall_mask": opts.SyscallMask, "capture_stacks": stacks, "wakeup_bytes": wakeup,
+			"python_stacks": pyStacks, "tls_capture_bytes": opts.TLSCaptureBytes,
+		} {
+			v, ok := spec.Variables[name]
+			if !ok {
+				continue
+			}
+			if err := v.Set(value); err != nil {
+				return nil, fmt.Errorf("set %s: %w", name, err)
+			}
 		}
 	}
 
@@ -136,10 +248,37 @@ func Load(opts Options) (*Set, error) {
 		"traced_executables": s.sys.TracedExecutables,
 		"probe_specs":        s.sys.ProbeSpecs,
 		"drops":              s.sys.Drops,
+		"python_layouts":     s.sys.PythonLayouts,
+		"python_binaries":    s.sys.PythonBinaries,
+		"python_procs":       s.sys.PythonProcs,
+		"python_threads":     s.sys.PythonThreads,
 	}
-	if err := upSpec.LoadAndAssign(&s.up, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+	sharedWith := func(spec *ebpf.CollectionSpec) *ebpf.CollectionOptions {
+		m := map[string]*ebpf.Map{}
+		for name, mp := range shared {
+			if _, ok := spec.Maps[name]; ok {
+				m[name] = mp
+			}
+		}
+		return &ebpf.CollectionOptions{MapReplacements: m}
+	}
+	if err := upSpec.LoadAndAssign(&s.up, sharedWith(upSpec)); err != nil {
 		s.sys.Close()
 		return nil, fmt.Errorf("load function programs: %w", verifierDetail(err))
+	}
+	if pySpec != nil {
+		if err := pySpec.LoadAndAssign(&s.py, sharedWith(pySpec)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("load Python programs: %w", verifierDetail(err))
+		}
+		s.hasPy = true
+	}
+	if tlsSpec != nil {
+		if err := tlsSpec.LoadAndAssign(&s.tls, sharedWith(tlsSpec)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("load TLS programs: %w", verifierDetail(err))
+		}
+		s.hasTLS = true
 	}
 
 	for _, tp := range []struct {
@@ -178,6 +317,37 @@ func (s *Set) FuncEntry() *ebpf.Program        { return s.up.FuncEntry }
 func (s *Set) FuncReturn() *ebpf.Program       { return s.up.FuncReturn }
 func (s *Set) GoNewproc1() *ebpf.Program       { return s.up.GoNewproc1 }
 func (s *Set) GoNewproc1Return() *ebpf.Program { return s.up.GoNewproc1Return }
+
+// PythonAudit is the audit USDT program (nil unless Options.Python).
+func (s *Set) PythonAudit() *ebpf.Program { return s.py.PythonAudit }
+
+// TLS programs (nil unless Options.TLS).
+func (s *Set) SSLEntry() *ebpf.Program     { return s.tls.SslEntry }
+func (s *Set) SSLReturn() *ebpf.Program    { return s.tls.SslReturn }
+func (s *Set) GoTLSWrite() *ebpf.Program   { return s.tls.GoTlsWrite }
+func (s *Set) GoTLSRead() *ebpf.Program    { return s.tls.GoTlsRead }
+func (s *Set) GoTLSReadRet() *ebpf.Program { return s.tls.GoTlsReadRet }
+
+// SetPythonLayout stores one interpreter version's structure offsets under id (1-based).
+func (s *Set) SetPythonLayout(id uint32, l PythonLayout) error {
+	if id == 0 || id >= MaxPythonLayouts {
+		return fmt.Errorf("Python layout id %d out of range", id)
+	}
+	return s.sys.PythonLayouts.Put(id, l)
+}
+
+// SetPythonBinary describes an interpreter binary; idx is its audit probe's attach cookie.
+func (s *Set) SetPythonBinary(idx uint32, b PythonBinary) error {
+	if idx >= MaxPythonBinaries {
+		return fmt.Errorf("Python binary %d over the limit of %d interpreters", idx, MaxPythonBinaries)
+	}
+	return s.sys.PythonBinaries.Put(idx, b)
+}
+
+// SetPythonProcess tells the kernel that a traced process runs a known CPython.
+func (s *Set) SetPythonProcess(tgid uint32, p PythonProc) error {
+	return s.sys.PythonProcs.Put(tgid, p)
+}
 
 // SetProbe stores what a function probe captures; its id is the attach cookie.
 func (s *Set) SetProbe(id uint32, spec ProbeSpec) error {
@@ -239,11 +409,32 @@ func (s *Set) Close() error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
-	}
+	errs := closeLinks(s.links)
 	s.links = nil
+	if s.hasTLS {
+		errs = append(errs, s.tls.Close())
+	}
+	if s.hasPy {
+		errs = append(errs, s.py.Close())
+	}
 	errs = append(errs, s.up.Close(), s.sys.Close())
 	return errors.Join(errs...)
+}
+
+// closeLinks detaches links concurrently. Removing a uprobe waits for an RCU grace period in the
+// kernel; one after the other, a few dozen of them took over ten seconds of collector shutdown.
+func closeLinks(links []link.Link) []error {
+	errs := make([]error, len(links))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = l.Close()
+		}()
+	}
+	wg.Wait()
+	return errs
 }

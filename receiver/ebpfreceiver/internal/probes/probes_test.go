@@ -2,8 +2,10 @@ package probes
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -32,6 +34,14 @@ func TestRecordLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pySpec, err := loadPython()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSpec, err := loadTls()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		spec *ebpf.CollectionSpec
@@ -48,6 +58,18 @@ func TestRecordLayout(t *testing.T) {
 		{"syscall_exit_event", sysSpec, SyscallExitEvent{}},
 		{"process_event", sysSpec, ProcessEvent{}},
 		{"inode_key", sysSpec, InodeKey{}},
+		{"python_stack_event", pySpec, PythonStackEvent{}},
+		{"py_frame", pySpec, PyFrame{}},
+		{"python_audit_event", pySpec, PythonAuditEvent{}},
+		{"py_value", pySpec, PyValue{}},
+		{"python_layout", pySpec, PythonLayout{}},
+		{"python_binary", pySpec, PythonBinary{}},
+		{"usdt_arg", pySpec, UsdtArg{}},
+		{"python_proc", pySpec, PythonProc{}},
+		{"tls_event", tlsSpec, TLSEvent{}},
+		// The syscalls object owns the shared Python maps: its view of the values must agree.
+		{"python_layout", sysSpec, PythonLayout{}},
+		{"python_proc", sysSpec, PythonProc{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,12 +101,18 @@ func TestRecordLayout(t *testing.T) {
 
 func TestLoadAndClose(t *testing.T) {
 	requireKernel(t)
-	s, err := Load(Options{RingBufferBytes: 1 << 20, SyscallMask: 0x1f, CaptureStacks: true})
+	s, err := Load(Options{RingBufferBytes: 1 << 20, SyscallMask: 0x1f, CaptureStacks: true,
+		Python: true, PythonStacks: true, TLS: true, TLSCaptureBytes: TLSMaxCaptureBytes})
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		t.Skipf("kernel lacks a feature the programs need: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []*ebpf.Program{s.PythonAudit(), s.SSLEntry(), s.SSLReturn(), s.GoTLSWrite(), s.GoTLSRead(), s.GoTLSReadRet()} {
+		if p == nil {
+			t.Fatal("a Python or TLS program is not loaded")
+		}
 	}
 	if err := s.TraceProcess(uint32(os.Getpid()), TracedProcess{TargetId: 1}); err != nil {
 		t.Fatal(err)
@@ -110,5 +138,49 @@ func TestLoadAndClose(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
+	}
+}
+
+// TestVerifierBudget loads every program with the settings that make the verifier walk the most
+// code (all syscalls, Python stacks, the largest TLS capture) and keeps each well under the
+// kernel's limit of a million instructions: loops over Python frames, audit values and TLS data
+// are bounded, and a change that makes their verification explode fails here first.
+func TestVerifierBudget(t *testing.T) {
+	requireKernel(t)
+	for _, load := range []func() (*ebpf.CollectionSpec, error){loadSyscalls, loadUprobe, loadPython, loadTls} {
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, value := range map[string]any{"syscall_mask": uint32(0x1f), "python_stacks": uint8(1), "capture_stacks": uint8(1), "tls_capture_bytes": uint32(TLSMaxCaptureBytes)} {
+			if v, ok := spec.Variables[name]; ok {
+				if err := v.Set(value); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if m, ok := spec.Maps["tls_scratch"]; ok {
+			m.MaxEntries = 4
+		}
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
+		if err != nil {
+			t.Fatal(verifierDetail(err))
+		}
+		for name, p := range coll.Programs {
+			log := p.VerifierLog
+			i := strings.Index(log, "processed ")
+			if i < 0 {
+				continue
+			}
+			var n int
+			if _, err := fmt.Sscanf(log[i:], "processed %d insns", &n); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			t.Logf("%s: %d instructions verified", name, n)
+			if n > 250000 {
+				t.Errorf("%s: the verifier walked %d instructions (limit 1000000, budget 250000)", name, n)
+			}
+		}
+		coll.Close()
 	}
 }

@@ -52,6 +52,97 @@ type syscallsProcessEvent struct {
 	Filename    [256]uint8
 }
 
+type syscallsPythonBinary struct {
+	_            structs.HostLayout
+	ProbeVaddr   uint64
+	RuntimeVaddr uint64
+	Layout       uint32
+	Pad          uint32
+	Args         [2]struct {
+		_        structs.HostLayout
+		Offset   int64
+		Kind     uint8
+		Reg      uint8
+		Size     uint8
+		IsSigned uint8
+		Pad      uint32
+	}
+}
+
+type syscallsPythonLayout struct {
+	_                    structs.HostLayout
+	RuntimeTstateCurrent uint32
+	RuntimeInterpHead    uint32
+	InterpThreadsHead    uint32
+	TstateNext           uint32
+	TstateThreadId       uint32
+	TstateFrame          uint32
+	CframeCurrentFrame   uint32
+	FrameCode            uint32
+	FramePrevious        uint32
+	FramePrevInstr       uint32
+	FrameOwner           uint32
+	CodeBytecode         uint32
+	ObjectType           uint32
+	VarSize              uint32
+	TypeName             uint32
+	TypeFlags            uint32
+	UnicodeLength        uint32
+	UnicodeState         uint32
+	UnicodeAsciiData     uint32
+	UnicodeCompactData   uint32
+	BytesData            uint32
+	TupleItems           uint32
+	ListItems            uint32
+	LongDigits           uint32
+	DictKeys             uint32
+	DictValues           uint32
+	KeysLog2IndexBytes   uint32
+	KeysKind             uint32
+	KeysNentries         uint32
+	KeysIndices          uint32
+	FrameWindow          uint32
+	FrameOwnerCstack     uint8
+	CodeUnitShift        uint8
+	FrameWindowSize      uint8
+	Pad                  uint8
+}
+
+type syscallsPythonProc struct {
+	_       structs.HostLayout
+	Runtime uint64
+	Layout  uint32
+	Pad     uint32
+}
+
+type syscallsPythonScratch struct {
+	_ structs.HostLayout
+	E struct {
+		_   structs.HostLayout
+		Hdr struct {
+			_        structs.HostLayout
+			TsNs     uint64
+			CgroupId uint64
+			Routine  uint64
+			Kind     uint32
+			Tgid     uint32
+			Tid      uint32
+			ProbeId  uint32
+		}
+		Depth  uint32
+		Status uint16
+		Layout uint16
+		Frames [96]struct {
+			_     structs.HostLayout
+			Code  uint64
+			Frame uint64
+			Lasti int32
+			Pad   uint32
+		}
+	}
+	Window [64]uint8
+}
+
 type syscallsSyscallEvent struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -115,6 +206,11 @@ const (
 	syscallsMapEvents                 = "events"
 	syscallsMapForkRoutines           = "fork_routines"
 	syscallsMapProbeSpecs             = "probe_specs"
+	syscallsMapPythonBinaries         = "python_binaries"
+	syscallsMapPythonLayouts          = "python_layouts"
+	syscallsMapPythonProcs            = "python_procs"
+	syscallsMapPythonStackScratch     = "python_stack_scratch"
+	syscallsMapPythonThreads          = "python_threads"
 	syscallsMapTracedExecutables      = "traced_executables"
 	syscallsMapTracedProcesses        = "traced_processes"
 	syscallsProgProcessExec           = "process_exec"
@@ -123,6 +219,7 @@ const (
 	syscallsProgSysEnter              = "sys_enter"
 	syscallsProgSysExit               = "sys_exit"
 	syscallsVarCaptureStacks          = "capture_stacks"
+	syscallsVarPythonStacks           = "python_stacks"
 	syscallsVarSyscallMask            = "syscall_mask"
 	syscallsVarUnusedInodeKey         = "unused_inode_key"
 	syscallsVarUnusedProbeSpec        = "unused_probe_spec"
@@ -186,12 +283,17 @@ type syscallsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syscallsMapSpecs struct {
-	Drops             *ebpf.MapSpec `ebpf:"drops"`
-	Events            *ebpf.MapSpec `ebpf:"events"`
-	ForkRoutines      *ebpf.MapSpec `ebpf:"fork_routines"`
-	ProbeSpecs        *ebpf.MapSpec `ebpf:"probe_specs"`
-	TracedExecutables *ebpf.MapSpec `ebpf:"traced_executables"`
-	TracedProcesses   *ebpf.MapSpec `ebpf:"traced_processes"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	ForkRoutines       *ebpf.MapSpec `ebpf:"fork_routines"`
+	ProbeSpecs         *ebpf.MapSpec `ebpf:"probe_specs"`
+	PythonBinaries     *ebpf.MapSpec `ebpf:"python_binaries"`
+	PythonLayouts      *ebpf.MapSpec `ebpf:"python_layouts"`
+	PythonProcs        *ebpf.MapSpec `ebpf:"python_procs"`
+	PythonStackScratch *ebpf.MapSpec `ebpf:"python_stack_scratch"`
+	PythonThreads      *ebpf.MapSpec `ebpf:"python_threads"`
+	TracedExecutables  *ebpf.MapSpec `ebpf:"traced_executables"`
+	TracedProcesses    *ebpf.MapSpec `ebpf:"traced_processes"`
 }
 
 // syscallsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -199,6 +301,7 @@ type syscallsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type syscallsVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedInodeKey         *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
@@ -229,12 +332,17 @@ func (o *syscallsObjects) Close() error {
 //
 // It can be passed to loadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syscallsMaps struct {
-	Drops             *ebpf.Map `ebpf:"drops"`
-	Events            *ebpf.Map `ebpf:"events"`
-	ForkRoutines      *ebpf.Map `ebpf:"fork_routines"`
-	ProbeSpecs        *ebpf.Map `ebpf:"probe_specs"`
-	TracedExecutables *ebpf.Map `ebpf:"traced_executables"`
-	TracedProcesses   *ebpf.Map `ebpf:"traced_processes"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	Events             *ebpf.Map `ebpf:"events"`
+	ForkRoutines       *ebpf.Map `ebpf:"fork_routines"`
+	ProbeSpecs         *ebpf.Map `ebpf:"probe_specs"`
+	PythonBinaries     *ebpf.Map `ebpf:"python_binaries"`
+	PythonLayouts      *ebpf.Map `ebpf:"python_layouts"`
+	PythonProcs        *ebpf.Map `ebpf:"python_procs"`
+	PythonStackScratch *ebpf.Map `ebpf:"python_stack_scratch"`
+	PythonThreads      *ebpf.Map `ebpf:"python_threads"`
+	TracedExecutables  *ebpf.Map `ebpf:"traced_executables"`
+	TracedProcesses    *ebpf.Map `ebpf:"traced_processes"`
 }
 
 func (m *syscallsMaps) Close() error {
@@ -243,6 +351,11 @@ func (m *syscallsMaps) Close() error {
 		m.Events,
 		m.ForkRoutines,
 		m.ProbeSpecs,
+		m.PythonBinaries,
+		m.PythonLayouts,
+		m.PythonProcs,
+		m.PythonStackScratch,
+		m.PythonThreads,
 		m.TracedExecutables,
 		m.TracedProcesses,
 	)
@@ -253,6 +366,7 @@ func (m *syscallsMaps) Close() error {
 // It can be passed to loadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syscallsVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
+	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedInodeKey         *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.Variable `ebpf:"unused_probe_spec"`

@@ -49,8 +49,9 @@ type spanRef struct {
 }
 
 type routine struct {
-	stack     []*span
-	inherited spanRef // the creating goroutine's innermost span at creation time
+	stack      []*span
+	inherited  spanRef   // the creating goroutine's innermost span at creation time
+	lastSample time.Time // last stack sample (ObserveStack) of this thread
 }
 
 type span struct {
@@ -63,6 +64,10 @@ type span struct {
 	probe  *Probe
 	attrs  pcommon.Map
 	events ptrace.SpanEventSlice
+	// Reconstructed from stack samples (ObserveStack): the activation and when it was last seen.
+	observed bool
+	key      [2]uint64
+	lastSeen time.Time
 }
 
 type process struct {
@@ -220,7 +225,7 @@ func (b *Builder) FuncReturn(h Header, probeID uint32) {
 	r, _ := p.routineFor(h)
 	i := len(r.stack) - 1
 	for ; i >= 0; i-- {
-		if r.stack[i].probe.ID == probeID {
+		if !r.stack[i].observed && r.stack[i].probe.ID == probeID {
 			break
 		}
 	}
@@ -371,6 +376,11 @@ func (b *Builder) closeProcess(p *process, now time.Time, syscallMsg, callMsg st
 	}
 	for _, r := range p.routines {
 		for j := len(r.stack) - 1; j >= 0; j-- {
+			if s := r.stack[j]; s.observed {
+				// Seen on the stack until lastSeen: that is all that is known of its end.
+				b.finish(p, s, s.lastSeen, "")
+				continue
+			}
 			b.counters.ProcessExitSpans++
 			b.finish(p, r.stack[j], now, callMsg)
 		}
@@ -549,6 +559,9 @@ func setSyscallAttributes(m pcommon.Map, sc Syscall, h Header) {
 	}
 	if len(sc.Stack) > 0 {
 		m.PutStr("code.stacktrace", FormatStack(sc.Stack))
+	}
+	if len(sc.NativeStack) > 0 {
+		m.PutStr("agenttrail.stacktrace.native", FormatStack(sc.NativeStack))
 	}
 }
 

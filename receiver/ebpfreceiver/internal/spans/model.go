@@ -81,6 +81,8 @@ type Syscall struct {
 	Argv      []string       // execve (already redacted)
 	Truncated bool
 	Stack     []Frame
+	// NativeStack: the native frames, when Stack holds the interpreter's (Python) frames.
+	NativeStack []Frame
 }
 
 // Process identifies a traced process; resource attributes of its spans come from here.

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Plaintext of TLS connections of traced processes, taken where the program hands it to its TLS
+// library or gets it back:
+//   - OpenSSL: SSL_write/SSL_write_ex/SSL_read/SSL_read_ex (uprobe at entry saves the buffer,
+//     uretprobe sends what the call moved). The attach cookie says read or write, and _ex.
+//   - Go: crypto/tls.(*Conn).Write at entry (the buffer is complete there) and (*Conn).Read at
+//     entry and at every RET instruction (never a uretprobe on Go code); the buffer pointer is
+//     saved at entry keyed by goroutine, the byte count is RAX at RET.
+// Each call's data goes out in one EVENT_TLS_DATA record, up to tls_capture_bytes (at most
+// TLS_MAX_CAPTURE): one read and one copy, no loop. In Python processes, the thread's Python stack goes out first.
+#include "../headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "../common/python.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+
+#define SSL_COOKIE_READ 1
+#define SSL_COOKIE_EX 2
+
+// Set by user space before load: bytes of one call's data sent at most.
+volatile const __u32 tls_capture_bytes = 16384;
+
+struct tls_call {
+	__u64 conn;
+	__u64 buf;
+	__u64 outlen; // _ex: size_t *written / *readbytes
+	__u8 direction;
+	__u8 ex;
+	__u8 _pad[6];
+};
+
+// OpenSSL calls in flight, by thread.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct tls_call);
+} ssl_calls SEC(".maps");
+
+struct go_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+// Go (*Conn).Read calls in flight, by goroutine.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct tls_call);
+} go_reads SEC(".maps");
+
+// One record under construction per CPU (too large for a per-CPU array value); user space sets
+// max_entries to the number of possible CPUs.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_event);
+} tls_scratch SEC(".maps");
+
+static __always_inline void emit_tls(__u64 conn, __u64 buf, __u64 n, __u8 direction, __u8 source, __u64 routine)
+{
+	if (n == 0)
+		return;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct tls_event *e = bpf_map_lookup_elem(&tls_scratch, &cpu);
+	if (!e)
+		return;
+	fill_header(&e->hdr, EVENT_TLS_DATA, routine, 0);
+	e->conn = conn;
+	e->len = n > 0xffffffff ? 0xffffffff : (__u32)n;
+	e->direction = direction;
+	e->source = source;
+	e->flags = n > tls_capture_bytes ? TLS_F_TRUNCATED : 0;
+	__u64 sz = n;
+	if (sz > tls_capture_bytes)
+		sz = tls_capture_bytes;
+	asm volatile("" : "+r"(sz));
+	if (sz > TLS_MAX_CAPTURE)
+		sz = TLS_MAX_CAPTURE;
+	e->captured = sz;
+	if (sz && bpf_probe_read_user(e->data, sz, (void *)buf) < 0) {
+		e->flags |= TLS_F_READ_FAILED;
+		e->captured = 0;
+		sz = 0;
+	}
+	output(e, offsetof(struct tls_event, data) + sz, sizeof(*e));
+}
+
+// SSL_write(SSL *s, const void *buf, int num), SSL_read(SSL *s, void *buf, int num),
+// SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written), SSL_read_ex(..., size_t *readbytes).
+SEC("uprobe/ssl_entry")
+int ssl_entry(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced(id >> 32))
+		return 0;
+	__u32 tid = (__u32)id;
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	struct tls_call c = {
+		.conn = ctx->di,
+		.buf = ctx->si,
+		.outlen = (cookie & SSL_COOKIE_EX) ? ctx->cx : 0,
+		.direction = (cookie & SSL_COOKIE_READ) ? TLS_READ : TLS_WRITE,
+		.ex = (cookie & SSL_COOKIE_EX) ? 1 : 0,
+	};
+	bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe/ssl_return")
+int ssl_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct tls_call *c = bpf_map_lookup_elem(&ssl_calls, &tid);
+	if (!c)
+		return 0;
+	struct tls_call call = *c;
+	bpf_map_delete_elem(&ssl_calls, &tid);
+	__s64 ret = (__s32)ctx->ax;
+	__u64 n = 0;
+	if (call.ex) {
+		if (ret != 1 || !call.outlen)
+			return 0;
+		if (bpf_probe_read_user(&n, sizeof(n), (void *)call.outlen) < 0)
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (n == 0)
+		return 0;
+	emit_python_stack(tgid, tid, 0);
+	emit_tls(call.conn, call.buf, n, call.direction, TLS_OPENSSL, 0);
+	return 0;
+}
+
+// crypto/tls.(*Conn).Write(b []byte) (int, error): c in RAX, b in RBX/RCX/RDI.
+SEC("uprobe/go_tls_write")
+int go_tls_write(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced(id >> 32))
+		return 0;
+	emit_tls(ctx->ax, ctx->bx, ctx->cx, TLS_WRITE, TLS_GO, ctx->r14);
+	return 0;
+}
+
+// crypto/tls.(*Conn).Read(b []byte) (int, error), at entry.
+SEC("uprobe/go_tls_read")
+int go_tls_read(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced(id >> 32))
+		return 0;
+	struct go_key k = {.tgid = id >> 32, .g = ctx->r14};
+	struct tls_call c = {.conn = ctx->ax, .buf = ctx->bx, .direction = TLS_READ};
+	bpf_map_update_elem(&go_reads, &k, &c, BPF_ANY);
+	return 0;
+}
+
+// At every RET of (*Conn).Read: n in RAX.
+SEC("uprobe/go_tls_read_ret")
+int go_tls_read_ret(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = {.tgid = id >> 32, .g = ctx->r14};
+	struct tls_call *c = bpf_map_lookup_elem(&go_reads, &k);
+	if (!c)
+		return 0;
+	struct tls_call call = *c;
+	bpf_map_delete_elem(&go_reads, &k);
+	__s64 n = (__s64)ctx->ax;
+	if (n <= 0)
+		return 0;
+	emit_tls(call.conn, call.buf, n, TLS_READ, TLS_GO, ctx->r14);
+	return 0;
+}
+
+const struct tls_event *unused_tls_event __attribute__((unused));

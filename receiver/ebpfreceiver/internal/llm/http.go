@@ -1,0 +1,703 @@
+// Package llm reassembles the plaintext of TLS connections, as the kernel hands it over call by
+// call, into HTTP/1.1 exchanges, and reads LLM API calls out of them (OpenAI chat completions
+// and responses, Anthropic messages): provider, models, token usage, finish reasons and the tool
+// calls the model asked for.
+//
+// The input is whatever the traced program wrote and read: anything can arrive, split anywhere,
+// with bytes missing where a call moved more than the capture bound. Everything here is bounded
+// (per-connection buffers, header and body sizes, connections, idle time), never panics on bad
+// input, and says why when it could not parse something instead of guessing.
+package llm
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Direction of a TLS call.
+type Direction uint8
+
+const (
+	Write Direction = 1 // the traced program sent (a client's request)
+	Read  Direction = 2 // the traced program received (a client's response)
+)
+
+// Options bound the Tracker.
+type Options struct {
+	MaxBuffer      int           // bytes buffered per connection and direction; default 1 MiB
+	MaxConnections int           // connections tracked at once; default 4096
+	IdleTimeout    time.Duration // a connection without data this long is forgotten; default 2 min
+}
+
+// Key identifies a connection: the process and the TLS library's connection object.
+type Key struct {
+	PID  uint32
+	Conn uint64
+}
+
+// Message is one parsed HTTP/1.x request or response.
+type Message struct {
+	Method, Target string // request
+	Status         int    // response
+	Proto          string
+	Header         textproto.MIMEHeader
+	// Body is the decoded body (de-chunked, decompressed), possibly incomplete; Complete says
+	// whether it is all there. WireSize is the body's size on the wire as far as seen.
+	Body     []byte
+	Complete bool
+	WireSize int64
+	// Problem says why the body is incomplete or could not be decoded; empty when it is fine.
+	Problem string
+	Start   time.Time // first byte seen
+	End     time.Time // last byte seen
+	// Meta is what the caller attached to the call that carried the message's first byte.
+	Meta any
+}
+
+// Exchange is a request and its response (either may be missing), or a connection the Tracker
+// could not parse (Unparsed set; then only the sizes are known).
+type Exchange struct {
+	Key      Key
+	Request  *Message
+	Response *Message
+	Unparsed string // "HTTP/2", "not HTTP/1.x", ...
+	// Bytes seen per direction for an unparsed connection.
+	BytesWritten, BytesRead int64
+	Meta                    any // Meta of the connection's first call (unparsed connections)
+}
+
+// Tracker follows the TLS connections of all traced processes. Not safe for concurrent use.
+type Tracker struct {
+	opts  Options
+	conns map[Key]*conn
+	// Dropped counts connections forgotten because MaxConnections was reached.
+	Dropped uint64
+}
+
+type conn struct {
+	key      Key
+	out, in  stream
+	pending  []*Message // requests sent, waiting for their responses (pipelining)
+	unparsed string
+	meta     any
+	bytes    [3]int64
+	last     time.Time
+	reported bool
+	// lostCalls: calls seen before any message could be parsed (attached mid-connection).
+	lostCalls int
+}
+
+// maxLostCalls: a connection whose first calls carry no HTTP/1.x message start is taken for
+// another protocol after this many.
+const maxLostCalls = 8
+
+// NewTracker returns an empty Tracker.
+func NewTracker(opts Options) *Tracker {
+	if opts.MaxBuffer <= 0 {
+		opts.MaxBuffer = 1 << 20
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = 4096
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
+	}
+	return &Tracker{opts: opts, conns: map[Key]*conn{}}
+}
+
+// Connections is the number of connections tracked.
+func (t *Tracker) Connections() int { return len(t.conns) }
+
+// Data feeds one TLS call: data is what was captured of the call's total bytes (the rest is
+// missing). It returns the exchanges completed by it.
+func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.Time, meta any) []Exchange {
+	c := t.conns[key]
+	if c == nil {
+		if len(t.conns) >= t.opts.MaxConnections {
+			t.evictOldest()
+		}
+		c = &conn{key: key, meta: meta}
+		c.out.dir, c.in.dir = Write, Read
+		t.conns[key] = c
+	}
+	c.last = at
+	if dir == Write || dir == Read {
+		c.bytes[dir] += int64(total)
+	}
+	if c.unparsed != "" {
+		return nil
+	}
+	if c.out.msgs == 0 && c.in.msgs == 0 {
+		fresh := len(c.out.buf) == 0 && len(c.in.buf) == 0 && c.out.state == stStart && c.in.state == stStart
+		reason := ""
+		if fresh || c.lostCalls > 0 {
+			reason = sniff(dir, data)
+		}
+		switch {
+		case reason == "":
+			c.lostCalls = 0
+		case reason == serverSide || strings.HasPrefix(reason, "HTTP/2"):
+			c.unparsed = reason
+		case c.lostCalls < maxLostCalls:
+			// Maybe the middle of a message (the receiver started during a keep-alive
+			// connection): wait for a message to start before calling the connection unparsable.
+			c.lostCalls++
+			c.out.state, c.in.state = stLost, stLost
+			c.out.buf, c.in.buf = nil, nil
+			if startsRequest(data) || bytes.HasPrefix(data, []byte("HTTP/1.")) {
+				c.lostCalls = 0
+			} else {
+				return nil
+			}
+		default:
+			c.unparsed = reason
+		}
+		if c.unparsed != "" {
+			if c.unparsed == serverSide {
+				return nil // the program is the server: its requests are not LLM calls it makes
+			}
+			if !c.reported {
+				c.reported = true
+				return []Exchange{{Key: key, Unparsed: c.unparsed, BytesWritten: c.bytes[Write], BytesRead: c.bytes[Read], Meta: c.meta}}
+			}
+			return nil
+		}
+	}
+	s := &c.out
+	if dir == Read {
+		s = &c.in
+	}
+	var out []Exchange
+	for _, m := range s.feed(data, total-len(data), at, meta, t.opts.MaxBuffer) {
+		if dir == Write {
+			// A new request: a response still waiting for its end (no length, read until
+			// close) is as complete as it will get.
+			out = append(out, c.closeOpenResponse("")...)
+			c.pending = append(c.pending, m)
+			continue
+		}
+		if m.Status/100 == 1 {
+			continue // 100 Continue: the real response follows
+		}
+		var req *Message
+		if len(c.pending) > 0 {
+			req, c.pending = c.pending[0], c.pending[1:]
+		}
+		out = append(out, Exchange{Key: key, Request: req, Response: m})
+	}
+	return out
+}
+
+// closeOpenResponse finishes a response being read until the connection closes.
+func (c *conn) closeOpenResponse(problem string) []Exchange {
+	m := c.in.finishOpen(problem)
+	if m == nil {
+		return nil
+	}
+	var req *Message
+	if len(c.pending) > 0 {
+		req, c.pending = c.pending[0], c.pending[1:]
+	}
+	return []Exchange{{Key: c.key, Request: req, Response: m}}
+}
+
+// Close reports a connection's end (the process exited): what is pending is returned.
+func (t *Tracker) Close(key Key) []Exchange {
+	c := t.conns[key]
+	if c == nil {
+		return nil
+	}
+	delete(t.conns, key)
+	return c.drain("connection ended before the response was complete")
+}
+
+// CloseProcess ends every connection of a process.
+func (t *Tracker) CloseProcess(pid uint32) []Exchange {
+	var out []Exchange
+	for k := range t.conns {
+		if k.PID == pid {
+			out = append(out, t.Close(k)...)
+		}
+	}
+	return out
+}
+
+// Expire forgets connections idle since before now-IdleTimeout and returns what they had pending.
+func (t *Tracker) Expire(now time.Time) []Exchange {
+	var out []Exchange
+	for k, c := range t.conns {
+		if now.Sub(c.last) > t.opts.IdleTimeout {
+			delete(t.conns, k)
+			out = append(out, c.drain("connection idle before the response was complete")...)
+		}
+	}
+	return out
+}
+
+// Flush completes responses that are read until the connection closes and have been idle for
+// at least quiet: an LLM API answers with a length or chunks, so this is rare.
+func (t *Tracker) Flush(now time.Time, quiet time.Duration) []Exchange {
+	var out []Exchange
+	for _, c := range t.conns {
+		if c.in.state == stBodyUntilClose && now.Sub(c.last) >= quiet {
+			out = append(out, c.closeOpenResponse("")...)
+		}
+	}
+	return out
+}
+
+func (c *conn) drain(problem string) []Exchange {
+	out := c.closeOpenResponse("")
+	if m := c.in.partial(problem); m != nil {
+		var req *Message
+		if len(c.pending) > 0 {
+			req, c.pending = c.pending[0], c.pending[1:]
+		}
+		out = append(out, Exchange{Key: c.key, Request: req, Response: m})
+	}
+	for _, req := range c.pending {
+		out = append(out, Exchange{Key: c.key, Request: req})
+	}
+	c.pending = nil
+	return out
+}
+
+func (t *Tracker) evictOldest() {
+	var oldest Key
+	var when time.Time
+	first := true
+	for k, c := range t.conns {
+		if first || c.last.Before(when) {
+			oldest, when, first = k, c.last, false
+		}
+	}
+	if !first {
+		delete(t.conns, oldest)
+		t.Dropped++
+	}
+}
+
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// serverSide: the first bytes of a connection were read, and are a request.
+const serverSide = "server side (not decoded)"
+
+// sniff looks at a connection's first bytes: "" when they may be HTTP/1.x.
+func sniff(dir Direction, data []byte) string {
+	if len(data) == 0 {
+		return ""
+	}
+	n := min(len(data), len(h2Preface))
+	if dir == Write && bytes.Equal(data[:n], h2Preface[:n]) && n >= 3 {
+		return "HTTP/2 (not decoded)"
+	}
+	if dir == Read {
+		if bytes.HasPrefix(data, []byte("HTTP/1.")) || (len(data) < 7 && bytes.HasPrefix([]byte("HTTP/1."), data)) {
+			return ""
+		}
+		if startsRequest(data) || bytes.Equal(data[:n], h2Preface[:n]) {
+			return serverSide
+		}
+		return "not HTTP/1.x"
+	}
+	for i, b := range data {
+		if b == ' ' && i > 0 {
+			return ""
+		}
+		if b < 'A' || b > 'Z' || i > 16 {
+			return "not HTTP/1.x"
+		}
+	}
+	return ""
+}
+
+// startsRequest reports whether data begins with "METHOD /target HTTP/1.".
+func startsRequest(data []byte) bool {
+	line, _, _ := bytes.Cut(data, []byte("\r\n"))
+	parts := bytes.SplitN(line, []byte(" "), 3)
+	if len(parts) != 3 || len(parts[0]) == 0 || !bytes.HasPrefix(parts[2], []byte("HTTP/1.")) {
+		return false
+	}
+	for _, b := range parts[0] {
+		if b < 'A' || b > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// Stream states.
+const (
+	stStart = iota
+	stBody
+	stChunkSize
+	stChunkData
+	stChunkCRLF
+	stTrailers
+	stBodyUntilClose
+	stLost // bytes are missing where they cannot be skipped: wait for a new message
+)
+
+// maxHeaderBytes bounds a message's start line and headers.
+const maxHeaderBytes = 64 << 10
+
+type stream struct {
+	dir       Direction
+	state     int
+	buf       []byte // unparsed bytes
+	msg       *Message
+	body      []byte // raw (encoded) body bytes kept
+	remaining int64  // bytes left in the body or current chunk
+	bodyLost  bool   // some body bytes are missing or were not kept
+	msgs      int
+}
+
+func (s *stream) reset() {
+	s.state, s.buf, s.msg, s.body, s.remaining, s.bodyLost = stStart, nil, nil, nil, 0, false
+}
+
+// feed appends one call's bytes (missing: bytes of the call that were not captured, after data)
+// and returns the messages it completed.
+func (s *stream) feed(data []byte, missing int, at time.Time, meta any, maxBuf int) []*Message {
+	var done []*Message
+	if s.state == stLost {
+		// Resynchronise at the next call that starts a message.
+		if (s.dir == Read && bytes.HasPrefix(data, []byte("HTTP/1."))) || (s.dir == Write && startsRequest(data)) {
+			s.reset()
+		} else {
+			return nil
+		}
+	}
+	if s.msg != nil {
+		s.msg.End = at
+	}
+	s.buf = append(s.buf, data...)
+	for {
+		progressed, m := s.step(at, meta, maxBuf)
+		if m != nil {
+			done = append(done, m)
+		}
+		if !progressed {
+			break
+		}
+	}
+	if missing > 0 {
+		done = append(done, s.skip(int64(missing), at)...)
+	}
+	if len(s.buf) > maxBuf {
+		// A header that never ends, or a stream we cannot follow.
+		s.lose("headers larger than the buffer")
+	}
+	return done
+}
+
+// skip accounts for bytes that were not captured.
+func (s *stream) skip(n int64, at time.Time) []*Message {
+	switch s.state {
+	case stBody:
+		if s.msg != nil {
+			s.msg.WireSize += min(n, s.remaining)
+		}
+		s.bodyLost = true
+		if n >= s.remaining {
+			n -= s.remaining
+			s.remaining = 0
+			m := s.finish(at, "body larger than the capture bound: only its beginning was seen")
+			if n > 0 {
+				s.lose("")
+			}
+			return []*Message{m}
+		}
+		s.remaining -= n
+		return nil
+	case stBodyUntilClose:
+		if s.msg != nil {
+			s.msg.WireSize += n
+		}
+		s.bodyLost = true
+		return nil
+	case stChunkData:
+		if n < s.remaining {
+			s.remaining -= n
+			s.bodyLost = true
+			if s.msg != nil {
+				s.msg.WireSize += n
+			}
+			return nil
+		}
+	}
+	s.lose("bytes missing (over the capture bound) where the message's framing could not be followed")
+	return nil
+}
+
+func (s *stream) lose(problem string) {
+	s.state = stLost
+	s.buf = nil
+	if s.msg != nil && problem != "" {
+		s.msg.Problem = problem
+	}
+}
+
+// step parses what it can of s.buf; it reports whether it consumed anything.
+func (s *stream) step(at time.Time, meta any, maxBuf int) (bool, *Message) {
+	switch s.state {
+	case stStart:
+		// Skip blank lines between messages.
+		for len(s.buf) >= 2 && s.buf[0] == '\r' && s.buf[1] == '\n' {
+			s.buf = s.buf[2:]
+		}
+		end := bytes.Index(s.buf, []byte("\r\n\r\n"))
+		if end < 0 {
+			if len(s.buf) > maxHeaderBytes {
+				s.lose("headers larger than 64 KiB")
+			}
+			return false, nil
+		}
+		head := s.buf[:end]
+		s.buf = s.buf[end+4:]
+		m, err := parseHead(s.dir, head)
+		if err != nil {
+			s.lose("")
+			return false, &Message{Problem: err.Error(), Start: at, End: at, Meta: meta}
+		}
+		m.Start, m.End, m.Meta = at, at, meta
+		s.msg, s.body, s.bodyLost = m, nil, false
+		s.msgs++
+		te := strings.ToLower(m.Header.Get("Transfer-Encoding"))
+		cl := m.Header.Get("Content-Length")
+		switch {
+		case strings.Contains(te, "chunked"):
+			s.state = stChunkSize
+		case cl != "":
+			n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
+			if err != nil || n < 0 {
+				m.Problem = "invalid Content-Length " + strconv.Quote(cl)
+				s.lose("")
+				return false, m
+			}
+			s.remaining = n
+			s.state = stBody
+			if n == 0 {
+				return true, s.finish(at, "")
+			}
+		case s.dir == Read && !noBody(m):
+			s.state = stBodyUntilClose
+		default:
+			return true, s.finish(at, "")
+		}
+		return true, nil
+	case stBody:
+		if len(s.buf) == 0 {
+			return false, nil
+		}
+		n := min(int64(len(s.buf)), s.remaining)
+		s.keep(s.buf[:n], maxBuf)
+		s.buf = s.buf[n:]
+		s.remaining -= n
+		if s.remaining == 0 {
+			return true, s.finish(at, "")
+		}
+		return true, nil
+	case stBodyUntilClose:
+		if len(s.buf) == 0 {
+			return false, nil
+		}
+		s.keep(s.buf, maxBuf)
+		s.buf = nil
+		return true, nil
+	case stChunkSize:
+		end := bytes.Index(s.buf, []byte("\r\n"))
+		if end < 0 {
+			if len(s.buf) > 1024 {
+				s.lose("malformed chunk size line")
+			}
+			return false, nil
+		}
+		line := string(s.buf[:end])
+		if i := strings.IndexByte(line, ';'); i >= 0 {
+			line = line[:i]
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
+		s.buf = s.buf[end+2:]
+		if err != nil || n < 0 {
+			m := s.msg
+			s.lose("malformed chunk size " + strconv.Quote(line))
+			m.End = at
+			return false, m
+		}
+		s.msg.WireSize += int64(end + 2)
+		if n == 0 {
+			s.state = stTrailers
+			return true, nil
+		}
+		s.remaining = n
+		s.state = stChunkData
+		return true, nil
+	case stChunkData:
+		if len(s.buf) == 0 {
+			return false, nil
+		}
+		n := min(int64(len(s.buf)), s.remaining)
+		s.keep(s.buf[:n], maxBuf)
+		s.buf = s.buf[n:]
+		s.remaining -= n
+		if s.remaining == 0 {
+			s.state = stChunkCRLF
+		}
+		return true, nil
+	case stChunkCRLF:
+		if len(s.buf) < 2 {
+			return false, nil
+		}
+		if s.buf[0] != '\r' || s.buf[1] != '\n' {
+			m := s.msg
+			s.lose("malformed chunk: no CRLF after the data")
+			m.End = at
+			return false, m
+		}
+		s.buf = s.buf[2:]
+		s.msg.WireSize += 2
+		s.state = stChunkSize
+		return true, nil
+	case stTrailers:
+		end := bytes.Index(s.buf, []byte("\r\n"))
+		if end < 0 {
+			return false, nil
+		}
+		s.buf = s.buf[end+2:]
+		if end == 0 {
+			return true, s.finish(at, "")
+		}
+		return true, nil // a trailer line
+	}
+	return false, nil
+}
+
+func noBody(m *Message) bool {
+	return m.Status/100 == 1 || m.Status == 204 || m.Status == 304
+}
+
+// keep stores body bytes up to the buffer bound.
+func (s *stream) keep(b []byte, maxBuf int) {
+	s.msg.WireSize += int64(len(b))
+	room := maxBuf - len(s.body)
+	if room < len(b) {
+		if !s.bodyLost {
+			s.msg.Problem = fmt.Sprintf("body larger than the %d-byte buffer: only its beginning was kept", maxBuf)
+		}
+		s.bodyLost = true
+		b = b[:max(room, 0)]
+	}
+	s.body = append(s.body, b...)
+}
+
+func (s *stream) finish(at time.Time, problem string) *Message {
+	m := s.msg
+	m.End = at
+	if problem != "" && m.Problem == "" {
+		m.Problem = problem
+	}
+	m.Complete = !s.bodyLost
+	m.Body = s.body
+	if m.Complete || len(m.Body) > 0 {
+		decode(m)
+	}
+	s.msg, s.body, s.bodyLost, s.remaining = nil, nil, false, 0
+	s.state = stStart
+	return m
+}
+
+// finishOpen completes a response read until close.
+func (s *stream) finishOpen(problem string) *Message {
+	if s.state != stBodyUntilClose || s.msg == nil {
+		return nil
+	}
+	return s.finish(s.msg.End, problem)
+}
+
+// partial returns the message in progress, marked incomplete.
+func (s *stream) partial(problem string) *Message {
+	if s.msg == nil {
+		return nil
+	}
+	s.bodyLost = true
+	return s.finish(s.msg.End, problem)
+}
+
+// decode undoes Content-Encoding, bounded to the body limit.
+func decode(m *Message) {
+	enc := strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding")))
+	if enc == "" || enc == "identity" {
+		return
+	}
+	var r io.Reader
+	var err error
+	switch enc {
+	case "gzip", "x-gzip":
+		r, err = gzip.NewReader(bytes.NewReader(m.Body))
+	case "deflate":
+		r, err = zlib.NewReader(bytes.NewReader(m.Body))
+	default:
+		m.Problem = "content encoding " + strconv.Quote(enc) + " is not decoded"
+		m.Complete = false
+		m.Body = nil
+		return
+	}
+	if err != nil {
+		m.Problem = enc + ": " + err.Error()
+		m.Complete = false
+		m.Body = nil
+		return
+	}
+	const limit = 4 << 20
+	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if len(out) > limit {
+		out = out[:limit]
+		err = errors.New("decompressed body over 4 MiB")
+	}
+	if err != nil {
+		if !errors.Is(err, io.ErrUnexpectedEOF) || m.Complete {
+			m.Problem = enc + ": " + err.Error()
+		}
+		m.Complete = false
+	}
+	m.Body = out
+}
+
+// parseHead parses a start line and headers (without the blank line).
+func parseHead(dir Direction, head []byte) (*Message, error) {
+	lines := strings.Split(string(head), "\r\n")
+	m := &Message{Header: textproto.MIMEHeader{}}
+	parts := strings.SplitN(lines[0], " ", 3)
+	if dir == Write {
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], "HTTP/1.") || parts[0] == "" {
+			return nil, fmt.Errorf("not an HTTP/1.x request line: %.60q", lines[0])
+		}
+		m.Method, m.Target, m.Proto = parts[0], parts[1], parts[2]
+	} else {
+		if len(parts) < 2 || !strings.HasPrefix(parts[0], "HTTP/1.") {
+			return nil, fmt.Errorf("not an HTTP/1.x status line: %.60q", lines[0])
+		}
+		code, err := strconv.Atoi(parts[1])
+		if err != nil || code < 100 || code > 999 {
+			return nil, fmt.Errorf("invalid status code %.10q", parts[1])
+		}
+		m.Proto, m.Status = parts[0], code
+	}
+	for _, l := range lines[1:] {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || k == "" {
+			continue // tolerate junk header lines
+		}
+		m.Header.Add(textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)), strings.TrimSpace(v))
+	}
+	return m, nil
+}

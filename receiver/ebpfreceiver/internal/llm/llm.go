@@ -1,0 +1,501 @@
+package llm
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+)
+
+// Providers and APIs recognised.
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+
+	APIChatCompletions = "chat.completions"
+	APIResponses       = "responses"
+	APIMessages        = "messages"
+)
+
+// ToolCall is one tool the model asked the program to run.
+type ToolCall struct {
+	Name string
+	ID   string
+}
+
+// Inference is what an LLM API exchange says.
+type Inference struct {
+	Provider, API string
+	Method, Path  string
+	Host          string
+	Status        int
+	Stream        bool
+
+	RequestModel, ResponseModel, ResponseID string
+	InputTokens, OutputTokens               int64
+	HasInputTokens, HasOutputTokens         bool
+	FinishReasons                           []string
+	ToolCalls                               []ToolCall
+	ErrorType                               string // the API's error type, for error responses
+
+	// InputMessages and OutputMessages are the provider's JSON of the messages sent and
+	// received (not redacted here: the receiver redacts them, and only when asked to).
+	InputMessages, OutputMessages string
+
+	// Problems parsing either side; empty when it parsed.
+	RequestProblem, ResponseProblem   string
+	RequestBodySize, ResponseBodySize int64
+	NoResponse                        bool
+}
+
+// Recognize reports whether a request is a call of an LLM API, and which.
+func Recognize(req *Message) (provider, api string, ok bool) {
+	if req == nil || req.Method != "POST" {
+		return "", "", false
+	}
+	path, _, _ := strings.Cut(req.Target, "?")
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		return ProviderOpenAI, APIChatCompletions, true
+	case strings.HasSuffix(path, "/v1/responses") || path == "/responses" || strings.HasSuffix(path, "/openai/responses"):
+		return ProviderOpenAI, APIResponses, true
+	case strings.HasSuffix(path, "/v1/messages"):
+		return ProviderAnthropic, APIMessages, true
+	}
+	return "", "", false
+}
+
+// Parse reads an exchange as an LLM API call; ok is false when the request is not one.
+func Parse(ex Exchange) (*Inference, bool) {
+	provider, api, ok := Recognize(ex.Request)
+	if !ok {
+		return nil, false
+	}
+	req := ex.Request
+	inf := &Inference{Provider: provider, API: api, Method: req.Method, Path: req.Target, Host: req.Header.Get("Host")}
+	inf.RequestBodySize = req.WireSize
+	parseRequest(inf, req)
+	resp := ex.Response
+	if resp == nil {
+		inf.NoResponse = true
+		inf.ResponseProblem = "no response seen"
+		return inf, true
+	}
+	inf.Status = resp.Status
+	inf.ResponseBodySize = resp.WireSize
+	parseResponse(inf, resp)
+	return inf, true
+}
+
+var modelField = regexp.MustCompile(`"model"\s*:\s*"([^"\\]{1,256})"`)
+
+func parseRequest(inf *Inference, m *Message) {
+	if m.Problem != "" {
+		inf.RequestProblem = m.Problem
+	}
+	var body struct {
+		Model    string          `json:"model"`
+		Stream   bool            `json:"stream"`
+		Messages json.RawMessage `json:"messages"`
+		Input    json.RawMessage `json:"input"`
+		System   json.RawMessage `json:"system"`
+	}
+	if err := json.Unmarshal(m.Body, &body); err != nil {
+		if inf.RequestProblem == "" {
+			inf.RequestProblem = "request body is not valid JSON: " + err.Error()
+		}
+		// Parsed where possible: the model is usually near the start.
+		if sm := modelField.FindSubmatch(m.Body); sm != nil {
+			inf.RequestModel = string(sm[1])
+		}
+		return
+	}
+	inf.RequestModel, inf.Stream = body.Model, body.Stream
+	switch inf.API {
+	case APIResponses:
+		inf.InputMessages = string(body.Input)
+	case APIMessages:
+		if len(body.System) > 0 {
+			inf.InputMessages = `{"system":` + string(body.System) + `,"messages":` + orNull(body.Messages) + `}`
+		} else {
+			inf.InputMessages = string(body.Messages)
+		}
+	default:
+		inf.InputMessages = string(body.Messages)
+	}
+}
+
+func orNull(r json.RawMessage) string {
+	if len(r) == 0 {
+		return "null"
+	}
+	return string(r)
+}
+
+func parseResponse(inf *Inference, m *Message) {
+	if m.Problem != "" {
+		inf.ResponseProblem = m.Problem
+	}
+	ct := strings.ToLower(m.Header.Get("Content-Type"))
+	body := bytes.TrimSpace(m.Body)
+	if strings.Contains(ct, "text/event-stream") || bytes.HasPrefix(body, []byte("data:")) || bytes.HasPrefix(body, []byte("event:")) {
+		inf.Stream = true
+		parseStream(inf, m.Body)
+		return
+	}
+	if len(body) == 0 {
+		if inf.ResponseProblem == "" && m.Status/100 == 2 {
+			inf.ResponseProblem = "empty response body"
+		}
+		return
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		if inf.ResponseProblem == "" {
+			inf.ResponseProblem = "response body is not valid JSON: " + err.Error()
+		}
+		if sm := modelField.FindSubmatch(body); sm != nil {
+			inf.ResponseModel = string(sm[1])
+		}
+		return
+	}
+	if e, ok := raw["error"]; ok {
+		var apiErr struct {
+			Type string `json:"type"`
+			Code any    `json:"code"`
+		}
+		if json.Unmarshal(e, &apiErr) == nil && apiErr.Type != "" {
+			inf.ErrorType = apiErr.Type
+		} else {
+			inf.ErrorType = "error"
+		}
+	}
+	switch inf.API {
+	case APIChatCompletions:
+		openAIChat(inf, body)
+	case APIResponses:
+		openAIResponse(inf, body)
+	case APIMessages:
+		anthropicMessage(inf, body)
+	}
+}
+
+type chatToolCall struct {
+	Index    *int   `json:"index"`
+	ID       string `json:"id"`
+	Function struct {
+		Name string `json:"name"`
+	} `json:"function"`
+}
+
+func openAIChat(inf *Inference, body []byte) {
+	var r struct {
+		ID      string `json:"id"`
+		Model   string `json:"model"`
+		Choices []struct {
+			FinishReason *string         `json:"finish_reason"`
+			Message      json.RawMessage `json:"message"`
+		} `json:"choices"`
+		Usage *struct {
+			PromptTokens     *int64 `json:"prompt_tokens"`
+			CompletionTokens *int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		inf.ResponseProblem = "unexpected chat completion: " + err.Error()
+		return
+	}
+	inf.ResponseID, inf.ResponseModel = r.ID, r.Model
+	var msgs []json.RawMessage
+	for _, c := range r.Choices {
+		if c.FinishReason != nil {
+			inf.FinishReasons = append(inf.FinishReasons, *c.FinishReason)
+		}
+		msgs = append(msgs, c.Message)
+		var msg struct {
+			ToolCalls []chatToolCall `json:"tool_calls"`
+		}
+		if json.Unmarshal(c.Message, &msg) == nil {
+			for _, tc := range msg.ToolCalls {
+				inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		b, _ := json.Marshal(msgs)
+		inf.OutputMessages = string(b)
+	}
+	if r.Usage != nil {
+		setUsage(inf, r.Usage.PromptTokens, r.Usage.CompletionTokens)
+	}
+}
+
+func setUsage(inf *Inference, in, out *int64) {
+	if in != nil {
+		inf.InputTokens, inf.HasInputTokens = *in, true
+	}
+	if out != nil {
+		inf.OutputTokens, inf.HasOutputTokens = *out, true
+	}
+}
+
+type responsesUsage struct {
+	InputTokens  *int64 `json:"input_tokens"`
+	OutputTokens *int64 `json:"output_tokens"`
+}
+
+type responseObject struct {
+	ID                string          `json:"id"`
+	Model             string          `json:"model"`
+	Status            string          `json:"status"`
+	Output            json.RawMessage `json:"output"`
+	IncompleteDetails *struct {
+		Reason string `json:"reason"`
+	} `json:"incomplete_details"`
+	Usage *responsesUsage `json:"usage"`
+}
+
+func openAIResponse(inf *Inference, body []byte) {
+	var r responseObject
+	if err := json.Unmarshal(body, &r); err != nil {
+		inf.ResponseProblem = "unexpected response object: " + err.Error()
+		return
+	}
+	applyResponseObject(inf, &r)
+}
+
+func applyResponseObject(inf *Inference, r *responseObject) {
+	inf.ResponseID, inf.ResponseModel = r.ID, r.Model
+	var items []struct {
+		Type   string `json:"type"`
+		CallID string `json:"call_id"`
+		ID     string `json:"id"`
+		Name   string `json:"name"`
+	}
+	_ = json.Unmarshal(r.Output, &items)
+	calls := false
+	for _, it := range items {
+		if it.Type == "function_call" || it.Type == "custom_tool_call" {
+			id := it.CallID
+			if id == "" {
+				id = it.ID
+			}
+			inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: it.Name, ID: id})
+			calls = true
+		}
+	}
+	switch {
+	case r.Status == "incomplete" && r.IncompleteDetails != nil && r.IncompleteDetails.Reason != "":
+		inf.FinishReasons = []string{r.IncompleteDetails.Reason}
+	case calls:
+		inf.FinishReasons = []string{"tool_calls"}
+	case r.Status == "completed":
+		inf.FinishReasons = []string{"stop"}
+	case r.Status != "":
+		inf.FinishReasons = []string{r.Status}
+	}
+	if len(r.Output) > 0 {
+		inf.OutputMessages = string(r.Output)
+	}
+	if r.Usage != nil {
+		setUsage(inf, r.Usage.InputTokens, r.Usage.OutputTokens)
+	}
+}
+
+type anthropicUsage struct {
+	InputTokens  *int64 `json:"input_tokens"`
+	OutputTokens *int64 `json:"output_tokens"`
+}
+
+func anthropicMessage(inf *Inference, body []byte) {
+	var r struct {
+		ID         string          `json:"id"`
+		Model      string          `json:"model"`
+		StopReason *string         `json:"stop_reason"`
+		Content    json.RawMessage `json:"content"`
+		Usage      *anthropicUsage `json:"usage"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		inf.ResponseProblem = "unexpected message: " + err.Error()
+		return
+	}
+	inf.ResponseID, inf.ResponseModel = r.ID, r.Model
+	if r.StopReason != nil {
+		inf.FinishReasons = []string{*r.StopReason}
+	}
+	var blocks []struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	_ = json.Unmarshal(r.Content, &blocks)
+	for _, b := range blocks {
+		if b.Type == "tool_use" || b.Type == "server_tool_use" {
+			inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: b.Name, ID: b.ID})
+		}
+	}
+	if len(r.Content) > 0 {
+		inf.OutputMessages = string(r.Content)
+	}
+	if r.Usage != nil {
+		setUsage(inf, r.Usage.InputTokens, r.Usage.OutputTokens)
+	}
+}
+
+// parseStream reads a server-sent event stream of any of the three APIs.
+func parseStream(inf *Inference, body []byte) {
+	var text strings.Builder
+	toolIdx := map[int]int{} // OpenAI delta index → position in inf.ToolCalls
+	events := 0
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			continue
+		}
+		data = bytes.TrimSpace(data)
+		if len(data) == 0 || bytes.Equal(data, []byte("[DONE]")) {
+			continue
+		}
+		var ev map[string]json.RawMessage
+		if json.Unmarshal(data, &ev) != nil {
+			if inf.ResponseProblem == "" {
+				inf.ResponseProblem = "an event of the stream is not valid JSON"
+			}
+			continue
+		}
+		events++
+		var typ string
+		_ = json.Unmarshal(ev["type"], &typ)
+		switch inf.API {
+		case APIChatCompletions:
+			var c struct {
+				ID      string `json:"id"`
+				Model   string `json:"model"`
+				Choices []struct {
+					FinishReason *string `json:"finish_reason"`
+					Delta        struct {
+						Content   string         `json:"content"`
+						ToolCalls []chatToolCall `json:"tool_calls"`
+					} `json:"delta"`
+				} `json:"choices"`
+				Usage *struct {
+					PromptTokens     *int64 `json:"prompt_tokens"`
+					CompletionTokens *int64 `json:"completion_tokens"`
+				} `json:"usage"`
+			}
+			if json.Unmarshal(data, &c) != nil {
+				continue
+			}
+			if c.ID != "" {
+				inf.ResponseID = c.ID
+			}
+			if c.Model != "" {
+				inf.ResponseModel = c.Model
+			}
+			for _, ch := range c.Choices {
+				text.WriteString(ch.Delta.Content)
+				if ch.FinishReason != nil && *ch.FinishReason != "" {
+					inf.FinishReasons = append(inf.FinishReasons, *ch.FinishReason)
+				}
+				for _, tc := range ch.Delta.ToolCalls {
+					idx := len(inf.ToolCalls)
+					if tc.Index != nil {
+						if i, ok := toolIdx[*tc.Index]; ok {
+							if tc.ID != "" {
+								inf.ToolCalls[i].ID = tc.ID
+							}
+							if tc.Function.Name != "" {
+								inf.ToolCalls[i].Name = tc.Function.Name
+							}
+							continue
+						}
+						toolIdx[*tc.Index] = idx
+					}
+					inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
+				}
+			}
+			if c.Usage != nil {
+				setUsage(inf, c.Usage.PromptTokens, c.Usage.CompletionTokens)
+			}
+		case APIResponses:
+			if typ == "response.completed" || typ == "response.incomplete" || typ == "response.failed" {
+				var r struct {
+					Response responseObject `json:"response"`
+				}
+				if json.Unmarshal(data, &r) == nil {
+					inf.ToolCalls = nil
+					applyResponseObject(inf, &r.Response)
+				}
+			} else if typ == "response.created" {
+				var r struct {
+					Response responseObject `json:"response"`
+				}
+				if json.Unmarshal(data, &r) == nil {
+					inf.ResponseID, inf.ResponseModel = r.Response.ID, r.Response.Model
+				}
+			}
+		case APIMessages:
+			switch typ {
+			case "message_start":
+				var r struct {
+					Message struct {
+						ID    string          `json:"id"`
+						Model string          `json:"model"`
+						Usage *anthropicUsage `json:"usage"`
+					} `json:"message"`
+				}
+				if json.Unmarshal(data, &r) == nil {
+					inf.ResponseID, inf.ResponseModel = r.Message.ID, r.Message.Model
+					if r.Message.Usage != nil {
+						setUsage(inf, r.Message.Usage.InputTokens, r.Message.Usage.OutputTokens)
+					}
+				}
+			case "content_block_start":
+				var r struct {
+					Block struct {
+						Type string `json:"type"`
+						ID   string `json:"id"`
+						Name string `json:"name"`
+					} `json:"content_block"`
+				}
+				if json.Unmarshal(data, &r) == nil && (r.Block.Type == "tool_use" || r.Block.Type == "server_tool_use") {
+					inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: r.Block.Name, ID: r.Block.ID})
+				}
+			case "content_block_delta":
+				var r struct {
+					Delta struct {
+						Text string `json:"text"`
+					} `json:"delta"`
+				}
+				if json.Unmarshal(data, &r) == nil {
+					text.WriteString(r.Delta.Text)
+				}
+			case "message_delta":
+				var r struct {
+					Delta struct {
+						StopReason *string `json:"stop_reason"`
+					} `json:"delta"`
+					Usage *anthropicUsage `json:"usage"`
+				}
+				if json.Unmarshal(data, &r) == nil {
+					if r.Delta.StopReason != nil {
+						inf.FinishReasons = []string{*r.Delta.StopReason}
+					}
+					if r.Usage != nil && r.Usage.OutputTokens != nil {
+						inf.OutputTokens, inf.HasOutputTokens = *r.Usage.OutputTokens, true
+					}
+				}
+			case "error":
+				inf.ErrorType = "error"
+			}
+		}
+	}
+	if events == 0 && inf.ResponseProblem == "" {
+		inf.ResponseProblem = "event stream without events"
+	}
+	if inf.OutputMessages == "" && text.Len() > 0 {
+		b, _ := json.Marshal(text.String())
+		inf.OutputMessages = string(b)
+	}
+}

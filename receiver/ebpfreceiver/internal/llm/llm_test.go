@@ -1,0 +1,395 @@
+package llm
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Unix(1700000000, 0)
+
+func read(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// replay feeds a recorded connection to a Tracker: the request in writes of wsize bytes, then
+// the response in reads of rsize bytes, as a program's TLS calls would.
+func replay(t *testing.T, tr *Tracker, req, resp []byte, wsize, rsize int) []Exchange {
+	t.Helper()
+	key := Key{PID: 7, Conn: 0xabc}
+	var out []Exchange
+	at := t0
+	for _, part := range split(req, wsize) {
+		at = at.Add(time.Millisecond)
+		out = append(out, tr.Data(key, Write, part, len(part), at, "write-meta")...)
+	}
+	for _, part := range split(resp, rsize) {
+		at = at.Add(time.Millisecond)
+		out = append(out, tr.Data(key, Read, part, len(part), at, nil)...)
+	}
+	return out
+}
+
+func split(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		k := min(n, len(b))
+		out = append(out, b[:k])
+		b = b[k:]
+	}
+	return out
+}
+
+func parseRecorded(t *testing.T, name string, wsize, rsize int) *Inference {
+	t.Helper()
+	tr := NewTracker(Options{})
+	exs := replay(t, tr, read(t, name+".req"), read(t, name+".resp"), wsize, rsize)
+	if len(exs) != 1 {
+		t.Fatalf("%s: %d exchanges, want 1", name, len(exs))
+	}
+	if exs[0].Request == nil || exs[0].Request.Meta != "write-meta" {
+		t.Fatalf("%s: request %+v", name, exs[0].Request)
+	}
+	inf, ok := Parse(exs[0])
+	if !ok {
+		t.Fatalf("%s: not recognised as an LLM call", name)
+	}
+	return inf
+}
+
+// Every recorded stream parses the same whether it arrives whole or in tiny pieces.
+var splits = []struct{ w, r int }{{1 << 20, 1 << 20}, {1, 1}, {7, 13}, {100, 3}}
+
+func TestOpenAIToolCalls(t *testing.T) {
+	for _, name := range []string{"openai_tool_calls", "openai_chunked_gzip"} {
+		for _, sp := range splits {
+			inf := parseRecorded(t, name, sp.w, sp.r)
+			want := &Inference{
+				Provider: "openai", API: APIChatCompletions, Method: "POST", Path: "/v1/chat/completions", Host: "api.example.test",
+				Status: 200, RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18", ResponseID: "chatcmpl-42",
+				InputTokens: 57, OutputTokens: 21, HasInputTokens: true, HasOutputTokens: true,
+				FinishReasons: []string{"tool_calls"},
+				ToolCalls:     []ToolCall{{"export_customer_data", "call_abc"}, {"send_email", "call_def"}},
+			}
+			check(t, fmt.Sprintf("%s %v", name, sp), inf, want)
+			if !strings.Contains(inf.InputMessages, "4111 1111 1111 1111") || !strings.Contains(inf.OutputMessages, "call_abc") {
+				t.Errorf("%s: messages not kept: %q / %q", name, inf.InputMessages, inf.OutputMessages)
+			}
+		}
+	}
+}
+
+func check(t *testing.T, what string, got, want *Inference) {
+	t.Helper()
+	got2 := *got
+	got2.InputMessages, got2.OutputMessages = "", ""
+	got2.RequestBodySize, got2.ResponseBodySize = 0, 0
+	got2.Stream = false
+	if !reflect.DeepEqual(&got2, want) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got2, *want)
+	}
+}
+
+func TestOpenAIStream(t *testing.T) {
+	for _, sp := range splits {
+		inf := parseRecorded(t, "openai_stream", sp.w, sp.r)
+		if !inf.Stream || inf.ResponseModel != "gpt-4o" || inf.RequestModel != "gpt-4o" ||
+			!reflect.DeepEqual(inf.ToolCalls, []ToolCall{{"lookup", "call_s1"}}) ||
+			!reflect.DeepEqual(inf.FinishReasons, []string{"tool_calls"}) || inf.InputTokens != 10 || inf.OutputTokens != 5 {
+			t.Errorf("%v: %+v", sp, inf)
+		}
+	}
+}
+
+func TestOpenAIResponses(t *testing.T) {
+	inf := parseRecorded(t, "openai_responses", 1<<20, 1<<20)
+	want := &Inference{
+		Provider: "openai", API: APIResponses, Method: "POST", Path: "/v1/responses", Host: "api.example.test",
+		Status: 200, RequestModel: "gpt-4.1", ResponseModel: "gpt-4.1-2025-04-14", ResponseID: "resp_1",
+		InputTokens: 30, OutputTokens: 12, HasInputTokens: true, HasOutputTokens: true,
+		FinishReasons: []string{"tool_calls"}, ToolCalls: []ToolCall{{"get_weather", "call_r1"}},
+	}
+	check(t, "responses", inf, want)
+	if inf.InputMessages != `"What is the weather?"` {
+		t.Errorf("input %q", inf.InputMessages)
+	}
+}
+
+func TestAnthropicToolUse(t *testing.T) {
+	for _, sp := range splits {
+		inf := parseRecorded(t, "anthropic_tool_use", sp.w, sp.r)
+		want := &Inference{
+			Provider: "anthropic", API: APIMessages, Method: "POST", Path: "/v1/messages", Host: "api.example.test",
+			Status: 200, RequestModel: "claude-sonnet-4-20250514", ResponseModel: "claude-sonnet-4-20250514", ResponseID: "msg_01",
+			InputTokens: 400, OutputTokens: 60, HasInputTokens: true, HasOutputTokens: true,
+			FinishReasons: []string{"tool_use"}, ToolCalls: []ToolCall{{"get_balance", "toolu_01A"}},
+		}
+		check(t, fmt.Sprint(sp), inf, want)
+		if !strings.HasPrefix(inf.InputMessages, `{"system":"You are a bank assistant."`) {
+			t.Errorf("input %q", inf.InputMessages)
+		}
+	}
+	inf := parseRecorded(t, "anthropic_stream", 5, 11)
+	if inf.ResponseModel != "claude-3-5-haiku-20241022" || inf.InputTokens != 25 || inf.OutputTokens != 33 ||
+		!reflect.DeepEqual(inf.ToolCalls, []ToolCall{{"transfer", "toolu_02B"}}) || !reflect.DeepEqual(inf.FinishReasons, []string{"tool_use"}) {
+		t.Errorf("anthropic stream: %+v", inf)
+	}
+}
+
+func TestMalformedJSON(t *testing.T) {
+	inf := parseRecorded(t, "malformed_json", 1<<20, 4)
+	if inf.RequestModel != "m1" || inf.ResponseModel != "m1" || !strings.Contains(inf.ResponseProblem, "not valid JSON") {
+		t.Errorf("%+v", inf)
+	}
+	if inf.ResponseBodySize != int64(len(`{"id":"x","model":"m1","choices":[{"finish_reason":"stop",`)) {
+		t.Errorf("response body size %d", inf.ResponseBodySize)
+	}
+}
+
+func TestUnparsedConnections(t *testing.T) {
+	for name, want := range map[string]string{"http2.req": "HTTP/2", "not_http.req": "not HTTP/1.x"} {
+		tr := NewTracker(Options{})
+		key := Key{PID: 1, Conn: 2}
+		data := read(t, name)
+		var exs []Exchange
+		calls := 0
+		for len(exs) == 0 && calls < 20 {
+			exs = tr.Data(key, Write, data, len(data), t0, "m")
+			calls++
+		}
+		if len(exs) != 1 || !strings.Contains(exs[0].Unparsed, want) || exs[0].BytesWritten != int64(calls*len(data)) {
+			t.Fatalf("%s: %+v", name, exs)
+		}
+		if want == "HTTP/2" && calls != 1 {
+			t.Errorf("HTTP/2 recognised after %d calls", calls)
+		}
+		// Later traffic of the connection is ignored, not buffered.
+		for i := 0; i < 100; i++ {
+			if exs := tr.Data(key, Read, bytes.Repeat([]byte{0}, 1000), 1000, t0, nil); len(exs) != 0 {
+				t.Fatalf("%s: more exchanges %+v", name, exs)
+			}
+		}
+		if c := tr.conns[key]; len(c.in.buf)+len(c.out.buf) != 0 {
+			t.Errorf("%s: bytes buffered for an unparsed connection", name)
+		}
+	}
+}
+
+// TestCaptureBound: the request's body is larger than what the kernel captured of the call.
+func TestCaptureBound(t *testing.T) {
+	resp := read(t, "openai_tool_calls.resp")
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("x", 100000) + `"}]}`
+	full := []byte(fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	const captured = 4096
+	exs := tr.Data(key, Write, full[:captured], len(full), t0, nil)
+	exs = append(exs, tr.Data(key, Read, resp, len(resp), t0.Add(time.Second), nil)...)
+	if len(exs) != 1 {
+		t.Fatalf("%d exchanges", len(exs))
+	}
+	inf, ok := Parse(exs[0])
+	if !ok {
+		t.Fatal("not an LLM call")
+	}
+	if inf.RequestModel != "gpt-4o-mini" || !strings.Contains(inf.RequestProblem, "capture bound") || inf.ResponseModel != "gpt-4o-mini-2024-07-18" {
+		t.Errorf("%+v", inf)
+	}
+	if exs[0].Request.Complete || exs[0].Request.WireSize != int64(len(body)) {
+		t.Errorf("request complete=%v size %d", exs[0].Request.Complete, exs[0].Request.WireSize)
+	}
+}
+
+// TestBufferBound: a response body larger than the per-connection buffer is kept in part, and
+// memory stays bounded.
+func TestBufferBound(t *testing.T) {
+	tr := NewTracker(Options{MaxBuffer: 1 << 16})
+	key := Key{PID: 1, Conn: 1}
+	req := read(t, "openai_tool_calls.req")
+	tr.Data(key, Write, req, len(req), t0, nil)
+	n := 1 << 20
+	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n)
+	tr.Data(key, Read, []byte(head), len(head), t0, nil)
+	chunk := bytes.Repeat([]byte("a"), 4096)
+	var exs []Exchange
+	for sent := 0; sent < n; sent += len(chunk) {
+		exs = append(exs, tr.Data(key, Read, chunk, len(chunk), t0, nil)...)
+		if c := tr.conns[key]; c != nil && len(c.in.body) > 1<<16 {
+			t.Fatalf("buffer grew to %d", len(c.in.body))
+		}
+	}
+	if len(exs) != 1 || exs[0].Response.Complete || !strings.Contains(exs[0].Response.Problem, "buffer") || exs[0].Response.WireSize != int64(n) {
+		t.Fatalf("%+v", exs)
+	}
+	inf, _ := Parse(exs[0])
+	if inf.ResponseProblem == "" {
+		t.Error("no problem reported")
+	}
+}
+
+func TestHeadersNeverEnd(t *testing.T) {
+	tr := NewTracker(Options{MaxBuffer: 1 << 16})
+	key := Key{PID: 1, Conn: 1}
+	tr.Data(key, Write, []byte("POST /v1/chat/completions HTTP/1.1\r\n"), 36, t0, nil)
+	for i := 0; i < 1000; i++ {
+		line := []byte("X-Junk: " + strings.Repeat("y", 1000) + "\r\n")
+		tr.Data(key, Write, line, len(line), t0, nil)
+	}
+	if c := tr.conns[key]; len(c.out.buf) > 1<<16 {
+		t.Fatalf("buffer grew to %d", len(c.out.buf))
+	}
+	// The next request is parsed again.
+	req := read(t, "openai_tool_calls.req")
+	resp := read(t, "openai_tool_calls.resp")
+	tr.Data(key, Write, req, len(req), t0, nil)
+	exs := tr.Data(key, Read, resp, len(resp), t0, nil)
+	if len(exs) != 1 || exs[0].Request == nil {
+		t.Fatalf("%+v", exs)
+	}
+}
+
+func TestKeepAliveAndPipelining(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req := read(t, "openai_tool_calls.req")
+	resp := read(t, "openai_tool_calls.resp")
+	req2 := read(t, "anthropic_tool_use.req")
+	resp2 := read(t, "anthropic_tool_use.resp")
+	both := append(append([]byte{}, req...), req2...)
+	tr.Data(key, Write, both, len(both), t0, nil)
+	bothResp := append(append([]byte{}, resp...), resp2...)
+	exs := tr.Data(key, Read, bothResp, len(bothResp), t0, nil)
+	if len(exs) != 2 {
+		t.Fatalf("%d exchanges", len(exs))
+	}
+	a, _ := Parse(exs[0])
+	b, _ := Parse(exs[1])
+	if a.Provider != "openai" || b.Provider != "anthropic" || b.ToolCalls[0].ID != "toolu_01A" {
+		t.Errorf("%+v / %+v", a, b)
+	}
+}
+
+func TestBadChunks(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req := read(t, "openai_tool_calls.req")
+	tr.Data(key, Write, req, len(req), t0, nil)
+	bad := []byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	exs := tr.Data(key, Read, bad, len(bad), t0, nil)
+	if len(exs) != 1 || !strings.Contains(exs[0].Response.Problem, "chunk") {
+		t.Fatalf("%+v", exs)
+	}
+	inf, ok := Parse(exs[0])
+	if !ok || inf.ResponseProblem == "" {
+		t.Errorf("%+v", inf)
+	}
+}
+
+// TestAttachedMidConnection: the first bytes seen are the end of a response; the next exchange
+// on the connection is parsed.
+func TestAttachedMidConnection(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	tail := []byte(`"usage":{"prompt_tokens":1}}`)
+	if exs := tr.Data(key, Read, tail, len(tail), t0, nil); len(exs) != 0 {
+		t.Fatalf("%+v", exs)
+	}
+	exs := replay(t, tr, read(t, "openai_tool_calls.req"), read(t, "openai_tool_calls.resp"), 50, 50)
+	if len(exs) != 1 {
+		t.Fatalf("%d exchanges", len(exs))
+	}
+	if inf, ok := Parse(exs[0]); !ok || inf.ResponseModel != "gpt-4o-mini-2024-07-18" {
+		t.Errorf("%+v", inf)
+	}
+}
+
+func TestServerSideIgnored(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req := read(t, "openai_tool_calls.req")
+	if exs := tr.Data(key, Read, req, len(req), t0, nil); len(exs) != 0 {
+		t.Fatalf("a server's connection reported: %+v", exs)
+	}
+	resp := read(t, "openai_tool_calls.resp")
+	if exs := tr.Data(key, Write, resp, len(resp), t0, nil); len(exs) != 0 {
+		t.Fatalf("a server's connection reported: %+v", exs)
+	}
+}
+
+func TestNotLLM(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	r := []byte("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+	tr.Data(key, Write, r, len(r), t0, nil)
+	s := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	exs := tr.Data(key, Read, s, len(s), t0, nil)
+	if len(exs) != 1 {
+		t.Fatalf("%+v", exs)
+	}
+	if _, ok := Parse(exs[0]); ok {
+		t.Error("a GET of a page is taken for an LLM call")
+	}
+}
+
+func TestExpireAndClose(t *testing.T) {
+	tr := NewTracker(Options{IdleTimeout: time.Second, MaxConnections: 2})
+	req := read(t, "openai_tool_calls.req")
+	for i := 0; i < 3; i++ {
+		tr.Data(Key{PID: 1, Conn: uint64(i)}, Write, req, len(req), t0.Add(time.Duration(i)*time.Millisecond), nil)
+	}
+	if tr.Connections() != 2 || tr.Dropped != 1 {
+		t.Fatalf("connections %d dropped %d", tr.Connections(), tr.Dropped)
+	}
+	exs := tr.Expire(t0.Add(time.Minute))
+	if len(exs) != 2 || exs[0].Response != nil || tr.Connections() != 0 {
+		t.Fatalf("%+v", exs)
+	}
+	inf, ok := Parse(exs[0])
+	if !ok || !inf.NoResponse {
+		t.Errorf("%+v", inf)
+	}
+	tr.Data(Key{PID: 5, Conn: 1}, Write, req, len(req), t0, nil)
+	half := []byte("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"id\":")
+	tr.Data(Key{PID: 5, Conn: 1}, Read, half, len(half), t0, nil)
+	exs = tr.CloseProcess(5)
+	if len(exs) != 1 || exs[0].Response == nil || exs[0].Response.Complete {
+		t.Fatalf("%+v", exs)
+	}
+}
+
+// FuzzTracker: any bytes, split anywhere, with bytes missing: no panic, bounded memory.
+func FuzzTracker(f *testing.F) {
+	for _, name := range []string{"openai_tool_calls", "openai_chunked_gzip", "openai_stream", "anthropic_stream"} {
+		req, _ := os.ReadFile(filepath.Join("testdata", name+".req"))
+		resp, _ := os.ReadFile(filepath.Join("testdata", name+".resp"))
+		f.Add(req, resp, uint8(7), uint16(0))
+	}
+	f.Fuzz(func(t *testing.T, req, resp []byte, step uint8, missing uint16) {
+		tr := NewTracker(Options{MaxBuffer: 4096})
+		key := Key{PID: 1, Conn: 1}
+		n := int(step) + 1
+		for _, p := range split(req, n) {
+			for _, ex := range tr.Data(key, Write, p, len(p)+int(missing%3), t0, nil) {
+				Parse(ex)
+			}
+		}
+		for _, p := range split(resp, n) {
+			for _, ex := range tr.Data(key, Read, p, len(p), t0, nil) {
+				Parse(ex)
+			}
+		}
+		for _, ex := range tr.CloseProcess(1) {
+			Parse(ex)
+		}
+	})
+}

@@ -1,0 +1,191 @@
+package pyinfo
+
+import (
+	"bufio"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/usdt"
+)
+
+// ErrNotPython: the binary is not a CPython interpreter (no _PyRuntime symbol).
+var ErrNotPython = errors.New("not a CPython interpreter")
+
+// Interpreter is a CPython binary: an executable with the interpreter linked in, or libpython.
+type Interpreter struct {
+	Path    string
+	Version string  // "3.11", "" when it could not be read
+	Layout  *Layout // nil: a version without a layout (native frames only)
+	// RuntimeAddr is the link-time address of _PyRuntime.
+	RuntimeAddr uint64
+	// Audit is the `python:audit` USDT probe; nil when the binary was built without probes.
+	Audit *usdt.Probe
+	// LoadSegment: the first loadable segment's address and offset, to turn a mapping of the
+	// file in a process into the load bias.
+	FirstLoadVaddr, FirstLoadOffset uint64
+	Shared                          bool // a shared library (libpython)
+}
+
+var (
+	pythonName    = regexp.MustCompile(`(?:^|/)python(\d)\.(\d+)[a-z]*$`)
+	libpythonName = regexp.MustCompile(`(?:^|/)libpython(\d)\.(\d+)[a-z]*\.so`)
+)
+
+// Inspect reads an interpreter binary.
+func Inspect(path string) (*Interpreter, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	in := &Interpreter{Path: path, Shared: f.Type == elf.ET_DYN && libpythonName.MatchString(path)}
+	// An interpreter exports _PyRuntime for extension modules; the full symbol table (large in
+	// big native programs) is read only for files named like an interpreter.
+	syms, _ := f.DynamicSymbols()
+	if !hasSymbol(syms, "_PyRuntime") && (pythonName.MatchString(path) || libpythonName.MatchString(path)) {
+		if more, err := f.Symbols(); err == nil {
+			syms = append(syms, more...)
+		}
+	}
+	var version uint64
+	for _, s := range syms {
+		switch s.Name {
+		case "_PyRuntime":
+			in.RuntimeAddr = s.Value
+		case "Py_Version":
+			if v, err := readUint32(f, s.Value); err == nil {
+				version = uint64(v)
+			}
+		}
+	}
+	if in.RuntimeAddr == 0 {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotPython)
+	}
+	switch {
+	case version != 0:
+		in.Version = fmt.Sprintf("%d.%d", version>>24&0xff, version>>16&0xff)
+	default:
+		// Before 3.11 there is no Py_Version: the file name says it.
+		for _, re := range []*regexp.Regexp{pythonName, libpythonName} {
+			if m := re.FindStringSubmatch(path); m != nil {
+				in.Version = m[1] + "." + m[2]
+			}
+		}
+	}
+	in.Layout = Layouts[in.Version]
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			in.FirstLoadVaddr, in.FirstLoadOffset = p.Vaddr, p.Off
+			break
+		}
+	}
+	if probes, err := usdt.Read(f); err == nil {
+		if p, err := usdt.Find(probes, "python", "audit"); err == nil && len(p.Args) >= 2 {
+			in.Audit = &p
+		}
+	}
+	return in, nil
+}
+
+func hasSymbol(syms []elf.Symbol, name string) bool {
+	for _, s := range syms {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// readUint32 reads a 4-byte value at a virtual address of the file.
+func readUint32(f *elf.File, addr uint64) (uint32, error) {
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && addr >= p.Vaddr && addr+4 <= p.Vaddr+p.Filesz {
+			var b [4]byte
+			if _, err := p.ReadAt(b[:], int64(addr-p.Vaddr)); err != nil {
+				return 0, err
+			}
+			return f.ByteOrder.Uint32(b[:]), nil
+		}
+	}
+	return 0, fmt.Errorf("address %#x not in the file", addr)
+}
+
+// Mapping is one file mapped into a process.
+type Mapping struct {
+	Start, Offset uint64
+	Path          string // as the process sees it
+	Dev           uint64 // kernel encoding (major<<20 | minor)
+	Inode         uint64
+}
+
+// Candidates lists the files of a process that may be its interpreter: the executable first,
+// then mapped libpython libraries. Paths are as the process sees them.
+func Candidates(procRoot string, pid uint32) ([]Mapping, error) {
+	f, err := os.Open(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "maps"))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Mapping
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		m, ok := parseMapsLine(sc.Text())
+		if !ok || seen[m.Path] {
+			continue
+		}
+		base := filepath.Base(m.Path)
+		if strings.HasPrefix(base, "libpython") || strings.HasPrefix(base, "python") {
+			seen[m.Path] = true
+			out = append(out, m)
+		}
+	}
+	return out, sc.Err()
+}
+
+// FirstMapping returns the lowest mapping of path (by inode) in the process's maps.
+func FirstMapping(procRoot string, pid uint32, dev, inode uint64) (Mapping, bool) {
+	f, err := os.Open(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "maps"))
+	if err != nil {
+		return Mapping{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		m, ok := parseMapsLine(sc.Text())
+		if ok && m.Inode == inode && m.Dev == dev {
+			return m, true
+		}
+	}
+	return Mapping{}, false
+}
+
+// parseMapsLine parses "start-end perms offset maj:min inode path".
+func parseMapsLine(line string) (Mapping, bool) {
+	fields := strings.Fields(line)
+	if len(fields) < 6 || !strings.HasPrefix(fields[5], "/") {
+		return Mapping{}, false
+	}
+	addr, _, _ := strings.Cut(fields[0], "-")
+	start, err1 := strconv.ParseUint(addr, 16, 64)
+	off, err2 := strconv.ParseUint(fields[2], 16, 64)
+	maj, min, _ := strings.Cut(fields[3], ":")
+	ma, err3 := strconv.ParseUint(maj, 16, 32)
+	mi, err4 := strconv.ParseUint(min, 16, 32)
+	ino, err5 := strconv.ParseUint(fields[4], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil {
+		return Mapping{}, false
+	}
+	return Mapping{Start: start, Offset: off, Path: strings.Join(fields[5:], " "), Dev: ma<<20 | mi, Inode: ino}, true
+}
+
+// Bias returns the load bias of the interpreter in a process where m is its first mapping.
+func (in *Interpreter) Bias(m Mapping) uint64 {
+	return m.Start - m.Offset - (in.FirstLoadVaddr - in.FirstLoadOffset)
+}

@@ -1,0 +1,462 @@
+package ebpfreceiver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/link"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+)
+
+// tlsSupport attaches the TLS plaintext probes and turns what they capture into spans: LLM API
+// calls become inference spans, other HTTP/1.1 requests client spans, connections that are not
+// HTTP/1.1 one span saying so. Reader goroutine only.
+type tlsSupport struct {
+	cfg      *Config
+	kernel   *probes.Set
+	logger   *zap.Logger
+	tel      *telemetry
+	redactor *redact.Redactor
+	tracker  *llm.Tracker
+	attached map[string]bool // libraries and Go binaries probed, by "dev:inode"
+	libNames map[string]bool // base names of the configured libraries
+}
+
+// tlsMeta is what the receiver knew when a TLS call happened.
+type tlsMeta struct {
+	parent spans.Parent
+	hdr    spans.Header
+	stack  []spans.Frame
+	source uint8
+}
+
+func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry, red *redact.Redactor) *tlsSupport {
+	t := &tlsSupport{
+		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
+		tracker:  llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer}),
+		attached: map[string]bool{},
+		libNames: map[string]bool{},
+	}
+	for _, l := range cfg.TLS.Libraries {
+		t.libNames[filepath.Base(l)] = true
+	}
+	return t
+}
+
+// attachLibraries probes the configured libraries as this host sees them.
+func (t *tlsSupport) attachLibraries() {
+	for _, lib := range t.cfg.TLS.Libraries {
+		path, err := findLibrary(lib)
+		if err != nil {
+			t.logger.Info("TLS library not found on this host; it is probed where traced processes map it", zap.String("library", lib))
+			continue
+		}
+		t.attachOpenSSL(path)
+	}
+}
+
+func fileKey(path string) (string, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", false
+	}
+	k := inodeKey(st)
+	return fmt.Sprintf("%d:%d", k.Dev, k.Ino), true
+}
+
+var sslFunctions = []struct {
+	symbol string
+	cookie uint64
+}{
+	{"SSL_write", 0},
+	{"SSL_write_ex", probes.SSLCookieEx},
+	{"SSL_read", probes.SSLCookieRead},
+	{"SSL_read_ex", probes.SSLCookieRead | probes.SSLCookieEx},
+}
+
+// attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them).
+func (t *tlsSupport) attachOpenSSL(path string) {
+	key, ok := fileKey(path)
+	if !ok || t.attached[key] {
+		return
+	}
+	t.attached[key] = true
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		t.warn("cannot open the TLS library", path, err)
+		return
+	}
+	n := 0
+	for _, f := range sslFunctions {
+		l, err := ex.Uprobe(f.symbol, t.kernel.SSLEntry(), &link.UprobeOptions{Cookie: f.cookie})
+		if err != nil {
+			continue // OpenSSL before 1.1.1 has no _ex forms
+		}
+		r, err := ex.Uretprobe(f.symbol, t.kernel.SSLReturn(), &link.UprobeOptions{Cookie: f.cookie})
+		if err != nil {
+			_ = l.Close()
+			t.warn("cannot attach the return probe of "+f.symbol, path, err)
+			continue
+		}
+		t.kernel.AddLink(l)
+		t.kernel.AddLink(r)
+		n++
+	}
+	if n == 0 {
+		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
+		return
+	}
+	t.logger.Debug("TLS library probed", zap.String("library", path), zap.Int("functions", n))
+}
+
+func (t *tlsSupport) warn(msg, path string, err error) {
+	t.tel.attachFailures.Add(ctxBackground, 1)
+	fields := []zap.Field{zap.String("path", path)}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	t.logger.Warn(msg, fields...)
+}
+
+// attachGo probes crypto/tls.(*Conn).Write at entry and (*Conn).Read at entry and every RET.
+func (t *tlsSupport) attachGo(path string) {
+	key, ok := fileKey(path)
+	if !ok || t.attached[key] {
+		return
+	}
+	t.attached[key] = true
+	bin, err := elfinfo.Open(path)
+	if err != nil {
+		return
+	}
+	defer bin.Close()
+	if !bin.IsGo {
+		return
+	}
+	write, err := bin.Function("crypto/tls.(*Conn).Write")
+	if err != nil {
+		return // the program does not use crypto/tls
+	}
+	read, err := bin.Function("crypto/tls.(*Conn).Read")
+	if err != nil {
+		return
+	}
+	woff, err1 := bin.FileOffset(write.Address)
+	roff, err2 := bin.FileOffset(read.Address)
+	rets, err3 := bin.ReturnOffsets(read)
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.warn("cannot locate crypto/tls in the Go program", path, fmt.Errorf("%v %v %v", err1, err2, err3))
+		return
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		t.warn("cannot open the Go program", path, err)
+		return
+	}
+	wl, err := ex.Uprobe(write.Name, t.kernel.GoTLSWrite(), &link.UprobeOptions{Address: woff})
+	if err != nil {
+		t.warn("cannot probe crypto/tls.(*Conn).Write", path, err)
+		return
+	}
+	t.kernel.AddLink(wl)
+	links, err := attachProbes(path, read.Name, roff, 0, true, rets, t.kernel.GoTLSRead(), t.kernel.GoTLSReadRet())
+	if err != nil {
+		t.warn("cannot probe crypto/tls.(*Conn).Read", path, err)
+		return
+	}
+	for _, l := range links {
+		t.kernel.AddLink(l)
+	}
+}
+
+// setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, and
+// configured OpenSSL libraries it maps from files this host did not probe (a container's).
+func (t *tlsSupport) setupProcess(info procInfo, isGo bool) {
+	if isGo && t.cfg.TLS.Go && info.exeFile != "" {
+		t.attachGo(info.exeFile)
+	}
+	maps, err := os.ReadFile(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"))
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !t.libNames[filepath.Base(f[5])] {
+			continue
+		}
+		t.attachOpenSSL(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "root", f[5]))
+	}
+}
+
+// onTLS feeds one TLS call's plaintext to the connection tracker.
+func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
+	const head = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
+	if len(raw) < head || r.tls == nil {
+		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+		return
+	}
+	e := (*probes.TLSEvent)(unsafe.Pointer(&raw[0]))
+	n := min(int(e.Captured), len(raw)-head, len(e.Data))
+	data := e.Data[:n]
+	meta := &tlsMeta{hdr: h, source: e.Source}
+	if r.python != nil {
+		name := ""
+		if t := r.attacher.traced[h.PID]; t != nil {
+			name = t.cfg.Name
+		}
+		if st := r.python.take(h, name); st != nil {
+			r.builder.ObserveStack(h, st.funcs, st.truncated)
+			meta.stack = st.frames
+		}
+	}
+	if e.Source == probes.TLSGo {
+		meta.parent = r.builder.ParentForHandoff(h, spans.RoleInference)
+	} else {
+		meta.parent = r.builder.ParentOf(h)
+	}
+	dir := llm.Write
+	if e.Direction == probes.TLSRead {
+		dir = llm.Read
+	}
+	for _, ex := range r.tls.tracker.Data(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, int(e.Len), h.Time, meta) {
+		r.emitExchange(ex)
+	}
+}
+
+// tlsHousekeeping completes responses read until close and forgets idle connections.
+func (r *ebpfReceiver) tlsHousekeeping(now time.Time) {
+	if r.tls == nil {
+		return
+	}
+	for _, ex := range r.tls.tracker.Flush(now, 2*time.Second) {
+		r.emitExchange(ex)
+	}
+	for _, ex := range r.tls.tracker.Expire(now) {
+		r.emitExchange(ex)
+	}
+}
+
+func (r *ebpfReceiver) tlsProcessGone(pid uint32) {
+	if r.tls == nil {
+		return
+	}
+	for _, ex := range r.tls.tracker.CloseProcess(pid) {
+		r.emitExchange(ex)
+	}
+}
+
+func sourceName(s uint8) string {
+	if s == probes.TLSGo {
+		return "go"
+	}
+	return "openssl"
+}
+
+// emitExchange turns one reassembled exchange into a span under the call that made it.
+func (r *ebpfReceiver) emitExchange(ex llm.Exchange) {
+	if ex.Unparsed != "" {
+		meta, _ := ex.Meta.(*tlsMeta)
+		if meta == nil {
+			return
+		}
+		r.builder.AddSpan(meta.parent, spans.SpanData{
+			Name: "tls", Kind: ptrace.SpanKindClient, Start: meta.hdr.Time, End: meta.hdr.Time, TID: meta.hdr.TID,
+			Attributes: func(m pcommon.Map) {
+				m.PutStr("agenttrail.tls.library", sourceName(meta.source))
+				m.PutStr("agenttrail.tls.unparsed", ex.Unparsed)
+				m.PutInt("agenttrail.tls.bytes_written", ex.BytesWritten)
+				m.PutInt("agenttrail.tls.bytes_read", ex.BytesRead)
+				m.PutInt("thread.id", int64(meta.hdr.TID))
+				putStack(m, meta.stack)
+			},
+		})
+		return
+	}
+	if ex.Request == nil {
+		return // a response whose request was not seen (attached mid-connection)
+	}
+	meta, _ := ex.Request.Meta.(*tlsMeta)
+	if meta == nil {
+		return
+	}
+	end := ex.Request.End
+	if ex.Response != nil {
+		end = ex.Response.End
+	}
+	if inf, ok := llm.Parse(ex); ok {
+		r.builder.AddSpan(meta.parent, r.inferenceSpan(inf, meta, end))
+		return
+	}
+	req, resp := ex.Request, ex.Response
+	d := spans.SpanData{
+		Name: req.Method, Kind: ptrace.SpanKindClient, Start: meta.hdr.Time, End: end, TID: meta.hdr.TID,
+		Attributes: func(m pcommon.Map) {
+			m.PutStr("http.request.method", req.Method)
+			target, _ := r.redactor.String(req.Target)
+			m.PutStr("url.path", target)
+			putServer(m, req.Header.Get("Host"))
+			m.PutInt("http.request.body.size", req.WireSize)
+			if resp != nil {
+				m.PutInt("http.response.status_code", int64(resp.Status))
+				m.PutInt("http.response.body.size", resp.WireSize)
+			}
+			m.PutStr("agenttrail.tls.library", sourceName(meta.source))
+			m.PutInt("thread.id", int64(meta.hdr.TID))
+			putStack(m, meta.stack)
+		},
+	}
+	if resp != nil && resp.Status >= 400 {
+		d.Error = "HTTP " + strconv.Itoa(resp.Status)
+	}
+	r.builder.AddSpan(meta.parent, d)
+}
+
+func putStack(m pcommon.Map, frames []spans.Frame) {
+	if len(frames) > 0 {
+		m.PutStr("code.stacktrace", spans.FormatStack(frames))
+	}
+}
+
+func putServer(m pcommon.Map, host string) {
+	if host == "" {
+		return
+	}
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		m.PutStr("server.address", h)
+		if port, err := strconv.Atoi(p); err == nil {
+			m.PutInt("server.port", int64(port))
+		}
+		return
+	}
+	m.PutStr("server.address", host)
+}
+
+// maxMessageContent bounds gen_ai.input.messages / gen_ai.output.messages.
+const maxMessageContent = 64 << 10
+
+func (r *ebpfReceiver) inferenceSpan(inf *llm.Inference, meta *tlsMeta, end time.Time) spans.SpanData {
+	name := "chat"
+	if inf.RequestModel != "" {
+		name = "chat " + inf.RequestModel
+	}
+	d := spans.SpanData{Name: name, Kind: ptrace.SpanKindClient, Start: meta.hdr.Time, End: end, TID: meta.hdr.TID}
+	switch {
+	case inf.Status >= 400:
+		d.Error = fmt.Sprintf("the model API answered HTTP %d", inf.Status)
+	case inf.ErrorType != "":
+		d.Error = "the model API answered an error: " + inf.ErrorType
+	}
+	content := r.cfg.TLS.CaptureMessageContent
+	d.Attributes = func(m pcommon.Map) {
+		m.PutStr("gen_ai.operation.name", "chat")
+		m.PutStr("gen_ai.provider.name", inf.Provider)
+		m.PutStr("agenttrail.role", string(spans.RoleInference))
+		m.PutStr("agenttrail.llm.api", inf.API)
+		if inf.RequestModel != "" {
+			m.PutStr("gen_ai.request.model", inf.RequestModel)
+		}
+		if inf.ResponseModel != "" {
+			m.PutStr("gen_ai.response.model", inf.ResponseModel)
+		}
+		if inf.ResponseID != "" {
+			m.PutStr("gen_ai.response.id", inf.ResponseID)
+		}
+		if inf.HasInputTokens {
+			m.PutInt("gen_ai.usage.input_tokens", inf.InputTokens)
+		}
+		if inf.HasOutputTokens {
+			m.PutInt("gen_ai.usage.output_tokens", inf.OutputTokens)
+		}
+		if len(inf.FinishReasons) > 0 {
+			putStrings(m, "gen_ai.response.finish_reasons", inf.FinishReasons)
+		}
+		if len(inf.ToolCalls) > 0 {
+			names := make([]string, len(inf.ToolCalls))
+			ids := make([]string, len(inf.ToolCalls))
+			for i, tc := range inf.ToolCalls {
+				names[i], ids[i] = tc.Name, tc.ID
+			}
+			putStrings(m, "agenttrail.tool_calls.names", names)
+			putStrings(m, "agenttrail.tool_calls.ids", ids)
+		}
+		if inf.Stream {
+			m.PutBool("agenttrail.llm.stream", true)
+		}
+		m.PutStr("http.request.method", inf.Method)
+		path, _ := r.redactor.String(inf.Path)
+		m.PutStr("url.path", path)
+		putServer(m, inf.Host)
+		if inf.Status != 0 {
+			m.PutInt("http.response.status_code", int64(inf.Status))
+		}
+		switch {
+		case inf.ErrorType != "":
+			m.PutStr("error.type", inf.ErrorType)
+		case inf.Status >= 400:
+			m.PutStr("error.type", strconv.Itoa(inf.Status))
+		}
+		m.PutInt("http.request.body.size", inf.RequestBodySize)
+		m.PutInt("http.response.body.size", inf.ResponseBodySize)
+		if inf.RequestProblem != "" {
+			m.PutStr("agenttrail.llm.request.unparsed", inf.RequestProblem)
+		}
+		if inf.ResponseProblem != "" {
+			m.PutStr("agenttrail.llm.response.unparsed", inf.ResponseProblem)
+		}
+		m.PutStr("agenttrail.tls.library", sourceName(meta.source))
+		m.PutInt("thread.id", int64(meta.hdr.TID))
+		putStack(m, meta.stack)
+		if content {
+			r.putContent(m, "gen_ai.input.messages", inf.InputMessages)
+			r.putContent(m, "gen_ai.output.messages", inf.OutputMessages)
+		}
+	}
+	d.Events = func(evs ptrace.SpanEventSlice) {
+		for _, tc := range inf.ToolCalls {
+			ev := evs.AppendEmpty()
+			ev.SetName("gen_ai.tool.call")
+			ev.SetTimestamp(pcommon.NewTimestampFromTime(end))
+			ev.Attributes().PutStr("gen_ai.tool.name", tc.Name)
+			ev.Attributes().PutStr("gen_ai.tool.call.id", tc.ID)
+		}
+	}
+	return d
+}
+
+// putContent exports message content through the redaction policy, bounded.
+func (r *ebpfReceiver) putContent(m pcommon.Map, key, raw string) {
+	if raw == "" {
+		return
+	}
+	truncated := false
+	if len(raw) > maxMessageContent {
+		raw, truncated = raw[:maxMessageContent], true
+	}
+	v, counts, _ := r.redactor.Value(redact.PolicyRedacted, []byte(raw), truncated)
+	m.PutStr(key, v)
+	if n := counts.Total(); n > 0 {
+		m.PutInt(key+".redactions", int64(n))
+	}
+}
+
+func putStrings(m pcommon.Map, key string, vals []string) {
+	s := m.PutEmptySlice(key)
+	for _, v := range vals {
+		s.AppendEmpty().SetStr(v)
+	}
+}
