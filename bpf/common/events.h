@@ -30,6 +30,7 @@ enum event_kind {
 	EVENT_PYTHON_STACK = 9,
 	EVENT_PYTHON_AUDIT = 10,
 	EVENT_TLS_DATA = 11,
+	EVENT_THREAD_EXIT = 12,
 };
 
 // Argument kinds and registers: the numbering is shared with the Go package elfinfo.
@@ -125,7 +126,8 @@ struct syscall_exit_event {
 };
 
 // EVENT_PROCESS_EXEC (every exec on the host: user space matches targets by name and container),
-// EVENT_PROCESS_EXIT and EVENT_PROCESS_FORK (traced processes only).
+// EVENT_PROCESS_EXIT, EVENT_THREAD_EXIT (hdr.tid is the thread) and EVENT_PROCESS_FORK (traced
+// processes only).
 struct process_event {
 	struct event_header hdr;
 	__u32 child_tgid; // fork: the new process

@@ -325,11 +325,24 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	if ((__u32)id != tgid)
-		return 0; // a thread, not the process
 	struct traced_process *proc = traced(tgid);
 	if (!proc)
 		return 0;
+	if ((__u32)id != tgid) {
+		// A thread of a traced process ends: what it had open (a Python request thread's
+		// reconstructed calls, a native call) ends with it.
+		struct process_event *t = bpf_ringbuf_reserve(&events, sizeof(*t), 0);
+		if (!t) {
+			count_drop(DROP_RINGBUF_FULL);
+			return 0;
+		}
+		fill_header(&t->hdr, EVENT_THREAD_EXIT, 0, 0);
+		t->child_tgid = 0;
+		t->target_id = proc->target_id;
+		t->filename_len = 0;
+		submit(t);
+		return 0;
+	}
 	__u32 target_id = proc->target_id;
 	bpf_map_delete_elem(&traced_processes, &tgid);
 	bpf_map_delete_elem(&python_procs, &tgid);

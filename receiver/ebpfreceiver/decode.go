@@ -85,6 +85,12 @@ func (r *ebpfReceiver) handle(raw []byte) {
 		}
 		e := (*probes.SyscallExitEvent)(unsafe.Pointer(&raw[0]))
 		r.builder.SyscallExit(hdr, e.Ret, sockaddr(e.Family, e.Addr, e.Port))
+	case probes.KindThreadExit:
+		if len(raw) < sizeProcess {
+			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+			return
+		}
+		r.builder.ThreadExit(hdr)
 	case probes.KindProcessExec, probes.KindProcessFork, probes.KindProcessExit:
 		if len(raw) < sizeProcess {
 			r.telemetry.eventsInvalid.Add(ctxBackground, 1)

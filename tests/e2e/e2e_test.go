@@ -74,12 +74,46 @@ func freePort(t *testing.T) int {
 type scenario struct {
 	name     string
 	start    func(ctx context.Context, bin bank.Binaries, opts bank.Options) (*bank.Env, error)
-	override string // extra collector config (targets) for this agent, or ""
+	override string        // extra collector config (targets) for this agent, or ""
+	args     bool          // function arguments are captured (Go: by DWARF; Python spans have none)
+	pause    time.Duration // wait between messages
 }
 
-var goAgent = scenario{name: "go", start: bank.Start}
+var goAgent = scenario{name: "go", start: bank.Start, args: true}
+
+// pythonAgent is the same agent in Python: its functions are configured by module:qualname and
+// their spans are reconstructed from Python stacks; arguments are not captured.
+//
+// A request thread's reconstructed spans end when the thread exits or after span_idle_timeout
+// without a stack sample; ThreadingHTTPServer keeps one thread per keep-alive connection, so
+// the scenario waits longer than the timeout between messages (pause), otherwise consecutive
+// requests' calls of handle_prompt would be seen as one activation.
+var pythonAgent = scenario{name: "python", start: bank.StartPython, pause: 3 * time.Second, override: `receivers:
+  ebpf:
+    python:
+      span_idle_timeout: 2s
+    targets:
+      - name: customer-agent
+        process_name: python3.11
+        python_functions:
+          - {pattern: "customer_agent:Agent.handle_prompt", role: prompt}
+          - {pattern: "customer_agent:Agent.execute_tool"}
+          - {pattern: "customer_agent:ModelClient.complete", role: inference, model: model-x}
+          - {pattern: "customer_agent:Tools.accounts_summary", role: tool, tool_name: accounts-summary}
+          - {pattern: "customer_agent:Tools.recent_transactions", role: tool, tool_name: recent-transactions}
+          - {pattern: "customer_agent:Tools.transfer_low_value", role: tool, tool_name: transfers-low-value}
+          - {pattern: "customer_agent:Tools.export_customer_data", role: tool, tool_name: customer-data-export}
+          - {pattern: "customer_agent:Tools.system_diagnostics", role: tool, tool_name: system-diagnostics}
+`}
 
 func TestBankAttackGoAgent(t *testing.T) { run(t, goAgent) }
+
+func TestBankAttackPythonAgent(t *testing.T) {
+	if _, err := bank.EnsurePython(); err != nil {
+		t.Skipf("Debian's python3.11 cannot be had here: %v", err)
+	}
+	run(t, pythonAgent)
+}
 
 type harness struct {
 	t         *testing.T
@@ -194,12 +228,29 @@ service:
 		t.Fatal(err)
 	}
 	defer env.Stop()
-	time.Sleep(time.Second) // the collector attaches to the agent at its exec
+	// The collector attaches to the agent when it sees its exec, a moment after it started:
+	// greet the agent until a story of it shows up, so the scenario runs fully traced.
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		if _, err := env.Chat(ctx, "warm-up", "hello"); err != nil {
+			t.Fatalf("warm-up chat: %v", err)
+		}
+		if tr, err := j.TracesWith(ctx, "customer-agent", "invoke_agent customer-agent", 10); err == nil && len(tr) > 0 {
+			break
+		}
+		time.Sleep(sc.pause)
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's prompts do not show up in Jaeger; collector log:\n%s", tailFile(h.log, 40))
+		}
+		time.Sleep(time.Second)
+	}
 
+	time.Sleep(sc.pause)
 	for _, msg := range append(append([]string(nil), bank.BenignConversation...), piiPrompt) {
 		if _, err := env.Chat(ctx, "benign", msg); err != nil {
 			t.Fatalf("benign %q: %v", msg, err)
 		}
+		time.Sleep(sc.pause)
 	}
 	if _, err := env.Chat(ctx, "attacker", bank.AttackMessageTo(env.UploadURL)); err != nil {
 		t.Fatalf("attack: %v", err)
@@ -210,8 +261,8 @@ service:
 	}
 
 	story := waitAttack(t, ctx, j)
-	checkStory(t, story, env)
-	checkBenign(t, ctx, j)
+	checkStory(t, story, env, sc)
+	checkBenign(t, ctx, j, sc)
 	checkSIEMs(t, hec, azure)
 
 	h.stopCollector() // seals the evidence archive
@@ -250,7 +301,7 @@ func waitAttack(t *testing.T, ctx context.Context, j *jaeger.Jaeger) jaeger.Trac
 	t.Helper()
 	deadline := time.Now().Add(45 * time.Second)
 	for {
-		traces, err := j.Traces(ctx, "customer-agent", 100)
+		traces, err := j.TracesWith(ctx, "customer-agent", "execute_tool customer-data-export", 100)
 		var attacks []jaeger.Trace
 		for _, tr := range traces {
 			if hasOp(tr, "execute_tool customer-data-export") {
@@ -300,7 +351,24 @@ func first(t *testing.T, tr jaeger.Trace, op string) jaeger.Span {
 	return found[0]
 }
 
-func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
+// descends reports whether span d is below ancestor a in the trace.
+func descends(tr jaeger.Trace, d, a jaeger.Span) bool {
+	byID := map[string]jaeger.Span{}
+	for _, s := range tr.Spans {
+		byID[s.SpanID] = s
+	}
+	for p := d.Parent(); p != ""; p = byID[p].Parent() {
+		if p == a.SpanID {
+			return true
+		}
+		if _, ok := byID[p]; !ok {
+			return false
+		}
+	}
+	return false
+}
+
+func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env, sc scenario) {
 	t.Helper()
 	prompt := first(t, tr, "invoke_agent customer-agent")
 	chat := first(t, tr, "chat model-x")
@@ -308,11 +376,29 @@ func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
 	if prompt.Parent() != "" {
 		t.Errorf("the prompt handler is not the story's root")
 	}
-	if chat.Parent() != prompt.SpanID || tool.Parent() != prompt.SpanID {
-		t.Errorf("chat and the tool are not children of the prompt handler")
+	if !descends(tr, chat, prompt) || !descends(tr, tool, prompt) {
+		t.Errorf("the model call and the tool are not below the prompt handler")
 	}
-	if got := jaeger.Tag(tool.Tags, "agenttrail.arg.query"); got != "SELECT * FROM customers" {
-		t.Errorf("tool query %q", got)
+	if sc.args {
+		if got := jaeger.Tag(tool.Tags, "agenttrail.arg.query"); got != "SELECT * FROM customers" {
+			t.Errorf("tool query %q", got)
+		}
+	}
+	// The model's decision, read from the decrypted TLS response of the model call.
+	decided := false
+	for _, s := range tr.Spans {
+		if strings.HasPrefix(s.OperationName, "chat ") && strings.Contains(jaeger.Tag(s.Tags, "agenttrail.tool_calls.names"), "customer-data-export") {
+			decided = decided || (descends(tr, s, prompt) && s.StartTime <= tool.StartTime)
+		}
+	}
+	if !decided {
+		var seen []string
+		for _, s := range tr.Spans {
+			if strings.HasPrefix(s.OperationName, "chat ") {
+				seen = append(seen, fmt.Sprintf("%s start %d tool_calls %q parent %s", s.SpanID, s.StartTime, jaeger.Tag(s.Tags, "agenttrail.tool_calls.names"), s.Parent()))
+			}
+		}
+		t.Errorf("no model call in the story carries the model's decision to call customer-data-export (tool starts %d; model calls: %v)", tool.StartTime, seen)
 	}
 	var opened int64
 	for _, l := range tool.Logs {
@@ -337,6 +423,9 @@ func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
 	if connect.Parent() != tool.SpanID {
 		t.Errorf("the connect to the outside host is not a child of the tool span")
 	}
+	if sc.name == "python" && !strings.Contains(jaeger.Tag(connect.Tags, "code.stacktrace"), "Tools.export_customer_data") {
+		t.Errorf("the connect's call stack does not name the Python tool function:\n%s", jaeger.Tag(connect.Tags, "code.stacktrace"))
+	}
 	if jaeger.Tag(connect.Tags, "code.stacktrace") == "" {
 		t.Errorf("the connect has no call stack")
 	}
@@ -358,9 +447,9 @@ func checkStory(t *testing.T, tr jaeger.Trace, env *bank.Env) {
 
 // checkBenign: the benign conversation left traces, none with a finding, and the prompt with a
 // card number and an SSN arrived redacted.
-func checkBenign(t *testing.T, ctx context.Context, j *jaeger.Jaeger) {
+func checkBenign(t *testing.T, ctx context.Context, j *jaeger.Jaeger, sc scenario) {
 	t.Helper()
-	traces, err := j.Traces(ctx, "customer-agent", 100)
+	traces, err := j.TracesWith(ctx, "customer-agent", "invoke_agent customer-agent", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,9 +469,12 @@ func checkBenign(t *testing.T, ctx context.Context, j *jaeger.Jaeger) {
 			if p := jaeger.Tag(s.Tags, "agenttrail.arg.prompt"); strings.Contains(p, "[REDACTED:card]") && strings.Contains(p, "[REDACTED:ssn]") {
 				redacted = true
 			}
+			if !sc.args {
+				redacted = true // the prompt is not captured at all (Python spans carry no arguments)
+			}
 		}
 	}
-	if benign < len(bank.BenignConversation)+1 {
+	if benign < len(bank.BenignConversation)+1 { // the warm-up greetings come on top
 		t.Errorf("%d benign stories in Jaeger, want %d", benign, len(bank.BenignConversation)+1)
 	}
 	if !redacted {
@@ -430,7 +522,7 @@ func checkNoSecrets(t *testing.T, ctx context.Context, j *jaeger.Jaeger, hec *si
 	var hay [][]byte
 	hay = append(hay, hec.Bodies()...)
 	hay = append(hay, azure.Bodies()...)
-	traces, _ := j.Traces(ctx, "customer-agent", 200)
+	traces, _ := j.Traces(ctx, "customer-agent", 2000)
 	if b, err := json.Marshal(traces); err == nil {
 		hay = append(hay, b)
 	}

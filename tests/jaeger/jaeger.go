@@ -47,6 +47,11 @@ func Start(ctx context.Context, dir string) (*Jaeger, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("jaeger is not built (%s): run make tools", bin)
 	}
+	// A Jaeger left running (by a demo or a killed test) would answer in place of this one, with
+	// its old traces: refuse rather than read them.
+	if _, err := (&Jaeger{}).Services(ctx); err == nil {
+		return nil, fmt.Errorf("something already answers on %s (a Jaeger left running?): stop it first", QueryURL)
+	}
 	log := filepath.Join(dir, "jaeger.log")
 	f, err := os.Create(log)
 	if err != nil {
@@ -206,8 +211,16 @@ func (j *Jaeger) Services(ctx context.Context) ([]string, error) {
 
 // Traces returns the service's traces (at most limit, newest first).
 func (j *Jaeger) Traces(ctx context.Context, service string, limit int) ([]Trace, error) {
+	return j.TracesWith(ctx, service, "", limit)
+}
+
+// TracesWith returns the service's traces that contain a span named operation ("" for any).
+func (j *Jaeger) TracesWith(ctx context.Context, service, operation string, limit int) ([]Trace, error) {
 	var t []Trace
 	q := url.Values{"service": {service}, "limit": {fmt.Sprint(limit)}, "lookback": {"1h"}}
+	if operation != "" {
+		q.Set("operation", operation)
+	}
 	return t, get(ctx, "/api/traces?"+q.Encode(), &t)
 }
 

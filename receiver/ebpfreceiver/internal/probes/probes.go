@@ -48,6 +48,7 @@ const (
 	KindPythonStack     = 9
 	KindPythonAudit     = 10
 	KindTLSData         = 11
+	KindThreadExit      = 12
 )
 
 // Python stack status (enum py_stack_status).

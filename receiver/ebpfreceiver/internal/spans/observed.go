@@ -1,6 +1,7 @@
 package spans
 
 import (
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -102,6 +103,36 @@ func (b *Builder) closeObserved(p *process, r *routine, s *span) {
 		}
 	}
 	b.finish(p, s, s.lastSeen, "")
+}
+
+// ThreadExit ends what a finished thread (h.TID) had open: its reconstructed Python calls at the
+// moment they were last seen, and native calls and a syscall in progress with an error status.
+// Go calls are keyed by goroutine, not thread, and are not affected.
+func (b *Builder) ThreadExit(h Header) {
+	p := b.procs[h.PID]
+	if p == nil {
+		return
+	}
+	key := uint64(h.TID)
+	tk := threadKey{h.PID, h.TID}
+	if ps := b.syscalls[tk]; ps != nil {
+		delete(b.syscalls, tk)
+		b.completeSyscall(p, ps, h.Time, 0, netip.AddrPort{}, "thread exited during the syscall")
+	}
+	r := p.routines[key]
+	if r == nil {
+		return
+	}
+	for j := len(r.stack) - 1; j >= 0; j-- {
+		if s := r.stack[j]; s.observed {
+			b.closeObserved(p, r, s)
+		} else {
+			b.counters.ProcessExitSpans++
+			b.finish(p, s, h.Time, "thread exited before the call returned")
+			r.stack = r.stack[:j]
+		}
+	}
+	delete(p.routines, key)
 }
 
 // ExpireObserved ends the reconstructed spans of threads that have had no stack sample for

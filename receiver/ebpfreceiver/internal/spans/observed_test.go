@@ -178,3 +178,22 @@ func TestParentForHandoff(t *testing.T) {
 		t.Errorf("with two open model calls, parent %+v, want the inherited %+v", got, want)
 	}
 }
+
+func TestThreadExitEndsItsCalls(t *testing.T) {
+	b, c := newTestBuilder(t)
+	native := c.at(0, 7) // a thread of a native program, keyed by its tid
+	b.FuncEntry(native, probeA, nil)
+	b.SyscallEnter(c.at(0, 7), Syscall{Name: "connect"})
+	b.FuncEntry(c.at(0xa0, 8), probeB, nil) // a Go call on another thread: not affected
+	b.ThreadExit(c.at(0, 7))
+	got := spansByName(t, b)
+	if a := got["main.A"]; a.Status().Code() != ptrace.StatusCodeError || a.Status().Message() != "thread exited before the call returned" {
+		t.Errorf("native call: status %v %q", a.Status().Code(), a.Status().Message())
+	}
+	if conn := got["connect"]; conn.Status().Message() != "thread exited during the syscall" {
+		t.Errorf("syscall: %q", conn.Status().Message())
+	}
+	if _, ok := got["main.B"]; ok || b.OpenSpans() != 1 {
+		t.Errorf("the other thread's call was ended (open spans %d)", b.OpenSpans())
+	}
+}
