@@ -69,9 +69,9 @@ demo: ## Build the collector and run the demo on this machine (needs root)
 	@$(CURDIR)/tests/demo/run.sh $(COLLECTOR)
 
 .PHONY: bench
-bench: ## Run the benchmarks and write BENCHMARKS.md
-	@$(PREREQS) kernel modules test-packages
-	@$(CURDIR)/tests/bench/run.sh
+bench: ## Run the benchmarks (~10 min on 2 cores, root) and write BENCHMARKS.md
+	@$(PREREQS) kernel modules
+	@$(CURDIR)/tests/bench/run.sh $(BENCH_FLAGS)
 
 .PHONY: lint
 lint: ## go vet and a gofmt check
