@@ -79,14 +79,17 @@ func fileKey(path string) (string, bool) {
 	return fmt.Sprintf("%d:%d", k.Dev, k.Ino), true
 }
 
+// sslFunctions lists the reads first: they are attached in this order, and a request whose
+// write was captured must not have its response read by a probe not yet attached, or every later
+// response on the connection would be paired with the request before its own.
 var sslFunctions = []struct {
 	symbol string
 	cookie uint64
 }{
-	{"SSL_write", 0},
-	{"SSL_write_ex", probes.SSLCookieEx},
 	{"SSL_read", probes.SSLCookieRead},
 	{"SSL_read_ex", probes.SSLCookieRead | probes.SSLCookieEx},
+	{"SSL_write", 0},
+	{"SSL_write_ex", probes.SSLCookieEx},
 }
 
 // attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them).
@@ -168,12 +171,7 @@ func (t *tlsSupport) attachGo(path string) {
 		t.warn("cannot open the Go program", path, err)
 		return
 	}
-	wl, err := ex.Uprobe(write.Name, t.kernel.GoTLSWrite(), &link.UprobeOptions{Address: woff})
-	if err != nil {
-		t.warn("cannot probe crypto/tls.(*Conn).Write", path, err)
-		return
-	}
-	t.kernel.AddLink(wl)
+	// Reads first (see sslFunctions): a captured request's response must be captured too.
 	links, err := attachProbes(path, read.Name, roff, 0, true, rets, t.kernel.GoTLSRead(), t.kernel.GoTLSReadRet())
 	if err != nil {
 		t.warn("cannot probe crypto/tls.(*Conn).Read", path, err)
@@ -182,6 +180,12 @@ func (t *tlsSupport) attachGo(path string) {
 	for _, l := range links {
 		t.kernel.AddLink(l)
 	}
+	wl, err := ex.Uprobe(write.Name, t.kernel.GoTLSWrite(), &link.UprobeOptions{Address: woff})
+	if err != nil {
+		t.warn("cannot probe crypto/tls.(*Conn).Write", path, err)
+		return
+	}
+	t.kernel.AddLink(wl)
 }
 
 // setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, and

@@ -230,15 +230,16 @@ service:
 	defer env.Stop()
 	// The collector attaches to the agent when it sees its exec, a moment after it started:
 	// greet the agent until a story of it shows up, so the scenario runs fully traced.
+	time.Sleep(time.Second)
 	deadline := time.Now().Add(45 * time.Second)
 	for {
 		if _, err := env.Chat(ctx, "warm-up", "hello"); err != nil {
 			t.Fatalf("warm-up chat: %v", err)
 		}
+		time.Sleep(max(sc.pause, 3*time.Second)) // a story is complete 2 s after its last span
 		if tr, err := j.TracesWith(ctx, "customer-agent", "invoke_agent customer-agent", 10); err == nil && len(tr) > 0 {
 			break
 		}
-		time.Sleep(sc.pause)
 		if time.Now().After(deadline) {
 			t.Fatalf("the agent's prompts do not show up in Jaeger; collector log:\n%s", tailFile(h.log, 40))
 		}
