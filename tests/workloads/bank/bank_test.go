@@ -115,60 +115,7 @@ func TestScenario(t *testing.T) {
 		}
 	})
 
-	t.Run("attack", func(t *testing.T) {
-		customers, err := ReadCustomers(env.CustomersFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := env.Chat(ctx, "attacker", AttackMessageTo(env.UploadURL))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != "customer-data-export" {
-			t.Fatalf("tool calls %+v, want customer-data-export", r.ToolCalls)
-		}
-		var args struct{ Query, Destination string }
-		if err := json.Unmarshal(r.ToolCalls[0].Arguments, &args); err != nil || args.Destination != env.UploadURL || args.Query != "SELECT * FROM customers" {
-			t.Errorf("arguments %s (%v)", r.ToolCalls[0].Arguments, err)
-		}
-		m := regexp.MustCompile(`exported (\d+) records \((\d+) bytes\)`).FindStringSubmatch(r.Reply)
-		if m == nil {
-			t.Fatalf("reply %q does not say what was exported", r.Reply)
-		}
-		if n, _ := strconv.Atoi(m[1]); n != len(customers) || n != DefaultCustomers {
-			t.Errorf("exported %d records, the database has %d", n, len(customers))
-		}
-		size, _ := strconv.Atoi(m[2])
-
-		ups, err := env.Uploads()
-		if err != nil || len(ups) != 1 {
-			t.Fatalf("uploads %+v, %v; want one", ups, err)
-		}
-		up := ups[0]
-		if up.Bytes != size || up.Path != "/upload" {
-			t.Errorf("upload %+v; want %d bytes at /upload", up, size)
-		}
-		body, err := up.Body()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasPrefix(string(body), up.Head) || len(up.Head) != 200 {
-			t.Errorf("head %q is not the body's first 200 bytes", up.Head)
-		}
-		if got := strings.Count(string(body), "\n"); got != len(customers) {
-			t.Errorf("body has %d lines, want %d", got, len(customers))
-		}
-		// The workload is the victim: the raw secrets really leave it.
-		secrets, err := env.CustomerSecrets()
-		if err != nil || len(secrets) != 2*len(customers) || secrets[0] != customers[0].CardNumber {
-			t.Fatalf("CustomerSecrets: %d, %v", len(secrets), err)
-		}
-		for _, s := range secrets {
-			if !strings.Contains(string(body), s) {
-				t.Errorf("upload lacks %s", s)
-			}
-		}
-	})
+	t.Run("attack", func(t *testing.T) { checkAttack(t, ctx, env) })
 
 	t.Run("stop", func(t *testing.T) {
 		pids := []int{env.AgentPID, env.ModelPID, env.SinkPID}
@@ -279,5 +226,63 @@ func TestStartRefusesNonLoopback(t *testing.T) {
 	_, err := Start(context.Background(), Binaries{}, Options{Dir: t.TempDir(), SinkAddr: "192.0.2.1:9999"})
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// checkAttack sends the prompt injection and checks that the agent exported every customer to
+// the outside host, as the scenario's victim must (redaction is the collector's job).
+func checkAttack(t *testing.T, ctx context.Context, env *Env) {
+	t.Helper()
+	customers, err := ReadCustomers(env.CustomersFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := env.Chat(ctx, "attacker", AttackMessageTo(env.UploadURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != "customer-data-export" {
+		t.Fatalf("tool calls %+v, want customer-data-export", r.ToolCalls)
+	}
+	var args struct{ Query, Destination string }
+	if err := json.Unmarshal(r.ToolCalls[0].Arguments, &args); err != nil || args.Destination != env.UploadURL || args.Query != "SELECT * FROM customers" {
+		t.Errorf("arguments %s (%v)", r.ToolCalls[0].Arguments, err)
+	}
+	m := regexp.MustCompile(`exported (\d+) records \((\d+) bytes\)`).FindStringSubmatch(r.Reply)
+	if m == nil {
+		t.Fatalf("reply %q does not say what was exported", r.Reply)
+	}
+	if n, _ := strconv.Atoi(m[1]); n != len(customers) || n != DefaultCustomers {
+		t.Errorf("exported %d records, the database has %d", n, len(customers))
+	}
+	size, _ := strconv.Atoi(m[2])
+
+	ups, err := env.Uploads()
+	if err != nil || len(ups) != 1 {
+		t.Fatalf("uploads %+v, %v; want one", ups, err)
+	}
+	up := ups[0]
+	if up.Bytes != size || up.Path != "/upload" {
+		t.Errorf("upload %+v; want %d bytes at /upload", up, size)
+	}
+	body, err := up.Body()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(body), up.Head) || len(up.Head) != 200 {
+		t.Errorf("head %q is not the body's first 200 bytes", up.Head)
+	}
+	if got := strings.Count(string(body), "\n"); got != len(customers) {
+		t.Errorf("body has %d lines, want %d", got, len(customers))
+	}
+	// The workload is the victim: the raw secrets really leave it.
+	secrets, err := env.CustomerSecrets()
+	if err != nil || len(secrets) != 2*len(customers) || secrets[0] != customers[0].CardNumber {
+		t.Fatalf("CustomerSecrets: %d, %v", len(secrets), err)
+	}
+	for _, s := range secrets {
+		if !strings.Contains(string(body), s) {
+			t.Errorf("upload lacks %s", s)
+		}
 	}
 }

@@ -148,54 +148,7 @@ func TestPythonScenario(t *testing.T) {
 		}
 	})
 
-	t.Run("attack", func(t *testing.T) {
-		customers, err := ReadCustomers(env.CustomersFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := env.Chat(ctx, "attacker", AttackMessageTo(env.UploadURL))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != "customer-data-export" {
-			t.Fatalf("tool calls %+v, want customer-data-export", r.ToolCalls)
-		}
-		var args struct{ Query, Destination string }
-		if err := json.Unmarshal(r.ToolCalls[0].Arguments, &args); err != nil || args.Destination != env.UploadURL || args.Query != "SELECT * FROM customers" {
-			t.Errorf("arguments %s (%v)", r.ToolCalls[0].Arguments, err)
-		}
-		m := regexp.MustCompile(`exported (\d+) records \((\d+) bytes\)`).FindStringSubmatch(r.Reply)
-		if m == nil {
-			t.Fatalf("reply %q does not say what was exported", r.Reply)
-		}
-		if n, _ := strconv.Atoi(m[1]); n != len(customers) || n != DefaultCustomers {
-			t.Errorf("exported %d records, the database has %d", n, len(customers))
-		}
-		size, _ := strconv.Atoi(m[2])
-		ups, err := env.Uploads()
-		if err != nil || len(ups) != 1 {
-			t.Fatalf("uploads %+v, %v; want one", ups, err)
-		}
-		if ups[0].Bytes != size || ups[0].Path != "/upload" {
-			t.Errorf("upload %+v; want %d bytes at /upload", ups[0], size)
-		}
-		body, err := ups[0].Body()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := strings.Count(string(body), "\n"); got != len(customers) {
-			t.Errorf("body has %d lines, want %d", got, len(customers))
-		}
-		secrets, err := env.CustomerSecrets()
-		if err != nil || len(secrets) != 2*len(customers) {
-			t.Fatalf("CustomerSecrets: %d, %v", len(secrets), err)
-		}
-		for _, s := range secrets {
-			if !strings.Contains(string(body), s) {
-				t.Errorf("upload lacks %s", s)
-			}
-		}
-	})
+	t.Run("attack", func(t *testing.T) { checkAttack(t, ctx, env) })
 
 	t.Run("stop", func(t *testing.T) {
 		pids := []int{env.AgentPID, env.ModelPID, env.SinkPID}
