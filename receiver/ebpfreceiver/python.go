@@ -137,7 +137,7 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 		bin.ProbeVaddr = in.Audit.Address
 		for i := 0; i < 2; i++ {
 			a := in.Audit.Args[i]
-			bin.Args[i] = probes.UsdtArg{Offset: a.Offset, Kind: uint8(a.Kind), Reg: a.Reg, Size: a.Size, IsSigned: b2u(a.Signed)}
+			bin.Args[i] = probes.UsdtArg{Offset: a.Offset, Kind: uint8(a.Kind), Reg: uint8(a.Reg), Size: a.Size, IsSigned: b2u(a.Signed)}
 		}
 	}
 	if err := p.kernel.SetPythonBinary(pi.idx, bin); err != nil {

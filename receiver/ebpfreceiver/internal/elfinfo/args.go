@@ -11,7 +11,9 @@ import (
 // at function entry.
 type Reg uint8
 
-// The registers arguments can be read from.
+// The registers arguments can be read from; the numbering is enum reg_id of bpf/common/events.h.
+// Function arguments (Go's register ABI, System V) use RAX..R11; USDT probes' argument
+// specifications may name any of them.
 const (
 	RegNone Reg = iota
 	RegRAX
@@ -24,9 +26,16 @@ const (
 	RegR9
 	RegR10
 	RegR11
+	RegR12
+	RegR13
+	RegR14
+	RegR15
+	RegRBP
+	RegRSP
 )
 
-var regNames = [...]string{"none", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11"}
+var regNames = [...]string{"none", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11",
+	"r12", "r13", "r14", "r15", "rbp", "rsp"}
 
 func (r Reg) String() string {
 	if int(r) < len(regNames) {

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 	"strconv"
 	"strings"
 )
@@ -39,52 +40,32 @@ const (
 	ArgMemory ArgKind = 3 // in memory at Reg + Offset
 )
 
-// Register numbers; they match enum reg_id of bpf/common/events.h.
-const (
-	RegRAX uint8 = 1 + iota
-	RegRBX
-	RegRCX
-	RegRDX
-	RegRSI
-	RegRDI
-	RegR8
-	RegR9
-	RegR10
-	RegR11
-	RegR12
-	RegR13
-	RegR14
-	RegR15
-	RegRBP
-	RegRSP
-)
-
 // Arg is one argument's location.
 type Arg struct {
 	Size   uint8 // bytes: 1, 2, 4 or 8
 	Signed bool
 	Kind   ArgKind
-	Reg    uint8
+	Reg    elfinfo.Reg // base register (numbering of enum reg_id)
 	Offset int64
 }
 
-var regNames = map[string]uint8{}
+var regNames = map[string]elfinfo.Reg{}
 
 func init() {
-	add := func(r uint8, names ...string) {
+	add := func(r elfinfo.Reg, names ...string) {
 		for _, n := range names {
 			regNames[n] = r
 		}
 	}
-	add(RegRAX, "rax", "eax", "ax", "al")
-	add(RegRBX, "rbx", "ebx", "bx", "bl")
-	add(RegRCX, "rcx", "ecx", "cx", "cl")
-	add(RegRDX, "rdx", "edx", "dx", "dl")
-	add(RegRSI, "rsi", "esi", "si", "sil")
-	add(RegRDI, "rdi", "edi", "di", "dil")
-	add(RegRBP, "rbp", "ebp", "bp", "bpl")
-	add(RegRSP, "rsp", "esp", "sp", "spl")
-	for i, r := range []uint8{RegR8, RegR9, RegR10, RegR11, RegR12, RegR13, RegR14, RegR15} {
+	add(elfinfo.RegRAX, "rax", "eax", "ax", "al")
+	add(elfinfo.RegRBX, "rbx", "ebx", "bx", "bl")
+	add(elfinfo.RegRCX, "rcx", "ecx", "cx", "cl")
+	add(elfinfo.RegRDX, "rdx", "edx", "dx", "dl")
+	add(elfinfo.RegRSI, "rsi", "esi", "si", "sil")
+	add(elfinfo.RegRDI, "rdi", "edi", "di", "dil")
+	add(elfinfo.RegRBP, "rbp", "ebp", "bp", "bpl")
+	add(elfinfo.RegRSP, "rsp", "esp", "sp", "spl")
+	for i, r := range []elfinfo.Reg{elfinfo.RegR8, elfinfo.RegR9, elfinfo.RegR10, elfinfo.RegR11, elfinfo.RegR12, elfinfo.RegR13, elfinfo.RegR14, elfinfo.RegR15} {
 		n := "r" + strconv.Itoa(8+i)
 		add(r, n, n+"d", n+"w", n+"b")
 	}

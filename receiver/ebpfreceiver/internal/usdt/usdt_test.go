@@ -3,6 +3,7 @@ package usdt
 import (
 	"debug/elf"
 	"errors"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,16 +16,16 @@ func TestParseArg(t *testing.T) {
 		in   string
 		want Arg
 	}{
-		{"8@%rbx", Arg{Size: 8, Kind: ArgReg, Reg: RegRBX}},
-		{"-8@%r15", Arg{Size: 8, Signed: true, Kind: ArgReg, Reg: RegR15}},
-		{"-4@%eax", Arg{Size: 4, Signed: true, Kind: ArgReg, Reg: RegRAX}},
-		{"-4@%r12d", Arg{Size: 4, Signed: true, Kind: ArgReg, Reg: RegR12}},
-		{"-4@112(%rsp)", Arg{Size: 4, Signed: true, Kind: ArgMemory, Reg: RegRSP, Offset: 112}},
-		{"8@-24(%rbp)", Arg{Size: 8, Kind: ArgMemory, Reg: RegRBP, Offset: -24}},
-		{"8@(%rdi)", Arg{Size: 8, Kind: ArgMemory, Reg: RegRDI}},
+		{"8@%rbx", Arg{Size: 8, Kind: ArgReg, Reg: elfinfo.RegRBX}},
+		{"-8@%r15", Arg{Size: 8, Signed: true, Kind: ArgReg, Reg: elfinfo.RegR15}},
+		{"-4@%eax", Arg{Size: 4, Signed: true, Kind: ArgReg, Reg: elfinfo.RegRAX}},
+		{"-4@%r12d", Arg{Size: 4, Signed: true, Kind: ArgReg, Reg: elfinfo.RegR12}},
+		{"-4@112(%rsp)", Arg{Size: 4, Signed: true, Kind: ArgMemory, Reg: elfinfo.RegRSP, Offset: 112}},
+		{"8@-24(%rbp)", Arg{Size: 8, Kind: ArgMemory, Reg: elfinfo.RegRBP, Offset: -24}},
+		{"8@(%rdi)", Arg{Size: 8, Kind: ArgMemory, Reg: elfinfo.RegRDI}},
 		{"4@$5", Arg{Size: 4, Kind: ArgConst, Offset: 5}},
 		{"-1@$-1", Arg{Size: 1, Signed: true, Kind: ArgConst, Offset: -1}},
-		{"8@%sil", Arg{Size: 8, Kind: ArgReg, Reg: RegRSI}},
+		{"8@%sil", Arg{Size: 8, Kind: ArgReg, Reg: elfinfo.RegRSI}},
 	}
 	for _, c := range cases {
 		got, err := ParseArg(c.in)
@@ -42,7 +43,7 @@ func TestParseArg(t *testing.T) {
 		}
 	}
 	args, err := ParseArgs("8@%rbp 8@%r12 -4@%eax")
-	if err != nil || len(args) != 3 || args[2].Reg != RegRAX {
+	if err != nil || len(args) != 3 || args[2].Reg != elfinfo.RegRAX {
 		t.Errorf("ParseArgs: %+v %v", args, err)
 	}
 }
