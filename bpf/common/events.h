@@ -227,6 +227,9 @@ enum tls_source {
 enum tls_flags {
 	TLS_F_TRUNCATED = 1, // the call moved more bytes than the capture bound: the rest is not sent
 	TLS_F_READ_FAILED = 2,
+	// A Go (*Conn).Read returned that was already in flight when the probes were attached: its
+	// data and connection are unknown (conn 0, nothing captured), only its size and goroutine.
+	TLS_F_UNSEEN = 4,
 };
 
 // EVENT_TLS_DATA: plaintext passed to or returned by one TLS write or read call, up to the

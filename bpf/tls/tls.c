@@ -63,7 +63,7 @@ struct {
 	__type(value, struct tls_event);
 } tls_scratch SEC(".maps");
 
-static __always_inline void emit_tls(__u64 conn, __u64 buf, __u64 n, __u8 direction, __u8 source, __u64 routine)
+static __always_inline void emit_tls(__u64 conn, __u64 buf, __u64 n, __u8 direction, __u8 source, __u64 routine, __u8 unseen)
 {
 	if (n == 0)
 		return;
@@ -76,6 +76,12 @@ static __always_inline void emit_tls(__u64 conn, __u64 buf, __u64 n, __u8 direct
 	e->len = n > 0xffffffff ? 0xffffffff : (__u32)n;
 	e->direction = direction;
 	e->source = source;
+	if (unseen) {
+		e->flags = TLS_F_UNSEEN;
+		e->captured = 0;
+		output(e, offsetof(struct tls_event, data), sizeof(*e));
+		return;
+	}
 	e->flags = n > tls_capture_bytes ? TLS_F_TRUNCATED : 0;
 	__u64 sz = n;
 	if (sz > tls_capture_bytes)
@@ -138,7 +144,7 @@ int ssl_return(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 	emit_python_stack(tgid, tid, 0);
-	emit_tls(call.conn, call.buf, n, call.direction, TLS_OPENSSL, 0);
+	emit_tls(call.conn, call.buf, n, call.direction, TLS_OPENSSL, 0, 0);
 	return 0;
 }
 
@@ -149,7 +155,7 @@ int go_tls_write(struct pt_regs *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!traced(id >> 32))
 		return 0;
-	emit_tls(ctx->ax, ctx->bx, ctx->cx, TLS_WRITE, TLS_GO, ctx->r14);
+	emit_tls(ctx->ax, ctx->bx, ctx->cx, TLS_WRITE, TLS_GO, ctx->r14, 0);
 	return 0;
 }
 
@@ -166,21 +172,28 @@ int go_tls_read(struct pt_regs *ctx)
 	return 0;
 }
 
-// At every RET of (*Conn).Read: n in RAX.
+// At every RET of (*Conn).Read: n in RAX. A Read without a saved entry was in flight when the
+// probes were attached (Go's HTTP client keeps one blocked on every idle connection): user space
+// is told its size and goroutine, so that the response it carried is not paired with another
+// request.
 SEC("uprobe/go_tls_read_ret")
 int go_tls_read_ret(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key k = {.tgid = id >> 32, .g = ctx->r14};
 	struct tls_call *c = bpf_map_lookup_elem(&go_reads, &k);
-	if (!c)
+	if (!c) {
+		__s64 n = (__s64)ctx->ax;
+		if (n > 0 && traced(id >> 32))
+			emit_tls(0, 0, n, TLS_READ, TLS_GO, ctx->r14, 1);
 		return 0;
+	}
 	struct tls_call call = *c;
 	bpf_map_delete_elem(&go_reads, &k);
 	__s64 n = (__s64)ctx->ax;
 	if (n <= 0)
 		return 0;
-	emit_tls(call.conn, call.buf, n, TLS_READ, TLS_GO, ctx->r14);
+	emit_tls(call.conn, call.buf, n, TLS_READ, TLS_GO, ctx->r14, 0);
 	return 0;
 }
 

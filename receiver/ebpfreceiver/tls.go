@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -35,7 +37,23 @@ type tlsSupport struct {
 	tracker  *llm.Tracker
 	attached map[string]bool // libraries and Go binaries probed, by "dev:inode"
 	libNames map[string]bool // base names of the configured libraries
+	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
+	// until the goroutine's next read names the connection they belong to.
+	unseenReads map[goroutineKey]unseenRead
 }
+
+type goroutineKey struct {
+	pid uint32
+	g   uint64
+}
+
+type unseenRead struct {
+	bytes int
+	at    time.Time
+}
+
+// maxUnseenReads bounds unseenReads: one per connection a Go program had open at attach time.
+const maxUnseenReads = 4096
 
 // tlsMeta is what the receiver knew when a TLS call happened.
 type tlsMeta struct {
@@ -49,8 +67,9 @@ func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry,
 	t := &tlsSupport{
 		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
 		tracker:  llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer}),
-		attached: map[string]bool{},
-		libNames: map[string]bool{},
+		attached:    map[string]bool{},
+		libNames:    map[string]bool{},
+		unseenReads: map[goroutineKey]unseenRead{},
 	}
 	for _, l := range cfg.TLS.Libraries {
 		t.libNames[filepath.Base(l)] = true
@@ -215,6 +234,15 @@ func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
 		return
 	}
 	e := (*probes.TLSEvent)(unsafe.Pointer(&raw[0]))
+	if e.Source == probes.TLSGo && e.Direction == probes.TLSRead {
+		lost, unseen := r.tls.goRead(h, e)
+		for _, ex := range lost {
+			r.emitExchange(ex)
+		}
+		if unseen {
+			return
+		}
+	}
 	n := min(int(e.Captured), len(raw)-head, len(e.Data))
 	data := e.Data[:n]
 	meta := &tlsMeta{hdr: h, source: e.Source}
@@ -242,6 +270,29 @@ func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
 	}
 }
 
+// goRead keeps a Go read that was in flight at attach time (unseen: it carries no data) until
+// the same goroutine reads again: Go's HTTP client reads each connection from one goroutine, so
+// that next read names the connection, which is told that a response went by unseen (lost: the
+// request it answered, without a response).
+func (t *tlsSupport) goRead(h spans.Header, e *probes.TLSEvent) (lost []llm.Exchange, unseen bool) {
+	k := goroutineKey{pid: h.PID, g: h.Routine}
+	if e.Flags&probes.TLSUnseen != 0 {
+		reason := "tls_read_in_flight"
+		if _, known := t.unseenReads[k]; !known && len(t.unseenReads) >= maxUnseenReads {
+			reason = "tls_read_in_flight_untracked" // its connection may pair a response wrongly
+		} else {
+			t.unseenReads[k] = unseenRead{bytes: int(e.Len), at: h.Time}
+		}
+		t.tel.calls.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("reason", reason)))
+		return nil, true
+	}
+	if u, ok := t.unseenReads[k]; ok {
+		delete(t.unseenReads, k)
+		lost = t.tracker.LostRead(llm.Key{PID: h.PID, Conn: e.Conn}, u.bytes, u.at)
+	}
+	return lost, false
+}
+
 // tlsHousekeeping completes responses read until close and forgets idle connections.
 func (r *ebpfReceiver) tlsHousekeeping(now time.Time) {
 	if r.tls == nil {
@@ -261,6 +312,11 @@ func (r *ebpfReceiver) tlsProcessGone(pid uint32) {
 	}
 	for _, ex := range r.tls.tracker.CloseProcess(pid) {
 		r.emitExchange(ex)
+	}
+	for k := range r.tls.unseenReads {
+		if k.pid == pid {
+			delete(r.tls.unseenReads, k)
+		}
 	}
 }
 

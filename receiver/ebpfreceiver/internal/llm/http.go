@@ -69,6 +69,8 @@ type Exchange struct {
 	Request  *Message
 	Response *Message
 	Unparsed string // "HTTP/2", "not HTTP/1.x", ...
+	// ResponseProblem says why a request has no response, when the Tracker knows.
+	ResponseProblem string
 	// Bytes seen per direction for an unparsed connection.
 	BytesWritten, BytesRead int64
 	Meta                    any // Meta of the connection's first call (unparsed connections)
@@ -175,15 +177,52 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 	if dir == Read {
 		s = &c.in
 	}
+	msgs := s.feed(data, total-len(data), at, meta, t.opts.MaxBuffer)
+	if dir == Read {
+		return c.pairResponses(msgs)
+	}
 	var out []Exchange
-	for _, m := range s.feed(data, total-len(data), at, meta, t.opts.MaxBuffer) {
-		if dir == Write {
-			// A new request: a response still waiting for its end (no length, read until
-			// close) is as complete as it will get.
-			out = append(out, c.closeOpenResponse("")...)
-			c.pending = append(c.pending, m)
-			continue
-		}
+	for _, m := range msgs {
+		// A new request: a response still waiting for its end (no length, read until close)
+		// is as complete as it will get.
+		out = append(out, c.closeOpenResponse("")...)
+		c.pending = append(c.pending, m)
+	}
+	return out
+}
+
+// lostResponse is ResponseProblem for a response read by a call the receiver did not see.
+const lostResponse = "response not captured: it was read by a call already in flight when the probes were attached"
+
+// LostRead reports a read of n bytes on the connection whose data was not seen (the call was in
+// flight when the probes were attached) and that returned at `at`. A response lost that way
+// answers the oldest request sent before it: that request is returned without a response, so
+// that the responses that follow are paired with their own requests, and the stream waits for
+// the next response to start.
+func (t *Tracker) LostRead(key Key, n int, at time.Time) []Exchange {
+	c := t.conns[key]
+	if c == nil || c.unparsed != "" || n <= 0 {
+		return nil
+	}
+	c.last = at
+	c.bytes[Read] += int64(n)
+	s := &c.in
+	if s.state != stStart || len(s.buf) > 0 {
+		return c.pairResponses(s.skip(int64(n), at))
+	}
+	s.lose("")
+	if len(c.pending) == 0 || c.pending[0].Start.After(at) {
+		return nil
+	}
+	req := c.pending[0]
+	c.pending = c.pending[1:]
+	return []Exchange{{Key: key, Request: req, ResponseProblem: lostResponse}}
+}
+
+// pairResponses pairs completed responses with the oldest requests waiting for them.
+func (c *conn) pairResponses(msgs []*Message) []Exchange {
+	var out []Exchange
+	for _, m := range msgs {
 		if m.Status/100 == 1 {
 			continue // 100 Continue: the real response follows
 		}
@@ -191,7 +230,7 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 		if len(c.pending) > 0 {
 			req, c.pending = c.pending[0], c.pending[1:]
 		}
-		out = append(out, Exchange{Key: key, Request: req, Response: m})
+		out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"cmp"
 	"bytes"
 	"encoding/json"
 	"regexp"
@@ -78,7 +79,7 @@ func Parse(ex Exchange) (*Inference, bool) {
 	resp := ex.Response
 	if resp == nil {
 		inf.NoResponse = true
-		inf.ResponseProblem = "no response seen"
+		inf.ResponseProblem = cmp.Or(ex.ResponseProblem, "no response seen")
 		return inf, true
 	}
 	inf.Status = resp.Status

@@ -393,3 +393,67 @@ func FuzzTracker(f *testing.F) {
 		}
 	})
 }
+
+// TestLostRead: a Go client keeps a read blocked on every idle keep-alive connection, so the
+// probes, attached meanwhile, miss the response to the first request they see. Without
+// LostRead every later response would be paired with the request before its own.
+func TestLostRead(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req, resp := read(t, "openai_tool_calls.req"), read(t, "openai_tool_calls.resp")
+	req2, resp2 := read(t, "anthropic_tool_use.req"), read(t, "anthropic_tool_use.resp")
+	tr.Data(key, Write, req2, len(req2), t0, "first")
+	exs := tr.LostRead(key, len(resp2), t0.Add(time.Millisecond))
+	if len(exs) != 1 || exs[0].Request.Meta != "first" || exs[0].Response != nil {
+		t.Fatalf("lost read: %+v", exs)
+	}
+	if inf, ok := Parse(exs[0]); !ok || !inf.NoResponse || !strings.Contains(inf.ResponseProblem, "in flight") {
+		t.Errorf("lost response: %+v", inf)
+	}
+	tr.Data(key, Write, req, len(req), t0.Add(2*time.Millisecond), "second")
+	exs = tr.Data(key, Read, resp, len(resp), t0.Add(3*time.Millisecond), nil)
+	if len(exs) != 1 || exs[0].Request.Meta != "second" {
+		t.Fatalf("next exchange: %+v", exs)
+	}
+	if inf, _ := Parse(exs[0]); len(inf.ToolCalls) != 2 || inf.ToolCalls[0].Name != "export_customer_data" {
+		t.Errorf("next exchange parsed %+v", inf)
+	}
+}
+
+// TestLostReadAfterTheRequest: a goroutine's lost read is applied to the connection of its
+// next read; a request sent after the lost read (a goroutine reused for a new connection) is
+// not the one it answered.
+func TestLostReadAfterTheRequest(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req, resp := read(t, "openai_tool_calls.req"), read(t, "openai_tool_calls.resp")
+	tr.Data(key, Write, req, len(req), t0.Add(time.Second), "later")
+	if exs := tr.LostRead(key, 100, t0); len(exs) != 0 {
+		t.Fatalf("%+v", exs)
+	}
+	exs := tr.Data(key, Read, resp, len(resp), t0.Add(2*time.Second), nil)
+	if len(exs) != 1 || exs[0].Request.Meta != "later" || exs[0].Response == nil {
+		t.Fatalf("%+v", exs)
+	}
+}
+
+// TestLostReadMidResponse: bytes lost in the middle of a response leave it incomplete, and the
+// next response is parsed.
+func TestLostReadMidResponse(t *testing.T) {
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 1}
+	req, resp := read(t, "openai_tool_calls.req"), read(t, "openai_tool_calls.resp")
+	tr.Data(key, Write, req, len(req), t0, "first")
+	head := bytes.Index(resp, []byte("\r\n\r\n")) + 4
+	if exs := tr.Data(key, Read, resp[:head+10], head+10, t0, nil); len(exs) != 0 {
+		t.Fatalf("%+v", exs)
+	}
+	exs := tr.LostRead(key, len(resp)-head-10, t0)
+	if len(exs) != 1 || exs[0].Request.Meta != "first" || exs[0].Response == nil || exs[0].Response.Problem == "" {
+		t.Fatalf("%+v", exs)
+	}
+	exs = replay(t, tr, req, resp, 1<<20, 1<<20)
+	if len(exs) != 1 || exs[0].Response == nil || exs[0].Response.Problem != "" {
+		t.Fatalf("%+v", exs)
+	}
+}

@@ -95,6 +95,7 @@ const (
 
 	TLSTruncated  = 1
 	TLSReadFailed = 2
+	TLSUnseen     = 4
 
 	SSLCookieRead = 1
 	SSLCookieEx   = 2
