@@ -66,7 +66,7 @@ type tlsMeta struct {
 func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry, red *redact.Redactor) *tlsSupport {
 	t := &tlsSupport{
 		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
-		tracker:  llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer}),
+		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer}),
 		attached:    map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},

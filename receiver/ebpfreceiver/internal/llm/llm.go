@@ -1,8 +1,8 @@
 package llm
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"regexp"
 	"strings"
