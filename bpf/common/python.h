@@ -200,9 +200,19 @@ static __always_inline __u64 python_thread_state(struct python_layout *l, struct
 	return ts;
 }
 
+// Set by user space before load: also walk a Python thread's stack when it starts to wait for
+// input (a socket receive, poll, select, epoll), as a sample of its own (probe id
+// PY_SAMPLE_WAIT), so that a thread that serves one request after another is seen between them.
+volatile const __u8 python_wait_samples = 0;
+
+// probe_id of a Python stack record: PY_SAMPLE_FOR_NEXT belongs to the record that follows it
+// on the thread; PY_SAMPLE_WAIT stands alone.
+#define PY_SAMPLE_FOR_NEXT 0
+#define PY_SAMPLE_WAIT 1
+
 // emit_python_stack sends the current thread's Python stack, if the process runs a known
 // CPython. gil_held: the caller runs inside the interpreter with the GIL (the audit probe).
-static __always_inline void emit_python_stack(__u32 tgid, __u32 tid, int gil_held)
+static __always_inline void emit_python_stack(__u32 tgid, __u32 tid, int gil_held, __u32 sample)
 {
 	if (!python_stacks)
 		return;
@@ -218,7 +228,7 @@ static __always_inline void emit_python_stack(__u32 tgid, __u32 tid, int gil_hel
 	if (!sc)
 		return;
 	struct python_stack_event *e = &sc->e;
-	fill_header(&e->hdr, EVENT_PYTHON_STACK, 0, 0);
+	fill_header(&e->hdr, EVENT_PYTHON_STACK, 0, sample);
 	e->layout = layout_id;
 	e->depth = 0;
 	e->status = PY_STACK_OK;

@@ -281,7 +281,7 @@ int python_audit(struct pt_regs *ctx)
 			struct python_proc np = {.runtime = b->runtime_vaddr + (PT_REGS_IP(ctx) - b->probe_vaddr), .layout = layout_id};
 			bpf_map_update_elem(&python_procs, &tgid, &np, BPF_NOEXIST);
 		}
-		emit_python_stack(tgid, tid, 1);
+		emit_python_stack(tgid, tid, 1, PY_SAMPLE_FOR_NEXT);
 	}
 
 	__u32 zero = 0;

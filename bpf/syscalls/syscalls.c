@@ -16,6 +16,16 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NR_CONNECT 42
 #define NR_ACCEPT 43
 #define NR_SENDTO 44
+// Where a thread starts to wait for input (Python wait samples).
+#define NR_POLL 7
+#define NR_SELECT 23
+#define NR_RECVFROM 45
+#define NR_RECVMSG 47
+#define NR_EPOLL_WAIT 232
+#define NR_PSELECT6 270
+#define NR_PPOLL 271
+#define NR_EPOLL_PWAIT 281
+#define NR_EPOLL_PWAIT2 441
 #define NR_ACCEPT4 288
 #define NR_EXECVE 59
 #define NR_EXECVEAT 322
@@ -36,6 +46,23 @@ enum traced_syscall {
 	TRACE_EXECVE = 1 << 3,
 	TRACE_OPENAT = 1 << 4,
 };
+
+static __always_inline int is_wait(long nr)
+{
+	switch (nr) {
+	case NR_POLL:
+	case NR_SELECT:
+	case NR_RECVFROM:
+	case NR_RECVMSG:
+	case NR_EPOLL_WAIT:
+	case NR_PSELECT6:
+	case NR_PPOLL:
+	case NR_EPOLL_PWAIT:
+	case NR_EPOLL_PWAIT2:
+		return 1;
+	}
+	return 0;
+}
 
 static __always_inline __u32 syscall_bit(long nr)
 {
@@ -131,6 +158,13 @@ SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = ctx->args[1];
+	if (python_wait_samples && is_wait(nr)) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct traced_process *proc = traced(id >> 32);
+		if (proc && !proc->is_go)
+			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
+		return 0;
+	}
 	__u32 bit = syscall_bit(nr);
 	if (!(bit & syscall_mask) && !is_fork(nr))
 		return 0;
@@ -156,7 +190,7 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 	// A Python process: its Python stack first, so user space can attach it to this syscall.
 	if (!proc->is_go)
-		emit_python_stack(id >> 32, (__u32)id, 0);
+		emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_FOR_NEXT);
 
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

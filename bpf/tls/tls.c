@@ -143,7 +143,7 @@ int ssl_return(struct pt_regs *ctx)
 	}
 	if (n == 0)
 		return 0;
-	emit_python_stack(tgid, tid, 0);
+	emit_python_stack(tgid, tid, 0, PY_SAMPLE_FOR_NEXT);
 	emit_tls(call.conn, call.buf, n, call.direction, TLS_OPENSSL, 0, 0);
 	return 0;
 }

@@ -258,3 +258,14 @@ func (cfg *Config) syscallMask() uint32 {
 	}
 	return m
 }
+
+// hasPythonFunctions reports whether a target configures Python functions (spans reconstructed
+// from Python stacks).
+func (cfg *Config) hasPythonFunctions() bool {
+	for _, t := range cfg.Targets {
+		if len(t.PythonFunctions) > 0 {
+			return true
+		}
+	}
+	return false
+}

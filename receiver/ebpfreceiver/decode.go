@@ -117,6 +117,13 @@ func (r *ebpfReceiver) handle(raw []byte) {
 	case probes.KindPythonStack:
 		if r.python == nil || !r.python.onStack(hdr, raw) {
 			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+			break
+		}
+		if h.ProbeId == probes.PythonSampleWait {
+			// A sample of its own: the functions on the stack are alive, those gone ended.
+			if st := r.python.take(hdr, r.targetName(h.Tgid)); st != nil {
+				r.builder.ObserveStack(hdr, st.funcs, st.truncated)
+			}
 		}
 	case probes.KindPythonAudit:
 		r.onAudit(hdr, raw)

@@ -67,8 +67,10 @@ func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
 		CaptureStacks:   r.cfg.CallStacks,
 		Python:          r.cfg.Python.Enabled && r.cfg.Python.Audit,
 		PythonStacks:    r.cfg.Python.Enabled,
-		TLS:             r.cfg.TLS.Enabled,
-		TLSCaptureBytes: uint32(r.cfg.TLS.CaptureBytes),
+		// Only reconstructed spans need samples between a thread's requests.
+		PythonWaitSamples: r.cfg.hasPythonFunctions(),
+		TLS:               r.cfg.TLS.Enabled,
+		TLSCaptureBytes:   uint32(r.cfg.TLS.CaptureBytes),
 	})
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: %w", err)

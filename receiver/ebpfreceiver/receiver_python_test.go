@@ -632,18 +632,36 @@ func TestPythonBankAgent(t *testing.T) {
 		f.Pattern = pattern
 		target.PythonFunctions = append(target.PythonFunctions, f)
 	}
-	sink := startReceiver(t, pythonConfig(target))
+	cfg := pythonConfig(target)
+	cfg.Python.SpanIdleTimeout = 30 * time.Second // the default: requests are told apart without it
+	sink := startReceiver(t, cfg)
+	// A benign chat and the attack right after it, on one keep-alive connection: one server
+	// thread handles both, and the frame of handle_prompt is at the same address both times.
+	if _, err := env.Chat(ctx, "s1", bank.BenignConversation[0]); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := env.Chat(ctx, "s1", bank.AttackMessageTo(env.UploadURL)); err != nil {
 		t.Fatal(err)
 	}
 	var c collected
 	waitSpans(t, sink, func(all collected) bool {
 		c = all.ofPID(env.AgentPID)
-		return len(c.where("invoke_agent py-agent", observed)) == 1 && len(c.where("execute_tool customer-data-export", observed)) == 1 &&
-			len(c.where("chat model-x", fromTLS)) == 2
+		return len(c.where("invoke_agent py-agent", observed)) == 2 && len(c.where("execute_tool customer-data-export", observed)) == 1 &&
+			len(c.where("chat model-x", fromTLS)) == 4
 	})
 	dump(t, c)
-	prompt := c.where("invoke_agent py-agent", observed)[0]
+	prompts := c.where("invoke_agent py-agent", observed)
+	benign, prompt := prompts[0], prompts[1]
+	if benign.StartTimestamp() > prompt.StartTimestamp() {
+		benign, prompt = prompt, benign
+	}
+	if attr(benign, "thread.id") != attr(prompt, "thread.id") {
+		t.Errorf("the two requests were served by threads %s and %s, want one keep-alive thread", attr(benign, "thread.id"), attr(prompt, "thread.id"))
+	}
+	if benign.EndTimestamp() >= prompt.StartTimestamp() || benign.TraceID() == prompt.TraceID() {
+		t.Errorf("the benign request's prompt span (%s..%s) runs into the attack's (from %s), or shares its trace",
+			benign.StartTimestamp(), benign.EndTimestamp(), prompt.StartTimestamp())
+	}
 	tool := c.where("execute_tool customer-data-export", observed)[0]
 	dispatch, _ := c.byID(tool.ParentSpanID())
 	if dispatch.Name() != "customer_agent:Agent.execute_tool" || dispatch.ParentSpanID() != prompt.SpanID() {

@@ -74,9 +74,8 @@ func freePort(t *testing.T) int {
 type scenario struct {
 	name     string
 	start    func(ctx context.Context, bin bank.Binaries, opts bank.Options) (*bank.Env, error)
-	override string        // extra collector config (targets) for this agent, or ""
-	args     bool          // function arguments are captured (Go: by DWARF; Python spans have none)
-	pause    time.Duration // wait between messages
+	override string // extra collector config (targets) for this agent, or ""
+	args     bool   // function arguments are captured (Go: by DWARF; Python spans have none)
 }
 
 var goAgent = scenario{name: "go", start: bank.Start, args: true}
@@ -84,14 +83,11 @@ var goAgent = scenario{name: "go", start: bank.Start, args: true}
 // pythonAgent is the same agent in Python: its functions are configured by module:qualname and
 // their spans are reconstructed from Python stacks; arguments are not captured.
 //
-// A request thread's reconstructed spans end when the thread exits or after span_idle_timeout
-// without a stack sample; ThreadingHTTPServer keeps one thread per keep-alive connection, so
-// the scenario waits longer than the timeout between messages (pause), otherwise consecutive
-// requests' calls of handle_prompt would be seen as one activation.
-var pythonAgent = scenario{name: "python", start: bank.StartPython, pause: 3 * time.Second, override: `receivers:
+// ThreadingHTTPServer serves every message of the scenario from one keep-alive thread, with no
+// pause between them: the receiver's samples where the thread waits for its next request end
+// one request's spans before the next begins.
+var pythonAgent = scenario{name: "python", start: bank.StartPython, override: `receivers:
   ebpf:
-    python:
-      span_idle_timeout: 2s
     targets:
       - name: customer-agent
         process_name: python3.11
@@ -236,7 +232,7 @@ service:
 		if _, err := env.Chat(ctx, "warm-up", "hello"); err != nil {
 			t.Fatalf("warm-up chat: %v", err)
 		}
-		time.Sleep(max(sc.pause, 3*time.Second)) // a story is complete 2 s after its last span
+		time.Sleep(3 * time.Second) // a story is complete 2 s after its last span
 		if tr, err := j.TracesWith(ctx, "customer-agent", "invoke_agent customer-agent", 10); err == nil && len(tr) > 0 {
 			break
 		}
@@ -246,12 +242,10 @@ service:
 		time.Sleep(time.Second)
 	}
 
-	time.Sleep(sc.pause)
 	for _, msg := range append(append([]string(nil), bank.BenignConversation...), piiPrompt) {
 		if _, err := env.Chat(ctx, "benign", msg); err != nil {
 			t.Fatalf("benign %q: %v", msg, err)
 		}
-		time.Sleep(sc.pause)
 	}
 	if _, err := env.Chat(ctx, "attacker", bank.AttackMessageTo(env.UploadURL)); err != nil {
 		t.Fatalf("attack: %v", err)

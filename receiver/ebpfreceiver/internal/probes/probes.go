@@ -93,6 +93,11 @@ const (
 	TLSOpenSSL = 1
 	TLSGo      = 2
 
+	// Python stack records' probe id: PythonSampleForNext belongs to the record after it on the
+	// thread, PythonSampleWait stands alone (taken where the thread starts to wait).
+	PythonSampleForNext = 0
+	PythonSampleWait    = 1
+
 	TLSTruncated  = 1
 	TLSReadFailed = 2
 	TLSUnseen     = 4
@@ -156,6 +161,11 @@ type Options struct {
 	// syscalls and TLS calls of Python processes).
 	Python       bool
 	PythonStacks bool
+	// PythonWaitSamples also walks a traced Python thread's stack where it starts to wait for
+	// input (recvfrom, recvmsg, poll, select, epoll), as a sample of its own
+	// (PythonSampleWait): configured Python functions need it to see a thread between two
+	// requests it serves.
+	PythonWaitSamples bool
 	// TLS loads the TLS plaintext programs; TLSCaptureBytes bounds the bytes sent per call.
 	TLS             bool
 	TLSCaptureBytes uint32
@@ -214,9 +224,12 @@ func Load(opts Options) (*Set, error) {
 	if opts.CaptureStacks {
 		stacks = 1
 	}
-	pyStacks := uint8(0)
+	pyStacks, pyWait := uint8(0), uint8(0)
 	if opts.PythonStacks {
 		pyStacks = 1
+	}
+	if opts.PythonStacks && opts.PythonWaitSamples {
+		pyWait = 1
 	}
 	for _, spec := range specs {
 		if opts.RingBufferBytes != 0 {
@@ -228,7 +241,7 @@ func Load(opts Options) (*Set, error) {
 		}
 		for name, value := range map[string]any{
 			"syscall_mask": opts.SyscallMask, "capture_stacks": stacks, "wakeup_bytes": wakeup,
-			"python_stacks": pyStacks, "tls_capture_bytes": opts.TLSCaptureBytes,
+			"python_stacks": pyStacks, "python_wait_samples": pyWait, "tls_capture_bytes": opts.TLSCaptureBytes,
 		} {
 			v, ok := spec.Variables[name]
 			if !ok {

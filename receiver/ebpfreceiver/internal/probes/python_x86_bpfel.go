@@ -211,6 +211,7 @@ const (
 	pythonProgPythonAudit           = "python_audit"
 	pythonVarCaptureStacks          = "capture_stacks"
 	pythonVarPythonStacks           = "python_stacks"
+	pythonVarPythonWaitSamples      = "python_wait_samples"
 	pythonVarSyscallMask            = "syscall_mask"
 	pythonVarUnusedPythonAuditEvent = "unused_python_audit_event"
 	pythonVarUnusedPythonBinary     = "unused_python_binary"
@@ -289,6 +290,7 @@ type pythonMapSpecs struct {
 type pythonVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
+	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedPythonAuditEvent *ebpf.VariableSpec `ebpf:"unused_python_audit_event"`
 	UnusedPythonBinary     *ebpf.VariableSpec `ebpf:"unused_python_binary"`
@@ -355,6 +357,7 @@ func (m *pythonMaps) Close() error {
 type pythonVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
+	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedPythonAuditEvent *ebpf.Variable `ebpf:"unused_python_audit_event"`
 	UnusedPythonBinary     *ebpf.Variable `ebpf:"unused_python_binary"`

@@ -220,6 +220,7 @@ const (
 	syscallsProgSysExit               = "sys_exit"
 	syscallsVarCaptureStacks          = "capture_stacks"
 	syscallsVarPythonStacks           = "python_stacks"
+	syscallsVarPythonWaitSamples      = "python_wait_samples"
 	syscallsVarSyscallMask            = "syscall_mask"
 	syscallsVarUnusedInodeKey         = "unused_inode_key"
 	syscallsVarUnusedProbeSpec        = "unused_probe_spec"
@@ -302,6 +303,7 @@ type syscallsMapSpecs struct {
 type syscallsVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
+	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedInodeKey         *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
@@ -367,6 +369,7 @@ func (m *syscallsMaps) Close() error {
 type syscallsVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
+	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedInodeKey         *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.Variable `ebpf:"unused_probe_spec"`

@@ -194,6 +194,7 @@ const (
 	tlsProgSslReturn         = "ssl_return"
 	tlsVarCaptureStacks      = "capture_stacks"
 	tlsVarPythonStacks       = "python_stacks"
+	tlsVarPythonWaitSamples  = "python_wait_samples"
 	tlsVarSyscallMask        = "syscall_mask"
 	tlsVarTlsCaptureBytes    = "tls_capture_bytes"
 	tlsVarUnusedTlsEvent     = "unused_tls_event"
@@ -272,12 +273,13 @@ type tlsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsVariableSpecs struct {
-	CaptureStacks   *ebpf.VariableSpec `ebpf:"capture_stacks"`
-	PythonStacks    *ebpf.VariableSpec `ebpf:"python_stacks"`
-	SyscallMask     *ebpf.VariableSpec `ebpf:"syscall_mask"`
-	TlsCaptureBytes *ebpf.VariableSpec `ebpf:"tls_capture_bytes"`
-	UnusedTlsEvent  *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CaptureStacks     *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	PythonStacks      *ebpf.VariableSpec `ebpf:"python_stacks"`
+	PythonWaitSamples *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SyscallMask       *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	TlsCaptureBytes   *ebpf.VariableSpec `ebpf:"tls_capture_bytes"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tlsObjects contains all objects after they have been loaded into the kernel.
@@ -337,12 +339,13 @@ func (m *tlsMaps) Close() error {
 //
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsVariables struct {
-	CaptureStacks   *ebpf.Variable `ebpf:"capture_stacks"`
-	PythonStacks    *ebpf.Variable `ebpf:"python_stacks"`
-	SyscallMask     *ebpf.Variable `ebpf:"syscall_mask"`
-	TlsCaptureBytes *ebpf.Variable `ebpf:"tls_capture_bytes"`
-	UnusedTlsEvent  *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CaptureStacks     *ebpf.Variable `ebpf:"capture_stacks"`
+	PythonStacks      *ebpf.Variable `ebpf:"python_stacks"`
+	PythonWaitSamples *ebpf.Variable `ebpf:"python_wait_samples"`
+	SyscallMask       *ebpf.Variable `ebpf:"syscall_mask"`
+	TlsCaptureBytes   *ebpf.Variable `ebpf:"tls_capture_bytes"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
+	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tlsPrograms contains all programs after they have been loaded into the kernel.
