@@ -118,6 +118,9 @@ func (f *facts) step(it item, sentTo map[string]bool) string {
 		}
 		return "accepted a prompt in " + fn
 	case op == "chat" || role == "inference":
+		if p := f.parent[it.span]; p >= 0 && isInference(f.spans[p].span.Attributes()) {
+			return "" // the wire-level call (decrypted TLS) of the configured function above it
+		}
 		return sp.span.Name()
 	case op == "execute_tool" || role == "tool":
 		name := attrStr(attrs, attrGenAIToolName)
@@ -165,6 +168,10 @@ func (f *facts) step(it item, sentTo map[string]bool) string {
 		return "ran " + sp.span.Name()
 	}
 	return ""
+}
+
+func isInference(attrs pcommon.Map) bool {
+	return attrStr(attrs, attrGenAIOperation) == "chat" || attrStr(attrs, attrRole) == "inference"
 }
 
 func fileStep(attrs pcommon.Map) string {

@@ -54,7 +54,22 @@ func TestNarrative(t *testing.T) {
 			narrative(storyFacts(t, b)))
 	})
 
-	t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
+	t.Run("a model call and its decrypted TLS call below it are one step", func(t *testing.T) {
+		b := newTraceBuilder()
+		p := b.hostProcess("customer-agent", 4242)
+		root := p.prompt(traceID(1), 0, 1000, "hi")
+		for _, at := range []float64{10, 100} {
+			fn := p.chat(root, at, at+50, "model-x")
+			wire, _ := p.newSpan(fn.trace, &fn, "chat model-x", ptrace.SpanKindClient, at+2, at+40)
+			wire.Attributes().PutStr("gen_ai.operation.name", "chat")
+			wire.Attributes().PutStr("gen_ai.provider.name", "openai")
+		}
+		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
+			" → chat model-x → connect 127.0.0.1:18443 → chat model-x → connect 127.0.0.1:18443",
+			narrative(storyFacts(t, b)))
+	})
+
+		t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
 		b := newTraceBuilder()
 		p := b.hostProcess("customer-agent", 4242)
 		root := p.prompt(traceID(1), 100, 1000, "hi")
