@@ -29,6 +29,7 @@ type ebpfReceiver struct {
 
 	kernel     *probes.Set
 	reader     *ringbuf.Reader
+	waiter     *ringWaiter
 	symbolizer *symbolize.Symbolizer
 	redactor   *redact.Redactor
 	telemetry  *telemetry
@@ -83,6 +84,13 @@ func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("ebpf receiver: open ring buffer: %w", err)
 	}
 	r.reader = reader
+	waiter, err := newRingWaiter(kernel.Events())
+	if err != nil {
+		_ = reader.Close()
+		_ = kernel.Close()
+		return fmt.Errorf("ebpf receiver: %w", err)
+	}
+	r.waiter = waiter
 	r.symbolizer = symbolize.New(symbolize.Options{ProcRoot: r.cfg.ProcRoot})
 	r.redactor = redact.New()
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
@@ -122,12 +130,10 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 		if r.cancel != nil {
 			r.cancel()
 		}
-		if r.reader != nil {
-			// Hand out what the kernel already wrote (records submitted without a wakeup
-			// included) before closing: the read loop ends at ErrFlushed.
-			if ferr := r.reader.Flush(); ferr != nil {
-				err = errors.Join(err, r.reader.Close())
-			}
+		if r.waiter != nil {
+			// The read loop wakes, hands out what the kernel already wrote (records
+			// submitted without a wakeup included) and ends.
+			err = errors.Join(err, r.waiter.close())
 		}
 		r.wg.Wait()
 		if r.reader != nil {
@@ -159,33 +165,46 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// readLoop is the only goroutine that touches the builder and the attacher after Start.
+// readLoop is the only goroutine that touches the builder and the attacher after Start. It
+// waits for the kernel's wakeup or the flush deadline, then reads every record there.
 func (r *ebpfReceiver) readLoop(ctx context.Context) {
 	var rec ringbuf.Record
 	lastFlush := time.Now()
 	for {
-		r.reader.SetDeadline(lastFlush.Add(r.cfg.FlushInterval))
-		err := r.reader.ReadInto(&rec)
+		due := lastFlush.Add(r.cfg.FlushInterval)
+		r.waiter.wait(due)
+		if !r.drain(ctx, &rec) || ctx.Err() != nil {
+			return
+		}
+		if !time.Now().Before(due) {
+			r.flush(ctx)
+			lastFlush = time.Now()
+		}
+	}
+}
+
+// drain handles the records waiting in the ring buffer; false when the reader is closed.
+func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) bool {
+	r.reader.SetDeadline(time.Now()) // do not block: the waiter did
+	n := int64(0)
+	defer func() { r.telemetry.eventsRead.Add(ctx, n) }()
+	for {
+		err := r.reader.ReadInto(rec)
 		switch {
 		case err == nil:
-			r.telemetry.eventsRead.Add(ctx, 1)
+			n++
 			r.handle(rec.RawSample)
 			if r.builder.PendingSpans() >= maxBatchSpans {
 				r.flush(ctx)
-				lastFlush = time.Now()
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			r.flush(ctx)
-			lastFlush = time.Now()
-		case errors.Is(err, ringbuf.ErrFlushed):
-			if ctx.Err() != nil {
-				return // Shutdown drained the ring buffer
-			}
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			return true
 		case errors.Is(err, ringbuf.ErrClosed):
-			return
+			return false
 		default:
 			r.logger.Error("reading the eBPF ring buffer failed; events are lost until it recovers", zap.Error(err))
 			time.Sleep(100 * time.Millisecond)
+			return true
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 )
@@ -94,14 +95,26 @@ func parseRequest(inf *Inference, m *Message) {
 	if m.Problem != "" {
 		inf.RequestProblem = m.Problem
 	}
-	var body struct {
-		Model    string          `json:"model"`
-		Stream   bool            `json:"stream"`
-		Messages json.RawMessage `json:"messages"`
-		Input    json.RawMessage `json:"input"`
-		System   json.RawMessage `json:"system"`
+	var messages, input, system []byte
+	var modelErr error
+	err := members(m.Body, func(key string, raw []byte) {
+		switch key {
+		case "model":
+			modelErr = json.Unmarshal(raw, &inf.RequestModel)
+		case "stream":
+			inf.Stream = string(raw) == "true"
+		case "messages":
+			messages = raw
+		case "input":
+			input = raw
+		case "system":
+			system = raw
+		}
+	})
+	if err == nil && modelErr != nil {
+		err = errors.New(`"model": ` + modelErr.Error())
 	}
-	if err := json.Unmarshal(m.Body, &body); err != nil {
+	if err != nil {
 		if inf.RequestProblem == "" {
 			inf.RequestProblem = "request body is not valid JSON: " + err.Error()
 		}
@@ -111,22 +124,21 @@ func parseRequest(inf *Inference, m *Message) {
 		}
 		return
 	}
-	inf.RequestModel, inf.Stream = body.Model, body.Stream
 	switch inf.API {
 	case APIResponses:
-		inf.InputMessages = string(body.Input)
+		inf.InputMessages = string(input)
 	case APIMessages:
-		if len(body.System) > 0 {
-			inf.InputMessages = `{"system":` + string(body.System) + `,"messages":` + orNull(body.Messages) + `}`
+		if len(system) > 0 {
+			inf.InputMessages = `{"system":` + string(system) + `,"messages":` + orNull(messages) + `}`
 		} else {
-			inf.InputMessages = string(body.Messages)
+			inf.InputMessages = string(messages)
 		}
 	default:
-		inf.InputMessages = string(body.Messages)
+		inf.InputMessages = string(messages)
 	}
 }
 
-func orNull(r json.RawMessage) string {
+func orNull(r []byte) string {
 	if len(r) == 0 {
 		return "null"
 	}
@@ -150,8 +162,12 @@ func parseResponse(inf *Inference, m *Message) {
 		}
 		return
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
+	var errorField []byte
+	if err := members(body, func(key string, raw []byte) {
+		if key == "error" && string(raw) != "null" { // the Responses API sends "error": null
+			errorField = raw
+		}
+	}); err != nil {
 		if inf.ResponseProblem == "" {
 			inf.ResponseProblem = "response body is not valid JSON: " + err.Error()
 		}
@@ -160,7 +176,7 @@ func parseResponse(inf *Inference, m *Message) {
 		}
 		return
 	}
-	if e, ok := raw["error"]; ok {
+	if e := errorField; e != nil {
 		var apiErr struct {
 			Type string `json:"type"`
 			Code any    `json:"code"`
@@ -189,45 +205,70 @@ type chatToolCall struct {
 	} `json:"function"`
 }
 
+// openAIChat reads a chat completion in one walk (see scan.go): the choices' finish reasons,
+// messages and tool calls, the usage.
 func openAIChat(inf *Inference, body []byte) {
-	var r struct {
-		ID      string `json:"id"`
-		Model   string `json:"model"`
-		Choices []struct {
-			FinishReason *string         `json:"finish_reason"`
-			Message      json.RawMessage `json:"message"`
-		} `json:"choices"`
-		Usage *struct {
-			PromptTokens     *int64 `json:"prompt_tokens"`
-			CompletionTokens *int64 `json:"completion_tokens"`
-		} `json:"usage"`
+	var choices, usage []byte
+	var bad error
+	str := func(raw []byte, into *string) {
+		if err := json.Unmarshal(raw, into); err != nil && string(raw) != "null" {
+			bad = err
+		}
 	}
-	if err := json.Unmarshal(body, &r); err != nil {
+	err := members(body, func(key string, raw []byte) {
+		switch key {
+		case "id":
+			str(raw, &inf.ResponseID)
+		case "model":
+			str(raw, &inf.ResponseModel)
+		case "choices":
+			choices = raw
+		case "usage":
+			usage = raw
+		}
+	})
+	var msgs [][]byte
+	if err == nil && choices != nil && string(choices) != "null" {
+		err = elements(choices, func(choice []byte) {
+			if merr := members(choice, func(key string, raw []byte) {
+				switch key {
+				case "finish_reason":
+					if string(raw) != "null" {
+						var r string
+						str(raw, &r)
+						inf.FinishReasons = append(inf.FinishReasons, r)
+					}
+				case "message":
+					msgs = append(msgs, raw)
+					var msg struct {
+						ToolCalls []chatToolCall `json:"tool_calls"`
+					}
+					if json.Unmarshal(raw, &msg) == nil {
+						for _, tc := range msg.ToolCalls {
+							inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
+						}
+					}
+				}
+			}); merr != nil {
+				bad = merr
+			}
+		})
+	}
+	if err = cmp.Or(err, bad); err != nil {
 		inf.ResponseProblem = "unexpected chat completion: " + err.Error()
 		return
 	}
-	inf.ResponseID, inf.ResponseModel = r.ID, r.Model
-	var msgs []json.RawMessage
-	for _, c := range r.Choices {
-		if c.FinishReason != nil {
-			inf.FinishReasons = append(inf.FinishReasons, *c.FinishReason)
-		}
-		msgs = append(msgs, c.Message)
-		var msg struct {
-			ToolCalls []chatToolCall `json:"tool_calls"`
-		}
-		if json.Unmarshal(c.Message, &msg) == nil {
-			for _, tc := range msg.ToolCalls {
-				inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
-			}
-		}
-	}
 	if len(msgs) > 0 {
-		b, _ := json.Marshal(msgs)
-		inf.OutputMessages = string(b)
+		inf.OutputMessages = "[" + string(bytes.Join(msgs, []byte(","))) + "]"
 	}
-	if r.Usage != nil {
-		setUsage(inf, r.Usage.PromptTokens, r.Usage.CompletionTokens)
+	if usage != nil && string(usage) != "null" {
+		var u struct {
+			PromptTokens     *int64 `json:"prompt_tokens"`
+			CompletionTokens *int64 `json:"completion_tokens"`
+		}
+		if json.Unmarshal(usage, &u) == nil {
+			setUsage(inf, u.PromptTokens, u.CompletionTokens)
+		}
 	}
 }
 
