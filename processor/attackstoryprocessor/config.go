@@ -136,7 +136,7 @@ type CustomRuleConfig struct {
 
 // Defaults.
 const (
-	defaultCompletionGrace      = 2 * time.Second
+	defaultCompletionGrace      = 500 * time.Millisecond
 	defaultOrphanTimeout        = 30 * time.Second
 	defaultMaxStories           = 10000
 	defaultMaxSpansPerStory     = 2000

@@ -184,6 +184,7 @@ func runGolden(t *testing.T, tc goldenCase) {
 	require.NoError(t, err)
 
 	cfg := createDefaultConfig()
+	cfg.CompletionGrace = 2 * time.Second // the fixtures' timings are laid out for a 2 s grace
 	if tc.cfg != nil {
 		tc.cfg(cfg)
 	}

@@ -46,6 +46,7 @@ func TestProfileLearningAndFreezing(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, profileFileName(bankWorkloadKey))
 	cfg := createDefaultConfig()
+	cfg.CompletionGrace = 2 * time.Second // the golden profile's times are laid out for a 2 s grace
 	cfg.ProfilesDir = dir
 	cfg.Learning.MinStories = 3
 	cfg.Learning.MinDuration = time.Minute

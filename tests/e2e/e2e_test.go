@@ -232,7 +232,7 @@ service:
 		if _, err := env.Chat(ctx, "warm-up", "hello"); err != nil {
 			t.Fatalf("warm-up chat: %v", err)
 		}
-		time.Sleep(3 * time.Second) // a story is complete 2 s after its last span
+		time.Sleep(3 * time.Second) // the story completes and is exported well within this
 		if tr, err := j.TracesWith(ctx, "customer-agent", "invoke_agent customer-agent", 10); err == nil && len(tr) > 0 {
 			break
 		}
