@@ -1,5 +1,5 @@
 // Package llm reassembles the plaintext of TLS connections, as the kernel hands it over call by
-// call, into HTTP/1.1 exchanges, and reads LLM API calls out of them (OpenAI chat completions
+// call, into HTTP/1.1 and HTTP/2 exchanges, and reads LLM API calls out of them (OpenAI chat completions
 // and responses, Anthropic messages): provider, models, token usage, finish reasons and the tool
 // calls the model asked for.
 //
@@ -43,7 +43,7 @@ type Key struct {
 	Conn uint64
 }
 
-// Message is one parsed HTTP/1.x request or response.
+// Message is one parsed HTTP/1.x or HTTP/2 request or response.
 type Message struct {
 	Method, Target string // request
 	Status         int    // response
@@ -68,7 +68,7 @@ type Exchange struct {
 	Key      Key
 	Request  *Message
 	Response *Message
-	Unparsed string // "HTTP/2", "not HTTP/1.x", ...
+	Unparsed string // "not HTTP/1.x", "HTTP/2: bytes missing where frames could not be followed", ...
 	// ResponseProblem says why a request has no response, when the Tracker knows.
 	ResponseProblem string
 	// Bytes seen per direction for an unparsed connection.
@@ -95,6 +95,9 @@ type conn struct {
 	reported bool
 	// lostCalls: calls seen before any message could be parsed (attached mid-connection).
 	lostCalls int
+	// preface: bytes of the HTTP/2 client preface written so far; h2 is set once it is complete.
+	preface int
+	h2      *h2conn
 }
 
 // maxLostCalls: a connection whose first calls carry no HTTP/1.x message start is taken for
@@ -137,8 +140,24 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 	if c.unparsed != "" {
 		return nil
 	}
+	if c.h2 != nil {
+		return c.feedH2(dir, data, total-len(data), at, meta)
+	}
 	if c.out.msgs == 0 && c.in.msgs == 0 {
 		fresh := len(c.out.buf) == 0 && len(c.in.buf) == 0 && c.out.state == stStart && c.in.state == stStart
+		// A client preface (maybe in pieces): the connection's frames are decoded from there on.
+		if dir == Write && (fresh || c.lostCalls > 0 || c.preface > 0) {
+			var p int
+			switch data, total, p = c.matchPreface(data, total); p {
+			case prefaceMore:
+				return nil
+			case prefaceDone:
+				c.h2 = newH2Conn(key, t.opts.MaxBuffer)
+				return c.feedH2(dir, data, total-len(data), at, meta)
+			case prefaceLost:
+				return c.h2Unparsed(errFramesLost)
+			}
+		}
 		reason := ""
 		if fresh || c.lostCalls > 0 {
 			reason = sniff(dir, data)
@@ -206,6 +225,9 @@ func (t *Tracker) LostRead(key Key, n int, at time.Time) []Exchange {
 	}
 	c.last = at
 	c.bytes[Read] += int64(n)
+	if c.h2 != nil {
+		return c.feedH2(Read, nil, n, at, nil)
+	}
 	s := &c.in
 	if s.state != stStart || len(s.buf) > 0 {
 		return c.pairResponses(s.skip(int64(n), at))
@@ -306,6 +328,9 @@ func (c *conn) drain(problem string) []Exchange {
 		out = append(out, Exchange{Key: c.key, Request: req})
 	}
 	c.pending = nil
+	if c.h2 != nil {
+		out = append(out, c.h2.drain(problem)...)
+	}
 	return out
 }
 

@@ -13,7 +13,7 @@ import (
 
 var t0 = time.Unix(1700000000, 0)
 
-func read(t *testing.T, name string) []byte {
+func read(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -157,31 +157,53 @@ func TestMalformedJSON(t *testing.T) {
 }
 
 func TestUnparsedConnections(t *testing.T) {
-	for name, want := range map[string]string{"http2.req": "HTTP/2", "not_http.req": "not HTTP/1.x"} {
-		tr := NewTracker(Options{})
-		key := Key{PID: 1, Conn: 2}
-		data := read(t, name)
-		var exs []Exchange
-		calls := 0
-		for len(exs) == 0 && calls < 20 {
-			exs = tr.Data(key, Write, data, len(data), t0, "m")
-			calls++
+	tr := NewTracker(Options{})
+	key := Key{PID: 1, Conn: 2}
+	data := read(t, "not_http.req")
+	var exs []Exchange
+	calls := 0
+	for len(exs) == 0 && calls < 20 {
+		exs = tr.Data(key, Write, data, len(data), t0, "m")
+		calls++
+	}
+	if len(exs) != 1 || exs[0].Unparsed != "not HTTP/1.x" || exs[0].BytesWritten != int64(calls*len(data)) || exs[0].Meta != "m" {
+		t.Fatalf("%+v", exs)
+	}
+	if calls != maxLostCalls+1 {
+		t.Errorf("recognised after %d calls", calls)
+	}
+	ignoresLaterTraffic(t, tr, key)
+
+	// http2.req is a client preface and the header of a SETTINGS frame: the connection is
+	// decoded as HTTP/2 and waits for the frame's payload. Zeros read are not the server's
+	// frames (a DATA frame on stream 0): the connection becomes unparsed, said once.
+	tr = NewTracker(Options{})
+	data = read(t, "http2.req")
+	if exs := tr.Data(key, Write, data, len(data), t0, "m"); len(exs) != 0 {
+		t.Fatalf("preface: %+v", exs)
+	}
+	if tr.conns[key].h2 == nil {
+		t.Fatal("the preface did not start HTTP/2 decoding")
+	}
+	zeros := bytes.Repeat([]byte{0}, 1000)
+	exs = tr.Data(key, Read, zeros, len(zeros), t0, nil)
+	if len(exs) != 1 || exs[0].Unparsed != "HTTP/2: DATA frame on stream 0" || exs[0].BytesWritten != int64(len(data)) ||
+		exs[0].BytesRead != 1000 || exs[0].Meta != "m" {
+		t.Fatalf("HTTP/2: %+v", exs)
+	}
+	ignoresLaterTraffic(t, tr, key)
+}
+
+// ignoresLaterTraffic: the traffic of an unparsed connection is ignored, not buffered.
+func ignoresLaterTraffic(t *testing.T, tr *Tracker, key Key) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if exs := tr.Data(key, Read, bytes.Repeat([]byte{0}, 1000), 1000, t0, nil); len(exs) != 0 {
+			t.Fatalf("more exchanges %+v", exs)
 		}
-		if len(exs) != 1 || !strings.Contains(exs[0].Unparsed, want) || exs[0].BytesWritten != int64(calls*len(data)) {
-			t.Fatalf("%s: %+v", name, exs)
-		}
-		if want == "HTTP/2" && calls != 1 {
-			t.Errorf("HTTP/2 recognised after %d calls", calls)
-		}
-		// Later traffic of the connection is ignored, not buffered.
-		for i := 0; i < 100; i++ {
-			if exs := tr.Data(key, Read, bytes.Repeat([]byte{0}, 1000), 1000, t0, nil); len(exs) != 0 {
-				t.Fatalf("%s: more exchanges %+v", name, exs)
-			}
-		}
-		if c := tr.conns[key]; len(c.in.buf)+len(c.out.buf) != 0 {
-			t.Errorf("%s: bytes buffered for an unparsed connection", name)
-		}
+	}
+	if c := tr.conns[key]; len(c.in.buf)+len(c.out.buf) != 0 || c.h2 != nil {
+		t.Error("bytes buffered for an unparsed connection")
 	}
 }
 

@@ -1,10 +1,13 @@
 // gotls asks an OpenAI-compatible model over HTTPS with net/http, the way Go agents do; the
 // receiver's kernel tests read the exchange from crypto/tls. Commands on stdin, one per line:
 //
-//	ask TEXT  -> "ok ask <finish reason>"
+//	ask TEXT  -> "ok ask <finish reason> <protocol>"
 //	bench N   -> "ok bench SECONDS" (N calls, for overhead measurements)
 //
-// Usage: gotls MODEL_URL CA_FILE MODEL
+// Usage: gotls MODEL_URL CA_FILE MODEL [h2]
+//
+// With h2 the transport negotiates HTTP/2, as net/http's default transport (and the official
+// OpenAI and Anthropic Go SDKs with it) does.
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 type client struct {
 	url, model string
 	http       *http.Client
+	proto      string // of the last answer: HTTP/1.1 or HTTP/2.0
 }
 
 //go:noinline
@@ -37,6 +41,7 @@ func (c *client) Ask(prompt string) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
+	c.proto = resp.Proto
 	var out struct {
 		Choices []struct {
 			FinishReason string `json:"finish_reason"`
@@ -55,8 +60,11 @@ func main() {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	// A TLSClientConfig of its own: the transport speaks HTTP/1.1, as most Go agents' clients do.
+	// A TLSClientConfig of its own: the transport speaks HTTP/1.1, unless told to try HTTP/2.
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, Proxy: nil}
+	if len(os.Args) > 4 && os.Args[4] == "h2" {
+		tr.ForceAttemptHTTP2 = true
+	}
 	c := &client{url: os.Args[1], model: os.Args[3], http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	fmt.Println("ready")
 	sc := bufio.NewScanner(os.Stdin)
@@ -81,7 +89,7 @@ func main() {
 				fmt.Println("error", err)
 				continue
 			}
-			fmt.Println("ok ask", reason)
+			fmt.Println("ok ask", reason, c.proto)
 		}
 	}
 }
