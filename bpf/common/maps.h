@@ -77,12 +77,21 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+// Set to 1 by user space before it waits with nothing to do: the next record wakes it (and
+// clears it), so an idle reader needs no periodic polling. Key 0.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} reader_idle SEC(".maps");
+
 // Set by user space before load.
 volatile const __u32 syscall_mask = 0; // bit per enum traced_syscall
 volatile const __u8 capture_stacks = 1;
-// Wake the reader only once this much data waits: a wakeup is an interrupt to another CPU,
-// which on a virtual machine costs more than the probe itself. The reader also polls at its
-// flush interval, so nothing waits longer than that.
+// Wake the reader only once this much data waits, or when it waits idle (reader_idle): a wakeup
+// is an interrupt to another CPU, which on a virtual machine costs more than the probe itself.
+// A busy reader polls at its flush interval, so nothing waits longer than that.
 volatile const __u64 wakeup_bytes = 256 << 10;
 
 static __always_inline void count_drop(__u32 reason)
@@ -92,11 +101,23 @@ static __always_inline void count_drop(__u32 reason)
 		__sync_fetch_and_add(n, 1);
 }
 
-// submit hands a record to user space, waking the reader only when enough data waits.
+static __always_inline __u64 wakeup_flag(void)
+{
+	__u32 zero = 0;
+	__u32 *idle = bpf_map_lookup_elem(&reader_idle, &zero);
+	if (idle && *idle) {
+		*idle = 0;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+// submit hands a record to user space, waking the reader only when enough data waits or it
+// waits idle.
 static __always_inline void submit(void *e)
 {
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, wakeup_flag());
 }
 
 // output copies a record built elsewhere (a per-CPU scratch buffer) into the ring buffer, with
@@ -108,8 +129,7 @@ static __always_inline long output(void *data, __u64 size, __u64 max)
 	asm volatile("" : "+r"(size));
 	if (size > max)
 		size = max;
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	long err = bpf_ringbuf_output(&events, data, size, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	long err = bpf_ringbuf_output(&events, data, size, wakeup_flag());
 	if (err)
 		count_drop(DROP_RINGBUF_FULL);
 	return err;

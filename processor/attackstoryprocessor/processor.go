@@ -138,16 +138,28 @@ func (p *storyProcessor) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// idleTick is how often the emitter looks when no story is in flight: profiles' learning
+// windows and enforcement decisions no story claimed. A story arriving wakes it at once.
+const idleTick = time.Second
+
+// run emits what is ready, every tickEvery while stories are in flight and every idleTick
+// otherwise, so that an idle collector is not woken several times a second for nothing.
 func (p *storyProcessor) run() {
 	defer p.wg.Done()
-	t := p.clock.NewTicker(p.tickEvery)
-	defer t.Stop()
+	busy := p.clock.NewTicker(p.tickEvery)
+	defer busy.Stop()
+	idle := p.clock.NewTicker(max(idleTick, p.tickEvery))
+	defer idle.Stop()
 	ctx := context.Background()
 	for {
+		tick := idle.C()
+		if p.inFlight() {
+			tick = busy.C()
+		}
 		select {
 		case <-p.stop:
 			return
-		case <-t.C():
+		case <-tick:
 			p.emit(ctx, false)
 		case <-p.kick:
 			p.emit(ctx, false)
@@ -155,12 +167,26 @@ func (p *storyProcessor) run() {
 	}
 }
 
+func (p *storyProcessor) inFlight() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.buf.stories) > 0 || len(p.buf.evicted) > 0
+}
+
 // ConsumeTraces buffers the spans; they are passed on when their story is complete.
 func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	p.mu.Lock()
+	wasIdle := len(p.buf.stories) == 0
 	p.buf.addBatch(td, p.clock.Now())
 	evicted := len(p.buf.evicted)
 	p.mu.Unlock()
+	if wasIdle {
+		// The emitter may be on its idle tick: it switches to the busy one.
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
 	if evicted == 0 {
 		return nil
 	}

@@ -165,26 +165,59 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// readLoop is the only goroutine that touches the builder and the attacher after Start. It
-// waits for the kernel's wakeup or the flush deadline, then reads every record there.
+// readLoop is the only goroutine that touches the builder and the attacher after Start. Busy,
+// it reads every record there at each flush interval, and at once when the kernel wakes it (an
+// exec, fork or exit, or wakeup_bytes waiting). After a flush interval without records and with
+// nothing to flush it waits idle: the next record wakes it, so an idle collector does not poll.
 func (r *ebpfReceiver) readLoop(ctx context.Context) {
 	var rec ringbuf.Record
 	lastFlush := time.Now()
+	quiet := false // the last flush interval read no record
+	read := 0
 	for {
-		due := lastFlush.Add(r.cfg.FlushInterval)
-		r.waiter.wait(due)
-		if !r.drain(ctx, &rec) || ctx.Err() != nil {
+		if quiet && r.builder.PendingSpans() == 0 {
+			r.waitIdle()
+			lastFlush = time.Time{} // read, then flush (housekeeping) at once
+		} else {
+			r.waiter.wait(lastFlush.Add(r.cfg.FlushInterval))
+		}
+		n, ok := r.drain(ctx, &rec)
+		if !ok || ctx.Err() != nil {
 			return
 		}
-		if !time.Now().Before(due) {
+		read += n
+		if !time.Now().Before(lastFlush.Add(r.cfg.FlushInterval)) {
 			r.flush(ctx)
+			quiet, read = read == 0, 0
 			lastFlush = time.Now()
 		}
 	}
 }
 
-// drain handles the records waiting in the ring buffer; false when the reader is closed.
-func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) bool {
+// idleHousekeeping bounds an idle wait while state waits for time to pass: TLS responses read
+// until the connection closes and idle connections, Python spans ended by span_idle_timeout.
+const idleHousekeeping = time.Second
+
+// waitIdle sleeps until a record arrives (the programs wake the reader at the next record once
+// told it is idle), or until housekeeping is due, or Shutdown.
+func (r *ebpfReceiver) waitIdle() {
+	if err := r.kernel.SetReaderIdle(true); err != nil {
+		return // the flush interval's polling goes on
+	}
+	var deadline time.Time // none
+	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) {
+		deadline = time.Now().Add(idleHousekeeping)
+	}
+	// A record written before the flag was set did not wake anyone: do not wait for it.
+	if r.reader.AvailableBytes() == 0 {
+		r.waiter.wait(deadline)
+	}
+	_ = r.kernel.SetReaderIdle(false)
+}
+
+// drain handles the records waiting in the ring buffer and says how many; false when the
+// reader is closed.
+func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) (int, bool) {
 	r.reader.SetDeadline(time.Now()) // do not block: the waiter did
 	n := int64(0)
 	defer func() { r.telemetry.eventsRead.Add(ctx, n) }()
@@ -198,13 +231,13 @@ func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) bool {
 				r.flush(ctx)
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			return true
+			return int(n), true
 		case errors.Is(err, ringbuf.ErrClosed):
-			return false
+			return int(n), false
 		default:
 			r.logger.Error("reading the eBPF ring buffer failed; events are lost until it recovers", zap.Error(err))
 			time.Sleep(100 * time.Millisecond)
-			return true
+			return int(n), true
 		}
 	}
 }

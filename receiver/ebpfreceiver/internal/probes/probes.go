@@ -263,6 +263,7 @@ func Load(opts Options) (*Set, error) {
 		"traced_executables": s.sys.TracedExecutables,
 		"probe_specs":        s.sys.ProbeSpecs,
 		"drops":              s.sys.Drops,
+		"reader_idle":        s.sys.ReaderIdle,
 		"python_layouts":     s.sys.PythonLayouts,
 		"python_binaries":    s.sys.PythonBinaries,
 		"python_procs":       s.sys.PythonProcs,
@@ -399,6 +400,16 @@ func (s *Set) TraceExecutable(key InodeKey, p TracedProcess) error {
 }
 
 // Drops sums the per-CPU drop counters, by reason.
+// SetReaderIdle tells the programs that the reader waits with nothing to do: the next record
+// wakes it (and clears the flag).
+func (s *Set) SetReaderIdle(idle bool) error {
+	v := uint32(0)
+	if idle {
+		v = 1
+	}
+	return s.sys.ReaderIdle.Update(uint32(0), v, ebpf.UpdateAny)
+}
+
 func (s *Set) Drops() (map[string]uint64, error) {
 	out := make(map[string]uint64, len(DropReasons))
 	for i, reason := range DropReasons {

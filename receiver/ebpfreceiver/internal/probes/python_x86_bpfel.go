@@ -205,6 +205,7 @@ const (
 	pythonMapPythonProcs            = "python_procs"
 	pythonMapPythonStackScratch     = "python_stack_scratch"
 	pythonMapPythonThreads          = "python_threads"
+	pythonMapReaderIdle             = "reader_idle"
 	pythonMapTracedExecutables      = "traced_executables"
 	pythonMapTracedProcesses        = "traced_processes"
 	pythonMapWalkScratch            = "walk_scratch"
@@ -279,6 +280,7 @@ type pythonMapSpecs struct {
 	PythonProcs        *ebpf.MapSpec `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.MapSpec `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.MapSpec `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.MapSpec `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.MapSpec `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.MapSpec `ebpf:"traced_processes"`
 	WalkScratch        *ebpf.MapSpec `ebpf:"walk_scratch"`
@@ -329,6 +331,7 @@ type pythonMaps struct {
 	PythonProcs        *ebpf.Map `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.Map `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.Map `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.Map `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.Map `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.Map `ebpf:"traced_processes"`
 	WalkScratch        *ebpf.Map `ebpf:"walk_scratch"`
@@ -345,6 +348,7 @@ func (m *pythonMaps) Close() error {
 		m.PythonProcs,
 		m.PythonStackScratch,
 		m.PythonThreads,
+		m.ReaderIdle,
 		m.TracedExecutables,
 		m.TracedProcesses,
 		m.WalkScratch,

@@ -211,6 +211,7 @@ const (
 	syscallsMapPythonProcs            = "python_procs"
 	syscallsMapPythonStackScratch     = "python_stack_scratch"
 	syscallsMapPythonThreads          = "python_threads"
+	syscallsMapReaderIdle             = "reader_idle"
 	syscallsMapTracedExecutables      = "traced_executables"
 	syscallsMapTracedProcesses        = "traced_processes"
 	syscallsProgProcessExec           = "process_exec"
@@ -293,6 +294,7 @@ type syscallsMapSpecs struct {
 	PythonProcs        *ebpf.MapSpec `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.MapSpec `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.MapSpec `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.MapSpec `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.MapSpec `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.MapSpec `ebpf:"traced_processes"`
 }
@@ -343,6 +345,7 @@ type syscallsMaps struct {
 	PythonProcs        *ebpf.Map `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.Map `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.Map `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.Map `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.Map `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.Map `ebpf:"traced_processes"`
 }
@@ -358,6 +361,7 @@ func (m *syscallsMaps) Close() error {
 		m.PythonProcs,
 		m.PythonStackScratch,
 		m.PythonThreads,
+		m.ReaderIdle,
 		m.TracedExecutables,
 		m.TracedProcesses,
 	)

@@ -183,6 +183,7 @@ const (
 	tlsMapPythonProcs        = "python_procs"
 	tlsMapPythonStackScratch = "python_stack_scratch"
 	tlsMapPythonThreads      = "python_threads"
+	tlsMapReaderIdle         = "reader_idle"
 	tlsMapSslCalls           = "ssl_calls"
 	tlsMapTlsScratch         = "tls_scratch"
 	tlsMapTracedExecutables  = "traced_executables"
@@ -263,6 +264,7 @@ type tlsMapSpecs struct {
 	PythonProcs        *ebpf.MapSpec `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.MapSpec `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.MapSpec `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.MapSpec `ebpf:"reader_idle"`
 	SslCalls           *ebpf.MapSpec `ebpf:"ssl_calls"`
 	TlsScratch         *ebpf.MapSpec `ebpf:"tls_scratch"`
 	TracedExecutables  *ebpf.MapSpec `ebpf:"traced_executables"`
@@ -311,6 +313,7 @@ type tlsMaps struct {
 	PythonProcs        *ebpf.Map `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.Map `ebpf:"python_stack_scratch"`
 	PythonThreads      *ebpf.Map `ebpf:"python_threads"`
+	ReaderIdle         *ebpf.Map `ebpf:"reader_idle"`
 	SslCalls           *ebpf.Map `ebpf:"ssl_calls"`
 	TlsScratch         *ebpf.Map `ebpf:"tls_scratch"`
 	TracedExecutables  *ebpf.Map `ebpf:"traced_executables"`
@@ -328,6 +331,7 @@ func (m *tlsMaps) Close() error {
 		m.PythonProcs,
 		m.PythonStackScratch,
 		m.PythonThreads,
+		m.ReaderIdle,
 		m.SslCalls,
 		m.TlsScratch,
 		m.TracedExecutables,

@@ -88,6 +88,7 @@ const (
 	uprobeMapEvents               = "events"
 	uprobeMapNewprocCallers       = "newproc_callers"
 	uprobeMapProbeSpecs           = "probe_specs"
+	uprobeMapReaderIdle           = "reader_idle"
 	uprobeMapTracedExecutables    = "traced_executables"
 	uprobeMapTracedProcesses      = "traced_processes"
 	uprobeProgFuncEntry           = "func_entry"
@@ -160,6 +161,7 @@ type uprobeMapSpecs struct {
 	Events            *ebpf.MapSpec `ebpf:"events"`
 	NewprocCallers    *ebpf.MapSpec `ebpf:"newproc_callers"`
 	ProbeSpecs        *ebpf.MapSpec `ebpf:"probe_specs"`
+	ReaderIdle        *ebpf.MapSpec `ebpf:"reader_idle"`
 	TracedExecutables *ebpf.MapSpec `ebpf:"traced_executables"`
 	TracedProcesses   *ebpf.MapSpec `ebpf:"traced_processes"`
 }
@@ -202,6 +204,7 @@ type uprobeMaps struct {
 	Events            *ebpf.Map `ebpf:"events"`
 	NewprocCallers    *ebpf.Map `ebpf:"newproc_callers"`
 	ProbeSpecs        *ebpf.Map `ebpf:"probe_specs"`
+	ReaderIdle        *ebpf.Map `ebpf:"reader_idle"`
 	TracedExecutables *ebpf.Map `ebpf:"traced_executables"`
 	TracedProcesses   *ebpf.Map `ebpf:"traced_processes"`
 }
@@ -212,6 +215,7 @@ func (m *uprobeMaps) Close() error {
 		m.Events,
 		m.NewprocCallers,
 		m.ProbeSpecs,
+		m.ReaderIdle,
 		m.TracedExecutables,
 		m.TracedProcesses,
 	)
