@@ -69,7 +69,7 @@ func TestNarrative(t *testing.T) {
 			narrative(storyFacts(t, b)))
 	})
 
-		t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
+	t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
 		b := newTraceBuilder()
 		p := b.hostProcess("customer-agent", 4242)
 		root := p.prompt(traceID(1), 100, 1000, "hi")
