@@ -7,12 +7,14 @@ package main
 
 import (
 	"compress/gzip"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -69,13 +71,24 @@ func (s *otlpSink) counts() (spans, logs int64) {
 
 func body(r *http.Request) ([]byte, error) {
 	var rd io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "gzip":
 		zr, err := gzip.NewReader(r.Body)
 		if err != nil {
 			return nil, err
 		}
 		defer zr.Close()
 		rd = zr
+	case "zstd":
+		zr, err := zstd.NewReader(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		defer zr.Close()
+		rd = zr
+	case "", "identity":
+	default:
+		return nil, fmt.Errorf("content encoding %q is not supported", enc)
 	}
 	return io.ReadAll(rd)
 }
