@@ -208,3 +208,42 @@ func TestFindingLatency(t *testing.T) {
 	t.Logf("finding latency over %d findings at 5000 spans/s, grace 200ms: p50 %s, p99 %s, max %s", len(lat), p50, p99, percentile(lat, 1))
 	require.Less(t, p99, time.Second)
 }
+
+// BenchmarkManyInFlight: one busy agent process with 1,000 stories in flight (a request every
+// millisecond, each open for 500 ms) and, in each, a span in a trace of its own that stitching
+// must place (a connect made on a goroutine of its own). Each operation adds one request and
+// emits what is complete, as the emitter's tick does. Stitching must not cost in proportion to
+// the stories in flight squared.
+func BenchmarkManyInFlight(b *testing.B) {
+	const inFlight = 1000
+	clock := newFakeClock(baseTime)
+	out := &countingSink{}
+	cfg := benchConfig()
+	cfg.CompletionGrace = inFlight * time.Millisecond // each story waits this long: 1,000 in flight
+	p, err := newProcessor(processortest.NewNopSettings(Type), cfg, out, clock)
+	require.NoError(b, err)
+	p.manual = true
+	require.NoError(b, p.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(b, p.Shutdown(context.Background())) }()
+	ctx := context.Background()
+	request := func(n int) ptrace.Traces {
+		tb := newTraceBuilder()
+		pr := tb.hostProcess("customer-agent", 4242)
+		at := float64(n) // ms
+		root := pr.prompt(traceID(2*n+1), at, at+10, "hello")
+		pr.tool(root, at+1, at+2, "accounts-summary")
+		pr.connect(spanRef{trace: traceID(2*n+2)}, at+3, at+3.1, "127.0.0.1", 5432)
+		return tb.traces()
+	}
+	n := 0
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		td := request(n)
+		clock.Set(baseTime.Add(time.Duration(n) * time.Millisecond))
+		n++
+		b.StartTimer()
+		require.NoError(b, p.ConsumeTraces(ctx, td))
+		p.emit(ctx, false)
+	}
+}

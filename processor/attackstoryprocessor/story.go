@@ -460,7 +460,9 @@ func (b *buffer) stitch(ready []*story) {
 		var inside []*story
 		for _, p := range st.procs {
 			for c := range b.candidates[p] {
-				if c == st || c.ready || c.merged {
+				// Only a candidate inside st's envelope can be stitched into st: the cheap test
+				// first, so that a busy process's stories do not cost their number squared.
+				if c == st || c.ready || c.merged || !st.envelopeContains(c.root.start, c.root.end) {
 					continue
 				}
 				if target, _ := b.stitchTarget(c); target == st {

@@ -54,6 +54,10 @@ func goBenchList() []goBench {
 		{section: secExporters, pkg: "./exporter/evidenceexporter/archive/", pattern: "BenchmarkVerify$", rows: []benchRow{
 			{bench: "BenchmarkVerify", metric: "records/s", name: "evidence archive verify (20,000 × 2 KiB records: hash chain and signatures)"},
 			{bench: "BenchmarkVerify", metric: "MB/s", name: "evidence archive verify, bytes"}}},
+		{section: secOther, pkg: "./processor/attackstoryprocessor/", pattern: "BenchmarkManyInFlight$", benchtime: "3000x", rows: []benchRow{
+			{bench: "BenchmarkManyInFlight", metric: "ns/op", name: "attackstory processor, one busy process with 1,000 stories in flight, each with a span stitching must place: one request in and an emit (ns per request)"}}},
+		{section: secOther, pkg: "./receiver/ebpfreceiver/internal/llm/", pattern: "BenchmarkParse$", rows: []benchRow{
+			{bench: "BenchmarkParse", metric: "ns/op", name: "LLM exchange parse (OpenAI chat completion with tool calls, request and response; ns per exchange)"}}},
 		{section: secOther, pkg: "./receiver/ebpfreceiver/internal/spans/", pattern: "BenchmarkBuildCalls$", rows: []benchRow{
 			{bench: "BenchmarkBuildCalls", metric: "events/s", name: "span builder alone"}}},
 		{section: secOther, pkg: "./receiver/ebpfreceiver/internal/symbolize/", pattern: "BenchmarkSymbolizeWarm$", rows: []benchRow{
