@@ -1,6 +1,7 @@
 // Command bench runs AgentTrail's benchmarks on this machine and writes BENCHMARKS.md: the cost of
 // a bare uprobe trap and tracepoint hit; the cost per instrumented Go, native and Python call,
-// SSL_write and syscall event as a ratio to that floor; the probe hits one request of the demo
+// SSL_write, SSL_read and syscall event as a ratio to that floor; the requests per second of Go
+// and Python LLM clients with the receiver off and on; the probe hits one request of the demo
 // agent takes; the demo agent under load with the collector off and on; the user-space
 // pipeline's throughput; the time from an attack's outbound connect to its finding at the
 // exporter; the exporters' throughput; the collector's memory under load. Every ratio compares
@@ -41,6 +42,7 @@ type options struct {
 	satFor      time.Duration
 	hitRequests int
 	attacks     int
+	llmRequests int
 	benchtime   string
 	benchCount  int
 	only        map[string]bool
@@ -64,7 +66,7 @@ type bench struct {
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "syscalls", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "syscalls", "hits", "load", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -80,6 +82,7 @@ func main() {
 	flag.DurationVar(&o.satFor, "sat-for", 15*time.Second, "duration of the saturation phase")
 	flag.IntVar(&o.hitRequests, "hit-requests", 30, "benign requests counted for the probe hits per request")
 	flag.IntVar(&o.attacks, "attacks", 30, "attacks per story-latency variant")
+	flag.IntVar(&o.llmRequests, "llm-requests", 1000, "requests per timed bench command of the LLM clients")
 	flag.StringVar(&o.benchtime, "benchtime", "2s", "go test -benchtime of the Go benchmarks")
 	flag.IntVar(&o.benchCount, "count", 3, "go test -count of the Go benchmarks (the median is reported)")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run: "+strings.Join(sections, ","))
@@ -90,6 +93,7 @@ func main() {
 		o.n, o.reps, o.loadReps = 2000, 3, 1
 		o.fixedFor, o.satFor = 5*time.Second, 4*time.Second
 		o.hitRequests, o.attacks = 9, 6
+		o.llmRequests = 100
 		o.benchtime, o.benchCount = "200ms", 1
 	}
 	if only != "" {
@@ -133,7 +137,12 @@ func main() {
 	}
 	run("overhead", b.probeOverhead)
 	run("python", b.pythonOverhead)
-	run("tls", b.sslOverhead)
+	run("tls", func() {
+		for _, c := range sslCalls {
+			b.sslOverhead(c)
+		}
+	})
+	run("llm", b.llmThroughput)
 	run("syscalls", b.syscallOverhead)
 	run("hits", b.probeHits)
 	run("load", b.agentLoad)

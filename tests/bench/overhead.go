@@ -289,6 +289,7 @@ func (p *inproc) counter(name string) int64 {
 // recvRun is what one run under the receiver recorded.
 type recvRun struct {
 	spans   spanCounter
+	next    consumer.Traces // when set, receives the spans instead of spans
 	records int64
 	// The kernel's run statistics of the receiver's programs over the run, by program type.
 	uprobeRuns, uprobeNs, tpRuns, tpNs uint64
@@ -305,7 +306,11 @@ func (rr *recvRun) tracepointPerOp(ops int) float64 { return float64(rr.tpNs) / 
 func withReceiver(rr *recvRun, cfg *ebpfreceiver.Config) attachFunc {
 	return func(int) (func(), error) {
 		before := maxProgramID()
-		p, err := startReceiver(cfg, &rr.spans)
+		var next consumer.Traces = &rr.spans
+		if rr.next != nil {
+			next = rr.next
+		}
+		p, err := startReceiver(cfg, next)
 		if err != nil {
 			return nil, err
 		}

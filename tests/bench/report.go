@@ -16,6 +16,7 @@ const (
 	secFloor     = "1. Probe floor"
 	secCall      = "2. Per instrumented call"
 	secSyscall   = "2b. Per syscall event"
+	secLLM       = "2c. LLM client throughput"
 	secHits      = "3. Probe hits per agent request"
 	secLoad      = "4. The agent under load, collector off and on"
 	secPipeline  = "5. User-space pipeline"
@@ -25,7 +26,7 @@ const (
 	secOther     = "Other component benchmarks"
 )
 
-var sectionOrder = []string{secFloor, secCall, secSyscall, secHits, secLoad, secPipeline, secMemory, secLatency, secExporters, secOther}
+var sectionOrder = []string{secFloor, secCall, secSyscall, secLLM, secHits, secLoad, secPipeline, secMemory, secLatency, secExporters, secOther}
 
 var sectionIntro = map[string]string{
 	secFloor: "What the hooks cost with a BPF program that does nothing: the floor every ratio below is taken against. " +
@@ -35,6 +36,14 @@ var sectionIntro = map[string]string{
 		"Value: (receiver − baseline) per operation; ratio: that ÷ (floor − baseline). The receiver's user-space work runs on " +
 		"another thread and is not in these numbers (it is in sections 4 and 5).",
 	secSyscall: "Ratio to the floor of sys_enter + sys_exit raw tracepoints with a no-op program, per openat + close (4 tracepoint hits).",
+	secLLM: "An LLM client making chat-completion requests one after the other on one keep-alive connection to the mock model " +
+		"(tests/workloads/mock-model: Go, HTTPS, no artificial delay) on loopback, with nothing attached (off) and under the AgentTrail " +
+		"receiver running in the harness's process with its default configuration (on: TLS plaintext probes, Python support, " +
+		"syscalls connect, accept, execve, openat). Each run starts the client, attaches (or not), sends warm-up requests, then times " +
+		"the command \"bench N\" (N requests) repeatedly; off and on runs alternate, and each value is the median over runs of each run's median. " +
+		"Ratio: on ÷ off. The receiver's user-space work (parsing every exchange into an inference span) shares the machine's cores " +
+		"with the client and the model, so it is in these numbers. Inference spans per request (spans with gen_ai.provider.name, " +
+		"warm-up included) check that every request was seen.",
 	secHits: "A count that is the same on every machine: what one benign request of the demo agent makes the kernel do. " +
 		"Uprobe hits are the runs of the receiver's uprobe programs (kernel BPF run statistics) during the requests, ÷ requests; " +
 		"the trap floor is hits × this run's bare uprobe hit.",
