@@ -136,7 +136,7 @@ type CustomRuleConfig struct {
 
 // Defaults.
 const (
-	defaultCompletionGrace      = 500 * time.Millisecond
+	defaultCompletionGrace      = 300 * time.Millisecond
 	defaultOrphanTimeout        = 30 * time.Second
 	defaultMaxStories           = 10000
 	defaultMaxSpansPerStory     = 2000

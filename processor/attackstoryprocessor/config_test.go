@@ -38,7 +38,7 @@ func TestLoadConfig(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
 		cfg, err := loadTestConfig(t, "")
 		require.NoError(t, err)
-		assert.Equal(t, 500*time.Millisecond, cfg.CompletionGrace)
+		assert.Equal(t, 300*time.Millisecond, cfg.CompletionGrace)
 		assert.Equal(t, 30*time.Second, cfg.OrphanTimeout)
 		assert.Equal(t, 10000, cfg.MaxStories)
 		assert.Equal(t, 2000, cfg.MaxSpansPerStory)

@@ -24,7 +24,7 @@ type latencyVariant struct {
 
 func (b *bench) storyLatency() {
 	variants := []latencyVariant{
-		{"default configuration (completion_grace 500ms, batch timeout 200ms, no batch for findings)", "", true},
+		{"default configuration (completion_grace 300ms, batch timeout 200ms, no batch for findings)", "", true},
 		{"completion_grace: 200ms", "processors:\n  attackstory:\n    completion_grace: 200ms\n", true},
 		{"completion_grace: 2s, batch timeout: 1s (slower, fewer exports)", "processors:\n  attackstory:\n    completion_grace: 2s\n  batch:\n    timeout: 1s\n", false},
 	}
