@@ -232,7 +232,7 @@ func BenchmarkManyInFlight(b *testing.B) {
 		at := float64(n) // ms
 		root := pr.prompt(traceID(2*n+1), at, at+10, "hello")
 		pr.tool(root, at+1, at+2, "accounts-summary")
-		pr.connect(spanRef{trace: traceID(2*n+2)}, at+3, at+3.1, "127.0.0.1", 5432)
+		pr.connect(spanRef{trace: traceID(2*n + 2)}, at+3, at+3.1, "127.0.0.1", 5432)
 		return tb.traces()
 	}
 	n := 0
