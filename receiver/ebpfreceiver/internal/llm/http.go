@@ -361,7 +361,9 @@ func sniff(dir Direction, data []byte) string {
 	}
 	n := min(len(data), len(h2Preface))
 	if dir == Write && bytes.Equal(data[:n], h2Preface[:n]) && n >= 3 {
-		return "HTTP/2 (not decoded)"
+		// A preface is decoded (matchPreface) before this is asked: here it can only be one
+		// that never completed.
+		return "HTTP/2: incomplete client preface"
 	}
 	if dir == Read {
 		if bytes.HasPrefix(data, []byte("HTTP/1.")) || (len(data) < 7 && bytes.HasPrefix([]byte("HTTP/1."), data)) {
