@@ -230,7 +230,7 @@ func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) (int, boo
 			if r.builder.PendingSpans() >= maxBatchSpans {
 				r.flush(ctx)
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return int(n), true
 		case errors.Is(err, ringbuf.ErrClosed):
 			return int(n), false
