@@ -12,7 +12,7 @@ import (
 
 const deletedSuffix = " (deleted)"
 
-// mapping is one executable line of /proc/<pid>/maps. The address range and
+// mapping is one line of /proc/<pid>/maps. The address range and
 // file identity are immutable; the binary resolution state is guarded by mu
 // (and ref may be read lock-free).
 type mapping struct {
@@ -23,6 +23,10 @@ type mapping struct {
 	module     string // path column exactly as printed (incl. " (deleted)")
 	path       string // module without the " (deleted)" suffix
 	deleted    bool
+	// exec: the mapping is executable. Only executable mappings are symbolized; the others are
+	// kept so that an address inside one (stack garbage met by frame-pointer unwinding) is known
+	// not to be code, instead of looking like a library mapped since the last read.
+	exec bool
 
 	ref atomic.Pointer[binary] // resolved, possibly evicted, binary
 
@@ -34,7 +38,7 @@ type mapping struct {
 // sameAs reports whether m describes the same mapping as o (used to carry
 // resolution state over when maps are re-read).
 func (m *mapping) sameAs(o *mapping) bool {
-	return m.start == o.start && m.end == o.end && m.offset == o.offset &&
+	return m.start == o.start && m.end == o.end && m.offset == o.offset && m.exec == o.exec &&
 		m.dev == o.dev && m.inode == o.inode && m.module == o.module
 }
 
@@ -45,7 +49,7 @@ func (m *mapping) special() bool {
 }
 
 // parseMaps parses the content of /proc/<pid>/maps and returns the
-// executable mappings sorted by start address. Malformed lines are skipped.
+// mappings sorted by start address. Malformed lines are skipped.
 func parseMaps(data []byte) []*mapping {
 	var out []*mapping
 	for len(data) > 0 {
@@ -84,14 +88,14 @@ func nextField(s string) (string, string) {
 }
 
 // parseMapsLine parses "start-end perms offset dev inode [path]" and returns
-// ok only for well-formed executable mappings.
+// ok only for well-formed lines.
 func parseMapsLine(line string) (*mapping, bool) {
 	rng, rest := nextField(line)
 	perms, rest := nextField(rest)
 	off, rest := nextField(rest)
 	dev, rest := nextField(rest)
 	ino, rest := nextField(rest)
-	if rng == "" || ino == "" || len(perms) < 3 || perms[2] != 'x' {
+	if rng == "" || ino == "" || len(perms) < 3 {
 		return nil, false
 	}
 	dash := strings.IndexByte(rng, '-')
@@ -116,6 +120,7 @@ func parseMapsLine(line string) (*mapping, bool) {
 		inode:  inode,
 		module: module,
 		path:   module,
+		exec:   perms[2] == 'x',
 	}
 	if strings.HasPrefix(module, "/") && strings.HasSuffix(module, deletedSuffix) {
 		m.deleted = true

@@ -141,7 +141,9 @@ func (s *Symbolizer) Prepare(pid uint32) error {
 	}
 	tick := s.clock.Add(1)
 	for _, m := range p.snapshot() {
-		s.resolve(pid, m, tick)
+		if m.exec {
+			s.resolve(pid, m, tick)
+		}
 	}
 	return nil
 }
@@ -161,7 +163,12 @@ func (s *Symbolizer) Prepare(pid uint32) error {
 //
 // If the pid has not been prepared its maps are read now. An address outside
 // every cached mapping triggers one re-read of the maps per call (a library
-// may have been dlopen'ed), rate-limited to once per second per pid.
+// may have been dlopen'ed), rate-limited to once per second per pid. Addresses
+// that cannot be code (inside a non-executable mapping, below the lowest
+// mappable page, beyond user space) never trigger one: frame-pointer
+// unwinding through code built without frame pointers (the dynamic loader at
+// a process's start) yields such garbage, and it must not spend the re-reads
+// that make a freshly loaded library known.
 func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 	frames := make([]Frame, len(addrs))
 	for i, a := range addrs {
@@ -188,7 +195,7 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 			pc--
 		}
 		m := findMapping(maps, pc)
-		if m == nil && !retried {
+		if m == nil && !retried && mayBeCode(pc) {
 			retried = true
 			if attempted, _ := s.loadMaps(p, mapsReloadInterval, false); attempted {
 				s.mapReloads.Add(1)
@@ -196,7 +203,7 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 			maps = p.snapshot()
 			m = findMapping(maps, pc)
 		}
-		if m == nil {
+		if m == nil || !m.exec {
 			misses++
 			continue
 		}
@@ -223,6 +230,13 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 	s.hits.Add(hits)
 	s.misses.Add(misses)
 	return frames
+}
+
+// mayBeCode reports whether addr may lie in a mapping not yet seen: at or
+// above the lowest address Linux maps by default (vm.mmap_min_addr, 64 KiB)
+// and below the top of the largest user address space (57-bit, 5-level paging).
+func mayBeCode(addr uint64) bool {
+	return addr >= 0x10000 && addr < 1<<56
 }
 
 // Forget drops the cached mappings of pid (call it when the process exits).

@@ -327,7 +327,7 @@ type mapFields struct {
 	dev                string
 	inode              uint64
 	module, path       string
-	deleted            bool
+	deleted, exec      bool
 }
 
 func TestParseMapsLine(t *testing.T) {
@@ -338,18 +338,19 @@ func TestParseMapsLine(t *testing.T) {
 		want mapFields
 	}{
 		{name: "exec_file", line: "55b737876000-55b73787b000 r-xp 00002000 fe:00 247026                     /usr/bin/cat", ok: true,
-			want: mapFields{start: 0x55b737876000, end: 0x55b73787b000, offset: 0x2000, dev: "fe:00", inode: 247026, module: "/usr/bin/cat", path: "/usr/bin/cat"}},
+			want: mapFields{start: 0x55b737876000, end: 0x55b73787b000, offset: 0x2000, dev: "fe:00", inode: 247026, module: "/usr/bin/cat", path: "/usr/bin/cat", exec: true}},
 		{name: "path_with_spaces", line: "1000-2000 r-xp 00000000 08:01 12 /opt/my app/lib x.so", ok: true,
-			want: mapFields{start: 0x1000, end: 0x2000, dev: "08:01", inode: 12, module: "/opt/my app/lib x.so", path: "/opt/my app/lib x.so"}},
+			want: mapFields{start: 0x1000, end: 0x2000, dev: "08:01", inode: 12, module: "/opt/my app/lib x.so", path: "/opt/my app/lib x.so", exec: true}},
 		{name: "deleted", line: "1000-2000 r-xp 00001000 08:01 12 /tmp/a.out (deleted)", ok: true,
-			want: mapFields{start: 0x1000, end: 0x2000, offset: 0x1000, dev: "08:01", inode: 12, module: "/tmp/a.out (deleted)", path: "/tmp/a.out", deleted: true}},
+			want: mapFields{start: 0x1000, end: 0x2000, offset: 0x1000, dev: "08:01", inode: 12, module: "/tmp/a.out (deleted)", path: "/tmp/a.out", deleted: true, exec: true}},
 		{name: "vdso", line: "7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]", ok: true,
-			want: mapFields{start: 0x7ffd1000, end: 0x7ffd3000, dev: "00:00", module: "[vdso]", path: "[vdso]"}},
+			want: mapFields{start: 0x7ffd1000, end: 0x7ffd3000, dev: "00:00", module: "[vdso]", path: "[vdso]", exec: true}},
 		{name: "anonymous_exec", line: "1000-2000 rwxp 00000000 00:00 0 ", ok: true,
-			want: mapFields{start: 0x1000, end: 0x2000, dev: "00:00"}},
+			want: mapFields{start: 0x1000, end: 0x2000, dev: "00:00", exec: true}},
 		{name: "tabs", line: "1000-2000\tr-xp\t0\t08:01\t7\t/bin/x", ok: true,
-			want: mapFields{start: 0x1000, end: 0x2000, dev: "08:01", inode: 7, module: "/bin/x", path: "/bin/x"}},
-		{name: "not_executable", line: "1000-2000 r--p 00000000 08:01 12 /usr/bin/cat"},
+			want: mapFields{start: 0x1000, end: 0x2000, dev: "08:01", inode: 7, module: "/bin/x", path: "/bin/x", exec: true}},
+		{name: "not_executable", line: "1000-2000 r--p 00000000 08:01 12 /usr/bin/cat", ok: true,
+			want: mapFields{start: 0x1000, end: 0x2000, dev: "08:01", inode: 12, module: "/usr/bin/cat", path: "/usr/bin/cat"}},
 		{name: "empty", line: ""},
 		{name: "garbage", line: "hello world"},
 		{name: "short", line: "1000-2000 r-xp 0"},
@@ -370,7 +371,7 @@ func TestParseMapsLine(t *testing.T) {
 			if !ok {
 				return
 			}
-			got := mapFields{m.start, m.end, m.offset, m.dev, m.inode, m.module, m.path, m.deleted}
+			got := mapFields{m.start, m.end, m.offset, m.dev, m.inode, m.module, m.path, m.deleted, m.exec}
 			if got != tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
@@ -578,6 +579,39 @@ func TestMapsReloadRateLimit(t *testing.T) {
 				t.Errorf("MapReloads = %d, want %d", got, st.wantReloads)
 			}
 		})
+	}
+}
+
+// TestGarbageKeepsReloads: at a process's start, frame-pointer unwinding through the dynamic
+// loader (no frame pointers) returns addresses inside data mappings and zeros. Those must not
+// spend the maps re-reads, or the library mapped next (libc) stays unknown for a second and
+// every stack through it loses its frames (seen in CI under load).
+func TestGarbageKeepsReloads(t *testing.T) {
+	b := buildCProgs(t)
+	p := newFakeProc(t)
+	const base = 0x7f0000000000
+	const data = "7e0000000000-7e0000010000 rw-p 00000000 00:00 0 \n" +
+		"7e0000010000-7e0000020000 r--p 00000000 08:01 99 /usr/lib/ld.so\n"
+	p.setMaps(t, data)
+	s := New(Options{ProcRoot: p.root})
+	defer s.Close()
+	if err := s.Prepare(p.pid); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		for _, f := range s.Symbolize(p.pid, []uint64{0x7e0000000100, 0x7e0000010200, 0, 0x10, 0xffffffff81000000}) {
+			if f.Module != "" || f.Function != "" {
+				t.Errorf("garbage address %#x symbolized as %+v", f.Address, f)
+			}
+		}
+	}
+	if got := s.Stats().MapReloads; got != 0 {
+		t.Errorf("garbage addresses re-read the maps %d times", got)
+	}
+	line, addr := mapsLine(t, b.lib, base, "libx_fn", "", 0)
+	p.setMaps(t, data+line)
+	if f := s.Symbolize(p.pid, []uint64{addr}); f[0].Function != "libx_fn" {
+		t.Errorf("library mapped after the garbage: %+v", f[0])
 	}
 }
 
