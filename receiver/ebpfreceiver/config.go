@@ -62,6 +62,8 @@ type TLSConfig struct {
 	CaptureMessageContent bool `mapstructure:"capture_message_content"`
 	// MaxConnectionBuffer bounds the bytes buffered per connection and direction.
 	MaxConnectionBuffer int `mapstructure:"max_connection_buffer"`
+	// MaxTotalBuffer bounds the message bytes held across all connections.
+	MaxTotalBuffer int `mapstructure:"max_total_buffer"`
 }
 
 // TargetConfig names one program and what to record of it. Processes are selected by exactly
@@ -202,6 +204,9 @@ func (cfg *Config) Validate() error {
 		}
 		if cfg.TLS.MaxConnectionBuffer < 4096 {
 			return fmt.Errorf(`"tls.max_connection_buffer" must be at least 4096 bytes, got %d`, cfg.TLS.MaxConnectionBuffer)
+		}
+		if cfg.TLS.MaxTotalBuffer < cfg.TLS.MaxConnectionBuffer {
+			return fmt.Errorf(`"tls.max_total_buffer" (%d) must be at least "tls.max_connection_buffer" (%d)`, cfg.TLS.MaxTotalBuffer, cfg.TLS.MaxConnectionBuffer)
 		}
 	}
 	for _, s := range cfg.Syscalls {

@@ -52,7 +52,7 @@ func TestLoadConfig(t *testing.T) {
 		FlushInterval: 500 * time.Millisecond, MaxOpenSpans: 5000, ProcRoot: "/host/proc",
 		Python: PythonConfig{Enabled: true, Audit: true, AuditEvents: []string{"socket.connect", "os.*"}, SpanIdleTimeout: 5 * time.Second},
 		TLS: TLSConfig{Enabled: true, Libraries: []string{"libssl.so.3", "/opt/openssl/lib/libssl.so.3"}, Go: false, CaptureBytes: 8192,
-			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20},
+			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20, MaxTotalBuffer: 64 << 20},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n got %+v\nwant %+v", cfg, want)
@@ -99,6 +99,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_python_role", `python_functions[0] (m:f): "role" must be one of`},
 		{"bad_capture", `"tls.capture_bytes" must be between 1 and 65536, got 1000000`},
 		{"bad_library", `"tls.libraries[0]" must be a file name or an absolute path`},
+		{"small_total_buffer", `"tls.max_total_buffer" (65536) must be at least "tls.max_connection_buffer" (1048576)`},
 		{"bad_audit_glob", `"python.audit_events[0]": "os.[" is not a valid`},
 		{"bad_idle", `"python.span_idle_timeout" must be positive`},
 		{"python_disabled", `targets[0] (a): "python_functions" need "python.enabled: true"`},

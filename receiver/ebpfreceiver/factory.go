@@ -39,6 +39,7 @@ func createDefaultConfig() component.Config {
 			Go:                  true,
 			CaptureBytes:        16384,
 			MaxConnectionBuffer: 1 << 20,
+			MaxTotalBuffer:      64 << 20,
 		},
 	}
 }

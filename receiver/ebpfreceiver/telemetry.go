@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 )
@@ -23,6 +24,7 @@ type telemetry struct {
 	spansRefused   metric.Int64Counter
 	attachFailures metric.Int64Counter
 	calls          metric.Int64Counter // incomplete or unmatched calls, by reason
+	tlsLimited     metric.Int64Counter // what the TLS tracker's bounds cut, by reason
 	meter          metric.Meter
 }
 
@@ -44,6 +46,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
 	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
+	t.tlsLimited = counter("agenttrail.ebpf.tls.limited", "TLS traffic cut or given up by the receiver's memory bounds, by reason.", "{event}")
 	return t, err
 }
 
@@ -64,16 +67,27 @@ func (t *telemetry) observeDrops(k *probes.Set) {
 		}))
 }
 
+// recordTLS adds what the TLS connection tracker's bounds cut since the last call.
+func (t *telemetry) recordTLS(ctx context.Context, before, after llm.Stats) {
+	add := func(reason string, b, a uint64) { addDelta(ctx, t.tlsLimited, reason, b, a) }
+	add("connection_limit", before.ConnectionsEvicted, after.ConnectionsEvicted)
+	add("total_buffer", before.BodiesCut, after.BodiesCut)
+	add("pending_requests", before.RequestsGivenUp, after.RequestsGivenUp)
+}
+
 // recordBuilder adds what the span builder counted since the last call.
 func (t *telemetry) recordBuilder(ctx context.Context, before, after spans.Counters) {
-	add := func(reason string, b, a uint64) {
-		if a > b {
-			t.calls.Add(ctx, int64(a-b), metric.WithAttributes(attribute.String("reason", reason)))
-		}
-	}
+	add := func(reason string, b, a uint64) { addDelta(ctx, t.calls, reason, b, a) }
 	add("return_without_entry", before.UnmatchedReturns, after.UnmatchedReturns)
 	add("unwound", before.UnwoundSpans, after.UnwoundSpans)
 	add("process_exited", before.ProcessExitSpans, after.ProcessExitSpans)
 	add("open_span_limit", before.OpenSpanLimitDrops, after.OpenSpanLimitDrops)
 	add("unknown_process", before.UnknownProcess, after.UnknownProcess)
+}
+
+// addDelta adds to c, under the reason, what a cumulative count grew by from b to a.
+func addDelta(ctx context.Context, c metric.Int64Counter, reason string, b, a uint64) {
+	if a > b {
+		c.Add(ctx, int64(a-b), metric.WithAttributes(attribute.String("reason", reason)))
+	}
 }

@@ -40,6 +40,7 @@ type tlsSupport struct {
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
 	unseenReads map[goroutineKey]unseenRead
+	lastStats   llm.Stats // the tracker's counters as last reported
 }
 
 type goroutineKey struct {
@@ -66,7 +67,7 @@ type tlsMeta struct {
 func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry, red *redact.Redactor) *tlsSupport {
 	t := &tlsSupport{
 		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
-		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer}),
+		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer, MaxTotalBuffer: cfg.TLS.MaxTotalBuffer}),
 		attached:    map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},
@@ -293,7 +294,8 @@ func (t *tlsSupport) goRead(h spans.Header, e *probes.TLSEvent) (lost []llm.Exch
 	return lost, false
 }
 
-// tlsHousekeeping completes responses read until close and forgets idle connections.
+// tlsHousekeeping completes responses read until close, forgets idle connections and reports
+// what the tracker's bounds cut.
 func (r *ebpfReceiver) tlsHousekeeping(now time.Time) {
 	if r.tls == nil {
 		return
@@ -304,6 +306,9 @@ func (r *ebpfReceiver) tlsHousekeeping(now time.Time) {
 	for _, ex := range r.tls.tracker.Expire(now) {
 		r.emitExchange(ex)
 	}
+	st := r.tls.tracker.Stats()
+	r.telemetry.recordTLS(ctxBackground, r.tls.lastStats, st)
+	r.tls.lastStats = st
 }
 
 func (r *ebpfReceiver) tlsProcessGone(pid uint32) {

@@ -32,7 +32,10 @@ const (
 
 // Options bound the Tracker.
 type Options struct {
-	MaxBuffer      int           // bytes buffered per connection and direction; default 1 MiB
+	MaxBuffer int // bytes buffered per connection and direction (HTTP/2: per stream); default 1 MiB
+	// MaxTotalBuffer bounds the message bytes held across all connections: once they are
+	// reached, bodies are cut; default 64 MiB.
+	MaxTotalBuffer int
 	MaxConnections int           // connections tracked at once; default 4096
 	IdleTimeout    time.Duration // a connection without data this long is forgotten; default 2 min
 }
@@ -80,8 +83,29 @@ type Exchange struct {
 type Tracker struct {
 	opts  Options
 	conns map[Key]*conn
-	// Dropped counts connections forgotten because MaxConnections was reached.
-	Dropped uint64
+	// held: message bytes held across connections (the sum of their conn.held).
+	held  int64
+	lim   bufLimit
+	stats Stats
+}
+
+// Stats counts what the Tracker's bounds cut or gave up.
+type Stats struct {
+	// ConnectionsEvicted: connections forgotten because MaxConnections were tracked (what
+	// they had pending came out, marked).
+	ConnectionsEvicted uint64
+	// BodiesCut: bodies cut because MaxTotalBuffer bytes were held across connections.
+	BodiesCut uint64
+	// RequestsGivenUp: HTTP/1.1 requests that came out without their response because more
+	// than maxPending were waiting on one connection.
+	RequestsGivenUp uint64
+}
+
+// bufLimit is what a call may keep: MaxBuffer per body, and what is left of MaxTotalBuffer.
+type bufLimit struct {
+	maxBuf int
+	left   int
+	cut    *uint64 // Stats.BodiesCut
 }
 
 type conn struct {
@@ -91,6 +115,7 @@ type conn struct {
 	unparsed string
 	meta     any
 	bytes    [3]int64
+	held     int64 // message bytes held, as of the last call (Tracker.held's share)
 	last     time.Time
 	reported bool
 	// lostCalls: calls seen before any message could be parsed (attached mid-connection).
@@ -104,6 +129,10 @@ type conn struct {
 // another protocol after this many.
 const maxLostCalls = 8
 
+// maxPending bounds the HTTP/1.1 requests waiting for their responses on one connection
+// (pipelining; clients send one at a time): beyond, the oldest comes out without a response.
+const maxPending = 256
+
 // NewTracker returns an empty Tracker.
 func NewTracker(opts Options) *Tracker {
 	if opts.MaxBuffer <= 0 {
@@ -115,24 +144,71 @@ func NewTracker(opts Options) *Tracker {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 2 * time.Minute
 	}
-	return &Tracker{opts: opts, conns: map[Key]*conn{}}
+	if opts.MaxTotalBuffer <= 0 {
+		opts.MaxTotalBuffer = 64 << 20
+	}
+	t := &Tracker{opts: opts, conns: map[Key]*conn{}}
+	t.lim = bufLimit{maxBuf: opts.MaxBuffer, cut: &t.stats.BodiesCut}
+	return t
 }
 
 // Connections is the number of connections tracked.
 func (t *Tracker) Connections() int { return len(t.conns) }
 
+// Buffered is the number of message bytes held across connections: bodies and headers being
+// reassembled, and requests waiting for their responses.
+func (t *Tracker) Buffered() int64 { return t.held }
+
+// Stats returns what the bounds cut or gave up so far.
+func (t *Tracker) Stats() Stats { return t.stats }
+
 // Data feeds one TLS call: data is what was captured of the call's total bytes (the rest is
 // missing). It returns the exchanges completed by it.
 func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.Time, meta any) []Exchange {
+	var out []Exchange
 	c := t.conns[key]
 	if c == nil {
 		if len(t.conns) >= t.opts.MaxConnections {
-			t.evictOldest()
+			out = t.evictOldest()
 		}
 		c = &conn{key: key, meta: meta}
 		c.out.dir, c.in.dir = Write, Read
 		t.conns[key] = c
 	}
+	t.lim.left = t.opts.MaxTotalBuffer - int(t.held)
+	out = append(out, t.data(c, dir, data, total, at, meta)...)
+	t.settle(c)
+	return out
+}
+
+// settle brings Tracker.held up to date with what c holds after a call.
+func (t *Tracker) settle(c *conn) {
+	n := c.size()
+	t.held += n - c.held
+	c.held = n
+}
+
+// forget removes c; what it had pending must have been taken out.
+func (t *Tracker) forget(c *conn) {
+	delete(t.conns, c.key)
+	t.held -= c.held
+	c.held = 0
+}
+
+// size is the message bytes c holds.
+func (c *conn) size() int64 {
+	n := len(c.out.buf) + len(c.out.body) + len(c.in.buf) + len(c.in.body)
+	for _, m := range c.pending {
+		n += len(m.Body)
+	}
+	if c.h2 != nil {
+		n += c.h2.size()
+	}
+	return int64(n)
+}
+
+func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.Time, meta any) []Exchange {
+	key := c.key
 	c.last = at
 	if dir == Write || dir == Read {
 		c.bytes[dir] += int64(total)
@@ -152,7 +228,7 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 			case prefaceMore:
 				return nil
 			case prefaceDone:
-				c.h2 = newH2Conn(key, t.opts.MaxBuffer)
+				c.h2 = newH2Conn(key, &t.lim)
 				return c.feedH2(dir, data, total-len(data), at, meta)
 			case prefaceLost:
 				return c.h2Unparsed(errFramesLost)
@@ -196,7 +272,7 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 	if dir == Read {
 		s = &c.in
 	}
-	msgs := s.feed(data, total-len(data), at, meta, t.opts.MaxBuffer)
+	msgs := s.feed(data, total-len(data), at, meta, &t.lim)
 	if dir == Read {
 		return c.pairResponses(msgs)
 	}
@@ -205,10 +281,17 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 		// A new request: a response still waiting for its end (no length, read until close)
 		// is as complete as it will get.
 		out = append(out, c.closeOpenResponse("")...)
+		if len(c.pending) >= maxPending {
+			out = append(out, Exchange{Key: key, Request: c.pending[0], ResponseProblem: tooManyPending})
+			c.pending = c.pending[1:]
+			t.stats.RequestsGivenUp++
+		}
 		c.pending = append(c.pending, m)
 	}
 	return out
 }
+
+var tooManyPending = fmt.Sprintf("more than %d requests waiting for their responses on the connection: the oldest was given up", maxPending)
 
 // lostResponse is ResponseProblem for a response read by a call the receiver did not see.
 const lostResponse = "response not captured: it was read by a call already in flight when the probes were attached"
@@ -223,6 +306,13 @@ func (t *Tracker) LostRead(key Key, n int, at time.Time) []Exchange {
 	if c == nil || c.unparsed != "" || n <= 0 {
 		return nil
 	}
+	out := t.lostRead(c, n, at)
+	t.settle(c)
+	return out
+}
+
+func (t *Tracker) lostRead(c *conn, n int, at time.Time) []Exchange {
+	key := c.key
 	c.last = at
 	c.bytes[Read] += int64(n)
 	if c.h2 != nil {
@@ -276,7 +366,7 @@ func (t *Tracker) Close(key Key) []Exchange {
 	if c == nil {
 		return nil
 	}
-	delete(t.conns, key)
+	t.forget(c)
 	return c.drain("connection ended before the response was complete")
 }
 
@@ -294,9 +384,9 @@ func (t *Tracker) CloseProcess(pid uint32) []Exchange {
 // Expire forgets connections idle since before now-IdleTimeout and returns what they had pending.
 func (t *Tracker) Expire(now time.Time) []Exchange {
 	var out []Exchange
-	for k, c := range t.conns {
+	for _, c := range t.conns {
 		if now.Sub(c.last) > t.opts.IdleTimeout {
-			delete(t.conns, k)
+			t.forget(c)
 			out = append(out, c.drain("connection idle before the response was complete")...)
 		}
 	}
@@ -310,6 +400,7 @@ func (t *Tracker) Flush(now time.Time, quiet time.Duration) []Exchange {
 	for _, c := range t.conns {
 		if c.in.state == stBodyUntilClose && now.Sub(c.last) >= quiet {
 			out = append(out, c.closeOpenResponse("")...)
+			t.settle(c)
 		}
 	}
 	return out
@@ -325,7 +416,7 @@ func (c *conn) drain(problem string) []Exchange {
 		out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 	}
 	for _, req := range c.pending {
-		out = append(out, Exchange{Key: c.key, Request: req})
+		out = append(out, Exchange{Key: c.key, Request: req, ResponseProblem: problem})
 	}
 	c.pending = nil
 	if c.h2 != nil {
@@ -334,19 +425,20 @@ func (c *conn) drain(problem string) []Exchange {
 	return out
 }
 
-func (t *Tracker) evictOldest() {
-	var oldest Key
-	var when time.Time
-	first := true
-	for k, c := range t.conns {
-		if first || c.last.Before(when) {
-			oldest, when, first = k, c.last, false
+// evictOldest forgets the connection idle the longest and returns what it had pending.
+func (t *Tracker) evictOldest() []Exchange {
+	var oldest *conn
+	for _, c := range t.conns {
+		if oldest == nil || c.last.Before(oldest.last) {
+			oldest = c
 		}
 	}
-	if !first {
-		delete(t.conns, oldest)
-		t.Dropped++
+	if oldest == nil {
+		return nil
 	}
+	t.forget(oldest)
+	t.stats.ConnectionsEvicted++
+	return oldest.drain(fmt.Sprintf("connection forgotten before the response was complete: more than %d connections tracked", t.opts.MaxConnections))
 }
 
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -432,7 +524,7 @@ func (s *stream) reset() {
 
 // feed appends one call's bytes (missing: bytes of the call that were not captured, after data)
 // and returns the messages it completed.
-func (s *stream) feed(data []byte, missing int, at time.Time, meta any, maxBuf int) []*Message {
+func (s *stream) feed(data []byte, missing int, at time.Time, meta any, lim *bufLimit) []*Message {
 	var done []*Message
 	if s.state == stLost {
 		// Resynchronise at the next call that starts a message.
@@ -447,7 +539,7 @@ func (s *stream) feed(data []byte, missing int, at time.Time, meta any, maxBuf i
 	}
 	s.buf = append(s.buf, data...)
 	for {
-		progressed, m := s.step(at, meta, maxBuf)
+		progressed, m := s.step(at, meta, lim)
 		if m != nil {
 			done = append(done, m)
 		}
@@ -458,7 +550,7 @@ func (s *stream) feed(data []byte, missing int, at time.Time, meta any, maxBuf i
 	if missing > 0 {
 		done = append(done, s.skip(int64(missing), at)...)
 	}
-	if len(s.buf) > maxBuf {
+	if len(s.buf) > lim.maxBuf {
 		// A header that never ends, or a stream we cannot follow.
 		s.lose("headers larger than the buffer")
 	}
@@ -513,7 +605,7 @@ func (s *stream) lose(problem string) {
 }
 
 // step parses what it can of s.buf; it reports whether it consumed anything.
-func (s *stream) step(at time.Time, meta any, maxBuf int) (bool, *Message) {
+func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 	switch s.state {
 	case stStart:
 		// Skip blank lines between messages.
@@ -565,7 +657,7 @@ func (s *stream) step(at time.Time, meta any, maxBuf int) (bool, *Message) {
 			return false, nil
 		}
 		n := min(int64(len(s.buf)), s.remaining)
-		s.keep(s.buf[:n], maxBuf)
+		s.keep(s.buf[:n], lim)
 		s.buf = s.buf[n:]
 		s.remaining -= n
 		if s.remaining == 0 {
@@ -576,7 +668,7 @@ func (s *stream) step(at time.Time, meta any, maxBuf int) (bool, *Message) {
 		if len(s.buf) == 0 {
 			return false, nil
 		}
-		s.keep(s.buf, maxBuf)
+		s.keep(s.buf, lim)
 		s.buf = nil
 		return true, nil
 	case stChunkSize:
@@ -612,7 +704,7 @@ func (s *stream) step(at time.Time, meta any, maxBuf int) (bool, *Message) {
 			return false, nil
 		}
 		n := min(int64(len(s.buf)), s.remaining)
-		s.keep(s.buf[:n], maxBuf)
+		s.keep(s.buf[:n], lim)
 		s.buf = s.buf[n:]
 		s.remaining -= n
 		if s.remaining == 0 {
@@ -651,18 +743,28 @@ func noBody(m *Message) bool {
 	return m.Status/100 == 1 || m.Status == 204 || m.Status == 304
 }
 
-// keep stores body bytes up to the buffer bound.
-func (s *stream) keep(b []byte, maxBuf int) {
+// keep stores body bytes up to the buffer bounds: lim.maxBuf for the body, lim.left for all
+// connections together.
+func (s *stream) keep(b []byte, lim *bufLimit) {
 	s.msg.WireSize += int64(len(b))
-	room := maxBuf - len(s.body)
+	room := lim.maxBuf - len(s.body)
 	if room < len(b) {
 		if !s.bodyLost {
-			s.msg.Problem = fmt.Sprintf("body larger than the %d-byte buffer: only its beginning was kept", maxBuf)
+			s.msg.Problem = fmt.Sprintf("body larger than the %d-byte buffer: only its beginning was kept", lim.maxBuf)
 		}
 		s.bodyLost = true
 		b = b[:max(room, 0)]
 	}
+	if lim.left < len(b) {
+		if !s.bodyLost {
+			s.msg.Problem = fmt.Sprintf("body cut after %d bytes: the buffer for all connections was full", len(s.body)+max(lim.left, 0))
+			*lim.cut++
+		}
+		s.bodyLost = true
+		b = b[:max(lim.left, 0)]
+	}
 	s.body = append(s.body, b...)
+	lim.left -= len(b)
 }
 
 func (s *stream) finish(at time.Time, problem string) *Message {

@@ -149,19 +149,31 @@ type h2conn struct {
 	key     Key
 	out, in h2side
 	streams map[uint32]*h2stream
-	maxBuf  int
+	lim     *bufLimit  // the Tracker's
 	broken  string     // why the frames cannot be followed any more
 	done    []Exchange // exchanges completed by the call being fed
 }
 
-func newH2Conn(key Key, maxBuf int) *h2conn {
-	h := &h2conn{key: key, streams: map[uint32]*h2stream{}, maxBuf: maxBuf}
+func newH2Conn(key Key, lim *bufLimit) *h2conn {
+	h := &h2conn{key: key, streams: map[uint32]*h2stream{}, lim: lim}
 	for _, s := range []*h2side{&h.out, &h.in} {
 		s.maxFrame = defaultMaxFrame
 		s.dec = hpack.NewDecoder(defaultHeaderTable, s.emit)
 	}
 	h.out.dir, h.in.dir = Write, Read
 	return h
+}
+
+// size is the message bytes h holds.
+func (h *h2conn) size() int {
+	n := len(h.out.buf) + len(h.in.buf) + len(h.out.block) + len(h.in.block)
+	for _, st := range h.streams {
+		n += len(st.req.body) + len(st.resp.body)
+		if st.request != nil {
+			n += len(st.request.Body)
+		}
+	}
+	return n
 }
 
 // Preface matching outcomes.
@@ -269,7 +281,7 @@ func (h *h2conn) consume(s *h2side, data []byte, at time.Time, meta any) {
 			n := min(s.dataLeft, len(data))
 			if b := h.bodyOf(s); b != nil {
 				b.msg.End = at
-				b.keep(data[:n], h.maxBuf)
+				b.keep(data[:n], h.lim)
 			}
 			data, s.left, s.dataLeft = data[n:], s.left-n, s.dataLeft-n
 			h.settle(s, at)

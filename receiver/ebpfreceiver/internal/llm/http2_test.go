@@ -762,5 +762,8 @@ func FuzzH2(f *testing.F) {
 		for _, ex := range tr.CloseProcess(h2Key.PID) {
 			Parse(ex)
 		}
+		if tr.Buffered() != 0 {
+			t.Fatalf("%d bytes held after the connection closed", tr.Buffered())
+		}
 	})
 }

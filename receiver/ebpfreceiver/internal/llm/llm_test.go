@@ -366,11 +366,16 @@ func TestNotLLM(t *testing.T) {
 func TestExpireAndClose(t *testing.T) {
 	tr := NewTracker(Options{IdleTimeout: time.Second, MaxConnections: 2})
 	req := read(t, "openai_tool_calls.req")
+	var evicted []Exchange
 	for i := 0; i < 3; i++ {
-		tr.Data(Key{PID: 1, Conn: uint64(i)}, Write, req, len(req), t0.Add(time.Duration(i)*time.Millisecond), nil)
+		evicted = append(evicted, tr.Data(Key{PID: 1, Conn: uint64(i)}, Write, req, len(req), t0.Add(time.Duration(i)*time.Millisecond), i)...)
 	}
-	if tr.Connections() != 2 || tr.Dropped != 1 {
-		t.Fatalf("connections %d dropped %d", tr.Connections(), tr.Dropped)
+	if tr.Connections() != 2 || tr.Stats().ConnectionsEvicted != 1 {
+		t.Fatalf("connections %d evicted %d", tr.Connections(), tr.Stats().ConnectionsEvicted)
+	}
+	// The evicted connection's request is not lost: it comes out, saying why it has no response.
+	if len(evicted) != 1 || evicted[0].Request.Meta != 0 || !strings.Contains(evicted[0].ResponseProblem, "more than 2 connections tracked") {
+		t.Fatalf("evicted: %+v", evicted)
 	}
 	exs := tr.Expire(t0.Add(time.Minute))
 	if len(exs) != 2 || exs[0].Response != nil || tr.Connections() != 0 {
@@ -386,6 +391,82 @@ func TestExpireAndClose(t *testing.T) {
 	exs = tr.CloseProcess(5)
 	if len(exs) != 1 || exs[0].Response == nil || exs[0].Response.Complete {
 		t.Fatalf("%+v", exs)
+	}
+	if tr.Buffered() != 0 {
+		t.Errorf("%d bytes still held with no connection", tr.Buffered())
+	}
+}
+
+// TestTotalBuffer: bodies reassembled on many connections at once share MaxTotalBuffer; once it
+// is held, bodies are cut (marked and counted), and what completed exchanges release is
+// available again.
+func TestTotalBuffer(t *testing.T) {
+	tr := NewTracker(Options{MaxBuffer: 1 << 20, MaxTotalBuffer: 100_000})
+	body := bytes.Repeat([]byte("x"), 60_000)
+	head := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+	req := append(append([]byte{}, head...), body...)
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") // no body: nothing of it to cut
+	var exs []Exchange
+	for i := range 3 {
+		for _, p := range split(req, 4096) {
+			exs = append(exs, tr.Data(Key{PID: 1, Conn: uint64(i)}, Write, p, len(p), t0, nil)...)
+		}
+	}
+	if len(exs) != 0 {
+		t.Fatalf("%+v", exs)
+	}
+	if got := tr.Buffered(); got > 100_000 {
+		t.Errorf("%d bytes held, over the 100000-byte total", got)
+	}
+	for i := range 3 {
+		exs = append(exs, tr.Data(Key{PID: 1, Conn: uint64(i)}, Read, resp, len(resp), t0, nil)...)
+	}
+	if len(exs) != 3 {
+		t.Fatalf("%d exchanges", len(exs))
+	}
+	var kept []int
+	for _, ex := range exs {
+		kept = append(kept, len(ex.Request.Body))
+		if len(ex.Request.Body) < 60_000 && (ex.Request.Complete || !strings.Contains(ex.Request.Problem, "buffer for all connections was full")) {
+			t.Errorf("cut body: complete %v, problem %q", ex.Request.Complete, ex.Request.Problem)
+		}
+	}
+	if kept[0] != 60_000 || kept[1] != 40_000 || kept[2] != 0 {
+		t.Errorf("bodies kept %v, want [60000 40000 0]", kept)
+	}
+	if n := tr.Stats().BodiesCut; n != 2 {
+		t.Errorf("BodiesCut %d, want 2 (kept %v)", n, kept)
+	}
+	if tr.Buffered() != 0 {
+		t.Errorf("%d bytes held after every exchange completed", tr.Buffered())
+	}
+	// Released: a new body is kept whole.
+	for _, p := range split(req, 4096) {
+		tr.Data(Key{PID: 1, Conn: 9}, Write, p, len(p), t0, nil)
+	}
+	exs = tr.Data(Key{PID: 1, Conn: 9}, Read, resp, len(resp), t0, nil)
+	if len(exs) != 1 || len(exs[0].Request.Body) != 60_000 || !exs[0].Request.Complete {
+		t.Fatalf("after release: %+v", exs)
+	}
+}
+
+// TestPendingBound: requests sent on one connection without responses (pipelining, or responses
+// the probes do not see) are bounded; the oldest come out, saying why.
+func TestPendingBound(t *testing.T) {
+	tr := NewTracker(Options{})
+	req := read(t, "openai_tool_calls.req")
+	var exs []Exchange
+	for range maxPending + 10 {
+		exs = append(exs, tr.Data(Key{PID: 1, Conn: 1}, Write, req, len(req), t0, nil)...)
+	}
+	if len(exs) != 10 || tr.Stats().RequestsGivenUp != 10 {
+		t.Fatalf("%d exchanges, %d given up", len(exs), tr.Stats().RequestsGivenUp)
+	}
+	if inf, ok := Parse(exs[0]); !ok || !inf.NoResponse || !strings.Contains(inf.ResponseProblem, "waiting for their responses") {
+		t.Errorf("%+v", inf)
+	}
+	if got, want := tr.Buffered(), int64(maxPending*(len(req)-bytes.Index(req, []byte("\r\n\r\n"))-4)); got != want {
+		t.Errorf("%d bytes held, want %d (the pending requests' bodies)", got, want)
 	}
 }
 
@@ -412,6 +493,9 @@ func FuzzTracker(f *testing.F) {
 		}
 		for _, ex := range tr.CloseProcess(1) {
 			Parse(ex)
+		}
+		if tr.Buffered() != 0 {
+			t.Fatalf("%d bytes held after the connection closed", tr.Buffered())
 		}
 	})
 }
