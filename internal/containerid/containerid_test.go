@@ -309,6 +309,8 @@ func TestFindCgroup2MountTestdata(t *testing.T) {
 		{name: "unified", file: "unified.txt", want: "/sys/fs/cgroup"},
 		{name: "whole hierarchy preferred over subtree bind", file: "bind_subtree_first.txt", want: "/sys/fs/cgroup"},
 		{name: "only a subtree, octal escapes undone", file: "escaped_only_subtree.txt", want: "/host/cgroup dir"},
+		{name: "container: the host's hierarchy beside its own", file: "container_private_ns.txt", want: "/host/sys/fs/cgroup"},
+		{name: "a later mount hides an earlier one on the same point", file: "overmounted.txt", want: "/mnt/x"},
 		{name: "v1 only", file: "v1_only.txt", wantErr: "no cgroup2 mount"},
 	}
 	for _, tc := range tests {
@@ -327,6 +329,39 @@ func TestFindCgroup2MountTestdata(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("findCgroup2Mount() = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCgroupViewDir(t *testing.T) {
+	tests := []struct {
+		name    string
+		m       cgroupMount
+		path    string
+		want    string
+		wantErr string
+	}{
+		{name: "whole", m: cgroupMount{point: "/sys/fs/cgroup"}, path: "/kubepods.slice/a.scope", want: "/sys/fs/cgroup/kubepods.slice/a.scope"},
+		{name: "root", m: cgroupMount{point: "/sys/fs/cgroup"}, path: "/", want: "/sys/fs/cgroup"},
+		{name: "subtree", m: cgroupMount{point: "/host/cg", names: []string{"kubepods.slice"}}, path: "/kubepods.slice/p.slice/a.scope", want: "/host/cg/p.slice/a.scope"},
+		{name: "outside the subtree", m: cgroupMount{point: "/host/cg", names: []string{"kubepods.slice"}}, path: "/system.slice/a.service", wantErr: "outside the cgroup2 mount /host/cg (it shows /kubepods.slice)"},
+		{name: "above the namespace, own view only", m: cgroupMount{point: "/sys/fs/cgroup"}, path: "/../../b/c", wantErr: "mount the host's cgroup2 hierarchy"},
+		{name: "above the namespace, not enough above", m: cgroupMount{point: "/h", up: 1}, path: "/../../b/c", wantErr: "shows 1 level(s) above"},
+		{name: "subtree above the namespace", m: cgroupMount{point: "/h", up: 1, names: []string{"x"}}, path: "/a", wantErr: "shows a subtree"},
+		{name: "relative", m: cgroupMount{point: "/h"}, path: "a/b", wantErr: "not absolute"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := (&CgroupView{m: tc.m}).Dir(tc.path)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Dir(%q) = %q, %v; want error containing %q", tc.path, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Dir(%q) = %q, %v; want %q", tc.path, got, err, tc.want)
 			}
 		})
 	}

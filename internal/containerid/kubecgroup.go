@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -181,21 +182,51 @@ func rmdirRetry(dir string) error {
 // FindCgroup2Mount returns the mount point of the cgroup v2 (unified)
 // hierarchy, read from /proc/self/mountinfo: "/sys/fs/cgroup" on unified
 // hosts, typically "/sys/fs/cgroup/unified" on hybrid ones. When several
-// cgroup2 mounts exist, one of the whole hierarchy (mount root "/") is
-// preferred over bind mounts of a subtree.
+// cgroup2 mounts are visible, the one showing the most of the hierarchy is
+// chosen (see CgroupView): in a container with a private cgroup namespace,
+// the host's hierarchy mounted from the host over the container's own.
 func FindCgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	m, err := readCgroup2Mounts()
 	if err != nil {
-		return "", fmt.Errorf("containerid: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	return findCgroup2Mount(f)
+	return widest(m).point, nil
 }
 
 func findCgroup2Mount(r io.Reader) (string, error) {
+	m, err := parseCgroup2Mounts(r)
+	if err != nil {
+		return "", err
+	}
+	return widest(m).point, nil
+}
+
+// cgroupMount is a cgroup2 mount as /proc/self/mountinfo shows it.
+type cgroupMount struct {
+	point string
+	// up and names: the cgroup the mount shows, relative to this process's cgroup namespace
+	// root (mountinfo's root field): up levels above it ("/../.."), then down names. A
+	// container with a private cgroup namespace sees the host's hierarchy, bind-mounted into
+	// it, as "/../../../.." (up to the host's root) and its own as "/".
+	up    int
+	names []string
+}
+
+func readCgroup2Mounts() ([]cgroupMount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("containerid: %w", err)
+	}
+	defer f.Close()
+	return parseCgroup2Mounts(f)
+}
+
+// parseCgroup2Mounts returns the visible cgroup2 mounts (a later mount on the same mount
+// point hides an earlier one), or an error if there is none.
+func parseCgroup2Mounts(r io.Reader) ([]cgroupMount, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	var fallback string
+	var out []cgroupMount
 	for sc.Scan() {
 		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
 		pre, post, found := strings.Cut(sc.Text(), " - ")
@@ -206,21 +237,47 @@ func findCgroup2Mount(r io.Reader) (string, error) {
 		if len(pf) < 5 || len(qf) < 1 || qf[0] != "cgroup2" {
 			continue
 		}
-		mnt := unescapeMountinfo(pf[4])
-		if pf[3] == "/" {
-			return mnt, nil
-		}
-		if fallback == "" {
-			fallback = mnt
-		}
+		point := unescapeMountinfo(pf[4])
+		up, names := splitCgroupPath(unescapeMountinfo(pf[3]))
+		out = slices.DeleteFunc(out, func(m cgroupMount) bool { return m.point == point })
+		out = append(out, cgroupMount{point: point, up: up, names: names})
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("containerid: reading mountinfo: %w", err)
+		return nil, fmt.Errorf("containerid: reading mountinfo: %w", err)
 	}
-	if fallback != "" {
-		return fallback, nil
+	if len(out) == 0 {
+		return nil, errors.New("containerid: no cgroup2 mount in mountinfo")
 	}
-	return "", errors.New("containerid: no cgroup2 mount in mountinfo")
+	return out, nil
+}
+
+// widest picks the mount that shows the most of the hierarchy: the highest cgroup above the
+// namespace root, a whole one before a subtree; the first of equals.
+func widest(ms []cgroupMount) cgroupMount {
+	best := ms[0]
+	for _, m := range ms[1:] {
+		if m.up > best.up || (m.up == best.up && len(m.names) < len(best.names)) {
+			best = m
+		}
+	}
+	return best
+}
+
+// splitCgroupPath splits a cgroup path relative to a cgroup namespace root ("/../../a/b") into
+// its leading ".." count and the names after them.
+func splitCgroupPath(p string) (up int, names []string) {
+	for _, s := range strings.Split(p, "/") {
+		switch {
+		case s == "" || s == ".":
+		case s == ".." && len(names) == 0:
+			up++
+		case s == "..":
+			names = names[:len(names)-1]
+		default:
+			names = append(names, s)
+		}
+	}
+	return up, names
 }
 
 // unescapeMountinfo undoes the octal escaping (\040 for space, etc.) of

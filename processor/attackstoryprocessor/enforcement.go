@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -237,7 +236,7 @@ type enforcer struct {
 	k          kernel
 	kErr       error
 	closed     bool
-	cgroupRoot string
+	cgroups    *containerid.CgroupView // found at the first cgroup wanted
 	byKey      map[string]*workloadEnforcement
 	saved      map[string][]string // cgroups of the saved state, by workload key
 	stateSaved string
@@ -507,16 +506,12 @@ func (e *enforcer) remove(w *workloadEnforcement, cg string, a *attachment) {
 // parent of the container's), else its own. It refuses a process that is not the story's
 // (another executable: a reused pid, or a story from another node) and the root cgroup.
 func (e *enforcer) cgroupOf(pr procRef) (string, error) {
-	if e.cgroupRoot == "" {
-		root := e.cfg.CgroupRoot
-		if root == "" {
-			r, err := containerid.FindCgroup2Mount()
-			if err != nil {
-				return "", fmt.Errorf("no cgroup v2: %w", err)
-			}
-			root = r
+	if e.cgroups == nil {
+		v, err := containerid.NewCgroupView(e.cfg.CgroupRoot)
+		if err != nil {
+			return "", fmt.Errorf("no cgroup v2: %w", err)
 		}
-		e.cgroupRoot = root
+		e.cgroups = v
 	}
 	procDir := filepath.Join(e.cfg.ProcRoot, strconv.FormatInt(pr.pid, 10))
 	if pr.exe != "" {
@@ -533,16 +528,22 @@ func (e *enforcer) cgroupOf(pr procRef) (string, error) {
 		return "", err
 	}
 	rel := info.CgroupPath
-	if rel == "" || !strings.HasPrefix(rel, "/") || slices.Contains(strings.Split(rel, "/"), "..") {
-		return "", fmt.Errorf("process %d: cgroup path %q is outside this cgroup namespace", pr.pid, rel)
+	if rel == "" {
+		return "", fmt.Errorf("process %d: no cgroup v2 path", pr.pid)
+	}
+	// A path with ".." is above this cgroup namespace's root (a collector in a container): the
+	// view places it in the host's hierarchy when that is mounted. (path.Dir would clean the
+	// ".." away.)
+	dir, err := e.cgroups.Dir(rel)
+	if err != nil {
+		return "", fmt.Errorf("process %d: %w", pr.pid, err)
 	}
 	if info.PodUID != "" && info.ID != "" {
-		rel = path.Dir(rel) // the pod: every container of it
+		dir = filepath.Dir(dir) // the pod: every container of it
 	}
-	if rel == "/" {
-		return "", fmt.Errorf("process %d is in the root cgroup: enforcing there would apply to the whole host; run the workload in a cgroup of its own (a container or a systemd service)", pr.pid)
+	if dir == e.cgroups.Mount() {
+		return "", fmt.Errorf("process %d is in the root cgroup (the top of %s): enforcing there would apply to the whole host; run the workload in a cgroup of its own (a container or a systemd service)", pr.pid, dir)
 	}
-	dir := filepath.Join(e.cgroupRoot, filepath.FromSlash(rel))
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
 		return "", fmt.Errorf("cgroup of process %d: %w", pr.pid, err)
 	}

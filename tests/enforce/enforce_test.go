@@ -1,5 +1,7 @@
 // Package enforce runs "observe to enforce" end to end on this machine's kernel: the bank's Go
-// agent in a kubelet-style pod cgroup, the built collector (_build/otelcol-agenttrail) learning
+// agent in a kubelet-style pod cgroup, the built collector (_build/otelcol-agenttrail), run as
+// the DaemonSet runs it (its own pod cgroup, a private cgroup namespace, the host's cgroup
+// hierarchy mounted beside its own), learning
 // its profile in mode observe, `agenttrail profile show` and `promote --dry-run`, the promotion
 // to enforce (the kernel's own list of programs on the pod cgroup is checked), the attack's
 // exfiltration refused with EPERM inside the agent, a shell killed, the "blocked" events in
@@ -203,8 +205,58 @@ type collector struct {
 	config string
 	log    string
 	health int
+	pod    *podView // nil: on the host
 	cmd    *exec.Cmd
 	done   chan struct{}
+}
+
+// podView runs the collector as a DaemonSet pod with cgroup v2 does: in a cgroup of its own and
+// a private cgroup namespace rooted there, so that the workload's cgroup reads
+// "/../../…" in /proc/<pid>/cgroup; its own cgroup2 mount shows only its cgroup, and the host's
+// hierarchy is mounted at another folder (the DaemonSet's /host/sys/fs/cgroup), the host's
+// mount hidden. The mount namespace is private: nothing is seen outside.
+type podView struct {
+	cgroup         string // the collector pod's cgroup (host view)
+	root           string // the host's cgroup2 mount
+	host, ownMount string // folders of the two views inside
+}
+
+func newPodView(t *testing.T, dir string) *podView {
+	t.Helper()
+	root, err := containerid.FindCgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, cleanup, err := containerid.MakeKubeletCgroup(root, "0c0ffee0-1111-4222-8333-444455556666", strings.Repeat("c0", 32), containerid.QoSBurstable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cleanup() })
+	v := &podView{cgroup: cg, root: root, host: filepath.Join(dir, "host-cgroup"), ownMount: filepath.Join(dir, "own-cgroup")}
+	for _, d := range []string{v.host, v.ownMount} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+// command wraps the collector's command line: unshare starts in the pod's cgroup, so the new
+// cgroup namespace's root is that cgroup.
+func (v *podView) command(t *testing.T, args ...string) (*exec.Cmd, func()) {
+	t.Helper()
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("the collector runs as in a pod through unshare (util-linux): %v", err)
+	}
+	cg, err := os.Open(v.cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := `mount --bind "$1" "$2" && umount -l "$1" && mount -t cgroup2 none "$3" && shift 3 && exec "$@"`
+	cmd := exec.Command(unshare, append([]string{"--cgroup", "--mount", "sh", "-c", script, "sh", v.root, v.host, v.ownMount}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	return cmd, func() { cg.Close() }
 }
 
 func (c *collector) start() {
@@ -215,8 +267,13 @@ func (c *collector) start() {
 	}
 	defer f.Close()
 	cmd := exec.Command(c.bin, "--config="+c.config)
-	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if c.pod != nil {
+		var done func()
+		cmd, done = c.pod.command(c.t, c.bin, "--config="+c.config)
+		defer done()
+	}
+	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
@@ -358,7 +415,8 @@ func TestObserveToEnforce(t *testing.T) {
 	}
 	profiles := filepath.Join(dir, "profiles")
 	evidenceDir := filepath.Join(dir, "evidence")
-	c := &collector{t: t, bin: collectorBin, config: filepath.Join(dir, "collector.yaml"), log: filepath.Join(dir, "collector.log"), health: freePort(t)}
+	c := &collector{t: t, bin: collectorBin, config: filepath.Join(dir, "collector.yaml"), log: filepath.Join(dir, "collector.log"), health: freePort(t),
+		pod: newPodView(t, dir)}
 	conf := fmt.Sprintf(`receivers:
   ebpf:
     targets:

@@ -269,6 +269,7 @@ func TestDaemonSet(t *testing.T) {
 			{"/sys/kernel/tracing", "/sys/kernel/tracing", corev1.HostPathDirectory, true},
 			{"/sys/fs/bpf", "/sys/fs/bpf", corev1.HostPathDirectory, false},
 			{"/proc", "/host/proc", corev1.HostPathDirectory, true},
+			{"/sys/fs/cgroup", "/host/sys/fs/cgroup", corev1.HostPathDirectory, true},
 			{"/var/lib/agenttrail", "/var/lib/agenttrail", corev1.HostPathDirectoryOrCreate, false},
 		}
 		seen := map[string]bool{}
