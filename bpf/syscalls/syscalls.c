@@ -26,6 +26,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NR_PPOLL 271
 #define NR_EPOLL_PWAIT 281
 #define NR_EPOLL_PWAIT2 441
+#define NR_FUTEX 202
 #define NR_ACCEPT4 288
 #define NR_EXECVE 59
 #define NR_EXECVEAT 322
@@ -62,6 +63,19 @@ static __always_inline int is_wait(long nr)
 		return 1;
 	}
 	return 0;
+}
+
+// A futex wait without a timeout: a thread blocked on a lock, a condition or a queue
+// (queue.Queue.get, a thread pool's worker between jobs). The GIL's waits are timed, and left
+// out: they come every few milliseconds in a busy multi-threaded program.
+#define FUTEX_WAIT 0
+#define FUTEX_WAIT_BITSET 9
+#define FUTEX_CMD_MASK 127
+
+static __always_inline int is_untimed_futex_wait(struct pt_regs *regs)
+{
+	int op = BPF_CORE_READ(regs, si) & FUTEX_CMD_MASK;
+	return (op == FUTEX_WAIT || op == FUTEX_WAIT_BITSET) && !BPF_CORE_READ(regs, r10);
 }
 
 static __always_inline __u32 syscall_bit(long nr)
@@ -162,6 +176,13 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		__u64 id = bpf_get_current_pid_tgid();
 		struct traced_process *proc = traced(id >> 32);
 		if (proc && !proc->is_go)
+			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
+		return 0;
+	}
+	if (python_wait_samples && nr == NR_FUTEX) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct traced_process *proc = traced(id >> 32);
+		if (proc && !proc->is_go && is_untimed_futex_wait((struct pt_regs *)ctx->args[0]))
 			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
 		return 0;
 	}

@@ -8,11 +8,14 @@ Commands on stdin, one per line; each is answered with one line on stdout:
     prompt TEXT   -> "ok prompt REPLY"  (Agent.handle_prompt)
     spawn         -> "ok spawn"         (runs /bin/true through subprocess)
     thread URL    -> "ok thread"        (Tools.export_customer_data to URL in a new thread)
+    queued TEXT   -> "ok queued REPLY"  (Agent.handle_prompt in a worker thread that takes
+                                         prompts from a queue.Queue, as thread pools do)
     bench N       -> "ok bench SECONDS" (N model calls, for overhead measurements)
     noop          -> "ok noop"
 """
 
 import json
+import queue
 import socket
 import ssl
 import subprocess
@@ -67,6 +70,13 @@ class Agent:
 
 def main():
     agent = Agent(sys.argv[1], sys.argv[2], sys.argv[3])
+    jobs, results = queue.Queue(), queue.Queue()
+
+    def worker():
+        while True:
+            results.put(agent.handle_prompt(jobs.get()))
+
+    threading.Thread(target=worker, name="worker", daemon=True).start()
     print("ready", flush=True)
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
@@ -81,6 +91,9 @@ def main():
             worker.start()
             worker.join()
             print("ok thread", flush=True)
+        elif cmd == "queued":
+            jobs.put(arg)
+            print("ok queued " + results.get().replace("\n", " "), flush=True)
         elif cmd == "bench":
             start = time.perf_counter()
             for _ in range(int(arg)):
