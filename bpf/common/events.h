@@ -12,6 +12,8 @@
 #define ARGV_ARG_BYTES 128
 #define MAX_ARGV 16
 #define STACK_DEPTH 48
+// Words copied from the top of the user stack at a syscall (see syscall_event.stack_top).
+#define STACK_TOP_WORDS 16
 #define PY_STACK_DEPTH 96    // Python frames walked per stack
 #define PY_VALUES 20         // audit argument values decoded per event
 #define PY_VALUE_BYTES 128   // bytes of a str/bytes value (or a type name) copied
@@ -110,6 +112,11 @@ struct syscall_event {
 	__u8 _pad0;
 	__u32 stack_len;     // frames in stack
 	__u32 _pad1;
+	// Not Go, with stacks: the user stack pointer and the stack's first words from it, so that
+	// user space finds the return address of a leaf without a frame pointer (a C library
+	// syscall wrapper), which the frame-pointer walk skips. sp is 0 when not read.
+	__u64 sp;
+	__u64 stack_top[STACK_TOP_WORDS];
 	__u8 path[PATH_BYTES];
 	__u8 argv[ARGV_BYTES];
 	__u64 stack[STACK_DEPTH]; // user-space return addresses, innermost first

@@ -229,6 +229,7 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	e->argc = 0;
 	e->truncated = 0;
 	e->stack_len = 0;
+	e->sp = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 
 	switch (nr) {
@@ -262,6 +263,11 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 			e->stack_len = n / sizeof(__u64);
 		else
 			count_drop(DROP_STACK_FAILED);
+		if (n > 0 && !proc->is_go) {
+			__u64 sp = BPF_CORE_READ(regs, sp);
+			if (bpf_probe_read_user(e->stack_top, sizeof(e->stack_top), (void *)sp) == 0)
+				e->sp = sp;
+		}
 	}
 	submit(e);
 	return 0;

@@ -3,6 +3,7 @@ package ebpfreceiver
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"strconv"
 	"unsafe"
 
@@ -196,7 +197,13 @@ func (r *ebpfReceiver) decodeSyscall(e *probes.SyscallEvent) spans.Syscall {
 	}
 	if e.StackLen > 0 {
 		n := min(int(e.StackLen), len(e.Stack))
-		frames := r.symbolizer.Symbolize(e.Hdr.Tgid, e.Stack[:n])
+		addrs := e.Stack[:n]
+		// The frame-pointer walk skips the caller of a leaf without a frame pointer (a C
+		// library syscall wrapper): its call frame information finds it on the stack.
+		if caller, ok := r.symbolizer.LeafCaller(e.Hdr.Tgid, addrs[0], e.Sp, e.StackTop[:]); ok && (n < 2 || addrs[1] != caller) {
+			addrs = slices.Insert(slices.Clone(addrs), 1, caller)
+		}
+		frames := r.symbolizer.Symbolize(e.Hdr.Tgid, addrs)
 		sc.Stack = make([]spans.Frame, len(frames))
 		for i, f := range frames {
 			sc.Stack[i] = spans.Frame{Function: f.Function, File: f.File, Line: f.Line, Module: f.Module, Address: f.Address}

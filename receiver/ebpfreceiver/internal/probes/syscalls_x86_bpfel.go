@@ -167,6 +167,8 @@ type syscallsSyscallEvent struct {
 	Pad0      uint8
 	StackLen  uint32
 	Pad1      uint32
+	Sp        uint64
+	StackTop  [16]uint64
 	Path      [256]uint8
 	Argv      [512]uint8
 	Stack     [48]uint64

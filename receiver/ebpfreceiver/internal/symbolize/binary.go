@@ -66,6 +66,9 @@ type binary struct {
 	dwarfTried   time.Time   // last attempt that could not open the file
 	lines        atomic.Pointer[lineTable]
 
+	// Call frame information (.eh_frame), loaded on first use (LeafCaller).
+	cfiState cfiState
+
 	lastUsed atomic.Uint64 // logical clock of the last use (LRU)
 	evicted  atomic.Bool
 }

@@ -177,13 +177,10 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 	if len(addrs) == 0 {
 		return frames
 	}
-	p, created := s.proc(pid, true)
+	p := s.procLoaded(pid)
 	if p == nil {
 		s.misses.Add(uint64(len(addrs)))
 		return frames
-	}
-	if created {
-		_, _ = s.loadMaps(p, 0, false) // unknown pid: failures leave it unresolved
 	}
 	tick := s.clock.Add(1)
 	maps := p.snapshot()
@@ -197,10 +194,7 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 		m := findMapping(maps, pc)
 		if m == nil && !retried && mayBeCode(pc) {
 			retried = true
-			if attempted, _ := s.loadMaps(p, mapsReloadInterval, false); attempted {
-				s.mapReloads.Add(1)
-			}
-			maps = p.snapshot()
+			maps = s.reloadFor(p)
 			m = findMapping(maps, pc)
 		}
 		if m == nil || !m.exec {
@@ -230,6 +224,24 @@ func (s *Symbolizer) Symbolize(pid uint32, addrs []uint64) []Frame {
 	s.hits.Add(hits)
 	s.misses.Add(misses)
 	return frames
+}
+
+// reloadFor re-reads p's maps after a miss (rate-limited, see loadMaps) and returns them.
+func (s *Symbolizer) reloadFor(p *procState) []*mapping {
+	if attempted, _ := s.loadMaps(p, mapsReloadInterval, false); attempted {
+		s.mapReloads.Add(1)
+	}
+	return p.snapshot()
+}
+
+// procLoaded returns the state of pid, reading its maps if it is new (failures leave it
+// unresolved), or nil once the Symbolizer is closed.
+func (s *Symbolizer) procLoaded(pid uint32) *procState {
+	p, created := s.proc(pid, true)
+	if p != nil && created {
+		_, _ = s.loadMaps(p, 0, false)
+	}
+	return p
 }
 
 // mayBeCode reports whether addr may lie in a mapping not yet seen: at or

@@ -1,7 +1,9 @@
 // prog is a small C program with known functions, traced by the receiver's kernel tests.
 // Commands on stdin: "record NAME COUNT", "connect PORT", "lib TEXT" (a shared library
-// function), "quit".
+// function), "thread" (starts and joins a thread: libc takes its multi-threaded paths from
+// then on), "quit".
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +29,11 @@ __attribute__((noinline)) int process_record(const char *name, int count)
 	return sum;
 }
 
+static void *idle_thread(void *arg)
+{
+	return arg;
+}
+
 int main(void)
 {
 	char line[512], name[256];
@@ -40,7 +47,10 @@ int main(void)
 			printf("ok %d\n", send_record(n));
 		else if (sscanf(line, "lib %255s", name) == 1)
 			printf("ok %d\n", lib_process(name));
-		else if (strncmp(line, "quit", 4) == 0)
+		else if (strncmp(line, "thread", 6) == 0) {
+			pthread_t th;
+			printf("ok %d\n", pthread_create(&th, NULL, idle_thread, NULL) || pthread_join(th, NULL));
+		} else if (strncmp(line, "quit", 4) == 0)
 			return 0;
 		else
 			printf("ok\n");

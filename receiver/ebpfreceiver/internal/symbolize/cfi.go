@@ -1,0 +1,143 @@
+package symbolize
+
+import (
+	"debug/elf"
+	encbin "encoding/binary"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-delve/delve/pkg/dwarf/frame"
+)
+
+// Leaf callers. The kernel walks user stacks by frame pointers. A leaf built without them (the
+// C library's syscall wrappers) has not pushed one, so the walk goes from the leaf's address
+// straight to its caller's caller: the function that called connect() is missing, which is
+// the one that matters. The leaf's call frame information (.eh_frame) says where its return
+// address is relative to the stack pointer, and the kernel program copies the top of the stack.
+
+// dwarfRSP is the stack pointer's DWARF register number (x86-64).
+const dwarfRSP = 7
+
+// cfiTable is a binary's .eh_frame, parsed on first use.
+type cfiTable struct {
+	fdes frame.FrameDescriptionEntries // sorted by address
+}
+
+type cfiState struct {
+	mu    sync.Mutex
+	done  bool      // loaded, or permanently unavailable
+	tried time.Time // last attempt that could not open the file
+	tab   *cfiTable
+}
+
+// cfi returns the binary's call frame information, loading it on first use.
+func (b *binary) cfi(ro reopener) *cfiTable {
+	b.cfiState.mu.Lock()
+	defer b.cfiState.mu.Unlock()
+	st := &b.cfiState
+	if st.done {
+		return st.tab
+	}
+	if !st.tried.IsZero() && time.Since(st.tried) < dwarfRetry {
+		return nil
+	}
+	f, err := ro.open()
+	if err != nil {
+		st.tried = time.Now()
+		return nil
+	}
+	defer f.Close()
+	st.done = true
+	st.tab = loadCFI(f)
+	return st.tab
+}
+
+func loadCFI(f *os.File) (t *cfiTable) {
+	defer func() {
+		if recover() != nil { // a malformed section: no leaf callers from this binary
+			t = nil
+		}
+	}()
+	ef, err := elf.NewFile(f)
+	if err != nil || ef.Machine != elf.EM_X86_64 {
+		return nil
+	}
+	sec := ef.Section(".eh_frame")
+	if sec == nil || sec.Type == elf.SHT_NOBITS {
+		return nil
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil
+	}
+	fdes, err := frame.Parse(data, encbin.LittleEndian, 0, 8, sec.Addr)
+	if err != nil || len(fdes) == 0 {
+		return nil
+	}
+	sort.Slice(fdes, func(i, j int) bool { return fdes[i].Begin() < fdes[j].Begin() })
+	return &cfiTable{fdes: fdes}
+}
+
+// returnAddressSlot says where the return address of the function at file address v is,
+// as a byte offset from the stack pointer, when the frame is addressed from the stack
+// pointer there (a function without a frame pointer); ok is false otherwise, or when the
+// binary does not describe v.
+func (t *cfiTable) returnAddressSlot(v uint64) (off int64, ok bool) {
+	fde, err := t.fdes.FDEForPC(v)
+	if err != nil {
+		return 0, false
+	}
+	fc, err := fde.EstablishFrame(v)
+	if err != nil || fc.CFA.Rule != frame.RuleCFA || fc.CFA.Reg != dwarfRSP {
+		return 0, false
+	}
+	ra, found := fc.Regs[fc.RetAddrReg]
+	if !found || ra.Rule != frame.RuleOffset {
+		return 0, false
+	}
+	return fc.CFA.Offset + ra.Offset, true
+}
+
+// LeafCaller returns the return address of the leaf frame of a stack of process pid that
+// stopped at pc with stack pointer sp, read from top (the stack's first words from sp), when
+// the leaf's binary describes its frame as addressed from the stack pointer. A frame-pointer
+// walk misses that caller.
+func (s *Symbolizer) LeafCaller(pid uint32, pc, sp uint64, top []uint64) (uint64, bool) {
+	if sp == 0 {
+		return 0, false
+	}
+	p := s.procLoaded(pid)
+	if p == nil {
+		return 0, false
+	}
+	m := findMapping(p.snapshot(), pc)
+	if m == nil && mayBeCode(pc) {
+		m = findMapping(s.reloadFor(p), pc) // a library mapped since the maps were read
+	}
+	if m == nil || !m.exec {
+		return 0, false
+	}
+	b := s.resolve(pid, m, s.clock.Add(1))
+	if b == nil {
+		return 0, false
+	}
+	v, ok := b.fileToVaddr(pc - m.start + m.offset)
+	if !ok {
+		return 0, false
+	}
+	t := b.cfi(reopener{s: s, pid: pid, m: m, key: b.key})
+	if t == nil {
+		return 0, false
+	}
+	off, ok := t.returnAddressSlot(v)
+	if !ok || off < 0 || off%8 != 0 || off/8 >= int64(len(top)) {
+		return 0, false
+	}
+	ret := top[off/8]
+	if !mayBeCode(ret) {
+		return 0, false
+	}
+	return ret, true
+}
