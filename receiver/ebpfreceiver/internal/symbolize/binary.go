@@ -39,8 +39,8 @@ type loadSeg struct {
 }
 
 // binary holds the symbol tables of one ELF file. All fields except the Go
-// table (goMu) and the lazily loaded DWARF lines (dwarfMu/lines) are
-// immutable after load.
+// table (goMu) and the lazily loaded tables (lines, cfi) are immutable after
+// load.
 type binary struct {
 	key  string
 	segs []loadSeg
@@ -60,14 +60,10 @@ type binary struct {
 
 	// DWARF line table, loaded on first use.
 	hasDebugLine bool
-	dwarfMu      sync.Mutex
-	dwarfDone    bool        // loaded or permanently unavailable (guarded by dwarfMu)
-	dwarfGone    atomic.Bool // permanently unavailable (lock-free fast path)
-	dwarfTried   time.Time   // last attempt that could not open the file
-	lines        atomic.Pointer[lineTable]
+	lines        lazy[lineTable]
 
 	// Call frame information (.eh_frame), loaded on first use (LeafCaller).
-	cfiState cfiState
+	cfi lazy[cfiTable]
 
 	lastUsed atomic.Uint64 // logical clock of the last use (LRU)
 	evicted  atomic.Bool
@@ -135,7 +131,7 @@ func (b *binary) lookup(v uint64, ro reopener) (r symbolResult) {
 		r.function = b.symName[i]
 	}
 	if b.hasDebugLine {
-		if lt := b.lineTable(ro); lt != nil {
+		if lt := b.lines.get(ro, func(f *os.File) *lineTable { return loadLineTable(f, b) }); lt != nil {
 			r.file, r.line = lt.find(v)
 		}
 	}
@@ -160,33 +156,43 @@ func (b *binary) goLookup(v uint64) (symbolResult, bool) {
 	return r, r.function != ""
 }
 
-// lineTable returns the DWARF line table, loading it on first use.
-func (b *binary) lineTable(ro reopener) *lineTable {
-	if lt := b.lines.Load(); lt != nil || b.dwarfGone.Load() {
-		return lt
+// lazy is a table read from a binary's file on first use: kept once loaded, or once found
+// missing; after a failed open (the process gone, the file replaced) retried at most every
+// dwarfRetry.
+type lazy[T any] struct {
+	val   atomic.Pointer[T]
+	gone  atomic.Bool // permanently unavailable (lock-free fast path)
+	mu    sync.Mutex
+	done  bool      // loaded or permanently unavailable (guarded by mu)
+	tried time.Time // last attempt that could not open the file (guarded by mu)
+}
+
+func (l *lazy[T]) get(ro reopener, load func(*os.File) *T) *T {
+	if v := l.val.Load(); v != nil || l.gone.Load() {
+		return v
 	}
-	b.dwarfMu.Lock()
-	defer b.dwarfMu.Unlock()
-	if lt := b.lines.Load(); lt != nil || b.dwarfDone {
-		return lt
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v := l.val.Load(); v != nil || l.done {
+		return v
 	}
-	if !b.dwarfTried.IsZero() && time.Since(b.dwarfTried) < dwarfRetry {
+	if !l.tried.IsZero() && time.Since(l.tried) < dwarfRetry {
 		return nil
 	}
 	f, err := ro.open()
 	if err != nil {
-		b.dwarfTried = time.Now()
+		l.tried = time.Now()
 		return nil
 	}
 	defer f.Close()
-	b.dwarfDone = true
-	lt := loadLineTable(f, b)
-	if lt != nil {
-		b.lines.Store(lt)
+	l.done = true
+	v := load(f)
+	if v != nil {
+		l.val.Store(v)
 	} else {
-		b.dwarfGone.Store(true)
+		l.gone.Store(true)
 	}
-	return lt
+	return v
 }
 
 // lineTable is a flattened DWARF line program: rows sorted by address.

@@ -5,8 +5,6 @@ import (
 	encbin "encoding/binary"
 	"os"
 	"sort"
-	"sync"
-	"time"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 )
@@ -20,46 +18,12 @@ import (
 // dwarfRSP is the stack pointer's DWARF register number (x86-64).
 const dwarfRSP = 7
 
-// cfiTable is a binary's .eh_frame, parsed on first use.
+// cfiTable is a binary's .eh_frame.
 type cfiTable struct {
 	fdes frame.FrameDescriptionEntries // sorted by address
 }
 
-type cfiState struct {
-	mu    sync.Mutex
-	done  bool      // loaded, or permanently unavailable
-	tried time.Time // last attempt that could not open the file
-	tab   *cfiTable
-}
-
-// cfi returns the binary's call frame information, loading it on first use.
-func (b *binary) cfi(ro reopener) *cfiTable {
-	b.cfiState.mu.Lock()
-	defer b.cfiState.mu.Unlock()
-	st := &b.cfiState
-	if st.done {
-		return st.tab
-	}
-	if !st.tried.IsZero() && time.Since(st.tried) < dwarfRetry {
-		return nil
-	}
-	f, err := ro.open()
-	if err != nil {
-		st.tried = time.Now()
-		return nil
-	}
-	defer f.Close()
-	st.done = true
-	st.tab = loadCFI(f)
-	return st.tab
-}
-
-func loadCFI(f *os.File) (t *cfiTable) {
-	defer func() {
-		if recover() != nil { // a malformed section: no leaf callers from this binary
-			t = nil
-		}
-	}()
+func loadCFI(f *os.File) *cfiTable {
 	ef, err := elf.NewFile(f)
 	if err != nil || ef.Machine != elf.EM_X86_64 {
 		return nil
@@ -72,7 +36,17 @@ func loadCFI(f *os.File) (t *cfiTable) {
 	if err != nil {
 		return nil
 	}
-	fdes, err := frame.Parse(data, encbin.LittleEndian, 0, 8, sec.Addr)
+	return parseCFI(data, sec.Addr)
+}
+
+// parseCFI parses an .eh_frame section loaded at file address addr.
+func parseCFI(data []byte, addr uint64) (t *cfiTable) {
+	defer func() {
+		if recover() != nil { // a malformed section: no leaf callers from this binary
+			t = nil
+		}
+	}()
+	fdes, err := frame.Parse(data, encbin.LittleEndian, 0, 8, addr)
 	if err != nil || len(fdes) == 0 {
 		return nil
 	}
@@ -85,6 +59,11 @@ func loadCFI(f *os.File) (t *cfiTable) {
 // pointer there (a function without a frame pointer); ok is false otherwise, or when the
 // binary does not describe v.
 func (t *cfiTable) returnAddressSlot(v uint64) (off int64, ok bool) {
+	defer func() {
+		if recover() != nil { // the parser panics on truncated instructions: a malformed binary
+			off, ok = 0, false
+		}
+	}()
 	fde, err := t.fdes.FDEForPC(v)
 	if err != nil {
 		return 0, false
@@ -127,7 +106,7 @@ func (s *Symbolizer) LeafCaller(pid uint32, pc, sp uint64, top []uint64) (uint64
 	if !ok {
 		return 0, false
 	}
-	t := b.cfi(reopener{s: s, pid: pid, m: m, key: b.key})
+	t := b.cfi.get(reopener{s: s, pid: pid, m: m, key: b.key}, loadCFI)
 	if t == nil {
 		return 0, false
 	}
