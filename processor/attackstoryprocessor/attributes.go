@@ -9,6 +9,9 @@ var bgctx = context.Background()
 const (
 	attrServiceName       = "service.name"
 	attrProcessPID        = "process.pid"
+	// attrProcessEvent "start" marks the ebpf receiver's span process.start: a target's process
+	// is traced from now on (not a story).
+	attrProcessEvent = "agenttrail.process.event"
 	attrProcessExecutable = "process.executable.path"
 	attrProcessCommand    = "process.command_line"
 	attrContainerID       = "container.id"

@@ -113,6 +113,12 @@ func ts(ms float64) pcommon.Timestamp {
 	return pcommon.NewTimestampFromTime(baseTime.Add(time.Duration(ms * float64(time.Millisecond))))
 }
 
+// started is the receiver's process.start span: the process is traced from now on.
+func (p *procBuilder) started(trace pcommon.TraceID, atMs float64) {
+	s, _ := p.newSpan(trace, nil, "process.start", ptrace.SpanKindInternal, atMs, atMs)
+	s.Attributes().PutStr("agenttrail.process.event", "start")
+}
+
 func (p *procBuilder) function(m pcommon.Map, symbol, file string, line int, role string) {
 	m.PutStr("code.function.name", symbol)
 	m.PutStr("code.file.path", file)

@@ -344,6 +344,41 @@ func TestDecisionWaitsForItsStory(t *testing.T) {
 	assert.True(t, got[0][0].onHead, "no span: the head of the story whose root contains it")
 }
 
+// TestEnforceAtProcessStart: a new process of a workload in mode enforce (a new pod) is
+// enforced when the receiver says it is traced, before its first story; the process.start span
+// is passed on as it came, is no story, and teaches the profile nothing. A process of a workload
+// without a profile creates none.
+func TestEnforceAtProcessStart(t *testing.T) {
+	n := newNode(t, "4242", "/srv/bank/bin/customer-agent", "")
+	cfg := enforceConfig(t, n)
+	path := completeProfile(t, cfg.ProfilesDir, "enforce")
+	before := readFile(t, path)
+	k := newFakeKernel()
+	h := newEnforceHarness(t, cfg, k, nil)
+
+	b := newTraceBuilder()
+	b.hostProcess("customer-agent", 4242).started(traceID(1), 0)
+	b.hostProcess("other-agent", 5151).started(traceID(2), 10)
+	h.replay(b.traces(), false)
+	require.Len(t, k.applied, 1, "attached at the process start")
+	assert.Equal(t, n.pod, k.applied[0].Cgroup)
+	out := h.output()
+	require.Equal(t, 2, out.SpanCount(), "both process.start spans passed on")
+	for i := 0; i < out.ResourceSpans().Len(); i++ {
+		sp := out.ResourceSpans().At(i).ScopeSpans().At(0).Spans().At(0)
+		assert.Equal(t, "process.start", sp.Name())
+		assert.Equal(t, 0, sp.Events().Len())
+	}
+	h.settle()
+	assert.Zero(t, h.counter("agenttrail.attackstory.stories", "", ""), "no story")
+	assert.Empty(t, findingsOf(t, h.output()))
+	h.p.emit(context.Background(), true)
+	assert.Equal(t, before, readFile(t, path), "the profile learned nothing")
+	files, errs := ReadProfileDir(cfg.ProfilesDir)
+	require.Empty(t, errs)
+	assert.Len(t, files, 1, "no profile for the workload never seen in a story")
+}
+
 // TestEnforceFailSafe: when the programs cannot be attached, the workload stays in mode alert
 // and the reason is logged once at error level.
 func TestEnforceFailSafe(t *testing.T) {

@@ -179,8 +179,9 @@ func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) er
 	wasIdle := len(p.buf.stories) == 0
 	p.buf.addBatch(td, p.clock.Now())
 	evicted := len(p.buf.evicted)
+	started := len(p.buf.starts) > 0
 	p.mu.Unlock()
-	if wasIdle {
+	if wasIdle || started {
 		// The emitter may be on its idle tick: it switches to the busy one.
 		select {
 		case p.kick <- struct{}{}:
@@ -209,8 +210,14 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	now := p.clock.Now()
 	p.mu.Lock()
 	ready := p.buf.takeReady(now, flushAll)
+	starts := p.buf.starts
+	p.buf.starts = nil
 	p.mu.Unlock()
 	td := ptrace.NewTraces()
+	for _, rs := range starts {
+		p.processStarted(rs)
+		rs.MoveTo(td.ResourceSpans().AppendEmpty())
+	}
 	fs := make([]*facts, len(ready))
 	for i, st := range ready {
 		fs[i] = extractFacts(st)
@@ -223,7 +230,7 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	for _, pd := range unmatched {
 		p.enf.writeUnmatched(td, pd)
 	}
-	if n := len(ready) + len(unmatched); n > 0 {
+	if n := len(ready) + len(unmatched) + len(starts); n > 0 {
 		if err := p.next.ConsumeTraces(ctx, td); err != nil {
 			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", n), zap.Int("spans", td.SpanCount()), zap.Error(err))
 		}
@@ -270,6 +277,19 @@ func (p *storyProcessor) lastSeenOf(pid uint32) time.Time {
 		}
 	}
 	return last
+}
+
+// processStarted tells enforcement about a process of a workload that is traced from now on
+// (the receiver's process.start span): in mode enforce, with a complete profile, its cgroup
+// (a new pod) is enforced before its first story. It creates no profile.
+func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
+	res := rs.Resource().Attributes()
+	wid := workloadOf(res)
+	prof := p.profiles.find(wid)
+	if prof == nil {
+		return // a workload never seen: nothing learned, nothing to enforce
+	}
+	p.enf.observe(wid, res, p.pols.resolve(res), prof, p.profiles)
 }
 
 // process judges one story (with the kernel decisions it holds), learns from it, and appends

@@ -536,6 +536,9 @@ func (s *profileStore) start(now time.Time) error {
 }
 
 // get returns the workload's profile, made on first use; nil when maxProfiles is reached.
+// find returns the profile of a workload, or nil when it has none (it never creates one).
+func (s *profileStore) find(id workloadID) *profile { return s.byKey[id.key] }
+
 func (s *profileStore) get(id workloadID, now time.Time) *profile {
 	if p := s.byKey[id.key]; p != nil {
 		return p

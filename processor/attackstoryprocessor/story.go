@@ -188,6 +188,9 @@ type buffer struct {
 	candidates map[string]map[*story]struct{}
 	recent     *recentTraces
 	evicted    []*story // emitted early, waiting for the emitter
+	// starts: process.start spans (one per ResourceSpans), passed on by the emitter as they are
+	// after telling enforcement about the process; never part of a story.
+	starts []ptrace.ResourceSpans
 }
 
 func newBuffer(cfg *Config, tel *telemetry) *buffer {
@@ -218,10 +221,41 @@ func (b *buffer) addBatch(td ptrace.Traces, now time.Time) {
 			sc.key = src.key + "\x01" + ss.Scope().Name() + "\x01" + ss.Scope().Version() + "\x01" + ss.SchemaUrl() + "\x01" + rs.SchemaUrl()
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
+				if isProcessStart(spans.At(k)) && b.addStart(rs, ss, spans.At(k)) {
+					continue
+				}
 				b.add(sc, spans.At(k), now)
 			}
 		}
 	}
+}
+
+// isProcessStart reports whether span is the receiver's process.start marker.
+func isProcessStart(span ptrace.Span) bool {
+	if !span.ParentSpanID().IsEmpty() || span.Name() != "process.start" {
+		return false
+	}
+	v, ok := span.Attributes().Get(attrProcessEvent)
+	return ok && v.Str() == "start"
+}
+
+// maxStarts bounds the process.start spans waiting for the emitter: beyond, one is handled as
+// any span (a story of its own), without the early enforcement (its first story brings it).
+const maxStarts = 1024
+
+func (b *buffer) addStart(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span) bool {
+	if len(b.starts) >= maxStarts {
+		return false
+	}
+	out := ptrace.NewResourceSpans()
+	rs.Resource().CopyTo(out.Resource())
+	out.SetSchemaUrl(rs.SchemaUrl())
+	oss := out.ScopeSpans().AppendEmpty()
+	ss.Scope().CopyTo(oss.Scope())
+	oss.SetSchemaUrl(ss.SchemaUrl())
+	span.CopyTo(oss.Spans().AppendEmpty())
+	b.starts = append(b.starts, out)
+	return true
 }
 
 func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {

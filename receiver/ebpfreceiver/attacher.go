@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -196,7 +199,21 @@ func (a *attacher) trace(t *target, info procInfo) {
 		return
 	}
 	a.register(t, info, isGo)
+	a.started(info.pid)
 }
+
+// started records that a process of a target (not a descendant) is traced from now on: a span
+// process.start, which lets enforcement attach to a new pod before its first story.
+func (a *attacher) started(pid uint32) {
+	now := time.Now()
+	a.builder.AddSpan(spans.Parent{PID: pid}, spans.SpanData{
+		Name: "process.start", Kind: ptrace.SpanKindInternal, Start: now, End: now,
+		Attributes: func(m pcommon.Map) { m.PutStr(attrProcessEvent, "start") },
+	})
+}
+
+// attrProcessEvent marks the span of a target's process starting to be traced.
+const attrProcessEvent = "agenttrail.process.event"
 
 // register tells the span builder and symbolizer about a traced process.
 func (a *attacher) register(t *target, info procInfo, isGo bool) {
@@ -254,6 +271,9 @@ func (a *attacher) onExec(pid, targetID uint32, filename string) {
 			_ = a.kernel.TraceProcess(pid, probes.TracedProcess{TargetId: targetID, IsGo: 1})
 		}
 		a.register(t, info, isGo)
+		if t.cfg.Executable != "" && info.inode == t.inode {
+			a.started(pid) // the target's executable, not a child's exec of another program
+		}
 		return
 	}
 	if !a.byName && !a.byCgroup {

@@ -385,6 +385,21 @@ func TestGoProgramAlreadyRunning(t *testing.T) {
 	if got := attr(execve, "process.command_line"); got != "/bin/sh -c exit 0" {
 		t.Errorf("execve command line %q", got)
 	}
+	requireStarted(t, c, p.cmd.Process.Pid) // at attach; the shell, a child, has none
+}
+
+// requireStarted checks that the one process.start span is pid's: a target's process (not a
+// child of one) is announced once, when it is traced from then on.
+func requireStarted(t *testing.T, c collected, pid int) {
+	t.Helper()
+	starts := c.named("process.start")
+	if len(starts) != 1 {
+		t.Fatalf("%d process.start spans, want 1", len(starts))
+	}
+	i := starts[0]
+	if v, _ := c.res[i].Attributes().Get("process.pid"); v.Int() != int64(pid) || attr(c.spans[i], "agenttrail.process.event") != "start" || !c.spans[i].ParentSpanID().IsEmpty() {
+		t.Errorf("process.start of pid %d, event %q", v.Int(), attr(c.spans[i], "agenttrail.process.event"))
+	}
 }
 
 // TestProcessExitMidCall kills a process inside a traced call: the call's span ends with an
@@ -456,6 +471,7 @@ func TestNativeProgram(t *testing.T) {
 	if conn == (ptrace.Span{}) || refused == (ptrace.Span{}) {
 		t.Fatal("want one successful and one refused connect")
 	}
+	requireStarted(t, c, p.cmd.Process.Pid) // at its exec
 	if attr(refused, "error.type") != "ECONNREFUSED" || attr(refused, "agenttrail.syscall.result") != "-111" {
 		t.Errorf("refused connect: error.type %s result %s", attr(refused, "error.type"), attr(refused, "agenttrail.syscall.result"))
 	}

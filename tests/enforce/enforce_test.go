@@ -707,6 +707,32 @@ service:
 		t.Errorf("the prober's decision story: %v", pa.AsRaw())
 	}
 
+	// 6b. A new pod of the workload (a scale-up): its agent is enforced as soon as the collector
+	// traces it, before its first request.
+	newContainer, cleanupNewPod, err := containerid.MakeKubeletCgroup("", "8e2f3a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", strings.Repeat("5c", 32), containerid.QoSBurstable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cleanupNewPod() })
+	newPod := filepath.Dir(newContainer)
+	cgDir, err := os.Open(newContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := exec.Command(agentBin, "-listen", "127.0.0.1:0", "-model-url", env.ModelURL, "-model-ca", env.ModelCA,
+		"-model", "model-x", "-customers", env.CustomersFile)
+	second.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, UseCgroupFD: true, CgroupFD: int(cgDir.Fd())}
+	err = second.Start()
+	cgDir.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	waitFor(t, "the programs on the new pod's cgroup, with no request", 15*time.Second, func() bool { return len(cgroupPrograms(t, newPod)) == 4 })
+	t.Logf("a new pod's agent: exec → programs attached (kernel's view): %s", time.Since(began).Round(time.Millisecond))
+	_ = second.Process.Kill()
+	_ = second.Wait()
+
 	// 7. Back to alert: nothing stays attached.
 	if out, code := cli(t, cliBin, "profile", "promote", "customer-agent", "--mode", "alert", "--dir", profiles); code != 0 {
 		t.Fatalf("promote to alert (exit %d):\n%s", code, out)
