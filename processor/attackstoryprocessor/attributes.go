@@ -7,11 +7,11 @@ var bgctx = context.Background()
 
 // Attributes the eBPF receiver (and the k8s attribution processor) set, read by this processor.
 const (
-	attrServiceName       = "service.name"
-	attrProcessPID        = "process.pid"
+	attrServiceName = "service.name"
+	attrProcessPID  = "process.pid"
 	// attrProcessEvent "start" marks the ebpf receiver's span process.start: a target's process
 	// is traced from now on (not a story).
-	attrProcessEvent = "agenttrail.process.event"
+	attrProcessEvent      = "agenttrail.process.event"
 	attrProcessExecutable = "process.executable.path"
 	attrProcessCommand    = "process.command_line"
 	attrContainerID       = "container.id"
