@@ -7,11 +7,8 @@ var bgctx = context.Background()
 
 // Attributes the eBPF receiver (and the k8s attribution processor) set, read by this processor.
 const (
-	attrServiceName = "service.name"
-	attrProcessPID  = "process.pid"
-	// attrProcessEvent "start" marks the ebpf receiver's span process.start: a target's process
-	// is traced from now on (not a story).
-	attrProcessEvent      = "agenttrail.process.event"
+	attrServiceName       = "service.name"
+	attrProcessPID        = "process.pid"
 	attrProcessExecutable = "process.executable.path"
 	attrProcessCommand    = "process.command_line"
 	attrContainerID       = "container.id"
@@ -24,6 +21,10 @@ const (
 	attrK8sDaemonSet      = "k8s.daemonset.name"
 	attrK8sContainer      = "k8s.container.name"
 	attrK8sServiceAccount = "k8s.pod.service_account.name"
+
+	// attrProcessEvent "start" marks the eBPF receiver's span process.start: a target's process
+	// is traced from now on (not a story).
+	attrProcessEvent = "agenttrail.process.event"
 
 	attrRole             = "agenttrail.role"
 	attrSyscall          = "agenttrail.syscall"
