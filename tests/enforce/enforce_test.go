@@ -437,7 +437,9 @@ processors:
     profiles_save_interval: 200ms
     completion_grace: 1s
     default_mode: observe
-    learning: {min_stories: 3, min_duration: 1s}
+    # min_stories: the agent's start-up (its own stories, one or two) and at least one whole
+    # benign conversation, whatever the timing: the profile is complete with all three tools.
+    learning: {min_stories: 8, min_duration: 1s}
 exporters:
   otlp_http:
     endpoint: %s
