@@ -306,6 +306,7 @@ func (t *Tracker) LostRead(key Key, n int, at time.Time) []Exchange {
 	if c == nil || c.unparsed != "" || n <= 0 {
 		return nil
 	}
+	t.lim.left = t.opts.MaxTotalBuffer - int(t.held)
 	out := t.lostRead(c, n, at)
 	t.settle(c)
 	return out
