@@ -58,7 +58,7 @@ struct python_layout {
 	__u8 frame_owner_cstack;      // owner value of shim frames
 	__u8 code_unit_shift;         // log2 of the bytes per instruction unit
 	__u8 frame_window_size;       // bytes read per frame (at most 64), covering code, previous, prev_instr
-	__u8 _pad;
+	__u8 long_tagged;             // 3.12+: ints keep sign and digit count in lv_tag (at var_size)
 };
 
 enum usdt_arg_kind {

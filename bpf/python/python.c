@@ -187,14 +187,20 @@ __attribute__((noinline)) int py_decode_value(struct python_layout *l, __u64 obj
 	}
 	if (flags & TPF_LONG) {
 		v->type = PY_T_INT;
+		int negative = size < 0;
 		__s64 ndigits = size < 0 ? -size : size;
+		if (l->long_tagged) {
+			// lv_tag: digit count << 3 | sign (0 positive, 1 zero, 2 negative).
+			negative = ((__u64)size & 3) == 2;
+			ndigits = ((__u64)size & 3) == 1 ? 0 : (__s64)((__u64)size >> 3);
+		}
 		if (ndigits > 2) {
 			v->flags = PY_V_UNSUPPORTED;
 		} else {
 			__u32 d[2] = {};
 			bpf_probe_read_user(d, ndigits * 4 > 8 ? 8 : ndigits * 4, (void *)(obj + l->long_digits));
 			__s64 val = (__s64)d[0] | ((__s64)(ndigits > 1 ? d[1] : 0) << 30);
-			v->num = size < 0 ? -val : val;
+			v->num = negative ? -val : val;
 		}
 		// bool is the only int subclass the interpreter's audit events pass.
 		char tn[8] = {};

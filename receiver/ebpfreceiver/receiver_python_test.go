@@ -429,16 +429,38 @@ func TestPythonQueueWorker(t *testing.T) {
 	}
 }
 
-// TestPythonStacksWithoutAudit: with the audit probe off, the stacks of syscalls are still
-// walked (the thread state is found by scanning the interpreter's threads, the GIL being
-// released in connect), in the main thread and in another one.
+// TestPythonStacksWithoutAudit: with the audit probe off (or, for an interpreter built without
+// probes, absent), the stacks of syscalls are still walked (the thread state is found by
+// scanning the interpreter's threads, the GIL being released in connect), in the main thread
+// and in another one, and the configured functions become spans, nested. Every version with a
+// layout is run: Debian's 3.11 and, where pyenv has installed it, 3.12 (a shared libpython,
+// no USDT probes).
 func TestPythonStacksWithoutAudit(t *testing.T) {
 	requireKernel(t)
 	requirePython(t)
+	t.Run("3.11", func(t *testing.T) { pythonStacksWithoutAudit(t, python311) })
+	t.Run("3.12", func(t *testing.T) {
+		py := pyenvPython(t, "3.12")
+		pythonStacksWithoutAudit(t, py)
+	})
+}
+
+// pyenvPython returns pyenv's interpreter of a version (these machines have pyenv's builds of
+// the versions Debian does not package), or skips.
+func pyenvPython(t *testing.T, version string) string {
+	t.Helper()
+	matches, _ := filepath.Glob("/root/.pyenv/versions/" + version + ".*/bin/python" + version)
+	if len(matches) == 0 {
+		t.Skipf("no CPython %s on this machine (looked for pyenv's /root/.pyenv/versions/%s.*): Debian packages only 3.11", version, version)
+	}
+	return matches[len(matches)-1]
+}
+
+func pythonStacksWithoutAudit(t *testing.T, python string) {
 	model := startMockModel(t)
 	exfil := listen(t)
 	_, exfilPort, _ := net.SplitHostPort(exfil)
-	agent, script := startPyAgent(t, python311, model)
+	agent, script := startPyAgent(t, python, model)
 	pid := agent.cmd.Process.Pid
 	cfg := pythonConfig(pyAgentTarget(pid))
 	cfg.Python.Audit = false
@@ -449,16 +471,17 @@ func TestPythonStacksWithoutAudit(t *testing.T) {
 	toExfil := func(s ptrace.Span) bool { return attr(s, "network.peer.port") == exfilPort }
 	waitSpans(t, sink, func(all collected) bool {
 		c = all.ofPID(pid)
-		return len(c.where("connect", toExfil)) == 2 && len(c.where("execute_tool customer-data-export", observed)) == 2
+		return len(c.where("connect", toExfil)) == 2 && len(c.where("execute_tool customer-data-export", observed)) == 2 &&
+			len(c.where("invoke_agent py-agent", observed)) == 1
 	})
 	want := "Tools.export_customer_data (" + script + ":" + strconv.Itoa(lineOf(t, script, "socket.create_connection")) + ")"
 	var inThread, inPrompt bool
 	for _, s := range c.where("connect", toExfil) {
 		stack := attr(s, "code.stacktrace")
-		if !strings.Contains(stack, want) {
-			t.Errorf("connect stack lacks %q:\n%s", want, stack)
+		if !strings.Contains(stack, want) || strings.Contains(stack, "<shim>") {
+			t.Errorf("connect stack lacks %q (or has a shim frame):\n%s", want, stack)
 		}
-		inThread = inThread || strings.Contains(stack, "Thread.run (/usr/lib/python3.11/threading.py:")
+		inThread = inThread || strings.Contains(stack, "Thread.run (")
 		inPrompt = inPrompt || strings.Contains(stack, "Agent.handle_prompt (")
 		if tid := attr(s, "thread.id"); strings.Contains(stack, "Thread.run") && tid == strconv.Itoa(pid) {
 			t.Error("the thread's connect has the main thread's id")
@@ -470,6 +493,14 @@ func TestPythonStacksWithoutAudit(t *testing.T) {
 	if n := len(c.named("socket.connect")); n != 0 {
 		t.Errorf("%d audit events with the audit probe off", n)
 	}
+	prompt := c.where("invoke_agent py-agent", observed)[0]
+	for _, tool := range c.where("execute_tool customer-data-export", observed) {
+		if tool.TraceID() == prompt.TraceID() {
+			requireParent(t, prompt, tool)
+			return
+		}
+	}
+	t.Error("no tool span in the prompt's trace")
 }
 
 // TestPythonUnknownVersion runs a CPython whose version has no layout (a copy of python3.11

@@ -121,7 +121,7 @@ type pythonPythonLayout struct {
 	FrameOwnerCstack     uint8
 	CodeUnitShift        uint8
 	FrameWindowSize      uint8
-	Pad                  uint8
+	LongTagged           uint8
 }
 
 type pythonPythonProc struct {

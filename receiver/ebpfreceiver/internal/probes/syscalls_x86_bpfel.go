@@ -105,7 +105,7 @@ type syscallsPythonLayout struct {
 	FrameOwnerCstack     uint8
 	CodeUnitShift        uint8
 	FrameWindowSize      uint8
-	Pad                  uint8
+	LongTagged           uint8
 }
 
 type syscallsPythonProc struct {

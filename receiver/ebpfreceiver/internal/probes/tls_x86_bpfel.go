@@ -93,7 +93,7 @@ type tlsPythonLayout struct {
 	FrameOwnerCstack     uint8
 	CodeUnitShift        uint8
 	FrameWindowSize      uint8
-	Pad                  uint8
+	LongTagged           uint8
 }
 
 type tlsPythonProc struct {

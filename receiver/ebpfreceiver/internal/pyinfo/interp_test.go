@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -24,6 +25,21 @@ func TestInspectPython311(t *testing.T) {
 	}
 	if _, err := Inspect("/bin/true"); err == nil {
 		t.Error("/bin/true is taken for a Python interpreter")
+	}
+}
+
+// TestInspectPython312: pyenv's 3.12 build is a shared libpython without USDT probes.
+func TestInspectPython312(t *testing.T) {
+	libs, _ := filepath.Glob("/root/.pyenv/versions/3.12.*/lib/libpython3.12.so.1.0")
+	if len(libs) == 0 {
+		t.Skip("no CPython 3.12 on this machine (pyenv's /root/.pyenv/versions/3.12.*): Debian packages only 3.11")
+	}
+	in, err := Inspect(libs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Version != "3.12" || in.Layout != Layouts["3.12"] || !in.Shared || in.RuntimeAddr == 0 || in.Audit != nil {
+		t.Errorf("version %q layout %v shared %v runtime %#x audit %+v", in.Version, in.Layout, in.Shared, in.RuntimeAddr, in.Audit)
 	}
 }
 

@@ -93,9 +93,76 @@ var python311 = Layout{
 	BytesData:          32,
 }
 
+// python312 is CPython 3.12 on x86-64 (release build), computed the same way against 3.12's
+// headers (pyenv's 3.12.1 installs the internal ones) and checked against a running 3.12 by the
+// kernel tests. What changed since 3.11: the thread state holding the GIL is thread-local (no
+// _PyRuntime field: the interpreter's threads are scanned), the frame starts with f_code, the
+// C stack's entry frames are shim frames (owner 3; their code object is the "<shim>" trampoline,
+// skipped in user space), strings lost their wstr fields, and ints keep sign and digit count in
+// lv_tag.
+var python312 = Layout{
+	ID:      2,
+	Version: "3.12",
+	Kernel: probes.PythonLayout{
+		RuntimeTstateCurrent: none, // _Py_tss_tstate is thread-local
+		RuntimeInterpHead:    40,   // _PyRuntime.interpreters.head
+		InterpThreadsHead:    72,   // PyInterpreterState.threads.head
+		TstateNext:           8,
+		TstateThreadId:       136,
+		TstateFrame:          56, // PyThreadState.cframe
+		CframeCurrentFrame:   0,  // _PyCFrame.current_frame
+		FrameCode:            0,
+		FramePrevious:        8,
+		FramePrevInstr:       56,
+		FrameOwner:           70,
+		FrameOwnerCstack:     3,
+		CodeBytecode:         192, // co_code_adaptive
+		ObjectType:           8,
+		VarSize:              16,
+		TypeName:             24,
+		TypeFlags:            168,
+		UnicodeLength:        16,
+		UnicodeState:         32,
+		UnicodeAsciiData:     40, // sizeof(PyASCIIObject)
+		UnicodeCompactData:   56, // sizeof(PyCompactUnicodeObject)
+		BytesData:            32,
+		TupleItems:           24,
+		ListItems:            24,
+		LongDigits:           24, // long_value.ob_digit
+		DictKeys:             32,
+		DictValues:           40,
+		KeysLog2IndexBytes:   9,
+		KeysKind:             10,
+		KeysNentries:         24,
+		KeysIndices:          32,
+		CodeUnitShift:        1,
+		FrameWindow:          0, // f_code .. prev_instr: one read of 64 bytes per frame
+		FrameWindowSize:      64,
+		LongTagged:           1,
+	},
+	CodeFirstLine:      68,
+	CodeFilename:       112,
+	CodeName:           120,
+	CodeQualname:       128,
+	CodeLineTable:      136,
+	UnicodeLength:      16,
+	UnicodeState:       32,
+	UnicodeASCIIData:   40,
+	UnicodeCompactData: 56,
+	BytesSize:          16,
+	BytesData:          32,
+}
+
 // Layouts are the supported versions, by "major.minor".
 var Layouts = map[string]*Layout{
 	"3.11": &python311,
+	"3.12": &python312,
+}
+
+// Shim reports whether c is the code of an entry frame of the C stack (3.12+: the interpreter's
+// trampoline, "<interpreter trampoline>" in "<shim>"), not the program's Python code.
+func (l *Layout) Shim(c *Code) bool {
+	return l.Kernel.FrameOwner != none && c.Filename == "<shim>"
 }
 
 // LayoutByID returns the layout with the kernel id, or nil.
