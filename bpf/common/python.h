@@ -21,6 +21,7 @@
 #define PY_MAX_BINARIES 256
 #define PY_MAX_THREADS 64 // thread states scanned to find the current thread's
 #define PY_NONE_OFFSET 0xffffffff
+#define PY_FRAME_WINDOW 128 // bytes of a frame read at once, at most (a power of two: indices are masked)
 
 // Offsets into one CPython version's structures (0xffffffff: the field does not exist).
 struct python_layout {
@@ -57,7 +58,7 @@ struct python_layout {
 	__u32 frame_window;           // _PyInterpreterFrame: start of the bytes read per frame
 	__u8 frame_owner_cstack;      // owner value of shim frames
 	__u8 code_unit_shift;         // log2 of the bytes per instruction unit
-	__u8 frame_window_size;       // bytes read per frame (at most 64), covering code, previous, prev_instr
+	__u8 frame_window_size;       // bytes read per frame (at most PY_FRAME_WINDOW), covering code, previous, prev_instr (and owner)
 	__u8 long_tagged;             // 3.12+: ints keep sign and digit count in lv_tag (at var_size)
 };
 
@@ -127,7 +128,7 @@ struct {
 // A Python stack under construction, and the bytes of the frame being read.
 struct python_scratch {
 	struct python_stack_event e;
-	__u8 window[64];
+	__u8 window[PY_FRAME_WINDOW];
 };
 
 struct {
@@ -258,6 +259,11 @@ static __always_inline void emit_python_stack(__u32 tgid, __u32 tid, int gil_hel
 	__u32 code_at = (l->frame_code - win) & 0x38;
 	__u32 prev_at = (l->frame_previous - win) & 0x38;
 	__u32 instr_at = (l->frame_prev_instr - win) & 0x38;
+	// 3.12+: the C stack's entry frames (owner FRAME_OWNED_BY_CSTACK) are the interpreter's
+	// trampoline, not Python code: stored without code, so user space skips them.
+	int has_owner = l->frame_owner != PY_NONE_OFFSET;
+	__u32 owner_at = (l->frame_owner - win) & (PY_FRAME_WINDOW - 1);
+	__u8 cstack = l->frame_owner_cstack;
 	for (int i = 0; i < PY_STACK_DEPTH; i++) {
 		if (!frame)
 			break;
@@ -268,6 +274,8 @@ static __always_inline void emit_python_stack(__u32 tgid, __u32 tid, int gil_hel
 		struct py_frame *f = &e->frames[i];
 		__u64 code = *(__u64 *)(sc->window + code_at);
 		__u64 instr = *(__u64 *)(sc->window + instr_at);
+		if (has_owner && sc->window[owner_at] == cstack)
+			code = 0;
 		f->code = code;
 		f->frame = frame;
 		f->lasti = (__s32)(((__s64)instr - (__s64)(code + bytecode)) >> shift);

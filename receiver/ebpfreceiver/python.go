@@ -285,9 +285,6 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 			st.frames = append(st.frames, spans.Frame{Function: fmt.Sprintf("<unresolved code object %#x>", f.Code), Module: "python"})
 			continue
 		}
-		if l.Shim(code) {
-			continue
-		}
 		st.frames = append(st.frames, spans.Frame{Function: code.Qualname, File: code.Filename, Line: code.Line(f.Lasti), Module: "python"})
 		if len(patterns) == 0 {
 			continue

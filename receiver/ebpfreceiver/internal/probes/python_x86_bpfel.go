@@ -134,7 +134,7 @@ type pythonPythonProc struct {
 type pythonPythonScratch struct {
 	_      structs.HostLayout
 	E      pythonPythonStackEvent
-	Window [64]uint8
+	Window [128]uint8
 }
 
 type pythonPythonStackEvent struct {

@@ -140,7 +140,7 @@ type syscallsPythonScratch struct {
 			Pad   uint32
 		}
 	}
-	Window [64]uint8
+	Window [128]uint8
 }
 
 type syscallsSyscallEvent struct {

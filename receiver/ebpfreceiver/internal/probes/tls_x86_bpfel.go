@@ -128,7 +128,7 @@ type tlsPythonScratch struct {
 			Pad   uint32
 		}
 	}
-	Window [64]uint8
+	Window [128]uint8
 }
 
 type tlsTlsCall struct {

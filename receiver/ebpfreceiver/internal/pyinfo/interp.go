@@ -33,8 +33,8 @@ type Interpreter struct {
 }
 
 var (
-	pythonName    = regexp.MustCompile(`(?:^|/)python(\d)\.(\d+)[a-z]*$`)
-	libpythonName = regexp.MustCompile(`(?:^|/)libpython(\d)\.(\d+)[a-z]*\.so`)
+	pythonName    = regexp.MustCompile(`(?:^|/)python(\d)\.(\d+)([a-z]*)$`)
+	libpythonName = regexp.MustCompile(`(?:^|/)libpython(\d)\.(\d+)([a-z]*)\.so`)
 )
 
 // Inspect reads an interpreter binary.
@@ -54,8 +54,11 @@ func Inspect(path string) (*Interpreter, error) {
 		}
 	}
 	var version uint64
+	freeThreaded := false
 	for _, s := range syms {
 		switch s.Name {
+		case "_Py_MergeZeroLocalRefcount": // only in free-threaded (no GIL) builds
+			freeThreaded = true
 		case "_PyRuntime":
 			in.RuntimeAddr = s.Value
 		case "Py_Version":
@@ -77,6 +80,14 @@ func Inspect(path string) (*Interpreter, error) {
 				in.Version = m[1] + "." + m[2]
 			}
 		}
+	}
+	for _, re := range []*regexp.Regexp{pythonName, libpythonName} {
+		if m := re.FindStringSubmatch(path); m != nil && strings.Contains(m[3], "t") {
+			freeThreaded = true
+		}
+	}
+	if freeThreaded && in.Version != "" {
+		in.Version += "t" // another object layout: no layout of ours, native frames only
 	}
 	in.Layout = Layouts[in.Version]
 	for _, p := range f.Progs {

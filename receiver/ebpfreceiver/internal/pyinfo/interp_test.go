@@ -28,18 +28,43 @@ func TestInspectPython311(t *testing.T) {
 	}
 }
 
-// TestInspectPython312: pyenv's 3.12 build is a shared libpython without USDT probes.
-func TestInspectPython312(t *testing.T) {
-	libs, _ := filepath.Glob("/root/.pyenv/versions/3.12.*/lib/libpython3.12.so.1.0")
-	if len(libs) == 0 {
-		t.Skip("no CPython 3.12 on this machine (pyenv's /root/.pyenv/versions/3.12.*): Debian packages only 3.11")
+// TestInspectPyenv: pyenv's 3.12 and 3.13 builds are shared libpythons without USDT probes.
+func TestInspectPyenv(t *testing.T) {
+	for _, v := range []string{"3.12", "3.13"} {
+		t.Run(v, func(t *testing.T) {
+			libs, _ := filepath.Glob("/root/.pyenv/versions/" + v + ".*/lib/libpython" + v + ".so.1.0")
+			if len(libs) == 0 {
+				t.Skipf("no CPython %s on this machine (pyenv's /root/.pyenv/versions/%s.*): Debian packages only 3.11", v, v)
+			}
+			in, err := Inspect(libs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Version != v || in.Layout != Layouts[v] || !in.Shared || in.RuntimeAddr == 0 || in.Audit != nil {
+				t.Errorf("version %q layout %v shared %v runtime %#x audit %+v", in.Version, in.Layout, in.Shared, in.RuntimeAddr, in.Audit)
+			}
+		})
 	}
-	in, err := Inspect(libs[0])
+}
+
+// TestInspectFreeThreaded: a free-threaded build (python3.13t; here a copy of 3.11 named so)
+// lays its objects out differently: no layout, so native frames only.
+func TestInspectFreeThreaded(t *testing.T) {
+	const python = "/usr/bin/python3.11"
+	b, err := os.ReadFile(python)
+	if err != nil {
+		t.Skipf("%s is not installed", python)
+	}
+	path := filepath.Join(t.TempDir(), "python3.11t")
+	if err := os.WriteFile(path, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in, err := Inspect(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Version != "3.12" || in.Layout != Layouts["3.12"] || !in.Shared || in.RuntimeAddr == 0 || in.Audit != nil {
-		t.Errorf("version %q layout %v shared %v runtime %#x audit %+v", in.Version, in.Layout, in.Shared, in.RuntimeAddr, in.Audit)
+	if in.Version != "3.11t" || in.Layout != nil {
+		t.Errorf("version %q layout %v", in.Version, in.Layout)
 	}
 }
 

@@ -97,8 +97,8 @@ var python311 = Layout{
 // headers (pyenv's 3.12.1 installs the internal ones) and checked against a running 3.12 by the
 // kernel tests. What changed since 3.11: the thread state holding the GIL is thread-local (no
 // _PyRuntime field: the interpreter's threads are scanned), the frame starts with f_code, the
-// C stack's entry frames are shim frames (owner 3; their code object is the "<shim>" trampoline,
-// skipped in user space), strings lost their wstr fields, and ints keep sign and digit count in
+// C stack's entry frames are shim frames (owner 3: the kernel stores them without code, and
+// they are left out), strings lost their wstr fields, and ints keep sign and digit count in
 // lv_tag.
 var python312 = Layout{
 	ID:      2,
@@ -136,8 +136,66 @@ var python312 = Layout{
 		KeysNentries:         24,
 		KeysIndices:          32,
 		CodeUnitShift:        1,
-		FrameWindow:          0, // f_code .. prev_instr: one read of 64 bytes per frame
-		FrameWindowSize:      64,
+		FrameWindow:          0, // f_code .. owner: one read of 72 bytes per frame
+		FrameWindowSize:      72,
+		LongTagged:           1,
+	},
+	CodeFirstLine:      68,
+	CodeFilename:       112,
+	CodeName:           120,
+	CodeQualname:       128,
+	CodeLineTable:      136,
+	UnicodeLength:      16,
+	UnicodeState:       32,
+	UnicodeASCIIData:   40,
+	UnicodeCompactData: 56,
+	BytesSize:          16,
+	BytesData:          32,
+}
+
+// python313 is CPython 3.13 on x86-64 (release build with the GIL; not the free-threaded
+// "t" build), computed the same way against 3.13's headers (pyenv's 3.13.0) and checked against
+// a running 3.13 by the kernel tests. Since 3.12: the thread state points at its current frame
+// directly (no _PyCFrame), the frame's code is f_executable, and instr_ptr, where prev_instr
+// was, is the instruction being executed.
+var python313 = Layout{
+	ID:      3,
+	Version: "3.13",
+	Kernel: probes.PythonLayout{
+		RuntimeTstateCurrent: none, // _Py_tss_tstate is thread-local
+		RuntimeInterpHead:    632,  // _PyRuntime.interpreters.head
+		InterpThreadsHead:    7344, // PyInterpreterState.threads.head
+		TstateNext:           8,
+		TstateThreadId:       152,
+		TstateFrame:          72,   // PyThreadState.current_frame
+		CframeCurrentFrame:   none, // no _PyCFrame
+		FrameCode:            0,    // f_executable
+		FramePrevious:        8,
+		FramePrevInstr:       56, // instr_ptr
+		FrameOwner:           70,
+		FrameOwnerCstack:     3,
+		CodeBytecode:         200, // co_code_adaptive
+		ObjectType:           8,
+		VarSize:              16,
+		TypeName:             24,
+		TypeFlags:            168,
+		UnicodeLength:        16,
+		UnicodeState:         32,
+		UnicodeAsciiData:     40,
+		UnicodeCompactData:   56,
+		BytesData:            32,
+		TupleItems:           24,
+		ListItems:            24,
+		LongDigits:           24,
+		DictKeys:             32,
+		DictValues:           40,
+		KeysLog2IndexBytes:   9,
+		KeysKind:             10,
+		KeysNentries:         24,
+		KeysIndices:          32,
+		CodeUnitShift:        1,
+		FrameWindow:          0, // f_executable .. owner
+		FrameWindowSize:      72,
 		LongTagged:           1,
 	},
 	CodeFirstLine:      68,
@@ -157,12 +215,7 @@ var python312 = Layout{
 var Layouts = map[string]*Layout{
 	"3.11": &python311,
 	"3.12": &python312,
-}
-
-// Shim reports whether c is the code of an entry frame of the C stack (3.12+: the interpreter's
-// trampoline, "<interpreter trampoline>" in "<shim>"), not the program's Python code.
-func (l *Layout) Shim(c *Code) bool {
-	return l.Kernel.FrameOwner != none && c.Filename == "<shim>"
+	"3.13": &python313,
 }
 
 // LayoutByID returns the layout with the kernel id, or nil.
