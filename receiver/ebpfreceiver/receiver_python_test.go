@@ -471,8 +471,13 @@ func pythonStacksWithoutAudit(t *testing.T, python string) {
 	waitSpans(t, sink, func(all collected) bool {
 		c = all.ofPID(pid)
 		return len(c.where("connect", toExfil)) == 2 && len(c.where("execute_tool customer-data-export", observed)) == 2 &&
-			len(c.where("invoke_agent py-agent", observed)) == 1
+			len(c.where("invoke_agent py-agent", observed)) == 1 && len(c.where("chat model-x", fromTLS)) == 2
 	})
+	for _, chat := range c.where("chat model-x", fromTLS) {
+		if !strings.Contains(attr(chat, "code.stacktrace"), "Agent.call_model (") {
+			t.Errorf("the model call's Python stack (its first TLS write):\n%s", attr(chat, "code.stacktrace"))
+		}
+	}
 	want := "Tools.export_customer_data (" + script + ":" + strconv.Itoa(lineOf(t, script, "socket.create_connection")) + ")"
 	var inThread, inPrompt bool
 	for _, s := range c.where("connect", toExfil) {
