@@ -155,61 +155,24 @@ var python312 = Layout{
 
 // python313 is CPython 3.13 on x86-64 (release build with the GIL; not the free-threaded
 // "t" build), computed the same way against 3.13's headers (pyenv's 3.13.0) and checked against
-// a running 3.13 by the kernel tests. Since 3.12: the thread state points at its current frame
-// directly (no _PyCFrame), the frame's code is f_executable, and instr_ptr, where prev_instr
-// was, is the instruction being executed.
-var python313 = Layout{
-	ID:      3,
-	Version: "3.13",
-	Kernel: probes.PythonLayout{
-		RuntimeTstateCurrent: none, // _Py_tss_tstate is thread-local
-		RuntimeInterpHead:    632,  // _PyRuntime.interpreters.head
-		InterpThreadsHead:    7344, // PyInterpreterState.threads.head
-		TstateNext:           8,
-		TstateThreadId:       152,
-		TstateFrame:          72,   // PyThreadState.current_frame
-		CframeCurrentFrame:   none, // no _PyCFrame
-		FrameCode:            0,    // f_executable
-		FramePrevious:        8,
-		FramePrevInstr:       56, // instr_ptr
-		FrameOwner:           70,
-		FrameOwnerCstack:     3,
-		CodeBytecode:         200, // co_code_adaptive
-		ObjectType:           8,
-		VarSize:              16,
-		TypeName:             24,
-		TypeFlags:            168,
-		UnicodeLength:        16,
-		UnicodeState:         32,
-		UnicodeAsciiData:     40,
-		UnicodeCompactData:   56,
-		BytesData:            32,
-		TupleItems:           24,
-		ListItems:            24,
-		LongDigits:           24,
-		DictKeys:             32,
-		DictValues:           40,
-		KeysLog2IndexBytes:   9,
-		KeysKind:             10,
-		KeysNentries:         24,
-		KeysIndices:          32,
-		CodeUnitShift:        1,
-		FrameWindow:          0, // f_executable .. owner
-		FrameWindowSize:      72,
-		LongTagged:           1,
-	},
-	CodeFirstLine:      68,
-	CodeFilename:       112,
-	CodeName:           120,
-	CodeQualname:       128,
-	CodeLineTable:      136,
-	UnicodeLength:      16,
-	UnicodeState:       32,
-	UnicodeASCIIData:   40,
-	UnicodeCompactData: 56,
-	BytesSize:          16,
-	BytesData:          32,
-}
+// a running 3.13 by the kernel tests: 3.12's layout but for what 3.13 changed. The thread state
+// points at its current frame directly (no _PyCFrame), the frame's code is f_executable, and
+// instr_ptr, where prev_instr was, is the instruction being executed.
+var python313 = func() Layout {
+	l := python312
+	l.ID, l.Version = 3, "3.13"
+	k := &l.Kernel
+	k.RuntimeInterpHead = 632 // _PyRuntime.interpreters.head
+	k.InterpThreadsHead = 7344
+	k.TstateThreadId = 152
+	k.TstateFrame = 72 // PyThreadState.current_frame
+	k.CframeCurrentFrame = none
+	k.CodeBytecode = 200 // co_code_adaptive
+	// f_executable (0), previous (8), instr_ptr (56) and owner (70) are where 3.12 has f_code,
+	// previous, prev_instr and owner; objects, strings, ints, dicts and code object fields read
+	// in user space are laid out as in 3.12.
+	return l
+}()
 
 // Layouts are the supported versions, by "major.minor".
 var Layouts = map[string]*Layout{
