@@ -5,6 +5,7 @@ import (
 	encbin "encoding/binary"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 )
@@ -21,7 +22,18 @@ const dwarfRSP = 7
 // cfiTable is a binary's .eh_frame.
 type cfiTable struct {
 	fdes frame.FrameDescriptionEntries // sorted by address
+	// memo: the slots of the addresses asked already (a process's syscalls come from a few
+	// wrappers), bounded by maxSlotMemo; running an FDE's program allocates.
+	mu   sync.Mutex
+	memo map[uint64]slot
 }
+
+type slot struct {
+	off int64
+	ok  bool
+}
+
+const maxSlotMemo = 4096
 
 func loadCFI(f *os.File) *cfiTable {
 	ef, err := elf.NewFile(f)
@@ -51,14 +63,28 @@ func parseCFI(data []byte, addr uint64) (t *cfiTable) {
 		return nil
 	}
 	sort.Slice(fdes, func(i, j int) bool { return fdes[i].Begin() < fdes[j].Begin() })
-	return &cfiTable{fdes: fdes}
+	return &cfiTable{fdes: fdes, memo: map[uint64]slot{}}
 }
 
 // returnAddressSlot says where the return address of the function at file address v is,
 // as a byte offset from the stack pointer, when the frame is addressed from the stack
 // pointer there (a function without a frame pointer); ok is false otherwise, or when the
 // binary does not describe v.
-func (t *cfiTable) returnAddressSlot(v uint64) (off int64, ok bool) {
+func (t *cfiTable) returnAddressSlot(v uint64) (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r, found := t.memo[v]; found {
+		return r.off, r.ok
+	}
+	if len(t.memo) >= maxSlotMemo {
+		clear(t.memo)
+	}
+	off, ok := t.slotOf(v)
+	t.memo[v] = slot{off, ok}
+	return off, ok
+}
+
+func (t *cfiTable) slotOf(v uint64) (off int64, ok bool) {
 	defer func() {
 		if recover() != nil { // the parser panics on truncated instructions: a malformed binary
 			off, ok = 0, false
