@@ -393,7 +393,8 @@ func TestPythonSubprocess(t *testing.T) {
 // TestPythonQueueWorker: a worker thread taking prompts from a queue.Queue (as thread pools
 // do) runs handle_prompt for two prompts one after the other. Between them it waits on a lock
 // (futex), not on input: that wait is a stack sample too, so the two prompts are two spans,
-// with the default span_idle_timeout.
+// with the default span_idle_timeout. (The agent answers a prompt once its worker waits again,
+// so the next one does not find it between two jobs.)
 func TestPythonQueueWorker(t *testing.T) {
 	requireKernel(t)
 	requirePython(t)

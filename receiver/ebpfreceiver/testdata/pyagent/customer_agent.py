@@ -9,7 +9,8 @@ Commands on stdin, one per line; each is answered with one line on stdout:
     spawn         -> "ok spawn"         (runs /bin/true through subprocess)
     thread URL    -> "ok thread"        (Tools.export_customer_data to URL in a new thread)
     queued TEXT   -> "ok queued REPLY"  (Agent.handle_prompt in a worker thread that takes
-                                         prompts from a queue.Queue, as thread pools do)
+                                         prompts from a queue.Queue, as thread pools do;
+                                         answered once the worker waits for the next one)
     bench N       -> "ok bench SECONDS" (N model calls, for overhead measurements)
     noop          -> "ok noop"
 """
@@ -71,12 +72,27 @@ class Agent:
 def main():
     agent = Agent(sys.argv[1], sys.argv[2], sys.argv[3])
     jobs, results = queue.Queue(), queue.Queue()
+    worker_tid = queue.Queue()
 
     def worker():
+        worker_tid.put(threading.get_native_id())
         while True:
             results.put(agent.handle_prompt(jobs.get()))
 
     threading.Thread(target=worker, name="worker", daemon=True).start()
+    worker_syscall = "/proc/self/task/%d/syscall" % worker_tid.get()
+
+    def worker_waits():
+        # The next job is sent only once the worker is blocked in queue.get, not while it is
+        # still between the two (it would find the job waiting): in a futex (202) wait on a
+        # Python lock (FUTEX_WAIT_BITSET) without a timeout, not in the GIL's timed wait.
+        while True:
+            with open(worker_syscall) as f:
+                call = f.read().split()
+            if call[0] == "202" and int(call[2], 16) & 127 == 9 and int(call[4], 16) == 0:
+                return
+            time.sleep(0.001)
+
     print("ready", flush=True)
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
@@ -93,7 +109,9 @@ def main():
             print("ok thread", flush=True)
         elif cmd == "queued":
             jobs.put(arg)
-            print("ok queued " + results.get().replace("\n", " "), flush=True)
+            reply = results.get()
+            worker_waits()
+            print("ok queued " + reply.replace("\n", " "), flush=True)
         elif cmd == "bench":
             start = time.perf_counter()
             for _ in range(int(arg)):
