@@ -224,6 +224,7 @@ struct python_audit_event {
 enum tls_direction {
 	TLS_WRITE = 1,
 	TLS_READ = 2,
+	TLS_CLOSE = 3, // the connection object is freed or closed (no data): its address may be reused
 };
 
 enum tls_source {

@@ -197,4 +197,42 @@ int go_tls_read_ret(struct pt_regs *ctx)
 	return 0;
 }
 
+// emit_close tells user space a connection object is gone: what it had pending is over, and a
+// new connection at the same address is another one.
+static __always_inline void emit_close(__u64 conn, __u8 source, __u64 routine)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct tls_event *e = bpf_map_lookup_elem(&tls_scratch, &cpu);
+	if (!e || !conn)
+		return;
+	fill_header(&e->hdr, EVENT_TLS_DATA, routine, 0);
+	e->conn = conn;
+	e->len = 0;
+	e->captured = 0;
+	e->direction = TLS_CLOSE;
+	e->source = source;
+	e->flags = 0;
+	output(e, offsetof(struct tls_event, data), sizeof(*e));
+}
+
+// SSL_free(SSL *s).
+SEC("uprobe/ssl_free")
+int ssl_free(struct pt_regs *ctx)
+{
+	if (!traced(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	emit_close(ctx->di, TLS_OPENSSL, 0);
+	return 0;
+}
+
+// crypto/tls.(*Conn).Close() error: c in RAX.
+SEC("uprobe/go_tls_close")
+int go_tls_close(struct pt_regs *ctx)
+{
+	if (!traced(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	emit_close(ctx->ax, TLS_GO, ctx->r14);
+	return 0;
+}
+
 const struct tls_event *unused_tls_event __attribute__((unused));

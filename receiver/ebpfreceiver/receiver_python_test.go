@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"debug/elf"
 	"encoding/binary"
 	"net"
@@ -428,6 +429,67 @@ func TestPythonQueueWorker(t *testing.T) {
 	if tool.TraceID() != second.TraceID() {
 		t.Error("the tool span is not in the second prompt's trace")
 	}
+}
+
+// hangUp starts a TLS server with the mock model's certificate that reads the start of a
+// request and closes the connection without answering; it returns the URL to call.
+func hangUp(t *testing.T, model mockModel) string {
+	t.Helper()
+	dir := filepath.Dir(model.ca)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			_, _ = c.Read(buf)
+			c.Close()
+		}
+	}()
+	return "https://" + ln.Addr().String() + "/v1/chat/completions"
+}
+
+// TestTLSConnectionEnd: a server hangs up without answering; the client frees its SSL object
+// (SSL_free) or closes its Go connection ((*Conn).Close), and the request comes out at once as an
+// inference span saying the connection ended, not when the process exits or after 2 minutes
+// idle. (A connection at a freed connection's address is then a new one, too.)
+func TestTLSConnectionEnd(t *testing.T) {
+	requireKernel(t)
+	model := startMockModel(t)
+	url := hangUp(t, model)
+	ended := func(t *testing.T, sink *consumertest.TracesSink, pid int) {
+		t.Helper()
+		c := waitSpans(t, sink, func(all collected) bool { return len(all.ofPID(pid).where("chat model-x", fromTLS)) == 1 })
+		chat := c.ofPID(pid).where("chat model-x", fromTLS)[0]
+		if got := attr(chat, "agenttrail.llm.response.unparsed"); !strings.Contains(got, "connection ended") {
+			t.Errorf("agenttrail.llm.response.unparsed = %q", got)
+		}
+	}
+	t.Run("openssl", func(t *testing.T) {
+		requirePython(t)
+		agent, _ := startPyAgent(t, python311, model)
+		sink := startReceiver(t, pythonConfig(pyAgentTarget(agent.cmd.Process.Pid)))
+		agent.do(t, "call "+url, "ok call ")
+		ended(t, sink, agent.cmd.Process.Pid)
+	})
+	t.Run("go", func(t *testing.T) {
+		exe := buildGoTLS(t)
+		sink := startReceiver(t, testConfig(TargetConfig{Name: "go-agent", Executable: exe}))
+		p := startProgram(t, exe, url, model.ca, "model-x")
+		p.waitLine(t, "ready")
+		p.do(t, "ask hello", "error")
+		ended(t, sink, p.cmd.Process.Pid)
+	})
 }
 
 // TestPythonStacksWithoutAudit: with the audit probe off (or, for an interpreter built without

@@ -144,6 +144,13 @@ func (t *tlsSupport) attachOpenSSL(path string) {
 		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
 		return
 	}
+	// SSL_free ends the connection: what it had pending comes out now, and the next connection
+	// allocated at the same address starts afresh (not as the freed one's continuation).
+	if l, err := ex.Uprobe("SSL_free", t.kernel.SSLFree(), nil); err != nil {
+		t.warn("cannot probe SSL_free: a connection ends only when its process exits or after 2 minutes idle", path, err)
+	} else {
+		t.kernel.AddLink(l)
+	}
 	t.logger.Debug("TLS library probed", zap.String("library", path), zap.Int("functions", n))
 }
 
@@ -156,7 +163,8 @@ func (t *tlsSupport) warn(msg, path string, err error) {
 	t.logger.Warn(msg, fields...)
 }
 
-// attachGo probes crypto/tls.(*Conn).Write at entry and (*Conn).Read at entry and every RET.
+// attachGo probes crypto/tls.(*Conn).Write at entry, (*Conn).Read at entry and every RET, and
+// (*Conn).Close at entry.
 func (t *tlsSupport) attachGo(path string) {
 	key, ok := fileKey(path)
 	if !ok || t.attached[key] {
@@ -206,6 +214,18 @@ func (t *tlsSupport) attachGo(path string) {
 		return
 	}
 	t.kernel.AddLink(wl)
+	if cl, err := bin.Function("crypto/tls.(*Conn).Close"); err == nil {
+		coff, err := bin.FileOffset(cl.Address)
+		if err == nil {
+			var l link.Link
+			if l, err = ex.Uprobe(cl.Name, t.kernel.GoTLSClose(), &link.UprobeOptions{Address: coff}); err == nil {
+				t.kernel.AddLink(l)
+			}
+		}
+		if err != nil {
+			t.warn("cannot probe crypto/tls.(*Conn).Close: a connection ends only when its process exits or after 2 minutes idle", path, err)
+		}
+	}
 }
 
 // setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, and
@@ -235,6 +255,12 @@ func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
 		return
 	}
 	e := (*probes.TLSEvent)(unsafe.Pointer(&raw[0]))
+	if e.Direction == probes.TLSClose {
+		for _, ex := range r.tls.tracker.Close(llm.Key{PID: h.PID, Conn: e.Conn}) {
+			r.emitExchange(ex)
+		}
+		return
+	}
 	if e.Source == probes.TLSGo && e.Direction == probes.TLSRead {
 		lost, unseen := r.tls.goRead(h, e)
 		for _, ex := range lost {

@@ -89,6 +89,7 @@ const (
 const (
 	TLSWrite = 1
 	TLSRead  = 2
+	TLSClose = 3 // no data: the connection object was freed (SSL_free) or closed (Go)
 
 	TLSOpenSSL = 1
 	TLSGo      = 2
@@ -343,6 +344,8 @@ func (s *Set) SSLReturn() *ebpf.Program    { return s.tls.SslReturn }
 func (s *Set) GoTLSWrite() *ebpf.Program   { return s.tls.GoTlsWrite }
 func (s *Set) GoTLSRead() *ebpf.Program    { return s.tls.GoTlsRead }
 func (s *Set) GoTLSReadRet() *ebpf.Program { return s.tls.GoTlsReadRet }
+func (s *Set) SSLFree() *ebpf.Program      { return s.tls.SslFree }
+func (s *Set) GoTLSClose() *ebpf.Program   { return s.tls.GoTlsClose }
 
 // SetPythonLayout stores one interpreter version's structure offsets under id (1-based).
 func (s *Set) SetPythonLayout(id uint32, l PythonLayout) error {

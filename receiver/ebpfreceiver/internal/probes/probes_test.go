@@ -109,7 +109,7 @@ func TestLoadAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*ebpf.Program{s.PythonAudit(), s.SSLEntry(), s.SSLReturn(), s.GoTLSWrite(), s.GoTLSRead(), s.GoTLSReadRet()} {
+	for _, p := range []*ebpf.Program{s.PythonAudit(), s.SSLEntry(), s.SSLReturn(), s.GoTLSWrite(), s.GoTLSRead(), s.GoTLSReadRet(), s.SSLFree(), s.GoTLSClose()} {
 		if p == nil {
 			t.Fatal("a Python or TLS program is not loaded")
 		}

@@ -188,10 +188,12 @@ const (
 	tlsMapTlsScratch         = "tls_scratch"
 	tlsMapTracedExecutables  = "traced_executables"
 	tlsMapTracedProcesses    = "traced_processes"
+	tlsProgGoTlsClose        = "go_tls_close"
 	tlsProgGoTlsRead         = "go_tls_read"
 	tlsProgGoTlsReadRet      = "go_tls_read_ret"
 	tlsProgGoTlsWrite        = "go_tls_write"
 	tlsProgSslEntry          = "ssl_entry"
+	tlsProgSslFree           = "ssl_free"
 	tlsProgSslReturn         = "ssl_return"
 	tlsVarCaptureStacks      = "capture_stacks"
 	tlsVarPythonStacks       = "python_stacks"
@@ -244,10 +246,12 @@ type tlsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsProgramSpecs struct {
+	GoTlsClose   *ebpf.ProgramSpec `ebpf:"go_tls_close"`
 	GoTlsRead    *ebpf.ProgramSpec `ebpf:"go_tls_read"`
 	GoTlsReadRet *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
 	GoTlsWrite   *ebpf.ProgramSpec `ebpf:"go_tls_write"`
 	SslEntry     *ebpf.ProgramSpec `ebpf:"ssl_entry"`
+	SslFree      *ebpf.ProgramSpec `ebpf:"ssl_free"`
 	SslReturn    *ebpf.ProgramSpec `ebpf:"ssl_return"`
 }
 
@@ -356,19 +360,23 @@ type tlsVariables struct {
 //
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsPrograms struct {
+	GoTlsClose   *ebpf.Program `ebpf:"go_tls_close"`
 	GoTlsRead    *ebpf.Program `ebpf:"go_tls_read"`
 	GoTlsReadRet *ebpf.Program `ebpf:"go_tls_read_ret"`
 	GoTlsWrite   *ebpf.Program `ebpf:"go_tls_write"`
 	SslEntry     *ebpf.Program `ebpf:"ssl_entry"`
+	SslFree      *ebpf.Program `ebpf:"ssl_free"`
 	SslReturn    *ebpf.Program `ebpf:"ssl_return"`
 }
 
 func (p *tlsPrograms) Close() error {
 	return _TlsClose(
+		p.GoTlsClose,
 		p.GoTlsRead,
 		p.GoTlsReadRet,
 		p.GoTlsWrite,
 		p.SslEntry,
+		p.SslFree,
 		p.SslReturn,
 	)
 }

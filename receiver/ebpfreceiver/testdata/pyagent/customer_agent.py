@@ -12,6 +12,8 @@ Commands on stdin, one per line; each is answered with one line on stdout:
                                          prompts from a queue.Queue, as thread pools do;
                                          answered once the worker waits for the next one)
     bench N       -> "ok bench SECONDS" (N model calls, for overhead measurements)
+    call URL      -> "ok call ERROR"    (one chat completion request to URL, the model's CA
+                                         trusted; ERROR is what failed, "" when nothing did)
     noop          -> "ok noop"
 """
 
@@ -112,6 +114,16 @@ def main():
             reply = results.get()
             worker_waits()
             print("ok queued " + reply.replace("\n", " "), flush=True)
+        elif cmd == "call":
+            error = ""
+            try:
+                saved, agent.model_url = agent.model_url, arg
+                agent.call_model([{"role": "user", "content": "hello"}])
+            except Exception as e:  # the server hung up: that is the point of the command
+                error = type(e).__name__
+            finally:
+                agent.model_url = saved
+            print("ok call " + error, flush=True)
         elif cmd == "bench":
             start = time.perf_counter()
             for _ in range(int(arg)):
