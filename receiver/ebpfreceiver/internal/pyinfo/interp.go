@@ -70,21 +70,20 @@ func Inspect(path string) (*Interpreter, error) {
 	if in.RuntimeAddr == 0 {
 		return nil, fmt.Errorf("%s: %w", path, ErrNotPython)
 	}
+	var name []string // python3.X[abi] or libpython3.X[abi].so, when the file is named so
+	for _, re := range []*regexp.Regexp{pythonName, libpythonName} {
+		if m := re.FindStringSubmatch(path); m != nil {
+			name = m
+		}
+	}
 	switch {
 	case version != 0:
 		in.Version = fmt.Sprintf("%d.%d", version>>24&0xff, version>>16&0xff)
-	default:
-		// Before 3.11 there is no Py_Version: the file name says it.
-		for _, re := range []*regexp.Regexp{pythonName, libpythonName} {
-			if m := re.FindStringSubmatch(path); m != nil {
-				in.Version = m[1] + "." + m[2]
-			}
-		}
+	case name != nil:
+		in.Version = name[1] + "." + name[2] // before 3.11 there is no Py_Version
 	}
-	for _, re := range []*regexp.Regexp{pythonName, libpythonName} {
-		if m := re.FindStringSubmatch(path); m != nil && strings.Contains(m[3], "t") {
-			freeThreaded = true
-		}
+	if name != nil && strings.Contains(name[3], "t") {
+		freeThreaded = true
 	}
 	if freeThreaded && in.Version != "" {
 		in.Version += "t" // another object layout: no layout of ours, native frames only
