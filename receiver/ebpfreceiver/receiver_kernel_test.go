@@ -126,6 +126,12 @@ func listen(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serve(t, ln, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// serve hands every connection ln accepts to handle (in a goroutine of its own), closes it
+// after, and returns ln's address; ln is closed when the test ends.
+func serve(t *testing.T, ln net.Listener, handle func(net.Conn)) string {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -133,7 +139,7 @@ func listen(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+			go func() { handle(c); c.Close() }()
 		}
 	}()
 	return ln.Addr().String()

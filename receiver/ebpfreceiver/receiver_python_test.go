@@ -444,19 +444,7 @@ func hangUp(t *testing.T, model mockModel) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 4096)
-			_, _ = c.Read(buf)
-			c.Close()
-		}
-	}()
-	return "https://" + ln.Addr().String() + "/v1/chat/completions"
+	return "https://" + serve(t, ln, func(c net.Conn) { _, _ = c.Read(make([]byte, 4096)) }) + "/v1/chat/completions"
 }
 
 // TestTLSConnectionEnd: a server hangs up without answering; the client frees its SSL object
