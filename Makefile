@@ -62,6 +62,20 @@ test: ## Run every test, kernel tests included (needs root; installs test packag
 	@# ports (Jaeger): one package at a time, after the rest, so they do not trace each other.
 	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/...
 
+# Packages whose tests load eBPF programs or run the whole collector are left out of the race
+# run: their kernel and timing tests run in `make test`; everything else runs with -race too.
+RACE_EXCLUDE := -e /tests/ -e /receiver/ebpfreceiver$$ -e /internal/probes$$ -e /internal/enforce$$
+
+.PHONY: race
+race: ## Run the tests of every package that needs no kernel with the race detector
+	@$(PREREQS) modules
+	$(GO) test -race $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v $(RACE_EXCLUDE))
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 5s; FUZZ_ONLY=FuzzName for one)
+	@$(PREREQS) modules
+	@$(CURDIR)/scripts/fuzz.sh
+
 .PHONY: demo
 demo: ## Build the collector and run the demo on this machine (needs root)
 	@$(PREREQS) kernel modules test-packages

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every Go native fuzz target of the module (func FuzzXxx in a _test.go file) for a short
+# time each, one target at a time: `make fuzz` in CI (FUZZTIME=5s), longer by hand
+# (`FUZZTIME=2m make fuzz`, or FUZZ_ONLY=FuzzReadStr to run one). The seed corpora (f.Add and
+# testdata/fuzz/FuzzXxx/) also run as plain tests under `go test`: that is the regression suite;
+# this script looks for new crashes. A crash stops the run with the failing input left in the
+# package's testdata/fuzz/FuzzXxx/ folder (commit it with the fix).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-5s}
+only=${FUZZ_ONLY:-}
+# -parallel 1: the target machine has two cores and CI runs other suites' builds around this.
+parallel=${FUZZ_PARALLEL:-1}
+count=0
+failed=()
+for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u); do
+	for name in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
+		if [ -n "$only" ] && [ "$name" != "$only" ]; then continue; fi
+		count=$((count + 1))
+		echo "fuzz: ./$dir $name ($fuzztime)"
+		if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -parallel "$parallel" "./$dir" >/tmp/agenttrail-fuzz.log 2>&1; then
+			tail -n 30 /tmp/agenttrail-fuzz.log
+			failed+=("./$dir $name")
+		fi
+	done
+done
+if [ "$count" = 0 ]; then
+	echo "fuzz: no fuzz target matched${only:+ $only}" >&2
+	exit 1
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'fuzz: failed: %s\n' "${failed[@]}" >&2
+	echo "fuzz: $((count - ${#failed[@]})) passed, ${#failed[@]} failed"
+	exit 1
+fi
+echo "fuzz: $count passed, 0 failed"
