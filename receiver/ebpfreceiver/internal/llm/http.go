@@ -63,7 +63,13 @@ type Message struct {
 	End     time.Time // last byte seen
 	// Meta is what the caller attached to the call that carried the message's first byte.
 	Meta any
+	// head is what the start line and the header fields kept hold, counted as HPACK counts a
+	// header list (32 bytes more per field, for what a field costs besides its bytes).
+	head int
 }
+
+// held is the bytes a message holds while the Tracker keeps it.
+func (m *Message) held() int { return m.head + len(m.Body) }
 
 // Exchange is a request and its response (either may be missing), or a connection the Tracker
 // could not parse (Unparsed set; then only the sizes are known).
@@ -99,13 +105,28 @@ type Stats struct {
 	// RequestsGivenUp: HTTP/1.1 requests that came out without their response because more
 	// than maxPending were waiting on one connection.
 	RequestsGivenUp uint64
+	// ConnectionsCut: connections whose messages in progress and waiting came out at once,
+	// marked, because what they held (headers, HTTP/2 frames being assembled) would have
+	// taken the bytes held across connections over MaxTotalBuffer.
+	ConnectionsCut uint64
+	// BodiesOverBuffer: bodies longer than MaxBuffer, of which only the beginning was kept.
+	BodiesOverBuffer uint64
+	// DecodedCut: compressed bodies that decompressed to more than maxDecoded bytes (or than
+	// what MaxTotalBuffer had left): only the beginning was kept.
+	DecodedCut uint64
+	// HeadersCut: messages whose header list passed maxHeaderBytes (the fields after were not
+	// kept) or whose headers never ended within it (the message was given up).
+	HeadersCut uint64
+	// StreamsGivenUp: HTTP/2 streams that came out unfinished because maxH2Streams were open
+	// on their connection.
+	StreamsGivenUp uint64
 }
 
 // bufLimit is what a call may keep: MaxBuffer per body, and what is left of MaxTotalBuffer.
 type bufLimit struct {
 	maxBuf int
 	left   int
-	cut    *uint64 // Stats.BodiesCut
+	stats  *Stats // the Tracker's
 }
 
 type conn struct {
@@ -123,6 +144,9 @@ type conn struct {
 	// preface: bytes of the HTTP/2 client preface written so far; h2 is set once it is complete.
 	preface int
 	h2      *h2conn
+	// orphans: HTTP/1.1 requests that came out without their responses (given up while
+	// waiting): their responses, still to come, answer no later request.
+	orphans int
 }
 
 // maxLostCalls: a connection whose first calls carry no HTTP/1.x message start is taken for
@@ -148,7 +172,7 @@ func NewTracker(opts Options) *Tracker {
 		opts.MaxTotalBuffer = 64 << 20
 	}
 	t := &Tracker{opts: opts, conns: map[Key]*conn{}}
-	t.lim = bufLimit{maxBuf: opts.MaxBuffer, cut: &t.stats.BodiesCut}
+	t.lim = bufLimit{maxBuf: opts.MaxBuffer, stats: &t.stats}
 	return t
 }
 
@@ -173,19 +197,58 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 		}
 		c = &conn{key: key, meta: meta}
 		c.out.dir, c.in.dir = Write, Read
+		c.out.lim, c.in.lim = &t.lim, &t.lim
 		t.conns[key] = c
 	}
-	t.lim.left = t.opts.MaxTotalBuffer - int(t.held)
+	t.room()
 	out = append(out, t.data(c, dir, data, total, at, meta)...)
-	t.settle(c)
+	return append(out, t.settle(c)...)
+}
+
+// room sets what the next call may keep of MaxTotalBuffer.
+func (t *Tracker) room() { t.lim.left = t.opts.MaxTotalBuffer - int(t.held) }
+
+// errTotalBuffer is the problem of what a connection gave up to stay within MaxTotalBuffer.
+const errTotalBuffer = "given up: the buffer for all connections was full"
+
+// settle brings Tracker.held up to date with what c holds after a call. Bodies are cut as they
+// come to stay within MaxTotalBuffer; what else a call may make c hold (a message's headers,
+// HTTP/2 frames being assembled) is known once parsed: when it takes the total over the
+// bound, c gives up everything it holds, so that the bound holds after every call.
+func (t *Tracker) settle(c *conn) []Exchange {
+	t.account(c)
+	if t.held <= int64(t.opts.MaxTotalBuffer) {
+		return nil
+	}
+	t.stats.ConnectionsCut++
+	out := c.shed()
+	t.account(c)
 	return out
 }
 
-// settle brings Tracker.held up to date with what c holds after a call.
-func (t *Tracker) settle(c *conn) {
+// account brings Tracker.held up to date with what c holds.
+func (t *Tracker) account(c *conn) {
 	n := c.size()
 	t.held += n - c.held
 	c.held = n
+}
+
+// shed gives up what c holds: its messages come out marked, and each direction waits for
+// the next message to start (an HTTP/2 connection cannot be followed any more).
+func (c *conn) shed() []Exchange {
+	if c.h2 != nil {
+		return c.h2Unparsed("HTTP/2: " + errTotalBuffer)
+	}
+	out := c.drain(errTotalBuffer)
+	for _, ex := range out {
+		if ex.Request != nil && ex.Response == nil {
+			c.orphans++ // its response, if it comes, is skipped
+		}
+	}
+	c.out.lose("")
+	c.in.lose("")
+	c.out.msg, c.in.msg = nil, nil
+	return out
 }
 
 // forget removes c; what it had pending must have been taken out.
@@ -197,9 +260,9 @@ func (t *Tracker) forget(c *conn) {
 
 // size is the message bytes c holds.
 func (c *conn) size() int64 {
-	n := len(c.out.buf) + len(c.out.body) + len(c.in.buf) + len(c.in.body)
+	n := c.out.size() + c.in.size()
 	for _, m := range c.pending {
-		n += len(m.Body)
+		n += m.held()
 	}
 	if c.h2 != nil {
 		n += c.h2.size()
@@ -284,6 +347,7 @@ func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.T
 		if len(c.pending) >= maxPending {
 			out = append(out, Exchange{Key: key, Request: c.pending[0], ResponseProblem: tooManyPending})
 			c.pending = c.pending[1:]
+			c.orphans++
 			t.stats.RequestsGivenUp++
 		}
 		c.pending = append(c.pending, m)
@@ -306,10 +370,9 @@ func (t *Tracker) LostRead(key Key, n int, at time.Time) []Exchange {
 	if c == nil || c.unparsed != "" || n <= 0 {
 		return nil
 	}
-	t.lim.left = t.opts.MaxTotalBuffer - int(t.held)
+	t.room()
 	out := t.lostRead(c, n, at)
-	t.settle(c)
-	return out
+	return append(out, t.settle(c)...)
 }
 
 func (t *Tracker) lostRead(c *conn, n int, at time.Time) []Exchange {
@@ -324,12 +387,30 @@ func (t *Tracker) lostRead(c *conn, n int, at time.Time) []Exchange {
 		return c.pairResponses(s.skip(int64(n), at))
 	}
 	s.lose("")
+	if c.orphans > 0 {
+		c.orphans-- // the response of a request already given up
+		return nil
+	}
 	if len(c.pending) == 0 || c.pending[0].Start.After(at) {
 		return nil
 	}
 	req := c.pending[0]
 	c.pending = c.pending[1:]
 	return []Exchange{{Key: key, Request: req, ResponseProblem: lostResponse}}
+}
+
+// answered takes the request a response answers: the oldest waiting. orphan: the response
+// answers a request that already came out without it (it is then dropped: what it answered
+// was reported, and counted, when that request was given up).
+func (c *conn) answered() (req *Message, orphan bool) {
+	if c.orphans > 0 {
+		c.orphans--
+		return nil, true
+	}
+	if len(c.pending) > 0 {
+		req, c.pending = c.pending[0], c.pending[1:]
+	}
+	return req, false
 }
 
 // pairResponses pairs completed responses with the oldest requests waiting for them.
@@ -339,11 +420,9 @@ func (c *conn) pairResponses(msgs []*Message) []Exchange {
 		if m.Status/100 == 1 {
 			continue // 100 Continue: the real response follows
 		}
-		var req *Message
-		if len(c.pending) > 0 {
-			req, c.pending = c.pending[0], c.pending[1:]
+		if req, orphan := c.answered(); !orphan {
+			out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 		}
-		out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 	}
 	return out
 }
@@ -354,11 +433,10 @@ func (c *conn) closeOpenResponse(problem string) []Exchange {
 	if m == nil {
 		return nil
 	}
-	var req *Message
-	if len(c.pending) > 0 {
-		req, c.pending = c.pending[0], c.pending[1:]
+	if req, orphan := c.answered(); !orphan {
+		return []Exchange{{Key: c.key, Request: req, Response: m}}
 	}
-	return []Exchange{{Key: c.key, Request: req, Response: m}}
+	return nil
 }
 
 // Close reports a connection's end (the process exited): what is pending is returned.
@@ -368,6 +446,7 @@ func (t *Tracker) Close(key Key) []Exchange {
 		return nil
 	}
 	t.forget(c)
+	t.room()
 	return c.drain("connection ended before the response was complete")
 }
 
@@ -388,6 +467,7 @@ func (t *Tracker) Expire(now time.Time) []Exchange {
 	for _, c := range t.conns {
 		if now.Sub(c.last) > t.opts.IdleTimeout {
 			t.forget(c)
+			t.room()
 			out = append(out, c.drain("connection idle before the response was complete")...)
 		}
 	}
@@ -400,8 +480,9 @@ func (t *Tracker) Flush(now time.Time, quiet time.Duration) []Exchange {
 	var out []Exchange
 	for _, c := range t.conns {
 		if c.in.state == stBodyUntilClose && now.Sub(c.last) >= quiet {
+			t.room()
 			out = append(out, c.closeOpenResponse("")...)
-			t.settle(c)
+			t.account(c)
 		}
 	}
 	return out
@@ -410,16 +491,18 @@ func (t *Tracker) Flush(now time.Time, quiet time.Duration) []Exchange {
 func (c *conn) drain(problem string) []Exchange {
 	out := c.closeOpenResponse("")
 	if m := c.in.partial(problem); m != nil {
-		var req *Message
-		if len(c.pending) > 0 {
-			req, c.pending = c.pending[0], c.pending[1:]
+		if req, orphan := c.answered(); !orphan {
+			out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 		}
-		out = append(out, Exchange{Key: c.key, Request: req, Response: m})
 	}
 	for _, req := range c.pending {
 		out = append(out, Exchange{Key: c.key, Request: req, ResponseProblem: problem})
 	}
 	c.pending = nil
+	// A request still being sent: what was seen of it.
+	if m := c.out.partial(problem); m != nil {
+		out = append(out, Exchange{Key: c.key, Request: m, ResponseProblem: problem})
+	}
 	if c.h2 != nil {
 		out = append(out, c.h2.drain(problem)...)
 	}
@@ -438,6 +521,7 @@ func (t *Tracker) evictOldest() []Exchange {
 		return nil
 	}
 	t.forget(oldest)
+	t.room()
 	t.stats.ConnectionsEvicted++
 	return oldest.drain(fmt.Sprintf("connection forgotten before the response was complete: more than %d connections tracked", t.opts.MaxConnections))
 }
@@ -510,6 +594,7 @@ const maxHeaderBytes = 64 << 10
 
 type stream struct {
 	dir       Direction
+	lim       *bufLimit // the Tracker's
 	state     int
 	buf       []byte // unparsed bytes
 	msg       *Message
@@ -523,13 +608,26 @@ func (s *stream) reset() {
 	s.state, s.buf, s.msg, s.body, s.remaining, s.bodyLost = stStart, nil, nil, nil, 0, false
 }
 
+// size is the message bytes s holds.
+func (s *stream) size() int {
+	n := len(s.buf) + len(s.body)
+	if s.msg != nil {
+		n += s.msg.head
+	}
+	return n
+}
+
 // feed appends one call's bytes (missing: bytes of the call that were not captured, after data)
 // and returns the messages it completed.
 func (s *stream) feed(data []byte, missing int, at time.Time, meta any, lim *bufLimit) []*Message {
 	var done []*Message
 	if s.state == stLost {
-		// Resynchronise at the next call that starts a message.
+		// Resynchronise at the next call that starts a message; the message whose framing
+		// was lost comes out first, as far as it was seen.
 		if (s.dir == Read && bytes.HasPrefix(data, []byte("HTTP/1."))) || (s.dir == Write && startsRequest(data)) {
+			if m := s.partial("bytes missing where the message's framing could not be followed"); m != nil {
+				done = append(done, m)
+			}
 			s.reset()
 		} else {
 			return nil
@@ -554,9 +652,17 @@ func (s *stream) feed(data []byte, missing int, at time.Time, meta any, lim *buf
 	if len(s.buf) > lim.maxBuf {
 		// A header that never ends, or a stream we cannot follow.
 		s.lose("headers larger than the buffer")
+		lim.stats.HeadersCut++
+	}
+	if cap(s.buf) > 2*len(s.buf)+smallBuf {
+		// What is left of a large call: not worth keeping its whole array alive for.
+		s.buf = bytes.Clone(s.buf)
 	}
 	return done
 }
+
+// smallBuf: a buffer's capacity worth keeping for reuse.
+const smallBuf = 4096
 
 // skip accounts for bytes that were not captured.
 func (s *stream) skip(n int64, at time.Time) []*Message {
@@ -617,6 +723,7 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 		if end < 0 {
 			if len(s.buf) > maxHeaderBytes {
 				s.lose("headers larger than 64 KiB")
+				lim.stats.HeadersCut++
 			}
 			return false, nil
 		}
@@ -627,6 +734,10 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 			s.lose("")
 			return false, &Message{Problem: err.Error(), Start: at, End: at, Meta: meta}
 		}
+		if m.Problem != "" {
+			lim.stats.HeadersCut++ // the header list was cut
+		}
+		lim.left -= m.head // the bodies that follow have that much less room
 		m.Start, m.End, m.Meta = at, at, meta
 		s.msg, s.body, s.bodyLost = m, nil, false
 		s.msgs++
@@ -640,6 +751,7 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 			if err != nil || n < 0 {
 				m.Problem = "invalid Content-Length " + strconv.Quote(cl)
 				s.lose("")
+				s.msg = nil
 				return false, m
 			}
 			s.remaining = n
@@ -689,6 +801,7 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 		if err != nil || n < 0 {
 			m := s.msg
 			s.lose("malformed chunk size " + strconv.Quote(line))
+			s.msg, s.body = nil, nil
 			m.End = at
 			return false, m
 		}
@@ -719,6 +832,7 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 		if s.buf[0] != '\r' || s.buf[1] != '\n' {
 			m := s.msg
 			s.lose("malformed chunk: no CRLF after the data")
+			s.msg, s.body = nil, nil
 			m.End = at
 			return false, m
 		}
@@ -752,6 +866,7 @@ func (s *stream) keep(b []byte, lim *bufLimit) {
 	if room < len(b) {
 		if !s.bodyLost {
 			s.msg.Problem = fmt.Sprintf("body larger than the %d-byte buffer: only its beginning was kept", lim.maxBuf)
+			lim.stats.BodiesOverBuffer++
 		}
 		s.bodyLost = true
 		b = b[:max(room, 0)]
@@ -759,7 +874,7 @@ func (s *stream) keep(b []byte, lim *bufLimit) {
 	if lim.left < len(b) {
 		if !s.bodyLost {
 			s.msg.Problem = fmt.Sprintf("body cut after %d bytes: the buffer for all connections was full", len(s.body)+max(lim.left, 0))
-			*lim.cut++
+			lim.stats.BodiesCut++
 		}
 		s.bodyLost = true
 		b = b[:max(lim.left, 0)]
@@ -777,7 +892,7 @@ func (s *stream) finish(at time.Time, problem string) *Message {
 	m.Complete = !s.bodyLost
 	m.Body = s.body
 	if m.Complete || len(m.Body) > 0 {
-		decode(m)
+		decode(m, s.lim)
 	}
 	s.msg, s.body, s.bodyLost, s.remaining = nil, nil, false, 0
 	s.state = stStart
@@ -801,8 +916,12 @@ func (s *stream) partial(problem string) *Message {
 	return s.finish(s.msg.End, problem)
 }
 
-// decode undoes Content-Encoding, bounded to the body limit.
-func decode(m *Message) {
+// maxDecoded bounds a decompressed body: a few kilobytes of gzip can stand for gigabytes.
+const maxDecoded = 4 << 20
+
+// decode undoes Content-Encoding, bounded to maxDecoded and to what lim has left (nil: no
+// total bound). The decoded body replaces the encoded one, whose room it may take.
+func decode(m *Message, lim *bufLimit) {
 	enc := strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding")))
 	if enc == "" || enc == "identity" {
 		return
@@ -826,11 +945,26 @@ func decode(m *Message) {
 		m.Body = nil
 		return
 	}
-	const limit = 4 << 20
-	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	limit := maxDecoded
+	if lim != nil {
+		limit = min(limit, len(m.Body)+max(lim.left, 0))
+	}
+	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if len(out) > limit {
 		out = out[:limit]
-		err = errors.New("decompressed body over 4 MiB")
+		switch {
+		case limit == maxDecoded:
+			err = fmt.Errorf("decompressed body over %d bytes: only its beginning was kept", maxDecoded)
+			if lim != nil {
+				lim.stats.DecodedCut++
+			}
+		default:
+			err = fmt.Errorf("decompressed body cut after %d bytes: the buffer for all connections was full", limit)
+			lim.stats.BodiesCut++
+		}
+	}
+	if lim != nil {
+		lim.left -= len(out) - len(m.Body)
 	}
 	if err != nil {
 		if !errors.Is(err, io.ErrUnexpectedEOF) || m.Complete {
@@ -861,12 +995,26 @@ func parseHead(dir Direction, head []byte) (*Message, error) {
 		}
 		m.Proto, m.Status = parts[0], code
 	}
+	// The fields are counted as HPACK counts a header list, so that many tiny fields (each a
+	// map entry and two strings) weigh what they cost; past maxHeaderBytes they are not kept.
+	// The fields kept are substrings of the head: it stays held whole.
+	m.head = len(head)
+	list := 0
 	for _, l := range lines[1:] {
 		k, v, ok := strings.Cut(l, ":")
 		if !ok || k == "" {
 			continue // tolerate junk header lines
 		}
-		m.Header.Add(textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)), strings.TrimSpace(v))
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if list += len(k) + len(v) + fieldOverhead; list > maxHeaderBytes {
+			m.Problem = "header list over 64 KiB: the fields after were not kept"
+			break
+		}
+		m.Header.Add(textproto.CanonicalMIMEHeaderKey(k), v)
+		m.head += fieldOverhead
 	}
 	return m, nil
 }
+
+// fieldOverhead is what a header field costs besides its name and value (RFC 7541 4.1).
+const fieldOverhead = 32

@@ -34,6 +34,7 @@ const (
 	maxHeaderTable     = 64 << 10
 
 	errFramesLost   = "HTTP/2: bytes missing where frames could not be followed"
+	errBlockSize    = "header block over 64 KiB"
 	errCapturedPart = "body larger than the capture bound: only its beginning was seen"
 )
 
@@ -168,9 +169,9 @@ func newH2Conn(key Key, lim *bufLimit) *h2conn {
 func (h *h2conn) size() int {
 	n := len(h.out.buf) + len(h.in.buf) + len(h.out.block) + len(h.in.block)
 	for _, st := range h.streams {
-		n += len(st.req.body) + len(st.resp.body)
+		n += st.req.size() + st.resp.size()
 		if st.request != nil {
-			n += len(st.request.Body)
+			n += st.request.held()
 		}
 	}
 	return n
@@ -340,6 +341,9 @@ func (h *h2conn) beginFrame(s *h2side, fh frameHeader, at time.Time) {
 	}
 	need, problem := s.keepLen(fh)
 	if problem != "" {
+		if problem == errBlockSize {
+			h.lim.stats.HeadersCut++
+		}
 		h.fail("HTTP/2: " + problem)
 		return
 	}
@@ -379,7 +383,7 @@ func (s *h2side) keepLen(fh frameHeader) (int, string) {
 			return 0, "CONTINUATION frame without a header block"
 		}
 		if fh.length > maxHeaderBytes || (s.blockOpen && len(s.block)+fh.length > maxHeaderBytes) {
-			return 0, "header block over 64 KiB"
+			return 0, errBlockSize
 		}
 		return fh.length, ""
 	case frameSettings:
@@ -445,6 +449,9 @@ func (h *h2conn) settle(s *h2side, at time.Time) {
 		h.endStream(s, s.fh.stream, at)
 	}
 	s.st, s.buf = h2Head, s.buf[:0]
+	if cap(s.buf) > smallBuf {
+		s.buf = nil // a large frame's: not kept for the next ones
+	}
 }
 
 // bodyOf is the message the current DATA frame belongs to, nil when it is not followed.
@@ -552,6 +559,13 @@ func (h *h2conn) headerFrame(s *h2side, at time.Time) {
 	default:
 		h.responseHeaders(s, at)
 	}
+	// A large block's buffers are not kept for the next ones.
+	if cap(s.block) > smallBuf {
+		s.block = nil
+	}
+	if cap(s.fields) > 64 {
+		s.fields = nil
+	}
 }
 
 func (h *h2conn) decodeBlock(s *h2side) bool {
@@ -581,10 +595,12 @@ func (s *h2side) emit(f hpack.HeaderField) {
 }
 
 // message makes a Message of the decoded block; the pseudo-header fields are returned apart.
-func (s *h2side) message(at time.Time) (m *Message, pseudo map[string]string) {
+// What its fields hold is taken from what the bodies that follow may keep.
+func (h *h2conn) message(s *h2side, at time.Time) (m *Message, pseudo map[string]string) {
 	m = &Message{Proto: "HTTP/2.0", Header: textproto.MIMEHeader{}, Start: s.blockAt, End: at, Meta: s.blockMeta}
 	pseudo = map[string]string{}
 	for _, f := range s.fields {
+		m.head += int(f.Size())
 		if f.IsPseudo() {
 			pseudo[f.Name] = f.Value
 			continue
@@ -593,7 +609,9 @@ func (s *h2side) message(at time.Time) (m *Message, pseudo map[string]string) {
 	}
 	if s.listCut {
 		m.Problem = "header list over 64 KiB: the fields after were not kept"
+		h.lim.stats.HeadersCut++
 	}
+	h.lim.left -= m.head
 	return m, pseudo
 }
 
@@ -613,7 +631,7 @@ func (h *h2conn) requestHeaders(s *h2side, at time.Time) {
 	if fh.stream%2 == 0 {
 		return // not a stream the client opens
 	}
-	m, pseudo := s.message(at)
+	m, pseudo := h.message(s, at)
 	if pseudo[":method"] == "" {
 		return // trailers of a stream already over
 	}
@@ -624,8 +642,10 @@ func (h *h2conn) requestHeaders(s *h2side, at time.Time) {
 	if len(h.streams) >= maxH2Streams {
 		oldest := slices.Min(slices.Collect(maps.Keys(h.streams)))
 		h.abort(h.streams[oldest], fmt.Sprintf("more than %d HTTP/2 streams open at once: the oldest was given up", maxH2Streams))
+		h.lim.stats.StreamsGivenUp++
 	}
 	st := &h2stream{id: fh.stream}
+	st.req.lim, st.resp.lim = h.lim, h.lim
 	st.req.msg = m
 	h.streams[fh.stream] = st
 	if end {
@@ -648,7 +668,7 @@ func (h *h2conn) responseHeaders(s *h2side, at time.Time) {
 		}
 		return
 	}
-	m, pseudo := s.message(at)
+	m, pseudo := h.message(s, at)
 	code, err := strconv.Atoi(pseudo[":status"])
 	if err != nil || code < 100 || code > 999 {
 		code = 0

@@ -397,8 +397,10 @@ func TestExpireAndClose(t *testing.T) {
 	}
 }
 
-// TestTotalBuffer: bodies reassembled on many connections at once share MaxTotalBuffer; once it
-// is held, bodies are cut (marked and counted), and what completed exchanges release is
+// TestTotalBuffer: bodies reassembled on many connections at once share MaxTotalBuffer with
+// their headers; once it is held, bodies are cut (marked and counted), a connection whose
+// headers would take it over gives up what it holds (its request comes out at once, and its
+// response is not paired with a later request), and what completed exchanges release is
 // available again.
 func TestTotalBuffer(t *testing.T) {
 	tr := NewTracker(Options{MaxBuffer: 1 << 20, MaxTotalBuffer: 100_000})
@@ -406,36 +408,39 @@ func TestTotalBuffer(t *testing.T) {
 	head := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
 	req := append(append([]byte{}, head...), body...)
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") // no body: nothing of it to cut
+	// What the request's start line and header fields hold.
+	hs := len(head) - 4 + 3*fieldOverhead
 	var exs []Exchange
 	for i := range 3 {
 		for _, p := range split(req, 4096) {
 			exs = append(exs, tr.Data(Key{PID: 1, Conn: uint64(i)}, Write, p, len(p), t0, nil)...)
+			if got := tr.Buffered(); got > 100_000 {
+				t.Fatalf("%d bytes held, over the 100000-byte total", got)
+			}
 		}
 	}
-	if len(exs) != 0 {
+	if len(exs) != 1 || exs[0].Key.Conn != 2 || exs[0].Response != nil || exs[0].ResponseProblem != errTotalBuffer || len(exs[0].Request.Body) != 0 {
 		t.Fatalf("%+v", exs)
-	}
-	if got := tr.Buffered(); got > 100_000 {
-		t.Errorf("%d bytes held, over the 100000-byte total", got)
 	}
 	for i := range 3 {
 		exs = append(exs, tr.Data(Key{PID: 1, Conn: uint64(i)}, Read, resp, len(resp), t0, nil)...)
 	}
-	if len(exs) != 3 {
-		t.Fatalf("%d exchanges", len(exs))
+	if len(exs) != 3 || exs[1].Response == nil || exs[2].Response == nil {
+		t.Fatalf("%d exchanges: %+v", len(exs), exs)
 	}
+	exs = append(exs[1:], exs[0])
 	var kept []int
 	for _, ex := range exs {
 		kept = append(kept, len(ex.Request.Body))
-		if len(ex.Request.Body) < 60_000 && (ex.Request.Complete || !strings.Contains(ex.Request.Problem, "buffer for all connections was full")) {
+		if len(ex.Request.Body) < 60_000 && (ex.Request.Complete || !strings.Contains(ex.Request.Problem+ex.ResponseProblem, "buffer for all connections was full")) {
 			t.Errorf("cut body: complete %v, problem %q", ex.Request.Complete, ex.Request.Problem)
 		}
 	}
-	if kept[0] != 60_000 || kept[1] != 40_000 || kept[2] != 0 {
-		t.Errorf("bodies kept %v, want [60000 40000 0]", kept)
+	if kept[0] != 60_000 || kept[1] != 40_000-2*hs || kept[2] != 0 {
+		t.Errorf("bodies kept %v, want [60000 %d 0]", kept, 40_000-2*hs)
 	}
-	if n := tr.Stats().BodiesCut; n != 2 {
-		t.Errorf("BodiesCut %d, want 2 (kept %v)", n, kept)
+	if st := tr.Stats(); st.BodiesCut != 2 || st.ConnectionsCut != 1 {
+		t.Errorf("BodiesCut %d, want 2, ConnectionsCut %d, want 1 (kept %v)", st.BodiesCut, st.ConnectionsCut, kept)
 	}
 	if tr.Buffered() != 0 {
 		t.Errorf("%d bytes held after every exchange completed", tr.Buffered())
@@ -465,8 +470,12 @@ func TestPendingBound(t *testing.T) {
 	if inf, ok := Parse(exs[0]); !ok || !inf.NoResponse || !strings.Contains(inf.ResponseProblem, "waiting for their responses") {
 		t.Errorf("%+v", inf)
 	}
-	if got, want := tr.Buffered(), int64(maxPending*(len(req)-bytes.Index(req, []byte("\r\n\r\n"))-4)); got != want {
-		t.Errorf("%d bytes held, want %d (the pending requests' bodies)", got, want)
+	var want int64
+	for _, m := range tr.conns[Key{PID: 1, Conn: 1}].pending {
+		want += int64(m.held())
+	}
+	if body := int64(len(req) - bytes.Index(req, []byte("\r\n\r\n")) - 4); tr.Buffered() != want || want < maxPending*body {
+		t.Errorf("%d bytes held, want %d (the pending requests' headers and bodies, %d each)", tr.Buffered(), want, body)
 	}
 }
 
