@@ -18,8 +18,8 @@ type Config struct {
 	// Directory holds the archive (segments/ and quarantine/). Required.
 	Directory string `mapstructure:"directory"`
 	// SigningKeyFile is an Ed25519 private key, PEM "PRIVATE KEY" (PKCS #8), as written by
-	// `openssl genpkey -algorithm ed25519` or `agenttrail evidence keygen`. Required. Only
-	// the path is ever logged.
+	// `openssl genpkey -algorithm ed25519` or `agenttrail evidence keygen`, in a regular file
+	// that only its owner can access. Required. Only the path is ever logged.
 	SigningKeyFile string `mapstructure:"signing_key_file"`
 	// SegmentMaxBytes seals the open segment once it has reached this size.
 	SegmentMaxBytes int64 `mapstructure:"segment_max_bytes"`
@@ -41,13 +41,19 @@ type Config struct {
 
 var _ component.Config = (*Config)(nil)
 
-// Validate checks the configuration without touching the file system.
+// Validate checks the configuration. It reads the signing key file (and only that): a key
+// that is missing, unreadable, malformed or readable by others must fail
+// `otelcol-agenttrail validate`, not the start of a collector hours later. The directory is
+// not touched; it is created in Start.
 func (cfg *Config) Validate() error {
 	if cfg.Directory == "" {
 		return errors.New(`"directory" must not be empty`)
 	}
 	if cfg.SigningKeyFile == "" {
 		return errors.New(`"signing_key_file" must not be empty`)
+	}
+	if _, err := archive.CheckSigningKeyFile(cfg.SigningKeyFile); err != nil {
+		return fmt.Errorf(`"signing_key_file" %s: %w`, cfg.SigningKeyFile, err)
 	}
 	if cfg.SegmentMaxBytes <= 0 {
 		return errors.New(`"segment_max_bytes" must be positive`)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +44,6 @@ func (e *evidenceExporter) start(_ context.Context, _ component.Host) error {
 	key, err := archive.LoadSigningKey(e.cfg.SigningKeyFile)
 	if err != nil {
 		return err
-	}
-	if fi, err := os.Stat(e.cfg.SigningKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		e.logger.Warn("Evidence signing key file is accessible to group or others; it should be mode 0600",
-			zap.String("signing_key_file", e.cfg.SigningKeyFile))
 	}
 	retention, err := archive.ParseRetention(e.cfg.Retention)
 	if err != nil {

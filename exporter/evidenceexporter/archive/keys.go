@@ -8,33 +8,88 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"strings"
 )
 
+// maxKeyFileBytes bounds what is read from a signing key file: the PEM of an Ed25519 PKCS #8
+// key is 119 bytes, so a file this large is not one, and a mistyped path (a log, a device) is
+// not read into memory.
+const maxKeyFileBytes = 64 << 10
+
 // LoadSigningKey reads an Ed25519 private key stored as a PEM "PRIVATE KEY" block holding
 // PKCS #8, the form written by `openssl genpkey -algorithm ed25519` and by GenerateSigningKey.
-// Errors name the file but never include its content.
+// The file must be a regular file that only its owner can access (mode & 0o077 == 0): a
+// signing key that others can read can be used to forge sealed segments. Errors name the file
+// but never include its content.
 func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	k, err := CheckSigningKeyFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading signing key: %w", err)
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
-	return parseSigningKey(data, path)
+	return k, nil
 }
 
-func parseSigningKey(data []byte, path string) (ed25519.PrivateKey, error) {
+// CheckSigningKeyFile reads and checks the signing key file at path (see LoadSigningKey). Its
+// errors do not repeat the path, so that callers can quote it with their own key name.
+func CheckSigningKeyFile(path string) (ed25519.PrivateKey, error) {
+	// Stat before opening: opening a FIFO for reading would block until a writer appears.
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, errors.New("does not exist")
+	case errors.Is(err, fs.ErrPermission):
+		return nil, errors.New("unreadable: permission denied")
+	case err != nil:
+		return nil, err
+	case fi.IsDir():
+		return nil, errors.New("is a directory, not a key file")
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		what := "readable by group or others"
+		if perm&0o044 == 0 {
+			what = "writable or executable by group or others"
+		}
+		return nil, fmt.Errorf("%s (mode %04o); chmod 600 it", what, perm)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, errors.New("unreadable: permission denied")
+		}
+		return nil, fmt.Errorf("unreadable: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("unreadable: %w", err)
+	}
+	if len(data) > maxKeyFileBytes {
+		return nil, fmt.Errorf("larger than %d KiB, not an Ed25519 key", maxKeyFileBytes>>10)
+	}
+	return ParseSigningKey(data)
+}
+
+// ParseSigningKey parses the PEM "PRIVATE KEY" (PKCS #8) form of an Ed25519 private key.
+func ParseSigningKey(data []byte) (ed25519.PrivateKey, error) {
 	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("signing key %s: no PEM \"PRIVATE KEY\" block", path)
+	if block == nil {
+		return nil, errors.New("not PEM: want a PEM \"PRIVATE KEY\" block (openssl genpkey -algorithm ed25519)")
+	}
+	if block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("PEM block is %q, want \"PRIVATE KEY\" (PKCS #8 Ed25519)", block.Type)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("signing key %s: not PKCS #8", path)
+		return nil, errors.New("not a PKCS #8 private key")
 	}
 	ek, ok := k.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("signing key %s: not an Ed25519 key", path)
+		return nil, fmt.Errorf("not an Ed25519 key (%T)", k)
 	}
 	return ek, nil
 }
