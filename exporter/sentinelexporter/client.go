@@ -23,6 +23,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/monitor/ingestion/azlogs"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
+
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 const (
@@ -158,11 +160,6 @@ func effectiveAuthority(cfg *Config) string {
 	return cloud.AzurePublic.ActiveDirectoryAuthorityHost
 }
 
-// payloadTooLargeError marks a 413 answer: the batcher splits the request.
-type payloadTooLargeError struct{ msg string }
-
-func (e *payloadTooLargeError) Error() string { return e.msg }
-
 // classify turns an Upload error into one single-line error: permanent (consumererror), throttled
 // (exporterhelper.NewThrottleRetry with the service's delay), too large (split) or retryable.
 // exporterhelper logs it once; it never contains the client secret.
@@ -242,7 +239,7 @@ func (e *sentinelExporter) responseError(respErr *azcore.ResponseError) error {
 		e.path, status, http.StatusText(status), detail)
 	switch {
 	case status == http.StatusRequestEntityTooLarge:
-		return &payloadTooLargeError{msg: msg}
+		return &exporterkit.TooLargeError{Err: errors.New(msg)} // the batcher splits the request
 	case status == http.StatusUnauthorized:
 		return consumererror.NewPermanent(fmt.Errorf("%s; the token of the %s was not accepted [permanent, data dropped]", msg, e.identity))
 	case status == http.StatusForbidden:

@@ -357,32 +357,25 @@ func (b *batcher) finish() error {
 }
 
 // upload sends rows [lo, hi) of the batch as one JSON array. A 413 answer splits the range in
-// two halves sent one after the other, down to single rows, which are dropped if still refused.
+// two halves sent one after the other, down to single rows, which are dropped if still refused
+// (exporterkit.Bisect, shared with the Splunk HEC exporter).
 func (b *batcher) upload(lo, hi int) error {
 	st := b.st
-	body := st.rows[st.starts[lo]:st.ends[hi-1]]
-	err := b.e.send(b.ctx, b.client, body)
-	if err == nil {
-		for i := lo; i < hi; i++ {
-			st.done[st.idx[i]] = true
+	return exporterkit.Bisect(lo, hi, func(lo, hi int) error {
+		body := st.rows[st.starts[lo]:st.ends[hi-1]]
+		err := b.e.send(b.ctx, b.client, body)
+		if err == nil {
+			for i := lo; i < hi; i++ {
+				st.done[st.idx[i]] = true
+			}
+		} else if exporterkit.IsTooLarge(err) && hi-lo > 1 {
+			b.e.logger.Debug("Logs Ingestion API refused the request as too large; splitting it in two",
+				zap.String("stream", b.e.stream), zap.Int("rows", hi-lo), zap.Int("bytes", len(body)+2))
 		}
-		return nil
-	}
-	var tooLarge *payloadTooLargeError
-	if !errors.As(err, &tooLarge) {
 		return err
-	}
-	if hi-lo == 1 {
-		b.drop(st.idx[lo], dropRejectedTooLarge, len(body)+2)
-		return nil
-	}
-	mid := lo + (hi-lo)/2
-	b.e.logger.Debug("Logs Ingestion API refused the request as too large; splitting it in two",
-		zap.String("stream", b.e.stream), zap.Int("rows", hi-lo), zap.Int("bytes", len(body)+2))
-	if err := b.upload(lo, mid); err != nil {
-		return err
-	}
-	return b.upload(mid, hi)
+	}, func(i int, _ error) {
+		b.drop(st.idx[i], dropRejectedTooLarge, st.ends[i]-st.starts[i]+2)
+	})
 }
 
 // send gzips "[" rows "]" and uploads it. The compressed buffer is not reused: the HTTP

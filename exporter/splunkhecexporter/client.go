@@ -19,6 +19,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 const (
@@ -114,8 +116,11 @@ func (e *hecExporter) statusError(resp *http.Response, body []byte) error {
 	status := resp.StatusCode
 	retryable := status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
 	kind := "permanent, data dropped"
-	if retryable {
+	switch {
+	case retryable:
 		kind = "retryable"
+	case status == http.StatusRequestEntityTooLarge:
+		kind = "too large, split in two"
 	}
 	reqPath := e.eventPath
 	if resp.Request != nil && resp.Request.URL != nil {
@@ -124,6 +129,10 @@ func (e *hecExporter) statusError(resp *http.Response, body []byte) error {
 	err := fmt.Errorf("splunk_hec: HEC rejected POST %s with HTTP %d %s: %s [%s]",
 		reqPath, status, http.StatusText(status), detail, kind)
 
+	if status == http.StatusRequestEntityTooLarge {
+		// The exporter splits the request (exporterkit.Bisect); permanent if it ever got out.
+		return &exporterkit.TooLargeError{Err: consumererror.NewPermanent(err)}
+	}
 	if !retryable {
 		return consumererror.NewPermanent(err)
 	}

@@ -38,6 +38,7 @@ const (
 	dropOverContentLength = "exceeds_max_content_length" // one event alone > max_content_length_*
 	dropEmptyBody         = "empty_body"                 // log record without body: Splunk rejects blank events
 	dropMarshalError      = "marshal_error"              // not representable in JSON (e.g. NaN attribute)
+	dropRejectedTooLarge  = "rejected_too_large"         // HEC answered 413 to a request holding this event alone
 )
 
 const droppedMetricName = "agenttrail.splunk_hec.events.dropped"
@@ -256,17 +257,41 @@ func (e *hecExporter) export(ctx context.Context, events iter.Seq2[int, *hecEven
 	}
 
 	var pending []pendingAck
-	batchStart, batchEnd := -1, -1
+	// The events of the batch being built: byte offset in st.batch and pdata position, so that
+	// a 413 can split the batch (exporterkit.Bisect) and a failure can name what to resend.
+	var starts, positions []int
 	flush := func() error {
-		ackID, hasAck, err := e.post(ctx, st, st.batch.Bytes())
+		body := st.batch.Bytes()
+		end := func(i int) int {
+			if i < len(starts) {
+				return starts[i]
+			}
+			return len(body)
+		}
+		failed := -1
+		err := exporterkit.Bisect(0, len(starts), func(lo, hi int) error {
+			ackID, hasAck, err := e.post(ctx, st, body[starts[lo]:end(hi)])
+			if err != nil {
+				failed = lo
+				if exporterkit.IsTooLarge(err) && hi-lo > 1 {
+					e.logger.Debug("Splunk HEC refused the request as too large; splitting it in two",
+						zap.Int("events", hi-lo), zap.Int("bytes", end(hi)-starts[lo]))
+				}
+				return err
+			}
+			if hasAck {
+				pending = append(pending, pendingAck{id: ackID, indexRange: indexRange{positions[lo], positions[hi-1] + 1}})
+			}
+			return nil
+		}, func(i int, _ error) {
+			drop(positions[i], dropRejectedTooLarge, end(i+1)-starts[i]-1)
+		})
 		if err != nil {
+			res.resendFrom = positions[failed]
 			return err
 		}
-		if hasAck {
-			pending = append(pending, pendingAck{id: ackID, indexRange: indexRange{batchStart, batchEnd}})
-		}
 		st.batch.Reset()
-		batchStart = -1
+		starts, positions = starts[:0], positions[:0]
 		return nil
 	}
 
@@ -292,20 +317,15 @@ func (e *hecExporter) export(ctx context.Context, events iter.Seq2[int, *hecEven
 		}
 		if e.maxContentLength > 0 && st.batch.Len()+n > e.maxContentLength {
 			if postErr = flush(); postErr != nil {
-				res.resendFrom = batchStart
 				break
 			}
 		}
-		if batchStart < 0 {
-			batchStart = idx
-		}
+		starts = append(starts, st.batch.Len())
+		positions = append(positions, idx)
 		st.batch.Write(st.scratch.Bytes())
-		batchEnd = idx + 1
 	}
-	if postErr == nil && st.batch.Len() > 0 {
-		if postErr = flush(); postErr != nil {
-			res.resendFrom = batchStart
-		}
+	if postErr == nil && len(starts) > 0 {
+		postErr = flush()
 	}
 	e.reportDrops(ctx, drops)
 
@@ -351,6 +371,8 @@ func (e *hecExporter) reportDrops(ctx context.Context, drops map[string]*dropSta
 			fields = append(fields, zap.Int("largest_event_bytes", ds.largest), zap.Int("max_event_size", e.maxEventSize))
 		case dropOverContentLength:
 			fields = append(fields, zap.Int("largest_event_bytes", ds.largest), zap.Int("max_content_length", e.maxContentLength))
+		case dropRejectedTooLarge:
+			fields = append(fields, zap.Int("largest_event_bytes", ds.largest))
 		}
 		e.logger.Error("Dropped events that Splunk HEC cannot accept", fields...)
 	}

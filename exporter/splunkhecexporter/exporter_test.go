@@ -1,16 +1,20 @@
 package splunkhecexporter
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -434,6 +438,130 @@ func TestOversizeEventDropped(t *testing.T) {
 	}
 }
 
+// Test413SplitsAndRetries: a HEC whose limit is below max_content_length answers 413 to a
+// body over limit bytes (uncompressed, as Splunk's max_content_length). The exporter splits
+// the batch and retries the halves recursively: every event that fits alone is delivered once,
+// the only one that does not is dropped, counted and logged with its reason.
+func Test413SplitsAndRetries(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", compress), func(t *testing.T) {
+			const limit = 3000
+			hec := newFakeHEC(t, testToken)
+			var tooLarge atomic.Int64
+			hec.intercept = func(w http.ResponseWriter, r *http.Request, _ int) bool {
+				raw, err := readHECBody(r)
+				require.NoError(t, err)
+				if len(raw) <= limit {
+					r.Body = io.NopCloser(bytes.NewReader(raw))
+					r.Header.Del("Content-Encoding")
+					return false // the fake HEC records it
+				}
+				tooLarge.Add(1)
+				hecReply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Content-Length of %d too large (maximum is %d)", len(raw), limit), 27)
+				return true
+			}
+			cfg := testConfig(hec.endpoint())
+			cfg.DisableCompression = !compress
+			tel := componenttest.NewTelemetry()
+			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+			set := exportertest.NewNopSettings(Type)
+			set.TelemetrySettings = tel.NewTelemetrySettings()
+			core, logs := observer.New(zapcore.InfoLevel)
+			set.Logger = zap.New(core)
+			exp := startTraces(t, cfg, set)
+
+			const n = 40
+			td := makeTraces(n)
+			big := td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().At(5)
+			big.Attributes().PutStr("gen_ai.prompt", strings.Repeat("A", 2*limit))
+			bigID := spanIDHex(big.SpanID())
+
+			require.NoError(t, exp.ConsumeTraces(context.Background(), td), "a 413 is not a failure of the batch")
+
+			ids := eventSpanIDs(t, hec.recordedEvents())
+			assert.Len(t, ids, n-1, "every event that fits alone is delivered")
+			assert.NotContains(t, ids, bigID)
+			for id, c := range ids {
+				assert.Equal(t, 1, c, "span %s delivered %d times", id, c)
+			}
+			for i, r := range hec.recordedRequests() {
+				assert.LessOrEqual(t, r.rawLen, limit, "accepted request %d", i)
+			}
+			assert.Greater(t, tooLarge.Load(), int64(1), "the batch was split more than once")
+			assert.LessOrEqual(t, tooLarge.Load(), int64(2*n), "bisection, not one request per event")
+			assertDropped(t, tel, map[string]int64{dropRejectedTooLarge: 1})
+			entries := logs.FilterMessage("Dropped events that Splunk HEC cannot accept").All()
+			require.Len(t, entries, 1)
+			assert.Equal(t, dropRejectedTooLarge, entries[0].ContextMap()["reason"])
+			assert.EqualValues(t, 1, entries[0].ContextMap()["dropped_events"])
+			assert.Greater(t, entries[0].ContextMap()["largest_event_bytes"], int64(2*limit))
+		})
+	}
+}
+
+// Test413ThenOutageResendsOnlyTheRest: a 413 split whose second half meets a 503 hands back
+// to the queue only what was not delivered, without the event dropped as too large.
+func Test413ThenOutageResendsOnlyTheRest(t *testing.T) {
+	const limit = 3000
+	hec := newFakeHEC(t, testToken)
+	var accepted atomic.Int64
+	hec.intercept = func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		raw, err := readHECBody(r)
+		require.NoError(t, err)
+		if len(raw) > limit {
+			hecReply(w, http.StatusRequestEntityTooLarge, "too large", 27)
+			return true
+		}
+		if accepted.Add(1) > 2 {
+			hecReply(w, http.StatusServiceUnavailable, "Server is busy", 9)
+			return true
+		}
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		r.Header.Del("Content-Encoding")
+		return false
+	}
+	cfg := testConfig(hec.endpoint())
+	exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+	td := makeTraces(40)
+	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().PutStr("gen_ai.prompt", strings.Repeat("A", 2*limit))
+	err := exp.pushTraces(context.Background(), td)
+	require.Error(t, err)
+	assert.False(t, consumererror.IsPermanent(err))
+	var partial consumererror.Traces
+	require.ErrorAs(t, err, &partial)
+	delivered := eventSpanIDs(t, hec.recordedEvents())
+	require.NotEmpty(t, delivered)
+	rest := partial.Data()
+	assert.Equal(t, 40-1-len(delivered), rest.SpanCount(), "the rest, without the delivered and the dropped")
+	forEachSpan(rest, func(s ptrace.Span) {
+		assert.NotContains(t, delivered, spanIDHex(s.SpanID()))
+		assert.NotEqual(t, spanIDHex(spanIDFor(0)), spanIDHex(s.SpanID()))
+	})
+}
+
+func forEachSpan(td ptrace.Traces, f func(ptrace.Span)) {
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		sss := td.ResourceSpans().At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			for k := 0; k < sss.At(j).Spans().Len(); k++ {
+				f(sss.At(j).Spans().At(k))
+			}
+		}
+	}
+}
+
+func readHECBody(r *http.Request) ([]byte, error) {
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		body = zr
+	}
+	return io.ReadAll(body)
+}
+
 func TestCompression(t *testing.T) {
 	tests := []struct {
 		name         string
@@ -505,7 +633,6 @@ func TestPermanentStatuses(t *testing.T) {
 		{"400 incorrect index", http.StatusBadRequest, `{"text":"Incorrect index","code":7,"invalid-event-number":0}`, `"Incorrect index" (code 7)`},
 		{"403 token disabled", http.StatusForbidden, `{"text":"Token disabled","code":1}`, `"Token disabled" (code 1)`},
 		{"404 wrong path", http.StatusNotFound, `{"text":"The requested URL was not found on this server.","code":404}`, `HTTP 404 Not Found`},
-		{"413 too large", http.StatusRequestEntityTooLarge, `{"text":"Content-Length of 900000000 too large (maximum is 838860800)","code":27}`, "HTTP 413"},
 		{"403 HTML from a proxy", http.StatusForbidden, "<html><body><h1>403 Forbidden</h1></body></html>", `non-JSON response: "<html><body><h1>403 Forbidden</h1></body></html>"`},
 	}
 	for _, tt := range tests {
