@@ -7,6 +7,10 @@
 // with either the systemd or the cgroupfs cgroup driver are recognised, as are
 // the paths used by docker, podman, CRI-O, containerd (including nerdctl),
 // kind and k3s.
+//
+// A container names its own cgroups, so the files are read as hostile input:
+// at most 256 lines of /proc/<pid>/cgroup (more is an error wrapping
+// ErrTooLong) and 64 KiB a line, and mountinfo lines up to 1 MiB.
 package containerid
 
 import (
@@ -65,13 +69,22 @@ type Info struct {
 // without limit. Real cgroup lines are far shorter (PATH_MAX is 4096).
 const maxLineLen = 64 << 10
 
+// maxLines bounds the lines Parse reads: a cgroup file has one per hierarchy
+// (at most a dozen v1 controllers and named hierarchies, and the v2 line).
+const maxLines = 256
+
+// ErrTooLong is returned (wrapped) by Parse for input of more than maxLines
+// lines: no kernel writes that, so the identity is not guessed from part of it.
+var ErrTooLong = errors.New("containerid: cgroup file too long")
+
 // Parse parses the content of a /proc/<pid>/cgroup file.
 //
 // Lines that are not well formed (wrong number of fields, non-numeric
 // hierarchy id, a v1 line without controllers, a path not starting with "/")
-// are skipped. An error is returned only when reading fails or when no line at
-// all is well formed; in the latter case the error wraps ErrNoValidLine and
-// quotes the first line seen.
+// are skipped. An error is returned only when reading fails, when no line at
+// all is well formed (the error wraps ErrNoValidLine and quotes the first line
+// seen), or when the input has more than 256 lines (it wraps ErrTooLong). A
+// line is read up to 64 KiB; the rest of a longer one is discarded.
 //
 // When a v2 line is present its path is preferred. If it carries no container
 // id (e.g. docker with the cgroupfs driver on a hybrid host, where only the v1
@@ -87,7 +100,10 @@ func Parse(r io.Reader) (Info, error) {
 		v2Path    string
 		v1Paths   []string
 	)
-	for {
+	for lines := 0; ; lines++ {
+		if lines == maxLines {
+			return Info{}, fmt.Errorf("%w: more than %d lines", ErrTooLong, maxLines)
+		}
 		line, err := readLine(br)
 		if line != "" {
 			if !seenAny {
