@@ -13,17 +13,24 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
 )
 
 var errNotStarted = errors.New("evidence exporter is not started")
 
+// repairsMetricName counts crash-damaged tails cut off the open segment, by reason.
+const repairsMetricName = "agenttrail.evidence.tail.repairs"
+
 type evidenceExporter struct {
-	cfg    *Config
-	logger *zap.Logger
-	refs   int // guarded by the registry's mutex
+	cfg     *Config
+	logger  *zap.Logger
+	repairs metric.Int64Counter
+	refs    int // guarded by the registry's mutex
 
 	mu     sync.Mutex // guards start and shutdown
 	arc    atomic.Pointer[archive.Archive]
@@ -31,8 +38,19 @@ type evidenceExporter struct {
 	wg     sync.WaitGroup
 }
 
-func newEvidenceExporter(cfg *Config, logger *zap.Logger) *evidenceExporter {
-	return &evidenceExporter{cfg: cfg, logger: logger}
+func newEvidenceExporter(cfg *Config, set component.TelemetrySettings) (*evidenceExporter, error) {
+	repairs, err := set.MeterProvider.Meter(metadata.ScopeName).Int64Counter(repairsMetricName,
+		metric.WithDescription("Crash-damaged tails (a torn last record) cut off the open evidence segment, by reason."),
+		metric.WithUnit("{repair}"))
+	if err != nil {
+		return nil, err
+	}
+	return &evidenceExporter{cfg: cfg, logger: set.Logger, repairs: repairs}, nil
+}
+
+// onRepair counts a repaired tail; the archive has already logged it with its details.
+func (e *evidenceExporter) onRepair(r archive.Repair) {
+	e.repairs.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", r.Kind)))
 }
 
 func (e *evidenceExporter) start(_ context.Context, _ component.Host) error {
@@ -55,6 +73,7 @@ func (e *evidenceExporter) start(_ context.Context, _ component.Host) error {
 		Retention:       retention,
 		Fsync:           e.cfg.Fsync,
 		Logger:          e.logger,
+		OnRepair:        e.onRepair,
 	})
 	if err != nil {
 		return err

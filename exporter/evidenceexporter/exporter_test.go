@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
@@ -435,5 +436,72 @@ func TestBackgroundSealAndRetention(t *testing.T) {
 	}
 	if rep.RetentionRecords < 1 || len(rep.RemovedSegments) < 1 {
 		t.Errorf("report %+v", rep)
+	}
+}
+
+// TestStartRepairsTornTailAndCountsIt starts on an archive whose open segment ends in half a
+// record, as a kill -9 mid-write leaves it: the tail is cut, counted by reason, and the chain
+// continues.
+func TestStartRepairsTornTailAndCountsIt(t *testing.T) {
+	cfg := testConfig(t)
+	key, err := archive.LoadSigningKey(cfg.SigningKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arc, err := archive.Open(cfg.Directory, key, archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := arc.Append(context.Background(), []archive.Entry{{Kind: archive.KindStory, Payload: []byte(`{"n":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	seq, _ := arc.Head()
+	// Leave the segment open, as a crash would, and tear a record after it.
+	seg := filepath.Join(cfg.Directory, archive.SegmentsDir, archive.SegmentName(1))
+	f, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"seq":3,"time":"2026-01-02T03:04:05Z","kind":"story","trace_id":"","payl`)
+	f.Close()
+	if rep, err := archive.VerifyDir(cfg.Directory, archive.VerifyOptions{}); err != nil || rep.PartialTail == nil {
+		t.Fatalf("the torn tail must verify as a partial tail: %+v %v", rep, err)
+	}
+
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	set := exportertest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	te, err := NewFactory().CreateTraces(context.Background(), set, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := te.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.ConsumeTraces(context.Background(), twoTraces()); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tel.GetMetric(repairsMetricName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := m.Data.(metricdata.Sum[int64])
+	if len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 1 {
+		t.Fatalf("repairs %+v, want one", sum.DataPoints)
+	}
+	if reason, _ := sum.DataPoints[0].Attributes.Value("reason"); reason.AsString() != archive.RepairPartialLine {
+		t.Errorf("repair reason %q, want %q", reason.AsString(), archive.RepairPartialLine)
+	}
+	rep, err := archive.VerifyDir(cfg.Directory, archive.VerifyOptions{PublicKey: key.Public().(ed25519.PublicKey)})
+	if err != nil || rep.PartialTail != nil || rep.LastSeq != seq+2 {
+		t.Errorf("after the repair and two stories: %+v %v, want last seq %d", rep, err, seq+2)
+	}
+	q, _ := filepath.Glob(filepath.Join(cfg.Directory, "quarantine", "*.tail"))
+	if len(q) != 1 {
+		t.Errorf("quarantined tails %v, want one", q)
 	}
 }

@@ -92,7 +92,9 @@ func (r *registry) acquire(cfg *Config, set exporter.Settings) (*handle, error) 
 	defer r.mu.Unlock()
 	e := r.byDir[key]
 	if e == nil {
-		e = newEvidenceExporter(cfg, set.Logger)
+		if e, err = newEvidenceExporter(cfg, set.TelemetrySettings); err != nil {
+			return nil, err
+		}
 		r.byDir[key] = e
 	} else if e.cfg != cfg && !reflect.DeepEqual(e.cfg, cfg) {
 		return nil, fmt.Errorf("directory %q is already used by another evidence exporter with a different configuration", cfg.Directory)

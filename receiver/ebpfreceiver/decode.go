@@ -2,17 +2,21 @@ package ebpfreceiver
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"slices"
 	"strconv"
 	"unsafe"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 )
 
-// Record sizes; a record shorter than its kind's struct is rejected before it is read.
+// Record sizes: the structs the kernel programs fill (generated from bpf/common/events.h).
 var (
 	sizeHeader      = int(unsafe.Sizeof(probes.EventHeader{}))
 	sizeFunc        = int(unsafe.Sizeof(probes.FuncEvent{}))
@@ -21,6 +25,17 @@ var (
 	sizeSyscall     = int(unsafe.Sizeof(probes.SyscallEvent{}))
 	sizeSyscallExit = int(unsafe.Sizeof(probes.SyscallExitEvent{}))
 	sizeProcess     = int(unsafe.Sizeof(probes.ProcessEvent{}))
+	sizePyStack     = int(unsafe.Sizeof(probes.PythonStackEvent{}))
+	sizePyAudit     = int(unsafe.Sizeof(probes.PythonAuditEvent{}))
+	sizeTLS         = int(unsafe.Sizeof(probes.TLSEvent{}))
+	// The records sent only as far as they were filled: the fixed part before the array.
+	headPyStack = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
+	headPyAudit = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+	headTLS     = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
+
+	offsetKind = int(unsafe.Offsetof(probes.EventHeader{}.Kind))
+	// maxRecord is the largest struct a record is viewed as.
+	maxRecord = max(sizeFuncArgs, sizeGoroutine, sizeSyscall, sizeSyscallExit, sizeProcess, sizePyStack, sizePyAudit, sizeTLS)
 )
 
 // syscallNames maps x86-64 syscall numbers to the names used in config and spans.
@@ -28,111 +43,217 @@ var syscallNames = map[uint32]string{
 	42: "connect", 43: "accept", 288: "accept", 44: "sendto", 59: "execve", 322: "execve", 257: "openat",
 }
 
-// handle decodes one ring-buffer record and feeds the span builder. The record's bytes are
-// read in place: the kernel wrote them with the layout of the generated structs (checked by a
-// test against the object's BTF), and the ring buffer reader hands out 8-byte aligned buffers.
+// recordKind is how one kind of ring-buffer record is handled.
+type recordKind struct {
+	name string // the `kind` attribute of the receiver's metrics
+	// min: the bytes every record of the kind holds (checked here, once, for every kind);
+	// full: the struct the handler views it as (the kernel sends Python stacks, audit events
+	// and TLS data only as far as they were filled).
+	min, full int
+	// handle turns the record into spans; it returns why the record was dropped, or "".
+	handle func(r *ebpfReceiver, h spans.Header, rec []byte) string
+}
+
+// numKinds bounds the kind numbers the kernel sends (enum event_kind).
+const numKinds = probes.KindThreadExit + 1
+
+// recordKinds is the decoder's table, by kind. Receivers copy it (tests replace handlers).
+var recordKinds = [numKinds]recordKind{
+	probes.KindFuncEntry:       {"func_entry", sizeFunc, sizeFuncArgs, (*ebpfReceiver).onFuncEntry},
+	probes.KindFuncReturn:      {"func_return", sizeFunc, sizeFunc, (*ebpfReceiver).onFuncReturn},
+	probes.KindGoroutineCreate: {"goroutine_create", sizeGoroutine, sizeGoroutine, (*ebpfReceiver).onGoroutineCreate},
+	probes.KindSyscallEnter:    {"syscall_enter", sizeSyscall, sizeSyscall, (*ebpfReceiver).onSyscallEnter},
+	probes.KindSyscallExit:     {"syscall_exit", sizeSyscallExit, sizeSyscallExit, (*ebpfReceiver).onSyscallExit},
+	probes.KindProcessExec:     {"process_exec", sizeProcess, sizeProcess, (*ebpfReceiver).onProcessExec},
+	probes.KindProcessExit:     {"process_exit", sizeProcess, sizeProcess, (*ebpfReceiver).onProcessExit},
+	probes.KindProcessFork:     {"process_fork", sizeProcess, sizeProcess, (*ebpfReceiver).onProcessFork},
+	probes.KindPythonStack:     {"python_stack", headPyStack, sizePyStack, (*ebpfReceiver).onPythonStack},
+	probes.KindPythonAudit:     {"python_audit", headPyAudit, sizePyAudit, (*ebpfReceiver).onPythonAudit},
+	probes.KindTLSData:         {"tls_data", headTLS, sizeTLS, (*ebpfReceiver).onTLS},
+	probes.KindThreadExit:      {"thread_exit", sizeProcess, sizeProcess, (*ebpfReceiver).onThreadExit},
+}
+
+// kindUnknown names records whose kind is not in the table (or cannot be read).
+const kindUnknown = "unknown"
+
+// decoder checks every record against its kind's size and gives handlers a view of it.
+type decoder struct {
+	kinds [numKinds]recordKind
+	// scratch holds a record that cannot be viewed in place (shorter than its struct, or not
+	// 8-byte aligned); dirty is how far its last use wrote.
+	scratch []uint64
+	dirty   int
+}
+
+func newDecoder() *decoder { return &decoder{kinds: recordKinds} }
+
+// view returns the record's bytes in memory that holds the whole struct of its kind (full
+// bytes), 8-byte aligned: in place when the record is that long, else copied, with the bytes the
+// kernel did not send zeroed. A handler can then read any field of the struct; those the record
+// did not hold read 0, never another record's bytes. len(view) is what the kernel sent.
+func (d *decoder) view(raw []byte, full int) []byte {
+	if len(raw) >= full && uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%8 == 0 {
+		return raw
+	}
+	if d.scratch == nil {
+		d.scratch = make([]uint64, (maxRecord+7)/8)
+	}
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&d.scratch[0])), len(d.scratch)*8)
+	n := copy(buf, raw)
+	if d.dirty > n {
+		clear(buf[n:d.dirty])
+	}
+	d.dirty = n
+	return buf[:n]
+}
+
+// as is the one place a record's bytes become a struct: rec must come from view with a full size
+// of at least T's (the table guarantees it for the kind's handler).
+func as[T any](rec []byte) *T {
+	if cap(rec) < int(unsafe.Sizeof(*new(T))) {
+		panic("ebpf receiver: a record viewed as a larger struct than its kind's") // a bug of the table
+	}
+	return (*T)(unsafe.Pointer(unsafe.SliceData(rec)))
+}
+
+// handle decodes one ring-buffer record and feeds the span builder. Every kind is checked
+// against its size here; a record that fails a check is dropped and counted by kind and
+// reason. A panic in a record's handling is recovered here too (see recoverRecord).
 func (r *ebpfReceiver) handle(raw []byte) {
 	if len(raw) < sizeHeader {
-		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+		r.dropRecord(kindUnknown, "short_header")
 		return
 	}
-	h := (*probes.EventHeader)(unsafe.Pointer(&raw[0]))
-	hdr := spans.Header{Mono: h.TsNs, Time: r.clock.wall(h.TsNs), PID: h.Tgid, TID: h.Tid, Routine: h.Routine, CgroupID: h.CgroupId}
-	switch h.Kind {
-	case probes.KindFuncEntry:
-		pi := r.attacher.probe(h.ProbeId)
-		if pi == nil || len(raw) < sizeFunc {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		var args []spans.ArgValue
-		if len(raw) >= sizeFuncArgs {
-			e := (*probes.FuncArgsEvent)(unsafe.Pointer(&raw[0]))
-			args = r.decodeArgs(pi, e)
-		}
-		r.builder.FuncEntry(hdr, pi.probe, args)
-	case probes.KindFuncReturn:
-		if len(raw) < sizeFunc {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		r.builder.FuncReturn(hdr, h.ProbeId)
-	case probes.KindGoroutineCreate:
-		if len(raw) < sizeGoroutine {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		e := (*probes.GoroutineEvent)(unsafe.Pointer(&raw[0]))
-		r.builder.GoroutineCreate(hdr, e.Child)
-	case probes.KindSyscallEnter:
-		if len(raw) < sizeSyscall {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		sc := r.decodeSyscall((*probes.SyscallEvent)(unsafe.Pointer(&raw[0])))
-		if r.python != nil {
-			if st := r.python.take(hdr, r.targetName(h.Tgid)); st != nil {
-				r.builder.ObserveStack(hdr, st.funcs, st.truncated)
-				if len(st.frames) > 0 {
-					sc.NativeStack, sc.Stack = sc.Stack, st.frames
-				}
-			}
-		}
-		r.builder.SyscallEnter(hdr, sc)
-	case probes.KindSyscallExit:
-		if len(raw) < sizeSyscallExit {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		e := (*probes.SyscallExitEvent)(unsafe.Pointer(&raw[0]))
-		r.builder.SyscallExit(hdr, e.Ret, sockaddr(e.Family, e.Addr, e.Port))
-	case probes.KindThreadExit:
-		if len(raw) < sizeProcess {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		r.builder.ThreadExit(hdr)
-	case probes.KindProcessExec, probes.KindProcessFork, probes.KindProcessExit:
-		if len(raw) < sizeProcess {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			return
-		}
-		e := (*probes.ProcessEvent)(unsafe.Pointer(&raw[0]))
-		switch h.Kind {
-		case probes.KindProcessExec:
-			r.tlsProcessGone(h.Tgid)
-			if r.python != nil {
-				r.python.forget(h.Tgid)
-			}
-			r.attacher.onExec(h.Tgid, e.TargetId, cString(e.Filename[:], e.FilenameLen))
-		case probes.KindProcessFork:
-			r.attacher.onFork(hdr, e.ChildTgid, e.TargetId)
-		case probes.KindProcessExit:
-			r.tlsProcessGone(h.Tgid)
-			if r.python != nil {
-				r.python.forget(h.Tgid)
-			}
-			r.builder.ProcessExit(hdr)
-			r.attacher.onExit(h.Tgid)
-		}
-	case probes.KindPythonStack:
-		if r.python == nil || !r.python.onStack(hdr, raw) {
-			r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-			break
-		}
-		if h.ProbeId == probes.PythonSampleWait {
-			// A sample of its own: the functions on the stack are alive, those gone ended.
-			if st := r.python.take(hdr, r.targetName(h.Tgid)); st != nil {
-				r.builder.ObserveStack(hdr, st.funcs, st.truncated)
-			}
-		}
-	case probes.KindPythonAudit:
-		r.onAudit(hdr, raw)
-	case probes.KindTLSData:
-		r.onTLS(hdr, raw)
-	default:
-		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
+	kind := binary.LittleEndian.Uint32(raw[offsetKind:])
+	if kind >= numKinds || r.decoder.kinds[kind].handle == nil {
+		r.dropRecord(kindUnknown, "unknown_kind")
+		return
 	}
+	k := &r.decoder.kinds[kind]
+	if len(raw) < k.min {
+		r.dropRecord(k.name, "short_record")
+		return
+	}
+	rec := r.decoder.view(raw, k.full)
+	h := as[probes.EventHeader](rec)
+	hdr := spans.Header{Mono: h.TsNs, Time: r.clock.wall(h.TsNs), PID: h.Tgid, TID: h.Tid, Routine: h.Routine, CgroupID: h.CgroupId}
+	defer r.recoverRecord(k.name, hdr)
+	if reason := k.handle(r, hdr, rec); reason != "" {
+		r.dropRecord(k.name, reason)
+	}
+}
+
+// dropRecord counts a record that was not used.
+func (r *ebpfReceiver) dropRecord(kind, reason string) {
+	r.telemetry.eventsInvalid.Add(ctxBackground, 1, metric.WithAttributes(
+		attribute.String("kind", kind), attribute.String("reason", reason)))
+}
+
+func (r *ebpfReceiver) onFuncEntry(hdr spans.Header, rec []byte) string {
+	h := as[probes.EventHeader](rec)
+	pi := r.attacher.probe(h.ProbeId)
+	if pi == nil {
+		return "unknown_probe"
+	}
+	var args []spans.ArgValue
+	if len(rec) >= sizeFuncArgs {
+		args = r.decodeArgs(pi, as[probes.FuncArgsEvent](rec))
+	}
+	r.builder.FuncEntry(hdr, pi.probe, args)
+	return ""
+}
+
+func (r *ebpfReceiver) onFuncReturn(hdr spans.Header, rec []byte) string {
+	h := as[probes.EventHeader](rec)
+	if r.attacher.probe(h.ProbeId) == nil {
+		return "unknown_probe"
+	}
+	r.builder.FuncReturn(hdr, h.ProbeId)
+	return ""
+}
+
+func (r *ebpfReceiver) onGoroutineCreate(hdr spans.Header, rec []byte) string {
+	r.builder.GoroutineCreate(hdr, as[probes.GoroutineEvent](rec).Child)
+	return ""
+}
+
+func (r *ebpfReceiver) onSyscallEnter(hdr spans.Header, rec []byte) string {
+	e := as[probes.SyscallEvent](rec)
+	if syscallNames[e.Hdr.ProbeId] == "" {
+		return "unknown_syscall"
+	}
+	sc := r.decodeSyscall(e)
+	if r.python != nil {
+		if st := r.python.take(hdr, r.targetName(hdr.PID)); st != nil {
+			r.builder.ObserveStack(hdr, st.funcs, st.truncated)
+			if len(st.frames) > 0 {
+				sc.NativeStack, sc.Stack = sc.Stack, st.frames
+			}
+		}
+	}
+	r.builder.SyscallEnter(hdr, sc)
+	return ""
+}
+
+func (r *ebpfReceiver) onSyscallExit(hdr spans.Header, rec []byte) string {
+	e := as[probes.SyscallExitEvent](rec)
+	r.builder.SyscallExit(hdr, e.Ret, sockaddr(e.Family, e.Addr, e.Port))
+	return ""
+}
+
+func (r *ebpfReceiver) onThreadExit(hdr spans.Header, _ []byte) string {
+	r.builder.ThreadExit(hdr)
+	return ""
+}
+
+func (r *ebpfReceiver) onProcessExec(hdr spans.Header, rec []byte) string {
+	e := as[probes.ProcessEvent](rec)
+	r.forgetProcessState(hdr.PID)
+	r.attacher.onExec(hdr.PID, e.TargetId, cString(e.Filename[:], e.FilenameLen))
+	return ""
+}
+
+func (r *ebpfReceiver) onProcessFork(hdr spans.Header, rec []byte) string {
+	e := as[probes.ProcessEvent](rec)
+	r.attacher.onFork(hdr, e.ChildTgid, e.TargetId)
+	return ""
+}
+
+func (r *ebpfReceiver) onProcessExit(hdr spans.Header, _ []byte) string {
+	r.forgetProcessState(hdr.PID)
+	r.builder.ProcessExit(hdr)
+	r.attacher.onExit(hdr.PID)
+	return ""
+}
+
+// forgetProcessState drops what the receiver keeps about a process's image: its TLS
+// connections and its Python state (at its exit, or its exec of a new program).
+func (r *ebpfReceiver) forgetProcessState(pid uint32) {
+	r.tlsProcessGone(pid)
+	if r.python != nil {
+		r.python.forget(pid)
+	}
+}
+
+func (r *ebpfReceiver) onPythonStack(hdr spans.Header, rec []byte) string {
+	if r.python == nil {
+		return "python_disabled"
+	}
+	if !r.python.onStack(hdr, rec) {
+		return "short_record"
+	}
+	if as[probes.EventHeader](rec).ProbeId == probes.PythonSampleWait {
+		// A sample of its own: the functions on the stack are alive, those gone ended.
+		if st := r.python.take(hdr, r.targetName(hdr.PID)); st != nil {
+			r.builder.ObserveStack(hdr, st.funcs, st.truncated)
+		}
+	}
+	return ""
+}
+
+func (r *ebpfReceiver) onPythonAudit(hdr spans.Header, rec []byte) string {
+	r.onAudit(hdr, rec)
+	return ""
 }
 
 // targetName is the name of the target a traced process belongs to ("" when unknown).
@@ -143,9 +264,13 @@ func (r *ebpfReceiver) targetName(pid uint32) string {
 	return ""
 }
 
+// decodeArgs renders a function's captured arguments. The probe's argument list is ours (at
+// most MaxArgs, checked in Config.Validate); the values are the kernel's, each bounded by its
+// slot.
 func (r *ebpfReceiver) decodeArgs(pi *probeInfo, e *probes.FuncArgsEvent) []spans.ArgValue {
-	out := make([]spans.ArgValue, 0, len(pi.probe.Args))
-	for i, spec := range pi.probe.Args {
+	n := min(len(pi.probe.Args), len(e.Args), len(pi.policies))
+	out := make([]spans.ArgValue, 0, n)
+	for i, spec := range pi.probe.Args[:n] {
 		a := &e.Args[i]
 		v := spans.ArgValue{Name: spec.Name, Length: a.Num}
 		if a.Flags&probes.ArgFlagReadFailed != 0 {
@@ -166,6 +291,11 @@ func (r *ebpfReceiver) decodeArgs(pi *probeInfo, e *probes.FuncArgsEvent) []span
 			v.Truncated = a.Flags&probes.ArgFlagTruncated != 0
 			value, counts, ok := r.redactor.Value(policy, a.Data[:n], v.Truncated)
 			v.Value, v.Redacted, v.Omitted = value, counts.Total(), !ok
+			out = append(out, v)
+			continue
+		default:
+			// A kind the probe was not set up with: nothing of it can be trusted.
+			v.Length, v.ReadError = 0, true
 			out = append(out, v)
 			continue
 		}

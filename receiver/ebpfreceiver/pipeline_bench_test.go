@@ -33,7 +33,7 @@ func BenchmarkPipeline(b *testing.B) {
 	r := &ebpfReceiver{
 		cfg: createDefaultConfig().(*Config), next: consumertest.NewNop(), telemetry: tel,
 		builder: builder, redactor: redact.New(), clock: newMonoClock(),
-		symbolizer: symbolize.New(symbolize.Options{}),
+		symbolizer: symbolize.New(symbolize.Options{}), decoder: newDecoder(), panics: newPanicGuard(),
 	}
 	r.attacher = &attacher{probes: []*probeInfo{
 		nil,

@@ -33,6 +33,7 @@ type ebpfReceiver struct {
 	symbolizer *symbolize.Symbolizer
 	redactor   *redact.Redactor
 	telemetry  *telemetry
+	health     *health
 
 	// Owned by the reader goroutine after Start.
 	builder      *spans.Builder
@@ -41,6 +42,12 @@ type ebpfReceiver struct {
 	tls          *tlsSupport // nil unless tls.enabled
 	clock        monoClock
 	lastCounters spans.Counters
+	decoder      *decoder
+	panics       *panicGuard
+	// drops reads the kernel's drop counters by reason; lastRingDrops is the ring buffer's as
+	// last checked.
+	drops         func() (map[string]uint64, error)
+	lastRingDrops uint64
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -48,17 +55,18 @@ type ebpfReceiver struct {
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Traces) *ebpfReceiver {
-	return &ebpfReceiver{cfg: cfg, set: set, logger: set.Logger, next: next}
+	return &ebpfReceiver{cfg: cfg, set: set, logger: set.Logger, next: next, decoder: newDecoder(), panics: newPanicGuard()}
 }
 
 // Start loads the kernel programs, attaches the configured targets' functions, marks the
 // matching running processes as traced and starts reading events.
-func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
+func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	tel, err := newTelemetry(r.set.TelemetrySettings)
 	if err != nil {
 		return err
 	}
 	r.telemetry = tel
+	r.health = newHealth(host)
 	if os.Geteuid() != 0 {
 		r.logger.Warn("not running as root: loading eBPF programs needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN")
 	}
@@ -78,6 +86,10 @@ func (r *ebpfReceiver) Start(_ context.Context, _ component.Host) error {
 	}
 	r.kernel = kernel
 	r.telemetry.observeDrops(kernel)
+	r.drops = kernel.Drops
+	if d, err := kernel.Drops(); err == nil {
+		r.lastRingDrops = d[dropRingBufferFull]
+	}
 	reader, err := ringbuf.NewReader(kernel.Events())
 	if err != nil {
 		_ = kernel.Close()
@@ -188,6 +200,7 @@ func (r *ebpfReceiver) readLoop(ctx context.Context) {
 		read += n
 		if !time.Now().Before(lastFlush.Add(r.cfg.FlushInterval)) {
 			r.flush(ctx)
+			r.checkHealth(read)
 			quiet, read = read == 0, 0
 			lastFlush = time.Now()
 		}
@@ -205,7 +218,9 @@ func (r *ebpfReceiver) waitIdle() {
 		return // the flush interval's polling goes on
 	}
 	var deadline time.Time // none
-	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) {
+	// A ring buffer that lost records is healthy again after a check without new losses.
+	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) ||
+		r.health.active(problemRingBuffer) {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
 	// A record written before the flag was set did not wake anyone: do not wait for it.

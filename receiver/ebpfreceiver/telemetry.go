@@ -19,7 +19,8 @@ var ctxBackground = context.Background()
 // available at this collector version, so the instruments are declared here).
 type telemetry struct {
 	eventsRead     metric.Int64Counter
-	eventsInvalid  metric.Int64Counter
+	eventsInvalid  metric.Int64Counter // by kind and reason
+	panics         metric.Int64Counter // records whose handling panicked, by kind
 	spansEmitted   metric.Int64Counter
 	spansRefused   metric.Int64Counter
 	attachFailures metric.Int64Counter
@@ -41,7 +42,8 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 		return c
 	}
 	t.eventsRead = counter("agenttrail.ebpf.events.read", "Records read from the kernel ring buffer.", "{event}")
-	t.eventsInvalid = counter("agenttrail.ebpf.events.invalid", "Records that could not be decoded (short, unknown kind or probe).", "{event}")
+	t.eventsInvalid = counter("agenttrail.ebpf.events.invalid", "Records dropped because they failed a check (short, unknown kind, probe or syscall, fields out of range), by kind and reason.", "{event}")
+	t.panics = counter("agenttrail.ebpf.events.panics", "Records whose handling panicked (recovered, the record dropped and its process's state reset), by kind.", "{event}")
 	t.spansEmitted = counter("agenttrail.ebpf.spans.emitted", "Spans handed to the next component.", "{span}")
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")

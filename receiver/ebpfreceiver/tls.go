@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -248,18 +247,24 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) {
 }
 
 // onTLS feeds one TLS call's plaintext to the connection tracker.
-func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
-	const head = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
-	if len(raw) < head || r.tls == nil {
-		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-		return
+func (r *ebpfReceiver) onTLS(h spans.Header, rec []byte) string {
+	if r.tls == nil {
+		return "tls_disabled"
 	}
-	e := (*probes.TLSEvent)(unsafe.Pointer(&raw[0]))
+	e := as[probes.TLSEvent](rec)
+	switch {
+	case e.Source != probes.TLSOpenSSL && e.Source != probes.TLSGo:
+		return "tls_source"
+	case e.Direction != probes.TLSWrite && e.Direction != probes.TLSRead && e.Direction != probes.TLSClose:
+		return "tls_direction"
+	case e.Captured > e.Len || int(e.Captured) > len(rec)-headTLS:
+		return "tls_length" // more captured than the call moved, or than the record holds
+	}
 	if e.Direction == probes.TLSClose {
 		for _, ex := range r.tls.tracker.Close(llm.Key{PID: h.PID, Conn: e.Conn}) {
 			r.emitExchange(ex)
 		}
-		return
+		return ""
 	}
 	if e.Source == probes.TLSGo && e.Direction == probes.TLSRead {
 		lost, unseen := r.tls.goRead(h, e)
@@ -267,10 +272,10 @@ func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
 			r.emitExchange(ex)
 		}
 		if unseen {
-			return
+			return ""
 		}
 	}
-	n := min(int(e.Captured), len(raw)-head, len(e.Data))
+	n := min(int(e.Captured), len(rec)-headTLS, len(e.Data))
 	data := e.Data[:n]
 	meta := &tlsMeta{hdr: h, source: e.Source}
 	if r.python != nil {
@@ -295,6 +300,7 @@ func (r *ebpfReceiver) onTLS(h spans.Header, raw []byte) {
 	for _, ex := range r.tls.tracker.Data(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, int(e.Len), h.Time, meta) {
 		r.emitExchange(ex)
 	}
+	return ""
 }
 
 // goRead keeps a Go read that was in flight at attach time (unseen: it carries no data) until

@@ -44,6 +44,9 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *zap.Logger
+	// OnRepair, if set, is called for every crash-damaged tail that is cut off the open
+	// segment (also logged as a warning), so that the exporter can count repairs.
+	OnRepair func(Repair)
 
 	// openFile opens a segment file for appending (creating it exclusively when create is
 	// set). Tests replace it to inject write failures; nil means the operating system's.
@@ -66,12 +69,29 @@ func openOSFile(path string, create bool) (segmentFile, error) {
 	return os.OpenFile(path, flag, 0o640)
 }
 
+// Repair describes bytes cut off the end of the open segment when the archive was opened, or
+// re-validated after a failed write.
+type Repair struct {
+	Segment string // file name in segments/
+	Offset  int64  // where the cut bytes started
+	Bytes   int64
+	Kind    string // RepairPartialLine or RepairInvalidRecord
+	Reason  string
+	// Quarantine is the path of the copy of the cut bytes, "" if it could not be written.
+	Quarantine string
+	// RemovedSegment is set when the segment held no complete record and was removed.
+	RemovedSegment bool
+}
+
 // Entry is one record to append.
 type Entry struct {
 	Kind    string // KindStory or KindFinding
 	TraceID string // 32 lowercase hex digits or ""
 	Payload []byte // a JSON object
 }
+
+// maxRecordOverhead is more than a record line holds besides its payload (about 300 bytes).
+const maxRecordOverhead = 512
 
 type preparedEntry struct {
 	kind    string
@@ -94,6 +114,9 @@ func prepareInternal(kind, traceID string, payload []byte) (preparedEntry, error
 	p, err := compactObject(payload)
 	if err != nil {
 		return preparedEntry{}, fmt.Errorf("%w: %w", ErrInvalidEntry, err)
+	}
+	if len(p) > MaxRecordBytes-maxRecordOverhead {
+		return preparedEntry{}, fmt.Errorf("%w: payload of %d bytes exceeds the record limit of %d bytes", ErrInvalidEntry, len(p), MaxRecordBytes)
 	}
 	return preparedEntry{kind: kind, traceID: traceID, payload: p, digest: payloadDigest(p)}, nil
 }
@@ -222,22 +245,27 @@ func (a *Archive) reloadLocked() error {
 		prevM = &m
 	}
 	path := filepath.Join(a.segDir, last.name)
-	data, err := os.ReadFile(path)
+	scan, err := a.scanOpenSegment(path, last.name, last.firstSeq)
 	if err != nil {
-		return fmt.Errorf("archive: %w", err)
+		return err
 	}
-	scan, err := scanSegmentData(data, last.name, last.firstSeq)
-	if err != nil {
-		return fmt.Errorf("archive: open segment %s: %w; refusing to continue the chain (run `agenttrail evidence verify`)", last.name, err)
-	}
-	if cut := int64(len(data)) - scan.goodEnd; cut > 0 {
-		a.quarantine(last.name, data[scan.goodEnd:])
+	if cut := scan.size - scan.goodEnd; cut > 0 {
+		// A crash mid-write leaves at most one bad line, at the end: cut it off (keeping a
+		// copy) and continue the chain from the last good record.
+		q := a.quarantine(path, last.name, scan.goodEnd)
 		if err := os.Truncate(path, scan.goodEnd); err != nil {
+			return fmt.Errorf("archive: truncating partial record of %s: %w", last.name, err)
+		}
+		if err := syncFile(path); err != nil {
 			return fmt.Errorf("archive: truncating partial record of %s: %w", last.name, err)
 		}
 		a.log.Warn("Truncated a partial record at the end of the open evidence segment",
 			zap.String("segment", last.name), zap.Int64("bytes", cut), zap.Int64("offset", scan.goodEnd),
-			zap.String("reason", scan.tailReason))
+			zap.String("kind", scan.tailKind), zap.String("reason", scan.tailReason), zap.String("quarantine", q))
+		if a.opts.OnRepair != nil {
+			a.opts.OnRepair(Repair{Segment: last.name, Offset: scan.goodEnd, Bytes: cut, Kind: scan.tailKind,
+				Reason: scan.tailReason, Quarantine: q, RemovedSegment: scan.count == 0})
+		}
 	}
 	if scan.count == 0 {
 		if err := os.Remove(path); err != nil {
@@ -271,11 +299,9 @@ func (a *Archive) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
-	digest := sha256.New()
-	digest.Write(data[:scan.goodEnd])
 	a.cur = &openSegment{
 		name: last.name, path: path, firstSeq: last.firstSeq, firstPrev: scan.first.Prev,
-		created: created, createdAt: scan.first.Time, file: f, size: scan.goodEnd, count: scan.count, digest: digest,
+		created: created, createdAt: scan.first.Time, file: f, size: scan.goodEnd, count: scan.count, digest: scan.digest,
 	}
 	a.nextSeq, a.lastHash, a.lastName = scan.last.Seq+1, scan.last.Hash, last.name
 	a.dirty = false
@@ -283,7 +309,7 @@ func (a *Archive) reloadLocked() error {
 }
 
 func (a *Archive) readManifest(firstSeq uint64) (Manifest, error) {
-	data, err := os.ReadFile(filepath.Join(a.segDir, ManifestName(firstSeq)))
+	data, err := readFileLimited(filepath.Join(a.segDir, ManifestName(firstSeq)), maxManifestBytes)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("archive: %w", err)
 	}
@@ -297,16 +323,67 @@ func (a *Archive) readManifest(firstSeq uint64) (Manifest, error) {
 	return m, nil
 }
 
-// quarantine keeps bytes cut from a segment, so that repairing a tail never destroys them.
-func (a *Archive) quarantine(name string, tail []byte) {
-	qdir := filepath.Join(a.dir, "quarantine")
-	if err := os.MkdirAll(qdir, 0o750); err == nil {
-		qname := name + "." + strconv.FormatInt(a.now().UnixNano(), 10) + ".tail"
-		if err = os.WriteFile(filepath.Join(qdir, qname), tail, 0o640); err == nil {
-			return
-		}
+// scanOpenSegment checks the open segment's records, one line in memory at a time.
+func (a *Archive) scanOpenSegment(path, name string, firstSeq uint64) (segmentScan, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return segmentScan{}, fmt.Errorf("archive: %w", err)
 	}
-	a.log.Warn("Could not keep a copy of the truncated bytes", zap.String("segment", name))
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return segmentScan{}, fmt.Errorf("archive: %w", err)
+	}
+	scan, err := scanSegment(f, fi.Size(), name, firstSeq)
+	var ce *corruptionError
+	if errors.As(err, &ce) {
+		return scan, fmt.Errorf("archive: open segment %s: %w; refusing to continue the chain (run `agenttrail evidence verify`)", name, err)
+	}
+	if err != nil {
+		return scan, fmt.Errorf("archive: open segment %s: %w", name, err)
+	}
+	return scan, nil
+}
+
+// quarantine keeps the bytes from offset to the end of a segment before they are cut off, so
+// that repairing a tail never destroys them. It returns the copy's path, or "" if none could
+// be kept (a full disk must not stop the repair: the chain matters more than the torn bytes).
+func (a *Archive) quarantine(path, name string, offset int64) string {
+	qdir := filepath.Join(a.dir, "quarantine")
+	qpath := filepath.Join(qdir, name+"."+strconv.FormatInt(a.now().UnixNano(), 10)+".tail")
+	err := func() error {
+		if err := os.MkdirAll(qdir, 0o750); err != nil {
+			return err
+		}
+		src, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		if _, err := src.Seek(offset, io.SeekStart); err != nil {
+			return err
+		}
+		dst, err := os.OpenFile(qpath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			dst.Close()
+			os.Remove(qpath)
+			return err
+		}
+		if err := dst.Sync(); err != nil {
+			dst.Close()
+			os.Remove(qpath)
+			return err
+		}
+		return dst.Close()
+	}()
+	if err != nil {
+		a.log.Warn("Could not keep a copy of the truncated bytes", zap.String("segment", name), zap.Error(err))
+		return ""
+	}
+	return qpath
 }
 
 // Append writes entries as one batch: either all of them are in the archive when it returns
@@ -479,18 +556,17 @@ func (a *Archive) closeCurrentLocked(now time.Time) error {
 	if err := seg.file.Sync(); err != nil {
 		return fmt.Errorf("sealing %s: fsync: %w", seg.name, err)
 	}
-	data, err := os.ReadFile(seg.path)
+	sum, size, err := fileDigest(seg.path)
 	if err != nil {
 		return fmt.Errorf("sealing %s: %w", seg.name, err)
 	}
-	sum := sha256.Sum256(data)
-	if int64(len(data)) != seg.size || !bytes.Equal(sum[:], seg.digest.Sum(nil)) {
+	if size != seg.size || !bytes.Equal(sum, seg.digest.Sum(nil)) {
 		return fmt.Errorf("sealing %s: the file does not hold exactly the records written to it; not signing it", seg.name)
 	}
 	m := Manifest{
 		Segment: seg.name, FirstSeq: seg.firstSeq, LastSeq: a.nextSeq - 1, RecordCount: seg.count,
 		FirstPrev: seg.firstPrev, LastHash: a.lastHash, FileSHA256: hex.EncodeToString(sum[:]),
-		FileSize: uint64(len(data)), Created: seg.createdAt, Closed: formatTime(now),
+		FileSize: uint64(size), Created: seg.createdAt, Closed: formatTime(now),
 	}
 	m.Sign(a.key)
 	if err := writeFileAtomic(a.segDir, ManifestName(seg.firstSeq), m.Encode(), 0o640); err != nil {
@@ -503,6 +579,21 @@ func (a *Archive) closeCurrentLocked(now time.Time) error {
 	a.log.Debug("Sealed evidence segment", zap.String("segment", seg.name),
 		zap.Uint64("first_seq", m.FirstSeq), zap.Uint64("last_seq", m.LastSeq))
 	return nil
+}
+
+// fileDigest returns the SHA-256 and the size of a file, reading it in pieces.
+func fileDigest(path string) ([]byte, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return h.Sum(nil), n, nil
 }
 
 // Rotate seals the open segment now, if there is one.
@@ -574,7 +665,7 @@ func (a *Archive) ApplyRetention() ([]string, error) {
 			break
 		}
 		mpath := filepath.Join(a.segDir, ManifestName(s.firstSeq))
-		raw, err := os.ReadFile(mpath)
+		raw, err := readFileLimited(mpath, maxManifestBytes)
 		if err != nil {
 			return removed, err
 		}

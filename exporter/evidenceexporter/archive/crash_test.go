@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,44 +14,108 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const helperDirEnv = "AGENTTRAIL_EVIDENCE_HELPER_DIR"
 
-// TestHelperWriter is not a test on its own: TestCrashMidWrite runs the test binary again with
-// this test selected and helperDirEnv set, and the child appends records until it is killed.
+// crashSegmentBytes is small so that kills also land while a segment is sealed and the next
+// one is started.
+const crashSegmentBytes = 256 << 10
+
+// TestHelperWriter is not a test on its own: TestCrashKill9 runs the test binary again with
+// this test selected and helperDirEnv set. The child appends batches with fsync on until it is
+// killed, and after each Append returns it prints "ack <seq> <hash>" for every record of the
+// batch: the records it was told are durable.
 func TestHelperWriter(t *testing.T) {
 	dir := os.Getenv(helperDirEnv)
 	if dir == "" {
-		t.Skip("helper process of TestCrashMidWrite")
+		t.Skip("helper process of TestCrashKill9")
 	}
-	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: 512 << 10})
+	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: true})
 	if err != nil {
 		fmt.Println("open failed:", err)
 		os.Exit(3)
 	}
+	w := bufio.NewWriter(os.Stdout)
+	fmt.Fprintln(w, "ready")
+	w.Flush()
 	for i := 0; ; i++ {
-		// Large, varying records make a kill during write(2) likely enough to leave a torn line.
-		size := 1000 + (i*7919)%(256<<10)
-		if err := a.Append(context.Background(), []Entry{{Kind: KindStory, TraceID: traceIDFor(i), Payload: payload(i, size)}}); err != nil {
-			fmt.Println("append failed:", err)
+		// Large, varying records make a kill during write(2) likely enough to leave a torn
+		// line; batches of up to 3 exercise the all-or-nothing batch.
+		n := 1 + i%3
+		entries := make([]Entry, n)
+		for j := range entries {
+			entries[j] = Entry{Kind: KindStory, TraceID: traceIDFor(i), Payload: payload(i*3+j, 500+(i*7919+j*104729)%(96<<10))}
+		}
+		before, _ := a.Head()
+		if err := a.Append(context.Background(), entries); err != nil {
+			fmt.Fprintln(w, "append failed:", err)
+			w.Flush()
 			os.Exit(3)
 		}
-		if i == 20 {
-			fmt.Println("ready")
+		// The acknowledgement is only printed after Append returned. Reading the hashes back
+		// from the file would not prove anything; Head gives the last one, and the records in
+		// between are checked through the chain.
+		seq, hash := a.Head()
+		if seq < before+uint64(n) {
+			fmt.Fprintf(w, "append failed: head %d after appending %d to %d\n", seq, n, before)
+			w.Flush()
+			os.Exit(3)
 		}
+		fmt.Fprintf(w, "ack %d %s\n", seq, hash)
+		w.Flush()
 	}
 }
 
-func TestCrashMidWrite(t *testing.T) {
+// recordHashes returns the hash of every record in the archive, by seq.
+func recordHashes(t *testing.T, dir string) map[uint64]string {
+	t.Helper()
+	out := map[uint64]string{}
+	for _, name := range segmentNames(t, dir) {
+		f, err := os.Open(filepath.Join(dir, SegmentsDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lr := newLineReader(f)
+		for {
+			l, ok, err := lr.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok || !l.terminated {
+				break
+			}
+			rec, err := ParseLine(l.b)
+			if err != nil {
+				t.Fatalf("%s line %d: %v", name, lr.no, err)
+			}
+			out[rec.Seq] = rec.Hash
+		}
+		f.Close()
+	}
+	return out
+}
+
+// TestCrashKill9 kills a process appending to the archive at random points, many times. After
+// each kill: the archive verifies, every acknowledged record is in it with the hash the writer
+// was given, reopening cuts a torn tail back to the last whole record (logged, reported
+// through OnRepair, kept in quarantine/) and the chain continues from there.
+func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes")
 	}
+	rounds := 24
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
 	dir := t.TempDir()
-	var last Report
-	torn := 0
-	for round := 0; round < 4; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$")
+	acked := map[uint64]string{} // every acknowledged seq's hash, over all rounds
+	var natural, handTorn, repairs int
+	for round := 0; round < rounds; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -59,86 +124,197 @@ func TestCrashMidWrite(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		ready := make(chan string, 1)
+		ready := make(chan bool, 1)
+		type result struct {
+			acks  map[uint64]string
+			other []string
+		}
+		done := make(chan result, 1)
 		go func() {
-			// Lines before "ready" (test framework output, errors) are kept for the failure.
-			var seen []string
+			r := result{acks: map[uint64]string{}}
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
-				if sc.Text() == "ready" {
-					ready <- sc.Text()
-					return
+				var seq uint64
+				var hash string
+				switch l := sc.Text(); {
+				case l == "ready":
+					ready <- true
+				case strings.HasPrefix(l, "ack "):
+					if _, err := fmt.Sscanf(l, "ack %d %s", &seq, &hash); err == nil {
+						r.acks[seq] = hash
+					} else {
+						r.other = append(r.other, l)
+					}
+				default:
+					r.other = append(r.other, l)
 				}
-				seen = append(seen, sc.Text())
 			}
-			ready <- strings.Join(seen, "\n")
+			done <- r
 		}()
 		select {
-		case l := <-ready:
-			if l != "ready" {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("round %d: child did not become ready:\n%s", round, l)
-			}
-		case <-time.After(30 * time.Second):
+		case <-ready:
+		case <-time.After(60 * time.Second):
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("round %d: child did not become ready in time", round)
+			t.Fatalf("round %d: child did not become ready in time: %v", round, (<-done).other)
 		}
-		time.Sleep(time.Duration(5+round*17) * time.Millisecond)
+		// At a random point: while opening the archive, mid-write, mid-fsync, while sealing.
+		time.Sleep(time.Duration(rng.Int63n(int64(120 * time.Millisecond))))
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
+		res := <-done
 		cmd.Wait()
+		for _, l := range res.other {
+			if strings.Contains(l, "failed") {
+				t.Fatalf("round %d: child: %s", round, l)
+			}
+		}
+		for seq, h := range res.acks {
+			acked[seq] = h
+		}
 
-		// Up to the last whole record the archive verifies, whatever the child was doing.
 		rep, err := VerifyDir(dir, VerifyOptions{PublicKey: testPub("main")})
 		if err != nil {
-			t.Fatalf("round %d: after SIGKILL: %v", round, err)
+			t.Fatalf("round %d: after SIGKILL the archive does not verify: %v", round, err)
 		}
-		if rep.LastSeq <= last.LastSeq {
-			t.Fatalf("round %d: no progress: last seq %d, before %d", round, rep.LastSeq, last.LastSeq)
+		have := recordHashes(t, dir)
+		for seq, h := range acked {
+			if have[seq] != h {
+				t.Fatalf("round %d: acknowledged record seq %d lost (archive holds %q, writer was told %s); last seq %d",
+					round, seq, have[seq], h, rep.LastSeq)
+			}
 		}
 		if rep.PartialTail != nil {
-			torn++
-			t.Logf("round %d: killed mid-write: %d bytes of a partial record after seq %d", round, rep.PartialTail.Bytes, rep.LastSeq)
-		} else {
-			t.Logf("round %d: killed between writes after seq %d", round, rep.LastSeq)
+			natural++
+		} else if round%2 == 1 {
+			// The kill fell between writes: tear the tail by hand (alternately a partial line
+			// and a whole line whose hash does not verify, as a power loss can leave), so that
+			// the repair below runs in most rounds.
+			tearTail(t, dir, rep, round%4 == 1)
+			handTorn++
 		}
-		last = rep
+		torn := tailBytes(t, dir, rep)
+
+		core, logs := observer.New(zap.WarnLevel)
+		var got []Repair
+		a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: true,
+			Logger: zap.New(core), OnRepair: func(r Repair) { got = append(got, r) }})
+		if err != nil {
+			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
+		}
+		if seq, hash := a.Head(); seq != rep.LastSeq || hash != rep.LastHash {
+			t.Fatalf("round %d: reopened at seq %d %s, want the last whole record %d %s", round, seq, hash, rep.LastSeq, rep.LastHash)
+		}
+		a.abandon() // as if the collector died again, before its next write
+		switch {
+		case torn == 0 && len(got) != 0:
+			t.Fatalf("round %d: repair without a torn tail: %+v", round, got)
+		case torn > 0:
+			repairs++
+			if len(got) != 1 || got[0].Bytes != torn || got[0].Quarantine == "" {
+				t.Fatalf("round %d: %d torn bytes, repairs reported %+v", round, torn, got)
+			}
+			if q, err := os.Stat(got[0].Quarantine); err != nil || q.Size() != torn {
+				t.Fatalf("round %d: quarantined copy %v %v, want %d bytes", round, q, err, torn)
+			}
+			if logs.FilterMessageSnippet("Truncated a partial record").Len() != 1 {
+				t.Fatalf("round %d: repair not logged: %v", round, logs.All())
+			}
+		}
+		after := mustVerify(t, dir, VerifyOptions{PublicKey: testPub("main")})
+		if after.PartialTail != nil || after.LastSeq != rep.LastSeq || after.LastHash != rep.LastHash {
+			t.Fatalf("round %d: after the repair: %+v, want last seq %d and no partial tail", round, after, rep.LastSeq)
+		}
+		t.Logf("round %d: %d acks, last seq %d, %d torn bytes cut (%d segments)", round, len(res.acks), rep.LastSeq, torn, rep.Segments)
+	}
+	t.Logf("%d rounds: %d kills tore a record, %d tails torn by hand, %d repairs, %d acknowledged records kept",
+		rounds, natural, handTorn, repairs, len(acked))
+	if len(acked) == 0 {
+		t.Fatal("no append was acknowledged in any round")
 	}
 
-	if last.PartialTail == nil {
-		// The kill fell between writes: tear the tail by hand so that reopening is exercised.
-		openSeg := filepath.Join(dir, last.OpenSegment)
-		if last.OpenSegment == "" {
-			// Killed just after sealing a segment: tear the first line of the next one.
-			openSeg = filepath.Join(dir, SegmentsDir, SegmentName(last.LastSeq+1))
-		}
-		f, _ := os.OpenFile(openSeg, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		f.WriteString(`{"seq":` + fmt.Sprint(last.LastSeq+1) + `,"time":"20`)
-		f.Close()
-		last = mustVerify(t, dir, VerifyOptions{})
-		if last.PartialTail == nil {
-			t.Fatal("torn tail not reported")
-		}
-	}
-	t.Logf("%d of 4 kills tore a record", torn)
-
-	a := openArchive(t, dir, testKey("main"), Options{SegmentMaxBytes: 512 << 10})
-	if seq, hash := a.Head(); seq != last.LastSeq || hash != last.LastHash {
-		t.Fatalf("reopened at seq %d %s, want the last whole record %d %s", seq, hash, last.LastSeq, last.LastHash)
-	}
-	appendStories(t, a, 0, 5, 500)
+	// The chain continues after all this, and seals.
+	a := openArchive(t, dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes})
 	head, _ := a.Head()
+	appendStories(t, a, 0, 5, 500)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
 	rep := mustVerify(t, dir, VerifyOptions{PublicKey: testPub("main")})
-	// 5 stories, plus a segment_open record if the first append had to start a new segment.
-	if rep.PartialTail != nil || rep.OpenSegment != "" || rep.LastSeq != head || head < last.LastSeq+5 || head > last.LastSeq+6 {
-		t.Errorf("after reopening at %d and appending 5: %+v", last.LastSeq, rep)
+	if rep.OpenSegment != "" || rep.LastSeq < head+5 || rep.LastSeq > head+6 {
+		t.Errorf("after appending 5 at %d and closing: %+v", head, rep)
 	}
+}
+
+// tearTail appends to the open segment (or starts one) what a crash mid-write could leave:
+// half of a record line, or a whole line whose hash does not verify.
+func tearTail(t *testing.T, dir string, rep Report, wholeLine bool) {
+	t.Helper()
+	openSeg := filepath.Join(dir, rep.OpenSegment)
+	if rep.OpenSegment == "" {
+		// Killed just after sealing a segment: tear the first line of the next one.
+		openSeg = filepath.Join(dir, SegmentsDir, SegmentName(rep.LastSeq+1))
+	}
+	rec := Record{Seq: rep.LastSeq + 1, Time: "2026-01-02T03:04:05Z", Kind: KindStory, Payload: []byte(`{"torn":true}`),
+		PayloadSHA256: payloadDigest([]byte(`{"torn":true}`)), Prev: rep.LastHash}
+	h := rec.Header()
+	rec.Hash = h.ComputeHash()
+	line := rec.AppendLine(nil)
+	if wholeLine {
+		line[len(line)-3] ^= 1 // the hash's last digit
+	} else {
+		line = line[:len(line)/2]
+	}
+	f, err := os.OpenFile(openSeg, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(line); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tailBytes returns how many bytes follow the last whole record that rep names.
+func tailBytes(t *testing.T, dir string, rep Report) int64 {
+	t.Helper()
+	segs := segmentNames(t, dir)
+	if len(segs) == 0 {
+		return 0
+	}
+	last := segs[len(segs)-1]
+	if _, err := os.Stat(filepath.Join(dir, SegmentsDir, ManifestName(mustSeq(t, last)))); err == nil {
+		return 0
+	}
+	f, err := os.Open(filepath.Join(dir, SegmentsDir, last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scan, err := scanSegment(f, fi.Size(), last, mustSeq(t, last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scan.count > 0 && scan.last.Seq != rep.LastSeq {
+		t.Fatalf("open segment ends at seq %d, verify says %d", scan.last.Seq, rep.LastSeq)
+	}
+	return fi.Size() - scan.goodEnd
+}
+
+func mustSeq(t *testing.T, segment string) uint64 {
+	t.Helper()
+	seq, ok := parseSeqName(strings.TrimSuffix(segment, ".jsonl"))
+	if !ok {
+		t.Fatalf("bad segment name %s", segment)
+	}
+	return seq
 }
 
 // faultyDisk makes segment files fail like a full disk: writes past the budget are cut short

@@ -15,6 +15,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
+// MaxBundleFileBytes bounds each file of a bundle that VerifyBundle reads: a bundle comes from
+// elsewhere, and a file of any size must not exhaust the verifier.
+const MaxBundleFileBytes = 1 << 30
+
 // Bundle file names.
 const (
 	BundleStoryFile    = "story.json"
@@ -91,45 +95,58 @@ func ExportTrace(dir, traceID, outDir string, opts ExportOptions) (ExportReport,
 		if !s.hasFile {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(segDir, s.name))
+		headers, firstMatch, err := func() ([]Header, int, error) {
+			f, err := os.Open(filepath.Join(segDir, s.name))
+			if err != nil {
+				return nil, -1, err
+			}
+			defer f.Close()
+			var headers []Header
+			firstMatch := -1
+			lr := newLineReader(f)
+			for {
+				l, ok, err := lr.next()
+				if err != nil {
+					return nil, -1, err
+				}
+				if !ok || !l.terminated {
+					break // a partial tail of the open segment, tolerated by VerifyDir
+				}
+				if l.long {
+					return nil, -1, fmt.Errorf("%s line %d: record longer than %d bytes", s.name, lr.no, MaxRecordBytes)
+				}
+				line := l.b
+				rec, err := ParseLine(line)
+				if err != nil {
+					return nil, -1, fmt.Errorf("%s: %w", s.name, err)
+				}
+				headers = append(headers, rec.Header())
+				if rec.TraceID != id || (rec.Kind != KindStory && rec.Kind != KindFinding) {
+					continue
+				}
+				if firstMatch < 0 {
+					firstMatch = len(headers) - 1
+				}
+				proof.Records = append(proof.Records, ProofRecord{Segment: s.name, Seq: rec.Seq, Line: string(line)})
+				if rec.Kind == KindStory {
+					stories = append(stories, rec.Payload)
+					rep.Stories++
+				} else {
+					findings = append(findings, rec.Payload)
+					rep.Findings++
+				}
+			}
+			return headers, firstMatch, nil
+		}()
 		if err != nil {
 			return rep, err
-		}
-		var headers []Header
-		firstMatch := -1
-		for off := 0; off < len(data); {
-			i := bytes.IndexByte(data[off:], '\n')
-			if i < 0 {
-				break // partial tail of the open segment, tolerated by VerifyDir
-			}
-			line := data[off : off+i]
-			off += i + 1
-			rec, err := ParseLine(line)
-			if err != nil {
-				return rep, fmt.Errorf("%s: %w", s.name, err)
-			}
-			headers = append(headers, rec.Header())
-			if rec.TraceID != id || (rec.Kind != KindStory && rec.Kind != KindFinding) {
-				continue
-			}
-			if firstMatch < 0 {
-				firstMatch = len(headers) - 1
-			}
-			proof.Records = append(proof.Records, ProofRecord{Segment: s.name, Seq: rec.Seq, Line: string(line)})
-			if rec.Kind == KindStory {
-				stories = append(stories, rec.Payload)
-				rep.Stories++
-			} else {
-				findings = append(findings, rec.Payload)
-				rep.Findings++
-			}
 		}
 		if firstMatch < 0 {
 			continue
 		}
 		ps := ProofSegment{Segment: s.name, Manifest: json.RawMessage("null"), Chain: headers[firstMatch:]}
 		if s.hasManifest {
-			raw, err := os.ReadFile(filepath.Join(segDir, ManifestName(s.firstSeq)))
+			raw, err := readFileLimited(filepath.Join(segDir, ManifestName(s.firstSeq)), maxManifestBytes)
 			if err != nil {
 				return rep, err
 			}
@@ -223,7 +240,7 @@ type BundleReport struct {
 // rendering cannot pass for the evidence).
 func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 	var rep BundleReport
-	raw, err := os.ReadFile(filepath.Join(bundleDir, BundleProofFile))
+	raw, err := readFileLimited(filepath.Join(bundleDir, BundleProofFile), MaxBundleFileBytes)
 	if err != nil {
 		return rep, err
 	}
@@ -309,7 +326,7 @@ func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 		return rep, err
 	}
 	for name, want := range map[string][]byte{BundleStoryFile: story, BundleFindingsFile: fj} {
-		got, err := os.ReadFile(filepath.Join(bundleDir, name))
+		got, err := readFileLimited(filepath.Join(bundleDir, name), MaxBundleFileBytes)
 		if err != nil {
 			return rep, err
 		}

@@ -14,6 +14,9 @@ import (
 // which also separates manifest signatures from anything else the key might sign.
 const ManifestFormat = "agenttrail.evidence.manifest.v1"
 
+// maxManifestBytes bounds what is read of a manifest file; a manifest is about 700 bytes.
+const maxManifestBytes = 64 << 10
+
 // Manifest seals one closed segment.
 type Manifest struct {
 	Segment     string `json:"segment"`

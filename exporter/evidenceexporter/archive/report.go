@@ -8,7 +8,6 @@ import (
 	"html/template"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -1438,7 +1437,7 @@ var reportTemplate = template.Must(template.New("report").Parse(reportHTML))
 // checkReport compares the bundle's report.html, if any, with a fresh rendering of the
 // verified records.
 func checkReport(bundleDir string, stories, findings []json.RawMessage, proof *Proof) (string, error) {
-	got, err := os.ReadFile(filepath.Join(bundleDir, BundleReportFile))
+	got, err := readFileLimited(filepath.Join(bundleDir, BundleReportFile), MaxBundleFileBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "absent", nil
 	}

@@ -3,9 +3,11 @@ package archive
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -122,13 +124,31 @@ func checkInSegment(rec *Record, lineNo int, prev *Header, name string, firstSeq
 	return ""
 }
 
+// MaxRecordBytes bounds one record line (without its newline). Append refuses a larger
+// record, and readers stop at a longer line instead of holding it in memory: segment files are
+// foreign input to verify and export (and to Open, after a crash or an intruder), and a single
+// "record" of gigabytes must not exhaust the process that reads it.
+const MaxRecordBytes = 64 << 20
+
+// Repair reasons: why bytes were cut off the end of the open segment.
+const (
+	// RepairPartialLine: the last line has no trailing newline (a write cut short by a crash).
+	RepairPartialLine = "partial_line"
+	// RepairInvalidRecord: the last line is complete but does not parse, its hash does not
+	// verify or it does not continue the chain (a write torn by a power loss, or tampering).
+	RepairInvalidRecord = "invalid_record"
+)
+
 // segmentScan is the result of checking one segment's content on its own.
 type segmentScan struct {
 	goodEnd    int64 // offset just after the last good record
+	size       int64 // size of the file as scanned
 	count      uint64
 	first      Header
 	last       Header
+	tailKind   string // RepairPartialLine or RepairInvalidRecord when goodEnd < size
 	tailReason string // why the bytes after goodEnd were rejected
+	digest     hash.Hash
 }
 
 // corruptionError is a bad record followed by more data: not something a crash leaves behind.
@@ -145,23 +165,31 @@ func (e *corruptionError) Error() string {
 	return fmt.Sprintf("line %d: %s, and more data follows it", e.line, e.reason)
 }
 
-// scanSegmentData checks a segment's records in order. A bad last line (no trailing newline,
-// unparsable, wrong hash or not linked) ends the good part and is reported in tailReason; a bad
-// line that is followed by more data is a corruptionError.
-func scanSegmentData(data []byte, name string, firstSeq uint64) (segmentScan, error) {
-	var s segmentScan
+// scanSegment checks a segment's records in order, reading at most one record line into
+// memory at a time. A bad last line (no trailing newline, too long, unparsable, wrong hash or
+// not linked) ends the good part and is reported in tailKind and tailReason; a bad line that
+// is followed by more data is a corruptionError. digest covers the bytes up to goodEnd.
+func scanSegment(r io.Reader, size int64, name string, firstSeq uint64) (segmentScan, error) {
+	s := segmentScan{size: size, digest: sha256.New()}
 	var prev *Header
-	off := 0
-	for lineNo := 1; off < len(data); lineNo++ {
-		i := bytes.IndexByte(data[off:], '\n')
-		if i < 0 {
-			s.tailReason = "partial line (no trailing newline)"
+	lr := newLineReader(r)
+	for {
+		l, ok, err := lr.next()
+		if err != nil {
+			return s, err
+		}
+		if !ok {
+			break
+		}
+		if !l.terminated {
+			s.tailKind, s.tailReason = RepairPartialLine, "partial line (no trailing newline)"
 			break
 		}
 		var seq uint64
 		reason := ""
-		rec, err := ParseLine(data[off : off+i])
-		if err != nil {
+		if l.long {
+			reason = fmt.Sprintf("record longer than %d bytes", MaxRecordBytes)
+		} else if rec, err := ParseLine(l.b); err != nil {
 			var le *LineError
 			if errors.As(err, &le) {
 				seq = le.Seq
@@ -169,61 +197,139 @@ func scanSegmentData(data []byte, name string, firstSeq uint64) (segmentScan, er
 			reason = err.Error()
 		} else {
 			seq = rec.Seq
-			reason = checkInSegment(&rec, lineNo, prev, name, firstSeq)
-		}
-		if reason != "" {
-			if off+i+1 < len(data) {
-				return s, &corruptionError{line: lineNo, seq: seq, reason: reason}
+			if reason = checkInSegment(&rec, lr.no, prev, name, firstSeq); reason == "" {
+				h := rec.Header()
+				if s.count == 0 {
+					s.first = h
+				}
+				s.last = h
+				prev = &s.last
+				s.count++
+				s.digest.Write(l.b)
+				s.digest.Write([]byte{'\n'})
+				s.goodEnd = lr.off
+				continue
 			}
-			s.tailReason = reason
-			break
 		}
-		h := rec.Header()
-		if s.count == 0 {
-			s.first = h
+		if lr.off < size {
+			return s, &corruptionError{line: lr.no, seq: seq, reason: reason}
 		}
-		s.last = h
-		prev = &s.last
-		s.count++
-		off += i + 1
-		s.goodEnd = int64(off)
+		s.tailKind, s.tailReason = RepairInvalidRecord, reason
+		break
+	}
+	if s.goodEnd < size && s.tailKind == "" {
+		// The file grew or shrank while it was read: nobody else may write it.
+		return s, fmt.Errorf("segment %s changed while it was read", name)
 	}
 	return s, nil
 }
 
-// lineReader yields the lines of a segment file with their numbers and termination.
+// scanSegmentData is scanSegment over bytes in memory.
+func scanSegmentData(data []byte, name string, firstSeq uint64) (segmentScan, error) {
+	return scanSegment(bytes.NewReader(data), int64(len(data)), name, firstSeq)
+}
+
+// lineReader yields the lines of a segment file with their numbers and termination, holding
+// at most MaxRecordBytes of one line in memory.
 type lineReader struct {
 	r    *bufio.Reader
+	max  int
 	no   int
 	off  int64
 	done bool
+	buf  []byte
+}
+
+// readLine is one line of a segment file.
+type readLine struct {
+	// b is the line without its newline; nil when long. It is only valid until the next call.
+	b          []byte
+	off        int64 // offset of the line's first byte
+	terminated bool  // the line ends with a newline
+	long       bool  // longer than the limit: b is nil and the reader has skipped the line
 }
 
 func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 1<<20)}
+	return &lineReader{r: bufio.NewReaderSize(r, 1<<20), max: MaxRecordBytes}
 }
 
-// next returns the next line without its newline; ok is false at the end of the data.
-func (lr *lineReader) next() (line []byte, off int64, terminated bool, ok bool, err error) {
+// next returns the next line; ok is false at the end of the data.
+func (lr *lineReader) next() (l readLine, ok bool, err error) {
 	if lr.done {
-		return nil, 0, false, false, nil
+		return l, false, nil
 	}
-	b, err := lr.r.ReadBytes('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, 0, false, false, err
+	lr.buf = lr.buf[:0]
+	var n int64
+	for {
+		chunk, err := lr.r.ReadSlice('\n')
+		n += int64(len(chunk))
+		if !l.long {
+			if len(lr.buf)+len(chunk) > lr.max+1 { // +1: the newline
+				l.long = true
+				lr.buf = lr.buf[:0]
+			} else {
+				lr.buf = append(lr.buf, chunk...)
+			}
+		}
+		if err == nil {
+			l.terminated = true
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		return readLine{}, false, err
 	}
-	if len(b) == 0 {
+	if n == 0 {
 		lr.done = true
-		return nil, 0, false, false, nil
+		return readLine{}, false, nil
 	}
 	lr.no++
-	off = lr.off
-	lr.off += int64(len(b))
-	if b[len(b)-1] == '\n' {
-		return b[:len(b)-1], off, true, true, nil
+	l.off = lr.off
+	lr.off += n
+	if !l.terminated {
+		lr.done = true
 	}
-	lr.done = true
-	return b, off, false, true, nil
+	if !l.long {
+		l.b = lr.buf
+		if l.terminated {
+			l.b = l.b[:len(l.b)-1]
+		}
+	}
+	return l, true, nil
+}
+
+// readFileLimited reads a whole file that must not be larger than limit bytes.
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", filepath.Base(path), limit)
+	}
+	return data, nil
+}
+
+// syncFile makes a change of path's size (a truncation) durable.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // syncDir makes directory entry changes (create, rename, remove) durable.

@@ -175,23 +175,32 @@ func (v *verifier) segment(segDir string, s segEntry, isOpen bool) error {
 	var count uint64
 	var first, last Header
 	for {
-		line, off, terminated, ok, err := lr.next()
+		l, ok, err := lr.next()
 		if err != nil {
 			return err
 		}
 		if !ok {
 			break
 		}
+		line, off, terminated := l.b, l.off, l.terminated
 		if v.fail != nil {
 			v.collectClaim(line, terminated)
 			continue
 		}
 		if !terminated {
+			size := off + int64(len(line))
+			if l.long {
+				size = lr.off
+			}
 			if isOpen {
-				v.rep.PartialTail = &PartialTail{Segment: rel, Offset: off, Bytes: int64(len(line)), Reason: "partial line (no trailing newline)"}
+				v.rep.PartialTail = &PartialTail{Segment: rel, Offset: off, Bytes: size - off, Reason: "partial line (no trailing newline)"}
 				break
 			}
 			v.failf(rel, 0, lr.no, "partial line (no trailing newline) in a sealed segment")
+			continue
+		}
+		if l.long {
+			v.failf(rel, 0, lr.no, "record longer than %d bytes", MaxRecordBytes)
 			continue
 		}
 		rec, err := ParseLine(line)
@@ -243,9 +252,10 @@ func (v *verifier) segment(segDir string, s segEntry, isOpen bool) error {
 	}
 	v.rep.ClosedSegments++
 	mrel := filepath.Join(SegmentsDir, ManifestName(s.firstSeq))
-	raw, err := os.ReadFile(filepath.Join(segDir, ManifestName(s.firstSeq)))
+	raw, err := readFileLimited(filepath.Join(segDir, ManifestName(s.firstSeq)), maxManifestBytes)
 	if err != nil {
-		return err
+		v.failf(mrel, 0, 0, "%v", err)
+		return nil
 	}
 	m, err := ParseManifest(raw)
 	if err != nil {

@@ -358,6 +358,18 @@ func (b *Builder) ProcessExit(h Header) {
 	delete(b.procs, h.PID)
 }
 
+// ResetProcess closes everything open in the process with an error status saying why, and
+// keeps the process registered: its later events start afresh (the receiver's recovery after an
+// internal error while handling one of its events).
+func (b *Builder) ResetProcess(pid uint32, now time.Time, reason string) {
+	p := b.procs[pid]
+	if p == nil {
+		return
+	}
+	b.closeProcess(p, now, reason, reason)
+	p.routines = make(map[uint64]*routine)
+}
+
 // Abandon closes every open call and syscall of every process with an error status saying
 // why (the receiver is stopping), so nothing in flight is lost silently.
 func (b *Builder) Abandon(now time.Time, reason string) {
