@@ -75,13 +75,13 @@ func (t *telemetry) recordTLS(ctx context.Context, before, after llm.Stats) {
 	add("connection_limit", before.ConnectionsEvicted, after.ConnectionsEvicted)
 	add("total_buffer", before.BodiesCut, after.BodiesCut)
 	add("pending_requests", before.RequestsGivenUp, after.RequestsGivenUp)
-}
-
 	add("total_buffer", before.ConnectionsCut, after.ConnectionsCut)
 	add("connection_buffer", before.BodiesOverBuffer, after.BodiesOverBuffer)
 	add("decompressed_size", before.DecodedCut, after.DecodedCut)
 	add("header_size", before.HeadersCut, after.HeadersCut)
 	add("http2_streams", before.StreamsGivenUp, after.StreamsGivenUp)
+}
+
 // recordBuilder adds what the span builder counted since the last call.
 func (t *telemetry) recordBuilder(ctx context.Context, before, after spans.Counters) {
 	add := func(reason string, b, a uint64) { addDelta(ctx, t.calls, reason, b, a) }
