@@ -736,8 +736,10 @@ func FuzzH2(f *testing.F) {
 	}
 	f.Add(w[len(h2Preface):], r, uint8(7), uint16(0))
 	f.Add(w[len(h2Preface):], r, uint8(100), uint16(5))
+	w, r = h2Seed(f)
+	f.Add(w[len(h2Preface):], r, uint8(31), uint16(0))
 	f.Fuzz(func(t *testing.T, w, r []byte, step uint8, missing uint16) {
-		tr := NewTracker(Options{MaxBuffer: 4096})
+		tr := NewTracker(Options{MaxBuffer: 4096, MaxTotalBuffer: 64 << 10})
 		tr.Data(h2Key, Write, h2Preface, len(h2Preface), t0, nil)
 		n := int(step) + 1
 		ws, rs := split(w, n), split(r, n)
@@ -758,6 +760,7 @@ func FuzzH2(f *testing.F) {
 					t.Fatalf("unbounded: %d streams, buffers %d %d", len(h.streams), len(h.out.buf), len(h.in.buf))
 				}
 			}
+			checkHeld(t, tr)
 		}
 		for _, ex := range tr.CloseProcess(h2Key.PID) {
 			Parse(ex)

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 )
@@ -48,6 +49,33 @@ type Inference struct {
 	RequestProblem, ResponseProblem   string
 	RequestBodySize, ResponseBodySize int64
 	NoResponse                        bool
+}
+
+// maxListed bounds the tool calls and the finish reasons an inference lists: each becomes
+// span attributes, and a body of a few MiB can name hundreds of thousands.
+const maxListed = 128
+
+func (inf *Inference) addToolCall(tc ToolCall) bool {
+	if len(inf.ToolCalls) >= maxListed {
+		inf.listCut()
+		return false
+	}
+	inf.ToolCalls = append(inf.ToolCalls, tc)
+	return true
+}
+
+func (inf *Inference) addFinishReason(r string) {
+	if len(inf.FinishReasons) >= maxListed {
+		inf.listCut()
+		return
+	}
+	inf.FinishReasons = append(inf.FinishReasons, r)
+}
+
+func (inf *Inference) listCut() {
+	if inf.ResponseProblem == "" {
+		inf.ResponseProblem = fmt.Sprintf("more than %d tool calls or finish reasons: the rest are not listed", maxListed)
+	}
 }
 
 // Recognize reports whether a request is a call of an LLM API, and which.
@@ -236,7 +264,7 @@ func openAIChat(inf *Inference, body []byte) {
 					if string(raw) != "null" {
 						var r string
 						str(raw, &r)
-						inf.FinishReasons = append(inf.FinishReasons, r)
+						inf.addFinishReason(r)
 					}
 				case "message":
 					msgs = append(msgs, raw)
@@ -245,7 +273,7 @@ func openAIChat(inf *Inference, body []byte) {
 					}
 					if json.Unmarshal(raw, &msg) == nil {
 						for _, tc := range msg.ToolCalls {
-							inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
+							inf.addToolCall(ToolCall{Name: tc.Function.Name, ID: tc.ID})
 						}
 					}
 				}
@@ -322,7 +350,7 @@ func applyResponseObject(inf *Inference, r *responseObject) {
 			if id == "" {
 				id = it.ID
 			}
-			inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: it.Name, ID: id})
+			inf.addToolCall(ToolCall{Name: it.Name, ID: id})
 			calls = true
 		}
 	}
@@ -373,7 +401,7 @@ func anthropicMessage(inf *Inference, body []byte) {
 	_ = json.Unmarshal(r.Content, &blocks)
 	for _, b := range blocks {
 		if b.Type == "tool_use" || b.Type == "server_tool_use" {
-			inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: b.Name, ID: b.ID})
+			inf.addToolCall(ToolCall{Name: b.Name, ID: b.ID})
 		}
 	}
 	if len(r.Content) > 0 {
@@ -389,8 +417,10 @@ func parseStream(inf *Inference, body []byte) {
 	var text strings.Builder
 	toolIdx := map[int]int{} // OpenAI delta index → position in inf.ToolCalls
 	events := 0
-	for _, line := range bytes.Split(body, []byte("\n")) {
-		line = bytes.TrimRight(line, "\r")
+	// Line by line without splitting the body first: a body of newlines would make a slice
+	// header of every one.
+	for line := range bytes.Lines(body) {
+		line = bytes.TrimRight(bytes.TrimSuffix(line, []byte("\n")), "\r")
 		data, ok := bytes.CutPrefix(line, []byte("data:"))
 		if !ok {
 			continue
@@ -438,7 +468,7 @@ func parseStream(inf *Inference, body []byte) {
 			for _, ch := range c.Choices {
 				text.WriteString(ch.Delta.Content)
 				if ch.FinishReason != nil && *ch.FinishReason != "" {
-					inf.FinishReasons = append(inf.FinishReasons, *ch.FinishReason)
+					inf.addFinishReason(*ch.FinishReason)
 				}
 				for _, tc := range ch.Delta.ToolCalls {
 					idx := len(inf.ToolCalls)
@@ -452,9 +482,10 @@ func parseStream(inf *Inference, body []byte) {
 							}
 							continue
 						}
+					}
+					if inf.addToolCall(ToolCall{Name: tc.Function.Name, ID: tc.ID}) && tc.Index != nil {
 						toolIdx[*tc.Index] = idx
 					}
-					inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: tc.Function.Name, ID: tc.ID})
 				}
 			}
 			if c.Usage != nil {
@@ -502,7 +533,7 @@ func parseStream(inf *Inference, body []byte) {
 					} `json:"content_block"`
 				}
 				if json.Unmarshal(data, &r) == nil && (r.Block.Type == "tool_use" || r.Block.Type == "server_tool_use") {
-					inf.ToolCalls = append(inf.ToolCalls, ToolCall{Name: r.Block.Name, ID: r.Block.ID})
+					inf.addToolCall(ToolCall{Name: r.Block.Name, ID: r.Block.ID})
 				}
 			case "content_block_delta":
 				var r struct {

@@ -494,11 +494,13 @@ func FuzzTracker(f *testing.F) {
 			for _, ex := range tr.Data(key, Write, p, len(p)+int(missing%3), t0, nil) {
 				Parse(ex)
 			}
+			checkHeld(t, tr)
 		}
 		for _, p := range split(resp, n) {
 			for _, ex := range tr.Data(key, Read, p, len(p), t0, nil) {
 				Parse(ex)
 			}
+			checkHeld(t, tr)
 		}
 		for _, ex := range tr.CloseProcess(1) {
 			Parse(ex)
