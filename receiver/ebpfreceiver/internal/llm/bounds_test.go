@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -225,5 +226,32 @@ func TestResyncEmitsLost(t *testing.T) {
 	exs := tr.Data(key, Read, resp, len(resp), t0, nil)
 	if len(exs) != 2 || exs[0].Request.Meta != "first" || exs[0].Response.Complete || exs[1].Request.Meta != "second" || !exs[1].Response.Complete {
 		t.Fatalf("%+v", exs)
+	}
+}
+
+// TestListedBound: a response naming thousands of tool calls lists maxListed of them and says
+// so; a stream of thousands of finish reasons the same.
+func TestListedBound(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[`)
+	for i := range 5000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"c%d","function":{"name":"f"}}`, i)
+	}
+	b.WriteString(`]}}]}`)
+	var sse strings.Builder
+	for range 5000 {
+		sse.WriteString(`data: {"choices":[{"finish_reason":"stop","delta":{"tool_calls":[{"function":{"name":"g"}}]}}]}` + "\n\n")
+	}
+	for _, resp := range []*Message{
+		{Status: 200, Header: textproto.MIMEHeader{}, Body: []byte(b.String())},
+		{Status: 200, Header: textproto.MIMEHeader{"Content-Type": {"text/event-stream"}}, Body: []byte(sse.String())},
+	} {
+		inf, _ := Parse(Exchange{Request: &Message{Method: "POST", Target: "/v1/chat/completions", Body: []byte(`{}`)}, Response: resp})
+		if len(inf.ToolCalls) != maxListed || len(inf.FinishReasons) > maxListed || !strings.Contains(inf.ResponseProblem, "not listed") {
+			t.Errorf("%d tool calls, %d finish reasons, problem %q", len(inf.ToolCalls), len(inf.FinishReasons), inf.ResponseProblem)
+		}
 	}
 }
