@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
@@ -65,7 +64,7 @@ type sentinelExporter struct {
 	authority string // the Entra authority host used, for error messages
 	secret    string // redacted from anything the service or the SDK echoes back
 
-	dropped metric.Int64Counter
+	drops *exporterkit.Drops // the dropped metric and its summary log line
 
 	mu     sync.Mutex
 	client uploader   // created in start
@@ -102,7 +101,7 @@ func newExporter(set exporter.Settings, cfg *Config, sig signal, opts factoryOpt
 		identity:  describeIdentity(&cfg.Auth),
 		authority: effectiveAuthority(cfg),
 		secret:    string(cfg.Auth.ClientSecret),
-		dropped:   dropped,
+		drops:     exporterkit.NewDrops(dropped, set.Logger, set.ID.String(), string(sig), "rows"),
 	}, nil
 }
 
@@ -128,6 +127,7 @@ func (e *sentinelExporter) start(_ context.Context, _ component.Host) error {
 	e.mu.Lock()
 	e.client, e.idle = client, idle
 	e.mu.Unlock()
+	e.drops.Start()
 	e.logger.Info("Sentinel exporter started",
 		zap.String("signal", string(e.signal)),
 		zap.String("endpoint", redactedEndpoint(e.cfg.Endpoint)),
@@ -139,7 +139,10 @@ func (e *sentinelExporter) start(_ context.Context, _ component.Host) error {
 
 // shutdown is idempotent and safe without start. It closes the idle connections of the
 // transport (MSAL and azcore keep keep-alive connections to Entra and the ingestion endpoint).
+// exporterhelper calls it after its queue has shut down, so the last drop summary line includes
+// what the shutdown dropped or kept.
 func (e *sentinelExporter) shutdown(context.Context) error {
+	e.drops.Shutdown()
 	e.mu.Lock()
 	idle := e.idle
 	e.client = nil
@@ -191,9 +194,11 @@ resources:
 			}
 		}
 	}
+	// A retryable error hands back only the rows still to be sent; a permanent one carries them
+	// too, so that the drop accounting (exporterkit.Drops.HelperLogger) counts what was dropped.
 	err := b.finish()
-	if err == nil || consumererror.IsPermanent(err) {
-		return err
+	if err == nil {
+		return nil
 	}
 	return consumererror.NewTraces(err, exporterkit.SelectSpans(td, b.pending))
 }
@@ -234,8 +239,8 @@ resources:
 		}
 	}
 	err := b.finish()
-	if err == nil || consumererror.IsPermanent(err) {
-		return err
+	if err == nil {
+		return nil
 	}
 	return consumererror.NewLogs(err, exporterkit.SelectLogs(ld, b.pending))
 }
@@ -413,10 +418,7 @@ func (e *sentinelExporter) reportDrops(ctx context.Context, drops map[string]*dr
 	sort.Strings(reasons)
 	for _, reason := range reasons {
 		ds := drops[reason]
-		e.dropped.Add(ctx, int64(ds.count), metric.WithAttributes(
-			attribute.String("reason", reason),
-			attribute.String("signal", string(e.signal)),
-		))
+		e.drops.Add(ctx, reason, int64(ds.count))
 		fields := []zap.Field{
 			zap.String("reason", reason),
 			zap.String("signal", string(e.signal)),

@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
@@ -62,7 +61,7 @@ type hecExporter struct {
 
 	client *http.Client // created in start
 
-	dropped metric.Int64Counter
+	drops *exporterkit.Drops // the dropped metric and its summary log line
 
 	statePool sync.Pool
 	stopCh    chan struct{}
@@ -116,7 +115,7 @@ func newExporter(set exporter.Settings, cfg *Config, sig signal) (*hecExporter, 
 		channel:          channel,
 		token:            string(cfg.Token),
 		headers:          headers,
-		dropped:          dropped,
+		drops:            exporterkit.NewDrops(dropped, set.Logger, set.ID.String(), string(sig), "events"),
 		stopCh:           make(chan struct{}),
 	}, nil
 }
@@ -134,21 +133,27 @@ func (e *hecExporter) start(ctx context.Context, host component.Host) error {
 		return err
 	}
 	e.client = client
+	e.drops.Start()
 	return nil
 }
 
-// shutdown is idempotent and safe without start.
+// shutdown is idempotent and safe without start. exporterhelper calls it after its queue has
+// shut down, so the last drop summary line includes what the shutdown dropped or kept.
 func (e *hecExporter) shutdown(context.Context) error {
 	e.stopOnce.Do(func() { close(e.stopCh) })
+	e.drops.Shutdown()
 	if e.client != nil {
 		e.client.CloseIdleConnections()
 	}
 	return nil
 }
 
+// pushTraces hands back, with a retryable error, only the events still to be sent. A permanent
+// error after part of the request was delivered carries the undelivered part too, so that the
+// drop accounting (exporterkit.Drops.HelperLogger) counts what was really dropped.
 func (e *hecExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
 	res := e.export(ctx, e.mapper.spanEvents(td))
-	if res.err == nil || consumererror.IsPermanent(res.err) {
+	if res.err == nil || (consumererror.IsPermanent(res.err) && res.resendFrom < 0) {
 		return res.err
 	}
 	return consumererror.NewTraces(res.err, exporterkit.SelectSpans(td, res.needsResend))
@@ -156,7 +161,7 @@ func (e *hecExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
 
 func (e *hecExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
 	res := e.export(ctx, e.mapper.logEvents(ld))
-	if res.err == nil || consumererror.IsPermanent(res.err) {
+	if res.err == nil || (consumererror.IsPermanent(res.err) && res.resendFrom < 0) {
 		return res.err
 	}
 	return consumererror.NewLogs(res.err, exporterkit.SelectLogs(ld, res.needsResend))
@@ -357,10 +362,7 @@ func (e *hecExporter) reportDrops(ctx context.Context, drops map[string]*dropSta
 	sort.Strings(reasons)
 	for _, reason := range reasons {
 		ds := drops[reason]
-		e.dropped.Add(ctx, int64(ds.count), metric.WithAttributes(
-			attribute.String("reason", reason),
-			attribute.String("signal", string(e.signal)),
-		))
+		e.drops.Add(ctx, reason, int64(ds.count))
 		fields := []zap.Field{
 			zap.String("reason", reason),
 			zap.String("signal", string(e.signal)),

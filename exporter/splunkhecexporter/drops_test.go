@@ -1,0 +1,266 @@
+package splunkhecexporter
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/extension/xextension/storage"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
+)
+
+// droppedTotal sums agenttrail.splunk_hec.events.dropped by reason.
+func droppedTotal(t *testing.T, tel *componenttest.Telemetry) map[string]int64 {
+	t.Helper()
+	got := map[string]int64{}
+	m, err := tel.GetMetric(droppedMetricName)
+	if err != nil {
+		return got
+	}
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok)
+	for _, dp := range sum.DataPoints {
+		reason, _ := dp.Attributes.Value("reason")
+		got[reason.AsString()] += dp.Value
+	}
+	return got
+}
+
+// sampledSettings is a logger like the collector's default: sampled (10 entries per message and
+// tick, then 1 in 100), over an observer.
+func sampledSettings(t *testing.T) (*componenttest.Telemetry, *observer.ObservedLogs, func() exportertestSettings) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	core, logs := observer.New(zapcore.InfoLevel)
+	sampled := zapcore.NewSamplerWithOptions(core, 10*time.Second, 10, 100)
+	return tel, logs, func() exportertestSettings {
+		set := exportertest.NewNopSettings(Type)
+		set.ID = component.NewID(Type) // the same queue after a "restart"
+		set.TelemetrySettings = tel.NewTelemetrySettings()
+		set.Logger = zap.New(sampled).With(zap.String("otelcol.component.id", "splunk_hec"))
+		return set
+	}
+}
+
+type exportertestSettings = exporter.Settings
+
+// TestRejectionsLoggedEqualMetric: 250 requests of 22 spans rejected with HTTP 400 through the
+// exporterhelper queue, with the collector's default log sampling. Every rejection is counted
+// (reason "rejected"); each "Dropping data" line is written (none sampled away); the summary
+// line's totals equal the metric.
+func TestRejectionsLoggedEqualMetric(t *testing.T) {
+	const requests, spans = 250, 22
+	hec := newFakeHEC(t, testToken)
+	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		hecReply(w, http.StatusBadRequest, "Invalid data format", 6)
+		return true
+	}
+	tel, logs, settings := sampledSettings(t)
+	cfg := testConfig(hec.endpoint())
+	qc := exporterhelper.NewDefaultQueueConfig()
+	qc.NumConsumers = 4
+	cfg.QueueSettings = configoptional.Some(qc)
+	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	for i := 0; i < requests; i++ {
+		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
+	}
+	require.Eventually(t, func() bool { return droppedTotal(t, tel)[exporterkit.ReasonRejected] == requests*spans },
+		10*time.Second, 10*time.Millisecond)
+	require.NoError(t, exp.Shutdown(context.Background()))
+
+	assert.Equal(t, map[string]int64{exporterkit.ReasonRejected: requests * spans}, droppedTotal(t, tel))
+	dropping := logs.FilterMessageSnippet("Exporting failed. Dropping data.").All()
+	assert.Len(t, dropping, requests, "one line per rejected request, none sampled away")
+	var logged int64
+	for _, e := range dropping {
+		logged += e.ContextMap()["dropped_items"].(int64)
+		assert.Equal(t, exporterkit.ReasonRejected, e.ContextMap()["reason"])
+	}
+	assert.EqualValues(t, requests*spans, logged)
+	summaries := logs.FilterMessageSnippet("Drop summary of exporter splunk_hec").All()
+	require.NotEmpty(t, summaries)
+	last := summaries[len(summaries)-1].ContextMap()
+	assert.EqualValues(t, requests*spans, last["dropped_since_start"], "the summary agrees with the metric")
+	assert.Equal(t, "traces", last["signal"])
+}
+
+// TestPartialRejectionCountsOnlyUndelivered: the first request of a batch is accepted, the
+// second rejected: the line and the metric count only the events not delivered.
+func TestPartialRejectionCountsOnlyUndelivered(t *testing.T) {
+	hec := newFakeHEC(t, testToken)
+	hec.intercept = func(w http.ResponseWriter, _ *http.Request, n int) bool {
+		if n == 1 {
+			return false
+		}
+		hecReply(w, http.StatusBadRequest, "Invalid data format", 6)
+		return true
+	}
+	tel, logs, settings := sampledSettings(t)
+	cfg := testConfig(hec.endpoint())
+	cfg.MaxContentLengthTraces = 4096
+	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	const spans = 100
+	require.Error(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
+	require.NoError(t, exp.Shutdown(context.Background()))
+	delivered := len(hec.recordedEvents())
+	require.Positive(t, delivered)
+	assert.Equal(t, map[string]int64{exporterkit.ReasonRejected: int64(spans - delivered)}, droppedTotal(t, tel))
+	lines := logs.FilterMessageSnippet("Exporting failed. Rejecting data.").All()
+	require.Len(t, lines, 1)
+	assert.EqualValues(t, spans-delivered, lines[0].ContextMap()["rejected_items"])
+	assert.EqualValues(t, spans, lines[0].ContextMap()["request_items"])
+}
+
+// memStorage is a storage extension in memory that outlives the exporters using it: a
+// "restart" is a new exporter on the same storage.
+type memStorage struct {
+	mu   sync.Mutex
+	data map[string][]byte
+}
+
+func (m *memStorage) Start(context.Context, component.Host) error { return nil }
+func (m *memStorage) Shutdown(context.Context) error              { return nil }
+func (m *memStorage) GetClient(_ context.Context, _ component.Kind, id component.ID, name string) (storage.Client, error) {
+	return &memClient{m: m, prefix: id.String() + "/" + name + "/"}, nil
+}
+
+type memClient struct {
+	m      *memStorage
+	prefix string
+}
+
+func (c *memClient) Get(ctx context.Context, key string) ([]byte, error) {
+	op := storage.GetOperation(key)
+	err := c.Batch(ctx, op)
+	return op.Value, err
+}
+func (c *memClient) Set(ctx context.Context, key string, v []byte) error {
+	return c.Batch(ctx, storage.SetOperation(key, v))
+}
+func (c *memClient) Delete(ctx context.Context, key string) error {
+	return c.Batch(ctx, storage.DeleteOperation(key))
+}
+func (c *memClient) Close(context.Context) error { return nil }
+func (c *memClient) Batch(_ context.Context, ops ...*storage.Operation) error {
+	c.m.mu.Lock()
+	defer c.m.mu.Unlock()
+	for _, op := range ops {
+		switch op.Type {
+		case storage.Get:
+			if v, ok := c.m.data[c.prefix+op.Key]; ok {
+				op.Value = append([]byte(nil), v...)
+			} else {
+				op.Value = nil
+			}
+		case storage.Set:
+			c.m.data[c.prefix+op.Key] = append([]byte(nil), op.Value...)
+		case storage.Delete:
+			delete(c.m.data, c.prefix+op.Key)
+		}
+	}
+	return nil
+}
+
+type storageHost struct {
+	ext map[component.ID]component.Component
+}
+
+func (h storageHost) GetExtensions() map[component.ID]component.Component { return h.ext }
+
+// TestShutdownKeepsPersistentQueue: HEC is down; a shutdown interrupts the retries of a request
+// the persistent queue keeps. The line says it is kept (not "Dropping data"), nothing is
+// counted as dropped, and the next exporter on the same storage delivers every span.
+func TestShutdownKeepsPersistentQueue(t *testing.T) {
+	hec := newFakeHEC(t, testToken)
+	var down atomic.Bool
+	down.Store(true)
+	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		if down.Load() {
+			hecReply(w, http.StatusServiceUnavailable, "Server is busy", 9)
+			return true
+		}
+		return false
+	}
+	st := &memStorage{data: map[string][]byte{}}
+	storageID := component.MustNewID("file_storage")
+	host := storageHost{ext: map[component.ID]component.Component{storageID: st}}
+	tel, logs, settings := sampledSettings(t)
+	cfg := testConfig(hec.endpoint())
+	fastRetry(cfg)
+	cfg.BackOffConfig.MaxElapsedTime = 0
+	qc := exporterhelper.NewDefaultQueueConfig()
+	qc.StorageID = &storageID
+	cfg.QueueSettings = configoptional.Some(qc)
+
+	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), host))
+	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
+	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 3 }, 5*time.Second, 5*time.Millisecond, "retrying")
+	require.NoError(t, exp.Shutdown(context.Background()))
+
+	assert.Empty(t, logs.FilterMessageSnippet("Dropping data").All(), "nothing is dropped")
+	kept := logs.FilterMessageSnippet("kept in the persistent queue").All()
+	require.Len(t, kept, 1)
+	assert.EqualValues(t, 30, kept[0].ContextMap()["kept_items"])
+	assert.Empty(t, droppedTotal(t, tel))
+	summaries := logs.FilterMessageSnippet("Drop summary of exporter").All()
+	require.NotEmpty(t, summaries)
+	last := summaries[len(summaries)-1].ContextMap()
+	assert.EqualValues(t, 0, last["dropped_since_start"])
+	assert.EqualValues(t, 30, last["kept_in_persistent_queue_at_shutdown"])
+
+	down.Store(false)
+	exp2, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp2.Start(context.Background(), host))
+	require.Eventually(t, func() bool { return len(hec.recordedEvents()) >= 30 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, exp2.Shutdown(context.Background()))
+	requireEachSpanOnce(t, hec.recordedEvents(), 30)
+}
+
+// TestShutdownLosesMemoryQueueCounted: the same with the in-memory queue: the interrupted
+// request is lost, and says so, counted as "shutdown".
+func TestShutdownLosesMemoryQueueCounted(t *testing.T) {
+	hec := newFakeHEC(t, testToken)
+	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		hecReply(w, http.StatusServiceUnavailable, "Server is busy", 9)
+		return true
+	}
+	tel, logs, settings := sampledSettings(t)
+	cfg := testConfig(hec.endpoint())
+	fastRetry(cfg)
+	cfg.BackOffConfig.MaxElapsedTime = 0
+	cfg.QueueSettings = configoptional.Some(exporterhelper.NewDefaultQueueConfig())
+	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
+	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 3 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, exp.Shutdown(context.Background()))
+	lost := logs.FilterMessageSnippet("the data is lost").All()
+	require.Len(t, lost, 1)
+	assert.True(t, strings.Contains(lost[0].Message, "in-memory queue"))
+	assert.Equal(t, map[string]int64{exporterkit.ReasonShutdown: 30}, droppedTotal(t, tel))
+}
