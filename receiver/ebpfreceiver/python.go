@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -13,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
@@ -73,6 +76,37 @@ type pyStack struct {
 	frames    []spans.Frame     // innermost first
 	funcs     []spans.StackFunc // configured functions, outermost first
 	truncated bool
+	// unreadable lists what could not be read of its code objects, as "field:reason" (see
+	// pyinfo's Field and Reason constants), each once.
+	unreadable []string
+}
+
+// putUnreadable says, on the span or event that carries the stack, what its frames lack.
+func (st *pyStack) putUnreadable(m pcommon.Map) {
+	if len(st.unreadable) > 0 {
+		m.PutStr("agenttrail.python.stack.unreadable", strings.Join(st.unreadable, ","))
+	}
+}
+
+// Bounds of what the receiver keeps of Python processes.
+const (
+	// maxPendingStacks bounds the stacks waiting for their thread's next record (one per
+	// thread; a thread whose next record never comes leaves one behind).
+	maxPendingStacks = 4096
+	// maxInterps bounds the binaries remembered as interpreters or not (a process can exec
+	// or map any number of files).
+	maxInterps = 4096
+)
+
+// unreadable counts a value of a Python process that failed a check, and notes it on the
+// stack it belongs to (st may be nil).
+func (p *python) unreadable(st *pyStack, field, reason string) {
+	if p.tel != nil {
+		p.tel.pythonUnreadable.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("field", field), attribute.String("reason", reason)))
+	}
+	if st != nil && !slices.Contains(st.unreadable, field+":"+reason) {
+		st.unreadable = append(st.unreadable, field+":"+reason)
+	}
 }
 
 func newPython(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry, red *redact.Redactor) *python {
@@ -107,7 +141,17 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 		return pi
 	}
 	pi := &pyInterp{}
-	p.interps[key] = pi
+	if len(p.interps) >= maxInterps {
+		// Forget the binaries found not to be interpreters (they are inspected again if seen).
+		for k, other := range p.interps {
+			if other.in == nil {
+				delete(p.interps, k)
+			}
+		}
+	}
+	if len(p.interps) < maxInterps {
+		p.interps[key] = pi
+	}
 	in, err := pyinfo.Inspect(path)
 	if err != nil {
 		if !errors.Is(err, pyinfo.ErrNotPython) {
@@ -189,7 +233,7 @@ func (p *python) setupProcess(info procInfo) {
 	mapPath := info.exe
 	if in == nil {
 		// An embedding program: the interpreter is a mapped libpython.
-		cands, err := pyinfo.Candidates(p.cfg.ProcRoot, info.pid)
+		cands, err := p.candidates(info.pid)
 		if err != nil {
 			return
 		}
@@ -208,7 +252,7 @@ func (p *python) setupProcess(info procInfo) {
 		return
 	}
 	bias := uint64(0)
-	if m, ok := firstMappingByPath(p.cfg.ProcRoot, info.pid, mapPath); ok {
+	if m, ok := p.firstMappingByPath(info.pid, mapPath); ok {
 		bias = in.Bias(m)
 	} else if in.Shared {
 		return // not mapped yet: the audit probe registers the process at its first event
@@ -218,8 +262,19 @@ func (p *python) setupProcess(info procInfo) {
 	}
 }
 
-func firstMappingByPath(procRoot string, pid uint32, path string) (pyinfo.Mapping, bool) {
-	cands, err := pyinfo.Candidates(procRoot, pid)
+// candidates lists a process's possible interpreter files; past pyinfo's bound, the first
+// ones (the count says it).
+func (p *python) candidates(pid uint32) ([]pyinfo.Mapping, error) {
+	cands, err := pyinfo.Candidates(p.cfg.ProcRoot, pid)
+	if errors.Is(err, pyinfo.ErrTooManyCandidates) {
+		p.unreadable(nil, "interpreter", "too_many_candidates")
+		return cands, nil
+	}
+	return cands, err
+}
+
+func (p *python) firstMappingByPath(pid uint32, path string) (pyinfo.Mapping, bool) {
+	cands, err := p.candidates(pid)
 	if err != nil {
 		return pyinfo.Mapping{}, false
 	}
@@ -250,8 +305,28 @@ func (p *python) onStack(h spans.Header, raw []byte) bool {
 	n := min(int(e.Depth), (len(raw)-head)/int(unsafe.Sizeof(probes.PyFrame{})), probes.PyStackDepth)
 	ps := &pendingStack{pid: h.PID, mono: h.Mono, status: e.Status, layout: e.Layout, frames: make([]probes.PyFrame, n)}
 	copy(ps.frames, e.Frames[:n])
+	if _, ok := p.pending[h.TID]; !ok && len(p.pending) >= maxPendingStacks {
+		p.evictPending(h.Mono)
+	}
 	p.pending[h.TID] = ps
 	return true
+}
+
+// evictPending makes room among the pending stacks: those too old to be taken go first, all
+// of them if none is (each counted).
+func (p *python) evictPending(now uint64) {
+	n := len(p.pending)
+	for tid, ps := range p.pending {
+		if now < ps.mono || now-ps.mono > maxStackLag {
+			delete(p.pending, tid)
+		}
+	}
+	if len(p.pending) >= maxPendingStacks {
+		clear(p.pending)
+	}
+	for range n - len(p.pending) {
+		p.unreadable(nil, "stack", "pending_limit")
+	}
 }
 
 // maxStackLag: a stack record older than this is not the one of the record at hand (its own
@@ -274,20 +349,40 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 	}
 	st := &pyStack{truncated: ps.status != probes.PyStackOK}
 	patterns := p.patterns[targetName]
+	// What one stack may read of the process's memory beyond the cache: the process chooses
+	// its code objects (and how large their tables are).
+	budget := int64(pyinfo.StackReadBudget)
 	for i := range ps.frames {
 		f := &ps.frames[i]
 		if f.Code == 0 {
 			continue
 		}
-		code, err := p.reader.Code(h.PID, l, f.Code)
+		code, err := p.reader.Code(h.PID, l, f.Code, &budget)
 		if err != nil {
 			// Most often a module body that finished (and was freed) before it could be read.
-			st.frames = append(st.frames, spans.Frame{Function: fmt.Sprintf("<unresolved code object %#x>", f.Code), Module: "python"})
+			field, reason := pyinfo.FieldCode, pyinfo.ReasonUnreadable
+			var re *pyinfo.ReadError
+			if errors.As(err, &re) {
+				field, reason = re.Field, re.Reason
+			}
+			p.unreadable(st, field, reason)
+			st.frames = append(st.frames, spans.Frame{Function: fmt.Sprintf("<unresolved code object %#x: %s>", f.Code, reason), Module: "python"})
 			continue
 		}
-		st.frames = append(st.frames, spans.Frame{Function: code.Qualname, File: code.Filename, Line: code.Line(f.Lasti), Module: "python"})
-		if len(patterns) == 0 {
-			continue
+		frame := spans.Frame{Function: code.Qualname, File: code.Filename, Line: code.Line(f.Lasti), Module: "python"}
+		named := true
+		for _, re := range code.Unreadable {
+			p.unreadable(st, re.Field, re.Reason)
+			switch re.Field {
+			case pyinfo.FieldQualname:
+				frame.Function, named = "<unreadable name: "+re.Reason+">", false
+			case pyinfo.FieldFilename:
+				frame.File, named = "<unreadable file: "+re.Reason+">", false
+			}
+		}
+		st.frames = append(st.frames, frame)
+		if len(patterns) == 0 || !named {
+			continue // a function is matched by its name and its file, both read
 		}
 		if probe := p.match(targetName, patterns, code); probe != nil {
 			st.funcs = append(st.funcs, spans.StackFunc{Key: [2]uint64{f.Frame, f.Code}, Probe: probe})
@@ -363,7 +458,7 @@ type pyVal struct {
 
 // decodeAudit renders an audit record's arguments (redacted) and the attributes they imply.
 func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name string, args []any, attrs func(pcommon.Map)) {
-	name = string(e.Name[:min(int(e.NameLen), len(e.Name))])
+	name = auditName(e)
 	var top []*pyVal
 	nodes := make([]*pyVal, nvalues)
 	for i := 0; i < nvalues; i++ {
@@ -374,6 +469,9 @@ func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name stri
 			top = append(top, nodes[i])
 		case int(par) < i:
 			nodes[par].children = append(nodes[par].children, nodes[i])
+		default:
+			// The kernel only makes values of containers decoded before them.
+			p.unreadable(nil, "audit_value", "bad_parent")
 		}
 	}
 	for _, n := range top {
@@ -389,6 +487,7 @@ func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name stri
 func (p *python) render(n *pyVal) any {
 	v := n.v
 	if v.Flags&probes.PyValueReadFailed != 0 {
+		p.unreadable(nil, "audit_value", pyinfo.ReasonUnreadable)
 		return "<unreadable>"
 	}
 	data := v.Data[:min(int(v.Captured), len(v.Data))]
@@ -405,9 +504,14 @@ func (p *python) render(n *pyVal) any {
 		return v.Num
 	case probes.PyStr:
 		if v.Flags&probes.PyValueUnsupported != 0 {
+			p.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
 			return "<str>"
 		}
-		s := pyinfo.DecodeUnicode(data, int(max(v.Kind, 1)), v.Ascii != 0)
+		if v.Kind != 1 && v.Kind != 2 && v.Kind != 4 {
+			p.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
+			return "<str>"
+		}
+		s := pyinfo.DecodeUnicode(data, int(v.Kind), v.Ascii != 0)
 		out, _, _ := p.redactor.Value(redact.PolicyRedacted, []byte(s), trunc)
 		return out
 	case probes.PyBytes:
@@ -442,7 +546,7 @@ func auditAttributes(m pcommon.Map, name string, args []any) {
 	if b, err := json.Marshal(args); err == nil && len(args) > 0 {
 		s := string(b)
 		if len(s) > 4096 {
-			s = s[:4096] + "…"
+			s = strings.ToValidUTF8(s[:4096], "") + "…" // not in the middle of a character
 		}
 		m.PutStr("agenttrail.python.audit.args", s)
 	}
@@ -541,6 +645,12 @@ func auditAttributes(m pcommon.Map, name string, args []any) {
 	}
 }
 
+// auditName is the event name of an audit record: the interpreter's C string (any bytes a
+// program passes to sys.audit), as valid UTF-8.
+func auditName(e *probes.PythonAuditEvent) string {
+	return strings.ToValidUTF8(string(e.Name[:min(int(e.NameLen), len(e.Name))]), "\uFFFD")
+}
+
 func arg0(a []any) any {
 	if len(a) > 0 {
 		return a[0]
@@ -570,7 +680,7 @@ func (r *ebpfReceiver) onAudit(h spans.Header, raw []byte) {
 	if stack != nil {
 		r.builder.ObserveStack(h, stack.funcs, stack.truncated)
 	}
-	name := string(e.Name[:min(int(e.NameLen), len(e.Name))])
+	name := auditName(e)
 	if r.python == nil || !r.python.auditEnabled(name) {
 		return
 	}
@@ -580,6 +690,7 @@ func (r *ebpfReceiver) onAudit(h spans.Header, raw []byte) {
 		m.PutInt("thread.id", int64(h.TID))
 		if stack != nil && len(stack.frames) > 0 {
 			m.PutStr("code.stacktrace", spans.FormatStack(stack.frames))
+			stack.putUnreadable(m)
 		}
 	})
 }

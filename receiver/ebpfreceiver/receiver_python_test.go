@@ -22,8 +22,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
@@ -857,5 +859,124 @@ func TestPythonBankAgent(t *testing.T) {
 	}
 	if !asked {
 		t.Error("no inference span in which the model asked for customer-data-export")
+	}
+}
+
+// TestPythonForgedCodeObjects (issue #14): a Python process that points its own code objects'
+// co_qualname, co_filename and co_linetable at forged objects (a str whose length times its
+// kind overflows, lengths beyond the bounds, an unmapped address, representations CPython does
+// not make, bytes of a huge or negative size) and runs them. The receiver must not crash (the
+// first forgery made it panic in makeslice), must say in the stack what it could not read,
+// must count each failed read by field and reason, and must keep resolving the stacks of the
+// same process's untouched functions and of a well-behaved process beside it.
+func TestPythonForgedCodeObjects(t *testing.T) {
+	requireKernel(t)
+	requirePython(t)
+	script, err := filepath.Abs(filepath.Join("testdata", "pyagent", "forged_code.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostile := startProgram(t, python311, "-B", "-u", "-E", "-s", script)
+	hostile.waitLine(t, "ready")
+	good := startProgram(t, python311, "-B", "-u", "-E", "-s", script)
+	good.waitLine(t, "ready")
+	hostilePID, goodPID := hostile.cmd.Process.Pid, good.cmd.Process.Pid
+
+	cfg := pythonConfig(TargetConfig{Name: "hostile", PID: hostilePID})
+	cfg.Targets = append(cfg.Targets, TargetConfig{Name: "good", PID: goodPID})
+	cfg.Python.AuditEvents = append(cfg.Python.AuditEvents, "agenttrail.test.*")
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	sink := new(consumertest.TracesSink)
+	set := receivertest.NewNopSettings(componentType)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	r, err := NewFactory().CreateTraces(context.Background(), set, cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+
+	// What each forgery's audit event stack must say of the forged function's frame (the
+	// caller of observe, the innermost), and what the receiver counts for it: field, reason.
+	forgeries := []struct{ name, frame, field, reason string }{
+		{"qualname_overflow", "<unreadable name: too_long> (" + script + ":", "qualname", "too_long"},
+		{"qualname_huge", "<unreadable name: too_long> (" + script + ":", "qualname", "too_long"},
+		{"qualname_unmapped", "<unreadable name: unreadable> (" + script + ":", "qualname", "unreadable"},
+		{"filename_bad_kind", "filename_bad_kind (<unreadable file: bad_representation>:", "filename", "bad_representation"},
+		{"filename_not_compact", "filename_not_compact (<unreadable file: bad_representation>:", "filename", "bad_representation"},
+		{"linetable_huge", "linetable_huge (" + script + ":-1)", "linetable", "too_long"},
+		{"linetable_negative", "linetable_negative (" + script + ":-1)", "linetable", "negative_length"},
+	}
+	for _, f := range forgeries {
+		hostile.do(t, "forge "+f.name, "ok forge "+f.name)
+	}
+	hostile.do(t, "good", "ok good")
+	good.do(t, "good", "ok good")
+	goodLine := lineOf(t, script, "# GOOD LINE")
+
+	event := func(c collected, name string) (ptrace.Span, bool) {
+		idx := c.named("agenttrail.test." + name)
+		if len(idx) == 0 {
+			return ptrace.Span{}, false
+		}
+		return c.spans[idx[0]], true
+	}
+	var ch, cg collected
+	waitSpans(t, sink, func(all collected) bool {
+		ch, cg = all.ofPID(hostilePID), all.ofPID(goodPID)
+		for _, f := range forgeries {
+			if _, ok := event(ch, f.name); !ok {
+				return false
+			}
+		}
+		_, h := event(ch, "well_behaved")
+		_, g := event(cg, "well_behaved")
+		return h && g
+	})
+	for _, f := range forgeries {
+		s, _ := event(ch, f.name)
+		stack := attr(s, "code.stacktrace")
+		frames := strings.Split(stack, "\n")
+		if len(frames) < 3 || !strings.HasPrefix(frames[0], "observe ("+script+":") || !strings.HasPrefix(frames[1], f.frame) {
+			t.Errorf("%s: want observe, then a frame that starts with %q:\n%s", f.name, f.frame, stack)
+		}
+		if got, want := attr(s, "agenttrail.python.stack.unreadable"), f.field+":"+f.reason; !strings.Contains(got, want) {
+			t.Errorf("%s: agenttrail.python.stack.unreadable = %q, want %q in it", f.name, got, want)
+		}
+		// The caller's frame (main) is read as usual.
+		if !strings.Contains(stack, "\nmain ("+script+":") {
+			t.Errorf("%s: the caller's frame is missing:\n%s", f.name, stack)
+		}
+	}
+	for name, c := range map[string]collected{"hostile": ch, "good": cg} {
+		s, _ := event(c, "well_behaved")
+		want := "observe (" + script + ":" + strconv.Itoa(lineOf(t, script, `sys.audit("agenttrail.test." + name)`)) + ")\n" +
+			"well_behaved (" + script + ":" + strconv.Itoa(goodLine) + ")\nmain (" + script + ":"
+		if stack := attr(s, "code.stacktrace"); !strings.HasPrefix(stack, want) {
+			t.Errorf("%s process: well_behaved's stack does not start with %q:\n%s", name, want, stack)
+		}
+		if got := attr(s, "agenttrail.python.stack.unreadable"); got != "<missing>" {
+			t.Errorf("%s process: well_behaved's stack says %q is unreadable", name, got)
+		}
+	}
+
+	m, err := tel.GetMetric("agenttrail.ebpf.python.unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := map[string]int64{}
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		field, _ := dp.Attributes.Value("field")
+		reason, _ := dp.Attributes.Value("reason")
+		counted[field.AsString()+":"+reason.AsString()] += dp.Value
+	}
+	for _, f := range forgeries {
+		if counted[f.field+":"+f.reason] == 0 {
+			t.Errorf("%s: nothing counted for %s:%s (counted %v)", f.name, f.field, f.reason, counted)
+		}
 	}
 }

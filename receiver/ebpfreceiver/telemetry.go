@@ -26,7 +26,9 @@ type telemetry struct {
 	attachFailures metric.Int64Counter
 	calls          metric.Int64Counter // incomplete or unmatched calls, by reason
 	tlsLimited     metric.Int64Counter // what the TLS tracker's bounds cut, by reason
-	meter          metric.Meter
+	// pythonUnreadable: values of Python processes that failed a check, by field and reason.
+	pythonUnreadable metric.Int64Counter
+	meter            metric.Meter
 }
 
 func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
@@ -48,6 +50,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
 	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
+	t.pythonUnreadable = counter("agenttrail.ebpf.python.unreadable", "Values read from Python processes (code objects, audit arguments) that failed a check, by field and reason; the stack or argument says what is missing.", "{value}")
 	t.tlsLimited = counter("agenttrail.ebpf.tls.limited", "TLS traffic cut or given up by the receiver's memory bounds, by reason.", "{event}")
 	return t, err
 }

@@ -2,23 +2,30 @@ package pyinfo
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// Code is what the receiver needs of one code object.
+// Code is what the receiver needs of one code object. A field that could not be read is empty
+// (FirstLine aside) and listed in Unreadable; such a Code is not cached.
 type Code struct {
 	Qualname  string
 	Filename  string
 	FirstLine int
-	lineTable []byte
-	lines     map[int32]int // instruction offset → line, as decoded so far
+	// Unreadable says which fields failed a check and why (qualname, filename, linetable).
+	Unreadable []*ReadError
+	lineTable  []byte
+	noLines    bool          // the line table was not read: every line is -1
+	lines      map[int32]int // instruction offset → line, as decoded so far
 }
 
 // Module is the module name the file suggests: the file's base name without .py, or the
@@ -34,52 +41,147 @@ func ModuleOf(filename string) string {
 	return strings.TrimSuffix(base, ".py")
 }
 
+// maxCachedLines bounds the lines memoized per code object (then the memo starts over: a line
+// is found again by walking the table).
+const maxCachedLines = 128
+
 // Line returns the source line of the instruction at lasti (code units), as
-// PyCode_Addr2Line does for CPython 3.11's location table.
+// PyCode_Addr2Line does for CPython 3.11's location table; -1 when it is not known.
 func (c *Code) Line(lasti int32) int {
+	if c.noLines {
+		return -1
+	}
 	if l, ok := c.lines[lasti]; ok {
 		return l
 	}
 	l := addr2Line(c.lineTable, c.FirstLine, int(lasti)*2)
-	if c.lines == nil || len(c.lines) >= 1024 {
+	if c.lines == nil || len(c.lines) >= maxCachedLines {
 		c.lines = map[int32]int{}
 	}
 	c.lines[lasti] = l
 	return l
 }
 
-// Limits on what is read from a process for one code object, and on processes kept open.
+// Fields of a code object named in ReadErrors (the receiver's metric label "field").
 const (
-	maxOpenProcesses  = 256
-	maxStringBytes    = 4096
-	maxLineTableBytes = 1 << 20
+	FieldCode      = "code" // the code object itself (its header)
+	FieldQualname  = "qualname"
+	FieldFilename  = "filename"
+	FieldLineTable = "linetable"
 )
 
+// Reasons a value read from a process is refused (the receiver's metric label "reason").
+const (
+	ReasonUnreadable     = "unreadable"         // the memory could not be read: unmapped, freed, the process gone
+	ReasonNull           = "null"               // a null pointer where an object must be
+	ReasonNegative       = "negative_length"    // a negative length or size
+	ReasonTooLong        = "too_long"           // a length beyond the bounds below
+	ReasonRepresentation = "bad_representation" // a str representation CPython does not make (or we cannot read)
+	ReasonBudget         = "read_budget"        // the stack's read budget was spent (StackReadBudget)
+	ReasonTimeout        = "read_timeout"       // reading the process's memory took longer than Reader.Timeout
+	ReasonStalled        = "process_stalled"    // an earlier read of the process has not returned yet
+)
+
+// ReadError is a value of a process that failed a check: which field, and why.
+type ReadError struct {
+	Field, Reason string
+	Err           error
+}
+
+func (e *ReadError) Error() string {
+	if e.Err == nil {
+		return e.Field + ": " + e.Reason
+	}
+	return e.Field + ": " + e.Reason + ": " + e.Err.Error()
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// Limits on what is read from a process. Every length read from a process is compared with
+// them before anything is allocated or multiplied.
+const (
+	maxOpenProcesses = 256
+	// maxStringBytes bounds a qualified name or a file name (bytes of the str's data: length
+	// times kind). The longest in CPython 3.11's standard library and a large site-packages
+	// are under 200 characters.
+	maxStringBytes = 4096
+	// maxLineTableBytes bounds a location table. The largest seen (sympy's generated
+	// benchmarks) is 710 KB.
+	maxLineTableBytes = 1 << 20
+	// StackReadBudget bounds what resolving one stack reads from a process beyond its cache
+	// (then the remaining frames are unresolved, ReasonBudget): 96 frames of new code objects
+	// with the largest tables would otherwise read 96 MiB for one record. One code object
+	// may overshoot it (at most maxLineTableBytes and two strings).
+	StackReadBudget = 4 << 20
+	// DefaultMaxCacheBytes bounds the code objects cached across all processes (names, files,
+	// tables and a fixed overhead each, codeOverhead).
+	DefaultMaxCacheBytes = 64 << 20
+	codeOverhead         = 256 + maxCachedLines*32
+	// DefaultTimeout bounds one code object's reads from /proc/<pid>/mem: a pointer into a
+	// mapping whose page-in never completes (a FUSE file the process serves itself, a hung
+	// network file system) would block the read, and with it the receiver, for good.
+	DefaultTimeout = time.Second
+	// maxStalledReads bounds the reads left blocked after their timeout (each holds a
+	// goroutine until it returns); beyond it no process memory is read (ReasonStalled).
+	maxStalledReads = 64
+)
+
+// Mem is a process's memory: /proc/<pid>/mem, or what a test stands in for it.
+type Mem interface {
+	io.ReaderAt
+	io.Closer
+}
+
 // Reader resolves code objects of processes, reading /proc/<pid>/mem, with a cache per process
-// keyed by code object address (code objects of functions live as long as their module).
+// keyed by code object address (code objects of functions live as long as their module). Not
+// safe for concurrent use (the receiver's reader goroutine only).
 type Reader struct {
-	procRoot string
-	procs    map[uint32]*procCodes
-	// MaxCodesPerProcess bounds the cache; when full it is emptied.
+	procs map[uint32]*procCodes
+	// open opens a process's memory (/proc/<pid>/mem under the proc root).
+	open func(pid uint32) (Mem, error)
+	// MaxCodesPerProcess bounds a process's cache; when full it is emptied.
 	MaxCodesPerProcess int
+	// MaxCacheBytes bounds the cache across processes: past it, the process being read has its
+	// cache emptied, and if that is not enough, every process has.
+	MaxCacheBytes int64
+	// Timeout bounds one code object's reads (0: no bound, the read is made in place).
+	Timeout time.Duration
+
+	cacheBytes int64
+	stalled    atomic.Int32 // reads blocked past their timeout
 }
 
 type procCodes struct {
-	mem   *os.File
-	codes map[uint64]*Code
+	mem     Mem
+	codes   map[uint64]*Code
+	bytes   int64
+	stalled atomic.Bool // a read timed out and has not returned
 }
 
 // NewReader returns a Reader reading processes under procRoot.
 func NewReader(procRoot string) *Reader {
-	return &Reader{procRoot: procRoot, procs: map[uint32]*procCodes{}, MaxCodesPerProcess: 50000}
+	return NewMemReader(func(pid uint32) (Mem, error) {
+		return os.Open(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "mem"))
+	})
+}
+
+// NewMemReader returns a Reader reading processes' memory through open.
+func NewMemReader(open func(pid uint32) (Mem, error)) *Reader {
+	return &Reader{
+		procs: map[uint32]*procCodes{}, open: open,
+		MaxCodesPerProcess: 50000, MaxCacheBytes: DefaultMaxCacheBytes, Timeout: DefaultTimeout,
+	}
 }
 
 // Forget drops what is cached of a process (it exited or exec'd).
 func (r *Reader) Forget(pid uint32) {
 	if p := r.procs[pid]; p != nil {
 		if p.mem != nil {
+			// A read still blocked in another goroutine keeps the descriptor open until it
+			// returns (os.File reference counts it).
 			p.mem.Close()
 		}
+		r.cacheBytes -= p.bytes
 		delete(r.procs, pid)
 	}
 }
@@ -91,8 +193,11 @@ func (r *Reader) Close() {
 	}
 }
 
-// Code returns the code object at addr of process pid.
-func (r *Reader) Code(pid uint32, l *Layout, addr uint64) (*Code, error) {
+// Code returns the code object at addr of process pid. budget, when not nil, is what this
+// stack may still read from the process: an uncached read is refused once it is spent, and
+// what is read is subtracted. The error, when the code object itself could not be read, is a
+// *ReadError; fields that could not be read are in the Code's Unreadable.
+func (r *Reader) Code(pid uint32, l *Layout, addr uint64, budget *int64) (*Code, error) {
 	p := r.procs[pid]
 	if p == nil {
 		if len(r.procs) >= maxOpenProcesses {
@@ -102,9 +207,9 @@ func (r *Reader) Code(pid uint32, l *Layout, addr uint64) (*Code, error) {
 				break
 			}
 		}
-		mem, err := os.Open(filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10), "mem"))
+		mem, err := r.open(pid)
 		if err != nil {
-			return nil, err
+			return nil, &ReadError{Field: FieldCode, Reason: ReasonUnreadable, Err: err}
 		}
 		p = &procCodes{mem: mem, codes: map[uint64]*Code{}}
 		r.procs[pid] = p
@@ -112,65 +217,193 @@ func (r *Reader) Code(pid uint32, l *Layout, addr uint64) (*Code, error) {
 	if c := p.codes[addr]; c != nil {
 		return c, nil
 	}
-	c, err := readCode(p.mem, l, addr)
+	if budget != nil && *budget <= 0 {
+		return nil, &ReadError{Field: FieldCode, Reason: ReasonBudget}
+	}
+	c, n, err := r.read(p, l, addr)
+	if budget != nil {
+		*budget -= n
+	}
 	if err != nil {
 		return nil, err
 	}
-	if len(p.codes) >= r.MaxCodesPerProcess {
+	if len(c.Unreadable) > 0 {
+		return c, nil // not cached: a code object being built or freed may read well later
+	}
+	r.cache(p, addr, c)
+	return c, nil
+}
+
+// read reads a code object, within the Reader's timeout.
+func (r *Reader) read(p *procCodes, l *Layout, addr uint64) (*Code, int64, error) {
+	if r.Timeout <= 0 {
+		return readCode(p.mem, l, addr)
+	}
+	if p.stalled.Load() || r.stalled.Load() >= maxStalledReads {
+		return nil, 0, &ReadError{Field: FieldCode, Reason: ReasonStalled}
+	}
+	type result struct {
+		c   *Code
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, n, err := readCode(p.mem, l, addr)
+		done <- result{c, n, err}
+	}()
+	timer := time.NewTimer(r.Timeout)
+	defer timer.Stop()
+	select {
+	case res := <-done:
+		return res.c, res.n, res.err
+	case <-timer.C:
+		// The read goroutine cannot be interrupted: leave it, read nothing more of this
+		// process until it returns, and count it against maxStalledReads.
+		p.stalled.Store(true)
+		r.stalled.Add(1)
+		go func() {
+			<-done
+			p.stalled.Store(false)
+			r.stalled.Add(-1)
+		}()
+		return nil, 0, &ReadError{Field: FieldCode, Reason: ReasonTimeout, Err: fmt.Errorf("no answer in %v", r.Timeout)}
+	}
+}
+
+func (r *Reader) cache(p *procCodes, addr uint64, c *Code) {
+	size := int64(len(c.Qualname)+len(c.Filename)+len(c.lineTable)) + codeOverhead
+	if len(p.codes) >= r.MaxCodesPerProcess || r.cacheBytes+size > r.MaxCacheBytes {
+		r.cacheBytes -= p.bytes
+		p.bytes = 0
 		clear(p.codes)
 	}
+	if r.cacheBytes+size > r.MaxCacheBytes {
+		for _, other := range r.procs {
+			r.cacheBytes -= other.bytes
+			other.bytes = 0
+			clear(other.codes)
+		}
+	}
+	if r.cacheBytes+size > r.MaxCacheBytes {
+		return // larger than the whole cache
+	}
 	p.codes[addr] = c
-	return c, nil
+	p.bytes += size
+	r.cacheBytes += size
 }
 
-func readCode(mem *os.File, l *Layout, addr uint64) (*Code, error) {
+// readCode reads a code object and what it points to; it returns how many bytes it read.
+func readCode(mem io.ReaderAt, l *Layout, addr uint64) (*Code, int64, error) {
 	hdr := make([]byte, l.CodeLineTable+8)
-	if _, err := mem.ReadAt(hdr, int64(addr)); err != nil {
-		return nil, fmt.Errorf("code object %#x: %w", addr, err)
+	if err := readAt(mem, hdr, addr); err != nil {
+		return nil, 0, &ReadError{Field: FieldCode, Reason: ReasonUnreadable, Err: fmt.Errorf("code object %#x: %w", addr, err)}
 	}
+	total := int64(len(hdr))
 	ptr := func(off uint64) uint64 { return binary.LittleEndian.Uint64(hdr[off:]) }
 	c := &Code{FirstLine: int(int32(binary.LittleEndian.Uint32(hdr[l.CodeFirstLine:])))}
-	var err error
-	if c.Qualname, err = readStr(mem, l, ptr(l.CodeQualname)); err != nil {
-		return nil, fmt.Errorf("code object %#x: qualified name: %w", addr, err)
+	fail := func(field string, err error) {
+		re, ok := err.(*ReadError)
+		if !ok {
+			re = &ReadError{Reason: ReasonUnreadable, Err: err}
+		}
+		re.Field = field
+		c.Unreadable = append(c.Unreadable, re)
 	}
-	if c.Filename, err = readStr(mem, l, ptr(l.CodeFilename)); err != nil {
-		return nil, fmt.Errorf("code object %#x: file name: %w", addr, err)
+	s, n, err := readStr(mem, l, ptr(l.CodeQualname))
+	total += n
+	if err != nil {
+		fail(FieldQualname, err)
 	}
-	if c.lineTable, err = readBytes(mem, l, ptr(l.CodeLineTable)); err != nil {
-		return nil, fmt.Errorf("code object %#x: line table: %w", addr, err)
+	c.Qualname = escapeControl(s)
+	s, n, err = readStr(mem, l, ptr(l.CodeFilename))
+	total += n
+	if err != nil {
+		fail(FieldFilename, err)
 	}
-	return c, nil
+	c.Filename = escapeControl(s)
+	b, n, err := readBytes(mem, l, ptr(l.CodeLineTable), maxLineTableBytes)
+	total += n
+	if err != nil {
+		fail(FieldLineTable, err)
+		c.noLines = true
+	}
+	c.lineTable = b
+	return c, total, nil
 }
 
-// readStr reads a compact str object.
-func readStr(mem *os.File, l *Layout, addr uint64) (string, error) {
-	if addr == 0 {
-		return "", errors.New("null string")
+// readAt reads len(b) bytes at a process address; an address past the int64 range (kernel
+// space, or garbage) is refused before it becomes a negative offset.
+func readAt(mem io.ReaderAt, b []byte, addr uint64) error {
+	if addr > math.MaxInt64-uint64(len(b)) {
+		return fmt.Errorf("address %#x out of range", addr)
 	}
-	hdr := make([]byte, l.UnicodeState+4)
-	if _, err := mem.ReadAt(hdr, int64(addr)); err != nil {
-		return "", err
+	n, err := mem.ReadAt(b, int64(addr))
+	if n == len(b) {
+		return nil // io.ReaderAt may return io.EOF with a full read
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func refused(reason, format string, args ...any) error {
+	return &ReadError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// readStr reads a compact str object (the only kind the interpreter makes for names and
+// file names). It returns how many bytes it read; errors are *ReadError without a field.
+func readStr(mem io.ReaderAt, l *Layout, addr uint64) (string, int64, error) {
+	if addr == 0 {
+		return "", 0, refused(ReasonNull, "null str pointer")
+	}
+	hdr := make([]byte, max(l.UnicodeState+4, l.UnicodeLength+8))
+	if err := readAt(mem, hdr, addr); err != nil {
+		return "", 0, &ReadError{Reason: ReasonUnreadable, Err: err}
 	}
 	length := int64(binary.LittleEndian.Uint64(hdr[l.UnicodeLength:]))
 	state := binary.LittleEndian.Uint32(hdr[l.UnicodeState:])
-	kind, compact, ascii := int(state>>2&7), state>>5&1 == 1, state>>6&1 == 1
-	if !compact || (kind != 1 && kind != 2 && kind != 4) {
-		return "", fmt.Errorf("string representation (state %#x) not supported", state)
+	kind, compact, ascii := int64(state>>2&7), state>>5&1 == 1, state>>6&1 == 1
+	if !compact || (kind != 1 && kind != 2 && kind != 4) || (ascii && kind != 1) {
+		return "", int64(len(hdr)), refused(ReasonRepresentation, "str representation (state %#x) not supported", state)
 	}
-	if length < 0 || length*int64(kind) > maxStringBytes {
-		return "", fmt.Errorf("string of %d characters is too long", length)
+	if length < 0 {
+		return "", int64(len(hdr)), refused(ReasonNegative, "str of %d characters", length)
+	}
+	// Divide the bound rather than multiply the length: length*kind can overflow.
+	if length > maxStringBytes/kind {
+		return "", int64(len(hdr)), refused(ReasonTooLong, "str of %d characters of %d bytes", length, kind)
 	}
 	data := addr + l.UnicodeCompactData
 	if ascii {
 		data = addr + l.UnicodeASCIIData
 	}
-	raw := make([]byte, length*int64(kind))
-	if _, err := mem.ReadAt(raw, int64(data)); err != nil {
-		return "", err
+	raw := make([]byte, length*kind)
+	if err := readAt(mem, raw, data); err != nil {
+		return "", int64(len(hdr)), &ReadError{Reason: ReasonUnreadable, Err: err}
 	}
-	return DecodeUnicode(raw, kind, ascii), nil
+	return DecodeUnicode(raw, int(kind), ascii), int64(len(hdr) + len(raw)), nil
 }
+
+// escapeControl writes control characters (C0, DEL, C1) as \xHH: names and files end up in
+// newline-separated stack traces and logs, where a name with a newline could forge frames.
+func escapeControl(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var sb strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			fmt.Fprintf(&sb, "\\x%02x", r)
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || (r >= 0x7f && r < 0xa0) }
 
 // DecodeUnicode turns a str object's data (kind bytes per character) into UTF-8.
 func DecodeUnicode(raw []byte, kind int, ascii bool) string {
@@ -204,23 +437,28 @@ func DecodeUnicode(raw []byte, kind int, ascii bool) string {
 	return ""
 }
 
-func readBytes(mem *os.File, l *Layout, addr uint64) ([]byte, error) {
+// readBytes reads a bytes object of at most limit bytes. It returns how many bytes it read;
+// errors are *ReadError without a field.
+func readBytes(mem io.ReaderAt, l *Layout, addr uint64, limit int64) ([]byte, int64, error) {
 	if addr == 0 {
-		return nil, errors.New("null bytes object")
+		return nil, 0, refused(ReasonNull, "null bytes pointer")
 	}
-	hdr := make([]byte, 8)
-	if _, err := mem.ReadAt(hdr, int64(addr+l.BytesSize)); err != nil {
-		return nil, err
+	var hdr [8]byte
+	if err := readAt(mem, hdr[:], addr+l.BytesSize); err != nil {
+		return nil, 0, &ReadError{Reason: ReasonUnreadable, Err: err}
 	}
-	n := int64(binary.LittleEndian.Uint64(hdr))
-	if n < 0 || n > maxLineTableBytes {
-		return nil, fmt.Errorf("bytes object of %d bytes", n)
+	n := int64(binary.LittleEndian.Uint64(hdr[:]))
+	if n < 0 {
+		return nil, 8, refused(ReasonNegative, "bytes object of %d bytes", n)
+	}
+	if n > limit {
+		return nil, 8, refused(ReasonTooLong, "bytes object of %d bytes", n)
 	}
 	b := make([]byte, n)
-	if _, err := mem.ReadAt(b, int64(addr+l.BytesData)); err != nil {
-		return nil, err
+	if err := readAt(mem, b, addr+l.BytesData); err != nil {
+		return nil, 8, &ReadError{Reason: ReasonUnreadable, Err: err}
 	}
-	return b, nil
+	return b, 8 + n, nil
 }
 
 // addr2Line walks a CPython 3.11 location table (Objects/locations.md) to the entry that holds

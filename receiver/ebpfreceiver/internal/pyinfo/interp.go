@@ -44,6 +44,12 @@ func Inspect(path string) (*Interpreter, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return inspectELF(f, path)
+}
+
+// inspectELF reads an interpreter from an opened ELF file; path is the name it goes by (the
+// version and the free-threaded suffix may come from it). Both are the traced process's.
+func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 	in := &Interpreter{Path: path, Shared: f.Type == elf.ET_DYN && libpythonName.MatchString(path)}
 	// An interpreter exports _PyRuntime for extension modules; the full symbol table (large in
 	// big native programs) is read only for files named like an interpreter.
@@ -112,10 +118,11 @@ func hasSymbol(syms []elf.Symbol, name string) bool {
 	return false
 }
 
-// readUint32 reads a 4-byte value at a virtual address of the file.
+// readUint32 reads a 4-byte value at a virtual address of the file. The bounds are compared
+// without adding to addresses the file chose (a sum could wrap).
 func readUint32(f *elf.File, addr uint64) (uint32, error) {
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && addr >= p.Vaddr && addr+4 <= p.Vaddr+p.Filesz {
+		if p.Type == elf.PT_LOAD && addr >= p.Vaddr && p.Filesz >= 4 && addr-p.Vaddr <= p.Filesz-4 {
 			var b [4]byte
 			if _, err := p.ReadAt(b[:], int64(addr-p.Vaddr)); err != nil {
 				return 0, err
@@ -133,6 +140,14 @@ type Mapping struct {
 	Dev           uint64 // kernel encoding (major<<20 | minor)
 	Inode         uint64
 }
+
+// maxCandidates bounds the files of one process taken for possible interpreters: each is
+// opened and its symbols read, and a process can map thousands of files named libpython*.
+const maxCandidates = 16
+
+// ErrTooManyCandidates: the process maps more than maxCandidates files named like an
+// interpreter; the first ones are returned with it.
+var ErrTooManyCandidates = errors.New("too many files named like a Python interpreter")
 
 // Candidates lists the files of a process that may be its interpreter: the executable first,
 // then mapped libpython libraries. Paths are as the process sees them.
@@ -152,6 +167,9 @@ func Candidates(procRoot string, pid uint32) ([]Mapping, error) {
 		}
 		base := filepath.Base(m.Path)
 		if strings.HasPrefix(base, "libpython") || strings.HasPrefix(base, "python") {
+			if len(out) == maxCandidates {
+				return out, fmt.Errorf("%w (more than %d)", ErrTooManyCandidates, maxCandidates)
+			}
 			seen[m.Path] = true
 			out = append(out, m)
 		}

@@ -136,14 +136,14 @@ sys.stdin.read()
 	defer r.Close()
 	for _, row := range rows {
 		addr := uint64(row[0].(float64))
-		code, err := r.Code(uint32(cmd.Process.Pid), Layouts["3.11"], addr)
+		code, err := r.Code(uint32(cmd.Process.Pid), Layouts["3.11"], addr, nil)
 		if err != nil {
 			t.Fatalf("%v: %v", row[1], err)
 		}
 		if code.Qualname != row[1] || code.Filename != row[2] || code.FirstLine != int(row[3].(float64)) {
 			t.Errorf("read %q %q %d, python says %v", code.Qualname, code.Filename, code.FirstLine, row[1:4])
 		}
-		if again, _ := r.Code(uint32(cmd.Process.Pid), Layouts["3.11"], addr); again != code {
+		if again, _ := r.Code(uint32(cmd.Process.Pid), Layouts["3.11"], addr, nil); again != code {
 			t.Error("the code object was not cached")
 		}
 	}
