@@ -537,7 +537,8 @@ func (p *python) render(n *pyVal) any {
 		}
 		return obj
 	}
-	return "<" + string(data) + ">"
+	// Another type: the kernel copied its type name, any bytes the process put there.
+	return "<" + strings.ToValidUTF8(string(data), "\uFFFD") + ">"
 }
 
 // auditAttributes maps the arguments of the audit events that matter to semantic attributes.

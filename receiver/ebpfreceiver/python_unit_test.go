@@ -1,10 +1,17 @@
 package ebpfreceiver
 
 import (
+	"maps"
 	"testing"
+	"unicode/utf8"
+	"unsafe"
 
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 )
@@ -83,5 +90,154 @@ func TestPythonFunctionMatching(t *testing.T) {
 	b := p.match("t", patterns, &pyinfo.Code{Qualname: "Agent.call_model", Filename: "/x/y.py"})
 	if a != b {
 		t.Error("the probe of a function is not reused")
+	}
+}
+
+// auditEventBytes lays out an audit record as the kernel sends it, with its values.
+func auditEventBytes(name string, nargs uint32, values ...probes.PyValue) []byte {
+	var e probes.PythonAuditEvent
+	e.NameLen = uint32(copy(e.Name[:], name))
+	e.Nargs = nargs
+	e.Nvalues = uint32(copy(e.Values[:], values))
+	head := int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+	n := head + len(values)*int(unsafe.Sizeof(probes.PyValue{}))
+	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n]...)
+}
+
+func auditStr(parent uint8, s string) probes.PyValue {
+	v := probes.PyValue{Type: probes.PyStr, Parent: parent, Kind: 1, Ascii: 1, Len: uint32(len(s))}
+	v.Captured = uint32(copy(v.Data[:], s))
+	return v
+}
+
+// decodeAuditBytes decodes a record's arguments as onAudit does, from a copy of raw.
+func decodeAuditBytes(p *python, raw []byte) (string, []any, pcommon.Map, bool) {
+	const head = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+	if len(raw) < head {
+		return "", nil, pcommon.Map{}, false
+	}
+	buf := make([]byte, unsafe.Sizeof(probes.PythonAuditEvent{}))
+	copy(buf, raw)
+	e := (*probes.PythonAuditEvent)(unsafe.Pointer(&buf[0]))
+	nvalues := min(int(e.Nvalues), (len(raw)-head)/int(unsafe.Sizeof(probes.PyValue{})), probes.PyValues)
+	name, args, attrs := p.decodeAudit(e, nvalues)
+	m := pcommon.NewMap()
+	attrs(m)
+	return name, args, m, true
+}
+
+// FuzzDecodeAudit decodes fuzzed audit records (the kernel's copy of a process's arguments):
+// no panic, valid UTF-8 in every attribute, the arguments' JSON within its bound.
+func FuzzDecodeAudit(f *testing.F) {
+	f.Add(auditEventBytes("socket.connect", 2,
+		probes.PyValue{Type: probes.PyOther, Parent: probes.PyTopLevel, Captured: 6, Data: [128]byte{'s', 'o', 'c', 'k', 'e', 't'}},
+		probes.PyValue{Type: probes.PyTuple, Parent: probes.PyTopLevel, Len: 2},
+		auditStr(1, "10.0.0.5"), probes.PyValue{Type: probes.PyInt, Parent: 1, Num: 443}))
+	f.Add(auditEventBytes("urllib.Request", 4, auditStr(probes.PyTopLevel, "https://api.example.test/v1"),
+		probes.PyValue{Type: probes.PyBytes, Parent: probes.PyTopLevel, Len: 10},
+		probes.PyValue{Type: probes.PyDict, Parent: probes.PyTopLevel, Len: 1},
+		probes.PyValue{Type: probes.PyNone, Parent: probes.PyTopLevel},
+		auditStr(2, "Content-Type"), auditStr(2, "application/json")))
+	f.Add(auditEventBytes("subprocess.Popen", 4, probes.PyValue{Type: probes.PyNone, Parent: probes.PyTopLevel},
+		probes.PyValue{Type: probes.PyList, Parent: probes.PyTopLevel, Len: 3}, auditStr(1, "curl"),
+		probes.PyValue{Type: probes.PyStr, Parent: 1, Kind: 2, Len: 2, Captured: 4, Data: [128]byte{0x3b, 0x04, 0x00, 0xd8}},
+		probes.PyValue{Type: probes.PyStr, Parent: 1, Kind: 4, Len: 1, Captured: 4, Data: [128]byte{0xff, 0xff, 0xff, 0xff}}))
+	f.Add(auditEventBytes("open", 3, probes.PyValue{Type: probes.PyStr, Parent: probes.PyTopLevel, Kind: 3, Len: 1, Captured: 3},
+		probes.PyValue{Type: probes.PyInt, Parent: 7, Num: -1},
+		probes.PyValue{Type: probes.PyOther, Parent: probes.PyTopLevel, Captured: 2, Data: [128]byte{0xff, 0xfe}}))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p := &python{redactor: redact.New()}
+		name, args, m, ok := decodeAuditBytes(p, raw)
+		if !ok {
+			return
+		}
+		if !utf8.ValidString(name) || len(args) > probes.PyValues+1 {
+			t.Fatalf("name %q, %d arguments", name, len(args))
+		}
+		m.Range(func(k string, v pcommon.Value) bool {
+			if !utf8.ValidString(k) || !utf8.ValidString(v.AsString()) {
+				t.Fatalf("attribute %q = %q is not valid UTF-8", k, v.AsString())
+			}
+			if k == "agenttrail.python.audit.args" && len(v.Str()) > 4096+len("…") {
+				t.Fatalf("arguments of %d bytes", len(v.Str()))
+			}
+			return true
+		})
+	})
+}
+
+// TestDecodeAuditMalformed: values the kernel could not read or that are malformed are shown
+// for what they are and counted by reason.
+func TestDecodeAuditMalformed(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tm, err := newTelemetry(tel.NewTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &python{redactor: redact.New(), tel: tm}
+	_, args, _, _ := decodeAuditBytes(p, auditEventBytes("open", 4,
+		probes.PyValue{Type: probes.PyStr, Parent: probes.PyTopLevel, Kind: 3, Len: 1, Captured: 3},
+		probes.PyValue{Type: probes.PyStr, Parent: probes.PyTopLevel, Flags: probes.PyValueReadFailed},
+		probes.PyValue{Type: probes.PyOther, Parent: probes.PyTopLevel, Captured: 2, Data: [128]byte{0xff, 'x'}},
+		probes.PyValue{Type: probes.PyInt, Parent: 9, Num: 1}, // its container is not before it
+	))
+	if len(args) != 4 || args[0] != "<str>" || args[1] != "<unreadable>" || args[2] != "<\uFFFDx>" || args[3] != "... 1 more" {
+		t.Errorf("arguments %#v", args)
+	}
+	want := map[string]int64{"audit_value:bad_representation": 1, "audit_value:unreadable": 1, "audit_value:bad_parent": 1}
+	if got := unreadableCounts(t, tel); !maps.Equal(got, want) {
+		t.Errorf("counted %v, want %v", got, want)
+	}
+}
+
+// unreadableCounts returns agenttrail.ebpf.python.unreadable by "field:reason".
+func unreadableCounts(t *testing.T, tel *componenttest.Telemetry) map[string]int64 {
+	t.Helper()
+	m, err := tel.GetMetric("agenttrail.ebpf.python.unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		field, _ := dp.Attributes.Value("field")
+		reason, _ := dp.Attributes.Value("reason")
+		got[field.AsString()+":"+reason.AsString()] += dp.Value
+	}
+	return got
+}
+
+// TestPendingStacksBound: threads whose stack's record never comes leave at most
+// maxPendingStacks stacks behind; the stale ones go first, and each is counted.
+func TestPendingStacksBound(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tm, err := newTelemetry(tel.NewTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &python{tel: tm, pending: map[uint32]*pendingStack{}}
+	raw := make([]byte, unsafe.Offsetof(probes.PythonStackEvent{}.Frames)+unsafe.Sizeof(probes.PyFrame{}))
+	(*probes.PythonStackEvent)(unsafe.Pointer(&raw[0])).Depth = 1
+	mono := uint64(1e12)
+	for tid := uint32(1); tid <= maxPendingStacks; tid++ {
+		p.onStack(spans.Header{PID: 1, TID: tid, Mono: mono}, raw)
+	}
+	// A while later, new threads: the old stacks can no longer be taken.
+	for tid := uint32(maxPendingStacks + 1); tid <= maxPendingStacks+10; tid++ {
+		p.onStack(spans.Header{PID: 1, TID: tid, Mono: mono + 2*maxStackLag}, raw)
+	}
+	if len(p.pending) != 10 || p.pending[maxPendingStacks+10] == nil {
+		t.Errorf("%d pending stacks", len(p.pending))
+	}
+	if got := unreadableCounts(t, tel)["stack:pending_limit"]; got != maxPendingStacks {
+		t.Errorf("counted %d dropped stacks, want %d", got, maxPendingStacks)
+	}
+	// None stale: all go.
+	for tid := uint32(1); tid <= 2*maxPendingStacks; tid++ {
+		p.onStack(spans.Header{PID: 2, TID: 1e6 + tid, Mono: mono + 2*maxStackLag}, raw)
+		if len(p.pending) > maxPendingStacks {
+			t.Fatalf("%d pending stacks", len(p.pending))
+		}
 	}
 }
