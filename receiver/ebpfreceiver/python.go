@@ -96,6 +96,13 @@ const (
 	// maxInterps bounds the binaries remembered as interpreters or not (a process can exec
 	// or map any number of files).
 	maxInterps = 4096
+	// maxPyFuncs bounds the probes of configured Python functions, one per qualified name and
+	// file that matched: a process can make any number of functions whose names match a glob.
+	// Past it they start over (spans of functions open then may be split).
+	maxPyFuncs = 16384
+	// maxWarnedVersions bounds the interpreter versions warned about (a version can come
+	// from a file name).
+	maxWarnedVersions = 64
 )
 
 // unreadable counts a value of a Python process that failed a check, and notes it on the
@@ -160,7 +167,7 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 		return pi
 	}
 	pi.in = in
-	if in.Layout == nil && !p.warned[in.Version] {
+	if in.Layout == nil && !p.warned[in.Version] && len(p.warned) < maxWarnedVersions {
 		p.warned[in.Version] = true
 		p.tel.attachFailures.Add(ctxBackground, 1)
 		p.logger.Warn("this CPython version has no known frame layout: its processes are traced with native frames only (no Python stacks, audit events without arguments)",
@@ -405,6 +412,10 @@ func (p *python) match(target string, patterns []pyPattern, code *pyinfo.Code) *
 		key := pyFuncKey{target: target, pattern: i, qualname: code.Qualname, file: code.Filename}
 		if probe := p.funcs[key]; probe != nil {
 			return probe
+		}
+		if len(p.funcs) >= maxPyFuncs {
+			clear(p.funcs)
+			p.unreadable(nil, "function", "probe_limit")
 		}
 		probe := &spans.Probe{
 			Target: target, Symbol: module + ":" + code.Qualname, Role: spans.Role(pat.cfg.Role),

@@ -1,7 +1,12 @@
 package ebpfreceiver
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
 	"maps"
+	"strings"
 	"testing"
 	"unicode/utf8"
 	"unsafe"
@@ -238,6 +243,157 @@ func TestPendingStacksBound(t *testing.T) {
 		p.onStack(spans.Header{PID: 2, TID: 1e6 + tid, Mono: mono + 2*maxStackLag}, raw)
 		if len(p.pending) > maxPendingStacks {
 			t.Fatalf("%d pending stacks", len(p.pending))
+		}
+	}
+}
+
+// pyMemBase is where a fuzzed memory image starts in the fake process (below and past it
+// nothing can be read, as unmapped memory).
+const pyMemBase = 0x10000
+
+type pyMemImage []byte
+
+func (m pyMemImage) ReadAt(b []byte, off int64) (int, error) {
+	if off < pyMemBase || off-pyMemBase >= int64(len(m)) {
+		return 0, errors.New("input/output error")
+	}
+	n := copy(b, m[off-pyMemBase:])
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m pyMemImage) Close() error { return nil }
+
+// pyCodeImage lays out a CPython 3.11 code object at pyMemBase, with an ASCII qualified name
+// and file name and a location table, as the interpreter does.
+func pyCodeImage(qualname, filename string, table []byte) pyMemImage {
+	l := pyinfo.Layouts["3.11"]
+	m := make(pyMemImage, 1024+int(l.BytesData)+len(table))
+	put := func(off uint64, v uint64) { binary.LittleEndian.PutUint64(m[off:], v) }
+	binary.LittleEndian.PutUint32(m[l.CodeFirstLine:], 10)
+	for _, s := range []struct {
+		field, at uint64
+		text      string
+	}{{l.CodeQualname, 256, qualname}, {l.CodeFilename, 512, filename}} {
+		put(s.field, pyMemBase+s.at)
+		put(s.at+l.UnicodeLength, uint64(len(s.text)))
+		binary.LittleEndian.PutUint32(m[s.at+l.UnicodeState:], 1<<2|1<<5|1<<6|1<<7)
+		copy(m[s.at+l.UnicodeASCIIData:], s.text)
+	}
+	put(l.CodeLineTable, pyMemBase+1024)
+	put(1024+l.BytesSize, uint64(len(table)))
+	copy(m[1024+l.BytesData:], table)
+	return m
+}
+
+// pyStackBytes lays out a Python stack record of frames at the code objects codes.
+func pyStackBytes(status uint16, codes ...uint64) []byte {
+	var e probes.PythonStackEvent
+	e.Status, e.Layout, e.Depth = status, 1, uint32(len(codes))
+	for i, c := range codes {
+		e.Frames[i] = probes.PyFrame{Code: c, Frame: 0x7000 + uint64(i), Lasti: int32(i)}
+	}
+	n := unsafe.Offsetof(e.Frames) + uintptr(len(codes))*unsafe.Sizeof(probes.PyFrame{})
+	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n]...)
+}
+
+// FuzzPythonStack resolves fuzzed Python stack records against fuzzed process memory, as the
+// receiver does between a stack record and the record it belongs to: whatever the memory
+// holds, no panic, at most PyStackDepth frames, no newline or invalid UTF-8 in a frame (the
+// stack is newline-separated text), and every missing field labelled.
+func FuzzPythonStack(f *testing.F) {
+	table := []byte{0x80, 0x00, 0xd8, 0x08, 0x09}
+	f.Add(pyStackBytes(probes.PyStackOK, pyMemBase, pyMemBase, 0x1000), []byte(pyCodeImage("Agent.handle_prompt", "/srv/customer_agent.py", table)))
+	f.Add(pyStackBytes(probes.PyStackTruncated, pyMemBase), []byte(pyCodeImage("Tools.export\n  forged (x.py:1)", "/srv/tools.py", nil)))
+	f.Add(pyStackBytes(probes.PyStackOK, pyMemBase+8, pyMemBase), []byte(pyCodeImage("f", "/f.py", table)))
+	f.Fuzz(func(t *testing.T, record, image []byte) {
+		p := &python{
+			reader:  pyinfo.NewMemReader(func(uint32) (pyinfo.Mem, error) { return pyMemImage(image), nil }),
+			pending: map[uint32]*pendingStack{}, funcs: map[pyFuncKey]*spans.Probe{},
+			patterns: map[string][]pyPattern{"t": {
+				{module: "*", qualname: "*", cfg: PythonFunctionConfig{Role: "tool"}},
+			}},
+		}
+		p.reader.Timeout = 0
+		h := spans.Header{PID: 1, TID: 1, Mono: 1e9}
+		if !p.onStack(h, record) {
+			return
+		}
+		st := p.take(h, "t")
+		if st == nil {
+			return
+		}
+		if len(st.frames) > probes.PyStackDepth || len(st.funcs) > len(st.frames) {
+			t.Fatalf("%d frames, %d functions", len(st.frames), len(st.funcs))
+		}
+		for _, fr := range st.frames {
+			for _, s := range []string{fr.Function, fr.File} {
+				if strings.ContainsAny(s, "\n\r") || !utf8.ValidString(s) {
+					t.Fatalf("frame %+v", fr)
+				}
+			}
+		}
+		for _, u := range st.unreadable {
+			if field, reason, ok := strings.Cut(u, ":"); !ok || field == "" || reason == "" {
+				t.Fatalf("unreadable %q", u)
+			}
+		}
+		if len(p.pending) != 0 {
+			t.Fatal("the stack was not taken")
+		}
+	})
+}
+
+// TestPythonStackUnreadable: a stack whose code objects are forged or gone keeps its frames,
+// says what each lacks, and does not match functions whose name or file it could not read.
+func TestPythonStackUnreadable(t *testing.T) {
+	l := pyinfo.Layouts["3.11"]
+	mem := pyCodeImage("Tools.export", "/srv/tools.py", []byte{0x87, 0x00}) // 8 code units on the first line
+	// A second code object at +2048 whose qualified name is issue #14's forged str.
+	mem = append(mem, make(pyMemImage, 2048)...)
+	copy(mem[2048:], mem[:1024])
+	binary.LittleEndian.PutUint64(mem[2048+l.CodeQualname:], pyMemBase+2048+256)
+	binary.LittleEndian.PutUint64(mem[2048+256+l.UnicodeLength:], 1<<61+1)
+	binary.LittleEndian.PutUint32(mem[2048+256+l.UnicodeState:], 4<<2|1<<5|1<<7)
+	p := &python{
+		reader:  pyinfo.NewMemReader(func(uint32) (pyinfo.Mem, error) { return mem, nil }),
+		pending: map[uint32]*pendingStack{}, funcs: map[pyFuncKey]*spans.Probe{},
+		patterns: map[string][]pyPattern{"t": {{module: "*", qualname: "*", cfg: PythonFunctionConfig{Role: "tool"}}}},
+	}
+	h := spans.Header{PID: 1, TID: 1, Mono: 1e9}
+	p.onStack(h, pyStackBytes(probes.PyStackOK, pyMemBase+2048, 0x1000, pyMemBase))
+	st := p.take(h, "t")
+	got := spans.FormatStack(st.frames)
+	want := "<unreadable name: too_long> (/srv/tools.py:10)\n<unresolved code object 0x1000: unreadable> (python)\nTools.export (/srv/tools.py:10)"
+	if got != want {
+		t.Errorf("stack\n%s\nwant\n%s", got, want)
+	}
+	if strings.Join(st.unreadable, ",") != "qualname:too_long,code:unreadable" {
+		t.Errorf("unreadable %v", st.unreadable)
+	}
+	if len(st.funcs) != 1 || st.funcs[0].Probe.Symbol != "tools:Tools.export" {
+		t.Errorf("functions %+v", st.funcs)
+	}
+	m := pcommon.NewMap()
+	st.putUnreadable(m)
+	if v, _ := m.Get("agenttrail.python.stack.unreadable"); v.Str() != "qualname:too_long,code:unreadable" {
+		t.Errorf("attribute %q", v.Str())
+	}
+}
+
+// TestPythonFuncsBound: a process that makes ever new functions matching a glob does not grow
+// the probes without end.
+func TestPythonFuncsBound(t *testing.T) {
+	p := &python{funcs: map[pyFuncKey]*spans.Probe{}}
+	patterns := []pyPattern{{module: "*", qualname: "Tools.*", cfg: PythonFunctionConfig{Role: "tool"}}}
+	for i := range maxPyFuncs + 10 {
+		if p.match("t", patterns, &pyinfo.Code{Qualname: fmt.Sprintf("Tools.f%d", i), Filename: "/x.py"}) == nil {
+			t.Fatal("no match")
+		}
+		if len(p.funcs) > maxPyFuncs {
+			t.Fatalf("%d probes", len(p.funcs))
 		}
 	}
 }
