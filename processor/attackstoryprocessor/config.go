@@ -236,6 +236,9 @@ func (c *Config) Validate() error {
 	if c.Learning.MaxEntries < 1 {
 		return fmt.Errorf(`"learning.max_entries" must be at least 1, got %d`, c.Learning.MaxEntries)
 	}
+	if c.Learning.MaxEntries > maxProfileEntries {
+		return fmt.Errorf(`"learning.max_entries" must be at most %d (what a profile file may hold), got %d`, maxProfileEntries, c.Learning.MaxEntries)
+	}
 	if err := validMode(c.DefaultMode, false); err != nil {
 		return fmt.Errorf(`"default_mode": %w`, err)
 	}

@@ -103,6 +103,7 @@ func TestValidate(t *testing.T) {
 		{"min stories", func(c *Config) { c.Learning.MinStories = 0 }, `"learning.min_stories" must be at least 1`},
 		{"min duration", func(c *Config) { c.Learning.MinDuration = -time.Second }, `"learning.min_duration" must not be negative`},
 		{"max entries", func(c *Config) { c.Learning.MaxEntries = 0 }, `"learning.max_entries" must be at least 1`},
+		{"max entries over a file's", func(c *Config) { c.Learning.MaxEntries = maxProfileEntries + 1 }, `"learning.max_entries" must be at most 10000`},
 		{"default mode", func(c *Config) { c.DefaultMode = "watch" }, `"default_mode": "watch" is not one of observe, alert, enforce`},
 		{"sensitive path", func(c *Config) { c.SensitivePaths = []string{"*.db", " "} }, `"sensitive_paths[1]": empty pattern`},
 		{"marker", func(c *Config) { c.InjectionMarkers = []string{""} }, `"injection_markers[0]" is empty`},

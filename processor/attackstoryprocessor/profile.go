@@ -2,10 +2,13 @@ package attackstoryprocessor
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/netip"
 	"os"
 	"path"
@@ -26,6 +29,18 @@ const (
 	statusComplete   = "complete"
 	maxVolumeSamples = 100
 	maxProfiles      = 1000
+)
+
+// Bounds of what a profile file may hold. A profile is learned from what traced (hostile)
+// programs did and may be edited by hand, and the processor loads every file of profiles_dir
+// at start and whenever one changes: a file over a bound is refused, with an error naming it
+// and the key, like any other invalid profile.
+const (
+	maxProfileFileSize = 4 << 20 // bytes of a file
+	maxProfileEntries  = 10000   // entries of each list (learning.max_entries may not be more)
+	maxProfileString   = 4096    // bytes of a tool, function, path, pattern, address or host name
+	maxWorkloadAttrs   = 32      // workload attributes
+	maxProfileFiles    = 4 * maxProfiles
 )
 
 const profileHeader = `# AgentTrail behavioural profile of one workload, learned by the attackstory processor from the
@@ -409,12 +424,19 @@ func parseProfile(b []byte) (*profile, error) {
 	if v.ConnectsP95 < 0 || v.ConnectsMax < 0 || v.BytesSentP95 < 0 || v.BytesSentMax < 0 {
 		return nil, bad("data_volume: values must not be negative", "data_volume")
 	}
+	if err := checkProfileBounds(&d, bad); err != nil {
+		return nil, err
+	}
 	for _, list := range []*[]string{&d.Tools, &d.Executables, &d.Files} {
 		if *list == nil {
 			*list = []string{}
 		}
 		slices.Sort(*list)
 		*list = slices.Compact(*list)
+	}
+	for role, fns := range d.Functions {
+		slices.Sort(fns) // learning adds to it by binary search
+		d.Functions[role] = slices.Compact(fns)
 	}
 	if d.Destinations == nil {
 		d.Destinations = []profileDest{}
@@ -423,6 +445,130 @@ func parseProfile(b []byte) (*profile, error) {
 	p := &profile{id: workloadIDFromAttrs(d.Workload), data: d}
 	p.index()
 	return p, nil
+}
+
+// checkProfileBounds checks a decoded profile against the bounds of what a file may hold; bad
+// makes the error, naming the key and its line.
+func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) error) error {
+	str := func(s string, keyPath ...any) error {
+		if len(s) > maxProfileString {
+			return bad(fmt.Sprintf("%s: %d bytes, more than %d", keyName(keyPath), len(s), maxProfileString), keyPath...)
+		}
+		return nil
+	}
+	list := func(l []string, keyPath ...any) error {
+		if len(l) > maxProfileEntries {
+			return bad(fmt.Sprintf("%s: %d entries, more than %d", keyName(keyPath), len(l), maxProfileEntries), keyPath...)
+		}
+		for i, s := range l {
+			if err := str(s, append(slices.Clip(keyPath), i)...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(d.Workload) > maxWorkloadAttrs {
+		return bad(fmt.Sprintf("workload: %d attributes, more than %d", len(d.Workload), maxWorkloadAttrs), "workload")
+	}
+	for _, k := range sortedKeys(d.Workload) {
+		if err := cmp.Or(str(k, "workload"), str(d.Workload[k], "workload", k)); err != nil {
+			return err
+		}
+	}
+	if d.Version > math.MaxInt32 || d.Stories > math.MaxInt32 {
+		return bad(fmt.Sprintf("version and stories: at most %d", math.MaxInt32), "version")
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"tools", d.Tools}, {"executables", d.Executables}, {"files", d.Files}} {
+		if err := list(l.list, l.key); err != nil {
+			return err
+		}
+	}
+	if len(d.Functions) > maxProfileEntries {
+		return bad(fmt.Sprintf("functions: %d roles, more than %d", len(d.Functions), maxProfileEntries), "functions")
+	}
+	for _, role := range sortedKeys(d.Functions) {
+		if err := cmp.Or(str(role, "functions"), list(d.Functions[role], "functions", role)); err != nil {
+			return err
+		}
+	}
+	if len(d.Destinations) > maxProfileEntries {
+		return bad(fmt.Sprintf("destinations: %d entries, more than %d", len(d.Destinations), maxProfileEntries), "destinations")
+	}
+	for i, dst := range d.Destinations {
+		err := cmp.Or(str(dst.Address, "destinations", i, "address"), str(dst.CIDR, "destinations", i, "cidr"), str(dst.Host, "destinations", i, "host"))
+		if err != nil {
+			return err
+		}
+	}
+	v := d.DataVolume
+	for _, s := range []struct {
+		key     string
+		samples []int64
+	}{{"connects_samples", v.ConnectsSamples}, {"bytes_sent_samples", v.BytesSentSamples}} {
+		if len(s.samples) > maxVolumeSamples {
+			return bad(fmt.Sprintf("data_volume.%s: %d samples, more than %d", s.key, len(s.samples), maxVolumeSamples), "data_volume", s.key)
+		}
+		if slices.ContainsFunc(s.samples, func(n int64) bool { return n < 0 }) {
+			return bad("data_volume."+s.key+": values must not be negative", "data_volume", s.key)
+		}
+	}
+	if len(d.Truncated) > 16 {
+		return bad(fmt.Sprintf("truncated: %d entries, more than 16", len(d.Truncated)), "truncated")
+	}
+	for i, c := range d.Truncated {
+		if len(c) > 64 {
+			return bad(fmt.Sprintf("truncated[%d]: %d bytes, more than 64", i, len(c)), "truncated", i)
+		}
+	}
+	return nil
+}
+
+// keyName writes a key path as the YAML reads: files[3], functions.tool[0].
+func keyName(keyPath []any) string {
+	var b strings.Builder
+	for _, k := range keyPath {
+		switch k := k.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", k)
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(k)
+		}
+	}
+	return b.String()
+}
+
+// readProfileFile reads a profile file: a regular file (a FIFO would block the reader) of at
+// most maxProfileFileSize bytes, refused before it is read whole. Errors name the file.
+func readProfileFile(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, info.Mode().Type())
+	}
+	if info.Size() > maxProfileFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, more than %d", path, info.Size(), maxProfileFileSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxProfileFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxProfileFileSize {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, maxProfileFileSize)
+	}
+	return b, nil
 }
 
 var internalType = regexp.MustCompile(` in type [\w.]+`)
@@ -510,6 +656,8 @@ type profileStore struct {
 	files     map[string]fileState
 	lastCheck time.Time
 	full      bool // maxProfiles reached (logged once)
+	// tooManyFiles: profiles_dir holds more than maxProfileFiles profile files (logged once).
+	tooManyFiles bool
 }
 
 func newProfileStore(cfg *Config, logger *zap.Logger) *profileStore {
@@ -631,10 +779,18 @@ func (s *profileStore) scan(initial bool) {
 		s.logger.Error("Cannot read profiles_dir", zap.String("profiles_dir", s.dir), zap.Error(err))
 		return
 	}
+	files := 0
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
 			continue
+		}
+		if files++; files > maxProfileFiles {
+			if !s.tooManyFiles {
+				s.tooManyFiles = true
+				s.logger.Error("Too many profile files: the ones after are not read", zap.String("profiles_dir", s.dir), zap.Int("max_files", maxProfileFiles), zap.String("first_not_read", name))
+			}
+			break
 		}
 		info, err := e.Info()
 		if err != nil {
@@ -644,12 +800,15 @@ func (s *profileStore) scan(initial bool) {
 			continue
 		}
 		full := filepath.Join(s.dir, name)
-		b, err := os.ReadFile(full)
-		if err != nil {
-			s.logger.Error("Cannot read profile", zap.String("file", full), zap.Error(err))
-			continue
+		// A file that cannot be read (too large, not a regular file) is invalid as one that
+		// does not parse: reported once, never overwritten, an earlier version kept in use.
+		b, err := readProfileFile(full)
+		var p *profile
+		if err == nil {
+			if p, err = parseProfile(b); err != nil {
+				err = fmt.Errorf("%s: %w", full, err)
+			}
 		}
-		p, err := parseProfile(b)
 		if err != nil {
 			s.files[name] = fileState{mod: info.ModTime(), size: info.Size(), bad: true}
 			kept := "no earlier version of it was loaded"
@@ -660,11 +819,15 @@ func (s *profileStore) scan(initial bool) {
 				}
 			}
 			s.logger.Error("Invalid profile file: fix it; until then "+kept+" and the file is not overwritten",
-				zap.String("file", full), zap.Error(fmt.Errorf("%s: %w", full, err)))
+				zap.String("file", full), zap.Error(err))
 			continue
 		}
 		s.files[name] = fileState{mod: info.ModTime(), size: info.Size()}
 		p.file = name
+		if s.byKey[p.id.key] == nil && len(s.byKey) >= maxProfiles {
+			s.logger.Error("Too many profiles: this one is not loaded", zap.String("file", full), zap.String("workload", p.id.key), zap.Int("max_profiles", maxProfiles))
+			continue
+		}
 		if old := s.byKey[p.id.key]; old != nil && old.file != name && !initial {
 			s.logger.Warn("Two profile files describe the same workload; using the newer", zap.String("workload", p.id.key), zap.String("file", full), zap.String("other", filepath.Join(s.dir, old.file)))
 		}

@@ -27,7 +27,7 @@ type ProfileFile struct {
 
 // ReadProfileFile reads and checks one profile file (errors name the line).
 func ReadProfileFile(path string) (*ProfileFile, error) {
-	b, err := os.ReadFile(path)
+	b, err := readProfileFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func SetProfileMode(path string, mode Mode) (previous string, err error) {
 	if _, err := ParseMode(string(mode)); err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile(path)
+	b, err := readProfileFile(path)
 	if err != nil {
 		return "", err
 	}
