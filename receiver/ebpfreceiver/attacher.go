@@ -37,6 +37,7 @@ type attacher struct {
 	redactor   *redact.Redactor
 	python     *python     // nil unless python.enabled
 	tls        *tlsSupport // nil unless tls.enabled
+	problems   *attachProblems
 
 	targets    []*target
 	probes     []*probeInfo // index: probe id
@@ -112,12 +113,12 @@ func (a *attacher) attachTargets() {
 		a.prepareExecutable(t.cfg.Executable)
 		bin, inode, err := a.attachFile(t, t.cfg.Executable)
 		if err != nil {
-			a.warnTarget(t, "cannot attach to the executable; its processes are not traced", err)
+			a.warnTarget(t, 0, "cannot attach to the executable; its processes are not traced", err)
 			continue
 		}
 		t.inode = inode
 		if err := a.kernel.TraceExecutable(inode, probes.TracedProcess{TargetId: t.id, IsGo: b2u(bin.isGo)}); err != nil {
-			a.warnTarget(t, "cannot register the executable in the kernel", err)
+			a.warnTarget(t, 0, "cannot register the executable in the kernel", err)
 		}
 	}
 	pids, err := listPIDs(a.cfg.ProcRoot)
@@ -139,7 +140,7 @@ func (a *attacher) attachTargets() {
 	}
 	for _, t := range a.targets {
 		if t.cfg.PID != 0 && a.traced[uint32(t.cfg.PID)] == nil {
-			a.warnTarget(t, "the process does not exist (or could not be read); nothing is traced for this target", nil)
+			a.warnTarget(t, 0, "the process does not exist (or could not be read); nothing is traced for this target", nil)
 		}
 	}
 }
@@ -187,7 +188,7 @@ func (a *attacher) trace(t *target, info procInfo) {
 	} else {
 		bin, _, err := a.attachFile(t, info.exeFile)
 		if err != nil {
-			a.warnTarget(t, fmt.Sprintf("cannot attach to process %d (%s); its syscalls are still traced", info.pid, info.exe), err)
+			a.warnTarget(t, info.pid, fmt.Sprintf("cannot attach to process %d (%s); its syscalls are still traced", info.pid, info.exe), err)
 			isGo = a.goBinary(info.exeFile, info.inode)
 		} else {
 			isGo = bin.isGo
@@ -195,7 +196,7 @@ func (a *attacher) trace(t *target, info procInfo) {
 	}
 	a.logger.Debug("tracing process", zap.String("target", t.cfg.Name), zap.Uint32("pid", info.pid), zap.String("executable", info.exe))
 	if err := a.kernel.TraceProcess(info.pid, probes.TracedProcess{TargetId: t.id, IsGo: b2u(isGo)}); err != nil {
-		a.warnTarget(t, fmt.Sprintf("cannot trace process %d", info.pid), err)
+		a.warnTarget(t, info.pid, fmt.Sprintf("cannot trace process %d", info.pid), err)
 		return
 	}
 	a.register(t, info, isGo)
@@ -323,6 +324,7 @@ func (a *attacher) onFork(h spans.Header, child uint32, targetID uint32) {
 func (a *attacher) onExit(pid uint32) {
 	delete(a.traced, pid)
 	a.symbolizer.Forget(pid)
+	a.problems.processGone(pid)
 }
 
 // attachFile attaches the target's functions to one executable file, once per target and file.
@@ -348,6 +350,7 @@ func (a *attacher) attachFile(t *target, path string) (*attachedBinary, probes.I
 			a.tel.attachFailures.Add(ctxBackground, 1)
 			a.logger.Warn("cannot instrument function; the rest of the target is traced",
 				zap.String("target", t.cfg.Name), zap.String("symbol", f.Symbol), zap.String("executable", path), zap.Error(err))
+			a.problems.add(0, fmt.Sprintf("function %s of target %s in %s: %v", f.Symbol, t.cfg.Name, path, err))
 			continue
 		}
 		ab.probes++
@@ -356,6 +359,7 @@ func (a *attacher) attachFile(t *target, path string) (*attachedBinary, probes.I
 		if err := a.attachGoRuntime(path, bin); err != nil {
 			a.logger.Warn("cannot follow goroutine creation; work a goroutine does for its creator becomes its own trace",
 				zap.String("target", t.cfg.Name), zap.String("executable", path), zap.Error(err))
+			a.problems.add(0, fmt.Sprintf("goroutine creation (runtime.newproc1) in %s: %v", path, err))
 		} else {
 			a.goRuntimes[info] = true
 		}
@@ -563,13 +567,18 @@ func shortName(symbol string) string {
 	return symbol
 }
 
-func (a *attacher) warnTarget(t *target, msg string, err error) {
+// warnTarget logs, counts and reports what could not be instrumented for a target; pid is the
+// process concerned (0: the target itself).
+func (a *attacher) warnTarget(t *target, pid uint32, msg string, err error) {
 	a.tel.attachFailures.Add(ctxBackground, 1)
 	fields := []zap.Field{zap.String("target", t.cfg.Name)}
+	what := "target " + t.cfg.Name + ": " + msg
 	if err != nil {
 		fields = append(fields, zap.Error(err))
+		what += ": " + err.Error()
 	}
 	a.logger.Warn(msg, fields...)
+	a.problems.add(pid, what)
 }
 
 func (a *attacher) close() {}

@@ -176,3 +176,69 @@ func (r *ebpfReceiver) checkHealth(read int) {
 
 // dropRingBufferFull is the kernel's drop reason for a full ring buffer.
 const dropRingBufferFull = "ring_buffer_full"
+
+// maxAttachProblems bounds the list of what could not be instrumented; beyond, only a count.
+const maxAttachProblems = 64
+
+// attachProblems is what could not be instrumented, for the component status. The receiver
+// does not retry attaching, so a problem of a target or binary stays until the collector
+// restarts; a process's ends when the process exits. Reader goroutine (and Start) only.
+type attachProblems struct {
+	health *health
+	byWhat map[string]uint32 // what could not be instrumented → its process (0: none)
+	more   int               // problems past maxAttachProblems, not listed
+}
+
+func newAttachProblems(h *health) *attachProblems {
+	return &attachProblems{health: h, byWhat: map[string]uint32{}}
+}
+
+// add records a problem; pid is the process it concerns (0 when it concerns a target or file).
+func (p *attachProblems) add(pid uint32, what string) {
+	if p == nil {
+		return
+	}
+	if _, ok := p.byWhat[what]; ok {
+		return
+	}
+	if len(p.byWhat) >= maxAttachProblems {
+		p.more++
+	} else {
+		p.byWhat[what] = pid
+	}
+	p.update()
+}
+
+// processGone ends the problems of a process that exited.
+func (p *attachProblems) processGone(pid uint32) {
+	if p == nil || pid == 0 {
+		return
+	}
+	n := len(p.byWhat)
+	for what, owner := range p.byWhat {
+		if owner == pid {
+			delete(p.byWhat, what)
+		}
+	}
+	if len(p.byWhat) != n {
+		p.update()
+	}
+}
+
+func (p *attachProblems) update() {
+	if len(p.byWhat) == 0 && p.more == 0 {
+		p.health.clear(problemAttach)
+		return
+	}
+	whats := make([]string, 0, len(p.byWhat))
+	for w := range p.byWhat {
+		whats = append(whats, w)
+	}
+	slices.Sort(whats)
+	const listed = 5 // the status stays readable; the log has every one
+	msg := "could not instrument " + strings.Join(whats[:min(listed, len(whats))], "; ")
+	if hidden := max(0, len(whats)-listed) + p.more; hidden > 0 {
+		msg += fmt.Sprintf(" (and %d more, see the log)", hidden)
+	}
+	p.health.set(problemAttach, msg)
+}

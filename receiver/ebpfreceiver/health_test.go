@@ -1,6 +1,8 @@
 package ebpfreceiver
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -103,5 +105,54 @@ func TestRingBufferLossStatus(t *testing.T) {
 	o.r.checkHealth(1)
 	if got := o.host.statuses(); len(got) != 2 || got[1] != componentstatus.StatusOK {
 		t.Errorf("statuses %v, want error then OK", got)
+	}
+}
+
+// TestAttachProblemsStatus: what could not be instrumented is a recoverable error naming it; a
+// process's problem ends with the process, a target's stays.
+func TestAttachProblemsStatus(t *testing.T) {
+	o := newOffline(t, consumertest.NewNop())
+	a := o.r.attacher
+	a.problems = newAttachProblems(o.r.health)
+	tg := a.targets[0]
+	tg.cfg.Functions = []FunctionConfig{{Symbol: "no_such_function"}}
+	if _, _, err := a.attachFile(tg, "/bin/true"); err != nil {
+		t.Fatal(err)
+	}
+	ev := o.host.last()
+	if ev == nil || ev.Status() != componentstatus.StatusRecoverableError || !strings.Contains(ev.Err().Error(), "function no_such_function of target agent in /bin/true") {
+		t.Fatalf("status after a missing function: %+v", ev)
+	}
+	a.warnTarget(tg, 555, "cannot trace process 555", errors.New("no such process"))
+	if ev := o.host.last(); !strings.Contains(ev.Err().Error(), "cannot trace process 555") || !strings.Contains(ev.Err().Error(), "no_such_function") {
+		t.Errorf("status names %q", ev.Err())
+	}
+	a.onExit(555)
+	if ev := o.host.last(); ev.Status() != componentstatus.StatusRecoverableError || strings.Contains(ev.Err().Error(), "555") {
+		t.Errorf("after the process exited: %v %v", ev.Status(), ev.Err())
+	}
+
+	o2 := newOffline(t, consumertest.NewNop())
+	o2.r.attacher.problems = newAttachProblems(o2.r.health)
+	o2.r.attacher.warnTarget(o2.r.attacher.targets[0], 777, "cannot trace process 777", nil)
+	o2.r.attacher.onExit(777)
+	if got := o2.host.statuses(); len(got) != 2 || got[0] != componentstatus.StatusRecoverableError || got[1] != componentstatus.StatusOK {
+		t.Errorf("statuses %v, want a recoverable error then OK", got)
+	}
+}
+
+// TestAttachProblemsBounded: past maxAttachProblems only a count grows, and the status lists a
+// few and says how many more.
+func TestAttachProblemsBounded(t *testing.T) {
+	o := newOffline(t, consumertest.NewNop())
+	p := newAttachProblems(o.r.health)
+	for i := range maxAttachProblems + 10 {
+		p.add(uint32(i+1), fmt.Sprintf("process %04d", i))
+	}
+	if len(p.byWhat) != maxAttachProblems || p.more != 10 {
+		t.Errorf("%d listed, %d more", len(p.byWhat), p.more)
+	}
+	if msg := o.host.last().Err().Error(); !strings.Contains(msg, fmt.Sprintf("(and %d more", maxAttachProblems+10-5)) {
+		t.Errorf("status %q", msg)
 	}
 }

@@ -108,12 +108,14 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
 	r.clock = newMonoClock()
 	r.attacher = newAttacher(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
+	r.attacher.problems = newAttachProblems(r.health)
 	if r.cfg.Python.Enabled {
 		r.python = newPython(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
 		r.attacher.python = r.python
 	}
 	if r.cfg.TLS.Enabled {
 		r.tls = newTLS(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
+		r.tls.problems = r.attacher.problems
 		r.attacher.tls = r.tls
 	}
 

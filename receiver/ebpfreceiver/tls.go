@@ -33,6 +33,7 @@ type tlsSupport struct {
 	logger   *zap.Logger
 	tel      *telemetry
 	redactor *redact.Redactor
+	problems *attachProblems
 	tracker  *llm.Tracker
 	attached map[string]bool // libraries and Go binaries probed, by "dev:inode"
 	libNames map[string]bool // base names of the configured libraries
@@ -156,10 +157,13 @@ func (t *tlsSupport) attachOpenSSL(path string) {
 func (t *tlsSupport) warn(msg, path string, err error) {
 	t.tel.attachFailures.Add(ctxBackground, 1)
 	fields := []zap.Field{zap.String("path", path)}
+	what := "TLS (" + path + "): " + msg
 	if err != nil {
 		fields = append(fields, zap.Error(err))
+		what += ": " + err.Error()
 	}
 	t.logger.Warn(msg, fields...)
+	t.problems.add(0, what)
 }
 
 // attachGo probes crypto/tls.(*Conn).Write at entry, (*Conn).Read at entry and every RET, and
