@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // checkHeld fails when the bytes the Tracker says it holds are over MaxTotalBuffer, or are not
@@ -134,6 +136,24 @@ func TestAdversarialBounds(t *testing.T) {
 		}
 		if st := tr.Stats(); st.StreamsGivenUp != 10000-maxH2Streams {
 			t.Errorf("%+v", st)
+		}
+	})
+
+	t.Run("HPACK tables of 64 KiB on many connections", func(t *testing.T) {
+		c := newConv(t).start([]http2.Setting{{ID: http2.SettingHeaderTableSize, Val: 1 << 20}}, []http2.Setting{{ID: http2.SettingHeaderTableSize, Val: 1 << 20}})
+		tr := NewTracker(small)
+		var unparsed int
+		for i := range small.MaxConnections {
+			for _, call := range c.calls {
+				for _, ex := range feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, call.dir, call.data, len(call.data)) {
+					if ex.Unparsed == "HTTP/2: "+errTotalBuffer {
+						unparsed++
+					}
+				}
+			}
+		}
+		if st := tr.Stats(); st.ConnectionsCut == 0 || unparsed == 0 {
+			t.Errorf("%+v, %d unparsed", st, unparsed)
 		}
 	})
 

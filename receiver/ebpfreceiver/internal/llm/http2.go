@@ -127,6 +127,9 @@ type h2side struct {
 	// SETTINGS_MAX_FRAME_SIZE.
 	maxFrame int
 	dec      *hpack.Decoder
+	// table is the most its decoder's dynamic table may hold: what the receiving peer
+	// announced (SETTINGS_HEADER_TABLE_SIZE), at most maxHeaderTable.
+	table    int
 	fields   []hpack.HeaderField // the header block being decoded
 	listSize int                 // its size as HPACK counts it
 	listCut  bool                // fields over maxHeaderBytes were not kept
@@ -158,16 +161,17 @@ type h2conn struct {
 func newH2Conn(key Key, lim *bufLimit) *h2conn {
 	h := &h2conn{key: key, streams: map[uint32]*h2stream{}, lim: lim}
 	for _, s := range []*h2side{&h.out, &h.in} {
-		s.maxFrame = defaultMaxFrame
+		s.maxFrame, s.table = defaultMaxFrame, defaultHeaderTable
 		s.dec = hpack.NewDecoder(defaultHeaderTable, s.emit)
 	}
 	h.out.dir, h.in.dir = Write, Read
 	return h
 }
 
-// size is the message bytes h holds.
+// size is the message bytes h holds, counting the HPACK tables as full: their entries are
+// header fields too, and a peer may make each hold up to maxHeaderTable.
 func (h *h2conn) size() int {
-	n := len(h.out.buf) + len(h.in.buf) + len(h.out.block) + len(h.in.block)
+	n := len(h.out.buf) + len(h.in.buf) + len(h.out.block) + len(h.in.block) + h.out.table + h.in.table
 	for _, st := range h.streams {
 		n += st.req.size() + st.resp.size()
 		if st.request != nil {
@@ -700,7 +704,8 @@ func (h *h2conn) settings(s *h2side) {
 		switch binary.BigEndian.Uint16(p) {
 		case settingHeaderTableSize:
 			// The table the announcing side decodes with is the one the peer encodes into.
-			peer.dec.SetAllowedMaxDynamicTableSize(min(v, maxHeaderTable))
+			peer.table = int(min(v, maxHeaderTable))
+			peer.dec.SetAllowedMaxDynamicTableSize(uint32(peer.table))
 		case settingMaxFrameSize:
 			if v < defaultMaxFrame || v > maxFrameLimit {
 				h.fail(fmt.Sprintf("HTTP/2: invalid SETTINGS_MAX_FRAME_SIZE %d", v))
