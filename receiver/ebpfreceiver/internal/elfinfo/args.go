@@ -196,7 +196,8 @@ const (
 	langRust = 0x1c
 )
 
-func (b *Binary) parameters(function string) ([]Param, ABI, error) {
+func (b *Binary) parameters(function string) (_ []Param, _ ABI, err error) {
+	defer b.recoverMalformed(&err, "function "+function)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, err := b.loadDWARF()
@@ -204,7 +205,8 @@ func (b *Binary) parameters(function string) ([]Param, ABI, error) {
 		return nil, "", err
 	}
 	if b.subIndex == nil {
-		idx, err := buildSubprogramIndex(d)
+		var idx *subprogramIndex
+		err := Guard(func() (err error) { idx, err = buildSubprogramIndex(d, b.infoBytes()); return err })
 		if err != nil {
 			return nil, "", fmt.Errorf("elfinfo: %s: reading DWARF: %w", b.Path, err)
 		}
@@ -256,7 +258,7 @@ func (b *Binary) checkEntryLocations(sp *subprogram, formals []formal, params []
 		return
 	}
 	if b.locs == nil && b.locsErr == nil {
-		b.locs, b.locsErr = newLocReader(b.elf)
+		b.locsErr = Guard(func() (err error) { b.locs, err = newLocReader(b.elf); return err })
 	}
 	if b.locsErr != nil {
 		return
@@ -363,7 +365,10 @@ type subprogramIndex struct {
 
 const attrMIPSLinkageName dwarf.Attr = 0x2007
 
-func buildSubprogramIndex(d *dwarf.Data) (*subprogramIndex, error) {
+// buildSubprogramIndex reads at most maxEntries DIEs: every DIE takes at least a byte of
+// .debug_info, but on some crafted input debug/dwarf's Reader returns null entries forever
+// without advancing (Go 1.26), so the walk is bounded by the section's size.
+func buildSubprogramIndex(d *dwarf.Data, maxEntries int) (*subprogramIndex, error) {
 	idx := &subprogramIndex{
 		byName: map[string][]dwarf.Offset{},
 		refs:   map[dwarf.Offset][]dwarf.Offset{},
@@ -372,7 +377,10 @@ func buildSubprogramIndex(d *dwarf.Data) (*subprogramIndex, error) {
 	r := d.Reader()
 	lang := int64(-1)
 	var unit *unitInfo
-	for {
+	for n := 0; ; n++ {
+		if n > maxEntries {
+			return nil, fmt.Errorf("%w: more DWARF entries than .debug_info has bytes (%d)", ErrMalformed, maxEntries)
+		}
 		e, err := r.Next()
 		if err != nil {
 			return nil, err

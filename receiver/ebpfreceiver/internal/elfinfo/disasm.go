@@ -33,7 +33,8 @@ const maxFunctionSize = 64 << 20
 // the result is then refused with an error wrapping ErrUndecodable. A
 // function without any RET (it only tail-jumps, or never returns, e.g. it
 // always panics) gives an error wrapping ErrNoReturn.
-func (b *Binary) ReturnOffsets(fn Function) ([]uint64, error) {
+func (b *Binary) ReturnOffsets(fn Function) (_ []uint64, err error) {
+	defer b.recoverMalformed(&err, "function "+fn.Name)
 	if fn.Size == 0 {
 		return nil, fmt.Errorf("elfinfo: %s: function %s at %#x: size unknown (symbol size 0), cannot find its return instructions", b.Path, fn.Name, fn.Address)
 	}

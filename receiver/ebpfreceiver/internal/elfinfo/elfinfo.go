@@ -18,6 +18,19 @@
 //     and the System V AMD64 ABI for C, C++ and Rust ([Binary.Args]).
 //
 // Only x86-64 (EM_X86_64, ELFCLASS64) binaries are supported.
+//
+// A traced process chooses its executable and libraries, so every binary is
+// hostile input. Sizes are checked before anything is read: one section at
+// most 256 MiB after decompression ([MaxSectionSize]), a symbol table at most
+// 2Mi entries ([MaxSymbols]), the DWARF sections at most 512 MiB together
+// ([MaxDWARFSize]), a Go pclntab at most 1Mi functions ([MaxGoFuncs]), a
+// build ID note at most 1 MiB ([MaxNoteSize]), a function disassembled at
+// most 64 MiB, and at most 65536 DWARF type nodes are visited for one
+// function's parameters. A binary over a limit gives errors wrapping
+// [ErrTooLarge]. debug/elf, debug/dwarf and debug/gosym may panic on crafted
+// input: their panics are recovered where this package calls them and become
+// errors wrapping [ErrMalformed] (a lookup that cannot fail, SourceLine, then
+// says nothing). Callers count both as binaries they could not instrument.
 package elfinfo
 
 import (
@@ -28,6 +41,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 )
@@ -51,7 +65,8 @@ type Binary struct {
 	// (plain or compressed).
 	HasDWARF bool
 
-	file *os.File
+	file fileReader
+	size int64 // of the file, to refuse reads beyond it
 	elf  *elf.File
 
 	mu       sync.Mutex
@@ -80,28 +95,47 @@ func Open(path string) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elfinfo: %w", err)
 	}
-	ef, err := elf.NewFile(f)
+	b, err := newBinary(path, f, fi.Size())
 	if err != nil {
 		_ = f.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// fileReader is the opened file: an *os.File, or bytes in the fuzz tests.
+type fileReader interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// newBinary reads the identity of the ELF file f of size bytes. debug/elf and debug/buildinfo
+// run under Guard: a crafted file is an error wrapping ErrMalformed, never a panic.
+func newBinary(path string, f fileReader, size int64) (*Binary, error) {
+	var ef *elf.File
+	if err := Guard(func() (err error) { ef, err = elf.NewFile(f); return err }); err != nil {
 		return nil, fmt.Errorf("elfinfo: open %s: not a valid ELF file: %w", path, err)
 	}
 	if ef.Class != elf.ELFCLASS64 || ef.Machine != elf.EM_X86_64 {
-		_ = f.Close()
 		return nil, fmt.Errorf("elfinfo: open %s: unsupported architecture %v/%v: only x86-64 (EM_X86_64, 64-bit) binaries are supported", path, ef.Machine, ef.Class)
 	}
 	if ef.Type != elf.ET_EXEC && ef.Type != elf.ET_DYN {
-		_ = f.Close()
 		return nil, fmt.Errorf("elfinfo: open %s: unsupported ELF type %v: need an executable or shared library", path, ef.Type)
 	}
 
-	b := &Binary{Path: path, file: f, elf: ef}
+	b := &Binary{Path: path, file: f, size: size, elf: ef}
 	b.IsGo = ef.Section(".go.buildinfo") != nil || ef.Section(".gopclntab") != nil
 	b.HasDWARF = ef.Section(".debug_info") != nil || ef.Section(".zdebug_info") != nil
-	b.BuildID = readBuildID(ef)
+	if err := Guard(func() error { b.BuildID = readBuildID(ef); return nil }); err != nil {
+		return nil, fmt.Errorf("elfinfo: open %s: reading its build ID: %w", path, err)
+	}
 	if b.IsGo {
-		if bi, err := buildinfo.Read(f); err == nil {
-			b.GoVersion = bi.GoVersion
-		}
+		_ = Guard(func() error { // the Go version is informative only
+			if bi, err := buildinfo.Read(f); err == nil {
+				b.GoVersion = bi.GoVersion
+			}
+			return nil
+		})
 	}
 	return b, nil
 }
@@ -154,6 +188,9 @@ func (b *Binary) readAt(addr, n uint64) ([]byte, error) {
 	if b.file == nil {
 		return nil, fmt.Errorf("elfinfo: %s: binary is closed", b.Path)
 	}
+	if off > uint64(b.size) || n > uint64(b.size)-off {
+		return nil, fmt.Errorf("elfinfo: %s: range [%#x, %#x) lies beyond the end of the file", b.Path, addr, addr+n)
+	}
 	buf := make([]byte, n)
 	if _, err := b.file.ReadAt(buf, int64(off)); err != nil {
 		return nil, fmt.Errorf("elfinfo: %s: read %d bytes at file offset %#x: %w", b.Path, n, off, err)
@@ -186,6 +223,9 @@ func readBuildID(f *elf.File) string {
 			continue
 		}
 		sawSections = true
+		if SectionSize(s) > MaxNoteSize {
+			continue
+		}
 		data, err := s.Data()
 		if err != nil {
 			continue
@@ -196,7 +236,7 @@ func readBuildID(f *elf.File) string {
 	}
 	if !sawSections { // section headers stripped: use the program headers
 		for _, p := range f.Progs {
-			if p.Type != elf.PT_NOTE || p.Filesz > 1<<20 {
+			if p.Type != elf.PT_NOTE || p.Filesz > MaxNoteSize {
 				continue
 			}
 			data := make([]byte, p.Filesz)
@@ -258,7 +298,12 @@ func (b *Binary) loadDWARF() (*dwarf.Data, error) {
 		b.dwarfErr = fmt.Errorf("elfinfo: %s: %w: the binary was built or stripped without debug info; build without -ldflags='-s -w' (Go) or with -g (C/C++/Rust) and do not strip it", b.Path, ErrNoDWARF)
 		return nil, b.dwarfErr
 	}
-	d, err := b.elf.DWARF()
+	if err := CheckDWARF(b.elf); err != nil {
+		b.dwarfErr = fmt.Errorf("elfinfo: %s: reading DWARF: %w", b.Path, err)
+		return nil, b.dwarfErr
+	}
+	var d *dwarf.Data
+	err := Guard(func() (err error) { d, err = b.elf.DWARF(); return err })
 	if err != nil {
 		b.dwarfErr = fmt.Errorf("elfinfo: %s: reading DWARF: %w", b.Path, err)
 		return nil, b.dwarfErr
@@ -269,3 +314,18 @@ func (b *Binary) loadDWARF() (*dwarf.Data, error) {
 
 // ErrNoDWARF is wrapped by errors from Args when the binary has no DWARF.
 var ErrNoDWARF = errors.New("no DWARF debug info")
+
+// recoverMalformed, deferred by the methods that run debug/dwarf and debug/gosym over the
+// binary, turns a panic of theirs on a crafted file into an error wrapping ErrMalformed.
+// Deferred before b.mu is locked, it runs after the unlock.
+func (b *Binary) recoverMalformed(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("elfinfo: %s: %s: %w", b.Path, what, Recovered(r))
+	}
+}
+
+// infoBytes is the size of .debug_info and .debug_types, uncompressed: a bound on the DIEs a
+// walk over them can meet.
+func (b *Binary) infoBytes() int {
+	return DWARFEntryBound(b.elf)
+}

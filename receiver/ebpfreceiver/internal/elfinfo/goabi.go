@@ -62,6 +62,9 @@ func (t *typeReader) goShapeOf(off dwarf.Offset, depth int) (goShape, error) {
 	if depth > 64 {
 		return goShape{}, fmt.Errorf("type nesting too deep at DWARF offset %#x", off)
 	}
+	if err := t.spend(); err != nil {
+		return goShape{}, err
+	}
 	n, err := t.node(off)
 	if err != nil {
 		return goShape{}, err

@@ -18,7 +18,7 @@ type fixtures struct {
 	cStrippedDW string // gcc -O1 without -g
 }
 
-func requireTool(t *testing.T, name string) string {
+func requireTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -27,7 +27,7 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-func run(t *testing.T, dir string, env []string, name string, args ...string) {
+func run(t testing.TB, dir string, env []string, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
@@ -44,7 +44,7 @@ func goEnv(extra ...string) []string {
 }
 
 // buildGo builds testdata/goprog into dir/name with extra go build flags.
-func buildGo(t *testing.T, dir, name string, env []string, flags ...string) string {
+func buildGo(t testing.TB, dir, name string, env []string, flags ...string) string {
 	t.Helper()
 	goTool := requireTool(t, "go")
 	out := filepath.Join(dir, name)
@@ -59,7 +59,7 @@ func buildGo(t *testing.T, dir, name string, env []string, flags ...string) stri
 }
 
 // buildC compiles testdata/cprog/prog.c into dir/name with gcc.
-func buildC(t *testing.T, dir, name string, flags ...string) string {
+func buildC(t testing.TB, dir, name string, flags ...string) string {
 	t.Helper()
 	gcc := requireTool(t, "gcc")
 	out := filepath.Join(dir, name)

@@ -50,6 +50,9 @@ type unitSpan struct {
 func sectionData(f *elf.File, names ...string) ([]byte, error) {
 	for _, name := range names {
 		if s := f.Section(name); s != nil {
+			if err := CheckSection(s); err != nil {
+				return nil, err
+			}
 			return s.Data()
 		}
 	}
@@ -72,6 +75,14 @@ func newLocReader(f *elf.File) (*locReader, error) {
 	if err != nil {
 		return nil, err
 	}
+	lr.units = parseUnits(info)
+	return lr, nil
+}
+
+// parseUnits lists the units of .debug_info from their headers, up to the first one whose
+// length does not fit.
+func parseUnits(info []byte) []unitSpan {
+	var units []unitSpan
 	for off := uint64(0); off+6 < uint64(len(info)); {
 		length, hdr := uint64(binary.LittleEndian.Uint32(info[off:])), uint64(4)
 		if length == 0xffffffff {
@@ -80,14 +91,16 @@ func newLocReader(f *elf.File) (*locReader, error) {
 			}
 			length, hdr = binary.LittleEndian.Uint64(info[off+4:]), 12
 		}
-		if length == 0 || off+hdr+length > uint64(len(info)) {
+		// Overflow-safe (off+hdr <= len): a 64-bit length near 2^64 must not wrap the sum
+		// and send off back to the start, looping forever.
+		if length == 0 || length > uint64(len(info))-off-hdr {
 			break
 		}
 		version := int(binary.LittleEndian.Uint16(info[off+hdr:]))
-		lr.units = append(lr.units, unitSpan{start: off, end: off + hdr + length, version: version})
+		units = append(units, unitSpan{start: off, end: off + hdr + length, version: version})
 		off += hdr + length
 	}
-	return lr, nil
+	return units
 }
 
 // version returns the DWARF version of the unit containing off, or 0.
@@ -214,18 +227,23 @@ func sleb(b []byte) (int64, []byte, error) {
 
 // loclistx resolves a DW_FORM_loclistx index to a .debug_loclists offset.
 func (lr *locReader) loclistx(u unitInfo, idx int64) (int64, error) {
+	n := uint64(len(lr.loclists))
+	if idx < 0 || u.loclistsBase > n || uint64(idx) > (n-u.loclistsBase)/4 {
+		return 0, fmt.Errorf("location list index %d out of range", idx)
+	}
 	at := u.loclistsBase + uint64(idx)*4
-	if idx < 0 || at+4 > uint64(len(lr.loclists)) {
+	if at+4 > n {
 		return 0, fmt.Errorf("location list index %d out of range", idx)
 	}
 	return int64(u.loclistsBase) + int64(binary.LittleEndian.Uint32(lr.loclists[at:])), nil
 }
 
 func (lr *locReader) addrx(u unitInfo, idx uint64) (uint64, error) {
-	off := u.addrBase + idx*8
-	if off+8 > uint64(len(lr.addr)) {
+	n := uint64(len(lr.addr))
+	if u.addrBase > n || idx > (n-u.addrBase)/8 || u.addrBase+idx*8+8 > n {
 		return 0, fmt.Errorf("address index %d out of range", idx)
 	}
+	off := u.addrBase + idx*8
 	return binary.LittleEndian.Uint64(lr.addr[off:]), nil
 }
 

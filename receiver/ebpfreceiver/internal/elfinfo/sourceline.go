@@ -9,7 +9,14 @@ import (
 // SourceLine returns the source file and line of a code address (a function's entry, for the
 // code.file.path and code.line.number of its spans): from the Go pclntab for Go binaries, from
 // the DWARF line table otherwise. It returns "", 0 when the binary does not say.
-func (b *Binary) SourceLine(addr uint64) (string, int) {
+func (b *Binary) SourceLine(addr uint64) (file string, line int) {
+	var err error
+	defer func() {
+		if err != nil { // a crafted binary made debug/dwarf panic: not known
+			file, line = "", 0
+		}
+	}()
+	defer b.recoverMalformed(&err, "source line")
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.IsGo {

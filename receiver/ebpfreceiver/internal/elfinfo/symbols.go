@@ -33,6 +33,9 @@ type SymbolNotFoundError struct {
 	// Suggestions are up to 3 existing function names close to Name, best
 	// first.
 	Suggestions []string
+	// Cause, when not nil, says why a symbol table could not be read (it
+	// wraps ErrTooLarge or ErrMalformed): the function may exist there.
+	Cause error
 }
 
 func (e *SymbolNotFoundError) Error() string {
@@ -48,10 +51,18 @@ func (e *SymbolNotFoundError) Error() string {
 		}
 		sb.WriteString("?)")
 	}
+	if e.Cause != nil {
+		fmt.Fprintf(&sb, "; not all symbols could be read: %v", e.Cause)
+	}
 	return sb.String()
 }
 
-func (e *SymbolNotFoundError) Unwrap() error { return ErrSymbolNotFound }
+func (e *SymbolNotFoundError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{ErrSymbolNotFound, e.Cause}
+	}
+	return []error{ErrSymbolNotFound}
+}
 
 type symbolTables struct {
 	symtab []elf.Symbol // function symbols of .symtab
@@ -59,6 +70,10 @@ type symbolTables struct {
 
 	pclnLoaded bool
 	pcln       *gosym.Table // nil if absent or unreadable
+
+	// err is the first reason a table could not be read (ErrTooLarge,
+	// ErrMalformed); nil when every table present was read.
+	err error
 }
 
 func isDefinedFunc(s elf.Symbol) bool {
@@ -71,20 +86,30 @@ func (b *Binary) symbols() *symbolTables {
 		return b.syms
 	}
 	st := &symbolTables{}
-	if syms, err := b.elf.Symbols(); err == nil {
-		for _, s := range syms {
-			if isDefinedFunc(s) {
-				st.symtab = append(st.symtab, s)
-			}
+	read := func(typ elf.SectionType, load func() ([]elf.Symbol, error)) []elf.Symbol {
+		var out []elf.Symbol
+		err := CheckSymbols(b.elf, typ)
+		if err == nil {
+			err = Guard(func() error {
+				syms, err := load()
+				if err != nil {
+					return nil // absent or unreadable: as if stripped
+				}
+				for _, s := range syms {
+					if isDefinedFunc(s) {
+						out = append(out, s)
+					}
+				}
+				return nil
+			})
 		}
-	}
-	if syms, err := b.elf.DynamicSymbols(); err == nil {
-		for _, s := range syms {
-			if isDefinedFunc(s) {
-				st.dynsym = append(st.dynsym, s)
-			}
+		if err != nil && st.err == nil {
+			st.err = fmt.Errorf("%v: %w", typ, err)
 		}
+		return out
 	}
+	st.symtab = read(elf.SHT_SYMTAB, b.elf.Symbols)
+	st.dynsym = read(elf.SHT_DYNSYM, b.elf.DynamicSymbols)
 	b.syms = st
 	return st
 }
@@ -100,32 +125,46 @@ func (b *Binary) pclntab() *gosym.Table {
 	if sec == nil {
 		return nil
 	}
-	data, err := sec.Data()
+	err := CheckSection(sec)
+	if err == nil {
+		err = Guard(func() error {
+			data, err := sec.Data()
+			if err != nil {
+				return nil
+			}
+			if err := CheckPclntab(data); err != nil {
+				return err
+			}
+			var textStart uint64
+			if text := b.elf.Section(".text"); text != nil {
+				textStart = text.Addr
+			}
+			if tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart)); err == nil {
+				st.pcln = tab
+			}
+			return nil
+		})
+	}
 	if err != nil {
-		return nil
+		st.pcln = nil
+		if st.err == nil {
+			st.err = fmt.Errorf(".gopclntab: %w", err)
+		}
 	}
-	var textStart uint64
-	if text := b.elf.Section(".text"); text != nil {
-		textStart = text.Addr
-	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
-	if err != nil {
-		return nil
-	}
-	st.pcln = tab
-	return tab
+	return st.pcln
 }
 
 // Function looks up a function by its symbol name in .symtab, then .dynsym,
 // then, for Go binaries (including ones stripped with -ldflags=-s), in the
 // Go pclntab. A missing function gives a *SymbolNotFoundError, which wraps
 // ErrSymbolNotFound and suggests up to 3 close names.
-func (b *Binary) Function(name string) (Function, error) {
+func (b *Binary) Function(name string) (fn Function, err error) {
+	defer b.recoverMalformed(&err, "function "+name)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	fn, err := b.functionLocked(name)
+	fn, err = b.functionLocked(name)
 	if err != nil {
-		return Function{}, &SymbolNotFoundError{Path: b.Path, Name: name, Suggestions: suggest(name, b.functionNames(), 3)}
+		return Function{}, &SymbolNotFoundError{Path: b.Path, Name: name, Suggestions: suggest(name, b.functionNames(), 3), Cause: b.symbols().err}
 	}
 	return fn, nil
 }
@@ -161,7 +200,11 @@ func (b *Binary) pclnFunc(name string) *gosym.Func {
 	if tab == nil {
 		return nil
 	}
-	return tab.LookupFunc(name)
+	f := tab.LookupFunc(name)
+	if f != nil && f.End < f.Entry {
+		return nil // a crafted table: the size would wrap
+	}
+	return f
 }
 
 // functionNames lists every known function name. Callers hold b.mu.

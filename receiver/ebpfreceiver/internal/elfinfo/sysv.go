@@ -176,6 +176,9 @@ func (t *typeReader) leaves(off dwarf.Offset, base int64, depth int, out *[]leaf
 	if depth > 32 || len(*out) > 256 {
 		return fmt.Errorf("aggregate too deep or too large")
 	}
+	if err := t.spend(); err != nil {
+		return err
+	}
 	n, _, err := t.stripQualifiers(off)
 	if err != nil {
 		return err
@@ -236,7 +239,7 @@ func (t *typeReader) leaves(off dwarf.Offset, base int64, depth int, out *[]leaf
 		} else if en, _, err := t.stripQualifiers(n.typ); err == nil && en != nil {
 			esize = en.size
 		}
-		for i := int64(0); i < n.count && len(*out) <= 256; i++ {
+		for i := int64(0); i < n.count && len(elem) > 0 && len(*out) <= 256; i++ {
 			for _, l := range elem {
 				l.off += base + i*esize
 				*out = append(*out, l)
@@ -287,6 +290,9 @@ func (t *typeReader) classifyCAggregate(n *typeNode) cPass {
 	for _, l := range ls {
 		if l.x87 {
 			return cPass{memory: true, problem: problem}
+		}
+		if l.off < 0 {
+			return cPass{unknown: fmt.Sprintf("aggregate %q with a member at negative offset %d", n.name, l.off)}
 		}
 		if !l.bitfield && l.size <= 8 && l.off%l.size != 0 {
 			return cPass{memory: true, problem: problem} // unaligned (packed)

@@ -57,10 +57,25 @@ type typeReader struct {
 	d      *dwarf.Data
 	r      *dwarf.Reader
 	cache  map[dwarf.Offset]*typeNode
+	// steps left for the walks over types (see maxTypeSteps): types of a crafted binary can
+	// share members so that a depth-bounded walk still visits exponentially many nodes.
+	steps int
 }
 
 func newTypeReader(d *dwarf.Data) *typeReader {
-	return &typeReader{d: d, r: d.Reader(), cache: map[dwarf.Offset]*typeNode{}}
+	return &typeReader{d: d, r: d.Reader(), cache: map[dwarf.Offset]*typeNode{}, steps: maxTypeSteps}
+}
+
+// errTypeSteps: the parameters' types are too complex to walk within maxTypeSteps.
+var errTypeSteps = fmt.Errorf("types too complex (more than %d DWARF type nodes visited): %w", maxTypeSteps, ErrTooLarge)
+
+// spend takes one step of the type walks' budget.
+func (t *typeReader) spend() error {
+	if t.steps <= 0 {
+		return errTypeSteps
+	}
+	t.steps--
+	return nil
 }
 
 func intVal(v any) (int64, bool) {
@@ -158,6 +173,15 @@ func (t *typeReader) node(off dwarf.Offset) (*typeNode, error) {
 
 // typeName returns the DWARF name of the type at off for messages.
 func (t *typeReader) typeName(off dwarf.Offset) string {
+	return t.typeNameDepth(off, 0)
+}
+
+// typeNameDepth is typeName inside depth pointer, reference and qualifier types: a crafted
+// pointer type may point to itself.
+func (t *typeReader) typeNameDepth(off dwarf.Offset, depth int) string {
+	if depth > 16 || t.spend() != nil {
+		return "?"
+	}
 	for hop := 0; hop < 8; hop++ {
 		n, err := t.node(off)
 		if err != nil {
@@ -181,16 +205,16 @@ func (t *typeReader) typeName(off dwarf.Offset) string {
 			if !n.hasTyp {
 				return "void *"
 			}
-			return t.typeName(n.typ) + " *"
+			return t.typeNameDepth(n.typ, depth+1) + " *"
 		case dwarf.TagReferenceType:
-			return t.typeName(n.typ) + " &"
+			return t.typeNameDepth(n.typ, depth+1) + " &"
 		case dwarf.TagConstType:
 			if !n.hasTyp {
 				return "const void"
 			}
-			return "const " + t.typeName(n.typ)
+			return "const " + t.typeNameDepth(n.typ, depth+1)
 		case dwarf.TagVolatileType:
-			return "volatile " + t.typeName(n.typ)
+			return "volatile " + t.typeNameDepth(n.typ, depth+1)
 		case dwarf.TagStructType:
 			return "struct <anonymous>"
 		case dwarf.TagUnionType:

@@ -1,0 +1,339 @@
+package elfinfo
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// A traced process chooses its binaries: every parser here must survive any bytes. The
+// targets are seeded with the test fixtures (built from testdata, as the other tests do) and
+// with copies of the C fixture whose section headers lie (a huge size or offset, a compressed
+// flag), after the standard library's debug/elf fuzz test. They run under StrictPanics: a
+// panic of debug/* is recovered as in production, one of ours fails the target.
+
+// bytesFile is a binary held in memory.
+type bytesFile struct{ *bytes.Reader }
+
+func (bytesFile) Close() error { return nil }
+
+// fuzzNames are functions of the fixtures, looked up in every input.
+var fuzzNames = []string{
+	"main.(*Agent).HandlePrompt", "main.WriteBytes", "main.Scale", "main.Many", "main.Kinds",
+	"main.Pair[go.shape.int]", "main.(*Box[go.shape.int]).Put", "main.Classify", "main.main",
+	"process", "flags", "after_float", "seven", "with_struct", "make_big", "with_mixed",
+	"classify", "skip_first", "main",
+}
+
+// fuzzing reports whether the test runs with -fuzz.
+func fuzzing() bool {
+	fl := flag.Lookup("test.fuzz")
+	return fl != nil && fl.Value.String() != ""
+}
+
+// fixtureBytes builds the fixtures and returns their contents, C ones first; none when the
+// compilers are missing. The Go program (2 MB, its DWARF all of the runtime's) is a seed for
+// plain test runs only: mutating it makes an execution take seconds, so fuzzing starts from
+// the C programs (the Go ABI code runs on their DWARF too, see FuzzDWARF).
+func fixtureBytes(f *testing.F, withGo bool) [][]byte {
+	f.Helper()
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	withGo = withGo && !fuzzing()
+	dir := f.TempDir()
+	var paths []string
+	if tool(f, "gcc") {
+		paths = append(paths, buildC(f, dir, "cprog", "-g", "-O1"), buildC(f, dir, "cprog-O2", "-g", "-O2"),
+			buildC(f, dir, "cprog-nodebug", "-O1"))
+	}
+	if withGo && tool(f, "go") {
+		paths = append(paths, buildGo(f, dir, "goprog", goEnv()))
+	}
+	var out [][]byte
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+func tool(f *testing.F, name string) bool {
+	f.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		f.Logf("%s not installed: seeds without its fixtures", name)
+		return false
+	}
+	return true
+}
+
+// lyingSections returns copies of the ELF file bin in which one section header each declares
+// a huge size, a huge offset or compressed contents.
+func lyingSections(bin []byte) [][]byte {
+	if len(bin) < 64 {
+		return nil
+	}
+	shoff := binary.LittleEndian.Uint64(bin[0x28:])
+	shentsize := uint64(binary.LittleEndian.Uint16(bin[0x3a:]))
+	shnum := uint64(binary.LittleEndian.Uint16(bin[0x3c:]))
+	var out [][]byte
+	for i := uint64(1); i < shnum; i++ {
+		h := shoff + i*shentsize
+		if h+64 > uint64(len(bin)) {
+			break
+		}
+		for _, m := range []struct {
+			field uint64
+			value uint64
+		}{
+			{0x20, 1 << 40},          // sh_size
+			{0x18, 1 << 40},          // sh_offset
+			{0x08, 0x800},            // sh_flags = SHF_COMPRESSED
+			{0x20, uint64(len(bin))}, // sh_size: the whole file
+		} {
+			c := bytes.Clone(bin)
+			binary.LittleEndian.PutUint64(c[h+m.field:], m.value)
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// FuzzBinary: Open's parse of a binary and every lookup the receiver makes on it (symbols,
+// the Go pclntab, RET offsets, parameters from DWARF and location lists, source lines).
+func FuzzBinary(f *testing.F) {
+	StrictPanics(true)
+	for _, bin := range fixtureBytes(f, true) {
+		f.Add(bin)
+	}
+	if bins := fixtureBytes(f, false); len(bins) > 0 {
+		for _, bin := range lyingSections(bins[0]) {
+			f.Add(bin)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := newBinary("fuzz", bytesFile{bytes.NewReader(data)}, int64(len(data)))
+		if err != nil {
+			return
+		}
+		defer b.Close()
+		for _, name := range fuzzNames {
+			fn, err := b.Function(name)
+			if err != nil {
+				continue
+			}
+			_, _ = b.FileOffset(fn.Address)
+			_, _ = b.ReturnOffsets(fn)
+			_, _, _ = b.Parameters(name)
+			_, _ = b.SourceLine(fn.Address)
+		}
+		_, _ = b.Function("main.HandlePromt") // not found: suggestions over every name
+	})
+}
+
+// dwarfSections are the sections FuzzDWARF feeds to debug/dwarf, in order.
+var dwarfSections = []string{".debug_abbrev", ".debug_info", ".debug_str", ".debug_line_str", ".debug_str_offsets", ".debug_addr", ".debug_loclists", ".debug_loc"}
+
+// FuzzDWARF: the walks over DWARF this package does itself (subprogram index, parameters,
+// their types for the Go and System V ABIs, location lists at entry), fed the debug sections
+// directly so that mutations reach them.
+func FuzzDWARF(f *testing.F) {
+	StrictPanics(true)
+	for _, bin := range fixtureBytes(f, true) {
+		ef, err := elf.NewFile(bytes.NewReader(bin))
+		if err != nil {
+			f.Fatal(err)
+		}
+		secs := make([][]byte, len(dwarfSections))
+		for i, name := range dwarfSections {
+			if s := ef.Section(name); s != nil {
+				secs[i], _ = s.Data()
+			}
+		}
+		f.Add(secs[0], secs[1], secs[2], secs[3], secs[4], secs[5], secs[6], secs[7])
+	}
+	f.Fuzz(func(t *testing.T, abbrev, info, str, lineStr, strOffsets, addr, loclists, loc []byte) {
+		var d *dwarf.Data
+		if err := Guard(func() (err error) {
+			d, err = dwarf.New(abbrev, nil, nil, info, nil, nil, nil, str)
+			if err != nil {
+				return err
+			}
+			for i, s := range [][]byte{lineStr, strOffsets, addr, loclists} {
+				if err := d.AddSection(dwarfSections[3+i], s); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return
+		}
+		var idx *subprogramIndex
+		if Guard(func() (err error) { idx, err = buildSubprogramIndex(d, len(info)+1); return err }) != nil {
+			return
+		}
+		lr := &locReader{loclists: loclists, loc: loc, addr: addr}
+		n := 0
+		for name := range idx.byName {
+			if n++; n > 32 {
+				break
+			}
+			sp := idx.lookup(name, 0)
+			if sp == nil {
+				continue
+			}
+			_ = Guard(func() error {
+				tr := newTypeReader(d)
+				formals, ret, err := tr.formals(sp)
+				if err != nil {
+					return err
+				}
+				tr.goParams(name, formals, false)
+				tr.sysvParams(formals, ret, false)
+				tr.sysvParams(formals, ret, true)
+				if sp.unit != nil {
+					for _, fm := range formals {
+						if e, ok, err := lr.entryExpr(sp.unit, fm.location, sp.lowPC); err == nil && ok {
+							parseLocExpr(e)
+						}
+					}
+				}
+				return nil
+			})
+		}
+	})
+}
+
+// FuzzLocList: DWARF 4 and 5 location lists and the location expressions in them.
+func FuzzLocList(f *testing.F) {
+	f.Add([]byte{0x04, 0x00, 0x10, 0x01, 0x55, 0x00}, []byte{}, uint64(0), uint64(0), uint64(0), uint64(4))
+	f.Add([]byte{0x07, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0x02, 0x54, 0x93, 0x08, 0}, []byte{0, 0x10, 0, 0, 0, 0, 0, 0}, uint64(0), uint64(0), uint64(0), uint64(0x1000))
+	f.Add([]byte{0x02, 0x00, 0x01, 0x01, 0x50, 0x03, 0x00, 0x04, 0x01, 0x91, 0x78, 0x01, 0x00}, []byte{0, 0x10, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0}, uint64(0), uint64(0), uint64(1<<63), uint64(0x1000))
+	f.Fuzz(func(t *testing.T, list, addr []byte, base, addrBase, loclistsBase, pc uint64) {
+		lr := &locReader{loclists: list, loc: list, addr: addr}
+		u := unitInfo{base: base, addrBase: addrBase, loclistsBase: loclistsBase}
+		for _, get := range []func() ([]byte, bool, error){
+			func() ([]byte, bool, error) { return lr.exprAt(u, 0, pc) },
+			func() ([]byte, bool, error) { return lr.exprAtV4(u, 0, pc) },
+			func() ([]byte, bool, error) {
+				off, err := lr.loclistx(u, int64(pc))
+				if err != nil {
+					return nil, false, err
+				}
+				return lr.exprAt(u, off, pc)
+			},
+		} {
+			if e, ok, err := get(); err == nil && ok {
+				parseLocExpr(e)
+			}
+		}
+		_, _ = lr.addrx(u, pc)
+		parseLocExpr(list)
+	})
+}
+
+// FuzzReturnOffsets: the disassembly of a function's bytes for its RET instructions.
+func FuzzReturnOffsets(f *testing.F) {
+	f.Add([]byte{0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3})                               // push rbp; mov rbp,rsp; pop rbp; ret
+	f.Add([]byte{0xf3, 0x0f, 0x1e, 0xfa, 0xc5, 0xf8, 0x77, 0xc3})                   // endbr64; vzeroupper; ret
+	f.Add([]byte{0x62, 0xf1, 0x7c, 0x48, 0x10, 0x07, 0xc2, 0x08, 0x00, 0x0f, 0x0b}) // EVEX; ret 8; ud2
+	f.Add([]byte{0x66, 0x0f, 0x38, 0xf6, 0xc1, 0xc4, 0xe2, 0x79, 0x18, 0x00, 0xc3})
+	f.Fuzz(func(t *testing.T, code []byte) {
+		rets, bad := returnOffsets(code)
+		last := -1
+		for _, r := range rets {
+			if int(r) <= last || int(r) >= len(code) || (code[r] != 0xc3 && code[r] != 0xc2 && !isLegacyPrefix(code[r]) && code[r]&0xf0 != 0x40) {
+				t.Fatalf("RET offset %d of %x out of order or not a RET", r, code)
+			}
+			last = int(r)
+		}
+		for _, o := range bad {
+			if int(o) >= len(code) {
+				t.Fatalf("undecodable offset %d beyond %d bytes", o, len(code))
+			}
+		}
+	})
+}
+
+// FuzzParseNotes: the build ID notes.
+func FuzzParseNotes(f *testing.F) {
+	f.Add([]byte("\x04\x00\x00\x00\x14\x00\x00\x00\x03\x00\x00\x00GNU\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14"), uint64(4))
+	f.Add([]byte("\x03\x00\x00\x00\x08\x00\x00\x00\x04\x00\x00\x00Go\x00\x00abcdefgh"), uint64(8))
+	f.Fuzz(func(t *testing.T, data []byte, align uint64) {
+		for _, n := range parseNotes(data, align) {
+			if len(n.desc) > len(data) {
+				t.Fatalf("note desc of %d bytes from %d", len(n.desc), len(data))
+			}
+		}
+	})
+}
+
+func TestLyingSectionsRefused(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linux fixtures")
+	}
+	requireTool(t, "gcc")
+	bin := buildC(t, t.TempDir(), "cprog", "-g", "-O1")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// .symtab declaring a terabyte: refused before debug/elf reads it, the cause is said.
+	s := ef.Section(".symtab")
+	if s == nil {
+		t.Fatal("no .symtab")
+	}
+	idx := -1
+	for i, sec := range ef.Sections {
+		if sec == s {
+			idx = i
+		}
+	}
+	c := bytes.Clone(data)
+	h := binary.LittleEndian.Uint64(c[0x28:]) + uint64(idx)*uint64(binary.LittleEndian.Uint16(c[0x3a:]))
+	binary.LittleEndian.PutUint64(c[h+0x20:], 1<<40)
+	p := filepath.Join(t.TempDir(), "lying")
+	if err := os.WriteFile(p, c, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := openBinary(t, p)
+	_, err = b.Function("process")
+	if err == nil {
+		t.Fatal("function found in a symbol table of 1 TiB")
+	}
+	if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrSymbolNotFound) {
+		t.Fatalf("error %v: want ErrTooLarge and ErrSymbolNotFound", err)
+	}
+}
+
+// FuzzParseUnits: the unit headers of .debug_info, read to find a DIE's DWARF version.
+func FuzzParseUnits(f *testing.F) {
+	f.Add([]byte{0x07, 0, 0, 0, 0x05, 0, 0x01, 0x08, 0, 0, 0, 0x07, 0, 0, 0, 0x04, 0, 0, 0, 0, 0, 0x08})
+	// A 64-bit unit length of 2^64-12: off+12+length wraps to 0.
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xf4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x05, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, info []byte) {
+		units := parseUnits(info)
+		var end uint64
+		for _, u := range units {
+			if u.start != end || u.end <= u.start || u.end > uint64(len(info)) {
+				t.Fatalf("unit [%d, %d) after %d in %d bytes", u.start, u.end, end, len(info))
+			}
+			end = u.end
+		}
+	})
+}
