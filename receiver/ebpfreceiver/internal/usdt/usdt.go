@@ -2,6 +2,10 @@
 // notes: provider, name, the probe's address and file offset, its semaphore's file offset (for
 // the kernel's uprobe reference counter), and its argument specs (`-8@%rax`, `4@-20(%rbp)`,
 // `8@$5`), so the eBPF side can read each argument from the right register or memory.
+//
+// The binary is a traced process's choice: the section is read only up to 4 MiB, at most
+// 16384 probes of at most 12 arguments each; a malformed, truncated or oversized section,
+// and a panic of debug/elf on the file, give errors wrapping ErrBadNote.
 package usdt
 
 import (
@@ -71,10 +75,17 @@ func init() {
 	}
 }
 
-// ParseArgs parses a probe's argument string: space-separated `[-]N@location` items.
+// maxArgs is the most arguments <sys/sdt.h> gives a probe.
+const maxArgs = 12
+
+// ParseArgs parses a probe's argument string: space-separated `[-]N@location` items, at most
+// 12 of them.
 func ParseArgs(s string) ([]Arg, error) {
 	var out []Arg
 	for _, item := range strings.Fields(s) {
+		if len(out) == maxArgs {
+			return nil, fmt.Errorf("usdt arguments %.64q: more than %d", s, maxArgs)
+		}
 		a, err := ParseArg(item)
 		if err != nil {
 			return nil, err
@@ -145,11 +156,35 @@ func ParseArg(s string) (Arg, error) {
 // ErrNoProbes: the binary has no .note.stapsdt section.
 var ErrNoProbes = errors.New("the binary has no USDT probes (.note.stapsdt)")
 
-// Read returns every USDT probe of the ELF file.
-func Read(f *elf.File) ([]Probe, error) {
+// The notes come from a binary a traced process chose: bounded before they are read.
+const (
+	// maxNotesSize bounds the .note.stapsdt section (CPython's is under 2 KiB; a probe's note
+	// is some 60 bytes plus its names and argument string).
+	maxNotesSize = 4 << 20
+	// maxProbes bounds the probes read from one binary.
+	maxProbes = 1 << 14
+)
+
+// ErrBadNote is wrapped by the errors of Read about a malformed .note.stapsdt (a truncated
+// note, probe strings or argument specs that do not parse, too many probes, a panic of
+// debug/elf on the file): the binary's probes cannot be attached, and callers count it.
+var ErrBadNote = errors.New("malformed USDT note")
+
+// Read returns every USDT probe of the ELF file. A binary without probes gives ErrNoProbes;
+// a malformed or oversized section gives an error wrapping ErrBadNote (with the probes read
+// before the bad note).
+func Read(f *elf.File) (probes []Probe, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			probes, err = nil, fmt.Errorf("%w: %w", ErrBadNote, elfinfo.Recovered(r))
+		}
+	}()
 	sec := f.Section(".note.stapsdt")
 	if sec == nil {
 		return nil, ErrNoProbes
+	}
+	if n := elfinfo.SectionSize(sec); n > maxNotesSize {
+		return nil, fmt.Errorf("%w: .note.stapsdt of %d bytes is larger than %d", ErrBadNote, n, maxNotesSize)
 	}
 	data, err := sec.Data()
 	if err != nil {
@@ -163,7 +198,6 @@ func Read(f *elf.File) ([]Probe, error) {
 		baseAddr, hasBase = b.Addr, true
 	}
 	order := f.ByteOrder
-	var probes []Probe
 	for len(data) >= 12 {
 		namesz := order.Uint32(data[0:])
 		descsz := order.Uint32(data[4:])
@@ -172,7 +206,7 @@ func Read(f *elf.File) ([]Probe, error) {
 		nameLen := align4(namesz)
 		descLen := align4(descsz)
 		if uint64(len(data)) < nameLen+descLen {
-			return probes, errors.New(".note.stapsdt: truncated note")
+			return probes, fmt.Errorf("%w: .note.stapsdt: truncated note", ErrBadNote)
 		}
 		name := string(bytes.TrimRight(data[:namesz], "\x00"))
 		desc := data[nameLen : nameLen+uint64(descsz)]
@@ -180,9 +214,12 @@ func Read(f *elf.File) ([]Probe, error) {
 		if name != "stapsdt" || typ != 3 || len(desc) < 24 {
 			continue
 		}
+		if len(probes) >= maxProbes {
+			return probes, fmt.Errorf("%w: more than %d probes", ErrBadNote, maxProbes)
+		}
 		p, err := parseNote(desc, order)
 		if err != nil {
-			return probes, err
+			return probes, fmt.Errorf("%w: %w", ErrBadNote, err)
 		}
 		if hasBase && p.base != 0 {
 			p.Address += baseAddr - p.base
@@ -191,11 +228,11 @@ func Read(f *elf.File) ([]Probe, error) {
 			}
 		}
 		if p.FileOffset, err = fileOffset(f, p.Address); err != nil {
-			return probes, fmt.Errorf("probe %s:%s: %w", p.Provider, p.Name, err)
+			return probes, fmt.Errorf("%w: probe %s:%s: %w", ErrBadNote, p.Provider, p.Name, err)
 		}
 		if p.Semaphore != 0 {
 			if p.SemaphoreOffset, err = fileOffset(f, p.Semaphore); err != nil {
-				return probes, fmt.Errorf("probe %s:%s semaphore: %w", p.Provider, p.Name, err)
+				return probes, fmt.Errorf("%w: probe %s:%s semaphore: %w", ErrBadNote, p.Provider, p.Name, err)
 			}
 		}
 		probes = append(probes, p.Probe)
@@ -244,7 +281,7 @@ func fileOffset(f *elf.File, addr uint64) (uint64, error) {
 		if p.Type != elf.PT_LOAD {
 			continue
 		}
-		if addr >= p.Vaddr && addr < p.Vaddr+p.Filesz {
+		if addr >= p.Vaddr && addr-p.Vaddr < p.Filesz { // no p.Vaddr+p.Filesz: it may wrap
 			return addr - p.Vaddr + p.Off, nil
 		}
 	}
