@@ -18,18 +18,21 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 )
 
 // Sanity limits so that a hostile or corrupt file cannot make us allocate
-// unbounded memory.
+// unbounded memory. Sections are bounded by elfinfo's limits (MaxSectionSize,
+// MaxSymbols, MaxGoFuncs, MaxDWARFSize).
 const (
-	maxSectionSize = 1 << 30  // largest section we read (.gopclntab, .symtab)
-	maxVDSOSize    = 1 << 20  // largest [vdso] image we read from memory
-	maxNoteSize    = 64 << 10 // largest note section/segment we scan
-	goMemoSize     = 2048     // memoized Go lookups per binary
-	dwarfRetry     = time.Second
-	pageMask       = 4096 - 1
-	elfTypeIFUNC   = elf.SymType(10) // STT_GNU_IFUNC
+	maxLineRows  = 1 << 22  // rows kept from a binary's DWARF line table (96 MiB)
+	maxVDSOSize  = 1 << 20  // largest [vdso] image we read from memory
+	maxNoteSize  = 64 << 10 // largest note section/segment we scan
+	goMemoSize   = 2048     // memoized Go lookups per binary
+	dwarfRetry   = time.Second
+	pageMask     = 4096 - 1
+	elfTypeIFUNC = elf.SymType(10) // STT_GNU_IFUNC
 )
 
 // loadSeg is a PT_LOAD program header.
@@ -64,6 +67,10 @@ type binary struct {
 
 	// Call frame information (.eh_frame), loaded on first use (LeafCaller).
 	cfi lazy[cfiTable]
+
+	// problem: why a table of the binary was not read (it wraps elfinfo.ErrMalformed or
+	// elfinfo.ErrTooLarge); nil if all were.
+	problem error
 
 	lastUsed atomic.Uint64 // logical clock of the last use (LRU)
 	evicted  atomic.Bool
@@ -118,7 +125,8 @@ type symbolResult struct {
 // be the same binary) when the DWARF line table must be loaded lazily.
 func (b *binary) lookup(v uint64, ro reopener) (r symbolResult) {
 	defer func() {
-		if recover() != nil {
+		if p := recover(); p != nil {
+			_ = elfinfo.Recovered(p) // a crafted table: not known (StrictPanics raises ours)
 			r = symbolResult{}
 		}
 	}()
@@ -131,7 +139,7 @@ func (b *binary) lookup(v uint64, ro reopener) (r symbolResult) {
 		r.function = b.symName[i]
 	}
 	if b.hasDebugLine {
-		if lt := b.lines.get(ro, func(f *os.File) *lineTable { return loadLineTable(f, b) }); lt != nil {
+		if lt := b.lines.get(ro, func(f io.ReaderAt) (*lineTable, error) { return loadLineTable(f, b) }); lt != nil {
 			r.file, r.line = lt.find(v)
 		}
 	}
@@ -167,7 +175,9 @@ type lazy[T any] struct {
 	tried time.Time // last attempt that could not open the file (guarded by mu)
 }
 
-func (l *lazy[T]) get(ro reopener, load func(*os.File) *T) *T {
+// A load that fails (a malformed or oversized table) counts in the Symbolizer's
+// BinariesMalformed and is not retried.
+func (l *lazy[T]) get(ro reopener, load func(io.ReaderAt) (*T, error)) *T {
 	if v := l.val.Load(); v != nil || l.gone.Load() {
 		return v
 	}
@@ -186,7 +196,10 @@ func (l *lazy[T]) get(ro reopener, load func(*os.File) *T) *T {
 	}
 	defer f.Close()
 	l.done = true
-	v := load(f)
+	v, err := load(f)
+	if err != nil && ro.s != nil {
+		ro.s.malformed.Add(1)
+	}
 	if v != nil {
 		l.val.Store(v)
 	} else {
@@ -217,19 +230,25 @@ func (lt *lineTable) find(v uint64) (string, int) {
 	return lt.files[r.file], int(r.line)
 }
 
-func loadLineTable(f *os.File, b *binary) (lt *lineTable) {
+// loadLineTable flattens the DWARF line table of the ELF file r, keeping at most maxLineRows
+// rows (the rest of the addresses get no line). A table over elfinfo.MaxDWARFSize, or one
+// debug/dwarf panics on, is an error.
+func loadLineTable(r io.ReaderAt, b *binary) (lt *lineTable, err error) {
 	defer func() {
-		if recover() != nil {
-			lt = nil
+		if p := recover(); p != nil {
+			lt, err = nil, elfinfo.Recovered(p)
 		}
 	}()
-	ef, err := elf.NewFile(f)
+	ef, err := elf.NewFile(r)
 	if err != nil {
-		return nil
+		return nil, nil
+	}
+	if err := elfinfo.CheckDWARF(ef); err != nil {
+		return nil, err
 	}
 	d, err := ef.DWARF()
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	lt = &lineTable{}
 	fileIdx := map[string]uint32{}
@@ -244,23 +263,29 @@ func loadLineTable(f *os.File, b *binary) (lt *lineTable) {
 	}
 	var seq []lineRow
 	var le dwarf.LineEntry
-	r := d.Reader()
-	for {
-		e, err := r.Next()
+	rd := d.Reader()
+	// On some crafted input debug/dwarf's Reader returns null entries forever without
+	// advancing: the walk meets at most as many entries as .debug_info has bytes.
+	maxEntries := elfinfo.DWARFEntryBound(ef)
+	for n := 0; len(lt.rows) < maxLineRows; n++ {
+		if n > maxEntries {
+			return nil, fmt.Errorf("%w: more DWARF entries than .debug_info has bytes (%d)", elfinfo.ErrMalformed, maxEntries)
+		}
+		e, err := rd.Next()
 		if err != nil || e == nil {
 			break
 		}
 		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
-			r.SkipChildren()
+			rd.SkipChildren()
 			continue
 		}
 		lr, err := d.LineReader(e)
-		r.SkipChildren()
+		rd.SkipChildren()
 		if err != nil || lr == nil {
 			continue
 		}
 		seq = seq[:0]
-		for {
+		for len(lt.rows)+len(seq) < maxLineRows {
 			if err := lr.Next(&le); err != nil {
 				break // io.EOF or a corrupt program: keep what we have
 			}
@@ -303,7 +328,7 @@ func loadLineTable(f *os.File, b *binary) (lt *lineTable) {
 		return 0
 	})
 	lt.rows = slices.Clip(lt.rows)
-	return lt
+	return lt, nil
 }
 
 // openRegular opens path read-only without blocking (a FIFO planted by a
@@ -408,14 +433,15 @@ func parseNotes(buf []byte, bo encbin.ByteOrder) (gnu, gobid string) {
 	return
 }
 
-// loadBinary builds the symbol tables of an already parsed ELF file.
+// loadBinary builds the symbol tables of an already parsed ELF file. A table over a limit of
+// elfinfo, or one the debug/* parsers panic on, is left out and said in b.problem.
 func loadBinary(ef *elf.File, key string) (b *binary) {
 	b = &binary{key: key}
 	defer func() {
 		// debug/* should not panic on corrupt input, but a symbolizer fed
 		// with arbitrary files must not take the collector down.
-		if recover() != nil {
-			b = &binary{key: key, segs: b.segs}
+		if r := recover(); r != nil {
+			b = &binary{key: key, segs: b.segs, problem: elfinfo.Recovered(r)}
 		}
 	}()
 	for _, p := range ef.Progs {
@@ -426,15 +452,26 @@ func loadBinary(ef *elf.File, key string) (b *binary) {
 			})
 		}
 	}
+	note := func(err error) {
+		if err != nil && b.problem == nil {
+			b.problem = err
+		}
+	}
 	var syms []elf.Symbol
-	if s := ef.Section(".symtab"); s != nil && s.Size <= maxSectionSize {
+	if err := elfinfo.CheckSymbols(ef, elf.SHT_SYMTAB); err != nil {
+		note(err)
+	} else {
 		syms, _ = ef.Symbols()
 	}
-	if s := ef.Section(".dynsym"); s != nil && s.Size <= maxSectionSize {
+	if err := elfinfo.CheckSymbols(ef, elf.SHT_DYNSYM); err != nil {
+		note(err)
+	} else {
 		dyn, _ := ef.DynamicSymbols()
 		syms = append(syms, dyn...)
 	}
-	b.goTab = loadGoTable(ef, syms)
+	var err error
+	b.goTab, err = loadGoTable(ef, syms)
+	note(err)
 	b.loadNativeSymbols(syms)
 	if s := ef.Section(".debug_line"); s != nil && s.Type != elf.SHT_NOBITS && s.Size > 0 && b.goTab == nil {
 		b.hasDebugLine = true
@@ -443,24 +480,30 @@ func loadBinary(ef *elf.File, key string) (b *binary) {
 }
 
 // loadGoTable parses .gopclntab when present.
-func loadGoTable(ef *elf.File, syms []elf.Symbol) *gosym.Table {
+func loadGoTable(ef *elf.File, syms []elf.Symbol) (*gosym.Table, error) {
 	sect := ef.Section(".gopclntab")
 	if sect == nil {
 		sect = ef.Section(".data.rel.ro.gopclntab") // PIE / external linking
 	}
-	if sect == nil || sect.Type == elf.SHT_NOBITS || sect.Size > maxSectionSize {
-		return nil
+	if sect == nil || sect.Type == elf.SHT_NOBITS {
+		return nil, nil
+	}
+	if err := elfinfo.CheckSection(sect); err != nil {
+		return nil, err
 	}
 	data, err := sect.Data()
 	if err != nil || len(data) < 16 {
-		return nil
+		return nil, nil
+	}
+	if err := elfinfo.CheckPclntab(data); err != nil {
+		return nil, err
 	}
 	textStart := goTextStart(ef, syms, data)
 	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
 	if err != nil || len(tab.Funcs) == 0 {
-		return nil
+		return nil, nil
 	}
-	return tab
+	return tab, nil
 }
 
 // goTextStart finds the address the pclntab's function offsets are relative

@@ -3,9 +3,12 @@ package symbolize
 import (
 	"debug/elf"
 	encbin "encoding/binary"
-	"os"
+	"fmt"
+	"io"
 	"sort"
 	"sync"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 )
@@ -35,35 +38,48 @@ type slot struct {
 
 const maxSlotMemo = 4096
 
-func loadCFI(f *os.File) *cfiTable {
-	ef, err := elf.NewFile(f)
+// loadCFI reads the .eh_frame of the ELF file r: nil without one, an error wrapping
+// elfinfo.ErrMalformed or elfinfo.ErrTooLarge for one that cannot be read.
+func loadCFI(r io.ReaderAt) (t *cfiTable, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = nil, elfinfo.Recovered(p)
+		}
+	}()
+	ef, err := elf.NewFile(r)
 	if err != nil || ef.Machine != elf.EM_X86_64 {
-		return nil
+		return nil, nil
 	}
 	sec := ef.Section(".eh_frame")
 	if sec == nil || sec.Type == elf.SHT_NOBITS {
-		return nil
+		return nil, nil
+	}
+	if err := elfinfo.CheckSection(sec); err != nil {
+		return nil, err
 	}
 	data, err := sec.Data()
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	return parseCFI(data, sec.Addr)
 }
 
 // parseCFI parses an .eh_frame section loaded at file address addr.
-func parseCFI(data []byte, addr uint64) (t *cfiTable) {
+func parseCFI(data []byte, addr uint64) (t *cfiTable, err error) {
 	defer func() {
-		if recover() != nil { // a malformed section: no leaf callers from this binary
-			t = nil
+		if p := recover(); p != nil { // a malformed section: no leaf callers from this binary
+			t, err = nil, fmt.Errorf(".eh_frame: %w", elfinfo.Recovered(p))
 		}
 	}()
 	fdes, err := frame.Parse(data, encbin.LittleEndian, 0, 8, addr)
-	if err != nil || len(fdes) == 0 {
-		return nil
+	if err != nil {
+		return nil, fmt.Errorf(".eh_frame: %w: %w", elfinfo.ErrMalformed, err)
+	}
+	if len(fdes) == 0 {
+		return nil, nil
 	}
 	sort.Slice(fdes, func(i, j int) bool { return fdes[i].Begin() < fdes[j].Begin() })
-	return &cfiTable{fdes: fdes, memo: map[uint64]slot{}}
+	return &cfiTable{fdes: fdes, memo: map[uint64]slot{}}, nil
 }
 
 // returnAddressSlot says where the return address of the function at file address v is,
@@ -86,7 +102,8 @@ func (t *cfiTable) returnAddressSlot(v uint64) (int64, bool) {
 
 func (t *cfiTable) slotOf(v uint64) (off int64, ok bool) {
 	defer func() {
-		if recover() != nil { // the parser panics on truncated instructions: a malformed binary
+		if p := recover(); p != nil { // the parser panics on truncated instructions: a malformed binary
+			_ = elfinfo.Recovered(p) // (StrictPanics raises ours)
 			off, ok = 0, false
 		}
 	}()

@@ -23,4 +23,13 @@
 // line table when the file carries .debug_line; DWARF is parsed lazily on
 // the first lookup that needs it). The [vdso] is read from the process'
 // memory and symbolized through its .dynsym.
+//
+// Binaries and maps files are a traced process's choice and read as hostile
+// input: a symbol table, .gopclntab or .eh_frame is read only within
+// elfinfo's limits (256 MiB a section, 2Mi symbols, 1Mi Go functions, 512 MiB
+// of DWARF); a line table keeps at most 4Mi rows; /proc/<pid>/maps is read up
+// to 8 MiB and 65536 mappings. Panics of debug/elf, debug/dwarf, debug/gosym
+// and the .eh_frame parser on crafted files are recovered. A table left out
+// counts in [Stats].BinariesMalformed (its frames lack names, lines or leaf
+// callers), a cut maps file in [Stats].MapsTruncated.
 package symbolize

@@ -2,6 +2,8 @@ package symbolize
 
 import (
 	"bytes"
+	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,11 +50,41 @@ func (m *mapping) special() bool {
 	return !strings.HasPrefix(m.path, "/")
 }
 
+// A process controls how many mappings it has (vm.max_map_count, 65530 by default) and
+// their paths (up to 4 KiB each): the maps file is bounded before it is read.
+const (
+	maxMapsSize = 8 << 20 // bytes of /proc/<pid>/maps read
+	maxMappings = 1 << 16 // lines of it parsed
+)
+
+// readMaps reads at most maxMapsSize bytes of the maps file at path, cut after the last whole
+// line; cut reports that there was more.
+func readMaps(path string) (data []byte, cut bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	data, err = io.ReadAll(io.LimitReader(f, maxMapsSize+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(data) > maxMapsSize {
+		data = data[:bytes.LastIndexByte(data[:maxMapsSize], '\n')+1]
+		cut = true
+	}
+	return data, cut, nil
+}
+
 // parseMaps parses the content of /proc/<pid>/maps and returns the
-// mappings sorted by start address. Malformed lines are skipped.
-func parseMaps(data []byte) []*mapping {
+// mappings sorted by start address. Malformed lines are skipped; lines past
+// maxMappings are dropped (more reports it).
+func parseMaps(data []byte) (maps []*mapping, more bool) {
 	var out []*mapping
 	for len(data) > 0 {
+		if len(out) == maxMappings {
+			return sortMaps(out), true
+		}
 		var line []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
 			line, data = data[:i], data[i+1:]
@@ -63,6 +95,11 @@ func parseMaps(data []byte) []*mapping {
 			out = append(out, m)
 		}
 	}
+	return sortMaps(out), false
+}
+
+// sortMaps sorts maps by start address and drops overlapping entries.
+func sortMaps(out []*mapping) []*mapping {
 	sort.Slice(out, func(i, j int) bool { return out[i].start < out[j].start })
 	// Drop overlapping entries (never produced by the kernel) so that the
 	// binary search in find stays correct.

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 )
 
 const (
@@ -83,6 +85,14 @@ type Stats struct {
 	BinariesCached  uint64 // binaries currently in the cache
 	BinariesEvicted uint64 // binaries evicted from the cache so far
 	MapReloads      uint64 // maps re-reads triggered by an address outside every cached mapping
+	// BinariesMalformed counts tables of mapped binaries that were not read: a symbol table,
+	// pclntab, DWARF line table or .eh_frame over a limit of elfinfo (a traced binary can
+	// declare a 4 GiB section), or one the debug/* parsers failed on. Their frames go
+	// without names, lines or leaf callers.
+	BinariesMalformed uint64
+	// MapsTruncated counts reads of /proc/<pid>/maps cut at maxMapsSize bytes or maxMappings
+	// lines: addresses in the mappings beyond are not symbolized.
+	MapsTruncated uint64
 }
 
 // Symbolizer resolves user-space addresses of processes. It is safe for
@@ -101,6 +111,8 @@ type Symbolizer struct {
 	hits       atomic.Uint64
 	misses     atomic.Uint64
 	mapReloads atomic.Uint64
+	malformed  atomic.Uint64
+	truncated  atomic.Uint64
 }
 
 // New returns a Symbolizer.
@@ -277,6 +289,9 @@ func (s *Symbolizer) Stats() Stats {
 		BinariesCached:  uint64(s.cache.len()),
 		BinariesEvicted: s.cache.evicted.Load(),
 		MapReloads:      s.mapReloads.Load(),
+
+		BinariesMalformed: s.malformed.Load(),
+		MapsTruncated:     s.truncated.Load(),
 	}
 }
 
@@ -362,12 +377,16 @@ func (s *Symbolizer) loadMaps(p *procState, minInterval time.Duration, prepare b
 		p.reloadTokens--
 	}
 	p.lastLoad = now
-	data, err := os.ReadFile(filepath.Join(s.procRoot, strconv.FormatUint(uint64(p.pid), 10), "maps"))
+	data, cut, err := readMaps(filepath.Join(s.procRoot, strconv.FormatUint(uint64(p.pid), 10), "maps"))
 	if err != nil {
 		return true, err
 	}
 	p.everOK = true
-	p.install(parseMaps(data))
+	maps, more := parseMaps(data)
+	if cut || more {
+		s.truncated.Add(1)
+	}
+	p.install(maps)
 	return true, nil
 }
 
@@ -421,7 +440,16 @@ func (s *Symbolizer) loadMapped(pid uint32, m *mapping, tick uint64) *binary {
 	}
 	defer f.Close()
 	m.key = key
-	return s.cache.getOrLoad(key, tick, func() *binary { return loadBinary(ef, key) })
+	return s.cache.getOrLoad(key, tick, func() *binary { return s.load(ef, key) })
+}
+
+// load is loadBinary, counting a binary whose tables were not all read.
+func (s *Symbolizer) load(ef *elf.File, key string) *binary {
+	b := loadBinary(ef, key)
+	if b.problem != nil {
+		s.malformed.Add(1)
+	}
+	return b
 }
 
 // openMapped opens the file behind m, trying in order
@@ -456,7 +484,8 @@ func (s *Symbolizer) openMapped(pid uint32, m *mapping, wantKey string) (*os.Fil
 			lastErr = err
 			continue
 		}
-		ef, err := elf.NewFile(f)
+		var ef *elf.File
+		err = elfinfo.Guard(func() (err error) { ef, err = elf.NewFile(f); return err })
 		if err != nil {
 			f.Close()
 			lastErr = err
@@ -498,15 +527,15 @@ func (s *Symbolizer) loadVDSO(pid uint32, m *mapping, tick uint64) *binary {
 	if _, err := f.ReadAt(buf, int64(m.start)); err != nil {
 		return nil
 	}
-	ef, err := elf.NewFile(bytes.NewReader(buf))
-	if err != nil {
+	var ef *elf.File
+	if elfinfo.Guard(func() (err error) { ef, err = elf.NewFile(bytes.NewReader(buf)); return err }) != nil {
 		return nil
 	}
 	h := fnv.New64a()
 	h.Write(buf)
 	key := "vdso:" + identityKey(ef, int64(size), nil, strconv.FormatUint(h.Sum64(), 16))
 	m.key = key
-	return s.cache.getOrLoad(key, tick, func() *binary { return loadBinary(ef, key) })
+	return s.cache.getOrLoad(key, tick, func() *binary { return s.load(ef, key) })
 }
 
 // reopener reopens the file of a mapping for lazy DWARF loading, accepting

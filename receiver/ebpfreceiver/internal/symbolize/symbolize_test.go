@@ -380,7 +380,7 @@ func TestParseMapsLine(t *testing.T) {
 }
 
 func TestParseMapsSortsAndDropsOverlaps(t *testing.T) {
-	maps := parseMaps([]byte("3000-4000 r-xp 0 0:0 0 /c\n1000-2000 r-xp 0 0:0 0 /a\n1800-2800 r-xp 0 0:0 0 /b\nnonsense\n"))
+	maps, _ := parseMaps([]byte("3000-4000 r-xp 0 0:0 0 /c\n1000-2000 r-xp 0 0:0 0 /a\n1800-2800 r-xp 0 0:0 0 /b\nnonsense\n"))
 	var got []string
 	for _, m := range maps {
 		got = append(got, m.path)
@@ -706,7 +706,8 @@ func TestVDSO(t *testing.T) {
 		t.Skip(err)
 	}
 	var vdso *mapping
-	for _, m := range parseMaps(maps) {
+	parsed, _ := parseMaps(maps)
+	for _, m := range parsed {
 		if m.module == "[vdso]" {
 			vdso = m
 		}
