@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
@@ -233,14 +235,19 @@ type enforcer struct {
 	stateDir  string // profiles_dir; "" keeps no state
 	pols      *policies
 
-	k          kernel
-	kErr       error
-	closed     bool
-	cgroups    *containerid.CgroupView // found at the first cgroup wanted
-	byKey      map[string]*workloadEnforcement
-	saved      map[string][]string // cgroups of the saved state, by workload key
-	stateSaved string
-	wg         sync.WaitGroup
+	k    kernel
+	kErr error
+	// host receives the component status: a recoverable error while a workload in mode
+	// enforce is not enforced because the kernel side failed (unavailable: why, by workload).
+	host        component.Host
+	unavailable map[string]string
+	reported    string
+	closed      bool
+	cgroups     *containerid.CgroupView // found at the first cgroup wanted
+	byKey       map[string]*workloadEnforcement
+	saved       map[string][]string // cgroups of the saved state, by workload key
+	stateSaved  string
+	wg          sync.WaitGroup
 
 	mu      sync.Mutex
 	byName  map[string]string // kernel name → workload key
@@ -382,6 +389,10 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 	if e.closed {
 		return
 	}
+	// Waiting for a complete profile or a cgroup is the mode working as documented; a kernel
+	// that cannot enforce is a failure the health check must show.
+	unavailable := ""
+	defer func() { e.setUnavailable(w.key, unavailable) }()
 	pol := e.policyOf(w, prof)
 	mode := configuredMode(pol, prof)
 	switch {
@@ -406,6 +417,7 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 		}
 	}
 	if e.kErr != nil {
+		unavailable = "kernel enforcement is unavailable: " + e.kErr.Error()
 		if w.logOnce("kernel") {
 			e.logger.Error("Cannot enforce: kernel enforcement is unavailable (needs root, cgroup v2 and eBPF); the workload stays in mode alert",
 				zap.String("workload", w.key), zap.Error(e.kErr))
@@ -460,6 +472,7 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 		err := e.k.Apply(enforce.Policy{Workload: name, Cgroup: cg, AllowedDestinations: kp.dests,
 			AllowedExecutables: kp.execs, EnforceExec: true, ProfileVersion: prof.data.Version})
 		if err != nil {
+			unavailable = "cannot attach the enforcement programs to " + cg + ": " + err.Error()
 			if w.logOnce("apply " + cg + " " + hash + " " + err.Error()) {
 				e.logger.Error("Cannot attach the enforcement programs; the workload stays in mode alert",
 					zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.data.Version), zap.Error(err))
@@ -482,6 +495,34 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 				zap.String("workload", w.key), zap.Strings("entries", kp.unenforceable))
 		}
 	}
+}
+
+// setUnavailable records why a workload in mode enforce is not enforced ("": it is, or it is not
+// in mode enforce) and reports the processor's status when what it says changed: a recoverable
+// error naming each such workload, OK once none is left.
+func (e *enforcer) setUnavailable(key, why string) {
+	if why == "" {
+		delete(e.unavailable, key)
+	} else {
+		if e.unavailable == nil {
+			e.unavailable = map[string]string{}
+		}
+		e.unavailable[key] = why
+	}
+	var msgs []string
+	for _, k := range sortedKeys(e.unavailable) {
+		msgs = append(msgs, "workload "+k+" stays in mode alert: "+e.unavailable[k])
+	}
+	msg := strings.Join(msgs, "; ")
+	if msg == e.reported || e.host == nil {
+		return
+	}
+	e.reported = msg
+	if msg == "" {
+		componentstatus.ReportStatus(e.host, componentstatus.NewEvent(componentstatus.StatusOK))
+		return
+	}
+	componentstatus.ReportStatus(e.host, componentstatus.NewRecoverableErrorEvent(errors.New("enforcement: "+msg)))
 }
 
 func (e *enforcer) detachAll(w *workloadEnforcement, why string) {

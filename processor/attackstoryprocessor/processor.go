@@ -91,10 +91,11 @@ func (p *storyProcessor) Capabilities() consumer.Capabilities {
 }
 
 // Start loads the profiles and starts the emitter.
-func (p *storyProcessor) Start(_ context.Context, _ component.Host) error {
+func (p *storyProcessor) Start(_ context.Context, host component.Host) error {
 	if err := p.profiles.start(p.clock.Now()); err != nil {
 		return err
 	}
+	p.enf.host = host
 	var enforce []string
 	if p.cfg.DefaultMode == ModeEnforce {
 		enforce = append(enforce, "default_mode")
