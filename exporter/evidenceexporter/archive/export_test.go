@@ -32,7 +32,7 @@ func otlpStory(t *testing.T, traceID string, spanName string) []byte {
 	return b
 }
 
-func mustHex(t *testing.T, s string) []byte {
+func mustHex(t testing.TB, s string) []byte {
 	t.Helper()
 	var b [16]byte
 	for i := range b {

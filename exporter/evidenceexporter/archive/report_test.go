@@ -87,7 +87,7 @@ func putSpan(ss ptrace.SpanSlice, traceID pcommon.TraceID, s spanSpec) ptrace.Sp
 // attackStory builds the story the eBPF receiver and the attack-story processor produce for a
 // prompt injection that makes the agent export customer data: two story payloads (the receiver
 // flushes spans in batches, so one trace arrives in two records) and one finding payload.
-func attackStory(t *testing.T, withFinding bool) (stories [][]byte, finding []byte) {
+func attackStory(t testing.TB, withFinding bool) (stories [][]byte, finding []byte) {
 	t.Helper()
 	var id pcommon.TraceID
 	copy(id[:], mustHex(t, attackTraceID))

@@ -250,7 +250,7 @@ type readLine struct {
 }
 
 func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 1<<20), max: MaxRecordBytes}
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: MaxRecordBytes}
 }
 
 // next returns the next line; ok is false at the end of the data.
