@@ -106,7 +106,15 @@ func auditEventBytes(name string, nargs uint32, values ...probes.PyValue) []byte
 	e.Nvalues = uint32(copy(e.Values[:], values))
 	head := int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
 	n := head + len(values)*int(unsafe.Sizeof(probes.PyValue{}))
-	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n]...)
+	return fullView(unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n], int(unsafe.Sizeof(e)))
+}
+
+// fullView copies a record into a buffer of its kind's full size, as the receiver's decoder
+// hands records to their handlers (which view them as their struct).
+func fullView(rec []byte, size int) []byte {
+	buf := make([]byte, max(size, len(rec)))
+	copy(buf, rec)
+	return buf[:len(rec)]
 }
 
 func auditStr(parent uint8, s string) probes.PyValue {
@@ -222,8 +230,7 @@ func TestPendingStacksBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &python{tel: tm, pending: map[uint32]*pendingStack{}}
-	raw := make([]byte, unsafe.Offsetof(probes.PythonStackEvent{}.Frames)+unsafe.Sizeof(probes.PyFrame{}))
-	(*probes.PythonStackEvent)(unsafe.Pointer(&raw[0])).Depth = 1
+	raw := pyStackBytes(probes.PyStackOK, pyMemBase)
 	mono := uint64(1e12)
 	for tid := uint32(1); tid <= maxPendingStacks; tid++ {
 		p.onStack(spans.Header{PID: 1, TID: tid, Mono: mono}, raw)
@@ -296,7 +303,7 @@ func pyStackBytes(status uint16, codes ...uint64) []byte {
 		e.Frames[i] = probes.PyFrame{Code: c, Frame: 0x7000 + uint64(i), Lasti: int32(i)}
 	}
 	n := unsafe.Offsetof(e.Frames) + uintptr(len(codes))*unsafe.Sizeof(probes.PyFrame{})
-	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n]...)
+	return fullView(unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))[:n], int(unsafe.Sizeof(e)))
 }
 
 // FuzzPythonStack resolves fuzzed Python stack records against fuzzed process memory, as the
@@ -318,7 +325,7 @@ func FuzzPythonStack(f *testing.F) {
 		}
 		p.reader.Timeout = 0
 		h := spans.Header{PID: 1, TID: 1, Mono: 1e9}
-		if !p.onStack(h, record) {
+		if !p.onStack(h, fullView(record, int(unsafe.Sizeof(probes.PythonStackEvent{})))) {
 			return
 		}
 		st := p.take(h, "t")
