@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -336,4 +337,14 @@ func FuzzParseUnits(f *testing.F) {
 			end = u.end
 		}
 	})
+}
+
+// TestSuggestSkipsHugeNames: a crafted binary's megabyte-long names are not compared (each
+// edit distance would cost a megabyte times the name asked for).
+func TestSuggestSkipsHugeNames(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20) + ".HandlePrompt"
+	got := suggest("main.HandlePrompt", []string{huge, "main.(*Agent).HandlePrompt"}, 3)
+	if len(got) != 1 || got[0] != "main.(*Agent).HandlePrompt" {
+		t.Fatalf("suggestions %.80q", got)
+	}
 }

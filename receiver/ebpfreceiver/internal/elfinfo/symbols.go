@@ -237,9 +237,10 @@ func (b *Binary) functionNames() []string {
 // normalizeName folds the spellings users commonly confuse: Go pointer
 // receivers "(*T)" versus "T" and letter case.
 func normalizeName(s string) string {
-	s = strings.NewReplacer("(*", "", ")", "", "*", "").Replace(s)
-	return strings.ToLower(s)
+	return strings.ToLower(receiverMarks.Replace(s))
 }
+
+var receiverMarks = strings.NewReplacer("(*", "", ")", "", "*", "")
 
 // lastComponent returns the part after the last '.' outside brackets.
 func lastComponent(s string) string {
@@ -273,7 +274,9 @@ func suggest(name string, candidates []string, max int) []string {
 	}
 	var found []scored
 	for _, c := range candidates {
-		if c == name {
+		// A name much longer than the one asked for is no suggestion, and a crafted binary's
+		// megabyte-long names would make the edit distances below take minutes.
+		if c == name || len(c) > 2*len(name)+64 {
 			continue
 		}
 		norm := normalizeName(c)
