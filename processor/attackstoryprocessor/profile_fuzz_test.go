@@ -178,3 +178,27 @@ func TestProfileFileUnreadable(t *testing.T) {
 	assert.True(t, bytes.Equal(b, []byte(padded)), "the file is not overwritten")
 	assert.Equal(t, 3, h.p.profiles.byKey[bankWorkloadKey].data.Stories, "learned in memory")
 }
+
+// TestTooManyProfileFiles: profiles_dir holding more profiles than the processor keeps loads
+// the first maxProfiles, and says which were not.
+func TestTooManyProfileFiles(t *testing.T) {
+	dir := t.TempDir()
+	for i := range maxProfiles + 2 {
+		name := "svc-" + strconv.Itoa(i)
+		p := newProfile(workloadID{key: name, attrs: [][2]string{{"service.name", name}}}, baseTime)
+		b, err := marshalProfile(&p.data)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d.yaml", i)), b, 0o600))
+	}
+	cfg := createDefaultConfig()
+	cfg.ProfilesDir = dir
+	h := newHarness(t, cfg)
+	assert.Len(t, h.p.profiles.byKey, maxProfiles)
+	notLoaded := h.logs.FilterMessage("Too many profiles: this one is not loaded").All()
+	require.Len(t, notLoaded, 2)
+	assert.Equal(t, filepath.Join(dir, fmt.Sprintf("%05d.yaml", maxProfiles)), notLoaded[0].ContextMap()["file"])
+	// Not read again while unchanged.
+	h.clock.Advance(time.Hour)
+	h.p.emit(t.Context(), false)
+	assert.Len(t, h.logs.FilterMessage("Too many profiles: this one is not loaded").All(), 2)
+}
