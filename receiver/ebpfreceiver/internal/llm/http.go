@@ -33,8 +33,10 @@ const (
 // Options bound the Tracker.
 type Options struct {
 	MaxBuffer int // bytes buffered per connection and direction (HTTP/2: per stream); default 1 MiB
-	// MaxTotalBuffer bounds the message bytes held across all connections: once they are
-	// reached, bodies are cut; default 64 MiB.
+	// MaxTotalBuffer bounds the message bytes held across all connections (bodies, headers,
+	// HTTP/2 frames being assembled and header compression tables): once they are reached,
+	// bodies are cut, and a connection whose headers or frames would pass it gives up what it
+	// holds; default 64 MiB.
 	MaxTotalBuffer int
 	MaxConnections int           // connections tracked at once; default 4096
 	IdleTimeout    time.Duration // a connection without data this long is forgotten; default 2 min
