@@ -161,6 +161,9 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 	}
 	in, err := pyinfo.Inspect(path)
 	if err != nil {
+		if errors.Is(err, pyinfo.ErrTooLarge) {
+			p.unreadable(nil, "interpreter", pyinfo.ReasonTooLong)
+		}
 		if !errors.Is(err, pyinfo.ErrNotPython) {
 			p.logger.Debug("cannot inspect a possible Python interpreter", zap.String("path", path), zap.Error(err))
 		}

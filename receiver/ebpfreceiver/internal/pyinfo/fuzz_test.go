@@ -283,7 +283,7 @@ func FuzzInspect(f *testing.F) {
 		}
 		in, err := inspectELF(ef, path)
 		if err != nil {
-			if !errors.Is(err, ErrNotPython) {
+			if !errors.Is(err, ErrNotPython) && !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("error %v", err)
 			}
 			return
@@ -305,6 +305,35 @@ func TestInspectTiny(t *testing.T) {
 	}
 	if in.Version != "3.11" || in.Layout != Layouts["3.11"] || in.Audit == nil || in.Audit.SemaphoreOffset == 0 {
 		t.Errorf("version %q layout %v audit %+v", in.Version, in.Layout, in.Audit)
+	}
+}
+
+// TestInspectLargeSymbolTable: a binary that says its symbol table is huge (a sparse file costs
+// its owner nothing) is refused before the table is read.
+func TestInspectLargeSymbolTable(t *testing.T) {
+	tiny, err := os.ReadFile(filepath.Join("testdata", "tinypython", "python3.11"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shoff := binary.LittleEndian.Uint64(tiny[0x28:])
+	shentsize, shnum := binary.LittleEndian.Uint16(tiny[0x3a:]), binary.LittleEndian.Uint16(tiny[0x3c:])
+	patched := false
+	for i := range uint64(shnum) {
+		sh := tiny[shoff+i*uint64(shentsize):]
+		if binary.LittleEndian.Uint32(sh[4:]) == uint32(elf.SHT_SYMTAB) {
+			binary.LittleEndian.PutUint64(sh[0x20:], 1<<40) // sh_size
+			patched = true
+		}
+	}
+	if !patched {
+		t.Fatal("the seed has no symbol table")
+	}
+	path := filepath.Join(t.TempDir(), "python3.11")
+	if err := os.WriteFile(path, tiny, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(path); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Inspect: %v", err)
 	}
 }
 

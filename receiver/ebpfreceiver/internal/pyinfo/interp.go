@@ -17,6 +17,15 @@ import (
 // ErrNotPython: the binary is not a CPython interpreter (no _PyRuntime symbol).
 var ErrNotPython = errors.New("not a CPython interpreter")
 
+// ErrTooLarge: the binary's symbol tables are larger than maxSymbolTableBytes; it is not
+// inspected.
+var ErrTooLarge = errors.New("symbol table too large")
+
+// maxSymbolTableBytes bounds a symbol table, or its string table, that Inspect reads: the
+// whole table is read and parsed (into about 3 times its size), and any traced program, or a
+// file it names python3.X, is inspected. CPython's are under 400 KB.
+const maxSymbolTableBytes = 16 << 20
+
 // Interpreter is a CPython binary: an executable with the interpreter linked in, or libpython.
 type Interpreter struct {
 	Path    string
@@ -50,6 +59,9 @@ func Inspect(path string) (*Interpreter, error) {
 // inspectELF reads an interpreter from an opened ELF file; path is the name it goes by (the
 // version and the free-threaded suffix may come from it). Both are the traced process's.
 func inspectELF(f *elf.File, path string) (*Interpreter, error) {
+	if err := checkSymbolTables(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	in := &Interpreter{Path: path, Shared: f.Type == elf.ET_DYN && libpythonName.MatchString(path)}
 	// An interpreter exports _PyRuntime for extension modules; the full symbol table (large in
 	// big native programs) is read only for files named like an interpreter.
@@ -107,6 +119,24 @@ func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 		}
 	}
 	return in, nil
+}
+
+// checkSymbolTables refuses symbol tables (found by type, as debug/elf does) and their string
+// tables larger than maxSymbolTableBytes, before anything reads them.
+func checkSymbolTables(f *elf.File) error {
+	for _, s := range f.Sections {
+		if s.Type != elf.SHT_SYMTAB && s.Type != elf.SHT_DYNSYM {
+			continue
+		}
+		size := s.Size
+		if int(s.Link) < len(f.Sections) {
+			size = max(size, f.Sections[s.Link].Size)
+		}
+		if size > maxSymbolTableBytes {
+			return fmt.Errorf("%w: %s (or its strings) of %d bytes", ErrTooLarge, s.Name, size)
+		}
+	}
+	return nil
 }
 
 func hasSymbol(syms []elf.Symbol, name string) bool {
