@@ -87,6 +87,12 @@ bench: ## Run the benchmarks (~10 min on 2 cores, root) and write BENCHMARKS.md
 	@$(PREREQS) kernel modules
 	@$(CURDIR)/tests/bench/run.sh $(BENCH_FLAGS)
 
+.PHONY: soak
+soak: ## SIGKILL the collector 150 times during SIEM outages; assert no acknowledged span is lost (~10 min)
+	@$(PREREQS) modules
+	@$(MAKE) --no-print-directory build
+	@$(CURDIR)/tests/outage/soak.sh
+
 .PHONY: lint
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...

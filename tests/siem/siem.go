@@ -17,17 +17,31 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // HEC is a Splunk HTTP Event Collector that accepts one token.
 type HEC struct {
 	Token  string
 	srv    *httptest.Server
+	down   atomic.Bool
 	mu     sync.Mutex
 	bodies [][]byte
 	events []map[string]any
+
+	// Indexer acknowledgement (EnableAck): every accepted request gets an ackId; its events
+	// count as received only once the collector has polled the ack as true. loseNext makes
+	// the sink drop the events of the next request it acknowledges-to-be, and never ack it,
+	// as an indexer that lost a batch does.
+	ack      bool
+	nextAck  int64
+	acks     map[int64][]map[string]any // ackId → events not yet polled
+	lost     map[int64]bool
+	loseNext int
+	lostReqs int
 }
 
 // StartHEC serves HEC on a loopback port.
@@ -43,7 +57,44 @@ func (h *HEC) URL() string { return h.srv.URL + "/services/collector" }
 // Close stops the server.
 func (h *HEC) Close() { h.srv.Close() }
 
+// SetDown makes the server answer 503 Service Unavailable to everything (an outage) or
+// serve again.
+func (h *HEC) SetDown(down bool) { h.down.Store(down) }
+
+// EnableAck turns on indexer acknowledgement (the token's useACK).
+func (h *HEC) EnableAck() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ack = true
+	h.acks = map[int64][]map[string]any{}
+	h.lost = map[int64]bool{}
+}
+
+// LoseAcks makes the next n acknowledged requests lost: HEC answers Success with an ackId,
+// then never reports it indexed and forgets the events.
+func (h *HEC) LoseAcks(n int) {
+	h.mu.Lock()
+	h.loseNext += n
+	h.mu.Unlock()
+}
+
+// LostRequests is how many requests LoseAcks made the server lose.
+func (h *HEC) LostRequests() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lostReqs
+}
+
 func (h *HEC) serve(w http.ResponseWriter, r *http.Request) {
+	if h.down.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"text":"Server is busy","code":9}`)
+		return
+	}
+	if r.URL.Path == "/services/collector/ack" && r.Header.Get("Authorization") == "Splunk "+h.Token {
+		h.serveAck(w, r)
+		return
+	}
 	if r.URL.Path != "/services/collector" || r.Header.Get("Authorization") != "Splunk "+h.Token {
 		w.WriteHeader(http.StatusForbidden)
 		_, _ = io.WriteString(w, `{"text":"Invalid token","code":4}`)
@@ -65,10 +116,58 @@ func (h *HEC) serve(w http.ResponseWriter, r *http.Request) {
 		events = append(events, ev)
 	}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.bodies = append(h.bodies, body)
-	h.events = append(h.events, events...)
-	h.mu.Unlock()
-	_, _ = io.WriteString(w, `{"text":"Success","code":0}`)
+	if !h.ack {
+		h.events = append(h.events, events...)
+		_, _ = io.WriteString(w, `{"text":"Success","code":0}`)
+		return
+	}
+	if r.Header.Get("X-Splunk-Request-Channel") == "" {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"text":"Data channel is missing","code":10}`)
+		return
+	}
+	id := h.nextAck
+	h.nextAck++
+	if h.loseNext > 0 {
+		h.loseNext--
+		h.lostReqs++
+		h.lost[id] = true
+	} else {
+		h.acks[id] = events
+	}
+	fmt.Fprintf(w, `{"text":"Success","code":0,"ackId":%d}`, id)
+}
+
+// serveAck answers an acknowledgement poll: an ackId is true once, when its events are
+// counted as received; a lost one stays false.
+func (h *HEC) serveAck(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Acks []int64 `json:"acks"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		http.Error(w, `{"text":"Invalid data format","code":6}`, http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ack {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"text":"ACK is disabled","code":14}`)
+		return
+	}
+	out := make(map[string]bool, len(req.Acks))
+	for _, id := range req.Acks {
+		evs, ok := h.acks[id]
+		if ok {
+			h.events = append(h.events, evs...)
+			delete(h.acks, id)
+		}
+		out[strconv.FormatInt(id, 10)] = ok
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"acks": out})
 }
 
 // Events returns the events received so far.
@@ -76,6 +175,21 @@ func (h *HEC) Events() []map[string]any {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]map[string]any(nil), h.events...)
+}
+
+// SpanIDs counts the events received per "span_id" field.
+func (h *HEC) SpanIDs() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{}
+	for _, ev := range h.events {
+		if e, ok := ev["event"].(map[string]any); ok {
+			if id, ok := e["span_id"].(string); ok {
+				out[id]++
+			}
+		}
+	}
+	return out
 }
 
 // Bodies returns every request body received, decompressed.
@@ -94,7 +208,12 @@ type Azure struct {
 	rows                          map[string][]map[string]any // stream → rows
 	bodies                        [][]byte
 	token                         string
+	down                          atomic.Bool
 }
+
+// SetDown makes the ingestion endpoint answer 503 Service Unavailable (an outage; Entra
+// still issues tokens) or serve again.
+func (a *Azure) SetDown(down bool) { a.down.Store(down) }
 
 // StartAzure serves both roles on one loopback TLS port.
 func StartAzure(tenant, clientID, secret, dcr string) *Azure {
@@ -165,6 +284,10 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":%q}`, a.token)
 	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/dataCollectionRules/"+a.DCR+"/streams/"):
+		if a.down.Load() {
+			http.Error(w, `{"error":{"code":"ServiceUnavailable"}}`, http.StatusServiceUnavailable)
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+a.token {
 			http.Error(w, `{"error":{"code":"InvalidToken"}}`, http.StatusUnauthorized)
 			return
