@@ -274,6 +274,22 @@ service:
 	send(t, otlpPort, n)
 	time.Sleep(time.Second) // a few failed attempts against the dead endpoint
 	first.stop()
+	// The shutdown interrupted the retries of requests the persistent queues keep: the lines
+	// say so, and none says "Dropping data" (exporterkit.Drops.HelperLogger).
+	firstLog, _ := os.ReadFile(log)
+	if strings.Contains(string(firstLog), "Dropping data") {
+		t.Errorf("a SIGTERM with persistent queues logged \"Dropping data\":\n%s", tail(string(firstLog), 20))
+	}
+	for _, line := range strings.Split(string(firstLog), "\n") {
+		if strings.Contains(line, "kept in the persistent queue") || strings.Contains(line, "Drop summary") {
+			t.Logf("shutdown: %s", line)
+		}
+	}
+	for _, id := range []string{"splunk_hec", "sentinel"} {
+		if !strings.Contains(string(firstLog), "kept in the persistent queue") || !strings.Contains(string(firstLog), "Drop summary of exporter "+id) {
+			t.Errorf("no \"kept in the persistent queue\" line or shutdown summary of %s after a SIGTERM during the outage:\n%s", id, tail(string(firstLog), 20))
+		}
+	}
 
 	second := startCollector(t, bin, cfg, log, caFile)
 	defer second.stop()
