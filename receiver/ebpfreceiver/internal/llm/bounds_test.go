@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/textproto"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +274,48 @@ func TestListedBound(t *testing.T) {
 		if len(inf.ToolCalls) != maxListed || len(inf.FinishReasons) > maxListed || !strings.Contains(inf.ResponseProblem, "not listed") {
 			t.Errorf("%d tool calls, %d finish reasons, problem %q", len(inf.ToolCalls), len(inf.FinishReasons), inf.ResponseProblem)
 		}
+	}
+}
+
+// TestHeapBounded: the heap a Tracker takes under traffic made to hold as much as it can
+// (thousands of minimal requests waiting, thousands of HTTP/2 streams open) stays near
+// MaxTotalBuffer: what it counts is what it holds, per-object costs included.
+func TestHeapBounded(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	const conns = 256
+	opts := Options{MaxTotalBuffer: 4 << 20, MaxConnections: conns}
+	c := newConv(t).start(nil, nil)
+	for i := range maxH2Streams {
+		c.headers(client, uint32(2*i+1), false, ":method", "GET", ":path", "/", ":scheme", "https")
+	}
+	c.flush(client, nil)
+	req := []byte("GET / HTTP/1.1\r\n\r\n")
+	for _, h2 := range []bool{false, true} {
+		before := heap()
+		tr := NewTracker(opts)
+		for k := range conns {
+			key := Key{PID: 1, Conn: uint64(k)}
+			if h2 {
+				for _, call := range c.calls {
+					tr.Data(key, call.dir, call.data, len(call.data), t0, nil)
+				}
+				continue
+			}
+			for range maxPending {
+				tr.Data(key, Write, req, len(req), t0, nil)
+			}
+		}
+		// Besides what is counted: a connection's own state (its structs, HTTP/2's decoders).
+		grew := int64(heap()) - int64(before)
+		if limit := int64(opts.MaxTotalBuffer) + conns*8<<10; grew > limit {
+			t.Errorf("HTTP/2 %v: the heap grew by %d bytes (%d counted), over %d", h2, grew, tr.Buffered(), limit)
+		}
+		t.Logf("HTTP/2 %v: the heap grew by %d bytes (%d counted)", h2, grew, tr.Buffered())
+		runtime.KeepAlive(tr)
 	}
 }

@@ -409,7 +409,7 @@ func TestTotalBuffer(t *testing.T) {
 	req := append(append([]byte{}, head...), body...)
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") // no body: nothing of it to cut
 	// What the request's start line and header fields hold.
-	hs := len(head) - 4 + 3*fieldOverhead
+	hs := messageOverhead + len(head) - 4 + 3*fieldOverhead
 	var exs []Exchange
 	for i := range 3 {
 		for _, p := range split(req, 4096) {
