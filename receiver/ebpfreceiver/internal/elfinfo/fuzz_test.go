@@ -348,3 +348,39 @@ func TestSuggestSkipsHugeNames(t *testing.T) {
 		t.Fatalf("suggestions %.80q", got)
 	}
 }
+
+// TestCompressedDWARFTooLarge: a compressed .debug_info declaring a terabyte (a zlib bomb
+// inflates a thousandfold) is refused before debug/dwarf inflates it.
+func TestCompressedDWARFTooLarge(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linux fixtures")
+	}
+	requireTool(t, "gcc")
+	dir := t.TempDir()
+	bin := buildC(t, dir, "cprog-gz", "-g", "-O1", "-gz=zlib")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ef.Section(".debug_info")
+	if s == nil || s.Flags&elf.SHF_COMPRESSED == 0 {
+		t.Skip("gcc did not compress .debug_info")
+	}
+	binary.LittleEndian.PutUint64(data[s.Offset+8:], 1<<40) // Elf64_Chdr.ch_size
+	p := filepath.Join(dir, "bomb")
+	if err := os.WriteFile(p, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := openBinary(t, p)
+	_, _, err = b.Parameters("process")
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Parameters: %v, want ErrTooLarge", err)
+	}
+	if file, line := b.SourceLine(mustFunction(t, b, "process").Address); file != "" || line != 0 {
+		t.Fatalf("source line %s:%d from refused DWARF", file, line)
+	}
+}

@@ -77,7 +77,18 @@ func CheckSymbols(f *elf.File, typ elf.SectionType) error {
 		return fmt.Errorf("symbol table %s of %d entries: %w (%d)", s.Name, n, ErrTooLarge, MaxSymbols)
 	}
 	if int(s.Link) > 0 && int(s.Link) < len(f.Sections) {
-		return CheckSection(f.Sections[s.Link])
+		if err := CheckSection(f.Sections[s.Link]); err != nil {
+			return err
+		}
+	}
+	if typ == elf.SHT_DYNSYM { // DynamicSymbols reads the symbol versions too
+		for _, vt := range []elf.SectionType{elf.SHT_GNU_VERSYM, elf.SHT_GNU_VERDEF, elf.SHT_GNU_VERNEED} {
+			if v := f.SectionByType(vt); v != nil {
+				if err := CheckSection(v); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
