@@ -11,6 +11,8 @@ fuzztime=${FUZZTIME:-5s}
 only=${FUZZ_ONLY:-}
 # -parallel 1: the target machine has two cores and CI runs other suites' builds around this.
 parallel=${FUZZ_PARALLEL:-1}
+log=$(mktemp /tmp/agenttrail-fuzz.XXXXXX)
+trap 'rm -f "$log"' EXIT
 count=0
 failed=()
 for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u); do
@@ -18,8 +20,8 @@ for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 d
 		if [ -n "$only" ] && [ "$name" != "$only" ]; then continue; fi
 		count=$((count + 1))
 		echo "fuzz: ./$dir $name ($fuzztime)"
-		if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -parallel "$parallel" "./$dir" >/tmp/agenttrail-fuzz.log 2>&1; then
-			tail -n 30 /tmp/agenttrail-fuzz.log
+		if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -parallel "$parallel" "./$dir" >"$log" 2>&1; then
+			tail -n 30 "$log"
 			failed+=("./$dir $name")
 		fi
 	done
