@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -461,4 +463,97 @@ func fileSize(t *testing.T, dir, seg string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// TestOversizedLines: a "record" longer than any record can be (here 65 MiB of a sparse file,
+// standing for a line of gigabytes) is rejected without being read into memory, by verify and
+// by Open, whether it ends in a newline or not; Open refuses to cut it off as crash damage (and
+// to copy gigabytes into quarantine/).
+func TestOversizedLines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads 130 MiB of sparse files")
+	}
+	for _, tc := range []struct {
+		name       string
+		terminated bool
+		verifyErr  string
+	}{
+		{"unterminated tail", false, "partial line longer than a record can be"},
+		{"complete line", true, "record longer than a record can be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a := openArchive(t, dir, testKey("main"), Options{})
+			appendStories(t, a, 0, 3, 200)
+			a.abandon()
+			seg := filepath.Join(dir, SegmentsDir, SegmentName(1))
+			fi, err := os.Stat(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A hole of MaxRecordBytes+1 MiB after the good records reads as zero bytes.
+			if err := os.Truncate(seg, fi.Size()+MaxRecordBytes+1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if tc.terminated {
+				f, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteString("\n")
+				f.Close()
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			before := ms.TotalAlloc
+			_, err = VerifyDir(dir, VerifyOptions{})
+			var ve *VerifyError
+			if !errors.As(err, &ve) || !strings.Contains(ve.Reason, tc.verifyErr) || ve.Line != 5 {
+				t.Fatalf("VerifyDir: %v, want line 5: %s", err, tc.verifyErr)
+			}
+			runtime.ReadMemStats(&ms)
+			if alloc := ms.TotalAlloc - before; alloc > 2*MaxRecordBytes+8<<20 {
+				t.Errorf("verify allocated %d MiB for one line", alloc>>20)
+			}
+			_, err = Open(dir, testKey("main"), Options{})
+			if err == nil || !strings.Contains(err.Error(), "line 5: line longer than a record can be") {
+				t.Fatalf("Open: %v, want a refusal", err)
+			}
+			if got, _ := os.Stat(seg); got.Size() < fi.Size()+MaxRecordBytes {
+				t.Errorf("Open cut the segment to %d bytes", got.Size())
+			}
+		})
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestLineReaderBound reads a 1 GiB "line" (as a record claiming gigabytes would be) and then
+// a short one: the reader skips the long line holding at most MaxRecordBytes of it.
+func TestLineReaderBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads 1 GiB")
+	}
+	const huge = 1 << 30
+	lr := newLineReader(io.MultiReader(io.LimitReader(zeros{}, huge), strings.NewReader("\n{}\n")))
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	l, ok, err := lr.next()
+	if err != nil || !ok || !l.long || !l.terminated || l.b != nil || lr.off != huge+1 {
+		t.Fatalf("long line: %+v ok %v err %v at %d", l, ok, err, lr.off)
+	}
+	runtime.ReadMemStats(&ms)
+	if alloc := ms.TotalAlloc - before; alloc > 2*MaxRecordBytes+8<<20 {
+		t.Errorf("allocated %d MiB for a line of %d MiB", alloc>>20, huge>>20)
+	}
+	l, ok, err = lr.next()
+	if err != nil || !ok || l.long || string(l.b) != "{}" || lr.no != 2 {
+		t.Fatalf("next line: %+v %q ok %v err %v", l, l.b, ok, err)
+	}
 }

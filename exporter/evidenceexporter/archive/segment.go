@@ -181,15 +181,17 @@ func scanSegment(r io.Reader, size int64, name string, firstSeq uint64) (segment
 		if !ok {
 			break
 		}
+		if l.long {
+			// No record is this long, so no write of one left it: not crash damage.
+			return s, &corruptionError{line: lr.no, reason: fmt.Sprintf("line longer than a record can be (%d bytes)", MaxRecordBytes)}
+		}
 		if !l.terminated {
 			s.tailKind, s.tailReason = RepairPartialLine, "partial line (no trailing newline)"
 			break
 		}
 		var seq uint64
 		reason := ""
-		if l.long {
-			reason = fmt.Sprintf("record longer than %d bytes", MaxRecordBytes)
-		} else if rec, err := ParseLine(l.b); err != nil {
+		if rec, err := ParseLine(l.b); err != nil {
 			var le *LineError
 			if errors.As(err, &le) {
 				seq = le.Seq
@@ -264,10 +266,17 @@ func (lr *lineReader) next() (l readLine, ok bool, err error) {
 		chunk, err := lr.r.ReadSlice('\n')
 		n += int64(len(chunk))
 		if !l.long {
-			if len(lr.buf)+len(chunk) > lr.max+1 { // +1: the newline
+			switch need := len(lr.buf) + len(chunk); {
+			case need > lr.max+1: // +1: the newline
 				l.long = true
 				lr.buf = lr.buf[:0]
-			} else {
+			case need > cap(lr.buf):
+				// Double, up to the limit: append's growth for large slices (1.25x) would
+				// allocate five times the limit on the way to it.
+				nb := make([]byte, len(lr.buf), min(max(2*cap(lr.buf), need), lr.max+1))
+				copy(nb, lr.buf)
+				lr.buf = append(nb, chunk...)
+			default:
 				lr.buf = append(lr.buf, chunk...)
 			}
 		}

@@ -188,19 +188,19 @@ func (v *verifier) segment(segDir string, s segEntry, isOpen bool) error {
 			continue
 		}
 		if !terminated {
-			size := off + int64(len(line))
-			if l.long {
-				size = lr.off
-			}
-			if isOpen {
-				v.rep.PartialTail = &PartialTail{Segment: rel, Offset: off, Bytes: size - off, Reason: "partial line (no trailing newline)"}
+			if isOpen && !l.long {
+				v.rep.PartialTail = &PartialTail{Segment: rel, Offset: off, Bytes: int64(len(line)), Reason: "partial line (no trailing newline)"}
 				break
 			}
-			v.failf(rel, 0, lr.no, "partial line (no trailing newline) in a sealed segment")
+			if l.long {
+				v.failf(rel, 0, lr.no, "partial line longer than a record can be (%d bytes)", MaxRecordBytes)
+			} else {
+				v.failf(rel, 0, lr.no, "partial line (no trailing newline) in a sealed segment")
+			}
 			continue
 		}
 		if l.long {
-			v.failf(rel, 0, lr.no, "record longer than %d bytes", MaxRecordBytes)
+			v.failf(rel, 0, lr.no, "record longer than a record can be (%d bytes)", MaxRecordBytes)
 			continue
 		}
 		rec, err := ParseLine(line)
