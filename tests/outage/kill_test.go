@@ -80,7 +80,7 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 func loadKillParams(t *testing.T) killParams {
 	p := killParams{
 		kills:    envInt(t, "OUTAGE_KILLS", 20),
-		rate:     envInt(t, "OUTAGE_RATE", 100),
+		rate:     envInt(t, "OUTAGE_RATE", 200),
 		perReq:   10,
 		maxUp:    envDuration(t, "OUTAGE_MAX_UP", 1500*time.Millisecond),
 		drain:    envDuration(t, "OUTAGE_DRAIN", 90*time.Second),
