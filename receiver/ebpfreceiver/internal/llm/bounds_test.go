@@ -319,3 +319,15 @@ func TestHeapBounded(t *testing.T) {
 		runtime.KeepAlive(tr)
 	}
 }
+
+// TestEventsBound: a stream of more events than any answer has is read up to maxEvents, and
+// says so.
+func TestEventsBound(t *testing.T) {
+	body := bytes.Repeat([]byte("data: {}\n\n"), maxEvents+10)
+	body = append(body, `data: {"choices":[{"finish_reason":"stop"}]}`+"\n\n"...)
+	inf, _ := Parse(Exchange{Request: &Message{Method: "POST", Target: "/v1/chat/completions", Body: []byte(`{}`)},
+		Response: &Message{Status: 200, Header: textproto.MIMEHeader{"Content-Type": {"text/event-stream"}}, Body: body}})
+	if len(inf.FinishReasons) != 0 || !strings.Contains(inf.ResponseProblem, "events in the stream") {
+		t.Errorf("finish reasons %v, problem %q", inf.FinishReasons, inf.ResponseProblem)
+	}
+}

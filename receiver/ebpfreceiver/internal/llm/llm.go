@@ -412,6 +412,10 @@ func anthropicMessage(inf *Inference, body []byte) {
 	}
 }
 
+// maxEvents bounds the events of a stream read: a few thousand make a long answer, and each
+// costs a JSON decoding.
+const maxEvents = 1 << 16
+
 // parseStream reads a server-sent event stream of any of the three APIs.
 func parseStream(inf *Inference, body []byte) {
 	var text strings.Builder
@@ -429,16 +433,29 @@ func parseStream(inf *Inference, body []byte) {
 		if len(data) == 0 || bytes.Equal(data, []byte("[DONE]")) {
 			continue
 		}
-		var ev map[string]json.RawMessage
-		if json.Unmarshal(data, &ev) != nil {
+		// Checked, and its type read, without decoding it into a map: an event is decoded
+		// once, into what its API and type need.
+		var typeRaw []byte
+		if !json.Valid(data) || members(data, func(k string, raw []byte) {
+			if k == "type" {
+				typeRaw = raw
+			}
+		}) != nil {
 			if inf.ResponseProblem == "" {
 				inf.ResponseProblem = "an event of the stream is not valid JSON"
 			}
 			continue
 		}
-		events++
+		if events++; events > maxEvents {
+			if inf.ResponseProblem == "" {
+				inf.ResponseProblem = fmt.Sprintf("more than %d events in the stream: the rest were not read", maxEvents)
+			}
+			break
+		}
 		var typ string
-		_ = json.Unmarshal(ev["type"], &typ)
+		if typeRaw != nil {
+			_ = json.Unmarshal(typeRaw, &typ)
+		}
 		switch inf.API {
 		case APIChatCompletions:
 			var c struct {
