@@ -107,7 +107,8 @@ func (f *factory) acquire(set processor.Settings, cfg *Config) (*instance, error
 	return &instance{f: f, key: key, core: sc.core}, nil
 }
 
-func (in *instance) start(context.Context, component.Host) error {
+func (in *instance) start(_ context.Context, host component.Host) error {
+	in.core.status.addHost(host)
 	return in.core.start()
 }
 

@@ -84,10 +84,15 @@ type apiHealth struct {
 	unreachable map[string]bool // resources whose last call failed without an answer
 	podErr      error           // last outcome of the pod informer
 	refused     map[string]bool // resource/reason already logged
+	// For the component status (status.go): resources the API refused (by reason) until a
+	// call succeeds, whether the informers synced, or are late doing so.
+	denied           map[string]string
+	synced, syncLate bool
+	onStatus         func(msg string)
 }
 
 func newAPIHealth(logger *zap.Logger, onChange func()) *apiHealth {
-	return &apiHealth{logger: logger, onChange: onChange, unreachable: map[string]bool{}, refused: map[string]bool{}}
+	return &apiHealth{logger: logger, onChange: onChange, unreachable: map[string]bool{}, refused: map[string]bool{}, denied: map[string]string{}}
 }
 
 // observe records the outcome of one list or watch call for resource.
@@ -98,6 +103,7 @@ func (h *apiHealth) observe(resource string, err error) {
 	if h.record(resource, err) && h.onChange != nil {
 		h.onChange()
 	}
+	h.publish()
 }
 
 // record updates the state and reports whether the pods just became
@@ -108,11 +114,15 @@ func (h *apiHealth) record(resource string, err error) (podsLost bool) {
 	if resource == "pods" {
 		h.podErr = err
 	}
+	if err == nil {
+		delete(h.denied, resource)
+	}
 	var status apierrors.APIStatus
 	if err != nil && errors.As(err, &status) {
 		// The server answered, e.g. 403: a missing RBAC permission. Said
 		// once per resource and reason.
 		reason := string(apierrors.ReasonForError(err))
+		h.denied[resource] = reason
 		if key := resource + "/" + reason; !h.refused[key] {
 			h.refused[key] = true
 			h.logger.Warn("Kubernetes API refused to list or watch "+resource+"; attribution needing it stays incomplete (the ClusterRole needs get, list, watch on pods, replicasets.apps, jobs.batch)",

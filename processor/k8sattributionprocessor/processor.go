@@ -53,13 +53,16 @@ type core struct {
 	readCgroup func(procRoot string, pid uint32) (containerid.Info, error)
 	now        func() time.Time
 
-	watcher  atomic.Pointer[kubeWatcher] // nil: no API
-	noAPIWhy string                      // miss reason while watcher is nil
-	mu       sync.Mutex
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	watcher atomic.Pointer[kubeWatcher] // nil: no API
+	status  *statusReporter
+	// syncGrace: how long the informers may take to sync before the status says so.
+	syncGrace time.Duration
+	noAPIWhy  string // miss reason while watcher is nil
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 func newCore(set component.TelemetrySettings, cfg *Config, client kubernetes.Interface, hostName, nodeName string) (*core, error) {
@@ -90,6 +93,8 @@ func newCore(set component.TelemetrySettings, cfg *Config, client kubernetes.Int
 		readCgroup: containerid.FromPID,
 		now:        time.Now,
 		noAPIWhy:   reasonAPIUnavailable,
+		status:     &statusReporter{},
+		syncGrace:  syncGrace,
 	}
 	if cfg.AuthType == AuthTypeNone {
 		c.noAPIWhy = reasonNoAPI
@@ -128,7 +133,13 @@ func (c *core) start() error {
 	c.index.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	w.health.onStatus = c.status.set
 	w.run(ctx, &c.wg)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		w.watchSync(ctx, c.syncGrace)
+	}()
 	c.watcher.Store(w)
 	if c.nodeName != "" {
 		c.logger.Info("k8sattribution: watching the pods of this node", zap.String("node", c.nodeName))
