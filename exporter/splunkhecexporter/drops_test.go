@@ -240,9 +240,11 @@ func TestShutdownKeepsPersistentQueue(t *testing.T) {
 	requireEachSpanOnce(t, hec.recordedEvents(), 30)
 }
 
-// TestShutdownLosesMemoryQueueCounted: the same with the in-memory queue: the interrupted
-// request is lost, and says so, counted as "shutdown".
+// TestShutdownLosesMemoryQueueCounted: the same with the in-memory queue: a shutdown drains the
+// queue with one attempt per request; every request the dead backend refuses is lost, and each
+// says so and is counted as "shutdown", none sampled away.
 func TestShutdownLosesMemoryQueueCounted(t *testing.T) {
+	const requests, spans = 50, 30
 	hec := newFakeHEC(t, testToken)
 	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
 		hecReply(w, http.StatusServiceUnavailable, "Server is busy", 9)
@@ -252,15 +254,68 @@ func TestShutdownLosesMemoryQueueCounted(t *testing.T) {
 	cfg := testConfig(hec.endpoint())
 	fastRetry(cfg)
 	cfg.BackOffConfig.MaxElapsedTime = 0
-	cfg.QueueSettings = configoptional.Some(exporterhelper.NewDefaultQueueConfig())
+	qc := exporterhelper.NewDefaultQueueConfig()
+	qc.NumConsumers = 1
+	cfg.QueueSettings = configoptional.Some(qc)
 	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
 	require.NoError(t, err)
 	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
+	for i := 0; i < requests; i++ {
+		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
+	}
 	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 3 }, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, exp.Shutdown(context.Background()))
 	lost := logs.FilterMessageSnippet("the data is lost").All()
-	require.Len(t, lost, 1)
+	require.Len(t, lost, requests, "one line per request lost, none sampled away")
 	assert.True(t, strings.Contains(lost[0].Message, "in-memory queue"))
-	assert.Equal(t, map[string]int64{exporterkit.ReasonShutdown: 30}, droppedTotal(t, tel))
+	assert.Equal(t, map[string]int64{exporterkit.ReasonShutdown: requests * spans}, droppedTotal(t, tel))
+	summaries := logs.FilterMessageSnippet("Drop summary of exporter").All()
+	require.NotEmpty(t, summaries)
+	assert.EqualValues(t, requests*spans, summaries[len(summaries)-1].ContextMap()["dropped_since_start"])
+}
+
+// TestAckLostThroughRestart: HEC accepts the first request but loses it before indexing (its
+// ackId never reads true). The collector is restarted while the exporter waits for that ack:
+// the request stays in the persistent queue, the next exporter sends it again, and every span
+// is indexed once.
+func TestAckLostThroughRestart(t *testing.T) {
+	hec := newFakeHEC(t, testToken)
+	hec.useAck = true
+	hec.neverAck = map[int64]bool{0: true}
+	st := &memStorage{data: map[string][]byte{}}
+	storageID := component.MustNewID("file_storage")
+	host := storageHost{ext: map[component.ID]component.Component{storageID: st}}
+	tel, logs, settings := sampledSettings(t)
+	cfg := testConfig(hec.endpoint())
+	fastRetry(cfg)
+	cfg.BackOffConfig.MaxElapsedTime = 0
+	cfg.Ack = AckConfig{Enabled: true, PollInterval: 10 * time.Millisecond, Timeout: 300 * time.Millisecond}
+	qc := exporterhelper.NewDefaultQueueConfig()
+	qc.StorageID = &storageID
+	cfg.QueueSettings = configoptional.Some(qc)
+
+	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), host))
+	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
+	require.Eventually(t, func() bool { return hec.ackPollCount() >= 2 }, 5*time.Second, 5*time.Millisecond, "waiting for the lost ack")
+	require.NoError(t, exp.Shutdown(context.Background()))
+	require.Len(t, logs.FilterMessageSnippet("kept in the persistent queue").All(), 1)
+	require.Equal(t, 1, hec.eventRequestCount(), "nothing acknowledged yet, nothing re-sent before the restart")
+
+	exp2, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp2.Start(context.Background(), host))
+	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 2 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return len(logs.FilterMessageSnippet("Drop summary").All()) == 1 && hec.ackPollCount() >= 3
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, exp2.Shutdown(context.Background()))
+
+	reqs := hec.recordedRequests()
+	require.Len(t, reqs, 2, "the lost request is sent again once, after the restart")
+	events := hec.recordedEvents()
+	requireEachSpanOnce(t, events[reqs[0].events:], 30) // indexed: the second request's events
+	assert.Empty(t, droppedTotal(t, tel))
+	assert.NotEqual(t, reqs[0].channel, reqs[1].channel, "a new channel after the restart")
 }
