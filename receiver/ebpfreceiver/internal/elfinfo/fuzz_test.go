@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -384,3 +386,28 @@ func TestCompressedDWARFTooLarge(t *testing.T) {
 		t.Fatalf("source line %s:%d from refused DWARF", file, line)
 	}
 }
+
+// TestGuard: a panic becomes an error naming where it happened; under StrictPanics one of
+// this module's own panics is raised again, one of the standard library's is not.
+func TestGuard(t *testing.T) {
+	defer StrictPanics(strictPanics.Load())
+	StrictPanics(false)
+	var idx []int
+	err := Guard(func() error { _ = idx[len(fuzzNames)]; return nil })
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "elfinfo.TestGuard") {
+		t.Fatalf("Guard: %v, want ErrMalformed naming elfinfo.TestGuard", err)
+	}
+	StrictPanics(true)
+	if err := Guard(func() error { panicInStd(); return nil }); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Guard of a standard library panic under StrictPanics: %v", err)
+	}
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "panicked in github.com/agenttrail/") {
+			t.Fatalf("recovered %v, want our own panic raised again", r)
+		}
+	}()
+	_ = Guard(func() error { _ = idx[len(fuzzNames)]; return nil })
+}
+
+// panicInStd makes the standard library panic: sort.Slice of a non-slice.
+func panicInStd() { sort.Slice(42, func(i, j int) bool { return false }) }
