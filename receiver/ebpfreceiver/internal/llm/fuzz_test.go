@@ -237,7 +237,7 @@ func FuzzTrackerAPI(f *testing.F) {
 		f.Add(w[i], r[i], []byte{0x00, 200, 0x08, 200, 0x01, 50, 0x09, 50, 0x02, 30, 0x03, 7, 0x04, 0, 0x00, 255, 0x01, 255, 0x05, 1, 0x06, 0, 0x07, 0})
 	}
 	f.Fuzz(func(t *testing.T, w, r, ops []byte) {
-		opts := Options{MaxBuffer: 4096, MaxTotalBuffer: 12 << 10, MaxConnections: 2, IdleTimeout: time.Second}
+		opts := Options{MaxBuffer: 4096, MaxTotalBuffer: 24 << 10, MaxConnections: 2, IdleTimeout: time.Second}
 		tr := NewTracker(opts)
 		keys := [...]Key{{PID: 1, Conn: 1}, {PID: 1, Conn: 2}, {PID: 2, Conn: 1}}
 		var pos [len(keys)][2]int // per connection, bytes of w and r given so far
