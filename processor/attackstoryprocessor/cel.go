@@ -148,6 +148,11 @@ func storyVariables(c *evalContext) map[string]any {
 	for _, sp := range f.spans {
 		spans = append(spans, map[string]any{"name": sp.span.Name(), "attributes": sp.span.Attributes().AsRaw()})
 	}
+	inputs := make([]any, 0, len(f.inputs))
+	for _, in := range f.inputs {
+		text, _ := redactor.String(in.text)
+		inputs = append(inputs, map[string]any{"kind": in.kind.String(), "span": f.spans[in.span].span.Name(), "text": text})
+	}
 	return map[string]any{"story": map[string]any{
 		"trace_id":     f.st.id.String(),
 		"mode":         string(c.mode),
@@ -158,6 +163,7 @@ func storyVariables(c *evalContext) map[string]any {
 		"destinations": dests,
 		"workload":     workload,
 		"prompt":       f.prompt,
+		"model_inputs": inputs,
 		"spans":        spans,
 		"connects":     int64(f.connects),
 		"bytes_sent":   f.bytesSent,

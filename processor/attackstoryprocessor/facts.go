@@ -28,9 +28,13 @@ type facts struct {
 	egress    []egressCall
 	prompt    string // redacted
 	promptIdx int    // span carrying the prompt, -1
-	connects  int
-	bytesSent int64
-	hasBytes  bool
+	inputs    []modelInput
+	// texts not scanned for markers, past maxInputTexts or maxInputBytes
+	inputsPastCount, inputsPastBytes int
+	inputBytes                       int
+	connects                         int
+	bytesSent                        int64
+	hasBytes                         bool
 }
 
 // item is one step of the timeline: a span (event -1) or one of its openat events.
@@ -39,6 +43,48 @@ type item struct {
 	event int
 	time  uint64
 }
+
+// modelInput is text other than the user's prompt that a tool handled or the model was given:
+// a tool's arguments and result, a model call's input. Indirect prompt injection arrives this
+// way (a document or web page read by a tool, then passed to the model).
+type modelInput struct {
+	kind inputKind
+	span int
+	text string // as on the span: already through the receiver's redaction policy
+}
+
+type inputKind int
+
+const (
+	inputToolArgs   inputKind = iota // the arguments of a tool call
+	inputToolResult                  // what a tool returned
+	inputModel                       // the input of a model call
+)
+
+func (k inputKind) String() string {
+	switch k {
+	case inputToolArgs:
+		return "tool_arguments"
+	case inputToolResult:
+		return "tool_result"
+	}
+	return "model_input"
+}
+
+// Bounds of the text of one story scanned for injection markers: every value comes from a
+// traced process (arguments are at most 256 bytes, message content 64 KiB, but other
+// instrumentation may put more on a span).
+const (
+	maxInputTexts     = 512
+	maxInputTextBytes = 64 << 10
+	maxInputBytes     = 1 << 20
+)
+
+// Attributes that carry content entering or leaving the model besides the prompt.
+const (
+	attrGenAIToolArgs   = "gen_ai.tool.call.arguments"
+	attrGenAIToolResult = "gen_ai.tool.call.result"
+)
 
 type toolCall struct {
 	name string
@@ -113,7 +159,16 @@ func extractFacts(st *story) *facts {
 			if name == "" {
 				name = strings.TrimPrefix(sp.span.Name(), "execute_tool ")
 			}
-			f.tools = append(f.tools, toolCall{name: name, span: it.span, args: spanArgs(attrs)})
+			args := spanArgs(attrs)
+			f.tools = append(f.tools, toolCall{name: name, span: it.span, args: args})
+			for _, a := range args {
+				f.addInput(inputToolArgs, it.span, a[1])
+			}
+			// gen_ai.tool.call.arguments repeats the captured arguments as JSON: not scanned twice.
+			if len(args) == 0 {
+				f.addInput(inputToolArgs, it.span, attrStr(attrs, attrGenAIToolArgs))
+			}
+			f.addInput(inputToolResult, it.span, attrStr(attrs, attrGenAIToolResult))
 		case op == "invoke_agent" || role == "prompt":
 			var parts []string
 			for _, a := range spanArgs(attrs) {
@@ -129,6 +184,15 @@ func extractFacts(st *story) *facts {
 				if f.promptIdx < 0 {
 					f.promptIdx = it.span
 				}
+			}
+		case op == "chat" || role == "inference":
+			// The model's input: the configured function's arguments, or the request's
+			// messages decoded from TLS (gen_ai.input.messages, when the receiver exports them).
+			for _, a := range spanArgs(attrs) {
+				f.addInput(inputModel, it.span, a[1])
+			}
+			for _, k := range []string{attrGenAIPrompt, attrGenAIInput} {
+				f.addInput(inputModel, it.span, attrStr(attrs, k))
 			}
 		}
 		switch syscallName(sp.span) {
@@ -147,6 +211,26 @@ func extractFacts(st *story) *facts {
 		f.prompt, _ = redactor.String(strings.Join(prompts, "\n"))
 	}
 	return f
+}
+
+// addInput keeps a text to scan, within the story's bounds; what is past them is counted.
+func (f *facts) addInput(kind inputKind, span int, text string) {
+	if text == "" {
+		return
+	}
+	if len(f.inputs) >= maxInputTexts {
+		f.inputsPastCount++
+		return
+	}
+	if len(text) > maxInputTextBytes {
+		text = text[:maxInputTextBytes]
+	}
+	if f.inputBytes+len(text) > maxInputBytes {
+		f.inputsPastBytes++
+		return
+	}
+	f.inputBytes += len(text)
+	f.inputs = append(f.inputs, modelInput{kind: kind, span: span, text: text})
 }
 
 // buildTimeline orders spans and their openat events (see topoTimeOrder) and records the

@@ -366,6 +366,25 @@ func TestGolden(t *testing.T) {
 			},
 		},
 		{
+			// Indirect injection: the marker is not in the prompt but in the input of the model
+			// call after the read-document tool read a file (the inference function's argument).
+			name: "rule_indirect_prompt_injection",
+			cfg:  func(c *Config) { c.DefaultMode = ModeAlert },
+			build: func(b *traceBuilder) {
+				indirectStory(b.hostProcess("research-agent", 5151), 1, 0)
+			},
+			check: func(t *testing.T, _ *harness, out ptrace.Traces) {
+				assert.Equal(t, [][]string{{ruleIndirectInjection}}, ruleIDsOf(t, out))
+				fs := findingsOf(t, out)
+				require.Len(t, fs, 1)
+				attacks := fs[0]["finding_info"].(map[string]any)["attacks"].([]any)
+				require.Len(t, attacks, 1)
+				assert.Equal(t, "AML.T0051.001", attacks[0].(map[string]any)["technique"].(map[string]any)["uid"])
+				ev := fs[0]["evidences"].([]any)[0].(map[string]any)
+				assert.Equal(t, "/srv/docs/q3-report.txt", ev["file"].(map[string]any)["path"])
+			},
+		},
+		{
 			name: "rule_data_volume_anomaly",
 			cfg: func(c *Config) {
 				c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: ModeAlert, MaxConnects: 4}}

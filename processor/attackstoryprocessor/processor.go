@@ -305,6 +305,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
 		blocked: blocked, enforced: mode == ModeEnforce}
 	hits := c.evaluate()
+	p.tel.unscannedTexts(f)
 	var fd *finding
 	if len(hits) > 0 {
 		fd = newFinding(c, hits, now, p.productVersion)

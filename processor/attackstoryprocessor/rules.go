@@ -23,6 +23,7 @@ const (
 	ruleEgressOutsideProfile = "egress_outside_profile"
 	ruleUnexpectedExecutable = "unexpected_executable"
 	rulePromptInjection      = "prompt_injection_markers"
+	ruleIndirectInjection    = "indirect_prompt_injection"
 	ruleDataVolumeAnomaly    = "data_volume_anomaly"
 )
 
@@ -53,6 +54,9 @@ var builtinRules = []*ruleDef{
 	{id: rulePromptInjection, title: "Prompt injection markers in the prompt", severity: sevLow, supporting: true,
 		atlas:       []string{"AML.T0051"},
 		explanation: "The prompt contains phrases used to override an agent's instructions."},
+	{id: ruleIndirectInjection, title: "Prompt injection markers in content the model was given", severity: sevMedium,
+		atlas:       []string{"AML.T0051.001"},
+		explanation: "Text that did not come from the user's prompt (a tool's result, a document or page a tool read, the input of a model call) contains phrases used to override an agent's instructions: an indirect prompt injection."},
 	{id: ruleDataVolumeAnomaly, title: "Data volume far above the profile", severity: sevMedium,
 		atlas:       []string{"AML.T0025"},
 		explanation: "The request sent far more data, or opened far more connections, than the workload usually does."},
@@ -161,6 +165,8 @@ func (c *evalContext) evaluate() []*hit {
 			keep(c.unexpectedExecutable(r))
 		case rulePromptInjection:
 			keep(c.promptInjection(r))
+		case ruleIndirectInjection:
+			keep(c.indirectInjection(r))
 		case ruleDataVolumeAnomaly:
 			keep(c.dataVolume(r))
 		}
@@ -384,6 +390,172 @@ func (c *evalContext) promptInjection(r *ruleDef) *hit {
 	h := &hit{rule: r}
 	h.add(evidence{text: "the prompt contains " + strings.Join(found, ", "), severity: sevLow, span: c.f.promptIdx, event: -1})
 	return h
+}
+
+// indirectInjection looks for the markers in what the model was given besides the user's
+// prompt. A marker that is in the prompt, or in a model call's input before any tool ran (the
+// agent's own system prompt), is not indirect. Each marker is reported once, at its first
+// source.
+func (c *evalContext) indirectInjection(r *ruleDef) *hit {
+	f := c.f
+	if len(f.inputs) == 0 || len(c.markers) == 0 {
+		return nil
+	}
+	firstTool := len(f.spans)
+	if len(f.tools) > 0 {
+		firstTool = f.tools[0].span
+	}
+	baseline := []string{normalizeSpace(strings.ToLower(f.prompt))}
+	for _, in := range f.inputs {
+		if in.kind == inputModel && in.span < firstTool {
+			baseline = append(baseline, normalizeSpace(strings.ToLower(in.text)))
+		}
+	}
+	inBaseline := func(m string) bool {
+		for _, b := range baseline {
+			if strings.Contains(b, m) {
+				return true
+			}
+		}
+		return false
+	}
+	h := &hit{rule: r}
+	reported := map[string]bool{}
+	for _, in := range f.inputs {
+		if in.kind == inputModel && in.span < firstTool {
+			continue
+		}
+		text := normalizeSpace(strings.ToLower(in.text))
+		var found []string
+		for _, m := range c.markers {
+			if !reported[m] && strings.Contains(text, m) && !inBaseline(m) {
+				reported[m] = true
+				found = append(found, strconv.Quote(m))
+			}
+		}
+		if len(found) == 0 {
+			continue
+		}
+		src, file := f.inputSource(in)
+		h.add(evidence{text: src + " contains " + strings.Join(found, ", ") + ", which the prompt does not" + f.inputOrigin(in),
+			severity: sevMedium, span: in.span, event: -1, file: file})
+	}
+	return nonEmpty(h)
+}
+
+// inputSource names where a text was found, and the file it came from when a tool read one.
+func (f *facts) inputSource(in modelInput) (string, string) {
+	name := f.spans[in.span].span.Name()
+	switch in.kind {
+	case inputToolArgs:
+		return "the arguments of tool " + f.toolName(in.span), ""
+	case inputToolResult:
+		return "the result of tool " + f.toolName(in.span), f.toolFile(in.span)
+	default:
+		if fn := attrStr(f.spans[in.span].span.Attributes(), attrCodeFunction); fn != "" {
+			name += " (" + fn + ")"
+		}
+		return "the input of " + name, f.toolFile(f.toolBefore(in.span))
+	}
+}
+
+// inputOrigin says what the text most likely came from: for a model call, the last tool that
+// ran before it and what that tool read or fetched; for a tool's result, what it read or fetched.
+func (f *facts) inputOrigin(in modelInput) string {
+	tool := in.span
+	switch in.kind {
+	case inputToolArgs:
+		return ""
+	case inputModel:
+		tool = f.toolBefore(in.span)
+		if tool < 0 {
+			return ""
+		}
+	}
+	var what []string
+	for _, fa := range f.files {
+		if fa.tool == tool && fa.read && fa.failed == "" && len(what) < 3 {
+			what = append(what, "read "+safeSource(fa.path))
+		}
+	}
+	for _, a := range f.toolArgs(tool) {
+		if v := strings.ToLower(a[1]); (strings.HasPrefix(v, "http://") || strings.HasPrefix(v, "https://")) && len(what) < 4 {
+			what = append(what, "fetched "+safeSource(a[1]))
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range f.egress {
+		if e.tool == tool && !seen[e.dest] && len(what) < 5 {
+			seen[e.dest] = true
+			what = append(what, e.kind+" "+e.endpoint())
+		}
+	}
+	s := "; it came"
+	if in.kind == inputModel {
+		s += " after tool " + f.toolName(tool)
+	} else {
+		s += " from tool " + f.toolName(tool)
+	}
+	if len(what) > 0 {
+		s += ", which " + strings.Join(what, ", ")
+	}
+	return s
+}
+
+// toolBefore is the span of the last tool call that started before span i and is not one of
+// its ancestors (-1 for none).
+func (f *facts) toolBefore(i int) int {
+	best := -1
+	for _, t := range f.tools {
+		if t.span >= i {
+			break
+		}
+		if !f.isAncestor(t.span, i) {
+			best = t.span
+		}
+	}
+	return best
+}
+
+func (f *facts) isAncestor(a, i int) bool {
+	for cur := i; ; {
+		p := f.parent[cur]
+		if p < 0 || p >= cur { // parents come first in narrative order
+			return false
+		}
+		if p == a {
+			return true
+		}
+		cur = p
+	}
+}
+
+// toolFile is the first file the tool at span read ("" for none, or no tool).
+func (f *facts) toolFile(tool int) string {
+	if tool < 0 {
+		return ""
+	}
+	for _, fa := range f.files {
+		if fa.tool == tool && fa.read && fa.failed == "" {
+			return fa.path
+		}
+	}
+	return ""
+}
+
+func (f *facts) toolArgs(span int) [][2]string {
+	for _, t := range f.tools {
+		if t.span == span {
+			return t.args
+		}
+	}
+	return nil
+}
+
+// safeSource is a path or URL fit for a finding: redacted (a URL may carry a token) and short.
+func safeSource(s string) string {
+	s, _ = redactor.String(s)
+	return shortenTo(s, 120)
 }
 
 func (c *evalContext) dataVolume(r *ruleDef) *hit {

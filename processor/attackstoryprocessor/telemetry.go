@@ -17,6 +17,7 @@ type telemetry struct {
 	duplicates metric.Int64Counter
 	stitched   metric.Int64Counter
 	ambiguous  metric.Int64Counter
+	unscanned  metric.Int64Counter
 
 	decisions         metric.Int64Counter
 	unmatched         metric.Int64Counter
@@ -52,6 +53,10 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	}
 	if t.ambiguous, err = m.Int64Counter("agenttrail.attackstory.ambiguous",
 		metric.WithDescription("Root spans left alone because more than one story of their process could hold them."), metric.WithUnit("{span}")); err != nil {
+		return nil, err
+	}
+	if t.unscanned, err = m.Int64Counter("agenttrail.attackstory.unscanned_texts",
+		metric.WithDescription("Texts of a story (tool arguments and results, model inputs) not scanned for injection markers, by reason (max_texts, max_bytes)."), metric.WithUnit("{text}")); err != nil {
 		return nil, err
 	}
 	if t.decisions, err = m.Int64Counter("agenttrail.enforcement.decisions",
@@ -105,4 +110,14 @@ func (t *telemetry) eviction(reason string) {
 
 func (t *telemetry) finding(rule string) {
 	t.findings.Add(context.Background(), 1, t.attr("rule", rule))
+}
+
+// unscannedTexts counts the texts of a story left out of the marker scan, past its bounds.
+func (t *telemetry) unscannedTexts(f *facts) {
+	if f.inputsPastCount > 0 {
+		t.unscanned.Add(context.Background(), int64(f.inputsPastCount), t.attr("reason", "max_texts"))
+	}
+	if f.inputsPastBytes > 0 {
+		t.unscanned.Add(context.Background(), int64(f.inputsPastBytes), t.attr("reason", "max_bytes"))
+	}
 }
