@@ -331,3 +331,34 @@ func TestEventsBound(t *testing.T) {
 		t.Errorf("finish reasons %v, problem %q", inf.FinishReasons, inf.ResponseProblem)
 	}
 }
+
+// TestDrainDecodedBound: connections ended together (a process's, idle ones) whose partial
+// responses decompress to much more than they hold come out decoded within what
+// MaxTotalBuffer had left, all of them together: the exchanges of one call are in memory at
+// once.
+func TestDrainDecodedBound(t *testing.T) {
+	bomb := gzipped(t, make([]byte, 1<<20), 1)
+	resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", len(bomb)+100, bomb)
+	opts := Options{MaxTotalBuffer: 1 << 20, MaxConnections: 100}
+	for _, end := range []string{"process", "idle"} {
+		tr := NewTracker(opts)
+		for i := range 50 {
+			key := Key{PID: 1, Conn: uint64(i)}
+			feedChecked(t, tr, key, Write, []byte(okReq), len(okReq))
+			feedChecked(t, tr, key, Read, resp, len(resp))
+		}
+		var exs []Exchange
+		if end == "process" {
+			exs = tr.CloseProcess(1)
+		} else {
+			exs = tr.Expire(t0.Add(time.Hour))
+		}
+		var decoded int
+		for _, ex := range exs {
+			decoded += len(ex.Response.Body)
+		}
+		if len(exs) != 50 || decoded > opts.MaxTotalBuffer {
+			t.Errorf("%s: %d exchanges, %d bytes decoded at once", end, len(exs), decoded)
+		}
+	}
+}

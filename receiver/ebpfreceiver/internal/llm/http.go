@@ -453,17 +453,24 @@ func (t *Tracker) Close(key Key) []Exchange {
 	if c == nil {
 		return nil
 	}
-	t.forget(c)
 	t.room()
+	t.forget(c)
 	return c.drain("connection ended before the response was complete")
 }
+
+// The calls that end many connections at once take what MaxTotalBuffer has left when they
+// start (room) once, not again as each connection releases what it held: what they return is
+// in memory all together, and bodies decompressed as their messages come out (gzip: a
+// thousandfold) must fit in it.
 
 // CloseProcess ends every connection of a process.
 func (t *Tracker) CloseProcess(pid uint32) []Exchange {
 	var out []Exchange
-	for k := range t.conns {
+	t.room()
+	for k, c := range t.conns {
 		if k.PID == pid {
-			out = append(out, t.Close(k)...)
+			t.forget(c)
+			out = append(out, c.drain("connection ended before the response was complete")...)
 		}
 	}
 	return out
@@ -472,10 +479,10 @@ func (t *Tracker) CloseProcess(pid uint32) []Exchange {
 // Expire forgets connections idle since before now-IdleTimeout and returns what they had pending.
 func (t *Tracker) Expire(now time.Time) []Exchange {
 	var out []Exchange
+	t.room()
 	for _, c := range t.conns {
 		if now.Sub(c.last) > t.opts.IdleTimeout {
 			t.forget(c)
-			t.room()
 			out = append(out, c.drain("connection idle before the response was complete")...)
 		}
 	}
@@ -486,9 +493,9 @@ func (t *Tracker) Expire(now time.Time) []Exchange {
 // at least quiet: an LLM API answers with a length or chunks, so this is rare.
 func (t *Tracker) Flush(now time.Time, quiet time.Duration) []Exchange {
 	var out []Exchange
+	t.room()
 	for _, c := range t.conns {
 		if c.in.state == stBodyUntilClose && now.Sub(c.last) >= quiet {
-			t.room()
 			out = append(out, c.closeOpenResponse("")...)
 			t.account(c)
 		}
