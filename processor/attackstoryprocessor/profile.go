@@ -475,8 +475,11 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 			return err
 		}
 	}
-	if d.Version > math.MaxInt32 || d.Stories > math.MaxInt32 {
-		return bad(fmt.Sprintf("version and stories: at most %d", math.MaxInt32), "version")
+	if d.Version > math.MaxInt32 {
+		return bad(fmt.Sprintf("version: at most %d", math.MaxInt32), "version")
+	}
+	if d.Stories > math.MaxInt32 {
+		return bad(fmt.Sprintf("stories: at most %d", math.MaxInt32), "stories")
 	}
 	for _, l := range []struct {
 		key  string

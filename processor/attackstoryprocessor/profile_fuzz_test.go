@@ -120,7 +120,7 @@ func TestProfileFileBounds(t *testing.T) {
 			"data_volume.connects_samples: 101 samples, more than 100", "  connects_samples:"},
 		{"negative sample", "  bytes_sent_samples: []", "  bytes_sent_samples: [1, -1]",
 			"data_volume.bytes_sent_samples: values must not be negative", "  bytes_sent_samples:"},
-		{"stories", "stories: 20", "stories: 9999999999", "version and stories: at most", "version:"},
+		{"stories", "stories: 20", "stories: 9999999999", "stories: at most 2147483647", "stories:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(good, tc.old, tc.new, 1)
