@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -239,8 +240,13 @@ type BundleReport struct {
 // renders from those records (the report is not signed: it is checked so that a doctored
 // rendering cannot pass for the evidence).
 func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
+	return verifyBundleFS(os.DirFS(bundleDir), opts)
+}
+
+// verifyBundleFS is VerifyBundle over the bundle directory fsys.
+func verifyBundleFS(fsys fs.FS, opts BundleOptions) (BundleReport, error) {
 	var rep BundleReport
-	raw, err := readFileLimited(filepath.Join(bundleDir, BundleProofFile), MaxBundleFileBytes)
+	raw, err := readFSLimited(fsys, BundleProofFile, MaxBundleFileBytes)
 	if err != nil {
 		return rep, err
 	}
@@ -326,7 +332,7 @@ func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 		return rep, err
 	}
 	for name, want := range map[string][]byte{BundleStoryFile: story, BundleFindingsFile: fj} {
-		got, err := readFileLimited(filepath.Join(bundleDir, name), MaxBundleFileBytes)
+		got, err := readFSLimited(fsys, name, MaxBundleFileBytes)
 		if err != nil {
 			return rep, err
 		}
@@ -338,7 +344,7 @@ func VerifyBundle(bundleDir string, opts BundleOptions) (BundleReport, error) {
 		rep.PublicKeys = append(rep.PublicKeys, k)
 	}
 	sort.Strings(rep.PublicKeys)
-	if rep.Report, err = checkReport(bundleDir, stories, findings, &proof); err != nil {
+	if rep.Report, err = checkReport(fsys, stories, findings, &proof); err != nil {
 		return rep, err
 	}
 	return rep, nil

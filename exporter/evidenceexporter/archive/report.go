@@ -8,7 +8,6 @@ import (
 	"html/template"
 	"io/fs"
 	"math"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -559,7 +558,12 @@ func classify(sp ptrace.Span) (string, string) {
 	name := sp.Name()
 	op := attrStr(a, "gen_ai.operation.name")
 	role := attrStr(a, "agenttrail.role")
-	first := strings.Fields(name + " ")[0]
+	// The span name comes from the traced workload or any OTLP sender: it may be empty or
+	// blank, and then has no first word.
+	first := ""
+	if f := strings.Fields(name); len(f) > 0 {
+		first = f[0]
+	}
 	var class, detail string
 	switch {
 	case op == "invoke_agent" || role == "prompt" || first == "invoke_agent":
@@ -1436,8 +1440,8 @@ var reportTemplate = template.Must(template.New("report").Parse(reportHTML))
 
 // checkReport compares the bundle's report.html, if any, with a fresh rendering of the
 // verified records.
-func checkReport(bundleDir string, stories, findings []json.RawMessage, proof *Proof) (string, error) {
-	got, err := readFileLimited(filepath.Join(bundleDir, BundleReportFile), MaxBundleFileBytes)
+func checkReport(fsys fs.FS, stories, findings []json.RawMessage, proof *Proof) (string, error) {
+	got, err := readFSLimited(fsys, BundleReportFile, MaxBundleFileBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "absent", nil
 	}

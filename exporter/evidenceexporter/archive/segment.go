@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,7 +32,12 @@ type segEntry struct {
 // listSegments returns the segments in seq order and the names of files that are neither
 // segments nor manifests (temporary files, which start with a dot, are not reported).
 func listSegments(segDir string) ([]segEntry, []string, error) {
-	des, err := os.ReadDir(segDir)
+	return listSegmentsFS(os.DirFS(segDir), ".")
+}
+
+// listSegmentsFS is listSegments over the directory segDir of fsys.
+func listSegmentsFS(fsys fs.FS, segDir string) ([]segEntry, []string, error) {
+	des, err := fs.ReadDir(fsys, segDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -318,6 +324,20 @@ func readFileLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readLimited(f, path, limit)
+}
+
+// readFSLimited is readFileLimited in fsys.
+func readFSLimited(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLimited(f, name, limit)
+}
+
+func readLimited(f io.Reader, path string, limit int64) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 )
@@ -101,8 +103,13 @@ type verifier struct {
 // tolerated, and reported, only in the open segment. The error is a *VerifyError naming the
 // first bad record or file, or an I/O error.
 func VerifyDir(dir string, opts VerifyOptions) (Report, error) {
-	segDir := filepath.Join(dir, SegmentsDir)
-	segs, unknown, err := listSegments(segDir)
+	return verifyFS(os.DirFS(dir), opts)
+}
+
+// verifyFS is VerifyDir over the archive directory fsys.
+func verifyFS(fsys fs.FS, opts VerifyOptions) (Report, error) {
+	segDir := SegmentsDir
+	segs, unknown, err := listSegmentsFS(fsys, segDir)
 	if err != nil {
 		return Report{}, err
 	}
@@ -127,7 +134,7 @@ func VerifyDir(dir string, opts VerifyOptions) (Report, error) {
 			}
 			continue
 		}
-		if err := v.segment(segDir, s, i == lastWithFile && i == len(segs)-1 && !s.hasManifest); err != nil {
+		if err := v.segment(fsys, segDir, s, i == lastWithFile && i == len(segs)-1 && !s.hasManifest); err != nil {
 			return v.rep, err
 		}
 	}
@@ -163,9 +170,9 @@ func (v *verifier) failf(file string, seq uint64, line int, format string, args 
 
 // segment checks one segment file and its manifest. isOpen marks the last segment when it
 // has no manifest.
-func (v *verifier) segment(segDir string, s segEntry, isOpen bool) error {
+func (v *verifier) segment(fsys fs.FS, segDir string, s segEntry, isOpen bool) error {
 	rel := filepath.Join(SegmentsDir, s.name)
-	f, err := os.Open(filepath.Join(segDir, s.name))
+	f, err := fsys.Open(path.Join(segDir, s.name))
 	if err != nil {
 		return err
 	}
@@ -252,7 +259,7 @@ func (v *verifier) segment(segDir string, s segEntry, isOpen bool) error {
 	}
 	v.rep.ClosedSegments++
 	mrel := filepath.Join(SegmentsDir, ManifestName(s.firstSeq))
-	raw, err := readFileLimited(filepath.Join(segDir, ManifestName(s.firstSeq)), maxManifestBytes)
+	raw, err := readFSLimited(fsys, path.Join(segDir, ManifestName(s.firstSeq)), maxManifestBytes)
 	if err != nil {
 		v.failf(mrel, 0, 0, "%v", err)
 		return nil
