@@ -45,8 +45,9 @@ type attacher struct {
 	goRuntimes map[probes.InodeKey]bool // Go binaries whose runtime.newproc1 is probed
 	isGo       map[probes.InodeKey]bool
 	traced     map[uint32]*target
-	byName     bool // some target selects by process name
-	byCgroup   bool // some target selects by container
+	captures   map[uint32]*spans.Capture // of traced processes
+	byName     bool                      // some target selects by process name
+	byCgroup   bool                      // some target selects by container
 }
 
 type target struct {
@@ -61,8 +62,10 @@ type binaryKey struct {
 }
 
 type attachedBinary struct {
-	isGo   bool
-	probes int
+	isGo    bool
+	probes  int      // configured functions instrumented
+	missing []string // "symbol: why" of those that could not be
+	err     error    // the file could not be read as a program: nothing is instrumented
 }
 
 // probeInfo is what user space needs to turn a probe's events into spans.
@@ -81,6 +84,7 @@ func newAttacher(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telem
 		goRuntimes: map[probes.InodeKey]bool{},
 		isGo:       map[probes.InodeKey]bool{},
 		traced:     map[uint32]*target{},
+		captures:   map[uint32]*spans.Capture{},
 	}
 	for i, t := range cfg.Targets {
 		a.targets = append(a.targets, &target{id: uint32(i + 1), cfg: t})
@@ -224,9 +228,11 @@ func (a *attacher) register(t *target, info procInfo, isGo bool) {
 	if ci, err := containerid.FromPID(a.cfg.ProcRoot, info.pid); err == nil {
 		cid = ci.ID
 	}
+	capture := &spans.Capture{}
+	a.captures[info.pid] = capture
 	a.builder.AddProcess(spans.Process{
 		PID: info.pid, ParentPID: info.ppid, Target: t.cfg.Name, Executable: info.exe,
-		CommandLine: cmd, ContainerID: cid, IsGo: isGo,
+		CommandLine: cmd, ContainerID: cid, IsGo: isGo, Capture: capture,
 	})
 	if err := a.symbolizer.Prepare(info.pid); err != nil {
 		a.logger.Debug("cannot read the process's mappings for call stacks", zap.Uint32("pid", info.pid), zap.Error(err))
@@ -234,9 +240,11 @@ func (a *attacher) register(t *target, info procInfo, isGo bool) {
 	if a.python != nil && !isGo {
 		a.python.setupProcess(info)
 	}
+	tlsCapture, tlsMissing := "disabled", []string(nil)
 	if a.tls != nil {
-		a.tls.setupProcess(info, isGo)
+		tlsCapture, tlsMissing = a.tls.setupProcess(info, isGo)
 	}
+	a.setCapture(t, info, isGo, tlsCapture, tlsMissing)
 }
 
 // prepareExecutable probes an executable target's interpreter or TLS code before any of its
@@ -323,6 +331,7 @@ func (a *attacher) onFork(h spans.Header, child uint32, targetID uint32) {
 
 func (a *attacher) onExit(pid uint32) {
 	delete(a.traced, pid)
+	delete(a.captures, pid)
 	a.symbolizer.Forget(pid)
 	a.problems.processGone(pid)
 }
@@ -335,10 +344,15 @@ func (a *attacher) attachFile(t *target, path string) (*attachedBinary, probes.I
 	}
 	key := binaryKey{t.id, info}
 	if b := a.binaries[key]; b != nil {
+		if b.err != nil {
+			return nil, info, b.err
+		}
 		return b, info, nil
 	}
 	bin, err := elfinfo.Open(path)
 	if err != nil {
+		// Kept, so a program that cannot be read is not parsed again at each of its execs.
+		a.binaries[key] = &attachedBinary{err: err}
 		return nil, info, err
 	}
 	defer bin.Close()
@@ -351,6 +365,7 @@ func (a *attacher) attachFile(t *target, path string) (*attachedBinary, probes.I
 			a.logger.Warn("cannot instrument function; the rest of the target is traced",
 				zap.String("target", t.cfg.Name), zap.String("symbol", f.Symbol), zap.String("executable", path), zap.Error(err))
 			a.problems.add(0, fmt.Sprintf("function %s of target %s in %s: %v", f.Symbol, t.cfg.Name, path, err))
+			ab.missing = append(ab.missing, f.Symbol+": "+shortError(err))
 			continue
 		}
 		ab.probes++

@@ -1,9 +1,11 @@
 package ebpfreceiver
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 )
 
@@ -20,8 +22,12 @@ func FuzzDecodeRecords(f *testing.F) {
 		all = append(all, in...)
 	}
 	f.Add(all)
+	// One empty /proc and one meter for every input: each input still gets a receiver of its own.
+	procRoot := f.TempDir()
+	tel := componenttest.NewTelemetry()
+	f.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	f.Fuzz(func(t *testing.T, in []byte) {
-		o := newOffline(t, consumertest.NewNop())
+		o := newOfflineWith(t, consumertest.NewNop(), procRoot, tel)
 		for len(in) >= 3 {
 			kind := uint32(in[0]) % (numKinds + 1)
 			n := min(int(binary.LittleEndian.Uint16(in[1:3])), len(in)-3)

@@ -79,13 +79,20 @@ type offline struct {
 
 func newOffline(tb testing.TB, next consumer.Traces) *offline {
 	tb.Helper()
+	tel := componenttest.NewTelemetry()
+	tb.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return newOfflineWith(tb, next, tb.TempDir(), tel)
+}
+
+// newOfflineWith is newOffline over procRoot (an empty directory: no process can be read, so
+// nothing reaches the kernel) and tel.
+func newOfflineWith(tb testing.TB, next consumer.Traces, procRoot string, tel *componenttest.Telemetry) *offline {
+	tb.Helper()
 	cfg := testConfig(TargetConfig{
 		Name: "agent", ProcessName: "agent",
 		PythonFunctions: []PythonFunctionConfig{{Pattern: "*:Agent.*", Role: "prompt"}},
 	})
-	cfg.ProcRoot = tb.TempDir() // no process can be read: nothing reaches the kernel
-	tel := componenttest.NewTelemetry()
-	tb.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	cfg.ProcRoot = procRoot
 	core, logs := observer.New(zapcore.InfoLevel)
 	set := receivertest.NewNopSettings(componentType)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
@@ -363,5 +370,29 @@ func seedRecords() [][]byte {
 		processEvent(probes.KindThreadExit, pidTraced, 0, 0, ts+16, ""),
 		funcReturn(pidTraced, 2, ts+17),
 		processEvent(probes.KindProcessExit, pidOther, 0, 0, ts+18, ""),
+	}
+}
+
+// TestCaptureTLSSeen: a process set up with no TLS library found says tls=openssl once its TLS
+// plaintext is read (a library loaded later), on the spans flushed from then on.
+func TestCaptureTLSSeen(t *testing.T) {
+	sink := new(consumertest.TracesSink)
+	o := newOffline(t, sink)
+	c := &spans.Capture{TLS: captureNone, Python: captureNA}
+	o.r.attacher.captures[pidTraced] = c
+	o.r.builder.AddProcess(spans.Process{PID: pidTraced, Target: "agent", Capture: c})
+	for _, rec := range seedRecords()[:9] { // a call with an HTTPS exchange inside
+		o.feed(rec)
+	}
+	o.r.flush(t.Context())
+	if len(sink.AllTraces()) == 0 {
+		t.Fatal("no spans")
+	}
+	res := sink.AllTraces()[0].ResourceSpans().At(0).Resource().Attributes()
+	if v, _ := res.Get("agenttrail.capture.tls"); v.Str() != "openssl" {
+		t.Errorf("agenttrail.capture.tls = %q, want openssl", v.Str())
+	}
+	if v, ok := res.Get("agenttrail.capture.incomplete"); !ok || v.Bool() {
+		t.Errorf("agenttrail.capture.incomplete = %v", v.AsString())
 	}
 }

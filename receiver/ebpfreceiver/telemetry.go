@@ -18,14 +18,16 @@ var ctxBackground = context.Background()
 // telemetry is the receiver's self-telemetry through the collector's meter (mdatagen is not
 // available at this collector version, so the instruments are declared here).
 type telemetry struct {
-	eventsRead     metric.Int64Counter
-	eventsInvalid  metric.Int64Counter // by kind and reason
-	panics         metric.Int64Counter // records whose handling panicked, by kind
-	spansEmitted   metric.Int64Counter
-	spansRefused   metric.Int64Counter
-	attachFailures metric.Int64Counter
-	calls          metric.Int64Counter // incomplete or unmatched calls, by reason
-	tlsLimited     metric.Int64Counter // what the TLS tracker's bounds cut, by reason
+	eventsRead    metric.Int64Counter
+	eventsInvalid metric.Int64Counter // by kind and reason
+	panics        metric.Int64Counter // records whose handling panicked, by kind
+	// captureProcesses: traced processes set up, by what could be instrumented in them.
+	captureProcesses metric.Int64Counter
+	spansEmitted     metric.Int64Counter
+	spansRefused     metric.Int64Counter
+	attachFailures   metric.Int64Counter
+	calls            metric.Int64Counter // incomplete or unmatched calls, by reason
+	tlsLimited       metric.Int64Counter // what the TLS tracker's bounds cut, by reason
 	// pythonUnreadable: values of Python processes that failed a check, by field and reason.
 	pythonUnreadable metric.Int64Counter
 	meter            metric.Meter
@@ -46,6 +48,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.eventsRead = counter("agenttrail.ebpf.events.read", "Records read from the kernel ring buffer.", "{event}")
 	t.eventsInvalid = counter("agenttrail.ebpf.events.invalid", "Records dropped because they failed a check (short, unknown kind, probe or syscall, fields out of range), by kind and reason.", "{event}")
 	t.panics = counter("agenttrail.ebpf.events.panics", "Records whose handling panicked (recovered, the record dropped and its process's state reset), by kind.", "{event}")
+	t.captureProcesses = counter("agenttrail.ebpf.capture.processes", "Traced processes set up, by what could be instrumented in them: tls (openssl, go, none, disabled), python (known, unknown, n/a, disabled), complete.", "{process}")
 	t.spansEmitted = counter("agenttrail.ebpf.spans.emitted", "Spans handed to the next component.", "{span}")
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")

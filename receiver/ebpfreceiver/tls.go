@@ -2,6 +2,7 @@ package ebpfreceiver
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,7 +36,7 @@ type tlsSupport struct {
 	redactor *redact.Redactor
 	problems *attachProblems
 	tracker  *llm.Tracker
-	attached map[string]bool // libraries and Go binaries probed, by "dev:inode"
+	attached map[string]bool // libraries and Go binaries tried, by "dev:inode": whether their probes are attached
 	libNames map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
@@ -112,17 +113,21 @@ var sslFunctions = []struct {
 	{"SSL_write_ex", probes.SSLCookieEx},
 }
 
-// attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them).
-func (t *tlsSupport) attachOpenSSL(path string) {
+// attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them),
+// once per file; it reports whether they are probed.
+func (t *tlsSupport) attachOpenSSL(path string) bool {
 	key, ok := fileKey(path)
-	if !ok || t.attached[key] {
-		return
+	if !ok {
+		return false
 	}
-	t.attached[key] = true
+	if probed, tried := t.attached[key]; tried {
+		return probed
+	}
+	t.attached[key] = false
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		t.warn("cannot open the TLS library", path, err)
-		return
+		return false
 	}
 	n := 0
 	for _, f := range sslFunctions {
@@ -142,8 +147,9 @@ func (t *tlsSupport) attachOpenSSL(path string) {
 	}
 	if n == 0 {
 		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
-		return
+		return false
 	}
+	t.attached[key] = true
 	// SSL_free ends the connection: what it had pending comes out now, and the next connection
 	// allocated at the same address starts afresh (not as the freed one's continuation).
 	if l, err := ex.Uprobe("SSL_free", t.kernel.SSLFree(), nil); err != nil {
@@ -152,6 +158,7 @@ func (t *tlsSupport) attachOpenSSL(path string) {
 		t.kernel.AddLink(l)
 	}
 	t.logger.Debug("TLS library probed", zap.String("library", path), zap.Int("functions", n))
+	return true
 }
 
 func (t *tlsSupport) warn(msg, path string, err error) {
@@ -167,46 +174,49 @@ func (t *tlsSupport) warn(msg, path string, err error) {
 }
 
 // attachGo probes crypto/tls.(*Conn).Write at entry, (*Conn).Read at entry and every RET, and
-// (*Conn).Close at entry.
-func (t *tlsSupport) attachGo(path string) {
+// (*Conn).Close at entry, once per file; it reports whether Write and Read are probed.
+func (t *tlsSupport) attachGo(path string) bool {
 	key, ok := fileKey(path)
-	if !ok || t.attached[key] {
-		return
+	if !ok {
+		return false
 	}
-	t.attached[key] = true
+	if probed, tried := t.attached[key]; tried {
+		return probed
+	}
+	t.attached[key] = false
 	bin, err := elfinfo.Open(path)
 	if err != nil {
-		return
+		return false
 	}
 	defer bin.Close()
 	if !bin.IsGo {
-		return
+		return false
 	}
 	write, err := bin.Function("crypto/tls.(*Conn).Write")
 	if err != nil {
-		return // the program does not use crypto/tls
+		return false // the program does not use crypto/tls
 	}
 	read, err := bin.Function("crypto/tls.(*Conn).Read")
 	if err != nil {
-		return
+		return false
 	}
 	woff, err1 := bin.FileOffset(write.Address)
 	roff, err2 := bin.FileOffset(read.Address)
 	rets, err3 := bin.ReturnOffsets(read)
 	if err1 != nil || err2 != nil || err3 != nil {
 		t.warn("cannot locate crypto/tls in the Go program", path, fmt.Errorf("%v %v %v", err1, err2, err3))
-		return
+		return false
 	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		t.warn("cannot open the Go program", path, err)
-		return
+		return false
 	}
 	// Reads first (see sslFunctions): a captured request's response must be captured too.
 	links, err := attachProbes(path, read.Name, roff, 0, true, rets, t.kernel.GoTLSRead(), t.kernel.GoTLSReadRet())
 	if err != nil {
 		t.warn("cannot probe crypto/tls.(*Conn).Read", path, err)
-		return
+		return false
 	}
 	for _, l := range links {
 		t.kernel.AddLink(l)
@@ -214,9 +224,10 @@ func (t *tlsSupport) attachGo(path string) {
 	wl, err := ex.Uprobe(write.Name, t.kernel.GoTLSWrite(), &link.UprobeOptions{Address: woff})
 	if err != nil {
 		t.warn("cannot probe crypto/tls.(*Conn).Write", path, err)
-		return
+		return false
 	}
 	t.kernel.AddLink(wl)
+	t.attached[key] = true
 	if cl, err := bin.Function("crypto/tls.(*Conn).Close"); err == nil {
 		coff, err := bin.FileOffset(cl.Address)
 		if err == nil {
@@ -229,25 +240,81 @@ func (t *tlsSupport) attachGo(path string) {
 			t.warn("cannot probe crypto/tls.(*Conn).Close: a connection ends only when its process exits or after 2 minutes idle", path, err)
 		}
 	}
+	return true
 }
 
 // setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, and
-// configured OpenSSL libraries it maps from files this host did not probe (a container's).
-func (t *tlsSupport) setupProcess(info procInfo, isGo bool) {
-	if isGo && t.cfg.TLS.Go && info.exeFile != "" {
-		t.attachGo(info.exeFile)
+// configured OpenSSL libraries it maps from files this host did not probe (a container's). It
+// says how the process's TLS plaintext is read (agenttrail.capture.tls: "go", "openssl", both,
+// or "none") and what TLS library it maps that is not read.
+func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, missing []string) {
+	var found []string
+	if isGo && t.cfg.TLS.Go && info.exeFile != "" && t.attachGo(info.exeFile) {
+		found = append(found, "go")
 	}
-	maps, err := os.ReadFile(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"))
+	maps, err := readBounded(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"), maxMapsBytes)
 	if err != nil {
-		return
+		return captureOf(found), nil
 	}
+	openssl := false
+	seen := map[string]bool{}
 	for _, line := range strings.Split(string(maps), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 6 || !t.libNames[filepath.Base(f[5])] {
+		if len(f) < 6 || seen[f[5]] {
 			continue
 		}
-		t.attachOpenSSL(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "root", f[5]))
+		seen[f[5]] = true
+		base := filepath.Base(f[5])
+		switch {
+		case t.libNames[base]:
+			if t.attachOpenSSL(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "root", f[5])) {
+				openssl = true
+			} else if len(missing) < maxCaptureMissing {
+				missing = append(missing, "tls: "+f[5]+" could not be probed")
+			}
+		case isTLSLibrary(base) && len(missing) < maxCaptureMissing:
+			missing = append(missing, "tls: "+f[5]+" is mapped but not in tls.libraries")
+		}
 	}
+	if openssl {
+		found = append(found, "openssl")
+	}
+	return captureOf(found), missing
+}
+
+// maxMapsBytes bounds the read of a process's /proc/<pid>/maps (a process can map a great many
+// files); maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
+const (
+	maxMapsBytes      = 8 << 20
+	maxCaptureMissing = 8
+)
+
+func captureOf(found []string) string {
+	if len(found) == 0 {
+		return captureNone
+	}
+	return strings.Join(found, ",")
+}
+
+// isTLSLibrary: TLS libraries whose plaintext the receiver could read if configured (OpenSSL's
+// libssl under another name or version) or cannot read at all (GnuTLS, NSS, BoringSSL).
+func isTLSLibrary(base string) bool {
+	for _, p := range []string{"libssl.so", "libssl3.so", "libgnutls.so", "libnss3.so", "libboringssl"} {
+		if strings.HasPrefix(base, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// readBounded reads at most limit bytes of a file.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 // onTLS feeds one TLS call's plaintext to the connection tracker.
@@ -264,6 +331,7 @@ func (r *ebpfReceiver) onTLS(h spans.Header, rec []byte) string {
 	case e.Captured > e.Len || int(e.Captured) > len(rec)-headTLS:
 		return "tls_length" // more captured than the call moved, or than the record holds
 	}
+	r.attacher.tlsSeen(h.PID, e.Source)
 	if e.Direction == probes.TLSClose {
 		for _, ex := range r.tls.tracker.Close(llm.Key{PID: h.PID, Conn: e.Conn}) {
 			r.emitExchange(ex)

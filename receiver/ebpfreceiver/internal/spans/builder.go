@@ -670,4 +670,24 @@ func setResourceAttributes(m pcommon.Map, p Process) {
 	if p.IsGo {
 		m.PutStr("process.runtime.name", "go")
 	}
+	if c := p.Capture; c != nil {
+		if c.Functions != "" {
+			m.PutStr("agenttrail.capture.functions", c.Functions)
+		}
+		m.PutStr("agenttrail.capture.tls", c.TLS)
+		m.PutStr("agenttrail.capture.python", c.Python)
+		putStrings(m, "agenttrail.capture.syscalls", c.Syscalls)
+		m.PutBool("agenttrail.capture.incomplete", len(c.Missing) > 0)
+		if len(c.Missing) > 0 {
+			putStrings(m, "agenttrail.capture.missing", c.Missing)
+		}
+	}
+}
+
+func putStrings(m pcommon.Map, key string, values []string) {
+	s := m.PutEmptySlice(key)
+	s.EnsureCapacity(len(values))
+	for _, v := range values {
+		s.AppendEmpty().SetStr(v)
+	}
 }

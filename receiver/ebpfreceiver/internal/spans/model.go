@@ -94,4 +94,17 @@ type Process struct {
 	CommandLine string // redacted
 	ContainerID string
 	IsGo        bool
+	// Capture is what the receiver could instrument in the process (nil: not said). The
+	// receiver may update it while the process runs; each flush writes it as it is then.
+	Capture *Capture
+}
+
+// Capture is what the receiver could and could not instrument in a process, written as
+// agenttrail.capture.* resource attributes so that an empty trace is never taken for a quiet one.
+type Capture struct {
+	Functions string   // "3/5": the target's configured functions instrumented in its program; "" when not applicable
+	TLS       string   // how TLS plaintext is read: "openssl", "go", "go,openssl", "none" (no TLS library found), "disabled"
+	Python    string   // the CPython version whose stacks are read ("3.11"), "unknown" (a CPython without a known layout), "n/a", "disabled"
+	Syscalls  []string // the syscalls traced
+	Missing   []string // what could not be instrumented, one phrase each; empty when the capture is complete
 }
