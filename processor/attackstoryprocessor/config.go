@@ -82,6 +82,9 @@ type LearningConfig struct {
 	ContinueAfterComplete bool `mapstructure:"continue_after_complete"`
 	// MaxEntries bounds each list of a profile (tools, files, destinations, ...).
 	MaxEntries int `mapstructure:"max_entries"`
+	// EntryPoints are span names or code.function.name values of roots that make a story
+	// learnable, besides prompt spans and configured functions.
+	EntryPoints []string `mapstructure:"entry_points"`
 }
 
 // WorkloadConfig selects workloads by resource attributes and sets their mode and boundaries.
@@ -238,6 +241,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Learning.MaxEntries > maxProfileEntries {
 		return fmt.Errorf(`"learning.max_entries" must be at most %d (what a profile file may hold), got %d`, maxProfileEntries, c.Learning.MaxEntries)
+	}
+	for i, e := range c.Learning.EntryPoints {
+		if strings.TrimSpace(e) == "" {
+			return fmt.Errorf(`"learning.entry_points[%d]" must not be empty`, i)
+		}
 	}
 	if err := validMode(c.DefaultMode, false); err != nil {
 		return fmt.Errorf(`"default_mode": %w`, err)

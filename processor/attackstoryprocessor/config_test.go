@@ -104,6 +104,7 @@ func TestValidate(t *testing.T) {
 		{"min duration", func(c *Config) { c.Learning.MinDuration = -time.Second }, `"learning.min_duration" must not be negative`},
 		{"max entries", func(c *Config) { c.Learning.MaxEntries = 0 }, `"learning.max_entries" must be at least 1`},
 		{"max entries over a file's", func(c *Config) { c.Learning.MaxEntries = maxProfileEntries + 1 }, `"learning.max_entries" must be at most 10000`},
+		{"entry point", func(c *Config) { c.Learning.EntryPoints = []string{"nightly-export", ""} }, `"learning.entry_points[1]" must not be empty`},
 		{"default mode", func(c *Config) { c.DefaultMode = "watch" }, `"default_mode": "watch" is not one of observe, alert, enforce`},
 		{"sensitive path", func(c *Config) { c.SensitivePaths = []string{"*.db", " "} }, `"sensitive_paths[1]": empty pattern`},
 		{"marker", func(c *Config) { c.InjectionMarkers = []string{""} }, `"injection_markers[0]" is empty`},

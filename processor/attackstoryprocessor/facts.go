@@ -411,15 +411,82 @@ func spanArgs(attrs pcommon.Map) [][2]string {
 	return out
 }
 
-// failure is the error of a failed syscall ("" when it succeeded).
+// Errnos that do not make a syscall a failure: a non-blocking call with nothing to do yet.
+const (
+	errnoEAGAIN      = 11 // also EWOULDBLOCK on Linux
+	errnoEINPROGRESS = 115
+)
+
+// failure is the error of a failed syscall ("" when it succeeded, or would have blocked: a
+// non-blocking accept or read with nothing pending, EAGAIN/EWOULDBLOCK, or a connect in
+// progress, EINPROGRESS, are how event loops work, not failures).
 func failure(attrs pcommon.Map) string {
+	if wouldBlock(attrs) {
+		return ""
+	}
 	if v := attrStr(attrs, attrErrorType); v != "" {
 		return v
 	}
-	if v, ok := attrs.Get(attrSyscallResult); ok && v.Type() == pcommon.ValueTypeInt && v.Int() < 0 && v.Int() != -115 {
+	if v, ok := attrs.Get(attrSyscallResult); ok && v.Type() == pcommon.ValueTypeInt && v.Int() < 0 {
 		return "error " + itoa(int(-v.Int()))
 	}
 	return ""
+}
+
+// wouldBlock: the syscall returned EAGAIN, EWOULDBLOCK or EINPROGRESS.
+func wouldBlock(attrs pcommon.Map) bool {
+	switch attrStr(attrs, attrErrorType) {
+	case "EAGAIN", "EWOULDBLOCK", "EINPROGRESS":
+		return true
+	case "":
+	default:
+		return false
+	}
+	if v, ok := attrs.Get(attrSyscallResult); ok && v.Type() == pcommon.ValueTypeInt {
+		return v.Int() == -errnoEAGAIN || v.Int() == -errnoEINPROGRESS
+	}
+	return false
+}
+
+// Why a story does not shape its workload's profile (learning).
+const (
+	notLearnedNoEntryPoint = "no_entry_point"
+	notLearnedWouldBlock   = "would_block"
+	notLearnedFinding      = "finding"
+)
+
+// notLearnable says why the story may not be learned, "" when it may: it must have a root the
+// user configured — a prompt span anywhere in it, or a root span that is a configured function
+// (the receiver sets agenttrail.role and code.function.name only on the functions listed in its
+// configuration) or one of learning.entry_points. Orphan syscall stories (an accept of the next
+// request, an openat at start-up, a non-blocking accept that found nothing) are emitted and
+// judged, but would fill min_stories with noise and teach the profile the process's start-up.
+func (f *facts) notLearnable(entryPoints []string) string {
+	allWouldBlock := len(f.spans) > 0
+	for _, sp := range f.spans {
+		if isPromptSpan(sp.span) {
+			return ""
+		}
+		if allWouldBlock && (syscallName(sp.span) == "" || !wouldBlock(sp.span.Attributes())) {
+			allWouldBlock = false
+		}
+	}
+	if root := f.st.root; root != nil {
+		attrs := root.span.Attributes()
+		fn := attrStr(attrs, attrCodeFunction)
+		if fn != "" && attrStr(attrs, attrRole) != "" {
+			return ""
+		}
+		for _, e := range entryPoints {
+			if e == root.span.Name() || (fn != "" && e == fn) {
+				return ""
+			}
+		}
+	}
+	if allWouldBlock {
+		return notLearnedWouldBlock
+	}
+	return notLearnedNoEntryPoint
 }
 
 func attrStr(m pcommon.Map, k string) string {

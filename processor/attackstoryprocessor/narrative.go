@@ -185,7 +185,7 @@ func fileStep(attrs pcommon.Map) string {
 		verb = "open for writing "
 	}
 	s := verb + path
-	if e := str(attrErrorType); e != "" {
+	if e := failure(attrs); e != "" {
 		s += " failed (" + e + ")"
 	}
 	return s

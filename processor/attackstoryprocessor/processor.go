@@ -300,7 +300,15 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 	res := f.headResource()
 	pol := p.pols.resolve(res)
 	wid := workloadOf(res)
-	prof := p.profiles.get(wid, now)
+	// A story that may not be learned is judged against the workload's profile but never
+	// makes one.
+	notLearned := f.notLearnable(p.cfg.Learning.EntryPoints)
+	var prof *profile
+	if notLearned == "" {
+		prof = p.profiles.get(wid, now)
+	} else {
+		prof = p.profiles.find(wid)
+	}
 	mode := p.enf.observe(wid, res, pol, prof, p.profiles)
 	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
 		blocked: blocked, enforced: mode == ModeEnforce}
@@ -312,8 +320,12 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 		for _, id := range fd.ruleIDs {
 			p.tel.finding(id)
 		}
-	} else if prof != nil {
+		notLearned = notLearnedFinding
+	} else if prof != nil && notLearned == "" {
 		prof.learn(f, st.reason == "", now, p.cfg.Learning)
+	}
+	if notLearned != "" {
+		p.tel.notLearned(notLearned)
 	}
 	for _, r := range p.custom {
 		if r.failures > 0 && !p.loggedRuleErr[r.def.id] {

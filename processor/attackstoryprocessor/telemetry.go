@@ -18,6 +18,7 @@ type telemetry struct {
 	stitched   metric.Int64Counter
 	ambiguous  metric.Int64Counter
 	unscanned  metric.Int64Counter
+	unlearned  metric.Int64Counter
 
 	decisions         metric.Int64Counter
 	unmatched         metric.Int64Counter
@@ -57,6 +58,10 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	}
 	if t.unscanned, err = m.Int64Counter("agenttrail.attackstory.unscanned_texts",
 		metric.WithDescription("Texts of a story (tool arguments and results, model inputs) not scanned for injection markers, by reason (max_texts, max_bytes)."), metric.WithUnit("{text}")); err != nil {
+		return nil, err
+	}
+	if t.unlearned, err = m.Int64Counter("agenttrail.attackstory.not_learned",
+		metric.WithDescription("Stories emitted that no profile learned from, by reason (no_entry_point, would_block, finding)."), metric.WithUnit("{story}")); err != nil {
 		return nil, err
 	}
 	if t.decisions, err = m.Int64Counter("agenttrail.enforcement.decisions",
@@ -120,4 +125,8 @@ func (t *telemetry) unscannedTexts(f *facts) {
 	if f.inputsPastBytes > 0 {
 		t.unscanned.Add(context.Background(), int64(f.inputsPastBytes), t.attr("reason", "max_bytes"))
 	}
+}
+
+func (t *telemetry) notLearned(reason string) {
+	t.unlearned.Add(context.Background(), 1, t.attr("reason", reason))
 }
