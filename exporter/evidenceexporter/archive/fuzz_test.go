@@ -3,7 +3,11 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -257,6 +261,32 @@ func FuzzRenderReport(f *testing.F) {
 		}
 		if !bytes.HasPrefix(out, []byte("<!DOCTYPE html>")) || bytes.Contains(out, []byte("<script")) {
 			t.Fatalf("report is not a script-free HTML page: %.200q", out)
+		}
+	})
+}
+
+// FuzzParseKeys parses arbitrary bytes as a signing key file and as a public key file (both
+// name files that an operator or an auditor was handed).
+func FuzzParseKeys(f *testing.F) {
+	key := testKey("main")
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	f.Add(PublicKeyPEM(testPub("main")))
+	f.Add([]byte(hex.EncodeToString(testPub("main")) + "\n"))
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if k, err := ParseSigningKey(data); err == nil && len(k) != ed25519.PrivateKeySize {
+			t.Fatalf("accepted a signing key of %d bytes", len(k))
+		}
+		p := filepath.Join(t.TempDir(), "key.pub")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := ParsePublicKey(p); err == nil && len(k) != ed25519.PublicKeySize {
+			t.Fatalf("accepted a public key of %d bytes", len(k))
 		}
 	})
 }

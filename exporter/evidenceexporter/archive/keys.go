@@ -140,9 +140,9 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if k, ok := parseHexKey(s); ok {
 		return k, nil
 	}
-	data, err := os.ReadFile(s)
+	data, err := readFileLimited(s, maxKeyFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("public key %q is neither 64 hex digits nor a readable file: %w", s, err)
+		return nil, fmt.Errorf("public key %q is neither 64 hex digits nor a readable key file: %w", s, err)
 	}
 	if k, ok := parseHexKey(strings.TrimSpace(string(data))); ok {
 		return k, nil
