@@ -3,6 +3,7 @@ package archive
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +38,10 @@ func TestHelperWriter(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process of TestCrashKill9")
 	}
-	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: true})
+	// Sealed segments expire quickly, so that kills also land while retention appends its
+	// record and removes a segment.
+	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: true,
+		Retention: Retention{Name: "test", Duration: 300 * time.Millisecond}})
 	if err != nil {
 		fmt.Println("open failed:", err)
 		os.Exit(3)
@@ -69,13 +74,22 @@ func TestHelperWriter(t *testing.T) {
 		}
 		fmt.Fprintf(w, "ack %d %s\n", seq, hash)
 		w.Flush()
+		if i%8 == 7 {
+			if _, err := a.ApplyRetention(); err != nil {
+				fmt.Fprintln(w, "retention failed:", err)
+				w.Flush()
+				os.Exit(3)
+			}
+		}
 	}
 }
 
-// recordHashes returns the hash of every record in the archive, by seq.
-func recordHashes(t *testing.T, dir string) map[uint64]string {
+// recordHashes returns the hash of every record in the archive, by seq, and the seq ranges of
+// the segments that retention records say were removed.
+func recordHashes(t *testing.T, dir string) (map[uint64]string, [][2]uint64) {
 	t.Helper()
 	out := map[uint64]string{}
+	var removed [][2]uint64
 	for _, name := range segmentNames(t, dir) {
 		f, err := os.Open(filepath.Join(dir, SegmentsDir, name))
 		if err != nil {
@@ -95,10 +109,17 @@ func recordHashes(t *testing.T, dir string) map[uint64]string {
 				t.Fatalf("%s line %d: %v", name, lr.no, err)
 			}
 			out[rec.Seq] = rec.Hash
+			if rec.Kind == KindRetention {
+				var p RetentionPayload
+				if err := json.Unmarshal(rec.Payload, &p); err != nil {
+					t.Fatal(err)
+				}
+				removed = append(removed, [2]uint64{p.FirstSeq, p.LastSeq})
+			}
 		}
 		f.Close()
 	}
-	return out
+	return out, removed
 }
 
 // TestCrashKill9 kills a process appending to the archive at random points, many times. After
@@ -115,7 +136,7 @@ func TestCrashKill9(t *testing.T) {
 	rng := rand.New(rand.NewSource(seed))
 	dir := t.TempDir()
 	acked := map[uint64]string{} // every acknowledged seq's hash, over all rounds
-	var natural, handTorn, repairs int
+	var natural, handTorn, repairs, retained int
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
@@ -180,8 +201,13 @@ func TestCrashKill9(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: after SIGKILL the archive does not verify: %v", round, err)
 		}
-		have := recordHashes(t, dir)
+		have, removed := recordHashes(t, dir)
 		for seq, h := range acked {
+			if _, ok := have[seq]; !ok && slices.ContainsFunc(removed, func(r [2]uint64) bool { return r[0] <= seq && seq <= r[1] }) {
+				delete(acked, seq) // removed by retention, as a retention record in the chain says
+				retained++
+				continue
+			}
 			if have[seq] != h {
 				t.Fatalf("round %d: acknowledged record seq %d lost (archive holds %q, writer was told %s); last seq %d",
 					round, seq, have[seq], h, rep.LastSeq)
@@ -228,10 +254,11 @@ func TestCrashKill9(t *testing.T) {
 		if after.PartialTail != nil || after.LastSeq != rep.LastSeq || after.LastHash != rep.LastHash {
 			t.Fatalf("round %d: after the repair: %+v, want last seq %d and no partial tail", round, after, rep.LastSeq)
 		}
-		t.Logf("round %d: %d acks, last seq %d, %d torn bytes cut (%d segments)", round, len(res.acks), rep.LastSeq, torn, rep.Segments)
+		t.Logf("round %d: %d acks, last seq %d, %d torn bytes cut (%d segments, %d removed by retention, %d pending removal)",
+			round, len(res.acks), rep.LastSeq, torn, rep.Segments, len(rep.RemovedSegments), len(rep.PendingRemovals))
 	}
-	t.Logf("%d rounds: %d kills tore a record, %d tails torn by hand, %d repairs, %d acknowledged records kept",
-		rounds, natural, handTorn, repairs, len(acked))
+	t.Logf("%d rounds: %d kills tore a record, %d tails torn by hand, %d repairs, %d acknowledged records kept, %d removed by retention",
+		rounds, natural, handTorn, repairs, len(acked), retained)
 	if len(acked) == 0 {
 		t.Fatal("no append was acknowledged in any round")
 	}
