@@ -108,4 +108,3 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
-
