@@ -584,3 +584,67 @@ func TestLineReaderBound(t *testing.T) {
 		t.Fatalf("next line: %+v %q ok %v err %v", l, l.b, ok, err)
 	}
 }
+
+// TestRepairOnFullDisk starts on a torn tail when the disk is full (a crash while the disk
+// filled up is likely): the copy to quarantine/ fails and is logged, the repair still happens,
+// and appending continues once there is space.
+func TestRepairOnFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small file system to fill needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	defer syscall.Unmount(dir, syscall.MNT_DETACH)
+	a := openArchive(t, dir, testKey("main"), Options{Fsync: true})
+	appendStories(t, a, 0, 3, 500)
+	a.abandon()
+	rep := mustVerify(t, dir, VerifyOptions{})
+	tearTail(t, dir, rep, false)
+
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f.Close()
+
+	core, logs := observer.New(zap.WarnLevel)
+	var got []Repair
+	a, err = Open(dir, testKey("main"), Options{Fsync: true, Logger: zap.New(core), OnRepair: func(r Repair) { got = append(got, r) }})
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v", err)
+	}
+	defer a.Close()
+	if len(got) != 1 || got[0].Quarantine != "" || got[0].Kind != RepairPartialLine {
+		t.Fatalf("repairs %+v, want one partial_line without a quarantined copy", got)
+	}
+	if logs.FilterMessage("Could not keep a copy of the truncated bytes").Len() != 1 {
+		t.Errorf("the lost copy is not logged: %v", logs.All())
+	}
+	if after := mustVerify(t, dir, VerifyOptions{}); after.PartialTail != nil || after.LastSeq != rep.LastSeq {
+		t.Fatalf("after the repair: %+v", after)
+	}
+	if err := a.Append(context.Background(), []Entry{{Kind: KindStory, Payload: payload(9, 2000)}}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full disk: %v", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	appendStories(t, a, 10, 2, 500)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := mustVerify(t, dir, VerifyOptions{PublicKey: testPub("main")}); after.LastSeq != rep.LastSeq+2 || after.OpenSegment != "" {
+		t.Fatalf("after space returned: %+v", after)
+	}
+}
