@@ -47,6 +47,16 @@ type ref int
 // craftDWARF assembles a DWARF 4 unit of dies.
 func craftDWARF(t *testing.T, dies []die) *dwarf.Data {
 	t.Helper()
+	d, err := dwarf.New(craftedAbbrev, nil, nil, craftInfo(t, dies), nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// craftInfo assembles the .debug_info of a DWARF 4 unit of dies.
+func craftInfo(t testing.TB, dies []die) []byte {
+	t.Helper()
 	size := func(v any) int { // of every value but int64 (sleb128)
 		switch v := v.(type) {
 		case string:
@@ -106,11 +116,7 @@ func craftDWARF(t *testing.T, dies []die) *dwarf.Data {
 			}
 		}
 	}
-	d, err := dwarf.New(craftedAbbrev, nil, nil, info, nil, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return info
 }
 
 // paramsOf runs what Binary.Parameters runs on function "f" of d, for the Go and the System V

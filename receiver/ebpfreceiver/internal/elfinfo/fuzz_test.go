@@ -166,6 +166,16 @@ func FuzzDWARF(f *testing.F) {
 		}
 		f.Add(secs[0], secs[1], secs[2], secs[3], secs[4], secs[5], secs[6], secs[7])
 	}
+	for _, dies := range [][]die{
+		{{abCU, []any{uint8(0x16)}}, {abSub, []any{"f", uint64(0x1000)}}, {abParam, []any{"p", ref(4)}}, {0, nil},
+			{abPtr, []any{ref(4), uint8(8)}}, {0, nil}},
+		{{abCU, []any{uint8(0x0c)}}, {abSub, []any{"f", uint64(0x1000)}}, {abParam, []any{"s", ref(4)}}, {0, nil},
+			{abStruct, []any{"s", uint8(16)}}, {abMember, []any{"a", ref(7), int64(0)}}, {0, nil},
+			{abArray, []any{ref(10), uint8(16)}}, {abRange, []any{uint64(2)}}, {0, nil},
+			{abPtr, []any{ref(4), uint8(8)}}, {0, nil}},
+	} {
+		f.Add(craftedAbbrev, craftInfo(f, dies), []byte{}, []byte{}, []byte{}, []byte{}, []byte{}, []byte{})
+	}
 	f.Fuzz(func(t *testing.T, abbrev, info, str, lineStr, strOffsets, addr, loclists, loc []byte) {
 		var d *dwarf.Data
 		if err := Guard(func() (err error) {
