@@ -366,8 +366,9 @@ type subprogramIndex struct {
 const attrMIPSLinkageName dwarf.Attr = 0x2007
 
 // buildSubprogramIndex reads at most maxEntries DIEs: every DIE takes at least a byte of
-// .debug_info, but on some crafted input debug/dwarf's Reader returns null entries forever
-// without advancing (Go 1.26), so the walk is bounded by the section's size.
+// .debug_info, but debug/dwarf's Reader returns null entries forever without advancing at a
+// unit that ends in a truncated ULEB128 (golang/go#79586), so the walk is bounded by the
+// section's size.
 func buildSubprogramIndex(d *dwarf.Data, maxEntries int) (*subprogramIndex, error) {
 	idx := &subprogramIndex{
 		byName: map[string][]dwarf.Offset{},

@@ -117,7 +117,7 @@ func DWARFSize(f *elf.File) uint64 {
 
 // DWARFEntryBound bounds the DIEs a walk over f's DWARF can meet: each takes at least a byte
 // of .debug_info or .debug_types. Walks count against it because on some crafted input
-// debug/dwarf's Reader returns null entries forever without advancing (Go 1.26).
+// debug/dwarf's Reader returns null entries forever without advancing (golang/go#79586, Go 1.26).
 func DWARFEntryBound(f *elf.File) int {
 	var n uint64
 	for _, name := range []string{".debug_info", ".zdebug_info", ".debug_types", ".zdebug_types"} {

@@ -265,7 +265,8 @@ func loadLineTable(r io.ReaderAt, b *binary) (lt *lineTable, err error) {
 	var le dwarf.LineEntry
 	rd := d.Reader()
 	// On some crafted input debug/dwarf's Reader returns null entries forever without
-	// advancing: the walk meets at most as many entries as .debug_info has bytes.
+	// advancing (golang/go#79586): the walk meets at most as many entries as .debug_info has
+	// bytes.
 	maxEntries := elfinfo.DWARFEntryBound(ef)
 	for n := 0; len(lt.rows) < maxLineRows; n++ {
 		if n > maxEntries {
