@@ -209,18 +209,32 @@ func FuzzSealedSegment(f *testing.F) {
 // bundle of a sealed and an open segment).
 func FuzzVerifyBundle(f *testing.F) {
 	dir := fuzzArchive(f)
+	// Seal the open segment, so that the whole bundle is signed.
+	a, err := Open(dir, testKey("main"), Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		f.Fatal(err)
+	}
+	lines := map[string]bool{}
+	for _, seg := range []string{SegmentName(1), SegmentName(3), SegmentName(6)} {
+		for _, l := range bytes.Split(readSeed(f, filepath.Join(dir, SegmentsDir, seg)), []byte{'\n'}) {
+			lines[string(l)] = true
+		}
+	}
 	out := filepath.Join(f.TempDir(), "bundle")
 	if _, err := ExportTrace(dir, strings.Repeat("a1", 16), out, ExportOptions{PublicKey: testPub("main")}); err != nil {
 		f.Fatal(err)
 	}
-	if _, err := VerifyBundle(out, BundleOptions{PublicKey: testPub("main"), AllowUnsigned: true}); err != nil {
+	if _, err := VerifyBundle(out, BundleOptions{PublicKey: testPub("main")}); err != nil {
 		f.Fatalf("the seed bundle does not verify: %v", err)
 	}
 	proof := readSeed(f, filepath.Join(out, BundleProofFile))
 	story := readSeed(f, filepath.Join(out, BundleStoryFile))
 	findings := readSeed(f, filepath.Join(out, BundleFindingsFile))
 	f.Add(proof, story, findings)
-	f.Add(bytes.Replace(proof, []byte(`"manifest": null`), []byte(`"manifest": {}`), 1), story, findings)
+	f.Add(bytes.Replace(proof, []byte(`"manifest": {`), []byte(`"manifest": null, "x": {`), 1), story, findings)
 	f.Add([]byte(`{"format":"agenttrail.evidence.proof.v1","trace_id":"a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1","segments":[{"segment":"0000000001.jsonl","manifest":null,"chain":[]}],"records":[]}`), story, findings)
 	f.Fuzz(func(t *testing.T, proofJSON, storyJSON, findingsJSON []byte) {
 		fsys := fstest.MapFS{
@@ -228,16 +242,26 @@ func FuzzVerifyBundle(f *testing.F) {
 			BundleStoryFile:    &fstest.MapFile{Data: storyJSON},
 			BundleFindingsFile: &fstest.MapFile{Data: findingsJSON},
 		}
-		rep, err := verifyBundleFS(fsys, BundleOptions{PublicKey: testPub("main"), AllowUnsigned: true})
-		if err != nil {
+		if _, err := verifyBundleFS(fsys, BundleOptions{PublicKey: testPub("main"), AllowUnsigned: true}); err != nil {
 			return
 		}
-		if rep.Stories+rep.Findings == 0 {
-			t.Fatalf("a bundle without records verifies: %+v", rep)
+		// Signed and pinned, a bundle verifies only with records the archive holds: nothing
+		// can be forged past the manifest signatures.
+		rep, err := verifyBundleFS(fsys, BundleOptions{PublicKey: testPub("main")})
+		if err != nil {
+			return
 		}
 		var p Proof
 		if err := json.Unmarshal(proofJSON, &p); err != nil {
 			t.Fatalf("verified proof does not decode: %v", err)
+		}
+		if rep.Stories+rep.Findings == 0 || len(p.Records) != rep.Stories+rep.Findings {
+			t.Fatalf("verified %+v from %d records", rep, len(p.Records))
+		}
+		for _, r := range p.Records {
+			if !lines[r.Line] {
+				t.Fatalf("a signed bundle verifies with a record the archive does not hold: %s", r.Line)
+			}
 		}
 	})
 }
