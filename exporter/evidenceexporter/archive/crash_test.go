@@ -23,15 +23,20 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-const helperDirEnv = "AGENTTRAIL_EVIDENCE_HELPER_DIR"
+const (
+	helperDirEnv = "AGENTTRAIL_EVIDENCE_HELPER_DIR"
+	// helperNoFsyncEnv runs the helper with fsync off: a kill -9 (unlike a power loss) must
+	// not lose an acknowledged record either way.
+	helperNoFsyncEnv = "AGENTTRAIL_EVIDENCE_HELPER_NO_FSYNC"
+)
 
 // crashSegmentBytes is small so that kills also land while a segment is sealed and the next
 // one is started.
 const crashSegmentBytes = 256 << 10
 
 // TestHelperWriter is not a test on its own: TestCrashKill9 runs the test binary again with
-// this test selected and helperDirEnv set. The child appends batches with fsync on until it is
-// killed, and after each Append returns it prints "ack <seq> <hash>" for every record of the
+// this test selected and helperDirEnv set. The child appends batches with fsync on (off in
+// every third round) until it is killed, and after each Append returns it prints "ack <seq> <hash>" for every record of the
 // batch: the records it was told are durable.
 func TestHelperWriter(t *testing.T) {
 	dir := os.Getenv(helperDirEnv)
@@ -40,7 +45,7 @@ func TestHelperWriter(t *testing.T) {
 	}
 	// Sealed segments expire quickly, so that kills also land while retention appends its
 	// record and removes a segment.
-	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: true,
+	a, err := Open(dir, testKey("main"), Options{SegmentMaxBytes: crashSegmentBytes, Fsync: os.Getenv(helperNoFsyncEnv) == "",
 		Retention: Retention{Name: "test", Duration: 300 * time.Millisecond}})
 	if err != nil {
 		fmt.Println("open failed:", err)
@@ -140,6 +145,9 @@ func TestCrashKill9(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
+		if round%3 == 2 {
+			cmd.Env = append(cmd.Env, helperNoFsyncEnv+"=1")
+		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
