@@ -159,6 +159,6 @@ func TestWouldBlockIsNotAFailure(t *testing.T) {
 	ev.Attributes().PutStr("error.type", "EAGAIN")
 	p.connect(tool, 20, 21, "203.0.113.9", 443)
 	f := storyFacts(t, b)
-	assert.Contains(t, narrative(f), "read /srv/bank/customers.csv → connect 203.0.113.9:443")
-	assert.NotContains(t, narrative(f), "failed")
+	assert.Contains(t, narrative(f, narrativeHints{}), "read /srv/bank/customers.csv → connect 203.0.113.9:443")
+	assert.NotContains(t, narrative(f, narrativeHints{}), "failed")
 }

@@ -1,6 +1,7 @@
 package attackstoryprocessor
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ const (
 //	10:02:03.120 customer-agent (customer-ai/agent-7f9c, sa agent-sa) accepted a prompt in
 //	main.(*Agent).HandlePrompt → chat model-x → execute_tool customer-data-export(query=…) →
 //	read /data/customers.db → connect 203.0.113.9:443, 2.1 MB sent
-func narrative(f *facts) string {
+func narrative(f *facts, hints narrativeHints) string {
 	if len(f.spans) == 0 {
 		return ""
 	}
@@ -60,15 +61,7 @@ func narrative(f *facts) string {
 	}
 	sb.WriteByte(' ')
 
-	var steps []string
-	sentTo := map[string]bool{}
-	for _, it := range f.timeline {
-		step := f.step(it, sentTo)
-		if step == "" {
-			continue
-		}
-		steps = append(steps, step)
-	}
+	steps := f.steps(hints)
 	if f.st.root == nil {
 		sb.WriteString("(root span missing) ")
 	}
@@ -76,29 +69,236 @@ func narrative(f *facts) string {
 		sb.WriteString("did nothing recorded")
 		return sb.String()
 	}
-	// collapse repeats: "chat model-x ×3"
-	var collapsed []string
-	for i := 0; i < len(steps); {
-		j := i + 1
-		for j < len(steps) && steps[j] == steps[i] {
-			j++
-		}
-		if n := j - i; n > 1 {
-			collapsed = append(collapsed, steps[i]+" ×"+strconv.Itoa(n))
-		} else {
-			collapsed = append(collapsed, steps[i])
-		}
-		i = j
-	}
-	if len(collapsed) > maxNarrativeSteps {
-		more := len(collapsed) - maxNarrativeSteps
-		collapsed = append(collapsed[:maxNarrativeSteps], "… "+strconv.Itoa(more)+" more steps")
-	}
+	collapsed := boundSteps(foldFiles(collapseRepeats(steps)), maxNarrativeSteps)
 	sb.WriteString(strings.Join(collapsed, " → "))
 	if f.st.reason != "" {
 		sb.WriteString(" (story incomplete: " + f.st.reason + ")")
 	}
 	return sb.String()
+}
+
+// narrativeHints are what the narrative cannot tell from the story alone: which reads are
+// sensitive, which spans the kernel blocked.
+type narrativeHints struct {
+	sensitive []pathPattern
+	blocked   []int // indexes in facts.spans
+}
+
+// nstep is one step of the narrative. decisive steps (a prompt, a model call, a tool call, an
+// exec, egress, a sensitive read, a blocked or denied attempt) are never left out; the others
+// (ordinary file opens) may be folded or cut to keep the narrative within its bound.
+type nstep struct {
+	text     string
+	decisive bool
+	// file steps: verb ("read "/"open for writing "), path and failure, for folding
+	verb, path, failed string
+	n                  int // repeats (collapsed)
+}
+
+func (s nstep) String() string {
+	if s.n > 1 {
+		return s.text + " ×" + strconv.Itoa(s.n)
+	}
+	return s.text
+}
+
+// steps are the story's steps in narrative order.
+func (f *facts) steps(hints narrativeHints) []nstep {
+	var out []nstep
+	sentTo := map[string]bool{}
+	for _, it := range f.timeline {
+		text := f.step(it, sentTo)
+		if text == "" {
+			continue
+		}
+		st := nstep{text: text, n: 1, decisive: true}
+		sp := f.spans[it.span]
+		var attrs pcommon.Map
+		if it.event >= 0 {
+			attrs = sp.span.Events().At(it.event).Attributes()
+		} else {
+			attrs = sp.span.Attributes()
+		}
+		if it.event >= 0 || syscallName(sp.span) == "openat" {
+			st.verb, st.path, st.failed = fileVerb(attrs), attrStr(attrs, attrFilePath), failure(attrs)
+			_, sensitive := matchAny(hints.sensitive, st.path)
+			denied := st.failed == "EPERM" || st.failed == "EACCES"
+			st.decisive = sensitive || denied || (it.event < 0 && slices.Contains(hints.blocked, it.span))
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// collapseRepeats: the same step several times in a row is one, "chat model-x ×3".
+func collapseRepeats(steps []nstep) []nstep {
+	var out []nstep
+	for _, s := range steps {
+		if n := len(out); n > 0 && out[n-1].text == s.text {
+			out[n-1].n += s.n
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// minFold is the shortest run of ordinary file opens folded into one step.
+const minFold = 3
+
+// foldFiles folds runs of ordinary file opens of the same kind under one folder (two levels
+// deep at least, so that a run that wanders over the whole file system is not folded into
+// "under /") into one step: "read 31 files under /usr/share/locale".
+func foldFiles(steps []nstep) []nstep {
+	var out []nstep
+	for i := 0; i < len(steps); {
+		s := steps[i]
+		if s.decisive || s.path == "" {
+			out = append(out, s)
+			i++
+			continue
+		}
+		dir := parentDir(s.path)
+		j, files, failed := i+1, s.n, 0
+		if s.failed != "" {
+			failed += s.n
+		}
+		for ; j < len(steps); j++ {
+			o := steps[j]
+			if o.decisive || o.path == "" || o.verb != s.verb {
+				break
+			}
+			d := commonDir(dir, parentDir(o.path))
+			if strings.Count(d, "/") < 2 {
+				break
+			}
+			dir = d
+			files += o.n
+			if o.failed != "" {
+				failed += o.n
+			}
+		}
+		if files < minFold {
+			out = append(out, steps[i:j]...)
+			i = j
+			continue
+		}
+		text := strings.TrimSpace(s.verb) + " " + strconv.Itoa(files) + " files under " + dir
+		if s.verb != "read " {
+			text = "opened " + strconv.Itoa(files) + " files for writing under " + dir
+		}
+		if failed > 0 {
+			text += " (" + strconv.Itoa(failed) + " failed)"
+		}
+		out = append(out, nstep{text: text, n: 1})
+		i = j
+	}
+	return out
+}
+
+func parentDir(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		return p[:i]
+	}
+	return "/"
+}
+
+// commonDir is the longest folder both a and b are in.
+func commonDir(a, b string) string {
+	for a != b {
+		if len(a) > len(b) {
+			a = parentDir(a)
+		} else {
+			b = parentDir(b)
+		}
+		if a == "/" || b == "/" {
+			return "/"
+		}
+	}
+	return a
+}
+
+// boundSteps keeps at most limit steps, each gap counted as one ("… 12 more steps").
+// Decisive steps come first: ordinary steps are kept in story order while there is room. When
+// the decisive steps and the gaps between them alone exceed the bound (more than about half
+// of it when every decisive step is between ordinary ones, up to all of it when they are
+// together), decisive steps are left out from the middle: the first and the last are kept
+// (the egress or the exec that ends an attack is at the end).
+func boundSteps(steps []nstep, limit int) []string {
+	keep := make([]bool, len(steps))
+	var decisive []int
+	for i, s := range steps {
+		if s.decisive {
+			keep[i] = true
+			decisive = append(decisive, i)
+		}
+	}
+	told := countKept(keep)
+	// set changes keep[i] and the count: only positions i and i+1 count differently.
+	set := func(i int, v bool) int {
+		before := toldAt(keep, i) + toldAt(keep, i+1)
+		keep[i] = v
+		return told - before + toldAt(keep, i) + toldAt(keep, i+1)
+	}
+	for told > limit && len(decisive) > 1 {
+		mid := len(decisive) / 2
+		told = set(decisive[mid], false)
+		decisive = slices.Delete(decisive, mid, mid+1)
+	}
+	for i, s := range steps {
+		if s.decisive || told >= limit {
+			continue
+		}
+		if n := set(i, true); n > limit {
+			keep[i] = false
+			break
+		} else {
+			told = n
+		}
+	}
+	return renderKept(steps, keep)
+}
+
+// countKept is the number of steps told: the kept ones and one per gap between them.
+func countKept(keep []bool) int {
+	n := 0
+	for i := range keep {
+		n += toldAt(keep, i)
+	}
+	return n
+}
+
+// toldAt is 1 when position i is told: kept, or the first step of a gap.
+func toldAt(keep []bool, i int) int {
+	if i >= len(keep) {
+		return 0
+	}
+	if keep[i] || i == 0 || keep[i-1] {
+		return 1
+	}
+	return 0
+}
+
+func renderKept(steps []nstep, keep []bool) []string {
+	var out []string
+	for i := 0; i < len(steps); {
+		if keep[i] {
+			out = append(out, steps[i].String())
+			i++
+			continue
+		}
+		j, n := i, 0
+		for ; j < len(steps) && !keep[j]; j++ {
+			n += steps[j].n
+		}
+		if j == i+1 {
+			out = append(out, steps[i].String()) // a gap of one step costs the step itself
+		} else {
+			out = append(out, "… "+strconv.Itoa(n)+" more steps")
+		}
+		i = j
+	}
+	return out
 }
 
 // step describes one timeline item, or "" when it is not worth telling.
@@ -174,17 +374,19 @@ func isInference(attrs pcommon.Map) bool {
 	return attrStr(attrs, attrGenAIOperation) == "chat" || attrStr(attrs, attrRole) == "inference"
 }
 
+func fileVerb(attrs pcommon.Map) string {
+	if flags := attrStr(attrs, attrOpenFlags); strings.Contains(flags, "O_WRONLY") || strings.Contains(flags, "O_RDWR") {
+		return "open for writing "
+	}
+	return "read "
+}
+
 func fileStep(attrs pcommon.Map) string {
-	str := func(k string) string { return attrStr(attrs, k) }
-	path := str(attrFilePath)
+	path := attrStr(attrs, attrFilePath)
 	if path == "" {
 		return ""
 	}
-	verb := "read "
-	if strings.Contains(str(attrOpenFlags), "O_WRONLY") || strings.Contains(str(attrOpenFlags), "O_RDWR") {
-		verb = "open for writing "
-	}
-	s := verb + path
+	s := fileVerb(attrs) + path
 	if e := failure(attrs); e != "" {
 		s += " failed (" + e + ")"
 	}

@@ -220,7 +220,11 @@ func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion strin
 		}
 	}
 	fd.title = hits[0].rule.title
-	fd.narrative = narrative(f)
+	hints := narrativeHints{sensitive: c.pol.sensitive}
+	for _, m := range c.blocked {
+		hints.blocked = append(hints.blocked, m.span)
+	}
+	fd.narrative = narrative(f, hints)
 	fd.ocsf = fd.buildOCSF(c, now, productVersion)
 	return fd
 }
