@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"testing"
@@ -11,9 +12,12 @@ import (
 
 // FuzzDecodeRecords feeds arbitrary bytes as records of every kind through the decoder into the
 // span builder, the TLS tracker and the Python support (over an empty /proc). An input is a
-// sequence of records, each a kind byte, a little-endian uint16 length and that many bytes (the
-// kind byte overrides the record header's kind, so mutations stay on known kinds). No record may
-// panic (a panic is recovered by the decoder, so the fuzz target checks the count).
+// sequence of records, each a kind byte (it overrides the record header's kind, so mutations stay
+// on known kinds), a mode byte, a little-endian uint16 length and that many bytes. Mode bit 0
+// sends the bytes as they are (records shorter than their kind); otherwise they are padded with
+// zeros to the kind's size (bit 1: its whole struct, else the part every record holds), which
+// keeps inputs small. No record may panic (the decoder recovers panics, so the target checks the
+// count).
 func FuzzDecodeRecords(f *testing.F) {
 	var all []byte
 	for _, rec := range seedRecords() {
@@ -28,15 +32,7 @@ func FuzzDecodeRecords(f *testing.F) {
 	f.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		o := newOfflineWith(t, consumertest.NewNop(), procRoot, tel)
-		for len(in) >= 3 {
-			kind := uint32(in[0]) % (numKinds + 1)
-			n := min(int(binary.LittleEndian.Uint16(in[1:3])), len(in)-3)
-			rec := make([]byte, n)
-			copy(rec, in[3:3+n])
-			in = in[3+n:]
-			if n >= sizeHeader {
-				binary.LittleEndian.PutUint32(rec[offsetKind:], kind)
-			}
+		for _, rec := range decodeFuzzRecords(in) {
 			o.r.handle(rec)
 			if o.r.panics.sinceCheck > 0 {
 				t.Fatalf("%s", o.r.panics.last)
@@ -51,8 +47,66 @@ func FuzzDecodeRecords(f *testing.F) {
 	})
 }
 
+// decodeFuzzRecords splits a FuzzDecodeRecords input into records.
+func decodeFuzzRecords(in []byte) [][]byte {
+	var out [][]byte
+	for len(in) >= 4 {
+		kind, mode := uint32(in[0])%(numKinds+1), in[1]
+		n := min(int(binary.LittleEndian.Uint16(in[2:4])), len(in)-4)
+		data := in[4 : 4+n]
+		in = in[4+n:]
+		size := n
+		if mode&1 == 0 && kind < numKinds && recordKinds[kind].handle != nil {
+			k := recordKinds[kind]
+			size = max(n, k.min)
+			if mode&2 != 0 {
+				size = max(n, k.full)
+			}
+		}
+		rec := make([]byte, size)
+		copy(rec, data)
+		if size >= sizeHeader {
+			binary.LittleEndian.PutUint32(rec[offsetKind:], kind)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// TestFuzzRecordEncoding: the seeds of FuzzDecodeRecords decode to the records they encode.
+func TestFuzzRecordEncoding(t *testing.T) {
+	var all []byte
+	want := seedRecords()
+	for _, rec := range want {
+		all = append(all, encodeFuzzRecord(rec)...)
+	}
+	got := decodeFuzzRecords(all)
+	if len(got) != len(want) {
+		t.Fatalf("%d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("record %d (kind %d) differs after encoding", i, want[i][offsetKind])
+		}
+	}
+	if len(all) > 8<<10 {
+		t.Errorf("the seeds take %d bytes; keep them small (the fuzzer minimizes inputs it finds)", len(all))
+	}
+}
+
+// encodeFuzzRecord encodes a record for FuzzDecodeRecords without its trailing zeros, padded
+// back to its length by the mode.
 func encodeFuzzRecord(rec []byte) []byte {
-	out := []byte{byte(binary.LittleEndian.Uint32(rec[offsetKind:])), 0, 0}
-	binary.LittleEndian.PutUint16(out[1:], uint16(len(rec)))
-	return append(out, rec...)
+	kind := binary.LittleEndian.Uint32(rec[offsetKind:])
+	data := bytes.TrimRight(rec, "\x00")
+	mode := byte(0)
+	switch {
+	case len(rec) == recordKinds[kind].full:
+		mode = 2
+	case len(rec) != max(len(data), recordKinds[kind].min):
+		mode, data = 1, rec
+	}
+	out := []byte{byte(kind), mode, 0, 0}
+	binary.LittleEndian.PutUint16(out[2:], uint16(len(data)))
+	return append(out, data...)
 }
