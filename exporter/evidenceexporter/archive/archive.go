@@ -252,6 +252,16 @@ func (a *Archive) reloadLocked() error {
 	if err != nil {
 		return err
 	}
+	// Refuse before cutting anything: a segment that does not continue the chain is not
+	// crash damage.
+	switch {
+	case scan.count == 0 && prevM == nil && (len(segs) != 1 || last.firstSeq != 1):
+		return fmt.Errorf("archive: cannot tell where the chain continues after open segment %s, which holds no complete record", last.name)
+	case scan.count > 0 && prevM != nil && (scan.first.Seq != prevM.LastSeq+1 || scan.first.Prev != prevM.LastHash):
+		return fmt.Errorf("archive: open segment %s does not continue the chain of %s; refusing to continue (run `agenttrail evidence verify`)", last.name, segs[len(segs)-2].name)
+	case scan.count > 0 && scan.first.Seq == 1 && scan.first.Prev != "":
+		return fmt.Errorf("archive: first record of %s has a prev link", last.name)
+	}
 	if cut := scan.size - scan.goodEnd; cut > 0 {
 		// A crash mid-write leaves at most one bad line, at the end: cut it off (keeping a
 		// copy) and continue the chain from the last good record.
@@ -278,21 +288,11 @@ func (a *Archive) reloadLocked() error {
 			return fmt.Errorf("archive: %w", err)
 		}
 		a.log.Warn("Removed an open evidence segment that held no complete record", zap.String("segment", last.name))
-		switch {
-		case prevM != nil:
+		if prevM != nil {
 			a.nextSeq, a.lastHash, a.lastName = prevM.LastSeq+1, prevM.LastHash, segs[len(segs)-2].name
-		case len(segs) == 1 && last.firstSeq == 1:
-		default:
-			return fmt.Errorf("archive: cannot tell where the chain continues after removing empty segment %s", last.name)
 		}
 		a.dirty = false
 		return nil
-	}
-	if prevM != nil && (scan.first.Seq != prevM.LastSeq+1 || scan.first.Prev != prevM.LastHash) {
-		return fmt.Errorf("archive: open segment %s does not continue the chain of %s; refusing to continue (run `agenttrail evidence verify`)", last.name, segs[len(segs)-2].name)
-	}
-	if scan.first.Seq == 1 && scan.first.Prev != "" {
-		return fmt.Errorf("archive: first record of %s has a prev link", last.name)
 	}
 	created, err := time.Parse(time.RFC3339Nano, scan.first.Time)
 	if err != nil {

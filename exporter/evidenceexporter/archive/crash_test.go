@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -654,5 +655,52 @@ func TestRepairOnFullDisk(t *testing.T) {
 	}
 	if after := mustVerify(t, dir, VerifyOptions{PublicKey: testPub("main")}); after.LastSeq != rep.LastSeq+2 || after.OpenSegment != "" {
 		t.Fatalf("after space returned: %+v", after)
+	}
+}
+
+// TestOpenRefusesBeforeCutting: an open segment that does not continue the sealed one before
+// it is not crash damage, so Open refuses without cutting its torn tail (or anything else).
+func TestOpenRefusesBeforeCutting(t *testing.T) {
+	dir := t.TempDir()
+	a := openArchive(t, dir, testKey("main"), Options{})
+	appendStories(t, a, 0, 2, 200)
+	if err := a.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	appendStories(t, a, 2, 2, 200)
+	a.abandon()
+	// Rechain the open segment from another start, so that it is whole on its own and only its
+	// link to the sealed segment is wrong.
+	segs := segmentNames(t, dir)
+	open := segs[len(segs)-1]
+	lines := readLines(t, dir, open)
+	prev := strings.Repeat("0", 64)
+	for i, l := range lines {
+		rec := mustParse(t, l)
+		rec.Prev = prev
+		h := rec.Header()
+		rec.Hash = h.ComputeHash()
+		prev = rec.Hash
+		lines[i] = bytes.TrimSuffix(rec.AppendLine(nil), []byte("\n"))
+	}
+	writeLines(t, dir, open, lines)
+	f, err := os.OpenFile(filepath.Join(dir, SegmentsDir, open), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"seq":99,"time":"20`)
+	f.Close()
+	before := fileSize(t, dir, open)
+
+	var repairs int
+	_, err = Open(dir, testKey("main"), Options{OnRepair: func(Repair) { repairs++ }})
+	if err == nil || !strings.Contains(err.Error(), "does not continue the chain") {
+		t.Fatalf("Open: %v, want a refusal", err)
+	}
+	if got := fileSize(t, dir, open); got != before || repairs != 0 {
+		t.Errorf("Open refused but cut the segment to %d bytes (was %d), %d repairs", got, before, repairs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "quarantine")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("quarantine/ written by a refused Open: %v", err)
 	}
 }
