@@ -156,12 +156,15 @@ func FuzzSegment(f *testing.F) {
 			return
 		}
 		a.abandon()
-		if verr != nil {
-			return
-		}
 		after, err := VerifyDir(d, VerifyOptions{PublicKey: testPub("main")})
-		if err != nil {
-			t.Fatalf("verified before Open, not after: %v", err)
+		// Whatever Open accepted and repaired verifies afterwards. (Open does not parse
+		// retention payloads; verify does, so a well-chained record with a malformed one is
+		// left to verify.)
+		if err != nil && !strings.Contains(err.Error(), "retention payload") {
+			t.Fatalf("Open accepted the segment, but afterwards it does not verify: %v (before: %v)", err, verr)
+		}
+		if verr != nil || err != nil {
+			return
 		}
 		if after.PartialTail != nil || after.LastSeq != before.LastSeq || after.LastHash != before.LastHash {
 			t.Fatalf("Open's repair changed the archive: before %+v after %+v", before, after)
