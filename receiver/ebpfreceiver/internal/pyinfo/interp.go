@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/usdt"
 )
 
@@ -46,14 +47,19 @@ var (
 	libpythonName = regexp.MustCompile(`(?:^|/)libpython(\d)\.(\d+)([a-z]*)\.so`)
 )
 
-// Inspect reads an interpreter binary.
-func Inspect(path string) (*Interpreter, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return inspectELF(f, path)
+// Inspect reads an interpreter binary. The binary is the traced process's: debug/elf's own
+// panics on a crafted file come back as an error wrapping elfinfo.ErrMalformed.
+func Inspect(path string) (in *Interpreter, err error) {
+	err = elfinfo.Guard(func() error {
+		f, err := elf.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in, err = inspectELF(f, path)
+		return err
+	})
+	return in, err
 }
 
 // inspectELF reads an interpreter from an opened ELF file; path is the name it goes by (the
