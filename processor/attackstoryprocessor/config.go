@@ -103,6 +103,21 @@ type WorkloadConfig struct {
 	MaxEgressBytes int64 `mapstructure:"max_egress_bytes"`
 	// MaxConnects is a connect-count threshold per story (0: none).
 	MaxConnects int `mapstructure:"max_connects"`
+	// AllowedFlows are known flows of sensitive data: a sensitive read followed by egress
+	// that one of them covers does not raise sensitive_read_then_egress.
+	AllowedFlows []FlowConfig `mapstructure:"allowed_flows"`
+}
+
+// FlowConfig declares one accepted flow of sensitive data out of a workload.
+type FlowConfig struct {
+	// Tool is the tool that sends the data ("": any tool, or none).
+	Tool string `mapstructure:"tool"`
+	// Data is a path pattern of the sensitive file read ("": any sensitive file).
+	Data string `mapstructure:"data"`
+	// Destination is where the data may go, in the syntax of allowed_destinations (required).
+	Destination string `mapstructure:"destination"`
+	// MaxBytes bounds the bytes sent to the destination in one story (0: no bound).
+	MaxBytes int64 `mapstructure:"max_bytes"`
 }
 
 // EnforcementConfig tells the processor where the node's cgroups and processes are, for
@@ -333,6 +348,22 @@ func (w *WorkloadConfig) validate() error {
 	}
 	if w.MaxConnects < 0 {
 		return fmt.Errorf(`max_connects" must not be negative, got %d`, w.MaxConnects)
+	}
+	for i, fl := range w.AllowedFlows {
+		if strings.TrimSpace(fl.Destination) == "" {
+			return fmt.Errorf(`allowed_flows[%d].destination" is required`, i)
+		}
+		if _, err := parseDestination(fl.Destination); err != nil {
+			return fmt.Errorf(`allowed_flows[%d].destination": %w`, i, err)
+		}
+		if fl.Data != "" {
+			if _, err := compilePattern(fl.Data); err != nil {
+				return fmt.Errorf(`allowed_flows[%d].data": %w`, i, err)
+			}
+		}
+		if fl.MaxBytes < 0 {
+			return fmt.Errorf(`allowed_flows[%d].max_bytes" must not be negative, got %d`, i, fl.MaxBytes)
+		}
 	}
 	return nil
 }

@@ -59,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, time.Second, cfg.CompletionGrace)
 		assert.Equal(t, "/var/lib/agenttrail/profiles", cfg.ProfilesDir)
-		assert.Equal(t, LearningConfig{MinStories: 30, MinDuration: 2 * time.Hour, ContinueAfterComplete: true, MaxEntries: 128}, cfg.Learning)
+		assert.Equal(t, LearningConfig{MinStories: 30, MinDuration: 2 * time.Hour, ContinueAfterComplete: true, MaxEntries: 128, EntryPoints: []string{"nightly-export"}}, cfg.Learning)
 		require.Len(t, cfg.Workloads, 2)
 		w := cfg.Workloads[0]
 		assert.Equal(t, map[string]string{"service.name": "customer-agent"}, w.Match)
@@ -69,6 +69,7 @@ func TestLoadConfig(t *testing.T) {
 		assert.Equal(t, []string{"*/customers.csv", "/data/**"}, w.SensitivePaths)
 		assert.EqualValues(t, 1048576, w.MaxEgressBytes)
 		assert.Equal(t, 20, w.MaxConnects)
+		assert.Equal(t, []FlowConfig{{Tool: "customer-data-export", Data: "*/customers.csv", Destination: "10.20.0.5:443", MaxBytes: 50_000_000}}, w.AllowedFlows)
 		assert.Equal(t, map[string]string{"k8s.namespace.name": "customer-ai", "k8s.deployment.name": "support-agent"}, cfg.Workloads[1].Match)
 		assert.Equal(t, ModeEnforce, cfg.Workloads[1].Mode)
 		assert.Equal(t, []string{"data_volume_anomaly"}, cfg.Rules.Disabled)
@@ -121,6 +122,18 @@ func TestValidate(t *testing.T) {
 		{"workload destination port", func(c *Config) {
 			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "x"}, AllowedDestinations: []string{"api.example.com:99999"}}}
 		}, `port "99999" is not a number from 1 to 65535`},
+		{"flow destination", func(c *Config) {
+			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "x"}, AllowedFlows: []FlowConfig{{Tool: "export"}}}}
+		}, `"workloads[0].allowed_flows[0].destination" is required`},
+		{"flow destination syntax", func(c *Config) {
+			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "x"}, AllowedFlows: []FlowConfig{{Destination: "10.0.0.1"}, {Destination: "10.0.0.0/33"}}}}
+		}, `"workloads[0].allowed_flows[1].destination": "10.0.0.0/33"`},
+		{"flow data", func(c *Config) {
+			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "x"}, AllowedFlows: []FlowConfig{{Destination: "10.0.0.1", Data: " "}}}}
+		}, `"workloads[0].allowed_flows[0].data": empty pattern`},
+		{"flow bytes", func(c *Config) {
+			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "x"}, AllowedFlows: []FlowConfig{{Destination: "10.0.0.1", MaxBytes: -1}}}}
+		}, `"workloads[0].allowed_flows[0].max_bytes" must not be negative`},
 		{"disabled rule", func(c *Config) { c.Rules.Disabled = []string{"tool_outside_profiles"} }, `"rules.disabled[0]": "tool_outside_profiles" is not a built-in rule`},
 		{"factor", func(c *Config) { c.Rules.DataVolumeFactor = 1 }, `"rules.data_volume_factor" must be greater than 1`},
 		{"custom rule id", func(c *Config) { c.CustomRules = []CustomRuleConfig{{ID: "Bad Id", Expression: "true"}} }, `"custom_rules[0].id": "Bad Id" must be lower case`},

@@ -498,3 +498,53 @@ func attrStr(m pcommon.Map, k string) string {
 	}
 	return ""
 }
+
+// storyFlow is a flow of a story: a sensitive read, then egress, with the bytes sent to its
+// destination in the story.
+type storyFlow struct {
+	flow  profileFlow
+	bytes int64
+	read  *fileAccess
+	dest  *egressCall
+}
+
+// flows are the story's flows of sensitive data: each successful read of a sensitive file
+// followed by a successful (or in progress) connect or sendto, once per tool, pattern and
+// destination. The tool is the egress's (else the read's).
+func (f *facts) flows(sensitive []pathPattern) []storyFlow {
+	var out []storyFlow
+	seen := map[profileFlow]bool{}
+	for i := range f.files {
+		fa := &f.files[i]
+		if !fa.read || fa.failed != "" {
+			continue
+		}
+		pattern, ok := matchAny(sensitive, fa.path)
+		if !ok {
+			continue
+		}
+		for j := range f.egress {
+			e := &f.egress[j]
+			if e.seq < fa.seq || e.failed != "" {
+				continue
+			}
+			fl := flowOf(f.flowTool(fa, e), pattern, *e)
+			if seen[fl] {
+				continue
+			}
+			seen[fl] = true
+			out = append(out, storyFlow{flow: fl, bytes: f.bytesTo(*e), read: fa, dest: e})
+		}
+	}
+	return out
+}
+
+func (f *facts) flowTool(fa *fileAccess, e *egressCall) string {
+	switch {
+	case e.tool >= 0:
+		return f.toolName(e.tool)
+	case fa.tool >= 0:
+		return f.toolName(fa.tool)
+	}
+	return ""
+}

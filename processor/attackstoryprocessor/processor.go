@@ -322,7 +322,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 		}
 		notLearned = notLearnedFinding
 	} else if prof != nil && notLearned == "" {
-		prof.learn(f, st.reason == "", now, p.cfg.Learning)
+		prof.learn(f, st.reason == "", now, p.cfg.Learning, pol.sensitive)
 	}
 	if notLearned != "" {
 		p.tel.notLearned(notLearned)

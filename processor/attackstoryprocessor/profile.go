@@ -66,7 +66,17 @@ type profileData struct {
 	Files        []string            `yaml:"files"`
 	Destinations []profileDest       `yaml:"destinations"`
 	DataVolume   dataVolume          `yaml:"data_volume"`
+	Flows        []profileFlow       `yaml:"flows,omitempty"`
 	Truncated    []string            `yaml:"truncated,omitempty,flow"`
+}
+
+// profileFlow is a flow of sensitive data out of the workload: a tool that read a file of a
+// sensitive_paths pattern, then sent data to a destination, with the most bytes seen.
+type profileFlow struct {
+	Tool        string `yaml:"tool,omitempty"`
+	Data        string `yaml:"data"`
+	Destination string `yaml:"destination"`
+	BytesMax    int64  `yaml:"bytes_max"`
 }
 
 type profileDest struct {
@@ -152,7 +162,7 @@ func newProfile(id workloadID, now time.Time) *profile {
 
 // learn adds what the story did to the profile. complete: the story was not cut short, so
 // its data volume is a sample.
-func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig) {
+func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []pathPattern) {
 	d := &p.data
 	if p.complete() && !cfg.ContinueAfterComplete {
 		return
@@ -190,6 +200,9 @@ func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg Learnin
 		if e.failed == "" || e.failed == "EINPROGRESS" {
 			grew = p.addDestination(e, cfg.MaxEntries) || grew
 		}
+	}
+	for _, fl := range f.flows(sensitive) {
+		grew = p.addFlow(fl.flow, fl.bytes, cfg.MaxEntries) || grew
 	}
 	if storyComplete {
 		v := &d.DataVolume
@@ -303,6 +316,51 @@ func (p *profile) addDestination(e egressCall, limit int) bool {
 	*list = slices.Insert(*list, i, d)
 	p.index()
 	return true
+}
+
+// flowOf is the flow of a sensitive read (data: its sensitive_paths pattern) by tool, then
+// egress e.
+func flowOf(tool, data string, e egressCall) profileFlow {
+	return profileFlow{Tool: tool, Data: data, Destination: e.dest}
+}
+
+// knownFlow reports whether the flow is in the profile with a volume (the bytes sent to its
+// destination in the story) at most factor times the most it was seen with (at least
+// flowVolumeFloor: a few kilobytes more of a flow that sent almost nothing are not news).
+func (p *profile) knownFlow(fl profileFlow, n int64, factor float64) bool {
+	i, found := slices.BinarySearchFunc(p.data.Flows, fl, compareFlow)
+	if !found {
+		return false
+	}
+	return float64(n) <= factor*float64(max(p.data.Flows[i].BytesMax, flowVolumeFloor))
+}
+
+// flowVolumeFloor is the least volume a learned flow is judged against.
+const flowVolumeFloor = 1000
+
+// addFlow learns a flow, or the larger volume of a known one.
+func (p *profile) addFlow(fl profileFlow, n int64, limit int) bool {
+	list := &p.data.Flows
+	i, found := slices.BinarySearchFunc(*list, fl, compareFlow)
+	if found {
+		if n > (*list)[i].BytesMax {
+			(*list)[i].BytesMax = n
+			return true
+		}
+		return false
+	}
+	if len(*list) >= limit {
+		p.markTruncated("flows")
+		return false
+	}
+	fl.BytesMax = n
+	*list = slices.Insert(*list, i, fl)
+	return true
+}
+
+// compareFlow orders flows by tool, data and destination (not volume: one entry per flow).
+func compareFlow(a, b profileFlow) int {
+	return cmp.Or(strings.Compare(a.Tool, b.Tool), strings.Compare(a.Data, b.Data), strings.Compare(a.Destination, b.Destination))
 }
 
 func compareDest(a, b profileDest) int {
@@ -420,6 +478,14 @@ func parseProfile(b []byte) (*profile, error) {
 			return nil, bad(fmt.Sprintf("destinations[%d]: needs an address, a cidr or a host", i), "destinations", i)
 		}
 	}
+	for i, fl := range d.Flows {
+		if fl.Data == "" || fl.Destination == "" {
+			return nil, bad(fmt.Sprintf("flows[%d]: needs data and a destination", i), "flows", i)
+		}
+		if fl.BytesMax < 0 {
+			return nil, bad(fmt.Sprintf("flows[%d].bytes_max: must not be negative", i), "flows", i, "bytes_max")
+		}
+	}
 	v := d.DataVolume
 	if v.ConnectsP95 < 0 || v.ConnectsMax < 0 || v.BytesSentP95 < 0 || v.BytesSentMax < 0 {
 		return nil, bad("data_volume: values must not be negative", "data_volume")
@@ -442,6 +508,8 @@ func parseProfile(b []byte) (*profile, error) {
 		d.Destinations = []profileDest{}
 	}
 	slices.SortFunc(d.Destinations, compareDest)
+	slices.SortFunc(d.Flows, compareFlow)
+	d.Flows = slices.CompactFunc(d.Flows, func(a, b profileFlow) bool { return compareFlow(a, b) == 0 })
 	p := &profile{id: workloadIDFromAttrs(d.Workload), data: d}
 	p.index()
 	return p, nil
@@ -502,6 +570,15 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 	}
 	for i, dst := range d.Destinations {
 		err := cmp.Or(str(dst.Address, "destinations", i, "address"), str(dst.CIDR, "destinations", i, "cidr"), str(dst.Host, "destinations", i, "host"))
+		if err != nil {
+			return err
+		}
+	}
+	if len(d.Flows) > maxProfileEntries {
+		return bad(fmt.Sprintf("flows: %d entries, more than %d", len(d.Flows), maxProfileEntries), "flows")
+	}
+	for i, fl := range d.Flows {
+		err := cmp.Or(str(fl.Tool, "flows", i, "tool"), str(fl.Data, "flows", i, "data"), str(fl.Destination, "flows", i, "destination"))
 		if err != nil {
 			return err
 		}

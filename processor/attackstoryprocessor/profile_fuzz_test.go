@@ -30,6 +30,9 @@ func FuzzParseProfile(f *testing.F) {
 	f.Add([]byte("format: agenttrail.profile/v1\nworkload: {service.name: a}\nstatus: learning\nversion: 0\nstories: 0\n" +
 		"tools: [b, a, a]\nfunctions: {tool: [z, y, z]}\nfiles: ['/x/*']\ndestinations: [{host: h, port: 1}]\n" +
 		"data_volume: {connects_samples: [3, 1], bytes_sent_samples: [9]}\ntruncated: [files]\n"))
+	f.Add([]byte("format: agenttrail.profile/v1\nworkload: {service.name: a}\nstatus: complete\nversion: 1\nstories: 3\n" +
+		"tools: [t]\nflows:\n  - {tool: t, data: '/tmp/*', destination: '10.0.0.1:443', bytes_max: 10}\n  - {data: '*.db', destination: 'h:1', bytes_max: 0}\n" +
+		"  - {tool: t, data: '/tmp/*', destination: '10.0.0.1:443', bytes_max: 99}\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
 	f.Add([]byte("format: agenttrail.profile/v1\nworkload:\n  ? [x]\n  : y\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -64,7 +67,10 @@ func FuzzParseProfile(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a loaded profile does not read back once saved: %v\n%s", err, out)
 		}
-		if q.id.key != p.id.key || len(q.data.Tools) != len(d.Tools) || len(q.data.Destinations) != len(d.Destinations) {
+		if len(d.Flows) > maxProfileEntries {
+			t.Fatalf("%d flows", len(d.Flows))
+		}
+		if q.id.key != p.id.key || len(q.data.Tools) != len(d.Tools) || len(q.data.Destinations) != len(d.Destinations) || len(q.data.Flows) != len(d.Flows) {
 			t.Fatalf("read back differently: %q %d %d, was %q %d %d", q.id.key, len(q.data.Tools), len(q.data.Destinations), p.id.key, len(d.Tools), len(d.Destinations))
 		}
 		// Used: the rules' lookups, the kernel policy, the review text, learning.
@@ -72,6 +78,7 @@ func FuzzParseProfile(f *testing.F) {
 		p.hasExecutable("/bin/sh")
 		p.knowsDestination(egressCall{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443, host: "h"})
 		matchAny(p.files, "/etc/passwd")
+		p.knownFlow(profileFlow{Tool: "t", Data: "/tmp/*", Destination: "10.0.0.1:443"}, 5000, 10)
 		buildKernelPolicy(d, nil)
 		(&ProfileFile{Path: "p.yaml", p: p}).WriteText(io.Discard)
 		cfg := createDefaultConfig().Learning
@@ -80,11 +87,11 @@ func FuzzParseProfile(f *testing.F) {
 			tools:     []toolCall{{name: "t"}},
 			functions: map[string][]string{"tool": {"fn"}},
 			execs:     []execCall{{path: "/bin/true"}},
-			files:     []fileAccess{{path: "/tmp/x/1/y"}},
+			files:     []fileAccess{{path: "/tmp/x/1/y", read: true}},
 			egress:    []egressCall{{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443}},
 			connects:  1,
 		}
-		p.learn(fa, true, baseTime.Add(time.Hour), cfg)
+		p.learn(fa, true, baseTime.Add(time.Hour), cfg, mustPatterns([]string{"/tmp/*"}))
 		p.refreshVolume()
 		if _, err := marshalProfile(d); err != nil {
 			t.Fatalf("marshal after learning: %v", err)

@@ -251,6 +251,8 @@ func TestParseProfileErrors(t *testing.T) {
 		{"format", "format: agenttrail.profile/v1", "format: v2", `format: "v2" is not "agenttrail.profile/v1"`, "format:"},
 		{"port", "port: 18443", "port: 70000", "destinations[0].port: 70000 is not a port", "    port:"},
 		{"cidr", "cidr: 127.0.0.0/24", "cidr: 127.0.0.0/99", "destinations[0].cidr:", "    cidr:"},
+		{"flow without destination", "data_volume:", "flows:\n  - {tool: export, data: \"*.db\"}\ndata_volume:", "flows[0]: needs data and a destination", "  - {tool"},
+		{"flow volume", "data_volume:", "flows:\n  - data: \"*.db\"\n    destination: 10.0.0.1:443\n    bytes_max: -1\ndata_volume:", "flows[0].bytes_max: must not be negative", "    bytes_max:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(good, tc.old, tc.new, 1)

@@ -154,6 +154,17 @@ func (f *ProfileFile) WriteText(w io.Writer) {
 		dests = append(dests, describeDest(dst))
 	}
 	list("destinations", dests, ": in mode enforce, every outbound connection is refused")
+	var flows []string
+	for _, fl := range d.Flows {
+		tool := fl.Tool
+		if tool == "" {
+			tool = "(no tool)"
+		}
+		flows = append(flows, fmt.Sprintf("%s read %s, sent to %s (at most %d bytes seen)", tool, fl.Data, fl.Destination, fl.BytesMax))
+	}
+	if len(flows) > 0 {
+		list("flows", flows, "")
+	}
 	v := d.DataVolume
 	fmt.Fprintf(w, "\n")
 	line("data volume", fmt.Sprintf("connects p95 %d max %d; bytes sent p95 %d max %d (%d samples)",

@@ -287,25 +287,30 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 			continue
 		}
 		var first, outside *egressCall
+		var firstNote, outsideNote string
 		for j := range c.f.egress {
 			e := &c.f.egress[j]
 			if e.seq < fa.seq {
 				continue
 			}
+			known, note := c.knownFlow(fa, pattern, e)
+			if known {
+				continue // a declared or learned flow: the data is expected to go there
+			}
 			if first == nil {
-				first = e
+				first, firstNote = e, note
 			}
 			if outside == nil && !c.knownDestination(*e) {
-				outside = e
+				outside, outsideNote = e, note
 			}
 		}
 		if first == nil {
 			continue
 		}
 		// High; Critical when the data went to a destination neither allowed nor learned.
-		dest, sev := first, sevHigh
+		dest, note, sev := first, firstNote, sevHigh
 		if outside != nil {
-			dest, sev = outside, sevCritical
+			dest, note, sev = outside, outsideNote, sevCritical
 		}
 		h.add(evidence{text: fmt.Sprintf("read %s (sensitive: %s)", fa.path, pattern), severity: sev, span: fa.span, event: fa.event, file: fa.path})
 		text := fmt.Sprintf("then %s %s", dest.kind, dest.endpoint())
@@ -315,10 +320,41 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 		if n := c.f.bytesTo(*dest); n > 0 {
 			text += ", " + formatBytes(n) + " sent"
 		}
-		h.add(evidence{text: text, severity: sev, span: dest.span, event: -1, egress: dest})
+		h.add(evidence{text: text + note, severity: sev, span: dest.span, event: -1, egress: dest})
 		break // one read and its egress tell the story; the narrative has the rest
 	}
 	return nonEmpty(h)
+}
+
+// knownFlow reports whether the read of a file (of the sensitive pattern) followed by egress
+// e is a flow declared in allowed_flows or learned by the complete profile, within its
+// volume. When the flow is known but its volume is not, note says so.
+func (c *evalContext) knownFlow(fa *fileAccess, pattern string, e *egressCall) (bool, string) {
+	f := c.f
+	tool := f.flowTool(fa, e)
+	n := f.bytesTo(*e)
+	if c.pol.declaredFlow(tool, fa.path, *e, n) != nil {
+		return true, ""
+	}
+	var note string
+	for i, r := range c.pol.flows {
+		if (r.tool == "" || r.tool == tool) && (r.data == nil || r.data.match(fa.path)) && r.dest.matches(e.addr, e.port, e.host) {
+			note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", i, formatBytes(r.maxBytes))
+			break
+		}
+	}
+	if !c.profileComplete() {
+		return false, note
+	}
+	fl := flowOf(tool, pattern, *e)
+	factor := c.cfg.Rules.DataVolumeFactor
+	if c.prof.knownFlow(fl, n, factor) {
+		return true, ""
+	}
+	if i, found := slices.BinarySearchFunc(c.prof.data.Flows, fl, compareFlow); found {
+		note = fmt.Sprintf(": a learned flow, but more than %g × its largest volume (%s)", factor, formatBytes(c.prof.data.Flows[i].BytesMax))
+	}
+	return false, note
 }
 
 // knownDestination: allowed, or in the complete profile.

@@ -59,7 +59,17 @@ type policy struct {
 	sensitive     []pathPattern
 	maxBytes      int64
 	maxConnects   int
+	flows         []flowRule
 	configuredFor string // a description of the workloads entry, "" for default_mode
+}
+
+// flowRule is one parsed allowed_flows entry.
+type flowRule struct {
+	raw      FlowConfig
+	tool     string
+	data     *pathPattern // nil: any sensitive file
+	dest     destMatcher
+	maxBytes int64
 }
 
 type policies struct {
@@ -93,6 +103,21 @@ func newPolicies(cfg *Config) *policies {
 			}
 		}
 		p.sensitive = append(append([]pathPattern{}, global...), mustPatterns(w.SensitivePaths)...)
+		for _, fl := range w.AllowedFlows {
+			m, err := parseDestination(fl.Destination)
+			if err != nil {
+				continue // Validate refused it
+			}
+			r := flowRule{raw: fl, tool: strings.TrimSpace(fl.Tool), dest: m, maxBytes: fl.MaxBytes}
+			if fl.Data != "" {
+				pat, err := compilePattern(fl.Data)
+				if err != nil {
+					continue
+				}
+				r.data = &pat
+			}
+			p.flows = append(p.flows, r)
+		}
 		var parts []string
 		for _, k := range sortedKeys(w.Match) {
 			parts = append(parts, k+"="+w.Match[k])
@@ -127,4 +152,26 @@ func (p *policy) destinationAllowed(e egressCall) bool {
 		}
 	}
 	return false
+}
+
+// declaredFlow returns the allowed_flows entry that covers tool sending the file read (path)
+// to e with n bytes in the story, or nil.
+func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) *flowRule {
+	for i := range p.flows {
+		r := &p.flows[i]
+		if r.tool != "" && r.tool != tool {
+			continue
+		}
+		if r.data != nil && !r.data.match(path) {
+			continue
+		}
+		if !r.dest.matches(e.addr, e.port, e.host) {
+			continue
+		}
+		if r.maxBytes > 0 && n > r.maxBytes {
+			continue
+		}
+		return r
+	}
+	return nil
 }
