@@ -457,8 +457,8 @@ const (
 
 // notLearnable says why the story may not be learned, "" when it may: it must have a root the
 // user configured — a prompt span anywhere in it, or a root span that is a configured function
-// (the receiver sets agenttrail.role and code.function.name only on the functions listed in its
-// configuration) or one of learning.entry_points. Orphan syscall stories (an accept of the next
+// or a model call (the receiver sets agenttrail.role only on the functions listed in its
+// configuration and on model calls it decodes from TLS) or one of learning.entry_points. Orphan syscall stories (an accept of the next
 // request, an openat at start-up, a non-blocking accept that found nothing) are emitted and
 // judged, but would fill min_stories with noise and teach the profile the process's start-up.
 func (f *facts) notLearnable(entryPoints []string) string {
@@ -474,7 +474,10 @@ func (f *facts) notLearnable(entryPoints []string) string {
 	if root := f.st.root; root != nil {
 		attrs := root.span.Attributes()
 		fn := attrStr(attrs, attrCodeFunction)
-		if fn != "" && attrStr(attrs, attrRole) != "" {
+		// A root with a role is a configured function, or a model call the receiver found in
+		// TLS traffic: the agent's own work either way (an agent traced without configured
+		// functions still learns from its model calls).
+		if attrStr(attrs, attrRole) != "" || attrStr(attrs, attrGenAIOperation) != "" {
 			return ""
 		}
 		for _, e := range entryPoints {

@@ -162,3 +162,20 @@ func TestWouldBlockIsNotAFailure(t *testing.T) {
 	assert.Contains(t, narrative(f, narrativeHints{}), "read /srv/bank/customers.csv → connect 203.0.113.9:443")
 	assert.NotContains(t, narrative(f, narrativeHints{}), "failed")
 }
+
+// TestLearningFromModelCallRoots: an agent traced without configured functions (its model calls
+// decoded from TLS) learns from stories rooted at those calls.
+func TestLearningFromModelCallRoots(t *testing.T) {
+	b := newTraceBuilder()
+	p := b.hostProcess("node-agent", 3131)
+	s, root := p.newSpan(traceID(1), nil, "chat gpt-x", ptrace.SpanKindClient, 0, 500)
+	s.Attributes().PutStr("gen_ai.operation.name", "chat")
+	s.Attributes().PutStr("agenttrail.role", "inference")
+	p.connect(root, 1, 1.2, "10.0.0.9", 443)
+	h := newHarness(t, createDefaultConfig())
+	h.replay(b.traces(), false)
+	h.settle()
+	prof := h.p.profiles.find(workloadOf(resourceOf(b)))
+	require.NotNil(t, prof)
+	assert.Equal(t, 1, prof.data.Stories)
+}
