@@ -26,11 +26,15 @@ var errNotStarted = errors.New("evidence exporter is not started")
 // repairsMetricName counts crash-damaged tails cut off the open segment, by reason.
 const repairsMetricName = "agenttrail.evidence.tail.repairs"
 
+// droppedMetricName counts records exporterhelper gave up on (never written), by reason.
+const droppedMetricName = "agenttrail.evidence.records.dropped"
+
 type evidenceExporter struct {
 	cfg     *Config
 	logger  *zap.Logger
 	repairs metric.Int64Counter
-	refs    int // guarded by the registry's mutex
+	dropped metric.Int64Counter // shared by the signals' drop accounting
+	refs    int                 // guarded by the registry's mutex
 
 	mu     sync.Mutex // guards start and shutdown
 	arc    atomic.Pointer[archive.Archive]
@@ -45,7 +49,13 @@ func newEvidenceExporter(cfg *Config, set component.TelemetrySettings) (*evidenc
 	if err != nil {
 		return nil, err
 	}
-	return &evidenceExporter{cfg: cfg, logger: set.Logger, repairs: repairs}, nil
+	dropped, err := set.MeterProvider.Meter(metadata.ScopeName).Int64Counter(droppedMetricName,
+		metric.WithDescription("Spans and log records the evidence exporter gave up on (never written to the archive), by reason and signal."),
+		metric.WithUnit("{item}"))
+	if err != nil {
+		return nil, err
+	}
+	return &evidenceExporter{cfg: cfg, logger: set.Logger, repairs: repairs, dropped: dropped}, nil
 }
 
 // onRepair counts a repaired tail; the archive has already logged it with its details.

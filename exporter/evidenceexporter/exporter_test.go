@@ -26,6 +26,10 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 var (
@@ -213,11 +217,11 @@ func TestShutdownIsIdempotent(t *testing.T) {
 	r := &registry{byDir: map[string]*evidenceExporter{}}
 	cfg := testConfig(t)
 	set := exportertest.NewNopSettings(metadata.Type)
-	h1, err := r.acquire(cfg, set)
+	h1, err := r.acquire(cfg, set, "traces")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2, err := r.acquire(cfg, set)
+	h2, err := r.acquire(cfg, set, "logs")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +246,7 @@ func TestShutdownIsIdempotent(t *testing.T) {
 		t.Errorf("archive after shutdown: %+v %v", rep, err)
 	}
 	// A new exporter for the same directory continues the chain.
-	h3, err := r.acquire(cfg, set)
+	h3, err := r.acquire(cfg, set, "traces")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,5 +507,57 @@ func TestStartRepairsTornTailAndCountsIt(t *testing.T) {
 	q, _ := filepath.Glob(filepath.Join(cfg.Directory, "quarantine", "*.tail"))
 	if len(q) != 1 {
 		t.Errorf("quarantined tails %v, want one", q)
+	}
+}
+
+// A story too large for one record is refused (a permanent error): exporterhelper drops it, and
+// the drop is counted on agenttrail.evidence.records.dropped and in the shutdown summary line,
+// with the same number.
+func TestDroppedStoryIsCountedAndLogged(t *testing.T) {
+	cfg := testConfig(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	core, logs := observer.New(zapcore.InfoLevel)
+	set := exportertest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set.Logger = zap.New(core)
+	te, err := NewFactory().CreateTraces(context.Background(), set, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := te.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	td := ptrace.NewTraces()
+	span := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	span.SetTraceID(traceA)
+	span.SetSpanID(pcommon.SpanID{1, 2, 3, 4, 5, 6, 7, 8})
+	span.Attributes().PutStr("huge", strings.Repeat("x", archive.MaxRecordBytes))
+	if err := te.ConsumeTraces(context.Background(), td); !consumererror.IsPermanent(err) {
+		t.Fatalf("an oversized story: %v, want a permanent error", err)
+	}
+	if err := te.ConsumeTraces(context.Background(), twoTraces()); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tel.GetMetric(droppedMetricName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := m.Data.(metricdata.Sum[int64])
+	if len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 1 {
+		t.Fatalf("dropped %+v, want the one span", sum.DataPoints)
+	}
+	if reason, _ := sum.DataPoints[0].Attributes.Value("reason"); reason.AsString() != exporterkit.ReasonRejected {
+		t.Errorf("drop reason %q, want %q", reason.AsString(), exporterkit.ReasonRejected)
+	}
+	summaries := logs.FilterMessageSnippet("Drop summary of exporter").All()
+	if len(summaries) != 1 {
+		t.Fatalf("%d summary lines, want the shutdown one", len(summaries))
+	}
+	if got := summaries[0].ContextMap()["dropped_since_start"]; got != int64(1) {
+		t.Errorf("summary dropped_since_start %v, want 1 (the metric's count)", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 const (
@@ -61,20 +62,20 @@ func helperOptions(cfg *Config, h *handle) []exporterhelper.Option {
 
 func (r *registry) createTraces(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Traces, error) {
 	cfg := c.(*Config)
-	h, err := r.acquire(cfg, set)
+	h, err := r.acquire(cfg, set, "traces")
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, set, cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
+	return exporterhelper.NewTraces(ctx, h.helperSettings(set, cfg), cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
 }
 
 func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Logs, error) {
 	cfg := c.(*Config)
-	h, err := r.acquire(cfg, set)
+	h, err := r.acquire(cfg, set, "logs")
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewLogs(ctx, set, cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
+	return exporterhelper.NewLogs(ctx, h.helperSettings(set, cfg), cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
 }
 
 // registry shares one evidenceExporter per archive directory among the signals.
@@ -83,7 +84,7 @@ type registry struct {
 	byDir map[string]*evidenceExporter
 }
 
-func (r *registry) acquire(cfg *Config, set exporter.Settings) (*handle, error) {
+func (r *registry) acquire(cfg *Config, set exporter.Settings, signal string) (*handle, error) {
 	key, err := filepath.Abs(cfg.Directory)
 	if err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func (r *registry) acquire(cfg *Config, set exporter.Settings) (*handle, error) 
 		return nil, fmt.Errorf("directory %q is already used by another evidence exporter with a different configuration", cfg.Directory)
 	}
 	e.refs++
-	return &handle{exp: e, release: func() bool {
+	return &handle{exp: e, drops: exporterkit.NewDrops(e.dropped, set.Logger, set.ID.String(), signal, itemsOf[signal]), release: func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e.refs--
@@ -114,22 +115,42 @@ func (r *registry) acquire(cfg *Config, set exporter.Settings) (*handle, error) 
 	}}, nil
 }
 
+// itemsOf names what exporterhelper counts for a signal, for the drop summary line.
+var itemsOf = map[string]string{"traces": "spans", "logs": "log records"}
+
 // handle is one signal's reference to a shared exporter.
 type handle struct {
 	exp      *evidenceExporter
+	drops    *exporterkit.Drops // what exporterhelper dropped for this signal, counted and logged
 	release  func() (last bool)
 	shutOnce sync.Once
 	shutErr  error
 }
 
 func (h *handle) start(ctx context.Context, host component.Host) error {
-	return h.exp.start(ctx, host)
+	if err := h.exp.start(ctx, host); err != nil {
+		return err
+	}
+	h.drops.Start()
+	return nil
+}
+
+// helperSettings gives exporterhelper a logger whose drop lines are counted on the exporter's
+// dropped metric, never sampled away, and say "kept in the persistent queue" when a shutdown
+// interrupts a batch that file_storage keeps.
+func (h *handle) helperSettings(set exporter.Settings, cfg *Config) exporter.Settings {
+	persistent := cfg.QueueConfig.HasValue() && cfg.QueueConfig.Get().StorageID != nil
+	set.Logger = h.drops.HelperLogger(set.Logger, persistent)
+	return set
 }
 
 // shutdown is idempotent and safe when start never ran; the archive is sealed when the last
 // signal using it shuts down.
 func (h *handle) shutdown(ctx context.Context) error {
 	h.shutOnce.Do(func() {
+		// exporterhelper has shut its queue down by now: the last summary line includes what
+		// the shutdown dropped or kept.
+		h.drops.Shutdown()
 		if h.release() {
 			h.shutErr = h.exp.shutdown(ctx)
 		}
