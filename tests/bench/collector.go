@@ -125,7 +125,7 @@ service:
 			return nil, fmt.Errorf("the collector exited at start: %s", tail(c.log, 5))
 		default:
 		}
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", health)); err == nil {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", health)); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(tail(c.log, 400), "ebpf receiver started") {
 				return c, nil

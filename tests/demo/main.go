@@ -227,7 +227,7 @@ func (d *demo) startCollector(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-		resp, err := http.Get("http://127.0.0.1:13133/")
+		resp, err := http.Get("http://127.0.0.1:13133/status")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(tail(logPath, 200), "ebpf receiver started") {

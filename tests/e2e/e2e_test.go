@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -213,6 +214,7 @@ service:
 	go func() { _ = cmd.Wait(); close(h.done) }()
 	defer h.stopCollector()
 	h.waitHealthy(healthPort)
+	checkComponentStatus(t, healthPort)
 
 	bins, err := bank.Build(ctx, filepath.Join(dir, "bin"))
 	if err != nil {
@@ -265,6 +267,23 @@ service:
 	checkEvidence(t, filepath.Join(dir, "evidence"), story.TraceID)
 }
 
+// checkComponentStatus asserts that the shipped health check shows each component's status
+// (healthcheckv2 in v2 mode, GET /status?verbose), the receiver's among them.
+func checkComponentStatus(t *testing.T, port int) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status?verbose", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	for _, want := range []string{`"receiver:ebpf"`, `"processor:attackstory"`, `"status"`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET /status?verbose does not name %s: %s", want, body)
+		}
+	}
+}
+
 func (h *harness) waitHealthy(port int) {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -274,7 +293,7 @@ func (h *harness) waitHealthy(port int) {
 			h.t.Fatalf("the collector exited at start:\n%s", tailFile(h.log, 30))
 		default:
 		}
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(tailFile(h.log, 400), "ebpf receiver started") {
 				return

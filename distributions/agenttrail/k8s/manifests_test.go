@@ -651,7 +651,7 @@ func checkQuantity(t *testing.T, what string, rl corev1.ResourceList, name corev
 	}
 }
 
-// checkHealthProbes asserts readiness and liveness probes GET / on port 13133
+// checkHealthProbes asserts readiness and liveness probes GET /status on port 13133
 // (the healthcheckv2 extension).
 func checkHealthProbes(t *testing.T, c corev1.Container) {
 	t.Helper()
@@ -664,8 +664,8 @@ func checkHealthProbes(t *testing.T, c corev1.Container) {
 		if p.HTTPGet.Port.StrVal != "" {
 			port = containerPort(c, p.HTTPGet.Port.StrVal)
 		}
-		if port != 13133 || p.HTTPGet.Path != "/" {
-			t.Errorf("container %s: %s probe GET %s on port %s (%d); want / on 13133", c.Name, name, p.HTTPGet.Path, p.HTTPGet.Port.String(), port)
+		if port != 13133 || p.HTTPGet.Path != "/status" {
+			t.Errorf("container %s: %s probe GET %s on port %s (%d); want /status on 13133", c.Name, name, p.HTTPGet.Path, p.HTTPGet.Port.String(), port)
 		}
 	}
 }
