@@ -104,6 +104,7 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	}
 	r.waiter = waiter
 	r.symbolizer = symbolize.New(symbolize.Options{ProcRoot: r.cfg.ProcRoot})
+	r.telemetry.observeSymbolizer(r.symbolizer)
 	r.redactor = redact.New()
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
 	r.clock = newMonoClock()

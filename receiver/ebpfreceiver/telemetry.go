@@ -10,6 +10,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 )
 
 // ctxBackground is used for counter updates outside a request context.
@@ -71,6 +72,22 @@ func (t *telemetry) observeDrops(k *probes.Set) {
 			for reason, n := range drops {
 				o.Observe(int64(n), metric.WithAttributes(attribute.String("reason", reason)))
 			}
+			return nil
+		}))
+}
+
+// observeSymbolizer reports what the symbolizer could not read of the traced processes' files:
+// tables of a mapped binary over elfinfo's limits or that the debug/* parsers failed on
+// (binary_malformed: its frames go without names), and /proc/<pid>/maps reads cut at their bound
+// (maps_truncated: addresses beyond are not symbolized).
+func (t *telemetry) observeSymbolizer(s *symbolize.Symbolizer) {
+	_, _ = t.meter.Int64ObservableCounter("agenttrail.ebpf.symbolize.unreadable",
+		metric.WithDescription("Binaries and maps files of traced processes the symbolizer could not read whole, by reason."),
+		metric.WithUnit("{file}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			st := s.Stats()
+			o.Observe(int64(st.BinariesMalformed), metric.WithAttributes(attribute.String("reason", "binary_malformed")))
+			o.Observe(int64(st.MapsTruncated), metric.WithAttributes(attribute.String("reason", "maps_truncated")))
 			return nil
 		}))
 }

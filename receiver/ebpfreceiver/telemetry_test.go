@@ -1,12 +1,17 @@
 package ebpfreceiver
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 )
 
 // TestRecordTLS: what the TLS tracker's bounds cut reaches agenttrail.ebpf.tls.limited by
@@ -36,5 +41,44 @@ func TestRecordTLS(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %d, want %d (all: %v)", k, got[k], v, got)
 		}
+	}
+}
+
+// TestObserveSymbolizer: a traced process's maps file cut at the symbolizer's bound shows in
+// agenttrail.ebpf.symbolize.unreadable{reason=maps_truncated}.
+func TestObserveSymbolizer(t *testing.T) {
+	proc := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(proc, "4242"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// 70,000 mappings: more lines than the symbolizer parses (65,536).
+	var b strings.Builder
+	for i := range 70000 {
+		fmt.Fprintf(&b, "%08x-%08x r-xp 00000000 08:01 %d /usr/lib/lib%d.so\n", 0x10000+i*0x2000, 0x11000+i*0x2000, i, i)
+	}
+	if err := os.WriteFile(filepath.Join(proc, "4242", "maps"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tm, err := newTelemetry(tel.NewTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := symbolize.New(symbolize.Options{ProcRoot: proc})
+	defer s.Close()
+	tm.observeSymbolizer(s)
+	_ = s.Prepare(4242)
+	m, err := tel.GetMetric("agenttrail.ebpf.symbolize.unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		r, _ := dp.Attributes.Value("reason")
+		got[r.AsString()] = dp.Value
+	}
+	if got["maps_truncated"] != 1 || got["binary_malformed"] != 0 {
+		t.Errorf("symbolize.unreadable %v, want maps_truncated=1 binary_malformed=0", got)
 	}
 }
