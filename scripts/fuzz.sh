@@ -3,8 +3,8 @@
 # time each, one target at a time: `make fuzz` in CI (FUZZTIME=5s), longer by hand
 # (`FUZZTIME=2m make fuzz`, or FUZZ_ONLY=FuzzReadStr to run one). The seed corpora (f.Add and
 # testdata/fuzz/FuzzXxx/) also run as plain tests under `go test`: that is the regression suite;
-# this script looks for new crashes. A crash stops the run with the failing input left in the
-# package's testdata/fuzz/FuzzXxx/ folder (commit it with the fix).
+# this script looks for new crashes. A crash fails the run (the other targets still run) with
+# the failing input left in the package's testdata/fuzz/FuzzXxx/ folder (commit it with the fix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-5s}
@@ -18,21 +18,52 @@ log=$(mktemp /tmp/agenttrail-fuzz.XXXXXX)
 trap 'rm -f "$log"' EXIT
 count=0
 failed=()
+flaked=()
+
+# run_target DIR NAME: 0 passed, 1 a real failure (a crasher written, a panic, a failed check),
+# 2 only Go's fuzz coordinator race at the -fuzztime boundary: "context deadline exceeded" with
+# nothing written (golang/go#75804, fixed in Go 1.27, not in 1.26.x).
+run_target() {
+	if go test -run '^$' -fuzz "^${2}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" -parallel "$parallel" "./$1" >"$log" 2>&1; then
+		return 0
+	fi
+	if grep -q 'context deadline exceeded' "$log" && ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$log"; then
+		return 2
+	fi
+	return 1
+}
 for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u); do
 	for name in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
 		if [ -n "$only" ] && [ "$name" != "$only" ]; then continue; fi
 		count=$((count + 1))
 		echo "fuzz: ./$dir $name ($fuzztime)"
-		if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" -parallel "$parallel" "./$dir" >"$log" 2>&1; then
+		rc=0
+		run_target "$dir" "$name" || rc=$?
+		if [ "$rc" = 2 ]; then
+			echo "fuzz: $name hit Go's -fuzztime deadline race (golang/go#75804), nothing found; running it again"
+			rc=0
+			run_target "$dir" "$name" || rc=$?
+		fi
+		case "$rc" in
+		0) ;;
+		2)
+			# Twice the coordinator's race and no input: not a finding. The seed corpus and
+			# every committed crasher still ran as plain tests under `go test`.
+			echo "fuzz: $name hit the deadline race twice; counted as flaked, not failed"
+			flaked+=("./$dir $name")
+			;;
+		*)
 			tail -n 30 "$log"
 			failed+=("./$dir $name")
-		fi
+			;;
+		esac
 	done
 done
 if [ "$count" = 0 ]; then
 	echo "fuzz: no fuzz target matched${only:+ $only}" >&2
 	exit 1
 fi
+[ ${#flaked[@]} -gt 0 ] && printf 'fuzz: flaked (deadline race, nothing found): %s\n' "${flaked[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
 	printf 'fuzz: failed: %s\n' "${failed[@]}" >&2
 	echo "fuzz: $((count - ${#failed[@]})) passed, ${#failed[@]} failed"
