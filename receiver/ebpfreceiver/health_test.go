@@ -1,15 +1,21 @@
 package ebpfreceiver
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 )
@@ -154,5 +160,52 @@ func TestAttachProblemsBounded(t *testing.T) {
 	}
 	if msg := o.host.last().Err().Error(); !strings.Contains(msg, fmt.Sprintf("(and %d more", maxAttachProblems+10-5)) {
 		t.Errorf("status %q", msg)
+	}
+}
+
+// TestPythonProblemsStatus: a Python interpreter with no known frame layout, and one past the
+// kernel's table of interpreter binaries, are named in the component status.
+func TestPythonProblemsStatus(t *testing.T) {
+	o := newOffline(t, consumertest.NewNop())
+	tm, err := newTelemetry(componenttest.NewNopTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// newPython registers the layouts in the kernel; this test has none, so set up only what
+	// setupBinary uses.
+	p := &python{cfg: o.r.cfg, logger: zap.NewNop(), tel: tm, redactor: redact.New(),
+		interps: map[string]*pyInterp{}, warned: map[string]bool{}}
+	p.problems = newAttachProblems(o.r.health)
+	// The tiny interpreter ELF of pyinfo's tests with its Py_Version (3.11.2) patched to 3.9.2:
+	// a version without a layout. The kernel's table is full, so setupBinary stops before the
+	// kernel.
+	tiny, err := os.ReadFile("internal/pyinfo/testdata/tinypython/python3.11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v311, v39 := []byte{0xf0, 0x02, 0x0b, 0x03}, []byte{0xf0, 0x02, 0x09, 0x03}
+	if bytes.Count(tiny, v311) != 1 {
+		t.Fatalf("the tiny interpreter holds Py_Version 3.11.2 %d times, want once", bytes.Count(tiny, v311))
+	}
+	tiny = bytes.Replace(tiny, v311, v39, 1)
+	path := filepath.Join(t.TempDir(), "python3.9")
+	if err := os.WriteFile(path, tiny, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.bins = make([]*pyInterp, probes.MaxPythonBinaries)
+	if pi := p.setupBinary(path, "1:2"); !pi.failed {
+		t.Fatalf("an interpreter past the table was set up: %+v", pi)
+	}
+	ev := o.host.last()
+	if ev == nil || ev.Status() != componentstatus.StatusRecoverableError {
+		t.Fatalf("status %+v, want a recoverable error", ev)
+	}
+	for _, want := range []string{
+		"Python stacks of CPython 3.9 in " + path + ": no known frame layout",
+		fmt.Sprintf("more than %d interpreter binaries", probes.MaxPythonBinaries),
+	} {
+		if !strings.Contains(ev.Err().Error(), want) {
+			t.Errorf("status %q does not say %q", ev.Err(), want)
+		}
 	}
 }

@@ -35,6 +35,7 @@ type python struct {
 	tel      *telemetry
 	redactor *redact.Redactor
 	reader   *pyinfo.Reader
+	problems *attachProblems // what could not be instrumented, for the component status
 
 	interps  map[string]*pyInterp // by "dev:inode" of the binary
 	bins     []*pyInterp          // by kernel index
@@ -173,10 +174,12 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 	if in.Layout == nil && !p.warned[in.Version] && len(p.warned) < maxWarnedVersions {
 		p.warned[in.Version] = true
 		p.tel.attachFailures.Add(ctxBackground, 1)
+		p.problems.add(0, fmt.Sprintf("Python stacks of CPython %s in %s: no known frame layout", cmpOr(in.Version, "unknown"), path))
 		p.logger.Warn("this CPython version has no known frame layout: its processes are traced with native frames only (no Python stacks, audit events without arguments)",
 			zap.String("version", cmpOr(in.Version, "unknown")), zap.String("interpreter", path))
 	}
 	if len(p.bins) >= probes.MaxPythonBinaries {
+		p.problems.add(0, fmt.Sprintf("Python interpreter %s: more than %d interpreter binaries", path, probes.MaxPythonBinaries))
 		p.logger.Warn("too many Python interpreter binaries; this one is not probed", zap.String("interpreter", path))
 		pi.failed = true
 		return pi
@@ -195,6 +198,7 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 		}
 	}
 	if err := p.kernel.SetPythonBinary(pi.idx, bin); err != nil {
+		p.problems.add(0, fmt.Sprintf("Python interpreter %s: %v", path, err))
 		p.logger.Warn("cannot register a Python interpreter in the kernel", zap.String("interpreter", path), zap.Error(err))
 		pi.failed = true
 		return pi
@@ -220,6 +224,7 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 	}
 	if err != nil {
 		p.tel.attachFailures.Add(ctxBackground, 1)
+		p.problems.add(0, fmt.Sprintf("Python audit probe in %s: %v", path, err))
 		p.logger.Warn("cannot attach the Python audit probe", zap.String("interpreter", path), zap.Error(err))
 	}
 	return pi

@@ -112,6 +112,7 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	r.attacher.problems = newAttachProblems(r.health)
 	if r.cfg.Python.Enabled {
 		r.python = newPython(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
+		r.python.problems = r.attacher.problems
 		r.attacher.python = r.python
 	}
 	if r.cfg.TLS.Enabled {
