@@ -28,6 +28,7 @@ type telemetry struct {
 	spansRefused     metric.Int64Counter
 	attachFailures   metric.Int64Counter
 	calls            metric.Int64Counter // incomplete or unmatched calls, by reason
+	syscallsSkipped  metric.Int64Counter // syscalls not made spans, by syscall and reason
 	tlsLimited       metric.Int64Counter // what the TLS tracker's bounds cut, by reason
 	// pythonUnreadable: values of Python processes that failed a check, by field and reason.
 	pythonUnreadable metric.Int64Counter
@@ -54,6 +55,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
 	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
+	t.syscallsSkipped = counter("agenttrail.ebpf.syscalls.skipped", "Syscalls seen but not made spans because they are neither activity nor a failure, by syscall and reason.", "{syscall}")
 	t.pythonUnreadable = counter("agenttrail.ebpf.python.unreadable", "Values read from Python processes (code objects, audit arguments) that failed a check, by field and reason; the stack or argument says what is missing.", "{value}")
 	t.tlsLimited = counter("agenttrail.ebpf.tls.limited", "TLS traffic cut or given up by the receiver's memory bounds, by reason.", "{event}")
 	return t, err
@@ -113,6 +115,10 @@ func (t *telemetry) recordBuilder(ctx context.Context, before, after spans.Count
 	add("process_exited", before.ProcessExitSpans, after.ProcessExitSpans)
 	add("open_span_limit", before.OpenSpanLimitDrops, after.OpenSpanLimitDrops)
 	add("unknown_process", before.UnknownProcess, after.UnknownProcess)
+	if n := after.WouldBlockAccepts; n > before.WouldBlockAccepts {
+		t.syscallsSkipped.Add(ctx, int64(n-before.WouldBlockAccepts), metric.WithAttributes(
+			attribute.String("syscall", "accept"), attribute.String("reason", "would_block")))
+	}
 }
 
 // addDelta adds to c, under the reason, what a cumulative count grew by from b to a.

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 )
 
@@ -80,5 +81,31 @@ func TestObserveSymbolizer(t *testing.T) {
 	}
 	if got["maps_truncated"] != 1 || got["binary_malformed"] != 0 {
 		t.Errorf("symbolize.unreadable %v, want maps_truncated=1 binary_malformed=0", got)
+	}
+}
+
+// TestRecordBuilderWouldBlock: would-block accepts the builder skipped reach
+// agenttrail.ebpf.syscalls.skipped{syscall="accept",reason="would_block"} as their growth.
+func TestRecordBuilderWouldBlock(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tm, err := newTelemetry(tel.NewTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.recordBuilder(t.Context(), spans.Counters{}, spans.Counters{WouldBlockAccepts: 3})
+	tm.recordBuilder(t.Context(), spans.Counters{WouldBlockAccepts: 3}, spans.Counters{WouldBlockAccepts: 7})
+	m, err := tel.GetMetric("agenttrail.ebpf.syscalls.skipped")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dps := m.Data.(metricdata.Sum[int64]).DataPoints
+	if len(dps) != 1 || dps[0].Value != 7 {
+		t.Fatalf("data points %+v, want one of 7", dps)
+	}
+	sc, _ := dps[0].Attributes.Value("syscall")
+	reason, _ := dps[0].Attributes.Value("reason")
+	if sc.AsString() != "accept" || reason.AsString() != "would_block" {
+		t.Errorf("attributes %v", dps[0].Attributes)
 	}
 }

@@ -26,6 +26,9 @@ type Counters struct {
 	ProcessExitSpans   uint64 // spans closed because the process exited mid-call
 	OpenSpanLimitDrops uint64 // calls not recorded because max open spans was reached
 	UnknownProcess     uint64 // events of a process the receiver has not registered
+	// WouldBlockAccepts: non-blocking accepts that returned EAGAIN (nothing pending), not
+	// made spans: they are neither activity nor a failure.
+	WouldBlockAccepts uint64
 }
 
 // Options bound the Builder's memory.
@@ -335,6 +338,14 @@ func (b *Builder) completeSyscall(p *process, ps *pendingSyscall, end time.Time,
 		return
 	}
 	s := ps.span
+	if failure == "" && ps.sc.Name == "accept" && ret == -int64(unix.EAGAIN) {
+		// A non-blocking accept with no connection pending (EAGAIN, which is EWOULDBLOCK on
+		// Linux): the server's event loop polls and tries again. As a span it would be a
+		// one-span trace with an error status every time a server goes idle.
+		b.open--
+		b.counters.WouldBlockAccepts++
+		return
+	}
 	if peer.IsValid() {
 		s.attrs.PutStr("network.peer.address", peer.Addr().String())
 		s.attrs.PutInt("network.peer.port", int64(peer.Port()))

@@ -263,6 +263,49 @@ func TestAcceptPeerFromExit(t *testing.T) {
 	requireAttrs(t, acc.Attributes(), map[string]any{"network.peer.address": "127.0.0.1", "network.peer.port": int64(5555)})
 }
 
+func TestWouldBlockAcceptIsNotASpan(t *testing.T) {
+	b, c := newTestBuilder(t)
+	b.FuncEntry(c.at(0xa0, 1), probeA, nil)
+	// A non-blocking accept with nothing pending, under a call and as a root of its own.
+	b.SyscallEnter(c.at(0xa0, 1), Syscall{Name: "accept", FD: 3})
+	b.SyscallExit(c.at(0xa0, 1), -int64(unix.EAGAIN), netip.AddrPort{})
+	b.FuncReturn(c.at(0xa0, 1), probeA.ID)
+	b.SyscallEnter(c.at(0, 2), Syscall{Name: "accept", FD: 3})
+	b.SyscallExit(c.at(0, 2), -int64(unix.EWOULDBLOCK), netip.AddrPort{})
+	// Other failures of accept stay spans with an error status.
+	b.SyscallEnter(c.at(0, 3), Syscall{Name: "accept", FD: 3})
+	b.SyscallExit(c.at(0, 3), -int64(unix.EMFILE), netip.AddrPort{})
+	// A connect's EAGAIN (no local ports left) is a failure, not a would-block.
+	b.SyscallEnter(c.at(0, 4), Syscall{Name: "connect", FD: 5})
+	b.SyscallExit(c.at(0, 4), -int64(unix.EAGAIN), netip.AddrPort{})
+	got := spansByName(t, b)
+	if len(got) != 3 {
+		t.Fatalf("spans %v, want main.A, one failed accept and a failed connect", keys(got))
+	}
+	if acc := got["accept"]; acc.Status().Code() != ptrace.StatusCodeError {
+		t.Errorf("EMFILE accept not an error")
+	} else {
+		requireAttrs(t, acc.Attributes(), map[string]any{"error.type": "EMFILE"})
+	}
+	if got["connect"].Status().Code() != ptrace.StatusCodeError {
+		t.Errorf("connect EAGAIN not an error")
+	}
+	if n := b.Counters().WouldBlockAccepts; n != 2 {
+		t.Errorf("would-block accepts counted %d, want 2", n)
+	}
+	if b.OpenSpans() != 0 {
+		t.Errorf("%d spans left open", b.OpenSpans())
+	}
+}
+
+func keys(m map[string]ptrace.Span) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
 func TestUnmatchedReturnAndUnknownProcess(t *testing.T) {
 	b, c := newTestBuilder(t)
 	b.FuncReturn(c.at(0xa0, 1), probeA.ID)
