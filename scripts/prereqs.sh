@@ -41,9 +41,13 @@ for what in "$@"; do
 		# chromium renders the evidence report in the browser check (tests/browser).
 		apt_install gcc python3.11 chromium
 		command -v node >/dev/null && command -v npm >/dev/null ||
-			fail "node and npm (node >= 20) are needed for the browser check in tests/browser"
+			fail "node and npm (node >= 20) are needed for the browser check in tests/browser and the receiver's Node agent test"
 		if ! npm ci --prefix tests/browser --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in tests/browser failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
+		# The receiver's Node agent test: the official openai package, pinned by its lockfile.
+		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagent --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagent failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
 		fi
 		;;
 	*) fail "prereqs.sh: unknown check '$what'" ;;

@@ -260,6 +260,9 @@ func (a *attacher) prepareExecutable(path string) {
 	if a.tls != nil && a.cfg.TLS.Go {
 		a.tls.attachGo(path)
 	}
+	if a.tls != nil {
+		a.tls.attachEmbeddedOpenSSL(path) // Node: its own OpenSSL
+	}
 }
 
 // onExec handles an exec anywhere on the host. targetID is non-zero when the kernel already

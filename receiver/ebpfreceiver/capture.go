@@ -50,7 +50,7 @@ func (a *attacher) setCapture(t *target, info procInfo, isGo bool, tls string, t
 		c.Missing = append(c.Missing, pyMissing)
 	}
 	a.tel.captureProcesses.Add(ctxBackground, 1, metric.WithAttributes(
-		attribute.String("tls", c.TLS), attribute.String("python", pythonClass(c.Python)),
+		attribute.String("tls", tlsClass(c.TLS)), attribute.String("python", pythonClass(c.Python)),
 		attribute.Bool("complete", len(c.Missing) == 0)))
 }
 

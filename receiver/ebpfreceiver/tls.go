@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"debug/elf"
 	"fmt"
 	"io"
 	"net"
@@ -36,7 +37,11 @@ type tlsSupport struct {
 	redactor *redact.Redactor
 	problems *attachProblems
 	tracker  *llm.Tracker
-	attached map[string]bool // libraries and Go binaries tried, by "dev:inode": whether their probes are attached
+	attached map[string]bool // OpenSSL libraries and programs tried, by "dev:inode": whether their probes are attached
+	goFiles  map[string]bool // Go programs tried, by "dev:inode": whether crypto/tls is probed
+	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
+	// Electron), by "dev:inode": whether it was found and probed.
+	embedded map[string]bool
 	libNames map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
@@ -70,6 +75,8 @@ func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry,
 		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
 		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer, MaxTotalBuffer: cfg.TLS.MaxTotalBuffer}),
 		attached:    map[string]bool{},
+		embedded:    map[string]bool{},
+		goFiles:     map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},
 	}
@@ -161,6 +168,66 @@ func (t *tlsSupport) attachOpenSSL(path string) bool {
 	return true
 }
 
+// attachEmbeddedOpenSSL probes OpenSSL linked into an executable that exports it, as Node and
+// Electron do (their addons link against the program's own SSL_* symbols): the same probes as a
+// tls.libraries library, without configuration, wherever the program is installed. It reports
+// whether the executable's OpenSSL is probed; a program without OpenSSL is remembered quietly.
+func (t *tlsSupport) attachEmbeddedOpenSSL(path string) bool {
+	key, ok := fileKey(path)
+	if !ok {
+		return false
+	}
+	if probed, tried := t.embedded[key]; tried {
+		return probed
+	}
+	t.embedded[key] = false
+	found, err := exportsOpenSSL(path)
+	switch {
+	case err != nil:
+		t.logger.Debug("cannot read the program's dynamic symbols for OpenSSL", zap.String("path", path), zap.Error(err))
+		return false
+	case !found:
+		return false
+	}
+	probed := t.attachOpenSSL(path)
+	t.embedded[key] = probed
+	return probed
+}
+
+// exportsOpenSSL says whether an ELF file defines SSL_read and SSL_write in its dynamic symbol
+// table: OpenSSL (or a fork with its ABI) that uprobes on those names read. The file is hostile:
+// the table is bounded before it is read and debug/elf's panics are recovered.
+func exportsOpenSSL(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := elfinfo.CheckSymbols(f, elf.SHT_DYNSYM); err != nil {
+		return false, err
+	}
+	read, write := false, false
+	err = elfinfo.Guard(func() error {
+		syms, err := f.DynamicSymbols()
+		if err != nil {
+			return nil // no dynamic symbols: a static program
+		}
+		for _, s := range syms {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Section == elf.SHN_UNDEF || s.Value == 0 {
+				continue // imported (a program linked against libssl), not defined here
+			}
+			switch s.Name {
+			case "SSL_read":
+				read = true
+			case "SSL_write":
+				write = true
+			}
+		}
+		return nil
+	})
+	return read && write, err
+}
+
 func (t *tlsSupport) warn(msg, path string, err error) {
 	t.tel.attachFailures.Add(ctxBackground, 1)
 	fields := []zap.Field{zap.String("path", path)}
@@ -180,10 +247,11 @@ func (t *tlsSupport) attachGo(path string) bool {
 	if !ok {
 		return false
 	}
-	if probed, tried := t.attached[key]; tried {
+	// Not t.attached: a program looked at for Go first may export OpenSSL (Node).
+	if probed, tried := t.goFiles[key]; tried {
 		return probed
 	}
-	t.attached[key] = false
+	t.goFiles[key] = false
 	bin, err := elfinfo.Open(path)
 	if err != nil {
 		return false
@@ -227,7 +295,7 @@ func (t *tlsSupport) attachGo(path string) bool {
 		return false
 	}
 	t.kernel.AddLink(wl)
-	t.attached[key] = true
+	t.goFiles[key] = true
 	if cl, err := bin.Function("crypto/tls.(*Conn).Close"); err == nil {
 		coff, err := bin.FileOffset(cl.Address)
 		if err == nil {
@@ -243,14 +311,18 @@ func (t *tlsSupport) attachGo(path string) bool {
 	return true
 }
 
-// setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, and
-// configured OpenSSL libraries it maps from files this host did not probe (a container's). It
-// says how the process's TLS plaintext is read (agenttrail.capture.tls: "go", "openssl", both,
-// or "none") and what TLS library it maps that is not read.
+// setupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, the
+// OpenSSL its program exports (Node), and configured OpenSSL libraries it maps from files this
+// host did not probe (a container's). It says how the process's TLS plaintext is read
+// (agenttrail.capture.tls: "go", "openssl", "openssl (<program>)", several, or "none") and what
+// TLS library it maps that is not read.
 func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, missing []string) {
 	var found []string
 	if isGo && t.cfg.TLS.Go && info.exeFile != "" && t.attachGo(info.exeFile) {
 		found = append(found, "go")
+	}
+	if !isGo && info.exeFile != "" && t.attachEmbeddedOpenSSL(info.exeFile) {
+		found = append(found, "openssl ("+info.exe+")")
 	}
 	maps, err := readBounded(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"), maxMapsBytes)
 	if err != nil {
@@ -264,6 +336,9 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 			continue
 		}
 		seen[f[5]] = true
+		if f[5] == info.exe && len(found) > 0 && found[len(found)-1] == "openssl ("+info.exe+")" {
+			continue // the program's own OpenSSL, probed above (or configured in tls.libraries as well)
+		}
 		base := filepath.Base(f[5])
 		switch {
 		case t.libNames[base]:
@@ -288,6 +363,30 @@ const (
 	maxMapsBytes      = 8 << 20
 	maxCaptureMissing = 8
 )
+
+// tlsClass is a capture.tls value without the program paths it names, for metric attributes:
+// "openssl (/usr/bin/node)" counts as "openssl".
+func tlsClass(capture string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(capture, " (")
+		if i < 0 {
+			break
+		}
+		b.WriteString(capture[:i])
+		// A path may hold "," and ")": the group ends at the first ")," or else at the last ")".
+		j := strings.LastIndex(capture[i:], ")")
+		if k := strings.Index(capture[i:], "),"); k >= 0 {
+			j = k
+		}
+		if j < 0 {
+			return b.String()
+		}
+		capture = capture[i+j+1:]
+	}
+	b.WriteString(capture)
+	return b.String()
+}
 
 func captureOf(found []string) string {
 	if len(found) == 0 {
