@@ -139,7 +139,7 @@ func (a *attacher) attachTargets() {
 			continue // kernel threads have no executable; processes may exit while we scan
 		}
 		if t := a.match(info, ""); t != nil {
-			a.trace(t, info)
+			a.trace(t, info, time.Now())
 		}
 	}
 	for _, t := range a.targets {
@@ -185,7 +185,7 @@ func (a *attacher) match(info procInfo, filename string) *target {
 
 // trace attaches the process's executable (for targets not attached by file) and marks the
 // process as traced in the kernel and the span builder.
-func (a *attacher) trace(t *target, info procInfo) {
+func (a *attacher) trace(t *target, info procInfo, at time.Time) {
 	isGo := false
 	if t.cfg.Executable != "" {
 		isGo = a.binaries[binaryKey{t.id, t.inode}] != nil && a.binaries[binaryKey{t.id, t.inode}].isGo
@@ -204,15 +204,15 @@ func (a *attacher) trace(t *target, info procInfo) {
 		return
 	}
 	a.register(t, info, isGo)
-	a.started(info.pid)
+	a.started(info.pid, at)
 }
 
 // started records that a process of a target (not a descendant) is traced from now on: a span
-// process.start, which lets enforcement attach to a new pod before its first story.
-func (a *attacher) started(pid uint32) {
-	now := time.Now()
+// process.start, which lets enforcement attach to a new pod before its first story. at is the
+// exec's time from the kernel (when tracing starts at an exec), not when user space saw it.
+func (a *attacher) started(pid uint32, at time.Time) {
 	a.builder.AddSpan(spans.Parent{PID: pid}, spans.SpanData{
-		Name: "process.start", Kind: ptrace.SpanKindInternal, Start: now, End: now,
+		Name: "process.start", Kind: ptrace.SpanKindInternal, Start: at, End: at,
 		Attributes: func(m pcommon.Map) { m.PutStr(attrProcessEvent, "start") },
 	})
 }
@@ -267,24 +267,37 @@ func (a *attacher) prepareExecutable(path string) {
 
 // onExec handles an exec anywhere on the host. targetID is non-zero when the kernel already
 // traces the process (an executable target, or a child of a traced process).
-func (a *attacher) onExec(pid, targetID uint32, filename string) {
+func (a *attacher) onExec(h spans.Header, targetID uint32, filename string) {
+	pid := h.PID
 	if targetID != 0 {
 		if int(targetID) > len(a.targets) {
 			return
 		}
 		t := a.targets[targetID-1]
+		// The new image's records follow this one in the ring buffer; what the old image did
+		// keeps the old identity, and the new one is named after the kernel's filename and the
+		// exec's arguments even if the process is gone before /proc can be read.
+		a.builder.ProcessExec(h, filename)
 		info, err := readProc(a.cfg.ProcRoot, pid)
 		if err != nil {
-			return // exited already; its exit event closes whatever it opened
+			return // exited already (a short program); its exit event closes whatever it opened
 		}
 		isGo := a.goBinary(info.exeFile, info.inode)
 		if isGo {
 			// The kernel resets the goroutine flag on exec; a Go image keys by goroutine again.
 			_ = a.kernel.TraceProcess(pid, probes.TracedProcess{TargetId: targetID, IsGo: 1})
 		}
+		fromExec, _ := a.builder.Process(pid)
 		a.register(t, info, isGo)
+		if len(info.cmdline) == 0 {
+			// An exiting process's cmdline reads empty: keep the exec's arguments.
+			if p, ok := a.builder.Process(pid); ok {
+				p.CommandLine = fromExec.CommandLine
+				a.builder.AddProcess(p)
+			}
+		}
 		if t.cfg.Executable != "" && info.inode == t.inode {
-			a.started(pid) // the target's executable, not a child's exec of another program
+			a.started(pid, h.Time) // the target's executable, not a child's exec of another program
 		}
 		return
 	}
@@ -299,7 +312,7 @@ func (a *attacher) onExec(pid, targetID uint32, filename string) {
 		return
 	}
 	if t := a.match(info, filename); t != nil {
-		a.trace(t, info)
+		a.trace(t, info, h.Time)
 	}
 }
 
@@ -329,6 +342,14 @@ func (a *attacher) onFork(h spans.Header, child uint32, targetID uint32) {
 		info = procInfo{pid: child} // exited or exec'ing already: still parent its events
 	}
 	a.register(t, info, a.goBinary(info.exeFile, info.inode))
+	if pp, ok := a.builder.Process(parent); ok {
+		// Until it execs, the child runs its parent's program; /proc, read after the fact, may
+		// already show the program it exec'd, and the exec event renames it then.
+		if cp, ok := a.builder.Process(child); ok {
+			cp.Executable, cp.CommandLine, cp.ParentPID = pp.Executable, pp.CommandLine, parent
+			a.builder.AddProcess(cp)
+		}
+	}
 	a.builder.ProcessFork(h, child)
 }
 

@@ -209,7 +209,7 @@ func (r *ebpfReceiver) onThreadExit(hdr spans.Header, _ []byte) string {
 func (r *ebpfReceiver) onProcessExec(hdr spans.Header, rec []byte) string {
 	e := as[probes.ProcessEvent](rec)
 	r.forgetProcessState(hdr.PID)
-	r.attacher.onExec(hdr.PID, e.TargetId, cString(e.Filename[:], e.FilenameLen))
+	r.attacher.onExec(hdr, e.TargetId, cString(e.Filename[:], e.FilenameLen))
 	return ""
 }
 

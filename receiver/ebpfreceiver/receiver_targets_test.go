@@ -145,6 +145,9 @@ func TestSyscallPeers(t *testing.T) {
 	serve, _ := c.one(t, "main.Serve")
 	var acc ptrace.Span
 	for _, i := range c.named("accept") {
+		if attr(c.spans[i], "error.type") == "EAGAIN" {
+			t.Errorf("a would-block accept became a span")
+		}
 		if attr(c.spans[i], "network.peer.port") == strconv.Itoa(clientAddr.Port) {
 			acc = c.spans[i]
 		}

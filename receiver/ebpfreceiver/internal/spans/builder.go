@@ -95,6 +95,9 @@ type Builder struct {
 }
 
 type pendingSyscall struct {
+	// proc: the process image that made the syscall; an execve returns in the new image, but
+	// its span is the old one's.
+	proc     *process
 	sc       Syscall
 	hdr      Header
 	parent   spanRef
@@ -136,6 +139,77 @@ func (b *Builder) AddProcess(p Process) {
 		return
 	}
 	b.procs[p.PID] = &process{info: p, routines: make(map[uint64]*routine), pending: ptrace.NewSpanSlice()}
+}
+
+// ProcessExec records that the process in h replaced its program (execve). The old image's
+// spans keep its identity: they stay with its process value until Flush, as at an exit, and its
+// calls still open are closed (the exec ended them; the execve itself returns in the new image
+// and stays the old image's span). The new image is named after path, the file the kernel
+// exec'd, with the exec's arguments as command line, until AddProcess says more: the receiver
+// reads /proc after the exec, when a short program may have exited already. Its work still
+// belongs under the call its process was forked from.
+func (b *Builder) ProcessExec(h Header, path string) {
+	old := b.procs[h.PID]
+	if old == nil {
+		return
+	}
+	info := old.info
+	info.CommandLine = ""
+	info.IsGo = false // the kernel keys the new image by thread until it is known to be Go
+	info.Capture = nil
+	const reason = "process replaced its program (exec) during the call"
+	var execve *pendingSyscall
+	var execveKey threadKey
+	for tk, ps := range b.syscalls {
+		if tk.pid != h.PID || ps.proc != old {
+			continue
+		}
+		if ps.sc.Name == "execve" && (execve == nil || tk.tid == h.TID) {
+			if execve != nil { // two threads in execve at once (rare): the leader's is taken as the one that won
+				delete(b.syscalls, execveKey)
+				b.completeSyscall(execve, h.Time, 0, netip.AddrPort{}, reason)
+			}
+			execve, execveKey = ps, tk
+			continue
+		}
+		delete(b.syscalls, tk)
+		b.completeSyscall(ps, h.Time, 0, netip.AddrPort{}, reason)
+	}
+	if execve != nil {
+		info.CommandLine = strings.Join(execve.sc.Argv, " ")
+		if path == "" {
+			path = execve.sc.Path
+		}
+		if execveKey.tid != h.TID {
+			// A thread other than the leader exec'd: it returns as the leader (h.TID).
+			delete(b.syscalls, execveKey)
+			b.syscalls[threadKey{h.PID, h.TID}] = execve
+		}
+	}
+	if path != "" {
+		info.Executable = path
+	}
+	for _, r := range old.routines {
+		for j := len(r.stack) - 1; j >= 0; j-- {
+			if s := r.stack[j]; s.observed {
+				b.finish(old, s, s.lastSeen, "")
+				continue
+			}
+			b.counters.ProcessExitSpans++
+			b.finish(old, r.stack[j], h.Time, reason)
+		}
+	}
+	old.routines = nil
+	b.procs[h.PID] = &process{info: info, routines: make(map[uint64]*routine), pending: ptrace.NewSpanSlice(), inherited: old.inherited}
+}
+
+// Process returns what is known of a registered process.
+func (b *Builder) Process(pid uint32) (Process, bool) {
+	p, ok := b.procs[pid]
+	if !ok {
+		return Process{}, false
+	}
+	return p.info, true
 }
 
 // HasProcess reports whether the pid is registered.
@@ -292,7 +366,7 @@ func (b *Builder) SyscallEnter(h Header, sc Syscall) {
 	}
 	r, _ := p.routineFor(h)
 	parent, onStack := r.parentOf()
-	ps := &pendingSyscall{sc: sc, hdr: h, parent: parent, onParent: onStack}
+	ps := &pendingSyscall{proc: p, sc: sc, hdr: h, parent: parent, onParent: onStack}
 	if sc.Name != "openat" || onStack == nil {
 		kind := ptrace.SpanKindInternal
 		switch sc.Name {
@@ -307,7 +381,7 @@ func (b *Builder) SyscallEnter(h Header, sc Syscall) {
 	tk := threadKey{h.PID, h.TID}
 	if old := b.syscalls[tk]; old != nil {
 		// The thread never returned from the previous syscall as far as we saw (lost exit record).
-		b.completeSyscall(p, old, h.Time, 0, netip.AddrPort{}, "no exit seen for this syscall")
+		b.completeSyscall(old, h.Time, 0, netip.AddrPort{}, "no exit seen for this syscall")
 	}
 	b.syscalls[tk] = ps
 }
@@ -325,10 +399,11 @@ func (b *Builder) SyscallExit(h Header, ret int64, peer netip.AddrPort) {
 		return // entered before the receiver started, or its entry record was lost
 	}
 	delete(b.syscalls, tk)
-	b.completeSyscall(p, ps, h.Time, ret, peer, "")
+	b.completeSyscall(ps, h.Time, ret, peer, "")
 }
 
-func (b *Builder) completeSyscall(p *process, ps *pendingSyscall, end time.Time, ret int64, peer netip.AddrPort, failure string) {
+func (b *Builder) completeSyscall(ps *pendingSyscall, end time.Time, ret int64, peer netip.AddrPort, failure string) {
+	p := ps.proc
 	if ps.span == nil {
 		ev := ps.onParent.events.AppendEmpty()
 		ev.SetName(ps.sc.Name)
@@ -394,7 +469,7 @@ func (b *Builder) closeProcess(p *process, now time.Time, syscallMsg, callMsg st
 	for tk, ps := range b.syscalls {
 		if tk.pid == p.info.PID {
 			delete(b.syscalls, tk)
-			b.completeSyscall(p, ps, now, 0, netip.AddrPort{}, syscallMsg)
+			b.completeSyscall(ps, now, 0, netip.AddrPort{}, syscallMsg)
 		}
 	}
 	for _, r := range p.routines {

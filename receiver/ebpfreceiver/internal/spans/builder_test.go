@@ -239,6 +239,74 @@ func TestForkedProcessInheritsTheForkingCall(t *testing.T) {
 	requireChild(t, got["execute_tool customer-data-export"], got["execve"])
 }
 
+// TestExecRenamesOnlyTheNewImage: spans of a forked shell before its exec keep the shell's
+// identity, spans of the program it exec'd carry that program's, even when both are flushed
+// after the exec and nothing but the kernel's exec record names the new program.
+func TestExecRenamesOnlyTheNewImage(t *testing.T) {
+	b, c := newTestBuilder(t)
+	b.FuncEntry(c.at(0xa0, 1), probeTool, nil)
+	child := uint32(pid + 1)
+	b.AddProcess(Process{PID: child, ParentPID: pid, Target: "agent", Executable: "/bin/sh", CommandLine: "sh -c cat /etc/hostname"})
+	b.ProcessFork(c.at(0xa0, 1), child)
+	at := func(tid uint32) Header { h := c.at(0, tid); h.PID = child; return h }
+	b.SyscallEnter(at(uint32(child)), Syscall{Name: "openat", Path: "/etc/ld.so.cache"})
+	b.SyscallExit(at(uint32(child)), 3, netip.AddrPort{})
+	b.FuncEntry(at(uint32(child)), probeB, nil) // a native call the exec never lets return
+	// A second thread execs: after the exec it is the leader, and the execve returns there.
+	b.SyscallEnter(at(child+1), Syscall{Name: "execve", Path: "/usr/bin/cat", Argv: []string{"cat", "/etc/hostname"}})
+	b.ProcessExec(at(uint32(child)), "/usr/bin/cat")
+	b.SyscallExit(at(uint32(child)), 0, netip.AddrPort{})
+	b.SyscallEnter(at(uint32(child)), Syscall{Name: "openat", Path: "/etc/hostname"})
+	b.SyscallExit(at(uint32(child)), 3, netip.AddrPort{})
+	b.ProcessExit(at(uint32(child)))
+	b.FuncReturn(c.at(0xa0, 1), probeTool.ID)
+
+	td := b.Flush()
+	exe := map[string]string{}
+	cmd := map[string]string{}
+	spans := map[string]ptrace.Span{}
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		res := rs.Resource().Attributes()
+		ss := rs.ScopeSpans().At(0).Spans()
+		for j := 0; j < ss.Len(); j++ {
+			s := ss.At(j)
+			name := s.Name()
+			if p, ok := s.Attributes().Get("file.path"); ok {
+				name += " " + p.Str()
+			}
+			if v, ok := res.Get("process.executable.path"); ok {
+				exe[name] = v.Str()
+			}
+			if v, ok := res.Get("process.command_line"); ok {
+				cmd[name] = v.Str()
+			}
+			spans[name] = s
+		}
+	}
+	for name, want := range map[string]string{
+		"openat /etc/ld.so.cache": "/bin/sh", "main.B": "/bin/sh", "execve": "/bin/sh",
+		"openat /etc/hostname": "/usr/bin/cat", "execute_tool customer-data-export": "/srv/agent",
+	} {
+		if exe[name] != want {
+			t.Errorf("%s: process.executable.path %q, want %q", name, exe[name], want)
+		}
+	}
+	if got := cmd["openat /etc/hostname"]; got != "cat /etc/hostname" {
+		t.Errorf("cat's command line %q", got)
+	}
+	if s := spans["main.B"]; s.Status().Code() != ptrace.StatusCodeError {
+		t.Errorf("call open at the exec not closed with an error")
+	}
+	if s := spans["execve"]; s.Status().Code() == ptrace.StatusCodeError {
+		t.Errorf("execve: %s", s.Status().Message())
+	}
+	requireChild(t, spans["execute_tool customer-data-export"], spans["openat /etc/hostname"])
+	if b.OpenSpans() != 0 {
+		t.Errorf("%d spans left open", b.OpenSpans())
+	}
+}
+
 func TestConnectRefused(t *testing.T) {
 	b, c := newTestBuilder(t)
 	b.SyscallEnter(c.at(0, 9), Syscall{Name: "connect", Peer: netip.MustParseAddrPort("[2001:db8::1]:80")})

@@ -117,7 +117,7 @@ func (b *Builder) ThreadExit(h Header) {
 	tk := threadKey{h.PID, h.TID}
 	if ps := b.syscalls[tk]; ps != nil {
 		delete(b.syscalls, tk)
-		b.completeSyscall(p, ps, h.Time, 0, netip.AddrPort{}, "thread exited during the syscall")
+		b.completeSyscall(ps, h.Time, 0, netip.AddrPort{}, "thread exited during the syscall")
 	}
 	r := p.routines[key]
 	if r == nil {
