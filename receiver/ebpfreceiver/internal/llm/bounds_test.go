@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"golang.org/x/net/http2"
 )
 
@@ -47,6 +48,21 @@ func gzipped(t testing.TB, b []byte, n int) []byte {
 		}
 	}
 	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func brotlied(t testing.TB, b []byte, n int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	bw := brotli.NewWriterLevel(&buf, brotli.BestSpeed)
+	for range n {
+		if _, err := bw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bw.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -112,6 +128,29 @@ func TestAdversarialBounds(t *testing.T) {
 		}
 		// A request is held until its response: its decoded body takes from the total.
 		req := fmt.Appendf(nil, "POST /v1/chat/completions HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
+		tr = NewTracker(small)
+		for i := range 8 {
+			feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, Write, req, len(req))
+		}
+		if st := tr.Stats(); st.BodiesCut == 0 {
+			t.Errorf("%+v", st)
+		}
+	})
+
+	t.Run("brotli bomb", func(t *testing.T) {
+		bomb := brotlied(t, make([]byte, 1<<20), 64) // 64 MiB of zeros
+		resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
+		tr := NewTracker(Options{MaxTotalBuffer: 16 << 20})
+		feedChecked(t, tr, key, Write, []byte(okReq), len(okReq))
+		exs := feedChecked(t, tr, key, Read, resp, len(resp))
+		if len(exs) != 1 || len(exs[0].Response.Body) != maxDecoded || exs[0].Response.Complete || !strings.Contains(exs[0].Response.Problem, "decompressed body over") {
+			t.Fatalf("%d exchanges: %+v", len(exs), exs[0].Response.Problem)
+		}
+		if st := tr.Stats(); st.DecodedCut != 1 {
+			t.Errorf("%+v", st)
+		}
+		// Decoded, a request's body takes from the total buffer.
+		req := fmt.Appendf(nil, "POST /v1/chat/completions HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
 		tr = NewTracker(small)
 		for i := range 8 {
 			feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, Write, req, len(req))
@@ -360,5 +399,30 @@ func TestDrainDecodedBound(t *testing.T) {
 		if len(exs) != 50 || decoded > opts.MaxTotalBuffer {
 			t.Errorf("%s: %d exchanges, %d bytes decoded at once", end, len(exs), decoded)
 		}
+	}
+}
+
+// TestBrotliResponse: a brotli-encoded response (Content-Encoding: br) is decoded like gzip, in
+// whatever pieces it is read, and a truncated one says so.
+func TestBrotliResponse(t *testing.T) {
+	raw := read(t, "openai_tool_calls.resp")
+	i := bytes.Index(raw, []byte("\r\n\r\n"))
+	body := brotlied(t, raw[i+4:], 1)
+	resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	for _, sp := range splits {
+		exs := replay(t, NewTracker(Options{}), read(t, "openai_tool_calls.req"), resp, sp.w, sp.r)
+		if len(exs) != 1 {
+			t.Fatalf("%v: %d exchanges", sp, len(exs))
+		}
+		inf, _ := Parse(exs[0])
+		if inf.ResponseModel != "gpt-4o-mini-2024-07-18" || inf.ResponseID != "chatcmpl-42" || inf.OutputTokens != 21 ||
+			len(inf.ToolCalls) != 2 || inf.ResponseProblem != "" || !exs[0].Response.Complete {
+			t.Errorf("%v: %+v (problem %q)", sp, inf, exs[0].Response.Problem)
+		}
+	}
+	m := &Message{Header: textproto.MIMEHeader{"Content-Encoding": {"br"}}, Body: body[:len(body)/2], Complete: true}
+	decode(m, nil)
+	if m.Complete || m.Problem == "" {
+		t.Errorf("a truncated brotli body: complete %v, problem %q", m.Complete, m.Problem)
 	}
 }

@@ -127,9 +127,12 @@ func FuzzDecode(f *testing.F) {
 		if ex.Response != nil && ex.Response.Header.Get("Content-Encoding") != "" {
 			raw := ex.Response.Body // decoded: encode it again
 			f.Add(gzipped(f, raw, 1), uint8(0), uint32(1<<20))
+			f.Add(brotlied(f, raw, 1), uint8(3), uint32(1<<20))
 		}
 	}
-	f.Add(gzipped(f, make([]byte, 1<<16), 100), uint8(0), uint32(100)) // 6.4 MB of zeros
+	f.Add(brotlied(f, make([]byte, 1<<16), 100), uint8(3), uint32(100)) // 6.4 MB of zeros
+	f.Add([]byte{0x11}, uint8(3), uint32(1<<20))                        // the large-window marker, refused
+	f.Add(gzipped(f, make([]byte, 1<<16), 100), uint8(0), uint32(100))  // 6.4 MB of zeros
 	var zb bytes.Buffer
 	zw := zlib.NewWriter(&zb)
 	zw.Write(bytes.Repeat([]byte(`{"a":1}`), 1000))

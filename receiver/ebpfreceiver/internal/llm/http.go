@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/andybalholm/brotli"
 )
 
 // Direction of a TLS call.
@@ -948,6 +950,10 @@ func decode(m *Message, lim *bufLimit) {
 		r, err = gzip.NewReader(bytes.NewReader(m.Body))
 	case "deflate":
 		r, err = zlib.NewReader(bytes.NewReader(m.Body))
+	case "br":
+		// The decoder's window is at most 16 MiB (large windows are not accepted): a bound on
+		// what one hostile header can make it allocate, whatever the body claims.
+		r = brotli.NewReader(bytes.NewReader(m.Body))
 	default:
 		m.Problem = "content encoding " + strconv.Quote(enc) + " is not decoded"
 		m.Complete = false
