@@ -343,7 +343,6 @@ func applyResponseObject(inf *Inference, r *responseObject) {
 		Name   string `json:"name"`
 	}
 	_ = json.Unmarshal(r.Output, &items)
-	calls := false
 	for _, it := range items {
 		if it.Type == "function_call" || it.Type == "custom_tool_call" {
 			id := it.CallID
@@ -351,18 +350,19 @@ func applyResponseObject(inf *Inference, r *responseObject) {
 				id = it.ID
 			}
 			inf.addToolCall(ToolCall{Name: it.Name, ID: id})
-			calls = true
 		}
 	}
+	// The Responses API has no finish reason: it says the response's status and, when
+	// incomplete, why. Those are reported as it said them; "stop" or "tool_calls" would be Chat
+	// Completions' words put in its mouth (tool calls are in the output items, reported apart).
+	// A status that is not final (queued, in_progress: background mode) ends nothing.
+	inf.FinishReasons = nil
 	switch {
 	case r.Status == "incomplete" && r.IncompleteDetails != nil && r.IncompleteDetails.Reason != "":
-		inf.FinishReasons = []string{r.IncompleteDetails.Reason}
-	case calls:
-		inf.FinishReasons = []string{"tool_calls"}
-	case r.Status == "completed":
-		inf.FinishReasons = []string{"stop"}
-	case r.Status != "":
-		inf.FinishReasons = []string{r.Status}
+		inf.addFinishReason(r.IncompleteDetails.Reason)
+	case r.Status == "queued" || r.Status == "in_progress" || r.Status == "":
+	default:
+		inf.addFinishReason(r.Status)
 	}
 	if len(r.Output) > 0 {
 		inf.OutputMessages = string(r.Output)

@@ -2,7 +2,9 @@ package llm
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -117,11 +119,49 @@ func TestOpenAIResponses(t *testing.T) {
 		Provider: "openai", API: APIResponses, Method: "POST", Path: "/v1/responses", Host: "api.example.test",
 		Status: 200, RequestModel: "gpt-4.1", ResponseModel: "gpt-4.1-2025-04-14", ResponseID: "resp_1",
 		InputTokens: 30, OutputTokens: 12, HasInputTokens: true, HasOutputTokens: true,
-		FinishReasons: []string{"tool_calls"}, ToolCalls: []ToolCall{{"get_weather", "call_r1"}},
+		FinishReasons: []string{"completed"}, ToolCalls: []ToolCall{{"get_weather", "call_r1"}},
 	}
 	check(t, "responses", inf, want)
 	if inf.InputMessages != `"What is the weather?"` {
 		t.Errorf("input %q", inf.InputMessages)
+	}
+}
+
+// TestResponsesFinishReasons: a Responses API span says what the API said (its status, or why
+// it is incomplete), never Chat Completions' "tool_calls" or "stop".
+func TestResponsesFinishReasons(t *testing.T) {
+	call := `{"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"}`
+	msg := `{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}`
+	for _, tc := range []struct {
+		name, status, incomplete, output string
+		want                             []string
+	}{
+		{"tool call", "completed", "", call, []string{"completed"}},
+		{"message", "completed", "", msg, []string{"completed"}},
+		{"cut short", "incomplete", `{"reason":"max_output_tokens"}`, msg, []string{"max_output_tokens"}},
+		{"failed", "failed", "", `[]`, []string{"failed"}},
+		{"background", "in_progress", "", `[]`, nil},
+		{"no status", "", "", call, nil},
+	} {
+		obj := fmt.Sprintf(`{"id":"resp_1","model":"m","status":%q,"incomplete_details":%s,"output":[%s]}`, tc.status, cmp.Or(tc.incomplete, "null"), strings.Trim(tc.output, "[]"))
+		for _, stream := range []bool{false, true} {
+			ex := Exchange{
+				Request:  &Message{Method: "POST", Target: "/v1/responses", Header: textproto.MIMEHeader{}, Body: []byte(`{"model":"m","input":"x"}`), Complete: true},
+				Response: &Message{Status: 200, Header: textproto.MIMEHeader{}, Body: []byte(obj), Complete: true},
+			}
+			if stream {
+				ex.Response.Header.Set("Content-Type", "text/event-stream")
+				ex.Response.Body = fmt.Appendf(nil, "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"m\",\"status\":\"in_progress\",\"output\":[]}}\n\n"+
+					"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":%s}\n\n", obj)
+			}
+			inf, ok := Parse(ex)
+			if !ok || !reflect.DeepEqual(inf.FinishReasons, tc.want) || inf.ResponseProblem != "" {
+				t.Errorf("%s (stream %v): finish reasons %q, want %q (problem %q)", tc.name, stream, inf.FinishReasons, tc.want, inf.ResponseProblem)
+			}
+			if tc.output == call && (len(inf.ToolCalls) != 1 || inf.ToolCalls[0].ID != "call_1") {
+				t.Errorf("%s (stream %v): tool calls %+v", tc.name, stream, inf.ToolCalls)
+			}
+		}
 	}
 }
 
