@@ -118,6 +118,9 @@ func TestNodeOpenAI(t *testing.T) {
 			t.Errorf("inference span: library %s request model %s response model %s", attr(s, "agenttrail.tls.library"),
 				attr(s, "gen_ai.request.model"), attr(s, "gen_ai.response.model"))
 		}
+		if v := attr(s, "network.protocol.version"); v != "1.1" {
+			t.Errorf("network.protocol.version %s", v)
+		}
 		if attr(s, "gen_ai.usage.input_tokens") == "<missing>" || attr(s, "gen_ai.usage.output_tokens") == "<missing>" {
 			t.Errorf("no tokens: input %s output %s", attr(s, "gen_ai.usage.input_tokens"), attr(s, "gen_ai.usage.output_tokens"))
 		}

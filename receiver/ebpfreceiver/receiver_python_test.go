@@ -717,9 +717,10 @@ func TestGoTLSInferenceHTTP2(t *testing.T) {
 	var tool ptrace.Span
 	for _, s := range c.where("chat model-x", fromTLS) {
 		if attr(s, "gen_ai.provider.name") != "openai" || attr(s, "gen_ai.response.model") != "model-x" ||
-			attr(s, "http.request.method") != "POST" || attr(s, "url.path") != "/v1/chat/completions" || attr(s, "agenttrail.tls.library") != "go" {
-			t.Errorf("inference span: provider %s response model %s method %s path %s", attr(s, "gen_ai.provider.name"),
-				attr(s, "gen_ai.response.model"), attr(s, "http.request.method"), attr(s, "url.path"))
+			attr(s, "http.request.method") != "POST" || attr(s, "url.path") != "/v1/chat/completions" || attr(s, "agenttrail.tls.library") != "go" ||
+			attr(s, "network.protocol.version") != "2" {
+			t.Errorf("inference span: provider %s response model %s method %s path %s protocol %s", attr(s, "gen_ai.provider.name"),
+				attr(s, "gen_ai.response.model"), attr(s, "http.request.method"), attr(s, "url.path"), attr(s, "network.protocol.version"))
 		}
 		if names := strSlice(s, "agenttrail.tool_calls.names"); len(names) == 1 && names[0] == "customer-data-export" {
 			tool = s

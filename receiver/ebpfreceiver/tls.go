@@ -575,6 +575,9 @@ func (r *ebpfReceiver) emitExchange(ex llm.Exchange) {
 		Name: req.Method, Kind: ptrace.SpanKindClient, Start: meta.hdr.Time, End: end, TID: meta.hdr.TID,
 		Attributes: func(m pcommon.Map) {
 			m.PutStr("http.request.method", req.Method)
+			if v := llm.ProtocolVersion(req.Proto); v != "" {
+				m.PutStr("network.protocol.version", v)
+			}
 			target, _ := r.redactor.String(req.Target)
 			m.PutStr("url.path", target)
 			putServer(m, req.Header.Get("Host"))
@@ -666,6 +669,9 @@ func (r *ebpfReceiver) inferenceSpan(inf *llm.Inference, meta *tlsMeta, end time
 			m.PutBool("agenttrail.llm.stream", true)
 		}
 		m.PutStr("http.request.method", inf.Method)
+		if inf.ProtocolVersion != "" {
+			m.PutStr("network.protocol.version", inf.ProtocolVersion)
+		}
 		path, _ := r.redactor.String(inf.Path)
 		m.PutStr("url.path", path)
 		putServer(m, inf.Host)

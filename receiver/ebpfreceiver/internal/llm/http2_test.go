@@ -133,7 +133,7 @@ var pieces = []int{1 << 20, 1, 7, 13}
 
 var wantToolCalls = &Inference{
 	Provider: "openai", API: APIChatCompletions, Method: "POST", Path: "/v1/chat/completions", Host: "api.example.test",
-	Status: 200, RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18", ResponseID: "chatcmpl-42",
+	Status: 200, ProtocolVersion: "2", RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18", ResponseID: "chatcmpl-42",
 	InputTokens: 57, OutputTokens: 21, HasInputTokens: true, HasOutputTokens: true,
 	FinishReasons: []string{"tool_calls"},
 	ToolCalls:     []ToolCall{{"export_customer_data", "call_abc"}, {"send_email", "call_def"}},

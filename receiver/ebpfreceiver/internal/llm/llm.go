@@ -33,6 +33,9 @@ type Inference struct {
 	Host          string
 	Status        int
 	Stream        bool
+	// ProtocolVersion is the HTTP version that carried the call, as network.protocol.version
+	// says it: "1.1", "1.0" or "2"; empty for anything else.
+	ProtocolVersion string
 
 	RequestModel, ResponseModel, ResponseID string
 	InputTokens, OutputTokens               int64
@@ -102,7 +105,8 @@ func Parse(ex Exchange) (*Inference, bool) {
 		return nil, false
 	}
 	req := ex.Request
-	inf := &Inference{Provider: provider, API: api, Method: req.Method, Path: req.Target, Host: req.Header.Get("Host")}
+	inf := &Inference{Provider: provider, API: api, Method: req.Method, Path: req.Target, Host: req.Header.Get("Host"),
+		ProtocolVersion: ProtocolVersion(req.Proto)}
 	inf.RequestBodySize = req.WireSize
 	parseRequest(inf, req)
 	resp := ex.Response
@@ -115,6 +119,20 @@ func Parse(ex Exchange) (*Inference, bool) {
 	inf.ResponseBodySize = resp.WireSize
 	parseResponse(inf, resp)
 	return inf, true
+}
+
+// ProtocolVersion is a request line's protocol as network.protocol.version names it; "" for one
+// that is not a known HTTP version (the start line is the traced program's to write).
+func ProtocolVersion(proto string) string {
+	switch proto {
+	case "HTTP/1.1":
+		return "1.1"
+	case "HTTP/1.0":
+		return "1.0"
+	case "HTTP/2.0":
+		return "2"
+	}
+	return ""
 }
 
 var modelField = regexp.MustCompile(`"model"\s*:\s*"([^"\\]{1,256})"`)

@@ -78,7 +78,7 @@ func TestOpenAIToolCalls(t *testing.T) {
 			inf := parseRecorded(t, name, sp.w, sp.r)
 			want := &Inference{
 				Provider: "openai", API: APIChatCompletions, Method: "POST", Path: "/v1/chat/completions", Host: "api.example.test",
-				Status: 200, RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18", ResponseID: "chatcmpl-42",
+				Status: 200, ProtocolVersion: "1.1", RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18", ResponseID: "chatcmpl-42",
 				InputTokens: 57, OutputTokens: 21, HasInputTokens: true, HasOutputTokens: true,
 				FinishReasons: []string{"tool_calls"},
 				ToolCalls:     []ToolCall{{"export_customer_data", "call_abc"}, {"send_email", "call_def"}},
@@ -117,7 +117,7 @@ func TestOpenAIResponses(t *testing.T) {
 	inf := parseRecorded(t, "openai_responses", 1<<20, 1<<20)
 	want := &Inference{
 		Provider: "openai", API: APIResponses, Method: "POST", Path: "/v1/responses", Host: "api.example.test",
-		Status: 200, RequestModel: "gpt-4.1", ResponseModel: "gpt-4.1-2025-04-14", ResponseID: "resp_1",
+		Status: 200, ProtocolVersion: "1.1", RequestModel: "gpt-4.1", ResponseModel: "gpt-4.1-2025-04-14", ResponseID: "resp_1",
 		InputTokens: 30, OutputTokens: 12, HasInputTokens: true, HasOutputTokens: true,
 		FinishReasons: []string{"completed"}, ToolCalls: []ToolCall{{"get_weather", "call_r1"}},
 	}
@@ -170,7 +170,7 @@ func TestAnthropicToolUse(t *testing.T) {
 		inf := parseRecorded(t, "anthropic_tool_use", sp.w, sp.r)
 		want := &Inference{
 			Provider: "anthropic", API: APIMessages, Method: "POST", Path: "/v1/messages", Host: "api.example.test",
-			Status: 200, RequestModel: "claude-sonnet-4-20250514", ResponseModel: "claude-sonnet-4-20250514", ResponseID: "msg_01",
+			Status: 200, ProtocolVersion: "1.1", RequestModel: "claude-sonnet-4-20250514", ResponseModel: "claude-sonnet-4-20250514", ResponseID: "msg_01",
 			InputTokens: 400, OutputTokens: 60, HasInputTokens: true, HasOutputTokens: true,
 			FinishReasons: []string{"tool_use"}, ToolCalls: []ToolCall{{"get_balance", "toolu_01A"}},
 		}
@@ -612,5 +612,13 @@ func TestLostReadMidResponse(t *testing.T) {
 	exs = replay(t, tr, req, resp, 1<<20, 1<<20)
 	if len(exs) != 1 || exs[0].Response == nil || exs[0].Response.Problem != "" {
 		t.Fatalf("%+v", exs)
+	}
+}
+
+func TestProtocolVersion(t *testing.T) {
+	for in, want := range map[string]string{"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2.0": "2", "HTTP/1.1x": "", "HTTP/3": "", "": ""} {
+		if got := ProtocolVersion(in); got != want {
+			t.Errorf("ProtocolVersion(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
