@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -289,10 +290,15 @@ func (a *attacher) onExec(h spans.Header, targetID uint32, filename string) {
 		}
 		fromExec, _ := a.builder.Process(pid)
 		a.register(t, info, isGo)
-		if len(info.cmdline) == 0 {
-			// An exiting process's cmdline reads empty: keep the exec's arguments.
+		later := !sameFile(a.cfg.ProcRoot, pid, filename, info.inode)
+		if later || len(info.cmdline) == 0 {
+			// /proc already shows a later exec's program (whose own exec record follows this
+			// one), or an exiting process's empty cmdline: this image keeps what the kernel said.
 			if p, ok := a.builder.Process(pid); ok {
 				p.CommandLine = fromExec.CommandLine
+				if later {
+					p.Executable = fromExec.Executable
+				}
 				a.builder.AddProcess(p)
 			}
 		}
@@ -415,6 +421,20 @@ func statInode(path string) (probes.InodeKey, error) {
 		return probes.InodeKey{}, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return inodeKey(st), nil
+}
+
+// sameFile reports whether filename, the path an exec of pid named, is the file inode, as seen
+// from the process's root; true when that cannot be told (a relative path, a file not there).
+func sameFile(procRoot string, pid uint32, filename string, inode probes.InodeKey) bool {
+	if !filepath.IsAbs(filename) {
+		return true
+	}
+	var st unix.Stat_t
+	root := filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "root")
+	if err := unix.Stat(filepath.Join(root, filename), &st); err != nil {
+		return true
+	}
+	return inodeKey(st) == inode
 }
 
 // goBinary reports whether the file is a Go program, caching by inode.

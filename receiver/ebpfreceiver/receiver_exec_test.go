@@ -10,9 +10,11 @@ import (
 )
 
 // TestForkExecAttribution: a traced shell forks and execs cat 50 times, each cat on a file
-// only it opens. Every open of those files carries cat's identity in its resource (not the
-// shell's: cat is often gone before the receiver reads /proc), every execve the shell's, and
-// the shell's process.start is stamped at its exec in the kernel, not after its first syscalls.
+// only it opens, then 20 times env, which execs cat in turn. Every open of those files carries
+// cat's identity in its resource (not the shell's: cat is often gone before the receiver reads
+// /proc), every execve the identity of the program that made it (the shell's or env's; /proc
+// may show cat by the time env's exec is read), and the shell's process.start is stamped at its
+// exec in the kernel, not after its first syscalls.
 func TestForkExecAttribution(t *testing.T) {
 	requireKernel(t)
 	dir := t.TempDir()
@@ -28,14 +30,20 @@ func TestForkExecAttribution(t *testing.T) {
 	if err := os.WriteFile(shell, body, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const n = 50
+	const n, m = 50, 20
 	for i := range n {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), []byte("x\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for i := range m {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("g%d", i)), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sink := startReceiver(t, testConfig(TargetConfig{Name: "forker", Executable: shell}))
-	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do cat %s/f$i; i=$((i+1)); done`, n, dir)
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do cat %s/f$i; i=$((i+1)); done; `+
+		`i=0; while [ $i -lt %d ]; do env cat %s/g$i; i=$((i+1)); done`, n, dir, m, dir)
 	cmd := exec.Command(shell, "-c", script)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -43,7 +51,8 @@ func TestForkExecAttribution(t *testing.T) {
 	}
 	shellPID := int64(cmd.Process.Pid)
 	isCatOpen := func(c collected, i int) bool {
-		return c.spans[i].Name() == "openat" && strings.HasPrefix(attr(c.spans[i], "file.path"), dir+"/f")
+		p := attr(c.spans[i], "file.path")
+		return c.spans[i].Name() == "openat" && (strings.HasPrefix(p, dir+"/f") || strings.HasPrefix(p, dir+"/g"))
 	}
 	c := waitSpans(t, sink, func(c collected) bool {
 		opens := 0
@@ -52,7 +61,7 @@ func TestForkExecAttribution(t *testing.T) {
 				opens++
 			}
 		}
-		return opens >= n && len(c.named("execve")) >= n && c.has("process.start")
+		return opens >= n+m && len(c.named("execve")) >= n+2*m && c.has("process.start")
 	})
 	res := func(i int, key string) string {
 		v, ok := c.res[i].Attributes().Get(key)
@@ -71,9 +80,11 @@ func TestForkExecAttribution(t *testing.T) {
 				t.Errorf("open of %s by pid %s attributed to %q (%q)", attr(c.spans[i], "file.path"), res(i, "process.pid"), exe, cmdline)
 			}
 		case c.spans[i].Name() == "execve":
-			if exe := res(i, "process.executable.path"); exe != shell {
+			exe, made := res(i, "process.executable.path"), filepath.Base(attr(c.spans[i], "process.executable.path"))
+			if (made == "env" || made == "cat" && strings.HasPrefix(attr(c.spans[i], "process.command_line"), "cat "+dir+"/f")) && exe != shell ||
+				made == "cat" && strings.HasPrefix(attr(c.spans[i], "process.command_line"), "cat "+dir+"/g") && filepath.Base(exe) != "env" {
 				wrong++
-				t.Errorf("execve of %s by pid %s attributed to %q, want the shell", attr(c.spans[i], "process.executable.path"), res(i, "process.pid"), exe)
+				t.Errorf("execve of %s by pid %s attributed to %q", attr(c.spans[i], "process.command_line"), res(i, "process.pid"), exe)
 			}
 		}
 	}
