@@ -262,7 +262,7 @@ func (a *attacher) prepareExecutable(path string) {
 		a.tls.attachGo(path)
 	}
 	if a.tls != nil {
-		a.tls.attachEmbeddedOpenSSL(path) // Node: its own OpenSSL
+		_, _ = a.tls.attachEmbeddedOpenSSL(path) // Node: its own OpenSSL; a problem is told per process
 	}
 }
 

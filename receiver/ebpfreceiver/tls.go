@@ -2,6 +2,7 @@ package ebpfreceiver
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -41,7 +42,7 @@ type tlsSupport struct {
 	goFiles  map[string]bool // Go programs tried, by "dev:inode": whether crypto/tls is probed
 	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
 	// Electron), by "dev:inode": whether it was found and probed.
-	embedded map[string]bool
+	embedded map[string]embeddedResult
 	libNames map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
@@ -75,7 +76,7 @@ func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry,
 		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
 		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer, MaxTotalBuffer: cfg.TLS.MaxTotalBuffer}),
 		attached:    map[string]bool{},
-		embedded:    map[string]bool{},
+		embedded:    map[string]embeddedResult{},
 		goFiles:     map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},
@@ -171,43 +172,58 @@ func (t *tlsSupport) attachOpenSSL(path string) bool {
 // attachEmbeddedOpenSSL probes OpenSSL linked into an executable that exports it, as Node and
 // Electron do (their addons link against the program's own SSL_* symbols): the same probes as a
 // tls.libraries library, without configuration, wherever the program is installed. It reports
-// whether the executable's OpenSSL is probed; a program without OpenSSL is remembered quietly.
-func (t *tlsSupport) attachEmbeddedOpenSSL(path string) bool {
+// whether the executable's OpenSSL is probed, and why not when it has one or could not be read;
+// a program without OpenSSL is neither.
+func (t *tlsSupport) attachEmbeddedOpenSSL(path string) (bool, error) {
 	key, ok := fileKey(path)
 	if !ok {
-		return false
+		return false, nil
 	}
-	if probed, tried := t.embedded[key]; tried {
-		return probed
+	if r, tried := t.embedded[key]; tried {
+		return r.probed, r.err
 	}
-	t.embedded[key] = false
+	var r embeddedResult
 	found, err := exportsOpenSSL(path)
 	switch {
 	case err != nil:
-		t.logger.Debug("cannot read the program's dynamic symbols for OpenSSL", zap.String("path", path), zap.Error(err))
-		return false
-	case !found:
-		return false
+		r.err = fmt.Errorf("cannot read the program's dynamic symbols for OpenSSL: %w", err)
+	case found:
+		if r.probed = t.attachOpenSSL(path); !r.probed {
+			r.err = errors.New("the program exports OpenSSL, which could not be probed")
+		}
 	}
-	probed := t.attachOpenSSL(path)
-	t.embedded[key] = probed
-	return probed
+	t.embedded[key] = r
+	return r.probed, r.err
 }
 
-// exportsOpenSSL says whether an ELF file defines SSL_read and SSL_write in its dynamic symbol
-// table: OpenSSL (or a fork with its ABI) that uprobes on those names read. The file is hostile:
-// the table is bounded before it is read and debug/elf's panics are recovered.
+type embeddedResult struct {
+	probed bool
+	err    error
+}
+
+// exportsOpenSSL says whether the ELF file at path defines SSL_read and SSL_write in its dynamic
+// symbol table: OpenSSL (or a fork with its ABI) that uprobes on those names read.
 func exportsOpenSSL(path string) (bool, error) {
-	f, err := elf.Open(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	if err := elfinfo.CheckSymbols(f, elf.SHT_DYNSYM); err != nil {
-		return false, err
-	}
+	return exportsOpenSSLFrom(f)
+}
+
+// exportsOpenSSLFrom reads an ELF file chosen by a traced process: hostile. The symbol table is
+// bounded before it is read and debug/elf's panics are recovered.
+func exportsOpenSSLFrom(r io.ReaderAt) (bool, error) {
 	read, write := false, false
-	err = elfinfo.Guard(func() error {
+	err := elfinfo.Guard(func() error {
+		f, err := elf.NewFile(r)
+		if err != nil {
+			return err
+		}
+		if err := elfinfo.CheckSymbols(f, elf.SHT_DYNSYM); err != nil {
+			return err
+		}
 		syms, err := f.DynamicSymbols()
 		if err != nil {
 			return nil // no dynamic symbols: a static program
@@ -225,7 +241,7 @@ func exportsOpenSSL(path string) (bool, error) {
 		}
 		return nil
 	})
-	return read && write, err
+	return read && write && err == nil, err
 }
 
 func (t *tlsSupport) warn(msg, path string, err error) {
@@ -321,8 +337,13 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 	if isGo && t.cfg.TLS.Go && info.exeFile != "" && t.attachGo(info.exeFile) {
 		found = append(found, "go")
 	}
-	if !isGo && info.exeFile != "" && t.attachEmbeddedOpenSSL(info.exeFile) {
-		found = append(found, "openssl ("+info.exe+")")
+	if !isGo && info.exeFile != "" {
+		probed, err := t.attachEmbeddedOpenSSL(info.exeFile)
+		if probed {
+			found = append(found, "openssl ("+info.exe+")")
+		} else if err != nil {
+			missing = append(missing, "tls: "+info.exe+": "+shortError(err))
+		}
 	}
 	maps, err := readBounded(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"), maxMapsBytes)
 	if err != nil {
