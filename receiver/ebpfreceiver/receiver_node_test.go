@@ -193,3 +193,42 @@ func TestTLSClass(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeElsewhereAlreadyRunning: a Node installed at another path (as nvm does), started
+// before the receiver and traced by its PID: its OpenSSL is found from the running process's
+// executable, not from a configured path.
+func TestNodeElsewhereAlreadyRunning(t *testing.T) {
+	requireKernel(t)
+	script := requireNodeAgent(t)
+	sdkURL, sdkCA := startSDKModel(t)
+	node := filepath.Join(t.TempDir(), ".nvm", "versions", "node", "v20", "bin", "node")
+	if err := os.MkdirAll(filepath.Dir(node), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(systemNode, node); err != nil {
+		t.Skipf("cannot link %s elsewhere: %v", systemNode, err)
+	}
+	cas := filepath.Join(t.TempDir(), "cas.pem")
+	if err := os.WriteFile(cas, sdkCA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NODE_EXTRA_CA_CERTS", cas)
+	p := startProgram(t, node, script, "model-x")
+	p.waitLine(t, "ready")
+	pid := p.cmd.Process.Pid
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "node-agent", PID: pid}))
+	p.do(t, "stream "+sdkURL+"/v1", "ok stream")
+	c := waitSpans(t, sink, func(c collected) bool { return len(c.ofPID(pid).where("chat model-x", fromTLS)) == 1 })
+	c = c.ofPID(pid)
+	for i, s := range c.spans {
+		if s.Name() != "chat model-x" || !fromTLS(s) {
+			continue
+		}
+		if got, _ := c.res[i].Attributes().Get("agenttrail.capture.tls"); got.AsString() != "openssl ("+node+")" {
+			t.Errorf("agenttrail.capture.tls %q", got.AsString())
+		}
+		if attr(s, "gen_ai.usage.output_tokens") != "5" || attr(s, "agenttrail.llm.stream") != "true" {
+			t.Errorf("output tokens %s stream %s", attr(s, "gen_ai.usage.output_tokens"), attr(s, "agenttrail.llm.stream"))
+		}
+	}
+}
