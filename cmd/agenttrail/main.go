@@ -69,6 +69,13 @@ func dispatch(prefix string, table []command, args []string, stdout, stderr io.W
 			return c.run(args[1:], stdout, stderr)
 		}
 	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		// Every command group answers --help with its own commands (a subcommand's own flags
+		// come from its flag set: `agenttrail evidence verify --help`).
+		printTable(stdout, prefix, table)
+		return exitOK
+	}
 	fmt.Fprintf(stderr, "%s: unknown command %q\n\n", prefix, args[0])
 	printTable(stderr, prefix, table)
 	return exitUsage
