@@ -25,6 +25,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 )
 
 // tlsSupport attaches the TLS plaintext probes and turns what they capture into spans: LLM API
@@ -345,7 +346,7 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 			missing = append(missing, "tls: "+info.exe+": "+shortError(err))
 		}
 	}
-	maps, err := readBounded(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"), maxMapsBytes)
+	maps, _, err := symbolize.ReadMaps(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"))
 	if err != nil {
 		return captureOf(found), nil
 	}
@@ -378,12 +379,8 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 	return captureOf(found), missing
 }
 
-// maxMapsBytes bounds the read of a process's /proc/<pid>/maps (a process can map a great many
-// files); maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
-const (
-	maxMapsBytes      = 8 << 20
-	maxCaptureMissing = 8
-)
+// maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
+const maxCaptureMissing = 8
 
 // tlsClass is a capture.tls value without the program paths it names, for metric attributes:
 // "openssl (/usr/bin/node)" counts as "openssl".
@@ -425,16 +422,6 @@ func isTLSLibrary(base string) bool {
 		}
 	}
 	return false
-}
-
-// readBounded reads at most limit bytes of a file.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 // onTLS feeds one TLS call's plaintext to the connection tracker.

@@ -182,7 +182,7 @@ func TestParseMapsBounded(t *testing.T) {
 	if err := os.WriteFile(p, []byte(strings.Repeat(line, maxMapsSize/len(line)+2)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	data, cut, err := readMaps(p)
+	data, cut, err := ReadMaps(p)
 	if err != nil || !cut || len(data) > maxMapsSize || len(data)%len(line) != 0 {
 		t.Fatalf("read %d bytes, cut %v, err %v: want at most %d whole lines", len(data), cut, err, maxMapsSize)
 	}

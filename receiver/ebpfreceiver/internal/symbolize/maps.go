@@ -57,9 +57,10 @@ const (
 	maxMappings = 1 << 16 // lines of it parsed
 )
 
-// readMaps reads at most maxMapsSize bytes of the maps file at path, cut after the last whole
-// line; cut reports that there was more.
-func readMaps(path string) (data []byte, cut bool, err error) {
+// ReadMaps reads at most maxMapsSize bytes of the maps file at path, cut after the last whole
+// line; cut reports that there was more. The receiver reads every traced process's maps file
+// through it (its TLS library scan too), so one bound holds for all of them.
+func ReadMaps(path string) (data []byte, cut bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, false, err

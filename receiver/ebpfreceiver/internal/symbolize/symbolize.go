@@ -377,7 +377,7 @@ func (s *Symbolizer) loadMaps(p *procState, minInterval time.Duration, prepare b
 		p.reloadTokens--
 	}
 	p.lastLoad = now
-	data, cut, err := readMaps(filepath.Join(s.procRoot, strconv.FormatUint(uint64(p.pid), 10), "maps"))
+	data, cut, err := ReadMaps(filepath.Join(s.procRoot, strconv.FormatUint(uint64(p.pid), 10), "maps"))
 	if err != nil {
 		return true, err
 	}
