@@ -66,7 +66,7 @@ func (r *registry) createTraces(ctx context.Context, set exporter.Settings, c co
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, h.helperSettings(set, cfg), cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
+	return exporterhelper.NewTraces(ctx, h.drops.HelperSettings(set, cfg.QueueConfig), cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
 }
 
 func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Logs, error) {
@@ -75,7 +75,7 @@ func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c comp
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewLogs(ctx, h.helperSettings(set, cfg), cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
+	return exporterhelper.NewLogs(ctx, h.drops.HelperSettings(set, cfg.QueueConfig), cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
 }
 
 // registry shares one evidenceExporter per archive directory among the signals.
@@ -133,15 +133,6 @@ func (h *handle) start(ctx context.Context, host component.Host) error {
 	}
 	h.drops.Start()
 	return nil
-}
-
-// helperSettings gives exporterhelper a logger whose drop lines are counted on the exporter's
-// dropped metric, never sampled away, and say "kept in the persistent queue" when a shutdown
-// interrupts a batch that file_storage keeps.
-func (h *handle) helperSettings(set exporter.Settings, cfg *Config) exporter.Settings {
-	persistent := cfg.QueueConfig.HasValue() && cfg.QueueConfig.Get().StorageID != nil
-	set.Logger = h.drops.HelperLogger(set.Logger, persistent)
-	return set
 }
 
 // shutdown is idempotent and safe when start never ran; the archive is sealed when the last

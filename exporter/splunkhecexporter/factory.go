@@ -79,7 +79,7 @@ func createTraces(ctx context.Context, set exporter.Settings, cfg component.Conf
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewTraces(ctx, helperSettings(set, exp, oCfg), cfg, exp.pushTraces, helperOptions(exp, oCfg)...)
+	e, err := exporterhelper.NewTraces(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushTraces, helperOptions(exp, oCfg)...)
 	if err != nil {
 		return nil, err
 	}
@@ -92,20 +92,11 @@ func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewLogs(ctx, helperSettings(set, exp, oCfg), cfg, exp.pushLogs, helperOptions(exp, oCfg)...)
+	e, err := exporterhelper.NewLogs(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushLogs, helperOptions(exp, oCfg)...)
 	if err != nil {
 		return nil, err
 	}
 	return exporterkit.OnceLogs(e), nil
-}
-
-// helperSettings gives exporterhelper a logger whose drop lines are counted with the exporter's
-// own drops and say "kept in the persistent queue" when a shutdown interrupts a request that
-// file_storage keeps.
-func helperSettings(set exporter.Settings, exp *hecExporter, cfg *Config) exporter.Settings {
-	persistent := cfg.QueueSettings.HasValue() && cfg.QueueSettings.Get().StorageID != nil
-	set.Logger = exp.drops.HelperLogger(set.Logger, persistent)
-	return set
 }
 
 func helperOptions(exp *hecExporter, cfg *Config) []exporterhelper.Option {

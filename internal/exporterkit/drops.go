@@ -9,7 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -199,6 +202,14 @@ const (
 	errNoMoreRetry  = "no more retries left"
 	errCancelled    = "request is cancelled or timed out"
 )
+
+// HelperSettings returns set with its logger replaced by HelperLogger, for the exporterhelper
+// that queue configures: "persistent" is a queue with a storage extension (file_storage).
+func (d *Drops) HelperSettings(set exporter.Settings, queue configoptional.Optional[exporterhelper.QueueBatchConfig]) exporter.Settings {
+	persistent := queue.HasValue() && queue.Get().StorageID != nil
+	set.Logger = d.HelperLogger(set.Logger, persistent)
+	return set
+}
 
 // HelperLogger returns the logger to give exporterhelper (exporter.Settings.Logger) so that
 // what it drops is counted here by reason and its lines say what happened:
