@@ -125,7 +125,7 @@ func FuzzSegment(f *testing.F) {
 			fsys[SegmentsDir+"/"+name] = &fstest.MapFile{Data: b, Mode: 0o640}
 		}
 		fsys[SegmentsDir+"/"+SegmentName(6)] = &fstest.MapFile{Data: data, Mode: 0o640}
-		scan, scanErr := scanSegmentData(data, SegmentName(6), 6)
+		scan, scanErr := scanSegment(bytes.NewReader(data), int64(len(data)), SegmentName(6), 6)
 		if scanErr == nil && (scan.goodEnd > int64(len(data)) || (scan.goodEnd < int64(len(data))) != (scan.tailKind != "")) {
 			t.Fatalf("scan: good end %d of %d bytes, tail %q", scan.goodEnd, len(data), scan.tailKind)
 		}

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -230,11 +229,6 @@ func scanSegment(r io.Reader, size int64, name string, firstSeq uint64) (segment
 		return s, fmt.Errorf("segment %s changed while it was read", name)
 	}
 	return s, nil
-}
-
-// scanSegmentData is scanSegment over bytes in memory.
-func scanSegmentData(data []byte, name string, firstSeq uint64) (segmentScan, error) {
-	return scanSegment(bytes.NewReader(data), int64(len(data)), name, firstSeq)
 }
 
 // lineReader yields the lines of a segment file with their numbers and termination, holding
