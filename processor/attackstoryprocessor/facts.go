@@ -35,6 +35,7 @@ type facts struct {
 	connects                         int
 	bytesSent                        int64
 	hasBytes                         bool
+	bytesByDest                      map[string]int64 // bytes sent per egress destination
 }
 
 // item is one step of the timeline: a span (event -1) or one of its openat events.
@@ -356,19 +357,16 @@ func (f *facts) addEgress(s ptrace.Span, span, seq int) {
 		f.bytesSent += e.bytes
 		f.hasBytes = true
 	}
+	if f.bytesByDest == nil {
+		f.bytesByDest = map[string]int64{}
+	}
+	f.bytesByDest[e.dest] += e.bytes
 	f.egress = append(f.egress, e)
 }
 
-// bytesTo is the bytes sent to the destination of e in the whole story.
-func (f *facts) bytesTo(e egressCall) int64 {
-	var n int64
-	for _, o := range f.egress {
-		if o.dest == e.dest {
-			n += o.bytes
-		}
-	}
-	return n
-}
+// bytesTo is the bytes sent to the destination of e in the whole story (summed as the egress
+// calls are collected: the rules ask once per sensitive read and destination).
+func (f *facts) bytesTo(e egressCall) int64 { return f.bytesByDest[e.dest] }
 
 func (f *facts) headResource() pcommon.Map {
 	if f.head < 0 {
