@@ -327,12 +327,14 @@ func flowOf(tool, data string, e egressCall) profileFlow {
 // knownFlow reports whether the flow is in the profile with a volume (the bytes sent to its
 // destination in the story) at most factor times the most it was seen with (at least
 // flowVolumeFloor: a few kilobytes more of a flow that sent almost nothing are not news).
-func (p *profile) knownFlow(fl profileFlow, n int64, factor float64) bool {
+// learned is the profile's entry of the flow, nil when it has none.
+func (p *profile) knownFlow(fl profileFlow, n int64, factor float64) (known bool, learned *profileFlow) {
 	i, found := slices.BinarySearchFunc(p.data.Flows, fl, compareFlow)
 	if !found {
-		return false
+		return false, nil
 	}
-	return float64(n) <= factor*float64(max(p.data.Flows[i].BytesMax, flowVolumeFloor))
+	learned = &p.data.Flows[i]
+	return float64(n) <= factor*float64(max(learned.BytesMax, flowVolumeFloor)), learned
 }
 
 // flowVolumeFloor is the least volume a learned flow is judged against.

@@ -333,26 +333,24 @@ func (c *evalContext) knownFlow(fa *fileAccess, pattern string, e *egressCall) (
 	f := c.f
 	tool := f.flowTool(fa, e)
 	n := f.bytesTo(*e)
-	if c.pol.declaredFlow(tool, fa.path, *e, n) != nil {
+	covered, over := c.pol.declaredFlow(tool, fa.path, *e, n)
+	if covered {
 		return true, ""
 	}
 	var note string
-	for i, r := range c.pol.flows {
-		if (r.tool == "" || r.tool == tool) && (r.data == nil || r.data.match(fa.path)) && r.dest.matches(e.addr, e.port, e.host) {
-			note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", i, formatBytes(r.maxBytes))
-			break
-		}
+	if over >= 0 {
+		note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", over, formatBytes(c.pol.flows[over].maxBytes))
 	}
 	if !c.profileComplete() {
 		return false, note
 	}
-	fl := flowOf(tool, pattern, *e)
 	factor := c.cfg.Rules.DataVolumeFactor
-	if c.prof.knownFlow(fl, n, factor) {
+	known, learned := c.prof.knownFlow(flowOf(tool, pattern, *e), n, factor)
+	if known {
 		return true, ""
 	}
-	if i, found := slices.BinarySearchFunc(c.prof.data.Flows, fl, compareFlow); found {
-		note = fmt.Sprintf(": a learned flow, but more than %g × its largest volume (%s)", factor, formatBytes(c.prof.data.Flows[i].BytesMax))
+	if learned != nil {
+		note = fmt.Sprintf(": a learned flow, but more than %g × its largest volume (%s)", factor, formatBytes(learned.BytesMax))
 	}
 	return false, note
 }

@@ -154,9 +154,11 @@ func (p *policy) destinationAllowed(e egressCall) bool {
 	return false
 }
 
-// declaredFlow returns the allowed_flows entry that covers tool sending the file read (path)
-// to e with n bytes in the story, or nil.
-func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) *flowRule {
+// declaredFlow reports whether an allowed_flows entry covers tool sending the file read (path)
+// to e with n bytes in the story. When none does, over is the index of the first entry that
+// names this tool, data and destination but allows fewer bytes (-1 if none), for the finding.
+func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) (covered bool, over int) {
+	over = -1
 	for i := range p.flows {
 		r := &p.flows[i]
 		if r.tool != "" && r.tool != tool {
@@ -169,9 +171,12 @@ func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) *flowRul
 			continue
 		}
 		if r.maxBytes > 0 && n > r.maxBytes {
+			if over < 0 {
+				over = i
+			}
 			continue
 		}
-		return r
+		return true, -1
 	}
-	return nil
+	return false, over
 }
