@@ -65,14 +65,17 @@ func Inspect(path string) (in *Interpreter, err error) {
 // inspectELF reads an interpreter from an opened ELF file; path is the name it goes by (the
 // version and the free-threaded suffix may come from it). Both are the traced process's.
 func inspectELF(f *elf.File, path string) (*Interpreter, error) {
-	if err := checkSymbolTables(f); err != nil {
+	if err := checkSymbolTable(f, elf.SHT_DYNSYM); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	in := &Interpreter{Path: path, Shared: f.Type == elf.ET_DYN && libpythonName.MatchString(path)}
 	// An interpreter exports _PyRuntime for extension modules; the full symbol table (large in
-	// big native programs) is read only for files named like an interpreter.
+	// big native programs) is read, and so checked, only for files named like an interpreter.
 	syms, _ := f.DynamicSymbols()
 	if !hasSymbol(syms, "_PyRuntime") && (pythonName.MatchString(path) || libpythonName.MatchString(path)) {
+		if err := checkSymbolTable(f, elf.SHT_SYMTAB); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 		if more, err := f.Symbols(); err == nil {
 			syms = append(syms, more...)
 		}
@@ -127,11 +130,11 @@ func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 	return in, nil
 }
 
-// checkSymbolTables refuses symbol tables (found by type, as debug/elf does) and their string
-// tables larger than maxSymbolTableBytes, before anything reads them.
-func checkSymbolTables(f *elf.File) error {
+// checkSymbolTable refuses symbol tables of type typ (found by type, as debug/elf does) and
+// their string tables larger than maxSymbolTableBytes, before anything reads them.
+func checkSymbolTable(f *elf.File, typ elf.SectionType) error {
 	for _, s := range f.Sections {
-		if s.Type != elf.SHT_SYMTAB && s.Type != elf.SHT_DYNSYM {
+		if s.Type != typ {
 			continue
 		}
 		size := s.Size
