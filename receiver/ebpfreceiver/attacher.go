@@ -238,14 +238,15 @@ func (a *attacher) register(t *target, info procInfo, isGo bool) {
 	if err := a.symbolizer.Prepare(info.pid); err != nil {
 		a.logger.Debug("cannot read the process's mappings for call stacks", zap.Uint32("pid", info.pid), zap.Error(err))
 	}
+	var py *pyInterp
 	if a.python != nil && !isGo {
-		a.python.setupProcess(info)
+		py = a.python.setupProcess(info)
 	}
 	tlsCapture, tlsMissing := "disabled", []string(nil)
 	if a.tls != nil {
 		tlsCapture, tlsMissing = a.tls.setupProcess(info, isGo)
 	}
-	a.setCapture(t, info, isGo, tlsCapture, tlsMissing)
+	a.setCapture(t, info, isGo, py, tlsCapture, tlsMissing)
 }
 
 // prepareExecutable probes an executable target's interpreter or TLS code before any of its

@@ -2,14 +2,12 @@ package ebpfreceiver
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 )
 
@@ -25,7 +23,7 @@ const (
 // target's functions in its program, how TLS plaintext is read, whether its Python stacks can be
 // read, the syscalls. It fills the process's Capture (its spans' resource attributes) and counts
 // the process in agenttrail.ebpf.capture.processes.
-func (a *attacher) setCapture(t *target, info procInfo, isGo bool, tls string, tlsMissing []string) {
+func (a *attacher) setCapture(t *target, info procInfo, isGo bool, py *pyInterp, tls string, tlsMissing []string) {
 	c := a.captures[info.pid]
 	if c == nil {
 		return
@@ -45,7 +43,7 @@ func (a *attacher) setCapture(t *target, info procInfo, isGo bool, tls string, t
 		}
 	}
 	var pyMissing string
-	c.Python, pyMissing = a.pythonCapture(info, isGo)
+	c.Python, pyMissing = a.pythonCapture(info, isGo, py)
 	if pyMissing != "" {
 		c.Missing = append(c.Missing, pyMissing)
 	}
@@ -65,35 +63,14 @@ func pythonClass(v string) string {
 
 // pythonCapture says whether the Python stacks of a process can be read: the version of its
 // CPython with a known layout, "unknown" (a CPython the receiver has no layout for, with why in
-// missing), "n/a" (no CPython found) or "disabled".
-func (a *attacher) pythonCapture(info procInfo, isGo bool) (value, missing string) {
-	p := a.python
+// missing), "n/a" (no CPython found) or "disabled". pi is the interpreter the process was set
+// up with (nil: none).
+func (a *attacher) pythonCapture(info procInfo, isGo bool, pi *pyInterp) (value, missing string) {
 	switch {
-	case p == nil:
+	case a.python == nil:
 		return captureDisabled, ""
-	case isGo || info.exeFile == "":
+	case isGo || info.exeFile == "" || pi == nil || pi.in == nil:
 		return captureNA, ""
-	}
-	pi := p.interps[fmt.Sprintf("%d:%d", info.inode.Dev, info.inode.Ino)]
-	if pi == nil || pi.in == nil {
-		pi = nil
-		// An embedding program: the interpreter is a mapped libpython (set up just before).
-		cands, err := pyinfo.Candidates(a.cfg.ProcRoot, info.pid)
-		if err != nil && len(cands) == 0 {
-			return captureNA, ""
-		}
-		for _, m := range cands {
-			if !strings.HasPrefix(filepath.Base(m.Path), "libpython") {
-				continue
-			}
-			if lib := p.interps[fmt.Sprintf("%d:%d", m.Dev, m.Inode)]; lib != nil && lib.in != nil {
-				pi = lib
-				break
-			}
-		}
-		if pi == nil {
-			return captureNA, ""
-		}
 	}
 	version := cmpOr(pi.in.Version, "of an unreadable version")
 	switch {

@@ -238,43 +238,53 @@ func cmpOr(s, def string) string {
 }
 
 // setupProcess finds a traced process's interpreter, if it runs CPython, and tells the kernel
-// where its runtime state is (the audit probe also does, at the first audit event).
-func (p *python) setupProcess(info procInfo) {
+// where its runtime state is (the audit probe also does, at the first audit event). It returns
+// the interpreter found (nil: none), for the process's capture attributes.
+func (p *python) setupProcess(info procInfo) *pyInterp {
 	if info.exeFile == "" {
-		return
+		return nil
 	}
 	pi := p.setupBinary(info.exeFile, fmt.Sprintf("%d:%d", info.inode.Dev, info.inode.Ino))
-	in := pi.in
 	mapPath := info.exe
-	if in == nil {
+	var cands []pyinfo.Mapping
+	if pi.in == nil {
 		// An embedding program: the interpreter is a mapped libpython.
-		cands, err := p.candidates(info.pid)
-		if err != nil {
-			return
+		var err error
+		if cands, err = p.candidates(info.pid); err != nil {
+			return nil
 		}
+		found := false
 		for _, m := range cands {
 			if !strings.HasPrefix(filepath.Base(m.Path), "libpython") {
 				continue
 			}
 			here := filepath.Join(p.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "root", m.Path)
 			if lib := p.setupBinary(here, fmt.Sprintf("%d:%d", m.Dev, m.Inode)); lib.in != nil {
-				pi, in, mapPath = lib, lib.in, m.Path
+				pi, mapPath, found = lib, m.Path, true
 				break
 			}
 		}
+		if !found {
+			return nil
+		}
 	}
-	if in == nil || in.Layout == nil || pi.failed {
-		return
+	in := pi.in
+	if in.Layout == nil || pi.failed {
+		return pi
+	}
+	if cands == nil { // the program is the interpreter: its mappings are not read yet
+		cands, _ = p.candidates(info.pid) // unreadable: no bias mapping
 	}
 	bias := uint64(0)
-	if m, ok := p.firstMappingByPath(info.pid, mapPath); ok {
+	if m, ok := firstMappingByPath(cands, mapPath); ok {
 		bias = in.Bias(m)
 	} else if in.Shared {
-		return // not mapped yet: the audit probe registers the process at its first event
+		return pi // not mapped yet: the audit probe registers the process at its first event
 	}
 	if err := p.kernel.SetPythonProcess(info.pid, probes.PythonProc{Runtime: in.RuntimeAddr + bias, Layout: in.Layout.ID}); err != nil {
 		p.logger.Debug("cannot register a Python process in the kernel", zap.Uint32("pid", info.pid), zap.Error(err))
 	}
+	return pi
 }
 
 // candidates lists a process's possible interpreter files; past pyinfo's bound, the first
@@ -288,11 +298,8 @@ func (p *python) candidates(pid uint32) ([]pyinfo.Mapping, error) {
 	return cands, err
 }
 
-func (p *python) firstMappingByPath(pid uint32, path string) (pyinfo.Mapping, bool) {
-	cands, err := p.candidates(pid)
-	if err != nil {
-		return pyinfo.Mapping{}, false
-	}
+// firstMappingByPath is the first of a process's interpreter candidates mapped from path.
+func firstMappingByPath(cands []pyinfo.Mapping, path string) (pyinfo.Mapping, bool) {
 	for _, m := range cands {
 		if m.Path == path {
 			return m, true
