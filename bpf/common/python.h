@@ -208,8 +208,10 @@ volatile const __u8 python_wait_samples = 0;
 
 // probe_id of a Python stack record: PY_SAMPLE_FOR_NEXT belongs to the record that follows it
 // on the thread; PY_SAMPLE_WAIT stands alone.
-#define PY_SAMPLE_FOR_NEXT 0
-#define PY_SAMPLE_WAIT 1
+enum py_sample {
+	PY_SAMPLE_FOR_NEXT = 0,
+	PY_SAMPLE_WAIT = 1,
+};
 
 // emit_python_stack sends the current thread's Python stack, if the process runs a known
 // CPython. gil_held: the caller runs inside the interpreter with the GIL (the audit probe).

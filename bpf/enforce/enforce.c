@@ -232,3 +232,4 @@ const struct decision *unused_decision __attribute__((unused));
 const struct dest4_key *unused_dest4_key __attribute__((unused));
 const struct dest6_key *unused_dest6_key __attribute__((unused));
 const struct path_key *unused_path_key __attribute__((unused));
+const enum decision_kind *unused_decision_kind __attribute__((unused));

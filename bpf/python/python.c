@@ -385,3 +385,8 @@ const struct python_stack_event *unused_python_stack_event __attribute__((unused
 const struct python_layout *unused_python_layout __attribute__((unused));
 const struct python_binary *unused_python_binary __attribute__((unused));
 const struct python_proc *unused_python_proc __attribute__((unused));
+const enum py_stack_status *unused_py_stack_status __attribute__((unused));
+const enum py_type *unused_py_type __attribute__((unused));
+const enum py_value_flags *unused_py_value_flags __attribute__((unused));
+const enum usdt_arg_kind *unused_usdt_arg_kind __attribute__((unused));
+const enum py_sample *unused_py_sample __attribute__((unused));

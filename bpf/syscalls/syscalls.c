@@ -428,3 +428,5 @@ const struct process_event *unused_process_event __attribute__((unused));
 const struct traced_process *unused_traced_process __attribute__((unused));
 const struct probe_spec *unused_probe_spec __attribute__((unused));
 const struct inode_key *unused_inode_key __attribute__((unused));
+const enum traced_syscall *unused_traced_syscall __attribute__((unused));
+const enum drop_reason *unused_drop_reason __attribute__((unused));

@@ -17,8 +17,10 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 
-#define SSL_COOKIE_READ 1
-#define SSL_COOKIE_EX 2
+enum ssl_cookie {
+	SSL_COOKIE_READ = 1,
+	SSL_COOKIE_EX = 2,
+};
 
 // Set by user space before load: bytes of one call's data sent at most.
 volatile const __u32 tls_capture_bytes = 16384;
@@ -236,3 +238,7 @@ int go_tls_close(struct pt_regs *ctx)
 }
 
 const struct tls_event *unused_tls_event __attribute__((unused));
+const enum tls_direction *unused_tls_direction __attribute__((unused));
+const enum tls_source *unused_tls_source __attribute__((unused));
+const enum tls_flags *unused_tls_flags __attribute__((unused));
+const enum ssl_cookie *unused_ssl_cookie __attribute__((unused));

@@ -206,3 +206,8 @@ const struct func_args_event *unused_func_args_event __attribute__((unused));
 const struct probe_spec *unused_probe_spec __attribute__((unused));
 const struct traced_process *unused_traced_process __attribute__((unused));
 const struct goroutine_event *unused_goroutine_event __attribute__((unused));
+// The enums too, so that the Go side's constants are generated rather than copied.
+const enum event_kind *unused_event_kind __attribute__((unused));
+const enum arg_kind *unused_arg_kind __attribute__((unused));
+const enum arg_flags *unused_arg_flags __attribute__((unused));
+const enum reg_id *unused_reg_id __attribute__((unused));

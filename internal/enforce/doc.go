@@ -10,4 +10,4 @@
 // everything.
 package enforce
 
-//go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type decision -type dest4_key -type dest6_key -type path_key enforce ../../bpf/enforce/enforce.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -target amd64 -cc clang -cflags "-O2 -g -Wall -Werror" -type decision -type dest4_key -type dest6_key -type path_key -type decision_kind enforce ../../bpf/enforce/enforce.c -- -I/usr/include/x86_64-linux-gnu

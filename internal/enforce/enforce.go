@@ -310,12 +310,12 @@ func (e *Enforcer) read() {
 
 func (e *Enforcer) decode(raw *enforceDecision) Decision {
 	d := Decision{Time: time.Unix(0, int64(raw.TsNs)+e.offset), PID: raw.Tgid, TID: raw.Tid, PPID: raw.Ppid, CgroupID: raw.CgroupId}
-	switch raw.Kind {
-	case 1:
+	switch enforceDecisionKind(raw.Kind) {
+	case enforceDecisionKindDECISION_CONNECT:
 		d.Kind = KindConnect
-	case 2:
+	case enforceDecisionKindDECISION_SENDMSG:
 		d.Kind = KindSendmsg
-	case 3:
+	case enforceDecisionKindDECISION_EXEC:
 		d.Kind = KindExec
 		d.Executable = string(raw.Path[:min(int(raw.PathLen), len(raw.Path))])
 	}

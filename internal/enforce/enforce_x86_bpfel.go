@@ -30,6 +30,14 @@ type enforceDecision struct {
 	Path     [256]uint8
 }
 
+type enforceDecisionKind uint32
+
+const (
+	enforceDecisionKindDECISION_CONNECT enforceDecisionKind = 1
+	enforceDecisionKindDECISION_SENDMSG enforceDecisionKind = 2
+	enforceDecisionKindDECISION_EXEC    enforceDecisionKind = 3
+)
+
 type enforceDest4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -55,22 +63,23 @@ type enforcePathKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	enforceMapAllowed4       = "allowed4"
-	enforceMapAllowed6       = "allowed6"
-	enforceMapAllowedExecs   = "allowed_execs"
-	enforceMapDecisions      = "decisions"
-	enforceMapWorkloadCgroup = "workload_cgroup"
-	enforceProgConnect4      = "connect4"
-	enforceProgConnect6      = "connect6"
-	enforceProgExecGuard     = "exec_guard"
-	enforceProgSendmsg4      = "sendmsg4"
-	enforceProgSendmsg6      = "sendmsg6"
-	enforceVarEnforceExec    = "enforce_exec"
-	enforceVarUnusedDecision = "unused_decision"
-	enforceVarUnusedDest4Key = "unused_dest4_key"
-	enforceVarUnusedDest6Key = "unused_dest6_key"
-	enforceVarUnusedPathKey  = "unused_path_key"
-	enforceVarWorkloadId     = "workload_id"
+	enforceMapAllowed4           = "allowed4"
+	enforceMapAllowed6           = "allowed6"
+	enforceMapAllowedExecs       = "allowed_execs"
+	enforceMapDecisions          = "decisions"
+	enforceMapWorkloadCgroup     = "workload_cgroup"
+	enforceProgConnect4          = "connect4"
+	enforceProgConnect6          = "connect6"
+	enforceProgExecGuard         = "exec_guard"
+	enforceProgSendmsg4          = "sendmsg4"
+	enforceProgSendmsg6          = "sendmsg6"
+	enforceVarEnforceExec        = "enforce_exec"
+	enforceVarUnusedDecision     = "unused_decision"
+	enforceVarUnusedDecisionKind = "unused_decision_kind"
+	enforceVarUnusedDest4Key     = "unused_dest4_key"
+	enforceVarUnusedDest6Key     = "unused_dest6_key"
+	enforceVarUnusedPathKey      = "unused_path_key"
+	enforceVarWorkloadId         = "workload_id"
 )
 
 // loadEnforce returns the embedded CollectionSpec for enforce.
@@ -137,12 +146,13 @@ type enforceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceVariableSpecs struct {
-	EnforceExec    *ebpf.VariableSpec `ebpf:"enforce_exec"`
-	UnusedDecision *ebpf.VariableSpec `ebpf:"unused_decision"`
-	UnusedDest4Key *ebpf.VariableSpec `ebpf:"unused_dest4_key"`
-	UnusedDest6Key *ebpf.VariableSpec `ebpf:"unused_dest6_key"`
-	UnusedPathKey  *ebpf.VariableSpec `ebpf:"unused_path_key"`
-	WorkloadId     *ebpf.VariableSpec `ebpf:"workload_id"`
+	EnforceExec        *ebpf.VariableSpec `ebpf:"enforce_exec"`
+	UnusedDecision     *ebpf.VariableSpec `ebpf:"unused_decision"`
+	UnusedDecisionKind *ebpf.VariableSpec `ebpf:"unused_decision_kind"`
+	UnusedDest4Key     *ebpf.VariableSpec `ebpf:"unused_dest4_key"`
+	UnusedDest6Key     *ebpf.VariableSpec `ebpf:"unused_dest6_key"`
+	UnusedPathKey      *ebpf.VariableSpec `ebpf:"unused_path_key"`
+	WorkloadId         *ebpf.VariableSpec `ebpf:"workload_id"`
 }
 
 // enforceObjects contains all objects after they have been loaded into the kernel.
@@ -186,12 +196,13 @@ func (m *enforceMaps) Close() error {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforceVariables struct {
-	EnforceExec    *ebpf.Variable `ebpf:"enforce_exec"`
-	UnusedDecision *ebpf.Variable `ebpf:"unused_decision"`
-	UnusedDest4Key *ebpf.Variable `ebpf:"unused_dest4_key"`
-	UnusedDest6Key *ebpf.Variable `ebpf:"unused_dest6_key"`
-	UnusedPathKey  *ebpf.Variable `ebpf:"unused_path_key"`
-	WorkloadId     *ebpf.Variable `ebpf:"workload_id"`
+	EnforceExec        *ebpf.Variable `ebpf:"enforce_exec"`
+	UnusedDecision     *ebpf.Variable `ebpf:"unused_decision"`
+	UnusedDecisionKind *ebpf.Variable `ebpf:"unused_decision_kind"`
+	UnusedDest4Key     *ebpf.Variable `ebpf:"unused_dest4_key"`
+	UnusedDest6Key     *ebpf.Variable `ebpf:"unused_dest6_key"`
+	UnusedPathKey      *ebpf.Variable `ebpf:"unused_path_key"`
+	WorkloadId         *ebpf.Variable `ebpf:"workload_id"`
 }
 
 // enforcePrograms contains all programs after they have been loaded into the kernel.

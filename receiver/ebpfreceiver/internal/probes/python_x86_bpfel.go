@@ -41,6 +41,37 @@ type pythonPyFrame struct {
 	Pad   uint32
 }
 
+type pythonPySample uint32
+
+const (
+	pythonPySamplePY_SAMPLE_FOR_NEXT pythonPySample = 0
+	pythonPySamplePY_SAMPLE_WAIT     pythonPySample = 1
+)
+
+type pythonPyStackStatus uint32
+
+const (
+	pythonPyStackStatusPY_STACK_OK          pythonPyStackStatus = 0
+	pythonPyStackStatusPY_STACK_TRUNCATED   pythonPyStackStatus = 1
+	pythonPyStackStatusPY_STACK_NO_THREAD   pythonPyStackStatus = 2
+	pythonPyStackStatusPY_STACK_READ_FAILED pythonPyStackStatus = 3
+)
+
+type pythonPyType uint32
+
+const (
+	pythonPyTypePY_T_OTHER     pythonPyType = 0
+	pythonPyTypePY_T_NONE      pythonPyType = 1
+	pythonPyTypePY_T_BOOL      pythonPyType = 2
+	pythonPyTypePY_T_INT       pythonPyType = 3
+	pythonPyTypePY_T_STR       pythonPyType = 4
+	pythonPyTypePY_T_BYTES     pythonPyType = 5
+	pythonPyTypePY_T_TUPLE     pythonPyType = 6
+	pythonPyTypePY_T_LIST      pythonPyType = 7
+	pythonPyTypePY_T_DICT      pythonPyType = 8
+	pythonPyTypePY_T_BYTEARRAY pythonPyType = 9
+)
+
 type pythonPyValue struct {
 	_        structs.HostLayout
 	Num      int64
@@ -54,6 +85,14 @@ type pythonPyValue struct {
 	Captured uint32
 	Data     [128]uint8
 }
+
+type pythonPyValueFlags uint32
+
+const (
+	pythonPyValueFlagsPY_V_TRUNCATED   pythonPyValueFlags = 1
+	pythonPyValueFlagsPY_V_READ_FAILED pythonPyValueFlags = 2
+	pythonPyValueFlagsPY_V_UNSUPPORTED pythonPyValueFlags = 4
+)
 
 type pythonPythonAuditEvent struct {
 	_   structs.HostLayout
@@ -172,6 +211,15 @@ type pythonUsdtArg struct {
 	Pad      uint32
 }
 
+type pythonUsdtArgKind uint32
+
+const (
+	pythonUsdtArgKindUSDT_ARG_NONE  pythonUsdtArgKind = 0
+	pythonUsdtArgKindUSDT_ARG_CONST pythonUsdtArgKind = 1
+	pythonUsdtArgKindUSDT_ARG_REG   pythonUsdtArgKind = 2
+	pythonUsdtArgKindUSDT_ARG_MEM   pythonUsdtArgKind = 3
+)
+
 type pythonWalkState struct {
 	_ structs.HostLayout
 	C [4]struct {
@@ -214,11 +262,16 @@ const (
 	pythonVarPythonStacks           = "python_stacks"
 	pythonVarPythonWaitSamples      = "python_wait_samples"
 	pythonVarSyscallMask            = "syscall_mask"
+	pythonVarUnusedPySample         = "unused_py_sample"
+	pythonVarUnusedPyStackStatus    = "unused_py_stack_status"
+	pythonVarUnusedPyType           = "unused_py_type"
+	pythonVarUnusedPyValueFlags     = "unused_py_value_flags"
 	pythonVarUnusedPythonAuditEvent = "unused_python_audit_event"
 	pythonVarUnusedPythonBinary     = "unused_python_binary"
 	pythonVarUnusedPythonLayout     = "unused_python_layout"
 	pythonVarUnusedPythonProc       = "unused_python_proc"
 	pythonVarUnusedPythonStackEvent = "unused_python_stack_event"
+	pythonVarUnusedUsdtArgKind      = "unused_usdt_arg_kind"
 	pythonVarWakeupBytes            = "wakeup_bytes"
 )
 
@@ -294,11 +347,16 @@ type pythonVariableSpecs struct {
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	UnusedPySample         *ebpf.VariableSpec `ebpf:"unused_py_sample"`
+	UnusedPyStackStatus    *ebpf.VariableSpec `ebpf:"unused_py_stack_status"`
+	UnusedPyType           *ebpf.VariableSpec `ebpf:"unused_py_type"`
+	UnusedPyValueFlags     *ebpf.VariableSpec `ebpf:"unused_py_value_flags"`
 	UnusedPythonAuditEvent *ebpf.VariableSpec `ebpf:"unused_python_audit_event"`
 	UnusedPythonBinary     *ebpf.VariableSpec `ebpf:"unused_python_binary"`
 	UnusedPythonLayout     *ebpf.VariableSpec `ebpf:"unused_python_layout"`
 	UnusedPythonProc       *ebpf.VariableSpec `ebpf:"unused_python_proc"`
 	UnusedPythonStackEvent *ebpf.VariableSpec `ebpf:"unused_python_stack_event"`
+	UnusedUsdtArgKind      *ebpf.VariableSpec `ebpf:"unused_usdt_arg_kind"`
 	WakeupBytes            *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -363,11 +421,16 @@ type pythonVariables struct {
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
+	UnusedPySample         *ebpf.Variable `ebpf:"unused_py_sample"`
+	UnusedPyStackStatus    *ebpf.Variable `ebpf:"unused_py_stack_status"`
+	UnusedPyType           *ebpf.Variable `ebpf:"unused_py_type"`
+	UnusedPyValueFlags     *ebpf.Variable `ebpf:"unused_py_value_flags"`
 	UnusedPythonAuditEvent *ebpf.Variable `ebpf:"unused_python_audit_event"`
 	UnusedPythonBinary     *ebpf.Variable `ebpf:"unused_python_binary"`
 	UnusedPythonLayout     *ebpf.Variable `ebpf:"unused_python_layout"`
 	UnusedPythonProc       *ebpf.Variable `ebpf:"unused_python_proc"`
 	UnusedPythonStackEvent *ebpf.Variable `ebpf:"unused_python_stack_event"`
+	UnusedUsdtArgKind      *ebpf.Variable `ebpf:"unused_usdt_arg_kind"`
 	WakeupBytes            *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type syscallsDropReason uint32
+
+const (
+	syscallsDropReasonDROP_RINGBUF_FULL     syscallsDropReason = 0
+	syscallsDropReasonDROP_STACK_FAILED     syscallsDropReason = 1
+	syscallsDropReasonDROP_NEWPROC_UNPAIRED syscallsDropReason = 2
+	syscallsDropReasonDROP_PYTHON_STACK     syscallsDropReason = 3
+	syscallsDropReasonDROP_REASONS          syscallsDropReason = 4
+)
+
 type syscallsInodeKey struct {
 	_   structs.HostLayout
 	Dev uint64
@@ -200,6 +210,16 @@ type syscallsTracedProcess struct {
 	Pad      [3]uint8
 }
 
+type syscallsTracedSyscall uint32
+
+const (
+	syscallsTracedSyscallTRACE_CONNECT syscallsTracedSyscall = 1
+	syscallsTracedSyscallTRACE_ACCEPT  syscallsTracedSyscall = 2
+	syscallsTracedSyscallTRACE_SENDTO  syscallsTracedSyscall = 4
+	syscallsTracedSyscallTRACE_EXECVE  syscallsTracedSyscall = 8
+	syscallsTracedSyscallTRACE_OPENAT  syscallsTracedSyscall = 16
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -225,12 +245,14 @@ const (
 	syscallsVarPythonStacks           = "python_stacks"
 	syscallsVarPythonWaitSamples      = "python_wait_samples"
 	syscallsVarSyscallMask            = "syscall_mask"
+	syscallsVarUnusedDropReason       = "unused_drop_reason"
 	syscallsVarUnusedInodeKey         = "unused_inode_key"
 	syscallsVarUnusedProbeSpec        = "unused_probe_spec"
 	syscallsVarUnusedProcessEvent     = "unused_process_event"
 	syscallsVarUnusedSyscallEvent     = "unused_syscall_event"
 	syscallsVarUnusedSyscallExitEvent = "unused_syscall_exit_event"
 	syscallsVarUnusedTracedProcess    = "unused_traced_process"
+	syscallsVarUnusedTracedSyscall    = "unused_traced_syscall"
 	syscallsVarWakeupBytes            = "wakeup_bytes"
 )
 
@@ -309,12 +331,14 @@ type syscallsVariableSpecs struct {
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	UnusedDropReason       *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
 	UnusedInodeKey         *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
 	UnusedProcessEvent     *ebpf.VariableSpec `ebpf:"unused_process_event"`
 	UnusedSyscallEvent     *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.VariableSpec `ebpf:"unused_syscall_exit_event"`
 	UnusedTracedProcess    *ebpf.VariableSpec `ebpf:"unused_traced_process"`
+	UnusedTracedSyscall    *ebpf.VariableSpec `ebpf:"unused_traced_syscall"`
 	WakeupBytes            *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -377,12 +401,14 @@ type syscallsVariables struct {
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
+	UnusedDropReason       *ebpf.Variable `ebpf:"unused_drop_reason"`
 	UnusedInodeKey         *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.Variable `ebpf:"unused_probe_spec"`
 	UnusedProcessEvent     *ebpf.Variable `ebpf:"unused_process_event"`
 	UnusedSyscallEvent     *ebpf.Variable `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.Variable `ebpf:"unused_syscall_exit_event"`
 	UnusedTracedProcess    *ebpf.Variable `ebpf:"unused_traced_process"`
+	UnusedTracedSyscall    *ebpf.Variable `ebpf:"unused_traced_syscall"`
 	WakeupBytes            *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -131,6 +131,13 @@ type tlsPythonScratch struct {
 	Window [128]uint8
 }
 
+type tlsSslCookie uint32
+
+const (
+	tlsSslCookieSSL_COOKIE_READ tlsSslCookie = 1
+	tlsSslCookieSSL_COOKIE_EX   tlsSslCookie = 2
+)
+
 type tlsTlsCall struct {
 	_         structs.HostLayout
 	Conn      uint64
@@ -140,6 +147,14 @@ type tlsTlsCall struct {
 	Ex        uint8
 	Pad       [6]uint8
 }
+
+type tlsTlsDirection uint32
+
+const (
+	tlsTlsDirectionTLS_WRITE tlsTlsDirection = 1
+	tlsTlsDirectionTLS_READ  tlsTlsDirection = 2
+	tlsTlsDirectionTLS_CLOSE tlsTlsDirection = 3
+)
 
 type tlsTlsEvent struct {
 	_   structs.HostLayout
@@ -162,6 +177,21 @@ type tlsTlsEvent struct {
 	Pad       [5]uint8
 	Data      [65536]uint8
 }
+
+type tlsTlsFlags uint32
+
+const (
+	tlsTlsFlagsTLS_F_TRUNCATED   tlsTlsFlags = 1
+	tlsTlsFlagsTLS_F_READ_FAILED tlsTlsFlags = 2
+	tlsTlsFlagsTLS_F_UNSEEN      tlsTlsFlags = 4
+)
+
+type tlsTlsSource uint32
+
+const (
+	tlsTlsSourceTLS_OPENSSL tlsTlsSource = 1
+	tlsTlsSourceTLS_GO      tlsTlsSource = 2
+)
 
 type tlsTracedProcess struct {
 	_        structs.HostLayout
@@ -200,7 +230,11 @@ const (
 	tlsVarPythonWaitSamples  = "python_wait_samples"
 	tlsVarSyscallMask        = "syscall_mask"
 	tlsVarTlsCaptureBytes    = "tls_capture_bytes"
+	tlsVarUnusedSslCookie    = "unused_ssl_cookie"
+	tlsVarUnusedTlsDirection = "unused_tls_direction"
 	tlsVarUnusedTlsEvent     = "unused_tls_event"
+	tlsVarUnusedTlsFlags     = "unused_tls_flags"
+	tlsVarUnusedTlsSource    = "unused_tls_source"
 	tlsVarWakeupBytes        = "wakeup_bytes"
 )
 
@@ -279,13 +313,17 @@ type tlsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsVariableSpecs struct {
-	CaptureStacks     *ebpf.VariableSpec `ebpf:"capture_stacks"`
-	PythonStacks      *ebpf.VariableSpec `ebpf:"python_stacks"`
-	PythonWaitSamples *ebpf.VariableSpec `ebpf:"python_wait_samples"`
-	SyscallMask       *ebpf.VariableSpec `ebpf:"syscall_mask"`
-	TlsCaptureBytes   *ebpf.VariableSpec `ebpf:"tls_capture_bytes"`
-	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CaptureStacks      *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	PythonStacks       *ebpf.VariableSpec `ebpf:"python_stacks"`
+	PythonWaitSamples  *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SyscallMask        *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	TlsCaptureBytes    *ebpf.VariableSpec `ebpf:"tls_capture_bytes"`
+	UnusedSslCookie    *ebpf.VariableSpec `ebpf:"unused_ssl_cookie"`
+	UnusedTlsDirection *ebpf.VariableSpec `ebpf:"unused_tls_direction"`
+	UnusedTlsEvent     *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	UnusedTlsFlags     *ebpf.VariableSpec `ebpf:"unused_tls_flags"`
+	UnusedTlsSource    *ebpf.VariableSpec `ebpf:"unused_tls_source"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tlsObjects contains all objects after they have been loaded into the kernel.
@@ -347,13 +385,17 @@ func (m *tlsMaps) Close() error {
 //
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsVariables struct {
-	CaptureStacks     *ebpf.Variable `ebpf:"capture_stacks"`
-	PythonStacks      *ebpf.Variable `ebpf:"python_stacks"`
-	PythonWaitSamples *ebpf.Variable `ebpf:"python_wait_samples"`
-	SyscallMask       *ebpf.Variable `ebpf:"syscall_mask"`
-	TlsCaptureBytes   *ebpf.Variable `ebpf:"tls_capture_bytes"`
-	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CaptureStacks      *ebpf.Variable `ebpf:"capture_stacks"`
+	PythonStacks       *ebpf.Variable `ebpf:"python_stacks"`
+	PythonWaitSamples  *ebpf.Variable `ebpf:"python_wait_samples"`
+	SyscallMask        *ebpf.Variable `ebpf:"syscall_mask"`
+	TlsCaptureBytes    *ebpf.Variable `ebpf:"tls_capture_bytes"`
+	UnusedSslCookie    *ebpf.Variable `ebpf:"unused_ssl_cookie"`
+	UnusedTlsDirection *ebpf.Variable `ebpf:"unused_tls_direction"`
+	UnusedTlsEvent     *ebpf.Variable `ebpf:"unused_tls_event"`
+	UnusedTlsFlags     *ebpf.Variable `ebpf:"unused_tls_flags"`
+	UnusedTlsSource    *ebpf.Variable `ebpf:"unused_tls_source"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tlsPrograms contains all programs after they have been loaded into the kernel.

@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type uprobeArgFlags uint32
+
+const (
+	uprobeArgFlagsARG_FLAG_TRUNCATED   uprobeArgFlags = 1
+	uprobeArgFlagsARG_FLAG_READ_FAILED uprobeArgFlags = 2
+)
+
+type uprobeArgKind uint32
+
+const (
+	uprobeArgKindARG_NONE    uprobeArgKind = 0
+	uprobeArgKindARG_INT     uprobeArgKind = 1
+	uprobeArgKindARG_UINT    uprobeArgKind = 2
+	uprobeArgKindARG_BOOL    uprobeArgKind = 3
+	uprobeArgKindARG_STRING  uprobeArgKind = 4
+	uprobeArgKindARG_BYTES_  uprobeArgKind = 5
+	uprobeArgKindARG_CSTRING uprobeArgKind = 6
+)
+
 type uprobeArgSpec struct {
 	_    structs.HostLayout
 	Kind uint8
@@ -31,6 +50,23 @@ type uprobeEventHeader struct {
 	Tid      uint32
 	ProbeId  uint32
 }
+
+type uprobeEventKind uint32
+
+const (
+	uprobeEventKindEVENT_FUNC_ENTRY       uprobeEventKind = 1
+	uprobeEventKindEVENT_FUNC_RETURN      uprobeEventKind = 2
+	uprobeEventKindEVENT_GOROUTINE_CREATE uprobeEventKind = 3
+	uprobeEventKindEVENT_SYSCALL_ENTER    uprobeEventKind = 4
+	uprobeEventKindEVENT_SYSCALL_EXIT     uprobeEventKind = 5
+	uprobeEventKindEVENT_PROCESS_EXEC     uprobeEventKind = 6
+	uprobeEventKindEVENT_PROCESS_EXIT     uprobeEventKind = 7
+	uprobeEventKindEVENT_PROCESS_FORK     uprobeEventKind = 8
+	uprobeEventKindEVENT_PYTHON_STACK     uprobeEventKind = 9
+	uprobeEventKindEVENT_PYTHON_AUDIT     uprobeEventKind = 10
+	uprobeEventKindEVENT_TLS_DATA         uprobeEventKind = 11
+	uprobeEventKindEVENT_THREAD_EXIT      uprobeEventKind = 12
+)
 
 type uprobeFuncArg struct {
 	_        structs.HostLayout
@@ -73,6 +109,29 @@ type uprobeProbeSpec struct {
 	Args  [4]uprobeArgSpec
 }
 
+type uprobeRegId uint32
+
+const (
+	uprobeRegIdREG_NONE  uprobeRegId = 0
+	uprobeRegIdREG_RAX   uprobeRegId = 1
+	uprobeRegIdREG_RBX   uprobeRegId = 2
+	uprobeRegIdREG_RCX   uprobeRegId = 3
+	uprobeRegIdREG_RDX   uprobeRegId = 4
+	uprobeRegIdREG_RSI   uprobeRegId = 5
+	uprobeRegIdREG_RDI   uprobeRegId = 6
+	uprobeRegIdREG_R8    uprobeRegId = 7
+	uprobeRegIdREG_R9    uprobeRegId = 8
+	uprobeRegIdREG_R10   uprobeRegId = 9
+	uprobeRegIdREG_R11   uprobeRegId = 10
+	uprobeRegIdREG_R12   uprobeRegId = 11
+	uprobeRegIdREG_R13   uprobeRegId = 12
+	uprobeRegIdREG_R14   uprobeRegId = 13
+	uprobeRegIdREG_R15   uprobeRegId = 14
+	uprobeRegIdREG_RBP   uprobeRegId = 15
+	uprobeRegIdREG_RSP   uprobeRegId = 16
+	uprobeRegIdREG_COUNT uprobeRegId = 17
+)
+
 type uprobeTracedProcess struct {
 	_        structs.HostLayout
 	TargetId uint32
@@ -97,10 +156,14 @@ const (
 	uprobeProgGoNewproc1Return    = "go_newproc1_return"
 	uprobeVarCaptureStacks        = "capture_stacks"
 	uprobeVarSyscallMask          = "syscall_mask"
+	uprobeVarUnusedArgFlags       = "unused_arg_flags"
+	uprobeVarUnusedArgKind        = "unused_arg_kind"
+	uprobeVarUnusedEventKind      = "unused_event_kind"
 	uprobeVarUnusedFuncArgsEvent  = "unused_func_args_event"
 	uprobeVarUnusedFuncEvent      = "unused_func_event"
 	uprobeVarUnusedGoroutineEvent = "unused_goroutine_event"
 	uprobeVarUnusedProbeSpec      = "unused_probe_spec"
+	uprobeVarUnusedRegId          = "unused_reg_id"
 	uprobeVarUnusedTracedProcess  = "unused_traced_process"
 	uprobeVarWakeupBytes          = "wakeup_bytes"
 )
@@ -172,10 +235,14 @@ type uprobeMapSpecs struct {
 type uprobeVariableSpecs struct {
 	CaptureStacks        *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	SyscallMask          *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	UnusedArgFlags       *ebpf.VariableSpec `ebpf:"unused_arg_flags"`
+	UnusedArgKind        *ebpf.VariableSpec `ebpf:"unused_arg_kind"`
+	UnusedEventKind      *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedFuncArgsEvent  *ebpf.VariableSpec `ebpf:"unused_func_args_event"`
 	UnusedFuncEvent      *ebpf.VariableSpec `ebpf:"unused_func_event"`
 	UnusedGoroutineEvent *ebpf.VariableSpec `ebpf:"unused_goroutine_event"`
 	UnusedProbeSpec      *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
+	UnusedRegId          *ebpf.VariableSpec `ebpf:"unused_reg_id"`
 	UnusedTracedProcess  *ebpf.VariableSpec `ebpf:"unused_traced_process"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -227,10 +294,14 @@ func (m *uprobeMaps) Close() error {
 type uprobeVariables struct {
 	CaptureStacks        *ebpf.Variable `ebpf:"capture_stacks"`
 	SyscallMask          *ebpf.Variable `ebpf:"syscall_mask"`
+	UnusedArgFlags       *ebpf.Variable `ebpf:"unused_arg_flags"`
+	UnusedArgKind        *ebpf.Variable `ebpf:"unused_arg_kind"`
+	UnusedEventKind      *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedFuncArgsEvent  *ebpf.Variable `ebpf:"unused_func_args_event"`
 	UnusedFuncEvent      *ebpf.Variable `ebpf:"unused_func_event"`
 	UnusedGoroutineEvent *ebpf.Variable `ebpf:"unused_goroutine_event"`
 	UnusedProbeSpec      *ebpf.Variable `ebpf:"unused_probe_spec"`
+	UnusedRegId          *ebpf.Variable `ebpf:"unused_reg_id"`
 	UnusedTracedProcess  *ebpf.Variable `ebpf:"unused_traced_process"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
