@@ -19,6 +19,9 @@
 #define PY_VALUE_BYTES 128   // bytes of a str/bytes value (or a type name) copied
 #define AUDIT_NAME_BYTES 64
 #define TLS_MAX_CAPTURE 65536 // plaintext bytes of one TLS call sent at most
+#define FD_IO_MAX_CAPTURE 65536 // payload bytes of one socket or pipe I/O sent at most
+#define FD_IO_DNS_CAPTURE 512   // bytes of a DNS message sent, whatever the plaintext bound
+#define FD_IO_MAX_MMSG 8        // sendmmsg/recvmmsg entries whose lengths are summed
 
 enum event_kind {
 	EVENT_FUNC_ENTRY = 1,
@@ -33,6 +36,7 @@ enum event_kind {
 	EVENT_PYTHON_AUDIT = 10,
 	EVENT_TLS_DATA = 11,
 	EVENT_THREAD_EXIT = 12,
+	EVENT_FD_IO = 13,
 };
 
 // Argument kinds and registers: the numbering is shared with the Go package elfinfo.
@@ -130,6 +134,10 @@ struct syscall_exit_event {
 	__u16 port;
 	__u32 _pad;
 	__u8 addr[16];
+	// connect (fd) and accept (the new fd): the socket's identity, as EVENT_FD_IO records carry
+	// it, so user space knows which later I/O went over this connection. 0 when not a socket.
+	__u64 sock; // struct sock *
+	__u64 ino;  // the socket's inode number
 };
 
 // EVENT_PROCESS_EXEC (every exec on the host: user space matches targets by name and container),
@@ -252,4 +260,49 @@ struct tls_event {
 	__u8 flags;     // enum tls_flags
 	__u8 _pad[5];
 	__u8 data[TLS_MAX_CAPTURE];
+};
+
+enum fd_io_direction {
+	FD_IO_SEND = 1,
+	FD_IO_RECV = 2,
+};
+
+enum fd_io_kind {
+	FD_IO_TCP = 1,
+	FD_IO_UDP = 2,
+	FD_IO_UNIX = 3,
+	FD_IO_PIPE = 4,
+	FD_IO_OTHER = 5, // another family (netlink, packet) or protocol (raw, SCTP)
+};
+
+enum fd_io_flags {
+	FD_IO_F_PEER_UNKNOWN = 1, // an IP socket whose peer is neither connected nor in the call's address
+	FD_IO_F_TRUNCATED = 2,    // sendmmsg/recvmmsg moved more than FD_IO_MAX_MMSG messages: bytes counts only those
+	FD_IO_F_PAYLOAD_CUT = 4,  // the call moved more bytes than were captured (or than the first buffer held)
+	FD_IO_F_READ_FAILED = 8,  // the data or an argument could not be read from user memory
+	FD_IO_F_DNS = 16,         // captured because the peer port is the DNS port
+	FD_IO_F_PLAIN = 32,       // captured because the socket or pipe carries a plaintext protocol
+};
+
+// EVENT_FD_IO: one send or receive of a traced process on a socket (or on a pipe that carries a
+// plaintext protocol), after it returned more than 0 bytes. Sent with only `captured` bytes of
+// data.
+struct fd_io_event {
+	struct event_header hdr; // probe_id: the syscall number
+	__u64 sock;        // struct sock *: the socket's identity while it lives (0 for a pipe)
+	__u64 ino;         // inode number of the socket or pipe
+	__u64 bytes;       // bytes the call moved (sendmmsg/recvmmsg: summed over the messages)
+	__s32 fd;
+	__u32 netns;       // network namespace inode of the socket
+	__u16 family;      // AF_INET, AF_INET6, AF_UNIX, ... (0 for a pipe)
+	__u16 peer_port;   // host byte order
+	__u16 local_port;  // host byte order
+	__u8 direction;    // enum fd_io_direction
+	__u8 kind;         // enum fd_io_kind
+	__u8 flags;        // enum fd_io_flags
+	__u8 _pad[3];
+	__u32 captured;    // bytes in data
+	__u8 peer[16];     // IPv4 in the first 4 bytes, or IPv6
+	__u8 local[16];
+	__u8 data[FD_IO_MAX_CAPTURE];
 };

@@ -88,6 +88,11 @@ struct {
 
 // Set by user space before load.
 volatile const __u32 syscall_mask = 0; // bit per enum traced_syscall
+// Socket I/O (EVENT_FD_IO): on, with receives, the plaintext payload bound, the DNS port.
+volatile const __u8 sockets_enabled = 0;
+volatile const __u8 sockets_inbound = 0;
+volatile const __u32 fd_capture_bytes = 0;
+volatile const __u16 dns_port = 53;
 volatile const __u8 capture_stacks = 1;
 // Wake the reader only once this much data waits, or when it waits idle (reader_idle): a wakeup
 // is an interrupt to another CPU, which on a virtual machine costs more than the probe itself.

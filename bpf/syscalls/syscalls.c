@@ -34,10 +34,24 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NR_FORK 57
 #define NR_VFORK 58
 #define NR_CLONE3 435
+// Socket and pipe I/O (EVENT_FD_IO).
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDMSG 46
+#define NR_SPLICE 275
+#define NR_RECVMMSG 299
+#define NR_SENDMMSG 307
 
 #define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFIFO 0010000
 
 // Bits of syscall_mask, set by user space from the config.
 enum traced_syscall {
@@ -274,16 +288,360 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+// How an I/O syscall passes its data: the argument register holding it and its shape.
+enum io_shape {
+	IO_NONE = 0,
+	IO_BUF = 1,    // write, read, sendto, recvfrom: a buffer (si) and its length (dx)
+	IO_IOV = 2,    // writev, readv: an iovec array (si)
+	IO_MSG = 3,    // sendmsg, recvmsg: a msghdr (si)
+	IO_MMSG = 4,   // sendmmsg, recvmmsg: an mmsghdr array (si); ret is the message count
+	IO_NODATA = 5, // sendfile (out fd in di), splice (out fd in dx): bytes only
+};
+
+// io_op classifies an I/O syscall: its shape, and FD_IO_SEND or FD_IO_RECV in *dir. Only a
+// switch on the number: untraced processes pay nothing more for other syscalls.
+static __always_inline int io_op(long nr, __u8 *dir)
+{
+	switch (nr) {
+	case NR_WRITE:
+	case NR_SENDTO: *dir = FD_IO_SEND; return IO_BUF;
+	case NR_WRITEV: *dir = FD_IO_SEND; return IO_IOV;
+	case NR_SENDMSG: *dir = FD_IO_SEND; return IO_MSG;
+	case NR_SENDMMSG: *dir = FD_IO_SEND; return IO_MMSG;
+	case NR_SENDFILE:
+	case NR_SPLICE: *dir = FD_IO_SEND; return IO_NODATA;
+	}
+	if (!sockets_inbound)
+		return IO_NONE;
+	switch (nr) {
+	case NR_READ:
+	case NR_RECVFROM: *dir = FD_IO_RECV; return IO_BUF;
+	case NR_READV: *dir = FD_IO_RECV; return IO_IOV;
+	case NR_RECVMSG: *dir = FD_IO_RECV; return IO_MSG;
+	case NR_RECVMMSG: *dir = FD_IO_RECV; return IO_MMSG;
+	}
+	return IO_NONE;
+}
+
+// One record under construction per CPU (too large for the BPF stack); user space sets
+// max_entries to the number of possible CPUs.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fd_io_event);
+} fd_scratch SEC(".maps");
+
+// Sockets and pipes that carry a plaintext protocol (HTTP/1, HTTP/2 without TLS, JSON-RPC on a
+// pipe): their payload is captured. Key: the struct sock * of a socket, the inode number of a
+// pipe (kernel pointers and inode numbers do not overlap). Marked here when a call's data starts
+// like such a protocol, unmarked when it starts like a TLS record; user space may do either.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} plain_fds SEC(".maps");
+
+// The open file behind fd in the current process, or 0.
+static __always_inline struct file *fd_file(__u64 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return 0;
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if (fd >= max)
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (!fds || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) < 0)
+		return 0;
+	return f;
+}
+
+// sock_of returns the socket's struct sock for a socket file, 0 otherwise; *ino is the inode
+// number and *mode its type bits either way.
+static __always_inline struct sock *sock_of(struct file *f, __u64 *ino, __u32 *mode)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	*mode = BPF_CORE_READ(inode, i_mode) & S_IFMT;
+	*ino = BPF_CORE_READ(inode, i_ino);
+	if (*mode != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+// sock_info fills the kind, family, network namespace, peer and local address from the socket.
+static __always_inline void sock_info(struct sock *sk, struct fd_io_event *e)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->family = family;
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (family == AF_UNIX) {
+		e->kind = FD_IO_UNIX;
+		return;
+	}
+	if (family != AF_INET && family != AF_INET6) {
+		e->kind = FD_IO_OTHER;
+		return;
+	}
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	e->kind = proto == IPPROTO_TCP ? FD_IO_TCP : proto == IPPROTO_UDP ? FD_IO_UDP : FD_IO_OTHER;
+	e->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(e->peer, &d, 4);
+		__builtin_memcpy(e->local, &l, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e->peer, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->local, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	}
+}
+
+// Whether data starts like a plaintext protocol whose payload user space parses.
+static __always_inline int plain_start(const __u8 *b, int pipe)
+{
+	if (pipe)
+		return b[0] == '{';
+	switch (b[0]) {
+	case 'G': return b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
+	case 'P':
+		return (b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ') ||
+		       (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') ||
+		       (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ') ||
+		       (b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H');
+	case 'D': return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
+	case 'H':
+		return (b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ') ||
+		       (b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' && b[6] == '.');
+	case 'O': return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S' && b[7] == ' ';
+	}
+	return 0;
+}
+
+// A TLS record header (handshake, alert, change cipher spec, application data; version 3.x):
+// from here on the bytes are ciphertext, never captured.
+static __always_inline int tls_start(const __u8 *b)
+{
+	return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 0x03 && b[2] <= 0x04;
+}
+
+struct first_buf {
+	__u64 ptr;
+	__u64 len;
+};
+
+// first_data finds the call's first data buffer (the only one whose payload is captured) and,
+// for sendto/recvfrom/sendmsg/recvmsg, the address argument. Returns -1 when user memory could
+// not be read.
+static __always_inline int first_data(struct pt_regs *regs, int shape, struct first_buf *fb, __u64 *uaddr)
+{
+	__u64 a1 = BPF_CORE_READ(regs, si);
+	struct iovec iov = {};
+	struct user_msghdr msg = {};
+	switch (shape) {
+	case IO_BUF:
+		fb->ptr = a1;
+		fb->len = BPF_CORE_READ(regs, dx);
+		*uaddr = BPF_CORE_READ(regs, r8);
+		return 0;
+	case IO_IOV:
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)a1) < 0)
+			return -1;
+		break;
+	case IO_MSG:
+	case IO_MMSG: // the first mmsghdr starts with its msghdr
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a1) < 0)
+			return -1;
+		*uaddr = (__u64)msg.msg_name;
+		if (!msg.msg_iov || !msg.msg_iovlen)
+			return 0;
+		if (bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov) < 0)
+			return -1;
+		break;
+	default:
+		return 0;
+	}
+	fb->ptr = (__u64)iov.iov_base;
+	fb->len = iov.iov_len;
+	return 0;
+}
+
+// mmsg_bytes sums msg_len over the first FD_IO_MAX_MMSG of the n messages sent or received.
+static __always_inline __u64 mmsg_bytes(struct pt_regs *regs, long n, struct fd_io_event *e, __u64 *first)
+{
+	struct mmsghdr *vec = (struct mmsghdr *)BPF_CORE_READ(regs, si);
+	__u64 sum = 0;
+	if (n > FD_IO_MAX_MMSG)
+		e->flags |= FD_IO_F_TRUNCATED;
+#pragma unroll
+	for (int i = 0; i < FD_IO_MAX_MMSG; i++) {
+		if (i >= n)
+			break;
+		__u32 len = 0;
+		if (bpf_probe_read_user(&len, sizeof(len), &vec[i].msg_len) < 0) {
+			e->flags |= FD_IO_F_READ_FAILED;
+			break;
+		}
+		if (i == 0)
+			*first = len;
+		sum += len;
+	}
+	return sum;
+}
+
+// fd_io emits EVENT_FD_IO for a traced process's I/O call that moved ret > 0 bytes, when its
+// fd is a socket, or a pipe that carries a plaintext protocol.
+static __always_inline void fd_io(struct pt_regs *regs, long nr, int shape, __u8 dir, long ret, __u8 is_go)
+{
+	__u64 fd = nr == NR_SPLICE ? BPF_CORE_READ(regs, dx) : BPF_CORE_READ(regs, di);
+	struct file *f = fd_file(fd);
+	if (!f)
+		return;
+	__u64 ino = 0;
+	__u32 mode = 0;
+	struct sock *sk = sock_of(f, &ino, &mode);
+	int pipe = 0;
+	__u64 key = (__u64)sk;
+	if (!sk) {
+		if (mode != S_IFIFO || !fd_capture_bytes || shape == IO_NODATA)
+			return;
+		pipe = 1;
+		key = ino;
+	}
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct fd_io_event *e = bpf_map_lookup_elem(&fd_scratch, &cpu);
+	if (!e)
+		return;
+	__u64 routine = is_go ? BPF_CORE_READ(regs, r14) : 0;
+	fill_header(&e->hdr, EVENT_FD_IO, routine, (__u32)nr);
+	e->sock = (__u64)sk;
+	e->ino = ino;
+	e->bytes = ret;
+	e->fd = (__s32)fd;
+	e->netns = 0;
+	e->family = 0;
+	e->peer_port = 0;
+	e->local_port = 0;
+	e->direction = dir;
+	e->kind = FD_IO_PIPE;
+	e->flags = 0;
+	e->captured = 0;
+	__builtin_memset(e->peer, 0, sizeof(e->peer));
+	__builtin_memset(e->local, 0, sizeof(e->local));
+	if (sk)
+		sock_info(sk, e);
+
+	struct first_buf fb = {};
+	__u64 uaddr = 0;
+	if (first_data(regs, shape, &fb, &uaddr) < 0)
+		e->flags |= FD_IO_F_READ_FAILED;
+	__u64 avail = ret; // bytes of the first buffer that hold data
+	if (shape == IO_MMSG) {
+		__u64 first = 0;
+		e->bytes = mmsg_bytes(regs, ret, e, &first);
+		avail = first;
+	}
+	if (avail > fb.len)
+		avail = fb.len;
+
+	if ((e->kind == FD_IO_TCP || e->kind == FD_IO_UDP) && e->peer_port == 0) {
+		// Not connected (a UDP sendto or recvfrom): the call's own address names the peer.
+		if (uaddr && nr != NR_WRITE && nr != NR_READ) {
+			__u16 port = 0;
+			__u16 fam = read_sockaddr((void *)uaddr, &port, e->peer);
+			if (fam == AF_INET || fam == AF_INET6)
+				e->peer_port = port;
+		}
+		if (e->peer_port == 0)
+			e->flags |= FD_IO_F_PEER_UNKNOWN;
+	}
+
+	__u64 limit = 0;
+	if ((e->kind == FD_IO_TCP || e->kind == FD_IO_UDP) && e->peer_port == dns_port) {
+		limit = FD_IO_DNS_CAPTURE;
+		e->flags |= FD_IO_F_DNS;
+	} else if (fd_capture_bytes && fb.ptr && avail >= 8 && shape != IO_NODATA) {
+		__u8 head[8] = {};
+		if (bpf_probe_read_user(head, sizeof(head), (void *)fb.ptr) == 0) {
+			__u8 *marked = bpf_map_lookup_elem(&plain_fds, &key);
+			if (tls_start(head)) {
+				if (marked)
+					bpf_map_delete_elem(&plain_fds, &key);
+			} else if (marked) {
+				limit = fd_capture_bytes;
+			} else if (plain_start(head, pipe)) {
+				__u8 one = 1;
+				bpf_map_update_elem(&plain_fds, &key, &one, BPF_ANY);
+				limit = fd_capture_bytes;
+			}
+		}
+		if (limit)
+			e->flags |= FD_IO_F_PLAIN;
+	} else if (fd_capture_bytes && fb.ptr && avail > 0 && shape != IO_NODATA) {
+		// Shorter than a protocol's start: only a socket already marked is captured.
+		if (bpf_map_lookup_elem(&plain_fds, &key))
+			limit = fd_capture_bytes;
+		if (limit)
+			e->flags |= FD_IO_F_PLAIN;
+	}
+	if (pipe && !limit)
+		return; // a pipe is reported only while it carries a plaintext protocol
+
+	__u64 sz = avail;
+	if (!fb.ptr)
+		sz = 0;
+	if (sz > limit)
+		sz = limit;
+	if (sz < e->bytes && limit)
+		e->flags |= FD_IO_F_PAYLOAD_CUT;
+	asm volatile("" : "+r"(sz));
+	if (sz > FD_IO_MAX_CAPTURE)
+		sz = FD_IO_MAX_CAPTURE;
+	if (sz && bpf_probe_read_user(e->data, sz, (void *)fb.ptr) < 0) {
+		e->flags |= FD_IO_F_READ_FAILED;
+		sz = 0;
+	}
+	e->captured = sz;
+	output(e, offsetof(struct fd_io_event, data) + sz, sizeof(*e));
+}
+
+// sock_identity fills a connect's or accept's exit record with its socket's identity.
+static __always_inline void sock_identity(__u64 fd, struct syscall_exit_event *e)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return;
+	__u64 ino = 0;
+	__u32 mode = 0;
+	struct sock *sk = sock_of(f, &ino, &mode);
+	if (!sk)
+		return;
+	e->sock = (__u64)sk;
+	e->ino = ino;
+}
+
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long nr = BPF_CORE_READ(regs, orig_ax);
 	__u32 bit = syscall_bit(nr);
-	if (!(bit & syscall_mask))
+	__u8 dir = 0;
+	int shape = sockets_enabled ? io_op(nr, &dir) : IO_NONE;
+	if (!(bit & syscall_mask) && shape == IO_NONE)
 		return 0;
 	struct traced_process *proc = traced(bpf_get_current_pid_tgid() >> 32);
 	if (!proc)
+		return 0;
+	long ret = ctx->args[1];
+	if (shape != IO_NONE && ret > 0)
+		fd_io(regs, nr, shape, dir, ret, proc->is_go);
+	if (!(bit & syscall_mask))
 		return 0;
 	__u64 a1 = BPF_CORE_READ(regs, si);
 	if (nr == NR_SENDTO && !BPF_CORE_READ(regs, r8))
@@ -296,12 +654,18 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	}
 	__u64 routine = proc->is_go ? BPF_CORE_READ(regs, r14) : 0;
 	fill_header(&e->hdr, EVENT_SYSCALL_EXIT, routine, (__u32)nr);
-	e->ret = ctx->args[1];
+	e->ret = ret;
 	e->family = 0;
 	e->port = 0;
+	e->sock = 0;
+	e->ino = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	if ((nr == NR_ACCEPT || nr == NR_ACCEPT4) && e->ret >= 0)
+	if ((nr == NR_ACCEPT || nr == NR_ACCEPT4) && ret >= 0) {
 		e->family = read_sockaddr((void *)a1, &e->port, e->addr);
+		sock_identity(ret, e);
+	} else if (nr == NR_CONNECT) {
+		sock_identity(BPF_CORE_READ(regs, di), e);
+	}
 	submit(e);
 	return 0;
 }
@@ -424,9 +788,13 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 
 const struct syscall_event *unused_syscall_event __attribute__((unused));
 const struct syscall_exit_event *unused_syscall_exit_event __attribute__((unused));
+const struct fd_io_event *unused_fd_io_event __attribute__((unused));
 const struct process_event *unused_process_event __attribute__((unused));
 const struct traced_process *unused_traced_process __attribute__((unused));
 const struct probe_spec *unused_probe_spec __attribute__((unused));
 const struct inode_key *unused_inode_key __attribute__((unused));
 const enum traced_syscall *unused_traced_syscall __attribute__((unused));
 const enum drop_reason *unused_drop_reason __attribute__((unused));
+const enum fd_io_direction *unused_fd_io_direction __attribute__((unused));
+const enum fd_io_kind *unused_fd_io_kind __attribute__((unused));
+const enum fd_io_flags *unused_fd_io_flags __attribute__((unused));

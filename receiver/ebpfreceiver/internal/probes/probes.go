@@ -189,6 +189,8 @@ type Options struct {
 	// TLS loads the TLS plaintext programs; TLSCaptureBytes bounds the bytes sent per call.
 	TLS             bool
 	TLSCaptureBytes uint32
+	// Sockets: send and receive records on sockets (EVENT_FD_IO).
+	Sockets SocketOptions
 }
 
 // Set is the loaded kernel side: the programs, their shared maps and the links attached so far.
@@ -221,6 +223,13 @@ func Load(opts Options) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse function programs: %w", err)
 	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count CPUs: %w", err)
+	}
+	if err := opts.Sockets.apply(sysSpec, cpus); err != nil {
+		return nil, err
+	}
 	specs := []*ebpf.CollectionSpec{sysSpec, upSpec}
 	var pySpec, tlsSpec *ebpf.CollectionSpec
 	if opts.Python {
@@ -232,10 +241,6 @@ func Load(opts Options) (*Set, error) {
 	if opts.TLS {
 		if tlsSpec, err = loadTls(); err != nil {
 			return nil, fmt.Errorf("parse TLS programs: %w", err)
-		}
-		cpus, err := ebpf.PossibleCPU()
-		if err != nil {
-			return nil, fmt.Errorf("count CPUs: %w", err)
 		}
 		tlsSpec.Maps["tls_scratch"].MaxEntries = uint32(cpus)
 		specs = append(specs, tlsSpec)

@@ -58,6 +58,7 @@ func TestRecordLayout(t *testing.T) {
 		{"syscall_exit_event", sysSpec, SyscallExitEvent{}},
 		{"process_event", sysSpec, ProcessEvent{}},
 		{"inode_key", sysSpec, InodeKey{}},
+		{"fd_io_event", sysSpec, FDIOEvent{}},
 		{"python_stack_event", pySpec, PythonStackEvent{}},
 		{"py_frame", pySpec, PyFrame{}},
 		{"python_audit_event", pySpec, PythonAuditEvent{}},
@@ -102,7 +103,8 @@ func TestRecordLayout(t *testing.T) {
 func TestLoadAndClose(t *testing.T) {
 	requireKernel(t)
 	s, err := Load(Options{RingBufferBytes: 1 << 20, SyscallMask: 0x1f, CaptureStacks: true,
-		Python: true, PythonStacks: true, TLS: true, TLSCaptureBytes: TLSMaxCaptureBytes})
+		Python: true, PythonStacks: true, TLS: true, TLSCaptureBytes: TLSMaxCaptureBytes,
+		Sockets: SocketOptions{Enabled: true, Inbound: true, CaptureBytes: FDIOMaxCaptureBytes}})
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		t.Skipf("kernel lacks a feature the programs need: %v", err)
 	}
@@ -116,6 +118,15 @@ func TestLoadAndClose(t *testing.T) {
 	}
 	if err := s.TraceProcess(uint32(os.Getpid()), TracedProcess{TargetId: 1}); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.MarkPlain(42, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkPlain(42, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkPlain(42, false); err != nil {
+		t.Fatalf("unmarking twice: %v", err)
 	}
 	if !s.IsTraced(uint32(os.Getpid())) {
 		t.Fatal("process not traced after TraceProcess")
@@ -152,15 +163,18 @@ func TestVerifierBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, value := range map[string]any{"syscall_mask": uint32(0x1f), "python_stacks": uint8(1), "capture_stacks": uint8(1), "tls_capture_bytes": uint32(TLSMaxCaptureBytes)} {
+		for name, value := range map[string]any{"syscall_mask": uint32(0x1f), "python_stacks": uint8(1), "capture_stacks": uint8(1), "tls_capture_bytes": uint32(TLSMaxCaptureBytes),
+			"sockets_enabled": uint8(1), "sockets_inbound": uint8(1), "fd_capture_bytes": uint32(FDIOMaxCaptureBytes)} {
 			if v, ok := spec.Variables[name]; ok {
 				if err := v.Set(value); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		if m, ok := spec.Maps["tls_scratch"]; ok {
-			m.MaxEntries = 4
+		for _, scratch := range []string{"tls_scratch", "fd_scratch"} {
+			if m, ok := spec.Maps[scratch]; ok {
+				m.MaxEntries = 4
+			}
 		}
 		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 		if err != nil {

@@ -259,8 +259,12 @@ const (
 	pythonMapWalkScratch            = "walk_scratch"
 	pythonProgPythonAudit           = "python_audit"
 	pythonVarCaptureStacks          = "capture_stacks"
+	pythonVarDnsPort                = "dns_port"
+	pythonVarFdCaptureBytes         = "fd_capture_bytes"
 	pythonVarPythonStacks           = "python_stacks"
 	pythonVarPythonWaitSamples      = "python_wait_samples"
+	pythonVarSocketsEnabled         = "sockets_enabled"
+	pythonVarSocketsInbound         = "sockets_inbound"
 	pythonVarSyscallMask            = "syscall_mask"
 	pythonVarUnusedPySample         = "unused_py_sample"
 	pythonVarUnusedPyStackStatus    = "unused_py_stack_status"
@@ -344,8 +348,12 @@ type pythonMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pythonVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	DnsPort                *ebpf.VariableSpec `ebpf:"dns_port"`
+	FdCaptureBytes         *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SocketsEnabled         *ebpf.VariableSpec `ebpf:"sockets_enabled"`
+	SocketsInbound         *ebpf.VariableSpec `ebpf:"sockets_inbound"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedPySample         *ebpf.VariableSpec `ebpf:"unused_py_sample"`
 	UnusedPyStackStatus    *ebpf.VariableSpec `ebpf:"unused_py_stack_status"`
@@ -418,8 +426,12 @@ func (m *pythonMaps) Close() error {
 // It can be passed to loadPythonObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pythonVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
+	DnsPort                *ebpf.Variable `ebpf:"dns_port"`
+	FdCaptureBytes         *ebpf.Variable `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
+	SocketsEnabled         *ebpf.Variable `ebpf:"sockets_enabled"`
+	SocketsInbound         *ebpf.Variable `ebpf:"sockets_inbound"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedPySample         *ebpf.Variable `ebpf:"unused_py_sample"`
 	UnusedPyStackStatus    *ebpf.Variable `ebpf:"unused_py_stack_status"`

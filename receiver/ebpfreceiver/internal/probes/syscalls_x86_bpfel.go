@@ -23,6 +23,64 @@ const (
 	syscallsDropReasonDROP_REASONS          syscallsDropReason = 4
 )
 
+type syscallsFdIoDirection uint32
+
+const (
+	syscallsFdIoDirectionFD_IO_SEND syscallsFdIoDirection = 1
+	syscallsFdIoDirectionFD_IO_RECV syscallsFdIoDirection = 2
+)
+
+type syscallsFdIoEvent struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_        structs.HostLayout
+		TsNs     uint64
+		CgroupId uint64
+		Routine  uint64
+		Kind     uint32
+		Tgid     uint32
+		Tid      uint32
+		ProbeId  uint32
+	}
+	Sock      uint64
+	Ino       uint64
+	Bytes     uint64
+	Fd        int32
+	Netns     uint32
+	Family    uint16
+	PeerPort  uint16
+	LocalPort uint16
+	Direction uint8
+	Kind      uint8
+	Flags     uint8
+	Pad       [3]uint8
+	Captured  uint32
+	Peer      [16]uint8
+	Local     [16]uint8
+	Data      [65536]uint8
+}
+
+type syscallsFdIoFlags uint32
+
+const (
+	syscallsFdIoFlagsFD_IO_F_PEER_UNKNOWN syscallsFdIoFlags = 1
+	syscallsFdIoFlagsFD_IO_F_TRUNCATED    syscallsFdIoFlags = 2
+	syscallsFdIoFlagsFD_IO_F_PAYLOAD_CUT  syscallsFdIoFlags = 4
+	syscallsFdIoFlagsFD_IO_F_READ_FAILED  syscallsFdIoFlags = 8
+	syscallsFdIoFlagsFD_IO_F_DNS          syscallsFdIoFlags = 16
+	syscallsFdIoFlagsFD_IO_F_PLAIN        syscallsFdIoFlags = 32
+)
+
+type syscallsFdIoKind uint32
+
+const (
+	syscallsFdIoKindFD_IO_TCP   syscallsFdIoKind = 1
+	syscallsFdIoKindFD_IO_UDP   syscallsFdIoKind = 2
+	syscallsFdIoKindFD_IO_UNIX  syscallsFdIoKind = 3
+	syscallsFdIoKindFD_IO_PIPE  syscallsFdIoKind = 4
+	syscallsFdIoKindFD_IO_OTHER syscallsFdIoKind = 5
+)
+
 type syscallsInodeKey struct {
 	_   structs.HostLayout
 	Dev uint64
@@ -201,6 +259,8 @@ type syscallsSyscallExitEvent struct {
 	Port   uint16
 	Pad    uint32
 	Addr   [16]uint8
+	Sock   uint64
+	Ino    uint64
 }
 
 type syscallsTracedProcess struct {
@@ -226,7 +286,9 @@ const (
 const (
 	syscallsMapDrops                  = "drops"
 	syscallsMapEvents                 = "events"
+	syscallsMapFdScratch              = "fd_scratch"
 	syscallsMapForkRoutines           = "fork_routines"
+	syscallsMapPlainFds               = "plain_fds"
 	syscallsMapProbeSpecs             = "probe_specs"
 	syscallsMapPythonBinaries         = "python_binaries"
 	syscallsMapPythonLayouts          = "python_layouts"
@@ -242,10 +304,18 @@ const (
 	syscallsProgSysEnter              = "sys_enter"
 	syscallsProgSysExit               = "sys_exit"
 	syscallsVarCaptureStacks          = "capture_stacks"
+	syscallsVarDnsPort                = "dns_port"
+	syscallsVarFdCaptureBytes         = "fd_capture_bytes"
 	syscallsVarPythonStacks           = "python_stacks"
 	syscallsVarPythonWaitSamples      = "python_wait_samples"
+	syscallsVarSocketsEnabled         = "sockets_enabled"
+	syscallsVarSocketsInbound         = "sockets_inbound"
 	syscallsVarSyscallMask            = "syscall_mask"
 	syscallsVarUnusedDropReason       = "unused_drop_reason"
+	syscallsVarUnusedFdIoDirection    = "unused_fd_io_direction"
+	syscallsVarUnusedFdIoEvent        = "unused_fd_io_event"
+	syscallsVarUnusedFdIoFlags        = "unused_fd_io_flags"
+	syscallsVarUnusedFdIoKind         = "unused_fd_io_kind"
 	syscallsVarUnusedInodeKey         = "unused_inode_key"
 	syscallsVarUnusedProbeSpec        = "unused_probe_spec"
 	syscallsVarUnusedProcessEvent     = "unused_process_event"
@@ -311,7 +381,9 @@ type syscallsProgramSpecs struct {
 type syscallsMapSpecs struct {
 	Drops              *ebpf.MapSpec `ebpf:"drops"`
 	Events             *ebpf.MapSpec `ebpf:"events"`
+	FdScratch          *ebpf.MapSpec `ebpf:"fd_scratch"`
 	ForkRoutines       *ebpf.MapSpec `ebpf:"fork_routines"`
+	PlainFds           *ebpf.MapSpec `ebpf:"plain_fds"`
 	ProbeSpecs         *ebpf.MapSpec `ebpf:"probe_specs"`
 	PythonBinaries     *ebpf.MapSpec `ebpf:"python_binaries"`
 	PythonLayouts      *ebpf.MapSpec `ebpf:"python_layouts"`
@@ -328,10 +400,18 @@ type syscallsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type syscallsVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	DnsPort                *ebpf.VariableSpec `ebpf:"dns_port"`
+	FdCaptureBytes         *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SocketsEnabled         *ebpf.VariableSpec `ebpf:"sockets_enabled"`
+	SocketsInbound         *ebpf.VariableSpec `ebpf:"sockets_inbound"`
 	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedDropReason       *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedFdIoDirection    *ebpf.VariableSpec `ebpf:"unused_fd_io_direction"`
+	UnusedFdIoEvent        *ebpf.VariableSpec `ebpf:"unused_fd_io_event"`
+	UnusedFdIoFlags        *ebpf.VariableSpec `ebpf:"unused_fd_io_flags"`
+	UnusedFdIoKind         *ebpf.VariableSpec `ebpf:"unused_fd_io_kind"`
 	UnusedInodeKey         *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.VariableSpec `ebpf:"unused_probe_spec"`
 	UnusedProcessEvent     *ebpf.VariableSpec `ebpf:"unused_process_event"`
@@ -364,7 +444,9 @@ func (o *syscallsObjects) Close() error {
 type syscallsMaps struct {
 	Drops              *ebpf.Map `ebpf:"drops"`
 	Events             *ebpf.Map `ebpf:"events"`
+	FdScratch          *ebpf.Map `ebpf:"fd_scratch"`
 	ForkRoutines       *ebpf.Map `ebpf:"fork_routines"`
+	PlainFds           *ebpf.Map `ebpf:"plain_fds"`
 	ProbeSpecs         *ebpf.Map `ebpf:"probe_specs"`
 	PythonBinaries     *ebpf.Map `ebpf:"python_binaries"`
 	PythonLayouts      *ebpf.Map `ebpf:"python_layouts"`
@@ -380,7 +462,9 @@ func (m *syscallsMaps) Close() error {
 	return _SyscallsClose(
 		m.Drops,
 		m.Events,
+		m.FdScratch,
 		m.ForkRoutines,
+		m.PlainFds,
 		m.ProbeSpecs,
 		m.PythonBinaries,
 		m.PythonLayouts,
@@ -398,10 +482,18 @@ func (m *syscallsMaps) Close() error {
 // It can be passed to loadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syscallsVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
+	DnsPort                *ebpf.Variable `ebpf:"dns_port"`
+	FdCaptureBytes         *ebpf.Variable `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
+	SocketsEnabled         *ebpf.Variable `ebpf:"sockets_enabled"`
+	SocketsInbound         *ebpf.Variable `ebpf:"sockets_inbound"`
 	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedDropReason       *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedFdIoDirection    *ebpf.Variable `ebpf:"unused_fd_io_direction"`
+	UnusedFdIoEvent        *ebpf.Variable `ebpf:"unused_fd_io_event"`
+	UnusedFdIoFlags        *ebpf.Variable `ebpf:"unused_fd_io_flags"`
+	UnusedFdIoKind         *ebpf.Variable `ebpf:"unused_fd_io_kind"`
 	UnusedInodeKey         *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedProbeSpec        *ebpf.Variable `ebpf:"unused_probe_spec"`
 	UnusedProcessEvent     *ebpf.Variable `ebpf:"unused_process_event"`

@@ -226,8 +226,12 @@ const (
 	tlsProgSslFree           = "ssl_free"
 	tlsProgSslReturn         = "ssl_return"
 	tlsVarCaptureStacks      = "capture_stacks"
+	tlsVarDnsPort            = "dns_port"
+	tlsVarFdCaptureBytes     = "fd_capture_bytes"
 	tlsVarPythonStacks       = "python_stacks"
 	tlsVarPythonWaitSamples  = "python_wait_samples"
+	tlsVarSocketsEnabled     = "sockets_enabled"
+	tlsVarSocketsInbound     = "sockets_inbound"
 	tlsVarSyscallMask        = "syscall_mask"
 	tlsVarTlsCaptureBytes    = "tls_capture_bytes"
 	tlsVarUnusedSslCookie    = "unused_ssl_cookie"
@@ -314,8 +318,12 @@ type tlsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsVariableSpecs struct {
 	CaptureStacks      *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	DnsPort            *ebpf.VariableSpec `ebpf:"dns_port"`
+	FdCaptureBytes     *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
 	PythonStacks       *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples  *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SocketsEnabled     *ebpf.VariableSpec `ebpf:"sockets_enabled"`
+	SocketsInbound     *ebpf.VariableSpec `ebpf:"sockets_inbound"`
 	SyscallMask        *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	TlsCaptureBytes    *ebpf.VariableSpec `ebpf:"tls_capture_bytes"`
 	UnusedSslCookie    *ebpf.VariableSpec `ebpf:"unused_ssl_cookie"`
@@ -386,8 +394,12 @@ func (m *tlsMaps) Close() error {
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsVariables struct {
 	CaptureStacks      *ebpf.Variable `ebpf:"capture_stacks"`
+	DnsPort            *ebpf.Variable `ebpf:"dns_port"`
+	FdCaptureBytes     *ebpf.Variable `ebpf:"fd_capture_bytes"`
 	PythonStacks       *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples  *ebpf.Variable `ebpf:"python_wait_samples"`
+	SocketsEnabled     *ebpf.Variable `ebpf:"sockets_enabled"`
+	SocketsInbound     *ebpf.Variable `ebpf:"sockets_inbound"`
 	SyscallMask        *ebpf.Variable `ebpf:"syscall_mask"`
 	TlsCaptureBytes    *ebpf.Variable `ebpf:"tls_capture_bytes"`
 	UnusedSslCookie    *ebpf.Variable `ebpf:"unused_ssl_cookie"`

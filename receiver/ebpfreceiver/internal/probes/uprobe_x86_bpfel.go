@@ -66,6 +66,7 @@ const (
 	uprobeEventKindEVENT_PYTHON_AUDIT     uprobeEventKind = 10
 	uprobeEventKindEVENT_TLS_DATA         uprobeEventKind = 11
 	uprobeEventKindEVENT_THREAD_EXIT      uprobeEventKind = 12
+	uprobeEventKindEVENT_FD_IO            uprobeEventKind = 13
 )
 
 type uprobeFuncArg struct {
@@ -155,6 +156,10 @@ const (
 	uprobeProgGoNewproc1          = "go_newproc1"
 	uprobeProgGoNewproc1Return    = "go_newproc1_return"
 	uprobeVarCaptureStacks        = "capture_stacks"
+	uprobeVarDnsPort              = "dns_port"
+	uprobeVarFdCaptureBytes       = "fd_capture_bytes"
+	uprobeVarSocketsEnabled       = "sockets_enabled"
+	uprobeVarSocketsInbound       = "sockets_inbound"
 	uprobeVarSyscallMask          = "syscall_mask"
 	uprobeVarUnusedArgFlags       = "unused_arg_flags"
 	uprobeVarUnusedArgKind        = "unused_arg_kind"
@@ -234,6 +239,10 @@ type uprobeMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type uprobeVariableSpecs struct {
 	CaptureStacks        *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	DnsPort              *ebpf.VariableSpec `ebpf:"dns_port"`
+	FdCaptureBytes       *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
+	SocketsEnabled       *ebpf.VariableSpec `ebpf:"sockets_enabled"`
+	SocketsInbound       *ebpf.VariableSpec `ebpf:"sockets_inbound"`
 	SyscallMask          *ebpf.VariableSpec `ebpf:"syscall_mask"`
 	UnusedArgFlags       *ebpf.VariableSpec `ebpf:"unused_arg_flags"`
 	UnusedArgKind        *ebpf.VariableSpec `ebpf:"unused_arg_kind"`
@@ -293,6 +302,10 @@ func (m *uprobeMaps) Close() error {
 // It can be passed to loadUprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type uprobeVariables struct {
 	CaptureStacks        *ebpf.Variable `ebpf:"capture_stacks"`
+	DnsPort              *ebpf.Variable `ebpf:"dns_port"`
+	FdCaptureBytes       *ebpf.Variable `ebpf:"fd_capture_bytes"`
+	SocketsEnabled       *ebpf.Variable `ebpf:"sockets_enabled"`
+	SocketsInbound       *ebpf.Variable `ebpf:"sockets_inbound"`
 	SyscallMask          *ebpf.Variable `ebpf:"syscall_mask"`
 	UnusedArgFlags       *ebpf.Variable `ebpf:"unused_arg_flags"`
 	UnusedArgKind        *ebpf.Variable `ebpf:"unused_arg_kind"`
