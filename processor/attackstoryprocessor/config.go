@@ -3,7 +3,7 @@ package attackstoryprocessor
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -266,7 +266,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf(`"default_mode": %w`, err)
 	}
 	for i, p := range c.SensitivePaths {
-		if _, err := compilePattern(p); err != nil {
+		if _, err := match.Compile(p); err != nil {
 			return fmt.Errorf(`"sensitive_paths[%d]": %w`, i, err)
 		}
 	}
@@ -334,12 +334,12 @@ func (w *WorkloadConfig) validate() error {
 		}
 	}
 	for i, d := range w.AllowedDestinations {
-		if _, err := parseDestination(d); err != nil {
+		if _, err := match.ParseDest(d); err != nil {
 			return fmt.Errorf(`allowed_destinations[%d]": %w`, i, err)
 		}
 	}
 	for i, p := range w.SensitivePaths {
-		if _, err := compilePattern(p); err != nil {
+		if _, err := match.Compile(p); err != nil {
 			return fmt.Errorf(`sensitive_paths[%d]": %w`, i, err)
 		}
 	}
@@ -353,11 +353,11 @@ func (w *WorkloadConfig) validate() error {
 		if strings.TrimSpace(fl.Destination) == "" {
 			return fmt.Errorf(`allowed_flows[%d].destination" is required`, i)
 		}
-		if _, err := parseDestination(fl.Destination); err != nil {
+		if _, err := match.ParseDest(fl.Destination); err != nil {
 			return fmt.Errorf(`allowed_flows[%d].destination": %w`, i, err)
 		}
 		if fl.Data != "" {
-			if _, err := compilePattern(fl.Data); err != nil {
+			if _, err := match.Compile(fl.Data); err != nil {
 				return fmt.Errorf(`allowed_flows[%d].data": %w`, i, err)
 			}
 		}
@@ -366,115 +366,6 @@ func (w *WorkloadConfig) validate() error {
 		}
 	}
 	return nil
-}
-
-// destMatcher is one parsed allowed_destinations entry.
-type destMatcher struct {
-	prefix netip.Prefix // valid: the address must be inside
-	host   string       // non-empty: a host name (or *.suffix) an attribute of the egress names
-	anyIP  bool         // "*:port"
-	port   int          // 0: any port
-}
-
-// parseDestination parses an allowed_destinations entry: IP, IP:port, [IPv6]:port, CIDR,
-// CIDR:port, host, host:port, *.domain[:port] or *:port.
-func parseDestination(s string) (destMatcher, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return destMatcher{}, errors.New("empty destination")
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return destMatcher{prefix: netip.PrefixFrom(ap.Addr().Unmap(), ap.Addr().Unmap().BitLen()), port: int(ap.Port())}, nil
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		a = a.Unmap()
-		return destMatcher{prefix: netip.PrefixFrom(a, a.BitLen())}, nil
-	}
-	if slash := strings.IndexByte(s, '/'); slash >= 0 {
-		cidr, port := s, 0
-		if colon := strings.IndexByte(s[slash:], ':'); colon >= 0 {
-			cidr = s[:slash+colon]
-			p, err := parsePort(s[slash+colon+1:])
-			if err != nil {
-				return destMatcher{}, fmt.Errorf("%q: %w", s, err)
-			}
-			port = p
-		}
-		pfx, err := netip.ParsePrefix(cidr)
-		if err != nil {
-			return destMatcher{}, fmt.Errorf("%q is not an address, CIDR or host name: %w", s, err)
-		}
-		return destMatcher{prefix: pfx.Masked(), port: port}, nil
-	}
-	host, port := s, 0
-	if colon := strings.LastIndexByte(s, ':'); colon >= 0 {
-		host = s[:colon]
-		p, err := parsePort(s[colon+1:])
-		if err != nil {
-			return destMatcher{}, fmt.Errorf("%q: %w", s, err)
-		}
-		port = p
-	}
-	if host == "*" {
-		if port == 0 {
-			return destMatcher{}, fmt.Errorf("%q: \"*\" needs a port (\"*:443\")", s)
-		}
-		return destMatcher{anyIP: true, port: port}, nil
-	}
-	if !validHostPattern(host) {
-		return destMatcher{}, fmt.Errorf("%q is not an address, CIDR or host name", s)
-	}
-	return destMatcher{host: strings.ToLower(host), port: port}, nil
-}
-
-func parsePort(s string) (int, error) {
-	p, err := strconv.Atoi(s)
-	if err != nil || p < 1 || p > 65535 {
-		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
-	}
-	return p, nil
-}
-
-func validHostPattern(h string) bool {
-	h = strings.TrimPrefix(h, "*.")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// matches reports whether the egress to addr:port (host: a name an attribute gave, or "")
-// is inside this entry.
-func (d destMatcher) matches(addr netip.Addr, port int, host string) bool {
-	if d.port != 0 && d.port != port {
-		return false
-	}
-	switch {
-	case d.anyIP:
-		return true
-	case d.prefix.IsValid():
-		return addr.IsValid() && d.prefix.Contains(addr.Unmap())
-	case d.host != "":
-		if host == "" {
-			return false
-		}
-		host = strings.ToLower(host)
-		if rest, ok := strings.CutPrefix(d.host, "*."); ok {
-			return strings.HasSuffix(host, "."+rest)
-		}
-		return host == d.host
-	}
-	return false
 }
 
 // severityIDs are the OCSF severity_id values, by the names accepted in config.

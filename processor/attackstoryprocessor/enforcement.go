@@ -23,6 +23,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/enforce"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 )
 
 // Kernel enforcement of workloads in mode enforce (agent mode: the collector runs on the node
@@ -110,17 +111,17 @@ func buildKernelPolicy(d *profileData, declared []string) kernelPolicy {
 		k.dests = append(k.dests, enforce.Destination{Prefix: pfx, Port: uint16(dst.Port)})
 	}
 	for _, s := range declared {
-		m, err := parseDestination(s)
+		m, err := match.ParseDest(s)
 		if err != nil {
 			continue
 		}
 		switch {
-		case m.prefix.IsValid():
-			k.dests = append(k.dests, enforce.Destination{Prefix: m.prefix, Port: uint16(m.port)})
-		case m.anyIP:
+		case m.Prefix.IsValid():
+			k.dests = append(k.dests, enforce.Destination{Prefix: m.Prefix, Port: uint16(m.Port)})
+		case m.AnyIP:
 			k.dests = append(k.dests,
-				enforce.Destination{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Port: uint16(m.port)},
-				enforce.Destination{Prefix: netip.MustParsePrefix("::/0"), Port: uint16(m.port)})
+				enforce.Destination{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Port: uint16(m.Port)},
+				enforce.Destination{Prefix: netip.MustParsePrefix("::/0"), Port: uint16(m.Port)})
 		default:
 			k.unenforceable = append(k.unenforceable, "allowed_destinations entry "+strconv.Quote(s)+" (a host name: the kernel sees addresses only)")
 		}

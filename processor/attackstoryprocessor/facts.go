@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 )
 
 // facts is what the rules, the profile and the narrative need from a story, extracted once.
@@ -512,7 +513,7 @@ type storyFlow struct {
 // flows are the story's flows of sensitive data: each successful read of a sensitive file
 // followed by a successful (or in progress) connect or sendto, once per tool, pattern and
 // destination. The tool is the egress's (else the read's).
-func (f *facts) flows(sensitive []pathPattern) []storyFlow {
+func (f *facts) flows(sensitive []match.Path) []storyFlow {
 	var out []storyFlow
 	seen := map[profileFlow]bool{}
 	for i := range f.files {
@@ -520,7 +521,7 @@ func (f *facts) flows(sensitive []pathPattern) []storyFlow {
 		if !fa.read || fa.failed != "" {
 			continue
 		}
-		pattern, ok := matchAny(sensitive, fa.path)
+		pattern, ok := match.Any(sensitive, fa.path)
 		if !ok {
 			continue
 		}

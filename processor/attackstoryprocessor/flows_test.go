@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -97,7 +98,7 @@ func TestFlowsOfAStory(t *testing.T) {
 	c := p.connect(tool, 1950, 1950.2, "10.9.9.9", 443)
 	p.spans[c.idx].span.Attributes().PutStr("error.type", "ECONNREFUSED")
 	f := storyFacts(t, b)
-	fl := f.flows(mustPatterns(defaultSensitivePaths()))
+	fl := f.flows(match.MustCompile(defaultSensitivePaths()))
 	require.Len(t, fl, 1)
 	assert.Equal(t, profileFlow{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443"}, fl[0].flow)
 	assert.EqualValues(t, 2_000, fl[0].bytes)

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 )
 
@@ -80,7 +81,7 @@ func narrative(f *facts, hints narrativeHints) string {
 // narrativeHints are what the narrative cannot tell from the story alone: which reads are
 // sensitive, which spans the kernel blocked.
 type narrativeHints struct {
-	sensitive []pathPattern
+	sensitive []match.Path
 	blocked   []int // indexes in facts.spans
 }
 
@@ -121,7 +122,7 @@ func (f *facts) steps(hints narrativeHints) []nstep {
 		}
 		if it.event >= 0 || syscallName(sp.span) == "openat" {
 			st.verb, st.path, st.failed = fileVerb(attrs), attrStr(attrs, attrFilePath), failure(attrs)
-			_, sensitive := matchAny(hints.sensitive, st.path)
+			_, sensitive := match.Any(hints.sensitive, st.path)
 			denied := st.failed == "EPERM" || st.failed == "EACCES"
 			st.decisive = sensitive || denied || (it.event < 0 && slices.Contains(hints.blocked, it.span))
 		}

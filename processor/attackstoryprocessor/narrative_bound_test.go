@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -59,7 +60,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 	t.Run("a spawned cat reads 30 locale files before the send", func(t *testing.T) {
 		b := newTraceBuilder()
 		catThenSend(b)
-		n := narrative(storyFacts(t, b), narrativeHints{sensitive: mustPatterns(defaultSensitivePaths())})
+		n := narrative(storyFacts(t, b), narrativeHints{sensitive: match.MustCompile(defaultSensitivePaths())})
 		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
 			" → chat model-x → connect 127.0.0.1:18443 → execute_tool run-report(name=monthly) → exec /usr/bin/cat"+
 			" → read /etc/ld.so.cache → read /lib/x86_64-linux-gnu/libc.so.6 → read 3 files under /usr/lib → read /etc/locale.alias"+
@@ -130,7 +131,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 		p.openatSpan(tool, 24, "/srv/data/d.csv")
 		p.openatSpan(tool, 25, "/srv/data/e.csv")
 		p.spans[len(p.spans)-1].span.Attributes().PutStr("error.type", "EACCES")
-		n := narrative(storyFacts(t, b), narrativeHints{sensitive: mustPatterns(defaultSensitivePaths())})
+		n := narrative(storyFacts(t, b), narrativeHints{sensitive: match.MustCompile(defaultSensitivePaths())})
 		assert.Contains(t, n, "execute_tool run-report() → read /srv/data/a.csv → read /srv/data/customers.csv → read 3 files under /srv/data → read /srv/data/e.csv failed (EACCES)")
 	})
 }

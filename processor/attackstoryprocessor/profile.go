@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 )
@@ -100,8 +101,8 @@ type profile struct {
 	id          workloadID
 	file        string // base name in profiles_dir
 	data        profileData
-	files       []pathPattern
-	dests       []destMatcher
+	files       []match.Path
+	dests       []match.Dest
 	dirty       bool
 	blocked     bool // the file on disk is invalid: never overwrite it
 	volumeStale bool // data_volume p95/max to recompute from the samples
@@ -126,10 +127,10 @@ func (p *profile) hasExecutable(path string) bool { return containsSorted(p.data
 
 func (p *profile) knowsDestination(e egressCall) bool {
 	for i, d := range p.dests {
-		if d.matches(e.addr, e.port, e.host) {
+		if d.Matches(e.addr, e.port, e.host) {
 			return true
 		}
-		if a := p.data.Destinations[i].Address; !e.addr.IsValid() && a != "" && a == e.address && (d.port == 0 || d.port == e.port) {
+		if a := p.data.Destinations[i].Address; !e.addr.IsValid() && a != "" && a == e.address && (d.Port == 0 || d.Port == e.port) {
 			return true
 		}
 	}
@@ -137,14 +138,14 @@ func (p *profile) knowsDestination(e egressCall) bool {
 }
 
 func (p *profile) index() {
-	p.files = mustPatterns(p.data.Files)
+	p.files = match.MustCompile(p.data.Files)
 	p.dests = p.dests[:0]
 	for _, d := range p.data.Destinations {
-		m := destMatcher{port: d.Port, host: strings.ToLower(d.Host)}
+		m := match.Dest{Port: d.Port, Host: strings.ToLower(d.Host)}
 		if pfx, err := netip.ParsePrefix(d.CIDR); err == nil {
-			m.prefix = pfx.Masked()
+			m.Prefix = pfx.Masked()
 		} else if a, err := netip.ParseAddr(d.Address); err == nil {
-			m.prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+			m.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
 		p.dests = append(p.dests, m)
 	}
@@ -162,7 +163,7 @@ func newProfile(id workloadID, now time.Time) *profile {
 
 // learn adds what the story did to the profile. complete: the story was not cut short, so
 // its data volume is a sample.
-func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []pathPattern) {
+func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []match.Path) {
 	d := &p.data
 	if p.complete() && !cfg.ContinueAfterComplete {
 		return
@@ -193,7 +194,7 @@ func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg Learnin
 	}
 	for _, fa := range f.files {
 		if fa.failed == "" {
-			grew = p.addFile(generalizePath(fa.path), cfg.MaxEntries) || grew
+			grew = p.addFile(match.Generalize(fa.path), cfg.MaxEntries) || grew
 		}
 	}
 	for _, e := range f.egress {
@@ -261,7 +262,7 @@ func (p *profile) markTruncated(category string) {
 // folded into "folder/*"; when there is none, the pattern is dropped and the list marked
 // truncated.
 func (p *profile) addFile(pattern string, limit int) bool {
-	if _, ok := matchAny(p.files, pattern); ok {
+	if _, ok := match.Any(p.files, pattern); ok {
 		return false
 	}
 	list := &p.data.Files
@@ -291,7 +292,7 @@ func (p *profile) addFile(pattern string, limit int) bool {
 		return false
 	}
 	*list = slices.Insert(*list, i, pattern)
-	p.files = mustPatterns(*list)
+	p.files = match.MustCompile(*list)
 	return true
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
@@ -77,7 +78,7 @@ func FuzzParseProfile(f *testing.F) {
 		p.hasTool("a")
 		p.hasExecutable("/bin/sh")
 		p.knowsDestination(egressCall{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443, host: "h"})
-		matchAny(p.files, "/etc/passwd")
+		match.Any(p.files, "/etc/passwd")
 		p.knownFlow(profileFlow{Tool: "t", Data: "/tmp/*", Destination: "10.0.0.1:443"}, 5000, 10)
 		buildKernelPolicy(d, nil)
 		(&ProfileFile{Path: "p.yaml", p: p}).WriteText(io.Discard)
@@ -91,7 +92,7 @@ func FuzzParseProfile(f *testing.F) {
 			egress:    []egressCall{{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443}},
 			connects:  1,
 		}
-		p.learn(fa, true, baseTime.Add(time.Hour), cfg, mustPatterns([]string{"/tmp/*"}))
+		p.learn(fa, true, baseTime.Add(time.Hour), cfg, match.MustCompile([]string{"/tmp/*"}))
 		p.refreshVolume()
 		if _, err := marshalProfile(d); err != nil {
 			t.Fatalf("marshal after learning: %v", err)

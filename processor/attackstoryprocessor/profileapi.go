@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.yaml.in/yaml/v3"
@@ -315,7 +316,7 @@ type WouldBlock struct {
 // configuration) and returns the entries the kernel cannot enforce.
 func Boundaries(allowedDestinations []string) (unenforceable []string, err error) {
 	for i, d := range allowedDestinations {
-		if _, err := parseDestination(d); err != nil {
+		if _, err := match.ParseDest(d); err != nil {
 			return nil, fmt.Errorf("allowed_destinations[%d]: %w", i, err)
 		}
 	}

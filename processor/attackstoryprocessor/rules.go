@@ -2,6 +2,7 @@ package attackstoryprocessor
 
 import (
 	"fmt"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"slices"
 	"strconv"
 	"strings"
@@ -282,7 +283,7 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 		if !fa.read || fa.failed != "" {
 			continue
 		}
-		pattern, ok := matchAny(c.pol.sensitive, fa.path)
+		pattern, ok := match.Any(c.pol.sensitive, fa.path)
 		if !ok {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 )
 
@@ -54,9 +55,9 @@ func workloadIDFromAttrs(m map[string]string) workloadID {
 type policy struct {
 	mode          Mode
 	allowedTools  map[string]struct{} // nil: no boundary declared
-	allowedDests  []destMatcher       // nil: no boundary declared
+	allowedDests  []match.Dest        // nil: no boundary declared
 	allowedRaw    []string
-	sensitive     []pathPattern
+	sensitive     []match.Path
 	maxBytes      int64
 	maxConnects   int
 	flows         []flowRule
@@ -67,8 +68,8 @@ type policy struct {
 type flowRule struct {
 	raw      FlowConfig
 	tool     string
-	data     *pathPattern // nil: any sensitive file
-	dest     destMatcher
+	data     *match.Path // nil: any sensitive file
+	dest     match.Dest
 	maxBytes int64
 }
 
@@ -83,7 +84,7 @@ type policyEntry struct {
 }
 
 func newPolicies(cfg *Config) *policies {
-	global := mustPatterns(cfg.SensitivePaths)
+	global := match.MustCompile(cfg.SensitivePaths)
 	ps := &policies{deflt: &policy{mode: cfg.DefaultMode, sensitive: global}}
 	for i, w := range cfg.Workloads {
 		p := &policy{mode: w.Mode, maxBytes: w.MaxEgressBytes, maxConnects: w.MaxConnects}
@@ -97,20 +98,20 @@ func newPolicies(cfg *Config) *policies {
 			}
 		}
 		for _, d := range w.AllowedDestinations {
-			if m, err := parseDestination(d); err == nil {
+			if m, err := match.ParseDest(d); err == nil {
 				p.allowedDests = append(p.allowedDests, m)
 				p.allowedRaw = append(p.allowedRaw, d)
 			}
 		}
-		p.sensitive = append(append([]pathPattern{}, global...), mustPatterns(w.SensitivePaths)...)
+		p.sensitive = append(append([]match.Path{}, global...), match.MustCompile(w.SensitivePaths)...)
 		for _, fl := range w.AllowedFlows {
-			m, err := parseDestination(fl.Destination)
+			m, err := match.ParseDest(fl.Destination)
 			if err != nil {
 				continue // Validate refused it
 			}
 			r := flowRule{raw: fl, tool: strings.TrimSpace(fl.Tool), dest: m, maxBytes: fl.MaxBytes}
 			if fl.Data != "" {
-				pat, err := compilePattern(fl.Data)
+				pat, err := match.Compile(fl.Data)
 				if err != nil {
 					continue
 				}
@@ -147,7 +148,7 @@ func (ps *policies) resolve(res pcommon.Map) *policy {
 
 func (p *policy) destinationAllowed(e egressCall) bool {
 	for _, d := range p.allowedDests {
-		if d.matches(e.addr, e.port, e.host) {
+		if d.Matches(e.addr, e.port, e.host) {
 			return true
 		}
 	}
@@ -164,10 +165,10 @@ func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) (covered
 		if r.tool != "" && r.tool != tool {
 			continue
 		}
-		if r.data != nil && !r.data.match(path) {
+		if r.data != nil && !r.data.Match(path) {
 			continue
 		}
-		if !r.dest.matches(e.addr, e.port, e.host) {
+		if !r.dest.Matches(e.addr, e.port, e.host) {
 			continue
 		}
 		if r.maxBytes > 0 && n > r.maxBytes {

@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package match
 
 import (
 	"net/netip"
@@ -35,9 +35,9 @@ func TestPathPattern(t *testing.T) {
 		{"a*b*c", "axxbyyc", true},
 		{"a*b*c", "axxbyy", false},
 	} {
-		p, err := compilePattern(tc.pattern)
+		p, err := Compile(tc.pattern)
 		require.NoError(t, err)
-		assert.Equal(t, tc.want, p.match(tc.path), "%s vs %s", tc.pattern, tc.path)
+		assert.Equal(t, tc.want, p.Match(tc.path), "%s vs %s", tc.pattern, tc.path)
 	}
 }
 
@@ -54,6 +54,6 @@ func TestGeneralizePath(t *testing.T) {
 		"/var/log/app/2025/11/20/requests.log":                    "/var/log/app/*/*/*/requests.log",
 		"/home/agent/.config/agent/profile-20251120T100203Z.yaml": "/home/agent/.config/agent/*.yaml",
 	} {
-		assert.Equal(t, want, generalizePath(in), in)
+		assert.Equal(t, want, Generalize(in), in)
 	}
 }

@@ -1,25 +1,25 @@
-package attackstoryprocessor
+package match
 
 import (
 	"errors"
 	"strings"
 )
 
-// pathPattern is a compiled path pattern: "*" (and "**") match any run of characters, "/"
+// Path is a compiled path pattern: "*" (and "**") match any run of characters, "/"
 // included, so "*/customers.*" matches a customers file at any depth; "?" matches one
 // character; everything else matches itself. There is no escaping and no character class.
-type pathPattern struct {
+type Path struct {
 	text  string
 	parts []string // literal parts between stars, "?" kept inside (matched by matchLiteral)
 	lead  bool     // the pattern starts with a star
 	trail bool     // the pattern ends with a star
 }
 
-func compilePattern(s string) (pathPattern, error) {
+func Compile(s string) (Path, error) {
 	if strings.TrimSpace(s) == "" {
-		return pathPattern{}, errors.New("empty pattern")
+		return Path{}, errors.New("empty pattern")
 	}
-	p := pathPattern{text: s, lead: strings.HasPrefix(s, "*"), trail: strings.HasSuffix(s, "*")}
+	p := Path{text: s, lead: strings.HasPrefix(s, "*"), trail: strings.HasSuffix(s, "*")}
 	for _, part := range strings.Split(s, "*") {
 		if part != "" {
 			p.parts = append(p.parts, part)
@@ -28,18 +28,18 @@ func compilePattern(s string) (pathPattern, error) {
 	return p, nil
 }
 
-func mustPatterns(list []string) []pathPattern {
-	out := make([]pathPattern, 0, len(list))
+func MustCompile(list []string) []Path {
+	out := make([]Path, 0, len(list))
 	for _, s := range list {
-		if p, err := compilePattern(s); err == nil {
+		if p, err := Compile(s); err == nil {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// match reports whether the whole of s matches the pattern.
-func (p pathPattern) match(s string) bool {
+// Match reports whether the whole of s matches the pattern.
+func (p Path) Match(s string) bool {
 	if len(p.parts) == 0 {
 		return p.lead // "*" matches everything
 	}
@@ -92,19 +92,19 @@ func indexMatch(s, lit string) int {
 	return -1
 }
 
-func matchAny(patterns []pathPattern, s string) (string, bool) {
+func Any(patterns []Path, s string) (string, bool) {
 	for _, p := range patterns {
-		if p.match(s) {
+		if p.Match(s) {
 			return p.text, true
 		}
 	}
 	return "", false
 }
 
-// generalizePath turns a file path into the pattern a profile learns: a file name whose stem
+// Generalize turns a file path into the pattern a profile learns: a file name whose stem
 // looks like an identifier (UUID, long hex or random token) becomes "*" (keeping its
 // extension), then every run of digits becomes "*", and runs of stars collapse to one.
-func generalizePath(p string) string {
+func Generalize(p string) string {
 	dir, base := "", p
 	if i := strings.LastIndexByte(p, '/'); i >= 0 {
 		dir, base = p[:i+1], p[i+1:]
