@@ -29,11 +29,29 @@ type Counters struct {
 	// WouldBlockAccepts: non-blocking accepts that returned EAGAIN (nothing pending), not
 	// made spans: they are neither activity nor a failure.
 	WouldBlockAccepts uint64
+	// SocketSpans: `send`/`receive` aggregate spans emitted.
+	SocketSpans uint64
+	// SocketEarlyFlushes: times the aggregate table was full and everything in it was emitted
+	// early (nothing is dropped; the spans cover shorter windows).
+	SocketEarlyFlushes uint64
+	// SocketConnectionsForgotten: connects forgotten because the table of seen connects was
+	// full; their sockets' I/O reads as opened before tracing.
+	SocketConnectionsForgotten uint64
 }
 
 // Options bound the Builder's memory.
 type Options struct {
 	MaxOpenSpans int // across all processes; default 100000
+	// SocketWindow: an aggregate of socket I/O is emitted at the latest this long after its
+	// first call (default 5s).
+	SocketWindow time.Duration
+	// MaxSocketAggregates bounds the aggregates open at once (default 10000);
+	// MaxSocketConnections the connects remembered (default 65536).
+	MaxSocketAggregates  int
+	MaxSocketConnections int
+	// ConnectsTraced: connect and accept are traced, so a socket whose connect was not seen was
+	// opened before tracing (otherwise agenttrail.socket.connected is unknown).
+	ConnectsTraced bool
 }
 
 type routineKey struct {
@@ -67,6 +85,7 @@ type span struct {
 	probe  *Probe
 	attrs  pcommon.Map
 	events ptrace.SpanEventSlice
+	socks  []*sockAgg // socket I/O aggregated under this span, emitted when it ends
 	// Reconstructed from stack samples (ObserveStack): the activation and when it was last seen.
 	observed bool
 	key      [2]uint64
@@ -92,6 +111,8 @@ type Builder struct {
 	pending   int
 	counters  Counters
 	resources []*process // processes with pending spans, in first-pending order
+	socks     map[aggKey]*sockAgg
+	conns     map[SocketID]connSeen // connects and accepts seen, by socket
 }
 
 type pendingSyscall struct {
@@ -101,14 +122,24 @@ type pendingSyscall struct {
 	sc       Syscall
 	hdr      Header
 	parent   spanRef
-	onParent *span // innermost open span of the same routine (openat becomes its event)
-	span     *span // child span for connect/accept/sendto/execve
+	onParent *span    // innermost open span of the same routine (openat becomes its event)
+	span     *span    // child span for connect/accept/sendto/execve
+	socket   SocketID // connect/accept: the socket, from the exit record (SocketOf)
 }
 
 // NewBuilder returns an empty Builder.
 func NewBuilder(opts Options) *Builder {
 	if opts.MaxOpenSpans <= 0 {
 		opts.MaxOpenSpans = 100000
+	}
+	if opts.SocketWindow <= 0 {
+		opts.SocketWindow = defaultSocketWindow
+	}
+	if opts.MaxSocketAggregates <= 0 {
+		opts.MaxSocketAggregates = defaultMaxAggregates
+	}
+	if opts.MaxSocketConnections <= 0 {
+		opts.MaxSocketConnections = defaultMaxConns
 	}
 	var seed [32]byte
 	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
@@ -200,6 +231,7 @@ func (b *Builder) ProcessExec(h Header, path string) {
 		}
 	}
 	old.routines = nil
+	b.emitSockets(func(a *sockAgg) bool { return a.proc == old })
 	b.procs[h.PID] = &process{info: info, routines: make(map[uint64]*routine), pending: ptrace.NewSpanSlice(), inherited: old.inherited}
 }
 
@@ -421,6 +453,9 @@ func (b *Builder) completeSyscall(ps *pendingSyscall, end time.Time, ret int64, 
 		b.counters.WouldBlockAccepts++
 		return
 	}
+	if failure == "" {
+		b.socketSeen(ps, ret)
+	}
 	if peer.IsValid() {
 		s.attrs.PutStr("network.peer.address", peer.Addr().String())
 		s.attrs.PutInt("network.peer.port", int64(peer.Port()))
@@ -439,6 +474,7 @@ func (b *Builder) ProcessExit(h Header) {
 		return
 	}
 	b.closeProcess(p, h.Time, "process exited during the syscall", "process exited before the call returned")
+	b.emitProcessSockets(p)
 	// Spans still pending stay with this process value (listed in b.resources) until Flush,
 	// so a new process that reuses the pid cannot take them over.
 	delete(b.procs, h.PID)
@@ -461,6 +497,7 @@ func (b *Builder) ResetProcess(pid uint32, now time.Time, reason string) {
 func (b *Builder) Abandon(now time.Time, reason string) {
 	for pid, p := range b.procs {
 		b.closeProcess(p, now, reason, reason)
+		b.emitProcessSockets(p)
 		delete(b.procs, pid)
 	}
 }
@@ -510,6 +547,10 @@ func (b *Builder) finish(p *process, s *span, end time.Time, errMsg string) {
 	}
 	b.pending++
 	b.counters.SpansEmitted++
+	for _, a := range s.socks {
+		b.emitSocket(a) // the call ended: its I/O is complete
+	}
+	s.socks = nil
 }
 
 // Flush returns the finished spans, one ResourceSpans per process, and forgets them.
