@@ -49,6 +49,12 @@ for what in "$@"; do
 		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagent --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagent failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
 		fi
+		# Bun (static BoringSSL), Deno and the Codex CLI (rustls), pinned by their lockfile: the
+		# receiver's runtime tests run their x86-64 builds straight from the platform packages,
+		# so no install script runs.
+		if ! npm ci --prefix receiver/ebpfreceiver/testdata/runtimes --ignore-scripts --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in receiver/ebpfreceiver/testdata/runtimes failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
 		;;
 	*) fail "prereqs.sh: unknown check '$what'" ;;
 	esac
