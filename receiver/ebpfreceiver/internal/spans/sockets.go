@@ -141,12 +141,12 @@ func (b *Builder) socketSeen(ps *pendingSyscall, ret int64) {
 }
 
 // SocketIO adds one send or receive to the aggregate of its parent span and peer. It returns
-// the attribution rule that chose the parent, "" when the process is unknown.
-func (b *Builder) SocketIO(h Header, io SocketIO) string {
+// the parent chosen and the attribution rule that chose it ("" when the process is unknown).
+func (b *Builder) SocketIO(h Header, io SocketIO) (Parent, string) {
 	p := b.procs[h.PID]
 	if p == nil {
 		b.counters.UnknownProcess++
-		return ""
+		return Parent{PID: h.PID}, ""
 	}
 	parent, attribution := b.socketParent(p, h)
 	key := aggKey{pid: h.PID, parent: parent, peer: peerLabel(io), transport: io.Transport}
@@ -191,7 +191,7 @@ func (b *Builder) SocketIO(h Header, io SocketIO) string {
 		}
 	}
 	a.addSocket(b, io.Socket, h.Time)
-	return attribution
+	return Parent{PID: h.PID, ref: parent}, attribution
 }
 
 // addSocket counts a socket in the aggregate; the first one says how it was connected.
@@ -294,6 +294,11 @@ func peerLabel(io SocketIO) string {
 // long-lived parent's I/O shows up while it runs, one window at a time.
 func (b *Builder) FlushSockets(now time.Time) {
 	b.emitSockets(func(a *sockAgg) bool { return now.Sub(a.first.Time) >= b.opts.SocketWindow })
+}
+
+// EmitSockets emits every aggregate (the receiver stops).
+func (b *Builder) EmitSockets() {
+	b.emitSockets(func(*sockAgg) bool { return true })
 }
 
 // SocketAggregates is the number of aggregates not yet emitted.
