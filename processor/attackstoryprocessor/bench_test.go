@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // benchConfig is the bank demo's configuration: alert mode with declared boundaries, so every
@@ -102,7 +104,7 @@ func (s *countingSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error 
 	s.spans += td.SpanCount()
 	forEachSpan(td, func(sp ptrace.Span) {
 		for i := 0; i < sp.Events().Len(); i++ {
-			if sp.Events().At(i).Name() == findingEventName {
+			if sp.Events().At(i).Name() == story.FindingEventName {
 				s.findings++
 			}
 		}
@@ -124,7 +126,7 @@ func (s *latencySink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 	defer s.mu.Unlock()
 	forEachSpan(td, func(sp ptrace.Span) {
 		for i := 0; i < sp.Events().Len(); i++ {
-			if sp.Events().At(i).Name() == findingEventName {
+			if sp.Events().At(i).Name() == story.FindingEventName {
 				s.seen[sp.TraceID()] = now
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/ext"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // celCostLimit bounds the work of one rule on one story (CEL's cost units: roughly one per
@@ -55,7 +57,7 @@ func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
 			return nil, fmt.Errorf(`%s.id": %q is used by another custom rule`, key, rc.ID)
 		}
 		seen[rc.ID] = true
-		sev := sevMedium
+		sev := story.SevMedium
 		if rc.Severity != "" {
 			if sev, err = parseSeverity(rc.Severity); err != nil {
 				return nil, fmt.Errorf(`%s.severity": %w`, key, err)
@@ -118,54 +120,54 @@ func (r *customRule) eval(vars map[string]any) bool {
 // storyVariables is the "story" variable of custom rules.
 func storyVariables(c *evalContext) map[string]any {
 	f := c.f
-	tools := make([]string, 0, len(f.tools))
-	for _, t := range f.tools {
-		tools = append(tools, t.name)
+	tools := make([]string, 0, len(f.Tools))
+	for _, t := range f.Tools {
+		tools = append(tools, t.Name)
 	}
-	execs := make([]string, 0, len(f.execs))
-	for _, e := range f.execs {
-		execs = append(execs, e.path)
+	execs := make([]string, 0, len(f.Execs))
+	for _, e := range f.Execs {
+		execs = append(execs, e.Path)
 	}
-	files := make([]string, 0, len(f.files))
-	for _, fa := range f.files {
-		files = append(files, fa.path)
+	files := make([]string, 0, len(f.Files))
+	for _, fa := range f.Files {
+		files = append(files, fa.Path)
 	}
-	dests := make([]any, 0, len(f.egress))
-	for _, e := range f.egress {
+	dests := make([]any, 0, len(f.Egress))
+	for _, e := range f.Egress {
 		dests = append(dests, map[string]any{
-			"address": e.address, "port": int64(e.port), "host": e.host, "kind": e.kind,
-			"bytes_sent": e.bytes, "failed": e.failed != "",
+			"address": e.Address, "port": int64(e.Port), "host": e.Host, "kind": e.Kind,
+			"bytes_sent": e.Bytes, "failed": e.Failed != "",
 		})
 	}
 	workload := map[string]any{}
-	for k, v := range f.headResource().All() {
+	for k, v := range f.HeadResource().All() {
 		if v.Type() == pcommon.ValueTypeStr {
 			workload[k] = v.Str()
 		}
 	}
-	workload["key"] = workloadOf(f.headResource()).key
-	spans := make([]any, 0, len(f.spans))
-	for _, sp := range f.spans {
-		spans = append(spans, map[string]any{"name": sp.span.Name(), "attributes": sp.span.Attributes().AsRaw()})
+	workload["key"] = workloadOf(f.HeadResource()).key
+	spans := make([]any, 0, len(f.Spans))
+	for _, sp := range f.Spans {
+		spans = append(spans, map[string]any{"name": sp.Span.Name(), "attributes": sp.Span.Attributes().AsRaw()})
 	}
-	inputs := make([]any, 0, len(f.inputs))
-	for _, in := range f.inputs {
-		text, _ := redactor.String(in.text)
-		inputs = append(inputs, map[string]any{"kind": in.kind.String(), "span": f.spans[in.span].span.Name(), "text": text})
+	inputs := make([]any, 0, len(f.Inputs))
+	for _, in := range f.Inputs {
+		text, _ := story.Redactor.String(in.Text)
+		inputs = append(inputs, map[string]any{"kind": in.Kind.String(), "span": f.Spans[in.Span].Span.Name(), "text": text})
 	}
 	return map[string]any{"story": map[string]any{
-		"trace_id":     f.st.id.String(),
+		"trace_id":     f.Story.ID.String(),
 		"mode":         string(c.mode),
-		"incomplete":   f.st.reason != "",
+		"incomplete":   f.Story.Reason != "",
 		"tools":        tools,
 		"executables":  execs,
 		"files":        files,
 		"destinations": dests,
 		"workload":     workload,
-		"prompt":       f.prompt,
+		"prompt":       f.Prompt,
 		"model_inputs": inputs,
 		"spans":        spans,
-		"connects":     int64(f.connects),
-		"bytes_sent":   f.bytesSent,
+		"connects":     int64(f.Connects),
+		"bytes_sent":   f.BytesSent,
 	}}
 }

@@ -3,13 +3,14 @@ package attackstoryprocessor
 import (
 	"errors"
 	"fmt"
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 )
 
 // Mode is what the processor does with the stories of a workload.

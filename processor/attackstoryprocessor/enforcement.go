@@ -24,6 +24,7 @@ import (
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/enforce"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // Kernel enforcement of workloads in mode enforce (agent mode: the collector runs on the node
@@ -62,8 +63,6 @@ const (
 	attrNetworkTransport     = "network.transport"
 
 	blockedEventName   = "blocked"
-	actionRefused      = "refused"
-	actionKilled       = "killed"
 	toolNotEnforceable = "not_enforceable"
 
 	// matchSlack widens a span's interval when a decision is matched to it: the receiver and
@@ -167,9 +166,9 @@ func (k kernelPolicy) hash(version int) string {
 // decisionRule is the rule a kernel decision enforces.
 func decisionRule(d enforce.Decision) (rule, action string) {
 	if d.Kind == enforce.KindExec {
-		return ruleUnexpectedExecutable, actionKilled
+		return story.RuleUnexpectedExecutable, story.ActionKilled
 	}
-	return ruleEgressOutsideProfile, actionRefused
+	return story.RuleEgressOutsideProfile, story.ActionRefused
 }
 
 // attachment is the programs of one workload on one cgroup.
@@ -313,7 +312,7 @@ func (e *enforcer) active(key string) bool {
 // A newly seen process of a workload in mode enforce gets its cgroup enforced at once.
 func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *profile, profiles *profileStore) Mode {
 	mode := configuredMode(pol, prof)
-	pidv, ok := res.Get(attrProcessPID)
+	pidv, ok := res.Get(story.AttrProcessPID)
 	if !ok {
 		if mode == ModeEnforce && !e.active(wid.key) {
 			return ModeAlert
@@ -323,7 +322,7 @@ func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *p
 	w := e.workload(wid.key)
 	w.pol = pol
 	pid := pidv.Int()
-	exe := attrStr(res, attrProcessExecutable)
+	exe := story.AttrStr(res, story.AttrProcessExecutable)
 	if n := len(w.procs); n == 0 || w.procs[n-1].pid != pid {
 		w.procs = slices.DeleteFunc(w.procs, func(p procRef) bool { return p.pid == pid })
 		w.procs = append(w.procs, procRef{pid: pid, exe: exe})
@@ -333,8 +332,8 @@ func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *p
 	}
 	if w.attrs == nil {
 		w.attrs = map[string]string{}
-		for _, k := range []string{attrServiceName, attrProcessExecutable, attrK8sNamespace, attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet, attrK8sContainer, attrK8sNodeName} {
-			if v := attrStr(res, k); v != "" {
+		for _, k := range []string{story.AttrServiceName, story.AttrProcessExecutable, story.AttrK8sNamespace, story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet, story.AttrK8sContainer, story.AttrK8sNodeName} {
+			if v := story.AttrStr(res, k); v != "" {
 				w.attrs[k] = v
 			}
 		}
@@ -676,7 +675,7 @@ func (e *enforcer) shutdown() {
 // span, of the same process (or the parent), contains the decision's time, unless a story of
 // that process still in flight contains it too (it may hold the decision's span: the decision
 // waits for it).
-func (e *enforcer) claim(fs []*facts, inFlight func(pid int64, t time.Time) bool) [][]blockMatch {
+func (e *enforcer) claim(fs []*story.Facts, inFlight func(pid int64, t time.Time) bool) [][]blockMatch {
 	out := make([][]blockMatch, len(fs))
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -685,10 +684,10 @@ func (e *enforcer) claim(fs []*facts, inFlight func(pid int64, t time.Time) bool
 	}
 	pids := make([][]int64, len(fs))
 	for s, f := range fs {
-		pids[s] = make([]int64, len(f.spans))
-		for i, sp := range f.spans {
+		pids[s] = make([]int64, len(f.Spans))
+		for i, sp := range f.Spans {
 			pids[s][i] = -1
-			if v, ok := sp.scope.src.resource.Attributes().Get(attrProcessPID); ok {
+			if v, ok := sp.Scope.Src.Resource.Attributes().Get(story.AttrProcessPID); ok {
 				pids[s][i] = v.Int()
 			}
 		}
@@ -709,24 +708,24 @@ func (e *enforcer) claim(fs []*facts, inFlight func(pid int64, t time.Time) bool
 		d := pd.d
 	stories:
 		for s, f := range fs {
-			for j, sp := range f.spans {
-				if !within(d.Time, sp.start, sp.end, matchSlack) {
+			for j, sp := range f.Spans {
+				if !within(d.Time, sp.Start, sp.End, matchSlack) {
 					continue
 				}
-				attrs := sp.span.Attributes()
-				switch syscallName(sp.span) {
+				attrs := sp.Span.Attributes()
+				switch story.SyscallName(sp.Span) {
 				case "connect", "sendto":
 					if d.Kind == enforce.KindExec || pids[s][j] != int64(d.PID) {
 						continue
 					}
-					a, err := netip.ParseAddr(attrStr(attrs, attrPeerAddress))
-					port, _ := attrs.Get(attrPeerPort)
+					a, err := netip.ParseAddr(story.AttrStr(attrs, story.AttrPeerAddress))
+					port, _ := attrs.Get(story.AttrPeerPort)
 					if err != nil || a.Unmap() != d.Destination.Addr().Unmap() || port.Int() != int64(d.Destination.Port()) {
 						continue
 					}
 				case "execve":
 					if d.Kind != enforce.KindExec || (pids[s][j] != int64(d.PID) && pids[s][j] != int64(d.PPID)) ||
-						attrStr(attrs, attrProcessExecutable) != d.Executable {
+						story.AttrStr(attrs, story.AttrProcessExecutable) != d.Executable {
 						continue
 					}
 				default:
@@ -743,14 +742,14 @@ func (e *enforcer) claim(fs []*facts, inFlight func(pid int64, t time.Time) bool
 		}
 		d := pd.d
 		for s, f := range fs {
-			if len(f.spans) == 0 || f.st.root == nil {
+			if len(f.Spans) == 0 || f.Story.Root == nil {
 				continue
 			}
-			head := f.spans[f.head]
-			hp := pids[s][f.head]
-			if (hp == int64(d.PID) || d.PPID != 0 && hp == int64(d.PPID)) && within(d.Time, head.start, head.end, rootSlack) &&
+			head := f.Spans[f.Head]
+			hp := pids[s][f.Head]
+			if (hp == int64(d.PID) || d.PPID != 0 && hp == int64(d.PPID)) && within(d.Time, head.Start, head.End, rootSlack) &&
 				!inFlight(int64(d.PID), d.Time) && (d.PPID == 0 || !inFlight(int64(d.PPID), d.Time)) {
-				take(i, s, f.head, true)
+				take(i, s, f.Head, true)
 				break
 			}
 		}
@@ -813,7 +812,7 @@ func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
 			res.PutStr(k, w.attrs[k])
 		}
 	}
-	res.PutInt(attrProcessPID, int64(pd.d.PID))
+	res.PutInt(story.AttrProcessPID, int64(pd.d.PID))
 	ss := rs.ScopeSpans().AppendEmpty()
 	ss.Scope().SetName(ScopeName)
 	sp := ss.Spans().AppendEmpty()
@@ -843,16 +842,16 @@ func putBlockedAttributes(m pcommon.Map, d enforce.Decision, rule, action string
 	m.PutInt(attrProfileVersion, int64(d.ProfileVersion))
 	m.PutStr(attrEnforcementAction, action)
 	m.PutStr(attrEnforcementKind, string(d.Kind))
-	m.PutInt(attrProcessPID, int64(d.PID))
+	m.PutInt(story.AttrProcessPID, int64(d.PID))
 	if d.Kind == enforce.KindExec {
-		m.PutStr(attrProcessExecutable, d.Executable)
+		m.PutStr(story.AttrProcessExecutable, d.Executable)
 		if d.PPID != 0 {
 			m.PutInt("process.parent_pid", int64(d.PPID))
 		}
 		return
 	}
-	m.PutStr(attrPeerAddress, d.Destination.Addr().Unmap().String())
-	m.PutInt(attrPeerPort, int64(d.Destination.Port()))
+	m.PutStr(story.AttrPeerAddress, d.Destination.Addr().Unmap().String())
+	m.PutInt(story.AttrPeerPort, int64(d.Destination.Port()))
 	if d.Protocol != "" {
 		m.PutStr(attrNetworkTransport, d.Protocol)
 	}
@@ -866,9 +865,9 @@ func blockedText(d enforce.Decision, action string) string {
 }
 
 // writeBlocked puts a "blocked" event on the span of every match (after writeStory).
-func writeBlocked(f *facts, blocked []blockMatch) {
+func writeBlocked(f *story.Facts, blocked []blockMatch) {
 	for _, m := range blocked {
-		sp := f.spans[m.span].span
+		sp := f.Spans[m.span].Span
 		ev := sp.Events().AppendEmpty()
 		ev.SetName(blockedEventName)
 		ev.SetTimestamp(pcommon.NewTimestampFromTime(m.d.Time))

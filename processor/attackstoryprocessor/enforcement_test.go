@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/internal/enforce"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // fakeKernel stands in for internal/enforce in the processor's tests.
@@ -187,7 +188,7 @@ func TestKernelPolicy(t *testing.T) {
 	k := buildKernelPolicy(d, []string{"198.51.100.7:8080", "203.0.113.0/24", "*:53", "*.internal:443", "bad entry"})
 	var got []string
 	for _, x := range k.dests {
-		got = append(got, x.Prefix.String()+":"+itoa(int(x.Port)))
+		got = append(got, x.Prefix.String()+":"+story.Itoa(int(x.Port)))
 	}
 	assert.Equal(t, []string{"0.0.0.0/0:53", "10.1.2.0/24:0", "127.0.0.0/24:18443", "192.0.2.9/32:25", "198.51.100.7/32:8080",
 		"2001:db8::/64:443", "203.0.113.0/24:0", "::/0:53"}, got)
@@ -277,14 +278,14 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 	require.Contains(t, events, "connect", "the refused connect carries the blocked event")
 	require.Contains(t, events, "execve", "the killed exec carries the blocked event")
 	c := events["connect"].Attributes().AsRaw()
-	assert.Equal(t, map[string]any{attrEnforcementRule: ruleEgressOutsideProfile, attrProfileVersion: int64(3), attrEnforcementAction: actionRefused,
-		attrEnforcementKind: "connect", attrProcessPID: int64(4242), attrPeerAddress: "127.0.0.2", attrPeerPort: int64(19999), attrNetworkTransport: "tcp"}, c)
+	assert.Equal(t, map[string]any{attrEnforcementRule: story.RuleEgressOutsideProfile, attrProfileVersion: int64(3), attrEnforcementAction: story.ActionRefused,
+		attrEnforcementKind: "connect", story.AttrProcessPID: int64(4242), story.AttrPeerAddress: "127.0.0.2", story.AttrPeerPort: int64(19999), attrNetworkTransport: "tcp"}, c)
 	x := events["execve"].Attributes().AsRaw()
-	assert.Equal(t, ruleUnexpectedExecutable, x[attrEnforcementRule])
-	assert.Equal(t, actionKilled, x[attrEnforcementAction])
-	assert.Equal(t, "/bin/sh", x[attrProcessExecutable])
+	assert.Equal(t, story.RuleUnexpectedExecutable, x[attrEnforcementRule])
+	assert.Equal(t, story.ActionKilled, x[attrEnforcementAction])
+	assert.Equal(t, "/bin/sh", x[story.AttrProcessExecutable])
 
-	sev, _ := root.Attributes().Get(attrFindingSeverity)
+	sev, _ := root.Attributes().Get(story.AttrFindingSeverity)
 	assert.Equal(t, "Critical", sev.Str(), "a tool outside the profile cannot be stopped: Critical in mode enforce")
 	tv, _ := root.Attributes().Get(attrEnforcementTool)
 	assert.Equal(t, toolNotEnforceable, tv.Str())
@@ -307,8 +308,8 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 	require.Len(t, strayStory, 1, "the decision of no story is a story of its own")
 	sa := strayStory[0].Attributes().AsRaw()
 	assert.Equal(t, true, sa[attrEnforcementUnmatched])
-	assert.Equal(t, "203.0.113.5", sa[attrPeerAddress])
-	assert.Equal(t, int64(777), sa[attrProcessPID])
+	assert.Equal(t, "203.0.113.5", sa[story.AttrPeerAddress])
+	assert.Equal(t, int64(777), sa[story.AttrProcessPID])
 	assert.Equal(t, int64(1), h.counter("agenttrail.enforcement.unmatched_decisions", "", ""))
 	assert.Equal(t, int64(3), h.counter("agenttrail.enforcement.decisions", "workload", bankWorkloadKey))
 	assert.Equal(t, int64(1), h.counter("agenttrail.enforcement.decisions", "kind", "exec"))
@@ -317,29 +318,29 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 // TestDecisionWaitsForItsStory: a decision inside the root of an earlier story but whose own
 // story (with its span) is still in flight is not put on the earlier story's head.
 func TestDecisionWaitsForItsStory(t *testing.T) {
-	st := func(tid int, at float64, withConnect bool) *facts {
+	st := func(tid int, at float64, withConnect bool) *story.Facts {
 		b := newTraceBuilder()
 		p := b.hostProcess("customer-agent", 4242)
 		root := p.prompt(traceID(tid), at, at+100, "hi")
 		if withConnect {
 			p.connect(root, at+50, at+50.2, "127.0.0.2", 19999)
 		}
-		buf := newBuffer(createDefaultConfig(), nil)
-		buf.addBatch(b.traces(), baseTime)
-		return extractFacts(buf.stories[traceID(tid)])
+		buf := story.NewBuffer(limitsOf(createDefaultConfig()), nil)
+		buf.AddBatch(b.traces(), baseTime)
+		return story.Extract(buf.Stories[traceID(tid)])
 	}
 	e := newEnforcer(createDefaultConfig(), nil, zap.NewNop(), nil, newFakeClock(baseTime))
 	d := enforce.Decision{Time: ts(50.1).AsTime(), Kind: enforce.KindConnect, PID: 4242, Destination: netip.MustParseAddrPort("127.0.0.2:19999")}
 	e.pending = []*pendingDecision{{d: d}}
 	overlapping := st(1, 0, false)
-	got := e.claim([]*facts{overlapping}, func(int64, time.Time) bool { return true })
+	got := e.claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return true })
 	assert.Empty(t, got[0], "another story in flight may hold the span")
-	got = e.claim([]*facts{overlapping, st(2, 0, true)}, func(int64, time.Time) bool { return false })
+	got = e.claim([]*story.Facts{overlapping, st(2, 0, true)}, func(int64, time.Time) bool { return false })
 	assert.Empty(t, got[0])
 	require.Len(t, got[1], 1, "a span match wins over a head match")
 	assert.False(t, got[1][0].onHead)
 	e.pending = []*pendingDecision{{d: d}}
-	got = e.claim([]*facts{overlapping}, func(int64, time.Time) bool { return false })
+	got = e.claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return false })
 	require.Len(t, got[0], 1)
 	assert.True(t, got[0][0].onHead, "no span: the head of the story whose root contains it")
 }

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // nightlyExport: the export-job's nightly-export tool reads customers.csv and sends n bytes to
@@ -61,12 +63,12 @@ func TestLearnedFlow(t *testing.T) {
 	h2.settle()
 	fs := findingsOf(t, h2.output())
 	require.Len(t, fs, 1)
-	assert.Equal(t, []any{ruleSensitiveReadEgress, ruleDataVolumeAnomaly}, fs[0]["finding_info"].(map[string]any)["types"])
+	assert.Equal(t, []any{story.RuleSensitiveReadEgress, story.RuleDataVolumeAnomaly}, fs[0]["finding_info"].(map[string]any)["types"])
 	assert.Contains(t, fs[0]["message"], "then connect 10.20.0.5:443, 12.5 MB sent: a learned flow, but more than 10 × its largest volume (1.2 MB)")
 
-	assert.Equal(t, [][]string{{ruleSensitiveReadEgress}}, findingRules(t, h2, nightlyExport(13, "10.20.0.6", 1_000_000)),
+	assert.Equal(t, [][]string{{story.RuleSensitiveReadEgress}}, findingRules(t, h2, nightlyExport(13, "10.20.0.6", 1_000_000)),
 		"another address of a learned /24: the destination is known, the flow is not")
-	assert.Equal(t, [][]string{{ruleSensitiveReadEgress, ruleEgressOutsideProfile}}, findingRules(t, h2, nightlyExport(14, "203.0.113.9", 1_000_000)),
+	assert.Equal(t, [][]string{{story.RuleSensitiveReadEgress, story.RuleEgressOutsideProfile}}, findingRules(t, h2, nightlyExport(14, "203.0.113.9", 1_000_000)),
 		"a new destination")
 }
 
@@ -87,7 +89,7 @@ func TestDeclaredFlow(t *testing.T) {
 	fs := findingsOf(t, h.output())
 	require.Len(t, fs, 1)
 	assert.Contains(t, fs[0]["message"], "6.0 MB sent: more than workloads allowed_flows[1].max_bytes (5.0 MB)")
-	assert.Equal(t, [][]string{{ruleSensitiveReadEgress}}, findingRules(t, h, nightlyExport(3, "10.30.0.5", 1_000)), "somewhere new")
+	assert.Equal(t, [][]string{{story.RuleSensitiveReadEgress}}, findingRules(t, h, nightlyExport(3, "10.30.0.5", 1_000)), "somewhere new")
 }
 
 func TestFlowsOfAStory(t *testing.T) {
@@ -98,7 +100,7 @@ func TestFlowsOfAStory(t *testing.T) {
 	c := p.connect(tool, 1950, 1950.2, "10.9.9.9", 443)
 	p.spans[c.idx].span.Attributes().PutStr("error.type", "ECONNREFUSED")
 	f := storyFacts(t, b)
-	fl := f.flows(match.MustCompile(defaultSensitivePaths()))
+	fl := storyFlows(f, match.MustCompile(defaultSensitivePaths()))
 	require.Len(t, fl, 1)
 	assert.Equal(t, profileFlow{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443"}, fl[0].flow)
 	assert.EqualValues(t, 2_000, fl[0].bytes)

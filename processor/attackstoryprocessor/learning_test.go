@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // acceptWouldBlock is a non-blocking accept that found no connection pending, as the receiver
@@ -40,7 +42,7 @@ func noisyConversations(n int) *traceBuilder {
 	trace := 1000
 	for i := range 10 {
 		trace++
-		p.startupOpen(traceID(trace), float64(i), "/usr/share/zoneinfo/Etc/UTC"+itoa(i))
+		p.startupOpen(traceID(trace), float64(i), "/usr/share/zoneinfo/Etc/UTC"+story.Itoa(i))
 	}
 	for i := range n {
 		at := 100 + float64(i)*3000
@@ -71,8 +73,8 @@ func TestLearningCountsConfiguredRootsOnly(t *testing.T) {
 	assert.Equal(t, 2, prof.data.Stories, "only the conversations are learned")
 	assert.Equal(t, statusLearning, prof.data.Status, "2 of min_stories 3: the noise does not complete learning")
 	assert.Empty(t, prof.data.Files, "start-up opens do not shape the profile")
-	assert.EqualValues(t, 10+2, h.counter("agenttrail.attackstory.not_learned", "reason", notLearnedNoEntryPoint))
-	assert.EqualValues(t, 2, h.counter("agenttrail.attackstory.not_learned", "reason", notLearnedWouldBlock))
+	assert.EqualValues(t, 10+2, h.counter("agenttrail.attackstory.not_learned", "reason", story.NotLearnedNoEntryPoint))
+	assert.EqualValues(t, 2, h.counter("agenttrail.attackstory.not_learned", "reason", story.NotLearnedWouldBlock))
 	assert.EqualValues(t, 10+2*3, h.counter("agenttrail.attackstory.stories", "", ""))
 }
 
@@ -145,7 +147,7 @@ func TestWouldBlockIsNotAFailure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := pcommon.NewMap()
 			require.NoError(t, m.FromRaw(tc.attrs))
-			assert.Equal(t, tc.want, failure(m))
+			assert.Equal(t, tc.want, story.Failure(m))
 		})
 	}
 

@@ -5,15 +5,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
-	"go.opentelemetry.io/collector/pdata/pcommon"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 const (
 	maxNarrativeSteps = 40
-	maxArgRunes       = 32
 )
 
 // narrative tells the story in one deterministic line, in time order (children never before
@@ -22,25 +22,25 @@ const (
 //	10:02:03.120 customer-agent (customer-ai/agent-7f9c, sa agent-sa) accepted a prompt in
 //	main.(*Agent).HandlePrompt → chat model-x → execute_tool customer-data-export(query=…) →
 //	read /data/customers.db → connect 203.0.113.9:443, 2.1 MB sent
-func narrative(f *facts, hints narrativeHints) string {
-	if len(f.spans) == 0 {
+func narrative(f *story.Facts, hints narrativeHints) string {
+	if len(f.Spans) == 0 {
 		return ""
 	}
-	head := f.spans[f.head]
-	res := head.scope.src.resource.Attributes()
+	head := f.Spans[f.Head]
+	res := head.Scope.Src.Resource.Attributes()
 	var sb strings.Builder
-	sb.WriteString(time.Unix(0, int64(f.timeline[0].time)).UTC().Format("15:04:05.000"))
+	sb.WriteString(time.Unix(0, int64(f.Timeline[0].Time)).UTC().Format("15:04:05.000"))
 	sb.WriteByte(' ')
-	name := attrStr(res, attrServiceName)
+	name := story.AttrStr(res, story.AttrServiceName)
 	if name == "" {
-		name = attrStr(res, attrProcessExecutable)
+		name = story.AttrStr(res, story.AttrProcessExecutable)
 	}
 	if name == "" {
 		name = "unknown workload"
 	}
 	sb.WriteString(name)
 	var who []string
-	ns, pod := attrStr(res, attrK8sNamespace), attrStr(res, attrK8sPod)
+	ns, pod := story.AttrStr(res, story.AttrK8sNamespace), story.AttrStr(res, story.AttrK8sPod)
 	switch {
 	case ns != "" && pod != "":
 		who = append(who, ns+"/"+pod)
@@ -49,11 +49,11 @@ func narrative(f *facts, hints narrativeHints) string {
 	case ns != "":
 		who = append(who, "namespace "+ns)
 	}
-	if sa := attrStr(res, attrK8sServiceAccount); sa != "" {
+	if sa := story.AttrStr(res, story.AttrK8sServiceAccount); sa != "" {
 		who = append(who, "sa "+sa)
 	}
 	if len(who) == 0 {
-		if pid, ok := res.Get(attrProcessPID); ok {
+		if pid, ok := res.Get(story.AttrProcessPID); ok {
 			who = append(who, "pid "+pid.AsString())
 		}
 	}
@@ -62,8 +62,8 @@ func narrative(f *facts, hints narrativeHints) string {
 	}
 	sb.WriteByte(' ')
 
-	steps := f.steps(hints)
-	if f.st.root == nil {
+	steps := steps(f, hints)
+	if f.Story.Root == nil {
 		sb.WriteString("(root span missing) ")
 	}
 	if len(steps) == 0 {
@@ -72,8 +72,8 @@ func narrative(f *facts, hints narrativeHints) string {
 	}
 	collapsed := boundSteps(foldFiles(collapseRepeats(steps)), maxNarrativeSteps)
 	sb.WriteString(strings.Join(collapsed, " → "))
-	if f.st.reason != "" {
-		sb.WriteString(" (story incomplete: " + f.st.reason + ")")
+	if f.Story.Reason != "" {
+		sb.WriteString(" (story incomplete: " + f.Story.Reason + ")")
 	}
 	return sb.String()
 }
@@ -104,27 +104,27 @@ func (s nstep) String() string {
 }
 
 // steps are the story's steps in narrative order.
-func (f *facts) steps(hints narrativeHints) []nstep {
+func steps(f *story.Facts, hints narrativeHints) []nstep {
 	var out []nstep
 	sentTo := map[string]bool{}
-	for _, it := range f.timeline {
-		text := f.step(it, sentTo)
+	for _, it := range f.Timeline {
+		text := step(f, it, sentTo)
 		if text == "" {
 			continue
 		}
 		st := nstep{text: text, n: 1, decisive: true}
-		sp := f.spans[it.span]
+		sp := f.Spans[it.Span]
 		var attrs pcommon.Map
-		if it.event >= 0 {
-			attrs = sp.span.Events().At(it.event).Attributes()
+		if it.Event >= 0 {
+			attrs = sp.Span.Events().At(it.Event).Attributes()
 		} else {
-			attrs = sp.span.Attributes()
+			attrs = sp.Span.Attributes()
 		}
-		if it.event >= 0 || syscallName(sp.span) == "openat" {
-			st.verb, st.path, st.failed = fileVerb(attrs), attrStr(attrs, attrFilePath), failure(attrs)
+		if it.Event >= 0 || story.SyscallName(sp.Span) == "openat" {
+			st.verb, st.path, st.failed = fileVerb(attrs), story.AttrStr(attrs, story.AttrFilePath), story.Failure(attrs)
 			_, sensitive := match.Any(hints.sensitive, st.path)
 			denied := st.failed == "EPERM" || st.failed == "EACCES"
-			st.decisive = sensitive || denied || (it.event < 0 && slices.Contains(hints.blocked, it.span))
+			st.decisive = sensitive || denied || (it.Event < 0 && slices.Contains(hints.blocked, it.Span))
 		}
 		out = append(out, st)
 	}
@@ -303,121 +303,93 @@ func renderKept(steps []nstep, keep []bool) []string {
 }
 
 // step describes one timeline item, or "" when it is not worth telling.
-func (f *facts) step(it item, sentTo map[string]bool) string {
-	sp := f.spans[it.span]
-	if it.event >= 0 {
-		return fileStep(sp.span.Events().At(it.event).Attributes())
+func step(f *story.Facts, it story.Item, sentTo map[string]bool) string {
+	sp := f.Spans[it.Span]
+	if it.Event >= 0 {
+		return fileStep(sp.Span.Events().At(it.Event).Attributes())
 	}
-	attrs := sp.span.Attributes()
-	role := attrStr(attrs, attrRole)
-	op := attrStr(attrs, attrGenAIOperation)
+	attrs := sp.Span.Attributes()
+	role := story.AttrStr(attrs, story.AttrRole)
+	op := story.AttrStr(attrs, story.AttrGenAIOperation)
 	switch {
 	case op == "invoke_agent" || role == "prompt":
-		fn := attrStr(attrs, attrCodeFunction)
+		fn := story.AttrStr(attrs, story.AttrCodeFunction)
 		if fn == "" {
-			return "accepted a prompt (" + sp.span.Name() + ")"
+			return "accepted a prompt (" + sp.Span.Name() + ")"
 		}
 		return "accepted a prompt in " + fn
 	case op == "chat" || role == "inference":
-		if p := f.parent[it.span]; p >= 0 && isInference(f.spans[p].span.Attributes()) {
+		if p := f.Parent[it.Span]; p >= 0 && isInference(f.Spans[p].Span.Attributes()) {
 			return "" // the wire-level call (decrypted TLS) of the configured function above it
 		}
-		return sp.span.Name()
+		return sp.Span.Name()
 	case op == "execute_tool" || role == "tool":
-		name := attrStr(attrs, attrGenAIToolName)
+		name := story.AttrStr(attrs, story.AttrGenAIToolName)
 		if name == "" {
-			name = strings.TrimPrefix(sp.span.Name(), "execute_tool ")
+			name = strings.TrimPrefix(sp.Span.Name(), "execute_tool ")
 		}
 		var args []string
-		for _, a := range spanArgs(attrs) {
-			args = append(args, a[0]+"="+shorten(a[1]))
+		for _, a := range story.SpanArgs(attrs) {
+			args = append(args, a[0]+"="+story.Shorten(a[1]))
 		}
 		return "execute_tool " + name + "(" + strings.Join(args, ", ") + ")"
 	}
-	switch syscallName(sp.span) {
+	switch story.SyscallName(sp.Span) {
 	case "connect", "sendto":
-		for _, e := range f.egress {
-			if e.span != it.span {
+		for _, e := range f.Egress {
+			if e.Span != it.Span {
 				continue
 			}
-			s := e.kind + " " + e.endpoint()
-			if e.host != "" {
-				s += " (" + e.host + ")"
+			s := e.Kind + " " + e.Endpoint()
+			if e.Host != "" {
+				s += " (" + e.Host + ")"
 			}
-			if e.failed != "" {
-				s += " failed (" + e.failed + ")"
+			if e.Failed != "" {
+				s += " failed (" + e.Failed + ")"
 			}
-			if key := e.endpoint(); !sentTo[key] {
-				if n := f.bytesTo(e); n > 0 {
+			if key := e.Endpoint(); !sentTo[key] {
+				if n := f.BytesTo(e); n > 0 {
 					sentTo[key] = true
-					s += ", " + formatBytes(n) + " sent"
+					s += ", " + story.FormatBytes(n) + " sent"
 				}
 			}
 			return s
 		}
 	case "execve":
-		path := attrStr(attrs, attrProcessExecutable)
+		path := story.AttrStr(attrs, story.AttrProcessExecutable)
 		s := "exec " + path
-		if e := failure(attrs); e != "" {
+		if e := story.Failure(attrs); e != "" {
 			s += " failed (" + e + ")"
 		}
 		return s
 	case "openat":
 		return fileStep(attrs)
 	}
-	if sp == f.spans[f.head] {
-		return "ran " + sp.span.Name()
+	if sp == f.Spans[f.Head] {
+		return "ran " + sp.Span.Name()
 	}
 	return ""
 }
 
 func isInference(attrs pcommon.Map) bool {
-	return attrStr(attrs, attrGenAIOperation) == "chat" || attrStr(attrs, attrRole) == "inference"
+	return story.AttrStr(attrs, story.AttrGenAIOperation) == "chat" || story.AttrStr(attrs, story.AttrRole) == "inference"
 }
 
 func fileVerb(attrs pcommon.Map) string {
-	if flags := attrStr(attrs, attrOpenFlags); strings.Contains(flags, "O_WRONLY") || strings.Contains(flags, "O_RDWR") {
+	if flags := story.AttrStr(attrs, story.AttrOpenFlags); strings.Contains(flags, "O_WRONLY") || strings.Contains(flags, "O_RDWR") {
 		return "open for writing "
 	}
 	return "read "
 }
 
 func fileStep(attrs pcommon.Map) string {
-	path := attrStr(attrs, attrFilePath)
+	path := story.AttrStr(attrs, story.AttrFilePath)
 	if path == "" {
 		return ""
 	}
 	s := fileVerb(attrs) + path
-	if e := failure(attrs); e != "" {
+	if e := story.Failure(attrs); e != "" {
 		s += " failed (" + e + ")"
 	}
 	return s
 }
-
-func shorten(s string) string { return shortenTo(s, maxArgRunes) }
-
-// shortenTo keeps the first n runes (spaces normalised) and marks the cut with "…".
-func shortenTo(s string, n int) string {
-	s = normalizeSpace(s)
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n]) + "…"
-}
-
-// formatBytes: decimal units with one decimal, "2.1 MB".
-func formatBytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("kMGTP"[exp]) + "B"
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -4,10 +4,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // openatSpan is an openat of a process with no configured function open: a span of its own.
@@ -89,11 +91,11 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 		tool := p.tool(root, 10, 2000, "run-report")
 		// 60 files in 60 different top-level folders: nothing to fold
 		for i := range 60 {
-			p.openatSpan(tool, 20+float64(i), "/d"+itoa(i)+"/f")
+			p.openatSpan(tool, 20+float64(i), "/d"+story.Itoa(i)+"/f")
 		}
 		p.connect(tool, 100, 100.3, "203.0.113.9", 443)
 		for i := range 5 {
-			p.openatSpan(tool, 110+float64(i), "/e"+itoa(i)+"/f")
+			p.openatSpan(tool, 110+float64(i), "/e"+story.Itoa(i)+"/f")
 		}
 		p.execve(tool, 120, 121, "/bin/sh", "-c", "id")
 		n := narrative(storyFacts(t, b), narrativeHints{})
@@ -109,7 +111,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 		root := p.prompt(traceID(1), 0, 3000, "Scan")
 		tool := p.tool(root, 10, 2000, "scan")
 		for i := range 100 {
-			p.connect(tool, 20+float64(i), 20.3+float64(i), "10.0.0."+itoa(i+1), 22)
+			p.connect(tool, 20+float64(i), 20.3+float64(i), "10.0.0."+story.Itoa(i+1), 22)
 		}
 		n := narrative(storyFacts(t, b), narrativeHints{})
 		steps := strings.Split(n, " → ")
@@ -152,11 +154,11 @@ func FuzzBoundSteps(f *testing.F) {
 			s := nstep{n: 1}
 			if b&1 == 1 {
 				s.decisive = true
-				s.text = "connect " + itoa(i)
+				s.text = "connect " + story.Itoa(i)
 				decisive = append(decisive, s.text)
 			} else {
 				s.verb = "read "
-				s.path = "/d" + itoa(int(b>>5)) + "/e" + itoa(int(b>>3&3)) + "/f" + itoa(i)
+				s.path = "/d" + story.Itoa(int(b>>5)) + "/e" + story.Itoa(int(b>>3&3)) + "/f" + story.Itoa(i)
 				s.text = s.verb + s.path
 			}
 			steps = append(steps, s)

@@ -9,19 +9,21 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // storyFacts runs the spans of b through a buffer and returns the facts of the one story.
-func storyFacts(t *testing.T, b *traceBuilder) *facts {
+func storyFacts(t *testing.T, b *traceBuilder) *story.Facts {
 	t.Helper()
 	cfg := createDefaultConfig()
 	tel, err := newTelemetry(componenttest.NewNopTelemetrySettings())
 	require.NoError(t, err)
-	buf := newBuffer(cfg, tel)
-	buf.addBatch(b.traces(), baseTime)
-	ready := buf.takeReady(baseTime.Add(time.Minute), false)
+	buf := story.NewBuffer(limitsOf(cfg), tel)
+	buf.AddBatch(b.traces(), baseTime)
+	ready := buf.TakeReady(baseTime.Add(time.Minute), false)
 	require.Len(t, ready, 1)
-	return extractFacts(ready[0])
+	return story.Extract(ready[0])
 }
 
 func TestNarrative(t *testing.T) {
@@ -79,13 +81,6 @@ func TestNarrative(t *testing.T) {
 	})
 }
 
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 999: "999 B", 1000: "1.0 kB", 2_100_000: "2.1 MB", 3_500_000_000: "3.5 GB"} {
-		assert.Equal(t, want, formatBytes(n))
-	}
-}
-
-// TestOCSF checks the OCSF Detection Finding of the demo's attack field by field.
 func TestOCSF(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)}
@@ -103,20 +98,20 @@ func TestOCSF(t *testing.T) {
 		}
 	})
 	attrs := root.Attributes()
-	ids, _ := attrs.Get(attrFindingRuleIDs)
-	assert.Equal(t, []any{ruleSensitiveReadEgress, ruleToolOutsideProfile, ruleEgressOutsideProfile, rulePromptInjection}, ids.Slice().AsRaw())
-	sev, _ := attrs.Get(attrFindingSeverity)
+	ids, _ := attrs.Get(story.AttrFindingRuleIDs)
+	assert.Equal(t, []any{story.RuleSensitiveReadEgress, story.RuleToolOutsideProfile, story.RuleEgressOutsideProfile, story.RulePromptInjection}, ids.Slice().AsRaw())
+	sev, _ := attrs.Get(story.AttrFindingSeverity)
 	assert.Equal(t, "Critical", sev.Str())
-	atlas, _ := attrs.Get(attrFindingAtlasIDs)
+	atlas, _ := attrs.Get(story.AttrFindingAtlasIDs)
 	assert.Equal(t, []any{"AML.T0086", "AML.T0057", "AML.T0053", "AML.T0025", "AML.T0051"}, atlas.Slice().AsRaw())
 	require.Equal(t, 1, root.Events().Len())
 	ev := root.Events().At(0)
 	assert.Equal(t, "finding", ev.Name())
-	for _, k := range []string{attrFindingRuleIDs, attrFindingSeverity, attrFindingAtlasIDs, attrFindingNarrative, attrFindingOCSF, attrFindingUID} {
+	for _, k := range []string{story.AttrFindingRuleIDs, story.AttrFindingSeverity, story.AttrFindingAtlasIDs, story.AttrFindingNarrative, story.AttrFindingOCSF, story.AttrFindingUID} {
 		_, ok := ev.Attributes().Get(k)
 		assert.True(t, ok, k)
 	}
-	raw, _ := ev.Attributes().Get(attrFindingOCSF)
+	raw, _ := ev.Attributes().Get(story.AttrFindingOCSF)
 
 	var f struct {
 		ClassUID    int    `json:"class_uid"`
@@ -178,8 +173,8 @@ func TestOCSF(t *testing.T) {
 	assert.Equal(t, traceID(9).String()+"-"+root.SpanID().String(), f.FindingInfo.UID)
 	assert.Equal(t, "Sensitive data read, then sent out", f.FindingInfo.Title)
 	assert.Contains(t, f.FindingInfo.Desc, "accepted a prompt in main.(*Agent).HandlePrompt")
-	assert.Equal(t, []string{ruleSensitiveReadEgress, ruleToolOutsideProfile, ruleEgressOutsideProfile, rulePromptInjection}, f.FindingInfo.Types)
-	assert.Equal(t, ruleSensitiveReadEgress, f.FindingInfo.Analytic.Name)
+	assert.Equal(t, []string{story.RuleSensitiveReadEgress, story.RuleToolOutsideProfile, story.RuleEgressOutsideProfile, story.RulePromptInjection}, f.FindingInfo.Types)
+	assert.Equal(t, story.RuleSensitiveReadEgress, f.FindingInfo.Analytic.Name)
 	assert.Equal(t, 1, f.FindingInfo.Analytic.TypeID)
 	require.NotEmpty(t, f.FindingInfo.Attacks)
 	assert.Equal(t, "AML.T0086", f.FindingInfo.Attacks[0].Technique.UID)

@@ -6,6 +6,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // OCSF Detection Finding (schema 1.1.0), the class of every finding this processor emits.
@@ -207,8 +209,8 @@ type finding struct {
 
 func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion string) *finding {
 	f := c.f
-	head := f.spans[f.head]
-	fd := &finding{hits: hits, mode: c.mode, uid: f.st.id.String() + "-" + head.id.String(),
+	head := f.Spans[f.Head]
+	fd := &finding{hits: hits, mode: c.mode, uid: f.Story.ID.String() + "-" + head.ID.String(),
 		toolNotEnforceable: c.toolNotEnforceable, toolSpans: c.toolSpans, blocked: c.blocked}
 	for _, h := range hits {
 		fd.severity = max(fd.severity, h.severity)
@@ -231,9 +233,9 @@ func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion strin
 
 func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion string) string {
 	f := c.f
-	head := f.spans[f.head]
-	res := head.scope.src.resource.Attributes()
-	traceID := f.st.id.String()
+	head := f.Spans[f.Head]
+	res := head.Scope.Src.Resource.Attributes()
+	traceID := f.Story.ID.String()
 	primary := fd.hits[0]
 
 	var texts []string
@@ -261,8 +263,8 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 	info.Desc = primary.rule.explanation + "\n" + fd.narrative
 	info.Types = append([]string(nil), fd.ruleIDs...)
 	info.CreatedTime = now.UnixMilli()
-	info.FirstSeenTime = int64(f.st.minStart / 1e6)
-	info.LastSeenTime = int64(f.st.maxEnd / 1e6)
+	info.FirstSeenTime = int64(f.Story.MinStart / 1e6)
+	info.LastSeenTime = int64(f.Story.MaxEnd / 1e6)
 	info.DataSources = []string{"eBPF"}
 	for i, h := range fd.hits {
 		a := ocsfAnalytic{UID: h.rule.id, Name: h.rule.id, Desc: h.rule.title, TypeID: 1, Type: "Rule"}
@@ -283,10 +285,10 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 	}
 
 	w := workloadOf(res)
-	resource := ocsfResource{UID: w.key, Name: attrStr(res, attrServiceName), Type: "AI agent workload",
-		Data: map[string]any{"trace_id": traceID, "span_id": head.id.String()}}
-	for _, k := range []string{attrServiceName, attrProcessPID, attrProcessExecutable, attrContainerID, attrHostName,
-		attrK8sNamespace, attrK8sPod, attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet, attrK8sContainer, attrK8sServiceAccount, attrK8sNodeName} {
+	resource := ocsfResource{UID: w.key, Name: story.AttrStr(res, story.AttrServiceName), Type: "AI agent workload",
+		Data: map[string]any{"trace_id": traceID, "span_id": head.ID.String()}}
+	for _, k := range []string{story.AttrServiceName, story.AttrProcessPID, story.AttrProcessExecutable, story.AttrContainerID, story.AttrHostName,
+		story.AttrK8sNamespace, story.AttrK8sPod, story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet, story.AttrK8sContainer, story.AttrK8sServiceAccount, story.AttrK8sNodeName} {
 		if v, ok := res.Get(k); ok {
 			resource.Labels = append(resource.Labels, k+"="+v.AsString())
 			resource.Data[k] = v.AsRaw()
@@ -307,38 +309,38 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 		for _, e := range h.evidence {
 			ev := ocsfEvidence{Name: h.rule.id, Data: ocsfEvidenceData{RuleID: h.rule.id, Detail: e.text, TraceID: traceID}}
 			if e.span >= 0 {
-				sp := f.spans[e.span]
-				ev.Data.SpanID = sp.id.String()
-				ev.Data.SpanName = sp.span.Name()
+				sp := f.Spans[e.span]
+				ev.Data.SpanID = sp.ID.String()
+				ev.Data.SpanName = sp.Span.Name()
 				if e.event >= 0 {
-					ev.Data.SpanEvent = sp.span.Events().At(e.event).Name()
+					ev.Data.SpanEvent = sp.Span.Events().At(e.event).Name()
 				}
 			}
 			i := len(out.Evidences)
-			prefix := "evidences[" + itoa(i) + "]"
+			prefix := "evidences[" + story.Itoa(i) + "]"
 			if e.file != "" {
 				ev.File = &ocsfFile{Name: path.Base(e.file), Path: e.file, TypeID: 1, Type: "Regular File"}
 				observe(prefix+".file.path", 7, "File Name", e.file)
 			}
 			if e.egress != nil {
-				ev.DstEndpoint = &ocsfEndpoint{IP: e.egress.address, Port: e.egress.port, Hostname: e.egress.host}
-				if e.egress.addr.IsValid() {
-					observe(prefix+".dst_endpoint.ip", 2, "IP Address", e.egress.address)
+				ev.DstEndpoint = &ocsfEndpoint{IP: e.egress.Address, Port: e.egress.Port, Hostname: e.egress.Host}
+				if e.egress.Addr.IsValid() {
+					observe(prefix+".dst_endpoint.ip", 2, "IP Address", e.egress.Address)
 				}
-				observe(prefix+".dst_endpoint.port", 11, "Port", itoa(e.egress.port))
-				observe(prefix+".dst_endpoint.hostname", 1, "Hostname", e.egress.host)
+				observe(prefix+".dst_endpoint.port", 11, "Port", story.Itoa(e.egress.Port))
+				observe(prefix+".dst_endpoint.hostname", 1, "Hostname", e.egress.Host)
 			}
 			if e.exec != nil {
-				ev.Process = &ocsfProcess{Name: path.Base(e.exec.path), CmdLine: e.exec.cmdline,
-					File: &ocsfFile{Name: path.Base(e.exec.path), Path: e.exec.path, TypeID: 1, Type: "Regular File"}}
-				observe(prefix+".process.cmd_line", 13, "Command Line", e.exec.cmdline)
+				ev.Process = &ocsfProcess{Name: path.Base(e.exec.Path), CmdLine: e.exec.Cmdline,
+					File: &ocsfFile{Name: path.Base(e.exec.Path), Path: e.exec.Path, TypeID: 1, Type: "Regular File"}}
+				observe(prefix+".process.cmd_line", 13, "Command Line", e.exec.Cmdline)
 			}
 			out.Evidences = append(out.Evidences, ev)
 		}
 	}
 
-	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.id.String(), Narrative: fd.narrative,
-		Mode: string(fd.mode), Workload: w.key, IncompleteStory: f.st.reason}
+	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.ID.String(), Narrative: fd.narrative,
+		Mode: string(fd.mode), Workload: w.key, IncompleteStory: f.Story.Reason}
 	for _, h := range fd.hits {
 		d := ocsfRuleDetail{RuleID: h.rule.id, SeverityID: h.severity, Atlas: h.rule.atlas, Explanation: h.rule.explanation}
 		for _, e := range h.evidence {

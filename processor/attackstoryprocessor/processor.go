@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // storyProcessor buffers spans into stories and emits each story, with its finding if any,
@@ -35,7 +37,7 @@ type storyProcessor struct {
 	tickEvery      time.Duration
 
 	mu  sync.Mutex // guards buf
-	buf *buffer
+	buf *story.Buffer
 
 	emitMu        sync.Mutex // one emission at a time; guards profiles and loggedRuleErr
 	loggedRuleErr map[string]bool
@@ -71,13 +73,13 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 		disabled:       map[string]bool{},
 		profiles:       newProfileStore(cfg, set.Logger),
 		productVersion: set.BuildInfo.Version,
-		buf:            newBuffer(cfg, tel),
+		buf:            story.NewBuffer(limitsOf(cfg), tel),
 		loggedRuleErr:  map[string]bool{},
 		kick:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
 	}
 	for _, m := range cfg.InjectionMarkers {
-		p.markers = append(p.markers, normalizeSpace(strings.ToLower(m)))
+		p.markers = append(p.markers, story.NormalizeSpace(strings.ToLower(m)))
 	}
 	for _, id := range cfg.Rules.Disabled {
 		p.disabled[id] = true
@@ -171,16 +173,16 @@ func (p *storyProcessor) run() {
 func (p *storyProcessor) inFlight() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.buf.stories) > 0 || len(p.buf.evicted) > 0
+	return len(p.buf.Stories) > 0 || len(p.buf.Evicted) > 0
 }
 
 // ConsumeTraces buffers the spans; they are passed on when their story is complete.
 func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	p.mu.Lock()
-	wasIdle := len(p.buf.stories) == 0
-	p.buf.addBatch(td, p.clock.Now())
-	evicted := len(p.buf.evicted)
-	started := len(p.buf.starts) > 0
+	wasIdle := len(p.buf.Stories) == 0
+	p.buf.AddBatch(td, p.clock.Now())
+	evicted := len(p.buf.Evicted)
+	started := len(p.buf.Starts) > 0
 	p.mu.Unlock()
 	if wasIdle || started {
 		// The emitter may be on its idle tick: it switches to the busy one.
@@ -210,18 +212,18 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	defer p.emitMu.Unlock()
 	now := p.clock.Now()
 	p.mu.Lock()
-	ready := p.buf.takeReady(now, flushAll)
-	starts := p.buf.starts
-	p.buf.starts = nil
+	ready := p.buf.TakeReady(now, flushAll)
+	starts := p.buf.Starts
+	p.buf.Starts = nil
 	p.mu.Unlock()
 	td := ptrace.NewTraces()
 	for _, rs := range starts {
 		p.processStarted(rs)
 		rs.MoveTo(td.ResourceSpans().AppendEmpty())
 	}
-	fs := make([]*facts, len(ready))
+	fs := make([]*story.Facts, len(ready))
 	for i, st := range ready {
-		fs[i] = extractFacts(st)
+		fs[i] = story.Extract(st)
 	}
 	blocked := p.enf.claim(fs, p.inFlightContains)
 	for i := range ready {
@@ -248,12 +250,12 @@ func (p *storyProcessor) inFlightContains(pid int64, t time.Time) bool {
 	ns := uint64(t.UnixNano())
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for proc, set := range p.buf.byProc {
+	for proc, set := range p.buf.ByProc {
 		if !strings.HasPrefix(proc, prefix) {
 			continue
 		}
 		for st := range set {
-			if st.envelopeContains(ns, ns) {
+			if st.EnvelopeContains(ns, ns) {
 				return true
 			}
 		}
@@ -267,13 +269,13 @@ func (p *storyProcessor) lastSeenOf(pid uint32) time.Time {
 	var last time.Time
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for proc, set := range p.buf.byProc {
+	for proc, set := range p.buf.ByProc {
 		if !strings.HasPrefix(proc, prefix) {
 			continue
 		}
 		for st := range set {
-			if st.lastSeen.After(last) {
-				last = st.lastSeen
+			if st.LastSeen.After(last) {
+				last = st.LastSeen
 			}
 		}
 	}
@@ -295,14 +297,14 @@ func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
 
 // process judges one story (with the kernel decisions it holds), learns from it, and appends
 // it to td.
-func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatch, now time.Time) {
-	st := f.st
-	res := f.headResource()
+func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blockMatch, now time.Time) {
+	st := f.Story
+	res := f.HeadResource()
 	pol := p.pols.resolve(res)
 	wid := workloadOf(res)
 	// A story that may not be learned is judged against the workload's profile but never
 	// makes one.
-	notLearned := f.notLearnable(p.cfg.Learning.EntryPoints)
+	notLearned := f.NotLearnable(p.cfg.Learning.EntryPoints)
 	var prof *profile
 	if notLearned == "" {
 		prof = p.profiles.get(wid, now)
@@ -320,9 +322,9 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 		for _, id := range fd.ruleIDs {
 			p.tel.finding(id)
 		}
-		notLearned = notLearnedFinding
+		notLearned = story.NotLearnedFinding
 	} else if prof != nil && notLearned == "" {
-		prof.learn(f, st.reason == "", now, p.cfg.Learning, pol.sensitive)
+		prof.learn(f, st.Reason == "", now, p.cfg.Learning, pol.sensitive)
 	}
 	if notLearned != "" {
 		p.tel.notLearned(notLearned)
@@ -335,7 +337,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 	}
 	writeStory(td, f, fd, now)
 	writeBlocked(f, blocked)
-	if st.reason == "" {
+	if st.Reason == "" {
 		p.tel.story("complete")
 	} else {
 		p.tel.story("incomplete")
@@ -344,70 +346,76 @@ func (p *storyProcessor) process(td ptrace.Traces, f *facts, blocked []blockMatc
 
 // writeStory moves the story's spans into td in narrative order, grouped by resource and
 // scope, flags an incomplete story on its top spans, and puts the finding on the head span.
-func writeStory(td ptrace.Traces, f *facts, fd *finding, now time.Time) {
+func writeStory(td ptrace.Traces, f *story.Facts, fd *finding, now time.Time) {
 	resources := map[string]ptrace.ResourceSpans{}
 	scopes := map[string]ptrace.SpanSlice{}
-	for _, sp := range f.spans {
-		spans, ok := scopes[sp.scope.key]
+	for _, sp := range f.Spans {
+		spans, ok := scopes[sp.Scope.Key]
 		if !ok {
-			rs, ok := resources[sp.scope.src.key]
+			rs, ok := resources[sp.Scope.Src.Key]
 			if !ok {
 				rs = td.ResourceSpans().AppendEmpty()
-				sp.scope.src.resource.CopyTo(rs.Resource())
-				rs.SetSchemaUrl(sp.scope.src.schemaURL)
-				resources[sp.scope.src.key] = rs
+				sp.Scope.Src.Resource.CopyTo(rs.Resource())
+				rs.SetSchemaUrl(sp.Scope.Src.SchemaURL)
+				resources[sp.Scope.Src.Key] = rs
 			}
 			ss := rs.ScopeSpans().AppendEmpty()
-			sp.scope.scope.CopyTo(ss.Scope())
-			ss.SetSchemaUrl(sp.scope.schemaURL)
+			sp.Scope.Scope.CopyTo(ss.Scope())
+			ss.SetSchemaUrl(sp.Scope.SchemaURL)
 			spans = ss.Spans()
-			scopes[sp.scope.key] = spans
+			scopes[sp.Scope.Key] = spans
 		}
 		dst := spans.AppendEmpty()
-		sp.span.MoveTo(dst)
-		sp.span = dst
+		sp.Span.MoveTo(dst)
+		sp.Span = dst
 	}
-	if f.st.reason != "" {
-		for i, sp := range f.spans {
-			if f.parent[i] < 0 {
-				sp.span.Attributes().PutBool(attrIncomplete, true)
-				sp.span.Attributes().PutStr(attrIncompleteReason, f.st.reason)
+	if f.Story.Reason != "" {
+		for i, sp := range f.Spans {
+			if f.Parent[i] < 0 {
+				sp.Span.Attributes().PutBool(story.AttrIncomplete, true)
+				sp.Span.Attributes().PutStr(story.AttrIncompleteReason, f.Story.Reason)
 			}
 		}
 	}
-	if fd == nil || len(f.spans) == 0 {
+	if fd == nil || len(f.Spans) == 0 {
 		return
 	}
-	head := f.spans[f.head].span
+	head := f.Spans[f.Head].Span
 	putFindingAttributes(head.Attributes(), fd)
 	ev := head.Events().AppendEmpty()
-	ev.SetName(findingEventName)
+	ev.SetName(story.FindingEventName)
 	ev.SetTimestamp(pcommon.NewTimestampFromTime(now))
 	attrs := ev.Attributes()
 	putFindingAttributes(attrs, fd)
-	attrs.PutStr(attrFindingUID, fd.uid)
-	attrs.PutStr(attrFindingTitle, fd.title)
-	attrs.PutStr(attrFindingMode, string(fd.mode))
-	attrs.PutStr(attrFindingNarrative, fd.narrative)
-	attrs.PutStr(attrFindingOCSF, fd.ocsf)
+	attrs.PutStr(story.AttrFindingUID, fd.uid)
+	attrs.PutStr(story.AttrFindingTitle, fd.title)
+	attrs.PutStr(story.AttrFindingMode, string(fd.mode))
+	attrs.PutStr(story.AttrFindingNarrative, fd.narrative)
+	attrs.PutStr(story.AttrFindingOCSF, fd.ocsf)
 	if fd.toolNotEnforceable {
 		head.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
 		attrs.PutStr(attrEnforcementTool, toolNotEnforceable)
 		for _, i := range fd.toolSpans {
-			f.spans[i].span.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
+			f.Spans[i].Span.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
 		}
 	}
 }
 
 func putFindingAttributes(m pcommon.Map, fd *finding) {
-	ids := m.PutEmptySlice(attrFindingRuleIDs)
+	ids := m.PutEmptySlice(story.AttrFindingRuleIDs)
 	for _, id := range fd.ruleIDs {
 		ids.AppendEmpty().SetStr(id)
 	}
-	m.PutStr(attrFindingSeverity, severityNames[fd.severity])
-	m.PutInt(attrFindingSeverityID, int64(fd.severity))
-	atlas := m.PutEmptySlice(attrFindingAtlasIDs)
+	m.PutStr(story.AttrFindingSeverity, severityNames[fd.severity])
+	m.PutInt(story.AttrFindingSeverityID, int64(fd.severity))
+	atlas := m.PutEmptySlice(story.AttrFindingAtlasIDs)
 	for _, id := range fd.atlasIDs {
 		atlas.AppendEmpty().SetStr(id)
 	}
+}
+
+// limitsOf is the buffer's part of the configuration.
+func limitsOf(cfg *Config) story.Limits {
+	return story.Limits{MaxStories: cfg.MaxStories, MaxSpansPerStory: cfg.MaxSpansPerStory,
+		CompletionGrace: cfg.CompletionGrace, OrphanTimeout: cfg.OrphanTimeout, Stitching: cfg.Stitching}
 }

@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 func TestFactory(t *testing.T) {
@@ -63,10 +65,10 @@ func TestEmitterGoroutine(t *testing.T) {
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Equal(t, 7, sink.SpanCount())
 	last := sink.AllTraces()[len(sink.AllTraces())-1].ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
-	reason, _ := last.Attributes().Get(attrIncompleteReason)
-	assert.Equal(t, reasonShutdown, reason.Str())
+	reason, _ := last.Attributes().Get(story.AttrIncompleteReason)
+	assert.Equal(t, story.ReasonShutdown, reason.Str())
 	h := &harness{tel: tel}
-	assert.EqualValues(t, 1, h.counter("agenttrail.attackstory.evictions", "reason", reasonShutdown))
+	assert.EqualValues(t, 1, h.counter("agenttrail.attackstory.evictions", "reason", story.ReasonShutdown))
 }
 
 // TestMaxSpansPerStory: a story reaching the limit leaves at once; the rest of its spans follow
@@ -83,12 +85,12 @@ func TestMaxSpansPerStory(t *testing.T) {
 	assert.Equal(t, 6, out.SpanCount())
 	reasons := map[string]int{}
 	forEachSpan(out, func(s ptrace.Span) {
-		if v, ok := s.Attributes().Get(attrIncompleteReason); ok {
+		if v, ok := s.Attributes().Get(story.AttrIncompleteReason); ok {
 			reasons[v.Str()]++
 		}
 	})
-	assert.Equal(t, map[string]int{reasonMaxSpans: 3, reasonContinuation: 1}, reasons)
-	assert.EqualValues(t, 1, h.counter("agenttrail.attackstory.evictions", "reason", reasonMaxSpans))
+	assert.Equal(t, map[string]int{story.ReasonMaxSpans: 3, story.ReasonContinuation: 1}, reasons)
+	assert.EqualValues(t, 1, h.counter("agenttrail.attackstory.evictions", "reason", story.ReasonMaxSpans))
 }
 
 // TestLateSpans: a span of a story already emitted comes out after the grace, flagged, not
@@ -114,8 +116,8 @@ func TestLateSpans(t *testing.T) {
 	h.p.emit(context.Background(), false)
 	out := h.output()
 	require.Equal(t, 1, out.SpanCount())
-	reason, _ := out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().Get(attrIncompleteReason)
-	assert.Equal(t, reasonLate, reason.Str())
+	reason, _ := out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().Get(story.AttrIncompleteReason)
+	assert.Equal(t, story.ReasonLate, reason.Str())
 }
 
 func TestEnforceModeSaysSo(t *testing.T) {

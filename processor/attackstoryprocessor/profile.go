@@ -19,9 +19,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 const (
@@ -125,12 +127,12 @@ func (p *profile) hasTool(name string) bool { return containsSorted(p.data.Tools
 
 func (p *profile) hasExecutable(path string) bool { return containsSorted(p.data.Executables, path) }
 
-func (p *profile) knowsDestination(e egressCall) bool {
+func (p *profile) knowsDestination(e story.EgressCall) bool {
 	for i, d := range p.dests {
-		if d.Matches(e.addr, e.port, e.host) {
+		if d.Matches(e.Addr, e.Port, e.Host) {
 			return true
 		}
-		if a := p.data.Destinations[i].Address; !e.addr.IsValid() && a != "" && a == e.address && (d.Port == 0 || d.Port == e.port) {
+		if a := p.data.Destinations[i].Address; !e.Addr.IsValid() && a != "" && a == e.Address && (d.Port == 0 || d.Port == e.Port) {
 			return true
 		}
 	}
@@ -163,7 +165,7 @@ func newProfile(id workloadID, now time.Time) *profile {
 
 // learn adds what the story did to the profile. complete: the story was not cut short, so
 // its data volume is a sample.
-func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []match.Path) {
+func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []match.Path) {
 	d := &p.data
 	if p.complete() && !cfg.ContinueAfterComplete {
 		return
@@ -174,43 +176,43 @@ func (p *profile) learn(f *facts, storyComplete bool, now time.Time, cfg Learnin
 		d.FirstSeen = now.UTC().Truncate(time.Second)
 	}
 	d.Updated = now.UTC().Truncate(time.Second)
-	for _, t := range f.tools {
-		grew = p.addBounded(&d.Tools, t.name, "tools", cfg.MaxEntries) || grew
+	for _, t := range f.Tools {
+		grew = p.addBounded(&d.Tools, t.Name, "tools", cfg.MaxEntries) || grew
 	}
-	for _, role := range sortedKeys(f.functions) {
+	for _, role := range sortedKeys(f.Functions) {
 		if d.Functions == nil {
 			d.Functions = map[string][]string{}
 		}
 		list := d.Functions[role]
-		for _, fn := range f.functions[role] {
+		for _, fn := range f.Functions[role] {
 			grew = p.addBounded(&list, fn, "functions", cfg.MaxEntries) || grew
 		}
 		d.Functions[role] = list
 	}
-	for _, e := range f.execs {
-		if e.failed == "" && e.path != "" {
-			grew = p.addBounded(&d.Executables, e.path, "executables", cfg.MaxEntries) || grew
+	for _, e := range f.Execs {
+		if e.Failed == "" && e.Path != "" {
+			grew = p.addBounded(&d.Executables, e.Path, "executables", cfg.MaxEntries) || grew
 		}
 	}
-	for _, fa := range f.files {
-		if fa.failed == "" {
-			grew = p.addFile(match.Generalize(fa.path), cfg.MaxEntries) || grew
+	for _, fa := range f.Files {
+		if fa.Failed == "" {
+			grew = p.addFile(match.Generalize(fa.Path), cfg.MaxEntries) || grew
 		}
 	}
-	for _, e := range f.egress {
-		if e.failed == "" || e.failed == "EINPROGRESS" {
+	for _, e := range f.Egress {
+		if e.Failed == "" || e.Failed == "EINPROGRESS" {
 			grew = p.addDestination(e, cfg.MaxEntries) || grew
 		}
 	}
-	for _, fl := range f.flows(sensitive) {
+	for _, fl := range storyFlows(f, sensitive) {
 		grew = p.addFlow(fl.flow, fl.bytes, cfg.MaxEntries) || grew
 	}
 	if storyComplete {
 		v := &d.DataVolume
-		v.ConnectsSamples = appendSample(v.ConnectsSamples, int64(f.connects))
-		v.BytesSentSamples = appendSample(v.BytesSentSamples, f.bytesSent)
-		v.ConnectsMax = max(v.ConnectsMax, int64(f.connects))
-		v.BytesSentMax = max(v.BytesSentMax, f.bytesSent)
+		v.ConnectsSamples = appendSample(v.ConnectsSamples, int64(f.Connects))
+		v.BytesSentSamples = appendSample(v.BytesSentSamples, f.BytesSent)
+		v.ConnectsMax = max(v.ConnectsMax, int64(f.Connects))
+		v.BytesSentMax = max(v.BytesSentMax, f.BytesSent)
 		p.volumeStale = true // the p95s are recomputed when saved or completed
 	}
 	if grew && p.complete() {
@@ -296,17 +298,17 @@ func (p *profile) addFile(pattern string, limit int) bool {
 	return true
 }
 
-func (p *profile) addDestination(e egressCall, limit int) bool {
+func (p *profile) addDestination(e story.EgressCall, limit int) bool {
 	if p.knowsDestination(e) {
 		return false
 	}
-	d := profileDest{Address: e.address, Port: e.port, Host: e.host}
-	if e.addr.IsValid() {
+	d := profileDest{Address: e.Address, Port: e.Port, Host: e.Host}
+	if e.Addr.IsValid() {
 		bits := 24
-		if e.addr.Is6() {
+		if e.Addr.Is6() {
 			bits = 64
 		}
-		d.CIDR = netip.PrefixFrom(e.addr, bits).Masked().String()
+		d.CIDR = netip.PrefixFrom(e.Addr, bits).Masked().String()
 	}
 	list := &p.data.Destinations
 	if len(*list) >= limit {
@@ -321,8 +323,8 @@ func (p *profile) addDestination(e egressCall, limit int) bool {
 
 // flowOf is the flow of a sensitive read (data: its sensitive_paths pattern) by tool, then
 // egress e.
-func flowOf(tool, data string, e egressCall) profileFlow {
-	return profileFlow{Tool: tool, Data: data, Destination: e.dest}
+func flowOf(tool, data string, e story.EgressCall) profileFlow {
+	return profileFlow{Tool: tool, Data: data, Destination: e.Dest}
 }
 
 // knownFlow reports whether the flow is in the profile with a volume (the bytes sent to its
@@ -926,4 +928,44 @@ func (s *profileStore) scan(initial bool) {
 			s.logger.Info("Profile changed on disk: reloaded", zap.String("file", full), zap.String("workload", p.id.key), zap.String("status", p.data.Status), zap.Int("version", p.data.Version))
 		}
 	}
+}
+
+// storyFlow is a flow of a story: a sensitive read, then egress, with the bytes sent to its
+// destination in the story.
+type storyFlow struct {
+	flow  profileFlow
+	bytes int64
+	read  *story.FileAccess
+	dest  *story.EgressCall
+}
+
+// storyFlows are the story's flows of sensitive data: each successful read of a sensitive file
+// followed by a successful (or in progress) connect or sendto, once per tool, pattern and
+// destination. The tool is the egress's (else the read's).
+func storyFlows(f *story.Facts, sensitive []match.Path) []storyFlow {
+	var out []storyFlow
+	seen := map[profileFlow]bool{}
+	for i := range f.Files {
+		fa := &f.Files[i]
+		if !fa.Read || fa.Failed != "" {
+			continue
+		}
+		pattern, ok := match.Any(sensitive, fa.Path)
+		if !ok {
+			continue
+		}
+		for j := range f.Egress {
+			e := &f.Egress[j]
+			if e.Seq < fa.Seq || e.Failed != "" {
+				continue
+			}
+			fl := flowOf(f.FlowTool(fa, e), pattern, *e)
+			if seen[fl] {
+				continue
+			}
+			seen[fl] = true
+			out = append(out, storyFlow{flow: fl, bytes: f.BytesTo(*e), read: fa, dest: e})
+		}
+	}
+	return out
 }

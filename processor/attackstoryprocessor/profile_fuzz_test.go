@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // FuzzParseProfile: a profile file of any bytes is refused with an error naming its line, or
@@ -77,20 +79,20 @@ func FuzzParseProfile(f *testing.F) {
 		// Used: the rules' lookups, the kernel policy, the review text, learning.
 		p.hasTool("a")
 		p.hasExecutable("/bin/sh")
-		p.knowsDestination(egressCall{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443, host: "h"})
+		p.knowsDestination(story.EgressCall{Address: "10.0.0.1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 443, Host: "h"})
 		match.Any(p.files, "/etc/passwd")
 		p.knownFlow(profileFlow{Tool: "t", Data: "/tmp/*", Destination: "10.0.0.1:443"}, 5000, 10)
 		buildKernelPolicy(d, nil)
 		(&ProfileFile{Path: "p.yaml", p: p}).WriteText(io.Discard)
 		cfg := createDefaultConfig().Learning
 		cfg.ContinueAfterComplete = true
-		fa := &facts{
-			tools:     []toolCall{{name: "t"}},
-			functions: map[string][]string{"tool": {"fn"}},
-			execs:     []execCall{{path: "/bin/true"}},
-			files:     []fileAccess{{path: "/tmp/x/1/y", read: true}},
-			egress:    []egressCall{{address: "10.0.0.1", addr: netip.MustParseAddr("10.0.0.1"), port: 443}},
-			connects:  1,
+		fa := &story.Facts{
+			Tools:     []story.ToolCall{{Name: "t"}},
+			Functions: map[string][]string{"tool": {"fn"}},
+			Execs:     []story.ExecCall{{Path: "/bin/true"}},
+			Files:     []story.FileAccess{{Path: "/tmp/x/1/y", Read: true}},
+			Egress:    []story.EgressCall{{Address: "10.0.0.1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 443}},
+			Connects:  1,
 		}
 		p.learn(fa, true, baseTime.Add(time.Hour), cfg, match.MustCompile([]string{"/tmp/*"}))
 		p.refreshVolume()

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 const bankWorkloadKey = "customer-agent /srv/bank/bin/customer-agent"
@@ -93,7 +95,7 @@ func TestProfileLearningAndFreezing(t *testing.T) {
 	h2.replay(deviatingStory(11).traces(), false)
 	h2.settle()
 	out := h2.output()
-	assert.Equal(t, [][]string{{ruleToolOutsideProfile}}, ruleIDsOf(t, out))
+	assert.Equal(t, [][]string{{story.RuleToolOutsideProfile}}, ruleIDsOf(t, out))
 	compareGolden(t, filepath.Join("testdata", "golden", "profile_learning"), out)
 }
 
@@ -198,7 +200,7 @@ func TestCorruptProfile(t *testing.T) {
 	bankStory(p, traceID(2), 2000, "What is the balance summary for C1001?", "accounts-summary", [2]string{"customerID", "C1001"})
 	h.replay(b.traces(), false)
 	h.settle()
-	assert.Equal(t, [][]string{{ruleToolOutsideProfile}}, ruleIDsOf(t, h.output()))
+	assert.Equal(t, [][]string{{story.RuleToolOutsideProfile}}, ruleIDsOf(t, h.output()))
 	h.clock.Advance(time.Minute)
 	h.p.emit(context.Background(), false)
 	assert.Equal(t, bad, readFile(t, file), "the bad file is left alone")

@@ -11,10 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // This file is the profile API of the `agenttrail profile` commands: read a profile file,
@@ -359,7 +361,7 @@ func (f *ProfileFile) WouldBlock(td ptrace.Traces, allowedDestinations []string,
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
 		var pid int64
-		if v, ok := rs.Resource().Attributes().Get(attrProcessPID); ok {
+		if v, ok := rs.Resource().Attributes().Get(story.AttrProcessPID); ok {
 			pid = v.Int()
 		}
 		for j := 0; j < rs.ScopeSpans().Len(); j++ {
@@ -372,23 +374,23 @@ func (f *ProfileFile) WouldBlock(td ptrace.Traces, allowedDestinations []string,
 				}
 				attrs := sp.Attributes()
 				wb := WouldBlock{Time: t, TraceID: sp.TraceID().String(), PID: pid}
-				switch name := syscallName(sp); name {
+				switch name := story.SyscallName(sp); name {
 				case "connect", "sendto":
-					a, err := netip.ParseAddr(attrStr(attrs, attrPeerAddress))
+					a, err := netip.ParseAddr(story.AttrStr(attrs, story.AttrPeerAddress))
 					if err != nil {
 						continue // a unix socket: not an inet connection
 					}
-					port, _ := attrs.Get(attrPeerPort)
+					port, _ := attrs.Get(story.AttrPeerPort)
 					if kp.allowsDestination(a, int(port.Int())) {
 						continue
 					}
-					wb.Kind, wb.Target, wb.Rule, wb.Action = name, netip.AddrPortFrom(a.Unmap(), uint16(port.Int())).String(), ruleEgressOutsideProfile, actionRefused
+					wb.Kind, wb.Target, wb.Rule, wb.Action = name, netip.AddrPortFrom(a.Unmap(), uint16(port.Int())).String(), story.RuleEgressOutsideProfile, story.ActionRefused
 				case "execve":
-					path := attrStr(attrs, attrProcessExecutable)
+					path := story.AttrStr(attrs, story.AttrProcessExecutable)
 					if path == "" || kp.allowsExecutable(path) {
 						continue
 					}
-					wb.Kind, wb.Target, wb.Rule, wb.Action = "exec", path, ruleUnexpectedExecutable, actionKilled
+					wb.Kind, wb.Target, wb.Rule, wb.Action = "exec", path, story.RuleUnexpectedExecutable, story.ActionKilled
 				default:
 					continue
 				}

@@ -2,30 +2,12 @@ package attackstoryprocessor
 
 import (
 	"fmt"
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"slices"
 	"strconv"
 	"strings"
-)
 
-// OCSF severity_id values.
-const (
-	sevInformational = 1
-	sevLow           = 2
-	sevMedium        = 3
-	sevHigh          = 4
-	sevCritical      = 5
-)
-
-// Built-in rule ids.
-const (
-	ruleToolOutsideProfile   = "tool_outside_profile"
-	ruleSensitiveReadEgress  = "sensitive_read_then_egress"
-	ruleEgressOutsideProfile = "egress_outside_profile"
-	ruleUnexpectedExecutable = "unexpected_executable"
-	rulePromptInjection      = "prompt_injection_markers"
-	ruleIndirectInjection    = "indirect_prompt_injection"
-	ruleDataVolumeAnomaly    = "data_volume_anomaly"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // ruleDef describes a rule: built-in or custom.
@@ -40,25 +22,25 @@ type ruleDef struct {
 }
 
 var builtinRules = []*ruleDef{
-	{id: ruleToolOutsideProfile, title: "Tool call outside the agent's profile or allowed tools", severity: sevMedium,
+	{id: story.RuleToolOutsideProfile, title: "Tool call outside the agent's profile or allowed tools", severity: story.SevMedium,
 		atlas:       []string{"AML.T0053"},
 		explanation: "The agent invoked a tool it is not allowed to or never used while its profile was learned: the model may have been steered into abusing a tool."},
-	{id: ruleSensitiveReadEgress, title: "Sensitive data read, then sent out", severity: sevHigh,
+	{id: story.RuleSensitiveReadEgress, title: "Sensitive data read, then sent out", severity: story.SevHigh,
 		atlas:       []string{"AML.T0086", "AML.T0057"},
 		explanation: "A sensitive file was read and an outbound connection followed in the same request: the pattern of data exfiltration through an agent tool."},
-	{id: ruleEgressOutsideProfile, title: "Connection to a destination outside the profile or allowed destinations", severity: sevMedium,
+	{id: story.RuleEgressOutsideProfile, title: "Connection to a destination outside the profile or allowed destinations", severity: story.SevMedium,
 		atlas:       []string{"AML.T0025"},
 		explanation: "The agent connected to a destination it is not allowed to or never reached while its profile was learned."},
-	{id: ruleUnexpectedExecutable, title: "Shell or unexpected program started by a tool", severity: sevMedium,
+	{id: story.RuleUnexpectedExecutable, title: "Shell or unexpected program started by a tool", severity: story.SevMedium,
 		atlas:       []string{"AML.T0050"},
 		explanation: "A tool started a shell or a program outside the learned profile: the agent may be running commands chosen by an attacker."},
-	{id: rulePromptInjection, title: "Prompt injection markers in the prompt", severity: sevLow, supporting: true,
+	{id: story.RulePromptInjection, title: "Prompt injection markers in the prompt", severity: story.SevLow, supporting: true,
 		atlas:       []string{"AML.T0051"},
 		explanation: "The prompt contains phrases used to override an agent's instructions."},
-	{id: ruleIndirectInjection, title: "Prompt injection markers in content the model was given", severity: sevMedium,
+	{id: story.RuleIndirectInjection, title: "Prompt injection markers in content the model was given", severity: story.SevMedium,
 		atlas:       []string{"AML.T0051.001"},
 		explanation: "Text that did not come from the user's prompt (a tool's result, a document or page a tool read, the input of a model call) contains phrases used to override an agent's instructions: an indirect prompt injection."},
-	{id: ruleDataVolumeAnomaly, title: "Data volume far above the profile", severity: sevMedium,
+	{id: story.RuleDataVolumeAnomaly, title: "Data volume far above the profile", severity: story.SevMedium,
 		atlas:       []string{"AML.T0025"},
 		explanation: "The request sent far more data, or opened far more connections, than the workload usually does."},
 }
@@ -94,8 +76,8 @@ type evidence struct {
 	span     int // index in facts.spans; -1 for none
 	event    int // index of the span event (openat), -1 for the span itself
 	file     string
-	egress   *egressCall
-	exec     *execCall
+	egress   *story.EgressCall
+	exec     *story.ExecCall
 }
 
 // hit is a rule that matched a story, with its evidence.
@@ -112,7 +94,7 @@ func (h *hit) add(e evidence) {
 
 // evalContext is what a story is judged against.
 type evalContext struct {
-	f        *facts
+	f        *story.Facts
 	pol      *policy
 	prof     *profile // nil when not profiled
 	mode     Mode
@@ -156,19 +138,19 @@ func (c *evalContext) evaluate() []*hit {
 			continue
 		}
 		switch r.id {
-		case ruleToolOutsideProfile:
+		case story.RuleToolOutsideProfile:
 			keep(c.toolOutsideProfile(r))
-		case ruleSensitiveReadEgress:
+		case story.RuleSensitiveReadEgress:
 			keep(c.sensitiveReadThenEgress(r))
-		case ruleEgressOutsideProfile:
+		case story.RuleEgressOutsideProfile:
 			keep(c.egressOutsideProfile(r))
-		case ruleUnexpectedExecutable:
+		case story.RuleUnexpectedExecutable:
 			keep(c.unexpectedExecutable(r))
-		case rulePromptInjection:
+		case story.RulePromptInjection:
 			keep(c.promptInjection(r))
-		case ruleIndirectInjection:
+		case story.RuleIndirectInjection:
 			keep(c.indirectInjection(r))
-		case ruleDataVolumeAnomaly:
+		case story.RuleDataVolumeAnomaly:
 			keep(c.dataVolume(r))
 		}
 	}
@@ -183,7 +165,7 @@ func (c *evalContext) evaluate() []*hit {
 			}
 			if cr.eval(vars) {
 				h := &hit{rule: cr.def}
-				h.add(evidence{text: "the expression is true: " + shortenTo(cr.expression, 200), boundary: cr.allModes, severity: cr.def.severity, span: c.f.head, event: -1})
+				h.add(evidence{text: "the expression is true: " + story.ShortenTo(cr.expression, 200), boundary: cr.allModes, severity: cr.def.severity, span: c.f.Head, event: -1})
 				keep(h)
 			}
 		}
@@ -224,16 +206,16 @@ func (c *evalContext) addEnforcement(hits *[]*hit) {
 			h = &hit{rule: r}
 			*hits = append(*hits, h)
 		}
-		ev := evidence{text: "blocked: " + blockedText(m.d, m.action), boundary: true, severity: sevHigh, span: m.span, event: -1}
+		ev := evidence{text: "blocked: " + blockedText(m.d, m.action), boundary: true, severity: story.SevHigh, span: m.span, event: -1}
 		if !m.onHead {
-			for i := range c.f.egress {
-				if c.f.egress[i].span == m.span {
-					ev.egress = &c.f.egress[i]
+			for i := range c.f.Egress {
+				if c.f.Egress[i].Span == m.span {
+					ev.egress = &c.f.Egress[i]
 				}
 			}
-			for i := range c.f.execs {
-				if c.f.execs[i].span == m.span {
-					ev.exec = &c.f.execs[i]
+			for i := range c.f.Execs {
+				if c.f.Execs[i].Span == m.span {
+					ev.exec = &c.f.Execs[i]
 				}
 			}
 		}
@@ -243,7 +225,7 @@ func (c *evalContext) addEnforcement(hits *[]*hit) {
 		return
 	}
 	for _, h := range *hits {
-		if h.rule.id != ruleToolOutsideProfile {
+		if h.rule.id != story.RuleToolOutsideProfile {
 			continue
 		}
 		c.toolNotEnforceable = true
@@ -252,25 +234,25 @@ func (c *evalContext) addEnforcement(hits *[]*hit) {
 				c.toolSpans = append(c.toolSpans, e.span)
 			}
 		}
-		h.add(evidence{text: "the tool call was " + toolNotEnforceableText, severity: sevCritical, span: c.f.head, event: -1})
+		h.add(evidence{text: "the tool call was " + toolNotEnforceableText, severity: story.SevCritical, span: c.f.Head, event: -1})
 	}
 }
 
 func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {
 	h := &hit{rule: r}
 	seen := map[string]bool{}
-	for _, t := range c.f.tools {
-		if seen[t.name] {
+	for _, t := range c.f.Tools {
+		if seen[t.Name] {
 			continue
 		}
-		seen[t.name] = true
+		seen[t.Name] = true
 		switch {
-		case c.pol.allowedTools != nil && !hasKey(c.pol.allowedTools, t.name):
-			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.name, strings.Join(sortedKeys(c.pol.allowedTools), ", ")),
-				boundary: true, severity: sevHigh, span: t.span, event: -1})
-		case c.profileComplete() && !c.prof.hasTool(t.name):
-			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.name, c.prof.data.Version),
-				severity: sevMedium, span: t.span, event: -1})
+		case c.pol.allowedTools != nil && !hasKey(c.pol.allowedTools, t.Name):
+			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.Name, strings.Join(sortedKeys(c.pol.allowedTools), ", ")),
+				boundary: true, severity: story.SevHigh, span: t.Span, event: -1})
+		case c.profileComplete() && !c.prof.hasTool(t.Name):
+			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.Name, c.prof.data.Version),
+				severity: story.SevMedium, span: t.Span, event: -1})
 		}
 	}
 	return nonEmpty(h)
@@ -278,20 +260,20 @@ func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {
 
 func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 	h := &hit{rule: r}
-	for i := range c.f.files {
-		fa := &c.f.files[i]
-		if !fa.read || fa.failed != "" {
+	for i := range c.f.Files {
+		fa := &c.f.Files[i]
+		if !fa.Read || fa.Failed != "" {
 			continue
 		}
-		pattern, ok := match.Any(c.pol.sensitive, fa.path)
+		pattern, ok := match.Any(c.pol.sensitive, fa.Path)
 		if !ok {
 			continue
 		}
-		var first, outside *egressCall
+		var first, outside *story.EgressCall
 		var firstNote, outsideNote string
-		for j := range c.f.egress {
-			e := &c.f.egress[j]
-			if e.seq < fa.seq {
+		for j := range c.f.Egress {
+			e := &c.f.Egress[j]
+			if e.Seq < fa.Seq {
 				continue
 			}
 			known, note := c.knownFlow(fa, pattern, e)
@@ -309,19 +291,19 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 			continue
 		}
 		// High; Critical when the data went to a destination neither allowed nor learned.
-		dest, note, sev := first, firstNote, sevHigh
+		dest, note, sev := first, firstNote, story.SevHigh
 		if outside != nil {
-			dest, note, sev = outside, outsideNote, sevCritical
+			dest, note, sev = outside, outsideNote, story.SevCritical
 		}
-		h.add(evidence{text: fmt.Sprintf("read %s (sensitive: %s)", fa.path, pattern), severity: sev, span: fa.span, event: fa.event, file: fa.path})
-		text := fmt.Sprintf("then %s %s", dest.kind, dest.endpoint())
+		h.add(evidence{text: fmt.Sprintf("read %s (sensitive: %s)", fa.Path, pattern), severity: sev, span: fa.Span, event: fa.Event, file: fa.Path})
+		text := fmt.Sprintf("then %s %s", dest.Kind, dest.Endpoint())
 		if outside != nil {
 			text += " (neither allowed nor in the profile)"
 		}
-		if n := c.f.bytesTo(*dest); n > 0 {
-			text += ", " + formatBytes(n) + " sent"
+		if n := c.f.BytesTo(*dest); n > 0 {
+			text += ", " + story.FormatBytes(n) + " sent"
 		}
-		h.add(evidence{text: text + note, severity: sev, span: dest.span, event: -1, egress: dest})
+		h.add(evidence{text: text + note, severity: sev, span: dest.Span, event: -1, egress: dest})
 		break // one read and its egress tell the story; the narrative has the rest
 	}
 	return nonEmpty(h)
@@ -330,17 +312,17 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 // knownFlow reports whether the read of a file (of the sensitive pattern) followed by egress
 // e is a flow declared in allowed_flows or learned by the complete profile, within its
 // volume. When the flow is known but its volume is not, note says so.
-func (c *evalContext) knownFlow(fa *fileAccess, pattern string, e *egressCall) (bool, string) {
+func (c *evalContext) knownFlow(fa *story.FileAccess, pattern string, e *story.EgressCall) (bool, string) {
 	f := c.f
-	tool := f.flowTool(fa, e)
-	n := f.bytesTo(*e)
-	covered, over := c.pol.declaredFlow(tool, fa.path, *e, n)
+	tool := f.FlowTool(fa, e)
+	n := f.BytesTo(*e)
+	covered, over := c.pol.declaredFlow(tool, fa.Path, *e, n)
 	if covered {
 		return true, ""
 	}
 	var note string
 	if over >= 0 {
-		note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", over, formatBytes(c.pol.flows[over].maxBytes))
+		note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", over, story.FormatBytes(c.pol.flows[over].maxBytes))
 	}
 	if !c.profileComplete() {
 		return false, note
@@ -351,13 +333,13 @@ func (c *evalContext) knownFlow(fa *fileAccess, pattern string, e *egressCall) (
 		return true, ""
 	}
 	if learned != nil {
-		note = fmt.Sprintf(": a learned flow, but more than %g × its largest volume (%s)", factor, formatBytes(learned.BytesMax))
+		note = fmt.Sprintf(": a learned flow, but more than %g × its largest volume (%s)", factor, story.FormatBytes(learned.BytesMax))
 	}
 	return false, note
 }
 
 // knownDestination: allowed, or in the complete profile.
-func (c *evalContext) knownDestination(e egressCall) bool {
+func (c *evalContext) knownDestination(e story.EgressCall) bool {
 	if c.pol.allowedDests != nil && c.pol.destinationAllowed(e) {
 		return true
 	}
@@ -367,20 +349,20 @@ func (c *evalContext) knownDestination(e egressCall) bool {
 func (c *evalContext) egressOutsideProfile(r *ruleDef) *hit {
 	h := &hit{rule: r}
 	seen := map[string]bool{}
-	for i := range c.f.egress {
-		e := &c.f.egress[i]
-		key := e.endpoint()
+	for i := range c.f.Egress {
+		e := &c.f.Egress[i]
+		key := e.Endpoint()
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
 		switch {
 		case c.pol.allowedDests != nil && !c.pol.destinationAllowed(*e):
-			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.kind, e.endpoint(), strings.Join(c.pol.allowedRaw, ", ")),
-				boundary: true, severity: sevHigh, span: e.span, event: -1, egress: e})
+			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.Kind, e.Endpoint(), strings.Join(c.pol.allowedRaw, ", ")),
+				boundary: true, severity: story.SevHigh, span: e.Span, event: -1, egress: e})
 		case c.pol.allowedDests == nil && c.profileComplete() && !c.prof.knowsDestination(*e):
-			h.add(evidence{text: fmt.Sprintf("%s %s was never seen while the profile was learned", e.kind, e.endpoint()),
-				severity: sevMedium, span: e.span, event: -1, egress: e})
+			h.add(evidence{text: fmt.Sprintf("%s %s was never seen while the profile was learned", e.Kind, e.Endpoint()),
+				severity: story.SevMedium, span: e.Span, event: -1, egress: e})
 		}
 	}
 	return nonEmpty(h)
@@ -390,29 +372,29 @@ var shells = []string{"sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "tcsh", 
 
 func (c *evalContext) unexpectedExecutable(r *ruleDef) *hit {
 	h := &hit{rule: r}
-	for i := range c.f.execs {
-		e := &c.f.execs[i]
-		if e.tool < 0 || e.path == "" {
+	for i := range c.f.Execs {
+		e := &c.f.Execs[i]
+		if e.Tool < 0 || e.Path == "" {
 			continue
 		}
-		tool := c.f.toolName(e.tool)
-		base := e.path[strings.LastIndexByte(e.path, '/')+1:]
-		known := c.profileComplete() && c.prof.hasExecutable(e.path)
+		tool := c.f.ToolName(e.Tool)
+		base := e.Path[strings.LastIndexByte(e.Path, '/')+1:]
+		known := c.profileComplete() && c.prof.hasExecutable(e.Path)
 		switch {
 		case slices.Contains(shells, base) && !known:
-			h.add(evidence{text: fmt.Sprintf("tool %s started the shell %s", tool, e.path), severity: sevHigh, span: e.span, event: -1, exec: e})
+			h.add(evidence{text: fmt.Sprintf("tool %s started the shell %s", tool, e.Path), severity: story.SevHigh, span: e.Span, event: -1, exec: e})
 		case c.profileComplete() && !known:
-			h.add(evidence{text: fmt.Sprintf("tool %s started %s, which is not in the profile", tool, e.path), severity: sevMedium, span: e.span, event: -1, exec: e})
+			h.add(evidence{text: fmt.Sprintf("tool %s started %s, which is not in the profile", tool, e.Path), severity: story.SevMedium, span: e.Span, event: -1, exec: e})
 		}
 	}
 	return nonEmpty(h)
 }
 
 func (c *evalContext) promptInjection(r *ruleDef) *hit {
-	if c.f.prompt == "" {
+	if c.f.Prompt == "" {
 		return nil
 	}
-	text := normalizeSpace(strings.ToLower(c.f.prompt))
+	text := story.NormalizeSpace(strings.ToLower(c.f.Prompt))
 	var found []string
 	for _, m := range c.markers {
 		if strings.Contains(text, m) {
@@ -423,7 +405,7 @@ func (c *evalContext) promptInjection(r *ruleDef) *hit {
 		return nil
 	}
 	h := &hit{rule: r}
-	h.add(evidence{text: "the prompt contains " + strings.Join(found, ", "), severity: sevLow, span: c.f.promptIdx, event: -1})
+	h.add(evidence{text: "the prompt contains " + strings.Join(found, ", "), severity: story.SevLow, span: c.f.PromptIdx, event: -1})
 	return h
 }
 
@@ -433,17 +415,17 @@ func (c *evalContext) promptInjection(r *ruleDef) *hit {
 // source.
 func (c *evalContext) indirectInjection(r *ruleDef) *hit {
 	f := c.f
-	if len(f.inputs) == 0 || len(c.markers) == 0 {
+	if len(f.Inputs) == 0 || len(c.markers) == 0 {
 		return nil
 	}
-	firstTool := len(f.spans)
-	if len(f.tools) > 0 {
-		firstTool = f.tools[0].span
+	firstTool := len(f.Spans)
+	if len(f.Tools) > 0 {
+		firstTool = f.Tools[0].Span
 	}
-	baseline := []string{normalizeSpace(strings.ToLower(f.prompt))}
-	for _, in := range f.inputs {
-		if in.kind == inputModel && in.span < firstTool {
-			baseline = append(baseline, normalizeSpace(strings.ToLower(in.text)))
+	baseline := []string{story.NormalizeSpace(strings.ToLower(f.Prompt))}
+	for _, in := range f.Inputs {
+		if in.Kind == story.InputModel && in.Span < firstTool {
+			baseline = append(baseline, story.NormalizeSpace(strings.ToLower(in.Text)))
 		}
 	}
 	inBaseline := func(m string) bool {
@@ -456,11 +438,11 @@ func (c *evalContext) indirectInjection(r *ruleDef) *hit {
 	}
 	h := &hit{rule: r}
 	reported := map[string]bool{}
-	for _, in := range f.inputs {
-		if in.kind == inputModel && in.span < firstTool {
+	for _, in := range f.Inputs {
+		if in.Kind == story.InputModel && in.Span < firstTool {
 			continue
 		}
-		text := normalizeSpace(strings.ToLower(in.text))
+		text := story.NormalizeSpace(strings.ToLower(in.Text))
 		var found []string
 		for _, m := range c.markers {
 			if !reported[m] && strings.Contains(text, m) && !inBaseline(m) {
@@ -471,65 +453,65 @@ func (c *evalContext) indirectInjection(r *ruleDef) *hit {
 		if len(found) == 0 {
 			continue
 		}
-		src, file := f.inputSource(in)
-		h.add(evidence{text: src + " contains " + strings.Join(found, ", ") + ", which the prompt does not" + f.inputOrigin(in),
-			severity: sevMedium, span: in.span, event: -1, file: file})
+		src, file := inputSource(f, in)
+		h.add(evidence{text: src + " contains " + strings.Join(found, ", ") + ", which the prompt does not" + inputOrigin(f, in),
+			severity: story.SevMedium, span: in.Span, event: -1, file: file})
 	}
 	return nonEmpty(h)
 }
 
 // inputSource names where a text was found, and the file it came from when a tool read one.
-func (f *facts) inputSource(in modelInput) (string, string) {
-	name := f.spans[in.span].span.Name()
-	switch in.kind {
-	case inputToolArgs:
-		return "the arguments of tool " + f.toolName(in.span), ""
-	case inputToolResult:
-		return "the result of tool " + f.toolName(in.span), f.toolFile(in.span)
+func inputSource(f *story.Facts, in story.ModelInput) (string, string) {
+	name := f.Spans[in.Span].Span.Name()
+	switch in.Kind {
+	case story.InputToolArgs:
+		return "the arguments of tool " + f.ToolName(in.Span), ""
+	case story.InputToolResult:
+		return "the result of tool " + f.ToolName(in.Span), f.ToolFile(in.Span)
 	default:
-		if fn := attrStr(f.spans[in.span].span.Attributes(), attrCodeFunction); fn != "" {
+		if fn := story.AttrStr(f.Spans[in.Span].Span.Attributes(), story.AttrCodeFunction); fn != "" {
 			name += " (" + fn + ")"
 		}
-		return "the input of " + name, f.toolFile(f.toolBefore(in.span))
+		return "the input of " + name, f.ToolFile(f.ToolBefore(in.Span))
 	}
 }
 
 // inputOrigin says what the text most likely came from: for a model call, the last tool that
 // ran before it and what that tool read or fetched; for a tool's result, what it read or fetched.
-func (f *facts) inputOrigin(in modelInput) string {
-	tool := in.span
-	switch in.kind {
-	case inputToolArgs:
+func inputOrigin(f *story.Facts, in story.ModelInput) string {
+	tool := in.Span
+	switch in.Kind {
+	case story.InputToolArgs:
 		return ""
-	case inputModel:
-		tool = f.toolBefore(in.span)
+	case story.InputModel:
+		tool = f.ToolBefore(in.Span)
 		if tool < 0 {
 			return ""
 		}
 	}
 	var what []string
-	for _, fa := range f.files {
-		if fa.tool == tool && fa.read && fa.failed == "" && len(what) < 3 {
-			what = append(what, "read "+safeSource(fa.path))
+	for _, fa := range f.Files {
+		if fa.Tool == tool && fa.Read && fa.Failed == "" && len(what) < 3 {
+			what = append(what, "read "+safeSource(fa.Path))
 		}
 	}
-	for _, a := range f.toolArgs(tool) {
+	for _, a := range f.ToolArgs(tool) {
 		if v := strings.ToLower(a[1]); (strings.HasPrefix(v, "http://") || strings.HasPrefix(v, "https://")) && len(what) < 4 {
 			what = append(what, "fetched "+safeSource(a[1]))
 		}
 	}
 	seen := map[string]bool{}
-	for _, e := range f.egress {
-		if e.tool == tool && !seen[e.dest] && len(what) < 5 {
-			seen[e.dest] = true
-			what = append(what, e.kind+" "+e.endpoint())
+	for _, e := range f.Egress {
+		if e.Tool == tool && !seen[e.Dest] && len(what) < 5 {
+			seen[e.Dest] = true
+			what = append(what, e.Kind+" "+e.Endpoint())
 		}
 	}
 	s := "; it came"
-	if in.kind == inputModel {
-		s += " after tool " + f.toolName(tool)
+	if in.Kind == story.InputModel {
+		s += " after tool " + f.ToolName(tool)
 	} else {
-		s += " from tool " + f.toolName(tool)
+		s += " from tool " + f.ToolName(tool)
 	}
 	if len(what) > 0 {
 		s += ", which " + strings.Join(what, ", ")
@@ -537,85 +519,35 @@ func (f *facts) inputOrigin(in modelInput) string {
 	return s
 }
 
-// toolBefore is the span of the last tool call that started before span i and is not one of
-// its ancestors (-1 for none).
-func (f *facts) toolBefore(i int) int {
-	best := -1
-	for _, t := range f.tools {
-		if t.span >= i {
-			break
-		}
-		if !f.isAncestor(t.span, i) {
-			best = t.span
-		}
-	}
-	return best
-}
-
-func (f *facts) isAncestor(a, i int) bool {
-	for cur := i; ; {
-		p := f.parent[cur]
-		if p < 0 || p >= cur { // parents come first in narrative order
-			return false
-		}
-		if p == a {
-			return true
-		}
-		cur = p
-	}
-}
-
-// toolFile is the first file the tool at span read ("" for none, or no tool).
-func (f *facts) toolFile(tool int) string {
-	if tool < 0 {
-		return ""
-	}
-	for _, fa := range f.files {
-		if fa.tool == tool && fa.read && fa.failed == "" {
-			return fa.path
-		}
-	}
-	return ""
-}
-
-func (f *facts) toolArgs(span int) [][2]string {
-	for _, t := range f.tools {
-		if t.span == span {
-			return t.args
-		}
-	}
-	return nil
-}
-
 // safeSource is a path or URL fit for a finding: redacted (a URL may carry a token) and short.
 func safeSource(s string) string {
-	s, _ = redactor.String(s)
-	return shortenTo(s, 120)
+	s, _ = story.Redactor.String(s)
+	return story.ShortenTo(s, 120)
 }
 
 func (c *evalContext) dataVolume(r *ruleDef) *hit {
 	h := &hit{rule: r}
 	f := c.f
 	factor := c.cfg.Rules.DataVolumeFactor
-	if c.pol.maxBytes > 0 && f.bytesSent > c.pol.maxBytes {
-		h.add(evidence{text: fmt.Sprintf("%s sent in one request, above max_egress_bytes (%s)", formatBytes(f.bytesSent), formatBytes(c.pol.maxBytes)), severity: sevMedium, span: f.head, event: -1})
+	if c.pol.maxBytes > 0 && f.BytesSent > c.pol.maxBytes {
+		h.add(evidence{text: fmt.Sprintf("%s sent in one request, above max_egress_bytes (%s)", story.FormatBytes(f.BytesSent), story.FormatBytes(c.pol.maxBytes)), severity: story.SevMedium, span: f.Head, event: -1})
 	}
-	if c.pol.maxConnects > 0 && f.connects > c.pol.maxConnects {
-		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.connects, c.pol.maxConnects), severity: sevMedium, span: f.head, event: -1})
+	if c.pol.maxConnects > 0 && f.Connects > c.pol.maxConnects {
+		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.Connects, c.pol.maxConnects), severity: story.SevMedium, span: f.Head, event: -1})
 	}
 	if c.profileComplete() {
 		c.prof.refreshVolume()
 		v := c.prof.data.DataVolume
 		if len(v.ConnectsSamples) > 0 || v.ConnectsMax > 0 {
 			limit := factor * float64(max(v.ConnectsP95, 1))
-			if float64(f.connects) > limit {
-				h.add(evidence{text: fmt.Sprintf("%d connects in one request; the learned p95 is %d (limit %.0f)", f.connects, v.ConnectsP95, limit), severity: sevMedium, span: f.head, event: -1})
+			if float64(f.Connects) > limit {
+				h.add(evidence{text: fmt.Sprintf("%d connects in one request; the learned p95 is %d (limit %.0f)", f.Connects, v.ConnectsP95, limit), severity: story.SevMedium, span: f.Head, event: -1})
 			}
 		}
-		if v.BytesSentP95 > 0 && f.hasBytes {
+		if v.BytesSentP95 > 0 && f.HasBytes {
 			limit := factor * float64(v.BytesSentP95)
-			if float64(f.bytesSent) > limit {
-				h.add(evidence{text: fmt.Sprintf("%s sent in one request; the learned p95 is %s (limit %s)", formatBytes(f.bytesSent), formatBytes(v.BytesSentP95), formatBytes(int64(limit))), severity: sevMedium, span: f.head, event: -1})
+			if float64(f.BytesSent) > limit {
+				h.add(evidence{text: fmt.Sprintf("%s sent in one request; the learned p95 is %s (limit %s)", story.FormatBytes(f.BytesSent), story.FormatBytes(v.BytesSentP95), story.FormatBytes(int64(limit))), severity: story.SevMedium, span: f.Head, event: -1})
 			}
 		}
 	}
@@ -632,17 +564,4 @@ func nonEmpty(h *hit) *hit {
 func hasKey(m map[string]struct{}, k string) bool {
 	_, ok := m[k]
 	return ok
-}
-
-func normalizeSpace(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
-func (f *facts) toolName(span int) string {
-	for _, t := range f.tools {
-		if t.span == span {
-			return t.name
-		}
-	}
-	return f.spans[span].span.Name()
 }

@@ -7,18 +7,23 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // telemetry is the processor's self-telemetry (see metadata.yaml).
+// bgctx is the context of self-telemetry measurements.
+var bgctx = context.Background()
+
 type telemetry struct {
-	stories    metric.Int64Counter
-	evictions  metric.Int64Counter
-	findings   metric.Int64Counter
-	duplicates metric.Int64Counter
-	stitched   metric.Int64Counter
-	ambiguous  metric.Int64Counter
-	unscanned  metric.Int64Counter
-	unlearned  metric.Int64Counter
+	stories        metric.Int64Counter
+	evictions      metric.Int64Counter
+	findings       metric.Int64Counter
+	duplicates     metric.Int64Counter
+	stitchedRoots  metric.Int64Counter
+	ambiguousRoots metric.Int64Counter
+	unscanned      metric.Int64Counter
+	unlearned      metric.Int64Counter
 
 	decisions         metric.Int64Counter
 	unmatched         metric.Int64Counter
@@ -48,11 +53,11 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 		metric.WithDescription("Spans dropped because a span with the same id was already in the story."), metric.WithUnit("{span}")); err != nil {
 		return nil, err
 	}
-	if t.stitched, err = m.Int64Counter("agenttrail.attackstory.stitched",
+	if t.stitchedRoots, err = m.Int64Counter("agenttrail.attackstory.stitched",
 		metric.WithDescription("Root spans of other traces moved into a story of the same process."), metric.WithUnit("{span}")); err != nil {
 		return nil, err
 	}
-	if t.ambiguous, err = m.Int64Counter("agenttrail.attackstory.ambiguous",
+	if t.ambiguousRoots, err = m.Int64Counter("agenttrail.attackstory.ambiguous",
 		metric.WithDescription("Root spans left alone because more than one story of their process could hold them."), metric.WithUnit("{span}")); err != nil {
 		return nil, err
 	}
@@ -109,7 +114,13 @@ func (t *telemetry) story(outcome string) {
 	t.stories.Add(context.Background(), 1, t.attr("outcome", outcome))
 }
 
-func (t *telemetry) eviction(reason string) {
+func (t *telemetry) Duplicate() { t.duplicates.Add(bgctx, 1) }
+
+func (t *telemetry) Ambiguous() { t.ambiguousRoots.Add(bgctx, 1) }
+
+func (t *telemetry) Stitched() { t.stitchedRoots.Add(bgctx, 1) }
+
+func (t *telemetry) Eviction(reason string) {
 	t.evictions.Add(context.Background(), 1, t.attr("reason", reason))
 }
 
@@ -118,12 +129,12 @@ func (t *telemetry) finding(rule string) {
 }
 
 // unscannedTexts counts the texts of a story left out of the marker scan, past its bounds.
-func (t *telemetry) unscannedTexts(f *facts) {
-	if f.inputsPastCount > 0 {
-		t.unscanned.Add(context.Background(), int64(f.inputsPastCount), t.attr("reason", "max_texts"))
+func (t *telemetry) unscannedTexts(f *story.Facts) {
+	if f.InputsPastCount > 0 {
+		t.unscanned.Add(context.Background(), int64(f.InputsPastCount), t.attr("reason", "max_texts"))
 	}
-	if f.inputsPastBytes > 0 {
-		t.unscanned.Add(context.Background(), int64(f.inputsPastBytes), t.attr("reason", "max_bytes"))
+	if f.InputsPastBytes > 0 {
+		t.unscanned.Add(context.Background(), int64(f.InputsPastBytes), t.attr("reason", "max_bytes"))
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
 // workloadID identifies the workload a story belongs to, and so its profile: namespace,
@@ -16,28 +18,28 @@ type workloadID struct {
 }
 
 func workloadOf(res pcommon.Map) workloadID {
-	ns := attrStr(res, attrK8sNamespace)
+	ns := story.AttrStr(res, story.AttrK8sNamespace)
 	if ns != "" {
-		for _, k := range []string{attrK8sDeployment, attrK8sStatefulSet, attrK8sDaemonSet} {
-			if name := attrStr(res, k); name != "" {
-				w := workloadID{attrs: [][2]string{{attrK8sNamespace, ns}, {k, name}}}
-				container := attrStr(res, attrK8sContainer)
+		for _, k := range []string{story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet} {
+			if name := story.AttrStr(res, k); name != "" {
+				w := workloadID{attrs: [][2]string{{story.AttrK8sNamespace, ns}, {k, name}}}
+				container := story.AttrStr(res, story.AttrK8sContainer)
 				if container != "" {
-					w.attrs = append(w.attrs, [2]string{attrK8sContainer, container})
+					w.attrs = append(w.attrs, [2]string{story.AttrK8sContainer, container})
 				}
 				w.key = ns + "/" + name + "/" + container
 				return w
 			}
 		}
 	}
-	svc := attrStr(res, attrServiceName)
-	exe := attrStr(res, attrProcessExecutable)
+	svc := story.AttrStr(res, story.AttrServiceName)
+	exe := story.AttrStr(res, story.AttrProcessExecutable)
 	w := workloadID{key: svc + " " + exe}
 	if svc != "" {
-		w.attrs = append(w.attrs, [2]string{attrServiceName, svc})
+		w.attrs = append(w.attrs, [2]string{story.AttrServiceName, svc})
 	}
 	if exe != "" {
-		w.attrs = append(w.attrs, [2]string{attrProcessExecutable, exe})
+		w.attrs = append(w.attrs, [2]string{story.AttrProcessExecutable, exe})
 	}
 	return w
 }
@@ -134,7 +136,7 @@ func (ps *policies) resolve(res pcommon.Map) *policy {
 	for _, e := range ps.entries {
 		ok := true
 		for k, want := range e.match {
-			if attrStr(res, k) != want {
+			if story.AttrStr(res, k) != want {
 				ok = false
 				break
 			}
@@ -146,9 +148,9 @@ func (ps *policies) resolve(res pcommon.Map) *policy {
 	return ps.deflt
 }
 
-func (p *policy) destinationAllowed(e egressCall) bool {
+func (p *policy) destinationAllowed(e story.EgressCall) bool {
 	for _, d := range p.allowedDests {
-		if d.Matches(e.addr, e.port, e.host) {
+		if d.Matches(e.Addr, e.Port, e.Host) {
 			return true
 		}
 	}
@@ -158,7 +160,7 @@ func (p *policy) destinationAllowed(e egressCall) bool {
 // declaredFlow reports whether an allowed_flows entry covers tool sending the file read (path)
 // to e with n bytes in the story. When none does, over is the index of the first entry that
 // names this tool, data and destination but allows fewer bytes (-1 if none), for the finding.
-func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) (covered bool, over int) {
+func (p *policy) declaredFlow(tool, path string, e story.EgressCall, n int64) (covered bool, over int) {
 	over = -1
 	for i := range p.flows {
 		r := &p.flows[i]
@@ -168,7 +170,7 @@ func (p *policy) declaredFlow(tool, path string, e egressCall, n int64) (covered
 		if r.data != nil && !r.data.Match(path) {
 			continue
 		}
-		if !r.dest.Matches(e.addr, e.port, e.host) {
+		if !r.dest.Matches(e.Addr, e.Port, e.Host) {
 			continue
 		}
 		if r.maxBytes > 0 && n > r.maxBytes {

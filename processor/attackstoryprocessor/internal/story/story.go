@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package story
 
 import (
 	"bytes"
@@ -15,83 +15,83 @@ import (
 
 // Reasons a story is emitted incomplete (agenttrail.story.incomplete_reason).
 const (
-	reasonMaxStories   = "max_stories"         // evicted to make room for a new story
-	reasonMaxSpans     = "max_spans_per_story" // the story reached max_spans_per_story
-	reasonOrphan       = "orphan_timeout"      // no root span arrived in orphan_timeout
-	reasonShutdown     = "shutdown"            // in flight when the collector stopped
-	reasonLate         = "late_spans"          // spans that arrived after their story was emitted
-	reasonContinuation = "continuation"        // spans after the story was emitted for max_spans_per_story
+	ReasonMaxStories   = "max_stories"         // evicted to make room for a new story
+	ReasonMaxSpans     = "max_spans_per_story" // the story reached max_spans_per_story
+	ReasonOrphan       = "orphan_timeout"      // no root span arrived in orphan_timeout
+	ReasonShutdown     = "shutdown"            // in flight when the collector stopped
+	ReasonLate         = "late_spans"          // spans that arrived after their story was emitted
+	ReasonContinuation = "continuation"        // spans after the story was emitted for max_spans_per_story
 )
 
-// srcInfo is one ResourceSpans of an input batch.
-type srcInfo struct {
-	resource  pcommon.Resource
-	schemaURL string
-	key       string // canonical form of the resource attributes
+// Source is one ResourceSpans of an input batch.
+type Source struct {
+	Resource  pcommon.Resource
+	SchemaURL string
+	Key       string // canonical form of the resource attributes
 	proc      string // process identity for stitching; "" without process.pid
 }
 
-// scopeInfo is one ScopeSpans of an input batch.
-type scopeInfo struct {
-	src       *srcInfo
-	scope     pcommon.InstrumentationScope
-	schemaURL string
-	key       string // resource key + scope identity
+// Scope is one ScopeSpans of an input batch.
+type Scope struct {
+	Src       *Source
+	Scope     pcommon.InstrumentationScope
+	SchemaURL string
+	Key       string // resource key + scope identity
 }
 
-// sspan is a buffered span. The span stays in the input batch it came in (the processor owns
+// Span is a buffered span. The span stays in the input batch it came in (the processor owns
 // the data, MutatesData), so buffering does not copy it.
-type sspan struct {
-	span       ptrace.Span
-	scope      *scopeInfo
-	id         pcommon.SpanID
+type Span struct {
+	Span       ptrace.Span
+	Scope      *Scope
+	ID         pcommon.SpanID
 	parent     pcommon.SpanID
-	start, end uint64
-	ord        int // index in story.spans, set while the story is emitted
+	Start, End uint64
+	Ord        int // index in story.spans, set while the story is emitted
 }
 
-// story is the spans of one trace id being buffered.
-type story struct {
-	id        pcommon.TraceID
-	spans     []*sspan
-	byID      map[pcommon.SpanID]*sspan
-	root      *sspan
-	minStart  uint64
-	maxEnd    uint64
+// Story is the spans of one trace id being buffered.
+type Story struct {
+	ID        pcommon.TraceID
+	spans     []*Span
+	byID      map[pcommon.SpanID]*Span
+	Root      *Span
+	MinStart  uint64
+	MaxEnd    uint64
 	firstSeen time.Time
-	lastSeen  time.Time
+	LastSeen  time.Time
 	procs     []string
 
 	list       *storyList
-	prev, next *story
+	prev, next *Story
 
 	graceOnly        bool   // complete after the grace even without a root (late spans, continuation)
-	reason           string // why it is incomplete; "" for a complete story
+	Reason           string // why it is incomplete; "" for a complete story
 	candidateProc    string // non-empty: the root may be stitched into a story of this process
 	ambiguousCounted bool
 	ready            bool // taken for emission in the current pass
 	merged           bool // stitched into another story
 }
 
-func (s *story) envelopeContains(start, end uint64) bool {
-	if s.minStart > start {
+func (s *Story) EnvelopeContains(start, end uint64) bool {
+	if s.MinStart > start {
 		return false
 	}
-	if s.root == nil {
+	if s.Root == nil {
 		return true // still open: its root has not ended yet
 	}
-	return max(s.root.end, s.maxEnd) >= end
+	return max(s.Root.End, s.MaxEnd) >= end
 }
 
-func (s *story) hasProc(p string) bool { return slices.Contains(s.procs, p) }
+func (s *Story) hasProc(p string) bool { return slices.Contains(s.procs, p) }
 
 // storyList is an intrusive list of stories ordered by lastSeen (oldest first).
 type storyList struct {
-	head, tail *story
+	head, tail *Story
 	n          int
 }
 
-func (l *storyList) pushBack(s *story) {
+func (l *storyList) pushBack(s *Story) {
 	s.list = l
 	s.prev, s.next = l.tail, nil
 	if l.tail != nil {
@@ -103,7 +103,7 @@ func (l *storyList) pushBack(s *story) {
 	l.n++
 }
 
-func (l *storyList) remove(s *story) {
+func (l *storyList) remove(s *Story) {
 	if s.prev != nil {
 		s.prev.next = s.next
 	} else {
@@ -118,7 +118,7 @@ func (l *storyList) remove(s *story) {
 	l.n--
 }
 
-func (l *storyList) moveToBack(s *story) {
+func (l *storyList) moveToBack(s *Story) {
 	if l.tail == s {
 		return
 	}
@@ -175,50 +175,67 @@ func (r *recentTraces) get(id pcommon.TraceID, now time.Time) (recentEntry, bool
 	return e, true
 }
 
-// buffer holds the stories in flight. It is not safe for concurrent use: the processor
+// Buffer holds the stories in flight. It is not safe for concurrent use: the processor
 // guards it with its mutex.
-type buffer struct {
-	cfg *Config
-	tel *telemetry
-
-	stories    map[pcommon.TraceID]*story
-	grace      storyList // complete after completion_grace without new spans
-	orphans    storyList // no root yet: incomplete after orphan_timeout without new spans
-	byProc     map[string]map[*story]struct{}
-	candidates map[string]map[*story]struct{}
-	recent     *recentTraces
-	evicted    []*story // emitted early, waiting for the emitter
-	// starts: process.start spans (one per ResourceSpans), passed on by the emitter as they are
-	// after telling enforcement about the process; never part of a story.
-	starts []ptrace.ResourceSpans
+// Limits are the settings of the buffer (from the processor's configuration).
+type Limits struct {
+	MaxStories       int
+	MaxSpansPerStory int
+	CompletionGrace  time.Duration
+	OrphanTimeout    time.Duration
+	Stitching        bool
 }
 
-func newBuffer(cfg *Config, tel *telemetry) *buffer {
-	return &buffer{
+// Counters is the buffer's self-telemetry.
+type Counters interface {
+	Eviction(reason string)
+	Duplicate()
+	Ambiguous()
+	Stitched()
+}
+
+type Buffer struct {
+	cfg Limits
+	tel Counters
+
+	Stories    map[pcommon.TraceID]*Story
+	grace      storyList // complete after completion_grace without new spans
+	orphans    storyList // no root yet: incomplete after orphan_timeout without new spans
+	ByProc     map[string]map[*Story]struct{}
+	candidates map[string]map[*Story]struct{}
+	recent     *recentTraces
+	Evicted    []*Story // emitted early, waiting for the emitter
+	// Starts: process.start spans (one per ResourceSpans), passed on by the emitter as they are
+	// after telling enforcement about the process; never part of a story.
+	Starts []ptrace.ResourceSpans
+}
+
+func NewBuffer(cfg Limits, tel Counters) *Buffer {
+	return &Buffer{
 		cfg:        cfg,
 		tel:        tel,
-		stories:    make(map[pcommon.TraceID]*story),
-		byProc:     make(map[string]map[*story]struct{}),
-		candidates: make(map[string]map[*story]struct{}),
+		Stories:    make(map[pcommon.TraceID]*Story),
+		ByProc:     make(map[string]map[*Story]struct{}),
+		candidates: make(map[string]map[*Story]struct{}),
 		recent:     newRecentTraces(cfg.MaxStories),
 	}
 }
 
-func (b *buffer) inFlight() int { return len(b.stories) }
+func (b *Buffer) inFlight() int { return len(b.Stories) }
 
-// addBatch buffers every span of td.
-func (b *buffer) addBatch(td ptrace.Traces, now time.Time) {
+// AddBatch buffers every span of td.
+func (b *Buffer) AddBatch(td ptrace.Traces, now time.Time) {
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
-		src := &srcInfo{resource: rs.Resource(), schemaURL: rs.SchemaUrl()}
-		src.key = resourceKey(rs.Resource().Attributes())
+		src := &Source{Resource: rs.Resource(), SchemaURL: rs.SchemaUrl()}
+		src.Key = resourceKey(rs.Resource().Attributes())
 		src.proc = processKey(rs.Resource().Attributes())
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
-			sc := &scopeInfo{src: src, scope: ss.Scope(), schemaURL: ss.SchemaUrl()}
-			sc.key = src.key + "\x01" + ss.Scope().Name() + "\x01" + ss.Scope().Version() + "\x01" + ss.SchemaUrl() + "\x01" + rs.SchemaUrl()
+			sc := &Scope{Src: src, Scope: ss.Scope(), SchemaURL: ss.SchemaUrl()}
+			sc.Key = src.Key + "\x01" + ss.Scope().Name() + "\x01" + ss.Scope().Version() + "\x01" + ss.SchemaUrl() + "\x01" + rs.SchemaUrl()
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
 				if isProcessStart(spans.At(k)) && b.addStart(rs, ss, spans.At(k)) {
@@ -243,8 +260,8 @@ func isProcessStart(span ptrace.Span) bool {
 // any span (a story of its own), without the early enforcement (its first story brings it).
 const maxStarts = 1024
 
-func (b *buffer) addStart(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span) bool {
-	if len(b.starts) >= maxStarts {
+func (b *Buffer) addStart(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span) bool {
+	if len(b.Starts) >= maxStarts {
 		return false
 	}
 	out := ptrace.NewResourceSpans()
@@ -254,13 +271,13 @@ func (b *buffer) addStart(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span pt
 	ss.Scope().CopyTo(oss.Scope())
 	oss.SetSchemaUrl(ss.SchemaUrl())
 	span.CopyTo(oss.Spans().AppendEmpty())
-	b.starts = append(b.starts, out)
+	b.Starts = append(b.Starts, out)
 	return true
 }
 
-func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {
+func (b *Buffer) add(sc *Scope, span ptrace.Span, now time.Time) {
 	tid := span.TraceID()
-	st := b.stories[tid]
+	st := b.Stories[tid]
 	if st == nil {
 		reason := ""
 		if e, ok := b.recent.get(tid, now); ok {
@@ -268,13 +285,13 @@ func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {
 			case recentRedirect:
 				tid = e.target
 				span.SetTraceID(tid)
-				if st = b.stories[tid]; st == nil {
-					reason = reasonLate
+				if st = b.Stories[tid]; st == nil {
+					reason = ReasonLate
 				}
 			case recentContinuation:
-				reason = reasonContinuation
+				reason = ReasonContinuation
 			default:
-				reason = reasonLate
+				reason = ReasonLate
 			}
 		}
 		if st == nil {
@@ -283,21 +300,21 @@ func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {
 	}
 	sid := span.SpanID()
 	if _, dup := st.byID[sid]; dup {
-		b.tel.duplicates.Add(bgctx, 1)
+		b.tel.Duplicate()
 		return
 	}
 	if len(st.spans) >= b.cfg.MaxSpansPerStory {
-		b.evict(st, reasonMaxSpans, now)
-		st = b.newStory(tid, now, reasonContinuation)
+		b.evict(st, ReasonMaxSpans, now)
+		st = b.newStory(tid, now, ReasonContinuation)
 	}
-	sp := &sspan{span: span, scope: sc, id: sid, parent: span.ParentSpanID(), start: uint64(span.StartTimestamp()), end: uint64(span.EndTimestamp())}
-	if sp.end < sp.start {
-		sp.end = sp.start
+	sp := &Span{Span: span, Scope: sc, ID: sid, parent: span.ParentSpanID(), Start: uint64(span.StartTimestamp()), End: uint64(span.EndTimestamp())}
+	if sp.End < sp.Start {
+		sp.End = sp.Start
 	}
 	b.attach(st, sp)
-	st.lastSeen = now
-	if sp.parent.IsEmpty() && (st.root == nil || sp.start < st.root.start) {
-		st.root = sp
+	st.LastSeen = now
+	if sp.parent.IsEmpty() && (st.Root == nil || sp.Start < st.Root.Start) {
+		st.Root = sp
 		if st.list == &b.orphans {
 			b.orphans.remove(st)
 			b.grace.pushBack(st)
@@ -308,31 +325,31 @@ func (b *buffer) add(sc *scopeInfo, span ptrace.Span, now time.Time) {
 }
 
 // attach adds sp to st and its indexes (no limit check).
-func (b *buffer) attach(st *story, sp *sspan) {
+func (b *Buffer) attach(st *Story, sp *Span) {
 	st.spans = append(st.spans, sp)
-	st.byID[sp.id] = sp
-	if len(st.spans) == 1 || sp.start < st.minStart {
-		st.minStart = sp.start
+	st.byID[sp.ID] = sp
+	if len(st.spans) == 1 || sp.Start < st.MinStart {
+		st.MinStart = sp.Start
 	}
-	st.maxEnd = max(st.maxEnd, sp.end)
-	if p := sp.scope.src.proc; p != "" && !st.hasProc(p) {
+	st.MaxEnd = max(st.MaxEnd, sp.End)
+	if p := sp.Scope.Src.proc; p != "" && !st.hasProc(p) {
 		st.procs = append(st.procs, p)
-		set := b.byProc[p]
+		set := b.ByProc[p]
 		if set == nil {
-			set = make(map[*story]struct{})
-			b.byProc[p] = set
+			set = make(map[*Story]struct{})
+			b.ByProc[p] = set
 		}
 		set[st] = struct{}{}
 	}
 }
 
-func (b *buffer) newStory(tid pcommon.TraceID, now time.Time, reason string) *story {
-	for len(b.stories) >= b.cfg.MaxStories {
+func (b *Buffer) newStory(tid pcommon.TraceID, now time.Time, reason string) *Story {
+	for len(b.Stories) >= b.cfg.MaxStories {
 		b.evictOldest(now)
 	}
-	st := &story{id: tid, byID: make(map[pcommon.SpanID]*sspan, 8), firstSeen: now, lastSeen: now, reason: reason}
+	st := &Story{ID: tid, byID: make(map[pcommon.SpanID]*Span, 8), firstSeen: now, LastSeen: now, Reason: reason}
 	st.graceOnly = reason != ""
-	b.stories[tid] = st
+	b.Stories[tid] = st
 	if st.graceOnly {
 		b.grace.pushBack(st)
 	} else {
@@ -341,43 +358,43 @@ func (b *buffer) newStory(tid pcommon.TraceID, now time.Time, reason string) *st
 	return st
 }
 
-func (b *buffer) evictOldest(now time.Time) {
+func (b *Buffer) evictOldest(now time.Time) {
 	victim := b.grace.head
-	if o := b.orphans.head; o != nil && (victim == nil || o.lastSeen.Before(victim.lastSeen)) {
+	if o := b.orphans.head; o != nil && (victim == nil || o.LastSeen.Before(victim.LastSeen)) {
 		victim = o
 	}
 	if victim != nil {
-		b.evict(victim, reasonMaxStories, now)
+		b.evict(victim, ReasonMaxStories, now)
 	}
 }
 
 // evict takes st out of the buffer now, as incomplete, for the emitter. Spans of its trace
 // that arrive later form a continuation story.
-func (b *buffer) evict(st *story, reason string, now time.Time) {
+func (b *Buffer) evict(st *Story, reason string, now time.Time) {
 	b.remove(st)
-	st.reason = reason
-	b.tel.eviction(reason)
-	b.evicted = append(b.evicted, st)
-	b.recent.add(st.id, recentEntry{kind: recentContinuation, expires: now.Add(b.cfg.OrphanTimeout)})
+	st.Reason = reason
+	b.tel.Eviction(reason)
+	b.Evicted = append(b.Evicted, st)
+	b.recent.add(st.ID, recentEntry{kind: recentContinuation, expires: now.Add(b.cfg.OrphanTimeout)})
 }
 
-func (b *buffer) remove(st *story) {
-	delete(b.stories, st.id)
+func (b *Buffer) remove(st *Story) {
+	delete(b.Stories, st.ID)
 	if st.list != nil {
 		st.list.remove(st)
 	}
 	for _, p := range st.procs {
-		if set := b.byProc[p]; set != nil {
+		if set := b.ByProc[p]; set != nil {
 			delete(set, st)
 			if len(set) == 0 {
-				delete(b.byProc, p)
+				delete(b.ByProc, p)
 			}
 		}
 	}
 	b.dropCandidate(st)
 }
 
-func (b *buffer) dropCandidate(st *story) {
+func (b *Buffer) dropCandidate(st *Story) {
 	if st.candidateProc == "" {
 		return
 	}
@@ -393,19 +410,19 @@ func (b *buffer) dropCandidate(st *story) {
 // updateCandidate records whether st's root may be stitched into another story: it must come
 // from a known process and be neither a prompt (a request of its own) nor an accept (the start
 // of the next request).
-func (b *buffer) updateCandidate(st *story) {
+func (b *Buffer) updateCandidate(st *Story) {
 	b.dropCandidate(st)
-	if !b.cfg.Stitching || st.root == nil {
+	if !b.cfg.Stitching || st.Root == nil {
 		return
 	}
-	proc := st.root.scope.src.proc
-	if proc == "" || st.root.span.Kind() == ptrace.SpanKindServer || isPromptSpan(st.root.span) {
+	proc := st.Root.Scope.Src.proc
+	if proc == "" || st.Root.Span.Kind() == ptrace.SpanKindServer || isPromptSpan(st.Root.Span) {
 		return
 	}
 	st.candidateProc = proc
 	set := b.candidates[proc]
 	if set == nil {
-		set = make(map[*story]struct{})
+		set = make(map[*Story]struct{})
 		b.candidates[proc] = set
 	}
 	set[st] = struct{}{}
@@ -413,36 +430,36 @@ func (b *buffer) updateCandidate(st *story) {
 
 func isPromptSpan(s ptrace.Span) bool {
 	attrs := s.Attributes()
-	if v, ok := attrs.Get(attrRole); ok && v.Str() == "prompt" {
+	if v, ok := attrs.Get(AttrRole); ok && v.Str() == "prompt" {
 		return true
 	}
-	if v, ok := attrs.Get(attrGenAIOperation); ok && v.Str() == "invoke_agent" {
+	if v, ok := attrs.Get(AttrGenAIOperation); ok && v.Str() == "invoke_agent" {
 		return true
 	}
 	return false
 }
 
-// takeReady removes and returns the stories to emit now: the evicted ones, then those whose
+// TakeReady removes and returns the stories to emit now: the evicted ones, then those whose
 // grace or orphan timeout has passed (all of them when flushAll, as incomplete "shutdown"),
 // after stitching candidate roots into the story that contains them.
-func (b *buffer) takeReady(now time.Time, flushAll bool) []*story {
-	var ready []*story
+func (b *Buffer) TakeReady(now time.Time, flushAll bool) []*Story {
+	var ready []*Story
 	if flushAll {
 		for _, l := range []*storyList{&b.grace, &b.orphans} {
 			for st := l.head; st != nil; st = st.next {
-				st.reason = reasonShutdown
-				b.tel.eviction(reasonShutdown)
+				st.Reason = ReasonShutdown
+				b.tel.Eviction(ReasonShutdown)
 				ready = append(ready, st)
 			}
 		}
 	} else {
-		for st := b.grace.head; st != nil && now.Sub(st.lastSeen) >= b.cfg.CompletionGrace; st = st.next {
+		for st := b.grace.head; st != nil && now.Sub(st.LastSeen) >= b.cfg.CompletionGrace; st = st.next {
 			ready = append(ready, st)
 		}
-		for st := b.orphans.head; st != nil && now.Sub(st.lastSeen) >= b.cfg.OrphanTimeout; st = st.next {
-			if st.reason == "" {
-				st.reason = reasonOrphan
-				b.tel.eviction(reasonOrphan)
+		for st := b.orphans.head; st != nil && now.Sub(st.LastSeen) >= b.cfg.OrphanTimeout; st = st.next {
+			if st.Reason == "" {
+				st.Reason = ReasonOrphan
+				b.tel.Eviction(ReasonOrphan)
 			}
 			ready = append(ready, st)
 		}
@@ -453,20 +470,20 @@ func (b *buffer) takeReady(now time.Time, flushAll bool) []*story {
 	if b.cfg.Stitching && len(ready) > 0 {
 		b.stitch(ready)
 	}
-	out := b.evicted
-	b.evicted = nil
-	slices.SortStableFunc(ready, func(x, y *story) int {
-		if c := cmp.Compare(x.minStart, y.minStart); c != 0 {
+	out := b.Evicted
+	b.Evicted = nil
+	slices.SortStableFunc(ready, func(x, y *Story) int {
+		if c := cmp.Compare(x.MinStart, y.MinStart); c != 0 {
 			return c
 		}
-		return bytes.Compare(x.id[:], y.id[:])
+		return bytes.Compare(x.ID[:], y.ID[:])
 	})
 	for _, st := range ready {
 		if st.merged {
 			continue
 		}
 		b.remove(st)
-		b.recent.add(st.id, recentEntry{kind: recentEmitted, expires: now.Add(b.cfg.OrphanTimeout)})
+		b.recent.add(st.ID, recentEntry{kind: recentEmitted, expires: now.Add(b.cfg.OrphanTimeout)})
 		out = append(out, st)
 	}
 	return out
@@ -475,7 +492,7 @@ func (b *buffer) takeReady(now time.Time, flushAll bool) []*story {
 // stitch moves stitching candidates into the one story of their process whose time span
 // contains them: first the ready candidates (into any story in flight), then the candidates
 // still in flight that lie inside a ready story (which would otherwise leave without them).
-func (b *buffer) stitch(ready []*story) {
+func (b *Buffer) stitch(ready []*Story) {
 	for _, c := range ready {
 		if c.candidateProc == "" || c.merged {
 			continue
@@ -484,19 +501,19 @@ func (b *buffer) stitch(ready []*story) {
 			b.merge(c, target)
 		} else if ambiguous && !c.ambiguousCounted {
 			c.ambiguousCounted = true
-			b.tel.ambiguous.Add(bgctx, 1)
+			b.tel.Ambiguous()
 		}
 	}
 	for _, st := range ready {
 		if st.merged {
 			continue
 		}
-		var inside []*story
+		var inside []*Story
 		for _, p := range st.procs {
 			for c := range b.candidates[p] {
 				// Only a candidate inside st's envelope can be stitched into st: the cheap test
 				// first, so that a busy process's stories do not cost their number squared.
-				if c == st || c.ready || c.merged || !st.envelopeContains(c.root.start, c.root.end) {
+				if c == st || c.ready || c.merged || !st.EnvelopeContains(c.Root.Start, c.Root.End) {
 					continue
 				}
 				if target, _ := b.stitchTarget(c); target == st {
@@ -504,7 +521,7 @@ func (b *buffer) stitch(ready []*story) {
 				}
 			}
 		}
-		slices.SortFunc(inside, func(x, y *story) int { return bytes.Compare(x.id[:], y.id[:]) })
+		slices.SortFunc(inside, func(x, y *Story) int { return bytes.Compare(x.ID[:], y.ID[:]) })
 		for _, c := range inside {
 			if !c.merged {
 				b.merge(c, st)
@@ -514,13 +531,13 @@ func (b *buffer) stitch(ready []*story) {
 }
 
 // stitchTarget is the only story of c's process (other than c) whose time span contains c's
-// root; ambiguous when there are several.
-func (b *buffer) stitchTarget(c *story) (*story, bool) {
-	start, end := c.root.start, c.root.end
-	var found *story
+// Root; ambiguous when there are several.
+func (b *Buffer) stitchTarget(c *Story) (*Story, bool) {
+	start, end := c.Root.Start, c.Root.End
+	var found *Story
 	n := 0
-	for s := range b.byProc[c.candidateProc] {
-		if s == c || s.merged || !s.envelopeContains(start, end) {
+	for s := range b.ByProc[c.candidateProc] {
+		if s == c || s.merged || !s.EnvelopeContains(start, end) {
 			continue
 		}
 		n++
@@ -536,15 +553,15 @@ func (b *buffer) stitchTarget(c *story) (*story, bool) {
 }
 
 // innermost is the id of the span of st that contains [start, end] and started last: an ended
-// span, or a parent that has not arrived yet (open) whose earliest child started before start.
-func innermost(st *story, start, end uint64) pcommon.SpanID {
-	var best *sspan
+// Span, or a parent that has not arrived yet (open) whose earliest child started before start.
+func innermost(st *Story, start, end uint64) pcommon.SpanID {
+	var best *Span
 	for _, sp := range st.spans {
-		if sp.start > start || sp.end < end || isSyscallSpan(sp.span) {
+		if sp.Start > start || sp.End < end || isSyscallSpan(sp.Span) {
 			continue
 		}
-		if best == nil || sp.start > best.start || sp.start == best.start && (sp.end < best.end ||
-			sp.end == best.end && bytes.Compare(sp.id[:], best.id[:]) < 0) {
+		if best == nil || sp.Start > best.Start || sp.Start == best.Start && (sp.End < best.End ||
+			sp.End == best.End && bytes.Compare(sp.ID[:], best.ID[:]) < 0) {
 			best = sp
 		}
 	}
@@ -555,8 +572,8 @@ func innermost(st *story, start, end uint64) pcommon.SpanID {
 		if sp.parent.IsEmpty() || st.byID[sp.parent] != nil {
 			continue
 		}
-		if s, ok := open[sp.parent]; !ok || sp.start < s {
-			open[sp.parent] = sp.start
+		if s, ok := open[sp.parent]; !ok || sp.Start < s {
+			open[sp.parent] = sp.Start
 		}
 	}
 	for id, s := range open {
@@ -568,8 +585,8 @@ func innermost(st *story, start, end uint64) pcommon.SpanID {
 		}
 	}
 	switch {
-	case best != nil && (openID.IsEmpty() || best.start >= openStart):
-		return best.id
+	case best != nil && (openID.IsEmpty() || best.Start >= openStart):
+		return best.ID
 	case !openID.IsEmpty():
 		return openID
 	}
@@ -578,23 +595,23 @@ func innermost(st *story, start, end uint64) pcommon.SpanID {
 
 // merge moves candidate c into target: same trace id, c's root under the innermost span of
 // target that contains it, marked agenttrail.stitched.
-func (b *buffer) merge(c, target *story) {
-	parent := innermost(target, c.root.start, c.root.end)
-	c.root.parent = parent
-	c.root.span.SetParentSpanID(parent)
-	c.root.span.Attributes().PutBool(attrStitched, true)
+func (b *Buffer) merge(c, target *Story) {
+	parent := innermost(target, c.Root.Start, c.Root.End)
+	c.Root.parent = parent
+	c.Root.Span.SetParentSpanID(parent)
+	c.Root.Span.Attributes().PutBool(AttrStitched, true)
 	for _, sp := range c.spans {
-		sp.span.SetTraceID(target.id)
-		if _, dup := target.byID[sp.id]; dup {
-			b.tel.duplicates.Add(bgctx, 1)
+		sp.Span.SetTraceID(target.ID)
+		if _, dup := target.byID[sp.ID]; dup {
+			b.tel.Duplicate()
 			continue
 		}
 		b.attach(target, sp)
 	}
 	b.remove(c)
 	c.merged = true
-	b.recent.add(c.id, recentEntry{kind: recentRedirect, target: target.id, expires: c.lastSeen.Add(b.cfg.OrphanTimeout)})
-	b.tel.stitched.Add(bgctx, 1)
+	b.recent.add(c.ID, recentEntry{kind: recentRedirect, target: target.ID, expires: c.LastSeen.Add(b.cfg.OrphanTimeout)})
+	b.tel.Stitched()
 }
 
 func isSyscallSpan(s ptrace.Span) bool {
@@ -623,13 +640,13 @@ func resourceKey(m pcommon.Map) string {
 // processKey identifies a process across batches: its pid on its host (host.name or
 // k8s.node.name) or in its container; "" without process.pid.
 func processKey(m pcommon.Map) string {
-	pid, ok := m.Get(attrProcessPID)
+	pid, ok := m.Get(AttrProcessPID)
 	if !ok {
 		return ""
 	}
 	var sb strings.Builder
 	sb.WriteString(strconv.FormatInt(pid.Int(), 10))
-	for _, k := range []string{attrHostName, attrK8sNodeName, attrContainerID} {
+	for _, k := range []string{AttrHostName, AttrK8sNodeName, AttrContainerID} {
 		sb.WriteByte('|')
 		if v, ok := m.Get(k); ok {
 			sb.WriteString(v.AsString())
