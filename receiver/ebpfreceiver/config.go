@@ -12,6 +12,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
 // Config of the ebpf receiver. Every key is documented in README.md.
@@ -34,6 +35,8 @@ type Config struct {
 	Python PythonConfig `mapstructure:"python"`
 	// TLS: plaintext of TLS connections (OpenSSL, Go crypto/tls) and LLM API calls in it.
 	TLS TLSConfig `mapstructure:"tls"`
+	// Sockets: every send (and receive) on a socket of a traced process (egress evidence).
+	Sockets sockets.Config `mapstructure:"sockets"`
 }
 
 // PythonConfig configures CPython support for traced processes that run CPython.
@@ -190,6 +193,9 @@ func (cfg *Config) Validate() error {
 			return fmt.Errorf(`"python.audit_events[%d]": %q is not a valid event name or glob`, i, e)
 		}
 	}
+	if err := cfg.Sockets.Validate(); err != nil {
+		return err
+	}
 	if cfg.Python.SpanIdleTimeout <= 0 {
 		return fmt.Errorf(`"python.span_idle_timeout" must be positive, got %v`, cfg.Python.SpanIdleTimeout)
 	}
@@ -254,6 +260,14 @@ func parseArg(s string) (string, redact.Policy, error) {
 		return "", "", fmt.Errorf("argument %q: %w", name, err)
 	}
 	return name, p, nil
+}
+
+// socketOptions are the kernel's socket I/O settings (all off unless sockets.enabled).
+func (cfg *Config) socketOptions() probes.SocketOptions {
+	if !cfg.Sockets.Enabled {
+		return probes.SocketOptions{}
+	}
+	return cfg.Sockets.ProbeOptions()
 }
 
 func (cfg *Config) syscallMask() uint32 {

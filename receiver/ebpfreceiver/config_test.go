@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
 func loadConfig(t *testing.T, id component.ID) (*Config, error) {
@@ -53,12 +55,20 @@ func TestLoadConfig(t *testing.T) {
 		Python: PythonConfig{Enabled: true, Audit: true, AuditEvents: []string{"socket.connect", "os.*"}, SpanIdleTimeout: 5 * time.Second},
 		TLS: TLSConfig{Enabled: true, Libraries: []string{"libssl.so.3", "/opt/openssl/lib/libssl.so.3"}, Go: false, CaptureBytes: 8192,
 			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20, MaxTotalBuffer: 64 << 20},
+		Sockets: sockets.Config{Enabled: true, Inbound: false, CaptureBytes: 0, AggregateInterval: 2 * time.Second, DNSPort: 5353},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n got %+v\nwant %+v", cfg, want)
 	}
 	if m := cfg.syscallMask(); m != 1|1<<3 {
 		t.Errorf("syscall mask %#x", m)
+	}
+	if o := cfg.socketOptions(); !o.Enabled || o.Inbound || o.CaptureBytes != 0 || o.DNSPort != 5353 {
+		t.Errorf("socket options %+v", o)
+	}
+	cfg.Sockets.Enabled = false
+	if o := cfg.socketOptions(); o.Enabled {
+		t.Errorf("sockets.enabled: false still loads socket I/O: %+v", o)
 	}
 }
 
@@ -103,6 +113,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_audit_glob", `"python.audit_events[0]": "os.[" is not a valid`},
 		{"bad_idle", `"python.span_idle_timeout" must be positive`},
 		{"python_disabled", `targets[0] (a): "python_functions" need "python.enabled: true"`},
+		{"bad_socket_capture", `"sockets.capture_bytes" must be between 0 and 65536`},
+		{"bad_socket_interval", `"sockets.aggregate_interval" must be at least 100ms`},
+		{"bad_dns_port", `"sockets.dns_port" must be a port`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

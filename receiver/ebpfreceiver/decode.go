@@ -32,10 +32,12 @@ var (
 	headPyStack = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
 	headPyAudit = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
 	headTLS     = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
+	sizeFDIO    = int(unsafe.Sizeof(probes.FDIOEvent{}))
+	headFDIO    = int(unsafe.Offsetof(probes.FDIOEvent{}.Data))
 
 	offsetKind = int(unsafe.Offsetof(probes.EventHeader{}.Kind))
 	// maxRecord is the largest struct a record is viewed as.
-	maxRecord = max(sizeFuncArgs, sizeGoroutine, sizeSyscall, sizeSyscallExit, sizeProcess, sizePyStack, sizePyAudit, sizeTLS)
+	maxRecord = max(sizeFuncArgs, sizeGoroutine, sizeSyscall, sizeSyscallExit, sizeProcess, sizePyStack, sizePyAudit, sizeTLS, sizeFDIO)
 )
 
 // syscallNames maps x86-64 syscall numbers to the names used in config and spans.
@@ -55,7 +57,7 @@ type recordKind struct {
 }
 
 // numKinds bounds the kind numbers the kernel sends (enum event_kind).
-const numKinds = probes.KindThreadExit + 1
+const numKinds = probes.KindFDIO + 1
 
 // recordKinds is the decoder's table, by kind. Receivers copy it (tests replace handlers).
 var recordKinds = [numKinds]recordKind{
@@ -71,6 +73,7 @@ var recordKinds = [numKinds]recordKind{
 	probes.KindPythonAudit:     {"python_audit", headPyAudit, sizePyAudit, (*ebpfReceiver).onPythonAudit},
 	probes.KindTLSData:         {"tls_data", headTLS, sizeTLS, (*ebpfReceiver).onTLS},
 	probes.KindThreadExit:      {"thread_exit", sizeProcess, sizeProcess, (*ebpfReceiver).onThreadExit},
+	probes.KindFDIO:            {"fd_io", headFDIO, sizeFDIO, (*ebpfReceiver).onFDIO},
 }
 
 // kindUnknown names records whose kind is not in the table (or cannot be read).
@@ -197,8 +200,19 @@ func (r *ebpfReceiver) onSyscallEnter(hdr spans.Header, rec []byte) string {
 
 func (r *ebpfReceiver) onSyscallExit(hdr spans.Header, rec []byte) string {
 	e := as[probes.SyscallExitEvent](rec)
+	if e.Sock != 0 {
+		r.builder.SocketOf(hdr, spans.SocketID{Sock: e.Sock, Ino: e.Ino})
+	}
 	r.builder.SyscallExit(hdr, e.Ret, sockaddr(e.Family, e.Addr, e.Port))
 	return ""
+}
+
+// onFDIO hands a socket I/O record to the sockets tracer.
+func (r *ebpfReceiver) onFDIO(hdr spans.Header, rec []byte) string {
+	if r.sockets == nil {
+		return "sockets_disabled"
+	}
+	return r.sockets.Handle(hdr, rec)
 }
 
 func (r *ebpfReceiver) onThreadExit(hdr spans.Header, _ []byte) string {

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
 const typeStr = "ebpf"
@@ -41,6 +43,7 @@ func createDefaultConfig() component.Config {
 			MaxConnectionBuffer: 1 << 20,
 			MaxTotalBuffer:      64 << 20,
 		},
+		Sockets: sockets.DefaultConfig(),
 	}
 }
 

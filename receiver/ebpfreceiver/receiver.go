@@ -19,6 +19,8 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
 type ebpfReceiver struct {
@@ -38,8 +40,9 @@ type ebpfReceiver struct {
 	// Owned by the reader goroutine after Start.
 	builder      *spans.Builder
 	attacher     *attacher
-	python       *python     // nil unless python.enabled
-	tls          *tlsSupport // nil unless tls.enabled
+	python       *python         // nil unless python.enabled
+	tls          *tlsSupport     // nil unless tls.enabled
+	sockets      *sockets.Tracer // nil unless sockets.enabled
 	clock        monoClock
 	lastCounters spans.Counters
 	decoder      *decoder
@@ -80,6 +83,7 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		PythonWaitSamples: r.cfg.hasPythonFunctions(),
 		TLS:               r.cfg.TLS.Enabled,
 		TLSCaptureBytes:   uint32(r.cfg.TLS.CaptureBytes),
+		Sockets:           r.cfg.socketOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: %w", err)
@@ -106,7 +110,8 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	r.symbolizer = symbolize.New(symbolize.Options{ProcRoot: r.cfg.ProcRoot})
 	r.telemetry.observeSymbolizer(r.symbolizer)
 	r.redactor = redact.New()
-	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans})
+	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans, SocketWindow: r.cfg.Sockets.AggregateInterval,
+		ConnectsTraced: r.cfg.syscallMask()&probes.SyscallBits["connect"] != 0 && r.cfg.syscallMask()&probes.SyscallBits["accept"] != 0})
 	r.clock = newMonoClock()
 	r.attacher = newAttacher(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
 	r.attacher.problems = newAttachProblems(r.health)
@@ -119,6 +124,17 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		r.tls = newTLS(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
 		r.tls.problems = r.attacher.problems
 		r.attacher.tls = r.tls
+	}
+
+	if r.cfg.Sockets.Enabled {
+		st, err := sockets.New(tracer.Env{Logger: r.logger, Kernel: kernel, Builder: r.builder, Telemetry: &tracer.Telemetry{Meter: r.telemetry.meter}}, r.cfg.Sockets)
+		if err != nil {
+			_ = waiter.close()
+			_ = reader.Close()
+			_ = kernel.Close()
+			return fmt.Errorf("ebpf receiver: %w", err)
+		}
+		r.sockets = st
 	}
 
 	r.attacher.attachTargets()
@@ -163,6 +179,9 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 		}
 		if r.python != nil {
 			r.python.reader.Close()
+		}
+		if r.sockets != nil && r.builder != nil {
+			_ = r.sockets.Close() // every aggregate of socket I/O, as it is
 		}
 		if r.builder != nil {
 			r.builder.Abandon(r.clock.wall(r.clock.now()), "collector shut down before the call returned")
@@ -224,6 +243,7 @@ func (r *ebpfReceiver) waitIdle() {
 	var deadline time.Time // none
 	// A ring buffer that lost records is healthy again after a check without new losses.
 	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) ||
+		(r.sockets != nil && r.sockets.Waiting()) ||
 		r.health.active(problemRingBuffer) {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
@@ -271,6 +291,9 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 		if r.python != nil {
 			r.builder.ExpireObserved(now, r.cfg.Python.SpanIdleTimeout)
 		}
+	}
+	if r.sockets != nil {
+		r.sockets.Housekeeping(r.clock.wall(r.clock.now()))
 	}
 	counters := r.builder.Counters()
 	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)

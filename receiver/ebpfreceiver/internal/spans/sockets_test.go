@@ -165,7 +165,7 @@ func TestSocketHandoff(t *testing.T) {
 	b, c := newTestBuilder(t)
 	b.FuncEntry(c.at(0xa0, 1), probePrompt, nil)
 	b.FuncEntry(c.at(0xa0, 1), probeTool, nil)
-	b.GoroutineCreate(c.at(0xa0, 1), 0xc0) // the writer, created under the tool call... of an earlier request in real life
+	b.GoroutineCreate(c.at(0xa0, 1), 0xc0)             // the writer, created under the tool call... of an earlier request in real life
 	b.SocketIO(c.at(0xd0, 3), send(sockOne, sink, 10)) // another goroutine without calls
 	b.FuncReturn(c.at(0xa0, 1), probeTool.ID)
 	b.FuncReturn(c.at(0xa0, 1), probePrompt.ID)

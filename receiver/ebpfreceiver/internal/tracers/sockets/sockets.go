@@ -95,7 +95,7 @@ func (t *Tracer) SetPlain(key uint64, plain bool) error {
 func (t *Tracer) Name() string { return "sockets" }
 
 func (t *Tracer) Kinds() []tracer.Kind {
-	return []tracer.Kind{{Kind: probes.KindFDIO, Name: "fd_io", Min: head, Full: tracer.SizeOf[probes.FDIOEvent](), Handle: t.handle}}
+	return []tracer.Kind{{Kind: probes.KindFDIO, Name: "fd_io", Min: head, Full: tracer.SizeOf[probes.FDIOEvent](), Handle: t.Handle}}
 }
 
 func (t *Tracer) Start()                           {}
@@ -120,7 +120,9 @@ var kindNames = map[uint8]string{
 	probes.FDIOPipe: spans.TransportPipe, probes.FDIOOther: spans.TransportOther,
 }
 
-func (t *Tracer) handle(h spans.Header, rec []byte) string {
+// Handle turns one EVENT_FD_IO record (a view with the capacity of the whole struct) into the
+// span builder's socket I/O; it returns why the record was dropped, or "".
+func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 	e := tracer.As[probes.FDIOEvent](rec)
 	transport, ok := kindNames[e.Kind]
 	switch {

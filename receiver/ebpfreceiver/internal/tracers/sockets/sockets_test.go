@@ -81,7 +81,7 @@ func TestHandleDNSAndPlain(t *testing.T) {
 	e := &probes.FDIOEvent{Sock: 0x1000, Ino: 5, Bytes: uint64(len(msg)), Family: unix.AF_INET, PeerPort: 53, LocalPort: 40000,
 		Direction: probes.FDIOSend, Kind: probes.FDIOUDP, Flags: probes.FDIODNS, Captured: uint32(len(msg)), Peer: [16]uint8{127, 0, 0, 53}}
 	copy(e.Data[:], msg)
-	if reason := tr.handle(h, record(e)); reason != "" {
+	if reason := tr.Handle(h, record(e)); reason != "" {
 		t.Fatal(reason)
 	}
 	body := []byte("POST /v1/upload HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -89,7 +89,7 @@ func TestHandleDNSAndPlain(t *testing.T) {
 		Kind: probes.FDIOTCP, Flags: probes.FDIOPlain | probes.FDIOPayloadCut, Captured: uint32(len(body))}
 	p.Peer[15] = 1 // ::1
 	copy(p.Data[:], body)
-	if reason := tr.handle(h, record(p)); reason != "" {
+	if reason := tr.Handle(h, record(p)); reason != "" {
 		t.Fatal(reason)
 	}
 	if len(c.got) != 1 || string(c.got[0].Data) != string(body) || !c.got[0].Cut || c.got[0].Peer != netip.MustParseAddrPort("[::1]:8080") || c.got[0].Key != 0x2000 {
@@ -119,14 +119,14 @@ func TestHandleRejects(t *testing.T) {
 		"fd_io_kind":      {Kind: 9, Direction: probes.FDIOSend},
 		"fd_io_direction": {Kind: probes.FDIOTCP, Direction: 3},
 	} {
-		if got := tr.handle(h, record(e)); got != name {
+		if got := tr.Handle(h, record(e)); got != name {
 			t.Errorf("%s: reason %q", name, got)
 		}
 	}
 	// More captured than the record holds.
 	e := &probes.FDIOEvent{Kind: probes.FDIOTCP, Direction: probes.FDIOSend, Captured: 100}
 	raw := unsafe.Slice((*byte)(unsafe.Pointer(e)), unsafe.Sizeof(*e))
-	if got := tr.handle(h, view(raw[:head+10])); got != "fd_io_length" {
+	if got := tr.Handle(h, view(raw[:head+10])); got != "fd_io_length" {
 		t.Errorf("reason %q", got)
 	}
 }
@@ -145,7 +145,7 @@ func FuzzHandle(f *testing.F) {
 			return // the decoder drops these before the handler (short_record) or never sees them
 		}
 		binary.LittleEndian.PutUint32(b[24:], probes.KindFDIO)
-		_ = tr.handle(spans.Header{PID: pid, Time: time.Unix(1, 0)}, view(b))
+		_ = tr.Handle(spans.Header{PID: pid, Time: time.Unix(1, 0)}, view(b))
 	})
 }
 
