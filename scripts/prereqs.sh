@@ -49,6 +49,10 @@ for what in "$@"; do
 		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagent --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagent failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
 		fi
+		# The AI-BOM tests validate with the CycloneDX project's own validator, pinned by its lockfile.
+		if ! npm ci --prefix internal/aibom/testdata/cyclonedx --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in internal/aibom/testdata/cyclonedx failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
 		# Bun (static BoringSSL), Deno and the Codex CLI (rustls), pinned by their lockfile: the
 		# receiver's runtime tests run their x86-64 builds straight from the platform packages,
 		# so no install script runs.

@@ -9,6 +9,7 @@
 //	agenttrail profile show WORKLOAD [--dir PROFILES]
 //	agenttrail profile promote WORKLOAD --mode enforce|alert|observe [--dir PROFILES]
 //	agenttrail profile promote WORKLOAD --mode enforce --dry-run --evidence DIR [--since 24h] [--config FILE] [--allow DEST]...
+//	agenttrail aibom (--evidence DIR | --profiles DIR)... [--out FILE] [--host-files=false] [--timestamp=false]
 //
 // Exit codes: 0 success, 1 verification failure or error, 2 usage error.
 package main
@@ -46,6 +47,7 @@ func commands() []command {
 	return []command{
 		{name: "evidence", args: "<subcommand> ...", summary: "verify and export the tamper-evident evidence archive, create its signing key", run: runEvidence},
 		{name: "profile", args: "<subcommand> ...", summary: "review learned behavioural profiles and promote a workload to enforce, alert or observe", run: runProfile},
+		{name: "aibom", args: aibomArgs, summary: "write the runtime AI-BOM (CycloneDX 1.6 JSON): per workload the models, tools, MCP servers, AI SDKs and egress observed", run: runAIBOM},
 		{name: "help", args: "[command]", summary: "show this help", run: runHelp},
 	}
 }
