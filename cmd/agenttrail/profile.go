@@ -17,7 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
-	asp "github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // defaultProfilesDir is the distribution's profiles_dir.
@@ -51,14 +51,14 @@ func dirFlag(fs *flag.FlagSet) *string {
 }
 
 // findProfile finds the one profile of dir that name designates.
-func findProfile(dir, name string) (*asp.ProfileFile, error) {
+func findProfile(dir, name string) (*profile.File, error) {
 	if strings.ContainsRune(name, os.PathSeparator) {
-		if f, err := asp.ReadProfileFile(name); err == nil {
+		if f, err := profile.ReadFile(name); err == nil {
 			return f, nil
 		}
 	}
-	files, errs := asp.ReadProfileDir(dir)
-	var found []*asp.ProfileFile
+	files, errs := profile.ReadDir(dir)
+	var found []*profile.File
 	for _, f := range files {
 		if f.Matches(name) {
 			found = append(found, f)
@@ -98,7 +98,7 @@ func runProfileList(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 0 {
 		return usageError(fs, stderr, "unexpected argument %q", pos[0])
 	}
-	files, errs := asp.ReadProfileDir(*dir)
+	files, errs := profile.ReadDir(*dir)
 	for _, e := range errs {
 		fmt.Fprintf(stderr, "warning: %v\n", e)
 	}
@@ -167,7 +167,7 @@ func runProfilePromote(args []string, stdout, stderr io.Writer) int {
 	case *since <= 0:
 		return usageError(fs, stderr, "--since must be positive")
 	}
-	m, err := asp.ParseMode(*mode)
+	m, err := profile.ParseMode(*mode)
 	if err != nil {
 		return usageError(fs, stderr, "--mode: %v", err)
 	}
@@ -179,7 +179,7 @@ func runProfilePromote(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		return dryRunPromote(f, m, *evidence, *since, *config, allow, stdout, stderr)
 	}
-	prev, err := asp.SetProfileMode(f.Path, m)
+	prev, err := profile.SetMode(f.Path, m)
 	if err != nil {
 		fmt.Fprintf(stderr, "agenttrail profile promote: %v\n", err)
 		return exitFail
@@ -196,8 +196,8 @@ func runProfilePromote(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func dryRunPromote(f *asp.ProfileFile, m asp.Mode, evidenceDir string, since time.Duration, config string, allow []string, stdout, stderr io.Writer) int {
-	if m != asp.ModeEnforce {
+func dryRunPromote(f *profile.File, m profile.Mode, evidenceDir string, since time.Duration, config string, allow []string, stdout, stderr io.Writer) int {
+	if m != profile.ModeEnforce {
 		fmt.Fprintf(stdout, "dry run: mode %s blocks nothing; nothing was changed\n", m)
 		return exitOK
 	}
@@ -213,7 +213,7 @@ func dryRunPromote(f *asp.ProfileFile, m asp.Mode, evidenceDir string, since tim
 		}
 		declared = append(declared, d...)
 	}
-	unenforceable, err := asp.Boundaries(declared)
+	unenforceable, err := profile.Boundaries(declared)
 	if err != nil {
 		fmt.Fprintf(stderr, "agenttrail profile promote: %v\n", err)
 		return exitFail
@@ -257,7 +257,7 @@ func dryRunPromote(f *asp.ProfileFile, m asp.Mode, evidenceDir string, since tim
 }
 
 // scanArchive evaluates every story record of the workload in the archive.
-func scanArchive(dir string, f *asp.ProfileFile, declared []string, from time.Time) (stories int, blocks []asp.WouldBlock, err error) {
+func scanArchive(dir string, f *profile.File, declared []string, from time.Time) (stories int, blocks []profile.WouldBlock, err error) {
 	segDir := filepath.Join(dir, archive.SegmentsDir)
 	names, err := filepath.Glob(filepath.Join(segDir, "*.jsonl"))
 	if err != nil {
@@ -289,7 +289,7 @@ func scanArchive(dir string, f *asp.ProfileFile, declared []string, from time.Ti
 			if err != nil {
 				return 0, nil, fmt.Errorf("%s: record %d: %w", name, rec.Seq, err)
 			}
-			if asp.StoryWorkload(td) != f.Key() {
+			if profile.StoryWorkload(td) != f.Key() {
 				continue
 			}
 			bs := f.WouldBlock(td, declared, from)

@@ -16,13 +16,14 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // benchConfig is the bank demo's configuration: alert mode with declared boundaries, so every
 // rule runs and attack stories produce findings (narrative and OCSF included).
 func benchConfig() *Config {
 	cfg := createDefaultConfig()
-	cfg.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)}
+	cfg.Workloads = []WorkloadConfig{bankWorkload(profile.ModeAlert)}
 	return cfg
 }
 

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // celCostLimit bounds the work of one rule on one story (CEL's cost units: roughly one per
@@ -145,7 +146,7 @@ func storyVariables(c *evalContext) map[string]any {
 			workload[k] = v.Str()
 		}
 	}
-	workload["key"] = workloadOf(f.HeadResource()).key
+	workload["key"] = profile.WorkloadOf(f.HeadResource()).Key
 	spans := make([]any, 0, len(f.Spans))
 	for _, sp := range f.Spans {
 		spans = append(spans, map[string]any{"name": sp.Span.Name(), "attributes": sp.Span.Attributes().AsRaw()})

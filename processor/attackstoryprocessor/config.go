@@ -11,22 +11,23 @@ import (
 	"time"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
-// Mode is what the processor does with the stories of a workload.
-type Mode string
+// Mode is what the processor does with the stories of a workload (profile.Mode: the profile
+// file's mode: field has the same values).
+type Mode = profile.Mode
 
-// Modes. Declared permission boundaries (allowed_tools, allowed_destinations) apply in all of them.
+// The modes.
 const (
-	// ModeObserve learns the workload's profile; no profile-deviation findings.
-	ModeObserve Mode = "observe"
-	// ModeAlert emits findings for every rule that matches.
-	ModeAlert Mode = "alert"
-	// ModeEnforce is alert plus kernel enforcement of the complete profile (see enforcement.go).
-	ModeEnforce Mode = "enforce"
+	ModeObserve = profile.ModeObserve
+	ModeAlert   = profile.ModeAlert
+	ModeEnforce = profile.ModeEnforce
 )
 
-func (m Mode) alerting() bool { return m == ModeAlert || m == ModeEnforce }
+// LearningConfig is the learning window of the behavioural profiles (profile.LearningConfig).
+type LearningConfig = profile.LearningConfig
 
 // Config is the configuration of the attack-story processor. Every key is documented in README.md.
 type Config struct {
@@ -51,9 +52,9 @@ type Config struct {
 	// for files edited by hand.
 	ProfilesSaveInterval time.Duration `mapstructure:"profiles_save_interval"`
 	// Learning is the learning window of the profiles.
-	Learning LearningConfig `mapstructure:"learning"`
+	Learning profile.LearningConfig `mapstructure:"learning"`
 	// DefaultMode is the mode of workloads that no entry of Workloads matches.
-	DefaultMode Mode `mapstructure:"default_mode"`
+	DefaultMode profile.Mode `mapstructure:"default_mode"`
 	// Workloads are per-workload modes and declared permission boundaries; the first entry
 	// whose match fits a story's resource applies.
 	Workloads []WorkloadConfig `mapstructure:"workloads"`
@@ -72,28 +73,12 @@ type Config struct {
 	_ struct{}
 }
 
-// LearningConfig is the learning window of the behavioural profiles.
-type LearningConfig struct {
-	// MinStories is the number of stories a profile learns before it can be complete.
-	MinStories int `mapstructure:"min_stories"`
-	// MinDuration is how long after its first story a profile can be complete.
-	MinDuration time.Duration `mapstructure:"min_duration"`
-	// ContinueAfterComplete keeps learning after the profile is complete (each change then
-	// increments its version).
-	ContinueAfterComplete bool `mapstructure:"continue_after_complete"`
-	// MaxEntries bounds each list of a profile (tools, files, destinations, ...).
-	MaxEntries int `mapstructure:"max_entries"`
-	// EntryPoints are span names or code.function.name values of roots that make a story
-	// learnable, besides prompt spans and configured functions.
-	EntryPoints []string `mapstructure:"entry_points"`
-}
-
 // WorkloadConfig selects workloads by resource attributes and sets their mode and boundaries.
 type WorkloadConfig struct {
 	// Match maps resource attribute names to the values a workload must have (all of them).
 	Match map[string]string `mapstructure:"match"`
 	// Mode overrides default_mode.
-	Mode Mode `mapstructure:"mode"`
+	Mode profile.Mode `mapstructure:"mode"`
 	// AllowedTools is a declared boundary: any other tool is a finding, in every mode.
 	AllowedTools []string `mapstructure:"allowed_tools"`
 	// AllowedDestinations is a declared boundary: egress elsewhere is a finding, in every mode.
@@ -193,12 +178,12 @@ func createDefaultConfig() *Config {
 		MaxSpansPerStory:     defaultMaxSpansPerStory,
 		Stitching:            true,
 		ProfilesSaveInterval: defaultProfilesSaveInterval,
-		Learning: LearningConfig{
+		Learning: profile.LearningConfig{
 			MinStories:  defaultMinStories,
 			MinDuration: defaultMinDuration,
 			MaxEntries:  defaultMaxEntries,
 		},
-		DefaultMode:      ModeObserve,
+		DefaultMode:      profile.ModeObserve,
 		SensitivePaths:   defaultSensitivePaths(),
 		InjectionMarkers: defaultInjectionMarkers(),
 		Rules:            RulesConfig{DataVolumeFactor: defaultDataVolumeFactor},
@@ -255,15 +240,15 @@ func (c *Config) Validate() error {
 	if c.Learning.MaxEntries < 1 {
 		return fmt.Errorf(`"learning.max_entries" must be at least 1, got %d`, c.Learning.MaxEntries)
 	}
-	if c.Learning.MaxEntries > maxProfileEntries {
-		return fmt.Errorf(`"learning.max_entries" must be at most %d (what a profile file may hold), got %d`, maxProfileEntries, c.Learning.MaxEntries)
+	if c.Learning.MaxEntries > profile.MaxProfileEntries {
+		return fmt.Errorf(`"learning.max_entries" must be at most %d (what a profile file may hold), got %d`, profile.MaxProfileEntries, c.Learning.MaxEntries)
 	}
 	for i, e := range c.Learning.EntryPoints {
 		if strings.TrimSpace(e) == "" {
 			return fmt.Errorf(`"learning.entry_points[%d]" must not be empty`, i)
 		}
 	}
-	if err := validMode(c.DefaultMode, false); err != nil {
+	if err := profile.ValidMode(c.DefaultMode, false); err != nil {
 		return fmt.Errorf(`"default_mode": %w`, err)
 	}
 	for i, p := range c.SensitivePaths {
@@ -301,24 +286,12 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func validMode(m Mode, allowEmpty bool) error {
-	switch m {
-	case ModeObserve, ModeAlert, ModeEnforce:
-		return nil
-	case "":
-		if allowEmpty {
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not one of observe, alert, enforce", string(m))
-}
-
 // validate returns errors that start with the key below "workloads[i]." (the caller adds it).
 func (w *WorkloadConfig) validate() error {
 	if len(w.Match) == 0 {
 		return errors.New(`match" is required: at least one resource attribute, e.g. service.name`)
 	}
-	for _, k := range sortedKeys(w.Match) {
+	for _, k := range story.SortedKeys(w.Match) {
 		if !slices.Contains(matchKeys, k) {
 			return fmt.Errorf(`match": %q is not a supported attribute (%s)`, k, strings.Join(matchKeys, ", "))
 		}
@@ -326,7 +299,7 @@ func (w *WorkloadConfig) validate() error {
 			return fmt.Errorf(`match.%s" is empty`, k)
 		}
 	}
-	if err := validMode(w.Mode, true); err != nil {
+	if err := profile.ValidMode(w.Mode, true); err != nil {
 		return fmt.Errorf(`mode": %w`, err)
 	}
 	for i, t := range w.AllowedTools {
@@ -392,13 +365,4 @@ func parseSeverity(s string) (int, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("%q is not a severity (informational, low, medium, high, critical, fatal or 1-6)", s)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

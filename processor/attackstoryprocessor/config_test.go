@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 func loadTestConfig(t *testing.T, name string) (*Config, error) {
@@ -45,8 +47,8 @@ func TestLoadConfig(t *testing.T) {
 		assert.True(t, cfg.Stitching)
 		assert.Empty(t, cfg.ProfilesDir)
 		assert.Equal(t, 5*time.Second, cfg.ProfilesSaveInterval)
-		assert.Equal(t, LearningConfig{MinStories: 20, MinDuration: time.Hour, MaxEntries: 256}, cfg.Learning)
-		assert.Equal(t, ModeObserve, cfg.DefaultMode)
+		assert.Equal(t, profile.LearningConfig{MinStories: 20, MinDuration: time.Hour, MaxEntries: 256}, cfg.Learning)
+		assert.Equal(t, profile.ModeObserve, cfg.DefaultMode)
 		assert.Equal(t, []string{"*/customers.*", "*.db", "*/secrets/*", "/etc/shadow"}, cfg.SensitivePaths)
 		assert.Contains(t, cfg.InjectionMarkers, "ignore previous instructions")
 		assert.Equal(t, RulesConfig{DataVolumeFactor: 10}, cfg.Rules)
@@ -59,11 +61,11 @@ func TestLoadConfig(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, time.Second, cfg.CompletionGrace)
 		assert.Equal(t, "/var/lib/agenttrail/profiles", cfg.ProfilesDir)
-		assert.Equal(t, LearningConfig{MinStories: 30, MinDuration: 2 * time.Hour, ContinueAfterComplete: true, MaxEntries: 128, EntryPoints: []string{"nightly-export"}}, cfg.Learning)
+		assert.Equal(t, profile.LearningConfig{MinStories: 30, MinDuration: 2 * time.Hour, ContinueAfterComplete: true, MaxEntries: 128, EntryPoints: []string{"nightly-export"}}, cfg.Learning)
 		require.Len(t, cfg.Workloads, 2)
 		w := cfg.Workloads[0]
 		assert.Equal(t, map[string]string{"service.name": "customer-agent"}, w.Match)
-		assert.Equal(t, ModeAlert, w.Mode)
+		assert.Equal(t, profile.ModeAlert, w.Mode)
 		assert.Equal(t, []string{"accounts-summary", "recent-transactions", "transfers-low-value"}, w.AllowedTools)
 		assert.Equal(t, []string{"127.0.0.1:18443", "10.0.0.0/8", "api.example.com:443"}, w.AllowedDestinations)
 		assert.Equal(t, []string{"*/customers.csv", "/data/**"}, w.SensitivePaths)
@@ -71,7 +73,7 @@ func TestLoadConfig(t *testing.T) {
 		assert.Equal(t, 20, w.MaxConnects)
 		assert.Equal(t, []FlowConfig{{Tool: "customer-data-export", Data: "*/customers.csv", Destination: "10.20.0.5:443", MaxBytes: 50_000_000}}, w.AllowedFlows)
 		assert.Equal(t, map[string]string{"k8s.namespace.name": "customer-ai", "k8s.deployment.name": "support-agent"}, cfg.Workloads[1].Match)
-		assert.Equal(t, ModeEnforce, cfg.Workloads[1].Mode)
+		assert.Equal(t, profile.ModeEnforce, cfg.Workloads[1].Mode)
 		assert.Equal(t, []string{"data_volume_anomaly"}, cfg.Rules.Disabled)
 		assert.InDelta(t, 20, cfg.Rules.DataVolumeFactor, 0)
 		require.Len(t, cfg.CustomRules, 1)
@@ -104,12 +106,12 @@ func TestValidate(t *testing.T) {
 		{"min stories", func(c *Config) { c.Learning.MinStories = 0 }, `"learning.min_stories" must be at least 1`},
 		{"min duration", func(c *Config) { c.Learning.MinDuration = -time.Second }, `"learning.min_duration" must not be negative`},
 		{"max entries", func(c *Config) { c.Learning.MaxEntries = 0 }, `"learning.max_entries" must be at least 1`},
-		{"max entries over a file's", func(c *Config) { c.Learning.MaxEntries = maxProfileEntries + 1 }, `"learning.max_entries" must be at most 10000`},
+		{"max entries over a file's", func(c *Config) { c.Learning.MaxEntries = profile.MaxProfileEntries + 1 }, `"learning.max_entries" must be at most 10000`},
 		{"entry point", func(c *Config) { c.Learning.EntryPoints = []string{"nightly-export", ""} }, `"learning.entry_points[1]" must not be empty`},
 		{"default mode", func(c *Config) { c.DefaultMode = "watch" }, `"default_mode": "watch" is not one of observe, alert, enforce`},
 		{"sensitive path", func(c *Config) { c.SensitivePaths = []string{"*.db", " "} }, `"sensitive_paths[1]": empty pattern`},
 		{"marker", func(c *Config) { c.InjectionMarkers = []string{""} }, `"injection_markers[0]" is empty`},
-		{"workload without match", func(c *Config) { c.Workloads = []WorkloadConfig{{Mode: ModeAlert}} }, `"workloads[0].match" is required`},
+		{"workload without match", func(c *Config) { c.Workloads = []WorkloadConfig{{Mode: profile.ModeAlert}} }, `"workloads[0].match" is required`},
 		{"workload match key", func(c *Config) {
 			c.Workloads = []WorkloadConfig{{Match: map[string]string{"service_name": "x"}}}
 		}, `"workloads[0].match": "service_name" is not a supported attribute`},

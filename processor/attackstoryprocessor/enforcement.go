@@ -1,7 +1,6 @@
 package attackstoryprocessor
 
 import (
-	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -23,8 +22,8 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/enforce"
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // Kernel enforcement of workloads in mode enforce (agent mode: the collector runs on the node
@@ -83,85 +82,6 @@ const (
 // toolNotEnforceableText explains attrEnforcementTool=not_enforceable.
 const toolNotEnforceableText = "not enforceable: this kernel cannot stop a user-space function from a uprobe " +
 	"(no bpf_override_return for uprobes, no BPF LSM), so the tool call ran; only its egress and execs are enforced"
-
-// kernelPolicy is what the kernel can enforce of a profile and the declared boundaries.
-type kernelPolicy struct {
-	dests         []enforce.Destination
-	execs         []string
-	unenforceable []string // entries the kernel cannot express (host names): connections to them are refused
-}
-
-// buildKernelPolicy: the profile's destinations (their CIDR, else their address, with their
-// port; 0 is any port) and the declared allowed_destinations (IP, CIDR, with or without port;
-// "*:port" is any address), and the profile's executables.
-func buildKernelPolicy(d *profileData, declared []string) kernelPolicy {
-	var k kernelPolicy
-	for _, dst := range d.Destinations {
-		var pfx netip.Prefix
-		if p, err := netip.ParsePrefix(dst.CIDR); err == nil {
-			pfx = p.Masked()
-		} else if a, err := netip.ParseAddr(dst.Address); err == nil {
-			a = a.Unmap()
-			pfx = netip.PrefixFrom(a, a.BitLen())
-		} else {
-			k.unenforceable = append(k.unenforceable, fmt.Sprintf("profile destination %s:%d (a host name: the kernel sees addresses only)", cmp.Or(dst.Host, dst.Address), dst.Port))
-			continue
-		}
-		k.dests = append(k.dests, enforce.Destination{Prefix: pfx, Port: uint16(dst.Port)})
-	}
-	for _, s := range declared {
-		m, err := match.ParseDest(s)
-		if err != nil {
-			continue
-		}
-		switch {
-		case m.Prefix.IsValid():
-			k.dests = append(k.dests, enforce.Destination{Prefix: m.Prefix, Port: uint16(m.Port)})
-		case m.AnyIP:
-			k.dests = append(k.dests,
-				enforce.Destination{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Port: uint16(m.Port)},
-				enforce.Destination{Prefix: netip.MustParsePrefix("::/0"), Port: uint16(m.Port)})
-		default:
-			k.unenforceable = append(k.unenforceable, "allowed_destinations entry "+strconv.Quote(s)+" (a host name: the kernel sees addresses only)")
-		}
-	}
-	slices.SortFunc(k.dests, func(a, b enforce.Destination) int {
-		if c := strings.Compare(a.Prefix.String(), b.Prefix.String()); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Port, b.Port)
-	})
-	k.dests = slices.Compact(k.dests)
-	k.execs = slices.Clone(d.Executables)
-	return k
-}
-
-// allowsDestination mirrors the kernel's check.
-func (k kernelPolicy) allowsDestination(addr netip.Addr, port int) bool {
-	addr = addr.Unmap()
-	for _, d := range k.dests {
-		if (d.Port == 0 || int(d.Port) == port) && d.Prefix.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
-
-func (k kernelPolicy) allowsExecutable(p string) bool { return slices.Contains(k.execs, p) }
-
-// hash identifies the policy, to tell whether a re-apply is needed.
-func (k kernelPolicy) hash(version int) string {
-	var sb strings.Builder
-	sb.WriteString(strconv.Itoa(version))
-	for _, d := range k.dests {
-		sb.WriteString("|" + d.Prefix.String() + ":" + strconv.Itoa(int(d.Port)))
-	}
-	sb.WriteString("|x")
-	for _, e := range k.execs {
-		sb.WriteString("|" + e)
-	}
-	return sb.String()
-}
 
 // decisionRule is the rule a kernel decision enforces.
 func decisionRule(d enforce.Decision) (rule, action string) {
@@ -294,9 +214,9 @@ func (e *enforcer) workload(key string) *workloadEnforcement {
 
 // configuredMode is the workload's mode: the profile's mode field when set (written by
 // `agenttrail profile promote`), else the configuration's.
-func configuredMode(pol *policy, prof *profile) Mode {
-	if prof != nil && prof.data.Mode != "" {
-		return Mode(prof.data.Mode)
+func configuredMode(pol *policy, prof *profile.Profile) profile.Mode {
+	if prof != nil && prof.Data.Mode != "" {
+		return profile.Mode(prof.Data.Mode)
 	}
 	return pol.mode
 }
@@ -310,16 +230,16 @@ func (e *enforcer) active(key string) bool {
 // observe records the process of a story of workload wid and returns the mode its story is
 // judged in: enforce only while programs are attached, else alert (fail safe: visible).
 // A newly seen process of a workload in mode enforce gets its cgroup enforced at once.
-func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *profile, profiles *profileStore) Mode {
+func (e *enforcer) observe(wid profile.WorkloadID, res pcommon.Map, pol *policy, prof *profile.Profile, profiles *profile.Store) profile.Mode {
 	mode := configuredMode(pol, prof)
 	pidv, ok := res.Get(story.AttrProcessPID)
 	if !ok {
-		if mode == ModeEnforce && !e.active(wid.key) {
-			return ModeAlert
+		if mode == profile.ModeEnforce && !e.active(wid.Key) {
+			return profile.ModeAlert
 		}
 		return mode
 	}
-	w := e.workload(wid.key)
+	w := e.workload(wid.Key)
 	w.pol = pol
 	pid := pidv.Int()
 	exe := story.AttrStr(res, story.AttrProcessExecutable)
@@ -338,12 +258,12 @@ func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *p
 			}
 		}
 	}
-	if mode == ModeEnforce {
+	if mode == profile.ModeEnforce {
 		if !w.resolved[pid] {
 			e.reconcileWorkload(w, prof, profiles)
 		}
-		if !e.active(wid.key) {
-			return ModeAlert
+		if !e.active(wid.Key) {
+			return profile.ModeAlert
 		}
 	}
 	return mode
@@ -351,18 +271,18 @@ func (e *enforcer) observe(wid workloadID, res pcommon.Map, pol *policy, prof *p
 
 // reconcile brings the kernel in line with every workload's mode and profile: called when the
 // profiles were reloaded or saved, and at start.
-func (e *enforcer) reconcile(profiles *profileStore) {
+func (e *enforcer) reconcile(profiles *profile.Store) {
 	if e.closed {
 		return
 	}
-	for _, key := range sortedKeys(profiles.byKey) {
-		p := profiles.byKey[key]
-		if p.data.Mode == string(ModeEnforce) || e.byKey[key] != nil || len(e.saved[key]) > 0 {
+	for _, key := range story.SortedKeys(profiles.ByKey) {
+		p := profiles.ByKey[key]
+		if p.Data.Mode == string(profile.ModeEnforce) || e.byKey[key] != nil || len(e.saved[key]) > 0 {
 			e.reconcileWorkload(e.workload(key), p, profiles)
 		}
 	}
-	for _, key := range sortedKeys(e.byKey) {
-		if profiles.byKey[key] == nil && len(e.byKey[key].attached) > 0 {
+	for _, key := range story.SortedKeys(e.byKey) {
+		if profiles.ByKey[key] == nil && len(e.byKey[key].attached) > 0 {
 			e.reconcileWorkload(e.byKey[key], nil, profiles)
 		}
 	}
@@ -372,20 +292,20 @@ func (e *enforcer) reconcile(profiles *profileStore) {
 
 // policyOf is the workload's resolved configuration: of its last story, or from its profile's
 // attributes when no story was seen since start.
-func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile) *policy {
+func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *policy {
 	if w.pol != nil {
 		return w.pol
 	}
 	res := pcommon.NewMap()
 	if prof != nil {
-		for k, v := range prof.data.Workload {
+		for k, v := range prof.Data.Workload {
 			res.PutStr(k, v)
 		}
 	}
 	return e.pols.resolve(res)
 }
 
-func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, profiles *profileStore) {
+func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profile, profiles *profile.Store) {
 	if e.closed {
 		return
 	}
@@ -396,11 +316,11 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 	pol := e.policyOf(w, prof)
 	mode := configuredMode(pol, prof)
 	switch {
-	case mode != ModeEnforce:
+	case mode != profile.ModeEnforce:
 		e.detachAll(w, "the workload's mode is now "+string(mode))
 		delete(w.logged, "waiting-complete")
 		return
-	case prof == nil || !prof.complete():
+	case prof == nil || !prof.Complete():
 		e.detachAll(w, "its profile is not complete")
 		if w.logOnce("waiting-complete") {
 			e.logger.Warn("Mode enforce waits for a complete profile: until then the workload is in mode alert",
@@ -462,20 +382,20 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 		return
 	}
 	delete(w.logged, "waiting-cgroup")
-	kp := buildKernelPolicy(&prof.data, pol.allowedRaw)
-	hash := kp.hash(prof.data.Version)
-	for _, cg := range sortedKeys(w.cgroups) {
+	kp := profile.BuildKernelPolicy(&prof.Data, pol.allowedRaw)
+	hash := kp.Hash(prof.Data.Version)
+	for _, cg := range story.SortedKeys(w.cgroups) {
 		if a := w.attached[cg]; a != nil && a.hash == hash {
 			continue
 		}
 		name := w.key + " @ " + cg
-		err := e.k.Apply(enforce.Policy{Workload: name, Cgroup: cg, AllowedDestinations: kp.dests,
-			AllowedExecutables: kp.execs, EnforceExec: true, ProfileVersion: prof.data.Version})
+		err := e.k.Apply(enforce.Policy{Workload: name, Cgroup: cg, AllowedDestinations: kernelDests(kp.Dests),
+			AllowedExecutables: kp.Execs, EnforceExec: true, ProfileVersion: prof.Data.Version})
 		if err != nil {
 			unavailable = "cannot attach the enforcement programs to " + cg + ": " + err.Error()
 			if w.logOnce("apply " + cg + " " + hash + " " + err.Error()) {
 				e.logger.Error("Cannot attach the enforcement programs; the workload stays in mode alert",
-					zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.data.Version), zap.Error(err))
+					zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.Data.Version), zap.Error(err))
 			}
 			continue
 		}
@@ -483,16 +403,16 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile, prof
 		e.byName[name] = w.key
 		e.mu.Unlock()
 		first := w.attached[cg] == nil
-		w.attached[cg] = &attachment{name: name, hash: hash, version: prof.data.Version}
+		w.attached[cg] = &attachment{name: name, hash: hash, version: prof.Data.Version}
 		msg := "Enforcement attached"
 		if !first {
 			msg = "Enforcement updated"
 		}
-		e.logger.Info(msg, zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.data.Version),
-			zap.Int("destinations", len(kp.dests)), zap.Int("executables", len(kp.execs)))
-		if len(kp.unenforceable) > 0 && w.logOnce("unenforceable "+hash) {
+		e.logger.Info(msg, zap.String("workload", w.key), zap.String("cgroup", cg), zap.Int("profile_version", prof.Data.Version),
+			zap.Int("destinations", len(kp.Dests)), zap.Int("executables", len(kp.Execs)))
+		if len(kp.Unenforceable) > 0 && w.logOnce("unenforceable "+hash) {
 			e.logger.Warn("Some allowed destinations cannot be enforced by the kernel: connections to them are refused unless their address is allowed otherwise",
-				zap.String("workload", w.key), zap.Strings("entries", kp.unenforceable))
+				zap.String("workload", w.key), zap.Strings("entries", kp.Unenforceable))
 		}
 	}
 }
@@ -510,7 +430,7 @@ func (e *enforcer) setUnavailable(key, why string) {
 		e.unavailable[key] = why
 	}
 	var msgs []string
-	for _, k := range sortedKeys(e.unavailable) {
+	for _, k := range story.SortedKeys(e.unavailable) {
 		msgs = append(msgs, "workload "+k+" stays in mode alert: "+e.unavailable[k])
 	}
 	msg := strings.Join(msgs, "; ")
@@ -529,7 +449,7 @@ func (e *enforcer) detachAll(w *workloadEnforcement, why string) {
 	if len(w.attached) == 0 {
 		return
 	}
-	for _, cg := range sortedKeys(w.attached) {
+	for _, cg := range story.SortedKeys(w.attached) {
 		e.remove(w, cg, w.attached[cg])
 	}
 	e.logger.Info("Enforcement removed: every program of the workload is detached", zap.String("workload", w.key), zap.String("reason", why))
@@ -599,7 +519,7 @@ func (e *enforcer) saveState() {
 	st := map[string][]string{}
 	for key, w := range e.byKey {
 		if len(w.attached) > 0 {
-			st[key] = sortedKeys(w.attached)
+			st[key] = story.SortedKeys(w.attached)
 		}
 	}
 	b, _ := json.Marshal(st)
@@ -808,7 +728,7 @@ func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
 	rs := td.ResourceSpans().AppendEmpty()
 	res := rs.Resource().Attributes()
 	if w := e.byKey[pd.key]; w != nil {
-		for _, k := range sortedKeys(w.attrs) {
+		for _, k := range story.SortedKeys(w.attrs) {
 			res.PutStr(k, w.attrs[k])
 		}
 	}
@@ -875,5 +795,11 @@ func writeBlocked(f *story.Facts, blocked []blockMatch) {
 	}
 }
 
-// errNotEnforceable is the CLI's error for a promotion to enforce of an incomplete profile.
-var errNotEnforceable = errors.New("a profile must be complete (status: complete) to be enforced")
+// kernelDests converts the profile's kernel destinations to the kernel package's.
+func kernelDests(ds []profile.KernelDest) []enforce.Destination {
+	out := make([]enforce.Destination, len(ds))
+	for i, d := range ds {
+		out[i] = enforce.Destination{Prefix: d.Prefix, Port: d.Port}
+	}
+	return out
+}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/enforce"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // fakeKernel stands in for internal/enforce in the processor's tests.
@@ -161,7 +162,7 @@ destinations:
   - {address: 127.0.0.1, cidr: 127.0.0.0/24, port: 18443}
 data_volume: {connects_p95: 2, connects_max: 2, bytes_sent_p95: 0, bytes_sent_max: 0, connects_samples: [], bytes_sent_samples: []}
 `
-	path := filepath.Join(dir, profileFileName(bankWorkloadKey))
+	path := filepath.Join(dir, profile.FileName(bankWorkloadKey))
 	require.NoError(t, os.WriteFile(path, []byte(y), 0o640))
 	return path
 }
@@ -175,8 +176,8 @@ func enforceConfig(t *testing.T, n node) *Config {
 
 // TestKernelPolicy: what the kernel enforces of a profile and the declared boundaries.
 func TestKernelPolicy(t *testing.T) {
-	d := &profileData{
-		Destinations: []profileDest{
+	d := &profile.Data{
+		Destinations: []profile.Dest{
 			{Address: "127.0.0.1", CIDR: "127.0.0.0/24", Port: 18443},
 			{CIDR: "10.1.2.0/24"},
 			{Address: "2001:db8::1", CIDR: "2001:db8::/64", Port: 443},
@@ -185,14 +186,14 @@ func TestKernelPolicy(t *testing.T) {
 		},
 		Executables: []string{"/usr/bin/git"},
 	}
-	k := buildKernelPolicy(d, []string{"198.51.100.7:8080", "203.0.113.0/24", "*:53", "*.internal:443", "bad entry"})
+	k := profile.BuildKernelPolicy(d, []string{"198.51.100.7:8080", "203.0.113.0/24", "*:53", "*.internal:443", "bad entry"})
 	var got []string
-	for _, x := range k.dests {
+	for _, x := range k.Dests {
 		got = append(got, x.Prefix.String()+":"+story.Itoa(int(x.Port)))
 	}
 	assert.Equal(t, []string{"0.0.0.0/0:53", "10.1.2.0/24:0", "127.0.0.0/24:18443", "192.0.2.9/32:25", "198.51.100.7/32:8080",
 		"2001:db8::/64:443", "203.0.113.0/24:0", "::/0:53"}, got)
-	assert.Len(t, k.unenforceable, 2, "the host names of the profile and of allowed_destinations")
+	assert.Len(t, k.Unenforceable, 2, "the host names of the profile and of allowed_destinations")
 	for _, c := range []struct {
 		addr string
 		port int
@@ -203,11 +204,11 @@ func TestKernelPolicy(t *testing.T) {
 		{"::ffff:127.0.0.1", 18443, true}, {"192.0.2.9", 25, true}, {"192.0.2.9", 26, false}, {"8.8.8.8", 53, true},
 		{"198.51.100.7", 8080, true}, {"203.0.113.99", 9, true},
 	} {
-		assert.Equal(t, c.want, k.allowsDestination(netip.MustParseAddr(c.addr), c.port), "%s:%d", c.addr, c.port)
+		assert.Equal(t, c.want, k.AllowsDestination(netip.MustParseAddr(c.addr), c.port), "%s:%d", c.addr, c.port)
 	}
-	assert.True(t, k.allowsExecutable("/usr/bin/git"))
-	assert.False(t, k.allowsExecutable("/bin/sh"))
-	assert.NotEqual(t, k.hash(3), k.hash(4))
+	assert.True(t, k.AllowsExecutable("/usr/bin/git"))
+	assert.False(t, k.AllowsExecutable("/bin/sh"))
+	assert.NotEqual(t, k.Hash(3), k.Hash(4))
 }
 
 // TestEnforceAttachesAndMatchesDecisions: a complete profile in mode enforce is attached to
@@ -375,7 +376,7 @@ func TestEnforceAtProcessStart(t *testing.T) {
 	assert.Empty(t, findingsOf(t, h.output()))
 	h.p.emit(context.Background(), true)
 	assert.Equal(t, before, readFile(t, path), "the profile learned nothing")
-	files, errs := ReadProfileDir(cfg.ProfilesDir)
+	files, errs := profile.ReadDir(cfg.ProfilesDir)
 	require.Empty(t, errs)
 	assert.Len(t, files, 1, "no profile for the workload never seen in a story")
 }
@@ -427,7 +428,7 @@ func TestEnforceFailSafe(t *testing.T) {
 func TestModeReloadFromYAML(t *testing.T) {
 	n := newNode(t, "4242", "/srv/bank/bin/customer-agent", "")
 	cfg := enforceConfig(t, n)
-	cfg.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: ModeAlert}}
+	cfg.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: profile.ModeAlert}}
 	path := completeProfile(t, cfg.ProfilesDir, "")
 	k := newFakeKernel()
 	h := newEnforceHarness(t, cfg, k, nil)
@@ -439,7 +440,7 @@ func TestModeReloadFromYAML(t *testing.T) {
 		h.clock.Advance(cfg.ProfilesSaveInterval + time.Second)
 		h.p.emit(context.Background(), false)
 	}
-	prev, err := SetProfileMode(path, ModeEnforce)
+	prev, err := profile.SetMode(path, profile.ModeEnforce)
 	require.NoError(t, err)
 	assert.Empty(t, prev)
 	tick()
@@ -448,14 +449,14 @@ func TestModeReloadFromYAML(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	assert.Contains(t, string(b), "status: complete\nmode: enforce")
 
-	_, err = SetProfileMode(path, ModeAlert)
+	_, err = profile.SetMode(path, profile.ModeAlert)
 	require.NoError(t, err)
 	tick()
 	assert.Equal(t, 0, k.nAttached(), "back to alert: detached")
 	assert.Len(t, k.removed, 1)
 	assert.Equal(t, int64(0), h.gauge("agenttrail.enforcement.attached_workloads"))
 
-	_, err = SetProfileMode(path, ModeEnforce)
+	_, err = profile.SetMode(path, profile.ModeEnforce)
 	require.NoError(t, err)
 	tick()
 	assert.Equal(t, 1, k.nAttached())
@@ -475,25 +476,25 @@ func TestSetProfileMode(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	learning := filepath.Join(dir, "learning.yaml")
 	require.NoError(t, os.WriteFile(learning, []byte(strings.Replace(string(b), "status: complete", "status: learning", 1)), 0o640))
-	_, err := SetProfileMode(learning, ModeEnforce)
-	require.ErrorIs(t, err, ErrProfileNotComplete)
-	_, err = SetProfileMode(learning, ModeAlert)
+	_, err := profile.SetMode(learning, profile.ModeEnforce)
+	require.ErrorIs(t, err, profile.ErrNotComplete)
+	_, err = profile.SetMode(learning, profile.ModeAlert)
 	require.NoError(t, err, "alert and observe need no complete profile")
-	_, err = SetProfileMode(path, "block")
+	_, err = profile.SetMode(path, "block")
 	require.Error(t, err)
-	prev, err := SetProfileMode(path, ModeEnforce)
+	prev, err := profile.SetMode(path, profile.ModeEnforce)
 	require.NoError(t, err)
 	assert.Empty(t, prev)
-	f, err := ReadProfileFile(path)
+	f, err := profile.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, "enforce", f.Mode())
-	prev, err = SetProfileMode(path, ModeObserve)
+	prev, err = profile.SetMode(path, profile.ModeObserve)
 	require.NoError(t, err)
 	assert.Equal(t, "enforce", prev)
 	after, _ := os.ReadFile(path)
 	assert.Equal(t, strings.Replace(string(b), "status: complete\n", "status: complete\nmode: observe # observe | alert | enforce: set by agenttrail profile promote; overrides the configuration\n", 1), string(after),
 		"only the mode line is added; comments and the rest stay")
-	_, err = parseProfile([]byte(strings.Replace(string(b), "status: complete\n", "status: complete\nmode: block\n", 1)))
+	_, err = profile.Parse([]byte(strings.Replace(string(b), "status: complete\n", "status: complete\nmode: block\n", 1)))
 	require.ErrorContains(t, err, `line 6: mode: "block" is not one of observe, alert, enforce`)
 }
 

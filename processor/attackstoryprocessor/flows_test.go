@@ -11,6 +11,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // nightlyExport: the export-job's nightly-export tool reads customers.csv and sends n bytes to
@@ -48,13 +49,13 @@ func TestLearnedFlow(t *testing.T) {
 	}
 	h.clock.Advance(time.Minute)
 	h.p.emit(context.Background(), false)
-	p, err := parseProfile([]byte(readFile(t, filepath.Join(dir, profileFileName("export-job /srv/bank/bin/export-job")))))
+	p, err := profile.Parse([]byte(readFile(t, filepath.Join(dir, profile.FileName("export-job /srv/bank/bin/export-job")))))
 	require.NoError(t, err)
-	require.Equal(t, statusComplete, p.data.Status)
-	assert.Equal(t, []profileFlow{{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443", BytesMax: 1_200_000}}, p.data.Flows)
+	require.Equal(t, profile.StatusComplete, p.Data.Status)
+	assert.Equal(t, []profile.Flow{{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443", BytesMax: 1_200_000}}, p.Data.Flows)
 
 	alert := *cfg
-	alert.DefaultMode = ModeAlert
+	alert.DefaultMode = profile.ModeAlert
 	h2 := newHarness(t, &alert)
 	assert.Empty(t, findingRules(t, h2, nightlyExport(10, "10.20.0.5", 1_150_000)), "the learned flow, a fresh connection")
 	assert.Empty(t, findingRules(t, h2, nightlyExport(11, "10.20.0.5", 11_000_000)), "within 10 × 1.2 MB")
@@ -76,7 +77,7 @@ func TestLearnedFlow(t *testing.T) {
 func TestDeclaredFlow(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.Workloads = []WorkloadConfig{{
-		Match: map[string]string{"service.name": "export-job"}, Mode: ModeAlert,
+		Match: map[string]string{"service.name": "export-job"}, Mode: profile.ModeAlert,
 		AllowedFlows: []FlowConfig{
 			{Tool: "other-tool", Destination: "10.0.0.0/8"},
 			{Tool: "nightly-export", Data: "*/customers.csv", Destination: "10.20.0.0/16:443", MaxBytes: 5_000_000},
@@ -100,8 +101,8 @@ func TestFlowsOfAStory(t *testing.T) {
 	c := p.connect(tool, 1950, 1950.2, "10.9.9.9", 443)
 	p.spans[c.idx].span.Attributes().PutStr("error.type", "ECONNREFUSED")
 	f := storyFacts(t, b)
-	fl := storyFlows(f, match.MustCompile(defaultSensitivePaths()))
+	fl := profile.StoryFlows(f, match.MustCompile(defaultSensitivePaths()))
 	require.Len(t, fl, 1)
-	assert.Equal(t, profileFlow{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443"}, fl[0].flow)
-	assert.EqualValues(t, 2_000, fl[0].bytes)
+	assert.Equal(t, profile.Flow{Tool: "nightly-export", Data: "*/customers.*", Destination: "10.20.0.5:443"}, fl[0].Flow)
+	assert.EqualValues(t, 2_000, fl[0].Bytes)
 }

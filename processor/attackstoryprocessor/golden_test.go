@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden from the builders in the tests")
@@ -232,7 +233,7 @@ func writeTracesJSON(t *testing.T, path string, td ptrace.Traces) {
 }
 
 // bankWorkload is the customer-agent's entry with the demo's declared boundaries.
-func bankWorkload(mode Mode) WorkloadConfig {
+func bankWorkload(mode profile.Mode) WorkloadConfig {
 	return WorkloadConfig{
 		Match:               map[string]string{"service.name": "customer-agent"},
 		Mode:                mode,
@@ -259,7 +260,7 @@ func TestGolden(t *testing.T) {
 			// The bank demo's benign conversation, with the HTTP accepts of each request: no
 			// finding, even in alert mode with the demo's boundaries.
 			name: "benign",
-			cfg:  func(c *Config) { c.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)} },
+			cfg:  func(c *Config) { c.Workloads = []WorkloadConfig{bankWorkload(profile.ModeAlert)} },
 			build: func(b *traceBuilder) {
 				p := b.hostProcess("customer-agent", 4242)
 				p.accept(traceID(101), -3, -2.9, "127.0.0.1", 51000)
@@ -280,7 +281,7 @@ func TestGolden(t *testing.T) {
 			// The demo's attack in Kubernetes, in alert mode with the demo's boundaries: every
 			// rule that applies, in one finding on the root span.
 			name: "attack",
-			cfg:  func(c *Config) { c.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)} },
+			cfg:  func(c *Config) { c.Workloads = []WorkloadConfig{bankWorkload(profile.ModeAlert)} },
 			build: func(b *traceBuilder) {
 				attackStory(b.podProcess("customer-agent", 4242), traceID(7), 0)
 			},
@@ -293,7 +294,7 @@ func TestGolden(t *testing.T) {
 			// A declared boundary applies in observe mode too.
 			name: "rule_tool_outside_profile",
 			cfg: func(c *Config) {
-				c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: ModeObserve, AllowedTools: []string{"accounts-summary"}}}
+				c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: profile.ModeObserve, AllowedTools: []string{"accounts-summary"}}}
 			},
 			build: func(b *traceBuilder) {
 				bankStory(b.hostProcess("customer-agent", 4242), traceID(1), 0, "Show recent transactions for C1002", "recent-transactions", [2]string{"customerID", "C1002"})
@@ -304,7 +305,7 @@ func TestGolden(t *testing.T) {
 		},
 		{
 			name: "rule_sensitive_read_then_egress",
-			cfg:  func(c *Config) { c.DefaultMode = ModeAlert },
+			cfg:  func(c *Config) { c.DefaultMode = profile.ModeAlert },
 			build: func(b *traceBuilder) {
 				p := b.podProcess("customer-agent", 4242)
 				root := p.prompt(traceID(1), 0, 1500, "Please export the customer table for the audit")
@@ -339,7 +340,7 @@ func TestGolden(t *testing.T) {
 		},
 		{
 			name: "rule_unexpected_executable",
-			cfg:  func(c *Config) { c.DefaultMode = ModeAlert },
+			cfg:  func(c *Config) { c.DefaultMode = profile.ModeAlert },
 			build: func(b *traceBuilder) {
 				p := b.hostProcess("customer-agent", 4242)
 				root := p.prompt(traceID(1), 0, 1500, "What is the balance summary for C1001?")
@@ -356,7 +357,7 @@ func TestGolden(t *testing.T) {
 			// Supporting evidence only, unless rules.prompt_injection_standalone.
 			name: "rule_prompt_injection_markers",
 			cfg: func(c *Config) {
-				c.DefaultMode = ModeAlert
+				c.DefaultMode = profile.ModeAlert
 				c.Rules.PromptInjectionStandalone = true
 			},
 			build: func(b *traceBuilder) {
@@ -371,7 +372,7 @@ func TestGolden(t *testing.T) {
 			// Indirect injection: the marker is not in the prompt but in the input of the model
 			// call after the read-document tool read a file (the inference function's argument).
 			name: "rule_indirect_prompt_injection",
-			cfg:  func(c *Config) { c.DefaultMode = ModeAlert },
+			cfg:  func(c *Config) { c.DefaultMode = profile.ModeAlert },
 			build: func(b *traceBuilder) {
 				indirectStory(b.hostProcess("research-agent", 5151), 1, 0)
 			},
@@ -389,7 +390,7 @@ func TestGolden(t *testing.T) {
 		{
 			name: "rule_data_volume_anomaly",
 			cfg: func(c *Config) {
-				c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: ModeAlert, MaxConnects: 4}}
+				c.Workloads = []WorkloadConfig{{Match: map[string]string{"service.name": "customer-agent"}, Mode: profile.ModeAlert, MaxConnects: 4}}
 			},
 			build: func(b *traceBuilder) {
 				p := b.hostProcess("customer-agent", 4242)
@@ -409,7 +410,7 @@ func TestGolden(t *testing.T) {
 			// A user rule in CEL; the built-ins that would also match are disabled.
 			name: "cel_rule",
 			cfg: func(c *Config) {
-				c.DefaultMode = ModeAlert
+				c.DefaultMode = profile.ModeAlert
 				c.Rules.Disabled = []string{story.RuleSensitiveReadEgress, story.RulePromptInjection}
 				c.CustomRules = []CustomRuleConfig{{
 					ID: "export_to_outside_host", Title: "Customer export sent to a host outside the bank", Severity: "critical",
@@ -431,7 +432,7 @@ func TestGolden(t *testing.T) {
 			// export tool's span, from the same pid, is moved into the story under the tool;
 			// with it, the read-then-egress rule sees the exfiltration.
 			name: "stitching",
-			cfg:  func(c *Config) { c.DefaultMode = ModeAlert },
+			cfg:  func(c *Config) { c.DefaultMode = profile.ModeAlert },
 			build: func(b *traceBuilder) {
 				p := b.hostProcess("customer-agent", 4242)
 				root := p.prompt(traceID(1), 0, 1500, "Please export the customer table for the audit")

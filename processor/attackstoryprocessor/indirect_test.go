@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 const (
@@ -40,13 +41,13 @@ func TestIndirectInjection(t *testing.T) {
 	judge := func(t *testing.T, b *traceBuilder) []*hit {
 		t.Helper()
 		cfg := createDefaultConfig()
-		cfg.DefaultMode = ModeAlert
+		cfg.DefaultMode = profile.ModeAlert
 		f := storyFacts(t, b)
 		var markers []string
 		for _, m := range cfg.InjectionMarkers {
 			markers = append(markers, story.NormalizeSpace(strings.ToLower(m)))
 		}
-		c := &evalContext{f: f, pol: newPolicies(cfg).resolve(f.HeadResource()), mode: ModeAlert, cfg: cfg, markers: markers, disabled: map[string]bool{}}
+		c := &evalContext{f: f, pol: newPolicies(cfg).resolve(f.HeadResource()), mode: profile.ModeAlert, cfg: cfg, markers: markers, disabled: map[string]bool{}}
 		return c.evaluate()
 	}
 	ids := func(hits []*hit) []string {
@@ -129,7 +130,7 @@ func TestIndirectInjection(t *testing.T) {
 // quotes the marker and names the source, nothing else of the document.
 func TestIndirectInjectionExportsNoContent(t *testing.T) {
 	cfg := createDefaultConfig()
-	cfg.DefaultMode = ModeAlert
+	cfg.DefaultMode = profile.ModeAlert
 	h := newHarness(t, cfg)
 	b := newTraceBuilder()
 	indirectStory(b.hostProcess("research-agent", 5151), 1, 0)
@@ -157,7 +158,7 @@ func TestIndirectInjectionExportsNoContent(t *testing.T) {
 // TestCELModelInputs: a custom rule can look at the texts the model was given.
 func TestCELModelInputs(t *testing.T) {
 	cfg := createDefaultConfig()
-	cfg.DefaultMode = ModeAlert
+	cfg.DefaultMode = profile.ModeAlert
 	cfg.Rules.Disabled = []string{story.RuleIndirectInjection}
 	cfg.CustomRules = []CustomRuleConfig{{
 		ID:         "forward_in_document",

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // acceptWouldBlock is a non-blocking accept that found no connection pending, as the receiver
@@ -68,11 +69,11 @@ func TestLearningCountsConfiguredRootsOnly(t *testing.T) {
 	h.settle()
 	out := h.output()
 	assert.Equal(t, 10+2*2+2*6, out.SpanCount(), "orphan stories are kept and exported")
-	prof := h.p.profiles.find(workloadOf(resourceOf(noisyConversations(1))))
+	prof := h.p.profiles.Find(profile.WorkloadOf(resourceOf(noisyConversations(1))))
 	require.NotNil(t, prof)
-	assert.Equal(t, 2, prof.data.Stories, "only the conversations are learned")
-	assert.Equal(t, statusLearning, prof.data.Status, "2 of min_stories 3: the noise does not complete learning")
-	assert.Empty(t, prof.data.Files, "start-up opens do not shape the profile")
+	assert.Equal(t, 2, prof.Data.Stories, "only the conversations are learned")
+	assert.Equal(t, profile.StatusLearning, prof.Data.Status, "2 of min_stories 3: the noise does not complete learning")
+	assert.Empty(t, prof.Data.Files, "start-up opens do not shape the profile")
 	assert.EqualValues(t, 10+2, h.counter("agenttrail.attackstory.not_learned", "reason", story.NotLearnedNoEntryPoint))
 	assert.EqualValues(t, 2, h.counter("agenttrail.attackstory.not_learned", "reason", story.NotLearnedWouldBlock))
 	assert.EqualValues(t, 10+2*3, h.counter("agenttrail.attackstory.stories", "", ""))
@@ -87,7 +88,7 @@ func TestOrphanStoriesMakeNoProfile(t *testing.T) {
 	p.accept(traceID(2), 10, 10.1, "127.0.0.1", 51000)
 	h.replay(b.traces(), false)
 	h.settle()
-	assert.Nil(t, h.p.profiles.find(workloadOf(resourceOf(b))))
+	assert.Nil(t, h.p.profiles.Find(profile.WorkloadOf(resourceOf(b))))
 	assert.Equal(t, 2, h.output().SpanCount())
 }
 
@@ -116,14 +117,14 @@ func TestLearningEntryPoints(t *testing.T) {
 			h := newHarness(t, cfg)
 			h.replay(build().traces(), false)
 			h.settle()
-			prof := h.p.profiles.find(workloadOf(resourceOf(build())))
+			prof := h.p.profiles.Find(profile.WorkloadOf(resourceOf(build())))
 			if tc.learned == 0 {
 				assert.Nil(t, prof)
 				return
 			}
 			require.NotNil(t, prof)
-			assert.Equal(t, tc.learned, prof.data.Stories)
-			assert.Len(t, prof.data.Destinations, 1)
+			assert.Equal(t, tc.learned, prof.Data.Stories)
+			assert.Len(t, prof.Data.Destinations, 1)
 		})
 	}
 }
@@ -177,7 +178,7 @@ func TestLearningFromModelCallRoots(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
 	h.replay(b.traces(), false)
 	h.settle()
-	prof := h.p.profiles.find(workloadOf(resourceOf(b)))
+	prof := h.p.profiles.Find(profile.WorkloadOf(resourceOf(b)))
 	require.NotNil(t, prof)
-	assert.Equal(t, 1, prof.data.Stories)
+	assert.Equal(t, 1, prof.Data.Stories)
 }

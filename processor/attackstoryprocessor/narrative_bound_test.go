@@ -10,6 +10,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // openatSpan is an openat of a process with no configured function open: a span of its own.
@@ -72,7 +73,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 
 	t.Run("in the finding and its OCSF desc", func(t *testing.T) {
 		cfg := createDefaultConfig()
-		cfg.DefaultMode = ModeAlert
+		cfg.DefaultMode = profile.ModeAlert
 		h := newHarness(t, cfg)
 		b := newTraceBuilder()
 		catThenSend(b)

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // storyFacts runs the spans of b through a buffer and returns the facts of the one story.
@@ -83,7 +84,7 @@ func TestNarrative(t *testing.T) {
 
 func TestOCSF(t *testing.T) {
 	cfg := createDefaultConfig()
-	cfg.Workloads = []WorkloadConfig{bankWorkload(ModeAlert)}
+	cfg.Workloads = []WorkloadConfig{bankWorkload(profile.ModeAlert)}
 	h := newHarness(t, cfg)
 	b := newTraceBuilder()
 	attackStory(b.podProcess("customer-agent", 4242), traceID(9), 0)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // OCSF Detection Finding (schema 1.1.0), the class of every finding this processor emits.
@@ -199,7 +200,7 @@ type finding struct {
 	atlasIDs  []string
 	title     string
 	narrative string
-	mode      Mode
+	mode      profile.Mode
 	ocsf      string
 
 	toolNotEnforceable bool
@@ -284,8 +285,8 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 		info.Attacks = append(info.Attacks, att)
 	}
 
-	w := workloadOf(res)
-	resource := ocsfResource{UID: w.key, Name: story.AttrStr(res, story.AttrServiceName), Type: "AI agent workload",
+	w := profile.WorkloadOf(res)
+	resource := ocsfResource{UID: w.Key, Name: story.AttrStr(res, story.AttrServiceName), Type: "AI agent workload",
 		Data: map[string]any{"trace_id": traceID, "span_id": head.ID.String()}}
 	for _, k := range []string{story.AttrServiceName, story.AttrProcessPID, story.AttrProcessExecutable, story.AttrContainerID, story.AttrHostName,
 		story.AttrK8sNamespace, story.AttrK8sPod, story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet, story.AttrK8sContainer, story.AttrK8sServiceAccount, story.AttrK8sNodeName} {
@@ -340,7 +341,7 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 	}
 
 	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.ID.String(), Narrative: fd.narrative,
-		Mode: string(fd.mode), Workload: w.key, IncompleteStory: f.Story.Reason}
+		Mode: string(fd.mode), Workload: w.Key, IncompleteStory: f.Story.Reason}
 	for _, h := range fd.hits {
 		d := ocsfRuleDetail{RuleID: h.rule.id, SeverityID: h.severity, Atlas: h.rule.atlas, Explanation: h.rule.explanation}
 		for _, e := range h.evidence {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // storyProcessor buffers spans into stories and emits each story, with its finding if any,
@@ -31,7 +32,7 @@ type storyProcessor struct {
 	custom         []*customRule
 	markers        []string
 	disabled       map[string]bool
-	profiles       *profileStore
+	profiles       *profile.Store
 	enf            *enforcer
 	productVersion string
 	tickEvery      time.Duration
@@ -71,7 +72,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 		enf:            newEnforcer(cfg, pols, set.Logger, tel, clock),
 		custom:         custom,
 		disabled:       map[string]bool{},
-		profiles:       newProfileStore(cfg, set.Logger),
+		profiles:       profile.NewStore(cfg.ProfilesDir, cfg.ProfilesSaveInterval, cfg.Learning, set.Logger),
 		productVersion: set.BuildInfo.Version,
 		buf:            story.NewBuffer(limitsOf(cfg), tel),
 		loggedRuleErr:  map[string]bool{},
@@ -94,16 +95,16 @@ func (p *storyProcessor) Capabilities() consumer.Capabilities {
 
 // Start loads the profiles and starts the emitter.
 func (p *storyProcessor) Start(_ context.Context, host component.Host) error {
-	if err := p.profiles.start(p.clock.Now()); err != nil {
+	if err := p.profiles.Start(p.clock.Now()); err != nil {
 		return err
 	}
 	p.enf.host = host
 	var enforce []string
-	if p.cfg.DefaultMode == ModeEnforce {
+	if p.cfg.DefaultMode == profile.ModeEnforce {
 		enforce = append(enforce, "default_mode")
 	}
 	for _, e := range p.pols.entries {
-		if e.p.mode == ModeEnforce && e.p.configuredFor != "" {
+		if e.p.mode == profile.ModeEnforce && e.p.configuredFor != "" {
 			enforce = append(enforce, e.p.configuredFor)
 		}
 	}
@@ -238,7 +239,7 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", n), zap.Int("spans", td.SpanCount()), zap.Error(err))
 		}
 	}
-	if p.profiles.tick(now, flushAll) {
+	if p.profiles.Tick(now, flushAll) {
 		p.enf.reconcile(p.profiles)
 	}
 }
@@ -287,8 +288,8 @@ func (p *storyProcessor) lastSeenOf(pid uint32) time.Time {
 // (a new pod) is enforced before its first story. It creates no profile.
 func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
 	res := rs.Resource().Attributes()
-	wid := workloadOf(res)
-	prof := p.profiles.find(wid)
+	wid := profile.WorkloadOf(res)
+	prof := p.profiles.Find(wid)
 	if prof == nil {
 		return // a workload never seen: nothing learned, nothing to enforce
 	}
@@ -301,19 +302,19 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blo
 	st := f.Story
 	res := f.HeadResource()
 	pol := p.pols.resolve(res)
-	wid := workloadOf(res)
+	wid := profile.WorkloadOf(res)
 	// A story that may not be learned is judged against the workload's profile but never
 	// makes one.
 	notLearned := f.NotLearnable(p.cfg.Learning.EntryPoints)
-	var prof *profile
+	var prof *profile.Profile
 	if notLearned == "" {
-		prof = p.profiles.get(wid, now)
+		prof = p.profiles.Get(wid, now)
 	} else {
-		prof = p.profiles.find(wid)
+		prof = p.profiles.Find(wid)
 	}
 	mode := p.enf.observe(wid, res, pol, prof, p.profiles)
 	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
-		blocked: blocked, enforced: mode == ModeEnforce}
+		blocked: blocked, enforced: mode == profile.ModeEnforce}
 	hits := c.evaluate()
 	p.tel.unscannedTexts(f)
 	var fd *finding
@@ -324,7 +325,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blo
 		}
 		notLearned = story.NotLearnedFinding
 	} else if prof != nil && notLearned == "" {
-		prof.learn(f, st.Reason == "", now, p.cfg.Learning, pol.sensitive)
+		prof.Learn(f, st.Reason == "", now, p.cfg.Learning, pol.sensitive)
 	}
 	if notLearned != "" {
 		p.tel.notLearned(notLearned)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 const bankWorkloadKey = "customer-agent /srv/bank/bin/customer-agent"
@@ -46,7 +47,7 @@ func readFile(t *testing.T, path string) string {
 // complete profile frozen, then (in alert mode, after a restart) a tool outside it is a finding.
 func TestProfileLearningAndFreezing(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, profileFileName(bankWorkloadKey))
+	file := filepath.Join(dir, profile.FileName(bankWorkloadKey))
 	cfg := createDefaultConfig()
 	cfg.CompletionGrace = 2 * time.Second // the golden profile's times are laid out for a 2 s grace
 	cfg.ProfilesDir = dir
@@ -57,21 +58,21 @@ func TestProfileLearningAndFreezing(t *testing.T) {
 	h.replay(benignStories(1).traces(), false)
 	h.settle()
 	assert.Empty(t, findingsOf(t, h.output()))
-	p, err := parseProfile([]byte(readFile(t, file)))
+	p, err := profile.Parse([]byte(readFile(t, file)))
 	require.NoError(t, err)
-	assert.Equal(t, statusLearning, p.data.Status, "3 stories, but not a minute yet")
-	assert.Equal(t, 3, p.data.Stories)
-	assert.Equal(t, 0, p.data.Version)
+	assert.Equal(t, profile.StatusLearning, p.Data.Status, "3 stories, but not a minute yet")
+	assert.Equal(t, 3, p.Data.Stories)
+	assert.Equal(t, 0, p.Data.Version)
 
 	h.clock.Advance(time.Minute)
 	h.p.emit(context.Background(), false)
 	saved := readFile(t, file)
-	p, err = parseProfile([]byte(saved))
+	p, err = profile.Parse([]byte(saved))
 	require.NoError(t, err)
-	assert.Equal(t, statusComplete, p.data.Status)
-	assert.Equal(t, 1, p.data.Version)
-	assert.Equal(t, []string{"accounts-summary", "recent-transactions", "transfers-low-value"}, p.data.Tools)
-	assert.Equal(t, []profileDest{{Address: "127.0.0.1", CIDR: "127.0.0.0/24", Port: 18443}}, p.data.Destinations)
+	assert.Equal(t, profile.StatusComplete, p.Data.Status)
+	assert.Equal(t, 1, p.Data.Version)
+	assert.Equal(t, []string{"accounts-summary", "recent-transactions", "transfers-low-value"}, p.Data.Tools)
+	assert.Equal(t, []profile.Dest{{Address: "127.0.0.1", CIDR: "127.0.0.0/24", Port: 18443}}, p.Data.Destinations)
 	goldenProfile := filepath.Join("testdata", "golden", "profile_learning", "profile.yaml")
 	if *update {
 		require.NoError(t, os.MkdirAll(filepath.Dir(goldenProfile), 0o755))
@@ -89,7 +90,7 @@ func TestProfileLearningAndFreezing(t *testing.T) {
 
 	// A restart in alert mode loads the complete profile; the new tool is a finding.
 	cfg2 := *cfg
-	cfg2.DefaultMode = ModeAlert
+	cfg2.DefaultMode = profile.ModeAlert
 	h2 := newHarness(t, &cfg2)
 	assert.Equal(t, 1, h2.logs.FilterMessage("Loaded profile").Len())
 	h2.replay(deviatingStory(11).traces(), false)
@@ -107,31 +108,31 @@ func TestProfileContinueAfterComplete(t *testing.T) {
 	h := newHarness(t, cfg)
 	h.replay(benignStories(1).traces(), false)
 	h.settle()
-	p := h.p.profiles.byKey[bankWorkloadKey]
+	p := h.p.profiles.ByKey[bankWorkloadKey]
 	require.NotNil(t, p)
-	assert.Equal(t, statusComplete, p.data.Status)
-	assert.Equal(t, 3, p.data.Stories)
+	assert.Equal(t, profile.StatusComplete, p.Data.Status)
+	assert.Equal(t, 3, p.Data.Stories)
 	// complete after the first story (version 1), then two new tools: versions 2 and 3
-	assert.Equal(t, 3, p.data.Version)
-	assert.Equal(t, []string{"accounts-summary", "recent-transactions", "transfers-low-value"}, p.data.Tools)
-	assert.Equal(t, []string{"main.(*Agent).HandlePrompt"}, p.data.Functions["prompt"])
-	assert.Equal(t, []int64{2, 2, 2}, p.data.DataVolume.ConnectsSamples)
-	assert.EqualValues(t, 2, p.data.DataVolume.ConnectsP95)
+	assert.Equal(t, 3, p.Data.Version)
+	assert.Equal(t, []string{"accounts-summary", "recent-transactions", "transfers-low-value"}, p.Data.Tools)
+	assert.Equal(t, []string{"main.(*Agent).HandlePrompt"}, p.Data.Functions["prompt"])
+	assert.Equal(t, []int64{2, 2, 2}, p.Data.DataVolume.ConnectsSamples)
+	assert.EqualValues(t, 2, p.Data.DataVolume.ConnectsP95)
 }
 
 func TestProfileBounds(t *testing.T) {
-	p := newProfile(workloadID{key: "k", attrs: [][2]string{{"service.name", "k"}}}, baseTime)
+	p := profile.NewProfile(profile.WorkloadID{Key: "k", Attrs: [][2]string{{"service.name", "k"}}}, baseTime)
 	for i := range 5 {
-		p.addFile("/var/cache/app/"+strconv.Itoa(i)+"x/entry.json", 3)
+		p.AddFile("/var/cache/app/"+strconv.Itoa(i)+"x/entry.json", 3)
 	}
-	assert.Equal(t, []string{"/var/cache/app/*"}, p.data.Files, "the full list was folded into its folder")
-	assert.False(t, p.addFile("/var/cache/app/other.json", 3), "covered by the folder pattern")
-	p.addFile("/etc/a", 3)
-	p.addFile("/etc/b", 3)
-	p.addFile("/opt/c", 3)
-	assert.Contains(t, p.data.Truncated, "files")
-	assert.Len(t, p.data.Files, 3)
-	p95, mx := p95max([]int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 100})
+	assert.Equal(t, []string{"/var/cache/app/*"}, p.Data.Files, "the full list was folded into its folder")
+	assert.False(t, p.AddFile("/var/cache/app/other.json", 3), "covered by the folder pattern")
+	p.AddFile("/etc/a", 3)
+	p.AddFile("/etc/b", 3)
+	p.AddFile("/opt/c", 3)
+	assert.Contains(t, p.Data.Truncated, "files")
+	assert.Len(t, p.Data.Files, 3)
+	p95, mx := profile.P95max([]int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 100})
 	assert.EqualValues(t, 19, p95)
 	assert.EqualValues(t, 100, mx)
 }
@@ -139,15 +140,15 @@ func TestProfileBounds(t *testing.T) {
 // goodProfile is a complete profile of the bank's customer-agent that knows one tool.
 func goodProfile(t *testing.T, tools ...string) string {
 	t.Helper()
-	p := newProfile(workloadOf(resourceOf(benignStories(1))), baseTime)
-	p.data.Status = statusComplete
-	p.data.Version = 1
-	p.data.Stories = 20
-	p.data.FirstSeen = baseTime
-	p.data.Completed = baseTime.Add(time.Hour)
-	p.data.Tools = tools
-	p.data.Destinations = []profileDest{{Address: "127.0.0.1", CIDR: "127.0.0.0/24", Port: 18443}}
-	b, err := marshalProfile(&p.data)
+	p := profile.NewProfile(profile.WorkloadOf(resourceOf(benignStories(1))), baseTime)
+	p.Data.Status = profile.StatusComplete
+	p.Data.Version = 1
+	p.Data.Stories = 20
+	p.Data.FirstSeen = baseTime
+	p.Data.Completed = baseTime.Add(time.Hour)
+	p.Data.Tools = tools
+	p.Data.Destinations = []profile.Dest{{Address: "127.0.0.1", CIDR: "127.0.0.0/24", Port: 18443}}
+	b, err := profile.Marshal(&p.Data)
 	require.NoError(t, err)
 	return string(b)
 }
@@ -171,13 +172,13 @@ func writeWithNewTime(t *testing.T, path, content string, at time.Time) {
 // file and line; the last good version stays in use and the file is not overwritten.
 func TestCorruptProfile(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, profileFileName(bankWorkloadKey))
+	file := filepath.Join(dir, profile.FileName(bankWorkloadKey))
 	good := goodProfile(t, "accounts-summary")
 	writeWithNewTime(t, file, good, time.Now().Add(-time.Hour))
 
 	cfg := createDefaultConfig()
 	cfg.ProfilesDir = dir
-	cfg.DefaultMode = ModeAlert
+	cfg.DefaultMode = profile.ModeAlert
 	cfg.Learning.ContinueAfterComplete = true // so that stories make the profile want a save
 	h := newHarness(t, cfg)
 	require.Equal(t, 1, h.logs.FilterMessage("Loaded profile").Len())
@@ -222,7 +223,7 @@ func TestCorruptProfile(t *testing.T) {
 // though the workload is learned afresh in memory.
 func TestCorruptProfileAtStart(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, profileFileName(bankWorkloadKey))
+	file := filepath.Join(dir, profile.FileName(bankWorkloadKey))
 	bad := strings.Replace(goodProfile(t, "accounts-summary"), "status: complete", "status: done", 1)
 	require.NoError(t, os.WriteFile(file, []byte(bad), 0o600))
 	cfg := createDefaultConfig()
@@ -238,7 +239,7 @@ func TestCorruptProfileAtStart(t *testing.T) {
 	h.clock.Advance(time.Minute)
 	h.p.emit(context.Background(), false)
 	assert.Equal(t, bad, readFile(t, file))
-	assert.Equal(t, 3, h.p.profiles.byKey[bankWorkloadKey].data.Stories, "learned in memory")
+	assert.Equal(t, 3, h.p.profiles.ByKey[bankWorkloadKey].Data.Stories, "learned in memory")
 }
 
 func TestParseProfileErrors(t *testing.T) {
@@ -259,7 +260,7 @@ func TestParseProfileErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(good, tc.old, tc.new, 1)
 			require.NotEqual(t, good, text)
-			_, err := parseProfile([]byte(text))
+			_, err := profile.Parse([]byte(text))
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.True(t, strings.HasPrefix(err.Error(), "line "), err.Error())
@@ -268,6 +269,6 @@ func TestParseProfileErrors(t *testing.T) {
 			}
 		})
 	}
-	_, err := parseProfile([]byte(good))
+	_, err := profile.Parse([]byte(good))
 	require.NoError(t, err)
 }

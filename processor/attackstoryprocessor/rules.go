@@ -8,6 +8,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // ruleDef describes a rule: built-in or custom.
@@ -96,8 +97,8 @@ func (h *hit) add(e evidence) {
 type evalContext struct {
 	f        *story.Facts
 	pol      *policy
-	prof     *profile // nil when not profiled
-	mode     Mode
+	prof     *profile.Profile // nil when not profiled
+	mode     profile.Mode
 	cfg      *Config
 	markers  []string
 	disabled map[string]bool
@@ -109,7 +110,7 @@ type evalContext struct {
 	toolSpans          []int        // those tools' spans
 }
 
-func (c *evalContext) profileComplete() bool { return c.prof != nil && c.prof.complete() }
+func (c *evalContext) profileComplete() bool { return c.prof != nil && c.prof.Complete() }
 
 // evaluate runs every rule and keeps what the mode allows: boundary evidence always,
 // everything else in alert and enforce modes only. prompt_injection_markers is kept only next
@@ -123,7 +124,7 @@ func (c *evalContext) evaluate() []*hit {
 		var ev []evidence
 		h.severity = 0
 		for _, e := range h.evidence {
-			if e.boundary || h.rule.supporting || c.mode.alerting() {
+			if e.boundary || h.rule.supporting || c.mode.Alerting() {
 				ev = append(ev, e)
 				h.severity = max(h.severity, e.severity)
 			}
@@ -157,7 +158,7 @@ func (c *evalContext) evaluate() []*hit {
 	if len(c.custom) > 0 {
 		var vars map[string]any
 		for _, cr := range c.custom {
-			if !cr.allModes && !c.mode.alerting() {
+			if !cr.allModes && !c.mode.Alerting() {
 				continue
 			}
 			if vars == nil {
@@ -178,7 +179,7 @@ func (c *evalContext) evaluate() []*hit {
 			primary++
 		}
 	}
-	if primary == 0 && !(standalone && c.mode.alerting()) {
+	if primary == 0 && !(standalone && c.mode.Alerting()) {
 		return nil
 	}
 	slices.SortStableFunc(hits, func(a, b *hit) int {
@@ -248,10 +249,10 @@ func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {
 		seen[t.Name] = true
 		switch {
 		case c.pol.allowedTools != nil && !hasKey(c.pol.allowedTools, t.Name):
-			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.Name, strings.Join(sortedKeys(c.pol.allowedTools), ", ")),
+			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.Name, strings.Join(story.SortedKeys(c.pol.allowedTools), ", ")),
 				boundary: true, severity: story.SevHigh, span: t.Span, event: -1})
-		case c.profileComplete() && !c.prof.hasTool(t.Name):
-			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.Name, c.prof.data.Version),
+		case c.profileComplete() && !c.prof.HasTool(t.Name):
+			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.Name, c.prof.Data.Version),
 				severity: story.SevMedium, span: t.Span, event: -1})
 		}
 	}
@@ -328,7 +329,7 @@ func (c *evalContext) knownFlow(fa *story.FileAccess, pattern string, e *story.E
 		return false, note
 	}
 	factor := c.cfg.Rules.DataVolumeFactor
-	known, learned := c.prof.knownFlow(flowOf(tool, pattern, *e), n, factor)
+	known, learned := c.prof.KnownFlow(profile.FlowOf(tool, pattern, *e), n, factor)
 	if known {
 		return true, ""
 	}
@@ -343,7 +344,7 @@ func (c *evalContext) knownDestination(e story.EgressCall) bool {
 	if c.pol.allowedDests != nil && c.pol.destinationAllowed(e) {
 		return true
 	}
-	return c.profileComplete() && c.prof.knowsDestination(e)
+	return c.profileComplete() && c.prof.KnowsDestination(e)
 }
 
 func (c *evalContext) egressOutsideProfile(r *ruleDef) *hit {
@@ -360,7 +361,7 @@ func (c *evalContext) egressOutsideProfile(r *ruleDef) *hit {
 		case c.pol.allowedDests != nil && !c.pol.destinationAllowed(*e):
 			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.Kind, e.Endpoint(), strings.Join(c.pol.allowedRaw, ", ")),
 				boundary: true, severity: story.SevHigh, span: e.Span, event: -1, egress: e})
-		case c.pol.allowedDests == nil && c.profileComplete() && !c.prof.knowsDestination(*e):
+		case c.pol.allowedDests == nil && c.profileComplete() && !c.prof.KnowsDestination(*e):
 			h.add(evidence{text: fmt.Sprintf("%s %s was never seen while the profile was learned", e.Kind, e.Endpoint()),
 				severity: story.SevMedium, span: e.Span, event: -1, egress: e})
 		}
@@ -379,7 +380,7 @@ func (c *evalContext) unexpectedExecutable(r *ruleDef) *hit {
 		}
 		tool := c.f.ToolName(e.Tool)
 		base := e.Path[strings.LastIndexByte(e.Path, '/')+1:]
-		known := c.profileComplete() && c.prof.hasExecutable(e.Path)
+		known := c.profileComplete() && c.prof.HasExecutable(e.Path)
 		switch {
 		case slices.Contains(shells, base) && !known:
 			h.add(evidence{text: fmt.Sprintf("tool %s started the shell %s", tool, e.Path), severity: story.SevHigh, span: e.Span, event: -1, exec: e})
@@ -536,8 +537,8 @@ func (c *evalContext) dataVolume(r *ruleDef) *hit {
 		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.Connects, c.pol.maxConnects), severity: story.SevMedium, span: f.Head, event: -1})
 	}
 	if c.profileComplete() {
-		c.prof.refreshVolume()
-		v := c.prof.data.DataVolume
+		c.prof.RefreshVolume()
+		v := c.prof.Data.DataVolume
 		if len(v.ConnectsSamples) > 0 || v.ConnectsMax > 0 {
 			limit := factor * float64(max(v.ConnectsP95, 1))
 			if float64(f.Connects) > limit {

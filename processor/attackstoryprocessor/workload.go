@@ -8,54 +8,12 @@ import (
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
-
-// workloadID identifies the workload a story belongs to, and so its profile: namespace,
-// controller and container in Kubernetes, else service.name and executable on a host.
-type workloadID struct {
-	key   string
-	attrs [][2]string // the attributes the key is made of, in key order
-}
-
-func workloadOf(res pcommon.Map) workloadID {
-	ns := story.AttrStr(res, story.AttrK8sNamespace)
-	if ns != "" {
-		for _, k := range []string{story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet} {
-			if name := story.AttrStr(res, k); name != "" {
-				w := workloadID{attrs: [][2]string{{story.AttrK8sNamespace, ns}, {k, name}}}
-				container := story.AttrStr(res, story.AttrK8sContainer)
-				if container != "" {
-					w.attrs = append(w.attrs, [2]string{story.AttrK8sContainer, container})
-				}
-				w.key = ns + "/" + name + "/" + container
-				return w
-			}
-		}
-	}
-	svc := story.AttrStr(res, story.AttrServiceName)
-	exe := story.AttrStr(res, story.AttrProcessExecutable)
-	w := workloadID{key: svc + " " + exe}
-	if svc != "" {
-		w.attrs = append(w.attrs, [2]string{story.AttrServiceName, svc})
-	}
-	if exe != "" {
-		w.attrs = append(w.attrs, [2]string{story.AttrProcessExecutable, exe})
-	}
-	return w
-}
-
-// workloadIDFromAttrs rebuilds the id from the attributes stored in a profile file.
-func workloadIDFromAttrs(m map[string]string) workloadID {
-	res := pcommon.NewMap()
-	for k, v := range m {
-		res.PutStr(k, v)
-	}
-	return workloadOf(res)
-}
 
 // policy is the resolved configuration of one workload.
 type policy struct {
-	mode          Mode
+	mode          profile.Mode
 	allowedTools  map[string]struct{} // nil: no boundary declared
 	allowedDests  []match.Dest        // nil: no boundary declared
 	allowedRaw    []string
@@ -122,7 +80,7 @@ func newPolicies(cfg *Config) *policies {
 			p.flows = append(p.flows, r)
 		}
 		var parts []string
-		for _, k := range sortedKeys(w.Match) {
+		for _, k := range story.SortedKeys(w.Match) {
 			parts = append(parts, k+"="+w.Match[k])
 		}
 		p.configuredFor = "workloads[" + strconv.Itoa(i) + "] (" + strings.Join(parts, ", ") + ")"

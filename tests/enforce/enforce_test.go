@@ -40,7 +40,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/containerid"
-	asp "github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
 )
 
@@ -499,7 +499,7 @@ service:
 	}
 
 	// 1. Observe: the profile learns from benign conversations until it is complete.
-	var prof *asp.ProfileFile
+	var prof *profile.File
 	for round := 0; prof == nil; round++ {
 		if round == 10 {
 			t.Fatalf("the profile did not complete after %d benign conversations:\n%s", round, tail(c.log, 30))
@@ -507,7 +507,7 @@ service:
 		benign("learn-" + strconv.Itoa(round))
 		deadline := time.Now().Add(5 * time.Second)
 		for prof == nil && time.Now().Before(deadline) {
-			files, _ := asp.ReadProfileDir(profiles)
+			files, _ := profile.ReadDir(profiles)
 			for _, f := range files {
 				if f.Workload()["service.name"] == "customer-agent" && f.Status() == "complete" {
 					prof = f
@@ -552,7 +552,7 @@ service:
 		t.Errorf("the dry run lists the model connection:\n%s", out)
 	}
 	t.Logf("dry run:\n%s", out)
-	if f, _ := asp.ReadProfileFile(prof.Path); f.Mode() != "" {
+	if f, _ := profile.ReadFile(prof.Path); f.Mode() != "" {
 		t.Errorf("the dry run changed the profile's mode to %q", f.Mode())
 	}
 	if n := cgroupPrograms(t, podCgroup); len(n) != 0 {

@@ -1,6 +1,7 @@
 package story
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -39,4 +40,14 @@ func Itoa(n int) string { return strconv.Itoa(n) }
 
 func NormalizeSpace(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// SortedKeys are the keys of m in order.
+func SortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

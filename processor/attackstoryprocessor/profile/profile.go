@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package profile
 
 import (
 	"bytes"
@@ -28,10 +28,10 @@ import (
 
 const (
 	profileFormat    = "agenttrail.profile/v1"
-	statusLearning   = "learning"
-	statusComplete   = "complete"
-	maxVolumeSamples = 100
-	maxProfiles      = 1000
+	StatusLearning   = "learning"
+	StatusComplete   = "complete"
+	MaxVolumeSamples = 100
+	MaxProfiles      = 1000
 )
 
 // Bounds of what a profile file may hold. A profile is learned from what traced (hostile)
@@ -39,11 +39,11 @@ const (
 // at start and whenever one changes: a file over a bound is refused, with an error naming it
 // and the key, like any other invalid profile.
 const (
-	maxProfileFileSize = 4 << 20 // bytes of a file
-	maxProfileEntries  = 10000   // entries of each list (learning.max_entries may not be more)
-	maxProfileString   = 4096    // bytes of a tool, function, path, pattern, address or host name
-	maxWorkloadAttrs   = 32      // workload attributes
-	maxProfileFiles    = 4 * maxProfiles
+	MaxProfileFileSize = 4 << 20 // bytes of a file
+	MaxProfileEntries  = 10000   // entries of each list (learning.max_entries may not be more)
+	MaxProfileString   = 4096    // bytes of a tool, function, path, pattern, address or host name
+	MaxWorkloadAttrs   = 32      // workload attributes
+	maxProfileFiles    = 4 * MaxProfiles
 )
 
 const profileHeader = `# AgentTrail behavioural profile of one workload, learned by the attackstory processor from the
@@ -52,8 +52,8 @@ const profileHeader = `# AgentTrail behavioural profile of one workload, learned
 # version stays in use. Format: processor/attackstoryprocessor/README.md, "Profiles".
 `
 
-// profileData is the YAML file of a profile.
-type profileData struct {
+// Data is the YAML file of a profile.
+type Data struct {
 	Format       string              `yaml:"format"`
 	Workload     map[string]string   `yaml:"workload"`
 	Status       string              `yaml:"status"`
@@ -67,29 +67,29 @@ type profileData struct {
 	Functions    map[string][]string `yaml:"functions,omitempty"`
 	Executables  []string            `yaml:"executables"`
 	Files        []string            `yaml:"files"`
-	Destinations []profileDest       `yaml:"destinations"`
-	DataVolume   dataVolume          `yaml:"data_volume"`
-	Flows        []profileFlow       `yaml:"flows,omitempty"`
+	Destinations []Dest              `yaml:"destinations"`
+	DataVolume   Volume              `yaml:"data_volume"`
+	Flows        []Flow              `yaml:"flows,omitempty"`
 	Truncated    []string            `yaml:"truncated,omitempty,flow"`
 }
 
-// profileFlow is a flow of sensitive data out of the workload: a tool that read a file of a
+// Flow is a flow of sensitive data out of the workload: a tool that read a file of a
 // sensitive_paths pattern, then sent data to a destination, with the most bytes seen.
-type profileFlow struct {
+type Flow struct {
 	Tool        string `yaml:"tool,omitempty"`
 	Data        string `yaml:"data"`
 	Destination string `yaml:"destination"`
 	BytesMax    int64  `yaml:"bytes_max"`
 }
 
-type profileDest struct {
+type Dest struct {
 	Address string `yaml:"address,omitempty"`
 	CIDR    string `yaml:"cidr,omitempty"`
 	Port    int    `yaml:"port"`
 	Host    string `yaml:"host,omitempty"`
 }
 
-type dataVolume struct {
+type Volume struct {
 	ConnectsP95      int64   `yaml:"connects_p95"`
 	ConnectsMax      int64   `yaml:"connects_max"`
 	BytesSentP95     int64   `yaml:"bytes_sent_p95"`
@@ -98,51 +98,51 @@ type dataVolume struct {
 	BytesSentSamples []int64 `yaml:"bytes_sent_samples,flow"`
 }
 
-// profile is a profile in memory: its data and the indexes the rules use.
-type profile struct {
-	id          workloadID
+// Profile is a profile in memory: its data and the indexes the rules use.
+type Profile struct {
+	ID          WorkloadID
 	file        string // base name in profiles_dir
-	data        profileData
-	files       []match.Path
+	Data        Data
+	Files       []match.Path
 	dests       []match.Dest
 	dirty       bool
 	blocked     bool // the file on disk is invalid: never overwrite it
 	volumeStale bool // data_volume p95/max to recompute from the samples
 }
 
-// refreshVolume recomputes the data-volume percentiles from the samples.
-func (p *profile) refreshVolume() {
+// RefreshVolume recomputes the data-volume percentiles from the samples.
+func (p *Profile) RefreshVolume() {
 	if !p.volumeStale {
 		return
 	}
-	v := &p.data.DataVolume
-	v.ConnectsP95, v.ConnectsMax = p95max(v.ConnectsSamples)
-	v.BytesSentP95, v.BytesSentMax = p95max(v.BytesSentSamples)
+	v := &p.Data.DataVolume
+	v.ConnectsP95, v.ConnectsMax = P95max(v.ConnectsSamples)
+	v.BytesSentP95, v.BytesSentMax = P95max(v.BytesSentSamples)
 	p.volumeStale = false
 }
 
-func (p *profile) complete() bool { return p.data.Status == statusComplete }
+func (p *Profile) Complete() bool { return p.Data.Status == StatusComplete }
 
-func (p *profile) hasTool(name string) bool { return containsSorted(p.data.Tools, name) }
+func (p *Profile) HasTool(name string) bool { return containsSorted(p.Data.Tools, name) }
 
-func (p *profile) hasExecutable(path string) bool { return containsSorted(p.data.Executables, path) }
+func (p *Profile) HasExecutable(path string) bool { return containsSorted(p.Data.Executables, path) }
 
-func (p *profile) knowsDestination(e story.EgressCall) bool {
+func (p *Profile) KnowsDestination(e story.EgressCall) bool {
 	for i, d := range p.dests {
 		if d.Matches(e.Addr, e.Port, e.Host) {
 			return true
 		}
-		if a := p.data.Destinations[i].Address; !e.Addr.IsValid() && a != "" && a == e.Address && (d.Port == 0 || d.Port == e.Port) {
+		if a := p.Data.Destinations[i].Address; !e.Addr.IsValid() && a != "" && a == e.Address && (d.Port == 0 || d.Port == e.Port) {
 			return true
 		}
 	}
 	return false
 }
 
-func (p *profile) index() {
-	p.files = match.MustCompile(p.data.Files)
+func (p *Profile) index() {
+	p.Files = match.MustCompile(p.Data.Files)
 	p.dests = p.dests[:0]
-	for _, d := range p.data.Destinations {
+	for _, d := range p.Data.Destinations {
 		m := match.Dest{Port: d.Port, Host: strings.ToLower(d.Host)}
 		if pfx, err := netip.ParsePrefix(d.CIDR); err == nil {
 			m.Prefix = pfx.Masked()
@@ -153,21 +153,21 @@ func (p *profile) index() {
 	}
 }
 
-func newProfile(id workloadID, now time.Time) *profile {
-	p := &profile{id: id, file: profileFileName(id.key)}
-	p.data = profileData{Format: profileFormat, Workload: map[string]string{}, Status: statusLearning,
-		Tools: []string{}, Executables: []string{}, Files: []string{}, Destinations: []profileDest{}}
-	for _, kv := range id.attrs {
-		p.data.Workload[kv[0]] = kv[1]
+func NewProfile(id WorkloadID, now time.Time) *Profile {
+	p := &Profile{ID: id, file: FileName(id.Key)}
+	p.Data = Data{Format: profileFormat, Workload: map[string]string{}, Status: StatusLearning,
+		Tools: []string{}, Executables: []string{}, Files: []string{}, Destinations: []Dest{}}
+	for _, kv := range id.Attrs {
+		p.Data.Workload[kv[0]] = kv[1]
 	}
 	return p
 }
 
-// learn adds what the story did to the profile. complete: the story was not cut short, so
+// Learn adds what the story did to the profile. complete: the story was not cut short, so
 // its data volume is a sample.
-func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []match.Path) {
-	d := &p.data
-	if p.complete() && !cfg.ContinueAfterComplete {
+func (p *Profile) Learn(f *story.Facts, storyComplete bool, now time.Time, cfg LearningConfig, sensitive []match.Path) {
+	d := &p.Data
+	if p.Complete() && !cfg.ContinueAfterComplete {
 		return
 	}
 	grew := false
@@ -179,7 +179,7 @@ func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 	for _, t := range f.Tools {
 		grew = p.addBounded(&d.Tools, t.Name, "tools", cfg.MaxEntries) || grew
 	}
-	for _, role := range sortedKeys(f.Functions) {
+	for _, role := range story.SortedKeys(f.Functions) {
 		if d.Functions == nil {
 			d.Functions = map[string][]string{}
 		}
@@ -196,7 +196,7 @@ func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 	}
 	for _, fa := range f.Files {
 		if fa.Failed == "" {
-			grew = p.addFile(match.Generalize(fa.Path), cfg.MaxEntries) || grew
+			grew = p.AddFile(match.Generalize(fa.Path), cfg.MaxEntries) || grew
 		}
 	}
 	for _, e := range f.Egress {
@@ -204,8 +204,8 @@ func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 			grew = p.addDestination(e, cfg.MaxEntries) || grew
 		}
 	}
-	for _, fl := range storyFlows(f, sensitive) {
-		grew = p.addFlow(fl.flow, fl.bytes, cfg.MaxEntries) || grew
+	for _, fl := range StoryFlows(f, sensitive) {
+		grew = p.addFlow(fl.Flow, fl.Bytes, cfg.MaxEntries) || grew
 	}
 	if storyComplete {
 		v := &d.DataVolume
@@ -215,7 +215,7 @@ func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 		v.BytesSentMax = max(v.BytesSentMax, f.BytesSent)
 		p.volumeStale = true // the p95s are recomputed when saved or completed
 	}
-	if grew && p.complete() {
+	if grew && p.Complete() {
 		d.Version++ // continue_after_complete: a complete profile that changed is a new version
 	}
 	if grew {
@@ -226,20 +226,20 @@ func (p *profile) learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 }
 
 // checkComplete ends the learning window when both its story count and its duration are reached.
-func (p *profile) checkComplete(now time.Time, cfg LearningConfig) bool {
-	d := &p.data
-	if p.complete() || d.Stories < cfg.MinStories || d.FirstSeen.IsZero() || now.Sub(d.FirstSeen) < cfg.MinDuration {
+func (p *Profile) checkComplete(now time.Time, cfg LearningConfig) bool {
+	d := &p.Data
+	if p.Complete() || d.Stories < cfg.MinStories || d.FirstSeen.IsZero() || now.Sub(d.FirstSeen) < cfg.MinDuration {
 		return false
 	}
-	p.refreshVolume()
-	d.Status = statusComplete
+	p.RefreshVolume()
+	d.Status = StatusComplete
 	d.Version++
 	d.Completed = now.UTC().Truncate(time.Second)
 	p.dirty = true
 	return true
 }
 
-func (p *profile) addBounded(list *[]string, v, category string, limit int) bool {
+func (p *Profile) addBounded(list *[]string, v, category string, limit int) bool {
 	i, found := slices.BinarySearch(*list, v)
 	if found {
 		return false
@@ -252,22 +252,22 @@ func (p *profile) addBounded(list *[]string, v, category string, limit int) bool
 	return true
 }
 
-func (p *profile) markTruncated(category string) {
-	if !slices.Contains(p.data.Truncated, category) {
-		p.data.Truncated = append(p.data.Truncated, category)
-		slices.Sort(p.data.Truncated)
+func (p *Profile) markTruncated(category string) {
+	if !slices.Contains(p.Data.Truncated, category) {
+		p.Data.Truncated = append(p.Data.Truncated, category)
+		slices.Sort(p.Data.Truncated)
 	}
 }
 
-// addFile adds a path pattern unless a pattern already covers it. When the list is full, the
+// AddFile adds a path pattern unless a pattern already covers it. When the list is full, the
 // entries under the pattern's nearest folder (two levels deep at least) that has some are
 // folded into "folder/*"; when there is none, the pattern is dropped and the list marked
 // truncated.
-func (p *profile) addFile(pattern string, limit int) bool {
-	if _, ok := match.Any(p.files, pattern); ok {
+func (p *Profile) AddFile(pattern string, limit int) bool {
+	if _, ok := match.Any(p.Files, pattern); ok {
 		return false
 	}
-	list := &p.data.Files
+	list := &p.Data.Files
 	if len(*list) >= limit {
 		folded := false
 		for dir := path.Dir(pattern); strings.Count(dir, "/") >= 2; dir = path.Dir(dir) {
@@ -294,15 +294,15 @@ func (p *profile) addFile(pattern string, limit int) bool {
 		return false
 	}
 	*list = slices.Insert(*list, i, pattern)
-	p.files = match.MustCompile(*list)
+	p.Files = match.MustCompile(*list)
 	return true
 }
 
-func (p *profile) addDestination(e story.EgressCall, limit int) bool {
-	if p.knowsDestination(e) {
+func (p *Profile) addDestination(e story.EgressCall, limit int) bool {
+	if p.KnowsDestination(e) {
 		return false
 	}
-	d := profileDest{Address: e.Address, Port: e.Port, Host: e.Host}
+	d := Dest{Address: e.Address, Port: e.Port, Host: e.Host}
 	if e.Addr.IsValid() {
 		bits := 24
 		if e.Addr.Is6() {
@@ -310,7 +310,7 @@ func (p *profile) addDestination(e story.EgressCall, limit int) bool {
 		}
 		d.CIDR = netip.PrefixFrom(e.Addr, bits).Masked().String()
 	}
-	list := &p.data.Destinations
+	list := &p.Data.Destinations
 	if len(*list) >= limit {
 		p.markTruncated("destinations")
 		return false
@@ -321,22 +321,22 @@ func (p *profile) addDestination(e story.EgressCall, limit int) bool {
 	return true
 }
 
-// flowOf is the flow of a sensitive read (data: its sensitive_paths pattern) by tool, then
+// FlowOf is the flow of a sensitive read (data: its sensitive_paths pattern) by tool, then
 // egress e.
-func flowOf(tool, data string, e story.EgressCall) profileFlow {
-	return profileFlow{Tool: tool, Data: data, Destination: e.Dest}
+func FlowOf(tool, data string, e story.EgressCall) Flow {
+	return Flow{Tool: tool, Data: data, Destination: e.Dest}
 }
 
-// knownFlow reports whether the flow is in the profile with a volume (the bytes sent to its
+// KnownFlow reports whether the flow is in the profile with a volume (the bytes sent to its
 // destination in the story) at most factor times the most it was seen with (at least
 // flowVolumeFloor: a few kilobytes more of a flow that sent almost nothing are not news).
 // learned is the profile's entry of the flow, nil when it has none.
-func (p *profile) knownFlow(fl profileFlow, n int64, factor float64) (known bool, learned *profileFlow) {
-	i, found := slices.BinarySearchFunc(p.data.Flows, fl, compareFlow)
+func (p *Profile) KnownFlow(fl Flow, n int64, factor float64) (known bool, learned *Flow) {
+	i, found := slices.BinarySearchFunc(p.Data.Flows, fl, compareFlow)
 	if !found {
 		return false, nil
 	}
-	learned = &p.data.Flows[i]
+	learned = &p.Data.Flows[i]
 	return float64(n) <= factor*float64(max(learned.BytesMax, flowVolumeFloor)), learned
 }
 
@@ -344,8 +344,8 @@ func (p *profile) knownFlow(fl profileFlow, n int64, factor float64) (known bool
 const flowVolumeFloor = 1000
 
 // addFlow learns a flow, or the larger volume of a known one.
-func (p *profile) addFlow(fl profileFlow, n int64, limit int) bool {
-	list := &p.data.Flows
+func (p *Profile) addFlow(fl Flow, n int64, limit int) bool {
+	list := &p.Data.Flows
 	i, found := slices.BinarySearchFunc(*list, fl, compareFlow)
 	if found {
 		if n > (*list)[i].BytesMax {
@@ -364,11 +364,11 @@ func (p *profile) addFlow(fl profileFlow, n int64, limit int) bool {
 }
 
 // compareFlow orders flows by tool, data and destination (not volume: one entry per flow).
-func compareFlow(a, b profileFlow) int {
+func compareFlow(a, b Flow) int {
 	return cmp.Or(strings.Compare(a.Tool, b.Tool), strings.Compare(a.Data, b.Data), strings.Compare(a.Destination, b.Destination))
 }
 
-func compareDest(a, b profileDest) int {
+func compareDest(a, b Dest) int {
 	if c := strings.Compare(a.CIDR, b.CIDR); c != 0 {
 		return c
 	}
@@ -383,14 +383,14 @@ func compareDest(a, b profileDest) int {
 
 func appendSample(s []int64, v int64) []int64 {
 	s = append(s, v)
-	if len(s) > maxVolumeSamples {
-		s = slices.Delete(s, 0, len(s)-maxVolumeSamples)
+	if len(s) > MaxVolumeSamples {
+		s = slices.Delete(s, 0, len(s)-MaxVolumeSamples)
 	}
 	return s
 }
 
-// p95max: the 95th percentile (nearest rank) and the maximum.
-func p95max(s []int64) (int64, int64) {
+// P95max: the 95th percentile (nearest rank) and the maximum.
+func P95max(s []int64) (int64, int64) {
 	if len(s) == 0 {
 		return 0, 0
 	}
@@ -405,9 +405,9 @@ func containsSorted(list []string, v string) bool {
 	return ok
 }
 
-// profileFileName: a readable form of the workload key plus a short hash, so that keys that
+// FileName: a readable form of the workload key plus a short hash, so that keys that
 // read the same after sanitising do not share a file.
-func profileFileName(key string) string {
+func FileName(key string) string {
 	var b strings.Builder
 	under := false
 	for _, r := range strings.TrimSpace(key) {
@@ -430,9 +430,9 @@ func profileFileName(key string) string {
 	return name + "-" + hex.EncodeToString(sum[:4]) + ".yaml"
 }
 
-// parseProfile decodes and checks a profile file. Errors name the line.
-func parseProfile(b []byte) (*profile, error) {
-	var d profileData
+// Parse decodes and checks a profile file. Errors name the line.
+func Parse(b []byte) (*Profile, error) {
+	var d Data
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&d); err != nil {
@@ -451,11 +451,11 @@ func parseProfile(b []byte) (*profile, error) {
 	if len(d.Workload) == 0 {
 		return nil, bad("workload: at least one attribute is required (e.g. service.name)", "workload")
 	}
-	if d.Status != statusLearning && d.Status != statusComplete {
+	if d.Status != StatusLearning && d.Status != StatusComplete {
 		return nil, bad(fmt.Sprintf("status: %q is not learning or complete", d.Status), "status")
 	}
 	if d.Mode != "" {
-		if err := validMode(Mode(d.Mode), false); err != nil {
+		if err := ValidMode(Mode(d.Mode), false); err != nil {
 			return nil, bad("mode: "+err.Error(), "mode")
 		}
 	}
@@ -510,28 +510,28 @@ func parseProfile(b []byte) (*profile, error) {
 		d.Functions[role] = slices.Compact(fns)
 	}
 	if d.Destinations == nil {
-		d.Destinations = []profileDest{}
+		d.Destinations = []Dest{}
 	}
 	slices.SortFunc(d.Destinations, compareDest)
 	slices.SortFunc(d.Flows, compareFlow)
-	d.Flows = slices.CompactFunc(d.Flows, func(a, b profileFlow) bool { return compareFlow(a, b) == 0 })
-	p := &profile{id: workloadIDFromAttrs(d.Workload), data: d}
+	d.Flows = slices.CompactFunc(d.Flows, func(a, b Flow) bool { return compareFlow(a, b) == 0 })
+	p := &Profile{ID: WorkloadIDFromAttrs(d.Workload), Data: d}
 	p.index()
 	return p, nil
 }
 
 // checkProfileBounds checks a decoded profile against the bounds of what a file may hold; bad
 // makes the error, naming the key and its line.
-func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) error) error {
+func checkProfileBounds(d *Data, bad func(msg string, keyPath ...any) error) error {
 	str := func(s string, keyPath ...any) error {
-		if len(s) > maxProfileString {
-			return bad(fmt.Sprintf("%s: %d bytes, more than %d", keyName(keyPath), len(s), maxProfileString), keyPath...)
+		if len(s) > MaxProfileString {
+			return bad(fmt.Sprintf("%s: %d bytes, more than %d", keyName(keyPath), len(s), MaxProfileString), keyPath...)
 		}
 		return nil
 	}
 	list := func(l []string, keyPath ...any) error {
-		if len(l) > maxProfileEntries {
-			return bad(fmt.Sprintf("%s: %d entries, more than %d", keyName(keyPath), len(l), maxProfileEntries), keyPath...)
+		if len(l) > MaxProfileEntries {
+			return bad(fmt.Sprintf("%s: %d entries, more than %d", keyName(keyPath), len(l), MaxProfileEntries), keyPath...)
 		}
 		for i, s := range l {
 			if err := str(s, append(slices.Clip(keyPath), i)...); err != nil {
@@ -540,10 +540,10 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 		}
 		return nil
 	}
-	if len(d.Workload) > maxWorkloadAttrs {
-		return bad(fmt.Sprintf("workload: %d attributes, more than %d", len(d.Workload), maxWorkloadAttrs), "workload")
+	if len(d.Workload) > MaxWorkloadAttrs {
+		return bad(fmt.Sprintf("workload: %d attributes, more than %d", len(d.Workload), MaxWorkloadAttrs), "workload")
 	}
-	for _, k := range sortedKeys(d.Workload) {
+	for _, k := range story.SortedKeys(d.Workload) {
 		if err := cmp.Or(str(k, "workload"), str(d.Workload[k], "workload", k)); err != nil {
 			return err
 		}
@@ -562,16 +562,16 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 			return err
 		}
 	}
-	if len(d.Functions) > maxProfileEntries {
-		return bad(fmt.Sprintf("functions: %d roles, more than %d", len(d.Functions), maxProfileEntries), "functions")
+	if len(d.Functions) > MaxProfileEntries {
+		return bad(fmt.Sprintf("functions: %d roles, more than %d", len(d.Functions), MaxProfileEntries), "functions")
 	}
-	for _, role := range sortedKeys(d.Functions) {
+	for _, role := range story.SortedKeys(d.Functions) {
 		if err := cmp.Or(str(role, "functions"), list(d.Functions[role], "functions", role)); err != nil {
 			return err
 		}
 	}
-	if len(d.Destinations) > maxProfileEntries {
-		return bad(fmt.Sprintf("destinations: %d entries, more than %d", len(d.Destinations), maxProfileEntries), "destinations")
+	if len(d.Destinations) > MaxProfileEntries {
+		return bad(fmt.Sprintf("destinations: %d entries, more than %d", len(d.Destinations), MaxProfileEntries), "destinations")
 	}
 	for i, dst := range d.Destinations {
 		err := cmp.Or(str(dst.Address, "destinations", i, "address"), str(dst.CIDR, "destinations", i, "cidr"), str(dst.Host, "destinations", i, "host"))
@@ -579,8 +579,8 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 			return err
 		}
 	}
-	if len(d.Flows) > maxProfileEntries {
-		return bad(fmt.Sprintf("flows: %d entries, more than %d", len(d.Flows), maxProfileEntries), "flows")
+	if len(d.Flows) > MaxProfileEntries {
+		return bad(fmt.Sprintf("flows: %d entries, more than %d", len(d.Flows), MaxProfileEntries), "flows")
 	}
 	for i, fl := range d.Flows {
 		err := cmp.Or(str(fl.Tool, "flows", i, "tool"), str(fl.Data, "flows", i, "data"), str(fl.Destination, "flows", i, "destination"))
@@ -593,8 +593,8 @@ func checkProfileBounds(d *profileData, bad func(msg string, keyPath ...any) err
 		key     string
 		samples []int64
 	}{{"connects_samples", v.ConnectsSamples}, {"bytes_sent_samples", v.BytesSentSamples}} {
-		if len(s.samples) > maxVolumeSamples {
-			return bad(fmt.Sprintf("data_volume.%s: %d samples, more than %d", s.key, len(s.samples), maxVolumeSamples), "data_volume", s.key)
+		if len(s.samples) > MaxVolumeSamples {
+			return bad(fmt.Sprintf("data_volume.%s: %d samples, more than %d", s.key, len(s.samples), MaxVolumeSamples), "data_volume", s.key)
 		}
 		if slices.ContainsFunc(s.samples, func(n int64) bool { return n < 0 }) {
 			return bad("data_volume."+s.key+": values must not be negative", "data_volume", s.key)
@@ -628,9 +628,9 @@ func keyName(keyPath []any) string {
 	return b.String()
 }
 
-// readProfileFile reads a profile file: a regular file (a FIFO would block the reader) of at
+// readFile reads a profile file: a regular file (a FIFO would block the reader) of at
 // most maxProfileFileSize bytes, refused before it is read whole. Errors name the file.
-func readProfileFile(path string) ([]byte, error) {
+func ReadFileBytes(path string) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -638,20 +638,20 @@ func readProfileFile(path string) ([]byte, error) {
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file (%s)", path, info.Mode().Type())
 	}
-	if info.Size() > maxProfileFileSize {
-		return nil, fmt.Errorf("%s: %d bytes, more than %d", path, info.Size(), maxProfileFileSize)
+	if info.Size() > MaxProfileFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, more than %d", path, info.Size(), MaxProfileFileSize)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxProfileFileSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, MaxProfileFileSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxProfileFileSize {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, maxProfileFileSize)
+	if len(b) > MaxProfileFileSize {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, MaxProfileFileSize)
 	}
 	return b, nil
 }
@@ -708,7 +708,7 @@ func lineOf(doc *yaml.Node, keyPath ...any) int {
 	return line
 }
 
-func marshalProfile(d *profileData) ([]byte, error) {
+func Marshal(d *Data) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString(profileHeader)
 	enc := yaml.NewEncoder(&buf)
@@ -729,15 +729,15 @@ type fileState struct {
 	bad  bool
 }
 
-// profileStore holds the profiles, loads them from profiles_dir and saves them there. It is
+// Store holds the profiles, loads them from profiles_dir and saves them there. It is
 // used by the emitter only (never concurrently).
-type profileStore struct {
+type Store struct {
 	dir      string
 	cfg      LearningConfig
 	interval time.Duration
 	logger   *zap.Logger
 
-	byKey     map[string]*profile
+	ByKey     map[string]*Profile
 	files     map[string]fileState
 	lastCheck time.Time
 	full      bool // maxProfiles reached (logged once)
@@ -745,15 +745,17 @@ type profileStore struct {
 	tooManyFiles bool
 }
 
-func newProfileStore(cfg *Config, logger *zap.Logger) *profileStore {
-	return &profileStore{
-		dir: cfg.ProfilesDir, cfg: cfg.Learning, interval: cfg.ProfilesSaveInterval, logger: logger,
-		byKey: map[string]*profile{}, files: map[string]fileState{},
+// NewStore: dir is profiles_dir ("" keeps profiles in memory), interval
+// profiles_save_interval.
+func NewStore(dir string, interval time.Duration, learning LearningConfig, logger *zap.Logger) *Store {
+	return &Store{
+		dir: dir, cfg: learning, interval: interval, logger: logger,
+		ByKey: map[string]*Profile{}, files: map[string]fileState{},
 	}
 }
 
-// start creates profiles_dir if needed and loads every profile in it.
-func (s *profileStore) start(now time.Time) error {
+// Start creates profiles_dir if needed and loads every profile in it.
+func (s *Store) Start(now time.Time) error {
 	s.lastCheck = now
 	if s.dir == "" {
 		return nil
@@ -768,33 +770,33 @@ func (s *profileStore) start(now time.Time) error {
 	return nil
 }
 
-// get returns the workload's profile, made on first use; nil when maxProfiles is reached.
-// find returns the profile of a workload, or nil when it has none (it never creates one).
-func (s *profileStore) find(id workloadID) *profile { return s.byKey[id.key] }
+// Get returns the workload's profile, made on first use; nil when maxProfiles is reached.
+// Find returns the profile of a workload, or nil when it has none (it never creates one).
+func (s *Store) Find(id WorkloadID) *Profile { return s.ByKey[id.Key] }
 
-func (s *profileStore) get(id workloadID, now time.Time) *profile {
-	if p := s.byKey[id.key]; p != nil {
+func (s *Store) Get(id WorkloadID, now time.Time) *Profile {
+	if p := s.ByKey[id.Key]; p != nil {
 		return p
 	}
-	if len(s.byKey) >= maxProfiles {
+	if len(s.ByKey) >= MaxProfiles {
 		if !s.full {
 			s.full = true
-			s.logger.Warn("Too many workloads: stories of further workloads are not profiled", zap.Int("max_profiles", maxProfiles), zap.String("workload", id.key))
+			s.logger.Warn("Too many workloads: stories of further workloads are not profiled", zap.Int("max_profiles", MaxProfiles), zap.String("workload", id.Key))
 		}
 		return nil
 	}
-	p := newProfile(id, now)
+	p := NewProfile(id, now)
 	if st, ok := s.files[p.file]; ok && st.bad {
 		p.blocked = true
 	}
-	s.byKey[id.key] = p
+	s.ByKey[id.Key] = p
 	return p
 }
 
-// tick re-reads files edited by hand, ends learning windows whose duration has passed, and
+// Tick re-reads files edited by hand, ends learning windows whose duration has passed, and
 // saves the profiles that changed; at most once per profiles_save_interval unless force. It
 // reports whether it ran.
-func (s *profileStore) tick(now time.Time, force bool) bool {
+func (s *Store) Tick(now time.Time, force bool) bool {
 	if !force && now.Sub(s.lastCheck) < s.interval {
 		return false
 	}
@@ -802,10 +804,10 @@ func (s *profileStore) tick(now time.Time, force bool) bool {
 	if s.dir != "" {
 		s.scan(false)
 	}
-	for _, key := range sortedKeys(s.byKey) {
-		p := s.byKey[key]
+	for _, key := range story.SortedKeys(s.ByKey) {
+		p := s.ByKey[key]
 		if p.checkComplete(now, s.cfg) {
-			s.logger.Info("Profile complete", zap.String("workload", p.id.key), zap.Int("version", p.data.Version), zap.Int("stories", p.data.Stories))
+			s.logger.Info("Profile complete", zap.String("workload", p.ID.Key), zap.Int("version", p.Data.Version), zap.Int("stories", p.Data.Stories))
 		}
 		if p.dirty && s.dir != "" && !p.blocked {
 			if err := s.save(p); err != nil {
@@ -821,9 +823,9 @@ func (s *profileStore) tick(now time.Time, force bool) bool {
 }
 
 // save writes the profile atomically: a temporary file in the same folder, synced, renamed.
-func (s *profileStore) save(p *profile) error {
-	p.refreshVolume()
-	b, err := marshalProfile(&p.data)
+func (s *Store) save(p *Profile) error {
+	p.RefreshVolume()
+	b, err := Marshal(&p.Data)
 	if err != nil {
 		return err
 	}
@@ -858,7 +860,7 @@ func (s *profileStore) save(p *profile) error {
 }
 
 // scan loads new profile files and re-reads the ones that changed since the store last saw them.
-func (s *profileStore) scan(initial bool) {
+func (s *Store) scan(initial bool) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		s.logger.Error("Cannot read profiles_dir", zap.String("profiles_dir", s.dir), zap.Error(err))
@@ -887,20 +889,20 @@ func (s *profileStore) scan(initial bool) {
 		full := filepath.Join(s.dir, name)
 		// A file that cannot be read (too large, not a regular file) is invalid as one that
 		// does not parse: reported once, never overwritten, an earlier version kept in use.
-		b, err := readProfileFile(full)
-		var p *profile
+		b, err := ReadFileBytes(full)
+		var p *Profile
 		if err == nil {
-			if p, err = parseProfile(b); err != nil {
+			if p, err = Parse(b); err != nil {
 				err = fmt.Errorf("%s: %w", full, err)
 			}
 		}
 		if err != nil {
 			s.files[name] = fileState{mod: info.ModTime(), size: info.Size(), bad: true}
 			kept := "no earlier version of it was loaded"
-			for _, q := range s.byKey {
+			for _, q := range s.ByKey {
 				if q.file == name {
 					q.blocked = true
-					kept = "the last good version (" + strconv.Itoa(q.data.Version) + ", " + q.data.Status + ") stays in use"
+					kept = "the last good version (" + strconv.Itoa(q.Data.Version) + ", " + q.Data.Status + ") stays in use"
 				}
 			}
 			s.logger.Error("Invalid profile file: fix it; until then "+kept+" and the file is not overwritten",
@@ -909,42 +911,42 @@ func (s *profileStore) scan(initial bool) {
 		}
 		s.files[name] = fileState{mod: info.ModTime(), size: info.Size()}
 		p.file = name
-		if s.byKey[p.id.key] == nil && len(s.byKey) >= maxProfiles {
-			s.logger.Error("Too many profiles: this one is not loaded", zap.String("file", full), zap.String("workload", p.id.key), zap.Int("max_profiles", maxProfiles))
+		if s.ByKey[p.ID.Key] == nil && len(s.ByKey) >= MaxProfiles {
+			s.logger.Error("Too many profiles: this one is not loaded", zap.String("file", full), zap.String("workload", p.ID.Key), zap.Int("max_profiles", MaxProfiles))
 			continue
 		}
-		if old := s.byKey[p.id.key]; old != nil && old.file != name && !initial {
-			s.logger.Warn("Two profile files describe the same workload; using the newer", zap.String("workload", p.id.key), zap.String("file", full), zap.String("other", filepath.Join(s.dir, old.file)))
+		if old := s.ByKey[p.ID.Key]; old != nil && old.file != name && !initial {
+			s.logger.Warn("Two profile files describe the same workload; using the newer", zap.String("workload", p.ID.Key), zap.String("file", full), zap.String("other", filepath.Join(s.dir, old.file)))
 		}
-		for _, q := range s.byKey {
-			if q.file == name && q.id.key != p.id.key {
-				delete(s.byKey, q.id.key) // the file now describes another workload
+		for _, q := range s.ByKey {
+			if q.file == name && q.ID.Key != p.ID.Key {
+				delete(s.ByKey, q.ID.Key) // the file now describes another workload
 			}
 		}
-		s.byKey[p.id.key] = p
+		s.ByKey[p.ID.Key] = p
 		if initial {
-			s.logger.Info("Loaded profile", zap.String("file", full), zap.String("workload", p.id.key), zap.String("status", p.data.Status), zap.Int("version", p.data.Version))
+			s.logger.Info("Loaded profile", zap.String("file", full), zap.String("workload", p.ID.Key), zap.String("status", p.Data.Status), zap.Int("version", p.Data.Version))
 		} else {
-			s.logger.Info("Profile changed on disk: reloaded", zap.String("file", full), zap.String("workload", p.id.key), zap.String("status", p.data.Status), zap.Int("version", p.data.Version))
+			s.logger.Info("Profile changed on disk: reloaded", zap.String("file", full), zap.String("workload", p.ID.Key), zap.String("status", p.Data.Status), zap.Int("version", p.Data.Version))
 		}
 	}
 }
 
-// storyFlow is a flow of a story: a sensitive read, then egress, with the bytes sent to its
+// StoryFlow is a flow of a story: a sensitive read, then egress, with the bytes sent to its
 // destination in the story.
-type storyFlow struct {
-	flow  profileFlow
-	bytes int64
+type StoryFlow struct {
+	Flow  Flow
+	Bytes int64
 	read  *story.FileAccess
 	dest  *story.EgressCall
 }
 
-// storyFlows are the story's flows of sensitive data: each successful read of a sensitive file
+// StoryFlows are the story's flows of sensitive data: each successful read of a sensitive file
 // followed by a successful (or in progress) connect or sendto, once per tool, pattern and
 // destination. The tool is the egress's (else the read's).
-func storyFlows(f *story.Facts, sensitive []match.Path) []storyFlow {
-	var out []storyFlow
-	seen := map[profileFlow]bool{}
+func StoryFlows(f *story.Facts, sensitive []match.Path) []StoryFlow {
+	var out []StoryFlow
+	seen := map[Flow]bool{}
 	for i := range f.Files {
 		fa := &f.Files[i]
 		if !fa.Read || fa.Failed != "" {
@@ -959,12 +961,12 @@ func storyFlows(f *story.Facts, sensitive []match.Path) []storyFlow {
 			if e.Seq < fa.Seq || e.Failed != "" {
 				continue
 			}
-			fl := flowOf(f.FlowTool(fa, e), pattern, *e)
+			fl := FlowOf(f.FlowTool(fa, e), pattern, *e)
 			if seen[fl] {
 				continue
 			}
 			seen[fl] = true
-			out = append(out, storyFlow{flow: fl, bytes: f.BytesTo(*e), read: fa, dest: e})
+			out = append(out, StoryFlow{Flow: fl, Bytes: f.BytesTo(*e), read: fa, dest: e})
 		}
 	}
 	return out

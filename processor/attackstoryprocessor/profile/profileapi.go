@@ -1,7 +1,8 @@
-package attackstoryprocessor
+package profile
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -22,41 +23,41 @@ import (
 // This file is the profile API of the `agenttrail profile` commands: read a profile file,
 // print it for review, set its mode, and tell what enforcing it would have blocked.
 
-// ProfileFile is one profile file of profiles_dir.
-type ProfileFile struct {
+// File is one profile file of profiles_dir.
+type File struct {
 	Path string
-	p    *profile
+	Prof *Profile
 }
 
-// ReadProfileFile reads and checks one profile file (errors name the line).
-func ReadProfileFile(path string) (*ProfileFile, error) {
-	b, err := readProfileFile(path)
+// ReadFile reads and checks one profile file (errors name the line).
+func ReadFile(path string) (*File, error) {
+	b, err := ReadFileBytes(path)
 	if err != nil {
 		return nil, err
 	}
-	p, err := parseProfile(b)
+	p, err := Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	p.file = filepath.Base(path)
-	return &ProfileFile{Path: path, p: p}, nil
+	return &File{Path: path, Prof: p}, nil
 }
 
-// ReadProfileDir reads every profile file of dir, in file name order; files that cannot be
+// ReadDir reads every profile file of dir, in file name order; files that cannot be
 // read are returned as errors.
-func ReadProfileDir(dir string) ([]*ProfileFile, []error) {
+func ReadDir(dir string) ([]*File, []error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, []error{err}
 	}
-	var out []*ProfileFile
+	var out []*File
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
 			continue
 		}
-		f, err := ReadProfileFile(filepath.Join(dir, name))
+		f, err := ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -67,34 +68,34 @@ func ReadProfileDir(dir string) ([]*ProfileFile, []error) {
 }
 
 // Key is the workload key: namespace/controller/container, or "service.name executable".
-func (f *ProfileFile) Key() string { return f.p.id.key }
+func (f *File) Key() string { return f.Prof.ID.Key }
 
 // Workload is the profile's workload attributes.
-func (f *ProfileFile) Workload() map[string]string { return f.p.data.Workload }
+func (f *File) Workload() map[string]string { return f.Prof.Data.Workload }
 
 // Status is learning or complete.
-func (f *ProfileFile) Status() string { return f.p.data.Status }
+func (f *File) Status() string { return f.Prof.Data.Status }
 
 // Version is the profile's version.
-func (f *ProfileFile) Version() int { return f.p.data.Version }
+func (f *File) Version() int { return f.Prof.Data.Version }
 
 // Mode is the profile's mode field ("" when the configuration decides).
-func (f *ProfileFile) Mode() string { return f.p.data.Mode }
+func (f *File) Mode() string { return f.Prof.Data.Mode }
 
 // Matches reports whether name designates this profile: its file name (with or without
 // .yaml), that name without its hash, its workload key, or the value of one of its workload
 // attributes (service.name, k8s.deployment.name, ...).
-func (f *ProfileFile) Matches(name string) bool {
+func (f *File) Matches(name string) bool {
 	base := filepath.Base(f.Path)
 	stem := strings.TrimSuffix(strings.TrimSuffix(base, ".yaml"), ".yml")
 	short := stem
 	if i := strings.LastIndexByte(stem, '-'); i > 0 && len(stem)-i-1 == 8 {
 		short = stem[:i]
 	}
-	if name == base || name == stem || name == short || name == f.p.id.key || name == f.Path {
+	if name == base || name == stem || name == short || name == f.Prof.ID.Key || name == f.Path {
 		return true
 	}
-	for _, v := range f.p.data.Workload {
+	for _, v := range f.Prof.Data.Workload {
 		if v == name {
 			return true
 		}
@@ -104,12 +105,12 @@ func (f *ProfileFile) Matches(name string) bool {
 
 // WriteText prints the profile for a reviewer, in a stable order (lists sorted, one item per
 // line), so that two versions can be compared with diff.
-func (f *ProfileFile) WriteText(w io.Writer) {
-	d := &f.p.data
+func (f *File) WriteText(w io.Writer) {
+	d := &f.Prof.Data
 	line := func(k, v string) { fmt.Fprintf(w, "%-13s%s\n", k, v) }
 	line("profile", f.Path)
-	line("workload", f.p.id.key)
-	for _, k := range sortedKeys(d.Workload) {
+	line("workload", f.Prof.ID.Key)
+	for _, k := range story.SortedKeys(d.Workload) {
 		line("", k+"="+d.Workload[k])
 	}
 	line("status", d.Status)
@@ -142,7 +143,7 @@ func (f *ProfileFile) WriteText(w io.Writer) {
 	list("tools", d.Tools, "")
 	if len(d.Functions) > 0 {
 		fmt.Fprintf(w, "\nfunctions\n")
-		for _, role := range sortedKeys(d.Functions) {
+		for _, role := range story.SortedKeys(d.Functions) {
 			fns := slices.Clone(d.Functions[role])
 			slices.Sort(fns)
 			for _, fn := range fns {
@@ -177,7 +178,7 @@ func (f *ProfileFile) WriteText(w io.Writer) {
 	}
 }
 
-func describeDest(d profileDest) string {
+func describeDest(d Dest) string {
 	port := "any port"
 	if d.Port != 0 {
 		port = fmt.Sprintf("port %d", d.Port)
@@ -202,36 +203,36 @@ func describeDest(d profileDest) string {
 
 // ParseMode checks a mode name.
 func ParseMode(s string) (Mode, error) {
-	if err := validMode(Mode(s), false); err != nil {
+	if err := ValidMode(Mode(s), false); err != nil {
 		return "", err
 	}
 	return Mode(s), nil
 }
 
-// ErrProfileNotComplete is returned by SetProfileMode for a promotion to enforce of a profile
+// ErrNotComplete is returned by SetProfileMode for a promotion to enforce of a profile
 // that is still learning.
-var ErrProfileNotComplete = errNotEnforceable
+var ErrNotComplete = errors.New("a profile must be complete (status: complete) to be enforced")
 
-// SetProfileMode writes mode into the profile file (the `mode:` field, after `status:`),
+// SetMode writes mode into the profile file (the `mode:` field, after `status:`),
 // keeping the rest of the file and its comments as they are, atomically. The collector's
 // periodic reload (profiles_save_interval) picks it up. Mode enforce needs status complete.
 // It returns the mode the file had ("" for none).
-func SetProfileMode(path string, mode Mode) (previous string, err error) {
+func SetMode(path string, mode Mode) (previous string, err error) {
 	if _, err := ParseMode(string(mode)); err != nil {
 		return "", err
 	}
-	b, err := readProfileFile(path)
+	b, err := ReadFileBytes(path)
 	if err != nil {
 		return "", err
 	}
-	p, err := parseProfile(b)
+	p, err := Parse(b)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	previous = p.data.Mode
-	if mode == ModeEnforce && !p.complete() {
+	previous = p.Data.Mode
+	if mode == ModeEnforce && !p.Complete() {
 		return previous, fmt.Errorf("%w: %s is %q after %d stories; let it learn until learning.min_stories and learning.min_duration are reached (or review it and set status: complete by hand)",
-			ErrProfileNotComplete, path, p.data.Status, p.data.Stories)
+			ErrNotComplete, path, p.Data.Status, p.Data.Stories)
 	}
 	if previous == string(mode) {
 		return previous, nil
@@ -273,7 +274,7 @@ func SetProfileMode(path string, mode Mode) (previous string, err error) {
 	if err := enc.Close(); err != nil {
 		return previous, err
 	}
-	if _, err := parseProfile(buf.Bytes()); err != nil {
+	if _, err := Parse(buf.Bytes()); err != nil {
 		return previous, fmt.Errorf("%s: the edited profile does not read back: %w", path, err)
 	}
 	info, err := os.Stat(path)
@@ -322,7 +323,7 @@ func Boundaries(allowedDestinations []string) (unenforceable []string, err error
 			return nil, fmt.Errorf("allowed_destinations[%d]: %w", i, err)
 		}
 	}
-	return buildKernelPolicy(&profileData{}, allowedDestinations).unenforceable, nil
+	return BuildKernelPolicy(&Data{}, allowedDestinations).Unenforceable, nil
 }
 
 // StoryWorkload is the workload key of a story (of its root span's resource, else its first
@@ -339,7 +340,7 @@ func StoryWorkload(td ptrace.Traces) string {
 					first, found = rs.Resource().Attributes(), true
 				}
 				if spans.At(k).ParentSpanID().IsEmpty() {
-					return workloadOf(rs.Resource().Attributes()).key
+					return WorkloadOf(rs.Resource().Attributes()).Key
 				}
 			}
 		}
@@ -347,7 +348,7 @@ func StoryWorkload(td ptrace.Traces) string {
 	if !found {
 		return ""
 	}
-	return workloadOf(first).key
+	return WorkloadOf(first).Key
 }
 
 // WouldBlock evaluates every connect and sendto destination and every execve path of a story
@@ -355,8 +356,8 @@ func StoryWorkload(td ptrace.Traces) string {
 // and the declared allowed_destinations), exactly as the kernel programs decide, and returns
 // the attempts that would have been refused or stopped, in time order. since: attempts before
 // it are left out.
-func (f *ProfileFile) WouldBlock(td ptrace.Traces, allowedDestinations []string, since time.Time) []WouldBlock {
-	kp := buildKernelPolicy(&f.p.data, allowedDestinations)
+func (f *File) WouldBlock(td ptrace.Traces, allowedDestinations []string, since time.Time) []WouldBlock {
+	kp := BuildKernelPolicy(&f.Prof.Data, allowedDestinations)
 	var out []WouldBlock
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
@@ -381,13 +382,13 @@ func (f *ProfileFile) WouldBlock(td ptrace.Traces, allowedDestinations []string,
 						continue // a unix socket: not an inet connection
 					}
 					port, _ := attrs.Get(story.AttrPeerPort)
-					if kp.allowsDestination(a, int(port.Int())) {
+					if kp.AllowsDestination(a, int(port.Int())) {
 						continue
 					}
 					wb.Kind, wb.Target, wb.Rule, wb.Action = name, netip.AddrPortFrom(a.Unmap(), uint16(port.Int())).String(), story.RuleEgressOutsideProfile, story.ActionRefused
 				case "execve":
 					path := story.AttrStr(attrs, story.AttrProcessExecutable)
-					if path == "" || kp.allowsExecutable(path) {
+					if path == "" || kp.AllowsExecutable(path) {
 						continue
 					}
 					wb.Kind, wb.Target, wb.Rule, wb.Action = "exec", path, story.RuleUnexpectedExecutable, story.ActionKilled
