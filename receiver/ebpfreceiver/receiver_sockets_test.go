@@ -268,3 +268,72 @@ func TestSocketEgress(t *testing.T) {
 		}
 	}
 }
+
+// TestPythonSocketEgress: a Python program's sends — a POST over a keep-alive http.client
+// connection opened by an earlier GET, os.write on a connected UDP socket, socket.sendmsg, and
+// a send on a connection opened before the receiver started — each come out with the right peer
+// and a byte count equal to what the sink read.
+func TestPythonSocketEgress(t *testing.T) {
+	requireKernel(t)
+	requirePython(t)
+	web, raw, udp, early := httpSink(t), tcpSink(t), udpSink(t), tcpSink(t)
+	url := "http://" + web.addr + "/upload"
+	p := startProgram(t, python311, "-B", "-u", "-E", "-s", filepath.Join("testdata", "pysock", "pysock.py"))
+	p.do(t, "open "+early.addr, "ok open")
+	pid := p.cmd.Process.Pid
+	cfg := testConfig(TargetConfig{Name: "pysock", PID: pid, PythonFunctions: []PythonFunctionConfig{
+		{Pattern: "pysock:export", Role: "tool", ToolName: "export"},
+	}})
+	cfg.Python.SpanIdleTimeout = time.Second
+	cfg.Sockets = sockets.DefaultConfig()
+	sink := startReceiver(t, cfg)
+
+	steps := []struct {
+		command   string
+		sink      *byteSink
+		connected string // of the export's send; "" for the warmup
+	}{
+		{"warmup " + url, web, ""},
+		{"export http " + url + " 6000", web, "earlier"},
+		{"export udp " + udp.addr + " 900", udp, "this_trace"},
+		{"export sendmsg " + raw.addr + " 3000", raw, "this_trace"},
+		{"export early " + early.addr + " 1500", early, "before_tracing"},
+	}
+	for _, st := range steps {
+		before := st.sink.settle()
+		p.do(t, st.command, "ok "+strings.Fields(st.command)[0])
+		sent := st.sink.settle() - before
+		if st.connected == "" {
+			continue
+		}
+		// The send spans to the sink's address that this command made: those whose first I/O
+		// is after the previous command (spans of one peer are told apart by connected).
+		var got []ptrace.Span
+		c := waitSpans(t, sink, func(c collected) bool {
+			got = nil
+			for _, s := range c.ofPID(pid).spans {
+				if s.Name() == "send "+st.sink.addr && attr(s, "agenttrail.socket.connected") == st.connected {
+					got = append(got, s)
+				}
+			}
+			var n int64
+			for _, s := range got {
+				n += attrInt(s, "agenttrail.egress.bytes")
+			}
+			return n >= sent
+		})
+		var n int64
+		for _, s := range got {
+			n += attrInt(s, "agenttrail.egress.bytes")
+			under := "no call"
+			if parent, ok := c.byID(s.ParentSpanID()); ok {
+				under = parent.Name()
+			}
+			t.Logf("%s: %d bytes in %d calls under %s (%s)", st.command, attrInt(s, "agenttrail.egress.bytes"),
+				attrInt(s, "agenttrail.egress.calls"), under, attr(s, "agenttrail.egress.attribution"))
+		}
+		if n != sent || sent == 0 {
+			t.Errorf("%s: agenttrail.egress.bytes = %d, the sink read %d", st.command, n, sent)
+		}
+	}
+}
