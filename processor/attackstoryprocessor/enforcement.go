@@ -22,6 +22,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/enforce"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -108,7 +109,7 @@ type procRef struct {
 type workloadEnforcement struct {
 	key      string
 	attrs    map[string]string // resource attributes, for the stories of unmatched decisions
-	pol      *policy           // of its last story; nil: resolved from the profile's attributes
+	pol      *policy.Policy    // of its last story; nil: resolved from the profile's attributes
 	procs    []procRef         // recent processes, newest last
 	resolved map[int64]bool    // processes whose cgroup was looked up
 	cgroups  map[string]bool   // absolute cgroup directories of its processes
@@ -153,7 +154,7 @@ type enforcer struct {
 	clock     Clock
 	newKernel func() (kernel, error)
 	stateDir  string // profiles_dir; "" keeps no state
-	pols      *policies
+	pols      *policy.Set
 
 	k    kernel
 	kErr error
@@ -174,7 +175,7 @@ type enforcer struct {
 	pending []*pendingDecision
 }
 
-func newEnforcer(cfg *Config, pols *policies, logger *zap.Logger, tel *telemetry, clock Clock) *enforcer {
+func newEnforcer(cfg *Config, pols *policy.Set, logger *zap.Logger, tel *telemetry, clock Clock) *enforcer {
 	return &enforcer{
 		pols: pols, cfg: cfg.Enforcement, grace: cfg.CompletionGrace, maxWait: cfg.OrphanTimeout, logger: logger, tel: tel, clock: clock,
 		newKernel: newKernel, stateDir: cfg.ProfilesDir,
@@ -214,11 +215,11 @@ func (e *enforcer) workload(key string) *workloadEnforcement {
 
 // configuredMode is the workload's mode: the profile's mode field when set (written by
 // `agenttrail profile promote`), else the configuration's.
-func configuredMode(pol *policy, prof *profile.Profile) profile.Mode {
+func configuredMode(pol *policy.Policy, prof *profile.Profile) profile.Mode {
 	if prof != nil && prof.Data.Mode != "" {
 		return profile.Mode(prof.Data.Mode)
 	}
-	return pol.mode
+	return pol.Mode
 }
 
 // active reports whether the workload has programs attached.
@@ -230,7 +231,7 @@ func (e *enforcer) active(key string) bool {
 // observe records the process of a story of workload wid and returns the mode its story is
 // judged in: enforce only while programs are attached, else alert (fail safe: visible).
 // A newly seen process of a workload in mode enforce gets its cgroup enforced at once.
-func (e *enforcer) observe(wid profile.WorkloadID, res pcommon.Map, pol *policy, prof *profile.Profile, profiles *profile.Store) profile.Mode {
+func (e *enforcer) observe(wid profile.WorkloadID, res pcommon.Map, pol *policy.Policy, prof *profile.Profile, profiles *profile.Store) profile.Mode {
 	mode := configuredMode(pol, prof)
 	pidv, ok := res.Get(story.AttrProcessPID)
 	if !ok {
@@ -292,7 +293,7 @@ func (e *enforcer) reconcile(profiles *profile.Store) {
 
 // policyOf is the workload's resolved configuration: of its last story, or from its profile's
 // attributes when no story was seen since start.
-func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *policy {
+func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *policy.Policy {
 	if w.pol != nil {
 		return w.pol
 	}
@@ -302,7 +303,7 @@ func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *poli
 			res.PutStr(k, v)
 		}
 	}
-	return e.pols.resolve(res)
+	return e.pols.Resolve(res)
 }
 
 func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profile, profiles *profile.Store) {
@@ -382,7 +383,7 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profi
 		return
 	}
 	delete(w.logged, "waiting-cgroup")
-	kp := profile.BuildKernelPolicy(&prof.Data, pol.allowedRaw)
+	kp := profile.BuildKernelPolicy(&prof.Data, pol.AllowedRaw)
 	hash := kp.Hash(prof.Data.Version)
 	for _, cg := range story.SortedKeys(w.cgroups) {
 		if a := w.attached[cg]; a != nil && a.hash == hash {

@@ -47,7 +47,7 @@ func TestIndirectInjection(t *testing.T) {
 		for _, m := range cfg.InjectionMarkers {
 			markers = append(markers, story.NormalizeSpace(strings.ToLower(m)))
 		}
-		c := &evalContext{f: f, pol: newPolicies(cfg).resolve(f.HeadResource()), mode: profile.ModeAlert, cfg: cfg, markers: markers, disabled: map[string]bool{}}
+		c := &evalContext{f: f, pol: newPolicies(cfg).Resolve(f.HeadResource()), mode: profile.ModeAlert, cfg: cfg, markers: markers, disabled: map[string]bool{}}
 		return c.evaluate()
 	}
 	ids := func(hits []*hit) []string {

@@ -223,7 +223,7 @@ func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion strin
 		}
 	}
 	fd.title = hits[0].rule.title
-	hints := narrativeHints{sensitive: c.pol.sensitive}
+	hints := narrativeHints{sensitive: c.pol.Sensitive}
 	for _, m := range c.blocked {
 		hints.blocked = append(hints.blocked, m.span)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -28,7 +29,7 @@ type storyProcessor struct {
 	next           consumer.Traces
 	clock          Clock
 	tel            *telemetry
-	pols           *policies
+	pols           *policy.Set
 	custom         []*customRule
 	markers        []string
 	disabled       map[string]bool
@@ -103,9 +104,9 @@ func (p *storyProcessor) Start(_ context.Context, host component.Host) error {
 	if p.cfg.DefaultMode == profile.ModeEnforce {
 		enforce = append(enforce, "default_mode")
 	}
-	for _, e := range p.pols.entries {
-		if e.p.mode == profile.ModeEnforce && e.p.configuredFor != "" {
-			enforce = append(enforce, e.p.configuredFor)
+	for _, e := range p.pols.Entries {
+		if e.P.Mode == profile.ModeEnforce && e.P.ConfiguredFor != "" {
+			enforce = append(enforce, e.P.ConfiguredFor)
 		}
 	}
 	if len(enforce) > 0 {
@@ -293,7 +294,7 @@ func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
 	if prof == nil {
 		return // a workload never seen: nothing learned, nothing to enforce
 	}
-	p.enf.observe(wid, res, p.pols.resolve(res), prof, p.profiles)
+	p.enf.observe(wid, res, p.pols.Resolve(res), prof, p.profiles)
 }
 
 // process judges one story (with the kernel decisions it holds), learns from it, and appends
@@ -301,7 +302,7 @@ func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
 func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blockMatch, now time.Time) {
 	st := f.Story
 	res := f.HeadResource()
-	pol := p.pols.resolve(res)
+	pol := p.pols.Resolve(res)
 	wid := profile.WorkloadOf(res)
 	// A story that may not be learned is judged against the workload's profile but never
 	// makes one.
@@ -325,7 +326,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blo
 		}
 		notLearned = story.NotLearnedFinding
 	} else if prof != nil && notLearned == "" {
-		prof.Learn(f, st.Reason == "", now, p.cfg.Learning, pol.sensitive)
+		prof.Learn(f, st.Reason == "", now, p.cfg.Learning, pol.Sensitive)
 	}
 	if notLearned != "" {
 		p.tel.notLearned(notLearned)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -96,7 +97,7 @@ func (h *hit) add(e evidence) {
 // evalContext is what a story is judged against.
 type evalContext struct {
 	f        *story.Facts
-	pol      *policy
+	pol      *policy.Policy
 	prof     *profile.Profile // nil when not profiled
 	mode     profile.Mode
 	cfg      *Config
@@ -248,8 +249,8 @@ func (c *evalContext) toolOutsideProfile(r *ruleDef) *hit {
 		}
 		seen[t.Name] = true
 		switch {
-		case c.pol.allowedTools != nil && !hasKey(c.pol.allowedTools, t.Name):
-			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.Name, strings.Join(story.SortedKeys(c.pol.allowedTools), ", ")),
+		case c.pol.AllowedTools != nil && !hasKey(c.pol.AllowedTools, t.Name):
+			h.add(evidence{text: fmt.Sprintf("tool %s is not in allowed_tools (%s)", t.Name, strings.Join(story.SortedKeys(c.pol.AllowedTools), ", ")),
 				boundary: true, severity: story.SevHigh, span: t.Span, event: -1})
 		case c.profileComplete() && !c.prof.HasTool(t.Name):
 			h.add(evidence{text: fmt.Sprintf("tool %s was never called while the profile was learned (profile version %d)", t.Name, c.prof.Data.Version),
@@ -266,7 +267,7 @@ func (c *evalContext) sensitiveReadThenEgress(r *ruleDef) *hit {
 		if !fa.Read || fa.Failed != "" {
 			continue
 		}
-		pattern, ok := match.Any(c.pol.sensitive, fa.Path)
+		pattern, ok := match.Any(c.pol.Sensitive, fa.Path)
 		if !ok {
 			continue
 		}
@@ -317,13 +318,13 @@ func (c *evalContext) knownFlow(fa *story.FileAccess, pattern string, e *story.E
 	f := c.f
 	tool := f.FlowTool(fa, e)
 	n := f.BytesTo(*e)
-	covered, over := c.pol.declaredFlow(tool, fa.Path, *e, n)
+	covered, over := c.pol.DeclaredFlow(tool, fa.Path, *e, n)
 	if covered {
 		return true, ""
 	}
 	var note string
 	if over >= 0 {
-		note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", over, story.FormatBytes(c.pol.flows[over].maxBytes))
+		note = fmt.Sprintf(": more than workloads allowed_flows[%d].max_bytes (%s)", over, story.FormatBytes(c.pol.Flows[over].MaxBytes))
 	}
 	if !c.profileComplete() {
 		return false, note
@@ -341,7 +342,7 @@ func (c *evalContext) knownFlow(fa *story.FileAccess, pattern string, e *story.E
 
 // knownDestination: allowed, or in the complete profile.
 func (c *evalContext) knownDestination(e story.EgressCall) bool {
-	if c.pol.allowedDests != nil && c.pol.destinationAllowed(e) {
+	if c.pol.AllowedDests != nil && c.pol.DestinationAllowed(e) {
 		return true
 	}
 	return c.profileComplete() && c.prof.KnowsDestination(e)
@@ -358,10 +359,10 @@ func (c *evalContext) egressOutsideProfile(r *ruleDef) *hit {
 		}
 		seen[key] = true
 		switch {
-		case c.pol.allowedDests != nil && !c.pol.destinationAllowed(*e):
-			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.Kind, e.Endpoint(), strings.Join(c.pol.allowedRaw, ", ")),
+		case c.pol.AllowedDests != nil && !c.pol.DestinationAllowed(*e):
+			h.add(evidence{text: fmt.Sprintf("%s %s is outside allowed_destinations (%s)", e.Kind, e.Endpoint(), strings.Join(c.pol.AllowedRaw, ", ")),
 				boundary: true, severity: story.SevHigh, span: e.Span, event: -1, egress: e})
-		case c.pol.allowedDests == nil && c.profileComplete() && !c.prof.KnowsDestination(*e):
+		case c.pol.AllowedDests == nil && c.profileComplete() && !c.prof.KnowsDestination(*e):
 			h.add(evidence{text: fmt.Sprintf("%s %s was never seen while the profile was learned", e.Kind, e.Endpoint()),
 				severity: story.SevMedium, span: e.Span, event: -1, egress: e})
 		}
@@ -530,11 +531,11 @@ func (c *evalContext) dataVolume(r *ruleDef) *hit {
 	h := &hit{rule: r}
 	f := c.f
 	factor := c.cfg.Rules.DataVolumeFactor
-	if c.pol.maxBytes > 0 && f.BytesSent > c.pol.maxBytes {
-		h.add(evidence{text: fmt.Sprintf("%s sent in one request, above max_egress_bytes (%s)", story.FormatBytes(f.BytesSent), story.FormatBytes(c.pol.maxBytes)), severity: story.SevMedium, span: f.Head, event: -1})
+	if c.pol.MaxBytes > 0 && f.BytesSent > c.pol.MaxBytes {
+		h.add(evidence{text: fmt.Sprintf("%s sent in one request, above max_egress_bytes (%s)", story.FormatBytes(f.BytesSent), story.FormatBytes(c.pol.MaxBytes)), severity: story.SevMedium, span: f.Head, event: -1})
 	}
-	if c.pol.maxConnects > 0 && f.Connects > c.pol.maxConnects {
-		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.Connects, c.pol.maxConnects), severity: story.SevMedium, span: f.Head, event: -1})
+	if c.pol.MaxConnects > 0 && f.Connects > c.pol.MaxConnects {
+		h.add(evidence{text: fmt.Sprintf("%d connects in one request, above max_connects (%d)", f.Connects, c.pol.MaxConnects), severity: story.SevMedium, span: f.Head, event: -1})
 	}
 	if c.profileComplete() {
 		c.prof.RefreshVolume()
