@@ -263,6 +263,9 @@ func (b *bench) probeHits() {
 		value: fmt.Sprintf("%.1f", benign.syscalls), ratio: "-", target: "-", verdict: "counted"})
 	b.add(result{section: secHits, name: "ring-buffer records per benign request", command: "the same run: agenttrail.ebpf.events.read",
 		value: fmt.Sprintf("%.1f (→ %.1f spans per request: %s)", benign.records, benign.spans, benign.spanNames), ratio: "-", target: "-", verdict: "counted"})
+	b.add(result{section: secHits, name: "socket I/O records per benign request (sends and receives of the agent on its sockets, sockets.enabled) and the `send`/`receive` spans they became",
+		command: "the same run: agenttrail.ebpf.sockets.records; spans named send/receive {peer} at the consumer",
+		value:   fmt.Sprintf("%.1f records → %.1f spans", benign.sockRecords, benign.sendSpans), ratio: "-", target: "-", verdict: "counted"})
 	if b.uprobeFloorNs > 0 {
 		b.add(result{section: secHits, name: "trap floor per benign request: uprobe hits × bare uprobe hit", command: "hits above × the probe floor of this run",
 			value: fmt.Sprintf("%.1f × %.2f µs = %.0f µs", benign.hits, b.uprobeFloorNs/1000, benign.hits*b.uprobeFloorNs/1000), ratio: "-", target: "-", verdict: "computed"})
@@ -298,12 +301,14 @@ type hitWindow struct {
 
 type hitCounts struct {
 	hits, uprobeNs, otherSSL, records, spans, syscalls float64 // per request
+	sockRecords, sendSpans                             float64 // socket I/O records and `send` spans per request
 	perProg, spanNames                                 string
 }
 
 func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error) {
 	s0 := statsOf(w.progs)
 	rec0 := w.p.counter("agenttrail.ebpf.events.read")
+	sock0 := w.p.counter("agenttrail.ebpf.sockets.records")
 	spans0, sys0, names0 := w.counter.snapshot()
 	for i := 0; i < n; i++ {
 		if err := request(i); err != nil {
@@ -313,6 +318,7 @@ func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error)
 	time.Sleep(3 * w.flush)
 	s1 := statsOf(w.progs)
 	rec1 := w.p.counter("agenttrail.ebpf.events.read")
+	sock1 := w.p.counter("agenttrail.ebpf.sockets.records")
 	spans1, sys1, names1 := w.counter.snapshot()
 	k := float64(n)
 	var c hitCounts
@@ -340,10 +346,14 @@ func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error)
 	c.records = float64(rec1-rec0) / k
 	c.spans = float64(spans1-spans0) / k
 	c.syscalls = float64(sys1-sys0) / k
+	c.sockRecords = float64(sock1-sock0) / k
 	var names []string
 	for name, v := range names1 {
 		if d := float64(v-names0[name]) / k; d > 0 {
 			names = append(names, fmt.Sprintf("%s %.1f", name, d))
+			if strings.HasPrefix(name, "send ") || strings.HasPrefix(name, "receive ") {
+				c.sendSpans += d
+			}
 		}
 	}
 	sort.Strings(names)

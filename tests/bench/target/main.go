@@ -24,7 +24,7 @@ func openNull() {
 }
 
 func main() {
-	mode := flag.String("mode", "func", "func: calls of Work; getppid: bare syscalls; open: openat+close of /dev/null")
+	mode := flag.String("mode", "func", "func: calls of Work; getppid: bare syscalls; open: openat+close of /dev/null; send: a 64-byte write(2) on a connected UDP socket")
 	n := flag.Int("n", 20000, "operations per repetition")
 	reps := flag.Int("reps", 7, "repetitions")
 	rate := flag.Int("rate", 0, "paced mode: this many calls of Work per second for -duration, then exit")
@@ -34,6 +34,11 @@ func main() {
 		paced(*rate, *duration)
 		return
 	}
+	var sock int
+	if *mode == "send" {
+		sock = udpPair()
+	}
+	msg := make([]byte, 64)
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	sum := 0
 	for r := 0; r < *reps; r++ {
@@ -46,11 +51,40 @@ func main() {
 				sum += syscall.Getppid()
 			case "open":
 				openNull()
+			case "send":
+				n, _ := syscall.Write(sock, msg)
+				sum += n
 			}
 		}
 		fmt.Printf("%.1f\n", float64(time.Since(start).Nanoseconds())/float64(*n))
 	}
 	fmt.Fprintln(os.Stderr, "checksum", sum)
+}
+
+// udpPair returns a UDP socket connected to another one of this process that nobody reads:
+// a send is a syscall on a socket that returns at once (the kernel drops what the full receive
+// buffer cannot take, as UDP may).
+func udpPair() int {
+	rx, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+	if err != nil {
+		panic(err)
+	}
+	lo := &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if err := syscall.Bind(rx, lo); err != nil {
+		panic(err)
+	}
+	sa, err := syscall.Getsockname(rx)
+	if err != nil {
+		panic(err)
+	}
+	tx, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+	if err != nil {
+		panic(err)
+	}
+	if err := syscall.Connect(tx, sa); err != nil {
+		panic(err)
+	}
+	return tx
 }
 
 // paced calls Work rate times a second, in batches every 10 ms, for d.
