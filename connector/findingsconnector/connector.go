@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/connector/findingsconnector/internal/metadata"
 )
 
 // Names the attackstory processor uses (processor/attackstoryprocessor/attributes.go).
@@ -64,7 +66,7 @@ func (c *findingsConnector) ConsumeTraces(ctx context.Context, td ptrace.Traces)
 						rs.Resource().CopyTo(rl.Resource())
 						rl.SetSchemaUrl(rs.SchemaUrl())
 						sl := rl.ScopeLogs().AppendEmpty()
-						sl.Scope().SetName(ScopeName)
+						sl.Scope().SetName(metadata.ScopeName)
 						records = sl.LogRecords()
 						started = true
 					}

@@ -18,13 +18,15 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/connector/findingsconnector/internal/metadata"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/expected_logs.yaml")
 
 func newConnector(t *testing.T, sink *consumertest.LogsSink) connector.Traces {
 	t.Helper()
-	set := connector.Settings{ID: component.NewID(Type), TelemetrySettings: componenttest.NewNopTelemetrySettings(), BuildInfo: component.NewDefaultBuildInfo()}
+	set := connector.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: componenttest.NewNopTelemetrySettings(), BuildInfo: component.NewDefaultBuildInfo()}
 	c, err := NewFactory().CreateTracesToLogs(context.Background(), set, NewFactory().CreateDefaultConfig(), sink)
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
@@ -35,7 +37,7 @@ func newConnector(t *testing.T, sink *consumertest.LogsSink) connector.Traces {
 func TestFactory(t *testing.T) {
 	f := NewFactory()
 	assert.Equal(t, "findings", f.Type().String())
-	assert.Equal(t, TracesToLogsStability, f.TracesToLogsStability())
+	assert.Equal(t, metadata.TracesToLogsStability, f.TracesToLogsStability())
 	cfg := f.CreateDefaultConfig()
 	require.NoError(t, confmap.Validate(cfg))
 	require.NoError(t, componenttest.CheckConfigStruct(cfg))
@@ -74,7 +76,7 @@ func TestFindingsToLogs(t *testing.T) {
 	ocsf, _ := root.Events().At(0).Attributes().Get(attrFindingOCSF)
 	rl := ld.ResourceLogs().At(0)
 	assert.Equal(t, rs.Resource().Attributes().AsRaw(), rl.Resource().Attributes().AsRaw())
-	assert.Equal(t, ScopeName, rl.ScopeLogs().At(0).Scope().Name())
+	assert.Equal(t, metadata.ScopeName, rl.ScopeLogs().At(0).Scope().Name())
 	lr := rl.ScopeLogs().At(0).LogRecords().At(0)
 	assert.Equal(t, ocsf.Str(), lr.Body().Str())
 	assert.Equal(t, root.TraceID(), lr.TraceID())
@@ -142,7 +144,7 @@ func TestSeverityTable(t *testing.T) {
 func TestNextError(t *testing.T) {
 	td, err := golden.ReadTraces(filepath.Join("testdata", "findings_traces.yaml"))
 	require.NoError(t, err)
-	set := connector.Settings{ID: component.NewID(Type), TelemetrySettings: componenttest.NewNopTelemetrySettings(), BuildInfo: component.NewDefaultBuildInfo()}
+	set := connector.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: componenttest.NewNopTelemetrySettings(), BuildInfo: component.NewDefaultBuildInfo()}
 	c, err := NewFactory().CreateTracesToLogs(context.Background(), set, &Config{}, consumertest.NewErr(assert.AnError))
 	require.NoError(t, err)
 	assert.ErrorIs(t, c.ConsumeTraces(context.Background(), td), assert.AnError)

@@ -6,27 +6,16 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
-)
 
-// These values stand in for mdatagen's internal/metadata package (see metadata.yaml).
-var (
-	// Type is the component type of this connector.
-	Type = component.MustNewType("findings")
-)
-
-const (
-	// ScopeName is the instrumentation scope of the log records the connector emits.
-	ScopeName = "github.com/agenttrail/agenttrail/connector/findingsconnector"
-	// TracesToLogsStability is the stability level of the traces → logs route.
-	TracesToLogsStability = component.StabilityLevelAlpha
+	"github.com/agenttrail/agenttrail/connector/findingsconnector/internal/metadata"
 )
 
 // NewFactory creates a factory for the findings connector.
 func NewFactory() connector.Factory {
 	return connector.NewFactory(
-		Type,
+		metadata.Type,
 		func() component.Config { return &Config{} },
-		connector.WithTracesToLogs(createTracesToLogs, TracesToLogsStability),
+		connector.WithTracesToLogs(createTracesToLogs, metadata.TracesToLogsStability),
 	)
 }
 

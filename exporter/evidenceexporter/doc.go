@@ -4,5 +4,6 @@
 // `agenttrail evidence verify`.
 //
 // There is no `//go:generate mdatagen metadata.yaml` line: mdatagen cannot be had at the
-// collector version this module pins, so internal/metadata is kept in step by hand.
+// collector version this module pins, so internal/metadata is written by hand and held to
+// metadata.yaml by its test and by component_test.go.
 package evidenceexporter // import "github.com/agenttrail/agenttrail/exporter/evidenceexporter"

@@ -10,6 +10,8 @@ import (
 
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
 // BenchmarkExportTraces exports 10,000 spans per call through the full component (real azlogs
@@ -41,7 +43,7 @@ func BenchmarkExportTraces(b *testing.B) {
 	cfg.QueueSettings = env.noQueue()
 	cfg.BackOffConfig.Enabled = false
 
-	exp, err := env.factory().CreateTraces(context.Background(), exportertest.NewNopSettings(Type), cfg)
+	exp, err := env.factory().CreateTraces(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

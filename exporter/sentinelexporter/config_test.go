@@ -11,15 +11,17 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
 func loadTestConfig(t *testing.T, name string) (*Config, error) {
 	t.Helper()
 	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
 	require.NoError(t, err)
-	id := component.NewID(Type)
+	id := component.NewID(metadata.Type)
 	if name != "" {
-		id = component.NewIDWithName(Type, name)
+		id = component.NewIDWithName(metadata.Type, name)
 	}
 	sub, err := cm.Sub(id.String())
 	require.NoError(t, err)

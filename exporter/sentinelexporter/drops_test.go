@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
@@ -34,8 +35,8 @@ func TestRejectionsLoggedEqualMetric(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	core, logs := observer.New(zapcore.InfoLevel)
-	set := exportertest.NewNopSettings(Type)
-	set.ID = component.NewID(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
+	set.ID = component.NewID(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	set.Logger = zap.New(zapcore.NewSamplerWithOptions(core, 10*time.Second, 10, 100))
 	cfg := env.config()

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"net/http"
 	"net/url"
 	"sort"
@@ -21,6 +20,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 type signal string
@@ -77,7 +79,7 @@ type sentinelExporter struct {
 }
 
 func newExporter(set exporter.Settings, cfg *Config, sig signal, opts factoryOptions) (*sentinelExporter, error) {
-	dropped, err := set.TelemetrySettings.MeterProvider.Meter(ScopeName).Int64Counter(
+	dropped, err := set.TelemetrySettings.MeterProvider.Meter(metadata.ScopeName).Int64Counter(
 		droppedMetricName,
 		metric.WithDescription("Rows the Sentinel exporter dropped instead of sending, by reason."),
 		metric.WithUnit("{row}"),

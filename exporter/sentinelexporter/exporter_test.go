@@ -23,11 +23,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
 func TestFindingsToRows(t *testing.T) {
 	env := newAzureEnv(t)
-	exp := env.startLogs(t, env.config(), exportertest.NewNopSettings(Type))
+	exp := env.startLogs(t, env.config(), exportertest.NewNopSettings(metadata.Type))
 
 	require.NoError(t, exp.ConsumeLogs(context.Background(), makeFindings(2)))
 	require.NoError(t, exp.ConsumeLogs(context.Background(), makeFindings(1)))
@@ -86,7 +88,7 @@ func TestFindingsToRows(t *testing.T) {
 
 func TestFindingFallbacks(t *testing.T) {
 	env := newAzureEnv(t)
-	exp := env.startRaw(t, env.config(), signalLogs, exportertest.NewNopSettings(Type))
+	exp := env.startRaw(t, env.config(), signalLogs, exportertest.NewNopSettings(metadata.Type))
 	fixed := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	now = func() time.Time { return fixed }
 	t.Cleanup(func() { now = time.Now })
@@ -144,7 +146,7 @@ func TestFindingFallbacks(t *testing.T) {
 
 func TestSpansToRows(t *testing.T) {
 	env := newAzureEnv(t)
-	exp := env.startTraces(t, env.config(), exportertest.NewNopSettings(Type))
+	exp := env.startTraces(t, env.config(), exportertest.NewNopSettings(metadata.Type))
 
 	td := richTraces()
 
@@ -199,7 +201,7 @@ func Test429RetryAfterThrottles(t *testing.T) {
 			ingestionError(w, http.StatusTooManyRequests, "TooManyRequests", "Rate limit exceeded")
 			return true
 		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(Type))
+		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
 		err := exp.pushTraces(context.Background(), makeTraces(4))
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
@@ -218,7 +220,7 @@ func Test429RetryAfterThrottles(t *testing.T) {
 			ingestionError(w, http.StatusTooManyRequests, "TooManyRequests", "slow down")
 			return true
 		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(Type))
+		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
 		err := exp.pushTraces(context.Background(), makeTraces(1))
 		require.Error(t, err)
 		assert.True(t, hasThrottle(err, 1500*time.Millisecond), err.Error())
@@ -238,7 +240,7 @@ func Test429RetryAfterThrottles(t *testing.T) {
 		}
 		cfg := env.config()
 		fastRetry(cfg)
-		exp := env.startTraces(t, cfg, exportertest.NewNopSettings(Type))
+		exp := env.startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(20)))
 		requireEachSpanOnce(t, env.ingestion.streamRows(defaultStreamSpans), 20)
 		assert.Equal(t, 2, env.ingestion.requestCount())
@@ -260,7 +262,7 @@ func Test413SplitsAndRetries(t *testing.T) {
 	}
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	exp := env.startTraces(t, env.config(), set)
 
@@ -286,7 +288,7 @@ func Test413SingleRowIsDropped(t *testing.T) {
 	}
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	core, logs := observer.New(zapcore.InfoLevel)
 	set.Logger = zapNew(core)
@@ -366,7 +368,7 @@ func Test403NamesTheRole(t *testing.T) {
 		ingestionError(w, http.StatusForbidden, "OperationFailed", "The authentication token provided does not have access to ingest data for the data collection rule with immutable Id '"+testDCR+"'.")
 		return true
 	}
-	exp := env.startRaw(t, env.config(), signalLogs, exportertest.NewNopSettings(Type))
+	exp := env.startRaw(t, env.config(), signalLogs, exportertest.NewNopSettings(metadata.Type))
 	err := exp.pushLogs(context.Background(), makeFindings(1))
 	require.Error(t, err)
 	assert.True(t, consumererror.IsPermanent(err))
@@ -422,7 +424,7 @@ func TestTokenEndpointServerErrorIsRetryable(t *testing.T) {
 	}
 	cfg := env.config()
 	fastRetry(cfg)
-	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(5)))
 	requireEachSpanOnce(t, env.ingestion.streamRows(defaultStreamSpans), 5)
 	assert.Equal(t, 2, env.entra.tokenRequestCount())
@@ -446,7 +448,7 @@ func TestHTMLBadGatewayIsRetryableWithExcerpt(t *testing.T) {
 			_, _ = w.Write([]byte(nginx502))
 			return true
 		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(Type))
+		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
 		err := exp.pushTraces(context.Background(), makeTraces(3))
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
@@ -472,7 +474,7 @@ func TestHTMLBadGatewayIsRetryableWithExcerpt(t *testing.T) {
 		}
 		cfg := env.config()
 		fastRetry(cfg)
-		exp := env.startTraces(t, cfg, exportertest.NewNopSettings(Type))
+		exp := env.startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
 		requireEachSpanOnce(t, env.ingestion.streamRows(defaultStreamSpans), 30)
 	})
@@ -505,7 +507,7 @@ func TestOtherStatuses(t *testing.T) {
 				_, _ = w.Write([]byte(tt.body))
 				return true
 			}
-			exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(Type))
+			exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
 			err := exp.pushTraces(context.Background(), makeTraces(2))
 			require.Error(t, err)
 			assert.Equal(t, tt.permanent, consumererror.IsPermanent(err), err.Error())
@@ -521,7 +523,7 @@ func TestUnreachableEndpointIsRetryable(t *testing.T) {
 	dead := newFakeIngestion(t)
 	cfg.Endpoint = dead.srv.URL
 	dead.srv.Close()
-	exp := env.startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+	exp := env.startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 	err := exp.pushTraces(context.Background(), makeTraces(2))
 	require.Error(t, err)
 	assert.False(t, consumererror.IsPermanent(err))
@@ -535,7 +537,7 @@ func TestOversizeRowDroppedAndCounted(t *testing.T) {
 	cfg.MaxBatchBytes = 4096
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	core, logs := observer.New(zapcore.InfoLevel)
 	set.Logger = zapNew(core)
@@ -570,7 +572,7 @@ func TestEmptyFindingDropped(t *testing.T) {
 	env := newAzureEnv(t)
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	exp := env.startLogs(t, env.config(), set)
 	ld := makeFindings(2)
@@ -583,7 +585,7 @@ func TestEmptyFindingDropped(t *testing.T) {
 func TestBatching5000Spans(t *testing.T) {
 	env := newAzureEnv(t)
 	cfg := env.config()
-	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 
 	td := makeTraces(5000)
 	// ~1 KiB per row: 5000 rows need several requests.
@@ -622,7 +624,7 @@ func TestFailedBatchResendsOnlyTheRest(t *testing.T) {
 	cfg := env.config()
 	cfg.MaxBatchBytes = 8192
 	fastRetry(cfg)
-	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := env.startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(200)))
 	requireEachSpanOnce(t, env.ingestion.streamRows(defaultStreamSpans), 200)
 }
@@ -633,7 +635,7 @@ func TestQueuedExport(t *testing.T) {
 	base := env.config()
 	cfg.Endpoint, cfg.DCRImmutableID, cfg.Auth = base.Endpoint, base.DCRImmutableID, base.Auth
 	fastRetry(cfg)
-	exp, err := env.factory().CreateLogs(context.Background(), exportertest.NewNopSettings(Type), cfg)
+	exp, err := env.factory().CreateLogs(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
 	require.NoError(t, err)
 	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
 	for i := 0; i < 5; i++ {
@@ -662,7 +664,7 @@ func TestWorkloadIdentity(t *testing.T) {
 	t.Run("explicit settings", func(t *testing.T) {
 		cfg := env.config()
 		cfg.Auth = AuthConfig{Type: AuthWorkloadIdentity, TenantID: testTenant, ClientID: testClient, TokenFile: file, AuthorityHost: env.entra.srv.URL}
-		exp := env.startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(Type))
+		exp := env.startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.pushLogs(context.Background(), makeFindings(2)))
 		assert.Len(t, env.ingestion.streamRows(defaultStreamFindings), 2)
 	})
@@ -672,7 +674,7 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Setenv(envClientID, testClient)
 		cfg := env.config()
 		cfg.Auth = AuthConfig{Type: AuthWorkloadIdentity, AuthorityHost: env.entra.srv.URL}
-		exp := env.startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+		exp := env.startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.pushTraces(context.Background(), makeTraces(3)))
 		assert.Contains(t, exp.identity, file)
 	})
@@ -682,7 +684,7 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Setenv(envClientID, testClient)
 		cfg := env.config()
 		cfg.Auth = AuthConfig{Type: AuthWorkloadIdentity}
-		exp, err := newExporter(exportertest.NewNopSettings(Type), cfg, signalTraces, factoryOptions{transport: env.client})
+		exp, err := newExporter(exportertest.NewNopSettings(metadata.Type), cfg, signalTraces, factoryOptions{transport: env.client})
 		require.NoError(t, err)
 		err = exp.start(context.Background(), componenttest.NewNopHost())
 		require.ErrorContains(t, err, `"auth.token_file" is empty and AZURE_FEDERATED_TOKEN_FILE is not set`)
@@ -695,7 +697,7 @@ func TestWorkloadIdentity(t *testing.T) {
 
 func TestNotStarted(t *testing.T) {
 	env := newAzureEnv(t)
-	exp, err := newExporter(exportertest.NewNopSettings(Type), env.config(), signalTraces, factoryOptions{})
+	exp, err := newExporter(exportertest.NewNopSettings(metadata.Type), env.config(), signalTraces, factoryOptions{})
 	require.NoError(t, err)
 	err = exp.pushTraces(context.Background(), makeTraces(1))
 	assert.True(t, consumererror.IsPermanent(err))

@@ -2,30 +2,16 @@ package sentinelexporter
 
 import (
 	"context"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
-)
 
-// These values stand in for mdatagen's internal/metadata package (see metadata.yaml).
-var (
-	// Type is the component type of this exporter.
-	Type = component.MustNewType("sentinel")
-	// ScopeName is the instrumentation scope of the exporter's own telemetry.
-	ScopeName = "github.com/agenttrail/agenttrail/exporter/sentinelexporter"
-)
-
-const (
-	// TracesStability is the stability level of the traces signal.
-	TracesStability = component.StabilityLevelAlpha
-	// LogsStability is the stability level of the logs signal.
-	LogsStability = component.StabilityLevelAlpha
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 // factoryOptions are settings that are not part of the collector configuration.
@@ -54,14 +40,14 @@ func NewFactoryWithTransport(transport policy.Transporter) exporter.Factory {
 
 func newFactory(opts factoryOptions) exporter.Factory {
 	return exporter.NewFactory(
-		Type,
+		metadata.Type,
 		createDefaultConfig,
 		exporter.WithTraces(func(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
 			return createTraces(ctx, set, cfg, opts)
-		}, TracesStability),
+		}, metadata.TracesStability),
 		exporter.WithLogs(func(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
 			return createLogs(ctx, set, cfg, opts)
-		}, LogsStability),
+		}, metadata.LogsStability),
 	)
 }
 
@@ -70,7 +56,7 @@ func createDefaultConfig() component.Config {
 	timeout.Timeout = defaultTimeout
 	return &Config{
 		TimeoutConfig:      timeout,
-		QueueSettings:      configoptional.Some(exporterhelper.NewDefaultQueueConfig()),
+		QueueSettings:      metadata.NewDefaultSendingQueueConfig(),
 		BackOffConfig:      configretry.NewDefaultBackOffConfig(),
 		StreamNameFindings: defaultStreamFindings,
 		StreamNameSpans:    defaultStreamSpans,

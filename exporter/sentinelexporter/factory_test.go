@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
 func TestFactory(t *testing.T) {
@@ -34,7 +36,7 @@ func managedConfig() *Config {
 // Start builds the credential and the client without sending anything, so these run offline.
 func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	for _, f := range []struct {
 		name    string
 		factory func() (component.Component, component.Component, error)

@@ -21,6 +21,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
 // azureEnv is a fake Entra ID and a fake Logs Ingestion endpoint with a client trusting both.
@@ -104,7 +106,7 @@ func (env *azureEnv) startRaw(t *testing.T, cfg *Config, sig signal, set exporte
 
 func observedSettings(level zapcore.Level) (exporter.Settings, *observer.ObservedLogs) {
 	core, logs := observer.New(level)
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	return set, logs
 }

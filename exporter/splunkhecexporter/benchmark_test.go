@@ -9,6 +9,8 @@ import (
 
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
 )
 
 // BenchmarkExportTraces exports 10,000 spans per call through the full component (no queue,
@@ -31,7 +33,7 @@ func BenchmarkExportTraces(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := testConfig(srv.URL + "/services/collector")
 			cfg.DisableCompression = bc.disableCompression
-			exp, err := NewFactory().CreateTraces(context.Background(), exportertest.NewNopSettings(Type), cfg)
+			exp, err := NewFactory().CreateTraces(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
 	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
@@ -51,8 +52,8 @@ func sampledSettings(t *testing.T) (*componenttest.Telemetry, *observer.Observed
 	core, logs := observer.New(zapcore.InfoLevel)
 	sampled := zapcore.NewSamplerWithOptions(core, 10*time.Second, 10, 100)
 	return tel, logs, func() exportertestSettings {
-		set := exportertest.NewNopSettings(Type)
-		set.ID = component.NewID(Type) // the same queue after a "restart"
+		set := exportertest.NewNopSettings(metadata.Type)
+		set.ID = component.NewID(metadata.Type) // the same queue after a "restart"
 		set.TelemetrySettings = tel.NewTelemetrySettings()
 		set.Logger = zap.New(sampled).With(zap.String("otelcol.component.id", "splunk_hec"))
 		return set

@@ -2,12 +2,13 @@ package splunkhecexporter
 
 import (
 	"encoding/json"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 func TestLogBody(t *testing.T) {

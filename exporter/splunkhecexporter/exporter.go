@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"iter"
 	"net/http"
 	"net/url"
@@ -22,6 +21,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 type signal string
@@ -74,7 +76,7 @@ func newExporter(set exporter.Settings, cfg *Config, sig signal) (*hecExporter, 
 	if err != nil {
 		return nil, fmt.Errorf(`"endpoint" must be a valid URL: %w`, err)
 	}
-	dropped, err := set.TelemetrySettings.MeterProvider.Meter(ScopeName).Int64Counter(
+	dropped, err := set.TelemetrySettings.MeterProvider.Meter(metadata.ScopeName).Int64Counter(
 		droppedMetricName,
 		metric.WithDescription("Events the Splunk HEC exporter dropped before sending, by reason."),
 		metric.WithUnit("{event}"),

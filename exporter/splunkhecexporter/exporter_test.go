@@ -35,6 +35,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
 )
 
 const testToken = "7c1e3e2a-0f57-4a53-9d6e-2b1f2c3d4e5f"
@@ -91,7 +93,7 @@ func startLogs(t *testing.T, cfg *Config, set exporter.Settings) exporter.Logs {
 
 func observedSettings(level zapcore.Level) (exporter.Settings, *observer.ObservedLogs) {
 	core, logs := observer.New(level)
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	return set, logs
 }
@@ -150,7 +152,7 @@ func TestTracesToEvents(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	cfg := testConfig(hec.endpoint())
 	cfg.Source = "agenttrail"
-	exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
@@ -237,7 +239,7 @@ func TestTracesToEvents(t *testing.T) {
 
 func TestTracesDefaultHostAndParentless(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
-	exp := startRaw(t, testConfig(hec.endpoint()+"/event"), signalTraces, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, testConfig(hec.endpoint()+"/event"), signalTraces, exportertest.NewNopSettings(metadata.Type))
 	td := ptrace.NewTraces()
 	s := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
 	s.SetName("root")
@@ -267,7 +269,7 @@ func TestLogsToEvents(t *testing.T) {
 	cfg.Index = "soc_findings"
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	exp := startLogs(t, cfg, set)
 
@@ -342,7 +344,7 @@ func TestLogsSourcetypeFallsBackToSourcetype(t *testing.T) {
 	cfg := testConfig(hec.endpoint())
 	cfg.LogsSourceType = ""
 	cfg.SourceType = "contrib:style"
-	exp := startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(metadata.Type))
 	ld := plog.NewLogs()
 	ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().Body().SetStr("x")
 	require.NoError(t, exp.pushLogs(context.Background(), ld))
@@ -381,7 +383,7 @@ func TestBatchingUnderContentLimit(t *testing.T) {
 			cfg := testConfig(hec.endpoint())
 			cfg.MaxContentLengthTraces = limit
 			cfg.DisableCompression = tt.disableCompression
-			exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+			exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 
 			require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
 
@@ -412,7 +414,7 @@ func TestOversizeEventDropped(t *testing.T) {
 			tt.mutate(cfg)
 			tel := componenttest.NewTelemetry()
 			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-			set := exportertest.NewNopSettings(Type)
+			set := exportertest.NewNopSettings(metadata.Type)
 			set.TelemetrySettings = tel.NewTelemetrySettings() // before the logger: it carries one
 			core, logs := observer.New(zapcore.InfoLevel)
 			set.Logger = zap.New(core)
@@ -464,7 +466,7 @@ func Test413SplitsAndRetries(t *testing.T) {
 			cfg.DisableCompression = !compress
 			tel := componenttest.NewTelemetry()
 			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-			set := exportertest.NewNopSettings(Type)
+			set := exportertest.NewNopSettings(metadata.Type)
 			set.TelemetrySettings = tel.NewTelemetrySettings()
 			core, logs := observer.New(zapcore.InfoLevel)
 			set.Logger = zap.New(core)
@@ -521,7 +523,7 @@ func Test413ThenOutageResendsOnlyTheRest(t *testing.T) {
 		return false
 	}
 	cfg := testConfig(hec.endpoint())
-	exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 	td := makeTraces(40)
 	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().PutStr("gen_ai.prompt", strings.Repeat("A", 2*limit))
 	err := exp.pushTraces(context.Background(), td)
@@ -576,7 +578,7 @@ func TestCompression(t *testing.T) {
 			hec := newFakeHEC(t, testToken)
 			cfg := testConfig(hec.endpoint())
 			cfg.DisableCompression = tt.disable
-			exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+			exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 			require.NoError(t, exp.pushTraces(context.Background(), makeTraces(50)))
 			reqs := hec.recordedRequests()
 			require.Len(t, reqs, 1)
@@ -598,7 +600,7 @@ func TestInvalidTokenIsPermanentAndLoggedOnce(t *testing.T) {
 	cfg.Token = wrongToken
 	fastRetry(cfg) // retry enabled: a permanent error must still not be retried
 	core, logs := observer.New(zapcore.DebugLevel)
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
 	exp := startTraces(t, cfg, set)
 
@@ -643,7 +645,7 @@ func TestPermanentStatuses(t *testing.T) {
 				_, _ = w.Write([]byte(tt.body))
 				return true
 			}
-			exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(Type))
+			exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(metadata.Type))
 			err := exp.pushTraces(context.Background(), makeTraces(3))
 			require.Error(t, err)
 			assert.True(t, consumererror.IsPermanent(err), "status %d must be permanent", tt.status)
@@ -657,7 +659,7 @@ func TestPermanentStatuses(t *testing.T) {
 func TestDataChannelMissing(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	hec.useAck = true // token requires a channel, exporter ack disabled
-	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(metadata.Type))
 	err := exp.pushTraces(context.Background(), makeTraces(2))
 	require.Error(t, err)
 	assert.True(t, consumererror.IsPermanent(err))
@@ -675,7 +677,7 @@ func TestRetry503ThenSuccess(t *testing.T) {
 	}
 	cfg := testConfig(hec.endpoint())
 	fastRetry(cfg)
-	exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(40)))
 	assert.Equal(t, 3, hec.eventRequestCount(), "two 503 then success")
@@ -694,7 +696,7 @@ func TestRetryResendsOnlyUnsentBatches(t *testing.T) {
 	cfg := testConfig(hec.endpoint())
 	cfg.MaxContentLengthTraces = 4096
 	fastRetry(cfg)
-	exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+	exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(200)))
 	assert.Greater(t, len(hec.recordedRequests()), 5)
@@ -713,7 +715,7 @@ func TestRetryAfter429(t *testing.T) {
 	}
 
 	t.Run("error carries the throttle delay", func(t *testing.T) {
-		exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(metadata.Type))
 		err := exp.pushTraces(context.Background(), makeTraces(2))
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
@@ -730,7 +732,7 @@ func TestRetryAfter429(t *testing.T) {
 		hec.mu.Unlock()
 		cfg := testConfig(hec.endpoint())
 		fastRetry(cfg)
-		exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+		exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 		start := time.Now()
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(4)))
 		assert.GreaterOrEqual(t, time.Since(start), 900*time.Millisecond, "Retry-After honoured")
@@ -771,7 +773,7 @@ func TestHTMLBadGatewayIsRetryableWithExcerpt(t *testing.T) {
 		_, _ = w.Write([]byte(page))
 		return true
 	}
-	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(metadata.Type))
 	err := exp.pushTraces(context.Background(), makeTraces(3))
 	require.Error(t, err)
 	assert.False(t, consumererror.IsPermanent(err), "5xx is retryable")
@@ -799,7 +801,7 @@ func TestIndexerAcknowledgement(t *testing.T) {
 		hec := newFakeHEC(t, testToken)
 		hec.useAck = true
 		hec.ackAfterPolls = 2
-		exp := startRaw(t, ackCfg(hec.endpoint(), 5*time.Second), signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, ackCfg(hec.endpoint(), 5*time.Second), signalTraces, exportertest.NewNopSettings(metadata.Type))
 
 		require.NoError(t, exp.pushTraces(context.Background(), makeTraces(10)))
 		assert.Equal(t, 3, hec.ackPollCount(), "two unacknowledged polls then the ack")
@@ -817,7 +819,7 @@ func TestIndexerAcknowledgement(t *testing.T) {
 		hec.ackAfterPolls = 1
 		cfg := ackCfg(hec.endpoint(), 5*time.Second)
 		cfg.MaxContentLengthTraces = 4096
-		exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.pushTraces(context.Background(), makeTraces(100)))
 		reqs := hec.recordedRequests()
 		require.Greater(t, len(reqs), 3)
@@ -831,7 +833,7 @@ func TestIndexerAcknowledgement(t *testing.T) {
 		hec := newFakeHEC(t, testToken)
 		hec.useAck = true
 		hec.ackAfterPolls = -1
-		exp := startRaw(t, ackCfg(hec.endpoint(), 150*time.Millisecond), signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, ackCfg(hec.endpoint(), 150*time.Millisecond), signalTraces, exportertest.NewNopSettings(metadata.Type))
 
 		start := time.Now()
 		err := exp.pushTraces(context.Background(), makeTraces(10))
@@ -851,7 +853,7 @@ func TestIndexerAcknowledgement(t *testing.T) {
 		hec.neverAck = map[int64]bool{0: true} // the first request is lost before indexing
 		cfg := ackCfg(hec.endpoint(), 50*time.Millisecond)
 		fastRetry(cfg)
-		exp := startTraces(t, cfg, exportertest.NewNopSettings(Type))
+		exp := startTraces(t, cfg, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(5)))
 		assert.Equal(t, 2, hec.eventRequestCount(), "sent again after the ack timeout")
 		ids := eventSpanIDs(t, hec.recordedEvents())
@@ -883,7 +885,7 @@ func TestLogsRetryKeepsOnlyRemainingRecords(t *testing.T) {
 	}
 	cfg := testConfig(hec.endpoint())
 	cfg.MaxContentLengthLogs = 1024
-	exp := startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, cfg, signalLogs, exportertest.NewNopSettings(metadata.Type))
 	ld := plog.NewLogs()
 	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
 	for i := 0; i < 30; i++ {
@@ -908,12 +910,12 @@ func TestTLS(t *testing.T) {
 	t.Run("trusted CA", func(t *testing.T) {
 		cfg := testConfig(hec.endpoint())
 		cfg.ClientConfig.TLS.CAFile = caFile
-		exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, cfg, signalTraces, exportertest.NewNopSettings(metadata.Type))
 		require.NoError(t, exp.pushTraces(context.Background(), makeTraces(3)))
 		assert.Len(t, hec.recordedEvents(), 3)
 	})
 	t.Run("unknown CA is a retryable transport error", func(t *testing.T) {
-		exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(Type))
+		exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, exportertest.NewNopSettings(metadata.Type))
 		err := exp.pushTraces(context.Background(), makeTraces(3))
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
@@ -927,7 +929,7 @@ func certPEM(h *fakeHEC) []byte {
 }
 
 func TestNotStarted(t *testing.T) {
-	exp, err := newExporter(exportertest.NewNopSettings(Type), testConfig("http://127.0.0.1:1/services/collector"), signalTraces)
+	exp, err := newExporter(exportertest.NewNopSettings(metadata.Type), testConfig("http://127.0.0.1:1/services/collector"), signalTraces)
 	require.NoError(t, err)
 	err = exp.pushTraces(context.Background(), makeTraces(1))
 	require.Error(t, err)
@@ -938,7 +940,7 @@ func TestConnectionRefusedIsRetryable(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	endpoint := hec.endpoint()
 	hec.srv.Close()
-	exp := startRaw(t, testConfig(endpoint), signalTraces, exportertest.NewNopSettings(Type))
+	exp := startRaw(t, testConfig(endpoint), signalTraces, exportertest.NewNopSettings(metadata.Type))
 	err := exp.pushTraces(context.Background(), makeTraces(1))
 	require.Error(t, err)
 	assert.False(t, consumererror.IsPermanent(err))
@@ -949,7 +951,7 @@ func TestUnencodableEventDropped(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, set)
 

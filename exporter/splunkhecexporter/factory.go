@@ -2,39 +2,25 @@ package splunkhecexporter
 
 import (
 	"context"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/confighttp"
-	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
-)
 
-// These values stand in for mdatagen's internal/metadata package (see metadata.yaml).
-var (
-	// Type is the component type of this exporter.
-	Type = component.MustNewType("splunk_hec")
-	// ScopeName is the instrumentation scope of the exporter's own telemetry.
-	ScopeName = "github.com/agenttrail/agenttrail/exporter/splunkhecexporter"
-)
-
-const (
-	// TracesStability is the stability level of the traces signal.
-	TracesStability = component.StabilityLevelBeta
-	// LogsStability is the stability level of the logs signal.
-	LogsStability = component.StabilityLevelBeta
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 // NewFactory creates a factory for the Splunk HEC exporter.
 func NewFactory() exporter.Factory {
 	return exporter.NewFactory(
-		Type,
+		metadata.Type,
 		createDefaultConfig,
-		exporter.WithTraces(createTraces, TracesStability),
-		exporter.WithLogs(createLogs, LogsStability),
+		exporter.WithTraces(createTraces, metadata.TracesStability),
+		exporter.WithLogs(createLogs, metadata.LogsStability),
 	)
 }
 
@@ -51,7 +37,7 @@ func createDefaultConfig() component.Config {
 
 	return &Config{
 		ClientConfig:           clientConfig,
-		QueueSettings:          configoptional.Some(exporterhelper.NewDefaultQueueConfig()),
+		QueueSettings:          metadata.NewDefaultSendingQueueConfig(),
 		BackOffConfig:          configretry.NewDefaultBackOffConfig(),
 		SourceType:             defaultTracesSourcetype,
 		LogsSourceType:         defaultLogsSourcetype,

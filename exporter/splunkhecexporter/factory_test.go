@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+
+	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
 )
 
 func TestFactory(t *testing.T) {
@@ -28,7 +30,7 @@ func TestLifecycle(t *testing.T) {
 	cfg.ClientConfig.Endpoint = "https://testing.invalid:8088/services/collector"
 	cfg.Token = "00000000-0000-0000-0000-000000000000"
 	ctx := context.Background()
-	set := exportertest.NewNopSettings(Type)
+	set := exportertest.NewNopSettings(metadata.Type)
 
 	tests := []struct {
 		name   string

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 // BenchmarkProcessWarm: batches of 100 resources (processes, as the ebpf
@@ -46,7 +48,7 @@ func BenchmarkProcessWarm(b *testing.B) {
 	cfg.NodeNameEnv = ""
 	cfg.Extract.Labels = []FieldExtractConfig{{Key: "app.kubernetes.io/name"}}
 	ctx := context.Background()
-	p, err := f.CreateTraces(ctx, processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+	p, err := f.CreateTraces(ctx, processortest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}

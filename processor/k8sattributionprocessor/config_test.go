@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/processor/processortest"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 func loadConfig(t *testing.T, id component.ID) (*Config, error) {
@@ -63,7 +65,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := loadConfig(t, component.NewIDWithName(componentType, tc.name))
+			cfg, err := loadConfig(t, component.NewIDWithName(metadata.Type, tc.name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +109,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := loadConfig(t, component.NewIDWithName(componentType, tc.name))
+			_, err := loadConfig(t, component.NewIDWithName(metadata.Type, tc.name))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v; want containing %q", err, tc.want)
 			}
@@ -137,7 +139,7 @@ func TestFactory(t *testing.T) {
 	}
 	cfg := f.CreateDefaultConfig().(*Config)
 	cfg.AuthType = AuthTypeNone
-	set := processortest.NewNopSettings(componentType)
+	set := processortest.NewNopSettings(metadata.Type)
 	tp, err := f.CreateTraces(context.Background(), set, cfg, consumertest.NewNop())
 	if err != nil {
 		t.Fatal(err)

@@ -12,13 +12,9 @@ import (
 	"go.opentelemetry.io/collector/processor/processorhelper"
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
-
-const typeStr = "k8sattribution"
-
-// componentType is declared here because mdatagen is not available at this
-// collector version (see doc.go).
-var componentType = component.MustNewType(typeStr)
 
 // NewFactory returns the factory of the k8sattribution processor.
 func NewFactory() processor.Factory {
@@ -54,9 +50,9 @@ type sharedCore struct {
 
 func newFactory(client kubernetes.Interface) processor.Factory {
 	f := &factory{client: client, cores: map[coreKey]*sharedCore{}}
-	return processor.NewFactory(componentType, createDefaultConfig,
-		processor.WithTraces(f.createTraces, component.StabilityLevelAlpha),
-		processor.WithLogs(f.createLogs, component.StabilityLevelAlpha))
+	return processor.NewFactory(metadata.Type, createDefaultConfig,
+		processor.WithTraces(f.createTraces, metadata.TracesStability),
+		processor.WithLogs(f.createLogs, metadata.LogsStability))
 }
 
 func createDefaultConfig() component.Config {

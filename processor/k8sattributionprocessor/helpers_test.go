@@ -24,6 +24,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 // harness is one started traces processor with its sink, logs and metrics.
@@ -42,7 +44,7 @@ func newHarness(t testing.TB, client kubernetes.Interface, cfg *Config, prepare 
 	t.Helper()
 	zc, logs := observer.New(zapcore.DebugLevel)
 	tel := componenttest.NewTelemetry()
-	set := processortest.NewNopSettings(componentType)
+	set := processortest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	set.Logger = zap.New(zc)
 	f := &factory{client: client, cores: map[coreKey]*sharedCore{}}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 func selfInContainer(t *testing.T) bool {
@@ -322,7 +323,7 @@ func TestLogsShareCore(t *testing.T) {
 	f := NewFactoryWithClient(client)
 	cfg := f.CreateDefaultConfig().(*Config)
 	cfg.NodeNameEnv = ""
-	set := processortest.NewNopSettings(componentType)
+	set := processortest.NewNopSettings(metadata.Type)
 	ctx := context.Background()
 	tp, err := f.CreateTraces(ctx, set, cfg, consumertest.NewNop())
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 // statusHost records the component status events reported through it.
@@ -48,7 +50,7 @@ func (h *statusHost) last() *componentstatus.Event {
 // the informers may take grace to sync.
 func startWithStatus(t *testing.T, client kubernetes.Interface, grace time.Duration) *statusHost {
 	t.Helper()
-	set := processortest.NewNopSettings(componentType)
+	set := processortest.NewNopSettings(metadata.Type)
 	set.Logger = zap.NewNop()
 	f := &factory{client: client, cores: map[coreKey]*sharedCore{}}
 	cfg := testConfig()

@@ -6,6 +6,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/agenttrail/agenttrail/processor/k8sattributionprocessor/internal/metadata"
 )
 
 // Reasons of agenttrail.k8s_attribution.misses.
@@ -41,7 +43,7 @@ type telemetry struct {
 }
 
 func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
-	m := set.MeterProvider.Meter("github.com/agenttrail/agenttrail/processor/k8sattributionprocessor")
+	m := set.MeterProvider.Meter(metadata.ScopeName)
 	c, err := m.Int64Counter("agenttrail.k8s_attribution.misses",
 		metric.WithDescription("Resources marked agenttrail.k8s.attribution=missing, by reason."),
 		metric.WithUnit("{resource}"))

@@ -1,6 +1,7 @@
-// Package metadata holds the component type and stability declared in metadata.yaml. It has
-// the shape of mdatagen's generated_status.go, written by hand because mdatagen is not part of
-// this module's tool set at the pinned collector version; keep it in step with metadata.yaml.
+// Package metadata holds what metadata.yaml declares of the evidence exporter: its type, the
+// instrumentation scope of its own telemetry and the stability of each signal. It has the shape
+// of mdatagen's generated_status.go, written by hand because mdatagen is not served at the
+// collector version this module pins; status_test.go holds it to metadata.yaml.
 package metadata // import "github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
 
 import (
@@ -19,7 +20,8 @@ const (
 	LogsStability   = component.StabilityLevelAlpha
 )
 
-// NewDefaultSendingQueueConfig returns the sending queue default declared in metadata.yaml.
+// NewDefaultSendingQueueConfig returns the sending queue default metadata.yaml declares
+// (sending_queue.support: default).
 func NewDefaultSendingQueueConfig() configoptional.Optional[exporterhelper.QueueBatchConfig] {
 	return configoptional.Some(exporterhelper.NewDefaultQueueConfig())
 }
