@@ -23,13 +23,17 @@ func As[T any](rec []byte) *T {
 	return (*T)(unsafe.Pointer(unsafe.SliceData(rec)))
 }
 
-// Bytes returns the first n bytes of b (n bounded by len(b)): a kernel string or buffer whose
+// Prefix returns the first n elements of b (n bounded by len(b)): a kernel array whose
 // length the kernel sent beside it.
-func Bytes(b []uint8, n uint32) []byte {
+func Prefix[T any](b []T, n uint32) []T {
 	return b[:min(int(n), len(b))]
 }
 
+// Bytes returns the first n bytes of b (n bounded by len(b)): a kernel string or buffer whose
+// length the kernel sent beside it.
+func Bytes(b []uint8, n uint32) []byte { return Prefix(b, n) }
+
 // CString returns the first n bytes of b (bounded by len(b)) as a string.
 func CString(b []uint8, n uint32) string {
-	return string(Bytes(b, n))
+	return string(Prefix(b, n))
 }
