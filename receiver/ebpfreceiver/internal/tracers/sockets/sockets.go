@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/dnsmsg"
@@ -50,6 +51,9 @@ type Tracer struct {
 	unattributed metric.Int64Counter
 	dnsDrops     metric.Int64Counter
 	incomplete   metric.Int64Counter
+	unmarked     metric.Int64Counter
+	limited      metric.Int64Counter
+	last         spans.Counters // the builder's counters at the last Housekeeping
 }
 
 var _ tracer.Tracer = (*Tracer)(nil)
@@ -74,6 +78,8 @@ func New(env tracer.Env, cfg Config) (*Tracer, error) {
 	t.unattributed = counter("agenttrail.ebpf.sockets.unattributed", "Socket I/O that could not be tied to a peer or a call, by reason (peer_unknown, no_process, no_call).")
 	t.dnsDrops = counter("agenttrail.ebpf.sockets.dns_unparsed", "DNS messages sent by traced processes whose query could not be decoded, by reason.")
 	t.incomplete = counter("agenttrail.ebpf.sockets.incomplete", "Socket I/O recorded only in part, by reason (mmsg_truncated: bytes of sendmmsg/recvmmsg messages beyond the kernel's bound not counted; read_failed: the payload could not be read).")
+	t.unmarked = counter("agenttrail.ebpf.sockets.unmarked", "Pipes and unix sockets the kernel took for plaintext (data starting with '{') that do not carry JSON-RPC, unmarked (their payload no longer captured), by reason.")
+	t.limited = counter("agenttrail.ebpf.sockets.limited", "Bounds of the socket I/O aggregation reached, by reason (aggregate_table_full: every aggregate emitted early; connection_table_full: a seen connect forgotten, its socket's I/O then reads as before_tracing).")
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +109,18 @@ func (t *Tracer) AttachBinary(tracer.Binary) error { return nil }
 func (t *Tracer) SetupProcess(*tracer.Process)     {}
 func (t *Tracer) ProcessGone(uint32)               {} // the span builder emits a process's aggregates at its exit or exec
 
-// Housekeeping emits the aggregates whose window has passed.
-func (t *Tracer) Housekeeping(now time.Time) { t.env.Builder.FlushSockets(now) }
+// Housekeeping emits the aggregates whose window has passed and counts the bounds reached.
+func (t *Tracer) Housekeeping(now time.Time) {
+	t.env.Builder.FlushSockets(now)
+	c := t.env.Builder.Counters()
+	if d := c.SocketEarlyFlushes - t.last.SocketEarlyFlushes; d > 0 {
+		t.limited.Add(tracer.Ctx, int64(d), metric.WithAttributes(attribute.String("reason", "aggregate_table_full")))
+	}
+	if d := c.SocketConnectionsForgotten - t.last.SocketConnectionsForgotten; d > 0 {
+		t.limited.Add(tracer.Ctx, int64(d), metric.WithAttributes(attribute.String("reason", "connection_table_full")))
+	}
+	t.last = c
+}
 
 // Waiting: aggregates wait for their window even when no record arrives.
 func (t *Tracer) Waiting() bool { return t.env.Builder.SocketAggregates() > 0 }
@@ -162,6 +178,12 @@ func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 		t.incomplete.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "read_failed")))
 	}
 	data := tracer.Bytes(e.Data[:], e.Captured)
+	if e.Flags&probes.FDIOPlain != 0 && (e.Kind == probes.FDIOPipe || e.Kind == probes.FDIOUnix) && startsJSON(data) && !t.jsonrpc(e, data) {
+		if e.Kind == probes.FDIOPipe {
+			return "" // a pipe is reported only while it carries JSON-RPC
+		}
+		data = nil
+	}
 	if e.Flags&probes.FDIODNS != 0 && dir == spans.Egress && len(data) > 0 {
 		m, err := dnsmsg.ParseQuery(data, e.Kind == probes.FDIOTCP)
 		if err != nil {
@@ -196,6 +218,56 @@ func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 		}
 	}
 	return ""
+}
+
+// jsonrpc checks the kernel's mark of a pipe or unix socket on a message starting with '{': a
+// JSON-RPC message's first key is one of its own (MCP over stdio), a structured log line's is
+// not ({"level":...}). One that is not JSON-RPC is unmarked, so the kernel stops capturing it.
+func (t *Tracer) jsonrpc(e *probes.FDIOEvent, data []byte) bool {
+	if looksJSONRPC(data) {
+		return true
+	}
+	key := e.Sock
+	if key == 0 {
+		key = e.Ino
+	}
+	if err := t.SetPlain(key, false); err != nil {
+		t.env.Logger.Debug("unmark a pipe or socket that does not carry JSON-RPC", zap.Error(err))
+	}
+	t.unmarked.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "not_jsonrpc")))
+	return false
+}
+
+var jsonrpcKeys = []string{`"jsonrpc"`, `"id"`, `"method"`, `"params"`, `"result"`, `"error"`}
+
+// looksJSONRPC reports whether data starts with a JSON object whose first key is a JSON-RPC 2.0
+// member (JSON whitespace allowed before the brace and the key).
+func looksJSONRPC(data []byte) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	i = skipSpace(data, i+1)
+	for _, k := range jsonrpcKeys {
+		if len(data)-i >= len(k) && string(data[i:i+len(k)]) == k {
+			return true
+		}
+	}
+	return false
+}
+
+// startsJSON: the data's first byte past JSON whitespace is '{' (what the kernel marks a pipe
+// or unix socket on); HTTP on a unix socket (a container runtime's API) is left alone.
+func startsJSON(data []byte) bool {
+	i := skipSpace(data, 0)
+	return i < len(data) && data[i] == '{'
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // addrPort reads an address the kernel wrote in network order (IPv4 in the first 4 bytes).

@@ -167,3 +167,41 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPipeJSONRPCOnly: a pipe the kernel marked on '{' is reported only when the JSON is a
+// JSON-RPC message; a structured log line is dropped (and unmarked), and a unix socket carrying
+// one keeps its counts but hands no payload on. HTTP on a unix socket is not touched.
+func TestPipeJSONRPCOnly(t *testing.T) {
+	tr, b := newTracer(t)
+	c := &consumer{}
+	tr.AddConsumer(c)
+	h := spans.Header{Time: time.Unix(1700000000, 0), PID: pid, TID: 7}
+	msg := func(kind uint8, ino uint64, data string) *probes.FDIOEvent {
+		e := &probes.FDIOEvent{Ino: ino, Bytes: uint64(len(data)), Direction: probes.FDIOSend, Kind: kind, Flags: probes.FDIOPlain, Captured: uint32(len(data))}
+		if kind == probes.FDIOUnix {
+			e.Sock, e.Family = 0x3000+ino, unix.AF_UNIX
+		}
+		copy(e.Data[:], data)
+		return e
+	}
+	for _, e := range []*probes.FDIOEvent{
+		msg(probes.FDIOPipe, 1, `{"level":"info","msg":"started"}`),
+		msg(probes.FDIOPipe, 2, " {\n \"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"}"),
+		msg(probes.FDIOUnix, 3, `{"ts":1,"event":"log"}`),
+		msg(probes.FDIOUnix, 4, "GET /containers/json HTTP/1.1\r\n\r\n"),
+	} {
+		if reason := tr.Handle(h, record(e)); reason != "" {
+			t.Fatal(reason)
+		}
+	}
+	if len(c.got) != 2 || c.got[0].Socket.Ino != 2 || c.got[1].Socket.Ino != 4 {
+		t.Fatalf("payloads: %+v", c.got)
+	}
+	names := map[string]int{}
+	for _, s := range flushSpans(b) {
+		names[s.Name()]++
+	}
+	if names["send pipe"] != 1 || names["send unix"] != 1 {
+		t.Fatalf("spans %v: want the JSON-RPC pipe's and the unix sockets' (aggregated)", names)
+	}
+}
