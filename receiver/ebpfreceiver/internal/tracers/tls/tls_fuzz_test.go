@@ -1,4 +1,4 @@
-package ebpfreceiver
+package tls
 
 import (
 	"bytes"

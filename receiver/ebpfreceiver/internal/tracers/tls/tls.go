@@ -1,0 +1,607 @@
+// Package tls is the tracer of TLS plaintext: it probes OpenSSL's SSL_read/SSL_write (in
+// configured libraries, in the libraries traced processes map, and in programs that export
+// OpenSSL, such as Node) and Go's crypto/tls, feeds what traced processes send and receive to
+// the HTTP connection tracker (internal/llm) and hands the exchanges it reassembles to
+// httpspans: LLM API calls become inference spans, other HTTP requests client spans.
+package tls
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/link"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/httpspans"
+)
+
+// Config configures the TLS plaintext probes (the receiver's `tls` key).
+type Config struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Libraries: OpenSSL libraries (file names looked up in the usual folders and in traced
+	// processes' mappings, or absolute paths) whose SSL_write/SSL_read are probed.
+	Libraries []string `mapstructure:"libraries"`
+	// Go probes crypto/tls.(*Conn).Write/Read in traced Go programs.
+	Go bool `mapstructure:"go"`
+	// CaptureBytes bounds the plaintext read per TLS call.
+	CaptureBytes int `mapstructure:"capture_bytes"`
+	// CaptureMessageContent exports the (redacted) messages sent to and received from models.
+	CaptureMessageContent bool `mapstructure:"capture_message_content"`
+	// MaxConnectionBuffer bounds the bytes buffered per connection and direction.
+	MaxConnectionBuffer int `mapstructure:"max_connection_buffer"`
+	// MaxTotalBuffer bounds the message bytes held across all connections.
+	MaxTotalBuffer int `mapstructure:"max_total_buffer"`
+}
+
+// Tracer attaches the TLS plaintext probes and turns what they capture into spans. Reader
+// goroutine (and Start) only.
+type Tracer struct {
+	env      tracer.Env
+	cfg      Config
+	emitter  *httpspans.Emitter
+	tracker  *llm.Tracker
+	limited  metric.Int64Counter // what the tracker's bounds cut, by reason
+	attached map[string]bool     // OpenSSL libraries and programs tried, by "dev:inode": whether their probes are attached
+	goFiles  map[string]bool     // Go programs tried, by "dev:inode": whether crypto/tls is probed
+	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
+	// Electron), by "dev:inode": whether it was found and probed.
+	embedded map[string]embeddedResult
+	libNames map[string]bool // base names of the configured libraries
+	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
+	// until the goroutine's next read names the connection they belong to.
+	unseenReads map[goroutineKey]unseenRead
+	lastStats   llm.Stats // the tracker's counters as last reported
+}
+
+var _ tracer.Tracer = (*Tracer)(nil)
+
+type goroutineKey struct {
+	pid uint32
+	g   uint64
+}
+
+type unseenRead struct {
+	bytes int
+	at    time.Time
+}
+
+// maxUnseenReads bounds unseenReads: one per connection a Go program had open at attach time.
+const maxUnseenReads = 4096
+
+// New returns the TLS tracer.
+func New(env tracer.Env, cfg Config) (*Tracer, error) {
+	limited, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.tls.limited",
+		metric.WithDescription("TLS traffic cut or given up by the receiver's memory bounds, by reason."), metric.WithUnit("{event}"))
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{
+		env: env, cfg: cfg, limited: limited,
+		emitter:     &httpspans.Emitter{Builder: env.Builder, Redactor: env.Redactor, CaptureContent: cfg.CaptureMessageContent},
+		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.MaxConnectionBuffer, MaxTotalBuffer: cfg.MaxTotalBuffer}),
+		attached:    map[string]bool{},
+		embedded:    map[string]embeddedResult{},
+		goFiles:     map[string]bool{},
+		libNames:    map[string]bool{},
+		unseenReads: map[goroutineKey]unseenRead{},
+	}
+	for _, l := range cfg.Libraries {
+		t.libNames[filepath.Base(l)] = true
+	}
+	return t, nil
+}
+
+var (
+	headTLS = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
+	sizeTLS = tracer.SizeOf[probes.TLSEvent]()
+)
+
+func (t *Tracer) Name() string { return "tls" }
+
+// Kinds: TLS records are sent only as far as their data was captured.
+func (t *Tracer) Kinds() []tracer.Kind {
+	return []tracer.Kind{{Kind: probes.KindTLSData, Name: "tls_data", Min: headTLS, Full: sizeTLS, Handle: t.onData}}
+}
+
+// Start probes the configured libraries as this host sees them.
+func (t *Tracer) Start() {
+	for _, lib := range t.cfg.Libraries {
+		path, err := tracer.FindLibrary(lib)
+		if err != nil {
+			t.env.Logger.Info("TLS library not found on this host; it is probed where traced processes map it", zap.String("library", lib))
+			continue
+		}
+		t.attachOpenSSL(path)
+	}
+}
+
+// AttachBinary probes an executable target's crypto/tls (Go) or its own OpenSSL (Node) before
+// any of its processes starts, so that they are seen from their first call. A process's
+// program is set up in SetupProcess.
+func (t *Tracer) AttachBinary(b tracer.Binary) error {
+	if b.PID != 0 {
+		return nil
+	}
+	if t.cfg.Go {
+		t.attachGo(b.Path)
+	}
+	_, _ = t.attachEmbeddedOpenSSL(b.Path) // Node: its own OpenSSL; a problem is told per process
+	return nil
+}
+
+// Waiting: responses read until their connection closes, and idle connections, end with time.
+func (t *Tracer) Waiting() bool { return t.tracker.Connections() > 0 }
+
+// Housekeeping completes responses read until close, forgets idle connections and reports
+// what the tracker's bounds cut.
+func (t *Tracer) Housekeeping(now time.Time) {
+	t.emit(t.tracker.Flush(now, 2*time.Second))
+	t.emit(t.tracker.Expire(now))
+	st := t.tracker.Stats()
+	t.recordStats(t.lastStats, st)
+	t.lastStats = st
+}
+
+// Close sends the exchanges still waiting for their end as they are.
+func (t *Tracer) Close() error {
+	t.emit(t.tracker.Expire(time.Now().Add(1000 * time.Hour)))
+	return nil
+}
+
+// ProcessGone ends the process's connections and forgets its in-flight Go reads.
+func (t *Tracer) ProcessGone(pid uint32) {
+	t.emit(t.tracker.CloseProcess(pid))
+	for k := range t.unseenReads {
+		if k.pid == pid {
+			delete(t.unseenReads, k)
+		}
+	}
+}
+
+func (t *Tracer) emit(exs []llm.Exchange) {
+	for _, ex := range exs {
+		t.emitter.Emit(ex)
+	}
+}
+
+// recordStats adds what the tracker's bounds cut since the last report.
+func (t *Tracer) recordStats(before, after llm.Stats) {
+	add := func(reason string, b, a uint64) {
+		if a > b {
+			t.limited.Add(tracer.Ctx, int64(a-b), metric.WithAttributes(attribute.String("reason", reason)))
+		}
+	}
+	add("connection_limit", before.ConnectionsEvicted, after.ConnectionsEvicted)
+	add("total_buffer", before.BodiesCut, after.BodiesCut)
+	add("pending_requests", before.RequestsGivenUp, after.RequestsGivenUp)
+	add("total_buffer", before.ConnectionsCut, after.ConnectionsCut)
+	add("connection_buffer", before.BodiesOverBuffer, after.BodiesOverBuffer)
+	add("decompressed_size", before.DecodedCut, after.DecodedCut)
+	add("header_size", before.HeadersCut, after.HeadersCut)
+	add("http2_streams", before.StreamsGivenUp, after.StreamsGivenUp)
+}
+
+// sslFunctions lists the reads first: they are attached in this order, and a request whose
+// write was captured must not have its response read by a probe not yet attached, or every later
+// response on the connection would be paired with the request before its own.
+var sslFunctions = []struct {
+	symbol string
+	cookie uint64
+}{
+	{"SSL_read", probes.SSLCookieRead},
+	{"SSL_read_ex", probes.SSLCookieRead | probes.SSLCookieEx},
+	{"SSL_write", 0},
+	{"SSL_write_ex", probes.SSLCookieEx},
+}
+
+// attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them),
+// once per file; it reports whether they are probed.
+func (t *Tracer) attachOpenSSL(path string) bool {
+	key, ok := tracer.FileKey(path)
+	if !ok {
+		return false
+	}
+	if probed, tried := t.attached[key]; tried {
+		return probed
+	}
+	t.attached[key] = false
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		t.warn("cannot open the TLS library", path, err)
+		return false
+	}
+	k := t.env.Kernel
+	n := 0
+	for _, f := range sslFunctions {
+		l, err := ex.Uprobe(f.symbol, k.SSLEntry(), &link.UprobeOptions{Cookie: f.cookie})
+		if err != nil {
+			continue // OpenSSL before 1.1.1 has no _ex forms
+		}
+		r, err := ex.Uretprobe(f.symbol, k.SSLReturn(), &link.UprobeOptions{Cookie: f.cookie})
+		if err != nil {
+			_ = l.Close()
+			t.warn("cannot attach the return probe of "+f.symbol, path, err)
+			continue
+		}
+		k.AddLink(l)
+		k.AddLink(r)
+		n++
+	}
+	if n == 0 {
+		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
+		return false
+	}
+	t.attached[key] = true
+	// SSL_free ends the connection: what it had pending comes out now, and the next connection
+	// allocated at the same address starts afresh (not as the freed one's continuation).
+	if l, err := ex.Uprobe("SSL_free", k.SSLFree(), nil); err != nil {
+		t.warn("cannot probe SSL_free: a connection ends only when its process exits or after 2 minutes idle", path, err)
+	} else {
+		k.AddLink(l)
+	}
+	t.env.Logger.Debug("TLS library probed", zap.String("library", path), zap.Int("functions", n))
+	return true
+}
+
+// attachEmbeddedOpenSSL probes OpenSSL linked into an executable that exports it, as Node and
+// Electron do (their addons link against the program's own SSL_* symbols): the same probes as a
+// tls.libraries library, without configuration, wherever the program is installed. It reports
+// whether the executable's OpenSSL is probed, and why not when it has one or could not be read;
+// a program without OpenSSL is neither.
+func (t *Tracer) attachEmbeddedOpenSSL(path string) (bool, error) {
+	key, ok := tracer.FileKey(path)
+	if !ok {
+		return false, nil
+	}
+	if r, tried := t.embedded[key]; tried {
+		return r.probed, r.err
+	}
+	var r embeddedResult
+	found, err := ExportsOpenSSL(path)
+	switch {
+	case err != nil:
+		r.err = fmt.Errorf("cannot read the program's dynamic symbols for OpenSSL: %w", err)
+	case found:
+		if r.probed = t.attachOpenSSL(path); !r.probed {
+			r.err = errors.New("the program exports OpenSSL, which could not be probed")
+		}
+	}
+	t.embedded[key] = r
+	return r.probed, r.err
+}
+
+type embeddedResult struct {
+	probed bool
+	err    error
+}
+
+// ExportsOpenSSL says whether the ELF file at path defines SSL_read and SSL_write in its dynamic
+// symbol table: OpenSSL (or a fork with its ABI) that uprobes on those names read.
+func ExportsOpenSSL(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	return exportsOpenSSLFrom(f)
+}
+
+// exportsOpenSSLFrom reads an ELF file chosen by a traced process: hostile. The symbol table is
+// bounded before it is read and debug/elf's panics are recovered.
+func exportsOpenSSLFrom(r io.ReaderAt) (bool, error) {
+	read, write := false, false
+	err := elfinfo.Guard(func() error {
+		f, err := elf.NewFile(r)
+		if err != nil {
+			return err
+		}
+		if err := elfinfo.CheckSymbols(f, elf.SHT_DYNSYM); err != nil {
+			return err
+		}
+		syms, err := f.DynamicSymbols()
+		if err != nil {
+			return nil // no dynamic symbols: a static program
+		}
+		for _, s := range syms {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Section == elf.SHN_UNDEF || s.Value == 0 {
+				continue // imported (a program linked against libssl), not defined here
+			}
+			switch s.Name {
+			case "SSL_read":
+				read = true
+			case "SSL_write":
+				write = true
+			}
+		}
+		return nil
+	})
+	return read && write && err == nil, err
+}
+
+func (t *Tracer) warn(msg, path string, err error) {
+	t.env.Telemetry.AttachFailures.Add(tracer.Ctx, 1)
+	fields := []zap.Field{zap.String("path", path)}
+	what := "TLS (" + path + "): " + msg
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+		what += ": " + err.Error()
+	}
+	t.env.Logger.Warn(msg, fields...)
+	t.env.Problems.Add(0, what)
+}
+
+// attachGo probes crypto/tls.(*Conn).Write at entry, (*Conn).Read at entry and every RET, and
+// (*Conn).Close at entry, once per file; it reports whether Write and Read are probed.
+func (t *Tracer) attachGo(path string) bool {
+	key, ok := tracer.FileKey(path)
+	if !ok {
+		return false
+	}
+	// Not t.attached: a program looked at for Go first may export OpenSSL (Node).
+	if probed, tried := t.goFiles[key]; tried {
+		return probed
+	}
+	t.goFiles[key] = false
+	bin, err := elfinfo.Open(path)
+	if err != nil {
+		return false
+	}
+	defer bin.Close()
+	if !bin.IsGo {
+		return false
+	}
+	write, err := bin.Function("crypto/tls.(*Conn).Write")
+	if err != nil {
+		return false // the program does not use crypto/tls
+	}
+	read, err := bin.Function("crypto/tls.(*Conn).Read")
+	if err != nil {
+		return false
+	}
+	woff, err1 := bin.FileOffset(write.Address)
+	roff, err2 := bin.FileOffset(read.Address)
+	rets, err3 := bin.ReturnOffsets(read)
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.warn("cannot locate crypto/tls in the Go program", path, fmt.Errorf("%v %v %v", err1, err2, err3))
+		return false
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		t.warn("cannot open the Go program", path, err)
+		return false
+	}
+	k := t.env.Kernel
+	// Reads first (see sslFunctions): a captured request's response must be captured too.
+	links, err := tracer.AttachProbes(path, read.Name, roff, 0, true, rets, k.GoTLSRead(), k.GoTLSReadRet())
+	if err != nil {
+		t.warn("cannot probe crypto/tls.(*Conn).Read", path, err)
+		return false
+	}
+	for _, l := range links {
+		k.AddLink(l)
+	}
+	wl, err := ex.Uprobe(write.Name, k.GoTLSWrite(), &link.UprobeOptions{Address: woff})
+	if err != nil {
+		t.warn("cannot probe crypto/tls.(*Conn).Write", path, err)
+		return false
+	}
+	k.AddLink(wl)
+	t.goFiles[key] = true
+	if cl, err := bin.Function("crypto/tls.(*Conn).Close"); err == nil {
+		coff, err := bin.FileOffset(cl.Address)
+		if err == nil {
+			var l link.Link
+			if l, err = ex.Uprobe(cl.Name, k.GoTLSClose(), &link.UprobeOptions{Address: coff}); err == nil {
+				k.AddLink(l)
+			}
+		}
+		if err != nil {
+			t.warn("cannot probe crypto/tls.(*Conn).Close: a connection ends only when its process exits or after 2 minutes idle", path, err)
+		}
+	}
+	return true
+}
+
+// SetupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, the
+// OpenSSL its program exports (Node), and configured OpenSSL libraries it maps from files this
+// host did not probe (a container's). It says how the process's TLS plaintext is read
+// (agenttrail.capture.tls: "go", "openssl", "openssl (<program>)", several, or "none") and what
+// TLS library it maps that is not read.
+func (t *Tracer) SetupProcess(p *tracer.Process) {
+	capture, missing := t.setupProcess(p.ProcInfo, p.IsGo)
+	if c := p.Capture; c != nil {
+		c.TLS = capture
+		c.Missing = append(c.Missing, missing...)
+	}
+}
+
+func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, missing []string) {
+	var found []string
+	if isGo && t.cfg.Go && info.ExeFile != "" && t.attachGo(info.ExeFile) {
+		found = append(found, "go")
+	}
+	if !isGo && info.ExeFile != "" {
+		probed, err := t.attachEmbeddedOpenSSL(info.ExeFile)
+		if probed {
+			found = append(found, "openssl ("+info.Exe+")")
+		} else if err != nil {
+			missing = append(missing, "tls: "+info.Exe+": "+tracer.ShortError(err))
+		}
+	}
+	pidDir := filepath.Join(t.env.ProcRoot, strconv.FormatUint(uint64(info.PID), 10))
+	maps, _, err := symbolize.ReadMaps(filepath.Join(pidDir, "maps"))
+	if err != nil {
+		return captureOf(found), nil
+	}
+	openssl := false
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || seen[f[5]] {
+			continue
+		}
+		seen[f[5]] = true
+		if f[5] == info.Exe && len(found) > 0 && found[len(found)-1] == "openssl ("+info.Exe+")" {
+			continue // the program's own OpenSSL, probed above (or configured in tls.libraries as well)
+		}
+		base := filepath.Base(f[5])
+		switch {
+		case t.libNames[base]:
+			if t.attachOpenSSL(filepath.Join(pidDir, "root", f[5])) {
+				openssl = true
+			} else if len(missing) < maxCaptureMissing {
+				missing = append(missing, "tls: "+f[5]+" could not be probed")
+			}
+		case isTLSLibrary(base) && len(missing) < maxCaptureMissing:
+			missing = append(missing, "tls: "+f[5]+" is mapped but not in tls.libraries")
+		}
+	}
+	if openssl {
+		found = append(found, "openssl")
+	}
+	return captureOf(found), missing
+}
+
+// maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
+const maxCaptureMissing = 8
+
+// Class is a capture.tls value without the program paths it names, for metric attributes:
+// "openssl (/usr/bin/node)" counts as "openssl".
+func Class(capture string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(capture, " (")
+		if i < 0 {
+			break
+		}
+		b.WriteString(capture[:i])
+		// A path may hold "," and ")": the group ends at the first ")," or else at the last ")".
+		j := strings.LastIndex(capture[i:], ")")
+		if k := strings.Index(capture[i:], "),"); k >= 0 {
+			j = k
+		}
+		if j < 0 {
+			return b.String()
+		}
+		capture = capture[i+j+1:]
+	}
+	b.WriteString(capture)
+	return b.String()
+}
+
+func captureOf(found []string) string {
+	if len(found) == 0 {
+		return tracer.CaptureNone
+	}
+	return strings.Join(found, ",")
+}
+
+// isTLSLibrary: TLS libraries whose plaintext the receiver could read if configured (OpenSSL's
+// libssl under another name or version) or cannot read at all (GnuTLS, NSS, BoringSSL).
+func isTLSLibrary(base string) bool {
+	for _, p := range []string{"libssl.so", "libssl3.so", "libgnutls.so", "libnss3.so", "libboringssl"} {
+		if strings.HasPrefix(base, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// onData feeds one TLS call's plaintext to the connection tracker.
+func (t *Tracer) onData(h spans.Header, rec []byte) string {
+	e := tracer.As[probes.TLSEvent](rec)
+	switch {
+	case e.Source != probes.TLSOpenSSL && e.Source != probes.TLSGo:
+		return "tls_source"
+	case e.Direction != probes.TLSWrite && e.Direction != probes.TLSRead && e.Direction != probes.TLSClose:
+		return "tls_direction"
+	case e.Captured > e.Len || int(e.Captured) > len(rec)-headTLS:
+		return "tls_length" // more captured than the call moved, or than the record holds
+	}
+	t.seen(h.PID, e.Source)
+	if e.Direction == probes.TLSClose {
+		t.emit(t.tracker.Close(llm.Key{PID: h.PID, Conn: e.Conn}))
+		return ""
+	}
+	if e.Source == probes.TLSGo && e.Direction == probes.TLSRead {
+		lost, unseen := t.goRead(h, e)
+		t.emit(lost)
+		if unseen {
+			return ""
+		}
+	}
+	n := min(int(e.Captured), len(rec)-headTLS, len(e.Data))
+	data := e.Data[:n]
+	meta := &httpspans.Meta{Hdr: h, TLSLibrary: sourceName(e.Source)}
+	if t.env.Stacks != nil {
+		meta.Stack = t.env.Stacks.Take(h)
+	}
+	if e.Source == probes.TLSGo {
+		meta.Parent = t.env.Builder.ParentForHandoff(h, spans.RoleInference)
+	} else {
+		meta.Parent = t.env.Builder.ParentOf(h)
+	}
+	dir := llm.Write
+	if e.Direction == probes.TLSRead {
+		dir = llm.Read
+	}
+	t.emit(t.tracker.Data(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, int(e.Len), h.Time, meta))
+	return ""
+}
+
+// seen notes that TLS plaintext of a process was read although none of its libraries was found
+// when it was set up (a library it loaded later, such as Python's ssl module's libssl).
+func (t *Tracer) seen(pid uint32, source uint8) {
+	if t.env.Processes == nil {
+		return
+	}
+	if p := t.env.Processes.Process(pid); p != nil && p.Capture != nil && p.Capture.TLS == tracer.CaptureNone {
+		p.Capture.TLS = sourceName(source)
+	}
+}
+
+// goRead keeps a Go read that was in flight at attach time (unseen: it carries no data) until
+// the same goroutine reads again: Go's HTTP client reads each connection from one goroutine, so
+// that next read names the connection, which is told that a response went by unseen (lost: the
+// request it answered, without a response).
+func (t *Tracer) goRead(h spans.Header, e *probes.TLSEvent) (lost []llm.Exchange, unseen bool) {
+	k := goroutineKey{pid: h.PID, g: h.Routine}
+	if e.Flags&probes.TLSUnseen != 0 {
+		reason := "tls_read_in_flight"
+		if _, known := t.unseenReads[k]; !known && len(t.unseenReads) >= maxUnseenReads {
+			reason = "tls_read_in_flight_untracked" // its connection may pair a response wrongly
+		} else {
+			t.unseenReads[k] = unseenRead{bytes: int(e.Len), at: h.Time}
+		}
+		t.env.Telemetry.Calls.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+		return nil, true
+	}
+	if u, ok := t.unseenReads[k]; ok {
+		delete(t.unseenReads, k)
+		lost = t.tracker.LostRead(llm.Key{PID: h.PID, Conn: e.Conn}, u.bytes, u.at)
+	}
+	return lost, false
+}
+
+func sourceName(s uint8) string {
+	if s == probes.TLSGo {
+		return "go"
+	}
+	return "openssl"
+}
