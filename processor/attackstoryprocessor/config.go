@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
@@ -28,6 +29,9 @@ const (
 
 // LearningConfig is the learning window of the behavioural profiles (profile.LearningConfig).
 type LearningConfig = profile.LearningConfig
+
+// EnforcementConfig is the kernel enforcement of mode enforce (enforcement.Config).
+type EnforcementConfig = enforcement.Config
 
 // Config is the configuration of the attack-story processor. Every key is documented in README.md.
 type Config struct {
@@ -104,15 +108,6 @@ type FlowConfig struct {
 	Destination string `mapstructure:"destination"`
 	// MaxBytes bounds the bytes sent to the destination in one story (0: no bound).
 	MaxBytes int64 `mapstructure:"max_bytes"`
-}
-
-// EnforcementConfig tells the processor where the node's cgroups and processes are, for
-// workloads in mode enforce.
-type EnforcementConfig struct {
-	// CgroupRoot is the cgroup v2 mount point; "" finds it in /proc/self/mountinfo.
-	CgroupRoot string `mapstructure:"cgroup_root"`
-	// ProcRoot is the proc file system of the node's processes (/host/proc in a container).
-	ProcRoot string `mapstructure:"proc_root"`
 }
 
 // RulesConfig tunes the built-in rules.

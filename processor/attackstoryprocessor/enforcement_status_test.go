@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 )
 
 // statusHost records the component status events reported through it.
@@ -63,7 +65,7 @@ func TestEnforcementStatus(t *testing.T) {
 			require.NoError(t, err)
 			p.manual = true
 			kernelErr := c.kernelErr
-			p.enf.newKernel = func() (kernel, error) {
+			p.enf.NewKernel = func() (enforcement.Kernel, error) {
 				if kernelErr != nil {
 					return nil, kernelErr
 				}
@@ -87,14 +89,14 @@ func TestEnforcementStatus(t *testing.T) {
 
 			// The kernel side works now: the next reconcile attaches and the status is OK.
 			if c.kernelErr != nil {
-				p.enf.kErr = nil
+				p.enf.KErr = nil
 				kernelErr = nil
 			}
 			k.mu.Lock()
 			k.applyErr = nil
 			k.mu.Unlock()
 			p.emitMu.Lock()
-			p.enf.reconcile(p.profiles)
+			p.enf.Reconcile(p.profiles)
 			p.emitMu.Unlock()
 			assert.Equal(t, 1, k.nAttached())
 			evs = host.all()

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/internal/enforce"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -125,7 +126,7 @@ func newEnforceHarness(t *testing.T, cfg *Config, k *fakeKernel, kernelErr error
 	p, err := newProcessor(set, cfg, h.sink, h.clock)
 	require.NoError(t, err)
 	p.manual = true
-	p.enf.newKernel = func() (kernel, error) {
+	p.enf.NewKernel = func() (enforcement.Kernel, error) {
 		if kernelErr != nil {
 			return nil, kernelErr
 		}
@@ -252,9 +253,9 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 		k.ch <- d
 	}
 	require.Eventually(t, func() bool {
-		h.p.enf.mu.Lock()
-		defer h.p.enf.mu.Unlock()
-		return len(h.p.enf.pending) == 3
+		h.p.enf.Mu.Lock()
+		defer h.p.enf.Mu.Unlock()
+		return len(h.p.enf.Pending) == 3
 	}, 5*time.Second, time.Millisecond)
 	h.replay(b.traces(), false)
 	h.settle()
@@ -267,11 +268,11 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 		if s.ParentSpanID().IsEmpty() && s.Name() == "invoke_agent customer-agent" {
 			root = s
 		}
-		if s.Name() == blockedEventName {
+		if s.Name() == enforcement.BlockedEventName {
 			strayStory = append(strayStory, s)
 		}
 		for i := 0; i < s.Events().Len(); i++ {
-			if ev := s.Events().At(i); ev.Name() == blockedEventName {
+			if ev := s.Events().At(i); ev.Name() == enforcement.BlockedEventName {
 				events[s.Name()] = ev
 			}
 		}
@@ -279,22 +280,22 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 	require.Contains(t, events, "connect", "the refused connect carries the blocked event")
 	require.Contains(t, events, "execve", "the killed exec carries the blocked event")
 	c := events["connect"].Attributes().AsRaw()
-	assert.Equal(t, map[string]any{attrEnforcementRule: story.RuleEgressOutsideProfile, attrProfileVersion: int64(3), attrEnforcementAction: story.ActionRefused,
-		attrEnforcementKind: "connect", story.AttrProcessPID: int64(4242), story.AttrPeerAddress: "127.0.0.2", story.AttrPeerPort: int64(19999), attrNetworkTransport: "tcp"}, c)
+	assert.Equal(t, map[string]any{enforcement.AttrEnforcementRule: story.RuleEgressOutsideProfile, enforcement.AttrProfileVersion: int64(3), enforcement.AttrEnforcementAction: story.ActionRefused,
+		enforcement.AttrEnforcementKind: "connect", story.AttrProcessPID: int64(4242), story.AttrPeerAddress: "127.0.0.2", story.AttrPeerPort: int64(19999), enforcement.AttrNetworkTransport: "tcp"}, c)
 	x := events["execve"].Attributes().AsRaw()
-	assert.Equal(t, story.RuleUnexpectedExecutable, x[attrEnforcementRule])
-	assert.Equal(t, story.ActionKilled, x[attrEnforcementAction])
+	assert.Equal(t, story.RuleUnexpectedExecutable, x[enforcement.AttrEnforcementRule])
+	assert.Equal(t, story.ActionKilled, x[enforcement.AttrEnforcementAction])
 	assert.Equal(t, "/bin/sh", x[story.AttrProcessExecutable])
 
 	sev, _ := root.Attributes().Get(story.AttrFindingSeverity)
 	assert.Equal(t, "Critical", sev.Str(), "a tool outside the profile cannot be stopped: Critical in mode enforce")
-	tv, _ := root.Attributes().Get(attrEnforcementTool)
-	assert.Equal(t, toolNotEnforceable, tv.Str())
+	tv, _ := root.Attributes().Get(enforcement.AttrEnforcementTool)
+	assert.Equal(t, enforcement.ToolNotEnforceable, tv.Str())
 	fs := findingsOf(t, out)
 	require.Len(t, fs, 1)
 	un := fs[0]["unmapped"].(map[string]any)
 	assert.Equal(t, "enforce", un["mode"])
-	assert.Equal(t, toolNotEnforceable, un["tool_enforcement"])
+	assert.Equal(t, enforcement.ToolNotEnforceable, un["tool_enforcement"])
 	assert.Len(t, un["enforcement"], 2)
 	assert.Contains(t, fs[0]["message"], "")
 	var texts []string
@@ -308,7 +309,7 @@ func TestEnforceAttachesAndMatchesDecisions(t *testing.T) {
 
 	require.Len(t, strayStory, 1, "the decision of no story is a story of its own")
 	sa := strayStory[0].Attributes().AsRaw()
-	assert.Equal(t, true, sa[attrEnforcementUnmatched])
+	assert.Equal(t, true, sa[enforcement.AttrEnforcementUnmatched])
 	assert.Equal(t, "203.0.113.5", sa[story.AttrPeerAddress])
 	assert.Equal(t, int64(777), sa[story.AttrProcessPID])
 	assert.Equal(t, int64(1), h.counter("agenttrail.enforcement.unmatched_decisions", "", ""))
@@ -330,20 +331,20 @@ func TestDecisionWaitsForItsStory(t *testing.T) {
 		buf.AddBatch(b.traces(), baseTime)
 		return story.Extract(buf.Stories[traceID(tid)])
 	}
-	e := newEnforcer(createDefaultConfig(), nil, zap.NewNop(), nil, newFakeClock(baseTime))
+	e := enforcement.New(enforcerSettingsOf(createDefaultConfig()), nil, zap.NewNop(), nil, newFakeClock(baseTime))
 	d := enforce.Decision{Time: ts(50.1).AsTime(), Kind: enforce.KindConnect, PID: 4242, Destination: netip.MustParseAddrPort("127.0.0.2:19999")}
-	e.pending = []*pendingDecision{{d: d}}
+	e.Pending = []*enforcement.Pending{{D: d}}
 	overlapping := st(1, 0, false)
-	got := e.claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return true })
+	got := e.Claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return true })
 	assert.Empty(t, got[0], "another story in flight may hold the span")
-	got = e.claim([]*story.Facts{overlapping, st(2, 0, true)}, func(int64, time.Time) bool { return false })
+	got = e.Claim([]*story.Facts{overlapping, st(2, 0, true)}, func(int64, time.Time) bool { return false })
 	assert.Empty(t, got[0])
 	require.Len(t, got[1], 1, "a span match wins over a head match")
-	assert.False(t, got[1][0].onHead)
-	e.pending = []*pendingDecision{{d: d}}
-	got = e.claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return false })
+	assert.False(t, got[1][0].OnHead)
+	e.Pending = []*enforcement.Pending{{D: d}}
+	got = e.Claim([]*story.Facts{overlapping}, func(int64, time.Time) bool { return false })
 	require.Len(t, got[0], 1)
-	assert.True(t, got[0][0].onHead, "no span: the head of the story whose root contains it")
+	assert.True(t, got[0][0].OnHead, "no span: the head of the story whose root contains it")
 }
 
 // TestEnforceAtProcessStart: a new process of a workload in mode enforce (a new pod) is

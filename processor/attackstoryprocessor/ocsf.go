@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -205,7 +206,7 @@ type finding struct {
 
 	toolNotEnforceable bool
 	toolSpans          []int
-	blocked            []blockMatch
+	blocked            []enforcement.BlockMatch
 }
 
 func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion string) *finding {
@@ -225,7 +226,7 @@ func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion strin
 	fd.title = hits[0].rule.title
 	hints := narrativeHints{sensitive: c.pol.Sensitive}
 	for _, m := range c.blocked {
-		hints.blocked = append(hints.blocked, m.span)
+		hints.blocked = append(hints.blocked, m.Span)
 	}
 	fd.narrative = narrative(f, hints)
 	fd.ocsf = fd.buildOCSF(c, now, productVersion)
@@ -350,15 +351,15 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 		out.Unmapped.Rules = append(out.Unmapped.Rules, d)
 	}
 	for _, m := range c.blocked {
-		b := ocsfBlocked{Time: m.d.Time.UnixMilli(), Kind: string(m.d.Kind), Rule: m.rule, Action: m.action, PID: m.d.PID,
-			Executable: m.d.Executable, ProfileVersion: m.d.ProfileVersion}
-		if m.d.Destination.IsValid() {
-			b.Destination = m.d.Destination.String()
+		b := ocsfBlocked{Time: m.D.Time.UnixMilli(), Kind: string(m.D.Kind), Rule: m.Rule, Action: m.Action, PID: m.D.PID,
+			Executable: m.D.Executable, ProfileVersion: m.D.ProfileVersion}
+		if m.D.Destination.IsValid() {
+			b.Destination = m.D.Destination.String()
 		}
 		out.Unmapped.Enforcement = append(out.Unmapped.Enforcement, b)
 	}
 	if c.toolNotEnforceable {
-		out.Unmapped.ToolEnforcement = toolNotEnforceable
+		out.Unmapped.ToolEnforcement = enforcement.ToolNotEnforceable
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
@@ -34,7 +35,7 @@ type storyProcessor struct {
 	markers        []string
 	disabled       map[string]bool
 	profiles       *profile.Store
-	enf            *enforcer
+	enf            *enforcement.Enforcer
 	productVersion string
 	tickEvery      time.Duration
 
@@ -70,7 +71,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 		clock:          clock,
 		tel:            tel,
 		pols:           pols,
-		enf:            newEnforcer(cfg, pols, set.Logger, tel, clock),
+		enf:            enforcement.New(enforcerSettingsOf(cfg), pols, set.Logger, tel, clock),
 		custom:         custom,
 		disabled:       map[string]bool{},
 		profiles:       profile.NewStore(cfg.ProfilesDir, cfg.ProfilesSaveInterval, cfg.Learning, set.Logger),
@@ -99,7 +100,7 @@ func (p *storyProcessor) Start(_ context.Context, host component.Host) error {
 	if err := p.profiles.Start(p.clock.Now()); err != nil {
 		return err
 	}
-	p.enf.host = host
+	p.enf.Host = host
 	var enforce []string
 	if p.cfg.DefaultMode == profile.ModeEnforce {
 		enforce = append(enforce, "default_mode")
@@ -113,8 +114,8 @@ func (p *storyProcessor) Start(_ context.Context, host component.Host) error {
 		p.logger.Info("Mode enforce: the kernel enforces each of these workloads once its profile is complete and its cgroup known; until then it is in mode alert",
 			zap.Strings("workloads", enforce))
 	}
-	p.enf.start()
-	p.enf.reconcile(p.profiles)
+	p.enf.Start()
+	p.enf.Reconcile(p.profiles)
 	p.logger.Info("Attack-story processor started",
 		zap.String("profiles_dir", p.cfg.ProfilesDir), zap.String("default_mode", string(p.cfg.DefaultMode)),
 		zap.Int("workloads", len(p.cfg.Workloads)), zap.Int("custom_rules", len(p.custom)),
@@ -137,7 +138,7 @@ func (p *storyProcessor) Shutdown(ctx context.Context) error {
 		p.started = false
 	}
 	p.emitMu.Lock()
-	p.enf.shutdown()
+	p.enf.Shutdown()
 	p.emitMu.Unlock()
 	p.emit(ctx, true)
 	return nil
@@ -227,13 +228,13 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	for i, st := range ready {
 		fs[i] = story.Extract(st)
 	}
-	blocked := p.enf.claim(fs, p.inFlightContains)
+	blocked := p.enf.Claim(fs, p.inFlightContains)
 	for i := range ready {
 		p.process(td, fs[i], blocked[i], now)
 	}
-	unmatched := p.enf.expired(now, flushAll, p.lastSeenOf)
+	unmatched := p.enf.Expired(now, flushAll, p.lastSeenOf)
 	for _, pd := range unmatched {
-		p.enf.writeUnmatched(td, pd)
+		p.enf.WriteUnmatched(td, pd)
 	}
 	if n := len(ready) + len(unmatched) + len(starts); n > 0 {
 		if err := p.next.ConsumeTraces(ctx, td); err != nil {
@@ -241,7 +242,7 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 		}
 	}
 	if p.profiles.Tick(now, flushAll) {
-		p.enf.reconcile(p.profiles)
+		p.enf.Reconcile(p.profiles)
 	}
 }
 
@@ -294,12 +295,12 @@ func (p *storyProcessor) processStarted(rs ptrace.ResourceSpans) {
 	if prof == nil {
 		return // a workload never seen: nothing learned, nothing to enforce
 	}
-	p.enf.observe(wid, res, p.pols.Resolve(res), prof, p.profiles)
+	p.enf.Observe(wid, res, p.pols.Resolve(res), prof, p.profiles)
 }
 
 // process judges one story (with the kernel decisions it holds), learns from it, and appends
 // it to td.
-func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blockMatch, now time.Time) {
+func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enforcement.BlockMatch, now time.Time) {
 	st := f.Story
 	res := f.HeadResource()
 	pol := p.pols.Resolve(res)
@@ -313,7 +314,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blo
 	} else {
 		prof = p.profiles.Find(wid)
 	}
-	mode := p.enf.observe(wid, res, pol, prof, p.profiles)
+	mode := p.enf.Observe(wid, res, pol, prof, p.profiles)
 	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
 		blocked: blocked, enforced: mode == profile.ModeEnforce}
 	hits := c.evaluate()
@@ -338,7 +339,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []blo
 		}
 	}
 	writeStory(td, f, fd, now)
-	writeBlocked(f, blocked)
+	enforcement.WriteBlocked(f, blocked)
 	if st.Reason == "" {
 		p.tel.story("complete")
 	} else {
@@ -395,10 +396,10 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding, now time.Time) {
 	attrs.PutStr(story.AttrFindingNarrative, fd.narrative)
 	attrs.PutStr(story.AttrFindingOCSF, fd.ocsf)
 	if fd.toolNotEnforceable {
-		head.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
-		attrs.PutStr(attrEnforcementTool, toolNotEnforceable)
+		head.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
+		attrs.PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		for _, i := range fd.toolSpans {
-			f.Spans[i].Span.Attributes().PutStr(attrEnforcementTool, toolNotEnforceable)
+			f.Spans[i].Span.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		}
 	}
 }
@@ -420,4 +421,9 @@ func putFindingAttributes(m pcommon.Map, fd *finding) {
 func limitsOf(cfg *Config) story.Limits {
 	return story.Limits{MaxStories: cfg.MaxStories, MaxSpansPerStory: cfg.MaxSpansPerStory,
 		CompletionGrace: cfg.CompletionGrace, OrphanTimeout: cfg.OrphanTimeout, Stitching: cfg.Stitching}
+}
+
+// enforcerSettingsOf is the enforcer's part of the configuration.
+func enforcerSettingsOf(cfg *Config) enforcement.Settings {
+	return enforcement.Settings{Config: cfg.Enforcement, CompletionGrace: cfg.CompletionGrace, OrphanTimeout: cfg.OrphanTimeout, StateDir: cfg.ProfilesDir, ScopeName: ScopeName}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
@@ -105,10 +106,10 @@ type evalContext struct {
 	disabled map[string]bool
 	custom   []*customRule
 
-	blocked            []blockMatch // kernel decisions this story holds
-	enforced           bool         // the workload's programs are attached
-	toolNotEnforceable bool         // set by evaluate: a tool outside the profile ran in mode enforce
-	toolSpans          []int        // those tools' spans
+	blocked            []enforcement.BlockMatch // kernel decisions this story holds
+	enforced           bool                     // the workload's programs are attached
+	toolNotEnforceable bool                     // set by evaluate: a tool outside the profile ran in mode enforce
+	toolSpans          []int                    // those tools' spans
 }
 
 func (c *evalContext) profileComplete() bool { return c.prof != nil && c.prof.Complete() }
@@ -197,7 +198,7 @@ func (c *evalContext) evaluate() []*hit {
 // allowed tools to Critical: the kernel cannot stop a tool call.
 func (c *evalContext) addEnforcement(hits *[]*hit) {
 	for _, m := range c.blocked {
-		r := builtinRule(m.rule)
+		r := builtinRule(m.Rule)
 		var h *hit
 		for _, x := range *hits {
 			if x.rule == r {
@@ -208,15 +209,15 @@ func (c *evalContext) addEnforcement(hits *[]*hit) {
 			h = &hit{rule: r}
 			*hits = append(*hits, h)
 		}
-		ev := evidence{text: "blocked: " + blockedText(m.d, m.action), boundary: true, severity: story.SevHigh, span: m.span, event: -1}
-		if !m.onHead {
+		ev := evidence{text: "blocked: " + enforcement.BlockedText(m.D, m.Action), boundary: true, severity: story.SevHigh, span: m.Span, event: -1}
+		if !m.OnHead {
 			for i := range c.f.Egress {
-				if c.f.Egress[i].Span == m.span {
+				if c.f.Egress[i].Span == m.Span {
 					ev.egress = &c.f.Egress[i]
 				}
 			}
 			for i := range c.f.Execs {
-				if c.f.Execs[i].Span == m.span {
+				if c.f.Execs[i].Span == m.Span {
 					ev.exec = &c.f.Execs[i]
 				}
 			}
@@ -236,7 +237,7 @@ func (c *evalContext) addEnforcement(hits *[]*hit) {
 				c.toolSpans = append(c.toolSpans, e.span)
 			}
 		}
-		h.add(evidence{text: "the tool call was " + toolNotEnforceableText, severity: story.SevCritical, span: c.f.Head, event: -1})
+		h.add(evidence{text: "the tool call was " + enforcement.ToolNotEnforceableText, severity: story.SevCritical, span: c.f.Head, event: -1})
 	}
 }
 

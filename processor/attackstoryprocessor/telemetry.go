@@ -84,7 +84,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	return t, nil
 }
 
-func (t *telemetry) decision(kind, workload string) {
+func (t *telemetry) Decision(kind, workload string) {
 	k := "kind=" + kind + "\x00workload=" + workload
 	t.mu.Lock()
 	opt, ok := t.attrs[k]
@@ -113,6 +113,10 @@ func (t *telemetry) attr(key, value string) metric.MeasurementOption {
 func (t *telemetry) story(outcome string) {
 	t.stories.Add(context.Background(), 1, t.attr("outcome", outcome))
 }
+
+func (t *telemetry) Attached(workloads int64) { t.attachedWorkloads.Record(bgctx, workloads) }
+
+func (t *telemetry) UnmatchedDecision() { t.unmatched.Add(bgctx, 1) }
 
 func (t *telemetry) Duplicate() { t.duplicates.Add(bgctx, 1) }
 

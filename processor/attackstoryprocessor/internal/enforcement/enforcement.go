@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package enforcement
 
 import (
 	"crypto/rand"
@@ -35,15 +35,24 @@ import (
 // event of its story. When the programs cannot be attached the workload stays in mode alert and
 // the reason is logged once at error level.
 
-// kernel is what the processor needs of internal/enforce's Enforcer; tests fake it.
-type kernel interface {
+// Config tells the processor where the node's cgroups and processes are, for
+// workloads in mode enforce.
+type Config struct {
+	// CgroupRoot is the cgroup v2 mount point; "" finds it in /proc/self/mountinfo.
+	CgroupRoot string `mapstructure:"cgroup_root"`
+	// ProcRoot is the proc file system of the node's processes (/host/proc in a container).
+	ProcRoot string `mapstructure:"proc_root"`
+}
+
+// Kernel is what the processor needs of internal/enforce's Enforcer; tests fake it.
+type Kernel interface {
 	Apply(enforce.Policy) error
 	Remove(workload string)
 	Decisions() <-chan enforce.Decision
 	Close() error
 }
 
-func newKernel() (kernel, error) {
+func newKernel() (Kernel, error) {
 	e, err := enforce.New()
 	if err != nil {
 		return nil, err
@@ -53,17 +62,17 @@ func newKernel() (kernel, error) {
 
 // Attributes and values of enforcement.
 const (
-	attrEnforcementRule      = "agenttrail.enforcement.rule"
-	attrEnforcementAction    = "agenttrail.enforcement.action"
-	attrEnforcementKind      = "agenttrail.enforcement.kind"
-	attrEnforcementTool      = "agenttrail.enforcement.tool"
-	attrEnforcementUnmatched = "agenttrail.enforcement.unmatched"
+	AttrEnforcementRule      = "agenttrail.enforcement.rule"
+	AttrEnforcementAction    = "agenttrail.enforcement.action"
+	AttrEnforcementKind      = "agenttrail.enforcement.kind"
+	AttrEnforcementTool      = "agenttrail.enforcement.tool"
+	AttrEnforcementUnmatched = "agenttrail.enforcement.unmatched"
 	attrEnforcementWorkload  = "agenttrail.enforcement.workload"
-	attrProfileVersion       = "agenttrail.profile.version"
-	attrNetworkTransport     = "network.transport"
+	AttrProfileVersion       = "agenttrail.profile.version"
+	AttrNetworkTransport     = "network.transport"
 
-	blockedEventName   = "blocked"
-	toolNotEnforceable = "not_enforceable"
+	BlockedEventName   = "blocked"
+	ToolNotEnforceable = "not_enforceable"
 
 	// matchSlack widens a span's interval when a decision is matched to it: the receiver and
 	// the enforcer convert the same kernel clock to wall time separately.
@@ -80,8 +89,8 @@ const (
 	maxRecentPIDs        = 16
 )
 
-// toolNotEnforceableText explains attrEnforcementTool=not_enforceable.
-const toolNotEnforceableText = "not enforceable: this kernel cannot stop a user-space function from a uprobe " +
+// ToolNotEnforceableText explains attrEnforcementTool=not_enforceable.
+const ToolNotEnforceableText = "not enforceable: this kernel cannot stop a user-space function from a uprobe " +
 	"(no bpf_override_return for uprobes, no BPF LSM), so the tool call ran; only its egress and execs are enforced"
 
 // decisionRule is the rule a kernel decision enforces.
@@ -105,8 +114,8 @@ type procRef struct {
 	exe string
 }
 
-// workloadEnforcement is the enforcement state of one workload.
-type workloadEnforcement struct {
+// Workload is the enforcement state of one workload.
+type Workload struct {
 	key      string
 	attrs    map[string]string // resource attributes, for the stories of unmatched decisions
 	pol      *policy.Policy    // of its last story; nil: resolved from the profile's attributes
@@ -117,7 +126,7 @@ type workloadEnforcement struct {
 	logged   map[string]bool // messages logged once
 }
 
-func (w *workloadEnforcement) logOnce(key string) bool {
+func (w *Workload) logOnce(key string) bool {
 	if w.logged[key] {
 		return false
 	}
@@ -125,66 +134,83 @@ func (w *workloadEnforcement) logOnce(key string) bool {
 	return true
 }
 
-// pendingDecision is a decision waiting for the story that holds it.
-type pendingDecision struct {
-	d       enforce.Decision
+// Pending is a decision waiting for the story that holds it.
+type Pending struct {
+	D       enforce.Decision
 	key     string // workload key
 	arrived time.Time
 }
 
-// blockMatch is a decision matched to a story: on span (index in facts.spans) or, when no
-// span matched, on the story's head.
-type blockMatch struct {
-	d       enforce.Decision
-	span    int
-	onHead  bool
-	rule    string
-	action  string
+// BlockMatch is a decision matched to a story: on span (index in facts.spans) or, when no
+// Span matched, on the story's head.
+type BlockMatch struct {
+	D       enforce.Decision
+	Span    int
+	OnHead  bool
+	Rule    string
+	Action  string
 	version int
 }
 
-// enforcer is the processor's side of kernel enforcement. Everything but the pending
+// Enforcer is the processor's side of kernel enforcement. Everything but the pending
 // decisions is used by the emitter only (under the processor's emitMu).
-type enforcer struct {
-	cfg       EnforcementConfig
+type Enforcer struct {
+	cfg       Config
+	scope     string // instrumentation scope of the stories of unmatched decisions
 	grace     time.Duration
 	maxWait   time.Duration
 	logger    *zap.Logger
-	tel       *telemetry
-	clock     Clock
-	newKernel func() (kernel, error)
+	tel       Telemetry
+	clock     interface{ Now() time.Time }
+	NewKernel func() (Kernel, error)
 	stateDir  string // profiles_dir; "" keeps no state
 	pols      *policy.Set
 
-	k    kernel
-	kErr error
-	// host receives the component status: a recoverable error while a workload in mode
+	k    Kernel
+	KErr error
+	// Host receives the component status: a recoverable error while a workload in mode
 	// enforce is not enforced because the kernel side failed (unavailable: why, by workload).
-	host        component.Host
+	Host        component.Host
 	unavailable map[string]string
 	reported    string
 	closed      bool
 	cgroups     *containerid.CgroupView // found at the first cgroup wanted
-	byKey       map[string]*workloadEnforcement
+	byKey       map[string]*Workload
 	saved       map[string][]string // cgroups of the saved state, by workload key
 	stateSaved  string
 	wg          sync.WaitGroup
 
-	mu      sync.Mutex
+	Mu      sync.Mutex
 	byName  map[string]string // kernel name → workload key
-	pending []*pendingDecision
+	Pending []*Pending
 }
 
-func newEnforcer(cfg *Config, pols *policy.Set, logger *zap.Logger, tel *telemetry, clock Clock) *enforcer {
-	return &enforcer{
-		pols: pols, cfg: cfg.Enforcement, grace: cfg.CompletionGrace, maxWait: cfg.OrphanTimeout, logger: logger, tel: tel, clock: clock,
-		newKernel: newKernel, stateDir: cfg.ProfilesDir,
-		byKey: map[string]*workloadEnforcement{}, saved: map[string][]string{}, byName: map[string]string{},
+// Telemetry is the enforcer's self-telemetry.
+type Telemetry interface {
+	Decision(kind, workload string)
+	Attached(workloads int64)
+	UnmatchedDecision()
+}
+
+// Settings are the enforcer's part of the processor's configuration.
+type Settings struct {
+	Config          Config
+	CompletionGrace time.Duration // how long a decision waits for its story after the last span
+	OrphanTimeout   time.Duration // the most it waits
+	StateDir        string        // profiles_dir; "" keeps no state
+	ScopeName       string        // the processor's instrumentation scope
+}
+
+func New(set Settings, pols *policy.Set, logger *zap.Logger, tel Telemetry, clock interface{ Now() time.Time }) *Enforcer {
+	return &Enforcer{
+		pols: pols, cfg: set.Config, scope: set.ScopeName, grace: set.CompletionGrace, maxWait: set.OrphanTimeout, logger: logger, tel: tel, clock: clock,
+		NewKernel: newKernel, stateDir: set.StateDir,
+		byKey: map[string]*Workload{}, saved: map[string][]string{}, byName: map[string]string{},
 	}
 }
 
-// start loads the saved attachments of the last run.
-func (e *enforcer) start() {
+// Start loads the saved attachments of the last run.
+func (e *Enforcer) Start() {
 	if e.stateDir == "" {
 		return
 	}
@@ -201,10 +227,10 @@ func (e *enforcer) start() {
 	e.stateSaved = string(b)
 }
 
-func (e *enforcer) workload(key string) *workloadEnforcement {
+func (e *Enforcer) workload(key string) *Workload {
 	w := e.byKey[key]
 	if w == nil {
-		w = &workloadEnforcement{key: key, resolved: map[int64]bool{}, cgroups: map[string]bool{}, attached: map[string]*attachment{}, logged: map[string]bool{}}
+		w = &Workload{key: key, resolved: map[int64]bool{}, cgroups: map[string]bool{}, attached: map[string]*attachment{}, logged: map[string]bool{}}
 		for _, cg := range e.saved[key] {
 			w.cgroups[cg] = true
 		}
@@ -223,15 +249,15 @@ func configuredMode(pol *policy.Policy, prof *profile.Profile) profile.Mode {
 }
 
 // active reports whether the workload has programs attached.
-func (e *enforcer) active(key string) bool {
+func (e *Enforcer) active(key string) bool {
 	w := e.byKey[key]
 	return w != nil && len(w.attached) > 0
 }
 
-// observe records the process of a story of workload wid and returns the mode its story is
+// Observe records the process of a story of workload wid and returns the mode its story is
 // judged in: enforce only while programs are attached, else alert (fail safe: visible).
 // A newly seen process of a workload in mode enforce gets its cgroup enforced at once.
-func (e *enforcer) observe(wid profile.WorkloadID, res pcommon.Map, pol *policy.Policy, prof *profile.Profile, profiles *profile.Store) profile.Mode {
+func (e *Enforcer) Observe(wid profile.WorkloadID, res pcommon.Map, pol *policy.Policy, prof *profile.Profile, profiles *profile.Store) profile.Mode {
 	mode := configuredMode(pol, prof)
 	pidv, ok := res.Get(story.AttrProcessPID)
 	if !ok {
@@ -270,9 +296,9 @@ func (e *enforcer) observe(wid profile.WorkloadID, res pcommon.Map, pol *policy.
 	return mode
 }
 
-// reconcile brings the kernel in line with every workload's mode and profile: called when the
+// Reconcile brings the kernel in line with every workload's mode and profile: called when the
 // profiles were reloaded or saved, and at start.
-func (e *enforcer) reconcile(profiles *profile.Store) {
+func (e *Enforcer) Reconcile(profiles *profile.Store) {
 	if e.closed {
 		return
 	}
@@ -293,7 +319,7 @@ func (e *enforcer) reconcile(profiles *profile.Store) {
 
 // policyOf is the workload's resolved configuration: of its last story, or from its profile's
 // attributes when no story was seen since start.
-func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *policy.Policy {
+func (e *Enforcer) policyOf(w *Workload, prof *profile.Profile) *policy.Policy {
 	if w.pol != nil {
 		return w.pol
 	}
@@ -306,7 +332,7 @@ func (e *enforcer) policyOf(w *workloadEnforcement, prof *profile.Profile) *poli
 	return e.pols.Resolve(res)
 }
 
-func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profile, profiles *profile.Store) {
+func (e *Enforcer) reconcileWorkload(w *Workload, prof *profile.Profile, profiles *profile.Store) {
 	if e.closed {
 		return
 	}
@@ -330,18 +356,18 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profi
 		return
 	}
 	delete(w.logged, "waiting-complete")
-	if e.k == nil && e.kErr == nil {
-		e.k, e.kErr = e.newKernel()
-		if e.kErr == nil {
+	if e.k == nil && e.KErr == nil {
+		e.k, e.KErr = e.NewKernel()
+		if e.KErr == nil {
 			e.wg.Add(1)
 			go e.readDecisions(e.k.Decisions())
 		}
 	}
-	if e.kErr != nil {
-		unavailable = "kernel enforcement is unavailable: " + e.kErr.Error()
+	if e.KErr != nil {
+		unavailable = "kernel enforcement is unavailable: " + e.KErr.Error()
 		if w.logOnce("kernel") {
 			e.logger.Error("Cannot enforce: kernel enforcement is unavailable (needs root, cgroup v2 and eBPF); the workload stays in mode alert",
-				zap.String("workload", w.key), zap.Error(e.kErr))
+				zap.String("workload", w.key), zap.Error(e.KErr))
 		}
 		return
 	}
@@ -400,9 +426,9 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profi
 			}
 			continue
 		}
-		e.mu.Lock()
+		e.Mu.Lock()
 		e.byName[name] = w.key
-		e.mu.Unlock()
+		e.Mu.Unlock()
 		first := w.attached[cg] == nil
 		w.attached[cg] = &attachment{name: name, hash: hash, version: prof.Data.Version}
 		msg := "Enforcement attached"
@@ -421,7 +447,7 @@ func (e *enforcer) reconcileWorkload(w *workloadEnforcement, prof *profile.Profi
 // setUnavailable records why a workload in mode enforce is not enforced ("": it is, or it is not
 // in mode enforce) and reports the processor's status when what it says changed: a recoverable
 // error naming each such workload, OK once none is left.
-func (e *enforcer) setUnavailable(key, why string) {
+func (e *Enforcer) setUnavailable(key, why string) {
 	if why == "" {
 		delete(e.unavailable, key)
 	} else {
@@ -435,18 +461,18 @@ func (e *enforcer) setUnavailable(key, why string) {
 		msgs = append(msgs, "workload "+k+" stays in mode alert: "+e.unavailable[k])
 	}
 	msg := strings.Join(msgs, "; ")
-	if msg == e.reported || e.host == nil {
+	if msg == e.reported || e.Host == nil {
 		return
 	}
 	e.reported = msg
 	if msg == "" {
-		componentstatus.ReportStatus(e.host, componentstatus.NewEvent(componentstatus.StatusOK))
+		componentstatus.ReportStatus(e.Host, componentstatus.NewEvent(componentstatus.StatusOK))
 		return
 	}
-	componentstatus.ReportStatus(e.host, componentstatus.NewRecoverableErrorEvent(errors.New("enforcement: "+msg)))
+	componentstatus.ReportStatus(e.Host, componentstatus.NewRecoverableErrorEvent(errors.New("enforcement: "+msg)))
 }
 
-func (e *enforcer) detachAll(w *workloadEnforcement, why string) {
+func (e *Enforcer) detachAll(w *Workload, why string) {
 	if len(w.attached) == 0 {
 		return
 	}
@@ -456,7 +482,7 @@ func (e *enforcer) detachAll(w *workloadEnforcement, why string) {
 	e.logger.Info("Enforcement removed: every program of the workload is detached", zap.String("workload", w.key), zap.String("reason", why))
 }
 
-func (e *enforcer) remove(w *workloadEnforcement, cg string, a *attachment) {
+func (e *Enforcer) remove(w *Workload, cg string, a *attachment) {
 	if e.k != nil {
 		e.k.Remove(a.name)
 	}
@@ -467,7 +493,7 @@ func (e *enforcer) remove(w *workloadEnforcement, cg string, a *attachment) {
 // cgroupOf finds the cgroup to enforce for a process: its pod's directory on Kubernetes (the
 // parent of the container's), else its own. It refuses a process that is not the story's
 // (another executable: a reused pid, or a story from another node) and the root cgroup.
-func (e *enforcer) cgroupOf(pr procRef) (string, error) {
+func (e *Enforcer) cgroupOf(pr procRef) (string, error) {
 	if e.cgroups == nil {
 		v, err := containerid.NewCgroupView(e.cfg.CgroupRoot)
 		if err != nil {
@@ -513,7 +539,7 @@ func (e *enforcer) cgroupOf(pr procRef) (string, error) {
 }
 
 // saveState remembers the attached cgroups of every workload (for a restart).
-func (e *enforcer) saveState() {
+func (e *Enforcer) saveState() {
 	if e.stateDir == "" {
 		return
 	}
@@ -541,33 +567,33 @@ func (e *enforcer) saveState() {
 	e.saved = st
 }
 
-func (e *enforcer) recordAttached() {
+func (e *Enforcer) recordAttached() {
 	n := 0
 	for _, w := range e.byKey {
 		if len(w.attached) > 0 {
 			n++
 		}
 	}
-	e.tel.attachedWorkloads.Record(bgctx, int64(n))
+	e.tel.Attached(int64(n))
 }
 
 // readDecisions moves the kernel's decisions into pending until the kernel is closed.
-func (e *enforcer) readDecisions(ch <-chan enforce.Decision) {
+func (e *Enforcer) readDecisions(ch <-chan enforce.Decision) {
 	defer e.wg.Done()
 	for d := range ch {
-		e.mu.Lock()
+		e.Mu.Lock()
 		key := e.byName[d.Workload]
 		if key == "" {
 			key = d.Workload
 		}
-		e.pending = append(e.pending, &pendingDecision{d: d, key: key, arrived: e.clock.Now()})
-		e.mu.Unlock()
-		e.tel.decision(string(d.Kind), key)
+		e.Pending = append(e.Pending, &Pending{D: d, key: key, arrived: e.clock.Now()})
+		e.Mu.Unlock()
+		e.tel.Decision(string(d.Kind), key)
 	}
 }
 
-// shutdown detaches every program (closing the kernel) and waits for the decisions read.
-func (e *enforcer) shutdown() {
+// Shutdown detaches every program (closing the kernel) and waits for the decisions read.
+func (e *Enforcer) Shutdown() {
 	if e.closed {
 		return
 	}
@@ -589,18 +615,18 @@ func (e *enforcer) shutdown() {
 	e.recordAttached()
 }
 
-// claim takes the pending decisions that belong to the stories of one emission: first those
+// Claim takes the pending decisions that belong to the stories of one emission: first those
 // that match a span of any of them (a connect or sendto of the same process to the same
 // destination, or an execve by the killed process or its parent of the same path, the
-// decision's time within the span), then, for the rest, the head of the story whose root
-// span, of the same process (or the parent), contains the decision's time, unless a story of
+// Decision's time within the span), then, for the rest, the head of the story whose root
+// Span, of the same process (or the parent), contains the decision's time, unless a story of
 // that process still in flight contains it too (it may hold the decision's span: the decision
 // waits for it).
-func (e *enforcer) claim(fs []*story.Facts, inFlight func(pid int64, t time.Time) bool) [][]blockMatch {
-	out := make([][]blockMatch, len(fs))
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.pending) == 0 {
+func (e *Enforcer) Claim(fs []*story.Facts, inFlight func(pid int64, t time.Time) bool) [][]BlockMatch {
+	out := make([][]BlockMatch, len(fs))
+	e.Mu.Lock()
+	defer e.Mu.Unlock()
+	if len(e.Pending) == 0 {
 		return out
 	}
 	pids := make([][]int64, len(fs))
@@ -617,16 +643,16 @@ func (e *enforcer) claim(fs []*story.Facts, inFlight func(pid int64, t time.Time
 		ns := uint64(t.UnixNano())
 		return ns+uint64(slack) >= start && ns <= end+uint64(slack)
 	}
-	claimed := make([]bool, len(e.pending))
+	claimed := make([]bool, len(e.Pending))
 	take := func(i, s, span int, onHead bool) {
-		d := e.pending[i].d
-		m := blockMatch{d: d, span: span, onHead: onHead, version: d.ProfileVersion}
-		m.rule, m.action = decisionRule(d)
+		d := e.Pending[i].D
+		m := BlockMatch{D: d, Span: span, OnHead: onHead, version: d.ProfileVersion}
+		m.Rule, m.Action = decisionRule(d)
 		out[s] = append(out[s], m)
 		claimed[i] = true
 	}
-	for i, pd := range e.pending {
-		d := pd.d
+	for i, pd := range e.Pending {
+		d := pd.D
 	stories:
 		for s, f := range fs {
 			for j, sp := range f.Spans {
@@ -657,11 +683,11 @@ func (e *enforcer) claim(fs []*story.Facts, inFlight func(pid int64, t time.Time
 			}
 		}
 	}
-	for i, pd := range e.pending {
+	for i, pd := range e.Pending {
 		if claimed[i] {
 			continue
 		}
-		d := pd.d
+		d := pd.D
 		for s, f := range fs {
 			if len(f.Spans) == 0 || f.Story.Root == nil {
 				continue
@@ -675,38 +701,38 @@ func (e *enforcer) claim(fs []*story.Facts, inFlight func(pid int64, t time.Time
 			}
 		}
 	}
-	kept := e.pending[:0]
-	for i, pd := range e.pending {
+	kept := e.Pending[:0]
+	for i, pd := range e.Pending {
 		if !claimed[i] {
 			kept = append(kept, pd)
 		}
 	}
-	clear(e.pending[len(kept):])
-	e.pending = kept
+	clear(e.Pending[len(kept):])
+	e.Pending = kept
 	for _, ms := range out {
-		slices.SortStableFunc(ms, func(a, b blockMatch) int { return a.d.Time.Compare(b.d.Time) })
+		slices.SortStableFunc(ms, func(a, b BlockMatch) int { return a.D.Time.Compare(b.D.Time) })
 	}
 	return out
 }
 
-// expired returns the decisions no story claimed: completion_grace after they arrived and
+// Expired returns the decisions no story claimed: completion_grace after they arrived and
 // after the last span of a story in flight of their process (that story may still hold them),
 // at most orphan_timeout after they arrived; all of them when flushAll.
-func (e *enforcer) expired(now time.Time, flushAll bool, lastSeen func(pid uint32) time.Time) []*pendingDecision {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.pending) == 0 {
+func (e *Enforcer) Expired(now time.Time, flushAll bool, lastSeen func(pid uint32) time.Time) []*Pending {
+	e.Mu.Lock()
+	defer e.Mu.Unlock()
+	if len(e.Pending) == 0 {
 		return nil
 	}
-	var out []*pendingDecision
-	kept := e.pending[:0]
-	over := len(e.pending) - maxPending
-	for i, pd := range e.pending {
+	var out []*Pending
+	kept := e.Pending[:0]
+	over := len(e.Pending) - maxPending
+	for i, pd := range e.Pending {
 		expire := flushAll || i < over || now.Sub(pd.arrived) >= e.maxWait
 		if !expire && now.Sub(pd.arrived) >= e.grace {
-			last := lastSeen(pd.d.PID)
-			if pd.d.PPID != 0 {
-				if l := lastSeen(pd.d.PPID); l.After(last) {
+			last := lastSeen(pd.D.PID)
+			if pd.D.PPID != 0 {
+				if l := lastSeen(pd.D.PPID); l.After(last) {
 					last = l
 				}
 			}
@@ -718,14 +744,14 @@ func (e *enforcer) expired(now time.Time, flushAll bool, lastSeen func(pid uint3
 			kept = append(kept, pd)
 		}
 	}
-	clear(e.pending[len(kept):])
-	e.pending = kept
+	clear(e.Pending[len(kept):])
+	e.Pending = kept
 	return out
 }
 
-// writeUnmatched appends the story of one decision no story claimed: one span "blocked" with
+// WriteUnmatched appends the story of one decision no story claimed: one span "blocked" with
 // the decision's attributes, flagged agenttrail.enforcement.unmatched.
-func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
+func (e *Enforcer) WriteUnmatched(td ptrace.Traces, pd *Pending) {
 	rs := td.ResourceSpans().AppendEmpty()
 	res := rs.Resource().Attributes()
 	if w := e.byKey[pd.key]; w != nil {
@@ -733,9 +759,9 @@ func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
 			res.PutStr(k, w.attrs[k])
 		}
 	}
-	res.PutInt(story.AttrProcessPID, int64(pd.d.PID))
+	res.PutInt(story.AttrProcessPID, int64(pd.D.PID))
 	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName(ScopeName)
+	ss.Scope().SetName(e.scope)
 	sp := ss.Spans().AppendEmpty()
 	var tid pcommon.TraceID
 	var sid pcommon.SpanID
@@ -743,26 +769,26 @@ func (e *enforcer) writeUnmatched(td ptrace.Traces, pd *pendingDecision) {
 	_, _ = rand.Read(sid[:])
 	sp.SetTraceID(tid)
 	sp.SetSpanID(sid)
-	sp.SetName(blockedEventName)
+	sp.SetName(BlockedEventName)
 	sp.SetKind(ptrace.SpanKindInternal)
-	ts := pcommon.NewTimestampFromTime(pd.d.Time)
+	ts := pcommon.NewTimestampFromTime(pd.D.Time)
 	sp.SetStartTimestamp(ts)
 	sp.SetEndTimestamp(ts)
-	rule, action := decisionRule(pd.d)
-	putBlockedAttributes(sp.Attributes(), pd.d, rule, action)
+	rule, action := decisionRule(pd.D)
+	putBlockedAttributes(sp.Attributes(), pd.D, rule, action)
 	sp.Attributes().PutStr(attrEnforcementWorkload, pd.key)
-	sp.Attributes().PutBool(attrEnforcementUnmatched, true)
+	sp.Attributes().PutBool(AttrEnforcementUnmatched, true)
 	sp.Status().SetCode(ptrace.StatusCodeError)
-	sp.Status().SetMessage(blockedText(pd.d, action))
-	e.tel.unmatched.Add(bgctx, 1)
+	sp.Status().SetMessage(BlockedText(pd.D, action))
+	e.tel.UnmatchedDecision()
 }
 
 // putBlockedAttributes: the attributes of a "blocked" event (or span).
 func putBlockedAttributes(m pcommon.Map, d enforce.Decision, rule, action string) {
-	m.PutStr(attrEnforcementRule, rule)
-	m.PutInt(attrProfileVersion, int64(d.ProfileVersion))
-	m.PutStr(attrEnforcementAction, action)
-	m.PutStr(attrEnforcementKind, string(d.Kind))
+	m.PutStr(AttrEnforcementRule, rule)
+	m.PutInt(AttrProfileVersion, int64(d.ProfileVersion))
+	m.PutStr(AttrEnforcementAction, action)
+	m.PutStr(AttrEnforcementKind, string(d.Kind))
 	m.PutInt(story.AttrProcessPID, int64(d.PID))
 	if d.Kind == enforce.KindExec {
 		m.PutStr(story.AttrProcessExecutable, d.Executable)
@@ -774,25 +800,25 @@ func putBlockedAttributes(m pcommon.Map, d enforce.Decision, rule, action string
 	m.PutStr(story.AttrPeerAddress, d.Destination.Addr().Unmap().String())
 	m.PutInt(story.AttrPeerPort, int64(d.Destination.Port()))
 	if d.Protocol != "" {
-		m.PutStr(attrNetworkTransport, d.Protocol)
+		m.PutStr(AttrNetworkTransport, d.Protocol)
 	}
 }
 
-func blockedText(d enforce.Decision, action string) string {
+func BlockedText(d enforce.Decision, action string) string {
 	if d.Kind == enforce.KindExec {
 		return fmt.Sprintf("exec %s: process %d killed by the kernel (outside the profile, version %d)", d.Executable, d.PID, d.ProfileVersion)
 	}
 	return fmt.Sprintf("%s %s: %s by the kernel with EPERM (outside the profile, version %d)", d.Kind, d.Destination, action, d.ProfileVersion)
 }
 
-// writeBlocked puts a "blocked" event on the span of every match (after writeStory).
-func writeBlocked(f *story.Facts, blocked []blockMatch) {
+// WriteBlocked puts a "blocked" event on the span of every match (after writeStory).
+func WriteBlocked(f *story.Facts, blocked []BlockMatch) {
 	for _, m := range blocked {
-		sp := f.Spans[m.span].Span
+		sp := f.Spans[m.Span].Span
 		ev := sp.Events().AppendEmpty()
-		ev.SetName(blockedEventName)
-		ev.SetTimestamp(pcommon.NewTimestampFromTime(m.d.Time))
-		putBlockedAttributes(ev.Attributes(), m.d, m.rule, m.action)
+		ev.SetName(BlockedEventName)
+		ev.SetTimestamp(pcommon.NewTimestampFromTime(m.D.Time))
+		putBlockedAttributes(ev.Attributes(), m.D, m.Rule, m.Action)
 	}
 }
 
