@@ -99,6 +99,10 @@ type process struct {
 	// inherited: the call that was open in the parent process's forking goroutine or thread;
 	// work of this process with no open call of its own belongs under it.
 	inherited spanRef
+	// The socket I/O handoff parent (see handoff) as of span generation handoffGen.
+	handoffGen uint64
+	handoffRef spanRef
+	handoffOK  bool
 }
 
 // Builder builds spans from events. Not safe for concurrent use.
@@ -113,6 +117,9 @@ type Builder struct {
 	resources []*process // processes with pending spans, in first-pending order
 	socks     map[aggKey]*sockAgg
 	conns     map[SocketID]connSeen // connects and accepts seen, by socket
+	// spanGen counts spans opened and ended: a cached answer about open spans is valid while
+	// it does not change.
+	spanGen uint64
 }
 
 type pendingSyscall struct {
@@ -299,6 +306,7 @@ func (b *Builder) startSpan(h Header, parent spanRef, name string, kind ptrace.S
 	}
 	s.ref.span = b.newSpanID()
 	b.open++
+	b.spanGen++
 	return s
 }
 
@@ -525,6 +533,7 @@ func (b *Builder) closeProcess(p *process, now time.Time, syscallMsg, callMsg st
 
 func (b *Builder) finish(p *process, s *span, end time.Time, errMsg string) {
 	b.open--
+	b.spanGen++
 	out := p.pending.AppendEmpty()
 	out.SetTraceID(s.ref.trace)
 	out.SetSpanID(s.ref.span)

@@ -162,7 +162,8 @@ func (b *Builder) SocketIO(h Header, io SocketIO) (Parent, string) {
 			b.socks = make(map[aggKey]*sockAgg)
 		}
 		b.socks[key] = a
-		if attribution == AttributionDirect || attribution == AttributionHandoff {
+		if attribution != AttributionNone {
+			// The parent still open (an inherited parent may be): emitted when it ends.
 			if s := b.openSpan(p, parent); s != nil {
 				live := s.socks[:0] // those emitted by the interval already are dropped from the list
 				for _, x := range s.socks {
@@ -234,10 +235,27 @@ func (b *Builder) socketParent(p *process, h Header) (spanRef, string) {
 		return r.stack[n-1].ref, AttributionDirect
 	}
 	if h.Routine != 0 {
-		// A Go goroutine with no call of its own: net/http writes and reads a connection on
-		// goroutines of the connection, which inherited the call that dialed it, not the one
-		// whose request this is. The process's only open tool call is taken, else the innermost
-		// call of its only goroutine with calls open; with several candidates, no guess.
+		if ref, ok := b.handoff(p); ok {
+			return ref, AttributionHandoff
+		}
+	}
+	if !r.inherited.trace.IsEmpty() {
+		return r.inherited, AttributionInherited
+	}
+	return spanRef{}, AttributionNone
+}
+
+// handoff is the parent of a Go goroutine's I/O when it has no call of its own: net/http writes
+// and reads a connection on goroutines of the connection, which inherited the call that dialed
+// it, not the one whose request this is. The process's only open tool call is taken, else the
+// innermost call of its only goroutine with calls open; with several candidates, no guess. The
+// answer is kept until a span opens or ends anywhere (a busy connection goroutine asks at every
+// read and write, and a Go process may have thousands of goroutines).
+func (b *Builder) handoff(p *process) (spanRef, bool) {
+	if p.handoffGen == b.spanGen && p.handoffGen != 0 {
+		return p.handoffRef, p.handoffOK
+	}
+	ref, ok := func() (spanRef, bool) {
 		var tool *span
 		tools := 0
 		var busy *routine
@@ -257,15 +275,14 @@ func (b *Builder) socketParent(p *process, h Header) (spanRef, string) {
 		}
 		switch {
 		case tools == 1:
-			return tool.ref, AttributionHandoff
+			return tool.ref, true
 		case tools == 0 && busyRoutines == 1:
-			return busy.stack[len(busy.stack)-1].ref, AttributionHandoff
+			return busy.stack[len(busy.stack)-1].ref, true
 		}
-	}
-	if !r.inherited.trace.IsEmpty() {
-		return r.inherited, AttributionInherited
-	}
-	return spanRef{}, AttributionNone
+		return spanRef{}, false
+	}()
+	p.handoffGen, p.handoffRef, p.handoffOK = b.spanGen, ref, ok
+	return ref, ok
 }
 
 // openSpan finds the open span with ref in the process.
