@@ -246,7 +246,13 @@ enum tls_flags {
 	// A Go (*Conn).Read returned that was already in flight when the probes were attached: its
 	// data and connection are unknown (conn 0, nothing captured), only its size and goroutine.
 	TLS_F_UNSEEN = 4,
+	// A write longer than the capture bound: data holds its first captured - tail bytes and its
+	// last tail bytes; the bytes between were not read.
+	TLS_F_TAIL = 8,
 };
+
+// A write is sent as head and tail only when the capture bound is at least this.
+#define TLS_TAIL_MIN_CAPTURE 1024
 
 // EVENT_TLS_DATA: plaintext passed to or returned by one TLS write or read call, up to the
 // configured capture bound (sent with only `captured` bytes of data).
@@ -258,7 +264,8 @@ struct tls_event {
 	__u8 direction; // enum tls_direction
 	__u8 source;    // enum tls_source
 	__u8 flags;     // enum tls_flags
-	__u8 _pad[5];
+	__u8 _pad;
+	__u32 tail;     // TLS_F_TAIL: the last bytes of data are the call's last bytes
 	__u8 data[TLS_MAX_CAPTURE];
 };
 

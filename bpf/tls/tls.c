@@ -7,7 +7,8 @@
 //     entry and at every RET instruction (never a uretprobe on Go code); the buffer pointer is
 //     saved at entry keyed by goroutine, the byte count is RAX at RET.
 // Each call's data goes out in one EVENT_TLS_DATA record, up to tls_capture_bytes (at most
-// TLS_MAX_CAPTURE): one read and one copy, no loop. In Python processes, the thread's Python stack goes out first.
+// TLS_MAX_CAPTURE): one read and one copy, no loop; a longer write sends its head and its tail
+// (two reads). In Python processes, the thread's Python stack goes out first.
 #include "../headers/vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -85,18 +86,43 @@ static __always_inline void emit_tls(__u64 conn, __u64 buf, __u64 n, __u8 direct
 		return;
 	}
 	e->flags = n > tls_capture_bytes ? TLS_F_TRUNCATED : 0;
+	e->tail = 0;
 	__u64 sz = n;
 	if (sz > tls_capture_bytes)
 		sz = tls_capture_bytes;
 	asm volatile("" : "+r"(sz));
 	if (sz > TLS_MAX_CAPTURE)
 		sz = TLS_MAX_CAPTURE;
+	// A write longer than the bound: its first three quarters and its last quarter. A request
+	// body that puts "model" after a long "messages" (openai-go, OpenAI's Python SDK) keeps
+	// it; user space accounts for the bytes between.
+	__u64 tail = 0;
+	if (direction == TLS_WRITE && n > sz && sz >= TLS_TAIL_MIN_CAPTURE) {
+		tail = sz / 4;
+		asm volatile("" : "+r"(tail));
+		if (tail > TLS_MAX_CAPTURE / 4)
+			tail = TLS_MAX_CAPTURE / 4;
+		sz -= tail;
+		asm volatile("" : "+r"(sz));
+		if (sz > TLS_MAX_CAPTURE - TLS_MAX_CAPTURE / 4)
+			sz = TLS_MAX_CAPTURE - TLS_MAX_CAPTURE / 4;
+	}
 	e->captured = sz;
 	if (sz && bpf_probe_read_user(e->data, sz, (void *)buf) < 0) {
 		e->flags |= TLS_F_READ_FAILED;
 		e->captured = 0;
 		sz = 0;
+		tail = 0;
 	}
+	if (tail && bpf_probe_read_user(e->data + sz, tail, (void *)(buf + n - tail)) == 0) {
+		e->flags |= TLS_F_TAIL;
+		e->tail = tail;
+		e->captured = sz + tail;
+		sz += tail;
+	}
+	asm volatile("" : "+r"(sz));
+	if (sz > TLS_MAX_CAPTURE)
+		sz = TLS_MAX_CAPTURE;
 	output(e, offsetof(struct tls_event, data) + sz, sizeof(*e));
 }
 

@@ -437,6 +437,8 @@ func (r *ebpfReceiver) onTLS(h spans.Header, rec []byte) string {
 		return "tls_direction"
 	case e.Captured > e.Len || int(e.Captured) > len(rec)-headTLS:
 		return "tls_length" // more captured than the call moved, or than the record holds
+	case e.Flags&probes.TLSTail != 0 && (e.Tail > e.Captured || e.Direction != probes.TLSWrite):
+		return "tls_length" // a tail longer than what was captured, or on a read
 	}
 	r.attacher.tlsSeen(h.PID, e.Source)
 	if e.Direction == probes.TLSClose {
@@ -456,6 +458,12 @@ func (r *ebpfReceiver) onTLS(h spans.Header, rec []byte) string {
 	}
 	n := min(int(e.Captured), len(rec)-headTLS, len(e.Data))
 	data := e.Data[:n]
+	// A write longer than tls.capture_bytes: its first bytes, then its last (the tracker
+	// accounts for the bytes between).
+	var tail []byte
+	if e.Flags&probes.TLSTail != 0 {
+		data, tail = data[:n-int(e.Tail)], data[n-int(e.Tail):]
+	}
 	meta := &tlsMeta{hdr: h, source: e.Source}
 	if r.python != nil {
 		name := ""
@@ -476,7 +484,7 @@ func (r *ebpfReceiver) onTLS(h spans.Header, rec []byte) string {
 	if e.Direction == probes.TLSRead {
 		dir = llm.Read
 	}
-	for _, ex := range r.tls.tracker.Data(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, int(e.Len), h.Time, meta) {
+	for _, ex := range r.tls.tracker.DataTail(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, tail, int(e.Len), h.Time, meta) {
 		r.emitExchange(ex)
 	}
 	return ""

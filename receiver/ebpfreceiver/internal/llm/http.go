@@ -67,6 +67,8 @@ type Message struct {
 	End     time.Time // last byte seen
 	// Meta is what the caller attached to the call that carried the message's first byte.
 	Meta any
+	// gaps: where body bytes are missing before bytes that were captured after them.
+	gaps gaps
 	// head is what the start line and the header fields kept hold, counted as HPACK counts a
 	// header list (32 bytes more per field, for what a field costs besides its bytes), and
 	// messageOverhead.
@@ -199,6 +201,18 @@ func (t *Tracker) Stats() Stats { return t.stats }
 // Data feeds one TLS call: data is what was captured of the call's total bytes (the rest is
 // missing). It returns the exchanges completed by it.
 func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.Time, meta any) []Exchange {
+	return t.DataTail(key, dir, data, nil, total, at, meta)
+}
+
+// DataTail feeds one TLS call of which the first bytes (head) and the last bytes (tail) were
+// captured; the total-len(head)-len(tail) bytes between were not. Where the gap falls inside a
+// message body, the tail is kept as the body's end and the message says so; elsewhere the tail
+// cannot be placed and is dropped (the bytes are then missing as with Data).
+func (t *Tracker) DataTail(key Key, dir Direction, head, tail []byte, total int, at time.Time, meta any) []Exchange {
+	data := head
+	if len(head)+len(tail) > total {
+		tail = nil // more than the call moved: the tail cannot be where it says
+	}
 	var out []Exchange
 	c := t.conns[key]
 	if c == nil {
@@ -211,7 +225,7 @@ func (t *Tracker) Data(key Key, dir Direction, data []byte, total int, at time.T
 		t.conns[key] = c
 	}
 	t.room()
-	out = append(out, t.data(c, dir, data, total, at, meta)...)
+	out = append(out, t.data(c, dir, data, tail, total, at, meta)...)
 	return append(out, t.settle(c)...)
 }
 
@@ -280,7 +294,7 @@ func (c *conn) size() int64 {
 	return int64(n)
 }
 
-func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.Time, meta any) []Exchange {
+func (t *Tracker) data(c *conn, dir Direction, data, tail []byte, total int, at time.Time, meta any) []Exchange {
 	key := c.key
 	c.last = at
 	if dir == Write || dir == Read {
@@ -290,7 +304,7 @@ func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.T
 		return nil
 	}
 	if c.h2 != nil {
-		return c.feedH2(dir, data, total-len(data), at, meta)
+		return c.feedH2(dir, data, tail, total-len(data)-len(tail), at, meta)
 	}
 	if c.out.msgs == 0 && c.in.msgs == 0 {
 		fresh := len(c.out.buf) == 0 && len(c.in.buf) == 0 && c.out.state == stStart && c.in.state == stStart
@@ -302,7 +316,10 @@ func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.T
 				return nil
 			case prefaceDone:
 				c.h2 = newH2Conn(key, &t.lim)
-				return c.feedH2(dir, data, total-len(data), at, meta)
+				if len(data)+len(tail) > total {
+					tail = nil // the preface was in the tail's bytes
+				}
+				return c.feedH2(dir, data, tail, total-len(data)-len(tail), at, meta)
 			case prefaceLost:
 				return c.h2Unparsed(errFramesLost)
 			}
@@ -345,7 +362,10 @@ func (t *Tracker) data(c *conn, dir Direction, data []byte, total int, at time.T
 	if dir == Read {
 		s = &c.in
 	}
-	msgs := s.feed(data, total-len(data), at, meta, &t.lim)
+	msgs := s.feed(data, total-len(data)-len(tail), at, meta, &t.lim)
+	if len(tail) > 0 {
+		msgs = append(msgs, s.feedTail(tail, at, meta, &t.lim)...)
+	}
 	if dir == Read {
 		return c.pairResponses(msgs)
 	}
@@ -390,7 +410,7 @@ func (t *Tracker) lostRead(c *conn, n int, at time.Time) []Exchange {
 	c.last = at
 	c.bytes[Read] += int64(n)
 	if c.h2 != nil {
-		return c.feedH2(Read, nil, n, at, nil)
+		return c.feedH2(Read, nil, nil, n, at, nil)
 	}
 	s := &c.in
 	if s.state != stStart || len(s.buf) > 0 {
@@ -618,11 +638,20 @@ type stream struct {
 	body      []byte // raw (encoded) body bytes kept
 	remaining int64  // bytes left in the body or current chunk
 	bodyLost  bool   // some body bytes are missing or were not kept
+	gaps      gaps   // where bytes of the body are missing, for a body kept with its end
 	msgs      int
 }
 
+// gaps locates the bytes missing inside a body whose end was captured after them (a long write
+// read as head and tail): the body is kept as head, tail, head, tail... and a field is looked
+// for in the first part or the last one, never across a gap.
+type gaps struct {
+	n            int // gaps; 0: the body has none
+	first, after int // offset in the body of the first gap, and where the part after the last one starts
+}
+
 func (s *stream) reset() {
-	s.state, s.buf, s.msg, s.body, s.remaining, s.bodyLost = stStart, nil, nil, nil, 0, false
+	s.state, s.buf, s.msg, s.body, s.remaining, s.bodyLost, s.gaps = stStart, nil, nil, nil, 0, false, gaps{}
 }
 
 // size is the message bytes s holds.
@@ -717,6 +746,35 @@ func (s *stream) skip(n int64, at time.Time) []*Message {
 		}
 	}
 	s.lose("bytes missing (over the capture bound) where the message's framing could not be followed")
+	return nil
+}
+
+// errHeadTail is the problem of a body that was captured in part on both sides of a gap.
+const errHeadTail = "body larger than the capture bound: its beginning and its end were seen, not the bytes between"
+
+// markGap notes that the body's bytes kept from now on come after missing ones.
+func (s *stream) markGap() {
+	if s.msg == nil {
+		return
+	}
+	if s.gaps.n == 0 {
+		s.gaps.first = len(s.body)
+	}
+	s.gaps.n++
+	s.gaps.after = len(s.body)
+	if s.msg.Problem == "" || s.msg.Problem == errCapturedPart {
+		s.msg.Problem = errHeadTail
+	}
+}
+
+// feedTail feeds the last bytes of a call whose bytes before them were missing (skipped by
+// feed): inside a body they are its continuation; anywhere else they cannot be placed.
+func (s *stream) feedTail(tail []byte, at time.Time, meta any, lim *bufLimit) []*Message {
+	switch s.state {
+	case stBody, stChunkData, stBodyUntilClose:
+		s.markGap()
+		return s.feed(tail, 0, at, meta, lim)
+	}
 	return nil
 }
 
@@ -908,10 +966,11 @@ func (s *stream) finish(at time.Time, problem string) *Message {
 	}
 	m.Complete = !s.bodyLost
 	m.Body = s.body
+	m.gaps = s.gaps
 	if m.Complete || len(m.Body) > 0 {
 		decode(m, s.lim)
 	}
-	s.msg, s.body, s.bodyLost, s.remaining = nil, nil, false, 0
+	s.msg, s.body, s.bodyLost, s.remaining, s.gaps = nil, nil, false, 0, gaps{}
 	s.state = stStart
 	return m
 }

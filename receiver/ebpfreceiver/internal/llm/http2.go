@@ -227,9 +227,9 @@ func (c *conn) matchPreface(data []byte, total int) ([]byte, int, int) {
 
 // feedH2 feeds a call to a connection decoded as HTTP/2; when its frames cannot be followed any
 // more, what it had pending comes out and the connection is reported unparsed.
-func (c *conn) feedH2(dir Direction, data []byte, missing int, at time.Time, meta any) []Exchange {
+func (c *conn) feedH2(dir Direction, data, tail []byte, missing int, at time.Time, meta any) []Exchange {
 	h := c.h2
-	out := h.feed(dir, data, missing, at, meta)
+	out := h.feed(dir, data, tail, missing, at, meta)
 	if h.broken == "" {
 		return out
 	}
@@ -251,9 +251,10 @@ func (c *conn) h2Unparsed(reason string) []Exchange {
 	return out
 }
 
-// feed reads one call's bytes (missing: bytes of the call that were not captured, after data)
-// and returns the exchanges it completed.
-func (h *h2conn) feed(dir Direction, data []byte, missing int, at time.Time, meta any) []Exchange {
+// feed reads one call's bytes (missing: bytes of the call that were not captured, after data;
+// tail: the call's last bytes, captured after the missing ones) and returns the exchanges it
+// completed.
+func (h *h2conn) feed(dir Direction, data, tail []byte, missing int, at time.Time, meta any) []Exchange {
 	s := &h.out
 	if dir == Read {
 		s = &h.in
@@ -261,6 +262,16 @@ func (h *h2conn) feed(dir Direction, data []byte, missing int, at time.Time, met
 	h.consume(s, data, at, meta)
 	if missing > 0 && h.broken == "" {
 		h.skip(s, missing, at)
+	}
+	if len(tail) > 0 && h.broken == "" {
+		// Frames are followed across the gap (skip kept count): a gap inside a DATA payload
+		// leaves the tail as the body's end.
+		if s.st == h2Data {
+			if b := h.bodyOf(s); b != nil {
+				b.markGap()
+			}
+		}
+		h.consume(s, tail, at, meta)
 	}
 	out := h.done
 	h.done = nil

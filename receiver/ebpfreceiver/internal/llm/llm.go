@@ -164,10 +164,9 @@ func parseRequest(inf *Inference, m *Message) {
 		if inf.RequestProblem == "" {
 			inf.RequestProblem = "request body is not valid JSON: " + err.Error()
 		}
-		// Parsed where possible: the model is usually near the start.
-		if sm := modelField.FindSubmatch(m.Body); sm != nil {
-			inf.RequestModel = string(sm[1])
-		}
+		// Parsed where possible: the model is usually near the start, or, after a long
+		// "messages" (openai-go, OpenAI's Python SDK), near the end.
+		inf.RequestModel, inf.Stream = fieldsOf(m)
 		return
 	}
 	switch inf.API {
@@ -182,6 +181,31 @@ func parseRequest(inf *Inference, m *Message) {
 	default:
 		inf.InputMessages = string(messages)
 	}
+}
+
+var streamField = regexp.MustCompile(`"stream"\s*:\s*(true|false)\b`)
+
+// fieldsOf finds the model and the stream flag in a request body that is not whole JSON (cut
+// by the capture bound). A body captured as its beginning and its end (gaps) is searched in its
+// first part, then in its last part, whose last match is taken (the top-level field follows the
+// messages there); never across a gap, where two parts would join into a value neither holds.
+func fieldsOf(m *Message) (model string, stream bool) {
+	parts := [][]byte{m.Body}
+	if g := m.gaps; g.n > 0 && g.first <= g.after && g.after <= len(m.Body) {
+		parts = [][]byte{m.Body[:g.first], m.Body[g.after:]}
+	}
+	find := func(re *regexp.Regexp) string {
+		if sm := re.FindSubmatch(parts[0]); sm != nil {
+			return string(sm[1])
+		}
+		if len(parts) > 1 {
+			if all := re.FindAllSubmatch(parts[1], -1); len(all) > 0 {
+				return string(all[len(all)-1][1])
+			}
+		}
+		return ""
+	}
+	return find(modelField), find(streamField) == "true"
 }
 
 func orNull(r []byte) string {

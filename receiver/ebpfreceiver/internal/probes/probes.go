@@ -102,6 +102,9 @@ const (
 	TLSTruncated  = uint8(tlsTlsFlagsTLS_F_TRUNCATED)
 	TLSReadFailed = uint8(tlsTlsFlagsTLS_F_READ_FAILED)
 	TLSUnseen     = uint8(tlsTlsFlagsTLS_F_UNSEEN)
+	// TLSTail: a write longer than the capture bound; Data holds its first Captured-Tail bytes
+	// and its last Tail bytes.
+	TLSTail = uint8(tlsTlsFlagsTLS_F_TAIL)
 )
 
 // Python stack records' probe id (enum py_sample), as EventHeader.ProbeId carries it:

@@ -174,7 +174,8 @@ type tlsTlsEvent struct {
 	Direction uint8
 	Source    uint8
 	Flags     uint8
-	Pad       [5]uint8
+	Pad       uint8
+	Tail      uint32
 	Data      [65536]uint8
 }
 
@@ -184,6 +185,7 @@ const (
 	tlsTlsFlagsTLS_F_TRUNCATED   tlsTlsFlags = 1
 	tlsTlsFlagsTLS_F_READ_FAILED tlsTlsFlags = 2
 	tlsTlsFlagsTLS_F_UNSEEN      tlsTlsFlags = 4
+	tlsTlsFlagsTLS_F_TAIL        tlsTlsFlags = 8
 )
 
 type tlsTlsSource uint32

@@ -1,0 +1,143 @@
+package ebpfreceiver
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+)
+
+// buildOpenAIGo builds testdata/openaigo, a module of its own that pins the official OpenAI Go
+// SDK (openai-go v3.102.0) by its go.mod and go.sum.
+func buildOpenAIGo(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "openaigo")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join("testdata", "openaigo")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build openaigo: %v\n%s", err, b)
+	}
+	return out
+}
+
+// longPython sends, with Python's standard library over OpenSSL, a chat completion whose body
+// puts "model" after 64 KiB of "messages" (the OpenAI Python SDK's order): one SSL_write_ex of
+// the whole body, longer than tls.capture_bytes.
+const longPython = `
+import http.client, json, ssl, sys
+url, ca, model = sys.argv[1], sys.argv[2], sys.argv[3]
+host = url.split("/")[2]
+print("ready", flush=True)
+for line in sys.stdin:
+    ctx = ssl.create_default_context(cafile=ca)
+    c = http.client.HTTPSConnection(host, context=ctx)
+    history = "The customer asked about the balance of account C1001 again. " * 1100
+    body = json.dumps({"messages": [{"role": "system", "content": "Earlier conversation: " + history},
+                                    {"role": "user", "content": "What is the balance of C1001?"}],
+                       "model": model, "stream": False})
+    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    print("ok", r.status, flush=True)
+    c.close()
+`
+
+// TestLongConversationKeepsModel: requests whose conversation is longer than tls.capture_bytes
+// and whose "model" comes after it, as openai-go (over HTTP/1.1 and HTTP/2) and OpenAI's Python
+// SDK (over OpenSSL) write them, keep gen_ai.request.model: the kernel sends a long write's
+// first three quarters and its last quarter, and the tracker keeps the tail as the body's end.
+func TestLongConversationKeepsModel(t *testing.T) {
+	requireKernel(t)
+	model := startMockModel(t)
+	exe := buildOpenAIGo(t)
+	requirePython(t)
+	base := strings.TrimSuffix(model.url, "/chat/completions")
+	cfg := testConfig(TargetConfig{Name: "openai-go", Executable: exe}, TargetConfig{Name: "py-long", Executable: python311})
+	if cfg.TLS.CaptureBytes != 16384 {
+		t.Fatalf("the default tls.capture_bytes changed: %d", cfg.TLS.CaptureBytes)
+	}
+	sink := startReceiver(t, cfg)
+	t.Setenv("SSL_CERT_FILE", model.ca)
+	goAgent := startProgram(t, exe, "model-long")
+	goAgent.waitLine(t, "ready")
+	goAgent.do(t, "h1 "+base+" 64", "ok h1")
+	goAgent.do(t, "h2 "+base+" 64", "ok h2")
+	py := startProgram(t, python311, "-c", longPython, model.url, model.ca, "model-long")
+	py.waitLine(t, "ready")
+	py.do(t, "go", "ok 200")
+
+	infs := func(c collected, pid int) []ptrace.Span {
+		return c.ofPID(pid).where("chat model-long", func(s ptrace.Span) bool {
+			return fromTLS(s) && attr(s, "gen_ai.request.model") == "model-long"
+		})
+	}
+	goPID, pyPID := goAgent.cmd.Process.Pid, py.cmd.Process.Pid
+	c := waitSpans(t, sink, func(c collected) bool { return len(infs(c, goPID)) == 2 && len(infs(c, pyPID)) == 1 })
+	versions := map[string]bool{}
+	for _, s := range append(infs(c, goPID), infs(c, pyPID)...) {
+		versions[attr(s, "network.protocol.version")] = true
+		if size := attr(s, "http.request.body.size"); len(size) < 5 {
+			t.Errorf("request body size %s: not a long conversation", size)
+		}
+		if p := attr(s, "agenttrail.llm.request.unparsed"); !strings.Contains(p, "its beginning and its end were seen") {
+			t.Errorf("agenttrail.llm.request.unparsed %q", p)
+		}
+		if attr(s, "gen_ai.response.model") != "model-long" || attr(s, "agenttrail.llm.stream") == "true" {
+			t.Errorf("response model %s stream %s", attr(s, "gen_ai.response.model"), attr(s, "agenttrail.llm.stream"))
+		}
+	}
+	if !versions["1.1"] || !versions["2"] {
+		t.Errorf("protocol versions %v, want HTTP/1.1 and HTTP/2", versions)
+	}
+}
+
+// TestDecodeTailChecked: a record whose tail is longer than what it captured, or that marks a
+// read as head and tail, is dropped and counted as tls_length; a valid one is fed as head and
+// tail (its request keeps the model that follows the gap).
+func TestDecodeTailChecked(t *testing.T) {
+	withTail := func(dir uint8, data string, tail, total uint32) []byte {
+		rec := tlsEvent(pidTraced, 1, dir, probes.TLSOpenSSL, 1, data)
+		e := as[probes.TLSEvent](rec)
+		e.Flags |= probes.TLSTail
+		e.Tail, e.Len = tail, total
+		return rec
+	}
+	for _, tc := range []struct {
+		name string
+		rec  []byte
+	}{
+		{"tail longer than captured", withTail(probes.TLSWrite, "abc", 4, 100)},
+		{"tail on a read", withTail(probes.TLSRead, "HTTP/1.1 200 OK\r\n", 2, 100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOffline(t, consumertest.NewNop())
+			o.feed(tc.rec)
+			if got := o.counts(t, "agenttrail.ebpf.events.invalid", "kind", "reason"); len(got) != 1 || got["tls_data/tls_length"] != 1 {
+				t.Errorf("invalid records %v", got)
+			}
+		})
+	}
+	body := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 5000) + `"}],"model":"model-tail"}`
+	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	head, tail := req[:1000], req[len(req)-300:]
+	o := newOffline(t, consumertest.NewNop())
+	o.feed(withTail(probes.TLSWrite, head+tail, 300, uint32(len(req))))
+	if got := o.counts(t, "agenttrail.ebpf.events.invalid", "kind", "reason"); len(got) != 0 {
+		t.Fatalf("invalid records %v", got)
+	}
+	c := o.r.tls.tracker
+	exs := c.Close(llm.Key{PID: pidTraced, Conn: 1})
+	if len(exs) != 1 || exs[0].Request == nil {
+		t.Fatalf("exchanges %+v", exs)
+	}
+	if inf, ok := llm.Parse(exs[0]); !ok || inf.RequestModel != "model-tail" {
+		t.Errorf("model %q", inf.RequestModel)
+	}
+}
