@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/rules"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -32,6 +31,10 @@ type LearningConfig = profile.LearningConfig
 
 // EnforcementConfig is the kernel enforcement of mode enforce (enforcement.Config).
 type EnforcementConfig = enforcement.Config
+
+// CustomRuleConfig is a user rule: a CEL expression over the story that evaluates to a bool
+// (rules.CustomRuleConfig).
+type CustomRuleConfig = rules.CustomRuleConfig
 
 // Config is the configuration of the attack-story processor. Every key is documented in README.md.
 type Config struct {
@@ -121,18 +124,6 @@ type RulesConfig struct {
 	DataVolumeFactor float64 `mapstructure:"data_volume_factor"`
 }
 
-// CustomRuleConfig is a user rule: a CEL expression over the story that evaluates to a bool.
-type CustomRuleConfig struct {
-	ID          string   `mapstructure:"id"`
-	Title       string   `mapstructure:"title"`
-	Description string   `mapstructure:"description"`
-	Severity    string   `mapstructure:"severity"`
-	Atlas       []string `mapstructure:"atlas"`
-	Expression  string   `mapstructure:"expression"`
-	// AllModes makes the rule a declared boundary that fires in observe mode too.
-	AllModes bool `mapstructure:"all_modes"`
-}
-
 // Defaults.
 const (
 	defaultCompletionGrace      = 300 * time.Millisecond
@@ -203,10 +194,7 @@ var matchKeys = []string{
 	"host.name",
 }
 
-var (
-	ruleIDPattern  = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
-	atlasIDPattern = regexp.MustCompile(`^AML\.T\d{4}(\.\d{3})?$`)
-)
+var ()
 
 // Validate checks the configuration without touching anything outside it. It returns the first
 // problem, naming the key. Custom rules are compiled here (compiling CEL is pure).
@@ -262,14 +250,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, id := range c.Rules.Disabled {
-		if builtinRule(id) == nil {
-			return fmt.Errorf(`"rules.disabled[%d]": %q is not a built-in rule (%s)`, i, id, strings.Join(builtinRuleIDs(), ", "))
+		if rules.Builtin(id) == nil {
+			return fmt.Errorf(`"rules.disabled[%d]": %q is not a built-in rule (%s)`, i, id, strings.Join(rules.BuiltinIDs(), ", "))
 		}
 	}
 	if c.Rules.DataVolumeFactor <= 1 {
 		return fmt.Errorf(`"rules.data_volume_factor" must be greater than 1, got %g`, c.Rules.DataVolumeFactor)
 	}
-	if _, err := compileCustomRules(c.CustomRules); err != nil {
+	if _, err := rules.CompileCustom(c.CustomRules); err != nil {
 		return err
 	}
 	if c.Enforcement.ProcRoot == "" {
@@ -335,29 +323,4 @@ func (w *WorkloadConfig) validate() error {
 		}
 	}
 	return nil
-}
-
-// severityIDs are the OCSF severity_id values, by the names accepted in config.
-var severityIDs = map[string]int{
-	"unknown":       0,
-	"informational": 1,
-	"info":          1,
-	"low":           2,
-	"medium":        3,
-	"high":          4,
-	"critical":      5,
-	"fatal":         6,
-}
-
-// severityNames are the OCSF captions of severity_id.
-var severityNames = map[int]string{0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical", 6: "Fatal", 99: "Other"}
-
-func parseSeverity(s string) (int, error) {
-	if id, ok := severityIDs[strings.ToLower(strings.TrimSpace(s))]; ok && id > 0 {
-		return id, nil
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n >= 1 && n <= 6 {
-		return n, nil
-	}
-	return 0, fmt.Errorf("%q is not a severity (informational, low, medium, high, critical, fatal or 1-6)", s)
 }

@@ -163,13 +163,3 @@ func TestValidate(t *testing.T) {
 	}
 	require.NoError(t, createDefaultConfig().Validate())
 }
-
-func TestParseSeverity(t *testing.T) {
-	for s, want := range map[string]int{"low": 2, "Medium": 3, "HIGH": 4, "critical": 5, "informational": 1, "4": 4} {
-		got, err := parseSeverity(s)
-		require.NoError(t, err)
-		assert.Equal(t, want, got, s)
-	}
-	_, err := parseSeverity("0")
-	assert.Error(t, err)
-}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/rules"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -195,7 +196,7 @@ type ocsfProduct struct {
 // finding is what a story that matched becomes.
 type finding struct {
 	uid       string
-	hits      []*hit
+	hits      []*rules.Hit
 	severity  int
 	ruleIDs   []string
 	atlasIDs  []string
@@ -209,23 +210,23 @@ type finding struct {
 	blocked            []enforcement.BlockMatch
 }
 
-func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion string) *finding {
-	f := c.f
+func newFinding(c *rules.Context, hits []*rules.Hit, now time.Time, productVersion string) *finding {
+	f := c.Facts
 	head := f.Spans[f.Head]
-	fd := &finding{hits: hits, mode: c.mode, uid: f.Story.ID.String() + "-" + head.ID.String(),
-		toolNotEnforceable: c.toolNotEnforceable, toolSpans: c.toolSpans, blocked: c.blocked}
+	fd := &finding{hits: hits, mode: c.Mode, uid: f.Story.ID.String() + "-" + head.ID.String(),
+		toolNotEnforceable: c.ToolNotEnforceable, toolSpans: c.ToolSpans, blocked: c.Blocked}
 	for _, h := range hits {
-		fd.severity = max(fd.severity, h.severity)
-		fd.ruleIDs = append(fd.ruleIDs, h.rule.id)
-		for _, a := range h.rule.atlas {
+		fd.severity = max(fd.severity, h.Severity)
+		fd.ruleIDs = append(fd.ruleIDs, h.Rule.ID)
+		for _, a := range h.Rule.Atlas {
 			if !containsStr(fd.atlasIDs, a) {
 				fd.atlasIDs = append(fd.atlasIDs, a)
 			}
 		}
 	}
-	fd.title = hits[0].rule.title
-	hints := narrativeHints{sensitive: c.pol.Sensitive}
-	for _, m := range c.blocked {
+	fd.title = hits[0].Rule.Title
+	hints := narrativeHints{sensitive: c.Policy.Sensitive}
+	for _, m := range c.Blocked {
 		hints.blocked = append(hints.blocked, m.Span)
 	}
 	fd.narrative = narrative(f, hints)
@@ -233,26 +234,26 @@ func newFinding(c *evalContext, hits []*hit, now time.Time, productVersion strin
 	return fd
 }
 
-func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion string) string {
-	f := c.f
+func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion string) string {
+	f := c.Facts
 	head := f.Spans[f.Head]
 	res := head.Scope.Src.Resource.Attributes()
 	traceID := f.Story.ID.String()
 	primary := fd.hits[0]
 
 	var texts []string
-	for _, e := range primary.evidence {
-		texts = append(texts, e.text)
+	for _, e := range primary.Evidence {
+		texts = append(texts, e.Text)
 	}
 	out := ocsfFinding{
 		ActivityID: ocsfActivityID, ActivityName: "Create",
 		CategoryUID: ocsfCategoryUID, CategoryName: "Findings",
 		ClassUID: ocsfClassUID, ClassName: "Detection Finding",
 		TypeUID: ocsfTypeUID, TypeName: "Detection Finding: Create",
-		SeverityID: fd.severity, Severity: severityNames[fd.severity],
+		SeverityID: fd.severity, Severity: rules.SeverityNames[fd.severity],
 		StatusID: 1, Status: "New",
 		Time:    now.UnixMilli(),
-		Message: primary.rule.title + ": " + strings.Join(texts, "; "),
+		Message: primary.Rule.Title + ": " + strings.Join(texts, "; "),
 		Metadata: ocsfMetadata{
 			Product:        ocsfProduct{Name: productName, VendorName: productName, Version: productVersion},
 			Version:        ocsfSchemaVersion,
@@ -262,14 +263,14 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 	info := &out.FindingInfo
 	info.UID = fd.uid
 	info.Title = fd.title
-	info.Desc = primary.rule.explanation + "\n" + fd.narrative
+	info.Desc = primary.Rule.Explanation + "\n" + fd.narrative
 	info.Types = append([]string(nil), fd.ruleIDs...)
 	info.CreatedTime = now.UnixMilli()
 	info.FirstSeenTime = int64(f.Story.MinStart / 1e6)
 	info.LastSeenTime = int64(f.Story.MaxEnd / 1e6)
 	info.DataSources = []string{"eBPF"}
 	for i, h := range fd.hits {
-		a := ocsfAnalytic{UID: h.rule.id, Name: h.rule.id, Desc: h.rule.title, TypeID: 1, Type: "Rule"}
+		a := ocsfAnalytic{UID: h.Rule.ID, Name: h.Rule.ID, Desc: h.Rule.Title, TypeID: 1, Type: "Rule"}
 		if i == 0 {
 			info.Analytic = a
 		} else {
@@ -308,34 +309,34 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 		out.Observables = append(out.Observables, ocsfObservable{Name: name, TypeID: typeID, Type: typ, Value: value})
 	}
 	for _, h := range fd.hits {
-		for _, e := range h.evidence {
-			ev := ocsfEvidence{Name: h.rule.id, Data: ocsfEvidenceData{RuleID: h.rule.id, Detail: e.text, TraceID: traceID}}
-			if e.span >= 0 {
-				sp := f.Spans[e.span]
+		for _, e := range h.Evidence {
+			ev := ocsfEvidence{Name: h.Rule.ID, Data: ocsfEvidenceData{RuleID: h.Rule.ID, Detail: e.Text, TraceID: traceID}}
+			if e.Span >= 0 {
+				sp := f.Spans[e.Span]
 				ev.Data.SpanID = sp.ID.String()
 				ev.Data.SpanName = sp.Span.Name()
-				if e.event >= 0 {
-					ev.Data.SpanEvent = sp.Span.Events().At(e.event).Name()
+				if e.Event >= 0 {
+					ev.Data.SpanEvent = sp.Span.Events().At(e.Event).Name()
 				}
 			}
 			i := len(out.Evidences)
 			prefix := "evidences[" + story.Itoa(i) + "]"
-			if e.file != "" {
-				ev.File = &ocsfFile{Name: path.Base(e.file), Path: e.file, TypeID: 1, Type: "Regular File"}
-				observe(prefix+".file.path", 7, "File Name", e.file)
+			if e.File != "" {
+				ev.File = &ocsfFile{Name: path.Base(e.File), Path: e.File, TypeID: 1, Type: "Regular File"}
+				observe(prefix+".file.path", 7, "File Name", e.File)
 			}
-			if e.egress != nil {
-				ev.DstEndpoint = &ocsfEndpoint{IP: e.egress.Address, Port: e.egress.Port, Hostname: e.egress.Host}
-				if e.egress.Addr.IsValid() {
-					observe(prefix+".dst_endpoint.ip", 2, "IP Address", e.egress.Address)
+			if e.Egress != nil {
+				ev.DstEndpoint = &ocsfEndpoint{IP: e.Egress.Address, Port: e.Egress.Port, Hostname: e.Egress.Host}
+				if e.Egress.Addr.IsValid() {
+					observe(prefix+".dst_endpoint.ip", 2, "IP Address", e.Egress.Address)
 				}
-				observe(prefix+".dst_endpoint.port", 11, "Port", story.Itoa(e.egress.Port))
-				observe(prefix+".dst_endpoint.hostname", 1, "Hostname", e.egress.Host)
+				observe(prefix+".dst_endpoint.port", 11, "Port", story.Itoa(e.Egress.Port))
+				observe(prefix+".dst_endpoint.hostname", 1, "Hostname", e.Egress.Host)
 			}
-			if e.exec != nil {
-				ev.Process = &ocsfProcess{Name: path.Base(e.exec.Path), CmdLine: e.exec.Cmdline,
-					File: &ocsfFile{Name: path.Base(e.exec.Path), Path: e.exec.Path, TypeID: 1, Type: "Regular File"}}
-				observe(prefix+".process.cmd_line", 13, "Command Line", e.exec.Cmdline)
+			if e.Exec != nil {
+				ev.Process = &ocsfProcess{Name: path.Base(e.Exec.Path), CmdLine: e.Exec.Cmdline,
+					File: &ocsfFile{Name: path.Base(e.Exec.Path), Path: e.Exec.Path, TypeID: 1, Type: "Regular File"}}
+				observe(prefix+".process.cmd_line", 13, "Command Line", e.Exec.Cmdline)
 			}
 			out.Evidences = append(out.Evidences, ev)
 		}
@@ -344,13 +345,13 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.ID.String(), Narrative: fd.narrative,
 		Mode: string(fd.mode), Workload: w.Key, IncompleteStory: f.Story.Reason}
 	for _, h := range fd.hits {
-		d := ocsfRuleDetail{RuleID: h.rule.id, SeverityID: h.severity, Atlas: h.rule.atlas, Explanation: h.rule.explanation}
-		for _, e := range h.evidence {
-			d.Evidence = append(d.Evidence, e.text)
+		d := ocsfRuleDetail{RuleID: h.Rule.ID, SeverityID: h.Severity, Atlas: h.Rule.Atlas, Explanation: h.Rule.Explanation}
+		for _, e := range h.Evidence {
+			d.Evidence = append(d.Evidence, e.Text)
 		}
 		out.Unmapped.Rules = append(out.Unmapped.Rules, d)
 	}
-	for _, m := range c.blocked {
+	for _, m := range c.Blocked {
 		b := ocsfBlocked{Time: m.D.Time.UnixMilli(), Kind: string(m.D.Kind), Rule: m.Rule, Action: m.Action, PID: m.D.PID,
 			Executable: m.D.Executable, ProfileVersion: m.D.ProfileVersion}
 		if m.D.Destination.IsValid() {
@@ -358,7 +359,7 @@ func (fd *finding) buildOCSF(c *evalContext, now time.Time, productVersion strin
 		}
 		out.Unmapped.Enforcement = append(out.Unmapped.Enforcement, b)
 	}
-	if c.toolNotEnforceable {
+	if c.ToolNotEnforceable {
 		out.Unmapped.ToolEnforcement = enforcement.ToolNotEnforceable
 	}
 	var buf bytes.Buffer

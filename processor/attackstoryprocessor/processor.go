@@ -16,6 +16,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/rules"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -31,7 +32,7 @@ type storyProcessor struct {
 	clock          Clock
 	tel            *telemetry
 	pols           *policy.Set
-	custom         []*customRule
+	custom         []*rules.Custom
 	markers        []string
 	disabled       map[string]bool
 	profiles       *profile.Store
@@ -59,7 +60,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 	if err != nil {
 		return nil, err
 	}
-	custom, err := compileCustomRules(cfg.CustomRules)
+	custom, err := rules.CompileCustom(cfg.CustomRules)
 	if err != nil {
 		return nil, err
 	}
@@ -315,9 +316,9 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 		prof = p.profiles.Find(wid)
 	}
 	mode := p.enf.Observe(wid, res, pol, prof, p.profiles)
-	c := &evalContext{f: f, pol: pol, prof: prof, mode: mode, cfg: p.cfg, markers: p.markers, disabled: p.disabled, custom: p.custom,
-		blocked: blocked, enforced: mode == profile.ModeEnforce}
-	hits := c.evaluate()
+	c := &rules.Context{Facts: f, Policy: pol, Profile: prof, Mode: mode, VolumeFactor: p.cfg.Rules.DataVolumeFactor, Standalone: p.cfg.Rules.PromptInjectionStandalone, Markers: p.markers, Disabled: p.disabled, Custom: p.custom,
+		Blocked: blocked, Enforced: mode == profile.ModeEnforce}
+	hits := c.Evaluate()
 	p.tel.unscannedTexts(f)
 	var fd *finding
 	if len(hits) > 0 {
@@ -333,9 +334,9 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 		p.tel.notLearned(notLearned)
 	}
 	for _, r := range p.custom {
-		if r.failures > 0 && !p.loggedRuleErr[r.def.id] {
-			p.loggedRuleErr[r.def.id] = true
-			p.logger.Warn("Custom rule failed on a story and counts as not matching (logged once per rule)", zap.String("rule", r.def.id), zap.Error(r.lastErr))
+		if r.Failures > 0 && !p.loggedRuleErr[r.Def.ID] {
+			p.loggedRuleErr[r.Def.ID] = true
+			p.logger.Warn("Custom rule failed on a story and counts as not matching (logged once per rule)", zap.String("rule", r.Def.ID), zap.Error(r.LastErr))
 		}
 	}
 	writeStory(td, f, fd, now)
@@ -409,7 +410,7 @@ func putFindingAttributes(m pcommon.Map, fd *finding) {
 	for _, id := range fd.ruleIDs {
 		ids.AppendEmpty().SetStr(id)
 	}
-	m.PutStr(story.AttrFindingSeverity, severityNames[fd.severity])
+	m.PutStr(story.AttrFindingSeverity, rules.SeverityNames[fd.severity])
 	m.PutInt(story.AttrFindingSeverityID, int64(fd.severity))
 	atlas := m.PutEmptySlice(story.AttrFindingAtlasIDs)
 	for _, id := range fd.atlasIDs {

@@ -1,7 +1,9 @@
-package attackstoryprocessor
+package rules
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -16,14 +18,56 @@ import (
 // element visited), so that a rule cannot stall the processor on a huge story.
 const celCostLimit = 1_000_000
 
+// customRuleConfig is a user rule: a CEL expression over the story that evaluates to a bool.
+type CustomRuleConfig struct {
+	ID          string   `mapstructure:"id"`
+	Title       string   `mapstructure:"title"`
+	Description string   `mapstructure:"description"`
+	Severity    string   `mapstructure:"severity"`
+	Atlas       []string `mapstructure:"atlas"`
+	Expression  string   `mapstructure:"expression"`
+	// AllModes makes the rule a declared boundary that fires in observe mode too.
+	AllModes bool `mapstructure:"all_modes"`
+}
+
+var (
+	ruleIDPattern  = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+	atlasIDPattern = regexp.MustCompile(`^AML\.T\d{4}(\.\d{3})?$`)
+)
+
+// severityIDs are the OCSF severity_id values, by the names accepted in config.
+var severityIDs = map[string]int{
+	"unknown":       0,
+	"informational": 1,
+	"info":          1,
+	"low":           2,
+	"medium":        3,
+	"high":          4,
+	"critical":      5,
+	"fatal":         6,
+}
+
+// severityNames are the OCSF captions of severity_id.
+var SeverityNames = map[int]string{0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical", 6: "Fatal", 99: "Other"}
+
+func ParseSeverity(s string) (int, error) {
+	if id, ok := severityIDs[strings.ToLower(strings.TrimSpace(s))]; ok && id > 0 {
+		return id, nil
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n >= 1 && n <= 6 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("%q is not a severity (informational, low, medium, high, critical, fatal or 1-6)", s)
+}
+
 // customRule is a compiled custom rule.
-type customRule struct {
-	def        *ruleDef
+type Custom struct {
+	Def        *Def
 	expression string
 	prg        cel.Program
 	allModes   bool
-	failures   int // evaluation errors so far (logged by the processor)
-	lastErr    error
+	Failures   int // evaluation errors so far (logged by the processor)
+	LastErr    error
 }
 
 func newCELEnv() (*cel.Env, error) {
@@ -36,7 +80,7 @@ func newCELEnv() (*cel.Env, error) {
 
 // compileCustomRules checks and compiles the custom rules. Its errors name the rule and quote
 // the CEL compiler's message.
-func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
+func CompileCustom(cfgs []CustomRuleConfig) ([]*Custom, error) {
 	if len(cfgs) == 0 {
 		return nil, nil
 	}
@@ -45,13 +89,13 @@ func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
 		return nil, fmt.Errorf("custom_rules: CEL environment: %w", err)
 	}
 	seen := map[string]bool{}
-	out := make([]*customRule, 0, len(cfgs))
+	out := make([]*Custom, 0, len(cfgs))
 	for i, rc := range cfgs {
 		key := fmt.Sprintf(`"custom_rules[%d]`, i)
 		if !ruleIDPattern.MatchString(rc.ID) {
 			return nil, fmt.Errorf(`%s.id": %q must be lower case letters, digits, "_", "-" or "." (starting with a letter, at most 64)`, key, rc.ID)
 		}
-		if builtinRule(rc.ID) != nil {
+		if Builtin(rc.ID) != nil {
 			return nil, fmt.Errorf(`%s.id": %q is the id of a built-in rule`, key, rc.ID)
 		}
 		if seen[rc.ID] {
@@ -60,7 +104,7 @@ func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
 		seen[rc.ID] = true
 		sev := story.SevMedium
 		if rc.Severity != "" {
-			if sev, err = parseSeverity(rc.Severity); err != nil {
+			if sev, err = ParseSeverity(rc.Severity); err != nil {
 				return nil, fmt.Errorf(`%s.severity": %w`, key, err)
 			}
 		}
@@ -91,8 +135,8 @@ func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
 		if explanation == "" {
 			explanation = "Custom rule: " + rc.Expression
 		}
-		out = append(out, &customRule{
-			def:        &ruleDef{id: rc.ID, title: title, explanation: explanation, severity: sev, atlas: append([]string(nil), rc.Atlas...), order: len(builtinRules) + i},
+		out = append(out, &Custom{
+			Def:        &Def{ID: rc.ID, Title: title, Explanation: explanation, severity: sev, Atlas: append([]string(nil), rc.Atlas...), order: len(Builtins) + i},
 			expression: rc.Expression,
 			prg:        prg,
 			allModes:   rc.AllModes,
@@ -102,25 +146,25 @@ func compileCustomRules(cfgs []CustomRuleConfig) ([]*customRule, error) {
 }
 
 // eval runs the rule; an error (a missing key, the cost limit) counts as no match.
-func (r *customRule) eval(vars map[string]any) bool {
+func (r *Custom) eval(vars map[string]any) bool {
 	out, _, err := r.prg.Eval(vars)
 	if err != nil {
-		r.failures++
-		r.lastErr = err
+		r.Failures++
+		r.LastErr = err
 		return false
 	}
 	b, ok := out.Value().(bool)
 	if !ok {
-		r.failures++
-		r.lastErr = fmt.Errorf("the expression returned %T, not a bool", out.Value())
+		r.Failures++
+		r.LastErr = fmt.Errorf("the expression returned %T, not a bool", out.Value())
 		return false
 	}
 	return b
 }
 
 // storyVariables is the "story" variable of custom rules.
-func storyVariables(c *evalContext) map[string]any {
-	f := c.f
+func storyVariables(c *Context) map[string]any {
+	f := c.Facts
 	tools := make([]string, 0, len(f.Tools))
 	for _, t := range f.Tools {
 		tools = append(tools, t.Name)
@@ -158,7 +202,7 @@ func storyVariables(c *evalContext) map[string]any {
 	}
 	return map[string]any{"story": map[string]any{
 		"trace_id":     f.Story.ID.String(),
-		"mode":         string(c.mode),
+		"mode":         string(c.Mode),
 		"incomplete":   f.Story.Reason != "",
 		"tools":        tools,
 		"executables":  execs,
