@@ -49,6 +49,10 @@ for what in "$@"; do
 		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagent --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagent failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
 		fi
+		# The MCP tests: the MCP TypeScript SDK and reference servers, pinned by their lockfile.
+		if ! npm ci --prefix receiver/ebpfreceiver/internal/mcp/testdata/nodeclient --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in receiver/ebpfreceiver/internal/mcp/testdata/nodeclient failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
 		# The AI-BOM tests validate with the CycloneDX project's own validator, pinned by its lockfile.
 		if ! npm ci --prefix internal/aibom/testdata/cyclonedx --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in internal/aibom/testdata/cyclonedx failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"

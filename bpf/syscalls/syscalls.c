@@ -333,9 +333,10 @@ struct {
 } fd_scratch SEC(".maps");
 
 // Sockets and pipes that carry a plaintext protocol (HTTP/1, HTTP/2 without TLS, JSON-RPC on a
-// pipe): their payload is captured. Key: the struct sock * of a socket, the inode number of a
-// pipe (kernel pointers and inode numbers do not overlap). Marked here when a call's data starts
-// like such a protocol, unmarked when it starts like a TLS record; user space may do either.
+// pipe or unix socket): their payload is captured. Key: the struct sock * of a socket, the
+// inode number of a pipe (kernel pointers and inode numbers do not overlap). Marked here when a
+// call's data starts like such a protocol, unmarked when it starts like a TLS record; user space
+// may do either.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -574,7 +575,9 @@ static __always_inline void fd_io(struct pt_regs *regs, long nr, int shape, __u8
 					bpf_map_delete_elem(&plain_fds, &key);
 			} else if (marked) {
 				limit = fd_capture_bytes;
-			} else if (plain_start(head, pipe)) {
+			} else if (plain_start(head, pipe) || (e->kind == FD_IO_UNIX && head[0] == '{')) {
+				// JSON on a unix socket too: Node (libuv) gives a child's stdio as a
+				// socketpair, not pipes, so MCP over stdio from Node agents goes through one.
 				__u8 one = 1;
 				bpf_map_update_elem(&plain_fds, &key, &one, BPF_ANY);
 				limit = fd_capture_bytes;

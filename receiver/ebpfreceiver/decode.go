@@ -244,6 +244,9 @@ func (r *ebpfReceiver) onProcessExit(hdr spans.Header, _ []byte) string {
 // connections and its Python state (at its exit, or its exec of a new program).
 func (r *ebpfReceiver) forgetProcessState(pid uint32) {
 	r.tlsProcessGone(pid)
+	if r.plaintext != nil {
+		r.plaintext.ProcessGone(pid)
+	}
 	if r.python != nil {
 		r.python.forget(pid)
 	}

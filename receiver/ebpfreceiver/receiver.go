@@ -20,6 +20,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/plaintext"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
@@ -40,9 +41,10 @@ type ebpfReceiver struct {
 	// Owned by the reader goroutine after Start.
 	builder      *spans.Builder
 	attacher     *attacher
-	python       *python         // nil unless python.enabled
-	tls          *tlsSupport     // nil unless tls.enabled
-	sockets      *sockets.Tracer // nil unless sockets.enabled
+	python       *python             // nil unless python.enabled
+	tls          *tlsSupport         // nil unless tls.enabled
+	sockets      *sockets.Tracer     // nil unless sockets.enabled
+	plaintext    *plaintext.Consumer // MCP over stdio; nil unless sockets.enabled
 	clock        monoClock
 	lastCounters spans.Counters
 	decoder      *decoder
@@ -135,6 +137,18 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 			return fmt.Errorf("ebpf receiver: %w", err)
 		}
 		r.sockets = st
+		if r.cfg.Sockets.CaptureBytes > 0 {
+			pc, err := plaintext.New(tracer.Env{Logger: r.logger, Builder: r.builder, Redactor: r.redactor, ProcRoot: r.cfg.ProcRoot,
+				Telemetry: &tracer.Telemetry{Meter: r.telemetry.meter}})
+			if err != nil {
+				_ = waiter.close()
+				_ = reader.Close()
+				_ = kernel.Close()
+				return fmt.Errorf("ebpf receiver: %w", err)
+			}
+			st.AddConsumer(pc)
+			r.plaintext = pc
+		}
 	}
 
 	r.attacher.attachTargets()
@@ -179,6 +193,9 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 		}
 		if r.python != nil {
 			r.python.reader.Close()
+		}
+		if r.plaintext != nil && r.builder != nil {
+			_ = r.plaintext.Close() // MCP requests still waiting for their response, as they are
 		}
 		if r.sockets != nil && r.builder != nil {
 			_ = r.sockets.Close() // every aggregate of socket I/O, as it is
@@ -243,7 +260,7 @@ func (r *ebpfReceiver) waitIdle() {
 	var deadline time.Time // none
 	// A ring buffer that lost records is healthy again after a check without new losses.
 	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) ||
-		(r.sockets != nil && r.sockets.Waiting()) ||
+		(r.sockets != nil && r.sockets.Waiting()) || (r.plaintext != nil && r.plaintext.Waiting()) ||
 		r.health.active(problemRingBuffer) {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
@@ -291,6 +308,9 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 		if r.python != nil {
 			r.builder.ExpireObserved(now, r.cfg.Python.SpanIdleTimeout)
 		}
+	}
+	if r.plaintext != nil {
+		r.plaintext.Housekeeping(r.clock.wall(r.clock.now()))
 	}
 	if r.sockets != nil {
 		r.sockets.Housekeeping(r.clock.wall(r.clock.now()))

@@ -592,3 +592,15 @@ func nameVersion(raw []byte, name, version *string) {
 		}
 	})
 }
+
+// CloseAll forgets every stream and session (the receiver stops); requests in flight come out
+// unanswered.
+func (t *Tracker) CloseAll() []Call {
+	clear(t.streams)
+	var out []Call
+	for k, se := range t.sessions {
+		out = t.drain(out, se, "the receiver stopped before a response was seen")
+		delete(t.sessions, k)
+	}
+	return out
+}

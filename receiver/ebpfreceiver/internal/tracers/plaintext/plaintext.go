@@ -1,0 +1,531 @@
+// Package plaintext consumes the payload the sockets tracer captures on plaintext pipes and
+// sockets of traced processes. On pipes it follows MCP over stdio (newline-delimited JSON-RPC,
+// internal/mcp): each request the traced process sends becomes a span under the call that wrote
+// it (`execute_tool {tool}` for tools/call), and the server process on the other end of the
+// pipes has its work placed under that span while it serves the request.
+package plaintext
+
+import (
+	"cmp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/mcp"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
+)
+
+// Bounds of the consumer's own tables (the MCP tracker bounds its own).
+const (
+	maxLinks   = 4096 // pipes paired through /proc
+	maxPending = 4096 // requests sent and not yet answered
+	maxEarly   = 1024 // requests a server read before the client's write was seen
+	earlyTTL   = time.Minute
+)
+
+// Consumer turns plaintext payload into spans. Not safe for concurrent use: it runs on the
+// receiver's reader goroutine, as the sockets tracer does.
+type Consumer struct {
+	env     tracer.Env
+	tracker *mcp.Tracker
+
+	links   map[linkKey]link
+	pending map[uint64]*outCall // by mcp.Call.Seq
+	byReq   map[reqKey]*outCall // by the pipe the request was written on and its id
+	early   map[reqKey]early
+	servers map[uint32]*server
+	last    mcp.Stats
+
+	calls   metric.Int64Counter
+	dropped metric.Int64Counter
+}
+
+type linkKey struct {
+	pid uint32
+	ino uint64
+}
+
+// reqKey names a request on the wire: the pipe it went through and its JSON-RPC id. The client
+// writes it and the server reads it on the same pipe.
+type reqKey struct {
+	ino uint64
+	id  string
+}
+
+// meta is what a message's first bytes came with.
+type meta struct {
+	hdr       spans.Header
+	parent    spans.Parent
+	ino       uint64
+	link      link
+	transport string
+}
+
+// outCall is a request the traced process sent, in flight.
+type outCall struct {
+	seq     uint64
+	res     *spans.Reserved
+	key     reqKey
+	servers []uint32 // processes serving it (delegated to its span)
+}
+
+type early struct {
+	pid uint32
+	seq uint64
+	at  time.Time
+}
+
+// server is a process serving requests over its stdio: the requests in flight in the order
+// read, and where its work is placed now.
+type server struct {
+	active []activeReq
+	cur    *spans.Delegation
+	curSeq uint64 // the client call its work is delegated to (0: none)
+}
+
+type activeReq struct {
+	seq    uint64 // the server's own (inbound) call
+	client *outCall
+}
+
+// New makes the consumer; its counters come from env.Telemetry.Meter.
+func New(env tracer.Env) (*Consumer, error) {
+	c := &Consumer{env: env, tracker: mcp.NewTracker(mcp.Options{}), links: map[linkKey]link{}, pending: map[uint64]*outCall{},
+		byReq: map[reqKey]*outCall{}, early: map[reqKey]early{}, servers: map[uint32]*server{}}
+	if c.env.ProcRoot == "" {
+		c.env.ProcRoot = "/proc"
+	}
+	if c.env.Redactor == nil {
+		c.env.Redactor = redact.New()
+	}
+	m := env.Telemetry.Meter
+	var err error
+	if c.calls, err = m.Int64Counter("agenttrail.ebpf.mcp.calls", metric.WithUnit("{call}"),
+		metric.WithDescription("MCP requests sent by traced processes and made spans, by method (the MCP methods known, else other).")); err != nil {
+		return nil, err
+	}
+	if c.dropped, err = m.Int64Counter("agenttrail.ebpf.mcp.dropped", metric.WithUnit("{event}"),
+		metric.WithDescription("MCP messages, requests and state cut or given up, by reason.")); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var _ sockets.PayloadConsumer = (*Consumer)(nil)
+
+// Payload takes one captured send or receive.
+func (c *Consumer) Payload(p *sockets.Payload) {
+	if (p.Transport != spans.TransportPipe && p.Transport != spans.TransportUnix) || len(p.Data) == 0 {
+		return
+	}
+	ino := p.Socket.Ino
+	lk := c.link(p.Header.PID, p.FD, ino, p.Transport == spans.TransportUnix)
+	sess := mcp.Key{PID: p.Header.PID, Conn: ino}
+	if lk.partner != 0 {
+		sess.Conn = min(ino, lk.partner) // the same session from either pipe
+	}
+	dir := mcp.Write
+	if p.Direction == spans.Ingress {
+		dir = mcp.Read
+	}
+	missing := 0
+	if p.Cut && p.Bytes > uint64(len(p.Data)) {
+		missing = int(min(p.Bytes-uint64(len(p.Data)), 1<<30))
+	}
+	m := &meta{hdr: p.Header, parent: p.Parent, ino: ino, link: lk, transport: p.Transport}
+	for _, call := range c.tracker.Data(mcp.Key{PID: p.Header.PID, Conn: ino}, sess, dir, p.Data, missing, p.Header.Time, m) {
+		c.handle(call)
+	}
+}
+
+func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool) link {
+	k := linkKey{pid, ino}
+	if l, ok := c.links[k]; ok {
+		return l
+	}
+	l := findLink(c.env.ProcRoot, pid, fd, ino, sock)
+	if l.command != "" {
+		l.command, _ = c.env.Redactor.String(l.command)
+	}
+	if len(c.links) >= maxLinks {
+		clear(c.links) // rebuilt from /proc as pipes are seen again
+		c.drop("links_full")
+	}
+	c.links[k] = l
+	return l
+}
+
+func (c *Consumer) handle(call mcp.Call) {
+	if call.Inbound {
+		c.served(call)
+		return
+	}
+	if call.ID == "" && call.Done && call.Request != nil && call.Request.Kind == mcp.KindNotification {
+		return // notifications are not spans (cancellations end their request)
+	}
+	if !call.Done {
+		c.sent(call)
+		return
+	}
+	c.answered(call)
+}
+
+// sent: the traced process wrote a request; its span's ids are fixed now, under the call that
+// wrote it, so that the server's work can go under it.
+func (c *Consumer) sent(call mcp.Call) {
+	m, _ := call.Request.Meta.(*meta)
+	if m == nil {
+		return
+	}
+	if len(c.pending) >= maxPending {
+		c.drop("pending_full")
+		return // the call still comes out as a span when answered, without the server's work
+	}
+	// The server reads the request on the other end: the same pipe, or a socketpair's peer.
+	o := &outCall{seq: call.Seq, res: c.env.Builder.Reserve(m.parent), key: reqKey{cmp.Or(m.link.wire, m.ino), call.ID}}
+	c.pending[call.Seq] = o
+	c.byReq[o.key] = o
+	if e, ok := c.early[o.key]; ok {
+		delete(c.early, o.key)
+		c.serve(e.pid, e.seq, o, e.at)
+	}
+}
+
+// served: a traced process read a request (it serves it: its work goes under the client's span
+// until it answers) or wrote the response.
+func (c *Consumer) served(call mcp.Call) {
+	m, _ := call.Request.Meta.(*meta)
+	if m == nil || call.ID == "" {
+		return
+	}
+	pid := m.hdr.PID
+	if call.Done {
+		c.unserve(pid, call.Seq)
+		return
+	}
+	k := reqKey{m.ino, call.ID}
+	if o := c.byReq[k]; o != nil {
+		c.serve(pid, call.Seq, o, m.hdr.Time)
+		return
+	}
+	// The server's read came before the client's write (their records race in the ring).
+	if len(c.early) >= maxEarly {
+		c.drop("early_full")
+		return
+	}
+	c.early[k] = early{pid: pid, seq: call.Seq, at: m.hdr.Time}
+}
+
+func (c *Consumer) serve(pid uint32, seq uint64, o *outCall, at time.Time) {
+	s := c.servers[pid]
+	if s == nil {
+		s = &server{}
+		c.servers[pid] = s
+	}
+	s.active = append(s.active, activeReq{seq: seq, client: o})
+	o.servers = append(o.servers, pid)
+	c.place(pid, s, at)
+}
+
+func (c *Consumer) unserve(pid uint32, seq uint64) {
+	s := c.servers[pid]
+	if s == nil {
+		return
+	}
+	for i, a := range s.active {
+		if a.seq == seq {
+			s.active = append(s.active[:i], s.active[i+1:]...)
+			break
+		}
+	}
+	c.place(pid, s, time.Time{})
+}
+
+// place delegates the server's work to the request it read last among those it has not
+// answered: with several in flight at once, which one a syscall serves is not known, and the
+// latest is the one a sequential server works on.
+func (c *Consumer) place(pid uint32, s *server, at time.Time) {
+	var want *outCall
+	if n := len(s.active); n > 0 {
+		want = s.active[n-1].client
+	}
+	if want != nil && want.seq == s.curSeq {
+		return
+	}
+	if s.cur != nil {
+		c.env.Builder.EndDelegation(s.cur)
+		s.cur, s.curSeq = nil, 0
+	}
+	if want != nil {
+		if d, ok := c.env.Builder.Delegate(pid, want.res.Parent(), at); ok {
+			s.cur, s.curSeq = d, want.seq
+		}
+	}
+	if len(s.active) == 0 {
+		delete(c.servers, pid)
+	}
+}
+
+// answered: the request's response came back (or it was given up): its span is emitted.
+func (c *Consumer) answered(call mcp.Call) {
+	o := c.pending[call.Seq]
+	m, _ := call.Request.Meta.(*meta)
+	if m == nil {
+		return
+	}
+	if o != nil {
+		delete(c.pending, call.Seq)
+		if c.byReq[o.key] == o {
+			delete(c.byReq, o.key)
+		}
+		// A server that did not answer (gone, or not traced) stops working under the span.
+		for _, pid := range o.servers {
+			if s := c.servers[pid]; s != nil {
+				for i, a := range s.active {
+					if a.client == o {
+						s.active = append(s.active[:i], s.active[i+1:]...)
+						c.place(pid, s, time.Time{})
+						break
+					}
+				}
+			}
+		}
+	}
+	if call.Method == "ping" {
+		return
+	}
+	c.calls.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("method", methodLabel(call.Method))))
+	d := c.spanData(call, m)
+	var ok bool
+	if o != nil {
+		ok = c.env.Builder.EndReserved(o.res, d)
+	} else {
+		ok = c.env.Builder.AddSpan(m.parent, d)
+	}
+	if !ok {
+		c.drop("process_gone")
+	}
+}
+
+var knownMethods = map[string]bool{
+	"initialize": true, "server/discover": true, "tools/list": true, "tools/call": true, "resources/list": true,
+	"resources/templates/list": true, "resources/read": true, "resources/subscribe": true, "resources/unsubscribe": true,
+	"prompts/list": true, "prompts/get": true, "completion/complete": true, "logging/setLevel": true, "ping": true,
+}
+
+// methodLabel bounds a metric attribute that comes off the wire.
+func methodLabel(m string) string {
+	if knownMethods[m] {
+		return m
+	}
+	return "other"
+}
+
+// maxArgs bounds the arguments exported on a span.
+const maxArgs = 8 << 10
+
+func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
+	name := call.Method
+	switch call.Method {
+	case "tools/call":
+		name = "execute_tool " + call.Tool
+	case "prompts/get":
+		name = "prompts/get " + call.Tool
+	case "":
+		name = "mcp request"
+	}
+	end := call.Request.End
+	if call.Response != nil {
+		end = call.Response.End
+	}
+	d := spans.SpanData{Name: name, Kind: ptrace.SpanKindClient, Start: call.Request.At, End: end, TID: m.hdr.TID}
+	switch {
+	case call.Error != nil:
+		d.Error = "MCP error " + strconv.FormatInt(call.Error.Code, 10) + ": " + call.Error.Message
+	case call.IsError:
+		d.Error = "the tool reported an error (isError)"
+	case call.Response == nil:
+		d.Error = call.Problem
+	}
+	red := c.env.Redactor
+	d.Attributes = func(a pcommon.Map) {
+		a.PutStr("mcp.method.name", call.Method)
+		a.PutStr("network.transport", m.transport)
+		a.PutStr("agenttrail.mcp.transport", "stdio")
+		a.PutStr("agenttrail.capture.source", "plaintext")
+		if id := unquoteID(call.ID); id != "" {
+			a.PutStr("jsonrpc.request.id", id)
+		}
+		if s := call.Server; s.Name != "" {
+			a.PutStr("mcp.server.name", s.Name)
+			if s.Version != "" {
+				a.PutStr("mcp.server.version", s.Version)
+			}
+		}
+		if v := call.Server.ProtocolVersion; v != "" {
+			a.PutStr("mcp.protocol.version", v)
+		}
+		if m.link.command != "" {
+			a.PutStr("agenttrail.mcp.server.command_line", m.link.command)
+		}
+		if m.link.server != 0 {
+			a.PutInt("agenttrail.mcp.server.pid", int64(m.link.server))
+		}
+		a.PutInt("thread.id", int64(m.hdr.TID))
+		switch call.Method {
+		case "tools/call":
+			a.PutStr("gen_ai.operation.name", "execute_tool")
+			a.PutStr("gen_ai.tool.name", call.Tool)
+			a.PutStr("agenttrail.role", string(spans.RoleTool))
+			if id := unquoteID(call.ID); id != "" {
+				a.PutStr("gen_ai.tool.call.id", id)
+			}
+			if len(call.Arguments) > 0 {
+				raw := call.Arguments
+				cut := call.Request.Cut
+				if len(raw) > maxArgs {
+					raw, cut = raw[:maxArgs], true
+				}
+				if v, counts, ok := red.Value(redact.PolicyRedacted, raw, cut); ok {
+					a.PutStr("gen_ai.tool.call.arguments", v)
+					if n := counts.Total(); n > 0 {
+						a.PutInt("gen_ai.tool.call.arguments.redactions", int64(n))
+					}
+				}
+			}
+			if call.Response != nil {
+				a.PutBool("agenttrail.mcp.result.is_error", call.IsError)
+			}
+		case "prompts/get":
+			a.PutStr("gen_ai.prompt.name", call.Tool)
+		case "resources/read":
+			uri, _ := red.String(call.URI)
+			a.PutStr("mcp.resource.uri", uri)
+			a.PutStr("agenttrail.role", "data_access")
+		case "tools/list":
+			names := a.PutEmptySlice("agenttrail.mcp.tools")
+			for _, t := range call.Tools {
+				names.AppendEmpty().SetStr(t.Name)
+			}
+			if call.ToolsCut {
+				a.PutBool("agenttrail.mcp.tools.cut", true)
+			}
+		}
+		if call.Response != nil {
+			a.PutInt("agenttrail.mcp.result.size", call.ResultSize)
+		}
+		if call.Error != nil {
+			a.PutStr("error.type", "jsonrpc_error")
+			a.PutInt("rpc.jsonrpc.error_code", call.Error.Code)
+		} else if call.IsError {
+			a.PutStr("error.type", "tool_error")
+		}
+		if call.Problem != "" {
+			a.PutStr("agenttrail.mcp.problem", call.Problem)
+		}
+	}
+	if call.Method == "tools/list" && len(call.Tools) > 0 {
+		// Each tool's description as an event: what the model is told about it, where a
+		// poisoned server hides its instructions.
+		d.Events = func(evs ptrace.SpanEventSlice) {
+			for _, t := range call.Tools {
+				ev := evs.AppendEmpty()
+				ev.SetName("mcp.tool")
+				ev.SetTimestamp(pcommon.NewTimestampFromTime(end))
+				ev.Attributes().PutStr("gen_ai.tool.name", t.Name)
+				if t.Description != "" {
+					ev.Attributes().PutStr("gen_ai.tool.description", t.Description)
+				}
+			}
+		}
+	}
+	return d
+}
+
+// unquoteID is a JSON-RPC id as an attribute: a string's text, a number's digits.
+func unquoteID(id string) string {
+	if len(id) >= 2 && id[0] == '"' {
+		return strings.ReplaceAll(id[1:len(id)-1], `\"`, `"`)
+	}
+	return id
+}
+
+func (c *Consumer) drop(reason string) {
+	c.dropped.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+// Housekeeping gives up requests unanswered for too long, forgets what waited too long, and
+// counts what the MCP tracker cut or gave up.
+func (c *Consumer) Housekeeping(now time.Time) {
+	for _, call := range c.tracker.Expire(now) {
+		c.handle(call)
+	}
+	for k, e := range c.early {
+		if now.Sub(e.at) > earlyTTL {
+			delete(c.early, k)
+			c.drop("server_read_unmatched")
+		}
+	}
+	c.report()
+}
+
+// Waiting: requests in flight wait for their response or expiry.
+func (c *Consumer) Waiting() bool { return len(c.pending) > 0 }
+
+// ProcessGone: a process exited (or exec'd): its requests in flight come out unanswered, and
+// what is known of its pipes is forgotten.
+func (c *Consumer) ProcessGone(pid uint32) {
+	for _, call := range c.tracker.CloseProcess(pid) {
+		c.handle(call)
+	}
+	for k := range c.links {
+		if k.pid == pid {
+			delete(c.links, k)
+		}
+	}
+	if s := c.servers[pid]; s != nil {
+		c.env.Builder.EndDelegation(s.cur)
+		delete(c.servers, pid)
+	}
+}
+
+// Close emits every request in flight as it is.
+func (c *Consumer) Close() error {
+	for pid := range c.servers {
+		c.env.Builder.EndDelegation(c.servers[pid].cur)
+	}
+	clear(c.servers)
+	for _, call := range c.tracker.CloseAll() {
+		c.handle(call)
+	}
+	c.report()
+	return nil
+}
+
+// report adds what the tracker counted since the last report to the dropped counter.
+func (c *Consumer) report() {
+	st := c.tracker.Stats()
+	add := func(reason string, now, before uint64) {
+		if now > before {
+			c.dropped.Add(tracer.Ctx, int64(now-before), metric.WithAttributes(attribute.String("reason", reason)))
+		}
+	}
+	add("message_cut", st.MessagesCut, c.last.MessagesCut)
+	add("not_jsonrpc", st.MessagesUnreadable, c.last.MessagesUnreadable)
+	add("bytes_skipped", st.BytesSkipped, c.last.BytesSkipped)
+	add("stream_evicted", st.StreamsEvicted, c.last.StreamsEvicted)
+	add("session_evicted", st.SessionsEvicted, c.last.SessionsEvicted)
+	add("request_given_up", st.RequestsGivenUp, c.last.RequestsGivenUp)
+	add("request_expired", st.RequestsExpired, c.last.RequestsExpired)
+	add("response_unmatched", st.ResponsesUnmatched, c.last.ResponsesUnmatched)
+	add("tools_cut", st.ToolsCut, c.last.ToolsCut)
+	c.last = st
+}
