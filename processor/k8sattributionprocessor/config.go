@@ -1,6 +1,7 @@
 package k8sattributionprocessor
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -53,6 +54,11 @@ type Config struct {
 	// HostName is host.name of processes outside any pod; empty means
 	// os.Hostname().
 	HostName string `mapstructure:"host_name"`
+	// Inventory names a k8s_inventory extension whose informers the processor uses instead of
+	// running its own (one pod cache per node, shared with the eBPF receiver's Kubernetes
+	// targets). auth_type, kubeconfig and resync_period are then the extension's (an extension
+	// with auth_type none has no informers: the processor then works as with auth_type none).
+	Inventory *component.ID `mapstructure:"inventory"`
 }
 
 // ExtractConfig lists pod labels and annotations to copy to the resource.
@@ -88,6 +94,9 @@ func (cfg *Config) Validate() error {
 	case AuthTypeServiceAccount, AuthTypeKubeConfig, AuthTypeNone:
 	default:
 		return fmt.Errorf(`"auth_type" must be one of %q, %q, %q; got %q`, AuthTypeServiceAccount, AuthTypeKubeConfig, AuthTypeNone, cfg.AuthType)
+	}
+	if cfg.Inventory != nil && cfg.Passthrough {
+		return errors.New(`"inventory" is for the agent: a "passthrough" gateway reads no pods`)
 	}
 	if cfg.KubeConfig != "" && cfg.AuthType != AuthTypeKubeConfig {
 		return fmt.Errorf(`"kubeconfig" is only used with "auth_type: %s" (auth_type is %q)`, AuthTypeKubeConfig, cfg.AuthType)

@@ -3,74 +3,36 @@ package k8sattributionprocessor
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
+
+	"github.com/agenttrail/agenttrail/internal/k8sinventory"
 )
 
 const (
-	userAgent = "agenttrail-k8sattribution"
-	// ownerIndex indexes pods by the UIDs of their owners, so an owner
-	// (ReplicaSet, Job) change re-labels exactly its pods.
-	ownerIndex = "agenttrail.owner"
+	userAgent  = "agenttrail-k8sattribution"
+	ownerIndex = k8sinventory.OwnerIndex
 )
 
 // newClient builds the Kubernetes client for auth_type serviceAccount or
 // kubeConfig. It does not contact the API server.
 func newClient(cfg *Config) (kubernetes.Interface, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	switch cfg.AuthType {
-	case AuthTypeServiceAccount:
-		rc, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("auth_type %s: %w (outside a pod use auth_type %s or %s)", AuthTypeServiceAccount, err, AuthTypeKubeConfig, AuthTypeNone)
-		}
-	case AuthTypeKubeConfig:
-		rules := clientcmd.NewDefaultClientConfigLoadingRules() // $KUBECONFIG, else ~/.kube/config
-		if cfg.KubeConfig != "" {
-			rules.ExplicitPath = cfg.KubeConfig
-		}
-		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("auth_type %s: %w", AuthTypeKubeConfig, err)
-		}
-	default:
-		return nil, fmt.Errorf("auth_type %q has no client", cfg.AuthType)
-	}
-	rc.UserAgent = userAgent
-	rc.WarningHandler = rest.NoWarnings{}
-	return kubernetes.NewForConfig(rc)
+	return k8sinventory.NewClient(cfg.AuthType, cfg.KubeConfig, userAgent)
 }
 
 // podListOptions returns the list/watch option tweak of the pod informer:
 // only pods scheduled to nodeName when it is set.
 func podListOptions(nodeName string) func(*metav1.ListOptions) {
-	return func(o *metav1.ListOptions) {
-		if nodeName != "" {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-		}
-	}
+	return k8sinventory.PodListOptions(nodeName)
 }
 
 // apiHealth follows whether the API server answers, from the outcome of every
@@ -164,121 +126,86 @@ func (h *apiHealth) lastPodError() error {
 	return h.podErr
 }
 
-// kubeWatcher runs the pod, ReplicaSet and Job informers and feeds the index.
+// kubeWatcher feeds the index from the pod, ReplicaSet and Job informers: its own, or those of
+// a k8s_inventory extension shared with other components.
 type kubeWatcher struct {
 	logger *zap.Logger
-	client kubernetes.Interface
 	index  *podIndex
 	health *apiHealth
+	inf    *k8sinventory.Informers
 	pods   cache.SharedIndexInformer
 	rs     cache.SharedIndexInformer
 	jobs   cache.SharedIndexInformer
+	// shared: the informers belong to an extension, which runs them; detach removes what
+	// attach added.
+	shared   bool
+	handlers []struct {
+		inf cache.SharedIndexInformer
+		reg cache.ResourceEventHandlerRegistration
+	}
+	unobserve func()
 }
 
+// newKubeWatcher builds the processor's own informers on client.
 func newKubeWatcher(client kubernetes.Interface, nodeName string, resync time.Duration, index *podIndex, logger *zap.Logger) (*kubeWatcher, error) {
+	inf, err := k8sinventory.New(client, nodeName, resync, logger)
+	if err != nil {
+		return nil, err
+	}
+	return attachKubeWatcher(inf, false, index, logger)
+}
+
+// attachKubeWatcher feeds index from inf; shared informers are run by their owner.
+func attachKubeWatcher(inf *k8sinventory.Informers, shared bool, index *podIndex, logger *zap.Logger) (*kubeWatcher, error) {
 	w := &kubeWatcher{
 		logger: logger,
-		client: client,
 		index:  index,
 		health: newAPIHealth(logger, index.notify),
+		inf:    inf,
+		pods:   inf.Pods,
+		rs:     inf.ReplicaSets,
+		jobs:   inf.Jobs,
+		shared: shared,
 	}
-	tweak := podListOptions(nodeName)
-	w.pods = cache.NewSharedIndexInformerWithOptions(
-		w.listWatch("pods",
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				tweak(&o)
-				return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				tweak(&o)
-				return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
-			}),
-		&corev1.Pod{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: resync, Indexers: cache.Indexers{ownerIndex: ownerUIDs}},
-	)
-	w.rs = cache.NewSharedIndexInformerWithOptions(
-		w.listWatch("replicasets",
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return client.AppsV1().ReplicaSets(metav1.NamespaceAll).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return client.AppsV1().ReplicaSets(metav1.NamespaceAll).Watch(ctx, o)
-			}),
-		&appsv1.ReplicaSet{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: resync},
-	)
-	w.jobs = cache.NewSharedIndexInformerWithOptions(
-		w.listWatch("jobs",
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return client.BatchV1().Jobs(metav1.NamespaceAll).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return client.BatchV1().Jobs(metav1.NamespaceAll).Watch(ctx, o)
-			}),
-		&batchv1.Job{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: resync},
-	)
+	w.unobserve = inf.Observe(w.health.observe)
 	for _, s := range []struct {
-		inf       cache.SharedIndexInformer
-		transform cache.TransformFunc
-		handler   cache.ResourceEventHandler
+		inf     cache.SharedIndexInformer
+		handler cache.ResourceEventHandler
 	}{
-		{w.pods, slimPod, cache.ResourceEventHandlerFuncs{AddFunc: w.onPod, UpdateFunc: func(_, obj any) { w.onPod(obj) }, DeleteFunc: w.onPodDelete}},
-		{w.rs, slimOwned, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
-		{w.jobs, slimOwned, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
+		{w.pods, cache.ResourceEventHandlerFuncs{AddFunc: w.onPod, UpdateFunc: func(_, obj any) { w.onPod(obj) }, DeleteFunc: w.onPodDelete}},
+		{w.rs, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
+		{w.jobs, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
 	} {
-		if err := s.inf.SetTransform(s.transform); err != nil {
+		reg, err := s.inf.AddEventHandler(s.handler)
+		if err != nil {
+			w.detach()
 			return nil, err
 		}
-		if err := s.inf.SetWatchErrorHandlerWithContext(w.watchError); err != nil {
-			return nil, err
-		}
-		if _, err := s.inf.AddEventHandler(s.handler); err != nil {
-			return nil, err
-		}
+		w.handlers = append(w.handlers, struct {
+			inf cache.SharedIndexInformer
+			reg cache.ResourceEventHandlerRegistration
+		}{s.inf, reg})
 	}
 	return w, nil
 }
 
-// listWatch wraps list and watch so that every call's outcome updates the
-// API health.
-func (w *kubeWatcher) listWatch(resource string,
-	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
-	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
-) cache.ListerWatcher {
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			obj, err := list(ctx, o)
-			w.health.observe(resource, err)
-			return obj, err
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			wi, err := watchFn(ctx, o)
-			w.health.observe(resource, err)
-			return wi, err
-		},
-	}, w.client)
-}
-
-// watchError replaces client-go's default handler (which logs every retry
-// through klog): failures are reported once by apiHealth.
-func (w *kubeWatcher) watchError(_ context.Context, r *cache.Reflector, err error) {
-	if err == io.EOF || errors.Is(err, context.Canceled) {
-		return
+// detach removes the handlers and the observer from the informers (shared ones keep running
+// for the other components).
+func (w *kubeWatcher) detach() {
+	for _, h := range w.handlers {
+		_ = h.inf.RemoveEventHandler(h.reg)
 	}
-	w.logger.Debug("Kubernetes list/watch failed; retrying with backoff", zap.String("reflector", r.TypeDescription()), zap.Error(err))
+	w.handlers = nil
+	if w.unobserve != nil {
+		w.unobserve()
+	}
 }
 
-// run starts the informers; they stop when ctx is cancelled. wg is done when
-// all of them have returned.
+// run starts the informers unless they are shared; they stop when ctx is cancelled. wg is done
+// when all of them have returned.
 func (w *kubeWatcher) run(ctx context.Context, wg *sync.WaitGroup) {
-	ctx = klog.NewContext(ctx, newZapLogr(w.logger))
-	for _, inf := range []cache.SharedIndexInformer{w.pods, w.rs, w.jobs} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inf.RunWithContext(ctx)
-		}()
+	if !w.shared {
+		w.inf.Run(ctx, wg)
 	}
 }
 
@@ -351,77 +278,5 @@ func ownerOf(store cache.Store, namespace, name string, uid types.UID, kind stri
 	return ""
 }
 
-func ownerUIDs(obj any) ([]string, error) {
-	o, err := meta.Accessor(obj)
-	if err != nil {
-		return nil, nil
-	}
-	refs := o.GetOwnerReferences()
-	uids := make([]string, 0, len(refs))
-	for _, r := range refs {
-		uids = append(uids, string(r.UID))
-	}
-	return uids, nil
-}
-
-// slimPod keeps only what attribution needs, so a node's (or a gateway's
-// cluster-wide) pod cache stays small.
-func slimPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
-			Labels: pod.Labels, Annotations: pod.Annotations, OwnerReferences: pod.OwnerReferences,
-		},
-		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
-		Status: corev1.PodStatus{
-			ContainerStatuses:          slimStatuses(pod.Status.ContainerStatuses),
-			InitContainerStatuses:      slimStatuses(pod.Status.InitContainerStatuses),
-			EphemeralContainerStatuses: slimStatuses(pod.Status.EphemeralContainerStatuses),
-		},
-	}
-	for _, c := range pod.Spec.InitContainers {
-		out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.Containers {
-		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		out.Spec.EphemeralContainers = append(out.Spec.EphemeralContainers,
-			corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name, Image: c.Image}})
-	}
-	return out, nil
-}
-
-func slimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make([]corev1.ContainerStatus, len(in))
-	for i, s := range in {
-		out[i] = corev1.ContainerStatus{Name: s.Name, ContainerID: s.ContainerID, Image: s.Image}
-		if t := s.LastTerminationState.Terminated; t != nil {
-			out[i].LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ContainerID: t.ContainerID}
-		}
-	}
-	return out
-}
-
-// slimOwned keeps the identity and owner references of a ReplicaSet or Job
-// (their pod templates are large and not needed).
-func slimOwned(obj any) (any, error) {
-	switch o := obj.(type) {
-	case *appsv1.ReplicaSet:
-		return &appsv1.ReplicaSet{ObjectMeta: slimMeta(&o.ObjectMeta)}, nil
-	case *batchv1.Job:
-		return &batchv1.Job{ObjectMeta: slimMeta(&o.ObjectMeta)}, nil
-	}
-	return obj, nil
-}
-
-func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, OwnerReferences: m.OwnerReferences}
-}
+// slimPod is the shared informers' pod transform.
+func slimPod(obj any) (any, error) { return k8sinventory.SlimPod(obj) }

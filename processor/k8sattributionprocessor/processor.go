@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/k8sinventory"
 )
 
 const (
@@ -112,21 +113,40 @@ func (c *core) start() error {
 		return nil
 	}
 	c.started = true
-	if c.cfg.AuthType == AuthTypeNone {
+	var shared *k8sinventory.Informers
+	if c.cfg.Inventory != nil {
+		var err error
+		if shared, err = sharedInformers(c.status.firstHost(), *c.cfg.Inventory); err != nil {
+			return err
+		}
+		if shared == nil {
+			c.noAPIWhy = reasonNoAPI
+			c.logger.Info("k8sattribution: the " + c.cfg.Inventory.String() + " extension has auth_type none, no Kubernetes API: pods are known only by the container id and pod UID of their cgroups")
+			return nil
+		}
+	} else if c.cfg.AuthType == AuthTypeNone {
 		c.logger.Info("k8sattribution: auth_type none, no Kubernetes API: pods are known only by the container id and pod UID of their cgroups")
 		return nil
 	}
-	client := c.client
-	if client == nil {
+	var w *kubeWatcher
+	if shared != nil {
 		var err error
-		if client, err = newClient(c.cfg); err != nil {
-			c.logger.Warn("k8sattribution: no Kubernetes client; container ids stay unresolved (agenttrail.k8s.attribution=missing)", zap.Error(err))
-			return nil
+		if w, err = attachKubeWatcher(shared, true, c.index, c.logger); err != nil {
+			return err
 		}
-	}
-	w, err := newKubeWatcher(client, c.nodeName, c.cfg.ResyncPeriod, c.index, c.logger)
-	if err != nil {
-		return err
+	} else {
+		client := c.client
+		if client == nil {
+			var err error
+			if client, err = newClient(c.cfg); err != nil {
+				c.logger.Warn("k8sattribution: no Kubernetes client; container ids stay unresolved (agenttrail.k8s.attribution=missing)", zap.Error(err))
+				return nil
+			}
+		}
+		var err error
+		if w, err = newKubeWatcher(client, c.nodeName, c.cfg.ResyncPeriod, c.index, c.logger); err != nil {
+			return err
+		}
 	}
 	c.index.mu.Lock()
 	c.index.owners = w
@@ -141,7 +161,9 @@ func (c *core) start() error {
 		w.watchSync(ctx, c.syncGrace)
 	}()
 	c.watcher.Store(w)
-	if c.nodeName != "" {
+	if c.cfg.Inventory != nil {
+		c.logger.Info("k8sattribution: using the pods of the " + c.cfg.Inventory.String() + " extension")
+	} else if c.nodeName != "" {
 		c.logger.Info("k8sattribution: watching the pods of this node", zap.String("node", c.nodeName))
 	} else {
 		c.logger.Info("k8sattribution: watching the pods of all nodes (no node_name and $" + c.cfg.NodeNameEnv + " is empty)")
@@ -164,6 +186,9 @@ func (c *core) shutdown() {
 		cancel()
 	}
 	c.wg.Wait()
+	if w := c.watcher.Load(); w != nil && w.shared {
+		w.detach() // the extension's informers run on for the other components
+	}
 	c.watcher.Store(nil)
 	c.index.notify() // a batch still waiting stops now
 }

@@ -1,0 +1,18 @@
+// Package metadata holds what metadata.yaml declares of the k8s_inventory extension: its type,
+// the instrumentation scope of its own telemetry and its stability. It has the shape of
+// mdatagen's generated_status.go, written by hand because mdatagen is not served at the
+// collector version this module pins; status_test.go holds it to metadata.yaml.
+package metadata // import "github.com/agenttrail/agenttrail/extension/k8sinventoryextension/internal/metadata"
+
+import (
+	"go.opentelemetry.io/collector/component"
+)
+
+var (
+	Type      = component.MustNewType("k8s_inventory")
+	ScopeName = "github.com/agenttrail/agenttrail/extension/k8sinventoryextension"
+)
+
+const (
+	ExtensionStability = component.StabilityLevelAlpha
+)

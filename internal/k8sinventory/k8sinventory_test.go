@@ -1,0 +1,100 @@
+package k8sinventory
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestSlimPod(t *testing.T) {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns", Labels: map[string]string{"app": "x"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.PodSpec{NodeName: "n", ServiceAccountName: "sa", Containers: []corev1.Container{{Name: "c", Image: "i",
+			Env: []corev1.EnvVar{{Name: "SECRET", Value: "s"}}, Command: []string{"/agent"}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ContainerID: "containerd://1", RestartCount: 3}}},
+	}
+	got, _ := SlimPod(p)
+	s := got.(*corev1.Pod)
+	if s.ManagedFields != nil || s.Spec.Containers[0].Env != nil || s.Spec.Containers[0].Command != nil || s.Status.Phase != "" || s.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Errorf("not slimmed: %+v", s)
+	}
+	if s.Labels["app"] != "x" || s.Spec.ServiceAccountName != "sa" || s.Status.ContainerStatuses[0].ContainerID != "containerd://1" {
+		t.Errorf("lost what selection and attribution need: %+v", s)
+	}
+}
+
+// TestObserve: every list/watch outcome reaches each observer until it is removed.
+func TestObserve(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("unreachable")
+	})
+	in, err := New(client, "node-1", 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	failed := 0
+	remove := in.Observe(func(resource string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[resource]++
+		if err != nil {
+			failed++
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	in.Run(ctx, &wg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		ok := seen["pods"] > 0 && seen["replicasets"] > 0 && failed > 0
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("observed %v, %d failed", seen, failed)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	remove()
+	mu.Lock()
+	before := seen["jobs"]
+	mu.Unlock()
+	time.Sleep(1500 * time.Millisecond) // the jobs reflector retries with backoff (first after ~1 s)
+	mu.Lock()
+	after := seen["jobs"]
+	mu.Unlock()
+	if after != before {
+		t.Errorf("a removed observer was called %d more times", after-before)
+	}
+	if in.HasSynced() {
+		t.Error("synced although jobs cannot be listed")
+	}
+	cancel()
+	wg.Wait()
+	var list *k8stesting.ListActionImpl
+	for _, a := range client.Actions() {
+		if l, ok := a.(k8stesting.ListActionImpl); ok && l.GetResource().Resource == "pods" {
+			list = &l
+		}
+	}
+	if list == nil || list.GetListRestrictions().Fields.String() != "spec.nodeName=node-1" {
+		t.Errorf("pods listed with %+v, want the node's field selector", list)
+	}
+}
