@@ -3,6 +3,7 @@ package probes
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -323,5 +324,98 @@ func TestConnectExitIdentity(t *testing.T) {
 	}
 	if exit.Sock == 0 || exit.Sock != io.Sock {
 		t.Fatalf("connect's socket %#x, its write's %#x", exit.Sock, io.Sock)
+	}
+}
+
+// TestFDIOIPv6RecvfromSendfile: an IPv6 peer is read from the socket; an unconnected socket's
+// recvfrom names the sender from the address the kernel wrote; sendfile counts its bytes
+// without payload.
+func TestFDIOIPv6RecvfromSendfile(t *testing.T) {
+	sink, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer sink.Close()
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, rd := loadSockets(t, SocketOptions{Enabled: true, Inbound: true, CaptureBytes: 64})
+
+	c, err := net.DialUDP("udp6", nil, sink.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello v6")); err != nil {
+		t.Fatal(err)
+	}
+	e := fdRecord(t, rd, inodeOf(t, c), FDIOSend, func(*FDIOEvent) bool { return true })
+	if e.Family != unix.AF_INET6 || e.Peer != [16]uint8(net.IPv6loopback) || e.PeerPort != uint16(sink.LocalAddr().(*net.UDPAddr).Port) || e.Bytes != 8 {
+		t.Fatalf("IPv6 send: family %d peer %v port %d bytes %d", e.Family, e.Peer, e.PeerPort, e.Bytes)
+	}
+
+	// recvfrom on an unconnected socket (the test's own, traced): the sender is the peer.
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: [16]byte(net.IPv6loopback)}); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	if _, err := sink.WriteTo([]byte("answer"), &net.UDPAddr{IP: net.IPv6loopback, Port: sa.(*unix.SockaddrInet6).Port}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, _, err := unix.Recvfrom(fd, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	e = fdRecord(t, rd, st.Ino, FDIORecv, func(*FDIOEvent) bool { return true })
+	if e.Bytes != 6 || e.PeerPort != uint16(sink.LocalAddr().(*net.UDPAddr).Port) || e.Flags&FDIOPeerUnknown != 0 {
+		t.Fatalf("recvfrom: bytes %d peer port %d flags %#x", e.Bytes, e.PeerPort, e.Flags)
+	}
+
+	// sendfile from a file to a TCP socket.
+	tc, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	srv, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() { _, _ = io.Copy(io.Discard, srv) }()
+	f, err := os.CreateTemp(t.TempDir(), "payload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bytes.Repeat([]byte("GET / HTTP/1.1\r\n"), 64)); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var serr error
+	if err := raw.Control(func(sfd uintptr) {
+		off := int64(0)
+		n, serr = unix.Sendfile(int(sfd), int(f.Fd()), &off, 1024)
+	}); err != nil || serr != nil || n != 1024 {
+		t.Fatalf("sendfile: %d %v %v", n, err, serr)
+	}
+	e = fdRecord(t, rd, inodeOf(t, tc), FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_SENDFILE })
+	if e.Bytes != 1024 || e.Captured != 0 || e.Kind != FDIOTCP {
+		t.Fatalf("sendfile: bytes %d captured %d kind %d", e.Bytes, e.Captured, e.Kind)
 	}
 }
