@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/finding"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -162,8 +163,8 @@ func TestWouldBlockIsNotAFailure(t *testing.T) {
 	ev.Attributes().PutStr("error.type", "EAGAIN")
 	p.connect(tool, 20, 21, "203.0.113.9", 443)
 	f := storyFacts(t, b)
-	assert.Contains(t, narrative(f, narrativeHints{}), "read /srv/bank/customers.csv → connect 203.0.113.9:443")
-	assert.NotContains(t, narrative(f, narrativeHints{}), "failed")
+	assert.Contains(t, finding.Narrative(f, finding.Hints{}), "read /srv/bank/customers.csv → connect 203.0.113.9:443")
+	assert.NotContains(t, finding.Narrative(f, finding.Hints{}), "failed")
 }
 
 // TestLearningFromModelCallRoots: an agent traced without configured functions (its model calls

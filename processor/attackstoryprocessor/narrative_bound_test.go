@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/finding"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
@@ -63,7 +64,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 	t.Run("a spawned cat reads 30 locale files before the send", func(t *testing.T) {
 		b := newTraceBuilder()
 		catThenSend(b)
-		n := narrative(storyFacts(t, b), narrativeHints{sensitive: match.MustCompile(defaultSensitivePaths())})
+		n := finding.Narrative(storyFacts(t, b), finding.Hints{Sensitive: match.MustCompile(defaultSensitivePaths())})
 		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
 			" → chat model-x → connect 127.0.0.1:18443 → execute_tool run-report(name=monthly) → exec /usr/bin/cat"+
 			" → read /etc/ld.so.cache → read /lib/x86_64-linux-gnu/libc.so.6 → read 3 files under /usr/lib → read /etc/locale.alias"+
@@ -99,9 +100,9 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 			p.openatSpan(tool, 110+float64(i), "/e"+story.Itoa(i)+"/f")
 		}
 		p.execve(tool, 120, 121, "/bin/sh", "-c", "id")
-		n := narrative(storyFacts(t, b), narrativeHints{})
+		n := finding.Narrative(storyFacts(t, b), finding.Hints{})
 		steps := strings.Split(n, " → ")
-		assert.Len(t, steps, maxNarrativeSteps)
+		assert.Len(t, steps, finding.MaxNarrativeSteps)
 		assert.Contains(t, n, "read /d0/f → read /d1/f")
 		assert.Contains(t, n, "read /d33/f → … 26 more steps → connect 203.0.113.9:443 → … 5 more steps → exec /bin/sh")
 	})
@@ -114,9 +115,9 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 		for i := range 100 {
 			p.connect(tool, 20+float64(i), 20.3+float64(i), "10.0.0."+story.Itoa(i+1), 22)
 		}
-		n := narrative(storyFacts(t, b), narrativeHints{})
+		n := finding.Narrative(storyFacts(t, b), finding.Hints{})
 		steps := strings.Split(n, " → ")
-		assert.Len(t, steps, maxNarrativeSteps)
+		assert.Len(t, steps, finding.MaxNarrativeSteps)
 		assert.Contains(t, n, "connect 10.0.0.1:22")
 		assert.Contains(t, n, "connect 10.0.0.18:22 → … 63 more steps → connect 10.0.0.82:22")
 		assert.True(t, strings.HasSuffix(n, "connect 10.0.0.100:22"), n)
@@ -134,51 +135,7 @@ func TestNarrativeKeepsDecisiveSteps(t *testing.T) {
 		p.openatSpan(tool, 24, "/srv/data/d.csv")
 		p.openatSpan(tool, 25, "/srv/data/e.csv")
 		p.spans[len(p.spans)-1].span.Attributes().PutStr("error.type", "EACCES")
-		n := narrative(storyFacts(t, b), narrativeHints{sensitive: match.MustCompile(defaultSensitivePaths())})
+		n := finding.Narrative(storyFacts(t, b), finding.Hints{Sensitive: match.MustCompile(defaultSensitivePaths())})
 		assert.Contains(t, n, "execute_tool run-report() → read /srv/data/a.csv → read /srv/data/customers.csv → read 3 files under /srv/data → read /srv/data/e.csv failed (EACCES)")
-	})
-}
-
-// FuzzBoundSteps: whatever the steps, the narrative has at most its bound of steps, and, when
-// the decisive steps fit even with a gap around each, every one of them in order.
-func FuzzBoundSteps(f *testing.F) {
-	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, uint8(5))
-	f.Add(make([]byte, 200), uint8(40))
-	f.Add([]byte{1, 1, 1, 0, 0, 0, 0, 1, 0x81, 0x81, 0x41, 0x21}, uint8(3))
-	f.Fuzz(func(t *testing.T, data []byte, limit uint8) {
-		if len(data) > 4096 || limit < 3 {
-			return
-		}
-		var steps []nstep
-		var decisive []string
-		for i, b := range data {
-			s := nstep{n: 1}
-			if b&1 == 1 {
-				s.decisive = true
-				s.text = "connect " + story.Itoa(i)
-				decisive = append(decisive, s.text)
-			} else {
-				s.verb = "read "
-				s.path = "/d" + story.Itoa(int(b>>5)) + "/e" + story.Itoa(int(b>>3&3)) + "/f" + story.Itoa(i)
-				s.text = s.verb + s.path
-			}
-			steps = append(steps, s)
-		}
-		out := boundSteps(foldFiles(collapseRepeats(steps)), int(limit))
-		if len(out) > int(limit) {
-			t.Fatalf("%d steps, bound %d", len(out), limit)
-		}
-		if 2*len(decisive)+1 > int(limit) {
-			return
-		}
-		j := 0
-		for _, s := range out {
-			if j < len(decisive) && s == decisive[j] {
-				j++
-			}
-		}
-		if j != len(decisive) {
-			t.Fatalf("decisive step %q missing from %q", decisive[j], out)
-		}
 	})
 }

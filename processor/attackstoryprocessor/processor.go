@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/finding"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/rules"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
@@ -320,10 +321,10 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 		Blocked: blocked, Enforced: mode == profile.ModeEnforce}
 	hits := c.Evaluate()
 	p.tel.unscannedTexts(f)
-	var fd *finding
+	var fd *finding.Finding
 	if len(hits) > 0 {
-		fd = newFinding(c, hits, now, p.productVersion)
-		for _, id := range fd.ruleIDs {
+		fd = finding.New(c, hits, now, p.productVersion)
+		for _, id := range fd.RuleIDs {
 			p.tel.finding(id)
 		}
 		notLearned = story.NotLearnedFinding
@@ -350,7 +351,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 
 // writeStory moves the story's spans into td in narrative order, grouped by resource and
 // scope, flags an incomplete story on its top spans, and puts the finding on the head span.
-func writeStory(td ptrace.Traces, f *story.Facts, fd *finding, now time.Time) {
+func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.Time) {
 	resources := map[string]ptrace.ResourceSpans{}
 	scopes := map[string]ptrace.SpanSlice{}
 	for _, sp := range f.Spans {
@@ -391,29 +392,29 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding, now time.Time) {
 	ev.SetTimestamp(pcommon.NewTimestampFromTime(now))
 	attrs := ev.Attributes()
 	putFindingAttributes(attrs, fd)
-	attrs.PutStr(story.AttrFindingUID, fd.uid)
-	attrs.PutStr(story.AttrFindingTitle, fd.title)
-	attrs.PutStr(story.AttrFindingMode, string(fd.mode))
-	attrs.PutStr(story.AttrFindingNarrative, fd.narrative)
-	attrs.PutStr(story.AttrFindingOCSF, fd.ocsf)
-	if fd.toolNotEnforceable {
+	attrs.PutStr(story.AttrFindingUID, fd.UID)
+	attrs.PutStr(story.AttrFindingTitle, fd.Title)
+	attrs.PutStr(story.AttrFindingMode, string(fd.Mode))
+	attrs.PutStr(story.AttrFindingNarrative, fd.Narrative)
+	attrs.PutStr(story.AttrFindingOCSF, fd.OCSF)
+	if fd.ToolNotEnforceable {
 		head.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		attrs.PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
-		for _, i := range fd.toolSpans {
+		for _, i := range fd.ToolSpans {
 			f.Spans[i].Span.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		}
 	}
 }
 
-func putFindingAttributes(m pcommon.Map, fd *finding) {
+func putFindingAttributes(m pcommon.Map, fd *finding.Finding) {
 	ids := m.PutEmptySlice(story.AttrFindingRuleIDs)
-	for _, id := range fd.ruleIDs {
+	for _, id := range fd.RuleIDs {
 		ids.AppendEmpty().SetStr(id)
 	}
-	m.PutStr(story.AttrFindingSeverity, rules.SeverityNames[fd.severity])
-	m.PutInt(story.AttrFindingSeverityID, int64(fd.severity))
+	m.PutStr(story.AttrFindingSeverity, rules.SeverityNames[fd.Severity])
+	m.PutInt(story.AttrFindingSeverityID, int64(fd.Severity))
 	atlas := m.PutEmptySlice(story.AttrFindingAtlasIDs)
-	for _, id := range fd.atlasIDs {
+	for _, id := range fd.AtlasIDs {
 		atlas.AppendEmpty().SetStr(id)
 	}
 }

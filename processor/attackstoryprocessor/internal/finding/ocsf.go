@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package finding
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/rules"
@@ -193,54 +195,73 @@ type ocsfProduct struct {
 	Version    string `json:"version,omitempty"`
 }
 
-// finding is what a story that matched becomes.
-type finding struct {
-	uid       string
+// Finding is what a story that matched becomes.
+type Finding struct {
+	UID       string
 	hits      []*rules.Hit
-	severity  int
-	ruleIDs   []string
-	atlasIDs  []string
-	title     string
-	narrative string
-	mode      profile.Mode
-	ocsf      string
+	Severity  int
+	RuleIDs   []string
+	AtlasIDs  []string
+	Title     string
+	Narrative string
+	Mode      profile.Mode
+	OCSF      string
 
-	toolNotEnforceable bool
-	toolSpans          []int
+	ToolNotEnforceable bool
+	ToolSpans          []int
 	blocked            []enforcement.BlockMatch
 }
 
-func newFinding(c *rules.Context, hits []*rules.Hit, now time.Time, productVersion string) *finding {
+func New(c *rules.Context, hits []*rules.Hit, now time.Time, productVersion string) *Finding {
 	f := c.Facts
 	head := f.Spans[f.Head]
-	fd := &finding{hits: hits, mode: c.Mode, uid: f.Story.ID.String() + "-" + head.ID.String(),
-		toolNotEnforceable: c.ToolNotEnforceable, toolSpans: c.ToolSpans, blocked: c.Blocked}
+	fd := &Finding{hits: hits, Mode: c.Mode, UID: f.Story.ID.String() + "-" + head.ID.String(),
+		ToolNotEnforceable: c.ToolNotEnforceable, ToolSpans: c.ToolSpans, blocked: c.Blocked}
 	for _, h := range hits {
-		fd.severity = max(fd.severity, h.Severity)
-		fd.ruleIDs = append(fd.ruleIDs, h.Rule.ID)
+		fd.Severity = max(fd.Severity, h.Severity)
+		fd.RuleIDs = append(fd.RuleIDs, h.Rule.ID)
 		for _, a := range h.Rule.Atlas {
-			if !containsStr(fd.atlasIDs, a) {
-				fd.atlasIDs = append(fd.atlasIDs, a)
+			if !containsStr(fd.AtlasIDs, a) {
+				fd.AtlasIDs = append(fd.AtlasIDs, a)
 			}
 		}
 	}
-	fd.title = hits[0].Rule.Title
-	hints := narrativeHints{sensitive: c.Policy.Sensitive}
+	fd.Title = hits[0].Rule.Title
+	hints := Hints{Sensitive: c.Policy.Sensitive}
 	for _, m := range c.Blocked {
 		hints.blocked = append(hints.blocked, m.Span)
 	}
-	fd.narrative = narrative(f, hints)
-	fd.ocsf = fd.buildOCSF(c, now, productVersion)
+	fd.Narrative = Narrative(f, hints)
+	fd.OCSF = fd.buildOCSF(c, now, productVersion)
 	return fd
 }
 
-func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion string) string {
+func (fd *Finding) buildOCSF(c *rules.Context, now time.Time, productVersion string) string {
 	f := c.Facts
 	head := f.Spans[f.Head]
 	res := head.Scope.Src.Resource.Attributes()
 	traceID := f.Story.ID.String()
-	primary := fd.hits[0]
+	w := profile.WorkloadOf(res)
 
+	out := fd.ocsfHeader(now, productVersion, traceID)
+	out.FindingInfo = fd.ocsfInfo(f, now)
+	out.Resources = []ocsfResource{ocsfResourceOf(res, w.Key, traceID, head.ID.String())}
+	out.Evidences, out.Observables = fd.ocsfEvidences(f, traceID)
+	out.Unmapped = fd.ocsfUnmapped(c, traceID, head.ID.String(), w.Key)
+
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return "{}"
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// ocsfHeader: the class, the severity, the message (the primary rule's evidence) and the
+// metadata.
+func (fd *Finding) ocsfHeader(now time.Time, productVersion, traceID string) ocsfFinding {
+	primary := fd.hits[0]
 	var texts []string
 	for _, e := range primary.Evidence {
 		texts = append(texts, e.Text)
@@ -250,7 +271,7 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 		CategoryUID: ocsfCategoryUID, CategoryName: "Findings",
 		ClassUID: ocsfClassUID, ClassName: "Detection Finding",
 		TypeUID: ocsfTypeUID, TypeName: "Detection Finding: Create",
-		SeverityID: fd.severity, Severity: rules.SeverityNames[fd.severity],
+		SeverityID: fd.Severity, Severity: rules.SeverityNames[fd.Severity],
 		StatusID: 1, Status: "New",
 		Time:    now.UnixMilli(),
 		Message: primary.Rule.Title + ": " + strings.Join(texts, "; "),
@@ -260,11 +281,18 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 			CorrelationUID: traceID,
 		},
 	}
-	info := &out.FindingInfo
-	info.UID = fd.uid
-	info.Title = fd.title
-	info.Desc = primary.Rule.Explanation + "\n" + fd.narrative
-	info.Types = append([]string(nil), fd.ruleIDs...)
+	return out
+}
+
+// ocsfInfo: what was found (the rules as analytics, the ATLAS techniques as attacks) and when.
+func (fd *Finding) ocsfInfo(f *story.Facts, now time.Time) ocsfFindingInfo {
+	var out ocsfFindingInfo
+	primary := fd.hits[0]
+	info := &out
+	info.UID = fd.UID
+	info.Title = fd.Title
+	info.Desc = primary.Rule.Explanation + "\n" + fd.Narrative
+	info.Types = append([]string(nil), fd.RuleIDs...)
 	info.CreatedTime = now.UnixMilli()
 	info.FirstSeenTime = int64(f.Story.MinStart / 1e6)
 	info.LastSeenTime = int64(f.Story.MaxEnd / 1e6)
@@ -277,7 +305,7 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 			info.RelatedAnalytics = append(info.RelatedAnalytics, a)
 		}
 	}
-	for _, id := range fd.atlasIDs {
+	for _, id := range fd.AtlasIDs {
 		t, ok := atlasTechniques[id]
 		att := ocsfAttack{Technique: ocsfRef{UID: id, Name: id}}
 		if ok {
@@ -287,9 +315,13 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 		info.Attacks = append(info.Attacks, att)
 	}
 
-	w := profile.WorkloadOf(res)
-	resource := ocsfResource{UID: w.Key, Name: story.AttrStr(res, story.AttrServiceName), Type: "AI agent workload",
-		Data: map[string]any{"trace_id": traceID, "span_id": head.ID.String()}}
+	return out
+}
+
+// ocsfResourceOf: the workload the story ran in, with its resource attributes.
+func ocsfResourceOf(res pcommon.Map, workload, traceID, spanID string) ocsfResource {
+	resource := ocsfResource{UID: workload, Name: story.AttrStr(res, story.AttrServiceName), Type: "AI agent workload",
+		Data: map[string]any{"trace_id": traceID, "span_id": spanID}}
 	for _, k := range []string{story.AttrServiceName, story.AttrProcessPID, story.AttrProcessExecutable, story.AttrContainerID, story.AttrHostName,
 		story.AttrK8sNamespace, story.AttrK8sPod, story.AttrK8sDeployment, story.AttrK8sStatefulSet, story.AttrK8sDaemonSet, story.AttrK8sContainer, story.AttrK8sServiceAccount, story.AttrK8sNodeName} {
 		if v, ok := res.Get(k); ok {
@@ -297,8 +329,12 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 			resource.Data[k] = v.AsRaw()
 		}
 	}
-	out.Resources = []ocsfResource{resource}
+	return resource
+}
 
+// ocsfEvidences: each piece of evidence with its span, file, destination and process, and the
+// observables they name (once each).
+func (fd *Finding) ocsfEvidences(f *story.Facts, traceID string) (evidences []ocsfEvidence, observables []ocsfObservable) {
 	seenObs := map[string]bool{}
 	observe := func(name string, typeID int, typ, value string) {
 		key := typ + "\x00" + value
@@ -306,7 +342,7 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 			return
 		}
 		seenObs[key] = true
-		out.Observables = append(out.Observables, ocsfObservable{Name: name, TypeID: typeID, Type: typ, Value: value})
+		observables = append(observables, ocsfObservable{Name: name, TypeID: typeID, Type: typ, Value: value})
 	}
 	for _, h := range fd.hits {
 		for _, e := range h.Evidence {
@@ -319,7 +355,7 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 					ev.Data.SpanEvent = sp.Span.Events().At(e.Event).Name()
 				}
 			}
-			i := len(out.Evidences)
+			i := len(evidences)
 			prefix := "evidences[" + story.Itoa(i) + "]"
 			if e.File != "" {
 				ev.File = &ocsfFile{Name: path.Base(e.File), Path: e.File, TypeID: 1, Type: "Regular File"}
@@ -338,18 +374,24 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 					File: &ocsfFile{Name: path.Base(e.Exec.Path), Path: e.Exec.Path, TypeID: 1, Type: "Regular File"}}
 				observe(prefix+".process.cmd_line", 13, "Command Line", e.Exec.Cmdline)
 			}
-			out.Evidences = append(out.Evidences, ev)
+			evidences = append(evidences, ev)
 		}
 	}
 
-	out.Unmapped = ocsfUnmapped{TraceID: traceID, SpanID: head.ID.String(), Narrative: fd.narrative,
-		Mode: string(fd.mode), Workload: w.Key, IncompleteStory: f.Story.Reason}
+	return evidences, observables
+}
+
+// ocsfUnmapped: what OCSF has no field for: the narrative, the mode, the rules with their
+// evidence, the kernel's decisions.
+func (fd *Finding) ocsfUnmapped(c *rules.Context, traceID, spanID, workload string) ocsfUnmapped {
+	out := ocsfUnmapped{TraceID: traceID, SpanID: spanID, Narrative: fd.Narrative,
+		Mode: string(fd.Mode), Workload: workload, IncompleteStory: c.Facts.Story.Reason}
 	for _, h := range fd.hits {
 		d := ocsfRuleDetail{RuleID: h.Rule.ID, SeverityID: h.Severity, Atlas: h.Rule.Atlas, Explanation: h.Rule.Explanation}
 		for _, e := range h.Evidence {
 			d.Evidence = append(d.Evidence, e.Text)
 		}
-		out.Unmapped.Rules = append(out.Unmapped.Rules, d)
+		out.Rules = append(out.Rules, d)
 	}
 	for _, m := range c.Blocked {
 		b := ocsfBlocked{Time: m.D.Time.UnixMilli(), Kind: string(m.D.Kind), Rule: m.Rule, Action: m.Action, PID: m.D.PID,
@@ -357,18 +399,12 @@ func (fd *finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 		if m.D.Destination.IsValid() {
 			b.Destination = m.D.Destination.String()
 		}
-		out.Unmapped.Enforcement = append(out.Unmapped.Enforcement, b)
+		out.Enforcement = append(out.Enforcement, b)
 	}
 	if c.ToolNotEnforceable {
-		out.Unmapped.ToolEnforcement = enforcement.ToolNotEnforceable
+		out.ToolEnforcement = enforcement.ToolNotEnforceable
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(out); err != nil {
-		return "{}"
-	}
-	return strings.TrimSuffix(buf.String(), "\n")
+	return out
 }
 
 func containsStr(list []string, s string) bool {

@@ -1,4 +1,4 @@
-package attackstoryprocessor
+package finding
 
 import (
 	"slices"
@@ -13,16 +13,16 @@ import (
 )
 
 const (
-	maxNarrativeSteps = 40
+	MaxNarrativeSteps = 40
 )
 
-// narrative tells the story in one deterministic line, in time order (children never before
+// Narrative tells the story in one deterministic line, in time order (children never before
 // their parents), in UTC, leaving out what is unknown:
 //
 //	10:02:03.120 customer-agent (customer-ai/agent-7f9c, sa agent-sa) accepted a prompt in
 //	main.(*Agent).HandlePrompt → chat model-x → execute_tool customer-data-export(query=…) →
 //	read /data/customers.db → connect 203.0.113.9:443, 2.1 MB sent
-func narrative(f *story.Facts, hints narrativeHints) string {
+func Narrative(f *story.Facts, hints Hints) string {
 	if len(f.Spans) == 0 {
 		return ""
 	}
@@ -70,7 +70,7 @@ func narrative(f *story.Facts, hints narrativeHints) string {
 		sb.WriteString("did nothing recorded")
 		return sb.String()
 	}
-	collapsed := boundSteps(foldFiles(collapseRepeats(steps)), maxNarrativeSteps)
+	collapsed := boundSteps(foldFiles(collapseRepeats(steps)), MaxNarrativeSteps)
 	sb.WriteString(strings.Join(collapsed, " → "))
 	if f.Story.Reason != "" {
 		sb.WriteString(" (story incomplete: " + f.Story.Reason + ")")
@@ -78,14 +78,14 @@ func narrative(f *story.Facts, hints narrativeHints) string {
 	return sb.String()
 }
 
-// narrativeHints are what the narrative cannot tell from the story alone: which reads are
-// sensitive, which spans the kernel blocked.
-type narrativeHints struct {
-	sensitive []match.Path
+// Hints are what the narrative cannot tell from the story alone: which reads are
+// Sensitive, which spans the kernel blocked.
+type Hints struct {
+	Sensitive []match.Path
 	blocked   []int // indexes in facts.spans
 }
 
-// nstep is one step of the narrative. decisive steps (a prompt, a model call, a tool call, an
+// Step is one step of the narrative. decisive steps (a prompt, a model call, a tool call, an
 // exec, egress, a sensitive read, a blocked or denied attempt) are never left out; the others
 // (ordinary file opens) may be folded or cut to keep the narrative within its bound.
 type nstep struct {
@@ -104,7 +104,7 @@ func (s nstep) String() string {
 }
 
 // steps are the story's steps in narrative order.
-func steps(f *story.Facts, hints narrativeHints) []nstep {
+func steps(f *story.Facts, hints Hints) []nstep {
 	var out []nstep
 	sentTo := map[string]bool{}
 	for _, it := range f.Timeline {
@@ -122,7 +122,7 @@ func steps(f *story.Facts, hints narrativeHints) []nstep {
 		}
 		if it.Event >= 0 || story.SyscallName(sp.Span) == "openat" {
 			st.verb, st.path, st.failed = fileVerb(attrs), story.AttrStr(attrs, story.AttrFilePath), story.Failure(attrs)
-			_, sensitive := match.Any(hints.sensitive, st.path)
+			_, sensitive := match.Any(hints.Sensitive, st.path)
 			denied := st.failed == "EPERM" || st.failed == "EACCES"
 			st.decisive = sensitive || denied || (it.Event < 0 && slices.Contains(hints.blocked, it.Span))
 		}
@@ -131,7 +131,7 @@ func steps(f *story.Facts, hints narrativeHints) []nstep {
 	return out
 }
 
-// collapseRepeats: the same step several times in a row is one, "chat model-x ×3".
+// CollapseRepeats: the same step several times in a row is one, "chat model-x ×3".
 func collapseRepeats(steps []nstep) []nstep {
 	var out []nstep
 	for _, s := range steps {
@@ -147,7 +147,7 @@ func collapseRepeats(steps []nstep) []nstep {
 // minFold is the shortest run of ordinary file opens folded into one step.
 const minFold = 3
 
-// foldFiles folds runs of ordinary file opens of the same kind under one folder (two levels
+// FoldFiles folds runs of ordinary file opens of the same kind under one folder (two levels
 // deep at least, so that a run that wanders over the whole file system is not folded into
 // "under /") into one step: "read 31 files under /usr/share/locale".
 func foldFiles(steps []nstep) []nstep {
@@ -219,7 +219,7 @@ func commonDir(a, b string) string {
 	return a
 }
 
-// boundSteps keeps at most limit steps, each gap counted as one ("… 12 more steps").
+// BoundSteps keeps at most limit steps, each gap counted as one ("… 12 more steps").
 // Decisive steps come first: ordinary steps are kept in story order while there is room. When
 // the decisive steps and the gaps between them alone exceed the bound (more than about half
 // of it when every decisive step is between ordinary ones, up to all of it when they are
