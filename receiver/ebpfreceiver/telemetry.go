@@ -50,7 +50,7 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.eventsRead = counter("agenttrail.ebpf.events.read", "Records read from the kernel ring buffer.", "{event}")
 	t.eventsInvalid = counter("agenttrail.ebpf.events.invalid", "Records dropped because they failed a check (short, unknown kind, probe or syscall, fields out of range), by kind and reason.", "{event}")
 	t.panics = counter("agenttrail.ebpf.events.panics", "Records whose handling panicked (recovered, the record dropped and its process's state reset), by kind.", "{event}")
-	t.captureProcesses = counter("agenttrail.ebpf.capture.processes", "Traced processes set up, by what could be instrumented in them: tls (openssl, go, none, disabled), python (known, unknown, n/a, disabled), complete.", "{process}")
+	t.captureProcesses = counter("agenttrail.ebpf.capture.processes", "Traced processes set up, by what could be instrumented in them: tls (openssl, go, boringssl, not supported: <library>, none, disabled), python (known, unknown, n/a, disabled), complete.", "{process}")
 	t.spansEmitted = counter("agenttrail.ebpf.spans.emitted", "Spans handed to the next component.", "{span}")
 	t.spansRefused = counter("agenttrail.ebpf.spans.refused", "Spans the next component refused; they are dropped.", "{span}")
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")

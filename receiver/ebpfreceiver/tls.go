@@ -26,6 +26,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tlsident"
 )
 
 // tlsSupport attaches the TLS plaintext probes and turns what they capture into spans: LLM API
@@ -44,6 +45,9 @@ type tlsSupport struct {
 	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
 	// Electron), by "dev:inode": whether it was found and probed.
 	embedded map[string]embeddedResult
+	// static: executables that export no OpenSSL, looked at for a TLS library linked in
+	// statically (Bun's BoringSSL, rustls), by "dev:inode" (at most maxStatic).
+	static   map[string]staticResult
 	libNames map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
@@ -78,6 +82,7 @@ func newTLS(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry,
 		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.TLS.MaxConnectionBuffer, MaxTotalBuffer: cfg.TLS.MaxTotalBuffer}),
 		attached:    map[string]bool{},
 		embedded:    map[string]embeddedResult{},
+		static:      map[string]staticResult{},
 		goFiles:     map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},
@@ -200,6 +205,124 @@ func (t *tlsSupport) attachEmbeddedOpenSSL(path string) (bool, error) {
 type embeddedResult struct {
 	probed bool
 	err    error
+}
+
+// staticResult: what a program that exports no OpenSSL carries (tlsident): a known build probed
+// (probed, with its name), TLS libraries that are not read (unsupported), or the file could not
+// be read (err).
+type staticResult struct {
+	probed    string // the build probed ("Bun 1.4.4 linux-x64"), "" when none
+	libraries []tlsident.Library
+	describe  string // "rustls 0.23.40 (static)"
+	refused   string // why a BoringSSL was not probed
+	err       error
+}
+
+// maxStatic bounds the programs remembered in tlsSupport.static: a host that runs more distinct
+// programs reads a program's strings again after the map starts over.
+const maxStatic = 4096
+
+// attachStatic looks for a TLS library linked into the program at path without exported
+// symbols, and probes a known build's SSL_write and SSL_read (tlsident: Bun 1.4.4's BoringSSL),
+// once per file. Any other build, and rustls, is not probed: the result names it.
+func (t *tlsSupport) attachStatic(path string) staticResult {
+	key, ok := fileKey(path)
+	if !ok {
+		return staticResult{}
+	}
+	if r, tried := t.static[key]; tried {
+		return r
+	}
+	if len(t.static) >= maxStatic {
+		clear(t.static)
+	}
+	r := t.identifyStatic(path)
+	t.static[key] = r
+	return r
+}
+
+func (t *tlsSupport) identifyStatic(path string) staticResult {
+	f, err := os.Open(path)
+	if err != nil {
+		return staticResult{err: err}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return staticResult{err: err}
+	}
+	id, err := tlsident.Identify(f, st.Size())
+	if err != nil {
+		return staticResult{err: fmt.Errorf("cannot read the program for a static TLS library: %w", err)}
+	}
+	r := staticResult{libraries: id.Libraries, describe: id.Describe(), refused: id.Refused}
+	if id.Probe == nil {
+		return r
+	}
+	if err := t.attachAt(path, id.Probe); err != nil {
+		t.warn("cannot probe "+id.Probe.Build+"'s SSL_write/SSL_read", path, err)
+		r.err = fmt.Errorf("%s: its SSL_write/SSL_read could not be probed: %w", id.Probe.Build, err)
+		return r
+	}
+	r.probed = id.Probe.Build
+	t.logger.Debug("static TLS library probed", zap.String("program", path), zap.String("build", id.Probe.Build))
+	return r
+}
+
+// attachAt probes SSL_read and SSL_write (OpenSSL's ABI, BoringSSL's too) at the file offsets
+// a known build's table gives: the same programs as a library's, reads first (see
+// sslFunctions). A connection of such a build ends at its process's exit or after 2 minutes
+// idle: its SSL_free is not located.
+func (t *tlsSupport) attachAt(path string, p *tlsident.Probe) error {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return err
+	}
+	var links []link.Link
+	for _, f := range []struct {
+		name   string
+		off    uint64
+		cookie uint64
+	}{{"SSL_read", p.Read, probes.SSLCookieRead}, {"SSL_write", p.Write, 0}} {
+		opts := &link.UprobeOptions{Address: f.off, Cookie: f.cookie}
+		l, err := ex.Uprobe(f.name, t.kernel.SSLEntry(), opts)
+		if err != nil {
+			closeLinks(links)
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		links = append(links, l)
+		r, err := ex.Uretprobe(f.name, t.kernel.SSLReturn(), opts)
+		if err != nil {
+			closeLinks(links)
+			return fmt.Errorf("%s return: %w", f.name, err)
+		}
+		links = append(links, r)
+	}
+	for _, l := range links {
+		t.kernel.AddLink(l)
+	}
+	return nil
+}
+
+func closeLinks(links []link.Link) {
+	for _, l := range links {
+		_ = l.Close()
+	}
+}
+
+// unsupportedCapture is agenttrail.capture.tls for a program whose TLS libraries are all
+// unsupported: "not supported: rustls (static, 0.23.40)", the library names first so that the
+// metric's tls attribute (tlsClass) keeps them and drops the versions.
+func unsupportedCapture(libs []tlsident.Library) string {
+	parts := make([]string, 0, len(libs))
+	for _, l := range libs {
+		p := l.Name + " (static"
+		if l.Version != "" {
+			p += ", " + l.Version
+		}
+		parts = append(parts, p+")")
+	}
+	return "not supported: " + strings.Join(parts, ", ")
 }
 
 // exportsOpenSSL says whether the ELF file at path defines SSL_read and SSL_write in its dynamic
@@ -338,17 +461,42 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 	if isGo && t.cfg.TLS.Go && info.exeFile != "" && t.attachGo(info.exeFile) {
 		found = append(found, "go")
 	}
+	var static staticResult
 	if !isGo && info.exeFile != "" {
 		probed, err := t.attachEmbeddedOpenSSL(info.exeFile)
-		if probed {
+		switch {
+		case probed:
 			found = append(found, "openssl ("+info.exe+")")
-		} else if err != nil {
+		case err != nil:
 			missing = append(missing, "tls: "+info.exe+": "+shortError(err))
+		default:
+			// No exported OpenSSL: maybe one linked in statically without names (Bun,
+			// Deno, Rust programs).
+			static = t.attachStatic(info.exeFile)
+			switch {
+			case static.probed != "":
+				found = append(found, "boringssl ("+info.exe+", "+static.probed+")")
+			case static.err != nil:
+				missing = append(missing, "tls: "+info.exe+": "+shortError(static.err))
+			case len(static.libraries) > 0:
+				why := "TLS library not supported: " + static.describe
+				if static.refused != "" {
+					why += "; " + static.refused
+				}
+				missing = append(missing, "tls: "+shortError(errors.New(why)))
+			}
 		}
+	}
+	// withStatic: a program whose only TLS libraries are linked in and not read says so.
+	withStatic := func(found []string) string {
+		if len(found) == 0 && static.probed == "" && len(static.libraries) > 0 {
+			return unsupportedCapture(static.libraries)
+		}
+		return captureOf(found)
 	}
 	maps, _, err := symbolize.ReadMaps(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "maps"))
 	if err != nil {
-		return captureOf(found), nil
+		return withStatic(found), missing
 	}
 	openssl := false
 	seen := map[string]bool{}
@@ -376,7 +524,7 @@ func (t *tlsSupport) setupProcess(info procInfo, isGo bool) (capture string, mis
 	if openssl {
 		found = append(found, "openssl")
 	}
-	return captureOf(found), missing
+	return withStatic(found), missing
 }
 
 // maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
