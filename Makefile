@@ -93,11 +93,20 @@ soak: ## SIGKILL the collector 150 times during SIEM outages; assert no acknowle
 	@$(MAKE) --no-print-directory build
 	@$(CURDIR)/tests/outage/soak.sh
 
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+$(GOLANGCI_LINT):
+	@$(PREREQS) modules
+	@mkdir -p $(BIN)
+	@echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) through the Go module proxy (once; a few minutes)"
+	@GOBIN=$(BIN) GOFLAGS=-mod=mod $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) >/tmp/agenttrail-golangci-lint.log 2>&1 || \
+		{ echo "agenttrail: could not install golangci-lint $(GOLANGCI_LINT_VERSION) (see /tmp/agenttrail-golangci-lint.log)" >&2; exit 1; }
+	@mv $(BIN)/golangci-lint $(GOLANGCI_LINT)
+
 .PHONY: lint
-lint: ## go vet and a gofmt check
-	$(GO) vet ./...
-	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
-		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml: govet, ineffassign, misspell, unused, gofmt, goimports
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: clean
 clean: ## Remove build outputs
