@@ -74,12 +74,12 @@ func TestProfileShow(t *testing.T) {
 }
 
 func TestProfilePromote(t *testing.T) {
-	dir, path := writeProfiles(t, "learning")
+	dir, _ := writeProfiles(t, "learning")
 	code, _, errOut := runCLI(t, "profile", "promote", "customer-agent", "--mode", "enforce", "--dir", dir)
 	if code != exitFail || !strings.Contains(errOut, "must be complete") {
 		t.Errorf("promotion of a learning profile: %d %s", code, errOut)
 	}
-	dir, path = writeProfiles(t, "complete")
+	dir, path := writeProfiles(t, "complete")
 	code, out, errOut := runCLI(t, "profile", "promote", "customer-agent", "--mode", "enforce", "--dir", dir)
 	if code != exitOK || !strings.Contains(out, "mode enforce (was the configured mode)") {
 		t.Fatalf("promote: %d %s %s", code, out, errOut)

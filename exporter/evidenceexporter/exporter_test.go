@@ -24,12 +24,13 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
-	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
-	"github.com/agenttrail/agenttrail/internal/exporterkit"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 var (

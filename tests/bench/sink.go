@@ -63,12 +63,6 @@ func (s *otlpSink) track(host, port string) {
 	s.stories = map[pcommon.TraceID]*storyTimes{}
 }
 
-func (s *otlpSink) counts() (spans, logs int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.spans, s.logs
-}
-
 func body(r *http.Request) ([]byte, error) {
 	var rd io.Reader = r.Body
 	switch enc := r.Header.Get("Content-Encoding"); enc {

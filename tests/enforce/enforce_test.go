@@ -812,16 +812,6 @@ func findingEvent(sp ptrace.Span) *ptrace.SpanEvent {
 	return nil
 }
 
-func grepLines(p, s string) string {
-	var out []string
-	for _, l := range strings.Split(readFile(p), "\n") {
-		if strings.Contains(strings.ToLower(l), s) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // writeAttackArchive writes an evidence archive with a benign story and an attack story of
 // the agent's workload: the attack connects to the outside host and starts a shell.
 func writeAttackArchive(t *testing.T, dir, keyFile string, env *bank.Env, modelPort string) (archiveDir, attackTrace string) {

@@ -228,7 +228,7 @@ func TestFunctionNotFound(t *testing.T) {
 		{name: "typo", bin: gobin, fn: "main.Clasify", suggest: "main.Classify"},
 		{name: "wrong case", bin: gobin, fn: "main.writebytes", suggest: "main.WriteBytes"},
 		{name: "stripped binary", bin: stripped, fn: "main.Agent.HandlePrompt", suggest: "main.(*Agent).HandlePrompt"},
-		{name: "c typo", bin: cbin, fn: "proces", suggest: "process"},
+		{name: "c typo", bin: cbin, fn: "proces", suggest: "process"}, //nolint:misspell // the typo is the test
 		{name: "nothing close", bin: cbin, fn: "zzzzqqqqxxxxwwww"},
 	}
 	for _, tc := range tests {

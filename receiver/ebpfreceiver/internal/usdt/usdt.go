@@ -14,9 +14,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 	"strconv"
 	"strings"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 )
 
 // Probe is one USDT probe site.

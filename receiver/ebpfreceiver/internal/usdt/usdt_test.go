@@ -3,12 +3,13 @@ package usdt
 import (
 	"debug/elf"
 	"errors"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 )
 
 func TestParseArg(t *testing.T) {
