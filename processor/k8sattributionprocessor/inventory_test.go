@@ -41,7 +41,7 @@ func TestAttachDetach(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	index := newPodIndex("", nil, nil, nil)
-	w, err := attachKubeWatcher(inf, true, index, zap.NewNop())
+	w, err := attachKubeWatcher(inf, true, index, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

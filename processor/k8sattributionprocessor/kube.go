@@ -152,11 +152,12 @@ func newKubeWatcher(client kubernetes.Interface, nodeName string, resync time.Du
 	if err != nil {
 		return nil, err
 	}
-	return attachKubeWatcher(inf, false, index, logger)
+	return attachKubeWatcher(inf, false, index, logger, nil)
 }
 
-// attachKubeWatcher feeds index from inf; shared informers are run by their owner.
-func attachKubeWatcher(inf *k8sinventory.Informers, shared bool, index *podIndex, logger *zap.Logger) (*kubeWatcher, error) {
+// attachKubeWatcher feeds index from inf; shared informers are run by their owner. onStatus is
+// set before the observer is added: shared informers are already running.
+func attachKubeWatcher(inf *k8sinventory.Informers, shared bool, index *podIndex, logger *zap.Logger, onStatus func(string)) (*kubeWatcher, error) {
 	w := &kubeWatcher{
 		logger: logger,
 		index:  index,
@@ -167,6 +168,7 @@ func attachKubeWatcher(inf *k8sinventory.Informers, shared bool, index *podIndex
 		jobs:   inf.Jobs,
 		shared: shared,
 	}
+	w.health.onStatus = onStatus
 	w.unobserve = inf.Observe(w.health.observe)
 	for _, s := range []struct {
 		inf     cache.SharedIndexInformer

@@ -131,7 +131,7 @@ func (c *core) start() error {
 	var w *kubeWatcher
 	if shared != nil {
 		var err error
-		if w, err = attachKubeWatcher(shared, true, c.index, c.logger); err != nil {
+		if w, err = attachKubeWatcher(shared, true, c.index, c.logger, c.status.set); err != nil {
 			return err
 		}
 	} else {
@@ -153,7 +153,9 @@ func (c *core) start() error {
 	c.index.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	w.health.onStatus = c.status.set
+	if !w.shared {
+		w.health.onStatus = c.status.set // set while its informers are not running yet
+	}
 	w.run(ctx, &c.wg)
 	c.wg.Add(1)
 	go func() {
