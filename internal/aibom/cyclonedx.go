@@ -25,6 +25,10 @@ type Meta struct {
 	// Dropped is the inventory's Dropped, shown as properties so a reader knows the BOM is
 	// incomplete.
 	Dropped map[string]int
+	// Inventory leaves out what changes with every span (agenttrail:observed.last, .spans), so
+	// that the document, and its serial number, change only when the inventory does (the aibom
+	// connector's records).
+	Inventory bool
 }
 
 // Property names of this project (CycloneDX's registered agenttrail: namespace is ours alone).
@@ -86,7 +90,7 @@ func BOM(workloads []*Workload, meta Meta) *cdx.BOM {
 	for _, w := range workloads {
 		wref := "workload:" + w.Key
 		deps[wref] = map[string]bool{}
-		addComp(workloadComponent(w, wref))
+		addComp(workloadComponent(w, wref, meta.Inventory))
 
 		for _, k := range sortedMapKeys(w.Models) {
 			m := w.Models[k]
@@ -240,7 +244,7 @@ func BOM(workloads []*Workload, meta Meta) *cdx.BOM {
 	return b
 }
 
-func workloadComponent(w *Workload, ref string) cdx.Component {
+func workloadComponent(w *Workload, ref string, inventory bool) cdx.Component {
 	id := w.Identity
 	name := ""
 	for _, k := range []string{"k8s.deployment.name", "k8s.statefulset.name", "k8s.daemonset.name", "k8s.cronjob.name", "k8s.job.name", "service.name"} {
@@ -270,11 +274,13 @@ func workloadComponent(w *Workload, ref string) cdx.Component {
 	for _, s := range sortedKeys(w.Sources) {
 		props = append(props, prop("observed.source", s))
 	}
-	if !w.FirstSeen.IsZero() {
+	if !w.FirstSeen.IsZero() && !inventory {
 		props = append(props, prop("observed.first", w.FirstSeen.UTC().Format(time.RFC3339Nano)),
 			prop("observed.last", w.LastSeen.UTC().Format(time.RFC3339Nano)))
 	}
-	props = append(props, prop("observed.spans", strconv.Itoa(w.Spans)))
+	if !inventory {
+		props = append(props, prop("observed.spans", strconv.Itoa(w.Spans)))
+	}
 	for _, k := range sortedMapKeys(w.Models) {
 		for _, rm := range sortedKeys(w.Models[k].ResponseModels) {
 			props = append(props, prop("model.response", w.Models[k].Name+" -> "+rm))
