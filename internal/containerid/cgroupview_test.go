@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/internal/testutil"
 )
 
 // helperEnv makes the test binary the helper of TestCgroupViewInNamespace: the collector of a
@@ -84,13 +86,13 @@ func TestCgroupViewInNamespace(t *testing.T) {
 	if err != nil {
 		t.Skipf("kernel test: no cgroup v2: %v", err)
 	}
-	agentUID, targetUID := randomUUID(t), randomUUID(t)
-	agentCg, cleanA, err := MakeKubeletCgroup(root, agentUID, randomHex(t, 32), QoSBurstable)
+	agentUID, targetUID := testutil.RandomUUID(t), testutil.RandomUUID(t)
+	agentCg, cleanA, err := MakeKubeletCgroup(root, agentUID, testutil.RandomHex(t, 32), QoSBurstable)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cleanA()
-	targetID := randomHex(t, 32)
+	targetID := testutil.RandomHex(t, 32)
 	targetCg, cleanB, err := MakeKubeletCgroup(root, targetUID, targetID, QoSBestEffort)
 	if err != nil {
 		t.Fatal(err)

@@ -1,16 +1,15 @@
 package containerid
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/internal/testutil"
 )
 
 // TestFromPIDSelf parses this test process's own /proc/self/cgroup.
@@ -57,20 +56,6 @@ func TestFindCgroup2MountReal(t *testing.T) {
 	}
 }
 
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func randomUUID(t *testing.T) string {
-	h := randomHex(t, 16)
-	return fmt.Sprintf("%s-%s-4%s-a%s-%s", h[0:8], h[8:12], h[13:16], h[17:20], h[20:32])
-}
-
 // TestRealKubeletCgroup creates kubelet-style (systemd driver, containerd)
 // cgroups on the real cgroup v2 hierarchy, moves a child process into the
 // container scope and checks FromPID sees it as that pod's container.
@@ -84,7 +69,7 @@ func TestRealKubeletCgroup(t *testing.T) {
 	}
 	for _, qos := range []string{QoSBurstable, QoSGuaranteed} {
 		t.Run(qos, func(t *testing.T) {
-			podUID, cid := randomUUID(t), randomHex(t, 32)
+			podUID, cid := testutil.RandomUUID(t), testutil.RandomHex(t, 32)
 			leaf, cleanup, err := MakeKubeletCgroup(root, podUID, cid, qos)
 			if err != nil {
 				t.Fatalf("MakeKubeletCgroup: %v", err)
@@ -149,7 +134,7 @@ func TestMakeKubeletCgroupEvacuates(t *testing.T) {
 	if err != nil {
 		t.Skipf("no cgroup2 mount (cgroup v1 only host): %v", err)
 	}
-	podUID, cid := randomUUID(t), randomHex(t, 32)
+	podUID, cid := testutil.RandomUUID(t), testutil.RandomHex(t, 32)
 	leaf, cleanup, err := MakeKubeletCgroup(root, podUID, cid, QoSBestEffort)
 	if err != nil {
 		t.Fatalf("MakeKubeletCgroup: %v", err)

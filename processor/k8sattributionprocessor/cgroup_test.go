@@ -1,9 +1,6 @@
 package k8sattributionprocessor
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -12,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 )
 
 // TestRealCgroup runs a process in a kubelet-style cgroup (systemd driver,
@@ -26,7 +24,7 @@ func TestRealCgroup(t *testing.T) {
 	if err != nil {
 		t.Skipf("no cgroup2 mount (cgroup v1 only host): %v", err)
 	}
-	podUID, containerID := randomUUID(t), randomHex(t, 32)
+	podUID, containerID := testutil.RandomUUID(t), testutil.RandomHex(t, 32)
 	leaf, cleanup, err := containerid.MakeKubeletCgroup(root, podUID, containerID, containerid.QoSBurstable)
 	if err != nil {
 		t.Fatalf("MakeKubeletCgroup: %v", err)
@@ -80,19 +78,4 @@ func TestRealCgroup(t *testing.T) {
 	if got[0][attrDeployment] != "customer-agent" || got[0][attrAttribution] != "ok" {
 		t.Errorf("after the process exited: %v", got[0])
 	}
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func randomUUID(t *testing.T) string {
-	t.Helper()
-	h := randomHex(t, 16)
-	return fmt.Sprintf("%s-%s-4%s-a%s-%s", h[0:8], h[8:12], h[13:16], h[17:20], h[20:32])
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver"
 )
 
@@ -36,7 +37,7 @@ func TestThroughTheReceiver(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", exe, "../../receiver/ebpfreceiver/testdata/goagent").CombinedOutput(); err != nil {
 		t.Fatalf("build goagent: %v\n%s", err, out)
 	}
-	podUID, containerID := randomUUID(t), randomHex(t, 32)
+	podUID, containerID := testutil.RandomUUID(t), testutil.RandomHex(t, 32)
 	leaf, cleanup, err := containerid.MakeKubeletCgroup(root, podUID, containerID, containerid.QoSBurstable)
 	if err != nil {
 		t.Fatal(err)

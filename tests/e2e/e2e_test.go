@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/tests/jaeger"
 	"github.com/agenttrail/agenttrail/tests/siem"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
@@ -37,21 +38,12 @@ const (
 	piiPrompt = "My card 4111 1111 1111 1111 was charged twice and my SSN 123-45-6789 is on file; what is the balance summary for C1001?"
 )
 
-func repoPath(t *testing.T, rel string) string {
-	t.Helper()
-	p, err := filepath.Abs(filepath.Join("..", "..", rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func requireSetup(t *testing.T) (collector string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("end-to-end test: the collector loads eBPF programs and needs root")
 	}
-	collector = repoPath(t, "_build/otelcol-agenttrail")
+	collector = testutil.RepoPath(t, "_build/otelcol-agenttrail")
 	if _, err := os.Stat(collector); err != nil {
 		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
 	}
@@ -59,16 +51,6 @@ func requireSetup(t *testing.T) (collector string) {
 		t.Fatalf("Jaeger is not built (%s): make test builds it; run make tools", jaeger.Binary())
 	}
 	return collector
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // scenario is one agent implementation.
@@ -192,13 +174,13 @@ service:
 	if err := os.WriteFile(overrides, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	healthPort := freePort(t)
+	healthPort := testutil.FreePort(t)
 	logFile, err := os.Create(h.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(collectorBin, "--config="+repoPath(t, "distributions/agenttrail/config.yaml"), "--config="+overrides)
+	cmd := exec.Command(collectorBin, "--config="+testutil.RepoPath(t, "distributions/agenttrail/config.yaml"), "--config="+overrides)
 	cmd.Env = append(os.Environ(),
 		"AGENTTRAIL_OTLP_ENDPOINT="+jaeger.OTLPGRPCEndpoint,
 		fmt.Sprintf("AGENTTRAIL_HEALTH_ENDPOINT=127.0.0.1:%d", healthPort),

@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
 )
@@ -85,12 +85,6 @@ func probe(addr string) {
 	os.Exit(1)
 }
 
-func repoPath(t *testing.T, rel string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", rel)
-}
-
 func requireSetup(t *testing.T) (collector string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -99,21 +93,11 @@ func requireSetup(t *testing.T) (collector string) {
 	if _, err := containerid.FindCgroup2Mount(); err != nil {
 		t.Skipf("kernel enforcement test: no cgroup v2 mount: %v", err)
 	}
-	collector = repoPath(t, "_build/otelcol-agenttrail")
+	collector = testutil.RepoPath(t, "_build/otelcol-agenttrail")
 	if _, err := os.Stat(collector); err != nil {
 		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
 	}
 	return collector
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // otlpSink receives the collector's stories over OTLP/HTTP.
@@ -401,7 +385,7 @@ func TestObserveToEnforce(t *testing.T) {
 	bins.Agent = agentBin
 	cliBin := filepath.Join(dir, "bin", "agenttrail")
 	build := exec.CommandContext(ctx, "go", "build", "-o", cliBin, "./cmd/agenttrail")
-	build.Dir = repoPath(t, "")
+	build.Dir = testutil.RepoPath(t, "")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/agenttrail: %v\n%s", err, out)
 	}
@@ -415,7 +399,7 @@ func TestObserveToEnforce(t *testing.T) {
 	}
 	profiles := filepath.Join(dir, "profiles")
 	evidenceDir := filepath.Join(dir, "evidence")
-	c := &collector{t: t, bin: collectorBin, config: filepath.Join(dir, "collector.yaml"), log: filepath.Join(dir, "collector.log"), health: freePort(t),
+	c := &collector{t: t, bin: collectorBin, config: filepath.Join(dir, "collector.yaml"), log: filepath.Join(dir, "collector.log"), health: testutil.FreePort(t),
 		pod: newPodView(t, dir)}
 	conf := fmt.Sprintf(`receivers:
   ebpf:

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/tests/siem"
 )
 
@@ -451,7 +452,7 @@ func TestKillDuringOutage(t *testing.T) {
 	if _, err := archive.GenerateSigningKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	otlpPort := freePort(t)
+	otlpPort := testutil.FreePort(t)
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(killConfig(p, dir, otlpPort, hec.URL(), hecAck.URL(), azure.URL(), keyFile)), 0o644); err != nil {
 		t.Fatal(err)

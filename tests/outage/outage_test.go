@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/tests/siem"
 )
 
@@ -44,16 +45,6 @@ func collectorBinary(t *testing.T) string {
 		t.Fatalf("the collector is not built (%s): make test builds it before running the tests; run make build", p)
 	}
 	return p
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // hecServer is a minimal Splunk HEC endpoint that records the span ids it received.
@@ -200,7 +191,7 @@ func send(t *testing.T, port, n int) {
 func TestSIEMOutageAndRestart(t *testing.T) {
 	bin := collectorBinary(t)
 	dir := t.TempDir()
-	otlpPort, hecPort, azurePort := freePort(t), freePort(t), freePort(t)
+	otlpPort, hecPort, azurePort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	// The Azure stand-in's certificate is fixed: write it now for SSL_CERT_FILE, from a
 	// throwaway instance, before the real one comes up late.
 	caFile := filepath.Join(dir, "azure-ca.pem")
