@@ -104,10 +104,9 @@ func Check(t *testing.T, factory component.Factory, metadataPath string, opts Op
 		if err := componenttest.CheckConfigStruct(factory.CreateDefaultConfig()); err != nil {
 			t.Error(err)
 		}
-		if v, ok := newConfig(t).(interface{ Validate() error }); ok {
-			if err := v.Validate(); err != nil {
-				t.Errorf("the default config with tests.config is not valid: %v", err)
-			}
+		// confmap.Validate walks the nested configs too, as the collector does at start.
+		if err := confmap.Validate(newConfig(t)); err != nil {
+			t.Errorf("the default config with tests.config is not valid: %v", err)
 		}
 	})
 

@@ -10,9 +10,11 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 
-	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/python"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/tls"
 )
 
 // Config of the ebpf receiver. Every key is documented in README.md.
@@ -39,82 +41,19 @@ type Config struct {
 	Sockets sockets.Config `mapstructure:"sockets"`
 }
 
-// PythonConfig configures CPython support for traced processes that run CPython.
-type PythonConfig struct {
-	// Enabled: find CPython in traced processes and capture Python call stacks.
-	Enabled bool `mapstructure:"enabled"`
-	// Audit attaches CPython's `audit` USDT probe: audit events with their arguments.
-	Audit bool `mapstructure:"audit"`
-	// AuditEvents: audit event names (globs, e.g. "os.*", "*") recorded as span events.
-	AuditEvents []string `mapstructure:"audit_events"`
-	// SpanIdleTimeout ends the reconstructed spans of a thread with no stack sample for this long.
-	SpanIdleTimeout time.Duration `mapstructure:"span_idle_timeout"`
-}
-
-// TLSConfig configures the TLS plaintext probes.
-type TLSConfig struct {
-	Enabled bool `mapstructure:"enabled"`
-	// Libraries: OpenSSL libraries (file names looked up in the usual folders and in traced
-	// processes' mappings, or absolute paths) whose SSL_write/SSL_read are probed.
-	Libraries []string `mapstructure:"libraries"`
-	// Go probes crypto/tls.(*Conn).Write/Read in traced Go programs.
-	Go bool `mapstructure:"go"`
-	// CaptureBytes bounds the plaintext read per TLS call.
-	CaptureBytes int `mapstructure:"capture_bytes"`
-	// CaptureMessageContent exports the (redacted) messages sent to and received from models.
-	CaptureMessageContent bool `mapstructure:"capture_message_content"`
-	// MaxConnectionBuffer bounds the bytes buffered per connection and direction.
-	MaxConnectionBuffer int `mapstructure:"max_connection_buffer"`
-	// MaxTotalBuffer bounds the message bytes held across all connections.
-	MaxTotalBuffer int `mapstructure:"max_total_buffer"`
-}
-
-// TargetConfig names one program and what to record of it. Processes are selected by exactly
-// one of executable, process_name, pid or container_id.
-type TargetConfig struct {
-	// Name of the workload; becomes service.name and gen_ai.agent.name.
-	Name string `mapstructure:"name"`
-	// Executable path: every process running this file, including ones started later.
-	Executable string `mapstructure:"executable"`
-	// ProcessName matches the process's command name (comm, 15 characters) or executable base name.
-	ProcessName string `mapstructure:"process_name"`
-	// PID of one running process.
-	PID int `mapstructure:"pid"`
-	// ContainerID: every process of the container (64 hex characters).
-	ContainerID string `mapstructure:"container_id"`
-	// Functions to instrument.
-	Functions []FunctionConfig `mapstructure:"functions"`
-	// PythonFunctions: Python functions whose spans are reconstructed from Python stacks.
-	PythonFunctions []PythonFunctionConfig `mapstructure:"python_functions"`
-}
-
-// PythonFunctionConfig is one Python function (or a glob of them) that becomes spans.
-type PythonFunctionConfig struct {
-	// Pattern is "module:qualname"; either part may use * globs, e.g. "*:Agent.handle_prompt".
-	Pattern string `mapstructure:"pattern"`
-	// Role, ToolName, Model: as for functions.
-	Role     string `mapstructure:"role"`
-	ToolName string `mapstructure:"tool_name"`
-	Model    string `mapstructure:"model"`
-}
-
-// FunctionConfig is one instrumented function.
-type FunctionConfig struct {
-	// Symbol as it appears in the binary's symbol table, e.g. main.(*Agent).HandlePrompt.
-	Symbol string `mapstructure:"symbol"`
-	// Library: a shared library (path, or file name looked up in the process's mappings) that
-	// holds the symbol, for native targets such as libssl.so.3.
-	Library string `mapstructure:"library"`
-	// Role: prompt | inference | tool | egress | function (default).
-	Role string `mapstructure:"role"`
-	// ToolName (role tool): gen_ai.tool.name; defaults to the function's name.
-	ToolName string `mapstructure:"tool_name"`
-	// Model (role inference): gen_ai.request.model.
-	Model string `mapstructure:"model"`
-	// Args to capture by parameter name, each optionally "name:policy" with policy
-	// none | redacted (default) | full.
-	Args []string `mapstructure:"args"`
-}
+// The sections the tracers read are declared in their packages.
+type (
+	// PythonConfig configures CPython support for traced processes that run CPython.
+	PythonConfig = python.Config
+	// TLSConfig configures the TLS plaintext probes.
+	TLSConfig = tls.Config
+	// TargetConfig names one program and what to record of it.
+	TargetConfig = tracer.TargetConfig
+	// FunctionConfig is one instrumented function.
+	FunctionConfig = tracer.FunctionConfig
+	// PythonFunctionConfig is one Python function (or a glob of them) that becomes spans.
+	PythonFunctionConfig = tracer.PythonFunctionConfig
+)
 
 var _ component.Config = (*Config)(nil)
 
@@ -168,7 +107,7 @@ func (cfg *Config) Validate() error {
 				return fmt.Errorf(`%s (%s): "args" may capture at most %d arguments, got %d`, fwhere, f.Symbol, probes.MaxArgs, len(f.Args))
 			}
 			for _, a := range f.Args {
-				if _, _, err := parseArg(a); err != nil {
+				if _, _, err := tracer.ParseArg(a); err != nil {
 					return fmt.Errorf(`%s (%s): "args": %w`, fwhere, f.Symbol, err)
 				}
 			}
@@ -180,7 +119,7 @@ func (cfg *Config) Validate() error {
 		}
 		for j, f := range t.PythonFunctions {
 			fwhere := fmt.Sprintf("targets[%d] (%s) python_functions[%d]", i, t.Name, j)
-			if _, _, err := parsePythonPattern(f.Pattern); err != nil {
+			if _, _, err := tracer.ParsePythonPattern(f.Pattern); err != nil {
 				return fmt.Errorf(`%s: "pattern": %w`, fwhere, err)
 			}
 			if !validRoles[f.Role] {
@@ -233,33 +172,6 @@ func (cfg *Config) Validate() error {
 		return fmt.Errorf(`"proc_root" must be an absolute path, got %q`, cfg.ProcRoot)
 	}
 	return nil
-}
-
-// parsePythonPattern splits "module:qualname" and checks both globs.
-func parsePythonPattern(p string) (module, qualname string, err error) {
-	module, qualname, ok := strings.Cut(p, ":")
-	if !ok || module == "" || qualname == "" {
-		return "", "", fmt.Errorf(`%q must be "module:qualname" (e.g. "customer_agent:Tools.export_customer_data" or "*:Agent.handle_prompt")`, p)
-	}
-	for _, g := range []string{module, qualname} {
-		if _, err := path.Match(g, ""); err != nil {
-			return "", "", fmt.Errorf("%q: bad glob %q: %w", p, g, err)
-		}
-	}
-	return module, qualname, nil
-}
-
-// parseArg splits "name" or "name:policy".
-func parseArg(s string) (string, redact.Policy, error) {
-	name, pol, _ := strings.Cut(s, ":")
-	if name == "" {
-		return "", "", fmt.Errorf("argument %q has no name", s)
-	}
-	p, err := redact.ParsePolicy(pol)
-	if err != nil {
-		return "", "", fmt.Errorf("argument %q: %w", name, err)
-	}
-	return name, p, nil
 }
 
 // socketOptions are the kernel's socket I/O settings (all off unless sockets.enabled).

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 )
@@ -19,20 +21,21 @@ import (
 // keeps inputs small. No record may panic (the decoder recovers panics, so the target checks the
 // count).
 func FuzzDecodeRecords(f *testing.F) {
-	var all []byte
-	for _, rec := range seedRecords() {
-		in := encodeFuzzRecord(rec)
-		f.Add(in)
-		all = append(all, in...)
-	}
-	f.Add(all)
 	// One empty /proc and one meter for every input: each input still gets a receiver of its own.
 	procRoot := f.TempDir()
 	tel := componenttest.NewTelemetry()
 	f.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	kinds := newOfflineWith(f, consumertest.NewNop(), procRoot, tel).r.decoder.kinds
+	var all []byte
+	for _, rec := range seedRecords() {
+		in := encodeFuzzRecord(kinds, rec)
+		f.Add(in)
+		all = append(all, in...)
+	}
+	f.Add(all)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		o := newOfflineWith(t, consumertest.NewNop(), procRoot, tel)
-		for _, rec := range decodeFuzzRecords(in) {
+		for _, rec := range decodeFuzzRecords(o.r.decoder.kinds, in) {
 			o.r.handle(rec)
 			if o.r.panics.sinceCheck > 0 {
 				t.Fatalf("%s", o.r.panics.last)
@@ -47,20 +50,26 @@ func FuzzDecodeRecords(f *testing.F) {
 	})
 }
 
-// decodeFuzzRecords splits a FuzzDecodeRecords input into records.
-func decodeFuzzRecords(in []byte) [][]byte {
+// fuzzNumKinds bounds the kind a fuzz input's first byte names (modulo fuzzNumKinds+1, so that
+// one unknown kind is reached too). It stays what it was when the committed inputs were found,
+// so that they keep their meaning as kinds are added.
+const fuzzNumKinds = probes.KindThreadExit + 1
+
+// decodeFuzzRecords splits a FuzzDecodeRecords input into records, sized by the decoder's
+// table of kinds.
+func decodeFuzzRecords(kinds []tracer.Kind, in []byte) [][]byte {
 	var out [][]byte
 	for len(in) >= 4 {
-		kind, mode := uint32(in[0])%(numKinds+1), in[1]
+		kind, mode := uint32(in[0])%(fuzzNumKinds+1), in[1]
 		n := min(int(binary.LittleEndian.Uint16(in[2:4])), len(in)-4)
 		data := in[4 : 4+n]
 		in = in[4+n:]
 		size := n
-		if mode&1 == 0 && kind < numKinds && recordKinds[kind].handle != nil {
-			k := recordKinds[kind]
-			size = max(n, k.min)
+		if mode&1 == 0 && kind < uint32(len(kinds)) && kinds[kind].Handle != nil {
+			k := kinds[kind]
+			size = max(n, k.Min)
 			if mode&2 != 0 {
-				size = max(n, k.full)
+				size = max(n, k.Full)
 			}
 		}
 		rec := make([]byte, size)
@@ -75,12 +84,13 @@ func decodeFuzzRecords(in []byte) [][]byte {
 
 // TestFuzzRecordEncoding: the seeds of FuzzDecodeRecords decode to the records they encode.
 func TestFuzzRecordEncoding(t *testing.T) {
+	kinds := newOffline(t, consumertest.NewNop()).r.decoder.kinds
 	var all []byte
 	want := seedRecords()
 	for _, rec := range want {
-		all = append(all, encodeFuzzRecord(rec)...)
+		all = append(all, encodeFuzzRecord(kinds, rec)...)
 	}
-	got := decodeFuzzRecords(all)
+	got := decodeFuzzRecords(kinds, all)
 	if len(got) != len(want) {
 		t.Fatalf("%d records, want %d", len(got), len(want))
 	}
@@ -96,14 +106,14 @@ func TestFuzzRecordEncoding(t *testing.T) {
 
 // encodeFuzzRecord encodes a record for FuzzDecodeRecords without its trailing zeros, padded
 // back to its length by the mode.
-func encodeFuzzRecord(rec []byte) []byte {
+func encodeFuzzRecord(kinds []tracer.Kind, rec []byte) []byte {
 	kind := binary.LittleEndian.Uint32(rec[offsetKind:])
 	data := bytes.TrimRight(rec, "\x00")
 	mode := byte(0)
 	switch {
-	case len(rec) == recordKinds[kind].full:
+	case len(rec) == kinds[kind].Full:
 		mode = 2
-	case len(rec) != max(len(data), recordKinds[kind].min):
+	case len(rec) != max(len(data), kinds[kind].Min):
 		mode, data = 1, rec
 	}
 	out := []byte{byte(kind), mode, 0, 0}

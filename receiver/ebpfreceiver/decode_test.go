@@ -3,6 +3,7 @@ package ebpfreceiver
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -22,9 +23,9 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // statusHost is a component.Host that records the status events reported through it.
@@ -67,8 +68,8 @@ const (
 	pidOther  = 101
 )
 
-// offline is a receiver's record handling built without the kernel: the decoder, attacher,
-// span builder, symbolizer, Python and TLS support over an empty /proc, with three function
+// offline is a receiver's record handling built without the kernel: the decoder, registry,
+// span builder, symbolizer and every tracer over an empty /proc, with three function
 // probes registered (1: two arguments, 2: four, 3: none) and pidTraced traced.
 type offline struct {
 	r    *ebpfReceiver
@@ -108,30 +109,20 @@ func newOfflineWith(tb testing.TB, next consumer.Traces, procRoot string, tel *c
 	r.redactor = redact.New()
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: 1000})
 	r.clock = newMonoClock()
-	r.attacher = newAttacher(cfg, nil, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
-	r.python = &python{
-		cfg: cfg, logger: r.logger, tel: r.telemetry, redactor: r.redactor,
-		reader:   pyinfo.NewReader(cfg.ProcRoot),
-		interps:  map[string]*pyInterp{},
-		warned:   map[string]bool{},
-		patterns: map[string][]pyPattern{"agent": {{module: "*", qualname: "Agent.*", cfg: cfg.Targets[0].PythonFunctions[0]}}},
-		funcs:    map[pyFuncKey]*spans.Probe{},
-		pending:  map[uint32]*pendingStack{},
+	if err := r.wire(nil, newAttachProblems(r.health)); err != nil {
+		tb.Fatal(err)
 	}
-	r.attacher.python = r.python
-	r.tls = newTLS(cfg, nil, r.logger, r.telemetry, r.redactor)
-	r.attacher.tls = r.tls
-	a := r.attacher
-	for i, args := range [][]string{{"prompt", "limit:full"}, {"a", "b:none", "c:full", "d"}, nil} {
-		p := &probeInfo{probe: &spans.Probe{ID: uint32(i + 1), Target: "agent", Symbol: "main.f" + string(rune('1'+i)), Role: spans.RoleFunction}}
+	for _, args := range [][]string{{"prompt", "limit:full"}, {"a", "b:none", "c:full", "d"}, nil} {
+		p := &spans.Probe{Target: "agent", Symbol: fmt.Sprintf("main.f%d", r.functions.ProbeCount()+1), Role: spans.RoleFunction}
+		var policies []redact.Policy
 		for _, s := range args {
-			name, pol, _ := parseArg(s)
-			p.probe.Args = append(p.probe.Args, spans.ArgSpec{Name: name})
-			p.policies = append(p.policies, pol)
+			name, pol, _ := tracer.ParseArg(s)
+			p.Args = append(p.Args, spans.ArgSpec{Name: name})
+			policies = append(policies, pol)
 		}
-		a.probes = append(a.probes, p)
+		r.functions.AddProbe(p, policies)
 	}
-	a.traced[pidTraced] = a.targets[0]
+	r.registry.traced[pidTraced] = &tracer.Process{ProcInfo: tracer.ProcInfo{PID: pidTraced}, Target: r.registry.targets[0], Capture: &spans.Capture{}}
 	r.builder.AddProcess(spans.Process{PID: pidTraced, Target: "agent", Executable: "/srv/agent"})
 	return &offline{r: r, tel: tel, host: host, logs: logs}
 }
@@ -165,6 +156,17 @@ func (o *offline) counts(tb testing.TB, metric string, keys ...string) map[strin
 	}
 	return got
 }
+
+// The kernel structs' sizes, as the test lays records out (independent of the tracers' tables).
+var (
+	sizeFunc      = int(unsafe.Sizeof(probes.FuncEvent{}))
+	sizeGoroutine = int(unsafe.Sizeof(probes.GoroutineEvent{}))
+	sizeSyscall   = int(unsafe.Sizeof(probes.SyscallEvent{}))
+	sizeTLS       = int(unsafe.Sizeof(probes.TLSEvent{}))
+	headTLS       = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
+	headPyStack   = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
+	headPyAudit   = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+)
 
 // recordBytes returns the bytes of a record struct as the kernel writes them.
 func recordBytes[T any](e *T) []byte {
@@ -289,7 +291,7 @@ func TestDecodeDropsInvalidRecords(t *testing.T) {
 // TestDecodeViewZeroesWhatTheKernelDidNotSend: a record shorter than its struct is read through
 // a copy whose missing part is zero, never the bytes of an earlier, longer record.
 func TestDecodeViewZeroesWhatTheKernelDidNotSend(t *testing.T) {
-	d := newDecoder()
+	d := newOffline(t, consumertest.NewNop()).r.decoder
 	long := tlsEvent(pidTraced, 1, probes.TLSWrite, probes.TLSOpenSSL, 1, "secret plaintext of another process")
 	d.view(long[1:], sizeTLS) // misaligned: copied
 	short := tlsEvent(pidTraced, 1, probes.TLSWrite, probes.TLSOpenSSL, 1, "")
@@ -297,7 +299,7 @@ func TestDecodeViewZeroesWhatTheKernelDidNotSend(t *testing.T) {
 	if len(rec) != len(short) {
 		t.Fatalf("view length %d, want %d", len(rec), len(short))
 	}
-	e := as[probes.TLSEvent](rec)
+	e := tracer.As[probes.TLSEvent](rec)
 	for i, b := range e.Data[:64] {
 		if b != 0 {
 			t.Fatalf("byte %d past the record is %q, want 0", i, b)
@@ -378,8 +380,8 @@ func seedRecords() [][]byte {
 func TestCaptureTLSSeen(t *testing.T) {
 	sink := new(consumertest.TracesSink)
 	o := newOffline(t, sink)
-	c := &spans.Capture{TLS: captureNone, Python: captureNA}
-	o.r.attacher.captures[pidTraced] = c
+	c := &spans.Capture{TLS: tracer.CaptureNone, Python: tracer.CaptureNA}
+	o.r.registry.traced[pidTraced].Capture = c
 	o.r.builder.AddProcess(spans.Process{PID: pidTraced, Target: "agent", Capture: c})
 	for _, rec := range seedRecords()[:9] { // a call with an HTTPS exchange inside
 		o.feed(rec)

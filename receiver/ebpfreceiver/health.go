@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // health is the receiver's component status: a recoverable error naming every problem that is
@@ -193,8 +194,10 @@ func newAttachProblems(h *health) *attachProblems {
 	return &attachProblems{health: h, byWhat: map[string]uint32{}}
 }
 
-// add records a problem; pid is the process it concerns (0 when it concerns a target or file).
-func (p *attachProblems) add(pid uint32, what string) {
+var _ tracer.Problems = (*attachProblems)(nil)
+
+// Add records a problem; pid is the process it concerns (0 when it concerns a target or file).
+func (p *attachProblems) Add(pid uint32, what string) {
 	if p == nil {
 		return
 	}

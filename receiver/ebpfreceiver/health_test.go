@@ -1,23 +1,18 @@
 package ebpfreceiver
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.uber.org/zap"
 
-	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // TestPanicInHandlerIsRecovered injects a handler that panics: the reader survives, the
@@ -27,7 +22,7 @@ import (
 func TestPanicInHandlerIsRecovered(t *testing.T) {
 	sink := new(consumertest.TracesSink)
 	o := newOffline(t, sink)
-	o.r.decoder.kinds[probes.KindSyscallExit].handle = func(*ebpfReceiver, spans.Header, []byte) string {
+	o.r.decoder.kinds[probes.KindSyscallExit].Handle = func(spans.Header, []byte) string {
 		var m map[string]int
 		m["boom"]++ // a nil map write: a bug in a handler
 		return ""
@@ -78,7 +73,7 @@ func TestPanicInHandlerIsRecovered(t *testing.T) {
 // panic in every interval keeps the error.
 func TestPanicStatusNeedsCleanRecords(t *testing.T) {
 	o := newOffline(t, consumertest.NewNop())
-	o.r.decoder.kinds[probes.KindThreadExit].handle = func(*ebpfReceiver, spans.Header, []byte) string { panic("bug") }
+	o.r.decoder.kinds[probes.KindThreadExit].Handle = func(spans.Header, []byte) string { panic("bug") }
 	o.feed(processEvent(probes.KindThreadExit, pidTraced, 0, 0, 1, ""))
 	o.r.checkHealth(1)
 	o.r.checkHealth(0)
@@ -118,30 +113,32 @@ func TestRingBufferLossStatus(t *testing.T) {
 // process's problem ends with the process, a target's stays.
 func TestAttachProblemsStatus(t *testing.T) {
 	o := newOffline(t, consumertest.NewNop())
-	a := o.r.attacher
-	a.problems = newAttachProblems(o.r.health)
-	tg := a.targets[0]
-	tg.cfg.Functions = []FunctionConfig{{Symbol: "no_such_function"}}
-	if _, _, err := a.attachFile(tg, "/bin/true"); err != nil {
+	g := o.r.registry
+	tg := g.targets[0]
+	tg.Config.Functions = []FunctionConfig{{Symbol: "no_such_function"}}
+	inode, err := tracer.StatInode("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.attachBinary(tracer.Binary{Target: tg, Path: "/bin/true", Inode: inode}); err != nil {
 		t.Fatal(err)
 	}
 	ev := o.host.last()
 	if ev == nil || ev.Status() != componentstatus.StatusRecoverableError || !strings.Contains(ev.Err().Error(), "function no_such_function of target agent in /bin/true") {
 		t.Fatalf("status after a missing function: %+v", ev)
 	}
-	a.warnTarget(tg, 555, "cannot trace process 555", errors.New("no such process"))
+	g.warnTarget(tg, 555, "cannot trace process 555", errors.New("no such process"))
 	if ev := o.host.last(); !strings.Contains(ev.Err().Error(), "cannot trace process 555") || !strings.Contains(ev.Err().Error(), "no_such_function") {
 		t.Errorf("status names %q", ev.Err())
 	}
-	a.onExit(555)
+	g.onExit(555)
 	if ev := o.host.last(); ev.Status() != componentstatus.StatusRecoverableError || strings.Contains(ev.Err().Error(), "555") {
 		t.Errorf("after the process exited: %v %v", ev.Status(), ev.Err())
 	}
 
 	o2 := newOffline(t, consumertest.NewNop())
-	o2.r.attacher.problems = newAttachProblems(o2.r.health)
-	o2.r.attacher.warnTarget(o2.r.attacher.targets[0], 777, "cannot trace process 777", nil)
-	o2.r.attacher.onExit(777)
+	o2.r.registry.warnTarget(o2.r.registry.targets[0], 777, "cannot trace process 777", nil)
+	o2.r.registry.onExit(777)
 	if got := o2.host.statuses(); len(got) != 2 || got[0] != componentstatus.StatusRecoverableError || got[1] != componentstatus.StatusOK {
 		t.Errorf("statuses %v, want a recoverable error then OK", got)
 	}
@@ -153,59 +150,12 @@ func TestAttachProblemsBounded(t *testing.T) {
 	o := newOffline(t, consumertest.NewNop())
 	p := newAttachProblems(o.r.health)
 	for i := range maxAttachProblems + 10 {
-		p.add(uint32(i+1), fmt.Sprintf("process %04d", i))
+		p.Add(uint32(i+1), fmt.Sprintf("process %04d", i))
 	}
 	if len(p.byWhat) != maxAttachProblems || p.more != 10 {
 		t.Errorf("%d listed, %d more", len(p.byWhat), p.more)
 	}
 	if msg := o.host.last().Err().Error(); !strings.Contains(msg, fmt.Sprintf("(and %d more", maxAttachProblems+10-5)) {
 		t.Errorf("status %q", msg)
-	}
-}
-
-// TestPythonProblemsStatus: a Python interpreter with no known frame layout, and one past the
-// kernel's table of interpreter binaries, are named in the component status.
-func TestPythonProblemsStatus(t *testing.T) {
-	o := newOffline(t, consumertest.NewNop())
-	tm, err := newTelemetry(componenttest.NewNopTelemetrySettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// newPython registers the layouts in the kernel; this test has none, so set up only what
-	// setupBinary uses.
-	p := &python{cfg: o.r.cfg, logger: zap.NewNop(), tel: tm, redactor: redact.New(),
-		interps: map[string]*pyInterp{}, warned: map[string]bool{}}
-	p.problems = newAttachProblems(o.r.health)
-	// The tiny interpreter ELF of pyinfo's tests with its Py_Version (3.11.2) patched to 3.9.2:
-	// a version without a layout. The kernel's table is full, so setupBinary stops before the
-	// kernel.
-	tiny, err := os.ReadFile("internal/pyinfo/testdata/tinypython/python3.11")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v311, v39 := []byte{0xf0, 0x02, 0x0b, 0x03}, []byte{0xf0, 0x02, 0x09, 0x03}
-	if bytes.Count(tiny, v311) != 1 {
-		t.Fatalf("the tiny interpreter holds Py_Version 3.11.2 %d times, want once", bytes.Count(tiny, v311))
-	}
-	tiny = bytes.Replace(tiny, v311, v39, 1)
-	path := filepath.Join(t.TempDir(), "python3.9")
-	if err := os.WriteFile(path, tiny, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p.bins = make([]*pyInterp, probes.MaxPythonBinaries)
-	if pi := p.setupBinary(path, "1:2"); !pi.failed {
-		t.Fatalf("an interpreter past the table was set up: %+v", pi)
-	}
-	ev := o.host.last()
-	if ev == nil || ev.Status() != componentstatus.StatusRecoverableError {
-		t.Fatalf("status %+v, want a recoverable error", ev)
-	}
-	for _, want := range []string{
-		"Python stacks of CPython 3.9 in " + path + ": no known frame layout",
-		fmt.Sprintf("more than %d interpreter binaries", probes.MaxPythonBinaries),
-	} {
-		if !strings.Contains(ev.Err().Error(), want) {
-			t.Errorf("status %q does not say %q", ev.Err(), want)
-		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -33,14 +34,14 @@ func BenchmarkPipeline(b *testing.B) {
 	r := &ebpfReceiver{
 		cfg: createDefaultConfig().(*Config), next: consumertest.NewNop(), telemetry: tel,
 		builder: builder, redactor: redact.New(), clock: newMonoClock(),
-		symbolizer: symbolize.New(symbolize.Options{}), decoder: newDecoder(), panics: newPanicGuard(),
+		symbolizer: symbolize.New(symbolize.Options{}), panics: newPanicGuard(), health: newHealth(componenttest.NewNopHost()),
 	}
-	r.attacher = &attacher{probes: []*probeInfo{
-		nil,
-		{probe: &spans.Probe{ID: 1, Target: "bench", Symbol: "main.Work", Role: spans.RoleFunction}},
-		{probe: &spans.Probe{ID: 2, Target: "bench", Symbol: "main.(*Agent).HandlePrompt", Role: spans.RolePrompt,
-			Args: []spans.ArgSpec{{Name: "prompt"}}}, policies: []redact.Policy{redact.PolicyRedacted}},
-	}}
+	if err := r.wire(nil, newAttachProblems(r.health)); err != nil {
+		b.Fatal(err)
+	}
+	r.functions.AddProbe(&spans.Probe{Target: "bench", Symbol: "main.Work", Role: spans.RoleFunction}, nil)
+	r.functions.AddProbe(&spans.Probe{Target: "bench", Symbol: "main.(*Agent).HandlePrompt", Role: spans.RolePrompt,
+		Args: []spans.ArgSpec{{Name: "prompt"}}}, []redact.Policy{redact.PolicyRedacted})
 
 	entry := probes.FuncEvent{Hdr: probes.EventHeader{Kind: probes.KindFuncEntry, Tgid: 42, Tid: 42, Routine: 0xc000, ProbeId: 1}}
 	ret := entry

@@ -10,44 +10,32 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
-// procInfo is what the receiver reads of a process from /proc.
-type procInfo struct {
-	pid         uint32
-	ppid        uint32
-	comm        string
-	exe         string // path as the process sees it (its mount namespace)
-	exeFile     string // path that opens the same file from here: <proc>/<pid>/exe
-	inode       probes.InodeKey
-	cmdline     []string
-	containerID string
-}
-
 // readProc reads a process's identity. The process may vanish at any point; the error says so.
-func readProc(procRoot string, pid uint32) (procInfo, error) {
+func readProc(procRoot string, pid uint32) (tracer.ProcInfo, error) {
 	dir := filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10))
-	p := procInfo{pid: pid, exeFile: filepath.Join(dir, "exe")}
-	exe, err := os.Readlink(p.exeFile)
+	p := tracer.ProcInfo{PID: pid, ExeFile: filepath.Join(dir, "exe")}
+	exe, err := os.Readlink(p.ExeFile)
 	if err != nil {
 		return p, fmt.Errorf("process %d: %w", pid, err)
 	}
-	p.exe = strings.TrimSuffix(exe, " (deleted)")
+	p.Exe = strings.TrimSuffix(exe, " (deleted)")
 	var st unix.Stat_t
-	if err := unix.Stat(p.exeFile, &st); err != nil {
+	if err := unix.Stat(p.ExeFile, &st); err != nil {
 		return p, fmt.Errorf("process %d: stat executable: %w", pid, err)
 	}
-	p.inode = inodeKey(st)
+	p.Inode = tracer.InodeKey(st)
 	comm, err := os.ReadFile(filepath.Join(dir, "comm"))
 	if err != nil {
 		return p, fmt.Errorf("process %d: %w", pid, err)
 	}
-	p.comm = strings.TrimSpace(string(comm))
+	p.Comm = strings.TrimSpace(string(comm))
 	if raw, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
 		raw = bytes.TrimRight(raw, "\x00")
 		if len(raw) > 0 {
-			p.cmdline = strings.Split(string(raw), "\x00")
+			p.Cmdline = strings.Split(string(raw), "\x00")
 		}
 	}
 	if stat, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil {
@@ -55,18 +43,12 @@ func readProc(procRoot string, pid uint32) (procInfo, error) {
 		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
 			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
 				if v, err := strconv.ParseUint(f[1], 10, 32); err == nil {
-					p.ppid = uint32(v)
+					p.PPID = uint32(v)
 				}
 			}
 		}
 	}
 	return p, nil
-}
-
-// inodeKey encodes a file's device the way the kernel stores it in super_block.s_dev.
-func inodeKey(st unix.Stat_t) probes.InodeKey {
-	dev := uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
-	return probes.InodeKey{Dev: dev, Ino: st.Ino}
 }
 
 // listPIDs returns the pids under procRoot.

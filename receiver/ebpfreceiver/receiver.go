@@ -20,8 +20,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/plaintext"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/functions"
 )
 
 type ebpfReceiver struct {
@@ -40,11 +39,9 @@ type ebpfReceiver struct {
 
 	// Owned by the reader goroutine after Start.
 	builder      *spans.Builder
-	attacher     *attacher
-	python       *python             // nil unless python.enabled
-	tls          *tlsSupport         // nil unless tls.enabled
-	sockets      *sockets.Tracer     // nil unless sockets.enabled
-	plaintext    *plaintext.Consumer // MCP over stdio; nil unless sockets.enabled
+	registry     *registry
+	tracers      []tracer.Tracer
+	functions    *functions.Tracer
 	clock        monoClock
 	lastCounters spans.Counters
 	decoder      *decoder
@@ -60,7 +57,7 @@ type ebpfReceiver struct {
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Traces) *ebpfReceiver {
-	return &ebpfReceiver{cfg: cfg, set: set, logger: set.Logger, next: next, decoder: newDecoder(), panics: newPanicGuard()}
+	return &ebpfReceiver{cfg: cfg, set: set, logger: set.Logger, next: next, panics: newPanicGuard()}
 }
 
 // Start loads the kernel programs, attaches the configured targets' functions, marks the
@@ -115,47 +112,19 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 	r.builder = spans.NewBuilder(spans.Options{MaxOpenSpans: r.cfg.MaxOpenSpans, SocketWindow: r.cfg.Sockets.AggregateInterval,
 		ConnectsTraced: r.cfg.syscallMask()&probes.SyscallBits["connect"] != 0 && r.cfg.syscallMask()&probes.SyscallBits["accept"] != 0})
 	r.clock = newMonoClock()
-	r.attacher = newAttacher(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor)
-	r.attacher.problems = newAttachProblems(r.health)
-	if r.cfg.Python.Enabled {
-		r.python = newPython(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
-		r.python.problems = r.attacher.problems
-		r.attacher.python = r.python
-	}
-	if r.cfg.TLS.Enabled {
-		r.tls = newTLS(r.cfg, kernel, r.logger, r.telemetry, r.redactor)
-		r.tls.problems = r.attacher.problems
-		r.attacher.tls = r.tls
+	if err := r.wire(kernel, newAttachProblems(r.health)); err != nil {
+		_ = waiter.close()
+		_ = reader.Close()
+		_ = kernel.Close()
+		r.waiter, r.reader, r.kernel = nil, nil, nil
+		return fmt.Errorf("ebpf receiver: %w", err)
 	}
 
-	if r.cfg.Sockets.Enabled {
-		st, err := sockets.New(tracer.Env{Logger: r.logger, Kernel: kernel, Builder: r.builder, Telemetry: &tracer.Telemetry{Meter: r.telemetry.meter}}, r.cfg.Sockets)
-		if err != nil {
-			_ = waiter.close()
-			_ = reader.Close()
-			_ = kernel.Close()
-			return fmt.Errorf("ebpf receiver: %w", err)
-		}
-		r.sockets = st
-		if r.cfg.Sockets.CaptureBytes > 0 {
-			pc, err := plaintext.New(tracer.Env{Logger: r.logger, Builder: r.builder, Redactor: r.redactor, ProcRoot: r.cfg.ProcRoot,
-				Telemetry: &tracer.Telemetry{Meter: r.telemetry.meter}})
-			if err != nil {
-				_ = waiter.close()
-				_ = reader.Close()
-				_ = kernel.Close()
-				return fmt.Errorf("ebpf receiver: %w", err)
-			}
-			st.AddConsumer(pc)
-			r.plaintext = pc
-		}
-	}
-
-	r.attacher.attachTargets()
+	r.registry.attachTargets()
 	r.logger.Info("ebpf receiver started",
 		zap.Int("targets", len(r.cfg.Targets)),
-		zap.Int("probes", r.attacher.probeCount()),
-		zap.Int("traced_processes", r.attacher.tracedCount()),
+		zap.Int("probes", r.functions.ProbeCount()),
+		zap.Int("traced_processes", r.registry.tracedCount()),
 		zap.Strings("syscalls", r.cfg.Syscalls))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -185,27 +154,13 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 		if r.reader != nil {
 			err = errors.Join(err, r.reader.Close())
 		}
-		if r.tls != nil && r.builder != nil {
-			// Exchanges still waiting for their end are sent as they are.
-			for _, ex := range r.tls.tracker.Expire(time.Now().Add(1000 * time.Hour)) {
-				r.emitExchange(ex)
-			}
-		}
-		if r.python != nil {
-			r.python.reader.Close()
-		}
-		if r.plaintext != nil && r.builder != nil {
-			_ = r.plaintext.Close() // MCP requests still waiting for their response, as they are
-		}
-		if r.sockets != nil && r.builder != nil {
-			_ = r.sockets.Close() // every aggregate of socket I/O, as it is
+		for _, tr := range r.tracers {
+			// What is still open (exchanges waiting for their end) is emitted as it is.
+			err = errors.Join(err, tr.Close())
 		}
 		if r.builder != nil {
 			r.builder.Abandon(r.clock.wall(r.clock.now()), "collector shut down before the call returned")
 			r.flush(ctx)
-		}
-		if r.attacher != nil {
-			r.attacher.close()
 		}
 		if r.kernel != nil {
 			err = errors.Join(err, r.kernel.Close())
@@ -217,7 +172,8 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// readLoop is the only goroutine that touches the builder and the attacher after Start. Busy,
+// readLoop is the only goroutine that touches the builder, the registry and the tracers after
+// Start. Busy,
 // it reads every record there at each flush interval, and at once when the kernel wakes it (an
 // exec, fork or exit, or wakeup_bytes waiting). After a flush interval without records and with
 // nothing to flush it waits idle: the next record wakes it, so an idle collector does not poll.
@@ -247,8 +203,8 @@ func (r *ebpfReceiver) readLoop(ctx context.Context) {
 	}
 }
 
-// idleHousekeeping bounds an idle wait while state waits for time to pass: TLS responses read
-// until the connection closes and idle connections, Python spans ended by span_idle_timeout.
+// idleHousekeeping bounds an idle wait while a tracer's state waits for time to pass (TLS
+// responses read until the connection closes, Python spans ended by span_idle_timeout).
 const idleHousekeeping = time.Second
 
 // waitIdle sleeps until a record arrives (the programs wake the reader at the next record once
@@ -259,9 +215,7 @@ func (r *ebpfReceiver) waitIdle() {
 	}
 	var deadline time.Time // none
 	// A ring buffer that lost records is healthy again after a check without new losses.
-	if (r.tls != nil && r.tls.tracker.Connections() > 0) || (r.python != nil && r.builder.OpenSpans() > 0) ||
-		(r.sockets != nil && r.sockets.Waiting()) || (r.plaintext != nil && r.plaintext.Waiting()) ||
-		r.health.active(problemRingBuffer) {
+	if r.tracersWaiting() || r.health.active(problemRingBuffer) {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
 	// A record written before the flag was set did not wake anyone: do not wait for it.
@@ -302,18 +256,9 @@ func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) (int, boo
 const maxBatchSpans = 4096
 
 func (r *ebpfReceiver) flush(ctx context.Context) {
-	if r.tls != nil || r.python != nil {
-		now := r.clock.wall(r.clock.now())
-		r.tlsHousekeeping(now)
-		if r.python != nil {
-			r.builder.ExpireObserved(now, r.cfg.Python.SpanIdleTimeout)
-		}
-	}
-	if r.plaintext != nil {
-		r.plaintext.Housekeeping(r.clock.wall(r.clock.now()))
-	}
-	if r.sockets != nil {
-		r.sockets.Housekeeping(r.clock.wall(r.clock.now()))
+	now := r.clock.wall(r.clock.now())
+	for _, tr := range r.tracers {
+		tr.Housekeeping(now)
 	}
 	counters := r.builder.Counters()
 	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)
@@ -329,6 +274,15 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 		return
 	}
 	r.telemetry.spansEmitted.Add(ctx, int64(n))
+}
+
+func (r *ebpfReceiver) tracersWaiting() bool {
+	for _, tr := range r.tracers {
+		if tr.Waiting() {
+			return true
+		}
+	}
+	return false
 }
 
 // monoClock converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.

@@ -165,35 +165,6 @@ func TestNodeOpenAI(t *testing.T) {
 	}
 }
 
-// TestExportsOpenSSL: a program that exports OpenSSL (Node) is found by its dynamic symbols; one
-// that does not (this Go test binary) is not.
-func TestExportsOpenSSL(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if found, err := exportsOpenSSL(self); found || err != nil {
-		t.Errorf("the test binary: found %v, err %v", found, err)
-	}
-	if _, err := os.Stat(systemNode); err != nil {
-		t.Skipf("%s is not installed", systemNode)
-	}
-	if found, err := exportsOpenSSL(systemNode); !found || err != nil {
-		t.Errorf("%s: found %v, err %v", systemNode, found, err)
-	}
-}
-
-func TestTLSClass(t *testing.T) {
-	for in, want := range map[string]string{
-		"none": "none", "openssl": "openssl", "openssl (/usr/bin/node)": "openssl",
-		"go,openssl (/opt/a, b/node)": "go,openssl", "openssl (/usr/bin/node),openssl": "openssl,openssl",
-	} {
-		if got := tlsClass(in); got != want {
-			t.Errorf("tlsClass(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestNodeElsewhereAlreadyRunning: a Node installed at another path (as nvm does), started
 // before the receiver and traced by its PID: its OpenSSL is found from the running process's
 // executable, not from a configured path.

@@ -68,15 +68,6 @@ var (
 	mockModelErr  error
 )
 
-// TestMain removes what the tests built once for all of them.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if mockModelDir != "" {
-		os.RemoveAll(mockModelDir)
-	}
-	os.Exit(code)
-}
-
 func startMockModel(t *testing.T) mockModel {
 	t.Helper()
 	mockModelOnce.Do(func() {

@@ -18,8 +18,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tlsident"
 )
 
 // The runtimes' x86-64 builds, from the platform packages npm installs in testdata/runtimes
@@ -226,23 +224,5 @@ func TestRustlsNotSupported(t *testing.T) {
 	counts := captureProcesses(t, tel)
 	if counts["not supported: rustls"] < 1 || counts["not supported: rustls, OpenSSL"] < 1 {
 		t.Errorf("agenttrail.ebpf.capture.processes by tls: %v", counts)
-	}
-}
-
-// TestStaticTLSCapture: the capture values of static TLS libraries and their metric classes.
-func TestStaticTLSCapture(t *testing.T) {
-	got := unsupportedCapture([]tlsident.Library{{Name: tlsident.Rustls, Version: "0.23.46"}, {Name: tlsident.OpenSSL, Version: "3.6.4"}})
-	if want := "not supported: rustls (static, 0.23.46), OpenSSL (static, 3.6.4)"; got != want {
-		t.Errorf("unsupportedCapture %q, want %q", got, want)
-	}
-	for in, want := range map[string]string{
-		got:                                 "not supported: rustls, OpenSSL",
-		"not supported: BoringSSL (static)": "not supported: BoringSSL",
-		"boringssl (/opt/bun, x/bun, Bun 1.4.4 linux-x64)":     "boringssl",
-		"go,boringssl (/opt/bun, Bun 1.4.4 linux-x64),openssl": "go,boringssl,openssl",
-	} {
-		if got := tlsClass(in); got != want {
-			t.Errorf("tlsClass(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // buildOpenAIGo builds testdata/openaigo, a module of its own that pins the official OpenAI Go
@@ -104,7 +104,7 @@ func TestLongConversationKeepsModel(t *testing.T) {
 func TestDecodeTailChecked(t *testing.T) {
 	withTail := func(dir uint8, data string, tail, total uint32) []byte {
 		rec := tlsEvent(pidTraced, 1, dir, probes.TLSOpenSSL, 1, data)
-		e := as[probes.TLSEvent](rec)
+		e := tracer.As[probes.TLSEvent](rec)
 		e.Flags |= probes.TLSTail
 		e.Tail, e.Len = tail, total
 		return rec
@@ -127,17 +127,27 @@ func TestDecodeTailChecked(t *testing.T) {
 	body := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 5000) + `"}],"model":"model-tail"}`
 	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	head, tail := req[:1000], req[len(req)-300:]
-	o := newOffline(t, consumertest.NewNop())
+	sink := new(consumertest.TracesSink)
+	o := newOffline(t, sink)
 	o.feed(withTail(probes.TLSWrite, head+tail, 300, uint32(len(req))))
 	if got := o.counts(t, "agenttrail.ebpf.events.invalid", "kind", "reason"); len(got) != 0 {
 		t.Fatalf("invalid records %v", got)
 	}
-	c := o.r.tls.tracker
-	exs := c.Close(llm.Key{PID: pidTraced, Conn: 1})
-	if len(exs) != 1 || exs[0].Request == nil {
-		t.Fatalf("exchanges %+v", exs)
+	// The connection's end hands the request (without a response) to the span builder.
+	o.feed(tlsEvent(pidTraced, 2, probes.TLSClose, probes.TLSOpenSSL, 1, ""))
+	o.r.flush(t.Context())
+	var models []string
+	for _, td := range sink.AllTraces() {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			ss := td.ResourceSpans().At(i).ScopeSpans()
+			for j := 0; j < ss.Len(); j++ {
+				for k := 0; k < ss.At(j).Spans().Len(); k++ {
+					models = append(models, attr(ss.At(j).Spans().At(k), "gen_ai.request.model"))
+				}
+			}
+		}
 	}
-	if inf, ok := llm.Parse(exs[0]); !ok || inf.RequestModel != "model-tail" {
-		t.Errorf("model %q", inf.RequestModel)
+	if len(models) != 1 || models[0] != "model-tail" {
+		t.Errorf("gen_ai.request.model of the spans: %q, want [model-tail]", models)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // ctxBackground is used for counter updates outside a request context.
@@ -29,9 +29,6 @@ type telemetry struct {
 	attachFailures   metric.Int64Counter
 	calls            metric.Int64Counter // incomplete or unmatched calls, by reason
 	syscallsSkipped  metric.Int64Counter // syscalls not made spans, by syscall and reason
-	tlsLimited       metric.Int64Counter // what the TLS tracker's bounds cut, by reason
-	// pythonUnreadable: values of Python processes that failed a check, by field and reason.
-	pythonUnreadable metric.Int64Counter
 	meter            metric.Meter
 }
 
@@ -56,8 +53,6 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
 	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
 	t.syscallsSkipped = counter("agenttrail.ebpf.syscalls.skipped", "Syscalls seen but not made spans because they are neither activity nor a failure, by syscall and reason.", "{syscall}")
-	t.pythonUnreadable = counter("agenttrail.ebpf.python.unreadable", "Values read from Python processes (code objects, audit arguments) that failed a check, by field and reason; the stack or argument says what is missing.", "{value}")
-	t.tlsLimited = counter("agenttrail.ebpf.tls.limited", "TLS traffic cut or given up by the receiver's memory bounds, by reason.", "{event}")
 	return t, err
 }
 
@@ -94,17 +89,10 @@ func (t *telemetry) observeSymbolizer(s *symbolize.Symbolizer) {
 		}))
 }
 
-// recordTLS adds what the TLS connection tracker's bounds cut since the last call.
-func (t *telemetry) recordTLS(ctx context.Context, before, after llm.Stats) {
-	add := func(reason string, b, a uint64) { addDelta(ctx, t.tlsLimited, reason, b, a) }
-	add("connection_limit", before.ConnectionsEvicted, after.ConnectionsEvicted)
-	add("total_buffer", before.BodiesCut, after.BodiesCut)
-	add("pending_requests", before.RequestsGivenUp, after.RequestsGivenUp)
-	add("total_buffer", before.ConnectionsCut, after.ConnectionsCut)
-	add("connection_buffer", before.BodiesOverBuffer, after.BodiesOverBuffer)
-	add("decompressed_size", before.DecodedCut, after.DecodedCut)
-	add("header_size", before.HeadersCut, after.HeadersCut)
-	add("http2_streams", before.StreamsGivenUp, after.StreamsGivenUp)
+// forTracers is the part of the receiver's self-telemetry the tracers share; each makes its own
+// instruments from the meter.
+func (t *telemetry) forTracers() *tracer.Telemetry {
+	return &tracer.Telemetry{Meter: t.meter, AttachFailures: t.attachFailures, Calls: t.calls}
 }
 
 // recordBuilder adds what the span builder counted since the last call.

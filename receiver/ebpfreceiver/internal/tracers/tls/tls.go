@@ -27,6 +27,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/symbolize"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tlsident"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/httpspans"
 )
@@ -62,6 +63,9 @@ type Tracer struct {
 	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
 	// Electron), by "dev:inode": whether it was found and probed.
 	embedded map[string]embeddedResult
+	// static: executables that export no OpenSSL, looked at for a TLS library linked in
+	// statically (Bun's BoringSSL, rustls), by "dev:inode" (at most maxStatic).
+	static   map[string]staticResult
 	libNames map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
@@ -97,6 +101,7 @@ func New(env tracer.Env, cfg Config) (*Tracer, error) {
 		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.MaxConnectionBuffer, MaxTotalBuffer: cfg.MaxTotalBuffer}),
 		attached:    map[string]bool{},
 		embedded:    map[string]embeddedResult{},
+		static:      map[string]staticResult{},
 		goFiles:     map[string]bool{},
 		libNames:    map[string]bool{},
 		unseenReads: map[goroutineKey]unseenRead{},
@@ -291,6 +296,124 @@ type embeddedResult struct {
 	err    error
 }
 
+// staticResult: what a program that exports no OpenSSL carries (tlsident): a known build probed
+// (probed, with its name), TLS libraries that are not read (unsupported), or the file could not
+// be read (err).
+type staticResult struct {
+	probed    string // the build probed ("Bun 1.4.4 linux-x64"), "" when none
+	libraries []tlsident.Library
+	describe  string // "rustls 0.23.40 (static)"
+	refused   string // why a BoringSSL was not probed
+	err       error
+}
+
+// maxStatic bounds the programs remembered in Tracer.static: a host that runs more distinct
+// programs reads a program's strings again after the map starts over.
+const maxStatic = 4096
+
+// attachStatic looks for a TLS library linked into the program at path without exported
+// symbols, and probes a known build's SSL_write and SSL_read (tlsident: Bun 1.4.4's BoringSSL),
+// once per file. Any other build, and rustls, is not probed: the result names it.
+func (t *Tracer) attachStatic(path string) staticResult {
+	key, ok := tracer.FileKey(path)
+	if !ok {
+		return staticResult{}
+	}
+	if r, tried := t.static[key]; tried {
+		return r
+	}
+	if len(t.static) >= maxStatic {
+		clear(t.static)
+	}
+	r := t.identifyStatic(path)
+	t.static[key] = r
+	return r
+}
+
+func (t *Tracer) identifyStatic(path string) staticResult {
+	f, err := os.Open(path)
+	if err != nil {
+		return staticResult{err: err}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return staticResult{err: err}
+	}
+	id, err := tlsident.Identify(f, st.Size())
+	if err != nil {
+		return staticResult{err: fmt.Errorf("cannot read the program for a static TLS library: %w", err)}
+	}
+	r := staticResult{libraries: id.Libraries, describe: id.Describe(), refused: id.Refused}
+	if id.Probe == nil {
+		return r
+	}
+	if err := t.attachAt(path, id.Probe); err != nil {
+		t.warn("cannot probe "+id.Probe.Build+"'s SSL_write/SSL_read", path, err)
+		r.err = fmt.Errorf("%s: its SSL_write/SSL_read could not be probed: %w", id.Probe.Build, err)
+		return r
+	}
+	r.probed = id.Probe.Build
+	t.env.Logger.Debug("static TLS library probed", zap.String("program", path), zap.String("build", id.Probe.Build))
+	return r
+}
+
+// attachAt probes SSL_read and SSL_write (OpenSSL's ABI, BoringSSL's too) at the file offsets
+// a known build's table gives: the same programs as a library's, reads first (see
+// sslFunctions). A connection of such a build ends at its process's exit or after 2 minutes
+// idle: its SSL_free is not located.
+func (t *Tracer) attachAt(path string, p *tlsident.Probe) error {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return err
+	}
+	var links []link.Link
+	for _, f := range []struct {
+		name   string
+		off    uint64
+		cookie uint64
+	}{{"SSL_read", p.Read, probes.SSLCookieRead}, {"SSL_write", p.Write, 0}} {
+		opts := &link.UprobeOptions{Address: f.off, Cookie: f.cookie}
+		l, err := ex.Uprobe(f.name, t.env.Kernel.SSLEntry(), opts)
+		if err != nil {
+			closeLinks(links)
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		links = append(links, l)
+		r, err := ex.Uretprobe(f.name, t.env.Kernel.SSLReturn(), opts)
+		if err != nil {
+			closeLinks(links)
+			return fmt.Errorf("%s return: %w", f.name, err)
+		}
+		links = append(links, r)
+	}
+	for _, l := range links {
+		t.env.Kernel.AddLink(l)
+	}
+	return nil
+}
+
+func closeLinks(links []link.Link) {
+	for _, l := range links {
+		_ = l.Close()
+	}
+}
+
+// unsupportedCapture is agenttrail.capture.tls for a program whose TLS libraries are all
+// unsupported: "not supported: rustls (static, 0.23.40)", the library names first so that the
+// metric's tls attribute (Class) keeps them and drops the versions.
+func unsupportedCapture(libs []tlsident.Library) string {
+	parts := make([]string, 0, len(libs))
+	for _, l := range libs {
+		p := l.Name + " (static"
+		if l.Version != "" {
+			p += ", " + l.Version
+		}
+		parts = append(parts, p+")")
+	}
+	return "not supported: " + strings.Join(parts, ", ")
+}
+
 // ExportsOpenSSL says whether the ELF file at path defines SSL_read and SSL_write in its dynamic
 // symbol table: OpenSSL (or a fork with its ABI) that uprobes on those names read.
 func ExportsOpenSSL(path string) (bool, error) {
@@ -436,18 +559,43 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 	if isGo && t.cfg.Go && info.ExeFile != "" && t.attachGo(info.ExeFile) {
 		found = append(found, "go")
 	}
+	var static staticResult
 	if !isGo && info.ExeFile != "" {
 		probed, err := t.attachEmbeddedOpenSSL(info.ExeFile)
-		if probed {
+		switch {
+		case probed:
 			found = append(found, "openssl ("+info.Exe+")")
-		} else if err != nil {
+		case err != nil:
 			missing = append(missing, "tls: "+info.Exe+": "+tracer.ShortError(err))
+		default:
+			// No exported OpenSSL: maybe one linked in statically without names (Bun,
+			// Deno, Rust programs).
+			static = t.attachStatic(info.ExeFile)
+			switch {
+			case static.probed != "":
+				found = append(found, "boringssl ("+info.Exe+", "+static.probed+")")
+			case static.err != nil:
+				missing = append(missing, "tls: "+info.Exe+": "+tracer.ShortError(static.err))
+			case len(static.libraries) > 0:
+				why := "TLS library not supported: " + static.describe
+				if static.refused != "" {
+					why += "; " + static.refused
+				}
+				missing = append(missing, "tls: "+tracer.ShortError(errors.New(why)))
+			}
 		}
+	}
+	// withStatic: a program whose only TLS libraries are linked in and not read says so.
+	withStatic := func(found []string) string {
+		if len(found) == 0 && static.probed == "" && len(static.libraries) > 0 {
+			return unsupportedCapture(static.libraries)
+		}
+		return captureOf(found)
 	}
 	pidDir := filepath.Join(t.env.ProcRoot, strconv.FormatUint(uint64(info.PID), 10))
 	maps, _, err := symbolize.ReadMaps(filepath.Join(pidDir, "maps"))
 	if err != nil {
-		return captureOf(found), nil
+		return withStatic(found), missing
 	}
 	openssl := false
 	seen := map[string]bool{}
@@ -475,7 +623,7 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 	if openssl {
 		found = append(found, "openssl")
 	}
-	return captureOf(found), missing
+	return withStatic(found), missing
 }
 
 // maxCaptureMissing bounds the TLS entries of agenttrail.capture.missing.
@@ -533,6 +681,8 @@ func (t *Tracer) onData(h spans.Header, rec []byte) string {
 		return "tls_direction"
 	case e.Captured > e.Len || int(e.Captured) > len(rec)-headTLS:
 		return "tls_length" // more captured than the call moved, or than the record holds
+	case e.Flags&probes.TLSTail != 0 && (e.Tail > e.Captured || e.Direction != probes.TLSWrite):
+		return "tls_length" // a tail longer than what was captured, or on a read
 	}
 	t.seen(h.PID, e.Source)
 	if e.Direction == probes.TLSClose {
@@ -548,6 +698,12 @@ func (t *Tracer) onData(h spans.Header, rec []byte) string {
 	}
 	n := min(int(e.Captured), len(rec)-headTLS, len(e.Data))
 	data := e.Data[:n]
+	// A write longer than tls.capture_bytes: its first bytes, then its last (the tracker
+	// accounts for the bytes between).
+	var tail []byte
+	if e.Flags&probes.TLSTail != 0 {
+		data, tail = data[:n-int(e.Tail)], data[n-int(e.Tail):]
+	}
 	meta := &httpspans.Meta{Hdr: h, TLSLibrary: sourceName(e.Source)}
 	if t.env.Stacks != nil {
 		meta.Stack = t.env.Stacks.Take(h)
@@ -561,7 +717,7 @@ func (t *Tracer) onData(h spans.Header, rec []byte) string {
 	if e.Direction == probes.TLSRead {
 		dir = llm.Read
 	}
-	t.emit(t.tracker.Data(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, int(e.Len), h.Time, meta))
+	t.emit(t.tracker.DataTail(llm.Key{PID: h.PID, Conn: e.Conn}, dir, data, tail, int(e.Len), h.Time, meta))
 	return ""
 }
 

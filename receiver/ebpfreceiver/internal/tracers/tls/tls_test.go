@@ -16,6 +16,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tlsident"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
@@ -192,5 +193,23 @@ func TestDataChecks(t *testing.T) {
 	tracer.As[probes.TLSEvent](rec).Captured = 4
 	if got := tr.onData(h, rec); got != "tls_length" {
 		t.Errorf("captured beyond the record: %q", got)
+	}
+}
+
+// TestStaticTLSCapture: the capture values of static TLS libraries and their metric classes.
+func TestStaticTLSCapture(t *testing.T) {
+	got := unsupportedCapture([]tlsident.Library{{Name: tlsident.Rustls, Version: "0.23.46"}, {Name: tlsident.OpenSSL, Version: "3.6.4"}})
+	if want := "not supported: rustls (static, 0.23.46), OpenSSL (static, 3.6.4)"; got != want {
+		t.Errorf("unsupportedCapture %q, want %q", got, want)
+	}
+	for in, want := range map[string]string{
+		got:                                 "not supported: rustls, OpenSSL",
+		"not supported: BoringSSL (static)": "not supported: BoringSSL",
+		"boringssl (/opt/bun, x/bun, Bun 1.4.4 linux-x64)":     "boringssl",
+		"go,boringssl (/opt/bun, Bun 1.4.4 linux-x64),openssl": "go,boringssl,openssl",
+	} {
+		if got := Class(in); got != want {
+			t.Errorf("Class(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

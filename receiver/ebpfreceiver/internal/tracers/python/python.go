@@ -1,4 +1,9 @@
-package ebpfreceiver
+// Package python is the tracer of CPython processes: it finds the interpreter of traced
+// processes, attaches the audit probe once per interpreter binary, tells the kernel where each
+// process's interpreter state is, turns the kernel's Python stacks into frames (given to the
+// other tracers through tracer.Stacks, and made the spans of configured Python functions) and
+// audit records into span events.
+package python
 
 import (
 	"encoding/json"
@@ -9,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf/link"
@@ -22,20 +28,27 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
-// python is the receiver's CPython support: it finds the interpreter of traced processes,
-// attaches the audit probe once per interpreter binary, tells the kernel where each process's
-// interpreter state is, turns the kernel's Python stacks into frames (and into the spans of
-// configured Python functions) and audit records into span events. Reader goroutine only.
-type python struct {
-	cfg      *Config
-	kernel   *probes.Set
-	logger   *zap.Logger
-	tel      *telemetry
-	redactor *redact.Redactor
-	reader   *pyinfo.Reader
-	problems *attachProblems // what could not be instrumented, for the component status
+// Config configures CPython support (the receiver's `python` key).
+type Config struct {
+	// Enabled: find CPython in traced processes and capture Python call stacks.
+	Enabled bool `mapstructure:"enabled"`
+	// Audit attaches CPython's `audit` USDT probe: audit events with their arguments.
+	Audit bool `mapstructure:"audit"`
+	// AuditEvents: audit event names (globs, e.g. "os.*", "*") recorded as span events.
+	AuditEvents []string `mapstructure:"audit_events"`
+	// SpanIdleTimeout ends the reconstructed spans of a thread with no stack sample for this long.
+	SpanIdleTimeout time.Duration `mapstructure:"span_idle_timeout"`
+}
+
+// Tracer is the receiver's CPython support. Reader goroutine (and Start) only.
+type Tracer struct {
+	env         tracer.Env
+	cfg         Config
+	reader      *pyinfo.Reader
+	unreadables metric.Int64Counter // values that failed a check, by field and reason (nil in unit tests)
 
 	interps  map[string]*pyInterp // by "dev:inode" of the binary
 	bins     []*pyInterp          // by kernel index
@@ -44,6 +57,11 @@ type python struct {
 	funcs    map[pyFuncKey]*spans.Probe
 	pending  map[uint32]*pendingStack // thread id → the stack sent before its next record
 }
+
+var (
+	_ tracer.Tracer = (*Tracer)(nil)
+	_ tracer.Stacks = (*Tracer)(nil)
+)
 
 type pyInterp struct {
 	in     *pyinfo.Interpreter // nil: not an interpreter
@@ -54,7 +72,7 @@ type pyInterp struct {
 
 type pyPattern struct {
 	module, qualname string
-	cfg              PythonFunctionConfig
+	cfg              tracer.PythonFunctionConfig
 }
 
 type pyFuncKey struct {
@@ -108,84 +126,204 @@ const (
 
 // unreadable counts a value of a Python process that failed a check, and notes it on the
 // stack it belongs to (st may be nil).
-func (p *python) unreadable(st *pyStack, field, reason string) {
-	if p.tel != nil {
-		p.tel.pythonUnreadable.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("field", field), attribute.String("reason", reason)))
+func (t *Tracer) unreadable(st *pyStack, field, reason string) {
+	if t.unreadables != nil {
+		t.unreadables.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("field", field), attribute.String("reason", reason)))
 	}
 	if st != nil && !slices.Contains(st.unreadable, field+":"+reason) {
 		st.unreadable = append(st.unreadable, field+":"+reason)
 	}
 }
 
-func newPython(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telemetry, red *redact.Redactor) *python {
-	p := &python{
-		cfg: cfg, kernel: kernel, logger: logger, tel: tel, redactor: red,
-		reader:   pyinfo.NewReader(cfg.ProcRoot),
+// New returns the Python tracer of the targets' processes.
+func New(env tracer.Env, cfg Config, targets []tracer.TargetConfig) (*Tracer, error) {
+	unreadables, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.unreadable",
+		metric.WithDescription("Values read from Python processes (code objects, audit arguments) that failed a check, by field and reason; the stack or argument says what is missing."),
+		metric.WithUnit("{value}"))
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{
+		env: env, cfg: cfg, unreadables: unreadables,
+		reader:   pyinfo.NewReader(env.ProcRoot),
 		interps:  map[string]*pyInterp{},
 		warned:   map[string]bool{},
 		patterns: map[string][]pyPattern{},
 		funcs:    map[pyFuncKey]*spans.Probe{},
 		pending:  map[uint32]*pendingStack{},
 	}
-	for _, t := range cfg.Targets {
-		for _, f := range t.PythonFunctions {
-			module, qualname, _ := parsePythonPattern(f.Pattern) // validated
-			p.patterns[t.Name] = append(p.patterns[t.Name], pyPattern{module: module, qualname: qualname, cfg: f})
+	for _, tg := range targets {
+		for _, f := range tg.PythonFunctions {
+			module, qualname, _ := tracer.ParsePythonPattern(f.Pattern) // validated
+			t.patterns[tg.Name] = append(t.patterns[tg.Name], pyPattern{module: module, qualname: qualname, cfg: f})
 		}
 	}
+	return t, nil
+}
+
+var (
+	headPyStack = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
+	sizePyStack = tracer.SizeOf[probes.PythonStackEvent]()
+	headPyAudit = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+	sizePyAudit = tracer.SizeOf[probes.PythonAuditEvent]()
+)
+
+func (t *Tracer) Name() string { return "python" }
+
+// Kinds: stacks and audit records are sent only as far as they were filled.
+func (t *Tracer) Kinds() []tracer.Kind {
+	return []tracer.Kind{
+		{Kind: probes.KindPythonStack, Name: "python_stack", Min: headPyStack, Full: sizePyStack, Handle: t.onStackRecord},
+		{Kind: probes.KindPythonAudit, Name: "python_audit", Min: headPyAudit, Full: sizePyAudit, Handle: t.onAudit},
+	}
+}
+
+// Start loads the CPython layouts the kernel programs read frames with.
+func (t *Tracer) Start() {
 	for id, l := range pyinfo.Layouts {
-		if err := kernel.SetPythonLayout(l.ID, l.Kernel); err != nil {
-			logger.Warn("cannot load a CPython layout into the kernel", zap.String("version", id), zap.Error(err))
+		if err := t.env.Kernel.SetPythonLayout(l.ID, l.Kernel); err != nil {
+			t.env.Logger.Warn("cannot load a CPython layout into the kernel", zap.String("version", id), zap.Error(err))
 		}
 	}
-	return p
+}
+
+// AttachBinary registers an executable target's interpreter and attaches its audit probe before
+// any of its processes starts. A process's program is set up in SetupProcess.
+func (t *Tracer) AttachBinary(b tracer.Binary) error {
+	if b.PID == 0 {
+		t.setupBinary(b.Path, tracer.InodeString(b.Inode))
+	}
+	return nil
+}
+
+// SetupProcess finds the process's interpreter and says whether its Python stacks can be read
+// (agenttrail.capture.python).
+func (t *Tracer) SetupProcess(p *tracer.Process) {
+	var pi *pyInterp
+	if !p.IsGo {
+		pi = t.setupProcess(p.ProcInfo)
+	}
+	value, missing := capture(p.ProcInfo, p.IsGo, pi)
+	if c := p.Capture; c != nil {
+		c.Python = value
+		if missing != "" {
+			c.Missing = append(c.Missing, missing)
+		}
+	}
+}
+
+// capture says whether the Python stacks of a process can be read: the version of its CPython
+// with a known layout, "unknown" (a CPython the receiver has no layout for, with why in
+// missing) or "n/a" (no CPython found). pi is the interpreter the process was set up with
+// (nil: none).
+func capture(info tracer.ProcInfo, isGo bool, pi *pyInterp) (value, missing string) {
+	if isGo || info.ExeFile == "" || pi == nil || pi.in == nil {
+		return tracer.CaptureNA, ""
+	}
+	version := tracer.CmpOr(pi.in.Version, "of an unreadable version")
+	switch {
+	case pi.in.Layout == nil:
+		return tracer.CaptureUnknown, "python: CPython " + version + " has no known layout: native frames only, audit events without arguments"
+	case pi.failed:
+		return tracer.CaptureUnknown, "python: the CPython " + version + " interpreter could not be registered in the kernel: no Python stacks"
+	}
+	return pi.in.Version, ""
+}
+
+// Class keeps a capture.python value to a few values for metric attributes: a version is
+// "known".
+func Class(v string) string {
+	switch v {
+	case tracer.CaptureUnknown, tracer.CaptureNA, tracer.CaptureDisabled:
+		return v
+	}
+	return "known"
+}
+
+// ProcessGone forgets the process's memory reader and its threads' pending stacks.
+func (t *Tracer) ProcessGone(pid uint32) { t.forget(pid) }
+
+// Waiting: reconstructed spans end after span_idle_timeout without a sample.
+func (t *Tracer) Waiting() bool { return t.env.Builder.OpenSpans() > 0 }
+
+// Housekeeping ends the reconstructed spans of threads not sampled for span_idle_timeout.
+func (t *Tracer) Housekeeping(now time.Time) {
+	t.env.Builder.ExpireObserved(now, t.cfg.SpanIdleTimeout)
+}
+
+// Close releases the memory readers of the processes.
+func (t *Tracer) Close() error {
+	t.reader.Close()
+	return nil
+}
+
+// Take returns the frames of the Python stack sent just before the record at h (nil when none)
+// and tells the span builder which reconstructed functions it shows alive.
+func (t *Tracer) Take(h spans.Header) []spans.Frame {
+	st := t.take(h, tracer.TargetName(t.env.Processes, h.PID))
+	if st == nil {
+		return nil
+	}
+	t.env.Builder.ObserveStack(h, st.funcs, st.truncated)
+	return st.frames
+}
+
+func (t *Tracer) onStackRecord(hdr spans.Header, rec []byte) string {
+	if !t.onStack(hdr, rec) {
+		return "short_record"
+	}
+	if tracer.As[probes.EventHeader](rec).ProbeId == probes.PythonSampleWait {
+		// A sample of its own: the functions on the stack are alive, those gone ended.
+		t.Take(hdr)
+	}
+	return ""
 }
 
 // setupBinary inspects an executable or library that may be a CPython interpreter and, the first
 // time, registers it in the kernel and attaches its audit probe. path must open the file from
 // here; key identifies the file.
-func (p *python) setupBinary(path, key string) *pyInterp {
-	if pi, ok := p.interps[key]; ok {
+func (t *Tracer) setupBinary(path, key string) *pyInterp {
+	if pi, ok := t.interps[key]; ok {
 		return pi
 	}
 	pi := &pyInterp{}
-	if len(p.interps) >= maxInterps {
+	if len(t.interps) >= maxInterps {
 		// Forget the binaries found not to be interpreters (they are inspected again if seen).
-		for k, other := range p.interps {
+		for k, other := range t.interps {
 			if other.in == nil {
-				delete(p.interps, k)
+				delete(t.interps, k)
 			}
 		}
 	}
-	if len(p.interps) < maxInterps {
-		p.interps[key] = pi
+	if len(t.interps) < maxInterps {
+		t.interps[key] = pi
 	}
 	in, err := pyinfo.Inspect(path)
 	if err != nil {
 		if errors.Is(err, pyinfo.ErrTooLarge) {
-			p.unreadable(nil, "interpreter", pyinfo.ReasonTooLong)
+			t.unreadable(nil, "interpreter", pyinfo.ReasonTooLong)
 		}
 		if !errors.Is(err, pyinfo.ErrNotPython) {
-			p.logger.Debug("cannot inspect a possible Python interpreter", zap.String("path", path), zap.Error(err))
+			t.env.Logger.Debug("cannot inspect a possible Python interpreter", zap.String("path", path), zap.Error(err))
 		}
 		return pi
 	}
 	pi.in = in
-	if in.Layout == nil && !p.warned[in.Version] && len(p.warned) < maxWarnedVersions {
-		p.warned[in.Version] = true
-		p.tel.attachFailures.Add(ctxBackground, 1)
-		p.problems.add(0, fmt.Sprintf("Python stacks of CPython %s in %s: no known frame layout", cmpOr(in.Version, "unknown"), path))
-		p.logger.Warn("this CPython version has no known frame layout: its processes are traced with native frames only (no Python stacks, audit events without arguments)",
-			zap.String("version", cmpOr(in.Version, "unknown")), zap.String("interpreter", path))
+	if in.Layout == nil && !t.warned[in.Version] && len(t.warned) < maxWarnedVersions {
+		t.warned[in.Version] = true
+		t.env.Telemetry.AttachFailures.Add(tracer.Ctx, 1)
+		t.env.Problems.Add(0, fmt.Sprintf("Python stacks of CPython %s in %s: no known frame layout", tracer.CmpOr(in.Version, "unknown"), path))
+		t.env.Logger.Warn("this CPython version has no known frame layout: its processes are traced with native frames only (no Python stacks, audit events without arguments)",
+			zap.String("version", tracer.CmpOr(in.Version, "unknown")), zap.String("interpreter", path))
 	}
-	if len(p.bins) >= probes.MaxPythonBinaries {
-		p.problems.add(0, fmt.Sprintf("Python interpreter %s: more than %d interpreter binaries", path, probes.MaxPythonBinaries))
-		p.logger.Warn("too many Python interpreter binaries; this one is not probed", zap.String("interpreter", path))
+	if len(t.bins) >= probes.MaxPythonBinaries {
+		t.env.Problems.Add(0, fmt.Sprintf("Python interpreter %s: more than %d interpreter binaries", path, probes.MaxPythonBinaries))
+		t.env.Logger.Warn("too many Python interpreter binaries; this one is not probed", zap.String("interpreter", path))
 		pi.failed = true
 		return pi
 	}
-	pi.idx = uint32(len(p.bins))
-	p.bins = append(p.bins, pi)
+	pi.idx = uint32(len(t.bins))
+	t.bins = append(t.bins, pi)
 	bin := probes.PythonBinary{RuntimeVaddr: in.RuntimeAddr}
 	if in.Layout != nil {
 		bin.Layout = in.Layout.ID
@@ -194,63 +332,56 @@ func (p *python) setupBinary(path, key string) *pyInterp {
 		bin.ProbeVaddr = in.Audit.Address
 		for i := 0; i < 2; i++ {
 			a := in.Audit.Args[i]
-			bin.Args[i] = probes.UsdtArg{Offset: a.Offset, Kind: uint8(a.Kind), Reg: uint8(a.Reg), Size: a.Size, IsSigned: b2u(a.Signed)}
+			bin.Args[i] = probes.UsdtArg{Offset: a.Offset, Kind: uint8(a.Kind), Reg: uint8(a.Reg), Size: a.Size, IsSigned: tracer.B2U(a.Signed)}
 		}
 	}
-	if err := p.kernel.SetPythonBinary(pi.idx, bin); err != nil {
-		p.problems.add(0, fmt.Sprintf("Python interpreter %s: %v", path, err))
-		p.logger.Warn("cannot register a Python interpreter in the kernel", zap.String("interpreter", path), zap.Error(err))
+	if err := t.env.Kernel.SetPythonBinary(pi.idx, bin); err != nil {
+		t.env.Problems.Add(0, fmt.Sprintf("Python interpreter %s: %v", path, err))
+		t.env.Logger.Warn("cannot register a Python interpreter in the kernel", zap.String("interpreter", path), zap.Error(err))
 		pi.failed = true
 		return pi
 	}
-	if !p.cfg.Python.Audit || p.kernel.PythonAudit() == nil {
+	if !t.cfg.Audit || t.env.Kernel.PythonAudit() == nil {
 		return pi
 	}
 	if in.Audit == nil {
-		p.logger.Info("the Python interpreter has no USDT probes (built without --with-dtrace): no audit events; Python stacks are still taken at syscalls and TLS calls",
+		t.env.Logger.Info("the Python interpreter has no USDT probes (built without --with-dtrace): no audit events; Python stacks are still taken at syscalls and TLS calls",
 			zap.String("interpreter", path), zap.String("version", in.Version))
 		return pi
 	}
 	ex, err := link.OpenExecutable(path)
 	if err == nil {
 		var l link.Link
-		l, err = ex.Uprobe("python:audit", p.kernel.PythonAudit(), &link.UprobeOptions{
+		l, err = ex.Uprobe("python:audit", t.env.Kernel.PythonAudit(), &link.UprobeOptions{
 			Address: in.Audit.FileOffset, RefCtrOffset: in.Audit.SemaphoreOffset, Cookie: uint64(pi.idx),
 		})
 		if err == nil {
-			p.kernel.AddLink(l)
+			t.env.Kernel.AddLink(l)
 			pi.audit = true
 		}
 	}
 	if err != nil {
-		p.tel.attachFailures.Add(ctxBackground, 1)
-		p.problems.add(0, fmt.Sprintf("Python audit probe in %s: %v", path, err))
-		p.logger.Warn("cannot attach the Python audit probe", zap.String("interpreter", path), zap.Error(err))
+		t.env.Telemetry.AttachFailures.Add(tracer.Ctx, 1)
+		t.env.Problems.Add(0, fmt.Sprintf("Python audit probe in %s: %v", path, err))
+		t.env.Logger.Warn("cannot attach the Python audit probe", zap.String("interpreter", path), zap.Error(err))
 	}
 	return pi
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // setupProcess finds a traced process's interpreter, if it runs CPython, and tells the kernel
 // where its runtime state is (the audit probe also does, at the first audit event). It returns
 // the interpreter found (nil: none), for the process's capture attributes.
-func (p *python) setupProcess(info procInfo) *pyInterp {
-	if info.exeFile == "" {
+func (t *Tracer) setupProcess(info tracer.ProcInfo) *pyInterp {
+	if info.ExeFile == "" {
 		return nil
 	}
-	pi := p.setupBinary(info.exeFile, fmt.Sprintf("%d:%d", info.inode.Dev, info.inode.Ino))
-	mapPath := info.exe
+	pi := t.setupBinary(info.ExeFile, tracer.InodeString(info.Inode))
+	mapPath := info.Exe
 	var cands []pyinfo.Mapping
 	if pi.in == nil {
 		// An embedding program: the interpreter is a mapped libpython.
 		var err error
-		if cands, err = p.candidates(info.pid); err != nil {
+		if cands, err = t.candidates(info.PID); err != nil {
 			return nil
 		}
 		found := false
@@ -258,8 +389,8 @@ func (p *python) setupProcess(info procInfo) *pyInterp {
 			if !strings.HasPrefix(filepath.Base(m.Path), "libpython") {
 				continue
 			}
-			here := filepath.Join(p.cfg.ProcRoot, strconv.FormatUint(uint64(info.pid), 10), "root", m.Path)
-			if lib := p.setupBinary(here, fmt.Sprintf("%d:%d", m.Dev, m.Inode)); lib.in != nil {
+			here := filepath.Join(t.env.ProcRoot, strconv.FormatUint(uint64(info.PID), 10), "root", m.Path)
+			if lib := t.setupBinary(here, fmt.Sprintf("%d:%d", m.Dev, m.Inode)); lib.in != nil {
 				pi, mapPath, found = lib, m.Path, true
 				break
 			}
@@ -273,7 +404,7 @@ func (p *python) setupProcess(info procInfo) *pyInterp {
 		return pi
 	}
 	if cands == nil { // the program is the interpreter: its mappings are not read yet
-		cands, _ = p.candidates(info.pid) // unreadable: no bias mapping
+		cands, _ = t.candidates(info.PID) // unreadable: no bias mapping
 	}
 	bias := uint64(0)
 	if m, ok := firstMappingByPath(cands, mapPath); ok {
@@ -281,18 +412,18 @@ func (p *python) setupProcess(info procInfo) *pyInterp {
 	} else if in.Shared {
 		return pi // not mapped yet: the audit probe registers the process at its first event
 	}
-	if err := p.kernel.SetPythonProcess(info.pid, probes.PythonProc{Runtime: in.RuntimeAddr + bias, Layout: in.Layout.ID}); err != nil {
-		p.logger.Debug("cannot register a Python process in the kernel", zap.Uint32("pid", info.pid), zap.Error(err))
+	if err := t.env.Kernel.SetPythonProcess(info.PID, probes.PythonProc{Runtime: in.RuntimeAddr + bias, Layout: in.Layout.ID}); err != nil {
+		t.env.Logger.Debug("cannot register a Python process in the kernel", zap.Uint32("pid", info.PID), zap.Error(err))
 	}
 	return pi
 }
 
 // candidates lists a process's possible interpreter files; past pyinfo's bound, the first
 // ones (the count says it).
-func (p *python) candidates(pid uint32) ([]pyinfo.Mapping, error) {
-	cands, err := pyinfo.Candidates(p.cfg.ProcRoot, pid)
+func (t *Tracer) candidates(pid uint32) ([]pyinfo.Mapping, error) {
+	cands, err := pyinfo.Candidates(t.env.ProcRoot, pid)
 	if errors.Is(err, pyinfo.ErrTooManyCandidates) {
-		p.unreadable(nil, "interpreter", "too_many_candidates")
+		t.unreadable(nil, "interpreter", "too_many_candidates")
 		return cands, nil
 	}
 	return cands, err
@@ -308,17 +439,17 @@ func firstMappingByPath(cands []pyinfo.Mapping, path string) (pyinfo.Mapping, bo
 	return pyinfo.Mapping{}, false
 }
 
-func (p *python) forget(pid uint32) {
-	p.reader.Forget(pid)
-	for tid, ps := range p.pending {
+func (t *Tracer) forget(pid uint32) {
+	t.reader.Forget(pid)
+	for tid, ps := range t.pending {
 		if ps.pid == pid {
-			delete(p.pending, tid)
+			delete(t.pending, tid)
 		}
 	}
 }
 
 // onStack keeps a Python stack record until the record it belongs to arrives.
-func (p *python) onStack(h spans.Header, raw []byte) bool {
+func (t *Tracer) onStack(h spans.Header, raw []byte) bool {
 	const head = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
 	if len(raw) < head {
 		return false
@@ -327,27 +458,27 @@ func (p *python) onStack(h spans.Header, raw []byte) bool {
 	n := min(int(e.Depth), (len(raw)-head)/int(unsafe.Sizeof(probes.PyFrame{})), probes.PyStackDepth)
 	ps := &pendingStack{pid: h.PID, mono: h.Mono, status: e.Status, layout: e.Layout, frames: make([]probes.PyFrame, n)}
 	copy(ps.frames, e.Frames[:n])
-	if _, ok := p.pending[h.TID]; !ok && len(p.pending) >= maxPendingStacks {
-		p.evictPending(h.Mono)
+	if _, ok := t.pending[h.TID]; !ok && len(t.pending) >= maxPendingStacks {
+		t.evictPending(h.Mono)
 	}
-	p.pending[h.TID] = ps
+	t.pending[h.TID] = ps
 	return true
 }
 
 // evictPending makes room among the pending stacks: those too old to be taken go first, all
 // of them if none is (each counted).
-func (p *python) evictPending(now uint64) {
-	n := len(p.pending)
-	for tid, ps := range p.pending {
+func (t *Tracer) evictPending(now uint64) {
+	n := len(t.pending)
+	for tid, ps := range t.pending {
 		if now < ps.mono || now-ps.mono > maxStackLag {
-			delete(p.pending, tid)
+			delete(t.pending, tid)
 		}
 	}
-	if len(p.pending) >= maxPendingStacks {
-		clear(p.pending)
+	if len(t.pending) >= maxPendingStacks {
+		clear(t.pending)
 	}
-	for range n - len(p.pending) {
-		p.unreadable(nil, "stack", "pending_limit")
+	for range n - len(t.pending) {
+		t.unreadable(nil, "stack", "pending_limit")
 	}
 }
 
@@ -356,12 +487,12 @@ func (p *python) evictPending(now uint64) {
 const maxStackLag = 50_000_000 // ns
 
 // take returns the resolved Python stack sent just before the record at h, or nil.
-func (p *python) take(h spans.Header, targetName string) *pyStack {
-	ps := p.pending[h.TID]
+func (t *Tracer) take(h spans.Header, targetName string) *pyStack {
+	ps := t.pending[h.TID]
 	if ps == nil {
 		return nil
 	}
-	delete(p.pending, h.TID)
+	delete(t.pending, h.TID)
 	if h.Mono < ps.mono || h.Mono-ps.mono > maxStackLag || ps.status == probes.PyStackNoThread {
 		return nil
 	}
@@ -370,7 +501,7 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 		return nil
 	}
 	st := &pyStack{truncated: ps.status != probes.PyStackOK}
-	patterns := p.patterns[targetName]
+	patterns := t.patterns[targetName]
 	// What one stack may read of the process's memory beyond the cache: the process chooses
 	// its code objects (and how large their tables are).
 	budget := int64(pyinfo.StackReadBudget)
@@ -379,7 +510,7 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 		if f.Code == 0 {
 			continue
 		}
-		code, err := p.reader.Code(h.PID, l, f.Code, &budget)
+		code, err := t.reader.Code(h.PID, l, f.Code, &budget)
 		if err != nil {
 			// Most often a module body that finished (and was freed) before it could be read.
 			field, reason := pyinfo.FieldCode, pyinfo.ReasonUnreadable
@@ -387,14 +518,14 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 			if errors.As(err, &re) {
 				field, reason = re.Field, re.Reason
 			}
-			p.unreadable(st, field, reason)
+			t.unreadable(st, field, reason)
 			st.frames = append(st.frames, spans.Frame{Function: fmt.Sprintf("<unresolved code object %#x: %s>", f.Code, reason), Module: "python"})
 			continue
 		}
 		frame := spans.Frame{Function: code.Qualname, File: code.Filename, Line: code.Line(f.Lasti), Module: "python"}
 		named := true
 		for _, re := range code.Unreadable {
-			p.unreadable(st, re.Field, re.Reason)
+			t.unreadable(st, re.Field, re.Reason)
 			switch re.Field {
 			case pyinfo.FieldQualname:
 				frame.Function, named = "<unreadable name: "+re.Reason+">", false
@@ -406,7 +537,7 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 		if len(patterns) == 0 || !named {
 			continue // a function is matched by its name and its file, both read
 		}
-		if probe := p.match(targetName, patterns, code); probe != nil {
+		if probe := t.match(targetName, patterns, code); probe != nil {
 			st.funcs = append(st.funcs, spans.StackFunc{Key: [2]uint64{f.Frame, f.Code}, Probe: probe})
 		}
 	}
@@ -418,19 +549,19 @@ func (p *python) take(h spans.Header, targetName string) *pyStack {
 }
 
 // match returns the probe of the first pattern that matches the code object's function.
-func (p *python) match(target string, patterns []pyPattern, code *pyinfo.Code) *spans.Probe {
+func (t *Tracer) match(target string, patterns []pyPattern, code *pyinfo.Code) *spans.Probe {
 	module := code.Module()
 	for i, pat := range patterns {
 		if !globMatch(pat.qualname, code.Qualname) || !moduleMatch(pat.module, module, code.Filename) {
 			continue
 		}
 		key := pyFuncKey{target: target, pattern: i, qualname: code.Qualname, file: code.Filename}
-		if probe := p.funcs[key]; probe != nil {
+		if probe := t.funcs[key]; probe != nil {
 			return probe
 		}
-		if len(p.funcs) >= maxPyFuncs {
-			clear(p.funcs)
-			p.unreadable(nil, "function", "probe_limit")
+		if len(t.funcs) >= maxPyFuncs {
+			clear(t.funcs)
+			t.unreadable(nil, "function", "probe_limit")
 		}
 		probe := &spans.Probe{
 			Target: target, Symbol: module + ":" + code.Qualname, Role: spans.Role(pat.cfg.Role),
@@ -440,9 +571,9 @@ func (p *python) match(target string, patterns []pyPattern, code *pyinfo.Code) *
 			probe.Role = spans.RoleFunction
 		}
 		if probe.Role == spans.RoleTool && probe.ToolName == "" {
-			probe.ToolName = shortName(code.Qualname)
+			probe.ToolName = tracer.ShortName(code.Qualname)
 		}
-		p.funcs[key] = probe
+		t.funcs[key] = probe
 		return probe
 	}
 	return nil
@@ -467,8 +598,8 @@ func moduleMatch(pattern, module, filename string) bool {
 }
 
 // auditEnabled reports whether an audit event becomes a span event.
-func (p *python) auditEnabled(name string) bool {
-	for _, g := range p.cfg.Python.AuditEvents {
+func (t *Tracer) auditEnabled(name string) bool {
+	for _, g := range t.cfg.AuditEvents {
 		if globMatch(g, name) {
 			return true
 		}
@@ -483,7 +614,7 @@ type pyVal struct {
 }
 
 // decodeAudit renders an audit record's arguments (redacted) and the attributes they imply.
-func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name string, args []any, attrs func(pcommon.Map)) {
+func (t *Tracer) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name string, args []any, attrs func(pcommon.Map)) {
 	name = auditName(e)
 	var top []*pyVal
 	nodes := make([]*pyVal, nvalues)
@@ -497,11 +628,11 @@ func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name stri
 			nodes[par].children = append(nodes[par].children, nodes[i])
 		default:
 			// The kernel only makes values of containers decoded before them.
-			p.unreadable(nil, "audit_value", "bad_parent")
+			t.unreadable(nil, "audit_value", "bad_parent")
 		}
 	}
 	for _, n := range top {
-		args = append(args, p.render(n))
+		args = append(args, t.render(n))
 	}
 	if e.Nargs > uint32(len(top)) {
 		args = append(args, fmt.Sprintf("... %d more", int(e.Nargs)-len(top)))
@@ -510,10 +641,10 @@ func (p *python) decodeAudit(e *probes.PythonAuditEvent, nvalues int) (name stri
 }
 
 // render turns a value into JSON-ready Go values; strings are redacted.
-func (p *python) render(n *pyVal) any {
+func (t *Tracer) render(n *pyVal) any {
 	v := n.v
 	if v.Flags&probes.PyValueReadFailed != 0 {
-		p.unreadable(nil, "audit_value", pyinfo.ReasonUnreadable)
+		t.unreadable(nil, "audit_value", pyinfo.ReasonUnreadable)
 		return "<unreadable>"
 	}
 	data := v.Data[:min(int(v.Captured), len(v.Data))]
@@ -530,15 +661,15 @@ func (p *python) render(n *pyVal) any {
 		return v.Num
 	case probes.PyStr:
 		if v.Flags&probes.PyValueUnsupported != 0 {
-			p.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
+			t.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
 			return "<str>"
 		}
 		if v.Kind != 1 && v.Kind != 2 && v.Kind != 4 {
-			p.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
+			t.unreadable(nil, "audit_value", pyinfo.ReasonRepresentation)
 			return "<str>"
 		}
 		s := pyinfo.DecodeUnicode(data, int(v.Kind), v.Ascii != 0)
-		out, _, _ := p.redactor.Value(redact.PolicyRedacted, []byte(s), trunc)
+		out, _, _ := t.env.Redactor.Value(redact.PolicyRedacted, []byte(s), trunc)
 		return out
 	case probes.PyBytes:
 		// Bytes are payloads (request bodies, socket data): only their size is exported.
@@ -546,7 +677,7 @@ func (p *python) render(n *pyVal) any {
 	case probes.PyTuple, probes.PyList:
 		items := make([]any, 0, len(n.children))
 		for _, c := range n.children {
-			items = append(items, p.render(c))
+			items = append(items, t.render(c))
 		}
 		if trunc || uint32(len(n.children)) < v.Len {
 			items = append(items, fmt.Sprintf("... %d items", v.Len))
@@ -555,8 +686,8 @@ func (p *python) render(n *pyVal) any {
 	case probes.PyDict:
 		obj := map[string]any{}
 		for i := 0; i+1 < len(n.children); i += 2 {
-			k := p.render(n.children[i])
-			obj[fmt.Sprint(k)] = p.render(n.children[i+1])
+			k := t.render(n.children[i])
+			obj[fmt.Sprint(k)] = t.render(n.children[i+1])
 		}
 		if trunc {
 			obj["..."] = fmt.Sprintf("%d items", v.Len)
@@ -687,32 +818,19 @@ func arg0(a []any) any {
 
 // onAudit turns an audit record into an observation of the Python stack and, for the events
 // configured, an event of the innermost open span with its arguments and stack.
-func (r *ebpfReceiver) onAudit(h spans.Header, raw []byte) {
-	const head = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
-	if len(raw) < head {
-		r.telemetry.eventsInvalid.Add(ctxBackground, 1)
-		return
-	}
-	e := (*probes.PythonAuditEvent)(unsafe.Pointer(&raw[0]))
-	nvalues := min(int(e.Nvalues), (len(raw)-head)/int(unsafe.Sizeof(probes.PyValue{})), probes.PyValues)
-	t := r.attacher.traced[h.PID]
-	targetName := ""
-	if t != nil {
-		targetName = t.cfg.Name
-	}
-	var stack *pyStack
-	if r.python != nil {
-		stack = r.python.take(h, targetName)
-	}
+func (t *Tracer) onAudit(h spans.Header, rec []byte) string {
+	e := tracer.As[probes.PythonAuditEvent](rec)
+	nvalues := min(int(e.Nvalues), (len(rec)-headPyAudit)/tracer.SizeOf[probes.PyValue](), probes.PyValues)
+	stack := t.take(h, tracer.TargetName(t.env.Processes, h.PID))
 	if stack != nil {
-		r.builder.ObserveStack(h, stack.funcs, stack.truncated)
+		t.env.Builder.ObserveStack(h, stack.funcs, stack.truncated)
 	}
 	name := auditName(e)
-	if r.python == nil || !r.python.auditEnabled(name) {
-		return
+	if !t.auditEnabled(name) {
+		return ""
 	}
-	_, _, attrs := r.python.decodeAudit(e, nvalues)
-	r.builder.Event(h, name, ptrace.SpanKindInternal, func(m pcommon.Map) {
+	_, _, attrs := t.decodeAudit(e, nvalues)
+	t.env.Builder.Event(h, name, ptrace.SpanKindInternal, func(m pcommon.Map) {
 		attrs(m)
 		m.PutInt("thread.id", int64(h.TID))
 		if stack != nil && len(stack.frames) > 0 {
@@ -720,4 +838,5 @@ func (r *ebpfReceiver) onAudit(h spans.Header, raw []byte) {
 			stack.putUnreadable(m)
 		}
 	})
+	return ""
 }

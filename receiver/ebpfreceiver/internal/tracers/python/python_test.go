@@ -1,25 +1,75 @@
-package ebpfreceiver
+package python
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// registry is a tracer.Registry of the processes a test sets up.
+type registry map[uint32]*tracer.Process
+
+func (r registry) Process(pid uint32) *tracer.Process { return r[pid] }
+
+type problems []string
+
+func (p *problems) Add(_ uint32, what string) { *p = append(*p, what) }
+
+// newTracer is the Python tracer built as the receiver builds it, without the kernel, over an
+// empty /proc, with its metrics in tel.
+func newTracer(t *testing.T, tel *componenttest.Telemetry, procs registry, probs *problems) *Tracer {
+	t.Helper()
+	set := tel.NewTelemetrySettings()
+	meter := set.MeterProvider.Meter("test")
+	failures, err := meter.Int64Counter("agenttrail.ebpf.attach.failures")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(tracer.Env{
+		Logger: zap.NewNop(), Builder: spans.NewBuilder(spans.Options{MaxOpenSpans: 100}), Redactor: redact.New(),
+		Problems: probs, Processes: procs, Telemetry: &tracer.Telemetry{Meter: meter, AttachFailures: failures}, ProcRoot: t.TempDir(),
+	}, Config{Enabled: true, Audit: true, AuditEvents: []string{"socket.*"}, SpanIdleTimeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// unreadablesIn is agenttrail.ebpf.python.unreadable in tel.
+func unreadablesIn(t *testing.T, tel *componenttest.Telemetry) metric.Int64Counter {
+	t.Helper()
+	c, err := tel.NewTelemetrySettings().MeterProvider.Meter("test").Int64Counter("agenttrail.ebpf.python.unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 func TestAuditAttributes(t *testing.T) {
 	cases := []struct {
@@ -62,11 +112,11 @@ func TestAuditAttributes(t *testing.T) {
 }
 
 func TestPythonFunctionMatching(t *testing.T) {
-	p := &python{funcs: map[pyFuncKey]*spans.Probe{}}
+	p := &Tracer{funcs: map[pyFuncKey]*spans.Probe{}}
 	patterns := []pyPattern{
-		{module: "customer_agent", qualname: "Agent.handle_prompt", cfg: PythonFunctionConfig{Role: "prompt"}},
-		{module: "agents.bank", qualname: "Tools.*", cfg: PythonFunctionConfig{Role: "tool"}},
-		{module: "*", qualname: "*.call_model", cfg: PythonFunctionConfig{Role: "inference", Model: "m"}},
+		{module: "customer_agent", qualname: "Agent.handle_prompt", cfg: tracer.PythonFunctionConfig{Role: "prompt"}},
+		{module: "agents.bank", qualname: "Tools.*", cfg: tracer.PythonFunctionConfig{Role: "tool"}},
+		{module: "*", qualname: "*.call_model", cfg: tracer.PythonFunctionConfig{Role: "inference", Model: "m"}},
 	}
 	cases := []struct {
 		qualname, file string
@@ -124,7 +174,7 @@ func auditStr(parent uint8, s string) probes.PyValue {
 }
 
 // decodeAuditBytes decodes a record's arguments as onAudit does, from a copy of raw.
-func decodeAuditBytes(p *python, raw []byte) (string, []any, pcommon.Map, bool) {
+func decodeAuditBytes(p *Tracer, raw []byte) (string, []any, pcommon.Map, bool) {
 	const head = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
 	if len(raw) < head {
 		return "", nil, pcommon.Map{}, false
@@ -159,7 +209,7 @@ func FuzzDecodeAudit(f *testing.F) {
 		probes.PyValue{Type: probes.PyInt, Parent: 7, Num: -1},
 		probes.PyValue{Type: probes.PyOther, Parent: probes.PyTopLevel, Captured: 2, Data: [128]byte{0xff, 0xfe}}))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		p := &python{redactor: redact.New()}
+		p := &Tracer{env: tracer.Env{Redactor: redact.New()}}
 		name, args, m, ok := decodeAuditBytes(p, raw)
 		if !ok {
 			return
@@ -184,11 +234,8 @@ func FuzzDecodeAudit(f *testing.F) {
 func TestDecodeAuditMalformed(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	defer func() { _ = tel.Shutdown(t.Context()) }()
-	tm, err := newTelemetry(tel.NewTelemetrySettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &python{redactor: redact.New(), tel: tm}
+	tm := unreadablesIn(t, tel)
+	p := &Tracer{env: tracer.Env{Redactor: redact.New()}, unreadables: tm}
 	_, args, _, _ := decodeAuditBytes(p, auditEventBytes("open", 4,
 		probes.PyValue{Type: probes.PyStr, Parent: probes.PyTopLevel, Kind: 3, Len: 1, Captured: 3},
 		probes.PyValue{Type: probes.PyStr, Parent: probes.PyTopLevel, Flags: probes.PyValueReadFailed},
@@ -225,11 +272,8 @@ func unreadableCounts(t *testing.T, tel *componenttest.Telemetry) map[string]int
 func TestPendingStacksBound(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	defer func() { _ = tel.Shutdown(t.Context()) }()
-	tm, err := newTelemetry(tel.NewTelemetrySettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &python{tel: tm, pending: map[uint32]*pendingStack{}}
+	tm := unreadablesIn(t, tel)
+	p := &Tracer{unreadables: tm, pending: map[uint32]*pendingStack{}}
 	raw := pyStackBytes(probes.PyStackOK, pyMemBase)
 	mono := uint64(1e12)
 	for tid := uint32(1); tid <= maxPendingStacks; tid++ {
@@ -316,11 +360,11 @@ func FuzzPythonStack(f *testing.F) {
 	f.Add(pyStackBytes(probes.PyStackTruncated, pyMemBase), []byte(pyCodeImage("Tools.export\n  forged (x.py:1)", "/srv/tools.py", nil)))
 	f.Add(pyStackBytes(probes.PyStackOK, pyMemBase+8, pyMemBase), []byte(pyCodeImage("f", "/f.py", table)))
 	f.Fuzz(func(t *testing.T, record, image []byte) {
-		p := &python{
+		p := &Tracer{
 			reader:  pyinfo.NewMemReader(func(uint32) (pyinfo.Mem, error) { return pyMemImage(image), nil }),
 			pending: map[uint32]*pendingStack{}, funcs: map[pyFuncKey]*spans.Probe{},
 			patterns: map[string][]pyPattern{"t": {
-				{module: "*", qualname: "*", cfg: PythonFunctionConfig{Role: "tool"}},
+				{module: "*", qualname: "*", cfg: tracer.PythonFunctionConfig{Role: "tool"}},
 			}},
 		}
 		p.reader.Timeout = 0
@@ -364,10 +408,10 @@ func TestPythonStackUnreadable(t *testing.T) {
 	binary.LittleEndian.PutUint64(mem[2048+l.CodeQualname:], pyMemBase+2048+256)
 	binary.LittleEndian.PutUint64(mem[2048+256+l.UnicodeLength:], 1<<61+1)
 	binary.LittleEndian.PutUint32(mem[2048+256+l.UnicodeState:], 4<<2|1<<5|1<<7)
-	p := &python{
+	p := &Tracer{
 		reader:  pyinfo.NewMemReader(func(uint32) (pyinfo.Mem, error) { return mem, nil }),
 		pending: map[uint32]*pendingStack{}, funcs: map[pyFuncKey]*spans.Probe{},
-		patterns: map[string][]pyPattern{"t": {{module: "*", qualname: "*", cfg: PythonFunctionConfig{Role: "tool"}}}},
+		patterns: map[string][]pyPattern{"t": {{module: "*", qualname: "*", cfg: tracer.PythonFunctionConfig{Role: "tool"}}}},
 	}
 	h := spans.Header{PID: 1, TID: 1, Mono: 1e9}
 	p.onStack(h, pyStackBytes(probes.PyStackOK, pyMemBase+2048, 0x1000, pyMemBase))
@@ -393,8 +437,8 @@ func TestPythonStackUnreadable(t *testing.T) {
 // TestPythonFuncsBound: a process that makes ever new functions matching a glob does not grow
 // the probes without end.
 func TestPythonFuncsBound(t *testing.T) {
-	p := &python{funcs: map[pyFuncKey]*spans.Probe{}}
-	patterns := []pyPattern{{module: "*", qualname: "Tools.*", cfg: PythonFunctionConfig{Role: "tool"}}}
+	p := &Tracer{funcs: map[pyFuncKey]*spans.Probe{}}
+	patterns := []pyPattern{{module: "*", qualname: "Tools.*", cfg: tracer.PythonFunctionConfig{Role: "tool"}}}
 	for i := range maxPyFuncs + 10 {
 		if p.match("t", patterns, &pyinfo.Code{Qualname: fmt.Sprintf("Tools.f%d", i), Filename: "/x.py"}) == nil {
 			t.Fatal("no match")
@@ -402,5 +446,100 @@ func TestPythonFuncsBound(t *testing.T) {
 		if len(p.funcs) > maxPyFuncs {
 			t.Fatalf("%d probes", len(p.funcs))
 		}
+	}
+}
+
+// TestPythonProblems: a Python interpreter with no known frame layout, and one past the
+// kernel's table of interpreter binaries, are reported as attach problems (the component status).
+func TestPythonProblems(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	probs := &problems{}
+	// Without the kernel: setupBinary stops before it (the kernel's table is full).
+	p := newTracer(t, tel, registry{}, probs)
+	// The tiny interpreter ELF of pyinfo's tests with its Py_Version (3.11.2) patched to 3.9.2:
+	// a version without a layout. The kernel's table is full, so setupBinary stops before the
+	// kernel.
+	tiny, err := os.ReadFile("../../pyinfo/testdata/tinypython/python3.11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v311, v39 := []byte{0xf0, 0x02, 0x0b, 0x03}, []byte{0xf0, 0x02, 0x09, 0x03}
+	if bytes.Count(tiny, v311) != 1 {
+		t.Fatalf("the tiny interpreter holds Py_Version 3.11.2 %d times, want once", bytes.Count(tiny, v311))
+	}
+	tiny = bytes.Replace(tiny, v311, v39, 1)
+	path := filepath.Join(t.TempDir(), "python3.9")
+	if err := os.WriteFile(path, tiny, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.bins = make([]*pyInterp, probes.MaxPythonBinaries)
+	if pi := p.setupBinary(path, "1:2"); !pi.failed {
+		t.Fatalf("an interpreter past the table was set up: %+v", pi)
+	}
+	all := strings.Join(*probs, "; ")
+	for _, want := range []string{
+		"Python stacks of CPython 3.9 in " + path + ": no known frame layout",
+		fmt.Sprintf("more than %d interpreter binaries", probes.MaxPythonBinaries),
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems %q do not say %q", all, want)
+		}
+	}
+}
+
+// TestCapture: what a process's capture.python says, and the metric's class of it.
+func TestCapture(t *testing.T) {
+	exe := tracer.ProcInfo{ExeFile: "/proc/1/exe"}
+	known := &pyInterp{in: &pyinfo.Interpreter{Version: "3.11", Layout: pyinfo.Layouts["3.11"]}}
+	for _, c := range []struct {
+		name          string
+		info          tracer.ProcInfo
+		isGo          bool
+		pi            *pyInterp
+		value, prefix string
+	}{
+		{"go", exe, true, known, tracer.CaptureNA, ""},
+		{"no interpreter", exe, false, nil, tracer.CaptureNA, ""},
+		{"not python", exe, false, &pyInterp{}, tracer.CaptureNA, ""},
+		{"no executable", tracer.ProcInfo{}, false, known, tracer.CaptureNA, ""},
+		{"known", exe, false, known, "3.11", ""},
+		{"no layout", exe, false, &pyInterp{in: &pyinfo.Interpreter{Version: "3.9"}}, tracer.CaptureUnknown, "python: CPython 3.9 has no known layout"},
+		{"not registered", exe, false, &pyInterp{in: known.in, failed: true}, tracer.CaptureUnknown, "python: the CPython 3.11 interpreter could not be registered"},
+	} {
+		value, missing := capture(c.info, c.isGo, c.pi)
+		if value != c.value || !strings.HasPrefix(missing, c.prefix) || (c.prefix == "") != (missing == "") {
+			t.Errorf("%s: %q %q", c.name, value, missing)
+		}
+	}
+	for in, want := range map[string]string{"3.12": "known", "n/a": "n/a", "unknown": "unknown", "disabled": "disabled"} {
+		if got := Class(in); got != want {
+			t.Errorf("Class(%q) = %q", in, got)
+		}
+	}
+}
+
+// TestTakeObservesFunctions: a stack taken for another tracer's record tells the span builder
+// which configured functions are alive (their reconstructed spans open).
+func TestTakeObservesFunctions(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	p := newTracer(t, tel, registry{1: {Target: &tracer.Target{Config: tracer.TargetConfig{Name: "t"}}}}, &problems{})
+	p.reader = pyinfo.NewMemReader(func(uint32) (pyinfo.Mem, error) {
+		return pyCodeImage("Tools.export", "/srv/tools.py", []byte{0x80, 0x00}), nil
+	})
+	p.patterns = map[string][]pyPattern{"t": {{module: "*", qualname: "Tools.*", cfg: tracer.PythonFunctionConfig{Role: "tool"}}}}
+	p.env.Builder.AddProcess(spans.Process{PID: 1, Target: "t"})
+	h := spans.Header{PID: 1, TID: 1, Mono: 1e9, Time: time.Unix(1, 0)}
+	p.onStack(h, pyStackBytes(probes.PyStackOK, pyMemBase))
+	frames := p.Take(h)
+	if len(frames) != 1 || frames[0].Function != "Tools.export" {
+		t.Fatalf("frames %+v", frames)
+	}
+	if n := p.env.Builder.OpenSpans(); n != 1 || !p.Waiting() {
+		t.Errorf("%d open spans after the stack showed Tools.export", n)
+	}
+	if p.Take(h) != nil {
+		t.Error("a stack was taken twice")
 	}
 }
