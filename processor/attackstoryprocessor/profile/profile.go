@@ -87,6 +87,8 @@ type Dest struct {
 	CIDR    string `yaml:"cidr,omitempty"`
 	Port    int    `yaml:"port"`
 	Host    string `yaml:"host,omitempty"`
+	// BytesMax is the most bytes one story sent to the destination (0: none seen).
+	BytesMax int64 `yaml:"bytes_max,omitempty"`
 }
 
 type Volume struct {
@@ -127,16 +129,39 @@ func (p *Profile) HasTool(name string) bool { return containsSorted(p.Data.Tools
 
 func (p *Profile) HasExecutable(path string) bool { return containsSorted(p.Data.Executables, path) }
 
-func (p *Profile) KnowsDestination(e story.EgressCall) bool {
+func (p *Profile) KnowsDestination(e story.EgressCall) bool { return p.destIndex(e) >= 0 }
+
+// destIndex is the index of the profile's destination that holds e, -1 for none.
+func (p *Profile) destIndex(e story.EgressCall) int {
 	for i, d := range p.dests {
 		if d.Matches(e.Addr, e.Port, e.Host) {
-			return true
+			return i
 		}
 		if a := p.Data.Destinations[i].Address; !e.Addr.IsValid() && a != "" && a == e.Address && (d.Port == 0 || d.Port == e.Port) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
+}
+
+// DestVolume is the most bytes a story sent to the destination of e while the profile was
+// learned; ok is false when the destination is not in the profile or no bytes were seen.
+func (p *Profile) DestVolume(e story.EgressCall) (bytesMax int64, ok bool) {
+	i := p.destIndex(e)
+	if i < 0 || p.Data.Destinations[i].BytesMax <= 0 {
+		return 0, false
+	}
+	return p.Data.Destinations[i].BytesMax, true
+}
+
+// learnDestVolume keeps the largest volume a story sent to the destination of e.
+func (p *Profile) learnDestVolume(e story.EgressCall, n int64) bool {
+	i := p.destIndex(e)
+	if i < 0 || n <= p.Data.Destinations[i].BytesMax {
+		return false
+	}
+	p.Data.Destinations[i].BytesMax = n
+	return true
 }
 
 func (p *Profile) index() {
@@ -202,6 +227,15 @@ func (p *Profile) Learn(f *story.Facts, storyComplete bool, now time.Time, cfg L
 	for _, e := range f.Egress {
 		if e.Failed == "" || e.Failed == "EINPROGRESS" {
 			grew = p.addDestination(e, cfg.MaxEntries) || grew
+		}
+	}
+	// Volumes per destination: the bytes the story sent to each (of send aggregates where it
+	// has them), once per destination.
+	seenDest := map[string]bool{}
+	for _, e := range f.Egress {
+		if e.Failed == "" && !seenDest[e.Dest] {
+			seenDest[e.Dest] = true
+			grew = p.learnDestVolume(e, f.BytesTo(e)) || grew
 		}
 	}
 	for _, fl := range StoryFlows(f, sensitive) {
@@ -473,6 +507,9 @@ func Parse(b []byte) (*Profile, error) {
 	for i, dst := range d.Destinations {
 		if dst.Port < 0 || dst.Port > 65535 {
 			return nil, bad(fmt.Sprintf("destinations[%d].port: %d is not a port (0-65535, 0 for any)", i, dst.Port), "destinations", i, "port")
+		}
+		if dst.BytesMax < 0 {
+			return nil, bad(fmt.Sprintf("destinations[%d].bytes_max: must not be negative", i), "destinations", i, "bytes_max")
 		}
 		if dst.CIDR != "" {
 			if _, err := netip.ParsePrefix(dst.CIDR); err != nil {

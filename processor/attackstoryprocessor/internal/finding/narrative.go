@@ -347,13 +347,20 @@ func step(f *story.Facts, it story.Item, sentTo map[string]bool) string {
 			if e.Failed != "" {
 				s += " failed (" + e.Failed + ")"
 			}
-			if key := e.Endpoint(); !sentTo[key] {
+			// With a send aggregate to the destination, its step tells the bytes.
+			if key := e.Endpoint(); !sentTo[key] && !f.HasSendTo(e) {
 				if n := f.BytesTo(e); n > 0 {
 					sentTo[key] = true
 					s += ", " + story.FormatBytes(n) + " sent"
 				}
 			}
 			return s
+		}
+	case "send":
+		for _, e := range f.Egress {
+			if e.Span == it.Span {
+				return story.SendText(e)
+			}
 		}
 	case "execve":
 		path := story.AttrStr(attrs, story.AttrProcessExecutable)

@@ -41,6 +41,8 @@ var atlasTechniques = map[string]atlasTechnique{
 	"AML.T0053":     {"AI Agent Tool Invocation", "AML.TA0005", "Execution"},
 	"AML.T0057":     {"LLM Data Leakage", "AML.TA0010", "Exfiltration"},
 	"AML.T0086":     {"Exfiltration via AI Agent Tool Invocation", "AML.TA0010", "Exfiltration"},
+	// MITRE ATT&CK (Enterprise), for what ATLAS has no technique of its own.
+	"T1048": {"Exfiltration Over Alternative Protocol", "TA0010", "Exfiltration"},
 }
 
 type ocsfFinding struct {

@@ -36,6 +36,26 @@ func (dataVolume) Evaluate(c *Context) *Hit {
 				h.add(Evidence{Text: fmt.Sprintf("%d connects in one request; the learned p95 is %d (limit %.0f)", f.Connects, v.ConnectsP95, limit), severity: story.SevMedium, Span: f.Head, Event: -1})
 			}
 		}
+		// Per destination: a destination of the profile that the story sent far more to than
+		// any story did while the profile was learned (at least flowVolumeFloor: a few
+		// kilobytes more to a destination that got almost nothing are not news).
+		seen := map[string]bool{}
+		for i := range f.Egress {
+			e := &f.Egress[i]
+			if seen[e.Dest] {
+				continue
+			}
+			seen[e.Dest] = true
+			n := f.BytesTo(*e)
+			learned, ok := c.Profile.DestVolume(*e)
+			if !ok || n <= 0 {
+				continue
+			}
+			if limit := factor * float64(max(learned, destVolumeFloor)); float64(n) > limit {
+				h.add(Evidence{Text: fmt.Sprintf("%s sent to %s in one request; the most learned for it is %s (limit %s)", story.FormatBytes(n), e.Endpoint(), story.FormatBytes(learned), story.FormatBytes(int64(limit))),
+					severity: story.SevMedium, Span: e.Span, Event: -1, Egress: e})
+			}
+		}
 		if v.BytesSentP95 > 0 && f.HasBytes {
 			limit := factor * float64(v.BytesSentP95)
 			if float64(f.BytesSent) > limit {
@@ -45,3 +65,6 @@ func (dataVolume) Evaluate(c *Context) *Hit {
 	}
 	return nonEmpty(h)
 }
+
+// destVolumeFloor is the least learned volume of a destination a story is judged against.
+const destVolumeFloor = 1000

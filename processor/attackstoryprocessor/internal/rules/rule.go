@@ -36,6 +36,7 @@ var builtinRules = []Rule{
 	promptInjection{},
 	indirectInjection{},
 	dataVolume{},
+	dnsTunneling{},
 }
 
 // Builtins are the definitions of the built-in rules, in order.

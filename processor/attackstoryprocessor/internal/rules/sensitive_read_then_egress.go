@@ -58,10 +58,17 @@ func (sensitiveReadThenEgress) Evaluate(c *Context) *Hit {
 		}
 		h.add(Evidence{Text: fmt.Sprintf("read %s (sensitive: %s)", fa.Path, pattern), severity: sev, Span: fa.Span, Event: fa.Event, File: fa.Path})
 		text := fmt.Sprintf("then %s %s", dest.Kind, dest.Endpoint())
+		if dest.Kind == "send" {
+			// The bytes left over a connection of this story or an older one: say which.
+			text = "then sent " + story.FormatBytes(c.Facts.BytesTo(*dest)) + " to " + dest.Endpoint()
+			if ct := story.ConnectionText(*dest); ct != "" {
+				text += " (" + ct + ")"
+			}
+		}
 		if outside != nil {
 			text += " (neither allowed nor in the profile)"
 		}
-		if n := c.Facts.BytesTo(*dest); n > 0 {
+		if n := c.Facts.BytesTo(*dest); n > 0 && dest.Kind != "send" {
 			text += ", " + story.FormatBytes(n) + " sent"
 		}
 		h.add(Evidence{Text: text + note, severity: sev, Span: dest.Span, Event: -1, Egress: dest})

@@ -41,6 +41,13 @@ const (
 	attrBytesSent        = "agenttrail.net.bytes_sent"
 	attrHTTPRequestBody  = "http.request.body.size"
 	attrHTTPRequestTotal = "http.request.size"
+	// the receiver's socket I/O aggregates ("send {peer}")
+	AttrEgressBytes     = "agenttrail.egress.bytes"
+	AttrEgressCalls     = "agenttrail.egress.calls"
+	AttrSocketConnected = "agenttrail.socket.connected"
+	AttrConnectionAge   = "agenttrail.connection.age_ms"
+	AttrDNSName         = "dns.question.name"
+	AttrDNSNames        = "agenttrail.dns.question.names"
 )
 
 // Attributes this processor sets.

@@ -35,7 +35,12 @@ type Facts struct {
 	Connects                         int
 	BytesSent                        int64
 	HasBytes                         bool
-	bytesByDest                      map[string]int64 // bytes sent per egress destination
+	// bytes sent per destination: from the receiver's send aggregates where the story has any
+	// for the destination (they count every send on the socket), else from the connect and
+	// sendto spans (bytes the receiver or an instrumentation put on them). Never both: a
+	// sendto is also counted in its socket's aggregate.
+	bytesByDest, sysBytesByDest map[string]int64
+	hasSend                     map[string]bool
 }
 
 // Item is one step of the timeline: a span (event -1) or one of its openat events.
@@ -109,8 +114,11 @@ type FileAccess struct {
 	Seq         int // position in the timeline
 }
 
+// EgressCall is data leaving the process, or a connection that may carry it: a connect or
+// sendto syscall span, or a socket I/O aggregate of the receiver (kind "send": the bytes one
+// call sent to one peer, over a connection of this story or an older one).
 type EgressCall struct {
-	Kind    string // connect or sendto
+	Kind    string // connect, sendto or send
 	Dest    string // address:port ([v6]:port)
 	Address string
 	Addr    netip.Addr
@@ -121,6 +129,12 @@ type EgressCall struct {
 	Span    int
 	Tool    int
 	Seq     int
+
+	// Of a send aggregate only.
+	Calls     int64    // send calls added up
+	Connected string   // agenttrail.socket.connected: this_trace, earlier, before_tracing, unknown
+	AgeMs     int64    // connect seen → first send; -1 when not known
+	DNS       []string // query names sent (first 16), when the peer is a DNS server
 }
 
 func (e EgressCall) Endpoint() string { return e.Dest }
@@ -197,7 +211,7 @@ func Extract(st *Story) *Facts {
 			}
 		}
 		switch SyscallName(sp.Span) {
-		case "connect", "sendto":
+		case "connect", "sendto", "send":
 			f.addEgress(sp.Span, it.Span, pos)
 		case "execve":
 			f.Execs = append(f.Execs, ExecCall{
@@ -211,6 +225,7 @@ func Extract(st *Story) *Facts {
 	if len(prompts) > 0 {
 		f.Prompt, _ = Redactor.String(strings.Join(prompts, "\n"))
 	}
+	f.finishBytes()
 	return f
 }
 
@@ -350,19 +365,74 @@ func (f *Facts) addEgress(s ptrace.Span, span, seq int) {
 			e.Bytes = v.Int()
 		}
 	}
+	if e.Kind == "send" {
+		f.addSend(attrs, &e)
+	}
 	if e.Kind == "connect" {
 		f.Connects++
 	}
-	if e.Bytes > 0 {
-		f.BytesSent += e.Bytes
-		f.HasBytes = true
-	}
 	if f.bytesByDest == nil {
-		f.bytesByDest = map[string]int64{}
+		f.bytesByDest, f.sysBytesByDest, f.hasSend = map[string]int64{}, map[string]int64{}, map[string]bool{}
 	}
-	f.bytesByDest[e.Dest] += e.Bytes
+	if e.Kind == "send" {
+		f.hasSend[e.Dest] = true
+		f.bytesByDest[e.Dest] += e.Bytes
+	} else {
+		f.sysBytesByDest[e.Dest] += e.Bytes
+	}
 	f.Egress = append(f.Egress, e)
 }
+
+// Bounds of what a send aggregate may bring (the receiver writes at most 16 names of at most
+// 255 bytes; other instrumentation could write more).
+const (
+	maxDNSNames   = 16
+	maxDNSNameLen = 255
+)
+
+// addSend reads the receiver's aggregate of the sends of one call to one peer.
+func (f *Facts) addSend(attrs pcommon.Map, e *EgressCall) {
+	e.Bytes = max(intAttr(attrs, AttrEgressBytes), 0)
+	e.Calls = max(intAttr(attrs, AttrEgressCalls), 0)
+	e.Connected = AttrStr(attrs, AttrSocketConnected)
+	e.AgeMs = -1
+	if v, ok := attrs.Get(AttrConnectionAge); ok && v.Type() == pcommon.ValueTypeInt && v.Int() >= 0 {
+		e.AgeMs = v.Int()
+	}
+	if v, ok := attrs.Get(AttrDNSNames); ok && v.Type() == pcommon.ValueTypeSlice {
+		for i := 0; i < v.Slice().Len() && len(e.DNS) < maxDNSNames; i++ {
+			if n := v.Slice().At(i); n.Type() == pcommon.ValueTypeStr && n.Str() != "" && len(n.Str()) <= maxDNSNameLen {
+				e.DNS = append(e.DNS, n.Str())
+			}
+		}
+	}
+	if n := AttrStr(attrs, AttrDNSName); len(e.DNS) == 0 && n != "" && len(n) <= maxDNSNameLen {
+		e.DNS = []string{n}
+	}
+}
+
+func intAttr(m pcommon.Map, k string) int64 {
+	if v, ok := m.Get(k); ok && v.Type() == pcommon.ValueTypeInt {
+		return v.Int()
+	}
+	return 0
+}
+
+// finishBytes settles the bytes per destination (see bytesByDest) and in the whole story.
+func (f *Facts) finishBytes() {
+	for d, n := range f.sysBytesByDest {
+		if !f.hasSend[d] {
+			f.bytesByDest[d] = n
+		}
+	}
+	for _, n := range f.bytesByDest {
+		f.BytesSent += n
+	}
+	f.HasBytes = f.BytesSent > 0
+}
+
+// HasSendTo: the story has a send aggregate to the destination of e (its bytes are told there).
+func (f *Facts) HasSendTo(e EgressCall) bool { return f.hasSend[e.Dest] }
 
 // BytesTo is the bytes sent to the destination of e in the whole story (summed as the egress
 // calls are collected: the rules ask once per sensitive read and destination).
@@ -386,6 +456,14 @@ func SyscallName(s ptrace.Span) string {
 	switch n := s.Name(); n {
 	case "connect", "sendto", "accept", "execve", "openat":
 		return n
+	}
+	// The receiver's socket I/O aggregate ("send {peer}", "receive {peer}"): "send" when it
+	// sent anything.
+	if v, ok := s.Attributes().Get(AttrEgressCalls); ok && v.Type() == pcommon.ValueTypeInt {
+		if v.Int() > 0 || intAttr(s.Attributes(), AttrEgressBytes) > 0 {
+			return "send"
+		}
+		return "receive"
 	}
 	return ""
 }

@@ -18,6 +18,7 @@ const (
 	RulePromptInjection      = "prompt_injection_markers"
 	RuleIndirectInjection    = "indirect_prompt_injection"
 	RuleDataVolumeAnomaly    = "data_volume_anomaly"
+	RuleDNSTunneling         = "dns_tunneling"
 )
 
 // Actions of kernel enforcement (agenttrail.enforcement.action).

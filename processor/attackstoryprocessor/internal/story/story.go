@@ -614,8 +614,13 @@ func (b *Buffer) merge(c, target *Story) {
 	b.tel.Stitched()
 }
 
+// isSyscallSpan: a syscall span, or a socket I/O aggregate (a leaf as well: nothing the
+// process did happens inside it).
 func isSyscallSpan(s ptrace.Span) bool {
-	_, ok := s.Attributes().Get(attrSyscall)
+	if _, ok := s.Attributes().Get(attrSyscall); ok {
+		return true
+	}
+	_, ok := s.Attributes().Get(AttrEgressCalls)
 	return ok
 }
 
