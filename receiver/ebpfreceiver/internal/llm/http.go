@@ -786,69 +786,17 @@ func (s *stream) lose(problem string) {
 	}
 }
 
-// step parses what it can of s.buf; it reports whether it consumed anything.
+// step parses what it can of s.buf; it reports whether it consumed anything, and returns a
+// message when one ended (complete or given up).
 func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 	switch s.state {
 	case stStart:
-		// Skip blank lines between messages.
-		for len(s.buf) >= 2 && s.buf[0] == '\r' && s.buf[1] == '\n' {
-			s.buf = s.buf[2:]
-		}
-		end := bytes.Index(s.buf, []byte("\r\n\r\n"))
-		if end < 0 {
-			if len(s.buf) > maxHeaderBytes {
-				s.lose("headers larger than 64 KiB")
-				lim.stats.HeadersCut++
-			}
-			return false, nil
-		}
-		head := s.buf[:end]
-		s.buf = s.buf[end+4:]
-		m, err := parseHead(s.dir, head)
-		if err != nil {
-			s.lose("")
-			return false, &Message{Problem: err.Error(), Start: at, End: at, Meta: meta, head: messageOverhead}
-		}
-		if m.Problem != "" {
-			lim.stats.HeadersCut++ // the header list was cut
-		}
-		lim.left -= m.head // the bodies that follow have that much less room
-		m.Start, m.End, m.Meta = at, at, meta
-		s.msg, s.body, s.bodyLost = m, nil, false
-		s.msgs++
-		te := strings.ToLower(m.Header.Get("Transfer-Encoding"))
-		cl := m.Header.Get("Content-Length")
-		switch {
-		case strings.Contains(te, "chunked"):
-			s.state = stChunkSize
-		case cl != "":
-			n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
-			if err != nil || n < 0 {
-				m.Problem = "invalid Content-Length " + strconv.Quote(cl)
-				s.lose("")
-				s.msg = nil
-				return false, m
-			}
-			s.remaining = n
-			s.state = stBody
-			if n == 0 {
-				return true, s.finish(at, "")
-			}
-		case s.dir == Read && !noBody(m):
-			s.state = stBodyUntilClose
-		default:
-			return true, s.finish(at, "")
-		}
-		return true, nil
+		return s.stepHead(at, meta, lim)
 	case stBody:
 		if len(s.buf) == 0 {
 			return false, nil
 		}
-		n := min(int64(len(s.buf)), s.remaining)
-		s.keep(s.buf[:n], lim)
-		s.buf = s.buf[n:]
-		s.remaining -= n
-		if s.remaining == 0 {
+		if s.takeBody(lim) {
 			return true, s.finish(at, "")
 		}
 		return true, nil
@@ -860,61 +808,17 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 		s.buf = nil
 		return true, nil
 	case stChunkSize:
-		end := bytes.Index(s.buf, []byte("\r\n"))
-		if end < 0 {
-			if len(s.buf) > 1024 {
-				s.lose("malformed chunk size line")
-			}
-			return false, nil
-		}
-		line := string(s.buf[:end])
-		if i := strings.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
-		s.buf = s.buf[end+2:]
-		if err != nil || n < 0 {
-			m := s.msg
-			s.lose("malformed chunk size " + strconv.Quote(line))
-			s.msg, s.body = nil, nil
-			m.End = at
-			return false, m
-		}
-		s.msg.WireSize += int64(end + 2)
-		if n == 0 {
-			s.state = stTrailers
-			return true, nil
-		}
-		s.remaining = n
-		s.state = stChunkData
-		return true, nil
+		return s.stepChunkSize(at)
 	case stChunkData:
 		if len(s.buf) == 0 {
 			return false, nil
 		}
-		n := min(int64(len(s.buf)), s.remaining)
-		s.keep(s.buf[:n], lim)
-		s.buf = s.buf[n:]
-		s.remaining -= n
-		if s.remaining == 0 {
+		if s.takeBody(lim) {
 			s.state = stChunkCRLF
 		}
 		return true, nil
 	case stChunkCRLF:
-		if len(s.buf) < 2 {
-			return false, nil
-		}
-		if s.buf[0] != '\r' || s.buf[1] != '\n' {
-			m := s.msg
-			s.lose("malformed chunk: no CRLF after the data")
-			s.msg, s.body = nil, nil
-			m.End = at
-			return false, m
-		}
-		s.buf = s.buf[2:]
-		s.msg.WireSize += 2
-		s.state = stChunkSize
-		return true, nil
+		return s.stepChunkCRLF(at)
 	case stTrailers:
 		end := bytes.Index(s.buf, []byte("\r\n"))
 		if end < 0 {
@@ -927,6 +831,131 @@ func (s *stream) step(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
 		return true, nil // a trailer line
 	}
 	return false, nil
+}
+
+// stepHead parses a message's start line and header fields once they are all there, and
+// chooses how its body is framed.
+func (s *stream) stepHead(at time.Time, meta any, lim *bufLimit) (bool, *Message) {
+	// Skip blank lines between messages.
+	for len(s.buf) >= 2 && s.buf[0] == '\r' && s.buf[1] == '\n' {
+		s.buf = s.buf[2:]
+	}
+	end := bytes.Index(s.buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(s.buf) > maxHeaderBytes {
+			s.lose("headers larger than 64 KiB")
+			lim.stats.HeadersCut++
+		}
+		return false, nil
+	}
+	head := s.buf[:end]
+	s.buf = s.buf[end+4:]
+	m, err := parseHead(s.dir, head)
+	if err != nil {
+		s.lose("")
+		return false, &Message{Problem: err.Error(), Start: at, End: at, Meta: meta, head: messageOverhead}
+	}
+	if m.Problem != "" {
+		lim.stats.HeadersCut++ // the header list was cut
+	}
+	lim.left -= m.head // the bodies that follow have that much less room
+	m.Start, m.End, m.Meta = at, at, meta
+	s.msg, s.body, s.bodyLost = m, nil, false
+	s.msgs++
+	return s.frameBody(at)
+}
+
+// frameBody sets the state that reads the body of s.msg, whose header fields were just
+// parsed: chunked, a Content-Length, until the connection closes (a response without
+// either), or none.
+func (s *stream) frameBody(at time.Time) (bool, *Message) {
+	m := s.msg
+	te := strings.ToLower(m.Header.Get("Transfer-Encoding"))
+	cl := m.Header.Get("Content-Length")
+	switch {
+	case strings.Contains(te, "chunked"):
+		s.state = stChunkSize
+	case cl != "":
+		n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
+		if err != nil || n < 0 {
+			m.Problem = "invalid Content-Length " + strconv.Quote(cl)
+			s.lose("")
+			s.msg = nil
+			return false, m
+		}
+		s.remaining = n
+		s.state = stBody
+		if n == 0 {
+			return true, s.finish(at, "")
+		}
+	case s.dir == Read && !noBody(m):
+		s.state = stBodyUntilClose
+	default:
+		return true, s.finish(at, "")
+	}
+	return true, nil
+}
+
+// takeBody keeps what s.buf holds of the s.remaining bytes of a body or chunk; it reports
+// whether they are all there.
+func (s *stream) takeBody(lim *bufLimit) bool {
+	n := min(int64(len(s.buf)), s.remaining)
+	s.keep(s.buf[:n], lim)
+	s.buf = s.buf[n:]
+	s.remaining -= n
+	return s.remaining == 0
+}
+
+// stepChunkSize parses a chunk's size line; a size of 0 ends the chunks.
+func (s *stream) stepChunkSize(at time.Time) (bool, *Message) {
+	end := bytes.Index(s.buf, []byte("\r\n"))
+	if end < 0 {
+		if len(s.buf) > 1024 {
+			s.lose("malformed chunk size line")
+		}
+		return false, nil
+	}
+	line := string(s.buf[:end])
+	if i := strings.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
+	s.buf = s.buf[end+2:]
+	if err != nil || n < 0 {
+		return false, s.giveUp(at, "malformed chunk size "+strconv.Quote(line))
+	}
+	s.msg.WireSize += int64(end + 2)
+	if n == 0 {
+		s.state = stTrailers
+		return true, nil
+	}
+	s.remaining = n
+	s.state = stChunkData
+	return true, nil
+}
+
+// stepChunkCRLF checks the CRLF after a chunk's data.
+func (s *stream) stepChunkCRLF(at time.Time) (bool, *Message) {
+	if len(s.buf) < 2 {
+		return false, nil
+	}
+	if s.buf[0] != '\r' || s.buf[1] != '\n' {
+		return false, s.giveUp(at, "malformed chunk: no CRLF after the data")
+	}
+	s.buf = s.buf[2:]
+	s.msg.WireSize += 2
+	s.state = stChunkSize
+	return true, nil
+}
+
+// giveUp ends the message being read with problem and loses the stream (its framing can no
+// longer be followed); it returns the message.
+func (s *stream) giveUp(at time.Time, problem string) *Message {
+	m := s.msg
+	s.lose(problem)
+	s.msg, s.body = nil, nil
+	m.End = at
+	return m
 }
 
 func noBody(m *Message) bool {

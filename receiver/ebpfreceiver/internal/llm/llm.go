@@ -458,10 +458,43 @@ func anthropicMessage(inf *Inference, body []byte) {
 // costs a JSON decoding.
 const maxEvents = 1 << 16
 
-// parseStream reads a server-sent event stream of any of the three APIs.
+// parseStream reads a server-sent event stream of any of the three APIs: eachStreamEvent
+// finds and checks the events, one function per API reads them.
 func parseStream(inf *Inference, body []byte) {
-	var text strings.Builder
-	toolIdx := map[int]int{} // OpenAI delta index → position in inf.ToolCalls
+	st := &streamState{toolIdx: map[int]int{}}
+	var read func(*Inference, *streamState, []byte, string)
+	switch inf.API {
+	case APIChatCompletions:
+		read = chatStreamEvent
+	case APIResponses:
+		read = responsesStreamEvent
+	case APIMessages:
+		read = messagesStreamEvent
+	}
+	events := eachStreamEvent(inf, body, func(data []byte, typ string) {
+		if read != nil {
+			read(inf, st, data, typ)
+		}
+	})
+	if events == 0 && inf.ResponseProblem == "" {
+		inf.ResponseProblem = "event stream without events"
+	}
+	if inf.OutputMessages == "" && st.text.Len() > 0 {
+		b, _ := json.Marshal(st.text.String())
+		inf.OutputMessages = string(b)
+	}
+}
+
+// streamState is what a stream's events add up to before it goes into the Inference.
+type streamState struct {
+	text    strings.Builder
+	toolIdx map[int]int // OpenAI delta index → position in inf.ToolCalls
+}
+
+// eachStreamEvent calls fn with the data and type of each event of the stream, at most
+// maxEvents of them, and returns how many it found (one more than maxEvents when it stopped
+// there). An event that is not valid JSON is skipped and said in inf.ResponseProblem.
+func eachStreamEvent(inf *Inference, body []byte, fn func(data []byte, typ string)) int {
 	events := 0
 	// Line by line without splitting the body first: a body of newlines would make a slice
 	// header of every one.
@@ -498,136 +531,138 @@ func parseStream(inf *Inference, body []byte) {
 		if typeRaw != nil {
 			_ = json.Unmarshal(typeRaw, &typ)
 		}
-		switch inf.API {
-		case APIChatCompletions:
-			var c struct {
-				ID      string `json:"id"`
-				Model   string `json:"model"`
-				Choices []struct {
-					FinishReason *string `json:"finish_reason"`
-					Delta        struct {
-						Content   string         `json:"content"`
-						ToolCalls []chatToolCall `json:"tool_calls"`
-					} `json:"delta"`
-				} `json:"choices"`
-				Usage *struct {
-					PromptTokens     *int64 `json:"prompt_tokens"`
-					CompletionTokens *int64 `json:"completion_tokens"`
-				} `json:"usage"`
-			}
-			if json.Unmarshal(data, &c) != nil {
-				continue
-			}
-			if c.ID != "" {
-				inf.ResponseID = c.ID
-			}
-			if c.Model != "" {
-				inf.ResponseModel = c.Model
-			}
-			for _, ch := range c.Choices {
-				text.WriteString(ch.Delta.Content)
-				if ch.FinishReason != nil && *ch.FinishReason != "" {
-					inf.addFinishReason(*ch.FinishReason)
-				}
-				for _, tc := range ch.Delta.ToolCalls {
-					idx := len(inf.ToolCalls)
-					if tc.Index != nil {
-						if i, ok := toolIdx[*tc.Index]; ok {
-							if tc.ID != "" {
-								inf.ToolCalls[i].ID = tc.ID
-							}
-							if tc.Function.Name != "" {
-								inf.ToolCalls[i].Name = tc.Function.Name
-							}
-							continue
-						}
+		fn(data, typ)
+	}
+	return events
+}
+
+// chatStreamEvent reads a Chat Completions chunk: text and tool calls come in deltas, a tool
+// call's later deltas name it by its index.
+func chatStreamEvent(inf *Inference, st *streamState, data []byte, _ string) {
+	var c struct {
+		ID      string `json:"id"`
+		Model   string `json:"model"`
+		Choices []struct {
+			FinishReason *string `json:"finish_reason"`
+			Delta        struct {
+				Content   string         `json:"content"`
+				ToolCalls []chatToolCall `json:"tool_calls"`
+			} `json:"delta"`
+		} `json:"choices"`
+		Usage *struct {
+			PromptTokens     *int64 `json:"prompt_tokens"`
+			CompletionTokens *int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(data, &c) != nil {
+		return
+	}
+	if c.ID != "" {
+		inf.ResponseID = c.ID
+	}
+	if c.Model != "" {
+		inf.ResponseModel = c.Model
+	}
+	for _, ch := range c.Choices {
+		st.text.WriteString(ch.Delta.Content)
+		if ch.FinishReason != nil && *ch.FinishReason != "" {
+			inf.addFinishReason(*ch.FinishReason)
+		}
+		for _, tc := range ch.Delta.ToolCalls {
+			idx := len(inf.ToolCalls)
+			if tc.Index != nil {
+				if i, ok := st.toolIdx[*tc.Index]; ok {
+					if tc.ID != "" {
+						inf.ToolCalls[i].ID = tc.ID
 					}
-					if inf.addToolCall(ToolCall{Name: tc.Function.Name, ID: tc.ID}) && tc.Index != nil {
-						toolIdx[*tc.Index] = idx
+					if tc.Function.Name != "" {
+						inf.ToolCalls[i].Name = tc.Function.Name
 					}
+					continue
 				}
 			}
-			if c.Usage != nil {
-				setUsage(inf, c.Usage.PromptTokens, c.Usage.CompletionTokens)
-			}
-		case APIResponses:
-			if typ == "response.completed" || typ == "response.incomplete" || typ == "response.failed" {
-				var r struct {
-					Response responseObject `json:"response"`
-				}
-				if json.Unmarshal(data, &r) == nil {
-					inf.ToolCalls = nil
-					applyResponseObject(inf, &r.Response)
-				}
-			} else if typ == "response.created" {
-				var r struct {
-					Response responseObject `json:"response"`
-				}
-				if json.Unmarshal(data, &r) == nil {
-					inf.ResponseID, inf.ResponseModel = r.Response.ID, r.Response.Model
-				}
-			}
-		case APIMessages:
-			switch typ {
-			case "message_start":
-				var r struct {
-					Message struct {
-						ID    string          `json:"id"`
-						Model string          `json:"model"`
-						Usage *anthropicUsage `json:"usage"`
-					} `json:"message"`
-				}
-				if json.Unmarshal(data, &r) == nil {
-					inf.ResponseID, inf.ResponseModel = r.Message.ID, r.Message.Model
-					if r.Message.Usage != nil {
-						setUsage(inf, r.Message.Usage.InputTokens, r.Message.Usage.OutputTokens)
-					}
-				}
-			case "content_block_start":
-				var r struct {
-					Block struct {
-						Type string `json:"type"`
-						ID   string `json:"id"`
-						Name string `json:"name"`
-					} `json:"content_block"`
-				}
-				if json.Unmarshal(data, &r) == nil && (r.Block.Type == "tool_use" || r.Block.Type == "server_tool_use") {
-					inf.addToolCall(ToolCall{Name: r.Block.Name, ID: r.Block.ID})
-				}
-			case "content_block_delta":
-				var r struct {
-					Delta struct {
-						Text string `json:"text"`
-					} `json:"delta"`
-				}
-				if json.Unmarshal(data, &r) == nil {
-					text.WriteString(r.Delta.Text)
-				}
-			case "message_delta":
-				var r struct {
-					Delta struct {
-						StopReason *string `json:"stop_reason"`
-					} `json:"delta"`
-					Usage *anthropicUsage `json:"usage"`
-				}
-				if json.Unmarshal(data, &r) == nil {
-					if r.Delta.StopReason != nil {
-						inf.FinishReasons = []string{*r.Delta.StopReason}
-					}
-					if r.Usage != nil && r.Usage.OutputTokens != nil {
-						inf.OutputTokens, inf.HasOutputTokens = *r.Usage.OutputTokens, true
-					}
-				}
-			case "error":
-				inf.ErrorType = "error"
+			if inf.addToolCall(ToolCall{Name: tc.Function.Name, ID: tc.ID}) && tc.Index != nil {
+				st.toolIdx[*tc.Index] = idx
 			}
 		}
 	}
-	if events == 0 && inf.ResponseProblem == "" {
-		inf.ResponseProblem = "event stream without events"
+	if c.Usage != nil {
+		setUsage(inf, c.Usage.PromptTokens, c.Usage.CompletionTokens)
 	}
-	if inf.OutputMessages == "" && text.Len() > 0 {
-		b, _ := json.Marshal(text.String())
-		inf.OutputMessages = string(b)
+}
+
+// responsesStreamEvent reads a Responses API event: the final response object says it all,
+// response.created names the response early.
+func responsesStreamEvent(inf *Inference, _ *streamState, data []byte, typ string) {
+	var r struct {
+		Response responseObject `json:"response"`
+	}
+	switch typ {
+	case "response.completed", "response.incomplete", "response.failed":
+		if json.Unmarshal(data, &r) == nil {
+			inf.ToolCalls = nil
+			applyResponseObject(inf, &r.Response)
+		}
+	case "response.created":
+		if json.Unmarshal(data, &r) == nil {
+			inf.ResponseID, inf.ResponseModel = r.Response.ID, r.Response.Model
+		}
+	}
+}
+
+// messagesStreamEvent reads an Anthropic Messages event.
+func messagesStreamEvent(inf *Inference, st *streamState, data []byte, typ string) {
+	switch typ {
+	case "message_start":
+		var r struct {
+			Message struct {
+				ID    string          `json:"id"`
+				Model string          `json:"model"`
+				Usage *anthropicUsage `json:"usage"`
+			} `json:"message"`
+		}
+		if json.Unmarshal(data, &r) == nil {
+			inf.ResponseID, inf.ResponseModel = r.Message.ID, r.Message.Model
+			if r.Message.Usage != nil {
+				setUsage(inf, r.Message.Usage.InputTokens, r.Message.Usage.OutputTokens)
+			}
+		}
+	case "content_block_start":
+		var r struct {
+			Block struct {
+				Type string `json:"type"`
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"content_block"`
+		}
+		if json.Unmarshal(data, &r) == nil && (r.Block.Type == "tool_use" || r.Block.Type == "server_tool_use") {
+			inf.addToolCall(ToolCall{Name: r.Block.Name, ID: r.Block.ID})
+		}
+	case "content_block_delta":
+		var r struct {
+			Delta struct {
+				Text string `json:"text"`
+			} `json:"delta"`
+		}
+		if json.Unmarshal(data, &r) == nil {
+			st.text.WriteString(r.Delta.Text)
+		}
+	case "message_delta":
+		var r struct {
+			Delta struct {
+				StopReason *string `json:"stop_reason"`
+			} `json:"delta"`
+			Usage *anthropicUsage `json:"usage"`
+		}
+		if json.Unmarshal(data, &r) == nil {
+			if r.Delta.StopReason != nil {
+				inf.FinishReasons = []string{*r.Delta.StopReason}
+			}
+			if r.Usage != nil && r.Usage.OutputTokens != nil {
+				inf.OutputTokens, inf.HasOutputTokens = *r.Usage.OutputTokens, true
+			}
+		}
+	case "error":
+		inf.ErrorType = "error"
 	}
 }
