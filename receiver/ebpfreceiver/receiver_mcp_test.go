@@ -2,12 +2,16 @@ package ebpfreceiver
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -127,5 +131,180 @@ func TestNodeMCPStdio(t *testing.T) {
 			}
 		}
 		t.Errorf("the server's openat of %s is not under %s (%s): %v", notes, read.Name(), read.SpanID(), opens)
+	}
+}
+
+func buildGoMCP(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "gomcp")
+	if b, err := exec.Command("go", "build", "-o", out, "./internal/mcp/testdata/gomcp").CombinedOutput(); err != nil {
+		t.Fatalf("build gomcp: %v\n%s", err, b)
+	}
+	return out
+}
+
+// mcpSpans returns the agent's execute_tool spans in the order of their JSON-RPC ids.
+func mcpTools(c collected) map[string]ptrace.Span {
+	out := map[string]ptrace.Span{}
+	for _, s := range c.spans {
+		if strings.HasPrefix(s.Name(), "execute_tool ") {
+			out[attr(s, "gen_ai.tool.call.id")] = s
+		}
+	}
+	return out
+}
+
+// childrenOf returns the names (with their path or peer) of c's spans under parent.
+func childrenOf(c collected, parent ptrace.Span) []string {
+	var out []string
+	for _, s := range c.spans {
+		if s.ParentSpanID() == parent.SpanID() && s.TraceID() == parent.TraceID() {
+			detail := attr(s, "file.path")
+			if detail == "<missing>" {
+				detail = attr(s, "network.peer.port")
+			}
+			out = append(out, s.Name()+" "+detail)
+		}
+	}
+	return out
+}
+
+// TestGoMCPStdio: the Go SDK's client spawns its server over stdio (pipes): read_file's span has
+// the server's openat of the file under it, fetch's the server's connect to the URL's host.
+func TestGoMCPStdio(t *testing.T) {
+	requireKernel(t)
+	bin := buildGoMCP(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret.txt")
+	if err := os.WriteFile(secret, []byte("the secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "a page") }))
+	defer page.Close()
+	ln := strings.TrimPrefix(page.URL, "http://")
+	_, port, _ := strings.Cut(ln, ":")
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "go-mcp-agent", Executable: bin}))
+	cmd := exec.Command(bin, "client-stdio", secret, "http://"+ln+"/page")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	pid := cmd.Process.Pid
+	c := waitSpans(t, sink, func(c collected) bool { return len(mcpTools(c.ofPID(pid))) == 3 })
+	tools := mcpTools(c.ofPID(pid))
+	for _, s := range c.ofPID(pid).spans {
+		if p := attr(s, "agenttrail.mcp.problem"); p != "<missing>" {
+			t.Errorf("%s (id %s): %s", s.Name(), attr(s, "jsonrpc.request.id"), p)
+		}
+	}
+	// server/discover is 1, tools/list 2.
+	read, fetch, missing := tools["3"], tools["4"], tools["5"]
+	if read.Name() != "execute_tool read_file" || fetch.Name() != "execute_tool fetch" || missing.Name() != "execute_tool read_file" {
+		t.Fatalf("tool spans: %v", tools)
+	}
+	if attr(read, "mcp.server.name") != "agenttrail-go-server" || attr(read, "network.transport") != "pipe" ||
+		attr(read, "gen_ai.tool.call.arguments") != `{"path":"`+secret+`"}` || missing.Status().Code() != ptrace.StatusCodeError {
+		t.Errorf("read: server %q transport %q arguments %q; missing: %v", attr(read, "mcp.server.name"), attr(read, "network.transport"),
+			attr(read, "gen_ai.tool.call.arguments"), missing.Status().Code())
+	}
+	under := childrenOf(c, read)
+	if !contains(under, "openat "+secret) {
+		t.Errorf("under read_file: %v", under)
+	}
+	if under := childrenOf(c, fetch); !contains(under, "connect "+port) {
+		t.Errorf("under fetch: %v (want the server's connect to %s)", under, port)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestGoMCPStreamableHTTP: the Go SDK's client against its streamable HTTP server, in plaintext:
+// the same execute_tool spans, with the server's address.
+func TestGoMCPStreamableHTTP(t *testing.T) {
+	requireKernel(t)
+	bin := buildGoMCP(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret.txt")
+	if err := os.WriteFile(secret, []byte("the secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startProgram(t, bin, "serve-http", "127.0.0.1:0")
+	var addr string
+	select {
+	case line := <-srv.lines:
+		addr = strings.TrimPrefix(line, "listening ")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not start")
+	}
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "go-mcp-agent", Executable: bin}))
+	cmd := exec.Command(bin, "client-http", "http://"+addr, secret)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	pid := cmd.Process.Pid
+	c := waitSpans(t, sink, func(c collected) bool { return len(mcpTools(c.ofPID(pid))) == 2 })
+	tools := mcpTools(c.ofPID(pid))
+	var read ptrace.Span
+	for _, s := range tools {
+		if attr(s, "gen_ai.tool.call.arguments") == `{"path":"`+secret+`"}` {
+			read = s
+		}
+	}
+	if read.Name() != "execute_tool read_file" || attr(read, "agenttrail.mcp.transport") != "streamable_http" ||
+		attr(read, "mcp.server.name") != "agenttrail-go-server" || attr(read, "network.transport") != "tcp" ||
+		attr(read, "server.address") != "127.0.0.1" || attrInt(read, "agenttrail.mcp.result.size") <= 0 {
+		t.Errorf("read over HTTP: %q transport %q server %q network %q address %q size %d", read.Name(), attr(read, "agenttrail.mcp.transport"),
+			attr(read, "mcp.server.name"), attr(read, "network.transport"), attr(read, "server.address"), attrInt(read, "agenttrail.mcp.result.size"))
+	}
+	// No bare POST span for what was MCP.
+	for _, s := range c.ofPID(pid).spans {
+		if s.Name() == "POST" {
+			t.Errorf("a POST span beside the MCP spans: %s", attr(s, "url.path"))
+		}
+	}
+}
+
+// TestPlainHTTPInference: Python's http.client calls a model over plain HTTP (a model served in
+// the cluster): the same inference span as over TLS, saying it was read in plaintext.
+func TestPlainHTTPInference(t *testing.T) {
+	requireKernel(t)
+	requirePython(t)
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"model-x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`)
+	}))
+	defer model.Close()
+	host := strings.TrimPrefix(model.URL, "http://")
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "py-agent", Executable: python311}))
+	script := `import http.client, json, sys
+c = http.client.HTTPConnection(sys.argv[1])
+for i in range(2):
+    c.request("POST", "/v1/chat/completions", json.dumps({"model": "model-x", "messages": [{"role": "user", "content": "hello"}]}), {"Content-Type": "application/json"})
+    print(c.getresponse().read()[:20])
+`
+	cmd := exec.Command(python311, "-c", script, host)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	pid := cmd.Process.Pid
+	c := waitSpans(t, sink, func(c collected) bool { return len(c.ofPID(pid).named("chat model-x")) == 2 })
+	for _, i := range c.ofPID(pid).named("chat model-x") {
+		s := c.ofPID(pid).spans[i]
+		if attr(s, "gen_ai.usage.input_tokens") != "12" || attr(s, "gen_ai.usage.output_tokens") != "3" ||
+			attr(s, "agenttrail.capture.source") != "plaintext" || attr(s, "agenttrail.tls.library") != "<missing>" ||
+			attr(s, "gen_ai.provider.name") != "openai" || attr(s, "network.protocol.version") != "1.1" {
+			t.Errorf("inference span: tokens %s/%s source %q library %q provider %q protocol %q", attr(s, "gen_ai.usage.input_tokens"),
+				attr(s, "gen_ai.usage.output_tokens"), attr(s, "agenttrail.capture.source"), attr(s, "agenttrail.tls.library"),
+				attr(s, "gen_ai.provider.name"), attr(s, "network.protocol.version"))
+		}
 	}
 }

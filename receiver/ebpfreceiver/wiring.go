@@ -70,7 +70,7 @@ func (r *ebpfReceiver) newTracers(env tracer.Env) ([]tracer.Tracer, error) {
 		if r.cfg.Sockets.CaptureBytes > 0 {
 			// The sockets tracer's payload consumers (MCP over stdio) come before it: they
 			// emit what is pending before its aggregates at shutdown.
-			pc, err := plaintext.New(env)
+			pc, err := plaintext.New(env, plaintext.Options{CaptureMessageContent: r.cfg.TLS.CaptureMessageContent})
 			if err != nil {
 				return nil, err
 			}

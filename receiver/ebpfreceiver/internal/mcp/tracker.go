@@ -179,6 +179,31 @@ func (t *Tracker) Data(sk0, sess Key, dir Direction, data []byte, missing int, a
 	return t.Messages(sess, dir, msgs)
 }
 
+// Stream reassembles the bytes of one call on the stream sk0 without pairing them: the caller
+// chooses the session of the messages (Messages) once it sees them.
+func (t *Tracker) Stream(sk0 Key, dir Direction, data []byte, missing int, at time.Time, meta any) []Message {
+	sk := streamKey{sk0, dir}
+	s := t.streams[sk]
+	if s == nil {
+		if len(data) == 0 {
+			return nil
+		}
+		if len(t.streams) >= t.opts.MaxStreams {
+			t.evictStream()
+		}
+		s = &stream{}
+		t.streams[sk] = s
+	}
+	return s.feed(data, missing, at, meta, t.opts.MaxMessage, &t.stats)
+}
+
+// Waits reports whether session k has a request with id in flight: one the traced process sent
+// (inbound false) or received.
+func (t *Tracker) Waits(k Key, inbound bool, id string) bool {
+	se := t.sessions[k]
+	return se != nil && se.inflight[pendingKey{inbound, id}] != nil
+}
+
 // Messages pairs messages read by another framing (an HTTP body) within a session.
 func (t *Tracker) Messages(sess Key, dir Direction, msgs []Message) []Call {
 	var out []Call

@@ -1,8 +1,10 @@
 // Package plaintext consumes the payload the sockets tracer captures on plaintext pipes and
-// sockets of traced processes. On pipes it follows MCP over stdio (newline-delimited JSON-RPC,
-// internal/mcp): each request the traced process sends becomes a span under the call that wrote
-// it (`execute_tool {tool}` for tools/call), and the server process on the other end of the
-// pipes has its work placed under that span while it serves the request.
+// sockets of traced processes. On pipes (and unix sockets) it follows MCP over stdio
+// (newline-delimited JSON-RPC, internal/mcp): each request the traced process sends becomes a
+// span under the call that wrote it (`execute_tool {tool}` for tools/call), and the server
+// process on the other end has its work placed under that span while it serves the request. On
+// TCP sockets it reads plain HTTP: LLM API calls become the same inference spans as over TLS,
+// MCP's streamable HTTP the same MCP spans as over stdio.
 package plaintext
 
 import (
@@ -17,9 +19,11 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/mcp"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/httpspans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
@@ -38,14 +42,21 @@ type Consumer struct {
 	tracker *mcp.Tracker
 
 	links   map[linkKey]link
+	sessOf  map[linkKey]mcp.Key // the MCP session of a process's pipe
+	stdin   map[uint32]mcp.Key  // a server's session: the pipe it reads requests on as fd 0
 	pending map[uint64]*outCall // by mcp.Call.Seq
 	byReq   map[reqKey]*outCall // by the pipe the request was written on and its id
 	early   map[reqKey]early
 	servers map[uint32]*server
 	last    mcp.Stats
 
+	http     *llm.Tracker
+	emitter  *httpspans.Emitter
+	lastHTTP llm.Stats
+
 	calls   metric.Int64Counter
 	dropped metric.Int64Counter
+	limited metric.Int64Counter
 }
 
 type linkKey struct {
@@ -67,6 +78,8 @@ type meta struct {
 	ino       uint64
 	link      link
 	transport string
+	// Streamable HTTP: the server's Host and the request's target.
+	host, path string
 }
 
 // outCall is a request the traced process sent, in flight.
@@ -96,9 +109,17 @@ type activeReq struct {
 	client *outCall
 }
 
+// Options are the consumer's settings.
+type Options struct {
+	// CaptureMessageContent exports the (redacted) messages of plain-HTTP LLM calls, as
+	// tls.capture_message_content does for TLS.
+	CaptureMessageContent bool
+}
+
 // New makes the consumer; its counters come from env.Telemetry.Meter.
-func New(env tracer.Env) (*Consumer, error) {
-	c := &Consumer{env: env, tracker: mcp.NewTracker(mcp.Options{}), links: map[linkKey]link{}, pending: map[uint64]*outCall{},
+func New(env tracer.Env, opts Options) (*Consumer, error) {
+	c := &Consumer{env: env, tracker: mcp.NewTracker(mcp.Options{}), links: map[linkKey]link{}, sessOf: map[linkKey]mcp.Key{},
+		stdin: map[uint32]mcp.Key{}, pending: map[uint64]*outCall{},
 		byReq: map[reqKey]*outCall{}, early: map[reqKey]early{}, servers: map[uint32]*server{}}
 	if c.env.ProcRoot == "" {
 		c.env.ProcRoot = "/proc"
@@ -106,6 +127,10 @@ func New(env tracer.Env) (*Consumer, error) {
 	if c.env.Redactor == nil {
 		c.env.Redactor = redact.New()
 	}
+	// The connection tracker's default bounds (1 MiB per connection and direction, 64 MiB in
+	// all, 4096 connections, 2 minutes idle), as for TLS.
+	c.http = llm.NewTracker(llm.Options{})
+	c.emitter = &httpspans.Emitter{Builder: env.Builder, Redactor: c.env.Redactor, CaptureContent: opts.CaptureMessageContent}
 	m := env.Telemetry.Meter
 	var err error
 	if c.calls, err = m.Int64Counter("agenttrail.ebpf.mcp.calls", metric.WithUnit("{call}"),
@@ -116,6 +141,10 @@ func New(env tracer.Env) (*Consumer, error) {
 		metric.WithDescription("MCP messages, requests and state cut or given up, by reason.")); err != nil {
 		return nil, err
 	}
+	if c.limited, err = m.Int64Counter("agenttrail.ebpf.plaintext.limited", metric.WithUnit("{event}"),
+		metric.WithDescription("Plain HTTP on sockets of traced processes not made spans or cut by the connection tracker's bounds, by reason.")); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -123,15 +152,18 @@ var _ sockets.PayloadConsumer = (*Consumer)(nil)
 
 // Payload takes one captured send or receive.
 func (c *Consumer) Payload(p *sockets.Payload) {
-	if (p.Transport != spans.TransportPipe && p.Transport != spans.TransportUnix) || len(p.Data) == 0 {
+	if len(p.Data) == 0 {
+		return
+	}
+	if p.Transport == spans.TransportTCP {
+		c.socket(p)
+		return
+	}
+	if p.Transport != spans.TransportPipe && p.Transport != spans.TransportUnix {
 		return
 	}
 	ino := p.Socket.Ino
-	lk := c.link(p.Header.PID, p.FD, ino, p.Transport == spans.TransportUnix)
-	sess := mcp.Key{PID: p.Header.PID, Conn: ino}
-	if lk.partner != 0 {
-		sess.Conn = min(ino, lk.partner) // the same session from either pipe
-	}
+	lk := c.link(p.Header.PID, p.FD, ino, p.Transport == spans.TransportUnix, p.Header.Time)
 	dir := mcp.Write
 	if p.Direction == spans.Ingress {
 		dir = mcp.Read
@@ -141,17 +173,104 @@ func (c *Consumer) Payload(p *sockets.Payload) {
 		missing = int(min(p.Bytes-uint64(len(p.Data)), 1<<30))
 	}
 	m := &meta{hdr: p.Header, parent: p.Parent, ino: ino, link: lk, transport: p.Transport}
-	for _, call := range c.tracker.Data(mcp.Key{PID: p.Header.PID, Conn: ino}, sess, dir, p.Data, missing, p.Header.Time, m) {
+	msgs := c.tracker.Stream(mcp.Key{PID: p.Header.PID, Conn: ino}, dir, p.Data, missing, p.Header.Time, m)
+	if len(msgs) == 0 {
+		return
+	}
+	sess := c.session(p.Header.PID, p.FD, ino, lk, dir, msgs)
+	for _, call := range c.tracker.Messages(sess, dir, msgs) {
 		c.handle(call)
 	}
 }
 
-func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool) link {
+// session chooses the MCP session of a pipe's messages: the requests one way and the responses
+// the other go through two pipes, which must pair into one session. In order: what was chosen
+// before; the pipes' pairing from /proc (link); a server's stdio (what it reads on fd 0 and
+// writes on fd 1 is one session, whether or not /proc still shows it); and, for a pipe whose
+// first messages are responses, the one session of the process with a request of that id in
+// flight (a process that exited before /proc was read). A pipe none of these pair is a session
+// of its own (its responses then answer nothing, and are counted).
+func (c *Consumer) session(pid uint32, fd int32, ino uint64, lk link, dir mcp.Direction, msgs []mcp.Message) mcp.Key {
 	k := linkKey{pid, ino}
-	if l, ok := c.links[k]; ok {
+	if s, ok := c.sessOf[k]; ok {
+		return s
+	}
+	own := mcp.Key{PID: pid, Conn: ino}
+	s, found := own, false
+	switch {
+	case lk.partner != 0:
+		s, found = mcp.Key{PID: pid, Conn: min(ino, lk.partner)}, true
+	case fd == 0 && dir == mcp.Read:
+		found = true
+		c.stdin[pid] = own
+	case fd == 1 && dir == mcp.Write && c.stdin[pid] != (mcp.Key{}):
+		s, found = c.stdin[pid], true
+	}
+	if !found {
+		s, found = c.adopt(pid, dir, msgs)
+	}
+	if !found {
+		for _, m := range msgs {
+			if m.Kind == mcp.KindResponse {
+				return own // not remembered: a later response may pair it
+			}
+		}
+	}
+	if len(c.sessOf) >= maxLinks {
+		clear(c.sessOf)
+		c.drop("links_full")
+	}
+	c.sessOf[k] = s
+	if lk.partner != 0 {
+		if _, ok := c.sessOf[linkKey{pid, lk.partner}]; !ok {
+			c.sessOf[linkKey{pid, lk.partner}] = s
+		}
+	}
+	return s
+}
+
+// adopt finds the one session of pid with a request in flight that a response among msgs
+// answers.
+func (c *Consumer) adopt(pid uint32, dir mcp.Direction, msgs []mcp.Message) (mcp.Key, bool) {
+	for _, m := range msgs {
+		if m.Kind != mcp.KindResponse || m.ID == "" {
+			continue
+		}
+		var found mcp.Key
+		n := 0
+		seen := map[mcp.Key]bool{}
+		for lk, s := range c.sessOf {
+			if lk.pid != pid || seen[s] {
+				continue
+			}
+			seen[s] = true
+			// A response the process reads answers a request it sent, and the other way round.
+			if c.tracker.Waits(s, dir == mcp.Write, m.ID) {
+				found, n = s, n+1
+			}
+		}
+		if n == 1 {
+			return found, true
+		}
+		if n > 1 {
+			c.drop("session_ambiguous")
+			return mcp.Key{}, false
+		}
+	}
+	return mcp.Key{}, false
+}
+
+// linkRetry: a pipe /proc did not pair is looked up again after this long (the server may not
+// have had its stdio set up yet).
+const linkRetry = time.Second
+
+func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool, at time.Time) link {
+	k := linkKey{pid, ino}
+	if l, ok := c.links[k]; ok && (l.partner != 0 || at.Sub(l.tried) < linkRetry) {
 		return l
 	}
 	l := findLink(c.env.ProcRoot, pid, fd, ino, sock)
+	l.tried = at
 	if l.command != "" {
 		l.command, _ = c.env.Redactor.String(l.command)
 	}
@@ -192,6 +311,9 @@ func (c *Consumer) sent(call mcp.Call) {
 	// The server reads the request on the other end: the same pipe, or a socketpair's peer.
 	o := &outCall{seq: call.Seq, res: c.env.Builder.Reserve(m.parent), key: reqKey{cmp.Or(m.link.wire, m.ino), call.ID}}
 	c.pending[call.Seq] = o
+	if o.key.ino == 0 {
+		return // streamable HTTP: the server's side is not followed
+	}
 	c.byReq[o.key] = o
 	if e, ok := c.early[o.key]; ok {
 		delete(c.early, o.key)
@@ -359,7 +481,14 @@ func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
 	d.Attributes = func(a pcommon.Map) {
 		a.PutStr("mcp.method.name", call.Method)
 		a.PutStr("network.transport", m.transport)
-		a.PutStr("agenttrail.mcp.transport", "stdio")
+		if m.host != "" || m.path != "" {
+			a.PutStr("agenttrail.mcp.transport", "streamable_http")
+			httpspans.PutServer(a, m.host)
+			path, _ := red.String(m.path)
+			a.PutStr("url.path", path)
+		} else {
+			a.PutStr("agenttrail.mcp.transport", "stdio")
+		}
 		a.PutStr("agenttrail.capture.source", "plaintext")
 		if id := unquoteID(call.ID); id != "" {
 			a.PutStr("jsonrpc.request.id", id)
@@ -475,14 +604,17 @@ func (c *Consumer) Housekeeping(now time.Time) {
 		}
 	}
 	c.report()
+	c.housekeepHTTP(now)
 }
 
-// Waiting: requests in flight wait for their response or expiry.
-func (c *Consumer) Waiting() bool { return len(c.pending) > 0 }
+// Waiting: requests in flight wait for their response or expiry, HTTP connections for their
+// responses' end.
+func (c *Consumer) Waiting() bool { return len(c.pending) > 0 || c.http.Connections() > 0 }
 
 // ProcessGone: a process exited (or exec'd): its requests in flight come out unanswered, and
 // what is known of its pipes is forgotten.
 func (c *Consumer) ProcessGone(pid uint32) {
+	c.emitHTTP(c.http.CloseProcess(pid))
 	for _, call := range c.tracker.CloseProcess(pid) {
 		c.handle(call)
 	}
@@ -491,6 +623,12 @@ func (c *Consumer) ProcessGone(pid uint32) {
 			delete(c.links, k)
 		}
 	}
+	for k := range c.sessOf {
+		if k.pid == pid {
+			delete(c.sessOf, k)
+		}
+	}
+	delete(c.stdin, pid)
 	if s := c.servers[pid]; s != nil {
 		c.env.Builder.EndDelegation(s.cur)
 		delete(c.servers, pid)
@@ -503,10 +641,12 @@ func (c *Consumer) Close() error {
 		c.env.Builder.EndDelegation(c.servers[pid].cur)
 	}
 	clear(c.servers)
+	c.emitHTTP(c.http.Expire(time.Now().Add(1000 * time.Hour)))
 	for _, call := range c.tracker.CloseAll() {
 		c.handle(call)
 	}
 	c.report()
+	c.reportHTTP()
 	return nil
 }
 

@@ -87,7 +87,7 @@ func TestStdioToolCallSpans(t *testing.T) {
 	b := spans.NewBuilder(spans.Options{})
 	b.AddProcess(spans.Process{PID: agent, Target: "agent", Executable: "/usr/bin/node"})
 	b.AddProcess(spans.Process{PID: server, Target: "agent", Executable: "/usr/bin/node"})
-	c, err := New(tracer.Env{Logger: zap.NewNop(), Builder: b, Telemetry: &tracer.Telemetry{Meter: noop.NewMeterProvider().Meter("test")}})
+	c, err := New(tracer.Env{Logger: zap.NewNop(), Builder: b, Telemetry: &tracer.Telemetry{Meter: noop.NewMeterProvider().Meter("test")}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,5 +186,67 @@ func TestStdioToolCallSpans(t *testing.T) {
 		if s.ParentSpanID() != want {
 			t.Errorf("server's connect at %v under %v, want %v", s.StartTimestamp(), s.ParentSpanID(), want)
 		}
+	}
+}
+
+// When /proc no longer shows the processes (they exited before the receiver read their
+// records), the server's stdio (fd 0 and 1) and the responses' ids pair the pipes: every call is
+// answered, and the server's work still lands under the call.
+func TestStdioPairedWithoutProc(t *testing.T) {
+	const agent, server = 100, 200
+	b := spans.NewBuilder(spans.Options{})
+	b.AddProcess(spans.Process{PID: agent, Executable: "/usr/bin/node"})
+	b.AddProcess(spans.Process{PID: server, Executable: "/usr/bin/node"})
+	c, err := New(tracer.Env{Logger: zap.NewNop(), Builder: b, ProcRoot: t.TempDir(), Telemetry: &tracer.Telemetry{Meter: noop.NewMeterProvider().Meter("test")}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_700_000_000, 0)
+	hdr := func(pid uint32) spans.Header {
+		at = at.Add(time.Millisecond)
+		return spans.Header{Time: at, PID: pid, TID: pid}
+	}
+	payload := func(pid uint32, fd int32, ino uint64, dir spans.Direction, data []byte) {
+		h := hdr(pid)
+		c.Payload(&sockets.Payload{Header: h, Socket: spans.SocketID{Ino: ino}, FD: fd, Direction: dir,
+			Transport: spans.TransportPipe, Bytes: uint64(len(data)), Data: data, Parent: b.ParentOf(h)})
+	}
+	const toServer, fromServer = 9002, 9001 // the response pipe's inode is the smaller
+	for _, ch := range readChunks(t, "node-filesystem.chunks") {
+		if ch.client {
+			payload(agent, 21, toServer, spans.Egress, ch.data)
+			payload(server, 0, toServer, spans.Ingress, ch.data)
+			if bytes.Contains(ch.data, []byte(`"id":2}`)) {
+				h := hdr(server)
+				b.SyscallEnter(h, spans.Syscall{Name: "execve", Path: "/bin/cat"})
+				b.SyscallExit(h, 0, netip.AddrPort{})
+			}
+		} else {
+			payload(server, 1, fromServer, spans.Egress, ch.data)
+			payload(agent, 23, fromServer, spans.Ingress, ch.data)
+		}
+	}
+	var read ptrace.Span
+	var execve ptrace.Span
+	n := 0
+	for _, s := range flushed(b) {
+		if v, ok := s.Attributes().Get("agenttrail.mcp.problem"); ok {
+			t.Errorf("%s: %s", s.Name(), v.Str())
+		}
+		if id, _ := s.Attributes().Get("jsonrpc.request.id"); id.Str() == "2" {
+			read = s
+		}
+		if s.Name() == "execve" {
+			execve = s
+		}
+		if strings.HasPrefix(s.Name(), "execute_tool") {
+			n++
+		}
+	}
+	if n != 3 || read.Name() != "execute_tool read_text_file" {
+		t.Fatalf("%d tool spans, read %q", n, read.Name())
+	}
+	if execve.ParentSpanID() != read.SpanID() {
+		t.Errorf("the server's execve is not under the call it served")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // An MCP client writes requests on one pipe (its server's stdin) and reads responses from
@@ -22,6 +23,7 @@ type link struct {
 	partner uint64 // the other pipe of the session; 0 when none was found
 	server  uint32 // the server process (the deepest descendant with both pipes); 0 when the process is the server or none was found
 	command string // the server's command line, bounded and redacted
+	tried   time.Time
 }
 
 // Bounds on the /proc walk for one pipe.
