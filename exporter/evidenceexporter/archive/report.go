@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"io/fs"
 	"math"
 	"regexp"
@@ -1435,8 +1434,6 @@ func axisTicks(total uint64) []tickView {
 }
 
 func indentPx(depth int) int { return 12 + 18*min(depth, 12) }
-
-var reportTemplate = template.Must(template.New("report").Parse(reportHTML))
 
 // checkReport compares the bundle's report.html, if any, with a fresh rendering of the
 // verified records.
