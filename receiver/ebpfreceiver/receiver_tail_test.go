@@ -151,3 +151,45 @@ func TestDecodeTailChecked(t *testing.T) {
 		t.Errorf("gen_ai.request.model of the spans: %q, want [model-tail]", models)
 	}
 }
+
+// TestH2JoinedAfterPreface: a Go agent (openai-go) whose HTTP/2 connection to the model was
+// opened, and used, before the receiver started: its later calls on that connection become
+// inference spans with the model, the response and the tokens; the span says the connection
+// was joined after its preface and how many header fields the HPACK table hid (the path, the
+// authority: the calls are recognised from their bodies). The response to the first call after
+// the start is read by the read Go's HTTP/2 client had blocked on the connection before the
+// probes were attached: that call's span comes out when the connection or process ends.
+func TestH2JoinedAfterPreface(t *testing.T) {
+	requireKernel(t)
+	model := startMockModel(t)
+	exe := buildOpenAIGo(t)
+	base := strings.TrimSuffix(model.url, "/chat/completions")
+	t.Setenv("SSL_CERT_FILE", model.ca)
+	p := startProgram(t, exe, "model-x")
+	p.waitLine(t, "ready")
+	p.do(t, "h2keep "+base+" 1", "ok h2keep")
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "openai-go", PID: p.cmd.Process.Pid}))
+	for range 3 {
+		p.do(t, "h2keep "+base+" 1", "ok h2keep")
+	}
+	pid := p.cmd.Process.Pid
+	infs := func(c collected) []ptrace.Span {
+		return c.ofPID(pid).where("chat model-x", func(s ptrace.Span) bool { return fromTLS(s) && attr(s, "gen_ai.response.model") != "<missing>" })
+	}
+	c := waitSpans(t, sink, func(c collected) bool { return len(infs(c)) == 2 })
+	for _, s := range infs(c) {
+		if attr(s, "agenttrail.http2.joined") != "true" || attr(s, "agenttrail.http2.hidden_fields") == "0" ||
+			attr(s, "agenttrail.llm.recognized_from_bodies") != "true" || attr(s, "network.protocol.version") != "2" {
+			t.Errorf("joined %s hidden fields %s from bodies %s protocol %s", attr(s, "agenttrail.http2.joined"),
+				attr(s, "agenttrail.http2.hidden_fields"), attr(s, "agenttrail.llm.recognized_from_bodies"), attr(s, "network.protocol.version"))
+		}
+		if attr(s, "gen_ai.request.model") != "model-x" || attr(s, "gen_ai.response.model") != "model-x" ||
+			attr(s, "gen_ai.usage.output_tokens") == "<missing>" || attr(s, "gen_ai.provider.name") != "openai" {
+			t.Errorf("request model %s response model %s output tokens %s provider %s", attr(s, "gen_ai.request.model"),
+				attr(s, "gen_ai.response.model"), attr(s, "gen_ai.usage.output_tokens"), attr(s, "gen_ai.provider.name"))
+		}
+	}
+	if n := len(c.ofPID(pid).named("tls")); n != 0 {
+		t.Errorf("%d spans 'tls' (a connection given up)", n)
+	}
+}

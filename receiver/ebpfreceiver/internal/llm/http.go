@@ -69,6 +69,11 @@ type Message struct {
 	Meta any
 	// gaps: where body bytes are missing before bytes that were captured after them.
 	gaps gaps
+	// Joined: an HTTP/2 connection the receiver joined after its preface; HiddenFields: the
+	// header fields of this message it could not decode there, taken from the HPACK table as
+	// it was before the join (h2join.go).
+	Joined       bool
+	HiddenFields int
 	// head is what the start line and the header fields kept hold, counted as HPACK counts a
 	// header list (32 bytes more per field, for what a field costs besides its bytes), and
 	// messageOverhead.
@@ -323,6 +328,11 @@ func (t *Tracker) data(c *conn, dir Direction, data, tail []byte, total int, at 
 			case prefaceLost:
 				return c.h2Unparsed(errFramesLost)
 			}
+		}
+		// HTTP/2 frames on a connection whose preface went by before the receiver saw it.
+		if (fresh || c.lostCalls > 0) && c.preface == 0 && len(tail) == 0 && joinable(dir, data, total) {
+			c.h2 = newJoinedH2Conn(key, &t.lim)
+			return c.feedH2(dir, data, nil, total-len(data), at, meta)
 		}
 		reason := ""
 		if fresh || c.lostCalls > 0 {

@@ -137,6 +137,8 @@ type h2side struct {
 	fields   []hpack.HeaderField // the header block being decoded
 	listSize int                 // its size as HPACK counts it
 	listCut  bool                // fields over maxHeaderBytes were not kept
+	hidden   int                 // its fields taken from the table as it was before a join
+	synced   bool                // a joined connection's side found a frame boundary (h2join.go)
 	// The header block being assembled from HEADERS or PUSH_PROMISE and CONTINUATION frames.
 	block     []byte
 	blockOpen bool
@@ -160,6 +162,10 @@ type h2conn struct {
 	lim     *bufLimit  // the Tracker's
 	broken  string     // why the frames cannot be followed any more
 	done    []Exchange // exchanges completed by the call being fed
+	// joined: the connection was joined after its preface (h2join.go); skippedCalls counts
+	// the calls of a side not yet at a frame boundary.
+	joined       bool
+	skippedCalls int
 }
 
 func newH2Conn(key Key, lim *bufLimit) *h2conn {
@@ -258,6 +264,9 @@ func (h *h2conn) feed(dir Direction, data, tail []byte, missing int, at time.Tim
 	s := &h.out
 	if dir == Read {
 		s = &h.in
+	}
+	if !h.syncJoined(s, data, len(data)+missing+len(tail)) {
+		return nil
 	}
 	h.consume(s, data, at, meta)
 	if missing > 0 && h.broken == "" {
@@ -589,7 +598,7 @@ func (h *h2conn) headerFrame(s *h2side, at time.Time) {
 }
 
 func (h *h2conn) decodeBlock(s *h2side) bool {
-	s.fields, s.listSize, s.listCut = s.fields[:0], 0, false
+	s.fields, s.listSize, s.listCut, s.hidden = s.fields[:0], 0, false, 0
 	s.dec.SetEmitEnabled(true)
 	_, err := s.dec.Write(s.block)
 	if err == nil {
@@ -605,6 +614,10 @@ func (h *h2conn) decodeBlock(s *h2side) bool {
 // emit keeps a decoded field. A small block can name large table entries many times over:
 // beyond maxHeaderBytes the fields are still decoded (the table must follow) but not kept.
 func (s *h2side) emit(f hpack.HeaderField) {
+	if f.Name == placeholder {
+		s.hidden++ // an entry added before the receiver joined the connection (h2join.go)
+		return
+	}
 	s.listSize += int(f.Size())
 	if s.listSize > maxHeaderBytes {
 		s.listCut = true
@@ -617,7 +630,8 @@ func (s *h2side) emit(f hpack.HeaderField) {
 // message makes a Message of the decoded block; the pseudo-header fields are returned apart.
 // What its fields hold is taken from what the bodies that follow may keep.
 func (h *h2conn) message(s *h2side, at time.Time) (m *Message, pseudo map[string]string) {
-	m = &Message{Proto: "HTTP/2.0", Header: textproto.MIMEHeader{}, Start: s.blockAt, End: at, Meta: s.blockMeta, head: messageOverhead}
+	m = &Message{Proto: "HTTP/2.0", Header: textproto.MIMEHeader{}, Start: s.blockAt, End: at, Meta: s.blockMeta, head: messageOverhead,
+		Joined: h.joined, HiddenFields: s.hidden}
 	pseudo = map[string]string{}
 	for _, f := range s.fields {
 		m.head += int(f.Size())

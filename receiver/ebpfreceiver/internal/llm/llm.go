@@ -52,6 +52,10 @@ type Inference struct {
 	RequestProblem, ResponseProblem   string
 	RequestBodySize, ResponseBodySize int64
 	NoResponse                        bool
+
+	// FromBodies: the call was recognised from its bodies, its path being hidden in the HPACK
+	// table of a connection joined after its preface (h2join.go).
+	FromBodies bool
 }
 
 // maxListed bounds the tool calls and the finish reasons an inference lists: each becomes
@@ -98,15 +102,64 @@ func Recognize(req *Message) (provider, api string, ok bool) {
 	return "", "", false
 }
 
+// recognizeBodies recognises an LLM call whose path is hidden (a POST on an HTTP/2 connection
+// joined after its preface, whose ":path" the client's encoder had put in its table before) from
+// its bodies: a JSON request with "model" and "input" is a Responses call, with "model" and
+// "messages" an Anthropic Messages call when the response is an Anthropic message (JSON or
+// events), else a chat completion.
+func recognizeBodies(ex Exchange) (provider, api string, ok bool) {
+	req := ex.Request
+	if req.Method != "POST" {
+		return "", "", false
+	}
+	var model, messages, input bool
+	if err := members(req.Body, func(key string, _ []byte) {
+		switch key {
+		case "model":
+			model = true
+		case "messages":
+			messages = true
+		case "input":
+			input = true
+		}
+	}); err != nil {
+		// Cut by a bound: the beginning is what there is.
+		head := req.Body[:min(len(req.Body), 4096)]
+		model = bytes.Contains(req.Body, []byte(`"model"`)) // after the messages too
+		messages = bytes.HasPrefix(bytes.TrimSpace(head), []byte(`{"messages"`)) || bytes.Contains(head, []byte(`"messages":[`))
+		input = bytes.Contains(head, []byte(`"input":`))
+	}
+	switch {
+	case !model:
+		return "", "", false
+	case input && !messages:
+		return ProviderOpenAI, APIResponses, true
+	case messages:
+		if r := ex.Response; r != nil {
+			head := r.Body[:min(len(r.Body), 4096)]
+			if bytes.Contains(head, []byte(`"type":"message"`)) || bytes.Contains(head, []byte("event: message_start")) {
+				return ProviderAnthropic, APIMessages, true
+			}
+		}
+		return ProviderOpenAI, APIChatCompletions, true
+	}
+	return "", "", false
+}
+
 // Parse reads an exchange as an LLM API call; ok is false when the request is not one.
 func Parse(ex Exchange) (*Inference, bool) {
 	provider, api, ok := Recognize(ex.Request)
+	fromBodies := false
+	if !ok && ex.Request != nil && ex.Request.Target == "" && ex.Request.HiddenFields > 0 {
+		provider, api, ok = recognizeBodies(ex)
+		fromBodies = ok
+	}
 	if !ok {
 		return nil, false
 	}
 	req := ex.Request
 	inf := &Inference{Provider: provider, API: api, Method: req.Method, Path: req.Target, Host: req.Header.Get("Host"),
-		ProtocolVersion: ProtocolVersion(req.Proto)}
+		ProtocolVersion: ProtocolVersion(req.Proto), FromBodies: fromBodies}
 	inf.RequestBodySize = req.WireSize
 	parseRequest(inf, req)
 	resp := ex.Response

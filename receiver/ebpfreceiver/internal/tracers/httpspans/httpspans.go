@@ -63,11 +63,39 @@ func (e *Emitter) Emit(ex llm.Exchange) {
 	if ex.Response != nil {
 		end = ex.Response.End
 	}
-	if inf, ok := llm.Parse(ex); ok {
-		e.Builder.AddSpan(meta.Parent, e.InferenceSpan(inf, meta, end))
+	var d spans.SpanData
+	inf, ok := llm.Parse(ex)
+	if ok {
+		d = e.InferenceSpan(inf, meta, end)
+	} else {
+		d = e.HTTPSpan(ex, meta, end)
+	}
+	if ex.Request.Joined {
+		attrs := d.Attributes
+		d.Attributes = func(m pcommon.Map) {
+			attrs(m)
+			PutJoined(m, ex.Request, ex.Response)
+			if ok && inf.FromBodies {
+				m.PutBool("agenttrail.llm.recognized_from_bodies", true)
+			}
+		}
+	}
+	e.Builder.AddSpan(meta.Parent, d)
+}
+
+// PutJoined says that an HTTP/2 connection was joined after its preface (internal/llm's
+// h2join.go), and how many header fields of the exchange were hidden in the HPACK table as it
+// was before the join.
+func PutJoined(m pcommon.Map, req, resp *llm.Message) {
+	if req == nil || !req.Joined {
 		return
 	}
-	e.Builder.AddSpan(meta.Parent, e.HTTPSpan(ex, meta, end))
+	hidden := req.HiddenFields
+	if resp != nil {
+		hidden += resp.HiddenFields
+	}
+	m.PutBool("agenttrail.http2.joined", true)
+	m.PutInt("agenttrail.http2.hidden_fields", int64(hidden))
 }
 
 // UnparsedSpan is the span of a connection whose bytes are not HTTP the tracker can read.
