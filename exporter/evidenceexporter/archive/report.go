@@ -216,12 +216,32 @@ type rlane struct {
 
 func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof *Proof) reportView {
 	v := reportView{Format: ReportFormat, TraceID: proof.TraceID}
+	spans, resources, byID := collectSpans(td)
+	t0, t1 := timeRange(spans)
+	total := t1 - t0
+	v.Date = fmtDate(t0)
+	v.Start, v.End, v.Duration = fmtClock(t0), fmtClock(t1), fmtDur(total)
+	if len(spans) == 0 {
+		v.Date, v.Start, v.End, v.Duration = "", "", "", ""
+	}
+	classifySpans(spans, byID)
+	laneList := buildLanes(spans)
+	addWorkloads(&v, resources, laneList)
+	v.SpanCount = len(spans)
+	v.LaneCount = len(laneList)
+	tl := timeline{v: &v, t0: t0, total: total}
+	tl.build(laneList)
+	v.Ticks = axisTicks(total)
+	addFindings(&v, findingPayloads, spans, proof)
+	proofViews(&v, proof)
+	return v
+}
 
-	// Resources (one per process) and spans.
-	var spans []*rspan
+// collectSpans reads the resources (one per process) and their spans, sorted by start; byID
+// finds a span by its id (the first of duplicates).
+func collectSpans(td ptrace.Traces) (spans []*rspan, resources []*rresource, byID map[string]*rspan) {
 	resByKey := map[string]*rresource{}
-	var resources []*rresource
-	byID := map[string]*rspan{}
+	byID = map[string]*rspan{}
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
 		key := attrKey(rs.Resource().Attributes())
@@ -248,9 +268,11 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 		}
 	}
 	sort.SliceStable(spans, func(i, j int) bool { return spanLess(spans[i], spans[j]) })
+	return spans, resources, byID
+}
 
-	// Time range.
-	var t0, t1 uint64
+// timeRange is the first and last time of the spans and their events.
+func timeRange(spans []*rspan) (t0, t1 uint64) {
 	for i, s := range spans {
 		if i == 0 || s.start < t0 {
 			t0 = s.start
@@ -271,14 +293,11 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 	if t1 < t0 {
 		t1 = t0
 	}
-	total := t1 - t0
-	v.Date = fmtDate(t0)
-	v.Start, v.End, v.Duration = fmtClock(t0), fmtClock(t1), fmtDur(total)
-	if len(spans) == 0 {
-		v.Date, v.Start, v.End, v.Duration = "", "", "", ""
-	}
+	return t0, t1
+}
 
-	// Parents, classification, lanes.
+// classifySpans links each span to its parent and says what it is.
+func classifySpans(spans []*rspan, byID map[string]*rspan) {
 	for _, s := range spans {
 		if p := byID[s.parent]; p != nil && s.parent != "" && p != s {
 			s.parentSpan = p
@@ -292,6 +311,11 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 			s.finding = true
 		}
 	}
+}
+
+// buildLanes puts the spans into lanes (a process's goroutine or thread) and links each span
+// to its nearest ancestor in the same lane.
+func buildLanes(spans []*rspan) []*rlane {
 	lanes := map[string]*rlane{}
 	var laneList []*rlane
 	for _, s := range spans {
@@ -321,8 +345,12 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 			}
 		}
 	}
+	return laneList
+}
 
-	// Workloads.
+// addWorkloads describes each resource, with the lanes of its threads, and counts the
+// processes.
+func addWorkloads(v *reportView, resources []*rresource, laneList []*rlane) {
 	for _, r := range resources {
 		wv := workloadFor(r.attrs)
 		r.view = &wv
@@ -346,105 +374,37 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 		pids[attrStr(r.attrs, "process.pid")+"|"+attrStr(r.attrs, "service.name")] = true
 	}
 	v.ProcessCount = len(pids)
-	v.SpanCount = len(spans)
-	v.LaneCount = len(laneList)
+}
 
-	// Timeline rows (one per span or event, in tree order within a lane) and steps (all of
-	// them in time order).
-	pct := func(ns uint64) float64 {
-		if total == 0 || ns <= t0 {
-			return 0
-		}
-		return float64(ns-t0) / float64(total) * 100
-	}
-	type stepItem struct {
-		at    uint64
-		order int
-		step  stepView
-	}
-	var steps []stepItem
-	addEvent := func(l *rlane, lv *laneView, s *rspan, ev ptrace.SpanEvent, depth int) {
-		ts := uint64(ev.Timestamp())
-		if ts == 0 {
-			ts = s.start
-		}
-		name := clean(ev.Name())
-		class, detail := classifyEvent(ev)
-		lv.Rows = append(lv.Rows, rowView{Event: true, IndentPx: indentPx(depth), Name: name, Detail: shorten(detail, 160),
-			Title: name + " " + detail, Class: class, Left: fmtPct(pct(ts)), Finding: ev.Name() == "finding"})
-		st := stepView{Time: fmtClock(ts), Offset: "+" + fmtDur(ts-min(ts, t0)), Lane: l.label, Step: name, Class: class, Event: true,
-			Facts: eventFacts(ev, s), Attributes: attrList(ev.Attributes()), Status: eventStatus(ev), Duration: "—"}
-		st.Error = st.Status != "ok"
-		steps = append(steps, stepItem{at: ts, order: len(steps), step: st})
-		v.EventCount++
-	}
-	var walk func(l *rlane, lv *laneView, s *rspan, depth int)
-	walk = func(l *rlane, lv *laneView, s *rspan, depth int) {
-		if s.visited {
-			return
-		}
-		s.visited = true
-		left := pct(s.start)
-		width := pct(s.end) - left
-		row := rowView{IndentPx: indentPx(depth), Name: s.name, Detail: shorten(s.detail, 160), Title: s.name + " " + s.detail,
-			Class: s.class, Error: s.errText, Left: fmtPct(left), Width: fmtPct(width), Duration: fmtDur(s.end - s.start),
-			Finding: s.finding}
-		switch {
-		case width >= 15:
-			row.DurInside = true
-		case left+width > 85:
-			row.DurRight = fmtPct(100 - left)
-		default:
-			row.DurLeft = fmtPct(left + width)
-		}
-		if p := s.parentSpan; p != nil && p.lane != s.lane {
-			row.From = "called from " + p.name + " in " + p.lane.thread
-			if p.res != s.res {
-				row.From = "called from " + p.name + " in " + p.lane.label
-			}
-		}
-		lv.Rows = append(lv.Rows, row)
-		st := stepView{Time: fmtClock(s.start), Offset: "+" + fmtDur(s.start-t0), Lane: l.label, Step: s.name, Class: s.class,
-			Facts: spanFacts(s), Attributes: attrList(s.span.Attributes()),
-			Stack: clean(attrStr(s.span.Attributes(), "code.stacktrace")), Duration: fmtDur(s.end - s.start), Status: "ok"}
-		if s.errText != "" {
-			st.Status, st.Error = "error: "+s.errText, true
-			v.ErrorCount++
-		}
-		steps = append(steps, stepItem{at: s.start, order: len(steps), step: st})
-		// children and events, interleaved by time
-		kids := append([]*rspan(nil), s.kids...)
-		sort.SliceStable(kids, func(i, j int) bool { return spanLess(kids[i], kids[j]) })
-		evs := s.span.Events()
-		evIdx := make([]int, evs.Len())
-		for i := range evIdx {
-			evIdx[i] = i
-		}
-		sort.SliceStable(evIdx, func(a, b int) bool { return evs.At(evIdx[a]).Timestamp() < evs.At(evIdx[b]).Timestamp() })
-		ei := 0
-		for _, k := range kids {
-			for ei < len(evIdx) && uint64(evs.At(evIdx[ei]).Timestamp()) <= k.start {
-				addEvent(l, lv, s, evs.At(evIdx[ei]), depth+1)
-				ei++
-			}
-			walk(l, lv, k, depth+1)
-		}
-		for ; ei < len(evIdx); ei++ {
-			addEvent(l, lv, s, evs.At(evIdx[ei]), depth+1)
-		}
-	}
+// timeline builds the timeline rows (one per span or event, in tree order within a lane) and
+// the steps (all of them in time order).
+type timeline struct {
+	v         *reportView
+	t0, total uint64
+	steps     []stepItem
+}
+
+type stepItem struct {
+	at    uint64
+	order int
+	step  stepView
+}
+
+func (tl *timeline) build(laneList []*rlane) {
+	v := tl.v
 	for _, l := range laneList {
 		lv := laneView{ID: fmt.Sprintf("lane-%d", l.idx+1), Label: l.label, Sub: l.sub, Color: l.idx % 6}
 		for _, s := range l.spans {
 			if s.inLaneParent == nil {
-				walk(l, &lv, s, 0)
+				tl.walk(l, &lv, s, 0)
 			}
 		}
 		for _, s := range l.spans { // spans whose parents form a cycle (hostile data)
-			walk(l, &lv, s, 0)
+			tl.walk(l, &lv, s, 0)
 		}
 		v.Lanes = append(v.Lanes, lv)
 	}
+	steps := tl.steps
 	sort.SliceStable(steps, func(i, j int) bool {
 		if steps[i].at != steps[j].at {
 			return steps[i].at < steps[j].at
@@ -455,9 +415,91 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 		steps[i].step.No = i + 1
 		v.Steps = append(v.Steps, steps[i].step)
 	}
-	v.Ticks = axisTicks(total)
+}
 
-	// Findings.
+// pct is where ns falls on the time axis, in percent.
+func (tl *timeline) pct(ns uint64) float64 {
+	if tl.total == 0 || ns <= tl.t0 {
+		return 0
+	}
+	return float64(ns-tl.t0) / float64(tl.total) * 100
+}
+
+func (tl *timeline) addEvent(l *rlane, lv *laneView, s *rspan, ev ptrace.SpanEvent, depth int) {
+	ts := uint64(ev.Timestamp())
+	if ts == 0 {
+		ts = s.start
+	}
+	name := clean(ev.Name())
+	class, detail := classifyEvent(ev)
+	lv.Rows = append(lv.Rows, rowView{Event: true, IndentPx: indentPx(depth), Name: name, Detail: shorten(detail, 160),
+		Title: name + " " + detail, Class: class, Left: fmtPct(tl.pct(ts)), Finding: ev.Name() == "finding"})
+	st := stepView{Time: fmtClock(ts), Offset: "+" + fmtDur(ts-min(ts, tl.t0)), Lane: l.label, Step: name, Class: class, Event: true,
+		Facts: eventFacts(ev, s), Attributes: attrList(ev.Attributes()), Status: eventStatus(ev), Duration: "—"}
+	st.Error = st.Status != "ok"
+	tl.steps = append(tl.steps, stepItem{at: ts, order: len(tl.steps), step: st})
+	tl.v.EventCount++
+}
+
+// walk adds the row and step of s, then its children and events interleaved by time.
+func (tl *timeline) walk(l *rlane, lv *laneView, s *rspan, depth int) {
+	if s.visited {
+		return
+	}
+	s.visited = true
+	left := tl.pct(s.start)
+	width := tl.pct(s.end) - left
+	row := rowView{IndentPx: indentPx(depth), Name: s.name, Detail: shorten(s.detail, 160), Title: s.name + " " + s.detail,
+		Class: s.class, Error: s.errText, Left: fmtPct(left), Width: fmtPct(width), Duration: fmtDur(s.end - s.start),
+		Finding: s.finding}
+	switch {
+	case width >= 15:
+		row.DurInside = true
+	case left+width > 85:
+		row.DurRight = fmtPct(100 - left)
+	default:
+		row.DurLeft = fmtPct(left + width)
+	}
+	if p := s.parentSpan; p != nil && p.lane != s.lane {
+		row.From = "called from " + p.name + " in " + p.lane.thread
+		if p.res != s.res {
+			row.From = "called from " + p.name + " in " + p.lane.label
+		}
+	}
+	lv.Rows = append(lv.Rows, row)
+	st := stepView{Time: fmtClock(s.start), Offset: "+" + fmtDur(s.start-tl.t0), Lane: l.label, Step: s.name, Class: s.class,
+		Facts: spanFacts(s), Attributes: attrList(s.span.Attributes()),
+		Stack: clean(attrStr(s.span.Attributes(), "code.stacktrace")), Duration: fmtDur(s.end - s.start), Status: "ok"}
+	if s.errText != "" {
+		st.Status, st.Error = "error: "+s.errText, true
+		tl.v.ErrorCount++
+	}
+	tl.steps = append(tl.steps, stepItem{at: s.start, order: len(tl.steps), step: st})
+	// children and events, interleaved by time
+	kids := append([]*rspan(nil), s.kids...)
+	sort.SliceStable(kids, func(i, j int) bool { return spanLess(kids[i], kids[j]) })
+	evs := s.span.Events()
+	evIdx := make([]int, evs.Len())
+	for i := range evIdx {
+		evIdx[i] = i
+	}
+	sort.SliceStable(evIdx, func(a, b int) bool { return evs.At(evIdx[a]).Timestamp() < evs.At(evIdx[b]).Timestamp() })
+	ei := 0
+	for _, k := range kids {
+		for ei < len(evIdx) && uint64(evs.At(evIdx[ei]).Timestamp()) <= k.start {
+			tl.addEvent(l, lv, s, evs.At(evIdx[ei]), depth+1)
+			ei++
+		}
+		tl.walk(l, lv, k, depth+1)
+	}
+	for ; ei < len(evIdx); ei++ {
+		tl.addEvent(l, lv, s, evs.At(evIdx[ei]), depth+1)
+	}
+}
+
+// addFindings lists the findings (records of the bundle and notes on the story's spans) and
+// the verdict they make.
+func addFindings(v *reportView, findingPayloads []json.RawMessage, spans []*rspan, proof *Proof) {
 	storyFindings := storyFindingNotes(spans)
 	v.Findings = findingViews(findingPayloads, storyFindings, proof)
 	v.FindingCount = 0
@@ -468,11 +510,7 @@ func buildReportView(td ptrace.Traces, findingPayloads []json.RawMessage, proof 
 	}
 	v.NoFinding = len(v.Findings) == 0
 	v.Orphan = v.FindingCount == 0 && len(v.Findings) > 0
-	v.Verdict = verdictFor(v)
-
-	// Proof.
-	proofViews(&v, proof)
-	return v
+	v.Verdict = verdictFor(*v)
 }
 
 func spanLess(a, b *rspan) bool {
