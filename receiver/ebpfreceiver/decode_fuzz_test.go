@@ -6,10 +6,11 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 // FuzzDecodeRecords feeds arbitrary bytes as records of every kind through the decoder into the
