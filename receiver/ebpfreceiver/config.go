@@ -21,6 +21,9 @@ import (
 type Config struct {
 	// Targets are the programs to trace.
 	Targets []TargetConfig `mapstructure:"targets"`
+	// KubernetesInventory names the k8s_inventory extension whose pods the targets' kubernetes
+	// selectors are resolved from; required when a target has one.
+	KubernetesInventory *component.ID `mapstructure:"kubernetes_inventory"`
 	// Syscalls recorded for traced processes: connect, accept, sendto, execve, openat.
 	Syscalls []string `mapstructure:"syscalls"`
 	// CallStacks captures the user call stack at every syscall event (code.stacktrace).
@@ -78,13 +81,21 @@ func (cfg *Config) Validate() error {
 		}
 		names[t.Name] = true
 		selectors := 0
-		for _, set := range []bool{t.Executable != "", t.ProcessName != "", t.PID != 0, t.ContainerID != ""} {
+		for _, set := range []bool{t.Executable != "", t.ProcessName != "", t.PID != 0, t.ContainerID != "", t.Kubernetes != nil} {
 			if set {
 				selectors++
 			}
 		}
 		if selectors != 1 {
-			return fmt.Errorf(`%s: set exactly one of "executable", "process_name", "pid", "container_id"`, where)
+			return fmt.Errorf(`%s: set exactly one of "executable", "process_name", "pid", "container_id", "kubernetes"`, where)
+		}
+		if t.Kubernetes != nil {
+			if err := t.Kubernetes.Validate(); err != nil {
+				return fmt.Errorf(`%s: %w`, where, err)
+			}
+			if cfg.KubernetesInventory == nil {
+				return fmt.Errorf(`%s: a "kubernetes" target needs "kubernetes_inventory" (a k8s_inventory extension)`, where)
+			}
 		}
 		if t.Executable != "" && !strings.HasPrefix(t.Executable, "/") {
 			return fmt.Errorf(`%s: "executable" must be an absolute path, got %q`, where, t.Executable)

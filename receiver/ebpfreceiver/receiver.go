@@ -120,6 +120,16 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: %w", err)
 	}
 
+	if err := r.registry.startKubernetes(host); err != nil {
+		for _, tr := range r.tracers {
+			_ = tr.Close()
+		}
+		_ = waiter.close()
+		_ = reader.Close()
+		_ = kernel.Close()
+		r.waiter, r.reader, r.kernel, r.tracers = nil, nil, nil, nil
+		return fmt.Errorf("ebpf receiver: %w", err)
+	}
 	r.registry.attachTargets()
 	r.logger.Info("ebpf receiver started",
 		zap.Int("targets", len(r.cfg.Targets)),
@@ -151,6 +161,9 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 			err = errors.Join(err, r.waiter.close())
 		}
 		r.wg.Wait()
+		if r.registry != nil {
+			r.registry.closeKubernetes()
+		}
 		if r.reader != nil {
 			err = errors.Join(err, r.reader.Close())
 		}
@@ -215,7 +228,7 @@ func (r *ebpfReceiver) waitIdle() {
 	}
 	var deadline time.Time // none
 	// A ring buffer that lost records is healthy again after a check without new losses.
-	if r.tracersWaiting() || r.health.active(problemRingBuffer) {
+	if r.tracersWaiting() || r.health.active(problemRingBuffer) || r.registry.kubernetesWaiting() {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
 	// A record written before the flag was set did not wake anyone: do not wait for it.
@@ -260,6 +273,7 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 	for _, tr := range r.tracers {
 		tr.Housekeeping(now)
 	}
+	r.registry.rescanKubernetes(now)
 	counters := r.builder.Counters()
 	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)
 	r.lastCounters = counters

@@ -44,8 +44,9 @@ type registry struct {
 	targets  []*tracer.Target
 	isGo     map[probes.InodeKey]bool
 	traced   map[uint32]*tracer.Process
-	byName   bool // some target selects by process name
-	byCgroup bool // some target selects by container
+	byName   bool               // some target selects by process name
+	byCgroup bool               // some target selects by container
+	k8s      *kubernetesTargets // nil unless a target has a kubernetes selector (kubernetes.go)
 }
 
 var _ tracer.Registry = (*registry)(nil)
@@ -62,7 +63,7 @@ func newRegistry(cfg *Config, kernel *probes.Set, logger *zap.Logger, tel *telem
 	for i, t := range cfg.Targets {
 		g.targets = append(g.targets, &tracer.Target{ID: uint32(i + 1), Config: t})
 		g.byName = g.byName || t.ProcessName != ""
-		g.byCgroup = g.byCgroup || t.ContainerID != ""
+		g.byCgroup = g.byCgroup || t.ContainerID != "" || t.Kubernetes != nil
 	}
 	return g
 }
@@ -135,7 +136,7 @@ func (g *registry) attachBinary(b tracer.Binary) error {
 
 // match returns the target a process belongs to. filename is the exec'd path when known.
 func (g *registry) match(info tracer.ProcInfo, filename string) *tracer.Target {
-	var cid string
+	var ci containerid.Info
 	cidRead := false
 	for _, t := range g.targets {
 		switch c := &t.Config; {
@@ -152,14 +153,12 @@ func (g *registry) match(info tracer.ProcInfo, filename string) *tracer.Target {
 				(filename != "" && filepath.Base(filename) == c.ProcessName) {
 				return t
 			}
-		case c.ContainerID != "":
+		case c.ContainerID != "", c.Kubernetes != nil:
 			if !cidRead {
-				if ci, err := containerid.FromPID(g.cfg.ProcRoot, info.PID); err == nil {
-					cid = ci.ID
-				}
+				ci, _ = containerid.FromPID(g.cfg.ProcRoot, info.PID)
 				cidRead = true
 			}
-			if cid == c.ContainerID {
+			if (c.ContainerID != "" && ci.ID == c.ContainerID) || (c.Kubernetes != nil && g.matchKubernetes(t, ci)) {
 				return t
 			}
 		}

@@ -6,13 +6,14 @@ import (
 	"strings"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/k8sselect"
 )
 
 // The target configuration lives here, not in the receiver's root, because the tracers read it
 // (functions, Python functions); the root's Config refers to these types under their old names.
 
 // TargetConfig names one program and what to record of it. Processes are selected by exactly
-// one of executable, process_name, pid or container_id.
+// one of executable, process_name, pid, container_id or kubernetes.
 type TargetConfig struct {
 	// Name of the workload; becomes service.name and gen_ai.agent.name.
 	Name string `mapstructure:"name"`
@@ -24,6 +25,9 @@ type TargetConfig struct {
 	PID int `mapstructure:"pid"`
 	// ContainerID: every process of the container (64 hex characters).
 	ContainerID string `mapstructure:"container_id"`
+	// Kubernetes: every process of the node's pods (and containers) that the selector names,
+	// resolved from the k8s_inventory extension (the receiver's kubernetes_inventory).
+	Kubernetes *k8sselect.Config `mapstructure:"kubernetes"`
 	// Functions to instrument.
 	Functions []FunctionConfig `mapstructure:"functions"`
 	// PythonFunctions: Python functions whose spans are reconstructed from Python stacks.
