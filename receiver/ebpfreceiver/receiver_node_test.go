@@ -142,6 +142,7 @@ func TestNodeOpenAI(t *testing.T) {
 		}
 		key := attr(s, "gen_ai.provider.name") + " " + strconv.FormatBool(attr(s, "agenttrail.llm.stream") == "true")
 		seen[key]++
+		recordSpan(t, matrixRow{"Node 20 (Debian), npm openai 7.55.0 and @anthropic-ai/sdk 1.10.0", sdkAPI(key), "HTTPS, HTTP/1.1", "OpenSSL exported by node"}, s)
 		if got, _ := c.res[i].Attributes().Get("agenttrail.capture.tls"); got.AsString() != "openssl ("+systemNode+")" {
 			t.Errorf("%s: agenttrail.capture.tls %q", key, got.AsString())
 		}

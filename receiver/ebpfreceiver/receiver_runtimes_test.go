@@ -138,6 +138,7 @@ func TestBunOpenAI(t *testing.T) {
 		}
 		key := attr(s, "gen_ai.provider.name") + " " + strconv.FormatBool(attr(s, "agenttrail.llm.stream") == "true")
 		seen[key]++
+		recordSpan(t, matrixRow{"Bun 1.4.4, npm openai 7.55.0 and @anthropic-ai/sdk 1.10.0", sdkAPI(key), "HTTPS, HTTP/1.1", "BoringSSL (static, known build)"}, s)
 		if got, _ := c.res[i].Attributes().Get("agenttrail.capture.tls"); got.AsString() != wantCapture {
 			t.Errorf("%s: agenttrail.capture.tls %q, want %q", key, got.AsString(), wantCapture)
 		}
@@ -205,9 +206,12 @@ func TestRustlsNotSupported(t *testing.T) {
 		pid     int
 		version string
 		missing string
+		row     matrixRow
 	}{
-		{"deno", dpid, "0.23.40", "tls: TLS library not supported: rustls 0.23.40 (static)"},
-		{"codex", cpid, "0.23.46", "tls: TLS library not supported: rustls 0.23.46 (static), OpenSSL 3.6.4 (static)"},
+		{"deno", dpid, "0.23.40", "tls: TLS library not supported: rustls 0.23.40 (static)",
+			matrixRow{"Deno 2.9.6, npm openai 7.55.0", "OpenAI chat completions", "HTTPS", "rustls (static)"}},
+		{"codex", cpid, "0.23.46", "tls: TLS library not supported: rustls 0.23.46 (static), OpenSSL 3.6.4 (static)",
+			matrixRow{"OpenAI Codex CLI 0.169.0 (Rust)", "OpenAI Responses", "HTTPS", "rustls (static)"}},
 	} {
 		got := processCapture(t, c, tc.pid)
 		wantTLS := "not supported: rustls (static, " + tc.version + ")"
@@ -220,6 +224,7 @@ func TestRustlsNotSupported(t *testing.T) {
 		if n := len(c.ofPID(tc.pid).where("chat model-x", fromTLS)); n != 0 {
 			t.Errorf("%s: %d inference spans from rustls", tc.name, n)
 		}
+		recordCell(t, tc.row, "not read; the process says agenttrail.capture.tls = `"+got["tls"]+"`")
 	}
 	counts := captureProcesses(t, tel)
 	if counts["not supported: rustls"] < 1 || counts["not supported: rustls, OpenSSL"] < 1 {

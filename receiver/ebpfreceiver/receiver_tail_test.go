@@ -83,6 +83,11 @@ func TestLongConversationKeepsModel(t *testing.T) {
 	versions := map[string]bool{}
 	for _, s := range append(infs(c, goPID), infs(c, pyPID)...) {
 		versions[attr(s, "network.protocol.version")] = true
+		row := matrixRow{"Python 3.11 (Debian), standard library", "OpenAI chat completions, 64 KiB conversation before the model", "HTTPS, HTTP/1.1", "OpenSSL (libssl.so.3)"}
+		if attr(s, "agenttrail.tls.library") == "go" {
+			row = matrixRow{"Go, openai-go v3.102.0", row.api, "HTTPS, HTTP/" + attr(s, "network.protocol.version"), "Go crypto/tls"}
+		}
+		recordSpan(t, row, s)
 		if size := attr(s, "http.request.body.size"); len(size) < 5 {
 			t.Errorf("request body size %s: not a long conversation", size)
 		}
@@ -178,6 +183,7 @@ func TestH2JoinedAfterPreface(t *testing.T) {
 	}
 	c := waitSpans(t, sink, func(c collected) bool { return len(infs(c)) == 2 })
 	for _, s := range infs(c) {
+		recordSpan(t, matrixRow{"Go, openai-go v3.102.0", "OpenAI chat completions", "HTTPS, HTTP/2, connection opened before the receiver started", "Go crypto/tls"}, s)
 		if attr(s, "agenttrail.http2.joined") != "true" || attr(s, "agenttrail.http2.hidden_fields") == "0" ||
 			attr(s, "agenttrail.llm.recognized_from_bodies") != "true" || attr(s, "network.protocol.version") != "2" {
 			t.Errorf("joined %s hidden fields %s from bodies %s protocol %s", attr(s, "agenttrail.http2.joined"),
