@@ -232,3 +232,25 @@ func TestGoldenEgress(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { runGolden(t, tc) })
 	}
 }
+
+// TestReplyIsNotEgress: a send to a peer whose connection the process accepted is the agent's
+// reply to its client, not egress, even inside a story that read sensitive data (spans
+// reconstructed from Python stacks can end after the reply); a send to any other peer is.
+func TestReplyIsNotEgress(t *testing.T) {
+	build := func(accepted bool) *traceBuilder {
+		b := newTraceBuilder()
+		p := b.hostProcess("ledger-agent", 5151)
+		if accepted {
+			p.accept(traceID(1), 0, 0.2, "127.0.0.1", 45578)
+		}
+		root := p.prompt(traceID(2), 10, 1500, "Run the nightly export")
+		tool := p.tool(root, 20, 900, "ledger-read")
+		p.openat(tool, 21, "/srv/bank/customers.csv", "O_RDONLY")
+		p.send(root, 1400, 1401, "127.0.0.1", 45578, 162, 1, "earlier", 25_000)
+		return b
+	}
+	cfg := createDefaultConfig()
+	cfg.DefaultMode = profile.ModeAlert
+	assert.Empty(t, findingRules(t, newHarness(t, cfg), build(true)))
+	assert.Equal(t, [][]string{{story.RuleSensitiveReadEgress}}, findingRules(t, newHarness(t, cfg), build(false)))
+}

@@ -38,6 +38,7 @@ type storyProcessor struct {
 	disabled       map[string]bool
 	profiles       *profile.Store
 	enf            *enforcement.Enforcer
+	inbound        *story.Inbound // peers that connected to each process: sends to them are replies
 	productVersion string
 	tickEvery      time.Duration
 
@@ -79,6 +80,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces, clo
 		profiles:       profile.NewStore(cfg.ProfilesDir, cfg.ProfilesSaveInterval, cfg.Learning, set.Logger),
 		productVersion: set.BuildInfo.Version,
 		buf:            story.NewBuffer(limitsOf(cfg), tel),
+		inbound:        story.NewInbound(story.MaxInbound),
 		loggedRuleErr:  map[string]bool{},
 		kick:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
@@ -226,9 +228,16 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 		p.processStarted(rs)
 		rs.MoveTo(td.ResourceSpans().AppendEmpty())
 	}
+	for _, st := range ready {
+		p.inbound.Learn(st)
+	}
+	if n := p.inbound.Evicted; n > 0 {
+		p.tel.Dropped("inbound_peers", n)
+		p.inbound.Evicted = 0
+	}
 	fs := make([]*story.Facts, len(ready))
 	for i, st := range ready {
-		fs[i] = story.Extract(st)
+		fs[i] = story.ExtractWith(st, p.inbound)
 	}
 	blocked := p.enf.Claim(fs, p.inFlightContains)
 	for i := range ready {

@@ -11,10 +11,10 @@ import (
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 )
 
-// telemetry is the processor's self-telemetry (see metadata.yaml).
 // bgctx is the context of self-telemetry measurements.
 var bgctx = context.Background()
 
+// telemetry is the processor's self-telemetry (see metadata.yaml).
 type telemetry struct {
 	stories        metric.Int64Counter
 	evictions      metric.Int64Counter
@@ -24,6 +24,7 @@ type telemetry struct {
 	ambiguousRoots metric.Int64Counter
 	unscanned      metric.Int64Counter
 	unlearned      metric.Int64Counter
+	forgotten      metric.Int64Counter
 
 	decisions         metric.Int64Counter
 	unmatched         metric.Int64Counter
@@ -63,6 +64,10 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	}
 	if t.unscanned, err = m.Int64Counter("agenttrail.attackstory.unscanned_texts",
 		metric.WithDescription("Texts of a story (tool arguments and results, model inputs) not scanned for injection markers, by reason (max_texts, max_bytes)."), metric.WithUnit("{text}")); err != nil {
+		return nil, err
+	}
+	if t.forgotten, err = m.Int64Counter("agenttrail.attackstory.forgotten",
+		metric.WithDescription("Remembered items the processor's bounds made it forget, by reason (inbound_peers: peers that connected to a process, whose replies then count as egress)."), metric.WithUnit("{item}")); err != nil {
 		return nil, err
 	}
 	if t.unlearned, err = m.Int64Counter("agenttrail.attackstory.not_learned",
@@ -117,6 +122,11 @@ func (t *telemetry) story(outcome string) {
 func (t *telemetry) Attached(workloads int64) { t.attachedWorkloads.Record(bgctx, workloads) }
 
 func (t *telemetry) UnmatchedDecision() { t.unmatched.Add(bgctx, 1) }
+
+// Dropped counts what a bound made the processor forget.
+func (t *telemetry) Dropped(reason string, n int64) {
+	t.forgotten.Add(bgctx, n, t.attr("reason", reason))
+}
 
 func (t *telemetry) Duplicate() { t.duplicates.Add(bgctx, 1) }
 

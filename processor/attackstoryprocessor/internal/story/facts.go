@@ -41,6 +41,8 @@ type Facts struct {
 	// sendto is also counted in its socket's aggregate.
 	bytesByDest, sysBytesByDest map[string]int64
 	hasSend                     map[string]bool
+	inbound                     *Inbound
+	Replies                     int // sends to peers that connected to the process: not egress
 }
 
 // Item is one step of the timeline: a span (event -1) or one of its openat events.
@@ -141,8 +143,13 @@ func (e EgressCall) Endpoint() string { return e.Dest }
 
 var Redactor = redact.New()
 
-func Extract(st *Story) *Facts {
-	f := &Facts{Story: st, Functions: map[string][]string{}, PromptIdx: -1, Head: -1}
+// Extract reads the facts of a story.
+func Extract(st *Story) *Facts { return ExtractWith(st, nil) }
+
+// ExtractWith reads the facts of a story; a send to a peer that inbound says connected to the
+// process is a reply on an inbound connection, not egress (inbound may be nil).
+func ExtractWith(st *Story, inbound *Inbound) *Facts {
+	f := &Facts{Story: st, Functions: map[string][]string{}, PromptIdx: -1, Head: -1, inbound: inbound}
 	f.buildTimeline()
 	for i, sp := range f.Spans {
 		if sp == st.Root {
@@ -366,6 +373,10 @@ func (f *Facts) addEgress(s ptrace.Span, span, seq int) {
 		}
 	}
 	if e.Kind == "send" {
+		if f.inbound.has(f.Spans[span].Scope.Src.proc, e.Dest) {
+			f.Replies++
+			return
+		}
 		f.addSend(attrs, &e)
 	}
 	if e.Kind == "connect" {
