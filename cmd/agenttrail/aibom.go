@@ -11,7 +11,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/aibom"
-	asp "github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
+	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
 
 // toolVersion is the version the BOM names as its tool (the distribution's, builder-config.yaml).
@@ -62,7 +62,7 @@ func runAIBOM(args []string, stdout, stderr io.Writer) int {
 		sources = append(sources, fmt.Sprintf("evidence %s (%d story records)", dir, st.Stories))
 	}
 	for _, dir := range profiles {
-		files, errs := asp.ReadProfileDir(dir)
+		files, errs := profile.ReadDir(dir)
 		for _, e := range errs {
 			fmt.Fprintf(stderr, "warning: %v\n", e)
 		}
@@ -70,7 +70,8 @@ func runAIBOM(args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		for _, f := range files {
-			b, err := os.ReadFile(f.Path) // checked (size, bounds, format) by ReadProfileDir
+			// Read again, bounded as ReadDir read it (the file may have changed since).
+			b, err := profile.ReadFileBytes(f.Path)
 			if err == nil {
 				_, err = inv.AddProfile(b)
 			}

@@ -139,7 +139,7 @@ func BOM(workloads []*Workload, meta Meta) *cdx.BOM {
 		for _, k := range sortedMapKeys(w.MCPServers) {
 			ms := w.MCPServers[k]
 			ref := "mcp-server:" + ms.Name
-			s := cdx.Service{BOMRef: ref, Name: ms.Name, Description: "MCP server"}
+			s := cdx.Service{BOMRef: ref, Name: ms.Name, Version: ms.Version, Description: "MCP server"}
 			if ms.Address != "" {
 				s.Properties = &[]cdx.Property{prop("server.address", ms.Address)}
 			}

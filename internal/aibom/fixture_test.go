@@ -1,6 +1,8 @@
 package aibom
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -25,8 +27,10 @@ type eventSpec struct {
 	attrs map[string]any
 }
 
+// putAll puts attrs in key order, so that -update writes the same stories every time.
 func putAll(m pcommon.Map, attrs map[string]any) {
-	for k, v := range attrs {
+	for _, k := range slices.Sorted(maps.Keys(attrs)) {
+		v := attrs[k]
 		switch v := v.(type) {
 		case string:
 			m.PutStr(k, v)
@@ -140,7 +144,7 @@ func fixtureStories() []ptrace.Traces {
 				}},
 			spanSpec{name: "execute_tool ledger.lookup", kind: ptrace.SpanKindClient, attrs: map[string]any{
 				"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "ledger.lookup", "mcp.method.name": "tools/call",
-				"mcp.server.name": "bank-ledger", "server.address": "10.0.3.7", "server.port": 8931}},
+				"mcp.server.name": "bank-ledger", "mcp.server.version": "2.4.1", "server.address": "10.0.3.7", "server.port": 8931}},
 			spanSpec{name: "connect", kind: ptrace.SpanKindClient, attrs: map[string]any{
 				"agenttrail.syscall": "connect", "network.peer.address": "160.79.104.10", "network.peer.port": 443,
 				"server.address": "api.anthropic.com"}},

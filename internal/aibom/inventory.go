@@ -125,6 +125,7 @@ type Tool struct {
 // MCPServer is an MCP server the workload used.
 type MCPServer struct {
 	Name    string
+	Version string // mcp.server.version, as the server's initialize result said
 	Address string // server.address[:port], when spans have it
 	Tools   map[string]bool
 }
@@ -452,6 +453,12 @@ func (o *observer) tool(attrs pcommon.Map) {
 		s = &MCPServer{Name: server, Tools: map[string]bool{}}
 		w.MCPServers[server] = s
 		o.changed = true
+	}
+	if s.Version == "" {
+		if v, ok := inv.bounded(str(attrs, "mcp.server.version")); ok {
+			s.Version = v
+			o.changed = true
+		}
 	}
 	if s.Address == "" {
 		if a, ok := inv.bounded(str(attrs, "server.address")); ok {
