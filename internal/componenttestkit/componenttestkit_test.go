@@ -225,4 +225,27 @@ func TestReadMetadataRequiresTheBasics(t *testing.T) {
 	if _, err := ReadMetadata(p); err == nil || !strings.Contains(err.Error(), "required") {
 		t.Errorf("metadata without scope_name and stability: %v", err)
 	}
+	if err := writeFile(p, `type: x
+scope_name: s
+status:
+  class: processor
+  stability:
+    alpha: [traces]
+attributes:
+  reason:
+    description: why
+    type: string
+telemetry:
+  metrics:
+    m:
+      enabled: true
+      attributes: [reason, kind]
+      sum:
+        value_type: int
+`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadMetadata(p); err == nil || !strings.Contains(err.Error(), "metric m has attribute kind, which attributes does not declare") {
+		t.Errorf("metric with an undeclared attribute: %v", err)
+	}
 }

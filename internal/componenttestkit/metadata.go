@@ -17,6 +17,11 @@ type Metadata struct {
 		// logs, traces_to_logs, ...).
 		Stability map[string][]string `yaml:"stability"`
 	} `yaml:"status"`
+	// Attributes are the metric attributes, by name.
+	Attributes map[string]struct {
+		Description string `yaml:"description"`
+		Type        string `yaml:"type"`
+	} `yaml:"attributes"`
 	Telemetry struct {
 		Metrics map[string]Metric `yaml:"metrics"`
 	} `yaml:"telemetry"`
@@ -95,6 +100,13 @@ func ReadMetadata(path string) (Metadata, error) {
 	}
 	if md.Type == "" || md.ScopeName == "" || md.Status.Class == "" || len(md.Status.Stability) == 0 {
 		return md, fmt.Errorf("%s: type, scope_name, status.class and status.stability are required", path)
+	}
+	for name, m := range md.Telemetry.Metrics {
+		for _, a := range m.Attributes {
+			if _, ok := md.Attributes[a]; !ok {
+				return md, fmt.Errorf("%s: metric %s has attribute %s, which attributes does not declare", path, name, a)
+			}
+		}
 	}
 	return md, nil
 }
