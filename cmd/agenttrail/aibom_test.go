@@ -125,6 +125,7 @@ func TestAIBOMUsage(t *testing.T) {
 		{[]string{"aibom", "--help"}, exitOK, "Usage: agenttrail aibom"},
 		{[]string{"aibom", "--evidence", filepath.Join(t.TempDir(), "none")}, exitFail, "does not verify"},
 		{[]string{"help"}, exitOK, "agenttrail aibom (--evidence DIR | --profiles DIR)"},
+		{[]string{"help", "aibom"}, exitOK, "--host-files"},
 	} {
 		code, out, errOut := runCLI(t, tt.args...)
 		if code != tt.code || !strings.Contains(out+errOut, tt.want) {

@@ -114,6 +114,8 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	case "profile":
 		printTable(stdout, "agenttrail profile", profileCommands())
 		return exitOK
+	case "aibom":
+		return runAIBOM([]string{"--help"}, stdout, stdout)
 	case "help":
 		printUsage(stdout)
 		return exitOK
