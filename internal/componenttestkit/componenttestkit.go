@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/receiver"
 )
@@ -282,6 +283,8 @@ func classOf(f component.Factory) string {
 		return "exporter"
 	case connector.Factory:
 		return "connector"
+	case extension.Factory:
+		return "extension"
 	}
 	return fmt.Sprintf("%T", f)
 }
@@ -337,8 +340,15 @@ func signalsOf(f component.Factory) ([]signal, error) {
 		}, nil
 	case connector.Factory:
 		return connectorSignals(f, id, build), nil
+	case extension.Factory:
+		// One "signal", named as metadata.yaml names an extension's stability.
+		return []signal{
+			{"extension", f.Stability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
+				return f.Create(ctx, extension.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}, cfg)
+			}},
+		}, nil
 	}
-	return nil, fmt.Errorf("%T is no receiver, processor, exporter or connector factory", f)
+	return nil, fmt.Errorf("%T is no receiver, processor, exporter, connector or extension factory", f)
 }
 
 func connectorSignals(f connector.Factory, id component.ID, build component.BuildInfo) []signal {
