@@ -194,8 +194,6 @@ var matchKeys = []string{
 	"host.name",
 }
 
-var ()
-
 // Validate checks the configuration without touching anything outside it. It returns the first
 // problem, naming the key. Custom rules are compiled here (compiling CEL is pure).
 func (c *Config) Validate() error {

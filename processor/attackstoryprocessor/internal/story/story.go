@@ -221,8 +221,6 @@ func NewBuffer(cfg Limits, tel Counters) *Buffer {
 	}
 }
 
-func (b *Buffer) inFlight() int { return len(b.Stories) }
-
 // AddBatch buffers every span of td.
 func (b *Buffer) AddBatch(td ptrace.Traces, now time.Time) {
 	rss := td.ResourceSpans()
