@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
@@ -166,6 +167,7 @@ var (
 	headTLS       = int(unsafe.Offsetof(probes.TLSEvent{}.Data))
 	headPyStack   = int(unsafe.Offsetof(probes.PythonStackEvent{}.Frames))
 	headPyAudit   = int(unsafe.Offsetof(probes.PythonAuditEvent{}.Values))
+	headFDIO      = int(unsafe.Offsetof(probes.FDIOEvent{}.Data))
 )
 
 // recordBytes returns the bytes of a record struct as the kernel writes them.
@@ -372,7 +374,23 @@ func seedRecords() [][]byte {
 		processEvent(probes.KindThreadExit, pidTraced, 0, 0, ts+16, ""),
 		funcReturn(pidTraced, 2, ts+17),
 		processEvent(probes.KindProcessExit, pidOther, 0, 0, ts+18, ""),
+		fdIO(pidTraced, ts+19, probes.FDIOTCP, probes.FDIOPlain, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n"),
+		fdIO(pidTraced, ts+20, probes.FDIOUDP, probes.FDIODNS, "\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x07example\x00\x00\x01\x00\x01"),
 	}
+}
+
+// fdIO is a socket I/O record of a send to 203.0.113.9:80, or :53 (DNS), with its payload.
+func fdIO(pid uint32, ts uint64, kind, flags uint8, data string) []byte {
+	e := new(probes.FDIOEvent)
+	e.Hdr.TsNs, e.Hdr.Kind, e.Hdr.Tgid, e.Hdr.Tid = ts, probes.KindFDIO, pid, pid
+	e.Sock, e.Ino, e.Bytes, e.Fd, e.Family = 0xffff888000001000, 4242, uint64(len(data)), 5, unix.AF_INET
+	e.PeerPort, e.Direction, e.Kind, e.Flags = 80, probes.FDIOSend, kind, flags
+	if flags&probes.FDIODNS != 0 {
+		e.PeerPort = 53
+	}
+	copy(e.Peer[:], []byte{203, 0, 113, 9})
+	e.Captured = uint32(copy(e.Data[:], data))
+	return recordBytes(e)[:headFDIO+len(data)]
 }
 
 // TestCaptureTLSSeen: a process set up with no TLS library found says tls=openssl once its TLS
