@@ -37,9 +37,17 @@ for what in "$@"; do
 		fi
 		;;
 	test-packages)
-		# gcc builds the native test programs; python3.11 is Debian's CPython with USDT probes;
-		# chromium renders the evidence report in the browser check (tests/browser).
-		apt_install gcc python3.11 chromium
+		# gcc builds the native test programs, clang the ones whose argument locations elfinfo
+		# reads from a second compiler's DWARF, with <sys/sdt.h> (systemtap-sdt-dev) the USDT
+		# probe test program; python3.11 is Debian's CPython with USDT probes; chromium renders
+		# the evidence report in the browser check (tests/browser). Without them those tests
+		# skip, so they are installed here rather than left to chance.
+		apt_install gcc clang systemtap-sdt-dev python3.11 chromium
+		for h in /usr/include/x86_64-linux-gnu/sys/sdt.h /usr/include/sys/sdt.h; do
+			[ -r "$h" ] && break
+			[ "$h" = /usr/include/sys/sdt.h ] && fail "systemtap-sdt-dev is installed but <sys/sdt.h> is missing"
+		done
+		command -v clang >/dev/null || fail "clang is installed but not on PATH"
 		command -v node >/dev/null && command -v npm >/dev/null ||
 			fail "node and npm (node >= 20) are needed for the browser check in tests/browser and the receiver's Node agent test"
 		if ! npm ci --prefix tests/browser --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
