@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -195,6 +196,43 @@ func TestH2JoinedAfterPreface(t *testing.T) {
 				attr(s, "gen_ai.response.model"), attr(s, "gen_ai.usage.output_tokens"), attr(s, "gen_ai.provider.name"))
 		}
 	}
+	if n := len(c.ofPID(pid).named("tls")); n != 0 {
+		t.Errorf("%d spans 'tls' (a connection given up)", n)
+	}
+}
+
+// TestH2ProcessNameTarget: a Go agent selected by process_name, calling the model over one
+// HTTP/2 connection from its first instant: the probes may come after the connection's preface
+// (they are attached when the exec is seen), and then its frames are joined at the next call, so
+// the connection's later calls are not lost for its whole life.
+func TestH2ProcessNameTarget(t *testing.T) {
+	requireKernel(t)
+	model := startMockModel(t)
+	exe := buildOpenAIGo(t)
+	base := strings.TrimSuffix(model.url, "/chat/completions")
+	t.Setenv("SSL_CERT_FILE", model.ca)
+	sink := startReceiver(t, testConfig(TargetConfig{Name: "openai-go", ProcessName: filepath.Base(exe)}))
+	p := startProgram(t, exe, "model-x")
+	p.waitLine(t, "ready")
+	p.do(t, "h2keep "+base+" 1", "ok h2keep") // the connection opens, maybe before the probes
+	time.Sleep(time.Second)                   // the probes are attached by now
+	for range 3 {
+		p.do(t, "h2keep "+base+" 1", "ok h2keep")
+	}
+	pid := p.cmd.Process.Pid
+	// The first call after the attach may lose its response to a read already in flight.
+	c := waitSpans(t, sink, func(c collected) bool {
+		return len(c.ofPID(pid).where("chat model-x", func(s ptrace.Span) bool {
+			return fromTLS(s) && attr(s, "gen_ai.response.model") == "model-x"
+		})) >= 2
+	})
+	joined := 0
+	for _, s := range c.ofPID(pid).where("chat model-x", fromTLS) {
+		if attr(s, "agenttrail.http2.joined") == "true" {
+			joined++
+		}
+	}
+	t.Logf("%d of the inference spans came from the connection joined after its preface", joined)
 	if n := len(c.ofPID(pid).named("tls")); n != 0 {
 		t.Errorf("%d spans 'tls' (a connection given up)", n)
 	}
