@@ -57,10 +57,10 @@ test: ## Run every test, kernel tests included (needs root; installs test packag
 	@$(MAKE) --no-print-directory build tools
 	$(COLLECTOR) validate --config=distributions/agenttrail/config.yaml
 	$(COLLECTOR) validate --config=distributions/agenttrail/gateway.yaml
-	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage)
+	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage -e /tests/detect)
 	@# The whole-collector scenarios each run the built collector against the kernel and fixed
 	@# ports (Jaeger): one package at a time, after the rest, so they do not trace each other.
-	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/...
+	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/... ./tests/detect/...
 
 # Packages whose tests load eBPF programs or run the whole collector are left out of the race
 # run: their kernel and timing tests run in `make test`; everything else runs with -race too.
@@ -75,6 +75,12 @@ race: ## Run the tests of every package that needs no kernel with the race detec
 fuzz: ## Run every fuzz target for FUZZTIME each (default 5s; FUZZ_ONLY=FuzzName for one)
 	@$(PREREQS) modules
 	@$(CURDIR)/scripts/fuzz.sh
+
+.PHONY: detect
+detect: ## Run the detection corpus through the built collector and write DETECTION.md (needs root)
+	@$(PREREQS) kernel modules test-packages
+	@$(MAKE) --no-print-directory build
+	$(GO) test -count=1 -v -timeout 30m -run TestDetect ./tests/detect/ -args -detect.full -detect.report=$(CURDIR)/DETECTION.md
 
 .PHONY: demo
 demo: ## Build the collector and run the demo on this machine (needs root)
