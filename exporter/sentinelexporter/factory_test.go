@@ -15,14 +15,9 @@ import (
 	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 )
 
-func TestFactory(t *testing.T) {
-	f := NewFactory()
-	assert.Equal(t, "sentinel", f.Type().String())
-	assert.Equal(t, component.StabilityLevelAlpha, f.TracesStability())
-	assert.Equal(t, component.StabilityLevelAlpha, f.LogsStability())
-	cfg := f.CreateDefaultConfig()
-	require.NoError(t, componenttest.CheckConfigStruct(cfg))
-	require.ErrorContains(t, cfg.(*Config).Validate(), `"endpoint" must not be empty`)
+// The type, stability, config struct and plain lifecycle are component_test.go's.
+func TestDefaultsNeedAnEndpoint(t *testing.T) {
+	require.ErrorContains(t, NewFactory().CreateDefaultConfig().(*Config).Validate(), `"endpoint" must not be empty`)
 }
 
 func managedConfig() *Config {

@@ -13,15 +13,10 @@ import (
 	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
 )
 
-func TestFactory(t *testing.T) {
-	f := NewFactory()
-	assert.Equal(t, "splunk_hec", f.Type().String())
-	assert.Equal(t, component.StabilityLevelBeta, f.TracesStability())
-	assert.Equal(t, component.StabilityLevelBeta, f.LogsStability())
-	cfg := f.CreateDefaultConfig()
-	require.NoError(t, componenttest.CheckConfigStruct(cfg))
+// The type, stability, config struct and plain lifecycle are component_test.go's.
+func TestDefaultsNeedAnEndpoint(t *testing.T) {
 	// Defaults alone are not a valid config: endpoint and token are required.
-	require.ErrorContains(t, cfg.(*Config).Validate(), `"endpoint" must not be empty`)
+	require.ErrorContains(t, NewFactory().CreateDefaultConfig().(*Config).Validate(), `"endpoint" must not be empty`)
 }
 
 func TestLifecycle(t *testing.T) {
