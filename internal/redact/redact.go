@@ -63,23 +63,25 @@ func (p Policy) Validate() error {
 
 // Counts is the number of replacements made, per kind of sensitive data.
 type Counts struct {
-	Card, SSN, Email, Token, APIKey int
+	Card, SSN, Email, Token, APIKey, IBAN, PrivateKey int
 }
 
 // Total returns the number of replacements of all kinds.
 func (c Counts) Total() int {
-	return c.Card + c.SSN + c.Email + c.Token + c.APIKey
+	return c.Card + c.SSN + c.Email + c.Token + c.APIKey + c.IBAN + c.PrivateKey
 }
 
 // Add returns the sum of c and o, for aggregating counts over the arguments of
 // one call.
 func (c Counts) Add(o Counts) Counts {
 	return Counts{
-		Card:   c.Card + o.Card,
-		SSN:    c.SSN + o.SSN,
-		Email:  c.Email + o.Email,
-		Token:  c.Token + o.Token,
-		APIKey: c.APIKey + o.APIKey,
+		Card:       c.Card + o.Card,
+		SSN:        c.SSN + o.SSN,
+		Email:      c.Email + o.Email,
+		Token:      c.Token + o.Token,
+		APIKey:     c.APIKey + o.APIKey,
+		IBAN:       c.IBAN + o.IBAN,
+		PrivateKey: c.PrivateKey + o.PrivateKey,
 	}
 }
 
@@ -91,6 +93,8 @@ const (
 	MarkerEmail     = "[REDACTED:email]"
 	MarkerToken     = "[REDACTED:token]"
 	MarkerAPIKey    = "[REDACTED:apikey]"
+	MarkerIBAN      = "[REDACTED:iban]"
+	MarkerKey       = "[REDACTED:privatekey]"
 	MarkerTruncated = "…[truncated]"
 )
 
@@ -205,6 +209,8 @@ const (
 	kindEmail
 	kindToken
 	kindAPIKey
+	kindIBAN
+	kindPrivateKey
 )
 
 func (k kind) marker() string {
@@ -217,6 +223,10 @@ func (k kind) marker() string {
 		return MarkerEmail
 	case kindToken:
 		return MarkerToken
+	case kindIBAN:
+		return MarkerIBAN
+	case kindPrivateKey:
+		return MarkerKey
 	default:
 		return MarkerAPIKey
 	}
@@ -232,6 +242,10 @@ func (k kind) count(c *Counts) {
 		c.Email++
 	case kindToken:
 		c.Token++
+	case kindIBAN:
+		c.IBAN++
+	case kindPrivateKey:
+		c.PrivateKey++
 	default:
 		c.APIKey++
 	}
@@ -250,6 +264,8 @@ type span struct {
 // password that is an email address is better reported as an email.
 const (
 	prioCard uint8 = iota
+	prioPrivateKey
+	prioIBAN
 	prioSSN
 	prioEmail
 	prioKey

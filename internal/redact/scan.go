@@ -60,6 +60,11 @@ func (sc *scanner) run() {
 // keys with well-known prefixes.
 func (sc *scanner) word(i int) int {
 	s := sc.s[i:]
+	if len(s) >= 4 && isUpper(s[0]) && isUpper(s[1]) && isDigit(s[2]) && isDigit(s[3]) {
+		if j := sc.iban(i); j > i+1 {
+			return j
+		}
+	}
 	switch s[0] {
 	case 'b', 'B':
 		return sc.bearer(i)
@@ -200,11 +205,16 @@ func (sc *scanner) keyValue(i int) int {
 	return sc.value(v, k, s[i] == ':')
 }
 
-// flag handles command-line flags naming a secret followed by a space and a
+// flag handles PEM private keys (see pem) and command-line flags naming a secret followed by a space and a
 // value: "--password hunter2". The "--password=hunter2" form is handled by
 // keyValue.
 func (sc *scanner) flag(i int) int {
 	s := sc.s
+	if strings.HasPrefix(s[i:], pemBegin) {
+		if j := sc.pem(i); j > i+1 {
+			return j
+		}
+	}
 	// Only at the start of an argument, so that the name scans below never
 	// overlap and stay linear.
 	if i+2 >= len(s) || s[i+1] != '-' || !isLetter(s[i+2]) || (i > 0 && !isBlank(s[i-1]) && !isQuote(s[i-1])) {
