@@ -51,12 +51,14 @@ func (r *ebpfReceiver) newTracers(env tracer.Env) ([]tracer.Tracer, error) {
 	}
 	r.functions = functions.New(env)
 	tracers := []tracer.Tracer{syscalls.New(env, r.cfg.Syscalls)}
+	var tlsTracer *tls.Tracer
 	if r.cfg.TLS.Enabled {
 		t, err := tls.New(env, r.cfg.TLS)
 		if err != nil {
 			return nil, err
 		}
 		tracers = append(tracers, t)
+		tlsTracer = t
 	}
 	tracers = append(tracers, r.functions)
 	if py != nil {
@@ -75,6 +77,9 @@ func (r *ebpfReceiver) newTracers(env tracer.Env) ([]tracer.Tracer, error) {
 				return nil, err
 			}
 			st.AddConsumer(pc)
+			if tlsTracer != nil {
+				tlsTracer.Intercept(pc.MCPExchange) // MCP over HTTPS: the same MCP spans
+			}
 			tracers = append(tracers, payloadTracer{name: "plaintext", consumer: pc})
 		}
 		tracers = append(tracers, st)

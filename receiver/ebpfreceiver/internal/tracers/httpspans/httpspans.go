@@ -36,6 +36,9 @@ type Emitter struct {
 	Redactor *redact.Redactor
 	// CaptureContent exports the (redacted) messages sent to and received from models.
 	CaptureContent bool
+	// Intercept, when set, is offered each exchange with a request first; it returns true when
+	// it made the exchange's spans itself (MCP's streamable HTTP: tracers/plaintext).
+	Intercept func(ex llm.Exchange, meta *Meta) bool
 }
 
 // MaxMessageContent bounds gen_ai.input.messages / gen_ai.output.messages.
@@ -57,6 +60,9 @@ func (e *Emitter) Emit(ex llm.Exchange) {
 	}
 	meta, _ := ex.Request.Meta.(*Meta)
 	if meta == nil {
+		return
+	}
+	if e.Intercept != nil && e.Intercept(ex, meta) {
 		return
 	}
 	end := ex.Request.End

@@ -65,11 +65,10 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 	if meta == nil {
 		return
 	}
-	req := ex.Request
-	if req.Method == "POST" && mcp.LooksLikeJSONRPC(req.Header.Get("Content-Type"), req.Body) {
-		c.mcpExchange(ex, meta)
+	if c.MCPExchange(ex, meta) {
 		return
 	}
+	req := ex.Request
 	end := req.End
 	if ex.Response != nil {
 		end = ex.Response.End
@@ -93,6 +92,17 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 	}
 }
 
+// MCPExchange makes the MCP spans of an exchange whose request is a POST of JSON-RPC (MCP's
+// streamable HTTP transport), read in plaintext or from TLS; it returns false for any other.
+func (c *Consumer) MCPExchange(ex llm.Exchange, meta *httpspans.Meta) bool {
+	req := ex.Request
+	if req == nil || meta == nil || req.Method != "POST" || !mcp.LooksLikeJSONRPC(req.Header.Get("Content-Type"), req.Body) {
+		return false
+	}
+	c.mcpExchange(ex, meta)
+	return true
+}
+
 // mcpExchange reads the JSON-RPC messages of a streamable HTTP exchange (a POST's body; the
 // response's JSON or server-sent events) into the MCP tracker, so that they become the same
 // spans as over stdio. Requests and responses are paired within the agent's session with the
@@ -105,12 +115,12 @@ func (c *Consumer) mcpExchange(ex llm.Exchange, hm *httpspans.Meta) {
 	_, _ = h.Write([]byte{0})
 	_, _ = h.Write([]byte(path))
 	sess := mcp.Key{PID: hm.Hdr.PID, Conn: h.Sum64() | 1<<63} // apart from the inode numbers of stdio sessions
-	m := &meta{hdr: hm.Hdr, parent: hm.Parent, transport: spans.TransportTCP, host: host, path: path}
+	m := &meta{hdr: hm.Hdr, parent: hm.Parent, transport: spans.TransportTCP, host: host, path: path, tlsLibrary: hm.TLSLibrary}
 	var calls []mcp.Call
 	msgs := mcp.Body(req.Header.Get("Content-Type"), req.Body, req.Complete, req.Start, req.End, m, 0)
 	calls = append(calls, c.tracker.Messages(sess, mcp.Write, msgs)...)
 	if resp := ex.Response; resp != nil {
-		rm := &meta{hdr: hm.Hdr, parent: hm.Parent, transport: spans.TransportTCP, host: host, path: path}
+		rm := &meta{hdr: hm.Hdr, parent: hm.Parent, transport: spans.TransportTCP, host: host, path: path, tlsLibrary: hm.TLSLibrary}
 		msgs := mcp.Body(resp.Header.Get("Content-Type"), resp.Body, resp.Complete, resp.Start, resp.End, rm, 0)
 		calls = append(calls, c.tracker.Messages(sess, mcp.Read, msgs)...)
 	}

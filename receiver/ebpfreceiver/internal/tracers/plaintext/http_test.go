@@ -10,8 +10,11 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/internal/redact"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/llm"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/httpspans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
 
@@ -95,5 +98,34 @@ func TestStreamableHTTPToolCall(t *testing.T) {
 		strings.Contains(get(s, "gen_ai.tool.call.arguments"), "sk-live") {
 		t.Errorf("span %s: id %s transport %s server %s address %s path %s arguments %s", s.Name(), get(s, "gen_ai.tool.call.id"),
 			get(s, "agenttrail.mcp.transport"), get(s, "mcp.server.name"), get(s, "server.address"), get(s, "url.path"), get(s, "gen_ai.tool.call.arguments"))
+	}
+}
+
+// MCP over HTTPS: the TLS tracer's emitter offers its exchanges to MCPExchange first, so a
+// tools/call read from TLS is the same execute_tool span, saying where it was read.
+func TestTLSStreamableHTTPIntercepted(t *testing.T) {
+	c, b := newConsumer(t)
+	em := &httpspans.Emitter{Builder: b, Redactor: redact.New(), Intercept: c.MCPExchange}
+	tr := llm.NewTracker(llm.Options{})
+	at := time.Unix(1_700_000_000, 0)
+	meta := &httpspans.Meta{Parent: spans.Parent{PID: agentPID}, Hdr: spans.Header{Time: at, PID: agentPID, TID: agentPID}, TLSLibrary: "go"}
+	key := llm.Key{PID: agentPID, Conn: 1}
+	req := `{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}`
+	var exs []llm.Exchange
+	exs = append(exs, tr.Data(key, llm.Write, []byte("POST /mcp HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(req))+"\r\n\r\n"+req), 0, at, meta)...)
+	resp := `{"jsonrpc":"2.0","id":"r-1","result":{"content":[{"type":"text","text":"found"}]}}`
+	exs = append(exs, tr.Data(key, llm.Read, []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(resp))+"\r\n\r\n"+resp), 0, at.Add(time.Second), meta)...)
+	for _, ex := range exs {
+		em.Emit(ex)
+	}
+	got := flushed(b)
+	if len(got) != 1 {
+		t.Fatalf("%d spans", len(got))
+	}
+	s := got[0]
+	if s.Name() != "execute_tool search" || get(s, "gen_ai.tool.call.id") != "r-1" || get(s, "agenttrail.capture.source") != "tls" ||
+		get(s, "agenttrail.tls.library") != "go" || get(s, "server.address") != "mcp.example.com" {
+		t.Errorf("span %s: id %s source %s library %s server %s", s.Name(), get(s, "gen_ai.tool.call.id"), get(s, "agenttrail.capture.source"),
+			get(s, "agenttrail.tls.library"), get(s, "server.address"))
 	}
 }

@@ -78,8 +78,10 @@ type meta struct {
 	ino       uint64
 	link      link
 	transport string
-	// Streamable HTTP: the server's Host and the request's target.
+	// Streamable HTTP: the server's Host and the request's target, and the TLS library it was
+	// read from ("" in plaintext).
 	host, path string
+	tlsLibrary string
 }
 
 // outCall is a request the traced process sent, in flight.
@@ -489,7 +491,12 @@ func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
 		} else {
 			a.PutStr("agenttrail.mcp.transport", "stdio")
 		}
-		a.PutStr("agenttrail.capture.source", "plaintext")
+		if m.tlsLibrary != "" {
+			a.PutStr("agenttrail.capture.source", "tls")
+			a.PutStr("agenttrail.tls.library", m.tlsLibrary)
+		} else {
+			a.PutStr("agenttrail.capture.source", "plaintext")
+		}
 		if id := unquoteID(call.ID); id != "" {
 			a.PutStr("jsonrpc.request.id", id)
 		}

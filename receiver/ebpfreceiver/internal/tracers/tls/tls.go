@@ -179,6 +179,10 @@ func (t *Tracer) ProcessGone(pid uint32) {
 	}
 }
 
+// Intercept offers each exchange to f before it is made a span (httpspans.Emitter.Intercept):
+// MCP over HTTPS becomes MCP spans.
+func (t *Tracer) Intercept(f func(llm.Exchange, *httpspans.Meta) bool) { t.emitter.Intercept = f }
+
 func (t *Tracer) emit(exs []llm.Exchange) {
 	for _, ex := range exs {
 		t.emitter.Emit(ex)
