@@ -21,11 +21,27 @@ type Code struct {
 	Qualname  string
 	Filename  string
 	FirstLine int
+	// Flags is co_flags: Coroutine reads it.
+	Flags uint32
 	// Unreadable says which fields failed a check and why (qualname, filename, linetable).
 	Unreadable []*ReadError
 	lineTable  []byte
 	noLines    bool          // the line table was not read: every line is -1
 	lines      map[int32]int // instruction offset → line, as decoded so far
+}
+
+// Code flags (Include/cpython/code.h) that make a function a coroutine: async def, a generator
+// decorated with types.coroutine, an async generator.
+const (
+	coCoroutine         = 0x0080
+	coIterableCoroutine = 0x0100
+	coAsyncGenerator    = 0x0200
+)
+
+// Coroutine reports whether the code is a coroutine's (async def, async generator): its frame is
+// left at every await and resumed later, maybe after other coroutines ran on the thread.
+func (c *Code) Coroutine() bool {
+	return c.Flags&(coCoroutine|coIterableCoroutine|coAsyncGenerator) != 0
 }
 
 // Module is the module name the file suggests: the file's base name without .py, or the
@@ -302,6 +318,9 @@ func readCode(mem io.ReaderAt, l *Layout, addr uint64) (*Code, int64, error) {
 	total := int64(len(hdr))
 	ptr := func(off uint64) uint64 { return binary.LittleEndian.Uint64(hdr[off:]) }
 	c := &Code{FirstLine: int(int32(binary.LittleEndian.Uint32(hdr[l.CodeFirstLine:])))}
+	if l.CodeFlags != 0 && l.CodeFlags+4 <= uint64(len(hdr)) {
+		c.Flags = binary.LittleEndian.Uint32(hdr[l.CodeFlags:])
+	}
 	fail := func(field string, err error) {
 		re, ok := err.(*ReadError)
 		if !ok {

@@ -29,6 +29,8 @@ type Layout struct {
 	Kernel probes.PythonLayout
 	// Code object fields read in user space.
 	CodeFirstLine, CodeFilename, CodeName, CodeQualname, CodeLineTable uint64
+	// CodeFlags is co_flags (an int): whether the function is a coroutine.
+	CodeFlags uint64
 	// Offsets of str and bytes objects.
 	UnicodeLength, UnicodeState, UnicodeASCIIData, UnicodeCompactData uint64
 	BytesSize, BytesData                                              uint64
@@ -81,6 +83,7 @@ var python311 = Layout{
 		FrameWindowSize:      32,
 	},
 	CodeFirstLine:      72,
+	CodeFlags:          48, // after PyObject_VAR_HEAD, co_consts, co_names, co_exceptiontable
 	CodeFilename:       112,
 	CodeName:           120,
 	CodeQualname:       128,
@@ -141,6 +144,7 @@ var python312 = Layout{
 		LongTagged:           1,
 	},
 	CodeFirstLine:      68,
+	CodeFlags:          48,
 	CodeFilename:       112,
 	CodeName:           120,
 	CodeQualname:       128,

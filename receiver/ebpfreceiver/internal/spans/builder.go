@@ -602,6 +602,9 @@ func setFunctionAttributes(m pcommon.Map, p *Probe, h Header) {
 		m.PutInt("code.line.number", int64(p.Line))
 	}
 	m.PutStr("agenttrail.role", string(p.Role))
+	if p.Coroutine {
+		m.PutBool("agenttrail.python.coroutine", true)
+	}
 	m.PutInt("thread.id", int64(h.TID))
 	if h.Routine != 0 {
 		m.PutStr("agenttrail.goroutine", "0x"+strconv.FormatUint(h.Routine, 16))

@@ -33,7 +33,10 @@ type Probe struct {
 	Model    string // role inference
 	File     string // source file of the function, when known
 	Line     int
-	Args     []ArgSpec // captured arguments, in the kernel's slot order
+	// Coroutine: a Python coroutine (async def) reconstructed from stack samples: each of its
+	// spans is one run between awaits (agenttrail.python.coroutine).
+	Coroutine bool
+	Args      []ArgSpec // captured arguments, in the kernel's slot order
 }
 
 // ArgSpec names a captured argument slot.

@@ -566,6 +566,7 @@ func (t *Tracer) match(target string, patterns []pyPattern, code *pyinfo.Code) *
 		probe := &spans.Probe{
 			Target: target, Symbol: module + ":" + code.Qualname, Role: spans.Role(pat.cfg.Role),
 			ToolName: pat.cfg.ToolName, Model: pat.cfg.Model, File: code.Filename, Line: code.FirstLine,
+			Coroutine: code.Coroutine(),
 		}
 		if probe.Role == "" {
 			probe.Role = spans.RoleFunction
