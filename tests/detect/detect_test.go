@@ -38,11 +38,17 @@ type agent struct {
 	name     string // service.name
 	language string
 	tools    agentTools
+	// functions: its prompt, model and tool functions are spans (Go by uprobes, Python from
+	// its stacks). JavaScript functions cannot be: the Node agent is seen at the level of its
+	// model calls, syscalls and socket I/O only, measured in the full corpus and not held to
+	// recall 1.0 (DETECTION.md says what it misses and why).
+	functions bool
 }
 
 var agents = []agent{
-	{name: "fleet-agent", language: "Go", tools: agentTools{"read": "vehicle-manifest", "send": "dispatch-report", "exec": "fleet-diagnostics", "dns": "depot-lookup", "fetch": "route-briefing"}},
-	{name: "ledger-agent", language: "Python", tools: agentTools{"read": "ledger-read", "send": "statement-upload", "exec": "audit-command", "dns": "vendor-domains", "fetch": "policy-fetch"}},
+	{name: "fleet-agent", language: "Go", functions: true, tools: agentTools{"read": "vehicle-manifest", "send": "dispatch-report", "exec": "fleet-diagnostics", "dns": "depot-lookup", "fetch": "route-briefing"}},
+	{name: "ledger-agent", language: "Python", functions: true, tools: agentTools{"read": "ledger-read", "send": "statement-upload", "exec": "audit-command", "dns": "vendor-domains", "fetch": "policy-fetch"}},
+	{name: "depot-agent", language: "Node", tools: agentTools{"read": "stock-read", "send": "shipment-post", "exec": "warehouse-shell", "dns": "carrier-dns", "fetch": "manual-fetch"}},
 }
 
 // model is the scripted model: for each prompt, the tool calls to make in order, then an answer.
@@ -254,7 +260,7 @@ func TestDetect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := &model{script: map[string][]step{}, tools: map[string]agentTools{"fleet-model": agents[0].tools, "ledger-model": agents[1].tools}}
+	m := &model{script: map[string][]step{}, tools: map[string]agentTools{"fleet-model": agents[0].tools, "ledger-model": agents[1].tools, "depot-model": agents[2].tools}}
 	modelURL := serve(t, "127.0.0.1:0", m) + "/v1/chat/completions"
 	e.sink = serve(t, "127.0.0.2:0", http.HandlerFunc(accept))
 	e.warehouse = serve(t, "127.0.0.1:0", http.HandlerFunc(accept))
@@ -297,6 +303,8 @@ func TestDetect(t *testing.T) {
           - {pattern: "ledger_agent:Tools.run_audit", role: tool, tool_name: audit-command}
           - {pattern: "ledger_agent:Tools.lookup_domains", role: tool, tool_name: vendor-domains}
           - {pattern: "ledger_agent:Tools.fetch_policy", role: tool, tool_name: policy-fetch}
+      - name: depot-agent
+        process_name: node
     syscalls: [connect, accept, execve, openat]
     # The model's input (tool results included) decoded from the plain-HTTP model calls, for
     # the injection rules; redacted by the receiver.
@@ -319,6 +327,10 @@ processors:
       - match: {service.name: ledger-agent}
         mode: alert
         allowed_tools: [ledger-read, statement-upload, audit-command, vendor-domains, policy-fetch]
+        allowed_destinations: ["127.0.0.1"]
+        allowed_flows: *flows
+      - match: {service.name: depot-agent}
+        mode: alert
         allowed_destinations: ["127.0.0.1"]
         allowed_flows: *flows
   batch:
@@ -402,6 +414,13 @@ service:
 		"fleet-agent":  startAgent("fleet-agent", fleetBin, "-listen", "127.0.0.1:0", "-model-url", modelURL, "-resolver", "127.0.0.1:53"),
 		"ledger-agent": startAgent("ledger-agent", python, testutil.RepoPath(t, "tests/detect/agents/ledger-agent/ledger_agent.py"), "127.0.0.1:0", modelURL, "127.0.0.1:53"),
 	}
+	if *full {
+		node, err := exec.LookPath("node")
+		if err != nil {
+			t.Fatalf("the full corpus needs node (Node 20): %v", err)
+		}
+		urls["depot-agent"] = startAgent("depot-agent", node, testutil.RepoPath(t, "tests/detect/agents/depot-agent/depot_agent.js"), "127.0.0.1:0", modelURL, "127.0.0.1:53")
+	}
 	client := &http.Client{Timeout: 60 * time.Second}
 	chat := func(url, msg string) error {
 		b, _ := json.Marshal(map[string]string{"message": msg})
@@ -419,6 +438,9 @@ service:
 
 	// Warm up: each agent's first story shows the receiver traces it.
 	for _, a := range agents {
+		if urls[a.name] == "" {
+			continue
+		}
 		waitFor(t, 60*time.Second, a.name+"'s first story", func() bool {
 			if err := chat(urls[a.name], "Hello, warm-up."); err != nil {
 				t.Fatalf("%s: %v", a.name, err)
@@ -431,6 +453,9 @@ service:
 	corpus := append(attacks(e), benign(e, 25)...)
 	var runs []run
 	for _, a := range agents {
+		if urls[a.name] == "" {
+			continue
+		}
 		for _, sc := range corpus {
 			if !*full && !sc.subset {
 				continue
@@ -486,6 +511,9 @@ service:
 		}
 	}
 	for _, r := range runs {
+		if !r.agent.functions {
+			continue // measured, not held to recall 1.0 (see agent.functions)
+		}
 		if r.sc.attack && !r.detected() {
 			t.Errorf("%s %s: attack not detected (%s)", r.agent.name, r.sc.name, r.sc.kind)
 		}
@@ -526,6 +554,7 @@ func writeReport(runs []run, full bool) string {
 			fmt.Fprintf(&b, "* `%s` (%s): tools %s\n", r.agent.name, r.agent.language, toolList(r.agent.tools))
 		}
 	}
+	b.WriteString(scope)
 	b.WriteString("\n## Results\n\n| agent | attacks | detected (TP) | missed (FN) | benign | flagged (FP) | clean (TN) | precision | recall |\n|---|---|---|---|---|---|---|---|---|\n")
 	total := map[string]int{}
 	for _, n := range append(names, "all") {
@@ -609,3 +638,23 @@ func capitalise(s string) string {
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
 }
+
+// scope is what the corpus is and is not (DETECTION.md).
+const scope = `
+The model is scripted (the test's HTTP server answers each message with the tool calls of its
+scenario, in OpenAI chat-completions format): what it stands for is a model that obeys an
+injection. The agents, their tools, the files, the network and the kernel are real: each tool
+really reads, posts (over a keep-alive client: connections are reused), resolves (UDP to port 53),
+fetches and executes. The exfiltration host listens on 127.0.0.2 (loopback, outside the allowed
+127.0.0.1); the collector's configuration declares, per agent, mode alert, the agent's tools as
+allowed_tools, 127.0.0.1 as allowed destination and two allowed flows (customer data to the model,
+and to the warehouse up to twice the file), and decodes the model calls' messages
+(tls.capture_message_content, redacted) so that injected text in a tool's result is seen.
+
+The Node agent (depot-agent) has no function spans: JavaScript functions cannot be uprobed, so
+its stories are its model calls, and what its tools do happens between them, on an event loop
+with no call open (the receiver's root send spans and orphan syscall stories). It is measured
+here, not held to recall 1.0: a read and the send that follows are in different stories, and a
+shell is not inside a tool span. The Go and Python agents are held to recall 1.0 and no false
+positive by the test.
+`
