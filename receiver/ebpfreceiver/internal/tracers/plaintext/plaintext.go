@@ -202,6 +202,9 @@ func (c *Consumer) session(pid uint32, fd int32, ino uint64, lk link, dir mcp.Di
 	switch {
 	case lk.partner != 0:
 		s, found = mcp.Key{PID: pid, Conn: min(ino, lk.partner)}, true
+		if ps, ok := c.sessOf[linkKey{pid, lk.partner}]; ok {
+			s = ps // the partner pipe was given a session before /proc paired them
+		}
 	case fd == 0 && dir == mcp.Read:
 		found = true
 		c.stdin[pid] = own
