@@ -297,47 +297,46 @@ func signalsOf(f component.Factory) ([]signal, error) {
 		set := func(ts component.TelemetrySettings) receiver.Settings {
 			return receiver.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
-		return []signal{
-			{"traces", f.TracesStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-			{"metrics", f.MetricsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-			{"logs", f.LogsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-		}, nil
+		sink := consumertest.NewNop()
+		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
+			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateTraces(ctx, s, cfg, sink)
+			},
+			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateMetrics(ctx, s, cfg, sink)
+			},
+			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateLogs(ctx, s, cfg, sink)
+			}), nil
 	case processor.Factory:
 		set := func(ts component.TelemetrySettings) processor.Settings {
 			return processor.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
-		return []signal{
-			{"traces", f.TracesStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-			{"metrics", f.MetricsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-			{"logs", f.LogsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, set(ts), cfg, consumertest.NewNop())
-			}},
-		}, nil
+		sink := consumertest.NewNop()
+		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
+			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateTraces(ctx, s, cfg, sink)
+			},
+			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateMetrics(ctx, s, cfg, sink)
+			},
+			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateLogs(ctx, s, cfg, sink)
+			}), nil
 	case exporter.Factory:
 		set := func(ts component.TelemetrySettings) exporter.Settings {
 			return exporter.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
-		return []signal{
-			{"traces", f.TracesStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, set(ts), cfg)
-			}},
-			{"metrics", f.MetricsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, set(ts), cfg)
-			}},
-			{"logs", f.LogsStability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, set(ts), cfg)
-			}},
-		}, nil
+		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
+			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateTraces(ctx, s, cfg)
+			},
+			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateMetrics(ctx, s, cfg)
+			},
+			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
+				return f.CreateLogs(ctx, s, cfg)
+			}), nil
 	case connector.Factory:
 		return connectorSignals(f, id, build), nil
 	case extension.Factory:
@@ -349,6 +348,24 @@ func signalsOf(f component.Factory) ([]signal, error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("%T is no receiver, processor, exporter, connector or extension factory", f)
+}
+
+// pipelineSignals are the traces, metrics and logs of a receiver, processor or exporter,
+// whose settings are of type S.
+func pipelineSignals[S any](set func(component.TelemetrySettings) S,
+	tracesStability, metricsStability, logsStability func() component.StabilityLevel,
+	traces, metrics, logs func(context.Context, S, component.Config) (component.Component, error),
+) []signal {
+	bind := func(create func(context.Context, S, component.Config) (component.Component, error)) func(context.Context, component.TelemetrySettings, component.Config) (component.Component, error) {
+		return func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
+			return create(ctx, set(ts), cfg)
+		}
+	}
+	return []signal{
+		{"traces", tracesStability, bind(traces)},
+		{"metrics", metricsStability, bind(metrics)},
+		{"logs", logsStability, bind(logs)},
+	}
 }
 
 func connectorSignals(f connector.Factory, id component.ID, build component.BuildInfo) []signal {
