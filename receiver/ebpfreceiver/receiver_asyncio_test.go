@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // asyncAgent handles two prompts at once under asyncio.gather, each connecting and awaiting.
@@ -45,7 +46,7 @@ func TestAsyncioCoroutineSpans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := startReceiver(t, testConfig(TargetConfig{Name: "py-async", Executable: python311,
+	sink, tel := startReceiverTelemetry(t, testConfig(TargetConfig{Name: "py-async", Executable: python311,
 		PythonFunctions: []PythonFunctionConfig{{Pattern: "*:handle_prompt", Role: "prompt"}}}))
 	p := startProgram(t, python311, "-B", "-u", "-E", "-s", script, port)
 	p.waitLine(t, "ready")
@@ -61,4 +62,16 @@ func TestAsyncioCoroutineSpans(t *testing.T) {
 		}
 	}
 	t.Logf("two prompts under asyncio.gather: %d prompt spans", len(prompts(c)))
+	// The coroutine is counted once, as a configured function whose spans are split.
+	m, err := tel.GetMetric("agenttrail.ebpf.python.coroutines")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		n += dp.Value
+	}
+	if n != 1 {
+		t.Errorf("agenttrail.ebpf.python.coroutines %d, want 1", n)
+	}
 }

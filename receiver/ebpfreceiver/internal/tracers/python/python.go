@@ -6,6 +6,7 @@
 package python
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type Tracer struct {
 	cfg         Config
 	reader      *pyinfo.Reader
 	unreadables metric.Int64Counter // values that failed a check, by field and reason (nil in unit tests)
+	// coroutines: configured functions found to be coroutines, whose reconstructed spans are
+	// one run between awaits each (nil in unit tests).
+	coroutines metric.Int64Counter
 
 	interps  map[string]*pyInterp // by "dev:inode" of the binary
 	bins     []*pyInterp          // by kernel index
@@ -143,8 +147,14 @@ func New(env tracer.Env, cfg Config, targets []tracer.TargetConfig) (*Tracer, er
 	if err != nil {
 		return nil, err
 	}
+	coroutines, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutines",
+		metric.WithDescription("Configured Python functions (python_functions) found to be coroutines (async def): their reconstructed spans are one run between awaits each, not one per call."),
+		metric.WithUnit("{function}"))
+	if err != nil {
+		return nil, err
+	}
 	t := &Tracer{
-		env: env, cfg: cfg, unreadables: unreadables,
+		env: env, cfg: cfg, unreadables: unreadables, coroutines: coroutines,
 		reader:   pyinfo.NewReader(env.ProcRoot),
 		interps:  map[string]*pyInterp{},
 		warned:   map[string]bool{},
@@ -567,6 +577,9 @@ func (t *Tracer) match(target string, patterns []pyPattern, code *pyinfo.Code) *
 			Target: target, Symbol: module + ":" + code.Qualname, Role: spans.Role(pat.cfg.Role),
 			ToolName: pat.cfg.ToolName, Model: pat.cfg.Model, File: code.Filename, Line: code.FirstLine,
 			Coroutine: code.Coroutine(),
+		}
+		if probe.Coroutine && t.coroutines != nil {
+			t.coroutines.Add(context.Background(), 1)
 		}
 		if probe.Role == "" {
 			probe.Role = spans.RoleFunction
