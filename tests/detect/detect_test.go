@@ -309,7 +309,9 @@ func TestDetect(t *testing.T) {
     # The model's input (tool results included) decoded from the plain-HTTP model calls, for
     # the injection rules; redacted by the receiver.
     tls: {capture_message_content: true}
-    sockets: {capture_bytes: 16384}
+    # A send of a thread with no call open (the Node agent's tools) is a root span per
+    # interval: shorter than the pause between two conversations, so that it falls in its own.
+    sockets: {capture_bytes: 16384, aggregate_interval: 500ms}
     python:
       span_idle_timeout: 3s
 processors:
@@ -557,10 +559,13 @@ func writeReport(runs []run, full bool) string {
 	b.WriteString(scope)
 	b.WriteString("\n## Results\n\n| agent | attacks | detected (TP) | missed (FN) | benign | flagged (FP) | clean (TN) | precision | recall |\n|---|---|---|---|---|---|---|---|---|\n")
 	total := map[string]int{}
-	for _, n := range append(names, "all") {
+	for _, n := range append(names, "Go and Python (function spans)", "all") {
 		c := map[string]int{}
 		for _, r := range runs {
-			if n != "all" && r.agent.name != n {
+			if n == "Go and Python (function spans)" && !r.agent.functions {
+				continue
+			}
+			if n != "all" && n != "Go and Python (function spans)" && r.agent.name != n {
 				continue
 			}
 			switch {
@@ -654,7 +659,8 @@ and to the warehouse up to twice the file), and decodes the model calls' message
 The Node agent (depot-agent) has no function spans: JavaScript functions cannot be uprobed, so
 its stories are its model calls, and what its tools do happens between them, on an event loop
 with no call open (the receiver's root send spans and orphan syscall stories). It is measured
-here, not held to recall 1.0: a read and the send that follows are in different stories, and a
-shell is not inside a tool span. The Go and Python agents are held to recall 1.0 and no false
+here, not held to recall 1.0: a read and the send that follows are in different stories, a
+shell is not inside a tool span, and text in a model call's input counts as indirect injection
+only after a tool span. The Go and Python agents are held to recall 1.0 and no false
 positive by the test.
 `
