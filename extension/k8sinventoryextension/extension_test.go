@@ -118,17 +118,6 @@ func startExtension(t *testing.T, client *fake.Clientset, cfg *Config) (*Invento
 	return ext.(*Inventory), id
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestLifecycle(t *testing.T) {
 	// Shutdown without Start, twice.
 	ext, err := NewFactory().Create(context.Background(), nopSettings(), createDefaultConfig())

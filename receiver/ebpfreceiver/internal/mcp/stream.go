@@ -133,6 +133,3 @@ func (s *stream) finish(st *Stats) Message {
 
 // smallBuf is the buffer a stream keeps between messages.
 const smallBuf = 4096
-
-// held is the bytes the stream holds.
-func (s *stream) held() int { return cap(s.head) + cap(s.tail) }
