@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -34,13 +33,8 @@ func newConnector(t *testing.T, sink *consumertest.LogsSink) connector.Traces {
 	return c
 }
 
-func TestFactory(t *testing.T) {
-	f := NewFactory()
-	assert.Equal(t, "findings", f.Type().String())
-	assert.Equal(t, metadata.TracesToLogsStability, f.TracesToLogsStability())
-	cfg := f.CreateDefaultConfig()
-	require.NoError(t, confmap.Validate(cfg))
-	require.NoError(t, componenttest.CheckConfigStruct(cfg))
+// The type, stability, config and lifecycle are component_test.go's.
+func TestDoesNotMutate(t *testing.T) {
 	c := newConnector(t, new(consumertest.LogsSink))
 	assert.False(t, c.Capabilities().MutatesData)
 }
