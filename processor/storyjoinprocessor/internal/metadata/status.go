@@ -1,0 +1,18 @@
+// Package metadata holds what metadata.yaml declares of the storyjoin processor: its type, the
+// instrumentation scope of its own telemetry and the stability of each signal. It has the shape
+// of mdatagen's generated_status.go, written by hand because mdatagen is not served at the
+// collector version this module pins; component_test.go holds it to metadata.yaml.
+package metadata // import "github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
+
+import (
+	"go.opentelemetry.io/collector/component"
+)
+
+var (
+	Type      = component.MustNewType("storyjoin")
+	ScopeName = "github.com/agenttrail/agenttrail/processor/storyjoinprocessor"
+)
+
+const (
+	TracesStability = component.StabilityLevelAlpha
+)

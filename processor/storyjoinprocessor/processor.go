@@ -1,0 +1,557 @@
+package storyjoinprocessor
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor/processorhelper"
+	"go.uber.org/zap"
+)
+
+// pendingTrace is a server-side trace waiting for its client half.
+type pendingTrace struct {
+	id       pcommon.TraceID
+	traces   ptrace.Traces
+	spans    int
+	ev       evidence
+	deadline time.Time
+}
+
+// inboundSeen is a queue entry of an accepted peer: an entry whose time is no longer the map's
+// was refreshed later and is skipped.
+type inboundSeen struct {
+	key inboundKey
+	at  time.Time
+}
+
+// joiner is the processor's state: the client-side spans seen lately, the connections each node
+// accepted, the server-side traces waiting and where joined traces went (so their later spans
+// follow). One mutex: a batch is classified under it, and the next consumer is called outside.
+type joiner struct {
+	cfg    *Config
+	next   consumer.Traces
+	tel    *telemetry
+	logger *zap.Logger
+	now    func() time.Time
+
+	mu           sync.Mutex
+	clients      map[endpointKey][]*clientSpan
+	clientQueue  []*clientSpan
+	clientCount  int
+	inbound      map[inboundKey]time.Time
+	inboundQueue []inboundSeen
+	pending      map[pcommon.TraceID]*pendingTrace
+	pendingQueue []pcommon.TraceID
+	pendingSpans int
+	joined       map[pcommon.TraceID]joinInfo
+	joinedQueue  []pcommon.TraceID
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+func newJoiner(cfg *Config, set component.TelemetrySettings, next consumer.Traces) (*joiner, error) {
+	tel, err := newTelemetry(set)
+	if err != nil {
+		return nil, err
+	}
+	return &joiner{
+		cfg: cfg, next: next, tel: tel, logger: set.Logger, now: time.Now,
+		clients: map[endpointKey][]*clientSpan{},
+		inbound: map[inboundKey]time.Time{},
+		pending: map[pcommon.TraceID]*pendingTrace{},
+		joined:  map[pcommon.TraceID]joinInfo{},
+	}, nil
+}
+
+// start runs the loop that exports server-side traces whose wait is over.
+func (j *joiner) start(context.Context, component.Host) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	j.cancel = cancel
+	tick := j.cfg.Wait / 4
+	tick = max(tick, 10*time.Millisecond)
+	tick = min(tick, time.Second)
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				j.expire(ctx, false)
+			}
+		}
+	}()
+	return nil
+}
+
+// shutdown exports every trace still waiting, unjoined. Idempotent and safe without start.
+func (j *joiner) shutdown(ctx context.Context) error {
+	var err error
+	j.stopOnce.Do(func() {
+		if j.cancel != nil {
+			j.cancel()
+		}
+		j.wg.Wait()
+		err = j.expire(ctx, true)
+	})
+	return err
+}
+
+// expire exports the traces whose wait is over (all of them at shutdown) and forgets what is
+// older than client_ttl.
+func (j *joiner) expire(ctx context.Context, all bool) error {
+	now := j.now()
+	out := ptrace.NewTraces()
+	j.mu.Lock()
+	n := 0
+	for len(j.pendingQueue) > 0 {
+		id := j.pendingQueue[0]
+		p := j.pending[id]
+		if p != nil && !all && now.Before(p.deadline) {
+			break
+		}
+		j.pendingQueue = j.pendingQueue[1:]
+		if p == nil {
+			continue
+		}
+		j.dropPending(p)
+		p.traces.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		n++
+	}
+	j.forgetOld(now)
+	j.mu.Unlock()
+	reason := reasonTimeout
+	if all {
+		reason = reasonShutdown
+	}
+	j.tel.add(ctx, j.tel.unjoined, n, reason)
+	if out.SpanCount() == 0 {
+		return nil
+	}
+	if err := j.next.ConsumeTraces(ctx, out); err != nil {
+		j.logger.Error("storyjoin: unjoined traces refused by the next component", zap.Int("spans", out.SpanCount()), zap.Error(err))
+		return err
+	}
+	return nil
+}
+
+func (j *joiner) dropPending(p *pendingTrace) {
+	delete(j.pending, p.id)
+	j.pendingSpans -= p.spans
+}
+
+// forgetOld drops client spans, accepted peers and joins older than client_ttl.
+func (j *joiner) forgetOld(now time.Time) {
+	limit := now.Add(-j.cfg.ClientTTL)
+	for len(j.clientQueue) > 0 && j.clientQueue[0].seen.Before(limit) {
+		j.removeClient(j.clientQueue[0])
+		j.clientQueue = j.clientQueue[1:]
+	}
+	for len(j.inboundQueue) > 0 && j.inboundQueue[0].at.Before(limit) {
+		q := j.inboundQueue[0]
+		j.inboundQueue = j.inboundQueue[1:]
+		if t, ok := j.inbound[q.key]; ok && t.Equal(q.at) {
+			delete(j.inbound, q.key)
+		}
+	}
+	for len(j.joinedQueue) > 0 {
+		id := j.joinedQueue[0]
+		if ji, ok := j.joined[id]; ok && !ji.seen.Before(limit) {
+			break
+		}
+		j.joinedQueue = j.joinedQueue[1:]
+		delete(j.joined, id)
+	}
+}
+
+func (j *joiner) removeClient(c *clientSpan) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	j.clientCount--
+	list := j.clients[c.key]
+	for i, x := range list {
+		if x == c {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(j.clients, c.key)
+	} else {
+		j.clients[c.key] = list
+	}
+}
+
+// consume classifies a batch: client spans are remembered and passed on at once; a
+// server-side trace is joined when its client half is known, else held for wait; spans of a
+// trace already joined follow it.
+func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, error) {
+	now := j.now()
+	counts := map[string]int{}
+	j.mu.Lock()
+	// Accepted peers first: an accept and the I/O on that connection often come in one batch.
+	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if !isAccept(s) {
+			return
+		}
+		peer, present, reason := addrPort(s.Attributes(), attrPeerAddr, attrPeerPort)
+		if reason != "" {
+			counts[reason]++
+		}
+		if present && reason == "" {
+			j.rememberInbound(inboundKey{node: nodeOf(res), peer: peer}, now, counts)
+		}
+	})
+	evs := map[pcommon.TraceID]evidence{}
+	var order []pcommon.TraceID // traces in the order of their first evidence: the same output for the same input
+	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if j.classify(res, s, now, evs, counts) {
+			order = append(order, s.TraceID())
+		}
+	})
+
+	// Decide per trace: follow an earlier join, join now, or hold.
+	hold := map[pcommon.TraceID]*pendingTrace{}
+	rewrite := map[pcommon.TraceID]joinInfo{}
+	joinedNow := map[string]int{}
+	var held []pcommon.TraceID
+	for _, id := range order {
+		ev := evs[id]
+		if _, ok := j.joined[id]; ok {
+			continue
+		}
+		if _, ok := j.pending[id]; ok {
+			continue
+		}
+		if ji, ok := j.match(id, ev, now); ok {
+			j.rememberJoin(id, ji, counts)
+			joinedNow[ji.match]++
+			continue
+		}
+		hold[id] = &pendingTrace{id: id, traces: ptrace.NewTraces(), ev: ev, deadline: now.Add(j.cfg.Wait)}
+		held = append(held, id)
+	}
+	full := 0
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		sss := rs.ScopeSpans()
+		for k := 0; k < sss.Len(); k++ {
+			ss := sss.At(k)
+			var dst map[pcommon.TraceID]ptrace.SpanSlice
+			ss.Spans().RemoveIf(func(s ptrace.Span) bool {
+				id := s.TraceID()
+				if ji, ok := j.joined[id]; ok {
+					rewrite[id] = ji
+					return false
+				}
+				p := j.pending[id]
+				if p == nil {
+					p = hold[id]
+				}
+				if p == nil {
+					return false
+				}
+				if dst == nil {
+					dst = map[pcommon.TraceID]ptrace.SpanSlice{}
+				}
+				d, ok := dst[id]
+				if !ok {
+					nrs := p.traces.ResourceSpans().AppendEmpty()
+					rs.Resource().CopyTo(nrs.Resource())
+					nrs.SetSchemaUrl(rs.SchemaUrl())
+					nss := nrs.ScopeSpans().AppendEmpty()
+					ss.Scope().CopyTo(nss.Scope())
+					nss.SetSchemaUrl(ss.SchemaUrl())
+					d = nss.Spans()
+					dst[id] = d
+				}
+				s.MoveTo(d.AppendEmpty())
+				p.spans++
+				return true
+			})
+		}
+	}
+	for _, id := range held {
+		p := hold[id]
+		if j.pendingSpans+p.spans > j.cfg.MaxPendingSpans {
+			// No room: the trace goes on now, unjoined, rather than anything waiting being lost.
+			full++
+			p.traces.ResourceSpans().MoveAndAppendTo(rss)
+			continue
+		}
+		j.pending[id] = p
+		j.pendingQueue = append(j.pendingQueue, id)
+		j.pendingSpans += p.spans
+	}
+	// Client spans of this batch may complete traces that were waiting.
+	released := j.retryPending(now, joinedNow, counts)
+	for _, p := range released {
+		rewrite[p.id] = j.joined[p.id]
+		p.traces.ResourceSpans().MoveAndAppendTo(rss)
+	}
+	j.applyRewrites(td, rewrite)
+	j.mu.Unlock()
+
+	for m, n := range joinedNow {
+		j.tel.add(ctx, j.tel.joined, n, m)
+	}
+	j.tel.add(ctx, j.tel.unjoined, full, reasonBufferFull)
+	for r, n := range counts {
+		if r == reasonBadAddress || r == reasonBadPort {
+			j.tel.add(ctx, j.tel.unusable, n, r)
+		} else {
+			j.tel.add(ctx, j.tel.forgotten, n, r)
+		}
+	}
+	rss.RemoveIf(func(rs ptrace.ResourceSpans) bool {
+		rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool { return ss.Spans().Len() == 0 })
+		return rs.ScopeSpans().Len() == 0
+	})
+	if rss.Len() == 0 {
+		return td, processorhelper.ErrSkipProcessingData
+	}
+	return td, nil
+}
+
+func eachSpan(td ptrace.Traces, f func(pcommon.Resource, ptrace.Span)) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		sss := rs.ScopeSpans()
+		for k := 0; k < sss.Len(); k++ {
+			spans := sss.At(k).Spans()
+			for n := 0; n < spans.Len(); n++ {
+				f(rs.Resource(), spans.At(n))
+			}
+		}
+	}
+}
+
+// classify records a span's part in a join: evidence that its trace is a server side (the
+// earliest per trace is kept) or a client-side use of a connection.
+// It reports whether the span was the first evidence of its trace.
+func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, evs map[pcommon.TraceID]evidence, counts map[string]int) bool {
+	accept, io := isAccept(s), isSocketIO(s)
+	if !accept && !io {
+		return false
+	}
+	attrs := s.Attributes()
+	peer, present, reason := addrPort(attrs, attrPeerAddr, attrPeerPort)
+	if !present || reason != "" {
+		if io && reason != "" {
+			counts[reason]++ // an accept's were counted in the first pass
+		}
+		return false
+	}
+	local, localPresent, reason := addrPort(attrs, attrLocalAddr, attrLocalPort)
+	if reason != "" {
+		counts[reason]++
+		localPresent = false
+	}
+	node := nodeOf(res)
+	netns := netnsOf(attrs)
+	start := s.StartTimestamp().AsTime()
+	ik := inboundKey{node: node, peer: peer}
+	if accept || j.isInbound(ik, now) {
+		ev := evidence{client: keyOf(peer, node, netns), start: start, node: node}
+		if localPresent {
+			ev.server = local
+		}
+		old, ok := evs[s.TraceID()]
+		if !ok || start.Before(old.start) {
+			evs[s.TraceID()] = ev
+		}
+		return !ok
+	}
+	if !localPresent {
+		return false
+	}
+	c := &clientSpan{
+		key: keyOf(local, node, netns), trace: s.TraceID(), span: s.SpanID(), parent: s.ParentSpanID(),
+		server: peer, start: start, end: s.EndTimestamp().AsTime(), node: node, seen: now,
+	}
+	j.rememberClient(c, counts)
+	return false
+}
+
+func (j *joiner) isInbound(k inboundKey, now time.Time) bool {
+	t, ok := j.inbound[k]
+	if ok {
+		// A long-lived connection stays known while it is used.
+		if now.Sub(t) > j.cfg.ClientTTL/2 {
+			j.inbound[k] = now
+			j.inboundQueue = append(j.inboundQueue, inboundSeen{key: k, at: now})
+		}
+	}
+	return ok
+}
+
+func (j *joiner) rememberInbound(k inboundKey, now time.Time, counts map[string]int) {
+	if _, ok := j.inbound[k]; !ok && len(j.inbound) >= j.cfg.MaxInbound {
+		j.evictInbound(counts)
+	}
+	j.inbound[k] = now
+	j.inboundQueue = append(j.inboundQueue, inboundSeen{key: k, at: now})
+}
+
+func (j *joiner) evictInbound(counts map[string]int) {
+	for len(j.inboundQueue) > 0 {
+		q := j.inboundQueue[0]
+		j.inboundQueue = j.inboundQueue[1:]
+		if t, ok := j.inbound[q.key]; ok && t.Equal(q.at) {
+			delete(j.inbound, q.key)
+			counts[reasonMaxInbound]++
+			return
+		}
+	}
+}
+
+func (j *joiner) rememberClient(c *clientSpan, counts map[string]int) {
+	if j.clientCount >= j.cfg.MaxClients {
+		for len(j.clientQueue) > 0 {
+			old := j.clientQueue[0]
+			j.clientQueue = j.clientQueue[1:]
+			if !old.gone {
+				j.removeClient(old)
+				counts[reasonMaxClients]++
+				break
+			}
+		}
+	}
+	list := j.clients[c.key]
+	if len(list) >= maxPerEndpoint {
+		j.removeClient(list[0])
+		counts[reasonTooManyPerPeer]++
+		list = j.clients[c.key]
+	}
+	j.clients[c.key] = append(list, c)
+	j.clientQueue = append(j.clientQueue, c)
+	j.clientCount++
+}
+
+func (j *joiner) rememberJoin(id pcommon.TraceID, ji joinInfo, counts map[string]int) {
+	if len(j.joined) >= j.cfg.MaxClients {
+		for len(j.joinedQueue) > 0 {
+			old := j.joinedQueue[0]
+			j.joinedQueue = j.joinedQueue[1:]
+			if _, ok := j.joined[old]; ok {
+				delete(j.joined, old)
+				counts[reasonMaxJoined]++
+				break
+			}
+		}
+	}
+	j.joined[id] = ji
+	j.joinedQueue = append(j.joinedQueue, id)
+}
+
+// match finds the client span of a server-side trace: the same client endpoint, a server
+// endpoint that agrees when both sides said it, the server span starting within the client
+// span's interval widened by window; the closest interval wins, then the latest start. A client
+// span in a trace still waiting for its own client half does not match yet (its trace id will
+// change); one in a joined trace is followed to where that trace went.
+func (j *joiner) match(id pcommon.TraceID, ev evidence, now time.Time) (joinInfo, bool) {
+	var best *clientSpan
+	bestFour := false
+	var bestDist time.Duration
+	for _, c := range j.clients[ev.client] {
+		if c.trace == id {
+			continue
+		}
+		if _, waiting := j.pending[c.trace]; waiting {
+			continue
+		}
+		d := distance(ev.start, c.start, c.end)
+		if d > j.cfg.Window {
+			continue
+		}
+		four := ev.server.IsValid() && c.server == ev.server
+		better := best == nil ||
+			(four && !bestFour) ||
+			(four == bestFour && (d < bestDist || (d == bestDist && c.start.After(best.start))))
+		if better {
+			best, bestFour, bestDist = c, four, d
+		}
+	}
+	if best == nil {
+		return joinInfo{}, false
+	}
+	ji := joinInfo{trace: best.trace, parent: best.parent, clientSpan: best.span, match: matchClientEndpoint,
+		clientNode: best.node, serverNode: ev.node, seen: now}
+	if bestFour {
+		ji.match = matchFourTuple
+	}
+	if ji.parent.IsEmpty() {
+		ji.parent = best.span
+	}
+	if up, ok := j.joined[best.trace]; ok {
+		// The client span's own trace was joined under another: follow it.
+		ji.trace = up.trace
+	}
+	return ji, true
+}
+
+// retryPending joins the waiting traces whose client half is now known, and hands them back.
+func (j *joiner) retryPending(now time.Time, joinedNow map[string]int, counts map[string]int) []*pendingTrace {
+	var out []*pendingTrace
+	// A join can make another waiting trace's client span resolvable (a chain of services):
+	// repeat while something joins, at most once per waiting trace.
+	for changed := true; changed; {
+		changed = false
+		for _, id := range j.pendingQueue {
+			p := j.pending[id]
+			if p == nil {
+				continue
+			}
+			ji, ok := j.match(id, p.ev, now)
+			if !ok {
+				continue
+			}
+			j.dropPending(p)
+			j.rememberJoin(id, ji, counts)
+			joinedNow[ji.match]++
+			out = append(out, p)
+			changed = true
+		}
+	}
+	return out
+}
+
+// applyRewrites moves the spans of joined traces into their client's trace: the trace id of
+// each, and for the root (no parent) the client's span as parent and the join's attributes.
+func (j *joiner) applyRewrites(td ptrace.Traces, rewrite map[pcommon.TraceID]joinInfo) {
+	if len(rewrite) == 0 {
+		return
+	}
+	eachSpan(td, func(_ pcommon.Resource, s ptrace.Span) {
+		ji, ok := rewrite[s.TraceID()]
+		if !ok {
+			return
+		}
+		orig := s.TraceID()
+		s.SetTraceID(ji.trace)
+		if !s.ParentSpanID().IsEmpty() {
+			return
+		}
+		s.SetParentSpanID(ji.parent)
+		a := s.Attributes()
+		a.PutStr(attrJoinMatch, ji.match)
+		a.PutStr(attrJoinTrace, orig.String())
+		a.PutStr(attrJoinSpan, ji.clientSpan.String())
+		a.PutStr(attrJoinClient, ji.clientNode)
+		a.PutStr(attrJoinServer, ji.serverNode)
+	})
+}
