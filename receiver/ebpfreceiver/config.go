@@ -14,6 +14,7 @@ import (
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/python"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/syscalls"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/tls"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	TLS TLSConfig `mapstructure:"tls"`
 	// Sockets: every send (and receive) on a socket of a traced process (egress evidence).
 	Sockets sockets.Config `mapstructure:"sockets"`
+	// ContentSampling: the beginning of files traced processes open for reading is checked for
+	// sensitive data; only the detectors' names are recorded.
+	ContentSampling ContentSamplingConfig `mapstructure:"content_sampling"`
 }
 
 // The sections the tracers read are declared in their packages.
@@ -56,6 +60,8 @@ type (
 	FunctionConfig = tracer.FunctionConfig
 	// PythonFunctionConfig is one Python function (or a glob of them) that becomes spans.
 	PythonFunctionConfig = tracer.PythonFunctionConfig
+	// ContentSamplingConfig bounds the sampling of files opened for reading.
+	ContentSamplingConfig = syscalls.ContentConfig
 )
 
 var _ component.Config = (*Config)(nil)
@@ -144,6 +150,9 @@ func (cfg *Config) Validate() error {
 		}
 	}
 	if err := cfg.Sockets.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.ContentSampling.Validate(); err != nil {
 		return err
 	}
 	if cfg.Python.SpanIdleTimeout <= 0 {

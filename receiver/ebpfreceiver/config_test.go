@@ -55,7 +55,8 @@ func TestLoadConfig(t *testing.T) {
 		Python: PythonConfig{Enabled: true, Audit: true, AuditEvents: []string{"socket.connect", "os.*"}, SpanIdleTimeout: 5 * time.Second},
 		TLS: TLSConfig{Enabled: true, Libraries: []string{"libssl.so.3", "/opt/openssl/lib/libssl.so.3"}, Go: false, CaptureBytes: 8192,
 			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20, MaxTotalBuffer: 64 << 20},
-		Sockets: sockets.Config{Enabled: true, Inbound: false, CaptureBytes: 0, AggregateInterval: 2 * time.Second, DNSPort: 5353},
+		Sockets:         sockets.Config{Enabled: true, Inbound: false, CaptureBytes: 0, AggregateInterval: 2 * time.Second, DNSPort: 5353},
+		ContentSampling: ContentSamplingConfig{Enabled: true, MaxBytes: 4096, MaxFilesPerMinute: 120},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n got %+v\nwant %+v", cfg, want)
@@ -116,6 +117,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_socket_capture", `"sockets.capture_bytes" must be between 0 and 65536`},
 		{"bad_socket_interval", `"sockets.aggregate_interval" must be at least 100ms`},
 		{"bad_dns_port", `"sockets.dns_port" must be a port`},
+		{"bad_content_bytes", `"content_sampling.max_bytes" must be between 1 and 65536, got 100000`},
+		{"bad_content_rate", `"content_sampling.max_files_per_minute" must be positive, got 0`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

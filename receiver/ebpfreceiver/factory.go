@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/syscalls"
 )
 
 const typeStr = "ebpf"
@@ -43,7 +44,8 @@ func createDefaultConfig() component.Config {
 			MaxConnectionBuffer: 1 << 20,
 			MaxTotalBuffer:      64 << 20,
 		},
-		Sockets: sockets.DefaultConfig(),
+		Sockets:         sockets.DefaultConfig(),
+		ContentSampling: syscalls.DefaultContentConfig(),
 	}
 }
 

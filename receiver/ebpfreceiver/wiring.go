@@ -50,7 +50,11 @@ func (r *ebpfReceiver) newTracers(env tracer.Env) ([]tracer.Tracer, error) {
 		env.Stacks = py // the other tracers' records carry the Python stack sent before them
 	}
 	r.functions = functions.New(env)
-	tracers := []tracer.Tracer{syscalls.New(env, r.cfg.Syscalls)}
+	sc, err := syscalls.New(env, r.cfg.Syscalls, r.cfg.ContentSampling)
+	if err != nil {
+		return nil, err
+	}
+	tracers := []tracer.Tracer{sc}
 	var tlsTracer *tls.Tracer
 	if r.cfg.TLS.Enabled {
 		t, err := tls.New(env, r.cfg.TLS)

@@ -1,7 +1,9 @@
 // Package syscalls is the tracer of the syscalls traced processes make (connect, accept,
 // sendto, execve, openat, from raw tracepoints) and of their threads' exits: each syscall
 // becomes a span or event of the call that made it, with the peer, path or arguments and the
-// symbolized user stack (a Python stack when the interpreter's is known).
+// symbolized user stack (a Python stack when the interpreter's is known). The beginning of the
+// regular files they open for reading is checked for sensitive data (content.go), and only the
+// names of the detectors that matched are recorded.
 package syscalls
 
 import (
@@ -20,13 +22,23 @@ import (
 type Tracer struct {
 	env      tracer.Env
 	syscalls []string // configured, for agenttrail.capture.syscalls
+	content  *sampler // nil: content sampling off, or openat not traced
 }
 
 var _ tracer.Tracer = (*Tracer)(nil)
 
-// New returns the syscalls tracer; syscalls are the ones the kernel programs trace.
-func New(env tracer.Env, syscalls []string) *Tracer {
-	return &Tracer{env: env, syscalls: syscalls}
+// New returns the syscalls tracer; syscalls are the ones the kernel programs trace, content
+// says whether and how files opened for reading are sampled.
+func New(env tracer.Env, syscalls []string, content ContentConfig) (*Tracer, error) {
+	t := &Tracer{env: env, syscalls: syscalls}
+	if content.Enabled && slices.Contains(syscalls, "openat") {
+		s, err := newSampler(env, content, time.Now)
+		if err != nil {
+			return nil, err
+		}
+		t.content = s
+	}
+	return t, nil
 }
 
 var (
@@ -52,10 +64,18 @@ func (t *Tracer) Kinds() []tracer.Kind {
 
 func (t *Tracer) Start()                           {}
 func (t *Tracer) AttachBinary(tracer.Binary) error { return nil }
-func (t *Tracer) ProcessGone(uint32)               {}
-func (t *Tracer) Housekeeping(time.Time)           {}
-func (t *Tracer) Waiting() bool                    { return false }
-func (t *Tracer) Close() error                     { return nil }
+func (t *Tracer) ProcessGone(pid uint32) {
+	if t.content != nil {
+		for k := range t.content.pending {
+			if k.pid == pid {
+				delete(t.content.pending, k)
+			}
+		}
+	}
+}
+func (t *Tracer) Housekeeping(time.Time) {}
+func (t *Tracer) Waiting() bool          { return false }
+func (t *Tracer) Close() error           { return nil }
 
 // SetupProcess: every traced process has its syscalls traced (the raw tracepoints are
 // host-wide and filter by the kernel's set of traced processes).
@@ -71,6 +91,12 @@ func (t *Tracer) onEnter(hdr spans.Header, rec []byte) string {
 		return "unknown_syscall"
 	}
 	sc := t.decode(e)
+	if t.content != nil {
+		t.content.forget(hdr.PID, hdr.TID) // a previous openat's exit was lost
+		if sc.Name == "openat" && e.PathLen > 0 && e.Truncated == 0 {
+			t.content.enter(hdr.PID, hdr.TID, tracer.CString(e.Path[:], e.PathLen), sc.Flags)
+		}
+	}
 	if t.env.Stacks != nil {
 		if frames := t.env.Stacks.Take(hdr); len(frames) > 0 {
 			sc.NativeStack, sc.Stack = sc.Stack, frames
@@ -85,11 +111,21 @@ func (t *Tracer) onExit(hdr spans.Header, rec []byte) string {
 	if e.Sock != 0 {
 		t.env.Builder.SocketOf(hdr, spans.SocketID{Sock: e.Sock, Ino: e.Ino})
 	}
-	t.env.Builder.SyscallExit(hdr, e.Ret, Sockaddr(e.Family, e.Addr, e.Port))
+	peer := Sockaddr(e.Family, e.Addr, e.Port)
+	if t.content != nil {
+		if d := t.content.exit(hdr.PID, hdr.TID, e.Ret); len(d) > 0 {
+			t.env.Builder.SyscallExitContent(hdr, e.Ret, peer, d)
+			return ""
+		}
+	}
+	t.env.Builder.SyscallExit(hdr, e.Ret, peer)
 	return ""
 }
 
 func (t *Tracer) onThreadExit(hdr spans.Header, _ []byte) string {
+	if t.content != nil {
+		t.content.forget(hdr.PID, hdr.TID)
+	}
 	t.env.Builder.ThreadExit(hdr)
 	return ""
 }

@@ -44,7 +44,7 @@ func (s stacks) Take(spans.Header) []spans.Frame { return s }
 func TestDecode(t *testing.T) {
 	sym := symbolize.New(symbolize.Options{ProcRoot: t.TempDir()})
 	defer sym.Close()
-	tr := New(tracer.Env{Redactor: redact.New(), Symbolizer: sym}, []string{"execve"})
+	tr := mustNew(t, tracer.Env{Redactor: redact.New(), Symbolizer: sym}, []string{"execve"})
 	var e probes.SyscallEvent
 	e.Hdr.ProbeId = 59
 	e.PathLen = 1 << 31 // more than the array: bounded
@@ -66,7 +66,7 @@ func TestDecode(t *testing.T) {
 	}
 
 	b := spans.NewBuilder(spans.Options{MaxOpenSpans: 10})
-	tr = New(tracer.Env{Redactor: redact.New(), Symbolizer: sym, Builder: b, Stacks: stacks{{Function: "agent.run", Module: "python"}}}, nil)
+	tr = mustNew(t, tracer.Env{Redactor: redact.New(), Symbolizer: sym, Builder: b, Stacks: stacks{{Function: "agent.run", Module: "python"}}}, nil)
 	rec := make([]byte, sizeSyscall)
 	*tracer.As[probes.SyscallEvent](rec) = e
 	if got := tr.onEnter(spans.Header{PID: 1, TID: 1}, rec); got != "" {
@@ -77,8 +77,17 @@ func TestDecode(t *testing.T) {
 		t.Errorf("unknown syscall: %q", got)
 	}
 	p := &tracer.Process{Capture: &spans.Capture{}}
-	New(tracer.Env{}, []string{"connect"}).SetupProcess(p)
+	mustNew(t, tracer.Env{}, []string{"connect"}).SetupProcess(p)
 	if len(p.Capture.Syscalls) != 1 {
 		t.Errorf("capture %+v", p.Capture)
 	}
+}
+
+func mustNew(t *testing.T, env tracer.Env, syscalls []string) *Tracer {
+	t.Helper()
+	tr, err := New(env, syscalls, DefaultContentConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }
