@@ -35,7 +35,8 @@ func RequireRoot(t testing.TB, why string) {
 }
 
 // RequireKernel skips the test unless eBPF programs can be loaded here: root, and the kernel
-// BTF that CO-RE programs are relocated against.
+// BTF that CO-RE programs are relocated against. (receiver/ebpfreceiver and its internal/probes
+// keep a copy of their own while they are being restructured; they take this one after.)
 func RequireKernel(t testing.TB) {
 	t.Helper()
 	RequireRoot(t, "kernel test: loading BPF programs (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)")
