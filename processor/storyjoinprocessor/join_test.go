@@ -278,3 +278,35 @@ func TestChainedJoin(t *testing.T) {
 	eachSpan(out, func(_ pcommon.Resource, s ptrace.Span) { assert.Equal(t, tid(1), s.TraceID(), s.Name()) })
 	assert.Equal(t, sid(0x20), spansByName(out)["serve"].ParentSpanID(), "C's work under B's handler")
 }
+
+// The handler's trace came without the accept (before it, or the accept was never seen): its
+// I/O on the connection of a client span already seen still makes it the server side.
+func TestServerIOWithoutAccept(t *testing.T) {
+	h := newHarness(t, createDefaultConfig().(*Config))
+	h.send(agentBatch(1, "10.0.0.1", 40001))
+	b := newNode("node-b", "tool-service")
+	b.span(tid(0x20), sid(0x20), pcommon.SpanID{}, "handle", ptrace.SpanKindInternal, 2*ms, 40*ms)
+	b.socket(tid(0x20), sid(0x21), sid(0x20), "10.0.0.2", "10.0.0.1", 8080, 40001, 2*ms, 39*ms)
+	h.send(b.td)
+	byName := spansByName(h.out())
+	assert.Equal(t, tid(1), byName["handle"].TraceID())
+	assert.Equal(t, "four_tuple", byName["handle"].Attributes().AsRaw()["agenttrail.join.match"])
+}
+
+// Server first without its accept: the server's span is taken for a client's (nothing says
+// otherwise); the real client's span, whose port is ephemeral, must not then be taken for the
+// server side of it.
+func TestNoInversionWithoutAccept(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	h := newHarness(t, cfg)
+	b := newNode("node-b", "tool-service")
+	b.span(tid(0x20), sid(0x20), pcommon.SpanID{}, "handle", ptrace.SpanKindInternal, 2*ms, 40*ms)
+	b.socket(tid(0x20), sid(0x21), sid(0x20), "10.0.0.2", "10.0.0.1", 8080, 40001, 2*ms, 39*ms)
+	h.send(b.td)
+	h.send(agentBatch(1, "10.0.0.1", 40001))
+	h.advance(cfg.Wait)
+	byName := spansByName(h.out())
+	assert.Equal(t, tid(1), byName["execute_tool fetch"].TraceID())
+	assert.True(t, byName["execute_tool fetch"].ParentSpanID().IsEmpty(), "the agent's tool span stays a root")
+	assert.EqualValues(t, 0, h.counter("agenttrail.storyjoin.joined", "", ""))
+}

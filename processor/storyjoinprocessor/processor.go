@@ -2,6 +2,7 @@ package storyjoinprocessor
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -365,7 +366,7 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 	netns := netnsOf(attrs)
 	start := s.StartTimestamp().AsTime()
 	ik := inboundKey{node: node, peer: peer}
-	if accept || j.isInbound(ik, now) {
+	if accept || j.isInbound(ik, now) || (localPresent && serverPorts(local, peer) && j.isClientOf(keyOf(peer, node, netns), local)) {
 		ev := evidence{client: keyOf(peer, node, netns), start: start, node: node}
 		if localPresent {
 			ev.server = local
@@ -384,6 +385,26 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 		server: peer, start: start, end: s.EndTimestamp().AsTime(), node: node, seen: now,
 	}
 	j.rememberClient(c, counts)
+	return false
+}
+
+// serverPorts: without an accept, which end of a connection served it is told by the ports: the
+// server's below Linux's ephemeral range (32768-60999), the client's in it. Without this, a
+// server's span indexed as a client (it came first, its accept unseen) would make the real
+// client's span look like the server side of it.
+func serverPorts(local, peer netip.AddrPort) bool {
+	return local.Port() < 32768 && peer.Port() >= 32768
+}
+
+// isClientOf: a client span already seen used this connection from the other end (its local
+// endpoint is client, its peer server): the span at hand is the server's side of it, even when
+// the accept was not seen (it came later, or before the gateway started).
+func (j *joiner) isClientOf(client endpointKey, server netip.AddrPort) bool {
+	for _, c := range j.clients[client] {
+		if c.server == server {
+			return true
+		}
+	}
 	return false
 }
 
