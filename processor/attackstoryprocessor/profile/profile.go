@@ -989,7 +989,7 @@ func StoryFlows(f *story.Facts, sensitive []match.Path) []StoryFlow {
 		if !fa.Read || fa.Failed != "" {
 			continue
 		}
-		pattern, ok := match.Any(sensitive, fa.Path)
+		pattern, ok := fa.SensitivePattern(sensitive)
 		if !ok {
 			continue
 		}

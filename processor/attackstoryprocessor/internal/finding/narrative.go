@@ -123,6 +123,7 @@ func steps(f *story.Facts, hints Hints) []nstep {
 		if it.Event >= 0 || story.SyscallName(sp.Span) == "openat" {
 			st.verb, st.path, st.failed = fileVerb(attrs), story.AttrStr(attrs, story.AttrFilePath), story.Failure(attrs)
 			_, sensitive := match.Any(hints.Sensitive, st.path)
+			sensitive = sensitive || len(story.SensitiveContent(attrs)) > 0
 			denied := st.failed == "EPERM" || st.failed == "EACCES"
 			st.decisive = sensitive || denied || (it.Event < 0 && slices.Contains(hints.blocked, it.Span))
 		}

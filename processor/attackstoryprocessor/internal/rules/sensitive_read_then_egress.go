@@ -3,7 +3,6 @@ package rules
 import (
 	"fmt"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/match"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -26,7 +25,7 @@ func (sensitiveReadThenEgress) Evaluate(c *Context) *Hit {
 		if !fa.Read || fa.Failed != "" {
 			continue
 		}
-		pattern, ok := match.Any(c.Policy.Sensitive, fa.Path)
+		pattern, ok := fa.SensitivePattern(c.Policy.Sensitive)
 		if !ok {
 			continue
 		}

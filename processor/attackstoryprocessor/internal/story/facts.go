@@ -109,6 +109,8 @@ type ExecCall struct {
 
 type FileAccess struct {
 	Path, flags string
+	// Content: the detectors that matched the file's beginning (agenttrail.file.sensitive_content).
+	Content     []string
 	Read        bool
 	Failed      string
 	Span, Event int
@@ -330,7 +332,7 @@ func (f *Facts) addFile(attrs pcommon.Map, span, event, seq int) {
 	flags := AttrStr(attrs, AttrOpenFlags)
 	f.Files = append(f.Files, FileAccess{
 		Path: path, flags: flags, Read: flags == "" || !strings.Contains(flags, "O_WRONLY"),
-		Failed: Failure(attrs), Span: span, Event: event, Tool: f.toolOf[span], Seq: seq,
+		Content: SensitiveContent(attrs), Failed: Failure(attrs), Span: span, Event: event, Tool: f.toolOf[span], Seq: seq,
 	})
 }
 
