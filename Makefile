@@ -57,10 +57,10 @@ test: ## Run every test, kernel tests included (needs root; installs test packag
 	@$(MAKE) --no-print-directory build tools
 	$(COLLECTOR) validate --config=distributions/agenttrail/config.yaml
 	$(COLLECTOR) validate --config=distributions/agenttrail/gateway.yaml
-	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage -e /tests/detect)
+	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage -e /tests/detect -e /tests/crossnode)
 	@# The whole-collector scenarios each run the built collector against the kernel and fixed
 	@# ports (Jaeger): one package at a time, after the rest, so they do not trace each other.
-	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/... ./tests/detect/...
+	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/... ./tests/detect/... ./tests/crossnode/...
 
 # Packages whose tests load eBPF programs or run the whole collector are left out of the race
 # run: their kernel and timing tests run in `make test`; everything else runs with -race too.
