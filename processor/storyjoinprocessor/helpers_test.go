@@ -90,9 +90,8 @@ func (h *harness) counter(name, key, value string) int64 {
 
 // spanBuilder writes one node's spans the way the receiver does.
 type spanBuilder struct {
-	td  ptrace.Traces
-	ss  ptrace.ScopeSpans
-	seq byte
+	td ptrace.Traces
+	ss ptrace.ScopeSpans
 }
 
 func newNode(node, service string) *spanBuilder {
