@@ -77,6 +77,9 @@ func inputSource(f *story.Facts, in story.ModelInput) (string, string) {
 		return "the arguments of tool " + f.ToolName(in.Span), ""
 	case story.InputToolResult:
 		return "the result of tool " + f.ToolName(in.Span), f.ToolFile(in.Span)
+	case story.InputToolDescription:
+		// Tool poisoning: the server's own description of a tool, which the model reads.
+		return "the description of MCP tool " + in.Tool + " (tools/list)", ""
 	default:
 		if fn := story.AttrStr(f.Spans[in.Span].Span.Attributes(), story.AttrCodeFunction); fn != "" {
 			name += " (" + fn + ")"
@@ -90,7 +93,7 @@ func inputSource(f *story.Facts, in story.ModelInput) (string, string) {
 func inputOrigin(f *story.Facts, in story.ModelInput) string {
 	tool := in.Span
 	switch in.Kind {
-	case story.InputToolArgs:
+	case story.InputToolArgs, story.InputToolDescription:
 		return ""
 	case story.InputModel:
 		tool = f.ToolBefore(in.Span)

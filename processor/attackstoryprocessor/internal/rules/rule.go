@@ -37,6 +37,7 @@ var builtinRules = []Rule{
 	indirectInjection{},
 	dataVolume{},
 	dnsTunneling{},
+	mcpServerOutsideProfile{},
 }
 
 // Builtins are the definitions of the built-in rules, in order.

@@ -35,6 +35,8 @@ type Facts struct {
 	Connects                         int
 	BytesSent                        int64
 	HasBytes                         bool
+	// MCPServers: the MCP servers the agent spoke to, in the order first seen (at most 64).
+	MCPServers []MCPServer
 	// bytes sent per destination: from the receiver's send aggregates where the story has any
 	// for the destination (they count every send on the socket), else from the connect and
 	// sendto spans (bytes the receiver or an instrumentation put on them). Never both: a
@@ -59,6 +61,7 @@ type ModelInput struct {
 	Kind InputKind
 	Span int
 	Text string // as on the span: already through the receiver's redaction policy
+	Tool string // InputToolDescription: the tool described ("server:tool")
 }
 
 type InputKind int
@@ -67,6 +70,9 @@ const (
 	InputToolArgs   InputKind = iota // the arguments of a tool call
 	InputToolResult                  // what a tool returned
 	InputModel                       // the input of a model call
+	// InputToolDescription: a tool's description in an MCP server's tools/list response, which
+	// the agent hands the model.
+	InputToolDescription
 )
 
 func (k InputKind) String() string {
@@ -75,6 +81,8 @@ func (k InputKind) String() string {
 		return "tool_arguments"
 	case InputToolResult:
 		return "tool_result"
+	case InputToolDescription:
+		return "tool_description"
 	}
 	return "model_input"
 }
@@ -170,6 +178,7 @@ func ExtractWith(st *Story, inbound *Inbound) *Facts {
 			f.addFile(ev.Attributes(), it.Span, it.Event, pos)
 			continue
 		}
+		f.addMCP(sp.Span, it.Span)
 		role := AttrStr(attrs, AttrRole)
 		op := AttrStr(attrs, AttrGenAIOperation)
 		if fn := AttrStr(attrs, AttrCodeFunction); fn != "" && role != "" {
@@ -183,6 +192,7 @@ func ExtractWith(st *Story, inbound *Inbound) *Facts {
 			if name == "" {
 				name = strings.TrimPrefix(sp.Span.Name(), "execute_tool ")
 			}
+			name = MCPToolName(attrs, name)
 			args := SpanArgs(attrs)
 			f.Tools = append(f.Tools, ToolCall{Name: name, Span: it.Span, Args: args})
 			for _, a := range args {

@@ -19,6 +19,7 @@ const (
 	RuleIndirectInjection    = "indirect_prompt_injection"
 	RuleDataVolumeAnomaly    = "data_volume_anomaly"
 	RuleDNSTunneling         = "dns_tunneling"
+	RuleMCPServerOutside     = "mcp_server_outside_profile"
 )
 
 // Actions of kernel enforcement (agenttrail.enforcement.action).
