@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -335,5 +336,46 @@ func TestPythonSocketEgress(t *testing.T) {
 		if n != sent || sent == 0 {
 			t.Errorf("%s: agenttrail.egress.bytes = %d, the sink read %d", st.command, n, sent)
 		}
+	}
+}
+
+// TestGoEntryAfterStackGrowth: a Go function whose call grows the goroutine's stack in its own
+// prologue (main.Deep, recursive with a 1 KiB frame, on a new goroutine) restarts from its first
+// instruction after runtime.morestack. Each call must still be one span: exactly n+1 main.Deep
+// spans, one root and every other under an emitted main.Deep. With the entry probe on the first
+// instruction, a restarted call was two entries with one return: a main.Deep left open, the
+// spans under it parented to a span never emitted (TestSocketEgress's flake: a preemption
+// request restarted main.Warmup, and every later call of the main goroutine went under it).
+func TestGoEntryAfterStackGrowth(t *testing.T) {
+	requireKernel(t)
+	exe := buildSockAgent(t)
+	p := startProgram(t, exe)
+	cfg := testConfig(TargetConfig{Name: "sockagent", Executable: exe, Functions: []FunctionConfig{{Symbol: "main.Deep"}}})
+	sink := startReceiver(t, cfg)
+	const n = 200 // 200 KiB of stack: it grows from its start size several times
+	p.do(t, "deep "+strconv.Itoa(n), "ok deep")
+	waitSpans(t, sink, func(c collected) bool { return len(c.named("main.Deep")) >= n+1 })
+	time.Sleep(300 * time.Millisecond) // any extra span would come with the same flush
+	c := waitSpans(t, sink, func(collected) bool { return true })
+	deep := c.named("main.Deep")
+	ids := map[pcommon.SpanID]bool{}
+	for _, i := range deep {
+		ids[c.spans[i].SpanID()] = true
+	}
+	roots, orphans := 0, 0
+	for _, i := range deep {
+		s := c.spans[i]
+		switch {
+		case s.ParentSpanID().IsEmpty():
+			roots++
+		case !ids[s.ParentSpanID()]:
+			orphans++
+		}
+		if s.Status().Code() == ptrace.StatusCodeError {
+			t.Errorf("main.Deep span with error status: %s", s.Status().Message())
+		}
+	}
+	if len(deep) != n+1 || roots != 1 || orphans != 0 {
+		t.Errorf("%d main.Deep spans (want %d), %d roots (want 1), %d under a span not emitted (want 0)", len(deep), n+1, roots, orphans)
 	}
 }

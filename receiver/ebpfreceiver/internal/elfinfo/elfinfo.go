@@ -12,7 +12,9 @@
 //     ([Binary.FileOffset]);
 //   - where the function returns: the offsets of its RET instructions, used
 //     instead of uretprobes, which must never be put on Go functions because
-//     Go moves goroutine stacks ([Binary.ReturnOffsets]);
+//     Go moves goroutine stacks ([Binary.ReturnOffsets]), and where a Go
+//     function's entry probe sees each call once: after its stack bound
+//     check, which runtime.morestack restarts ([Binary.EntryOffset]);
 //   - where its arguments are at entry: which registers hold which
 //     parameter, following Go's register ABI (ABIInternal) for Go functions
 //     and the System V AMD64 ABI for C, C++ and Rust ([Binary.Args]).

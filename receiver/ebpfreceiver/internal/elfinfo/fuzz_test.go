@@ -138,6 +138,7 @@ func FuzzBinary(f *testing.F) {
 			}
 			_, _ = b.FileOffset(fn.Address)
 			_, _ = b.ReturnOffsets(fn)
+			_, _ = b.EntryOffset(fn)
 			_, _, _ = b.Parameters(name)
 			_, _ = b.SourceLine(fn.Address)
 		}

@@ -1,7 +1,8 @@
 // sockagent sends data the ways an agent's tool can, for the receiver's socket I/O tests. It
 // reads commands from stdin, one per line, and answers "ok <command>" when done. Every send is
 // made inside a function the tests instrument (main.Warmup, main.Export, main.Benign), so that
-// the spans say which call the bytes belong to.
+// the spans say which call the bytes belong to. main.Deep grows its goroutine's stack in its own
+// prologue, for the entry probe's test.
 package main
 
 import (
@@ -105,6 +106,20 @@ func Benign(url string, n int) {
 	}
 }
 
+// Deep calls itself n times with a large frame. Run on a new goroutine (a small stack), the
+// stack grows in Deep's own prologue: the call restarts from its first instruction after
+// runtime.morestack, where an entry probe would see it twice.
+//
+//go:noinline
+func Deep(n int) int {
+	var pad [1024]byte
+	pad[n%len(pad)] = byte(n)
+	if n > 0 {
+		return Deep(n-1) + int(pad[(n*7)%len(pad)])
+	}
+	return int(pad[0])
+}
+
 func get(c *http.Client, url string) {
 	resp, err := c.Get(url)
 	check(err)
@@ -153,6 +168,12 @@ func main() {
 			n, err := strconv.Atoi(f[2])
 			check(err)
 			Benign(f[1], n)
+		case "deep": // deep n: Deep(n) on a new goroutine
+			n, err := strconv.Atoi(f[1])
+			check(err)
+			done := make(chan int)
+			go func() { done <- Deep(n) }()
+			<-done
 		case "open": // open addr: before the receiver starts
 			c, err := net.Dial("tcp", f[1])
 			check(err)

@@ -304,6 +304,22 @@ func (t *Tracer) attachFunction(tg *tracer.Target, exePath string, exe *elfinfo.
 				zap.String("target", tg.Config.Name), zap.String("symbol", fn.Name))
 		}
 	}
+	if bin.IsGo {
+		// The entry probe goes after the function's stack bound check: a call that grows its
+		// stack or stops for a preemption request restarts from the first instruction, and a
+		// probe there saw it as two nested calls with one return (the outer span never ended,
+		// and the goroutine's later calls all went under it). The RETs stay where they are.
+		entry, err := bin.EntryOffset(fn)
+		if err != nil {
+			return err
+		}
+		if len(rets) == 0 || rets[0] >= entry { // sorted; a RET inside the check would be no check
+			offset += entry
+			for i := range rets {
+				rets[i] -= entry // relative to the entry probe's address
+			}
+		}
+	}
 	k := t.env.Kernel
 	if err := k.SetProbe(id, spec); err != nil {
 		return err
