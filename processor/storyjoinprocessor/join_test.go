@@ -6,8 +6,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
 
 const ms = time.Millisecond
@@ -309,4 +314,19 @@ func TestNoInversionWithoutAccept(t *testing.T) {
 	assert.Equal(t, tid(1), byName["execute_tool fetch"].TraceID())
 	assert.True(t, byName["execute_tool fetch"].ParentSpanID().IsEmpty(), "the agent's tool span stays a root")
 	assert.EqualValues(t, 0, h.counter("agenttrail.storyjoin.joined", "", ""))
+}
+
+// The processor's own goroutine exports a trace whose wait is over (no test clock here).
+func TestWaitExpiresOnItsOwn(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Wait = 50 * ms
+	sink := new(consumertest.TracesSink)
+	p, err := NewFactory().CreateTraces(t.Context(), processortest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, p.Start(t.Context(), componenttest.NewNopHost()))
+	require.NoError(t, p.ConsumeTraces(t.Context(), serviceBatch(0x10, 0x20, "10.0.0.1", 40001, "10.0.0.2")))
+	assert.Equal(t, 0, sink.SpanCount())
+	assert.Eventually(t, func() bool { return sink.SpanCount() == 4 }, 5*time.Second, 10*ms)
+	require.NoError(t, p.Shutdown(t.Context()))
+	require.NoError(t, p.Shutdown(t.Context()), "shutdown twice")
 }
