@@ -54,11 +54,6 @@ type Options struct {
 	ConnectsTraced bool
 }
 
-type routineKey struct {
-	pid uint32
-	key uint64 // Go: g address; native: thread id
-}
-
 type threadKey struct {
 	pid uint32
 	tid uint32
@@ -81,7 +76,6 @@ type span struct {
 	name   string
 	kind   ptrace.SpanKind
 	start  Header
-	end    time.Time
 	probe  *Probe
 	attrs  pcommon.Map
 	events ptrace.SpanEventSlice

@@ -55,7 +55,6 @@ func (b *Builder) ObserveStack(h Header, funcs []StackFunc, truncated bool) {
 			s.lastSeen = h.Time
 		}
 		funcs = funcs[k-start:]
-		k = len(open)
 	} else {
 		for k < len(open) && k < len(funcs) && open[k].key == funcs[k].Key {
 			open[k].lastSeen = h.Time
