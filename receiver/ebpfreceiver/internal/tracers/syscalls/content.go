@@ -233,7 +233,15 @@ func sameFile(link, p string) bool {
 // detectors find. The file is reopened through the descriptor (same inode) read-only and
 // non-blocking, and read with pread, so the traced process's own offset is untouched.
 func (s *sampler) sample(opath int) ([]string, error) {
-	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(opath), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	// O_NOATIME: the collector's read is not the process's, and must not change the file's
+	// access time (evidence); the kernel refuses it (EPERM) for a file the caller does not own
+	// without CAP_FOWNER, and then the file is read without it.
+	self := "/proc/self/fd/" + strconv.Itoa(opath)
+	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	fd, err := unix.Open(self, flags|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = unix.Open(self, flags, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
