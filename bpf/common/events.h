@@ -138,6 +138,12 @@ struct syscall_exit_event {
 	// it, so user space knows which later I/O went over this connection. 0 when not a socket.
 	__u64 sock; // struct sock *
 	__u64 ino;  // the socket's inode number
+	// The socket's own address and network namespace (both ends of a connection, with the
+	// peer above for accept: what the gateway joins a server's story to its client's by).
+	__u8 local[16];
+	__u16 local_family;
+	__u16 local_port;
+	__u32 netns;
 };
 
 // EVENT_PROCESS_EXEC (every exec on the host: user space matches targets by name and container),

@@ -626,6 +626,18 @@ static __always_inline void sock_identity(__u64 fd, struct syscall_exit_event *e
 		return;
 	e->sock = (__u64)sk;
 	e->ino = ino;
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		__u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(e->local, &l, 4);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->local, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	} else {
+		return;
+	}
+	e->local_family = family;
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
 SEC("raw_tracepoint/sys_exit")
@@ -663,6 +675,10 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	e->sock = 0;
 	e->ino = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	__builtin_memset(e->local, 0, sizeof(e->local));
+	e->local_family = 0;
+	e->local_port = 0;
+	e->netns = 0;
 	if ((nr == NR_ACCEPT || nr == NR_ACCEPT4) && ret >= 0) {
 		e->family = read_sockaddr((void *)a1, &e->port, e->addr);
 		sock_identity(ret, e);

@@ -381,6 +381,15 @@ service:
 			t.Errorf("trace %s of agent %s lacks the service's accept, handler, file read or outbound connect: %v", s.trace.TraceID, s.agent, ops)
 			continue
 		}
+		// The accept and connect spans carry the connection's four-tuple and namespace as each
+		// node saw it: the accept matches by all of it.
+		if jaeger.Tag(accept.Tags, "network.local.address") != addrB || jaeger.Tag(accept.Tags, "network.local.port") != toolPort ||
+			jaeger.Tag(accept.Tags, "agenttrail.netns") == "" || jaeger.Tag(accept.Tags, "agenttrail.join.match") != "four_tuple" {
+			t.Errorf("trace %s: the accept span lacks its local address, namespace or four-tuple join: %v", s.trace.TraceID, accept.Tags)
+		}
+		if jaeger.Tag(connect.Tags, "network.local.address") != addrB || jaeger.Tag(connect.Tags, "agenttrail.netns") == "" {
+			t.Errorf("trace %s: the service's connect lacks its local address or namespace: %v", s.trace.TraceID, connect.Tags)
+		}
 		for _, sp := range []jaeger.Span{accept, handle, connect} {
 			if !s.under(sp, tool.SpanID) {
 				t.Errorf("trace %s: the service's %s is not under the agent's tool span", s.trace.TraceID, sp.OperationName)

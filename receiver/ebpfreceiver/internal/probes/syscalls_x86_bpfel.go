@@ -254,13 +254,17 @@ type syscallsSyscallExitEvent struct {
 		Tid      uint32
 		ProbeId  uint32
 	}
-	Ret    int64
-	Family uint16
-	Port   uint16
-	Pad    uint32
-	Addr   [16]uint8
-	Sock   uint64
-	Ino    uint64
+	Ret         int64
+	Family      uint16
+	Port        uint16
+	Pad         uint32
+	Addr        [16]uint8
+	Sock        uint64
+	Ino         uint64
+	Local       [16]uint8
+	LocalFamily uint16
+	LocalPort   uint16
+	Netns       uint32
 }
 
 type syscallsTracedProcess struct {

@@ -119,6 +119,24 @@ func (b *Builder) SocketOf(h Header, id SocketID) {
 	}
 }
 
+// SocketLocal puts the socket's own address and network namespace, from the exit record of a
+// connect or accept, on its span: with the peer, the connection's four-tuple as this node saw
+// it, which the gateway's storyjoin matches with the other end's. An unbound address (a connect
+// that failed before the kernel picked a port) is left out.
+func (b *Builder) SocketLocal(h Header, local netip.AddrPort, netns uint32) {
+	ps := b.syscalls[threadKey{h.PID, h.TID}]
+	if ps == nil || ps.span == nil || (ps.sc.Name != "connect" && ps.sc.Name != "accept") {
+		return
+	}
+	if local.IsValid() && local.Port() != 0 && !local.Addr().IsUnspecified() {
+		ps.span.attrs.PutStr("network.local.address", local.Addr().Unmap().String())
+		ps.span.attrs.PutInt("network.local.port", int64(local.Port()))
+	}
+	if netns != 0 {
+		ps.span.attrs.PutInt("agenttrail.netns", int64(netns))
+	}
+}
+
 // socketSeen records a connect or accept that succeeded (or is in progress) on a known socket.
 func (b *Builder) socketSeen(ps *pendingSyscall, ret int64) {
 	if ps.socket == (SocketID{}) || ps.span == nil {

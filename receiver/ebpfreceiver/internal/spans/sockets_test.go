@@ -252,3 +252,26 @@ func TestSocketDNSAndUnknownPeer(t *testing.T) {
 		t.Error("unknown peer has an address")
 	}
 }
+
+// The exit record's local address and namespace go on the accept and connect spans (the
+// storyjoin processor at the gateway matches both ends by them); an unbound local address
+// (a connect refused before a port was picked) is left out, the namespace kept.
+func TestSocketLocalOnAcceptAndConnect(t *testing.T) {
+	b, c := newTestBuilder(t)
+	b.SyscallEnter(c.at(0xa0, 1), Syscall{Name: "accept", FD: 3})
+	b.SocketLocal(c.at(0xa0, 1), netip.MustParseAddrPort("10.77.0.2:8080"), 4026532000)
+	b.SyscallExit(c.at(0xa0, 1), 8, netip.MustParseAddrPort("10.77.0.1:40001"))
+	b.SyscallEnter(c.at(0, 2), Syscall{Name: "connect", Peer: netip.MustParseAddrPort("10.77.0.1:9099")})
+	b.SocketLocal(c.at(0, 2), netip.MustParseAddrPort("0.0.0.0:0"), 4026532000)
+	b.SyscallExit(c.at(0, 2), -111, netip.AddrPort{}) // ECONNREFUSED
+	got := spansByName(t, b)
+	requireAttrs(t, got["accept"].Attributes(), map[string]any{
+		"network.peer.address": "10.77.0.1", "network.peer.port": int64(40001),
+		"network.local.address": "10.77.0.2", "network.local.port": int64(8080), "agenttrail.netns": int64(4026532000),
+	})
+	conn := got["connect"].Attributes()
+	if _, ok := conn.Get("network.local.address"); ok {
+		t.Errorf("unbound local address on the refused connect: %v", conn.AsRaw())
+	}
+	requireAttrs(t, conn, map[string]any{"agenttrail.netns": int64(4026532000)})
+}

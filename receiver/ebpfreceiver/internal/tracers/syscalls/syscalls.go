@@ -110,6 +110,7 @@ func (t *Tracer) onExit(hdr spans.Header, rec []byte) string {
 	e := tracer.As[probes.SyscallExitEvent](rec)
 	if e.Sock != 0 {
 		t.env.Builder.SocketOf(hdr, spans.SocketID{Sock: e.Sock, Ino: e.Ino})
+		t.env.Builder.SocketLocal(hdr, Sockaddr(e.LocalFamily, e.Local, e.LocalPort), e.Netns)
 	}
 	peer := Sockaddr(e.Family, e.Addr, e.Port)
 	if t.content != nil {
