@@ -66,7 +66,7 @@ type bench struct {
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "llm", "syscalls", "sockets", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "syscalls", "sockets", "mcp", "hits", "load", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -145,6 +145,7 @@ func main() {
 	run("llm", b.llmThroughput)
 	run("syscalls", b.syscallOverhead)
 	run("sockets", b.socketOverhead)
+	run("mcp", b.mcpOverhead)
 	run("hits", b.probeHits)
 	run("load", b.agentLoad)
 	run("latency", b.storyLatency)
