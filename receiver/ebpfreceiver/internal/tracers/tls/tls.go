@@ -504,10 +504,15 @@ func (t *Tracer) attachGo(path string) bool {
 	woff, err1 := bin.FileOffset(write.Address)
 	roff, err2 := bin.FileOffset(read.Address)
 	rets, err3 := bin.ReturnOffsets(read)
-	if err1 != nil || err2 != nil || err3 != nil {
-		t.warn("cannot locate crypto/tls in the Go program", path, fmt.Errorf("%v %v %v", err1, err2, err3))
+	// Write's plaintext is sent at entry: the probe goes after the stack bound check, or a call
+	// that grows its stack (runtime.morestack restarts it from the first instruction) would send
+	// the request's bytes twice. Read's and Close's entry probes only refire harmlessly.
+	wentry, err4 := bin.EntryOffset(write)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		t.warn("cannot locate crypto/tls in the Go program", path, errors.Join(err1, err2, err3, err4))
 		return false
 	}
+	woff += wentry
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		t.warn("cannot open the Go program", path, err)
