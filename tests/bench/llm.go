@@ -244,7 +244,6 @@ func (b *bench) llmThroughput() {
 	}
 	defer model.stop()
 	n := b.opt.llmRequests
-	warm := max(10, n/20)
 	var clients []llmClient
 	gotls := b.path("gotls")
 	if out, err := runCmd("go", "build", "-o", gotls, "./receiver/ebpfreceiver/testdata/gotls"); err != nil {
@@ -283,6 +282,13 @@ func (b *bench) llmThroughput() {
 			},
 		})
 	}
+	b.llmMeasure(clients)
+}
+
+// llmMeasure measures each client's requests per second with the receiver off and on, and adds
+// its row.
+func (b *bench) llmMeasure(clients []llmClient) {
+	warm := max(10, b.opt.llmRequests/20)
 	defaults := ebpfreceiver.NewFactory().CreateDefaultConfig().(*ebpfreceiver.Config)
 	// The kernel's BPF run statistics, as in compare: on for both variants alike.
 	if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {

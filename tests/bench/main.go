@@ -1,7 +1,8 @@
 // Command bench runs AgentTrail's benchmarks on this machine and writes BENCHMARKS.md: the cost of
 // a bare uprobe trap and tracepoint hit; the cost per instrumented Go, native and Python call,
-// SSL_write, SSL_read and syscall event as a ratio to that floor; the requests per second of Go
-// and Python LLM clients with the receiver off and on; the probe hits one request of the demo
+// SSL_write, SSL_read, syscall event and MCP call over stdio as a ratio to that floor; the
+// requests per second of Go, Python (http.client and asyncio) and Node LLM clients with the
+// receiver off and on; the probe hits one request of the demo
 // agent takes; the demo agent under load with the collector off and on; the user-space
 // pipeline's throughput; the time from an attack's outbound connect to its finding at the
 // exporter; the exporters' throughput; the collector's memory under load. Every ratio compares
@@ -66,7 +67,7 @@ type bench struct {
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "llm", "syscalls", "sockets", "mcp", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "mcp", "hits", "load", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -143,6 +144,7 @@ func main() {
 		}
 	})
 	run("llm", b.llmThroughput)
+	run("llmsdk", b.llmSDKThroughput)
 	run("syscalls", b.syscallOverhead)
 	run("sockets", b.socketOverhead)
 	run("mcp", b.mcpOverhead)

@@ -36,7 +36,8 @@ var sectionIntro = map[string]string{
 		"Value: (receiver − baseline) per operation; ratio: that ÷ (floor − baseline). The receiver's user-space work runs on " +
 		"another thread and is not in these numbers (it is in sections 4 and 5).",
 	secSyscall: "Ratio to the floor of sys_enter + sys_exit raw tracepoints with a no-op program, per openat + close (4 tracepoint hits).",
-	secLLM: "An LLM client making chat-completion requests one after the other on one keep-alive connection to the mock model " +
+	secLLM: "An LLM client making chat-completion requests one after the other on one keep-alive connection (the asyncio client: " +
+		"several at a time on a pool of them) to the mock model " +
 		"(tests/workloads/mock-model: Go, HTTPS, no artificial delay) on loopback, with nothing attached (off) and under the AgentTrail " +
 		"receiver running in the harness's process with its default configuration (on: TLS plaintext probes, Python support, " +
 		"syscalls connect, accept, execve, openat). Each run starts the client, attaches (or not), sends warm-up requests, then times " +
