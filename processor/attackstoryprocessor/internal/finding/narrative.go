@@ -26,39 +26,27 @@ func Narrative(f *story.Facts, hints Hints) string {
 	if len(f.Spans) == 0 {
 		return ""
 	}
-	head := f.Spans[f.Head]
-	res := head.Scope.Src.Resource.Attributes()
+	res := f.Spans[f.Head].Scope.Src.Resource.Attributes()
 	var sb strings.Builder
 	sb.WriteString(time.Unix(0, int64(f.Timeline[0].Time)).UTC().Format("15:04:05.000"))
 	sb.WriteByte(' ')
-	name := story.AttrStr(res, story.AttrServiceName)
-	if name == "" {
-		name = story.AttrStr(res, story.AttrProcessExecutable)
-	}
-	if name == "" {
-		name = "unknown workload"
-	}
-	sb.WriteString(name)
-	var who []string
-	ns, pod := story.AttrStr(res, story.AttrK8sNamespace), story.AttrStr(res, story.AttrK8sPod)
-	switch {
-	case ns != "" && pod != "":
-		who = append(who, ns+"/"+pod)
-	case pod != "":
-		who = append(who, pod)
-	case ns != "":
-		who = append(who, "namespace "+ns)
-	}
-	if sa := story.AttrStr(res, story.AttrK8sServiceAccount); sa != "" {
-		who = append(who, "sa "+sa)
-	}
-	if len(who) == 0 {
-		if pid, ok := res.Get(story.AttrProcessPID); ok {
-			who = append(who, "pid "+pid.AsString())
+	sb.WriteString(describeWorkload(res))
+	// A story of several nodes (the gateway joined a service's work on another node to the
+	// agent's tool call) names each workload with its node, the head's first. A story on one
+	// node is told as before: a process the agent spawned there is in its exec step.
+	if places := placesOf(f); places.joined() {
+		for i, w := range places.workloads {
+			if i > 0 {
+				sb.WriteString(", with " + describeWorkload(w.res))
+			}
+			if w.node != "" {
+				sb.WriteString(" on " + w.node)
+			}
 		}
-	}
-	if len(who) > 0 {
-		sb.WriteString(" (" + strings.Join(who, ", ") + ")")
+		if places.workloadsOmitted > 0 {
+			sb.WriteString(" and " + strconv.Itoa(places.workloadsOmitted) + " more workloads")
+		}
+		sb.WriteByte(':')
 	}
 	sb.WriteByte(' ')
 
@@ -76,6 +64,42 @@ func Narrative(f *story.Facts, hints Hints) string {
 		sb.WriteString(" (story incomplete: " + f.Story.Reason + ")")
 	}
 	return sb.String()
+}
+
+// describeWorkload names a workload as the narrative does: its service (or executable) and,
+// in parentheses, its pod and service account (or its pid). Values are bounded: they come from
+// the agent collector's attribution of a traced process.
+func describeWorkload(res pcommon.Map) string {
+	attr := func(k string) string { return story.ShortenTo(story.AttrStr(res, k), maxNameRunes) }
+	name := attr(story.AttrServiceName)
+	if name == "" {
+		name = attr(story.AttrProcessExecutable)
+	}
+	if name == "" {
+		name = "unknown workload"
+	}
+	var who []string
+	ns, pod := attr(story.AttrK8sNamespace), attr(story.AttrK8sPod)
+	switch {
+	case ns != "" && pod != "":
+		who = append(who, ns+"/"+pod)
+	case pod != "":
+		who = append(who, pod)
+	case ns != "":
+		who = append(who, "namespace "+ns)
+	}
+	if sa := attr(story.AttrK8sServiceAccount); sa != "" {
+		who = append(who, "sa "+sa)
+	}
+	if len(who) == 0 {
+		if pid, ok := res.Get(story.AttrProcessPID); ok {
+			who = append(who, "pid "+story.ShortenTo(pid.AsString(), maxNameRunes))
+		}
+	}
+	if len(who) > 0 {
+		name += " (" + strings.Join(who, ", ") + ")"
+	}
+	return name
 }
 
 // Hints are what the narrative cannot tell from the story alone: which reads are

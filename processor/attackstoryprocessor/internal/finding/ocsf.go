@@ -127,13 +127,19 @@ type ocsfEvidenceData struct {
 }
 
 type ocsfUnmapped struct {
-	TraceID         string           `json:"trace_id"`
-	SpanID          string           `json:"span_id"`
-	Narrative       string           `json:"narrative"`
-	Mode            string           `json:"mode"`
-	Workload        string           `json:"workload"`
-	IncompleteStory string           `json:"story_incomplete_reason,omitempty"`
-	Rules           []ocsfRuleDetail `json:"rules"`
+	TraceID         string `json:"trace_id"`
+	SpanID          string `json:"span_id"`
+	Narrative       string `json:"narrative"`
+	Mode            string `json:"mode"`
+	Workload        string `json:"workload"`
+	IncompleteStory string `json:"story_incomplete_reason,omitempty"`
+	// Nodes are the nodes of a story the gateway joined across nodes (more than one), the
+	// head's first; NodesOmitted and WorkloadsOmitted count what MaxStoryNodes and
+	// MaxStoryWorkloads left out of it and of resources[].
+	Nodes            []string         `json:"nodes,omitempty"`
+	NodesOmitted     int              `json:"nodes_omitted,omitempty"`
+	WorkloadsOmitted int              `json:"workloads_omitted,omitempty"`
+	Rules            []ocsfRuleDetail `json:"rules"`
 	// Enforcement lists what the kernel blocked in the story (mode enforce).
 	Enforcement []ocsfBlocked `json:"enforcement,omitempty"`
 	// ToolEnforcement is "not_enforceable" when a tool outside the profile ran in mode enforce.
@@ -248,8 +254,24 @@ func (fd *Finding) buildOCSF(c *rules.Context, now time.Time, productVersion str
 	out := fd.ocsfHeader(now, productVersion, traceID)
 	out.FindingInfo = fd.ocsfInfo(f, now)
 	out.Resources = []ocsfResource{ocsfResourceOf(res, w.Key, traceID, head.ID.String())}
+	// In a story of several nodes (a service on another node the gateway joined to the agent's
+	// tool call), every other workload whose spans are in it is an affected resource too, with
+	// its node in its labels. A story on one node keeps its one resource, the agent's workload.
+	places := placesOf(f)
+	if places.joined() {
+		for _, o := range places.workloads[1:] {
+			r := ocsfResourceOf(o.res, o.key, traceID, f.Spans[o.span].ID.String())
+			r.Type = "Workload"
+			out.Resources = append(out.Resources, r)
+		}
+	}
 	out.Evidences, out.Observables = fd.ocsfEvidences(f, traceID)
 	out.Unmapped = fd.ocsfUnmapped(c, traceID, head.ID.String(), w.Key)
+	if places.joined() {
+		out.Unmapped.Nodes = places.nodes
+		out.Unmapped.NodesOmitted = places.nodesOmitted
+		out.Unmapped.WorkloadsOmitted = places.workloadsOmitted
+	}
 
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
