@@ -7,11 +7,13 @@ package crossnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -414,9 +416,58 @@ service:
 		if rules := jaeger.Tag(tool.Tags, "agenttrail.finding.rule_ids"); !strings.Contains(rules, "sensitive_read_then_egress") {
 			t.Errorf("trace %s: no sensitive_read_then_egress finding on the joined story (rules %q)", s.trace.TraceID, rules)
 		}
+		findingNamesBothNodes(t, s.trace)
 		perAgent[s.agent]++
 	}
 	if perAgent["alpha"] != calls || perAgent["beta"] != calls {
 		t.Errorf("joined stories per agent %v, want %d each\n%s", perAgent, calls, logs())
+	}
+}
+
+// findingNamesBothNodes: the gateway's finding on the joined story names both nodes and both
+// workloads: an OCSF resource per workload with its host.name, unmapped.nodes, and the
+// narrative's subject.
+func findingNamesBothNodes(t *testing.T, trace jaeger.Trace) {
+	t.Helper()
+	var ocsf string
+	for _, sp := range trace.Spans {
+		for _, l := range sp.Logs {
+			if v := jaeger.Tag(l.Fields, "agenttrail.finding.ocsf"); v != "" {
+				ocsf = v
+			}
+		}
+	}
+	if ocsf == "" {
+		t.Errorf("trace %s: no finding event with its OCSF finding", trace.TraceID)
+		return
+	}
+	var f struct {
+		Resources []struct {
+			Type string         `json:"type"`
+			Data map[string]any `json:"data"`
+		} `json:"resources"`
+		Unmapped struct {
+			Nodes     []string `json:"nodes"`
+			Narrative string   `json:"narrative"`
+		} `json:"unmapped"`
+	}
+	if err := json.Unmarshal([]byte(ocsf), &f); err != nil {
+		t.Errorf("trace %s: the OCSF finding is not JSON: %v", trace.TraceID, err)
+		return
+	}
+	resNodes := map[string]bool{}
+	for _, r := range f.Resources {
+		if n, ok := r.Data["host.name"].(string); ok {
+			resNodes[n] = true
+		}
+	}
+	if !resNodes["node-a"] || !resNodes["node-b"] || len(f.Resources) != 2 {
+		t.Errorf("trace %s: the finding's resources name nodes %v (%d resources), want one workload on node-a and one on node-b", trace.TraceID, resNodes, len(f.Resources))
+	}
+	if !slices.Contains(f.Unmapped.Nodes, "node-a") || !slices.Contains(f.Unmapped.Nodes, "node-b") || len(f.Unmapped.Nodes) != 2 {
+		t.Errorf("trace %s: the finding's unmapped.nodes %v, want node-a and node-b", trace.TraceID, f.Unmapped.Nodes)
+	}
+	if !strings.Contains(f.Unmapped.Narrative, " on node-a") || !strings.Contains(f.Unmapped.Narrative, " on node-b") {
+		t.Errorf("trace %s: the narrative does not name both nodes: %s", trace.TraceID, f.Unmapped.Narrative)
 	}
 }
