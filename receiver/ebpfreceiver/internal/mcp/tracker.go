@@ -134,6 +134,7 @@ type session struct {
 	server   ServerInfo
 	inflight map[pendingKey]*Call
 	seen     time.Time
+	created  uint64 // order of creation: breaks ties of seen (map order would be random)
 }
 
 // Tracker follows the MCP sessions of all traced processes. Not safe for concurrent use.
@@ -141,6 +142,7 @@ type Tracker struct {
 	opts     Options
 	streams  map[streamKey]*stream
 	sessions map[Key]*session
+	made     uint64 // sessions made so far
 	seq      uint64
 	stats    Stats
 }
@@ -239,7 +241,8 @@ func (t *Tracker) session(out []Call, k Key, at time.Time) (*session, []Call) {
 	if len(t.sessions) >= t.opts.MaxSessions {
 		out = t.evictSession(out)
 	}
-	se = &session{inflight: map[pendingKey]*Call{}, seen: at}
+	t.made++
+	se = &session{inflight: map[pendingKey]*Call{}, seen: at, created: t.made}
 	t.sessions[k] = se
 	return se, out
 }
@@ -438,19 +441,30 @@ func (t *Tracker) evictStream() {
 	t.stats.StreamsEvicted++
 }
 
+// evictSession forgets one session to make room: one with nothing in flight if there is one
+// (it loses no request), else the one seen least recently; ties go to the older session.
 func (t *Tracker) evictSession(out []Call) []Call {
 	var oldest Key
-	var at time.Time
-	first := true
+	var victim *session
 	for k, se := range t.sessions {
-		if first || se.seen.Before(at) {
-			oldest, at, first = k, se.seen, false
+		if victim == nil || evictsBefore(se, victim) {
+			oldest, victim = k, se
 		}
 	}
-	se := t.sessions[oldest]
+	se := victim
 	delete(t.sessions, oldest)
 	t.stats.SessionsEvicted++
 	return t.drain(out, se, "session evicted: too many sessions followed")
+}
+
+func evictsBefore(a, b *session) bool {
+	if idleA, idleB := len(a.inflight) == 0, len(b.inflight) == 0; idleA != idleB {
+		return idleA
+	}
+	if !a.seen.Equal(b.seen) {
+		return a.seen.Before(b.seen)
+	}
+	return a.created < b.created
 }
 
 // InFlight returns the requests of a session waiting for their response.
