@@ -133,6 +133,15 @@ func TestMCPStory(t *testing.T) {
 		t.Errorf("read_file: server %q transport %q arguments %q", attr(read, "mcp.server.name"), attr(read, "agenttrail.mcp.transport"),
 			attr(read, "gen_ai.tool.call.arguments"))
 	}
+	// The model's tool-call ids on the MCP spans (the inference span named them), the
+	// JSON-RPC ids beside them.
+	for span, want := range map[*ptrace.Span]string{&read: "call_read_1", &fetch: "call_fetch_2"} {
+		if attr(*span, "gen_ai.tool.call.id") != want || attr(*span, "agenttrail.tool_call.id.source") != "model" ||
+			attr(*span, "jsonrpc.request.id") == "<missing>" || attr(*span, "jsonrpc.request.id") == want {
+			t.Errorf("%s: gen_ai.tool.call.id %q (source %q), jsonrpc.request.id %q; want the model's %s", span.Name(),
+				attr(*span, "gen_ai.tool.call.id"), attr(*span, "agenttrail.tool_call.id.source"), attr(*span, "jsonrpc.request.id"), want)
+		}
+	}
 	// The server's work, another process, under the tool call it served.
 	serverPID := attr(read, "agenttrail.mcp.server.pid")
 	if serverPID == "<missing>" || serverPID == fmt.Sprint(pid) {

@@ -82,7 +82,8 @@ func (r *ebpfReceiver) newTracers(env tracer.Env) ([]tracer.Tracer, error) {
 			}
 			st.AddConsumer(pc)
 			if tlsTracer != nil {
-				tlsTracer.Intercept(pc.MCPExchange) // MCP over HTTPS: the same MCP spans
+				tlsTracer.Intercept(pc.MCPExchange)       // MCP over HTTPS: the same MCP spans
+				tlsTracer.RecordToolCalls(pc.ToolCalls()) // the model's tool-call ids for MCP spans
 			}
 			tracers = append(tracers, payloadTracer{name: "plaintext", consumer: pc})
 		}

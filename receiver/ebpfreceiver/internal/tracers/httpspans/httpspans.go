@@ -39,6 +39,9 @@ type Emitter struct {
 	// Intercept, when set, is offered each exchange with a request first; it returns true when
 	// it made the exchange's spans itself (MCP's streamable HTTP: tracers/plaintext).
 	Intercept func(ex llm.Exchange, meta *Meta) bool
+	// ToolCalls, when set, is told each inference's tool calls (by the calling process), for
+	// MCP spans to carry the model's tool-call id.
+	ToolCalls *ToolCalls
 }
 
 // MaxMessageContent bounds gen_ai.input.messages / gen_ai.output.messages.
@@ -73,6 +76,9 @@ func (e *Emitter) Emit(ex llm.Exchange) {
 	inf, ok := llm.Parse(ex)
 	if ok {
 		d = e.InferenceSpan(inf, meta, end)
+		if e.ToolCalls != nil {
+			e.ToolCalls.Record(meta.Hdr.PID, end, inf.ToolCalls)
+		}
 	} else {
 		d = e.HTTPSpan(ex, meta, end)
 	}

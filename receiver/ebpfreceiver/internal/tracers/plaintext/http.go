@@ -76,6 +76,7 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 	var d spans.SpanData
 	if inf, ok := llm.Parse(ex); ok {
 		d = c.emitter.InferenceSpan(inf, meta, end)
+		c.toolCalls.Record(meta.Hdr.PID, end, inf.ToolCalls)
 	} else {
 		d = c.emitter.HTTPSpan(ex, meta, end)
 	}

@@ -53,6 +53,10 @@ type Consumer struct {
 	http     *llm.Tracker
 	emitter  *httpspans.Emitter
 	lastHTTP llm.Stats
+	// toolCalls: the model's tool calls per process (from this consumer's plain-HTTP inference
+	// spans, http.go, and the TLS tracer's, wiring.go), for MCP tools/call spans.
+	toolCalls   *httpspans.ToolCalls
+	lastEvicted int64
 
 	calls   metric.Int64Counter
 	dropped metric.Int64Counter
@@ -132,6 +136,7 @@ func New(env tracer.Env, opts Options) (*Consumer, error) {
 	// The connection tracker's default bounds (1 MiB per connection and direction, 64 MiB in
 	// all, 4096 connections, 2 minutes idle), as for TLS.
 	c.http = llm.NewTracker(llm.Options{})
+	c.toolCalls = httpspans.NewToolCalls()
 	c.emitter = &httpspans.Emitter{Builder: env.Builder, Redactor: c.env.Redactor, CaptureContent: opts.CaptureMessageContent}
 	m := env.Telemetry.Meter
 	var err error
@@ -151,6 +156,10 @@ func New(env tracer.Env, opts Options) (*Consumer, error) {
 }
 
 var _ sockets.PayloadConsumer = (*Consumer)(nil)
+
+// ToolCalls is the table of the model's tool calls this consumer's MCP spans read; the TLS
+// tracer's inference spans record into it too (wiring.go).
+func (c *Consumer) ToolCalls() *httpspans.ToolCalls { return c.toolCalls }
 
 // Payload takes one captured send or receive.
 func (c *Consumer) Payload(p *sockets.Payload) {
@@ -483,6 +492,12 @@ func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
 		d.Error = call.Problem
 	}
 	red := c.env.Redactor
+	// The model's id for this call when the process's latest inference asked for exactly one
+	// call of this tool (httpspans.ToolCalls.Match says the rule).
+	var modelID string
+	if call.Method == "tools/call" {
+		modelID, _ = c.toolCalls.Match(m.hdr.PID, call.Request.At, call.Tool)
+	}
 	d.Attributes = func(a pcommon.Map) {
 		a.PutStr("mcp.method.name", call.Method)
 		a.PutStr("network.transport", m.transport)
@@ -524,8 +539,12 @@ func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
 			a.PutStr("gen_ai.operation.name", "execute_tool")
 			a.PutStr("gen_ai.tool.name", call.Tool)
 			a.PutStr("agenttrail.role", string(spans.RoleTool))
-			if id := unquoteID(call.ID); id != "" {
+			if modelID != "" {
+				a.PutStr("gen_ai.tool.call.id", modelID)
+				a.PutStr("agenttrail.tool_call.id.source", "model")
+			} else if id := unquoteID(call.ID); id != "" {
 				a.PutStr("gen_ai.tool.call.id", id)
+				a.PutStr("agenttrail.tool_call.id.source", "jsonrpc")
 			}
 			if len(call.Arguments) > 0 {
 				raw := call.Arguments
@@ -643,6 +662,7 @@ func (c *Consumer) ProcessGone(pid uint32) {
 		c.env.Builder.EndDelegation(s.cur)
 		delete(c.servers, pid)
 	}
+	c.toolCalls.Forget(pid) // after its last MCP spans above
 }
 
 // Close emits every request in flight as it is.
@@ -678,4 +698,8 @@ func (c *Consumer) report() {
 	add("response_unmatched", st.ResponsesUnmatched, c.last.ResponsesUnmatched)
 	add("tools_cut", st.ToolsCut, c.last.ToolsCut)
 	c.last = st
+	if n := c.toolCalls.Evicted(); n > c.lastEvicted {
+		c.dropped.Add(tracer.Ctx, n-c.lastEvicted, metric.WithAttributes(attribute.String("reason", "tool_calls_evicted")))
+		c.lastEvicted = n
+	}
 }

@@ -183,6 +183,10 @@ func (t *Tracer) ProcessGone(pid uint32) {
 // MCP over HTTPS becomes MCP spans.
 func (t *Tracer) Intercept(f func(llm.Exchange, *httpspans.Meta) bool) { t.emitter.Intercept = f }
 
+// RecordToolCalls has the tracer's inference spans note the model's tool calls in tc, for the
+// MCP spans of tracers/plaintext to carry the model's tool-call id.
+func (t *Tracer) RecordToolCalls(tc *httpspans.ToolCalls) { t.emitter.ToolCalls = tc }
+
 func (t *Tracer) emit(exs []llm.Exchange) {
 	for _, ex := range exs {
 		t.emitter.Emit(ex)
