@@ -472,6 +472,32 @@ static __always_inline int first_data(struct pt_regs *regs, int shape, struct fi
 	return 0;
 }
 
+// pipe_json_start tells whether a call on a pipe not marked in plain_fds starts with '{' and
+// moved at least 8 bytes (what fd_io needs to mark it). Only write/read and writev/readv reach
+// here for a pipe: sendmsg and the like fail on it with ENOTSOCK.
+static __always_inline int pipe_json_start(struct pt_regs *regs, int shape, long ret)
+{
+	__u64 ptr = BPF_CORE_READ(regs, si);
+	__u64 len = 0;
+	if (shape == IO_BUF) {
+		len = BPF_CORE_READ(regs, dx);
+	} else if (shape == IO_IOV) {
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)ptr) < 0)
+			return 0;
+		ptr = (__u64)iov.iov_base;
+		len = iov.iov_len;
+	} else {
+		return 0;
+	}
+	if ((__u64)ret < len)
+		len = ret;
+	__u8 c = 0;
+	if (!ptr || len < 8 || bpf_probe_read_user(&c, 1, (void *)ptr) < 0)
+		return 0;
+	return c == '{';
+}
+
 // mmsg_bytes sums msg_len over the first FD_IO_MAX_MMSG of the n messages sent or received.
 static __always_inline __u64 mmsg_bytes(struct pt_regs *regs, long n, struct fd_io_event *e, __u64 *first)
 {
@@ -510,6 +536,11 @@ static __always_inline void fd_io(struct pt_regs *regs, long nr, int shape, __u8
 	__u64 key = (__u64)sk;
 	if (!sk) {
 		if (mode != S_IFIFO || !fd_capture_bytes || shape == IO_NODATA)
+			return;
+		// A pipe is reported only while it carries JSON-RPC: a process whose pipes carry
+		// anything else (logs, a shell's output) pays for one lookup and one byte, not for
+		// the record's header and payload checks.
+		if (!bpf_map_lookup_elem(&plain_fds, &ino) && !pipe_json_start(regs, shape, ret))
 			return;
 		pipe = 1;
 		key = ino;

@@ -291,6 +291,8 @@ type recvRun struct {
 	spans   spanCounter
 	next    consumer.Traces // when set, receives the spans instead of spans
 	records int64
+	// Of them, the sends and receives on sockets and plaintext pipes (sockets.records).
+	sockRecords int64
 	// The kernel's run statistics of the receiver's programs over the run, by program type.
 	uprobeRuns, uprobeNs, tpRuns, tpNs uint64
 }
@@ -320,6 +322,7 @@ func withReceiver(rr *recvRun, cfg *ebpfreceiver.Config) attachFunc {
 			s1 := statsOf(progs)
 			p.stop() // drains the ring buffer: every record is counted
 			rr.records += p.counter("agenttrail.ebpf.events.read")
+			rr.sockRecords += p.counter("agenttrail.ebpf.sockets.records")
 			for i, pr := range progs {
 				runs, ns := s1[i].runs-s0[i].runs, s1[i].ns-s0[i].ns
 				if pr.typ == ebpf.Kprobe {

@@ -265,6 +265,36 @@ func TestFDIOPipes(t *testing.T) {
 	if e.Kind != FDIOPipe || e.Bytes != uint64(len(msg)) || !bytes.Equal(e.Data[:e.Captured], msg) {
 		t.Fatalf("pipe: kind %d bytes %d data %q (the first, non-JSON write must not be reported)", e.Kind, e.Bytes, e.Data[:e.Captured])
 	}
+	// Marked now: the rest of a message is reported whatever its first byte and length.
+	for _, rest := range [][]byte{[]byte(`"params":{"name":"echo"}}` + "\n"), []byte("}\n")} {
+		if _, err := unix.Write(p[1], rest); err != nil {
+			t.Fatal(err)
+		}
+		e = fdRecord(t, rd, st.Ino, FDIOSend, func(*FDIOEvent) bool { return true })
+		if !bytes.Equal(e.Data[:e.Captured], rest) {
+			t.Fatalf("marked pipe: data %q, want %q", e.Data[:e.Captured], rest)
+		}
+	}
+	// A writev's first buffer decides for a pipe not yet marked; a short '{' write does not mark.
+	var q [2]int
+	if err := unix.Pipe(q[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(q[0])
+	defer unix.Close(q[1])
+	if err := unix.Fstat(q[1], &st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(q[1], []byte("{}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Writev(q[1], [][]byte{[]byte(`{"jsonrpc":"2.0",`), []byte(`"id":2}` + "\n")}); err != nil {
+		t.Fatal(err)
+	}
+	e = fdRecord(t, rd, st.Ino, FDIOSend, func(*FDIOEvent) bool { return true })
+	if want := `{"jsonrpc":"2.0",`; string(e.Data[:e.Captured]) != want || e.Bytes != 25 {
+		t.Fatalf("writev on a pipe: bytes %d data %q, want the first buffer %q (the short write must not be reported)", e.Bytes, e.Data[:e.Captured], want)
+	}
 }
 
 // TestConnectExitIdentity: a connect's exit record names the socket as its I/O records do.
