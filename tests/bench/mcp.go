@@ -112,8 +112,8 @@ func (b *bench) mcpOverhead() {
 		// The records are the process's lifecycle (exec, exit, one per runtime thread that
 		// exits): how many land before the receiver stops varies from run to run, on or off.
 		// The pipe's own records (sockets.records) must be none either way.
-		value: fmt.Sprintf("on %.2f µs, off %.2f µs per write (floor %.2f µs); in-BPF time on %.0f ns, off %.0f ns per write (every process's syscalls during the run); %d writes; pipe/socket I/O records on %d, off %d; all records on %d, off %d (exec, exit, thread exits); spans on %d, off %d",
-			on/1000, off/1000, floor/1000, onBPF, offBPF, ops, pOn.sockRecords, pOff.sockRecords, pOn.records, pOff.records, pOn.spans.spans.Load(), pOff.spans.spans.Load()),
+		value: fmt.Sprintf("on %.2f µs, off %.2f µs per write (floor %.2f µs); in-BPF time on %.0f ns, off %.0f ns per write (every process's syscalls during the run: program runs per write on %.2f, off %.2f); %d writes; pipe/socket I/O records on %d, off %d; all records on %d, off %d (exec, exit, thread exits); spans on %d, off %d",
+			on/1000, off/1000, floor/1000, onBPF, offBPF, float64(pOn.tpRuns)/float64(ops), float64(pOff.tpRuns)/float64(ops), ops, pOn.sockRecords, pOff.sockRecords, pOn.records, pOff.records, pOn.spans.spans.Load(), pOff.spans.spans.Load()),
 		ratio: ratio, target: "in-BPF time on ≤ off + 150 ns, no I/O record",
 		verdict: judge(true, onBPF-offBPF <= 150 && pOn.sockRecords == 0 && pOff.sockRecords == 0,
 			"with capture on, the sys_exit program of a traced process's pipe write (and the drain's read) looks the pipe up in plain_fds "+
