@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
@@ -33,10 +34,19 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg *Config) *harness {
 	t.Helper()
+	return newHarnessLogged(t, cfg, nil)
+}
+
+// newHarnessLogged is newHarness with the processor's logger (nil: none).
+func newHarnessLogged(t *testing.T, cfg *Config, logger *zap.Logger) *harness {
+	t.Helper()
 	require.NoError(t, cfg.Validate())
 	h := &harness{t: t, now: base, sink: new(consumertest.TracesSink), tel: componenttest.NewTelemetry()}
 	set := processortest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = h.tel.NewTelemetrySettings()
+	if logger != nil {
+		set.Logger = logger
+	}
 	j, err := newJoiner(cfg, set.TelemetrySettings, h.sink)
 	require.NoError(t, err)
 	j.now = func() time.Time { return h.now }

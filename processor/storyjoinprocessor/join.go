@@ -73,6 +73,7 @@ type evidence struct {
 	server netip.AddrPort // invalid when the span did not say (an accept without local address)
 	start  time.Time
 	node   string
+	by     string // what made it server-side: accept, inbound (a connection accepted earlier) or ports
 }
 
 // joinInfo is where a server-side trace went: the client's trace and the span its root hangs

@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
@@ -298,22 +300,61 @@ func TestServerIOWithoutAccept(t *testing.T) {
 	assert.Equal(t, "four_tuple", byName["handle"].Attributes().AsRaw()["agenttrail.join.match"])
 }
 
-// Server first without its accept: the server's span is taken for a client's (nothing says
-// otherwise); the real client's span, whose port is ephemeral, must not then be taken for the
-// server side of it.
-func TestNoInversionWithoutAccept(t *testing.T) {
-	cfg := createDefaultConfig().(*Config)
-	h := newHarness(t, cfg)
+// The handler's trace first, without its accept and before its client's span (its agent
+// delivered it before the accept's batch, the client's node later): the ports say which end
+// served, so it waits for its client rather than going on unjoined, and the server's span is
+// not taken for a client's (the real client's span, whose port is ephemeral, is not then taken
+// for the server side of it).
+func TestServerIOFirstWithoutAcceptWaits(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	h := newHarnessLogged(t, createDefaultConfig().(*Config), zap.New(core))
 	b := newNode("node-b", "tool-service")
 	b.span(tid(0x20), sid(0x20), pcommon.SpanID{}, "handle", ptrace.SpanKindInternal, 2*ms, 40*ms)
 	b.socket(tid(0x20), sid(0x21), sid(0x20), "10.0.0.2", "10.0.0.1", 8080, 40001, 2*ms, 39*ms)
 	h.send(b.td)
+	assert.Equal(t, 0, h.out().SpanCount(), "the handler's trace waits for its client")
+	h.advance(time.Second)
 	h.send(agentBatch(1, "10.0.0.1", 40001))
-	h.advance(cfg.Wait)
 	byName := spansByName(h.out())
-	assert.Equal(t, tid(1), byName["execute_tool fetch"].TraceID())
 	assert.True(t, byName["execute_tool fetch"].ParentSpanID().IsEmpty(), "the agent's tool span stays a root")
-	assert.EqualValues(t, 0, h.counter("agenttrail.storyjoin.joined", "", ""))
+	assert.Equal(t, tid(1), byName["handle"].TraceID())
+	assert.Equal(t, sid(1), byName["handle"].ParentSpanID())
+	assert.Equal(t, "four_tuple", byName["handle"].Attributes().AsRaw()["agenttrail.join.match"])
+	assert.EqualValues(t, 1, h.counter("agenttrail.storyjoin.joined", "match", "four_tuple"))
+	assert.EqualValues(t, 0, h.counter("agenttrail.storyjoin.unjoined", "", ""))
+	// The decisions are logged at debug level, with what made the trace server-side.
+	var msgs []string
+	for _, e := range logs.All() {
+		msgs = append(msgs, e.Message+" by="+e.ContextMap()["by"].(string))
+	}
+	assert.Equal(t, []string{"storyjoin: waiting for the client half by=ports", "storyjoin: joined a waiting trace by=ports"}, msgs)
+}
+
+// tests/crossnode's flake: two agents in one pod call one service at once; each handler's
+// trace is apart from its accept's and comes first, the accepts after, the clients last and in
+// the other order. Each handler still goes under its own client's tool span.
+func TestConcurrentHandlersBeforeAcceptsAndClients(t *testing.T) {
+	h := newHarness(t, createDefaultConfig().(*Config))
+	b := newNode("node-b", "tool-service")
+	b.span(tid(0x20), sid(0x20), pcommon.SpanID{}, "handle alpha", ptrace.SpanKindInternal, 2*ms, 40*ms)
+	b.socket(tid(0x20), sid(0x21), sid(0x20), "10.0.0.2", "10.0.0.1", 8080, 40001, 2*ms, 39*ms)
+	b.span(tid(0x50), sid(0x50), pcommon.SpanID{}, "handle beta", ptrace.SpanKindInternal, 3*ms, 41*ms)
+	b.socket(tid(0x50), sid(0x51), sid(0x50), "10.0.0.2", "10.0.0.1", 8080, 40002, 3*ms, 40*ms)
+	h.send(b.td)
+	b = newNode("node-b", "tool-service")
+	b.accept(tid(0x10), sid(0x10), "10.0.0.1", 40001, 1*ms)
+	b.accept(tid(0x40), sid(0x40), "10.0.0.1", 40002, 1*ms)
+	h.send(b.td)
+	assert.Equal(t, 0, h.out().SpanCount(), "every server half waits")
+	h.send(agentBatch(9, "10.0.0.1", 40002))
+	h.send(agentBatch(1, "10.0.0.1", 40001))
+	byName := spansByName(h.out())
+	assert.Equal(t, tid(1), byName["handle alpha"].TraceID())
+	assert.Equal(t, sid(1), byName["handle alpha"].ParentSpanID())
+	assert.Equal(t, tid(9), byName["handle beta"].TraceID())
+	assert.Equal(t, sid(9), byName["handle beta"].ParentSpanID())
+	assert.EqualValues(t, 4, h.counter("agenttrail.storyjoin.joined", "", ""))
+	assert.EqualValues(t, 0, h.counter("agenttrail.storyjoin.unjoined", "", ""))
 }
 
 // The processor's own goroutine exports a trace whose wait is over (no test clock here).

@@ -126,6 +126,7 @@ func (j *joiner) expire(ctx context.Context, all bool) error {
 			continue
 		}
 		j.dropPending(p)
+		j.logDecision("storyjoin: passed on unjoined", id, p.ev, nil)
 		p.traces.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
 		n++
 	}
@@ -239,8 +240,10 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 		if ji, ok := j.match(id, ev, now); ok {
 			j.rememberJoin(id, ji, counts)
 			joinedNow[ji.match]++
+			j.logDecision("storyjoin: joined", id, ev, &ji)
 			continue
 		}
+		j.logDecision("storyjoin: waiting for the client half", id, ev, nil)
 		hold[id] = &pendingTrace{id: id, traces: ptrace.NewTraces(), ev: ev, deadline: now.Add(j.cfg.Wait)}
 		held = append(held, id)
 	}
@@ -366,8 +369,20 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 	netns := netnsOf(attrs)
 	start := s.StartTimestamp().AsTime()
 	ik := inboundKey{node: node, peer: peer}
-	if accept || j.isInbound(ik, now) || (localPresent && serverPorts(local, peer) && j.isClientOf(keyOf(peer, node, netns), local)) {
-		ev := evidence{client: keyOf(peer, node, netns), start: start, node: node}
+	// I/O whose ports say this end served is server-side whether or not its client or accept
+	// was seen yet: the handler of a connection often runs in a trace of its own (Go's HTTP
+	// server serves on a goroutine apart from the accept's), and its agent may deliver it
+	// before the accept's batch and before the client's node delivers the client span. Passed
+	// on at once, it lost its join for good (and the gateway's attackstory stitched it into
+	// whichever story of its process was in flight: another client's).
+	if accept || j.isInbound(ik, now) || (localPresent && serverPorts(local, peer)) {
+		ev := evidence{client: keyOf(peer, node, netns), start: start, node: node, by: "ports"}
+		switch {
+		case accept:
+			ev.by = "accept"
+		case j.inbound[ik] != (time.Time{}):
+			ev.by = "inbound"
+		}
 		if localPresent {
 			ev.server = local
 		}
@@ -389,23 +404,11 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 }
 
 // serverPorts: without an accept, which end of a connection served it is told by the ports: the
-// server's below Linux's ephemeral range (32768-60999), the client's in it. Without this, a
-// server's span indexed as a client (it came first, its accept unseen) would make the real
-// client's span look like the server side of it.
+// server's below Linux's ephemeral range (32768-60999), the client's in it. A client's span
+// (its own port ephemeral) is then never taken for a server side, nor a server's span, which
+// came before its accept, for a client's.
 func serverPorts(local, peer netip.AddrPort) bool {
 	return local.Port() < 32768 && peer.Port() >= 32768
-}
-
-// isClientOf: a client span already seen used this connection from the other end (its local
-// endpoint is client, its peer server): the span at hand is the server's side of it, even when
-// the accept was not seen (it came later, or before the gateway started).
-func (j *joiner) isClientOf(client endpointKey, server netip.AddrPort) bool {
-	for _, c := range j.clients[client] {
-		if c.server == server {
-			return true
-		}
-	}
-	return false
 }
 
 func (j *joiner) isInbound(k inboundKey, now time.Time) bool {
@@ -544,6 +547,7 @@ func (j *joiner) retryPending(now time.Time, joinedNow map[string]int, counts ma
 			j.dropPending(p)
 			j.rememberJoin(id, ji, counts)
 			joinedNow[ji.match]++
+			j.logDecision("storyjoin: joined a waiting trace", id, p.ev, &ji)
 			out = append(out, p)
 			changed = true
 		}
@@ -575,4 +579,22 @@ func (j *joiner) applyRewrites(td ptrace.Traces, rewrite map[pcommon.TraceID]joi
 		a.PutStr(attrJoinClient, ji.clientNode)
 		a.PutStr(attrJoinServer, ji.serverNode)
 	})
+}
+
+// logDecision logs at debug level what the processor decided for a server-side trace and why:
+// an operator's way to see which client a trace went under (or that none came).
+func (j *joiner) logDecision(msg string, id pcommon.TraceID, ev evidence, ji *joinInfo) {
+	ce := j.logger.Check(zap.DebugLevel, msg)
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.Stringer("trace_id", id), zap.String("by", ev.by), zap.String("server_node", ev.node),
+		zap.Stringer("client", ev.client.ap), zap.Stringer("server", ev.server), zap.Time("start", ev.start),
+	}
+	if ji != nil {
+		fields = append(fields, zap.String("match", ji.match), zap.Stringer("client_trace_id", ji.trace),
+			zap.Stringer("client_span_id", ji.clientSpan), zap.String("client_node", ji.clientNode))
+	}
+	ce.Write(fields...)
 }
