@@ -531,6 +531,13 @@ func (b *Buffer) stitch(ready []*Story) {
 // stitchTarget is the only story of c's process (other than c) whose time span contains c's
 // Root; ambiguous when there are several.
 func (b *Buffer) stitchTarget(c *Story) (*Story, bool) {
+	if servesConnection(c) {
+		// A request of its own, like an accept: a server's handler (in a trace apart from its
+		// accept's) lies in time inside a concurrent handler of another client, and stitched
+		// there it became that client's story (the gateway's storyjoin then joined both under
+		// that client's tool call).
+		return nil, false
+	}
 	start, end := c.Root.Start, c.Root.End
 	var found *Story
 	n := 0
@@ -548,6 +555,25 @@ func (b *Buffer) stitchTarget(c *Story) (*Story, bool) {
 		return nil, false
 	}
 	return found, false
+}
+
+// servesConnection: st holds socket I/O on a connection it served, told by the ports as the
+// gateway's storyjoin tells it: its own port below Linux's ephemeral range (32768), its peer's
+// in it.
+func servesConnection(st *Story) bool {
+	for _, sp := range st.spans {
+		a := sp.Span.Attributes()
+		if _, ok := a.Get(AttrEgressCalls); !ok {
+			continue
+		}
+		lp, okL := a.Get("network.local.port")
+		pp, okP := a.Get("network.peer.port")
+		if okL && okP && lp.Type() == pcommon.ValueTypeInt && pp.Type() == pcommon.ValueTypeInt &&
+			lp.Int() > 0 && lp.Int() < 32768 && pp.Int() >= 32768 && pp.Int() <= 65535 {
+			return true
+		}
+	}
+	return false
 }
 
 // innermost is the id of the span of st that contains [start, end] and started last: an ended
