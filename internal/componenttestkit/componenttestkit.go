@@ -3,7 +3,7 @@
 // the collector version this module pins, so every component calls this one helper instead).
 //
 // Check verifies the type, the stability of every signal (declared ones and, as undefined, all
-// others), componenttest.CheckConfigStruct, the default config with tests.config laid over it,
+// others), the scope name of the component's telemetry, componenttest.CheckConfigStruct, the default config with tests.config laid over it,
 // the lifecycle of every signal (create → shutdown, and create → start → shutdown twice unless
 // the component cannot start here), that every instrument the component registers under its
 // scope is declared in telemetry.metrics with the same unit, description and instrument kind and
@@ -33,6 +33,10 @@ import (
 
 // Options adapt the checks to a component that cannot run every step on any machine.
 type Options struct {
+	// ScopeName is the instrumentation scope the component's telemetry uses (its
+	// metadata.ScopeName), held to scope_name of metadata.yaml. The type and the stability of
+	// internal/metadata are held to it through the factory, which is built from them.
+	ScopeName string
 	// Config, when set, changes the config after tests.config was laid over the default: a
 	// temporary directory, a key file written for the test.
 	Config func(t *testing.T, cfg component.Config)
@@ -62,6 +66,13 @@ func Check(t *testing.T, factory component.Factory, metadataPath string, opts Op
 		if want := classOf(factory); md.Status.Class != want {
 			t.Errorf("metadata.yaml status.class %q, the factory is a %s", md.Status.Class, want)
 		}
+	})
+
+	t.Run("scope", func(t *testing.T) {
+		if opts.ScopeName == "" {
+			t.Skip("Options.ScopeName not given")
+		}
+		checkScope(t, md, opts.ScopeName)
 	})
 
 	t.Run("stability", func(t *testing.T) {
@@ -170,6 +181,12 @@ func Check(t *testing.T, factory component.Factory, metadataPath string, opts Op
 		}
 		checkReadme(t, md, string(readme))
 	})
+}
+
+func checkScope(t reporter, md Metadata, scope string) {
+	if scope != md.ScopeName {
+		t.Errorf("scope name %q, metadata.yaml says %q", scope, md.ScopeName)
+	}
 }
 
 // checkTelemetry compares what was registered with what is declared; complete says every
@@ -426,7 +443,9 @@ type Status struct {
 }
 
 // CheckStatus holds a component's internal/metadata package to its metadata.yaml: the package
-// is written by hand (mdatagen is not served here), so this is what keeps the two in step.
+// is written by hand (mdatagen is not served here), so this is what keeps the two in step where
+// the factory is not built from it (Check holds a factory built from it, with
+// Options.ScopeName).
 func CheckStatus(t *testing.T, metadataPath string, s Status) {
 	t.Helper()
 	md, err := ReadMetadata(metadataPath)

@@ -72,7 +72,7 @@ const kitScope = "github.com/agenttrail/agenttrail/internal/componenttestkit/kit
 
 func TestCheckPassesAMatchingComponent(t *testing.T) {
 	var started, stopped int
-	Check(t, kitFactory(kitScope, nil, &started, &stopped), "testdata/good/metadata.yaml", Options{})
+	Check(t, kitFactory(kitScope, nil, &started, &stopped), "testdata/good/metadata.yaml", Options{ScopeName: kitScope})
 	// Two signals: one shutdown without start, and two start/shutdown rounds each.
 	if started != 4 || stopped != 6 {
 		t.Errorf("started %d and stopped %d times, want 4 and 6", started, stopped)
@@ -86,6 +86,22 @@ func TestCheckCannotStart(t *testing.T) {
 	})
 	if started != 0 || stopped != 2 {
 		t.Errorf("started %d and stopped %d times, want 0 and 2", started, stopped)
+	}
+}
+
+func TestCheckScope(t *testing.T) {
+	md, err := ReadMetadata("testdata/good/metadata.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeT{}
+	checkScope(f, md, kitScope)
+	if len(f.errs) != 0 {
+		t.Errorf("the declared scope: %v", f.errs)
+	}
+	checkScope(f, md, kitScope+"x")
+	if len(f.errs) != 1 || !strings.Contains(f.errs[0], "metadata.yaml says") {
+		t.Errorf("another scope: %v", f.errs)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package metadata holds what metadata.yaml declares of the findings connector: its type, the
 // instrumentation scope of its own telemetry and the stability of each signal. It has the shape
 // of mdatagen's generated_status.go, written by hand because mdatagen is not served at the
-// collector version this module pins; status_test.go holds it to metadata.yaml.
+// collector version this module pins; the component's TestComponent holds it to
+// metadata.yaml (componenttestkit.Check: the factory built from it, and ScopeName).
 package metadata // import "github.com/agenttrail/agenttrail/connector/findingsconnector/internal/metadata"
 
 import (
