@@ -53,6 +53,10 @@ type Config struct {
 	// Stitching moves root spans of other traces of the same process into the one story whose
 	// time span contains them.
 	Stitching bool `mapstructure:"stitching"`
+	// WaitForHandoff: ConsumeTraces returns only once every span of the batch was passed on
+	// with its story (the next component's answer is the caller's). Behind an OTLP receiver
+	// the sender is then acknowledged only when its spans are downstream (the gateway).
+	WaitForHandoff bool `mapstructure:"wait_for_handoff"`
 	// ProfilesDir holds one YAML profile per workload. Empty: profiles live in memory only.
 	ProfilesDir string `mapstructure:"profiles_dir"`
 	// ProfilesSaveInterval debounces profile writes, and is how often the folder is checked

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/internal/handoff"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/finding"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/policy"
@@ -183,11 +184,18 @@ func (p *storyProcessor) inFlight() bool {
 	return len(p.buf.Stories) > 0 || len(p.buf.Evicted) > 0
 }
 
-// ConsumeTraces buffers the spans; they are passed on when their story is complete.
+// ConsumeTraces buffers the spans; they are passed on when their story is complete. With
+// wait_for_handoff it returns then (or when ctx ends, with an error: the sender sends again
+// and its repeated spans wait for the first copies), so that nothing is acknowledged to a
+// sender while only this process's memory holds it.
 func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	var ack *handoff.Ack
+	if p.cfg.WaitForHandoff {
+		ack = handoff.New()
+	}
 	p.mu.Lock()
 	wasIdle := len(p.buf.Stories) == 0
-	p.buf.AddBatch(td, p.clock.Now())
+	p.buf.AddBatchFor(td, p.clock.Now(), ack)
 	evicted := len(p.buf.Evicted)
 	started := len(p.buf.Starts) > 0
 	p.mu.Unlock()
@@ -198,19 +206,18 @@ func (p *storyProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) er
 		default:
 		}
 	}
-	if evicted == 0 {
-		return nil
-	}
-	select {
-	case p.kick <- struct{}{}:
-	default:
+	if evicted > 0 {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
 	}
 	if evicted >= p.cfg.MaxStories {
 		// The emitter is behind: emit here, so that the producer slows down instead of
 		// the evicted stories piling up.
 		p.emit(ctx, false)
 	}
-	return nil
+	return ack.Wait(ctx)
 }
 
 // emit passes on the stories that are ready (all of them when flushAll).
@@ -220,8 +227,8 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 	now := p.clock.Now()
 	p.mu.Lock()
 	ready := p.buf.TakeReady(now, flushAll)
-	starts := p.buf.Starts
-	p.buf.Starts = nil
+	starts, startAcks := p.buf.Starts, p.buf.StartAcks
+	p.buf.Starts, p.buf.StartAcks = nil, nil
 	p.mu.Unlock()
 	td := ptrace.NewTraces()
 	for _, rs := range starts {
@@ -248,8 +255,20 @@ func (p *storyProcessor) emit(ctx context.Context, flushAll bool) {
 		p.enf.WriteUnmatched(td, pd)
 	}
 	if n := len(ready) + len(unmatched) + len(starts); n > 0 {
-		if err := p.next.ConsumeTraces(ctx, td); err != nil {
-			p.logger.Error("The next component refused stories: they are lost", zap.Int("stories", n), zap.Int("spans", td.SpanCount()), zap.Error(err))
+		err := p.next.ConsumeTraces(ctx, td)
+		if err != nil {
+			msg := "The next component refused stories: they are lost"
+			if p.cfg.WaitForHandoff {
+				msg = "The next component refused stories: the senders still waiting get the error and send their spans again"
+			}
+			p.logger.Error(msg, zap.Int("stories", n), zap.Int("spans", td.SpanCount()), zap.Error(err))
+		}
+		// Only now, with the next component's answer, are the waiting requests answered.
+		for _, st := range ready {
+			st.Handed(err)
+		}
+		for _, a := range startAcks {
+			a.Done(err)
 		}
 	}
 	if p.profiles.Tick(now, flushAll) {

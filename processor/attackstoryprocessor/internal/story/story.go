@@ -11,6 +11,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/internal/handoff"
 )
 
 // Reasons a story is emitted incomplete (agenttrail.story.incomplete_reason).
@@ -48,6 +50,20 @@ type Span struct {
 	parent     pcommon.SpanID
 	Start, End uint64
 	Ord        int // index in story.spans, set while the story is emitted
+	// acks are the requests waiting for this span to be passed on (one reference each; a
+	// span sent again by a sender whose first answer timed out adds its request here).
+	acks []*handoff.Ack
+}
+
+// Handed tells the requests waiting for the story's spans that they were passed on, err
+// being the next component's answer.
+func (s *Story) Handed(err error) {
+	for _, sp := range s.spans {
+		for _, a := range sp.acks {
+			a.Done(err)
+		}
+		sp.acks = nil
+	}
 }
 
 // Story is the spans of one trace id being buffered.
@@ -208,6 +224,8 @@ type Buffer struct {
 	// Starts: process.start spans (one per ResourceSpans), passed on by the emitter as they are
 	// after telling enforcement about the process; never part of a story.
 	Starts []ptrace.ResourceSpans
+	// StartAcks[i] is the request waiting for Starts[i] (nil: none).
+	StartAcks []*handoff.Ack
 }
 
 func NewBuffer(cfg Limits, tel Counters) *Buffer {
@@ -222,7 +240,11 @@ func NewBuffer(cfg Limits, tel Counters) *Buffer {
 }
 
 // AddBatch buffers every span of td.
-func (b *Buffer) AddBatch(td ptrace.Traces, now time.Time) {
+func (b *Buffer) AddBatch(td ptrace.Traces, now time.Time) { b.AddBatchFor(td, now, nil) }
+
+// AddBatchFor buffers every span of td for the request ack (nil: nobody waits): each span
+// takes a reference on ack until its story is passed on.
+func (b *Buffer) AddBatchFor(td ptrace.Traces, now time.Time, ack *handoff.Ack) {
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
@@ -237,9 +259,11 @@ func (b *Buffer) AddBatch(td ptrace.Traces, now time.Time) {
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
 				if isProcessStart(spans.At(k)) && b.addStart(rs, ss, spans.At(k)) {
+					ack.Add(1)
+					b.StartAcks = append(b.StartAcks, ack)
 					continue
 				}
-				b.add(sc, spans.At(k), now)
+				b.add(sc, spans.At(k), now, ack)
 			}
 		}
 	}
@@ -273,7 +297,7 @@ func (b *Buffer) addStart(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span pt
 	return true
 }
 
-func (b *Buffer) add(sc *Scope, span ptrace.Span, now time.Time) {
+func (b *Buffer) add(sc *Scope, span ptrace.Span, now time.Time, ack *handoff.Ack) {
 	tid := span.TraceID()
 	st := b.Stories[tid]
 	if st == nil {
@@ -297,8 +321,14 @@ func (b *Buffer) add(sc *Scope, span ptrace.Span, now time.Time) {
 		}
 	}
 	sid := span.SpanID()
-	if _, dup := st.byID[sid]; dup {
+	if old, dup := st.byID[sid]; dup {
+		// A sender's retry (its first answer timed out) or a repeated span: the first copy is
+		// passed on, and the request waits for it.
 		b.tel.Duplicate()
+		if ack != nil {
+			ack.Add(1)
+			old.acks = append(old.acks, ack)
+		}
 		return
 	}
 	if len(st.spans) >= b.cfg.MaxSpansPerStory {
@@ -306,6 +336,10 @@ func (b *Buffer) add(sc *Scope, span ptrace.Span, now time.Time) {
 		st = b.newStory(tid, now, ReasonContinuation)
 	}
 	sp := &Span{Span: span, Scope: sc, ID: sid, parent: span.ParentSpanID(), Start: uint64(span.StartTimestamp()), End: uint64(span.EndTimestamp())}
+	if ack != nil {
+		ack.Add(1)
+		sp.acks = []*handoff.Ack{ack}
+	}
 	if sp.End < sp.Start {
 		sp.End = sp.Start
 	}
@@ -626,8 +660,10 @@ func (b *Buffer) merge(c, target *Story) {
 	c.Root.Span.Attributes().PutBool(AttrStitched, true)
 	for _, sp := range c.spans {
 		sp.Span.SetTraceID(target.ID)
-		if _, dup := target.byID[sp.ID]; dup {
+		if old, dup := target.byID[sp.ID]; dup {
 			b.tel.Duplicate()
+			old.acks = append(old.acks, sp.acks...) // the copy passed on answers for both
+			sp.acks = nil
 			continue
 		}
 		b.attach(target, sp)
