@@ -103,6 +103,8 @@ func (t *telemetry) recordBuilder(ctx context.Context, before, after spans.Count
 	add("process_exited", before.ProcessExitSpans, after.ProcessExitSpans)
 	add("open_span_limit", before.OpenSpanLimitDrops, after.OpenSpanLimitDrops)
 	add("unknown_process", before.UnknownProcess, after.UnknownProcess)
+	add("inferred_tool_dropped", before.InferredToolsDropped, after.InferredToolsDropped)
+	add("inferred_tool_expired", before.InferredToolsExpired, after.InferredToolsExpired)
 	if n := after.WouldBlockAccepts; n > before.WouldBlockAccepts {
 		t.syscallsSkipped.Add(ctx, int64(n-before.WouldBlockAccepts), metric.WithAttributes(
 			attribute.String("syscall", "accept"), attribute.String("reason", "would_block")))

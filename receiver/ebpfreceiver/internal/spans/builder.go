@@ -37,6 +37,11 @@ type Counters struct {
 	// SocketConnectionsForgotten: connects forgotten because the table of seen connects was
 	// full; their sockets' I/O reads as opened before tracing.
 	SocketConnectionsForgotten uint64
+	// Inferred tool spans (inferred.go): opened; calls of a response not given one (beyond 16
+	// per response, or over MaxOpenSpans); windows ended by the time bound.
+	InferredTools        uint64
+	InferredToolsDropped uint64
+	InferredToolsExpired uint64
 }
 
 // Options bound the Builder's memory.
@@ -97,6 +102,9 @@ type process struct {
 	handoffGen uint64
 	handoffRef spanRef
 	handoffOK  bool
+	// functions: the process opened a function span (uprobe or reconstructed), so its tool
+	// spans are its own, never inferred (inferred.go).
+	functions bool
 }
 
 // Builder builds spans from events. Not safe for concurrent use.
@@ -114,6 +122,8 @@ type Builder struct {
 	// spanGen counts spans opened and ended: a cached answer about open spans is valid while
 	// it does not change.
 	spanGen uint64
+	// conversations: processes with inferred tool spans (inferred.go), by pid.
+	conversations map[uint32]*conversation
 }
 
 type pendingSyscall struct {
@@ -323,6 +333,7 @@ func (b *Builder) FuncEntry(h Header, probe *Probe, args []ArgValue) {
 	setFunctionAttributes(s.attrs, probe, h)
 	setArgAttributes(s.attrs, probe, args)
 	r.stack = append(r.stack, s)
+	p.functions = true
 }
 
 // FuncReturn closes the innermost open call of probe in the same goroutine or thread. Calls

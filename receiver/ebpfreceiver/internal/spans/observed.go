@@ -80,6 +80,7 @@ func (b *Builder) ObserveStack(h Header, funcs []StackFunc, truncated bool) {
 		setFunctionAttributes(s.attrs, f.Probe, Header{TID: h.TID, Routine: h.Routine})
 		s.attrs.PutStr("agenttrail.span.bounds", BoundsObserved)
 		r.stack = append(r.stack, s)
+		p.functions = true
 	}
 	_ = key
 }

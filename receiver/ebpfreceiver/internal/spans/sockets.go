@@ -328,6 +328,7 @@ func peerLabel(io SocketIO) string {
 // FlushSockets emits the aggregates that have been open for the aggregate interval: a
 // long-lived parent's I/O shows up while it runs, one window at a time.
 func (b *Builder) FlushSockets(now time.Time) {
+	b.ExpireInferred(now) // on the same tick: an inferred tool span's window has a time bound
 	b.emitSockets(func(a *sockAgg) bool { return now.Sub(a.first.Time) >= b.opts.SocketWindow })
 }
 

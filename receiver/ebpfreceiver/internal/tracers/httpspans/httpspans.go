@@ -92,6 +92,10 @@ func (e *Emitter) Emit(ex llm.Exchange) {
 			}
 		}
 	}
+	if ok {
+		e.AddInference(ex, inf, meta, d)
+		return
+	}
 	e.Builder.AddSpan(meta.Parent, d)
 }
 

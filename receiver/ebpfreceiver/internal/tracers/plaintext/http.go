@@ -74,7 +74,8 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 		end = ex.Response.End
 	}
 	var d spans.SpanData
-	if inf, ok := llm.Parse(ex); ok {
+	inf, ok := llm.Parse(ex)
+	if ok {
 		d = c.emitter.InferenceSpan(inf, meta, end)
 		c.toolCalls.Record(meta.Hdr.PID, end, inf.ToolCalls)
 	} else {
@@ -88,7 +89,13 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 		m.PutStr("agenttrail.capture.source", "plaintext")
 		m.PutStr("network.transport", "tcp")
 	}
-	if !c.env.Builder.AddSpan(meta.Parent, d) {
+	added := false
+	if ok {
+		added = c.emitter.AddInference(ex, inf, meta, d) // inferred tool spans too, where they apply
+	} else {
+		added = c.env.Builder.AddSpan(meta.Parent, d)
+	}
+	if !added {
 		c.limit("process_gone")
 	}
 }

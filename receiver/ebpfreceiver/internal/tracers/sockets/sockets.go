@@ -202,6 +202,9 @@ func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 		t.unattributed.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "no_process")))
 		return ""
 	}
+	if dir == spans.Egress {
+		t.env.Builder.ModelRequest(h, io.Socket.Sock) // the next model call ends its inferred tool spans first
+	}
 	parent, attribution := t.env.Builder.SocketIO(h, io)
 	if attribution == spans.AttributionNone {
 		t.unattributed.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "no_call")))

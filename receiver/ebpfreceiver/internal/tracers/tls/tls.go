@@ -721,6 +721,9 @@ func (t *Tracer) onData(h spans.Header, rec []byte) string {
 	if t.env.Stacks != nil {
 		meta.Stack = t.env.Stacks.Take(h)
 	}
+	if e.Direction == probes.TLSWrite {
+		t.env.Builder.ModelRequest(h, e.Conn) // the next model call ends its inferred tool spans first
+	}
 	if e.Source == probes.TLSGo {
 		meta.Parent = t.env.Builder.ParentForHandoff(h, spans.RoleInference)
 	} else {
