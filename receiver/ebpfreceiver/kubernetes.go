@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -36,14 +37,19 @@ type kubernetesTargets struct {
 	// rescanAt is the earliest next rescan: a selection that changes at every pod update (a
 	// busy node) rescans /proc at most once per kubernetesRescanInterval.
 	rescanAt time.Time
+	// stop ends the goroutine that wakes an idle reader when the selection changes.
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 // kubernetesRescanInterval bounds how often running processes are matched again.
 const kubernetesRescanInterval = time.Second
 
 // startKubernetes builds the resolver of the kubernetes targets, if any. The extension runs
-// before the receiver starts (the collector starts extensions first).
-func (g *registry) startKubernetes(host component.Host) error {
+// before the receiver starts (the collector starts extensions first). wake ends the read
+// loop's idle wait: a selection that changes must be acted on without waiting for a ring
+// buffer record, which a quiet node may not write for a long time.
+func (g *registry) startKubernetes(host component.Host, wake func()) error {
 	var cfgs []k8sselect.Config
 	var targets []*tracer.Target
 	for _, t := range g.targets {
@@ -89,12 +95,28 @@ func (g *registry) startKubernetes(host component.Host) error {
 		g.logger.Warn("the Kubernetes pods are not listed yet; processes of selected pods are traced once they are", zap.String("extension", id.String()))
 	}
 	g.k8s.scanned = r.Generation()
+	k := g.k8s
+	k.stop = make(chan struct{})
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			select {
+			case <-r.Changed():
+				wake()
+			case <-k.stop:
+				return
+			}
+		}
+	}()
 	return nil
 }
 
 // closeKubernetes stops following the informers.
 func (g *registry) closeKubernetes() {
 	if g.k8s != nil {
+		close(g.k8s.stop)
+		g.k8s.wg.Wait()
 		g.k8s.resolver.Close()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
@@ -213,6 +214,46 @@ func TestKubernetesTargets(t *testing.T) {
 		})
 		requireOnlyPID(t, got, agent.cmd.Process.Pid, "advisor")
 	})
+}
+
+// TestRingWaiterWake: an idle read loop parked without a deadline (nothing for a tracer to
+// time out) returns when a Kubernetes selection changes, not at the next ring buffer record: on
+// a quiet node that may never come (pod_selected_later waited for an unrelated exec on the
+// host and failed when the host was quiet). A wake before the wait parks is not lost.
+func TestRingWaiterWake(t *testing.T) {
+	requireKernel(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	w, err := newRingWaiter(m) // no program writes to this ring buffer
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	done := make(chan struct{})
+	go func() { w.wait(time.Time{}); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("wait returned without a record, a deadline or a wake")
+	default:
+	}
+	w.wake()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("wake did not end the wait")
+	}
+	w.wake() // before the wait: it returns at once
+	returned := make(chan struct{})
+	go func() { w.wait(time.Time{}); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a wake before the wait was lost")
+	}
 }
 
 func requireOnlyPID(t *testing.T, c collected, pid int, service string) {

@@ -120,7 +120,7 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: %w", err)
 	}
 
-	if err := r.registry.startKubernetes(host); err != nil {
+	if err := r.registry.startKubernetes(host, r.waiter.wake); err != nil {
 		for _, tr := range r.tracers {
 			_ = tr.Close()
 		}

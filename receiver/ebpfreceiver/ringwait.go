@@ -3,6 +3,7 @@ package ebpfreceiver
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 type ringWaiter struct {
 	file *os.File
 	raw  syscall.RawConn
+	// woken: wake was called since the last wait began; a wake between a wait's deadline and
+	// its parking is not lost.
+	woken atomic.Bool
 }
 
 // newRingWaiter watches the ring buffer map through its own duplicate of the map's descriptor.
@@ -49,6 +53,9 @@ func newRingWaiter(m *ebpf.Map) (*ringWaiter, error) {
 // wait returns when the ring buffer signals records, the deadline passes, or close was called.
 func (w *ringWaiter) wait(deadline time.Time) {
 	_ = w.file.SetReadDeadline(deadline)
+	if w.woken.Swap(false) {
+		return
+	}
 	parked := false
 	_ = w.raw.Read(func(uintptr) bool {
 		if parked {
@@ -57,6 +64,13 @@ func (w *ringWaiter) wait(deadline time.Time) {
 		parked = true
 		return false // wait for readiness once
 	})
+}
+
+// wake ends a wait in progress, or the next one, from another goroutine: something other
+// than a record (a Kubernetes selection that changed) needs the read loop.
+func (w *ringWaiter) wake() {
+	w.woken.Store(true)
+	_ = w.file.SetReadDeadline(time.Now())
 }
 
 // close wakes a wait in progress; later waits return at once.

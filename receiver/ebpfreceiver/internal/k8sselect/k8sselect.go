@@ -149,7 +149,9 @@ type Resolver struct {
 	pods  map[types.UID]*podState
 	byUID map[string]*podState
 
-	gen      atomic.Uint64
+	gen atomic.Uint64
+	// changed has room for one signal: a change while one is pending needs no second.
+	changed  chan struct{}
 	handlers []struct {
 		inf cache.SharedIndexInformer
 		reg cache.ResourceEventHandlerRegistration
@@ -158,7 +160,8 @@ type Resolver struct {
 
 // NewResolver compiles the selectors and follows inf's pods (of nodeName, "" all) for them.
 func NewResolver(inf *k8sinventory.Informers, nodeName string, cfgs []Config) (*Resolver, error) {
-	r := &Resolver{inf: inf, nodeName: nodeName, pods: map[types.UID]*podState{}, byUID: map[string]*podState{}}
+	r := &Resolver{inf: inf, nodeName: nodeName, pods: map[types.UID]*podState{}, byUID: map[string]*podState{},
+		changed: make(chan struct{}, 1)}
 	for i, c := range cfgs {
 		s, err := compile(c)
 		if err != nil {
@@ -211,6 +214,20 @@ func (r *Resolver) HasSynced() bool {
 // containers change: the receiver then looks again at the processes already running.
 func (r *Resolver) Generation() uint64 { return r.gen.Load() }
 
+// Changed receives a value after the generation changed (one for several changes in a row): a
+// reader waiting for records must not wait for an unrelated one to look again, since a quiet
+// node may have none for a long time.
+func (r *Resolver) Changed() <-chan struct{} { return r.changed }
+
+// bump advances the generation and signals Changed.
+func (r *Resolver) bump() {
+	r.gen.Add(1)
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
 // Match returns the index of the first selector a process of the pod podUID and container cid
 // (as its cgroup says: cid may be "" for a pod-level process, or an id the status does not
 // report yet) belongs to, or -1.
@@ -262,7 +279,7 @@ func (r *Resolver) onPod(obj any) {
 	if !any {
 		if old != nil {
 			r.removeLocked(pod.UID)
-			r.gen.Add(1)
+			r.bump()
 		}
 		return
 	}
@@ -276,7 +293,7 @@ func (r *Resolver) onPod(obj any) {
 		r.byUID[u] = st
 	}
 	if old == nil || !sameMatches(old.matches, st.matches) {
-		r.gen.Add(1)
+		r.bump()
 	}
 }
 
@@ -294,7 +311,7 @@ func (r *Resolver) remove(uid types.UID) {
 	defer r.mu.Unlock()
 	if r.pods[uid] != nil {
 		r.removeLocked(uid)
-		r.gen.Add(1)
+		r.bump()
 	}
 }
 

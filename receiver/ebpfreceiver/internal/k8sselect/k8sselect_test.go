@@ -308,3 +308,38 @@ func TestStaticPod(t *testing.T) {
 		t.Error("a static pod's processes do not match")
 	}
 }
+
+// TestChangedSignals: a pod coming into or leaving the selection signals Changed, so that a
+// reader waiting idle for ring buffer records (none come on a quiet node) looks again at the
+// running processes; an update that changes no match does not.
+func TestChangedSignals(t *testing.T) {
+	p := newPod("wealth-ai", "advisor-0", "uid-0", labelled("ai.bank/agent", "false"), container("agent", cid("a")))
+	e := start(t, []Config{{PodLabels: "ai.bank/agent=true"}}, p)
+	select { // the initial list matched nothing
+	case <-e.r.Changed():
+		t.Fatal("Changed signalled without a change")
+	default:
+	}
+	waitChanged := func(what string) {
+		t.Helper()
+		select {
+		case <-e.r.Changed():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not signal Changed", what)
+		}
+	}
+	p.Labels["ai.bank/agent"] = "true"
+	e.update(p)
+	waitChanged("a pod relabelled into the selection")
+	p.Annotations = map[string]string{"note": "x"}
+	e.update(p)
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-e.r.Changed():
+		t.Error("an update that changes no match signalled Changed")
+	default:
+	}
+	p.Labels["ai.bank/agent"] = "false"
+	e.update(p)
+	waitChanged("a pod relabelled out of the selection")
+}
