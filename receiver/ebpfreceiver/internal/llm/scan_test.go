@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/jsonscan"
 )
 
 // TestMembersAgreesWithEncodingJSON: on well-formed objects members sees what encoding/json
@@ -45,7 +47,7 @@ func TestMembersRejects(t *testing.T) {
 	for _, body := range []string{
 		``, `[]`, `"s"`, `{`, `{"a"`, `{"a":`, `{"a":1`, `{"a":1,}`, `{"a":1}}`, `{"a":[1}`, `{"a":{]}`,
 		`{"a":"unterminated}`, `{a:1}`, `{"a" 1}`, `{"a":1 "b":2}`, `{"a":}`, `{"a":"x\"}`,
-		`{"a":` + strings.Repeat("[", maxNesting+1) + strings.Repeat("]", maxNesting+1) + `}`,
+		`{"a":` + strings.Repeat("[", jsonscan.MaxNesting+1) + strings.Repeat("]", jsonscan.MaxNesting+1) + `}`,
 	} {
 		if err := members([]byte(body), func(string, []byte) {}); err == nil {
 			t.Errorf("%q accepted", body)

@@ -5,6 +5,8 @@ import (
 	"mime"
 	"strings"
 	"time"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/jsonscan"
 )
 
 // The streamable HTTP transport carries JSON-RPC in HTTP bodies: the client POSTs a message (or
@@ -132,7 +134,7 @@ func Body(contentType string, body []byte, complete bool, at, end time.Time, met
 	default:
 		b := bytes.TrimSpace(body)
 		if len(b) > 0 && b[0] == '[' {
-			_ = elements(b, func(raw []byte, whole bool) { add(raw, whole) })
+			_ = jsonscan.Elements(b, func(raw []byte, whole bool) { add(raw, whole) })
 			break
 		}
 		if len(b) > 0 {

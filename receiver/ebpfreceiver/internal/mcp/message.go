@@ -2,9 +2,12 @@ package mcp
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/jsonscan"
 )
 
 // Kind of a JSON-RPC message.
@@ -63,11 +66,11 @@ func parseMessage(head, tail []byte, cut bool) Message {
 	}
 	var jsonrpc string
 	var sawResult, sawError, sawID, methodCut bool
-	err := members(head, func(key string, raw []byte, whole bool) {
+	err := jsonscan.Members(head, func(key string, raw []byte, whole bool) {
 		switch key {
 		case "jsonrpc":
 			if whole {
-				jsonrpc = unquote(raw)
+				jsonrpc = jsonscan.Unquote(raw)
 			}
 		case "id":
 			if whole {
@@ -75,7 +78,7 @@ func parseMessage(head, tail []byte, cut bool) Message {
 			}
 		case "method":
 			if whole {
-				m.Method = clip(unquote(raw), maxMethod)
+				m.Method = clip(jsonscan.Unquote(raw), maxMethod)
 			} else {
 				// A method cut short is no method name; the message is still a request.
 				methodCut = true
@@ -92,10 +95,10 @@ func parseMessage(head, tail []byte, cut bool) Message {
 	switch {
 	case err == nil && cut:
 		// The head held a whole object after all (a line cut in its trailing bytes).
-	case err == errCut && !cut:
+	case errors.Is(err, jsonscan.ErrCut) && !cut:
 		m.Problem = "message ends inside a value"
 		m.Cut = true
-	case err != nil && err != errCut:
+	case err != nil && !errors.Is(err, jsonscan.ErrCut):
 		m.Problem = "not JSON-RPC: " + err.Error()
 		return m
 	}
@@ -146,7 +149,7 @@ func idText(raw []byte) string {
 	}
 	switch c := raw[0]; {
 	case c == '"':
-		if s := unquote(raw); s != "" || len(raw) == 2 {
+		if s := jsonscan.Unquote(raw); s != "" || len(raw) == 2 {
 			return strconv.Quote(s)
 		}
 	case c == '-' || (c >= '0' && c <= '9'):
@@ -187,7 +190,7 @@ func tailID(tail []byte) (string, bool) {
 	}
 	v := bytes.TrimSpace(rest[1:])
 	if len(v) > 0 && v[0] == '"' {
-		if end, err := skipString(v, 0); err != nil || end != len(v) {
+		if end, err := jsonscan.SkipString(v, 0); err != nil || end != len(v) {
 			return "", false
 		}
 	}
@@ -197,7 +200,7 @@ func tailID(tail []byte) (string, bool) {
 
 func parseError(raw []byte) *RPCError {
 	e := &RPCError{}
-	_ = members(raw, func(key string, v []byte, whole bool) {
+	_ = jsonscan.Members(raw, func(key string, v []byte, whole bool) {
 		switch key {
 		case "code":
 			if whole {
@@ -205,9 +208,9 @@ func parseError(raw []byte) *RPCError {
 			}
 		case "message":
 			if whole {
-				e.Message = clip(unquote(v), maxErrorMessage)
+				e.Message = clip(jsonscan.Unquote(v), maxErrorMessage)
 			} else {
-				e.Message = clip(unquotePrefix(v), maxErrorMessage)
+				e.Message = clip(jsonscan.UnquotePrefix(v), maxErrorMessage)
 			}
 		}
 	})

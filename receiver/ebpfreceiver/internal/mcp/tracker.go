@@ -17,6 +17,8 @@ import (
 	"cmp"
 	"fmt"
 	"time"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/jsonscan"
 )
 
 // Direction of a call, as the traced process saw it.
@@ -309,7 +311,7 @@ func (t *Tracker) message(out []Call, sk Key, se *session, dir Direction, m *Mes
 // cancelled gives up the request a notifications/cancelled names (sent by the side that made it).
 func (t *Tracker) cancelled(out []Call, se *session, dir Direction, m *Message) []Call {
 	var id string
-	_ = members(m.Params, func(key string, raw []byte, whole bool) {
+	_ = jsonscan.Members(m.Params, func(key string, raw []byte, whole bool) {
 		if key == "requestId" && whole {
 			id = idText(raw)
 		}
@@ -488,7 +490,7 @@ func describeRequest(c *Call) {
 	}
 	switch c.Method {
 	case "tools/call", "prompts/get":
-		_ = members(p, func(key string, raw []byte, whole bool) {
+		_ = jsonscan.Members(p, func(key string, raw []byte, whole bool) {
 			switch key {
 			case "name":
 				c.Tool = clip(stringValue(raw, whole), maxName)
@@ -497,7 +499,7 @@ func describeRequest(c *Call) {
 			}
 		})
 	case "resources/read":
-		_ = members(p, func(key string, raw []byte, whole bool) {
+		_ = jsonscan.Members(p, func(key string, raw []byte, whole bool) {
 			if key == "uri" {
 				c.URI = clip(stringValue(raw, whole), maxName)
 			}
@@ -507,9 +509,9 @@ func describeRequest(c *Call) {
 
 func stringValue(raw []byte, whole bool) string {
 	if whole {
-		return unquote(raw)
+		return jsonscan.Unquote(raw)
 	}
-	return unquotePrefix(raw)
+	return jsonscan.UnquotePrefix(raw)
 }
 
 // Keys of the _meta members through which the 2026-07-28 protocol (SEP-2575, stateless: the Go
@@ -530,14 +532,14 @@ func describeResponse(c *Call, resp *Message, se *session) {
 	}
 	handshake := c.Method == "initialize" || c.Method == "server/discover"
 	var s ServerInfo
-	_ = members(c.Request.Params, func(key string, raw []byte, whole bool) {
+	_ = jsonscan.Members(c.Request.Params, func(key string, raw []byte, whole bool) {
 		switch key {
 		case "clientInfo":
 			nameVersion(raw, &s.ClientName, &s.ClientVersion)
 		case "protocolVersion":
 			s.ProtocolVersion = clip(stringValue(raw, whole), maxName)
 		case "_meta":
-			_ = members(raw, func(key string, v []byte, whole bool) {
+			_ = jsonscan.Members(raw, func(key string, v []byte, whole bool) {
 				switch key {
 				case metaClientInfo:
 					nameVersion(v, &s.ClientName, &s.ClientVersion)
@@ -547,7 +549,7 @@ func describeResponse(c *Call, resp *Message, se *session) {
 			})
 		}
 	})
-	_ = members(resp.Result, func(key string, raw []byte, whole bool) {
+	_ = jsonscan.Members(resp.Result, func(key string, raw []byte, whole bool) {
 		switch key {
 		case "protocolVersion":
 			if handshake {
@@ -558,7 +560,7 @@ func describeResponse(c *Call, resp *Message, se *session) {
 				nameVersion(raw, &s.Name, &s.Version)
 			}
 		case "_meta":
-			_ = members(raw, func(key string, v []byte, whole bool) {
+			_ = jsonscan.Members(raw, func(key string, v []byte, whole bool) {
 				if key == metaServerInfo {
 					nameVersion(v, &s.Name, &s.Version)
 				}
@@ -594,13 +596,13 @@ func (s *ServerInfo) update(n ServerInfo) {
 }
 
 func listTools(c *Call, raw []byte) {
-	err := elements(raw, func(el []byte, whole bool) {
+	err := jsonscan.Elements(raw, func(el []byte, whole bool) {
 		if len(c.Tools) >= maxTools {
 			c.ToolsCut = true
 			return
 		}
 		var tool Tool
-		_ = members(el, func(key string, v []byte, whole bool) {
+		_ = jsonscan.Members(el, func(key string, v []byte, whole bool) {
 			switch key {
 			case "name":
 				tool.Name = clip(stringValue(v, whole), maxName)
@@ -622,7 +624,7 @@ func listTools(c *Call, raw []byte) {
 }
 
 func nameVersion(raw []byte, name, version *string) {
-	_ = members(raw, func(key string, v []byte, whole bool) {
+	_ = jsonscan.Members(raw, func(key string, v []byte, whole bool) {
 		switch key {
 		case "name":
 			*name = clip(stringValue(v, whole), maxName)
