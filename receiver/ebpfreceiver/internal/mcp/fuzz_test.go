@@ -28,7 +28,7 @@ func checkCall(t *testing.T, c Call, seen map[uint64]bool) {
 }
 
 func addRecorded(f *testing.F) {
-	for _, name := range []string{"node-filesystem.chunks", "node-everything.chunks"} {
+	for _, name := range []string{"node-filesystem.chunks", "node-everything.chunks", "go-filesystem.chunks", "go-everything.chunks"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "stdio", name))
 		if err != nil {
 			f.Fatal(err)

@@ -226,3 +226,60 @@ func TestGoSDKStreamableHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestGoClientNodeServers: the Go SDK's client (testdata/gomcpref of the receiver) with the
+// reference Node servers, recorded by tee.mjs. The Go SDK v1.8 asks server/discover first (the
+// 2026-07-28 protocol); the Node servers (TypeScript SDK 1.32.2) answer "Method not found" and
+// the client initializes (2025-11-25): the discovery is a failed call of its own, and the calls
+// after it name the server from initialize. server-filesystem asks the client for its roots
+// (roots/list, a request the agent serves).
+func TestGoClientNodeServers(t *testing.T) {
+	for _, tc := range []struct {
+		name, want, server string
+	}{
+		{"go-filesystem.chunks", `server/discover 1  err=true
+initialize 2  err=false
+roots/list 0  err=false
+tools/list 3  err=false
+tools/call 4 read_text_file err=false
+tools/call 5 list_directory err=false
+tools/call 6 read_text_file err=true
+`, "secure-filesystem-server"},
+		{"go-everything.chunks", `server/discover 1  err=true
+initialize 2  err=false
+tools/list 3  err=false
+tools/call 4 echo err=false
+tools/call 5 get-sum err=false
+tools/call 6 get-tiny-image err=false
+tools/call 7 get-sum err=true
+resources/read 8 demo://resource/dynamic/text/1 err=false
+prompts/get 9 simple-prompt err=false
+`, "mcp-servers/everything"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chunks := readChunks(t, tc.name)
+			for _, split := range []int{0, 5} {
+				tr := NewTracker(Options{})
+				calls := feedClient(tr, chunks, split)
+				if got := summary(calls); got != tc.want {
+					t.Fatalf("split %d: calls:\n%s\nwant:\n%s", split, got, tc.want)
+				}
+				if st := tr.Stats(); st != (Stats{}) {
+					t.Errorf("stats %+v", st)
+				}
+				d := done(calls)
+				if d[0].Error == nil || d[0].Error.Code != -32601 || d[0].Server.Name != "" {
+					t.Errorf("server/discover: error %+v server %+v", d[0].Error, d[0].Server)
+				}
+				for _, c := range d[1:] {
+					if c.Server.Name != tc.server || c.Server.ProtocolVersion != "2025-11-25" || c.Server.ClientName != "agenttrail-go-ref-client" {
+						t.Errorf("%s %s: server %+v", c.Method, c.ID, c.Server)
+					}
+					if c.Inbound != (c.Method == "roots/list") {
+						t.Errorf("%s %s: inbound %v", c.Method, c.ID, c.Inbound)
+					}
+				}
+			}
+		})
+	}
+}
