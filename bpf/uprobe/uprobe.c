@@ -15,6 +15,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // Pointer to the creating goroutine, saved at runtime.newproc1's entry and read at its return.
 // newproc1 runs on the system stack, where R14 holds g0, so the argument is the only reliable
 // source of the parent; keyed by thread because the function does not switch goroutines.
+// This entry + return pair is the fallback of go_newproc1_ret (below) for a binary whose DWARF
+// does not give the runtime's structure offsets (built with -ldflags=-w, or stripped).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -197,6 +199,37 @@ int go_newproc1_return(struct pt_regs *ctx)
 	e->child = ctx->ax; // the new g
 	submit(e);
 	bpf_map_delete_elem(&newproc_callers, &tid);
+	return 0;
+}
+
+// One probe per goroutine creation instead of two, where user space found the runtime's
+// structure offsets in the binary's DWARF (packed in the attach cookie: g.m in the high half,
+// m.curg in the low half). Attached to runtime.newproc1's RETs only. newproc1 runs on the
+// system stack (newproc and newcoro call it through systemstack), so R14 holds g0 of the
+// thread's M; the M's curg is still the goroutine that asked for the new one. Each uprobe hit
+// is a trap that costs far more than this program, so dropping the entry probe halves the
+// cost of a goroutine creation in a traced Go process.
+SEC("uprobe/go_newproc1_ret")
+int go_newproc1_ret(struct pt_regs *ctx)
+{
+	if (!traced(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 g_m = cookie >> 32, m_curg = (__u32)cookie;
+	__u64 m = 0, caller = 0;
+	if (!ctx->r14 || bpf_probe_read_user(&m, sizeof(m), (void *)(ctx->r14 + g_m)) < 0 || !m ||
+	    bpf_probe_read_user(&caller, sizeof(caller), (void *)(m + m_curg)) < 0 || !caller) {
+		count_drop(DROP_NEWPROC_UNPAIRED);
+		return 0;
+	}
+	struct goroutine_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, EVENT_GOROUTINE_CREATE, caller, 0);
+	e->child = ctx->ax; // the new g
+	submit(e);
 	return 0;
 }
 

@@ -216,6 +216,14 @@ func (s *Set) FuncReturn() *ebpf.Program       { return s.up.FuncReturn }
 func (s *Set) GoNewproc1() *ebpf.Program       { return s.up.GoNewproc1 }
 func (s *Set) GoNewproc1Return() *ebpf.Program { return s.up.GoNewproc1Return }
 
+// GoNewproc1Ret is the single-probe form of goroutine creation, on runtime.newproc1's RETs
+// only; its attach cookie is GoRuntimeCookie's.
+func (s *Set) GoNewproc1Ret() *ebpf.Program { return s.up.GoNewproc1Ret }
+
+// GoRuntimeCookie packs the offsets go_newproc1_ret reads the creating goroutine through
+// (runtime.g.m, runtime.m.curg); both must be below 1<<32.
+func GoRuntimeCookie(gM, mCurg uint64) uint64 { return gM<<32 | mCurg&0xffffffff }
+
 // PythonAudit is the audit USDT program (nil unless Options.Python).
 func (s *Set) PythonAudit() *ebpf.Program { return s.py.PythonAudit }
 

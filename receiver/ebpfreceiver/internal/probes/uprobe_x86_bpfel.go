@@ -154,6 +154,7 @@ const (
 	uprobeProgFuncEntry           = "func_entry"
 	uprobeProgFuncReturn          = "func_return"
 	uprobeProgGoNewproc1          = "go_newproc1"
+	uprobeProgGoNewproc1Ret       = "go_newproc1_ret"
 	uprobeProgGoNewproc1Return    = "go_newproc1_return"
 	uprobeVarCaptureStacks        = "capture_stacks"
 	uprobeVarDnsPort              = "dns_port"
@@ -218,6 +219,7 @@ type uprobeProgramSpecs struct {
 	FuncEntry        *ebpf.ProgramSpec `ebpf:"func_entry"`
 	FuncReturn       *ebpf.ProgramSpec `ebpf:"func_return"`
 	GoNewproc1       *ebpf.ProgramSpec `ebpf:"go_newproc1"`
+	GoNewproc1Ret    *ebpf.ProgramSpec `ebpf:"go_newproc1_ret"`
 	GoNewproc1Return *ebpf.ProgramSpec `ebpf:"go_newproc1_return"`
 }
 
@@ -326,6 +328,7 @@ type uprobePrograms struct {
 	FuncEntry        *ebpf.Program `ebpf:"func_entry"`
 	FuncReturn       *ebpf.Program `ebpf:"func_return"`
 	GoNewproc1       *ebpf.Program `ebpf:"go_newproc1"`
+	GoNewproc1Ret    *ebpf.Program `ebpf:"go_newproc1_ret"`
 	GoNewproc1Return *ebpf.Program `ebpf:"go_newproc1_return"`
 }
 
@@ -334,6 +337,7 @@ func (p *uprobePrograms) Close() error {
 		p.FuncEntry,
 		p.FuncReturn,
 		p.GoNewproc1,
+		p.GoNewproc1Ret,
 		p.GoNewproc1Return,
 	)
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
@@ -335,7 +337,11 @@ func (t *Tracer) attachFunction(tg *tracer.Target, exePath string, exe *elfinfo.
 	return nil
 }
 
-// attachGoRuntime follows goroutine creation: runtime.newproc1 entry and its RETs.
+// attachGoRuntime follows goroutine creation in runtime.newproc1. With the runtime's structure
+// offsets from the binary's DWARF, one probe on its RETs reads the creating goroutine through
+// g0.m.curg (go_newproc1_ret): a uprobe hit is a trap that costs 10-20 times what the program
+// does, and every goroutine the traced program starts takes it. Without DWARF (-ldflags=-w),
+// the entry probe saves the creator for the RET probes, two hits per goroutine.
 func (t *Tracer) attachGoRuntime(path string, bin *elfinfo.Binary) error {
 	fn, err := bin.Function("runtime.newproc1")
 	if err != nil {
@@ -350,7 +356,14 @@ func (t *Tracer) attachGoRuntime(path string, bin *elfinfo.Binary) error {
 		return err
 	}
 	k := t.env.Kernel
-	links, err := tracer.AttachProbes(path, fn.Name, offset, 0, true, rets, k.GoNewproc1(), k.GoNewproc1Return())
+	var links []link.Link
+	if cookie, ok := goRuntimeCookie(bin); ok {
+		links, err = attachAt(path, fn.Name, offset, cookie, rets, k.GoNewproc1Ret())
+	} else {
+		t.env.Logger.Debug("runtime offsets not in the binary's DWARF; goroutine creation takes an entry and a return probe",
+			zap.String("executable", path))
+		links, err = tracer.AttachProbes(path, fn.Name, offset, 0, true, rets, k.GoNewproc1(), k.GoNewproc1Return())
+	}
 	if err != nil {
 		return err
 	}
@@ -358,4 +371,42 @@ func (t *Tracer) attachGoRuntime(path string, bin *elfinfo.Binary) error {
 		k.AddLink(l)
 	}
 	return nil
+}
+
+// goRuntimeCookie is go_newproc1_ret's attach cookie for bin: the offsets of runtime.g.m and
+// runtime.m.curg, or false when the binary's DWARF does not have them.
+func goRuntimeCookie(bin *elfinfo.Binary) (uint64, bool) {
+	gm, err := bin.StructFieldOffsets("runtime.g", "m")
+	if err != nil {
+		return 0, false
+	}
+	curg, err := bin.StructFieldOffsets("runtime.m", "curg")
+	if err != nil {
+		return 0, false
+	}
+	return probes.GoRuntimeCookie(gm[0], curg[0]), true // each below elfinfo.MaxFieldOffset
+}
+
+// attachAt attaches prog at each of rets (offsets from offset) of symbol in path.
+func attachAt(path, symbol string, offset, cookie uint64, rets []uint64, prog *ebpf.Program) (links []link.Link, err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range links {
+				_ = l.Close()
+			}
+			links = nil
+		}
+	}()
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, off := range rets {
+		l, err := ex.Uprobe(symbol, prog, &link.UprobeOptions{Address: offset, Offset: off, Cookie: cookie})
+		if err != nil {
+			return links, fmt.Errorf("attach return probe at +%#x: %w", off, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
