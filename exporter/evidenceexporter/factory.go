@@ -10,7 +10,6 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configretry"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
@@ -48,15 +47,12 @@ func createDefaultConfig() component.Config {
 	}
 }
 
-func helperOptions(cfg *Config, h *handle) []exporterhelper.Option {
-	return []exporterhelper.Option{
-		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
+func (h *handle) helper(cfg *Config) exporterkit.Helper {
+	return exporterkit.Helper{
+		Start: h.start, Shutdown: h.shutdown,
 		// A local write is not abandoned half-way: it either lands whole or is rolled back.
-		exporterhelper.WithTimeout(exporterhelper.TimeoutConfig{Timeout: 0}),
-		exporterhelper.WithRetry(cfg.RetryConfig),
-		exporterhelper.WithQueue(cfg.QueueConfig),
-		exporterhelper.WithStart(h.start),
-		exporterhelper.WithShutdown(h.shutdown),
+		Timeout: exporterhelper.TimeoutConfig{Timeout: 0},
+		Retry:   cfg.RetryConfig, Queue: cfg.QueueConfig,
 	}
 }
 
@@ -66,7 +62,7 @@ func (r *registry) createTraces(ctx context.Context, set exporter.Settings, c co
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, h.drops.HelperSettings(set, cfg.QueueConfig), cfg, h.exp.pushTraces, helperOptions(cfg, h)...)
+	return exporterkit.NewTraces(ctx, set, cfg, h.drops, h.exp.pushTraces, h.helper(cfg))
 }
 
 func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c component.Config) (exporter.Logs, error) {
@@ -75,7 +71,7 @@ func (r *registry) createLogs(ctx context.Context, set exporter.Settings, c comp
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewLogs(ctx, h.drops.HelperSettings(set, cfg.QueueConfig), cfg, h.exp.pushLogs, helperOptions(cfg, h)...)
+	return exporterkit.NewLogs(ctx, set, cfg, h.drops, h.exp.pushLogs, h.helper(cfg))
 }
 
 // registry shares one evidenceExporter per archive directory among the signals.

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
@@ -329,29 +327,7 @@ func htmlText(s string) string {
 
 // oneLine returns s as one printable line of at most limit bytes, without the client secret.
 func (e *sentinelExporter) oneLine(s string, limit int) string {
-	s = e.redact(strings.ToValidUTF8(s, ""))
-	var b strings.Builder
-	space := false
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			if !space && b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			space = true
-			continue
-		}
-		space = false
-		b.WriteRune(r)
-	}
-	out := strings.TrimSpace(b.String())
-	if len(out) > limit {
-		cut := limit
-		for cut > 0 && !utf8.RuneStart(out[cut]) {
-			cut--
-		}
-		out = out[:cut] + "…"
-	}
-	return out
+	return exporterkit.OneLine(s, limit, "…", e.redact)
 }
 
 func (e *sentinelExporter) redact(s string) string {

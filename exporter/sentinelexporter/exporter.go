@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -276,11 +275,6 @@ func (e *sentinelExporter) putState(s *encodeState) {
 	e.statePool.Put(s)
 }
 
-type dropStats struct {
-	count   int
-	largest int
-}
-
 // batcher cuts the rows of one export call into JSON arrays of at most max_batch_bytes and
 // uploads each as soon as it is full. It stops at the first failed upload.
 type batcher struct {
@@ -289,7 +283,7 @@ type batcher struct {
 	client uploader
 	st     *encodeState
 	err    error
-	drops  map[string]*dropStats
+	drops  exporterkit.CallDrops
 }
 
 func (e *sentinelExporter) newBatcher(ctx context.Context, client uploader, st *encodeState, n int) *batcher {
@@ -306,16 +300,7 @@ func (e *sentinelExporter) newBatcher(ctx context.Context, client uploader, st *
 func (b *batcher) pending(idx int) bool { return idx >= len(b.st.done) || !b.st.done[idx] }
 
 func (b *batcher) drop(idx int, reason string, size int) {
-	if b.drops == nil {
-		b.drops = map[string]*dropStats{}
-	}
-	ds := b.drops[reason]
-	if ds == nil {
-		ds = &dropStats{}
-		b.drops[reason] = ds
-	}
-	ds.count++
-	ds.largest = max(ds.largest, size)
+	b.drops.Note(reason, size)
 	if idx < len(b.st.done) {
 		b.st.done[idx] = true
 	}
@@ -359,7 +344,7 @@ func (b *batcher) finish() error {
 	if b.err == nil {
 		b.err = b.flush()
 	}
-	b.e.reportDrops(b.ctx, b.drops)
+	b.e.reportDrops(b.ctx, &b.drops)
 	return b.err
 }
 
@@ -409,32 +394,18 @@ func (e *sentinelExporter) send(ctx context.Context, client uploader, rows []byt
 	return e.classify(err)
 }
 
-func (e *sentinelExporter) reportDrops(ctx context.Context, drops map[string]*dropStats) {
-	if len(drops) == 0 {
-		return
-	}
-	reasons := make([]string, 0, len(drops))
-	for r := range drops {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, reason := range reasons {
-		ds := drops[reason]
-		e.drops.Add(ctx, reason, int64(ds.count))
-		fields := []zap.Field{
-			zap.String("reason", reason),
-			zap.String("signal", string(e.signal)),
-			zap.String("stream", e.stream),
-			zap.Int("dropped_rows", ds.count),
-		}
-		switch reason {
-		case dropRowTooLarge:
-			fields = append(fields, zap.Int("largest_row_bytes", ds.largest), zap.Int("max_batch_bytes", e.maxBatch))
-		case dropRejectedTooLarge:
-			fields = append(fields, zap.Int("largest_request_bytes", ds.largest))
-		}
-		e.logger.Error("Dropped rows that the Logs Ingestion API cannot accept", fields...)
-	}
+func (e *sentinelExporter) reportDrops(ctx context.Context, drops *exporterkit.CallDrops) {
+	e.drops.Report(ctx, drops, "Dropped rows that the Logs Ingestion API cannot accept", "dropped_rows",
+		[]zap.Field{zap.String("stream", e.stream)},
+		func(reason string, largest int) []zap.Field {
+			switch reason {
+			case dropRowTooLarge:
+				return []zap.Field{zap.Int("largest_row_bytes", largest), zap.Int("max_batch_bytes", e.maxBatch)}
+			case dropRejectedTooLarge:
+				return []zap.Field{zap.Int("largest_request_bytes", largest)}
+			}
+			return nil
+		})
 }
 
 // newHTTPClient is the transport of an exporter without an injected one: a private clone of

@@ -6,7 +6,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configretry"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
@@ -66,38 +65,24 @@ func createDefaultConfig() component.Config {
 }
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config, opts factoryOptions) (exporter.Traces, error) {
-	oCfg := cfg.(*Config)
-	exp, err := newExporter(set, oCfg, signalTraces, opts)
+	exp, err := newExporter(set, cfg.(*Config), signalTraces, opts)
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewTraces(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushTraces, helperOptions(exp, oCfg)...)
-	if err != nil {
-		return nil, err
-	}
-	return exporterkit.OnceTraces(e), nil
+	return exporterkit.NewTraces(ctx, set, cfg, exp.drops, exp.pushTraces, exp.helper())
 }
 
 func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config, opts factoryOptions) (exporter.Logs, error) {
-	oCfg := cfg.(*Config)
-	exp, err := newExporter(set, oCfg, signalLogs, opts)
+	exp, err := newExporter(set, cfg.(*Config), signalLogs, opts)
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewLogs(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushLogs, helperOptions(exp, oCfg)...)
-	if err != nil {
-		return nil, err
-	}
-	return exporterkit.OnceLogs(e), nil
+	return exporterkit.NewLogs(ctx, set, cfg, exp.drops, exp.pushLogs, exp.helper())
 }
 
-func helperOptions(exp *sentinelExporter, cfg *Config) []exporterhelper.Option {
-	return []exporterhelper.Option{
-		exporterhelper.WithStart(exp.start),
-		exporterhelper.WithShutdown(exp.shutdown),
-		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
-		exporterhelper.WithTimeout(cfg.TimeoutConfig),
-		exporterhelper.WithRetry(cfg.BackOffConfig),
-		exporterhelper.WithQueue(cfg.QueueSettings),
+func (e *sentinelExporter) helper() exporterkit.Helper {
+	return exporterkit.Helper{
+		Start: e.start, Shutdown: e.shutdown,
+		Timeout: e.cfg.TimeoutConfig, Retry: e.cfg.BackOffConfig, Queue: e.cfg.QueueSettings,
 	}
 }

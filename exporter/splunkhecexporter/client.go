@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
@@ -164,29 +162,7 @@ func parseRetryAfter(v string) (time.Duration, bool) {
 
 // excerpt returns at most maxExcerpt bytes of body as one printable line without the token.
 func (e *hecExporter) excerpt(body []byte) string {
-	s := strings.ToValidUTF8(string(body), "")
-	var b strings.Builder
-	space := false
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			if !space && b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			space = true
-			continue
-		}
-		space = false
-		b.WriteRune(r)
-	}
-	out := e.redact(strings.TrimSpace(b.String()))
-	if len(out) > maxExcerpt {
-		cut := maxExcerpt
-		for cut > 0 && !utf8.RuneStart(out[cut]) {
-			cut--
-		}
-		out = out[:cut]
-	}
-	return out
+	return exporterkit.OneLine(string(body), maxExcerpt, "", e.redact)
 }
 
 func (e *hecExporter) redact(s string) string {

@@ -10,7 +10,6 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
-	"sort"
 	"sync"
 
 	"github.com/google/uuid"
@@ -231,11 +230,6 @@ func (r *exportResult) needsResend(idx int) bool {
 	return false
 }
 
-type dropStats struct {
-	count   int
-	largest int
-}
-
 // export encodes events as newline-separated JSON into batches whose uncompressed size stays
 // within the signal's max_content_length, posts each batch, then (ack enabled) waits for the
 // indexer acknowledgement of every batch it posted.
@@ -248,19 +242,13 @@ func (e *hecExporter) export(ctx context.Context, events iter.Seq2[int, *hecEven
 	st := e.getState()
 	defer e.putState(st)
 
-	drops := map[string]*dropStats{}
+	var drops exporterkit.CallDrops
 	drop := func(idx int, reason string, size int) {
 		if res.dropped == nil {
 			res.dropped = map[int]struct{}{}
 		}
 		res.dropped[idx] = struct{}{}
-		ds := drops[reason]
-		if ds == nil {
-			ds = &dropStats{}
-			drops[reason] = ds
-		}
-		ds.count++
-		ds.largest = max(ds.largest, size)
+		drops.Note(reason, size)
 	}
 
 	var pending []pendingAck
@@ -334,7 +322,7 @@ func (e *hecExporter) export(ctx context.Context, events iter.Seq2[int, *hecEven
 	if postErr == nil && len(starts) > 0 {
 		postErr = flush()
 	}
-	e.reportDrops(ctx, drops)
+	e.reportDrops(ctx, &drops)
 
 	if postErr != nil && consumererror.IsPermanent(postErr) {
 		res.err = postErr
@@ -353,33 +341,19 @@ func (e *hecExporter) export(ctx context.Context, events iter.Seq2[int, *hecEven
 	return res
 }
 
-func (e *hecExporter) reportDrops(ctx context.Context, drops map[string]*dropStats) {
-	if len(drops) == 0 {
-		return
-	}
-	reasons := make([]string, 0, len(drops))
-	for r := range drops {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, reason := range reasons {
-		ds := drops[reason]
-		e.drops.Add(ctx, reason, int64(ds.count))
-		fields := []zap.Field{
-			zap.String("reason", reason),
-			zap.String("signal", string(e.signal)),
-			zap.Int("dropped_events", ds.count),
-		}
-		switch reason {
-		case dropEventTooLarge:
-			fields = append(fields, zap.Int("largest_event_bytes", ds.largest), zap.Int("max_event_size", e.maxEventSize))
-		case dropOverContentLength:
-			fields = append(fields, zap.Int("largest_event_bytes", ds.largest), zap.Int("max_content_length", e.maxContentLength))
-		case dropRejectedTooLarge:
-			fields = append(fields, zap.Int("largest_event_bytes", ds.largest))
-		}
-		e.logger.Error("Dropped events that Splunk HEC cannot accept", fields...)
-	}
+func (e *hecExporter) reportDrops(ctx context.Context, drops *exporterkit.CallDrops) {
+	e.drops.Report(ctx, drops, "Dropped events that Splunk HEC cannot accept", "dropped_events", nil,
+		func(reason string, largest int) []zap.Field {
+			switch reason {
+			case dropEventTooLarge:
+				return []zap.Field{zap.Int("largest_event_bytes", largest), zap.Int("max_event_size", e.maxEventSize)}
+			case dropOverContentLength:
+				return []zap.Field{zap.Int("largest_event_bytes", largest), zap.Int("max_content_length", e.maxContentLength)}
+			case dropRejectedTooLarge:
+				return []zap.Field{zap.Int("largest_event_bytes", largest)}
+			}
+			return nil
+		})
 }
 
 // redactedEndpoint is safe to log: no user info, no query.

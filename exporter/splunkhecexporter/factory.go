@@ -6,7 +6,6 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/confighttp"
 	"go.opentelemetry.io/collector/config/configretry"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
@@ -60,40 +59,27 @@ func createDefaultConfig() component.Config {
 }
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
-	oCfg := cfg.(*Config)
-	exp, err := newExporter(set, oCfg, signalTraces)
+	exp, err := newExporter(set, cfg.(*Config), signalTraces)
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewTraces(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushTraces, helperOptions(exp, oCfg)...)
-	if err != nil {
-		return nil, err
-	}
-	return exporterkit.OnceTraces(e), nil
+	return exporterkit.NewTraces(ctx, set, cfg, exp.drops, exp.pushTraces, exp.helper())
 }
 
 func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
-	oCfg := cfg.(*Config)
-	exp, err := newExporter(set, oCfg, signalLogs)
+	exp, err := newExporter(set, cfg.(*Config), signalLogs)
 	if err != nil {
 		return nil, err
 	}
-	e, err := exporterhelper.NewLogs(ctx, exp.drops.HelperSettings(set, oCfg.QueueSettings), cfg, exp.pushLogs, helperOptions(exp, oCfg)...)
-	if err != nil {
-		return nil, err
-	}
-	return exporterkit.OnceLogs(e), nil
+	return exporterkit.NewLogs(ctx, set, cfg, exp.drops, exp.pushLogs, exp.helper())
 }
 
-func helperOptions(exp *hecExporter, cfg *Config) []exporterhelper.Option {
-	return []exporterhelper.Option{
-		exporterhelper.WithStart(exp.start),
-		exporterhelper.WithShutdown(exp.shutdown),
-		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
+func (e *hecExporter) helper() exporterkit.Helper {
+	return exporterkit.Helper{
+		Start: e.start, Shutdown: e.shutdown,
 		// Disabled as in contrib: the HTTP client timeout bounds each request, and the ack
 		// timeout bounds the acknowledgement wait.
-		exporterhelper.WithTimeout(exporterhelper.TimeoutConfig{Timeout: 0}),
-		exporterhelper.WithRetry(cfg.BackOffConfig),
-		exporterhelper.WithQueue(cfg.QueueSettings),
+		Timeout: exporterhelper.TimeoutConfig{Timeout: 0},
+		Retry:   e.cfg.BackOffConfig, Queue: e.cfg.QueueSettings,
 	}
 }

@@ -1,5 +1,8 @@
-// Package exporterkit holds what this project's exporters (splunk_hec, sentinel) share on top
-// of the collector's exporterhelper.
+// Package exporterkit holds what this project's exporters (splunk_hec, sentinel, evidence) share
+// on top of the collector's exporterhelper: the exporterhelper wiring (Helper, NewTraces,
+// NewLogs), the drop accounting (Drops, CallDrops), the split of a batch the backend finds too
+// large (Bisect), the selection of what a partial failure hands back (SelectSpans, SelectLogs)
+// and the one-line quoting of a backend's answer (OneLine).
 package exporterkit
 
 import (
