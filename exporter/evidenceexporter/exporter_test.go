@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,15 +23,13 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/internal/metadata"
 	"github.com/agenttrail/agenttrail/internal/exporterkit"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 var (
@@ -490,16 +489,8 @@ func TestStartRepairsTornTailAndCountsIt(t *testing.T) {
 	if err := te.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m, err := tel.GetMetric(repairsMetricName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := m.Data.(metricdata.Sum[int64])
-	if len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 1 {
-		t.Fatalf("repairs %+v, want one", sum.DataPoints)
-	}
-	if reason, _ := sum.DataPoints[0].Attributes.Value("reason"); reason.AsString() != archive.RepairPartialLine {
-		t.Errorf("repair reason %q, want %q", reason.AsString(), archive.RepairPartialLine)
+	if got, want := exporterkittest.CountsByReason(t, tel, repairsMetricName), map[string]int64{archive.RepairPartialLine: 1}; !maps.Equal(got, want) {
+		t.Fatalf("repairs %v, want %v", got, want)
 	}
 	rep, err := archive.VerifyDir(cfg.Directory, archive.VerifyOptions{PublicKey: key.Public().(ed25519.PublicKey)})
 	if err != nil || rep.PartialTail != nil || rep.LastSeq != seq+2 {
@@ -518,10 +509,8 @@ func TestDroppedStoryIsCountedAndLogged(t *testing.T) {
 	cfg := testConfig(t)
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { tel.Shutdown(context.Background()) })
-	core, logs := observer.New(zapcore.InfoLevel)
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
-	set.Logger = zap.New(core)
+	set, logs := exporterkittest.ObservedSettings(metadata.Type, zapcore.InfoLevel)
+	set.TelemetrySettings.MeterProvider = tel.NewTelemetrySettings().MeterProvider
 	te, err := NewFactory().CreateTraces(context.Background(), set, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -543,16 +532,8 @@ func TestDroppedStoryIsCountedAndLogged(t *testing.T) {
 	if err := te.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m, err := tel.GetMetric(droppedMetricName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := m.Data.(metricdata.Sum[int64])
-	if len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 1 {
-		t.Fatalf("dropped %+v, want the one span", sum.DataPoints)
-	}
-	if reason, _ := sum.DataPoints[0].Attributes.Value("reason"); reason.AsString() != exporterkit.ReasonRejected {
-		t.Errorf("drop reason %q, want %q", reason.AsString(), exporterkit.ReasonRejected)
+	if got, want := exporterkittest.CountsByReason(t, tel, droppedMetricName), map[string]int64{exporterkit.ReasonRejected: 1}; !maps.Equal(got, want) {
+		t.Fatalf("dropped %v, want the one span %v", got, want)
 	}
 	summaries := logs.FilterMessageSnippet("Drop summary of exporter").All()
 	if len(summaries) != 1 {

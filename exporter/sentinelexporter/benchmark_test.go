@@ -1,17 +1,16 @@
 package sentinelexporter
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 
 	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 // BenchmarkExportTraces exports 10,000 spans per call through the full component (real azlogs
@@ -31,9 +30,9 @@ func BenchmarkExportTraces(b *testing.B) {
 		requests.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	defer ing.Close()
+	b.Cleanup(ing.Close) // after the exporter's shutdown, which StartTraces registered later
 	client := trustingClient(entra.srv, ing)
-	defer client.CloseIdleConnections()
+	b.Cleanup(client.CloseIdleConnections)
 
 	env := &azureEnv{entra: entra, client: client}
 	cfg := createDefaultConfig().(*Config)
@@ -43,24 +42,8 @@ func BenchmarkExportTraces(b *testing.B) {
 	cfg.QueueSettings = env.noQueue()
 	cfg.BackOffConfig.Enabled = false
 
-	exp, err := env.factory().CreateTraces(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err = exp.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = exp.Shutdown(context.Background()) }()
-	td := makeTraces(spansPerCall)
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if err := exp.ConsumeTraces(context.Background(), td); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(spansPerCall)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+	exp := exporterkittest.StartTraces(b, env.factory(), cfg, exportertest.NewNopSettings(metadata.Type))
+	exporterkittest.BenchmarkTraces(b, exp, makeTraces(spansPerCall))
 	if n := requests.Load(); n > 0 {
 		b.ReportMetric(float64(rawBytes.Load())/float64(n), "gzip-bytes/req")
 	}

@@ -20,11 +20,11 @@ import (
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 func TestFindingsToRows(t *testing.T) {
@@ -305,17 +305,7 @@ func Test413SingleRowIsDropped(t *testing.T) {
 
 func assertDropped(t *testing.T, tel *componenttest.Telemetry, want map[string]int64) {
 	t.Helper()
-	m, err := tel.GetMetric(droppedMetricName)
-	require.NoError(t, err)
-	sum, ok := m.Data.(metricdata.Sum[int64])
-	require.True(t, ok)
-	assert.True(t, sum.IsMonotonic)
-	got := map[string]int64{}
-	for _, dp := range sum.DataPoints {
-		reason, _ := dp.Attributes.Value("reason")
-		got[reason.AsString()] += dp.Value
-	}
-	assert.Equal(t, want, got)
+	assert.Equal(t, want, exporterkittest.CountsByReason(t, tel, droppedMetricName))
 }
 
 // errorLines returns the log entries at error level or above, each as one string, and fails if

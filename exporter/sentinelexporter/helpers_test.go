@@ -1,7 +1,6 @@
 package sentinelexporter
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -10,11 +9,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
-	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -23,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 // azureEnv is a fake Entra ID and a fake Logs Ingestion endpoint with a client trusting both.
@@ -74,23 +72,11 @@ func fastRetry(cfg *Config) {
 }
 
 func (env *azureEnv) startTraces(t *testing.T, cfg *Config, set exporter.Settings) exporter.Traces {
-	t.Helper()
-	require.NoError(t, cfg.Validate())
-	exp, err := env.factory().CreateTraces(context.Background(), set, cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
-	return exp
+	return exporterkittest.StartTraces(t, env.factory(), cfg, set)
 }
 
 func (env *azureEnv) startLogs(t *testing.T, cfg *Config, set exporter.Settings) exporter.Logs {
-	t.Helper()
-	require.NoError(t, cfg.Validate())
-	exp, err := env.factory().CreateLogs(context.Background(), set, cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
-	return exp
+	return exporterkittest.StartLogs(t, env.factory(), cfg, set)
 }
 
 // startRaw returns a started exporter without the exporterhelper wrapping.
@@ -99,16 +85,12 @@ func (env *azureEnv) startRaw(t *testing.T, cfg *Config, sig signal, set exporte
 	require.NoError(t, cfg.Validate())
 	exp, err := newExporter(set, cfg, sig, factoryOptions{transport: env.client, noCredentialRetries: true})
 	require.NoError(t, err)
-	require.NoError(t, exp.start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.shutdown(context.Background())) })
+	exporterkittest.Start(t, exp.start, exp.shutdown)
 	return exp
 }
 
 func observedSettings(level zapcore.Level) (exporter.Settings, *observer.ObservedLogs) {
-	core, logs := observer.New(level)
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
-	return set, logs
+	return exporterkittest.ObservedSettings(metadata.Type, level)
 }
 
 // makeTraces builds n spans with distinct span ids, spread over two resources.

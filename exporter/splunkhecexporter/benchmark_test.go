@@ -1,16 +1,15 @@
 package splunkhecexporter
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 
 	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 // BenchmarkExportTraces exports 10,000 spans per call through the full component (no queue,
@@ -21,7 +20,7 @@ func BenchmarkExportTraces(b *testing.B) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, `{"text":"Success","code":0}`)
 	}))
-	defer srv.Close()
+	b.Cleanup(srv.Close) // after the exporters' shutdowns, which StartTraces registered later
 
 	for _, bc := range []struct {
 		name               string
@@ -33,24 +32,8 @@ func BenchmarkExportTraces(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := testConfig(srv.URL + "/services/collector")
 			cfg.DisableCompression = bc.disableCompression
-			exp, err := NewFactory().CreateTraces(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err = exp.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = exp.Shutdown(context.Background()) }()
-			td := makeTraces(spansPerCall)
-
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if err := exp.ConsumeTraces(context.Background(), td); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(spansPerCall)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+			exp := exporterkittest.StartTraces(b, NewFactory(), cfg, exportertest.NewNopSettings(metadata.Type))
+			exporterkittest.BenchmarkTraces(b, exp, makeTraces(spansPerCall))
 		})
 	}
 }

@@ -31,12 +31,12 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/exporterkit/exporterkittest"
 )
 
 const testToken = "7c1e3e2a-0f57-4a53-9d6e-2b1f2c3d4e5f"
@@ -66,36 +66,20 @@ func startRaw(t *testing.T, cfg *Config, sig signal, set exporter.Settings) *hec
 	require.NoError(t, cfg.Validate())
 	exp, err := newExporter(set, cfg, sig)
 	require.NoError(t, err)
-	require.NoError(t, exp.start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.shutdown(context.Background())) })
+	exporterkittest.Start(t, exp.start, exp.shutdown)
 	return exp
 }
 
 func startTraces(t *testing.T, cfg *Config, set exporter.Settings) exporter.Traces {
-	t.Helper()
-	require.NoError(t, cfg.Validate())
-	exp, err := NewFactory().CreateTraces(context.Background(), set, cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
-	return exp
+	return exporterkittest.StartTraces(t, NewFactory(), cfg, set)
 }
 
 func startLogs(t *testing.T, cfg *Config, set exporter.Settings) exporter.Logs {
-	t.Helper()
-	require.NoError(t, cfg.Validate())
-	exp, err := NewFactory().CreateLogs(context.Background(), set, cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
-	return exp
+	return exporterkittest.StartLogs(t, NewFactory(), cfg, set)
 }
 
 func observedSettings(level zapcore.Level) (exporter.Settings, *observer.ObservedLogs) {
-	core, logs := observer.New(level)
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
-	return set, logs
+	return exporterkittest.ObservedSettings(metadata.Type, level)
 }
 
 // makeTraces builds n spans, each with a distinct span id, spread over two resources.
@@ -354,17 +338,7 @@ func TestLogsSourcetypeFallsBackToSourcetype(t *testing.T) {
 
 func assertDropped(t *testing.T, tel *componenttest.Telemetry, want map[string]int64) {
 	t.Helper()
-	m, err := tel.GetMetric(droppedMetricName)
-	require.NoError(t, err)
-	sum, ok := m.Data.(metricdata.Sum[int64])
-	require.True(t, ok)
-	assert.True(t, sum.IsMonotonic)
-	got := map[string]int64{}
-	for _, dp := range sum.DataPoints {
-		reason, _ := dp.Attributes.Value("reason")
-		got[reason.AsString()] += dp.Value
-	}
-	assert.Equal(t, want, got)
+	assert.Equal(t, want, exporterkittest.CountsByReason(t, tel, droppedMetricName))
 }
 
 func TestBatchingUnderContentLimit(t *testing.T) {

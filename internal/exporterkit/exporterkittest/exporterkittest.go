@@ -1,0 +1,109 @@
+// Package exporterkittest holds what the tests of this project's exporters (splunk_hec,
+// sentinel, evidence) share: an exporter started for one test, settings whose log is observed,
+// a counter read by reason, and the throughput benchmark loop.
+package exporterkittest
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// StartTraces validates cfg, creates the traces exporter of f, starts it and shuts it down
+// (without error) when the test ends.
+func StartTraces(t testing.TB, f exporter.Factory, cfg component.Config, set exporter.Settings) exporter.Traces {
+	t.Helper()
+	validate(t, cfg)
+	exp, err := f.CreateTraces(context.Background(), set, cfg)
+	if err != nil {
+		t.Fatalf("create traces exporter: %v", err)
+	}
+	Start(t, exp.Start, exp.Shutdown)
+	return exp
+}
+
+// StartLogs is StartTraces for logs.
+func StartLogs(t testing.TB, f exporter.Factory, cfg component.Config, set exporter.Settings) exporter.Logs {
+	t.Helper()
+	validate(t, cfg)
+	exp, err := f.CreateLogs(context.Background(), set, cfg)
+	if err != nil {
+		t.Fatalf("create logs exporter: %v", err)
+	}
+	Start(t, exp.Start, exp.Shutdown)
+	return exp
+}
+
+// Start runs start with a no-op host and shutdown (which must not fail) when the test ends:
+// for an exporter without the exporterhelper wrapping too.
+func Start(t testing.TB, start component.StartFunc, shutdown component.ShutdownFunc) {
+	t.Helper()
+	if err := start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+}
+
+func validate(t testing.TB, cfg component.Config) {
+	t.Helper()
+	if v, ok := cfg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			t.Fatalf("config: %v", err)
+		}
+	}
+}
+
+// ObservedSettings returns no-op settings of an exporter of type typ whose logger records the
+// entries at level and above.
+func ObservedSettings(typ component.Type, level zapcore.Level) (exporter.Settings, *observer.ObservedLogs) {
+	core, logs := observer.New(level)
+	set := exportertest.NewNopSettings(typ)
+	set.Logger = zap.New(core)
+	return set, logs
+}
+
+// CountsByReason reads the monotonic int counter name (dropped, repaired, ...) from tel,
+// summed by its reason attribute.
+func CountsByReason(t testing.TB, tel *componenttest.Telemetry, name string) map[string]int64 {
+	t.Helper()
+	m, err := tel.GetMetric(name)
+	if err != nil {
+		t.Fatalf("metric %s: %v", name, err)
+	}
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	if !ok || !sum.IsMonotonic {
+		t.Fatalf("metric %s is a %T, not a monotonic int sum", name, m.Data)
+	}
+	got := map[string]int64{}
+	for _, dp := range sum.DataPoints {
+		reason, _ := dp.Attributes.Value("reason")
+		got[reason.AsString()] += dp.Value
+	}
+	return got
+}
+
+// BenchmarkTraces sends td to exp in the benchmark loop and reports spans/s.
+func BenchmarkTraces(b *testing.B, exp exporter.Traces, td ptrace.Traces) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := exp.ConsumeTraces(context.Background(), td); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(td.SpanCount())*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+}
