@@ -67,7 +67,7 @@ type bench struct {
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "mcp", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "tax", "mcp", "hits", "load", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -147,6 +147,7 @@ func main() {
 	run("llmsdk", b.llmSDKThroughput)
 	run("syscalls", b.syscallOverhead)
 	run("sockets", b.socketOverhead)
+	run("tax", b.nodeTax)
 	run("mcp", b.mcpOverhead)
 	run("hits", b.probeHits)
 	run("load", b.agentLoad)

@@ -17,6 +17,7 @@ const (
 	secCall      = "2. Per instrumented call"
 	secSyscall   = "2b. Per syscall event"
 	secLLM       = "2c. LLM client throughput"
+	secTax       = "2d. Node-wide syscall tax"
 	secHits      = "3. Probe hits per agent request"
 	secLoad      = "4. The agent under load, collector off and on"
 	secPipeline  = "5. User-space pipeline"
@@ -26,7 +27,7 @@ const (
 	secOther     = "Other component benchmarks"
 )
 
-var sectionOrder = []string{secFloor, secCall, secSyscall, secLLM, secHits, secLoad, secPipeline, secMemory, secLatency, secExporters, secOther}
+var sectionOrder = []string{secFloor, secCall, secSyscall, secLLM, secTax, secHits, secLoad, secPipeline, secMemory, secLatency, secExporters, secOther}
 
 var sectionIntro = map[string]string{
 	secFloor: "What the hooks cost with a BPF program that does nothing: the floor every ratio below is taken against. " +
@@ -45,6 +46,12 @@ var sectionIntro = map[string]string{
 		"Ratio: on ÷ off. The receiver's user-space work (parsing every exchange into an inference span) shares the machine's cores " +
 		"with the client and the model, so it is in these numbers. Inference spans per request (spans with gen_ai.provider.name, " +
 		"warm-up included) check that every request was seen.",
+	secTax: "The syscall programs hook sys_enter and sys_exit, so every syscall of every process on the node runs them, traced or not. " +
+		"An untraced C program (tests/bench/taxtarget) times its own syscalls (its thread's CPU time, so that the other work of a busy machine is not counted) with nothing attached (off), with no-op programs on the two raw " +
+		"tracepoints (the hook's own cost: the syscall's slow path and the program call), under the receiver with its default configuration " +
+		"tracing another program (on), and with no-op programs on the per-syscall tracepoints (syscalls:sys_enter_openat, ...) of only the " +
+		"syscalls that configuration needs (what tracefs would offer instead). Ratio: on ÷ off. The in-BPF rows are the kernel's run " +
+		"statistics of the receiver's sys_enter and sys_exit programs: what the programs themselves cost per untraced syscall.",
 	secHits: "A count that is the same on every machine: what one benign request of the demo agent makes the kernel do. " +
 		"Uprobe hits are the runs of the receiver's uprobe programs (kernel BPF run statistics) during the requests, ÷ requests; " +
 		"the trap floor is hits × this run's bare uprobe hit.",
