@@ -386,3 +386,37 @@ func TestTailID(t *testing.T) {
 		}
 	}
 }
+
+// TestNullID: the TypeScript SDK's streamable HTTP server (server-everything 2026.8.31) answers
+// the Go SDK's server/discover, sent before any session, with HTTP 400 and a JSON-RPC error
+// whose id is null (testdata/http, as they sent it). The error is the discovery's, paired as
+// the only request in flight and saying so, not as an id the capture lost; with none or two in
+// flight it answers nothing.
+func TestNullID(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "http", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	req, resp := read("go-discover.req"), read("node-not-initialized.resp")
+	tr := NewTracker(Options{})
+	tr.Messages(agent, Write, Body("application/json", req, true, t0, t0, nil, 0))
+	calls := tr.Messages(agent, Read, Body("application/json", resp, true, t0, t0, nil, 0))
+	if len(calls) != 1 || calls[0].Method != "server/discover" || calls[0].ID != "1" || !calls[0].IsError ||
+		calls[0].Error == nil || calls[0].Error.Code != -32000 || calls[0].Error.Message != "Bad Request: Server not initialized" ||
+		calls[0].Problem != "response id null (the server could not read the request): paired with the only request in flight" {
+		t.Fatalf("calls %+v", calls)
+	}
+	// None in flight, then two: unmatched both times.
+	tr.Messages(agent, Read, Body("application/json", resp, true, t0, t0, nil, 0))
+	tr.Messages(agent, Write, Body("application/json", req, true, t0, t0, nil, 0))
+	tr.Messages(agent, Write, Body("application/json", bytes.Replace(req, []byte(`"id":1`), []byte(`"id":2`), 1), true, t0, t0, nil, 0))
+	if calls := tr.Messages(agent, Read, Body("application/json", resp, true, t0, t0, nil, 0)); len(calls) != 0 {
+		t.Errorf("a null id answered one of two: %+v", calls)
+	}
+	if st := tr.Stats(); st.ResponsesUnmatched != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}

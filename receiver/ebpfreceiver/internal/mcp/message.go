@@ -24,6 +24,10 @@ const (
 type Message struct {
 	Kind   Kind
 	ID     string // the id as JSON wrote it: a number's digits, or a string in its quotes; "" when none was seen
+	// NullID: the id was null, as a server answers a request it could not read (JSON-RPC 2.0:
+	// an error whose request's id could not be told): the TypeScript SDK's streamable HTTP
+	// server does so for any request before initialize, such as the Go SDK's server/discover.
+	NullID bool
 	Method string
 	// Params and Result are the raw JSON of those members, possibly cut (Cut says so).
 	Params, Result []byte
@@ -75,6 +79,7 @@ func parseMessage(head, tail []byte, cut bool) Message {
 		case "id":
 			if whole {
 				m.ID, sawID = idText(raw), true
+				m.NullID = string(bytes.TrimSpace(raw)) == "null"
 			}
 		case "method":
 			if whole {

@@ -291,7 +291,11 @@ func (t *Tracker) message(out []Call, sk Key, se *session, dir Direction, m *Mes
 		if m.ID == "" {
 			if c := t.only(se, inbound); c != nil {
 				delete(se.inflight, pendingKey{inbound, c.ID})
-				return append(out, t.done(c, se, m, "response id not captured: paired with the only request in flight"))
+				why := "response id not captured: paired with the only request in flight"
+				if m.NullID {
+					why = "response id null (the server could not read the request): paired with the only request in flight"
+				}
+				return append(out, t.done(c, se, m, why))
 			}
 			t.stats.ResponsesUnmatched++
 			return out
