@@ -76,6 +76,21 @@ func (a *Ack) Wait(ctx context.Context) error {
 	}
 }
 
+// Answered reports, without waiting, whether every reference was given up, and the answer.
+func (a *Ack) Answered() (answered bool, err error) {
+	if a == nil {
+		return true, nil
+	}
+	select {
+	case <-a.done:
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return true, a.err
+	default:
+		return false, nil
+	}
+}
+
 // Pending is the number of references still held (tests).
 func (a *Ack) Pending() int {
 	if a == nil {

@@ -69,3 +69,17 @@ func TestExtraDoneIgnored(t *testing.T) {
 		t.Fatalf("pending %d after the answer", a.Pending())
 	}
 }
+
+func TestAnswered(t *testing.T) {
+	a := New()
+	a.Add(1)
+	a.Done(nil) // the caller's reference
+	if ok, _ := a.Answered(); ok {
+		t.Fatal("answered with a part held")
+	}
+	want := errors.New("refused")
+	a.Done(want)
+	if ok, err := a.Answered(); !ok || !errors.Is(err, want) {
+		t.Fatalf("Answered() = %v, %v", ok, err)
+	}
+}

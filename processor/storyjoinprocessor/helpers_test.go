@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/internal/handoff"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
 
@@ -30,6 +31,7 @@ type harness struct {
 	now  time.Time
 	sink *consumertest.TracesSink
 	tel  *componenttest.Telemetry
+	acks []*handoff.Ack // one per send: answered when all of it was passed on
 }
 
 func newHarness(t *testing.T, cfg *Config) *harness {
@@ -56,14 +58,23 @@ func newHarnessLogged(t *testing.T, cfg *Config, logger *zap.Logger) *harness {
 	h.p = p
 	t.Cleanup(func() {
 		require.NoError(t, p.Shutdown(context.Background()))
+		for i, a := range h.acks {
+			require.Zero(t, a.Pending(), "request %d not answered after shutdown", i)
+		}
 		require.NoError(t, h.tel.Shutdown(context.Background()))
 	})
 	return h
 }
 
-func (h *harness) send(td ptrace.Traces) {
+// send hands td to the processor and returns once what goes on at once was passed on; the
+// request's answer (waiting for what it left held) is kept in h.acks.
+func (h *harness) send(td ptrace.Traces) *handoff.Ack {
 	h.t.Helper()
-	require.NoError(h.t, h.p.ConsumeTraces(context.Background(), td))
+	ack, err := h.p.(handoffProcessor).consume(context.Background(), td)
+	require.NoError(h.t, err)
+	ack.Done(nil) // the caller's reference, as Wait gives it up
+	h.acks = append(h.acks, ack)
+	return ack
 }
 
 // out takes everything the processor passed on so far, as one Traces.
@@ -79,6 +90,7 @@ func (h *harness) out() ptrace.Traces {
 func (h *harness) advance(d time.Duration) {
 	h.now = h.now.Add(d)
 	require.NoError(h.t, h.j.expire(context.Background(), false))
+	h.j.sends.Wait() // expired traces are passed on from a goroutine of their own
 }
 
 func (h *harness) counter(name, key, value string) int64 {

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processorhelper"
 	"go.uber.org/zap"
+
+	"github.com/agenttrail/agenttrail/internal/handoff"
 )
 
 // pendingTrace is a server-side trace waiting for its client half.
@@ -21,6 +23,23 @@ type pendingTrace struct {
 	spans    int
 	ev       evidence
 	deadline time.Time
+	// acks are the requests that brought spans of this trace: each is answered when the
+	// trace was passed on (nothing acknowledged to a sender is held only here).
+	acks []*handoff.Ack
+}
+
+// request is one ConsumeTraces call, in its context: its answer waits for the traces it left
+// waiting (ack), and the waiting traces its spans released are answered with its own hand-off.
+type request struct {
+	ack      *handoff.Ack
+	released []*handoff.Ack
+}
+
+type requestKey struct{}
+
+func requestOf(ctx context.Context) *request {
+	r, _ := ctx.Value(requestKey{}).(*request)
+	return r
 }
 
 // inboundSeen is a queue entry of an accepted peer: an entry whose time is no longer the map's
@@ -54,6 +73,7 @@ type joiner struct {
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	sends    sync.WaitGroup // expired traces being passed on
 	stopOnce sync.Once
 }
 
@@ -104,6 +124,7 @@ func (j *joiner) shutdown(ctx context.Context) error {
 		}
 		j.wg.Wait()
 		err = j.expire(ctx, true)
+		j.sends.Wait()
 	})
 	return err
 }
@@ -113,6 +134,7 @@ func (j *joiner) shutdown(ctx context.Context) error {
 func (j *joiner) expire(ctx context.Context, all bool) error {
 	now := j.now()
 	out := ptrace.NewTraces()
+	var acks []*handoff.Ack
 	j.mu.Lock()
 	n := 0
 	for len(j.pendingQueue) > 0 {
@@ -128,6 +150,7 @@ func (j *joiner) expire(ctx context.Context, all bool) error {
 		j.dropPending(p)
 		j.logDecision("storyjoin: passed on unjoined", id, p.ev, nil)
 		p.traces.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		acks = append(acks, p.acks...)
 		n++
 	}
 	j.forgetOld(now)
@@ -140,10 +163,29 @@ func (j *joiner) expire(ctx context.Context, all bool) error {
 	if out.SpanCount() == 0 {
 		return nil
 	}
-	if err := j.next.ConsumeTraces(ctx, out); err != nil {
-		j.logger.Error("storyjoin: unjoined traces refused by the next component", zap.Int("spans", out.SpanCount()), zap.Error(err))
+	send := func(ctx context.Context) error {
+		spans := out.SpanCount()
+		err := j.next.ConsumeTraces(ctx, out)
+		if err != nil {
+			j.logger.Error("storyjoin: unjoined traces refused by the next component; the senders waiting for them get the error",
+				zap.Int("spans", spans), zap.Error(err))
+		}
+		for _, a := range acks {
+			a.Done(err)
+		}
 		return err
 	}
+	if all {
+		return send(ctx)
+	}
+	// The next component may hold the traces too (attackstory answers once their stories
+	// left): the loop goes on meanwhile, so that other traces' waits end on time. The send
+	// outlives the loop's context; shutdown waits for it.
+	j.sends.Add(1)
+	go func() {
+		defer j.sends.Done()
+		_ = send(context.WithoutCancel(ctx))
+	}()
 	return nil
 }
 
@@ -248,6 +290,7 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 		held = append(held, id)
 	}
 	full := 0
+	touched := map[*pendingTrace]struct{}{} // waiting traces this request brought spans to
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
@@ -262,12 +305,15 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 					return false
 				}
 				p := j.pending[id]
-				if p == nil {
+				if p != nil {
+					j.pendingSpans++ // waiting already: counted here (a new one is counted below)
+				} else {
 					p = hold[id]
 				}
 				if p == nil {
 					return false
 				}
+				touched[p] = struct{}{}
 				if dst == nil {
 					dst = map[pcommon.TraceID]ptrace.SpanSlice{}
 				}
@@ -302,9 +348,27 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 	}
 	// Client spans of this batch may complete traces that were waiting.
 	released := j.retryPending(now, joinedNow, counts)
+	req := requestOf(ctx)
 	for _, p := range released {
 		rewrite[p.id] = j.joined[p.id]
 		p.traces.ResourceSpans().MoveAndAppendTo(rss)
+		// They go on with this request: their own requests are answered with its hand-off.
+		if req != nil {
+			req.released = append(req.released, p.acks...)
+		} else {
+			for _, a := range p.acks {
+				a.Done(nil)
+			}
+		}
+		p.acks = nil
+	}
+	if req != nil {
+		for p := range touched {
+			if j.pending[p.id] == p {
+				req.ack.Add(1)
+				p.acks = append(p.acks, req.ack)
+			}
+		}
 	}
 	j.applyRewrites(td, rewrite)
 	j.mu.Unlock()
