@@ -9,18 +9,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/agenttrail/agenttrail/internal/testutil"
+	"github.com/agenttrail/agenttrail/tests/internal/harness"
 	"github.com/agenttrail/agenttrail/tests/jaeger"
 )
 
@@ -39,13 +38,8 @@ func requireSetup(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("cross-node test: the collectors load eBPF programs and the test makes network namespaces; needs root")
 	}
-	collector := testutil.RepoPath(t, "_build/otelcol-agenttrail")
-	if _, err := os.Stat(collector); err != nil {
-		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
-	}
-	if _, err := os.Stat(jaeger.Binary()); err != nil {
-		t.Fatalf("Jaeger is not built (%s): make test builds it; run make tools", jaeger.Binary())
-	}
+	collector := harness.Collector(t)
+	harness.RequireJaeger(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("iproute2's ip is needed to make the network namespaces (apt-get install iproute2)")
 	}
@@ -82,80 +76,25 @@ func namespaces(t *testing.T) (nsA, nsB string) {
 	return nsA, nsB
 }
 
-// proc is a process the test started; stopped at the end.
-type proc struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-func start(t *testing.T, log string, env []string, name string, args ...string) *proc {
+// start starts a process with its output in log; it is stopped at the end.
+func start(t *testing.T, log string, env []string, name string, args ...string) *harness.Proc {
 	t.Helper()
-	f, err := os.Create(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, log: log, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.stop)
+	p := harness.MustStart(t, cmd, log)
+	t.Cleanup(func() { p.Stop(20 * time.Second) })
 	return p
 }
 
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func waitHealthy(t *testing.T, p *proc, port int) {
+func waitHealthy(t *testing.T, p *harness.Proc, port int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			t.Fatalf("collector exited:\n%s", tail(p.log, 40))
-		default:
-		}
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	t.Fatalf("collector not healthy:\n%s", tail(p.log, 40))
+	harness.WaitHealthy(t, p, harness.HealthURL(port, "/status"), 60*time.Second, nil)
 }
 
 // agentCollector starts one node's agent collector: the shipped configuration, tracing only
 // target (two collectors on one kernel each see every process: the target scopes them), its
 // resources named after the node, exporting to the gateway.
-func agentCollector(t *testing.T, collector, dir, node, gateway, target string) *proc {
+func agentCollector(t *testing.T, collector, dir, node, gateway, target string) *harness.Proc {
 	t.Helper()
 	health := testutil.FreePort(t)
 	over := filepath.Join(dir, node+".yaml")
@@ -290,23 +229,23 @@ service:
 	// Two agents call the same service at the same time.
 	const calls = 3
 	var wg sync.WaitGroup
-	agents := map[string]*proc{}
+	agents := map[string]*harness.Proc{}
 	for _, agent := range []string{"alpha", "beta"} {
 		agents[agent] = start(t, filepath.Join(dir, agent+".log"), nil, "ip", "netns", "exec", nsA, bins["cnagent"],
 			"http://"+addrB+":"+toolPort+"/report", agent, fmt.Sprint(calls), "400ms")
 		wg.Add(1)
-		go func(p *proc) { defer wg.Done(); <-p.done }(agents[agent])
+		go func(p *harness.Proc) { defer wg.Done(); <-p.Done() }(agents[agent])
 	}
 	wg.Wait()
 	for agent, p := range agents {
-		if p.cmd.ProcessState.ExitCode() != 0 {
-			t.Fatalf("agent %s failed:\n%s\nservice:\n%s", agent, tail(p.log, 20), tail(service.log, 20))
+		if p.Cmd.ProcessState.ExitCode() != 0 {
+			t.Fatalf("agent %s failed:\n%s\nservice:\n%s", agent, harness.Tail(p.Log, 20), harness.Tail(service.Log, 20))
 		}
 	}
 	pidOf := map[string]string{}
 	for agent, p := range agents {
 		// ip netns exec execs the program in place: the pid is the agent's.
-		pidOf[fmt.Sprint(p.cmd.Process.Pid)] = agent
+		pidOf[fmt.Sprint(p.Cmd.Process.Pid)] = agent
 	}
 
 	// Read the stories back: each agent's tool spans, each with the service's work under it.
@@ -339,7 +278,7 @@ service:
 		time.Sleep(2 * time.Second)
 	}
 	logs := func() string {
-		return fmt.Sprintf("gateway:\n%s\nnode-a:\n%s\nnode-b:\n%s\nsink:\n%s", tail(gw.log, 30), tail(colA.log, 20), tail(colB.log, 20), tail(sink.log, 10))
+		return fmt.Sprintf("gateway:\n%s\nnode-a:\n%s\nnode-b:\n%s\nsink:\n%s", harness.Tail(gw.Log, 30), harness.Tail(colA.Log, 20), harness.Tail(colB.Log, 20), harness.Tail(sink.Log, 10))
 	}
 	if len(stories) < 2*calls {
 		t.Fatalf("%d stories of the agents' tool calls in Jaeger, want %d\n%s", len(stories), 2*calls, logs())

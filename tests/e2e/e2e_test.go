@@ -18,12 +18,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/testutil"
+	"github.com/agenttrail/agenttrail/tests/internal/harness"
 	"github.com/agenttrail/agenttrail/tests/jaeger"
 	"github.com/agenttrail/agenttrail/tests/siem"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
@@ -43,13 +43,8 @@ func requireSetup(t *testing.T) (collector string) {
 	if os.Geteuid() != 0 {
 		t.Skip("end-to-end test: the collector loads eBPF programs and needs root")
 	}
-	collector = testutil.RepoPath(t, "_build/otelcol-agenttrail")
-	if _, err := os.Stat(collector); err != nil {
-		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
-	}
-	if _, err := os.Stat(jaeger.Binary()); err != nil {
-		t.Fatalf("Jaeger is not built (%s): make test builds it; run make tools", jaeger.Binary())
-	}
+	collector = harness.Collector(t)
+	harness.RequireJaeger(t)
 	return collector
 }
 
@@ -94,34 +89,12 @@ func TestBankAttackPythonAgent(t *testing.T) {
 	run(t, pythonAgent)
 }
 
-type harness struct {
-	t         *testing.T
-	dir       string
-	collector *exec.Cmd
-	log       string
-	done      chan struct{}
-}
-
-func (h *harness) stopCollector() {
-	if h.collector == nil {
-		return
-	}
-	_ = h.collector.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-h.done:
-	case <-time.After(20 * time.Second):
-		_ = h.collector.Process.Kill()
-		<-h.done
-	}
-	h.collector = nil
-}
-
 func run(t *testing.T, sc scenario) {
 	collectorBin := requireSetup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	h := &harness{t: t, dir: dir, log: filepath.Join(dir, "collector.log")}
+	collectorLog := filepath.Join(dir, "collector.log")
 
 	j, err := jaeger.Start(ctx, dir)
 	if err != nil {
@@ -175,11 +148,6 @@ service:
 		t.Fatal(err)
 	}
 	healthPort := testutil.FreePort(t)
-	logFile, err := os.Create(h.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
 	cmd := exec.Command(collectorBin, "--config="+testutil.RepoPath(t, "distributions/agenttrail/config.yaml"), "--config="+overrides)
 	cmd.Env = append(os.Environ(),
 		"AGENTTRAIL_OTLP_ENDPOINT="+jaeger.OTLPGRPCEndpoint,
@@ -188,14 +156,11 @@ service:
 		"AGENTTRAIL_PROFILES_DIR="+filepath.Join(dir, "profiles"),
 		"SSL_CERT_FILE="+caFile, // trust the Azure stand-in
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.collector, h.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(h.done) }()
-	defer h.stopCollector()
-	h.waitHealthy(healthPort)
+	col := harness.MustStart(t, cmd, collectorLog)
+	defer col.Stop(20 * time.Second)
+	harness.WaitHealthy(t, col, harness.HealthURL(healthPort, "/status"), 30*time.Second, func() bool {
+		return strings.Contains(harness.Tail(collectorLog, 400), "ebpf receiver started")
+	})
 	checkComponentStatus(t, healthPort)
 
 	bins, err := bank.Build(ctx, filepath.Join(dir, "bin"))
@@ -221,7 +186,7 @@ service:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agent's prompts do not show up in Jaeger; collector log:\n%s", tailFile(h.log, 40))
+			t.Fatalf("the agent's prompts do not show up in Jaeger; collector log:\n%s", harness.Tail(collectorLog, 40))
 		}
 		time.Sleep(time.Second)
 	}
@@ -244,7 +209,7 @@ service:
 	checkBenign(t, ctx, j, sc)
 	checkSIEMs(t, hec, azure)
 
-	h.stopCollector() // seals the evidence archive
+	col.Stop(20 * time.Second) // seals the evidence archive
 	checkNoSecrets(t, ctx, j, hec, azure, env, filepath.Join(dir, "evidence"))
 	checkEvidence(t, filepath.Join(dir, "evidence"), story.TraceID)
 }
@@ -264,32 +229,6 @@ func checkComponentStatus(t *testing.T, port int) {
 			t.Errorf("GET /status?verbose does not name %s: %s", want, body)
 		}
 	}
-}
-
-func (h *harness) waitHealthy(port int) {
-	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-h.done:
-			h.t.Fatalf("the collector exited at start:\n%s", tailFile(h.log, 30))
-		default:
-		}
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(tailFile(h.log, 400), "ebpf receiver started") {
-				return
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	h.t.Fatalf("the collector did not become healthy:\n%s", tailFile(h.log, 30))
-}
-
-func tailFile(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // waitAttack waits until Jaeger holds exactly one story with the export tool call and a finding.

@@ -41,6 +41,7 @@ import (
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
+	"github.com/agenttrail/agenttrail/tests/internal/harness"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
 )
 
@@ -93,10 +94,7 @@ func requireSetup(t *testing.T) (collector string) {
 	if _, err := containerid.FindCgroup2Mount(); err != nil {
 		t.Skipf("kernel enforcement test: no cgroup v2 mount: %v", err)
 	}
-	collector = testutil.RepoPath(t, "_build/otelcol-agenttrail")
-	if _, err := os.Stat(collector); err != nil {
-		t.Fatalf("the collector is not built (%s): make test builds it; run make build", collector)
-	}
+	collector = harness.Collector(t)
 	return collector
 }
 
@@ -190,8 +188,7 @@ type collector struct {
 	log    string
 	health int
 	pod    *podView // nil: on the host
-	cmd    *exec.Cmd
-	done   chan struct{}
+	proc   *harness.Proc
 }
 
 // podView runs the collector as a DaemonSet pod with cgroup v2 does: in a cgroup of its own and
@@ -245,11 +242,6 @@ func (v *podView) command(t *testing.T, args ...string) (*exec.Cmd, func()) {
 
 func (c *collector) start() {
 	c.t.Helper()
-	f, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer f.Close()
 	cmd := exec.Command(c.bin, "--config="+c.config)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if c.pod != nil {
@@ -257,56 +249,29 @@ func (c *collector) start() {
 		cmd, done = c.pod.command(c.t, c.bin, "--config="+c.config)
 		defer done()
 	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.cmd, c.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(c.done) }()
+	// The log is appended to across restarts: ready means one more "started" line than before.
 	starts := strings.Count(readFile(c.log), "ebpf receiver started")
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.done:
-			c.t.Fatalf("the collector exited at start:\n%s", tail(c.log, 40))
-		default:
-		}
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", c.health)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Count(readFile(c.log), "ebpf receiver started") > starts {
-				return
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	c.t.Fatalf("the collector did not become healthy:\n%s", tail(c.log, 40))
+	c.proc = harness.MustStart(c.t, cmd, c.log)
+	harness.WaitHealthy(c.t, c.proc, harness.HealthURL(c.health, "/"), 60*time.Second, func() bool {
+		return strings.Count(readFile(c.log), "ebpf receiver started") > starts
+	})
 }
 
 func (c *collector) stop() {
-	if c.cmd == nil {
+	if c.proc == nil {
 		return
 	}
 	began := time.Now()
 	defer func() { c.t.Logf("the collector stopped in %s", time.Since(began).Round(time.Millisecond)) }()
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(30 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
+	if !c.proc.Stop(30 * time.Second) {
 		c.t.Errorf("the collector did not stop within 30s of SIGTERM")
 	}
-	c.cmd = nil
+	c.proc = nil
 }
 
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
-}
-
-func tail(p string, n int) string {
-	lines := strings.Split(strings.TrimRight(readFile(p), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // cgroupPrograms lists the programs the kernel has attached to the cgroup's connect and
@@ -333,14 +298,7 @@ func cgroupPrograms(t *testing.T, cgroup string) map[ebpf.AttachType]int {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Time {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Now()
+	return harness.WaitFor(t, what, timeout, 10*time.Millisecond, cond)
 }
 
 func cli(t *testing.T, bin string, args ...string) (string, int) {
@@ -453,7 +411,7 @@ service:
 	defer c.stop()
 	defer func() {
 		if t.Failed() {
-			t.Logf("collector log:\n%s", tail(c.log, 60))
+			t.Logf("collector log:\n%s", harness.Tail(c.log, 60))
 		}
 	}()
 
@@ -486,7 +444,7 @@ service:
 	var prof *profile.File
 	for round := 0; prof == nil; round++ {
 		if round == 10 {
-			t.Fatalf("the profile did not complete after %d benign conversations:\n%s", round, tail(c.log, 30))
+			t.Fatalf("the profile did not complete after %d benign conversations:\n%s", round, harness.Tail(c.log, 30))
 		}
 		benign("learn-" + strconv.Itoa(round))
 		deadline := time.Now().Add(5 * time.Second)

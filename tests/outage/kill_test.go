@@ -26,6 +26,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/testutil"
+	"github.com/agenttrail/agenttrail/tests/internal/harness"
 	"github.com/agenttrail/agenttrail/tests/siem"
 )
 
@@ -273,43 +274,26 @@ func sendLoop(p killParams, port int, log *ackLog, stop <-chan struct{}) {
 
 // killCollector is the collector process of one life: started, SIGKILLed, started again.
 type killCollector struct {
-	bin, cfg, caFile string
-	logFile          *os.File
-	cmd              *exec.Cmd
-	exited           chan struct{}
+	bin, cfg, caFile, log string
+	proc                  *harness.Proc
 }
 
 func (k *killCollector) start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(k.bin, "--config="+k.cfg)
 	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+k.caFile)
-	cmd.Stdout, cmd.Stderr = k.logFile, k.logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	k.cmd = cmd
-	k.exited = make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(k.exited)
+	k.proc = harness.MustStart(t, cmd, k.log)
 }
 
-func (k *killCollector) signal(sig syscall.Signal, wait time.Duration) bool {
-	if k.cmd == nil {
-		return true
-	}
-	_ = k.cmd.Process.Signal(sig)
-	select {
-	case <-k.exited:
-		return true
-	case <-time.After(wait):
-		return false
+func (k *killCollector) kill() {
+	if k.proc != nil {
+		k.proc.Signal(syscall.SIGKILL, 10*time.Second)
 	}
 }
-
-func (k *killCollector) kill() { k.signal(syscall.SIGKILL, 10*time.Second) }
 
 func (k *killCollector) stop() {
-	if !k.signal(syscall.SIGTERM, 20*time.Second) {
-		k.kill()
+	if k.proc != nil {
+		k.proc.Stop(20 * time.Second)
 	}
 }
 
@@ -318,7 +302,7 @@ func (k *killCollector) waitPort(port int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-k.exited:
+		case <-k.proc.Done():
 			return false
 		default:
 		}
@@ -424,7 +408,7 @@ func TestKillDuringOutage(t *testing.T) {
 		t.Skip("starts the collector 20 times")
 	}
 	p := loadKillParams(t)
-	bin := collectorBinary(t)
+	bin := harness.Collector(t)
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(p.seed, 0x5eed))
 	t.Logf("pipeline %s, %d kills, %d spans/s, seed %d (OUTAGE_SEED replays the kill and outage schedule)", p.pipeline, p.kills, p.rate, p.seed)
@@ -458,17 +442,12 @@ func TestKillDuringOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "collector.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	col := &killCollector{bin: bin, cfg: cfg, caFile: caFile, logFile: logFile}
+	col := &killCollector{bin: bin, cfg: cfg, caFile: caFile, log: logPath}
 	defer col.stop()
 	fail := func(format string, args ...any) {
 		t.Helper()
 		logText, _ := os.ReadFile(logPath)
-		t.Fatalf(format+"\ncollector log (tail):\n%s", append(args, tail(string(logText), 40))...)
+		t.Fatalf(format+"\ncollector log (tail):\n%s", append(args, harness.LastLines(string(logText), 40))...)
 	}
 
 	log := &ackLog{acked: map[int]time.Time{}}
@@ -553,7 +532,7 @@ func TestKillDuringOutage(t *testing.T) {
 	}
 	if lost {
 		logText, _ := os.ReadFile(logPath)
-		t.Logf("collector log (tail):\n%s", tail(string(logText), 40))
+		t.Logf("collector log (tail):\n%s", harness.LastLines(string(logText), 40))
 	}
 }
 

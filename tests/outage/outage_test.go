@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
 	"github.com/agenttrail/agenttrail/internal/testutil"
+	"github.com/agenttrail/agenttrail/tests/internal/harness"
 	"github.com/agenttrail/agenttrail/tests/siem"
 )
 
@@ -34,18 +34,6 @@ const (
 	secret = "outage-secret"
 	dcr    = "dcr-0123456789abcdef0123456789abcdef"
 )
-
-func collectorBinary(t *testing.T) string {
-	t.Helper()
-	p, err := filepath.Abs("../../_build/otelcol-agenttrail")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the collector is not built (%s): make test builds it before running the tests; run make build", p)
-	}
-	return p
-}
 
 // hecServer is a minimal Splunk HEC endpoint that records the span ids it received.
 type hecServer struct {
@@ -111,41 +99,15 @@ func (h *hecServer) counts() (unique, total int) {
 	return unique, total
 }
 
-type collector struct {
-	cmd *exec.Cmd
-	log string
-}
-
-func startCollector(t *testing.T, bin, cfg, log, caFile string) *collector {
+// startCollector starts the collector (trusting the Azure stand-in's certificate), its log
+// appended to log; it is stopped at the end of the test if it still runs.
+func startCollector(t *testing.T, bin, cfg, log, caFile string) *harness.Proc {
 	t.Helper()
-	f, err := os.OpenFile(log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin, "--config="+cfg)
-	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+caFile) // trust the Azure stand-in
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &collector{cmd: cmd, log: log}
-	t.Cleanup(func() { c.stop(); f.Close() })
-	return c
-}
-
-func (c *collector) stop() {
-	if c.cmd.ProcessState != nil {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-done
-	}
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+caFile)
+	p := harness.MustStart(t, cmd, log)
+	t.Cleanup(func() { p.Stop(20 * time.Second) })
+	return p
 }
 
 // send posts n spans over OTLP/HTTP, retrying until the collector accepts them.
@@ -189,7 +151,7 @@ func send(t *testing.T, port, n int) {
 // the persistent queue, the collector is restarted during the outage, the endpoints come back:
 // every span arrives at both (at least once), and the evidence archive (also queued) verifies.
 func TestSIEMOutageAndRestart(t *testing.T) {
-	bin := collectorBinary(t)
+	bin := harness.Collector(t)
 	dir := t.TempDir()
 	otlpPort, hecPort, azurePort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	// The Azure stand-in's certificate is fixed: write it now for SSL_CERT_FILE, from a
@@ -264,12 +226,12 @@ service:
 	first := startCollector(t, bin, cfg, log, caFile)
 	send(t, otlpPort, n)
 	time.Sleep(time.Second) // a few failed attempts against the dead endpoint
-	first.stop()
+	first.Stop(20 * time.Second)
 	// The shutdown interrupted the retries of requests the persistent queues keep: the lines
 	// say so, and none says "Dropping data" (exporterkit.Drops.HelperLogger).
 	firstLog, _ := os.ReadFile(log)
 	if strings.Contains(string(firstLog), "Dropping data") {
-		t.Errorf("a SIGTERM with persistent queues logged \"Dropping data\":\n%s", tail(string(firstLog), 20))
+		t.Errorf("a SIGTERM with persistent queues logged \"Dropping data\":\n%s", harness.LastLines(string(firstLog), 20))
 	}
 	for _, line := range strings.Split(string(firstLog), "\n") {
 		if strings.Contains(line, "kept in the persistent queue") || strings.Contains(line, "Drop summary") {
@@ -278,12 +240,12 @@ service:
 	}
 	for _, id := range []string{"splunk_hec", "sentinel"} {
 		if !strings.Contains(string(firstLog), "kept in the persistent queue") || !strings.Contains(string(firstLog), "Drop summary of exporter "+id) {
-			t.Errorf("no \"kept in the persistent queue\" line or shutdown summary of %s after a SIGTERM during the outage:\n%s", id, tail(string(firstLog), 20))
+			t.Errorf("no \"kept in the persistent queue\" line or shutdown summary of %s after a SIGTERM during the outage:\n%s", id, harness.LastLines(string(firstLog), 20))
 		}
 	}
 
 	second := startCollector(t, bin, cfg, log, caFile)
-	defer second.stop()
+	defer second.Stop(20 * time.Second)
 	time.Sleep(time.Second)
 	hec := startHEC(t, hecPort)
 	azure, err := siem.StartAzureAt(fmt.Sprintf("127.0.0.1:%d", azurePort), tenant, client, secret, dcr)
@@ -305,11 +267,11 @@ service:
 		}
 		if time.Now().After(deadline) {
 			logText, _ := os.ReadFile(log)
-			t.Fatalf("after the outage HEC received %d and Sentinel %d of %d spans; collector log:\n%s", unique, len(rows), n, tail(string(logText), 30))
+			t.Fatalf("after the outage HEC received %d and Sentinel %d of %d spans; collector log:\n%s", unique, len(rows), n, harness.LastLines(string(logText), 30))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	second.stop()
+	second.Stop(20 * time.Second)
 	rep, err := archive.VerifyDir(filepath.Join(dir, "evidence"), archive.VerifyOptions{})
 	if err != nil {
 		t.Fatalf("evidence archive does not verify: %v", err)
@@ -318,12 +280,4 @@ service:
 		t.Fatalf("evidence archive is empty: %+v", rep)
 	}
 
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
