@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -113,59 +112,11 @@ func TestPythonScenario(t *testing.T) {
 		t.Errorf("agent log %s does not say it runs as module %s: %q, %v", env.Logs[PythonAgentProgram], PythonAgentModule, log, err)
 	}
 
-	t.Run("benign", func(t *testing.T) {
-		results := []*regexp.Regexp{
-			regexp.MustCompile(`^C1001 [A-Z][a-z]+ [A-Z][a-z]+: balance \$[\d,]+\.\d\d$`),
-			regexp.MustCompile(`^C1002 recent transactions: \d{4}-\d\d-\d\d card payment [A-Z ]+ -\$[\d,]+\.\d\d; `),
-			regexp.MustCompile(`^transferred \$20\.00 from C1001 to C1003 \(ref T0001\)$`),
-		}
-		for i, msg := range BenignConversation {
-			r, err := env.Chat(ctx, "benign", msg)
-			if err != nil {
-				t.Fatalf("%q: %v", msg, err)
-			}
-			if len(r.ToolCalls) != 1 || r.ToolCalls[0].Name != BenignTools[i] || r.ToolCalls[0].Error != "" {
-				t.Fatalf("%q: tool calls %+v, want one %s", msg, r.ToolCalls, BenignTools[i])
-			}
-			res := r.ToolCalls[0].Result
-			if !results[i].MatchString(res) {
-				t.Errorf("%q: result %q does not match %s", msg, res, results[i])
-			}
-			if !strings.Contains(r.Reply, BenignTools[i]+": "+res) {
-				t.Errorf("%q: reply %q does not give the result", msg, r.Reply)
-			}
-		}
-		r, err := env.Chat(ctx, "benign", "Show recent transactions for C1003")
-		if err != nil || len(r.ToolCalls) != 1 || !strings.Contains(r.ToolCalls[0].Result, "T0001 transfer from C1001 +$20.00") {
-			t.Errorf("transactions after transfer: %+v, %v", r, err)
-		}
-		if r, err := env.Chat(ctx, "benign", "Please transfer $500 from C1001 to C1003"); err != nil ||
-			len(r.ToolCalls) != 1 || r.ToolCalls[0].Error == "" || !strings.Contains(r.Reply, "refused") {
-			t.Errorf("transfer of $500 not refused: %+v, %v", r, err)
-		}
-		if ups, err := env.Uploads(); err != nil || len(ups) != 0 {
-			t.Fatalf("uploads after the benign chat: %v, %v", ups, err)
-		}
-	})
-
+	t.Run("benign", func(t *testing.T) { checkBenign(t, ctx, env) })
 	t.Run("attack", func(t *testing.T) { checkAttack(t, ctx, env) })
 
 	t.Run("stop", func(t *testing.T) {
-		pids := []int{env.AgentPID, env.ModelPID, env.SinkPID}
-		if err := env.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		for _, pid := range pids {
-			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-				t.Errorf("pid %d still there after Stop (kill 0: %v)", pid, err)
-			}
-		}
-		if err := env.Stop(); err != nil {
-			t.Errorf("second Stop: %v", err)
-		}
-		if _, err := env.Chat(ctx, "late", "hello"); err == nil {
-			t.Error("agent still answers after Stop")
-		}
+		checkStop(t, ctx, env)
 		// SIGTERM ended the agent itself: it logged no error and was not killed.
 		if log, err := os.ReadFile(env.Logs[PythonAgentProgram]); err != nil || bytes.Contains(log, []byte("Traceback")) {
 			t.Errorf("agent log: %s, %v", log, err)
