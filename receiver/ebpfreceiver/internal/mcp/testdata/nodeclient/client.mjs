@@ -1,8 +1,11 @@
-// client.mjs SERVER DIR [RECORD]: an MCP client on the official TypeScript SDK that spawns a
+// client.mjs SERVER ARG [RECORD]: an MCP client on the official TypeScript SDK that spawns a
 // reference server over stdio and makes the calls the receiver's tests expect.
-//   SERVER filesystem: server-filesystem allowed DIR; reads DIR/notes.txt, lists DIR, reads a
-//          missing file (an isError result).
-//   SERVER everything: server-everything; echo, get-sum, a resource read, a prompt.
+//   SERVER filesystem, ARG a directory: server-filesystem allowed ARG; reads ARG/notes.txt,
+//          lists ARG, reads a missing file (an isError result).
+//   SERVER everything, ARG a URL or "": server-everything; echo (with a secret in its message),
+//          get-sum, get-tiny-image (an image: base64 PNG), gzip-file-as-resource of the URL
+//          when one is given (the server fetches it; a blob resource), get-sum with a string
+//          argument (an isError result), a resource read, a prompt.
 // With RECORD set, the server runs under tee.mjs, which writes RECORD.c2s and RECORD.s2c.
 // It prints one line per call: "call <method> <id-order> ok|error".
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -36,8 +39,11 @@ if (which === "filesystem") {
   await call("list_directory", { path: dir });
   await call("read_text_file", { path: path.join(dir, "missing.txt") });
 } else {
-  await call("echo", { message: "hello from agenttrail" });
+  await call("echo", { message: "hello from agenttrail, token sk-live-0123456789abcdefghijkl" });
   await call("get-sum", { a: 2, b: 40 });
+  await call("get-tiny-image", {});
+  if (dir) await call("gzip-file-as-resource", { name: "page.gz", data: dir, outputType: "resource" });
+  await call("get-sum", { a: "two", b: 40 });
   const res = await client.readResource({ uri: "demo://resource/dynamic/text/1" });
   console.log(`resource ${res.contents.length}`);
   const p = await client.getPrompt({ name: "simple-prompt" });
