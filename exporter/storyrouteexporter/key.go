@@ -1,0 +1,351 @@
+package storyrouteexporter
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Attributes the eBPF receiver writes on socket spans, and the resource's node; the same the
+// gateway's storyjoin processor joins on (processor/storyjoinprocessor/join.go).
+const (
+	attrPeerAddr  = "network.peer.address"
+	attrPeerPort  = "network.peer.port"
+	attrLocalAddr = "network.local.address"
+	attrLocalPort = "network.local.port"
+	attrNetNS     = "agenttrail.netns"
+	attrNodeName  = "k8s.node.name"
+	attrHostName  = "host.name"
+)
+
+// What a trace was routed by (the "key" attribute of agenttrail.storyroute.traces).
+const (
+	byServerPeer  = "server_peer"  // the client's address, as the peer of an accept or of I/O that served
+	byClientLocal = "client_local" // the trace's own address, from its client-side socket spans
+	byFollowed    = "followed"     // an earlier batch of the trace was routed by one of the above
+	byTraceID     = "trace_id"     // no socket span: the trace id, as contrib's loadbalancing does
+)
+
+// Reasons of agenttrail.storyroute.unusable and agenttrail.storyroute.forgotten.
+const (
+	reasonBadAddress = "bad_address"
+	reasonBadPort    = "bad_port"
+	reasonMaxTraces  = "max_traces"
+	reasonMaxInbound = "max_inbound"
+)
+
+// routeKey is what a trace goes to a replica by.
+type routeKey struct {
+	key string
+	by  string
+}
+
+// candidate is a socket span's claim on its trace's key; the earliest wins.
+type candidate struct {
+	key   string
+	start time.Time
+	local bool // a "this machine" address: only used when nothing routable is there
+}
+
+type inboundKey struct {
+	node string
+	peer netip.AddrPort
+}
+
+type seenAt struct {
+	id pcommon.TraceID
+	at time.Time
+}
+
+type inboundSeen struct {
+	key inboundKey
+	at  time.Time
+}
+
+// keyer decides the key of every trace of a batch. It remembers, bounded and for ttl, the key
+// of each trace it routed by a socket span (so a later batch of the trace follows it) and the
+// connections its node accepted (so I/O on one is known as the server side, as storyjoin does).
+type keyer struct {
+	maxTraces, maxInbound int
+	ttl                   time.Duration
+	now                   func() time.Time
+
+	mu           sync.Mutex
+	traces       map[pcommon.TraceID]remembered
+	traceQueue   []seenAt
+	inbound      map[inboundKey]time.Time
+	inboundQueue []inboundSeen
+}
+
+type remembered struct {
+	key string
+	at  time.Time
+}
+
+func newKeyer(maxTraces, maxInbound int, ttl time.Duration) *keyer {
+	return &keyer{
+		maxTraces: maxTraces, maxInbound: maxInbound, ttl: ttl, now: time.Now,
+		traces: map[pcommon.TraceID]remembered{}, inbound: map[inboundKey]time.Time{},
+	}
+}
+
+// keys returns the key of every trace in td, and counts in counts what it could not use
+// (bad_address, bad_port) and what its bounds made it forget (max_traces, max_inbound).
+//
+// A trace's key is the address of the client of the connection it took part in, which both
+// halves of a join carry: the server side (an accept, or socket I/O on an accepted connection
+// or whose ports say it served) has it as its peer, the client side as its own local address.
+// When a trace has both (a service that was called and calls another) the server side wins:
+// that join is the one that makes this trace a child of its caller's.
+func (k *keyer) keys(td ptrace.Traces, counts map[string]int) map[pcommon.TraceID]routeKey {
+	now := k.now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.forgetOld(now)
+	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if !isAccept(s) {
+			return
+		}
+		peer, present, reason := addrPort(s.Attributes(), attrPeerAddr, attrPeerPort)
+		if reason != "" {
+			counts[reason]++
+		}
+		if present && reason == "" {
+			k.rememberInbound(inboundKey{node: nodeOf(res), peer: peer}, now, counts)
+		}
+	})
+	server := map[pcommon.TraceID]candidate{}
+	client := map[pcommon.TraceID]candidate{}
+	out := map[pcommon.TraceID]routeKey{}
+	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		id := s.TraceID()
+		if _, ok := out[id]; !ok {
+			out[id] = routeKey{key: traceIDKey(id), by: byTraceID}
+		}
+		accept, io := isAccept(s), isSocketIO(s)
+		if !accept && !io {
+			return
+		}
+		attrs := s.Attributes()
+		peer, present, reason := addrPort(attrs, attrPeerAddr, attrPeerPort)
+		if !present || reason != "" {
+			if io && reason != "" {
+				counts[reason]++ // an accept's were counted above
+			}
+			return
+		}
+		local, localPresent, reason := addrPort(attrs, attrLocalAddr, attrLocalPort)
+		if reason != "" {
+			counts[reason]++
+			localPresent = false
+		}
+		node := nodeOf(res)
+		netns := netnsOf(attrs)
+		start := s.StartTimestamp().AsTime()
+		if accept || k.isInbound(inboundKey{node: node, peer: peer}) || (localPresent && serverPorts(local, peer)) {
+			offer(server, id, addrKey(peer.Addr(), node, netns), start)
+			return
+		}
+		if localPresent {
+			offer(client, id, addrKey(local.Addr(), node, netns), start)
+		}
+	})
+	for id := range out {
+		if r, ok := k.traces[id]; ok {
+			out[id] = routeKey{key: r.key, by: byFollowed}
+			continue
+		}
+		c, ok := server[id]
+		by := byServerPeer
+		if !ok {
+			c, ok = client[id]
+			by = byClientLocal
+		}
+		if !ok {
+			continue // the trace id: the same key every time, nothing to remember
+		}
+		out[id] = routeKey{key: c.key, by: by}
+		k.rememberTrace(id, c.key, now, counts)
+	}
+	return out
+}
+
+// offer keeps the better candidate of a trace: a routable address over a "this machine" one,
+// then the earliest span (the connection the trace began with), then the smaller key, so that
+// the same batch always gives the same key whatever the order of its spans.
+func offer(m map[pcommon.TraceID]candidate, id pcommon.TraceID, key string, start time.Time) {
+	c := candidate{key: key, start: start, local: strings.Contains(key, "|")}
+	old, ok := m[id]
+	switch {
+	case !ok,
+		old.local && !c.local,
+		old.local == c.local && c.start.Before(old.start),
+		old.local == c.local && c.start.Equal(old.start) && c.key < old.key:
+		m[id] = c
+	}
+}
+
+// addrKey is the key of a client address. An address that means "this machine" (loopback,
+// unspecified, link-local) is the same client only within one node and network namespace, so
+// it carries them, as storyjoin's endpoint keys do; a routable address (a pod IP) does not.
+func addrKey(a netip.Addr, node string, netns int64) string {
+	if a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() {
+		// The node name comes from the resource, over the network: bounded to a DNS name's
+		// length, so a remembered key stays small.
+		if len(node) > 253 {
+			node = node[:253]
+		}
+		return node + "/" + strconv.FormatInt(netns, 10) + "|" + a.String()
+	}
+	return a.String()
+}
+
+func traceIDKey(id pcommon.TraceID) string { return "trace:" + id.String() }
+
+func (k *keyer) rememberTrace(id pcommon.TraceID, key string, now time.Time, counts map[string]int) {
+	if _, ok := k.traces[id]; !ok && len(k.traces) >= k.maxTraces {
+		for len(k.traceQueue) > 0 {
+			q := k.traceQueue[0]
+			k.traceQueue = k.traceQueue[1:]
+			if r, ok := k.traces[q.id]; ok && r.at.Equal(q.at) {
+				delete(k.traces, q.id)
+				counts[reasonMaxTraces]++
+				break
+			}
+		}
+	}
+	k.traces[id] = remembered{key: key, at: now}
+	k.traceQueue = append(k.traceQueue, seenAt{id: id, at: now})
+}
+
+func (k *keyer) rememberInbound(ik inboundKey, now time.Time, counts map[string]int) {
+	if _, ok := k.inbound[ik]; !ok && len(k.inbound) >= k.maxInbound {
+		for len(k.inboundQueue) > 0 {
+			q := k.inboundQueue[0]
+			k.inboundQueue = k.inboundQueue[1:]
+			if t, ok := k.inbound[q.key]; ok && t.Equal(q.at) {
+				delete(k.inbound, q.key)
+				counts[reasonMaxInbound]++
+				break
+			}
+		}
+	}
+	k.inbound[ik] = now
+	k.inboundQueue = append(k.inboundQueue, inboundSeen{key: ik, at: now})
+}
+
+func (k *keyer) isInbound(ik inboundKey) bool {
+	_, ok := k.inbound[ik]
+	return ok
+}
+
+// forgetOld drops the traces and accepted connections older than ttl. The queues hold one
+// entry per remembering; an entry whose time is no longer the map's was refreshed later.
+func (k *keyer) forgetOld(now time.Time) {
+	limit := now.Add(-k.ttl)
+	for len(k.traceQueue) > 0 && k.traceQueue[0].at.Before(limit) {
+		q := k.traceQueue[0]
+		k.traceQueue = k.traceQueue[1:]
+		if r, ok := k.traces[q.id]; ok && r.at.Equal(q.at) {
+			delete(k.traces, q.id)
+		}
+	}
+	for len(k.inboundQueue) > 0 && k.inboundQueue[0].at.Before(limit) {
+		q := k.inboundQueue[0]
+		k.inboundQueue = k.inboundQueue[1:]
+		if t, ok := k.inbound[q.key]; ok && t.Equal(q.at) {
+			delete(k.inbound, q.key)
+		}
+	}
+}
+
+// serverPorts: without an accept, which end of a connection served it is told by the ports:
+// the server's below Linux's ephemeral range (32768-60999), the client's in it (storyjoin's
+// rule, so both tiers call the same span the server side).
+func serverPorts(local, peer netip.AddrPort) bool {
+	return local.Port() < 32768 && peer.Port() >= 32768
+}
+
+func eachSpan(td ptrace.Traces, f func(pcommon.Resource, ptrace.Span)) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		sss := rs.ScopeSpans()
+		for k := 0; k < sss.Len(); k++ {
+			spans := sss.At(k).Spans()
+			for n := 0; n < spans.Len(); n++ {
+				f(rs.Resource(), spans.At(n))
+			}
+		}
+	}
+}
+
+// nodeOf is the node a resource ran on: k8s.node.name, else host.name.
+func nodeOf(res pcommon.Resource) string {
+	if v, ok := res.Attributes().Get(attrNodeName); ok && v.Str() != "" {
+		return v.Str()
+	}
+	if v, ok := res.Attributes().Get(attrHostName); ok {
+		return v.Str()
+	}
+	return ""
+}
+
+// isSocketIO: the receiver's per-call socket aggregates, `send {peer}` / `receive {peer}`.
+func isSocketIO(s ptrace.Span) bool {
+	n := s.Name()
+	return s.Kind() == ptrace.SpanKindClient && (strings.HasPrefix(n, "send ") || strings.HasPrefix(n, "receive "))
+}
+
+func isAccept(s ptrace.Span) bool {
+	return s.Name() == "accept" && s.Kind() == ptrace.SpanKindServer
+}
+
+// addrPort reads an address and port attribute pair. present is false when the pair is absent;
+// reason names what made a present pair unusable (a hostile or broken sender). The address is
+// bounded before it is parsed.
+func addrPort(m pcommon.Map, addrKey, portKey string) (ap netip.AddrPort, present bool, reason string) {
+	av, okA := m.Get(addrKey)
+	pv, okP := m.Get(portKey)
+	if !okA || !okP {
+		return netip.AddrPort{}, false, ""
+	}
+	if av.Type() != pcommon.ValueTypeStr || len(av.Str()) > 64 {
+		return netip.AddrPort{}, true, reasonBadAddress
+	}
+	a, err := netip.ParseAddr(av.Str())
+	if err != nil || a.Zone() != "" {
+		return netip.AddrPort{}, true, reasonBadAddress
+	}
+	var port int64
+	switch pv.Type() {
+	case pcommon.ValueTypeInt:
+		port = pv.Int()
+	case pcommon.ValueTypeStr:
+		if len(pv.Str()) > 5 {
+			return netip.AddrPort{}, true, reasonBadPort
+		}
+		port, err = strconv.ParseInt(pv.Str(), 10, 32)
+		if err != nil {
+			return netip.AddrPort{}, true, reasonBadPort
+		}
+	default:
+		return netip.AddrPort{}, true, reasonBadPort
+	}
+	if port <= 0 || port > 65535 {
+		return netip.AddrPort{}, true, reasonBadPort
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true, ""
+}
+
+func netnsOf(m pcommon.Map) int64 {
+	if v, ok := m.Get(attrNetNS); ok && v.Type() == pcommon.ValueTypeInt {
+		return v.Int()
+	}
+	return 0
+}
