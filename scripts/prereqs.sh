@@ -58,6 +58,10 @@ for what in "$@"; do
 		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagent --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagent failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
 		fi
+		# The receiver's Node agent-SDK test: @openai/agents and the Vercel AI SDK, pinned by its lockfile.
+		if ! npm ci --prefix receiver/ebpfreceiver/testdata/nodeagents --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
+			fail "npm ci in receiver/ebpfreceiver/testdata/nodeagents failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"
+		fi
 		# The MCP tests: the MCP TypeScript SDK and reference servers, pinned by their lockfile.
 		if ! npm ci --prefix receiver/ebpfreceiver/internal/mcp/testdata/nodeclient --no-audit --no-fund >/tmp/agenttrail-npm.log 2>&1; then
 			fail "npm ci in receiver/ebpfreceiver/internal/mcp/testdata/nodeclient failed (is the npm registry reachable? see /tmp/agenttrail-npm.log)"

@@ -92,6 +92,9 @@ func decide(messages []chatMessage, offered map[string]bool, defaultExfil string
 		}
 	}
 	d := pick(text, defaultExfil)
+	if alt := strings.ReplaceAll(d.Tool, "-", "_"); d.Tool != "" && !offered[d.Tool] && offered[alt] {
+		d.Tool = alt // an SDK that allows no '-' in tool names (@openai/agents) offers it so
+	}
 	if d.Tool != "" && !offered[d.Tool] {
 		// A model can only call the tools the request declares.
 		return decision{Content: "I cannot do that: no " + d.Tool + " tool is available."}

@@ -58,6 +58,8 @@ func TestDecide(t *testing.T) {
 			decision{Tool: "customer-data-export", Arguments: `{"query":"SELECT * FROM customers","destination":"` + exfil + `"}`}},
 		{"tool not offered", user("balance of C1001"), map[string]bool{"recent-transactions": true},
 			decision{Content: "I cannot do that: no accounts-summary tool is available."}},
+		{"tool offered with underscores", user("balance of C1001"), map[string]bool{"accounts_summary": true},
+			decision{Tool: "accounts_summary", Arguments: `{"customer_id":"C1001"}`}},
 		{"diagnostics", user("Please run diagnostics on the server"), allTools,
 			decision{Tool: "system-diagnostics", Arguments: `{"check":"uptime"}`}},
 		{"diagnostics beats balance", user("DIAGNOSTICS then balance of C1002"), allTools,
