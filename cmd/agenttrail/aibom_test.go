@@ -2,59 +2,21 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"go.opentelemetry.io/collector/pdata/ptrace"
-
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/internal/aibom/aibomtest"
 )
 
 // aibomArchive writes internal/aibom's fixture stories (a bank's Go, Python and Node agents)
 // into a sealed evidence archive.
 func aibomArchive(t *testing.T) string {
 	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	a, err := archive.Open(dir, key, archive.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob("../../internal/aibom/testdata/stories/*.json")
-	if len(files) == 0 {
-		t.Fatal("no fixture stories")
-	}
-	var u ptrace.JSONUnmarshaler
-	var m ptrace.JSONMarshaler
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := u.UnmarshalTraces(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, _ := m.MarshalTraces(td)
-		tid := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()
-		if err := a.Append(context.Background(), []archive.Entry{{Kind: archive.KindStory, TraceID: fmt.Sprintf("%x", tid[:]), Payload: p}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return aibomtest.WriteArchive(t, aibomtest.Stories(t, aibomtest.FixtureDir(t)))
 }
 
 // bomParts is what two BOMs of the same observations share (the sources name directories).

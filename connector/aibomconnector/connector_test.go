@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/agenttrail/agenttrail/connector/aibomconnector/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/aibom/aibomtest"
 )
 
 func TestConfig(t *testing.T) {
@@ -56,22 +57,9 @@ func TestConfig(t *testing.T) {
 // stories are internal/aibom's fixture stories (a bank's Go, Python and Node agents).
 func stories(t *testing.T) []ptrace.Traces {
 	t.Helper()
-	files, _ := filepath.Glob("../../internal/aibom/testdata/stories/*.json")
-	if len(files) != 4 {
-		t.Fatalf("%d fixture stories", len(files))
-	}
-	var out []ptrace.Traces
-	var u ptrace.JSONUnmarshaler
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := u.UnmarshalTraces(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, td)
+	out := aibomtest.Stories(t, aibomtest.FixtureDir(t))
+	if len(out) != 4 {
+		t.Fatalf("%d fixture stories", len(out))
 	}
 	return out
 }

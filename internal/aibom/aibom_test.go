@@ -2,9 +2,6 @@ package aibom
 
 import (
 	"bytes"
-	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -22,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agenttrail/agenttrail/exporter/evidenceexporter/archive"
+	"github.com/agenttrail/agenttrail/internal/aibom/aibomtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/stories and the golden BOM")
@@ -57,53 +55,7 @@ func fixtureArchive(t *testing.T) string {
 			}
 		}
 	}
-	return WriteFixtureArchive(t, storiesDir)
-}
-
-// WriteFixtureArchive appends every story of dir (OTLP JSON files) to a new archive.
-func WriteFixtureArchive(t *testing.T, dir string) string {
-	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adir := t.TempDir()
-	arc, err := archive.Open(adir, key, archive.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	if len(files) == 0 {
-		t.Fatalf("no stories in %s", dir)
-	}
-	var u ptrace.JSONUnmarshaler
-	var m ptrace.JSONMarshaler
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := u.UnmarshalTraces(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		payload, _ := m.MarshalTraces(td)
-		tid := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()
-		if err := arc.Append(context.Background(), []archive.Entry{{Kind: archive.KindStory, TraceID: fmt.Sprintf("%x", tid[:]), Payload: payload}}); err != nil {
-			t.Fatal(err)
-		}
-		// A finding record in between is not a story: it adds nothing.
-		if err := arc.Append(context.Background(), []archive.Entry{{Kind: archive.KindFinding, Payload: []byte(`{"class_uid":2004}`)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := arc.Rotate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := arc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return adir
+	return aibomtest.WriteArchive(t, aibomtest.Stories(t, storiesDir))
 }
 
 func encode(t *testing.T, b *cdx.BOM) []byte {
