@@ -3,7 +3,6 @@ package enforce
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
@@ -27,13 +25,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkConnect -benchtime 2s ./internal/enforce/
 func BenchmarkConnect(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("kernel benchmark: attaching cgroup programs needs root")
-	}
-	root, err := containerid.FindCgroup2Mount()
-	if err != nil {
-		b.Skipf("kernel benchmark: no cgroup v2 mount: %v", err)
-	}
+	root := requireKernel(b)
 	info, err := containerid.FromPID("/proc", uint32(os.Getpid()))
 	if err != nil {
 		b.Fatal(err)
@@ -53,29 +45,9 @@ func BenchmarkConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	port := netip.MustParseAddrPort(listener(b, "127.0.0.1:0")).Port()
 
-	e, err := New()
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		b.Skipf("kernel lacks a feature: %v", err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := newEnforcer(b)
 	defer e.Close()
 	go func() {
 		for range e.Decisions() {

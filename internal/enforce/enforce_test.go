@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
+	"github.com/agenttrail/agenttrail/internal/testutil"
 )
 
 // The test binary doubles as the workload: with ENFORCE_WORKLOAD set it reads commands
@@ -59,14 +60,29 @@ func workload() {
 	}
 }
 
-func requireKernel(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: attaching cgroup programs needs root")
+// requireKernel skips unless cgroup programs can be attached here (root, a cgroup v2 mount);
+// it returns the mount.
+func requireKernel(tb testing.TB) (cgroup2 string) {
+	tb.Helper()
+	testutil.RequireRoot(tb, "kernel test: attaching cgroup programs")
+	root, err := containerid.FindCgroup2Mount()
+	if err != nil {
+		tb.Skipf("kernel test: no cgroup v2 mount: %v", err)
 	}
-	if _, err := containerid.FindCgroup2Mount(); err != nil {
-		t.Skipf("kernel test: no cgroup v2 mount: %v", err)
+	return root
+}
+
+// newEnforcer loads the programs, skipping where the kernel lacks a feature they need.
+func newEnforcer(tb testing.TB) *Enforcer {
+	tb.Helper()
+	e, err := New()
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		tb.Skipf("kernel lacks a feature: %v", err)
 	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
 }
 
 type workloadProc struct {
@@ -105,13 +121,14 @@ func (w *workloadProc) do(t *testing.T, command string) string {
 	return w.lines.Text()
 }
 
-func listener(t *testing.T, addr string) string {
-	t.Helper()
+// listener accepts and closes connections on addr until the test ends.
+func listener(tb testing.TB, addr string) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -153,13 +170,7 @@ func TestEnforceWorkload(t *testing.T) {
 	denied := listener(t, "127.0.0.2:0")
 	allowedPort := netip.MustParseAddrPort(allowed).Port()
 
-	e, err := New()
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		t.Skipf("kernel lacks a feature: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEnforcer(t)
 	defer e.Close()
 	policy := Policy{
 		Workload: "customer-ai/customer-agent", Cgroup: podCgroup, ProfileVersion: 3,
