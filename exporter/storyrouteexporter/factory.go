@@ -7,7 +7,6 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/config/configretry"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
@@ -66,16 +65,12 @@ func newTraces(ctx context.Context, set exporter.Settings, cfg *Config) (exporte
 	if err != nil {
 		return nil, nil, err
 	}
-	exp, err := exporterhelper.NewTraces(ctx, e.drops.HelperSettings(set, cfg.QueueConfig), cfg, e.pushTraces,
-		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
-		exporterhelper.WithTimeout(cfg.TimeoutConfig),
-		exporterhelper.WithRetry(cfg.RetryConfig),
-		exporterhelper.WithQueue(cfg.QueueConfig),
-		exporterhelper.WithStart(e.start),
-		exporterhelper.WithShutdown(e.shutdown),
-	)
+	exp, err := exporterkit.NewTraces(ctx, set, cfg, e.drops, e.pushTraces, exporterkit.Helper{
+		Start: e.start, Shutdown: e.shutdown,
+		Timeout: cfg.TimeoutConfig, Retry: cfg.RetryConfig, Queue: cfg.QueueConfig,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return exporterkit.OnceTraces(exp), e, nil
+	return exp, e, nil
 }

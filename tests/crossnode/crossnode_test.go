@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +99,12 @@ func agentCollector(t *testing.T, collector, dir, node, gateway, target string) 
 	t.Helper()
 	health := testutil.FreePort(t)
 	over := filepath.Join(dir, node+".yaml")
+	// The agents' traces go through storyroute (the shipped config.yaml): its replica list is
+	// the gateway's address.
+	gwHost, gwPort, err := net.SplitHostPort(gateway)
+	if err != nil {
+		t.Fatal(err)
+	}
 	conf := fmt.Sprintf(`receivers:
   ebpf:
     targets:
@@ -108,11 +115,16 @@ processors:
 exporters:
   otlp_grpc:
     endpoint: %s
+  storyroute:
+    resolver:
+      dns:
+        hostname: %s
+        port: %s
 service:
   telemetry:
     metrics:
       level: none
-`, target, node, gateway)
+`, target, node, gateway, gwHost, gwPort)
 	if err := os.WriteFile(over, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

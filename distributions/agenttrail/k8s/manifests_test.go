@@ -1,6 +1,7 @@
 package k8s_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -177,7 +178,7 @@ func TestManifestKinds(t *testing.T) {
 		kinds []string
 	}{
 		{"daemonset.yaml", []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "ServiceAccount"}},
-		{"gateway.yaml", []string{"Deployment", "Service"}},
+		{"gateway.yaml", []string{"Deployment", "Service", "Service"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -472,7 +473,7 @@ func TestKustomization(t *testing.T) {
 func TestGateway(t *testing.T) {
 	ms := loadManifests(t, "gateway.yaml")
 	dep := only[*appsv1.Deployment](t, ms)
-	svc := only[*corev1.Service](t, ms)
+	svc := service(t, ms, "agenttrail-gateway")
 	pod := dep.Spec.Template.Spec
 
 	if dep.Name != "agenttrail-gateway" || dep.Namespace != "agenttrail" {
@@ -553,6 +554,78 @@ func TestGateway(t *testing.T) {
 	if !slices.Equal(ports, []int32{4317, 4318}) {
 		t.Errorf("Service ports = %v; want [4317 4318]", ports)
 	}
+}
+
+// TestGatewayReplicasRouted: the gateway runs 2 replicas, which the storyjoin supports only
+// when the agents route both halves of a call to one replica: the agent config's traces go
+// through storyroute, whose DNS name is the headless Service of the gateway pods (the ready
+// ones only) and whose port is their OTLP/gRPC port.
+func TestGatewayReplicasRouted(t *testing.T) {
+	ms := loadManifests(t, "gateway.yaml")
+	dep := only[*appsv1.Deployment](t, ms)
+	hl := service(t, ms, "agenttrail-gateway-headless")
+	if hl.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("%s clusterIP = %q; want None (headless: one address per pod)", hl.Name, hl.Spec.ClusterIP)
+	}
+	if hl.Spec.PublishNotReadyAddresses {
+		t.Errorf("%s publishes pods that are not ready: a starting replica would get keys", hl.Name)
+	}
+	if len(hl.Spec.Selector) == 0 {
+		t.Errorf("%s has no selector", hl.Name)
+	}
+	for k, v := range hl.Spec.Selector {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("%s selector %s=%s does not match the gateway pods %v", hl.Name, k, v, dep.Spec.Template.Labels)
+		}
+	}
+	grpc := containerPort(dep.Spec.Template.Spec.Containers[0], "otlp-grpc")
+
+	data, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Exporters struct {
+			Storyroute struct {
+				Resolver struct {
+					DNS struct {
+						Hostname string `json:"hostname"`
+						Port     string `json:"port"`
+					} `json:"dns"`
+				} `json:"resolver"`
+			} `json:"storyroute"`
+		} `json:"exporters"`
+		Service struct {
+			Pipelines map[string]struct {
+				Exporters []string `json:"exporters"`
+			} `json:"pipelines"`
+		} `json:"service"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if ex := cfg.Service.Pipelines["traces"].Exporters; !slices.Contains(ex, "storyroute") || slices.Contains(ex, "otlp_grpc") {
+		t.Errorf("the agent's traces go to %v; want storyroute (routed by the join key), not otlp_grpc (one replica per agent connection)", ex)
+	}
+	dns := cfg.Exporters.Storyroute.Resolver.DNS
+	if want := "${env:AGENTTRAIL_GATEWAY_DNS:-" + hl.Name + "." + hl.Namespace + ".svc}"; dns.Hostname != want {
+		t.Errorf("storyroute resolves %q; want %q", dns.Hostname, want)
+	}
+	if want := fmt.Sprintf("${env:AGENTTRAIL_GATEWAY_PORT:-%d}", grpc); dns.Port != want {
+		t.Errorf("storyroute port %q; want %q (the pods' otlp-grpc port)", dns.Port, want)
+	}
+}
+
+// service returns the Service named name in ms.
+func service(t *testing.T, ms []manifest, name string) *corev1.Service {
+	t.Helper()
+	for _, m := range ms {
+		if s, ok := m.obj.(*corev1.Service); ok && s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Service %s", name)
+	return nil
 }
 
 // TestStrictDecodingCatchesTypos proves decodeDocument fails on a misspelled
