@@ -29,14 +29,18 @@ func referenceServer(t *testing.T, name string) string {
 	return filepath.Join(filepath.Dir(client), "node_modules", "@modelcontextprotocol", name, "dist", "index.js")
 }
 
-func buildGoMCPRef(t *testing.T) string {
+// buildTestProgram builds the Go program in pkg (a folder of this package's) into a temporary
+// file and returns its path.
+func buildTestProgram(t *testing.T, pkg string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "gomcpref")
-	if b, err := exec.Command("go", "build", "-o", out, "./testdata/gomcpref").CombinedOutput(); err != nil {
-		t.Fatalf("build gomcpref: %v\n%s", err, b)
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
 	}
 	return out
 }
+
+func buildGoMCPRef(t *testing.T) string { return buildTestProgram(t, "./testdata/gomcpref") }
 
 // pageServer serves a page for server-everything's gzip-file-as-resource to fetch; it returns
 // the URL and its port.

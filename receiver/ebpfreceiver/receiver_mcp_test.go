@@ -134,14 +134,7 @@ func TestNodeMCPStdio(t *testing.T) {
 	}
 }
 
-func buildGoMCP(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "gomcp")
-	if b, err := exec.Command("go", "build", "-o", out, "./internal/mcp/testdata/gomcp").CombinedOutput(); err != nil {
-		t.Fatalf("build gomcp: %v\n%s", err, b)
-	}
-	return out
-}
+func buildGoMCP(t *testing.T) string { return buildTestProgram(t, "./internal/mcp/testdata/gomcp") }
 
 // mcpSpans returns the agent's execute_tool spans in the order of their JSON-RPC ids.
 func mcpTools(c collected) map[string]ptrace.Span {
