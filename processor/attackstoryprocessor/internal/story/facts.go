@@ -100,6 +100,9 @@ const (
 const (
 	attrGenAIToolArgs   = "gen_ai.tool.call.arguments"
 	AttrGenAIToolResult = "gen_ai.tool.call.result"
+	// attrToolInferredReceived: what an inferred tool span's tool received over HTTP (the
+	// receiver's agenttrail.tool.inferred.received).
+	attrToolInferredReceived = "agenttrail.tool.inferred.received"
 )
 
 type ToolCall struct {
@@ -203,6 +206,9 @@ func ExtractWith(st *Story, inbound *Inbound) *Facts {
 				f.addInput(InputToolArgs, it.Span, AttrStr(attrs, attrGenAIToolArgs))
 			}
 			f.addInput(InputToolResult, it.Span, AttrStr(attrs, AttrGenAIToolResult))
+			// A tool span the receiver inferred from the model's tool call (an agent whose
+			// functions cannot be probed) carries what the tool received instead of its result.
+			f.addInput(InputToolResult, it.Span, AttrStr(attrs, attrToolInferredReceived))
 		case op == "invoke_agent" || role == "prompt":
 			var parts []string
 			for _, a := range SpanArgs(attrs) {

@@ -2,6 +2,7 @@ package spans
 
 import (
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -68,6 +69,7 @@ type conversation struct {
 	root    spanRef   // the conversation's first chat
 	chat    spanRef   // the chat whose calls are open
 	tools   []spanRef // the inferred tool spans (open while in the routine's stack)
+	last    spanRef   // the first inferred tool span of the latest turn: the next chat goes under it
 	conns   []uint64
 	deleg   *Delegation
 	opened  time.Time
@@ -159,6 +161,9 @@ func (b *Builder) ModelTurn(under, chat Parent, conn uint64, start, end time.Tim
 	if len(c.tools) == 1 {
 		to = c.tools[0]
 	}
+	if len(c.tools) > 0 {
+		c.last = c.tools[0]
+	}
 	c.deleg, _ = b.Delegate(chat.PID, Parent{PID: chat.PID, ref: to}, end)
 	return true
 }
@@ -233,7 +238,62 @@ func (b *Builder) endTools(c *conversation, at time.Time, errMsg string) {
 }
 
 func (c *conversation) owns(ref spanRef) bool {
-	return ref == c.root || ref == c.chat || c.ownsTool(ref)
+	return ref == c.root || ref == c.chat || ref == c.last || c.ownsTool(ref)
+}
+
+// InferredChatParent is where an inference span of a conversation with inferred tool spans
+// goes: under the tool span whose result it carries (the first of the latest turn), as a
+// probed agent's next model call follows its tool; under is what its request's thread
+// belonged to. Anything else stays under.
+func (b *Builder) InferredChatParent(under Parent) Parent {
+	c := b.conversations[under.PID]
+	if c == nil || c.proc != b.procs[under.PID] || !under.HasSpan() || !c.owns(under.ref) || c.last.trace.IsEmpty() {
+		return under
+	}
+	return Parent{PID: under.PID, ref: c.last}
+}
+
+// MaxInferredReceived bounds what an inferred tool span keeps of the content its tool received
+// (InferredToolReceived).
+const MaxInferredReceived = 4096
+
+// AttrToolReceived: what an inferred tool received over HTTP while it ran (response bodies,
+// redacted, at most MaxInferredReceived bytes), the nearest the receiver sees of the tool's
+// result, which goes back to the model in a request body it may not capture whole.
+const AttrToolReceived = "agenttrail.tool.inferred.received"
+
+// InferredToolReceived adds text (already redacted) to the open inferred tool span parent is,
+// if it is one; it reports whether it was.
+func (b *Builder) InferredToolReceived(parent Parent, text string) bool {
+	c := b.conversations[parent.PID]
+	if c == nil || text == "" || !c.ownsTool(parent.ref) {
+		return false
+	}
+	r := c.proc.routines[inferredRoutine]
+	if r == nil {
+		return false
+	}
+	for _, s := range r.stack {
+		if s.ref != parent.ref {
+			continue
+		}
+		had := ""
+		if v, ok := s.attrs.Get(AttrToolReceived); ok {
+			had = v.Str() + "\n"
+		}
+		if room := MaxInferredReceived - len(had); len(text) > room {
+			for room > 0 && !utf8.RuneStart(text[room]) {
+				room--
+			}
+			text = text[:max(room, 0)]
+			s.attrs.PutBool(AttrToolReceived+".truncated", true)
+		}
+		if text != "" {
+			s.attrs.PutStr(AttrToolReceived, had+text)
+		}
+		return true
+	}
+	return false
 }
 
 func (c *conversation) ownsTool(ref spanRef) bool {

@@ -97,6 +97,7 @@ func (e *Emitter) Emit(ex llm.Exchange) {
 		return
 	}
 	e.Builder.AddSpan(meta.Parent, d)
+	e.NoteReceived(ex, meta)
 }
 
 // PutJoined says that an HTTP/2 connection was joined after its preface (internal/llm's

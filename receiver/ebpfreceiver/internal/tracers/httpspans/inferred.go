@@ -19,7 +19,7 @@ const MaxInferredArguments = 1024
 // `execute_tool` span per tool call the response asked for (spans.Builder.ModelTurn). It
 // returns false when the process is no longer known.
 func (e *Emitter) AddInference(ex llm.Exchange, inf *llm.Inference, meta *Meta, d spans.SpanData) bool {
-	r := e.Builder.Reserve(meta.Parent)
+	r := e.Builder.Reserve(e.Builder.InferredChatParent(meta.Parent))
 	if !e.Builder.EndReserved(r, d) {
 		return false
 	}
@@ -133,4 +133,21 @@ func toolArguments(output string) map[string][]byte {
 		}
 	}
 	return out
+}
+
+// NoteReceived offers the response body of a non-LLM exchange to the inferred tool span it
+// was made under, if any (spans.Builder.InferredToolReceived): a tool's fetched document is
+// what an indirect injection comes in. Only with CaptureContent (what models read is content),
+// redacted, bounded.
+func (e *Emitter) NoteReceived(ex llm.Exchange, meta *Meta) {
+	if !e.CaptureContent || ex.Response == nil || len(ex.Response.Body) == 0 || !meta.Parent.HasSpan() {
+		return
+	}
+	body := ex.Response.Body
+	cut := len(body) > spans.MaxInferredReceived
+	if cut {
+		body = body[:spans.MaxInferredReceived]
+	}
+	text, _, _ := e.Redactor.Value(redact.PolicyRedacted, body, cut)
+	e.Builder.InferredToolReceived(meta.Parent, text)
 }

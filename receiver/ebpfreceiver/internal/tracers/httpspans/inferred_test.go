@@ -61,7 +61,7 @@ func TestInferredToolFromResponse(t *testing.T) {
 	if ss.Len() != 3 || tool.ParentSpanID() != chat.SpanID() || tool.TraceID() != chat.TraceID() {
 		t.Fatalf("%d spans; tool's parent %s, chat %s", ss.Len(), tool.ParentSpanID(), chat.SpanID())
 	}
-	if next.ParentSpanID() != chat.SpanID() {
+	if next.ParentSpanID() != tool.SpanID() || next.TraceID() != tool.TraceID() {
 		t.Error("the chat after the tool is not in the conversation")
 	}
 	m := tool.Attributes()

@@ -94,6 +94,7 @@ func (c *Consumer) exchange(ex llm.Exchange) {
 		added = c.emitter.AddInference(ex, inf, meta, d) // inferred tool spans too, where they apply
 	} else {
 		added = c.env.Builder.AddSpan(meta.Parent, d)
+		c.emitter.NoteReceived(ex, meta) // a document an inferred tool fetched
 	}
 	if !added {
 		c.limit("process_gone")
