@@ -214,6 +214,66 @@ func (in *Informers) Run(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// Handlers is one component's registration on the informers (see Watch).
+type Handlers struct {
+	// Remove unregisters the handlers; the informers run on for the other components. Safe to
+	// call more than once.
+	Remove func()
+	// HasSynced reports whether every object the informers listed before the registration has
+	// been delivered to the handlers: a component sharing running informers is not up to date
+	// when they are synced, only when its own handlers have caught up.
+	HasSynced func() bool
+}
+
+// Watch registers a component's handlers: onPod for each pod added or updated (with the new
+// object), onPodDelete for each pod deleted, onOwner for each ReplicaSet or Job added, updated
+// or deleted. A deleted object may come as a cache.DeletedFinalStateUnknown (a delete the watch
+// missed). Objects already cached are delivered as adds.
+func (in *Informers) Watch(onPod, onPodDelete, onOwner func(obj any)) (Handlers, error) {
+	type reg struct {
+		inf cache.SharedIndexInformer
+		reg cache.ResourceEventHandlerRegistration
+	}
+	var regs []reg
+	var once sync.Once
+	remove := func() {
+		once.Do(func() {
+			for _, r := range regs {
+				_ = r.inf.RemoveEventHandler(r.reg)
+			}
+		})
+	}
+	owner := cache.ResourceEventHandlerFuncs{AddFunc: onOwner, UpdateFunc: func(_, o any) { onOwner(o) }, DeleteFunc: onOwner}
+	for _, h := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{in.Pods, cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, o any) { onPod(o) }, DeleteFunc: onPodDelete}},
+		// An owner that appears or changes after its pods (a ReplicaSet naming its Deployment)
+		// changes which workload they belong to.
+		{in.ReplicaSets, owner},
+		{in.Jobs, owner},
+	} {
+		r, err := h.inf.AddEventHandler(h.h)
+		if err != nil {
+			remove()
+			return Handlers{}, fmt.Errorf("k8s inventory: register handlers: %w", err)
+		}
+		regs = append(regs, reg{h.inf, r})
+	}
+	return Handlers{
+		Remove: remove,
+		HasSynced: func() bool {
+			for _, r := range regs {
+				if !r.reg.HasSynced() {
+					return false
+				}
+			}
+			return true
+		},
+	}, nil
+}
+
 // HasSynced reports whether the three informers have listed once.
 func (in *Informers) HasSynced() bool {
 	return in.Pods.HasSynced() && in.ReplicaSets.HasSynced() && in.Jobs.HasSynced()

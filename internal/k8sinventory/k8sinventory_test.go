@@ -3,17 +3,23 @@ package k8sinventory
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -96,5 +102,98 @@ func TestObserve(t *testing.T) {
 	}
 	if list == nil || list.GetListRestrictions().Fields.String() != "spec.nodeName=node-1" {
 		t.Errorf("pods listed with %+v, want the node's field selector", list)
+	}
+}
+
+// TestWatch: a component's handlers get the pods and owners cached before it registered (as
+// adds) and later changes, HasSynced says when they caught up, and after Remove (twice is
+// fine) they get nothing while the informers run on for the others.
+func TestWatch(t *testing.T) {
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)}, Spec: corev1.PodSpec{NodeName: "node-1"}}
+	}
+	client := fake.NewClientset(pod("early"), &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "rs", UID: "rs-1"}})
+	in, err := New(client, "node-1", 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	in.Run(ctx, &wg)
+	waitFor(t, "informers synced", in.HasSynced)
+
+	var mu sync.Mutex
+	var got []string
+	record := func(kind string) func(any) {
+		return func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			o, _ := meta.Accessor(obj)
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, kind+" "+o.GetName())
+		}
+	}
+	seen := func(want string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Contains(got, want)
+		}
+	}
+	h, err := in.Watch(record("pod"), record("delete"), record("owner"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "handlers synced", h.HasSynced)
+	for _, want := range []string{"pod early", "owner rs"} {
+		if !seen(want)() {
+			t.Errorf("%q not delivered before HasSynced", want)
+		}
+	}
+	if _, err := client.CoreV1().Pods("ns").Create(ctx, pod("late"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new pod", seen("pod late"))
+	if _, err := client.BatchV1().Jobs("ns").Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "job", UID: "job-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new job", seen("owner job"))
+	if err := client.CoreV1().Pods("ns").Delete(ctx, "early", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a deleted pod", seen("delete early"))
+
+	h.Remove()
+	h.Remove()
+	mu.Lock()
+	n := len(got)
+	mu.Unlock()
+	if _, err := client.CoreV1().Pods("ns").Create(ctx, pod("after"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the informer's cache", func() bool {
+		_, ok, _ := in.Pods.GetStore().GetByKey("ns/after")
+		return ok
+	})
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Errorf("removed handlers got %v", got[n:])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -138,11 +138,8 @@ type kubeWatcher struct {
 	jobs   cache.SharedIndexInformer
 	// shared: the informers belong to an extension, which runs them; detach removes what
 	// attach added.
-	shared   bool
-	handlers []struct {
-		inf cache.SharedIndexInformer
-		reg cache.ResourceEventHandlerRegistration
-	}
+	shared    bool
+	handlers  k8sinventory.Handlers // zero until attached
 	unobserve func()
 }
 
@@ -170,34 +167,21 @@ func attachKubeWatcher(inf *k8sinventory.Informers, shared bool, index *podIndex
 	}
 	w.health.onStatus = onStatus
 	w.unobserve = inf.Observe(w.health.observe)
-	for _, s := range []struct {
-		inf     cache.SharedIndexInformer
-		handler cache.ResourceEventHandler
-	}{
-		{w.pods, cache.ResourceEventHandlerFuncs{AddFunc: w.onPod, UpdateFunc: func(_, obj any) { w.onPod(obj) }, DeleteFunc: w.onPodDelete}},
-		{w.rs, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
-		{w.jobs, cache.ResourceEventHandlerFuncs{AddFunc: w.onOwner, UpdateFunc: func(_, obj any) { w.onOwner(obj) }, DeleteFunc: w.onOwner}},
-	} {
-		reg, err := s.inf.AddEventHandler(s.handler)
-		if err != nil {
-			w.detach()
-			return nil, err
-		}
-		w.handlers = append(w.handlers, struct {
-			inf cache.SharedIndexInformer
-			reg cache.ResourceEventHandlerRegistration
-		}{s.inf, reg})
+	h, err := inf.Watch(w.onPod, w.onPodDelete, w.onOwner)
+	if err != nil {
+		w.detach()
+		return nil, err
 	}
+	w.handlers = h
 	return w, nil
 }
 
 // detach removes the handlers and the observer from the informers (shared ones keep running
 // for the other components).
 func (w *kubeWatcher) detach() {
-	for _, h := range w.handlers {
-		_ = h.inf.RemoveEventHandler(h.reg)
+	if w.handlers.Remove != nil {
+		w.handlers.Remove()
 	}
-	w.handlers = nil
 	if w.unobserve != nil {
 		w.unobserve()
 	}

@@ -152,10 +152,7 @@ type Resolver struct {
 	gen atomic.Uint64
 	// changed has room for one signal: a change while one is pending needs no second.
 	changed  chan struct{}
-	handlers []struct {
-		inf cache.SharedIndexInformer
-		reg cache.ResourceEventHandlerRegistration
-	}
+	handlers k8sinventory.Handlers
 }
 
 // NewResolver compiles the selectors and follows inf's pods (of nodeName, "" all) for them.
@@ -169,46 +166,23 @@ func NewResolver(inf *k8sinventory.Informers, nodeName string, cfgs []Config) (*
 		}
 		r.sels = append(r.sels, s)
 	}
-	for _, h := range []struct {
-		inf cache.SharedIndexInformer
-		h   cache.ResourceEventHandler
-	}{
-		{inf.Pods, cache.ResourceEventHandlerFuncs{AddFunc: r.onPod, UpdateFunc: func(_, o any) { r.onPod(o) }, DeleteFunc: r.onPodDelete}},
-		// An owner that appears or changes after its pods (a ReplicaSet naming its
-		// Deployment) changes which workload they belong to.
-		{inf.ReplicaSets, cache.ResourceEventHandlerFuncs{AddFunc: r.onOwner, UpdateFunc: func(_, o any) { r.onOwner(o) }, DeleteFunc: r.onOwner}},
-		{inf.Jobs, cache.ResourceEventHandlerFuncs{AddFunc: r.onOwner, UpdateFunc: func(_, o any) { r.onOwner(o) }, DeleteFunc: r.onOwner}},
-	} {
-		reg, err := h.inf.AddEventHandler(h.h)
-		if err != nil {
-			r.Close()
-			return nil, err
-		}
-		r.handlers = append(r.handlers, struct {
-			inf cache.SharedIndexInformer
-			reg cache.ResourceEventHandlerRegistration
-		}{h.inf, reg})
+	h, err := inf.Watch(r.onPod, r.onPodDelete, r.onOwner)
+	if err != nil {
+		return nil, err
 	}
+	r.handlers = h
 	return r, nil
 }
 
 // Close stops following the informers (they are the extension's and run on).
 func (r *Resolver) Close() {
-	for _, h := range r.handlers {
-		_ = h.inf.RemoveEventHandler(h.reg)
+	if r.handlers.Remove != nil {
+		r.handlers.Remove()
 	}
-	r.handlers = nil
 }
 
 // HasSynced reports whether every pod known at start has been evaluated.
-func (r *Resolver) HasSynced() bool {
-	for _, h := range r.handlers {
-		if !h.reg.HasSynced() {
-			return false
-		}
-	}
-	return r.inf.HasSynced()
-}
+func (r *Resolver) HasSynced() bool { return r.handlers.HasSynced() && r.inf.HasSynced() }
 
 // Generation changes each time a pod starts or stops matching a selector, or a matching pod's
 // containers change: the receiver then looks again at the processes already running.
