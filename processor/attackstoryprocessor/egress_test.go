@@ -150,10 +150,7 @@ func syncStory(trace int, n int64) *traceBuilder {
 // destination (from send aggregates); ten times more to that destination is data_volume_anomaly.
 func TestDestinationVolumeLearned(t *testing.T) {
 	dir := t.TempDir()
-	cfg := createDefaultConfig()
-	cfg.ProfilesDir = dir
-	cfg.Learning.MinStories = 3
-	cfg.Learning.MinDuration = 0
+	cfg := learningConfig(dir, 3)
 	h := newHarness(t, cfg)
 	for i := range 3 {
 		assert.Empty(t, findingRules(t, h, syncStory(i+1, 2000+int64(i)*500)))

@@ -13,15 +13,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/processor/processortest"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/internal/enforce"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/enforcement"
@@ -116,29 +111,14 @@ func newNode(t *testing.T, pid, exe, cgroupPath string) node {
 // enforceHarness is the harness with a fake kernel and a fake node.
 func newEnforceHarness(t *testing.T, cfg *Config, k *fakeKernel, kernelErr error) *harness {
 	t.Helper()
-	require.NoError(t, confmap.Validate(cfg))
-	h := &harness{t: t, clock: newFakeClock(baseTime), sink: new(consumertest.TracesSink), tel: componenttest.NewTelemetry()}
-	set := processortest.NewNopSettings(Type)
-	set.TelemetrySettings = h.tel.NewTelemetrySettings()
-	core, logs := observer.New(zap.InfoLevel)
-	set.Logger = zap.New(core)
-	h.logs = logs
-	p, err := newProcessor(set, cfg, h.sink, h.clock)
-	require.NoError(t, err)
-	p.manual = true
-	p.enf.NewKernel = func() (enforcement.Kernel, error) {
-		if kernelErr != nil {
-			return nil, kernelErr
+	return newHarnessWith(t, cfg, func(p *storyProcessor) {
+		p.enf.NewKernel = func() (enforcement.Kernel, error) {
+			if kernelErr != nil {
+				return nil, kernelErr
+			}
+			return k, nil
 		}
-		return k, nil
-	}
-	h.p = p
-	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() {
-		require.NoError(t, p.Shutdown(context.Background()))
-		require.NoError(t, h.tel.Shutdown(context.Background()))
 	})
-	return h
 }
 
 // completeProfile writes a complete profile of the bank agent: the model endpoint, no exec.

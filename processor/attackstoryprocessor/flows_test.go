@@ -39,10 +39,7 @@ func findingRules(t *testing.T, h *harness, b *traceBuilder) [][]string {
 // complete; a new destination, or ten times the volume, does.
 func TestLearnedFlow(t *testing.T) {
 	dir := t.TempDir()
-	cfg := createDefaultConfig()
-	cfg.ProfilesDir = dir
-	cfg.Learning.MinStories = 3
-	cfg.Learning.MinDuration = 0
+	cfg := learningConfig(dir, 3)
 	h := newHarness(t, cfg)
 	for i := range 3 {
 		assert.Empty(t, findingRules(t, h, nightlyExport(i+1, "10.20.0.5", 1_000_000+i*100_000)))

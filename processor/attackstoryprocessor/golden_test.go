@@ -44,6 +44,13 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg *Config) *harness {
 	t.Helper()
+	return newHarnessWith(t, cfg, nil)
+}
+
+// newHarnessWith is newHarness with setup (nil: none) run on the processor before Start: a
+// fake kernel for enforcement.
+func newHarnessWith(t *testing.T, cfg *Config, setup func(*storyProcessor)) *harness {
+	t.Helper()
 	require.NoError(t, confmap.Validate(cfg))
 	h := &harness{t: t, clock: newFakeClock(baseTime), sink: new(consumertest.TracesSink), tel: componenttest.NewTelemetry()}
 	set := processortest.NewNopSettings(Type)
@@ -54,6 +61,9 @@ func newHarness(t *testing.T, cfg *Config) *harness {
 	p, err := newProcessor(set, cfg, h.sink, h.clock)
 	require.NoError(t, err)
 	p.manual = true
+	if setup != nil {
+		setup(p)
+	}
 	h.p = p
 	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() {
@@ -63,9 +73,16 @@ func newHarness(t *testing.T, cfg *Config) *harness {
 	return h
 }
 
-// replay feeds td one span per batch, each when the receiver would have sent it: 200 ms (its
-// flush interval) after the span ended, in end-time order, or in file order when inFileOrder
-// (time never goes back). The emitter runs after every batch, as its ticker would.
+// learningConfig is the default config with the profiles in dir, each complete after
+// minStories stories, whatever time they took.
+func learningConfig(dir string, minStories int) *Config {
+	cfg := createDefaultConfig()
+	cfg.ProfilesDir = dir
+	cfg.Learning.MinStories = minStories
+	cfg.Learning.MinDuration = 0
+	return cfg
+}
+
 func (h *harness) replay(td ptrace.Traces, inFileOrder bool) {
 	type one struct {
 		rs   ptrace.ResourceSpans
