@@ -46,6 +46,8 @@ type Config struct {
 	// ContentSampling: the beginning of files traced processes open for reading is checked for
 	// sensitive data; only the detectors' names are recorded.
 	ContentSampling ContentSamplingConfig `mapstructure:"content_sampling"`
+	// Discover: processes nobody listed that call LLM APIs become traced workloads (discovery.go).
+	Discover DiscoverConfig `mapstructure:"discover"`
 }
 
 // The sections the tracers read are declared in their packages.
@@ -72,8 +74,11 @@ var validRoles = map[string]bool{"": true, "prompt": true, "inference": true, "t
 
 // Validate checks the config without touching the system; it stops at the first problem.
 func (cfg *Config) Validate() error {
-	if len(cfg.Targets) == 0 {
-		return errors.New(`"targets" must name at least one program to trace`)
+	if len(cfg.Targets) == 0 && !cfg.Discover.Enabled {
+		return errors.New(`"targets" must name at least one program to trace (or set "discover.enabled")`)
+	}
+	if err := cfg.Discover.Validate(); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for i, t := range cfg.Targets {

@@ -57,6 +57,7 @@ func TestLoadConfig(t *testing.T) {
 			CaptureMessageContent: true, MaxConnectionBuffer: 1 << 20, MaxTotalBuffer: 64 << 20},
 		Sockets:         sockets.Config{Enabled: true, Inbound: false, CaptureBytes: 0, AggregateInterval: 2 * time.Second, DNSPort: 5353},
 		ContentSampling: ContentSamplingConfig{Enabled: true, MaxBytes: 4096, MaxFilesPerMinute: 120},
+		Discover:        defaultDiscoverConfig(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n got %+v\nwant %+v", cfg, want)

@@ -46,6 +46,7 @@ func createDefaultConfig() component.Config {
 		},
 		Sockets:         sockets.DefaultConfig(),
 		ContentSampling: syscalls.DefaultContentConfig(),
+		Discover:        defaultDiscoverConfig(),
 	}
 }
 

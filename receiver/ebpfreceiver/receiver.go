@@ -120,7 +120,11 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: %w", err)
 	}
 
-	if err := r.registry.startKubernetes(host, r.waiter.wake); err != nil {
+	err = r.registry.startKubernetes(host, r.waiter.wake)
+	if err == nil {
+		err = r.registry.startDiscovery(host)
+	}
+	if err != nil {
 		for _, tr := range r.tracers {
 			_ = tr.Close()
 		}
@@ -228,7 +232,7 @@ func (r *ebpfReceiver) waitIdle() {
 	}
 	var deadline time.Time // none
 	// A ring buffer that lost records is healthy again after a check without new losses.
-	if r.tracersWaiting() || r.health.active(problemRingBuffer) || r.registry.kubernetesWaiting() {
+	if r.tracersWaiting() || r.health.active(problemRingBuffer) || r.registry.kubernetesWaiting() || r.registry.discovery != nil {
 		deadline = time.Now().Add(idleHousekeeping)
 	}
 	// A record written before the flag was set did not wake anyone: do not wait for it.
@@ -274,6 +278,7 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 		tr.Housekeeping(now)
 	}
 	r.registry.rescanKubernetes(now)
+	r.registry.scanDiscovery(now)
 	counters := r.builder.Counters()
 	r.telemetry.recordBuilder(ctx, r.lastCounters, counters)
 	r.lastCounters = counters
@@ -281,7 +286,11 @@ func (r *ebpfReceiver) flush(ctx context.Context) {
 		return
 	}
 	td := r.builder.Flush()
+	r.registry.filterDiscovered(td, now)
 	n := td.SpanCount()
+	if n == 0 {
+		return // all on probation (discovery)
+	}
 	if err := r.next.ConsumeTraces(ctx, td); err != nil {
 		r.telemetry.spansRefused.Add(ctx, int64(n))
 		r.logger.Warn("the next component refused spans; they are dropped", zap.Int("spans", n), zap.Error(err))

@@ -41,12 +41,13 @@ type registry struct {
 	problems   *attachProblems
 	tracers    []tracer.Tracer
 
-	targets  []*tracer.Target
-	isGo     map[probes.InodeKey]bool
-	traced   map[uint32]*tracer.Process
-	byName   bool               // some target selects by process name
-	byCgroup bool               // some target selects by container
-	k8s      *kubernetesTargets // nil unless a target has a kubernetes selector (kubernetes.go)
+	targets   []*tracer.Target
+	isGo      map[probes.InodeKey]bool
+	traced    map[uint32]*tracer.Process
+	byName    bool               // some target selects by process name
+	byCgroup  bool               // some target selects by container
+	k8s       *kubernetesTargets // nil unless a target has a kubernetes selector (kubernetes.go)
+	discovery *discovery         // nil unless discover.enabled (discovery.go)
 }
 
 var _ tracer.Registry = (*registry)(nil)

@@ -1,0 +1,206 @@
+package ebpfreceiver
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+func TestDiscoverConfig(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	if err := confmap.Validate(cfg); err == nil || !strings.Contains(err.Error(), `or set "discover.enabled"`) {
+		t.Errorf("no targets and no discovery: %v", err)
+	}
+	cfg.Discover.Enabled = true
+	if err := confmap.Validate(cfg); err != nil {
+		t.Errorf("discovery alone: %v", err)
+	}
+	for _, tc := range []struct {
+		set  func(*DiscoverConfig)
+		want string
+	}{
+		{func(c *DiscoverConfig) { c.MaxWorkloads = 0 }, `"discover.max_workloads" must be between 1 and 4096`},
+		{func(c *DiscoverConfig) { c.MaxProbation = 5000 }, `"discover.max_probation" must be between 1 and 4096`},
+		{func(c *DiscoverConfig) { c.Probation = time.Millisecond }, `"discover.probation" must be at least 1s`},
+		{func(c *DiscoverConfig) { c.TTL = -time.Second }, `"discover.ttl" must not be negative`},
+		{func(c *DiscoverConfig) { c.TTL = time.Second }, `"discover.ttl" must be 0 or at least "discover.probation"`},
+		{func(c *DiscoverConfig) { c.ScanInterval = time.Millisecond }, `"discover.scan_interval" must be at least 100ms`},
+	} {
+		c := *cfg
+		tc.set(&c.Discover)
+		if err := confmap.Validate(&c); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestMapsOpenSSL(t *testing.T) {
+	dir := t.TempDir()
+	for content, want := range map[string]bool{
+		"7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n": true,
+		"7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libcrypto.so.3\n" +
+			"7f00-7f01 r-xp 00000000 08:01 123 /opt/libssl.so.3.bak/libc.so.6\n": false,
+		"": false,
+		strings.Repeat("x", 200<<10) + "\n7f00-7f01 r-xp 0 08:01 1 /lib/libssl.so.1.1\n": true, // a long line is skipped
+	} {
+		p := filepath.Join(dir, "maps")
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := mapsOpenSSL(p); got != want {
+			t.Errorf("%.80q: %v, want %v", content, got, want)
+		}
+	}
+}
+
+// discoveredPID returns the spans of pid whose resource says discovered, and its service.name.
+func discoveredSpans(c collected, pid int) (spans []ptrace.Span, name string) {
+	for i, r := range c.res {
+		if v, _ := r.Attributes().Get("process.pid"); v.Int() != int64(pid) {
+			continue
+		}
+		if v, ok := r.Attributes().Get(attrDiscovered); ok && v.Type() == pcommon.ValueTypeBool && v.Bool() {
+			spans = append(spans, c.spans[i])
+			s, _ := r.Attributes().Get("service.name")
+			name = s.Str()
+		}
+	}
+	return spans, name
+}
+
+// TestDiscovery: with discover.enabled and no target, an undeclared Go client on the official
+// OpenAI Go SDK, a Python client (standard library over OpenSSL) and a Node client on the npm
+// openai SDK, started before the receiver, are discovered at their next LLM API call: their
+// inference spans arrive marked agenttrail.discovered and named by their executable, and
+// their later syscalls are traced; a Go program that dials a socket and never calls a model
+// sends no span at all.
+func TestDiscovery(t *testing.T) {
+	requireKernel(t)
+	requirePython(t)
+	script := requireNodeAgent(t)
+	model := startMockModel(t)
+	base := strings.TrimSuffix(model.url, "/chat/completions")
+	t.Setenv("SSL_CERT_FILE", model.ca)
+	t.Setenv("NODE_EXTRA_CA_CERTS", model.ca)
+
+	goExe := buildOpenAIGo(t)
+	goClient := startProgram(t, goExe, "model-x")
+	goClient.waitLine(t, "ready")
+	py, _ := startPyAgent(t, python311, model)
+	node := startProgram(t, systemNode, script, "model-x")
+	node.waitLine(t, "ready")
+	peer := listen(t)
+	other := startProgram(t, buildGoAgent(t), peer)
+
+	cfg := testConfig()
+	cfg.Discover.Enabled = true
+	cfg.Discover.ScanInterval = 200 * time.Millisecond
+	cfg.Discover.MaxProbation = 4096 // the test host runs many Go programs
+	sink := startReceiver(t, cfg)
+
+	clients := []struct {
+		p         *program
+		cmd, want string
+		name      string
+	}{
+		{goClient, "h1 " + base + " 1", "ok h1", "openaigo"},
+		{py, "call " + model.url, "ok call", "python3.11"},
+		{node, "chat " + base, "ok chat", "node"},
+	}
+	last, rounds, started := time.Time{}, 0, time.Now()
+	c := waitSpansFor(t, sink, 60*time.Second, func(c collected) bool {
+		done := true
+		for _, cl := range clients {
+			s, _ := discoveredSpans(c, cl.p.cmd.Process.Pid)
+			if len(s) == 0 {
+				done = false
+			}
+		}
+		if !done && time.Since(last) > 500*time.Millisecond {
+			last, rounds = time.Now(), rounds+1
+			for _, cl := range clients {
+				cl.p.do(t, cl.cmd, cl.want)
+			}
+			other.do(t, "dial "+peer, "ok dial")
+		}
+		return done
+	})
+	t.Logf("discovered in %v, %d rounds of calls", time.Since(started), rounds)
+	for _, cl := range clients {
+		pid := cl.p.cmd.Process.Pid
+		s, name := discoveredSpans(c, pid)
+		if name != cl.name {
+			t.Errorf("%s: service.name %q", cl.name, name)
+		}
+		inference := false
+		for _, sp := range s {
+			inference = inference || fromTLS(sp)
+		}
+		if !inference {
+			t.Errorf("%s: no inference span among %d discovered spans", cl.name, len(s))
+		}
+		for i, r := range c.res {
+			if v, _ := r.Attributes().Get("process.pid"); v.Int() == int64(pid) {
+				if _, ok := r.Attributes().Get(attrDiscovered); !ok {
+					t.Errorf("%s: span %s without %s", cl.name, c.spans[i].Name(), attrDiscovered)
+				}
+			}
+		}
+	}
+	// From then on a discovered workload's syscalls are traced: the Go client's next call
+	// connects again (a new connection per h1 call).
+	goClient.do(t, "h1 "+base+" 1", "ok h1")
+	waitSpansFor(t, sink, 10*time.Second, func(c collected) bool {
+		for _, sp := range c.ofPID(goClient.cmd.Process.Pid).spans {
+			if sp.Name() == "connect" {
+				return true
+			}
+		}
+		return false
+	})
+	other.do(t, "dial "+peer, "ok dial")
+	time.Sleep(500 * time.Millisecond)
+	if n := len(collectAll(sink).ofPID(other.cmd.Process.Pid).spans); n != 0 {
+		t.Errorf("%d spans of a process that never called a model", n)
+	}
+}
+
+// collectAll indexes what the sink received so far.
+func collectAll(sink interface{ AllTraces() []ptrace.Traces }) collected {
+	var c collected
+	for _, td := range sink.AllTraces() {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j)
+				for k := 0; k < ss.Spans().Len(); k++ {
+					c.spans = append(c.spans, ss.Spans().At(k))
+					c.res = append(c.res, rs.Resource())
+				}
+			}
+		}
+	}
+	return c
+}
+
+// waitSpansFor is waitSpans with its own timeout: discovery waits for a scan and a call.
+func waitSpansFor(t *testing.T, sink interface{ AllTraces() []ptrace.Traces }, timeout time.Duration, done func(collected) bool) collected {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c := collectAll(sink)
+		if done(c) {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spans did not arrive in %v; got %d", timeout, len(c.spans))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
