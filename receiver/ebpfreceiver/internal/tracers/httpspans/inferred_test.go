@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -96,4 +97,30 @@ func TestToolArgumentsShapes(t *testing.T) {
 			t.Errorf("%s: %q, want %q", out, got, want)
 		}
 	}
+}
+
+// FuzzInferredCalls: whatever a model's response says (hostile: the traced process chose the
+// server), the calls' arguments stay bounded, valid UTF-8, and at most maxArgMembers members.
+func FuzzInferredCalls(f *testing.F) {
+	f.Add(`[{"role":"assistant","tool_calls":[{"id":"a","function":{"name":"f","arguments":"{\"x\":1,\"card\":\"4111 1111 1111 1111\"}"}}]}]`)
+	f.Add(`[{"type":"function_call","call_id":"a","name":"f","arguments":"{\"a.b\":\"\\u00e9\"}"}]`)
+	f.Add(`[{"type":"tool_use","id":"a","name":"f","input":{"x":[1,2,{"y":"z"}]}}]`)
+	f.Add(`[{"type":"tool_use","id":"a","input":"` + strings.Repeat("é", 700) + `"}]`)
+	e := &Emitter{Redactor: redact.New()}
+	f.Fuzz(func(t *testing.T, output string) {
+		inf := &llm.Inference{OutputMessages: output, ToolCalls: []llm.ToolCall{{Name: "f", ID: "a"}}}
+		for _, c := range e.inferredCalls(inf) {
+			if len(c.Arguments) > 4*MaxInferredArguments || !utf8.ValidString(c.Arguments) {
+				t.Fatalf("arguments of %d bytes, valid %v", len(c.Arguments), utf8.ValidString(c.Arguments))
+			}
+			if len(c.Args) > maxArgMembers {
+				t.Fatalf("%d members", len(c.Args))
+			}
+			for _, a := range c.Args {
+				if len(a[1]) > 4*maxArgValue || !utf8.ValidString(a[1]) || strings.Contains(a[0], ".") {
+					t.Fatalf("member %q of %d bytes", a[0], len(a[1]))
+				}
+			}
+		}
+	})
 }
