@@ -4,17 +4,12 @@ package outage
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,70 +29,6 @@ const (
 	secret = "outage-secret"
 	dcr    = "dcr-0123456789abcdef0123456789abcdef"
 )
-
-// hecServer is a minimal Splunk HEC endpoint that records the span ids it received.
-type hecServer struct {
-	mu    sync.Mutex
-	spans map[string]int
-	srv   *http.Server
-}
-
-func startHEC(t *testing.T, port int) *hecServer {
-	t.Helper()
-	h := &hecServer{spans: map[string]int{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/services/collector", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Splunk test-token" {
-			http.Error(w, `{"text":"Invalid token","code":4}`, http.StatusForbidden)
-			return
-		}
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-		}
-		dec := json.NewDecoder(body)
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for {
-			var ev struct {
-				Event struct {
-					SpanID string `json:"span_id"`
-				} `json:"event"`
-			}
-			if err := dec.Decode(&ev); err == io.EOF {
-				break
-			} else if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			h.spans[ev.Event.SpanID]++
-		}
-		_, _ = w.Write([]byte(`{"text":"Success","code":0}`))
-	})
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = h.srv.Serve(ln) }()
-	t.Cleanup(func() { h.srv.Close() })
-	return h
-}
-
-func (h *hecServer) counts() (unique, total int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, n := range h.spans {
-		unique++
-		total += n
-	}
-	return unique, total
-}
 
 // startCollector starts the collector (trusting the Azure stand-in's certificate), its log
 // appended to log; it is stopped at the end of the test if it still runs.
@@ -247,7 +178,11 @@ service:
 	second := startCollector(t, bin, cfg, log, caFile)
 	defer second.Stop(20 * time.Second)
 	time.Sleep(time.Second)
-	hec := startHEC(t, hecPort)
+	hec, err := siem.StartHECAt(fmt.Sprintf("127.0.0.1:%d", hecPort), "test-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hec.Close()
 	azure, err := siem.StartAzureAt(fmt.Sprintf("127.0.0.1:%d", azurePort), tenant, client, secret, dcr)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +191,11 @@ service:
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		unique, total := hec.counts()
+		ids := hec.SpanIDs()
+		unique, total := len(ids), 0
+		for _, c := range ids {
+			total += c
+		}
 		rows := map[string]bool{}
 		for _, r := range azure.Rows("Custom-AgentTrailSpans_CL") {
 			rows[fmt.Sprint(r["SpanId"])] = true

@@ -51,6 +51,34 @@ func StartHEC(token string) *HEC {
 	return h
 }
 
+// StartHECAt is StartHEC on a given address ("" for any free port), for tests where the
+// endpoint comes up later than the collector.
+func StartHECAt(addr, token string) (*HEC, error) {
+	h := &HEC{Token: token}
+	srv, err := unstartedAt(addr, http.HandlerFunc(h.serve))
+	if err != nil {
+		return nil, err
+	}
+	srv.Start()
+	h.srv = srv
+	return h, nil
+}
+
+// unstartedAt is an httptest server of handler listening on addr ("" for any free port).
+func unstartedAt(addr string, handler http.Handler) (*httptest.Server, error) {
+	srv := httptest.NewUnstartedServer(handler)
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	return srv, nil
+}
+
 // URL is the collector endpoint to configure.
 func (h *HEC) URL() string { return h.srv.URL + "/services/collector" }
 
@@ -229,17 +257,12 @@ func StartAzure(tenant, clientID, secret, dcr string) *Azure {
 // certificate, the same for every server, so WriteCA may be called on an earlier instance.
 func StartAzureAt(addr, tenant, clientID, secret, dcr string) (*Azure, error) {
 	a := &Azure{Tenant: tenant, ClientID: clientID, Secret: secret, DCR: dcr, rows: map[string][]map[string]any{}, token: "e2e-access-token"}
-	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
-	if addr != "" {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		a.srv.Listener.Close()
-		a.srv.Listener = ln
+	srv, err := unstartedAt(addr, http.HandlerFunc(a.serve))
+	if err != nil {
+		return nil, err
 	}
-	a.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	a.srv.StartTLS()
+	srv.StartTLS()
+	a.srv = srv
 	return a, nil
 }
 
