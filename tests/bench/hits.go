@@ -266,6 +266,19 @@ func (b *bench) probeHits() {
 	b.add(result{section: secHits, name: "socket I/O records per benign request (sends and receives of the agent on its sockets, sockets.enabled) and the `send`/`receive` spans they became",
 		command: "the same run: agenttrail.ebpf.sockets.records; spans named send/receive {peer} at the consumer",
 		value:   fmt.Sprintf("%.1f records → %.1f spans", benign.sockRecords, benign.sendSpans), ratio: "-", target: "-", verdict: "counted"})
+	for _, ph := range benign.progs {
+		trap := "trap floor not measured in this run (section overhead)"
+		if b.uprobeFloorNs > 0 {
+			trap = fmt.Sprintf("trap floor %.1f × %.2f µs = %.0f µs per request", ph.hits, b.uprobeFloorNs/1000, ph.hits*b.uprobeFloorNs/1000)
+		}
+		loss := probeLoss[ph.name]
+		if loss == "" {
+			loss = "(no description)"
+		}
+		b.add(result{section: secHits, name: "per probe: " + ph.name + " — " + loss,
+			command: "the same run: the program's BPF run statistics ÷ requests",
+			value:   fmt.Sprintf("%.1f hits per benign request, %.0f ns in BPF per hit; %s", ph.hits, ph.nsPerHit, trap), ratio: "-", target: "-", verdict: "counted"})
+	}
 	if b.uprobeFloorNs > 0 {
 		b.add(result{section: secHits, name: "trap floor per benign request: uprobe hits × bare uprobe hit", command: "hits above × the probe floor of this run",
 			value: fmt.Sprintf("%.1f × %.2f µs = %.0f µs", benign.hits, b.uprobeFloorNs/1000, benign.hits*b.uprobeFloorNs/1000), ratio: "-", target: "-", verdict: "computed"})
@@ -303,6 +316,31 @@ type hitCounts struct {
 	hits, uprobeNs, otherSSL, records, spans, syscalls float64 // per request
 	sockRecords, sendSpans                             float64 // socket I/O records and `send` spans per request
 	perProg, spanNames                                 string
+	progs                                              []progHits // the uprobe programs that ran, by name
+}
+
+// progHits is one uprobe program's runs per request and in-BPF time per run.
+type progHits struct {
+	name           string
+	hits, nsPerHit float64
+}
+
+// probeLoss says, per uprobe program, where it sits and what the receiver would lose without
+// it: the argument for each hit a request pays (issue #22).
+var probeLoss = map[string]string{
+	"func_entry":         "entry of a configured function (after its stack bound check). Without it: no span for the function, so no prompt/inference/tool role, arguments or parent for the work under it",
+	"func_return":        "each RET of a configured function (one hit per call). Without it: a call ends only when a caller returns, its goroutine is reused or the process exits: no duration, and the goroutine's later work lands under it",
+	"go_newproc1_ret":    "runtime.newproc1's RETs, one hit per goroutine started (the creator read as g0.m.curg). Without it: work a goroutine does for its creator (net/http's dialer, a tool's own goroutine) is a trace of its own, and a reused g's open calls are not closed",
+	"go_newproc1":        "runtime.newproc1's entry, for a program without DWARF (saves the creator for go_newproc1_return). Without it: as go_newproc1_ret",
+	"go_newproc1_return": "runtime.newproc1's RETs, for a program without DWARF. Without it: as go_newproc1_ret",
+	"go_tls_write":       "crypto/tls.(*Conn).Write at entry. Without it: no request plaintext: the inference span (model, prompt, tool results) and HTTP/MCP spans over TLS are gone",
+	"go_tls_read":        "crypto/tls.(*Conn).Read at entry: saves c and b for the RETs. Read keeps both in their ABI spill slots (8(SP), 16(SP) at its RETs, Go 1.26), so the RETs could read them alone (one hit, not two): a prototype did, passed the HTTP/1.1 tests and even parsed the response of a Read in flight at attach time, but then internal/llm's HTTP/2 join saw server frames first on a connection it had not seen and gave the connection up (TestH2JoinedAfterPreface, TestH2ProcessNameTarget); not shipped",
+	"go_tls_read_ret":    "crypto/tls.(*Conn).Read's RETs. Without it: no response: no output tokens, finish reason or the model's tool calls, which the story needs",
+	"go_tls_close":       "crypto/tls.(*Conn).Close. Without it: a connection's state lives until its process exits or 2 minutes idle (not per request)",
+	"ssl_entry":          "OpenSSL SSL_read/SSL_write entry. Without it: no plaintext of OpenSSL clients",
+	"ssl_return":         "OpenSSL SSL_read/SSL_write return. Without it: as ssl_entry",
+	"ssl_free":           "OpenSSL SSL_free. Without it: a connection's state lives until its process exits",
+	"python_audit":       "CPython's audit USDT. Without it: no Python audit events or stacks",
 }
 
 func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error) {
@@ -323,6 +361,7 @@ func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error)
 	k := float64(n)
 	var c hitCounts
 	perProg := map[string]float64{}
+	perNs := map[string]float64{} // in-BPF ns over the window
 	for i, pr := range w.progs {
 		runs := float64(s1[i].runs - s0[i].runs)
 		if !w.agentUsesSSL && strings.HasPrefix(pr.name, "ssl_") {
@@ -334,9 +373,14 @@ func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error)
 			c.uprobeNs += float64(s1[i].ns-s0[i].ns) / k
 			if runs > 0 {
 				perProg[pr.name] += runs / k
+				perNs[pr.name] += float64(s1[i].ns - s0[i].ns)
 			}
 		}
 	}
+	for name, v := range perProg {
+		c.progs = append(c.progs, progHits{name: name, hits: v, nsPerHit: perNs[name] / (v * k)})
+	}
+	sort.Slice(c.progs, func(i, j int) bool { return c.progs[i].name < c.progs[j].name })
 	var parts []string
 	for name, v := range perProg {
 		parts = append(parts, fmt.Sprintf("%s %.1f", name, v))
