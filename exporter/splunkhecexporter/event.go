@@ -102,21 +102,10 @@ func (m eventMapper) spanEvents(td ptrace.Traces) iter.Seq2[int, *hecEvent] {
 		rss := td.ResourceSpans()
 		for i := 0; i < rss.Len(); i++ {
 			rs := rss.At(i)
-			host, source, sourcetype, index := unknownHostName, m.source, m.sourcetype, m.index
+			meta := m.defaults()
 			fields := map[string]any{}
 			for k, v := range rs.Resource().Attributes().All() {
-				switch k {
-				case m.attrs.Host:
-					host = v.AsString()
-				case m.attrs.Source:
-					source = v.AsString()
-				case m.attrs.SourceType:
-					sourcetype = v.AsString()
-				case m.attrs.Index:
-					index = v.AsString()
-				case hecTokenLabel:
-					// never forwarded
-				default:
+				if !m.metadata(&meta, k, v) {
 					fields[k] = v.AsString()
 				}
 			}
@@ -132,15 +121,10 @@ func (m eventMapper) spanEvents(td ptrace.Traces) iter.Seq2[int, *hecEvent] {
 				spans := sss.At(j).Spans()
 				for k := 0; k < spans.Len(); k++ {
 					span := spans.At(k)
-					*ev = hecEvent{
-						Time:       secondsWithMillis(span.StartTimestamp()),
-						Host:       host,
-						Source:     source,
-						SourceType: sourcetype,
-						Index:      index,
-						Event:      toHecSpan(span),
-						Fields:     encodedFields,
-					}
+					*ev = meta
+					ev.Time = secondsWithMillis(span.StartTimestamp())
+					ev.Event = toHecSpan(span)
+					ev.Fields = encodedFields
 					if !yield(idx, ev) {
 						return
 					}
@@ -219,7 +203,7 @@ func (m eventMapper) logRecordEvent(res pcommon.Resource, lr plog.LogRecord) *he
 	if !ok {
 		return nil
 	}
-	host, source, sourcetype, index := unknownHostName, m.source, m.sourcetype, m.index
+	ev := m.defaults()
 	fields := map[string]any{}
 	if id := lr.SpanID(); !id.IsEmpty() {
 		fields[spanIDFieldKey] = hex.EncodeToString(id[:])
@@ -236,18 +220,7 @@ func (m eventMapper) logRecordEvent(res pcommon.Resource, lr plog.LogRecord) *he
 	// Resource attributes first, then record attributes, which win on conflicts (as contrib).
 	for _, attrs := range []pcommon.Map{res.Attributes(), lr.Attributes()} {
 		for k, v := range attrs.All() {
-			switch k {
-			case m.attrs.Host:
-				host = v.AsString()
-			case m.attrs.Source:
-				source = v.AsString()
-			case m.attrs.SourceType:
-				sourcetype = v.AsString()
-			case m.attrs.Index:
-				index = v.AsString()
-			case hecTokenLabel:
-				// never forwarded
-			default:
+			if !m.metadata(&ev, k, v) {
 				mergeValue(fields, k, v.AsRaw())
 			}
 		}
@@ -256,18 +229,38 @@ func (m eventMapper) logRecordEvent(res pcommon.Resource, lr plog.LogRecord) *he
 	if ts == 0 {
 		ts = lr.ObservedTimestamp()
 	}
-	ev := &hecEvent{
-		Time:       secondsWithMillis(ts),
-		Host:       host,
-		Source:     source,
-		SourceType: sourcetype,
-		Index:      index,
-		Event:      body,
-	}
+	ev.Time = secondsWithMillis(ts)
+	ev.Event = body
 	if len(fields) > 0 {
 		ev.Fields = fields
 	}
-	return ev
+	return &ev
+}
+
+// defaults is an event with the configured HEC metadata, before attributes override it.
+func (m eventMapper) defaults() hecEvent {
+	return hecEvent{Host: unknownHostName, Source: m.source, SourceType: m.sourcetype, Index: m.index}
+}
+
+// metadata sets the HEC metadata that attribute k maps to (hec_metadata_to_otel_attrs) on ev
+// and reports whether k was metadata, or the token label, which is never forwarded: any
+// other attribute is a field.
+func (m eventMapper) metadata(ev *hecEvent, k string, v pcommon.Value) bool {
+	switch k {
+	case m.attrs.Host:
+		ev.Host = v.AsString()
+	case m.attrs.Source:
+		ev.Source = v.AsString()
+	case m.attrs.SourceType:
+		ev.SourceType = v.AsString()
+	case m.attrs.Index:
+		ev.Index = v.AsString()
+	case hecTokenLabel:
+		// never forwarded
+	default:
+		return false
+	}
+	return true
 }
 
 // logBody returns the HEC "event" of a log body. A string that holds a JSON object or array
