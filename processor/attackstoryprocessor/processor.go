@@ -414,6 +414,7 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.
 		return
 	}
 	head := f.Spans[f.Head].Span
+	prior, omitted := priorFindings(f, fd.UID)
 	putFindingAttributes(head.Attributes(), fd)
 	ev := head.Events().AppendEmpty()
 	ev.SetName(story.FindingEventName)
@@ -425,6 +426,20 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.
 	attrs.PutStr(story.AttrFindingMode, string(fd.Mode))
 	attrs.PutStr(story.AttrFindingNarrative, fd.Narrative)
 	attrs.PutStr(story.AttrFindingOCSF, fd.OCSF)
+	if len(prior) > 0 {
+		// The gateway judged the whole story; the agents' findings on its halves are parts of
+		// it: a consumer shows this one and hides the ones named (both tiers keep judging: the
+		// agent for its node's enforcement and when no gateway runs).
+		for _, m := range []pcommon.Map{attrs, head.Attributes()} {
+			sl := m.PutEmptySlice(story.AttrFindingSupersedes)
+			for _, uid := range prior {
+				sl.AppendEmpty().SetStr(uid)
+			}
+			if omitted > 0 {
+				m.PutInt(story.AttrFindingSupersedesOmitted, int64(omitted))
+			}
+		}
+	}
 	if fd.ToolNotEnforceable {
 		head.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		attrs.PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
@@ -432,6 +447,45 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.
 			f.Spans[i].Span.Attributes().PutStr(enforcement.AttrEnforcementTool, enforcement.ToolNotEnforceable)
 		}
 	}
+}
+
+// maxSuperseded bounds the uids a finding names as superseded (they come from the agents, over
+// the network); maxUIDLen bounds one (the processor's own are 36 characters).
+const (
+	maxSuperseded = 16
+	maxUIDLen     = 64
+)
+
+// priorFindings are the uids on finding events already on the story's spans when it was
+// judged here, in span order, without repeats, at most maxSuperseded (omitted counts the rest,
+// and uids that are empty or longer than maxUIDLen). own is left out: an agent's finding on the
+// same head span of the same trace has this finding's uid (<trace id>-<span id>) — a consumer
+// keying findings by uid already sees one.
+func priorFindings(f *story.Facts, own string) (uids []string, omitted int) {
+	seen := map[string]bool{own: true}
+	for _, sp := range f.Spans {
+		evs := sp.Span.Events()
+		for i := 0; i < evs.Len(); i++ {
+			ev := evs.At(i)
+			if ev.Name() != story.FindingEventName {
+				continue
+			}
+			v, ok := ev.Attributes().Get(story.AttrFindingUID)
+			if !ok {
+				continue
+			}
+			uid := v.AsString()
+			switch {
+			case seen[uid]:
+			case uid == "" || len(uid) > maxUIDLen || len(uids) >= maxSuperseded:
+				omitted++
+			default:
+				seen[uid] = true
+				uids = append(uids, uid)
+			}
+		}
+	}
+	return uids, omitted
 }
 
 func putFindingAttributes(m pcommon.Map, fd *finding.Finding) {

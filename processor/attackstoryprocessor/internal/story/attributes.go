@@ -65,6 +65,11 @@ const (
 	AttrFindingMode       = "agenttrail.finding.mode"
 	AttrFindingNarrative  = "agenttrail.finding.narrative"
 	AttrFindingOCSF       = "agenttrail.finding.ocsf"
+	// AttrFindingSupersedes: the uids of the findings another tier (a node's agent) had put on
+	// spans of the story before this processor judged it whole (the gateway, across nodes).
+	AttrFindingSupersedes = "agenttrail.finding.supersedes"
+	// AttrFindingSupersedesOmitted counts the uids beyond MaxSuperseded.
+	AttrFindingSupersedesOmitted = "agenttrail.finding.supersedes_omitted"
 
 	// FindingEventName is the name of the span event that carries a finding.
 	FindingEventName = "finding"
