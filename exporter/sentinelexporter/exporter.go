@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/metric"
@@ -162,26 +163,33 @@ func (e *sentinelExporter) getClient() uploader {
 
 var errNotStarted = consumererror.NewPermanent(errors.New("sentinel exporter is not started"))
 
-func (e *sentinelExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
+// begin returns the batcher of one export call of n items, or the error that stops the call
+// before any upload; done gives the call's buffers back.
+func (e *sentinelExporter) begin(ctx context.Context, n int) (b *batcher, done func(), err error) {
 	client := e.getClient()
 	if client == nil {
-		return errNotStarted
+		return nil, nil, errNotStarted
 	}
 	if err := e.auth.held(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	st := e.getState()
-	defer e.putState(st)
-	b := e.newBatcher(ctx, client, st, td.SpanCount())
+	return e.newBatcher(ctx, client, st, n), func() { e.putState(st) }, nil
+}
+
+func (e *sentinelExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
+	b, done, err := e.begin(ctx, td.SpanCount())
+	if err != nil {
+		return err
+	}
+	defer done()
+	st := b.st
 	idx := 0
 	rss := td.ResourceSpans()
 resources:
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
-		rc := newResourceCtx(rs.Resource(), st.res)
-		if rc.attrsJSON != nil {
-			st.res = rc.attrsJSON
-		}
+		rc := st.resourceCtx(rs.Resource())
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			scope := sss.At(j).Scope()
@@ -197,33 +205,25 @@ resources:
 	}
 	// A retryable error hands back only the rows still to be sent; a permanent one carries them
 	// too, so that the drop accounting (exporterkit.Drops.HelperLogger) counts what was dropped.
-	err := b.finish()
-	if err == nil {
-		return nil
+	if err := b.finish(); err != nil {
+		return consumererror.NewTraces(err, exporterkit.SelectSpans(td, b.pending))
 	}
-	return consumererror.NewTraces(err, exporterkit.SelectSpans(td, b.pending))
+	return nil
 }
 
 func (e *sentinelExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
-	client := e.getClient()
-	if client == nil {
-		return errNotStarted
-	}
-	if err := e.auth.held(); err != nil {
+	b, done, err := e.begin(ctx, ld.LogRecordCount())
+	if err != nil {
 		return err
 	}
-	st := e.getState()
-	defer e.putState(st)
-	b := e.newBatcher(ctx, client, st, ld.LogRecordCount())
+	defer done()
+	st := b.st
 	idx := 0
 	rls := ld.ResourceLogs()
 resources:
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
-		rc := newResourceCtx(rl.Resource(), st.res)
-		if rc.attrsJSON != nil {
-			st.res = rc.attrsJSON
-		}
+		rc := st.resourceCtx(rl.Resource())
 		sls := rl.ScopeLogs()
 		for j := 0; j < sls.Len(); j++ {
 			lrs := sls.At(j).LogRecords()
@@ -239,11 +239,10 @@ resources:
 			}
 		}
 	}
-	err := b.finish()
-	if err == nil {
-		return nil
+	if err := b.finish(); err != nil {
+		return consumererror.NewLogs(err, exporterkit.SelectLogs(ld, b.pending))
 	}
-	return consumererror.NewLogs(err, exporterkit.SelectLogs(ld, b.pending))
+	return nil
 }
 
 // encodeState holds the buffers of one export call; pooled across calls.
@@ -256,6 +255,15 @@ type encodeState struct {
 	idx     []int  // position in the pdata of each row of the batch
 	done    []bool // per pdata position: delivered or dropped
 	scratch bytes.Buffer
+}
+
+// resourceCtx is newResourceCtx encoding into the state's buffer, kept for the next resource.
+func (st *encodeState) resourceCtx(res pcommon.Resource) resourceCtx {
+	rc := newResourceCtx(res, st.res)
+	if rc.attrsJSON != nil {
+		st.res = rc.attrsJSON
+	}
+	return rc
 }
 
 func (e *sentinelExporter) getState() *encodeState {
