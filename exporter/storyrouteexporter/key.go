@@ -224,7 +224,13 @@ func (k *keyer) rememberTrace(id pcommon.TraceID, key string, now time.Time, cou
 }
 
 func (k *keyer) rememberInbound(ik inboundKey, now time.Time, counts map[string]int) {
-	if _, ok := k.inbound[ik]; !ok && len(k.inbound) >= k.maxInbound {
+	t, ok := k.inbound[ik]
+	if ok && now.Sub(t) < k.ttl/2 {
+		// Seen lately: not queued again, so a sender repeating one accept cannot grow the
+		// queue (at most three entries per connection within ttl).
+		return
+	}
+	if !ok && len(k.inbound) >= k.maxInbound {
 		for len(k.inboundQueue) > 0 {
 			q := k.inboundQueue[0]
 			k.inboundQueue = k.inboundQueue[1:]

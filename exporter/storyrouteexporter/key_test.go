@@ -231,3 +231,17 @@ func TestKeysOrderFree(t *testing.T) {
 		t.Errorf("%+v vs %+v, want 10.0.0.5 both", a[traceID(1)], b[traceID(1)])
 	}
 }
+
+// TestInboundQueueBounded: one accept sent again and again (a broken or hostile sender) does
+// not grow what the keyer remembers.
+func TestInboundQueueBounded(t *testing.T) {
+	k := newKeyer(10, 10, time.Minute)
+	for range 1000 {
+		b, s := newBatch("node-b")
+		socket(s, traceID(1), spanID(1), spanID(0), "accept", "10.1.0.9", 8080, "10.0.0.5", 40001, t0)
+		k.keys(b.td, map[string]int{})
+	}
+	if len(k.inboundQueue) > 3 || len(k.traceQueue) > 3 {
+		t.Errorf("queues of %d and %d entries for one connection and one trace", len(k.inboundQueue), len(k.traceQueue))
+	}
+}
