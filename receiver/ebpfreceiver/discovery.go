@@ -3,7 +3,6 @@ package ebpfreceiver
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
-	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/tls"
 )
@@ -275,22 +273,11 @@ func mapsOpenSSL(path string) bool {
 // waiting are dropped) until it exits or is looked at again.
 func (g *registry) untraceDiscovered(pid uint32, p *discoveredProc, now time.Time, outcome string) {
 	d := g.discovery
-	if err := g.kernel.UntraceProcess(pid); err != nil && !errors.Is(err, os.ErrNotExist) {
-		g.logger.Debug("cannot untrace a process", zap.Uint32("pid", pid), zap.Error(err))
-	}
-	for _, tr := range g.tracers {
-		tr.ProcessGone(pid)
-	}
-	g.builder.ProcessExit(spans.Header{PID: pid, Time: now})
-	g.onExit(pid)
+	g.untrace(pid, now, "discovery stopped tracing the process")
 	g.leaveState(p)
 	for cpid, c := range d.procs {
 		if c.parent == pid { // its children, traced since they forked
-			_ = g.kernel.UntraceProcess(cpid)
-			for _, tr := range g.tracers {
-				tr.ProcessGone(cpid)
-			}
-			g.onExit(cpid)
+			g.untrace(cpid, now, "discovery stopped tracing the process")
 			delete(d.procs, cpid)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/agenttrail/agenttrail/internal/containerid"
 	"github.com/agenttrail/agenttrail/internal/k8sinventory"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/k8sselect"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
@@ -131,8 +132,8 @@ func (g *registry) matchKubernetes(t *tracer.Target, ci containerid.Info) bool {
 }
 
 // rescanKubernetes traces the running processes of pods (or containers) that came into a
-// selection since the last look: a pod relabelled into it, a container whose id the kubelet
-// just reported. Processes that left a selection stay traced until they exit.
+// selection since the last look (a pod relabelled into it, a container whose id the kubelet
+// just reported), and stops tracing those of pods that left it (relabelled out, deleted).
 func (g *registry) rescanKubernetes(now time.Time) {
 	k := g.k8s
 	if k == nil || now.Before(k.rescanAt) {
@@ -147,6 +148,22 @@ func (g *registry) rescanKubernetes(now time.Time) {
 	if err != nil {
 		g.logger.Warn("cannot list processes for the Kubernetes targets", zap.Error(err))
 		return
+	}
+	// A process whose pod (or container) left its target's selection is no longer traced: a
+	// pod relabelled out is no longer the operator's agent.
+	for pid, p := range g.traced {
+		if p.Target == nil || p.Target.Config.Kubernetes == nil {
+			continue
+		}
+		ci, err := containerid.FromPID(g.cfg.ProcRoot, pid)
+		if err != nil {
+			continue // gone: its exit record forgets it
+		}
+		if i := k.resolver.Match(ci.PodUID, ci.ID); i < 0 || k.targets[i] != p.Target {
+			g.logger.Info("a process's pod left its target's Kubernetes selection; it is no longer traced",
+				zap.String("target", p.Target.Config.Name), zap.Uint32("pid", pid))
+			g.untrace(pid, now, "the process's pod left the target's selection")
+		}
 	}
 	self := uint32(os.Getpid())
 	for _, pid := range pids {
@@ -170,6 +187,22 @@ func (g *registry) rescanKubernetes(now time.Time) {
 		}
 		g.trace(k.targets[i], info, now)
 	}
+}
+
+// untrace stops tracing a process that has not exited: the kernel forgets it, the tracers drop
+// its state, and what it had open is closed with reason as its error.
+func (g *registry) untrace(pid uint32, now time.Time, reason string) {
+	if g.kernel != nil {
+		if err := g.kernel.UntraceProcess(pid); err != nil {
+			g.logger.Debug("cannot untrace a process", zap.Uint32("pid", pid), zap.Error(err))
+		}
+	}
+	for _, tr := range g.tracers {
+		tr.ProcessGone(pid)
+	}
+	g.builder.ResetProcess(pid, now, reason)
+	g.builder.ProcessExit(spans.Header{PID: pid, Time: now})
+	g.onExit(pid)
 }
 
 // kubernetesWaiting says whether an idle reader must wake for a rescan.

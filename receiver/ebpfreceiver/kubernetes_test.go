@@ -256,6 +256,52 @@ func TestRingWaiterWake(t *testing.T) {
 	}
 }
 
+// TestKubernetesPodLeavesSelection: a traced process whose pod is relabelled out of the
+// selection is no longer traced (it was until it exited).
+func TestKubernetesPodLeavesSelection(t *testing.T) {
+	requireKernel(t)
+	exe := buildGoAgent(t)
+	peer := listen(t)
+	c := makeKubeCgroups(t)
+	pod := kubePod(c.podUID, c.proxyID, map[string]string{"ai.bank/agent": "true"})
+	client := fake.NewClientset(pod)
+	agent := startProgram(t, exe, peer)
+	if err := containerid.AddProcess(c.agent, agent.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	agent.do(t, "noop", "ok noop")
+	sink := startKubeReceiver(t, client, dialTarget("advisor", TargetConfig{Kubernetes: &k8sselect.Config{PodLabels: "ai.bank/agent=true"}}))
+	connects := func() int {
+		n := 0
+		for _, s := range collectAll(sink).ofPID(agent.cmd.Process.Pid).spans {
+			if s.Name() == "connect" {
+				n++
+			}
+		}
+		return n
+	}
+	waitSpans(t, sink, func(col collected) bool {
+		if connects() > 0 {
+			return true
+		}
+		agent.do(t, "dial "+peer, "ok dial")
+		return false
+	})
+	pod.Labels["ai.bank/agent"] = "false"
+	if _, err := client.CoreV1().Pods("wealth-ai").Update(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the informer, the wake, the rescan (at most one a second), a flush
+	before := connects()
+	for range 3 {
+		agent.do(t, "dial "+peer, "ok dial")
+	}
+	time.Sleep(time.Second)
+	if after := connects(); after != before {
+		t.Errorf("%d connect spans after the pod left the selection", after-before)
+	}
+}
+
 func requireOnlyPID(t *testing.T, c collected, pid int, service string) {
 	t.Helper()
 	for i, r := range c.res {
