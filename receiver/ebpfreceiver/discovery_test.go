@@ -1,15 +1,27 @@
 package ebpfreceiver
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/agenttrail/agenttrail/internal/k8sinventory"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracer"
 )
 
 func TestDiscoverConfig(t *testing.T) {
@@ -202,5 +214,133 @@ func waitSpansFor(t *testing.T, sink interface{ AllTraces() []ptrace.Traces }, t
 			t.Fatalf("spans did not arrive in %v; got %d", timeout, len(c.spans))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// discoveryRegistry is a registry with discovery on and no kernel: the filter's decisions.
+func discoveryRegistry(t *testing.T, tel *componenttest.Telemetry) *registry {
+	t.Helper()
+	cfg := createDefaultConfig().(*Config)
+	cfg.Discover.Enabled = true
+	cfg.ProcRoot = t.TempDir() // no process is found there: names come from the executable
+	tm, err := newTelemetry(tel.NewTelemetrySettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newRegistry(cfg, nil, zap.NewNop(), tm, spans.NewBuilder(spans.Options{}), nil, nil, nil)
+	if err := g.startDiscovery(componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func batch(pids map[uint32][]string) ptrace.Traces {
+	td := ptrace.NewTraces()
+	for pid, names := range pids {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutInt("process.pid", int64(pid))
+		rs.Resource().Attributes().PutStr("service.name", "discovered")
+		ss := rs.ScopeSpans().AppendEmpty()
+		for _, n := range names {
+			s := ss.Spans().AppendEmpty()
+			s.SetName(n)
+			if strings.HasPrefix(n, "chat") {
+				s.Attributes().PutStr("gen_ai.provider.name", "openai")
+			}
+		}
+	}
+	return td
+}
+
+func byPID(td ptrace.Traces) map[int64]pcommon.Map {
+	out := map[int64]pcommon.Map{}
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		a := td.ResourceSpans().At(i).Resource().Attributes()
+		v, _ := a.Get("process.pid")
+		out[v.Int()] = a
+	}
+	return out
+}
+
+// TestDiscoveryFilter: a candidate's spans are dropped (and counted) until a batch has its LLM
+// API call; from that batch on its spans and its children's are named and marked; a target's
+// are untouched.
+func TestDiscoveryFilter(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	g := discoveryRegistry(t, tel)
+	d := g.discovery
+	now := time.Now()
+	target := &tracer.Target{ID: 1, Config: TargetConfig{Name: "declared"}}
+	g.traced[100] = &tracer.Process{ProcInfo: tracer.ProcInfo{PID: 100, Exe: "/srv/bin/advisor"}, Target: d.target}
+	g.traced[101] = &tracer.Process{ProcInfo: tracer.ProcInfo{PID: 101, PPID: 100, Exe: "/bin/sh"}, Target: d.target}
+	g.traced[200] = &tracer.Process{ProcInfo: tracer.ProcInfo{PID: 200, Exe: "/srv/bin/declared"}, Target: target}
+	d.procs[100] = &discoveredProc{state: stateProbation, since: now}
+	d.probation = 1
+
+	td := batch(map[uint32][]string{100: {"connect", "openat"}, 101: {"execve"}, 200: {"connect"}})
+	g.filterDiscovered(td, now)
+	got := byPID(td)
+	if len(got) != 1 || got[200].Len() == 0 {
+		t.Fatalf("on probation: kept %v, want only the target's", got)
+	}
+	if v, _ := got[200].Get("service.name"); v.Str() != "discovered" {
+		t.Errorf("a target's resource changed: %v", got[200].AsRaw())
+	}
+	if n := metricSum(t, tel, "agenttrail.ebpf.discovery.dropped", "probation_spans"); n != 3 {
+		t.Errorf("probation_spans %d, want 3", n)
+	}
+
+	td = batch(map[uint32][]string{100: {"connect", "chat model-x"}})
+	g.filterDiscovered(td, now)
+	got = byPID(td)
+	if a, ok := got[100]; !ok {
+		t.Fatal("the batch with the LLM call was dropped")
+	} else if v, _ := a.Get("service.name"); v.Str() != "advisor" {
+		t.Errorf("service.name %q, want the executable's name", v.Str())
+	} else if v, _ := a.Get(attrDiscovered); !v.Bool() {
+		t.Errorf("%s not set", attrDiscovered)
+	}
+	if d.workloads != 1 || d.probation != 0 || d.procs[100].state != stateDiscovered {
+		t.Errorf("workloads %d probation %d state %d", d.workloads, d.probation, d.procs[100].state)
+	}
+	td = batch(map[uint32][]string{100: {"openat"}, 101: {"execve"}})
+	g.filterDiscovered(td, now)
+	got = byPID(td)
+	if v, _ := got[101].Get("service.name"); len(got) != 2 || v.Str() != "advisor" {
+		t.Errorf("after discovery: kept %d resources, the child named %q", len(got), v.Str())
+	}
+}
+
+// TestPodWorkload: a discovered process in a pod is named by its Deployment (the ReplicaSet's
+// name less the pod-template-hash), else by its controller, else by the pod.
+func TestPodWorkload(t *testing.T) {
+	yes := true
+	pod := func(uid, name string, labels map[string]string, owner ...metav1.OwnerReference) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "wealth-ai", Name: name, UID: types.UID(uid), Labels: labels, OwnerReferences: owner},
+			Spec: corev1.PodSpec{NodeName: "node-1"}}
+	}
+	client := fake.NewClientset(
+		pod("u-1", "advisor-7f9c-abcde", map[string]string{"pod-template-hash": "7f9c"}, metav1.OwnerReference{Kind: "ReplicaSet", Name: "advisor-7f9c", Controller: &yes}),
+		pod("u-2", "kyc-0", nil, metav1.OwnerReference{Kind: "StatefulSet", Name: "kyc", Controller: &yes}),
+		pod("u-3", "debug", nil),
+	)
+	inf, err := k8sinventory.New(client, "node-1", 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	inf.Run(ctx, &wg)
+	for !inf.HasSynced() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p := &inventoryStub{inf: inf}
+	for uid, want := range map[string]string{"u-1": "wealth-ai/advisor", "u-2": "wealth-ai/kyc", "u-3": "wealth-ai/debug", "u-9": ""} {
+		if got := podWorkload(p, uid); got != want {
+			t.Errorf("%s: %q, want %q", uid, got, want)
+		}
 	}
 }
