@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/agenttrail/agenttrail/internal/handoff"
 )
 
 // FuzzJoin feeds socket and accept spans whose addresses and ports come from the fuzzer (what a
@@ -48,15 +50,27 @@ func FuzzJoin(f *testing.F) {
 			batches[0], batches[1] = batches[1], batches[0]
 		}
 		total := 0
+		var reqs []*request
 		for _, td := range batches {
-			out, err := j.consume(context.Background(), td)
+			req := &request{ack: handoff.New()}
+			reqs = append(reqs, req)
+			out, err := j.consume(context.WithValue(context.Background(), requestKey{}, req), td)
 			if err == nil {
 				total += out.SpanCount()
+			}
+			for _, a := range req.released {
+				a.Done(nil) // passed on with this batch, as handoffProcessor does
 			}
 		}
 		now = now.Add(cfg.Wait)
 		if err := j.expire(context.Background(), true); err != nil {
 			t.Fatal(err)
+		}
+		for i, req := range reqs {
+			// Every part it left waiting was passed on: only the caller's reference is left.
+			if n := req.ack.Pending(); n != 1 {
+				t.Fatalf("request %d: %d references, want 1 (the caller's)", i, n)
+			}
 		}
 		total += sink.SpanCount()
 		if total != 3 {
