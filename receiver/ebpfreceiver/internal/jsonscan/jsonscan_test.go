@@ -116,7 +116,9 @@ func TestElements(t *testing.T) {
 		t.Fatalf("%q %v", got, err)
 	}
 	got = nil
-	err = Elements([]byte(`[{"a":1},{"b":`), func(raw []byte, whole bool) { got = append(got, string(raw)+map[bool]string{true: "", false: "…"}[whole]) })
+	err = Elements([]byte(`[{"a":1},{"b":`), func(raw []byte, whole bool) {
+		got = append(got, string(raw)+map[bool]string{true: "", false: "…"}[whole])
+	})
 	if !errors.Is(err, ErrCut) || strings.Join(got, "|") != `{"a":1}|{"b":…` {
 		t.Fatalf("cut: %q %v", got, err)
 	}

@@ -22,8 +22,8 @@ const (
 
 // Message is one JSON-RPC 2.0 message as far as it was captured.
 type Message struct {
-	Kind   Kind
-	ID     string // the id as JSON wrote it: a number's digits, or a string in its quotes; "" when none was seen
+	Kind Kind
+	ID   string // the id as JSON wrote it: a number's digits, or a string in its quotes; "" when none was seen
 	// NullID: the id was null, as a server answers a request it could not read (JSON-RPC 2.0:
 	// an error whose request's id could not be told): the TypeScript SDK's streamable HTTP
 	// server does so for any request before initialize, such as the Go SDK's server/discover.
