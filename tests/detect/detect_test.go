@@ -39,9 +39,9 @@ type agent struct {
 	language string
 	tools    agentTools
 	// functions: its prompt, model and tool functions are spans (Go by uprobes, Python from
-	// its stacks). JavaScript functions cannot be: the Node agent is seen at the level of its
-	// model calls, syscalls and socket I/O only, measured in the full corpus and not held to
-	// recall 1.0 (DETECTION.md says what it misses and why).
+	// its stacks). JavaScript functions cannot be: the Node agent's tool spans are inferred
+	// from its model's tool calls (the receiver README's "Tool spans inferred from the model's
+	// tool calls"). Every agent is held to recall 1.0 and no false positive.
 	functions bool
 }
 
@@ -333,6 +333,7 @@ processors:
         allowed_flows: *flows
       - match: {service.name: depot-agent}
         mode: alert
+        allowed_tools: [stock-read, shipment-post, warehouse-shell, carrier-dns, manual-fetch]
         allowed_destinations: ["127.0.0.1"]
         allowed_flows: *flows
   batch:
@@ -513,9 +514,6 @@ service:
 		}
 	}
 	for _, r := range runs {
-		if !r.agent.functions {
-			continue // measured, not held to recall 1.0 (see agent.functions)
-		}
 		if r.sc.attack && !r.detected() {
 			t.Errorf("%s %s: attack not detected (%s)", r.agent.name, r.sc.name, r.sc.kind)
 		}
@@ -559,14 +557,20 @@ func writeReport(runs []run, full bool) string {
 	b.WriteString(scope)
 	b.WriteString("\n## Results\n\n| agent | attacks | detected (TP) | missed (FN) | benign | flagged (FP) | clean (TN) | precision | recall |\n|---|---|---|---|---|---|---|---|---|\n")
 	total := map[string]int{}
-	for _, n := range append(names, "Go and Python (function spans)", "all") {
+	const probed, inferred = "Go and Python (function spans)", "Node (inferred tool spans)"
+	for _, n := range append(names, probed, inferred, "all") {
 		c := map[string]int{}
 		for _, r := range runs {
-			if n == "Go and Python (function spans)" && !r.agent.functions {
-				continue
-			}
-			if n != "all" && n != "Go and Python (function spans)" && r.agent.name != n {
-				continue
+			switch n {
+			case "all":
+			case probed, inferred:
+				if r.agent.functions != (n == probed) {
+					continue
+				}
+			default:
+				if r.agent.name != n {
+					continue
+				}
 			}
 			switch {
 			case r.sc.attack && r.detected():
@@ -656,11 +660,10 @@ allowed_tools, 127.0.0.1 as allowed destination and two allowed flows (customer 
 and to the warehouse up to twice the file), and decodes the model calls' messages
 (tls.capture_message_content, redacted) so that injected text in a tool's result is seen.
 
-The Node agent (depot-agent) has no function spans: JavaScript functions cannot be uprobed, so
-its stories are its model calls, and what its tools do happens between them, on an event loop
-with no call open (the receiver's root send spans and orphan syscall stories). It is measured
-here, not held to recall 1.0: a read and the send that follows are in different stories, a
-shell is not inside a tool span, and text in a model call's input counts as indirect injection
-only after a tool span. The Go and Python agents are held to recall 1.0 and no false
-positive by the test.
+The Node agent (depot-agent) has no function spans: JavaScript functions cannot be uprobed.
+Its tool spans are inferred by the receiver from its model's tool calls (each call an
+` + "`execute_tool {name}`" + ` span with the model's call id and arguments, from the response that
+asked for it to the agent's next model request, its syscalls, sends and forks under it; its
+conversation one trace), without any change to the agent, which keeps no tool-call ids in its
+messages. All three agents are held to recall 1.0 and no false positive by the test.
 `
