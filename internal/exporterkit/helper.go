@@ -38,20 +38,23 @@ func (h Helper) options() []exporterhelper.Option {
 func NewTraces(ctx context.Context, set exporter.Settings, cfg component.Config, d *Drops,
 	push consumer.ConsumeTracesFunc, h Helper,
 ) (exporter.Traces, error) {
-	e, err := exporterhelper.NewTraces(ctx, d.HelperSettings(set, h.Queue), cfg, push, h.options()...)
-	if err != nil {
-		return nil, err
-	}
-	return OnceTraces(e), nil
+	return wrapped(OnceTraces)(exporterhelper.NewTraces(ctx, d.HelperSettings(set, h.Queue), cfg, push, h.options()...))
 }
 
 // NewLogs is NewTraces for logs.
 func NewLogs(ctx context.Context, set exporter.Settings, cfg component.Config, d *Drops,
 	push consumer.ConsumeLogsFunc, h Helper,
 ) (exporter.Logs, error) {
-	e, err := exporterhelper.NewLogs(ctx, d.HelperSettings(set, h.Queue), cfg, push, h.options()...)
-	if err != nil {
-		return nil, err
+	return wrapped(OnceLogs)(exporterhelper.NewLogs(ctx, d.HelperSettings(set, h.Queue), cfg, push, h.options()...))
+}
+
+// wrapped applies wrap to what a constructor returns, unless it failed.
+func wrapped[E any](wrap func(E) E) func(E, error) (E, error) {
+	return func(e E, err error) (E, error) {
+		if err != nil {
+			var zero E
+			return zero, err
+		}
+		return wrap(e), nil
 	}
-	return OnceLogs(e), nil
 }

@@ -22,25 +22,28 @@ import (
 // (without error) when the test ends.
 func StartTraces(t testing.TB, f exporter.Factory, cfg component.Config, set exporter.Settings) exporter.Traces {
 	t.Helper()
-	validate(t, cfg)
-	exp, err := f.CreateTraces(context.Background(), set, cfg)
-	if err != nil {
-		t.Fatalf("create traces exporter: %v", err)
-	}
-	Start(t, exp.Start, exp.Shutdown)
-	return exp
+	return started(t, cfg, func() (exporter.Traces, error) { return f.CreateTraces(context.Background(), set, cfg) })
 }
 
 // StartLogs is StartTraces for logs.
 func StartLogs(t testing.TB, f exporter.Factory, cfg component.Config, set exporter.Settings) exporter.Logs {
 	t.Helper()
-	validate(t, cfg)
-	exp, err := f.CreateLogs(context.Background(), set, cfg)
-	if err != nil {
-		t.Fatalf("create logs exporter: %v", err)
+	return started(t, cfg, func() (exporter.Logs, error) { return f.CreateLogs(context.Background(), set, cfg) })
+}
+
+func started[C component.Component](t testing.TB, cfg component.Config, create func() (C, error)) C {
+	t.Helper()
+	if v, ok := cfg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			t.Fatalf("config: %v", err)
+		}
 	}
-	Start(t, exp.Start, exp.Shutdown)
-	return exp
+	c, err := create()
+	if err != nil {
+		t.Fatalf("create exporter: %v", err)
+	}
+	Start(t, c.Start, c.Shutdown)
+	return c
 }
 
 // Start runs start with a no-op host and shutdown (which must not fail) when the test ends:
@@ -55,15 +58,6 @@ func Start(t testing.TB, start component.StartFunc, shutdown component.ShutdownF
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-}
-
-func validate(t testing.TB, cfg component.Config) {
-	t.Helper()
-	if v, ok := cfg.(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			t.Fatalf("config: %v", err)
-		}
-	}
 }
 
 // ObservedSettings returns no-op settings of an exporter of type typ whose logger records the
