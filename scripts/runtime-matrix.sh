@@ -7,6 +7,6 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh kernel test-packages
 AGENTTRAIL_RUNTIME_MATRIX=write go test -count=1 \
-	-run '^(TestNodeOpenAI|TestBunOpenAI|TestRustlsNotSupported|TestLongConversationKeepsModel|TestH2JoinedAfterPreface|TestRuntimeMatrix)$' \
+	-run '^(TestNodeOpenAI|TestNodeAgentSDKs|TestBunOpenAI|TestRustlsNotSupported|TestLongConversationKeepsModel|TestH2JoinedAfterPreface|TestRuntimeMatrix)$' \
 	./receiver/ebpfreceiver/
 git --no-pager diff --stat -- receiver/ebpfreceiver/README.md

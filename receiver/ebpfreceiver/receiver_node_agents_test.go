@@ -134,9 +134,9 @@ func TestNodeAgentSDKs(t *testing.T) {
 					attr(asked, "gen_ai.usage.input_tokens"), attr(asked, "gen_ai.usage.output_tokens"), strSlice(asked, "agenttrail.tool_calls.names"))
 			}
 			// The inferred tool span: under the chat that asked, its call id and arguments, the
-			// tool's read and connect under it; the next chat in the same trace, under the first.
+			// tool's read and connect under it; the next chat, which carries its result, under it.
 			requireParent(t, asked, tool)
-			requireParent(t, asked, answered)
+			requireParent(t, tool, answered)
 			ids := strSlice(asked, "agenttrail.tool_calls.ids")
 			if len(ids) != 1 || attr(tool, "gen_ai.tool.call.id") != ids[0] || attr(tool, "agenttrail.tool.inferred_from") != "model_tool_call" ||
 				attr(tool, "agenttrail.arg.destination") != collector.URL+"/collect" || attr(tool, "agenttrail.role") != "tool" {
