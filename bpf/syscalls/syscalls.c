@@ -11,39 +11,102 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-// x86-64 syscall numbers.
-#define NR_OPEN_AT 257
-#define NR_CONNECT 42
-#define NR_ACCEPT 43
-#define NR_SENDTO 44
-// Where a thread starts to wait for input (Python wait samples).
-#define NR_POLL 7
-#define NR_SELECT 23
-#define NR_RECVFROM 45
-#define NR_RECVMSG 47
-#define NR_EPOLL_WAIT 232
-#define NR_PSELECT6 270
-#define NR_PPOLL 271
-#define NR_EPOLL_PWAIT 281
-#define NR_EPOLL_PWAIT2 441
-#define NR_FUTEX 202
-#define NR_ACCEPT4 288
-#define NR_EXECVE 59
-#define NR_EXECVEAT 322
-#define NR_CLONE 56
-#define NR_FORK 57
-#define NR_VFORK 58
-#define NR_CLONE3 435
-// Socket and pipe I/O (EVENT_FD_IO).
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_SENDFILE 40
-#define NR_SENDMSG 46
-#define NR_SPLICE 275
-#define NR_RECVMMSG 299
-#define NR_SENDMMSG 307
+// x86-64 syscall numbers (an enum, so that bpf2go gives user space the same numbers for the
+// filter bitmaps below).
+enum syscall_nr {
+	NR_OPEN_AT = 257,
+	NR_CONNECT = 42,
+	NR_ACCEPT = 43,
+	NR_SENDTO = 44,
+	// Where a thread starts to wait for input (Python wait samples).
+	NR_POLL = 7,
+	NR_SELECT = 23,
+	NR_RECVFROM = 45,
+	NR_RECVMSG = 47,
+	NR_EPOLL_WAIT = 232,
+	NR_PSELECT6 = 270,
+	NR_PPOLL = 271,
+	NR_EPOLL_PWAIT = 281,
+	NR_EPOLL_PWAIT2 = 441,
+	NR_FUTEX = 202,
+	NR_ACCEPT4 = 288,
+	NR_EXECVE = 59,
+	NR_EXECVEAT = 322,
+	NR_CLONE = 56,
+	NR_FORK = 57,
+	NR_VFORK = 58,
+	NR_CLONE3 = 435,
+	// Socket and pipe I/O (EVENT_FD_IO).
+	NR_READ = 0,
+	NR_WRITE = 1,
+	NR_READV = 19,
+	NR_WRITEV = 20,
+	NR_SENDFILE = 40,
+	NR_SENDMSG = 46,
+	NR_SPLICE = 275,
+	NR_RECVMMSG = 299,
+	NR_SENDMMSG = 307,
+	// Syscall numbers the filter bitmaps cover; any number above goes to the full checks.
+	NR_FILTERED = 512,
+};
+
+// The node-wide tax: sys_enter and sys_exit run at every syscall of every process on the node.
+// Before anything else, sys_enter looks the syscall number up in enter_nrs (the numbers some
+// program of this configuration acts on: user space sets the bits from the config, see
+// probes.syscallFilter) and returns for any other; a process is then looked up in traced_tgids
+// (one bit per tgid, an array the verifier inlines) before the traced_processes hash. sys_exit
+// looks the process up first, as its syscall number costs a read of the user registers, then
+// in exit_nrs. A syscall number past NR_FILTERED goes to the full checks.
+volatile const __u64 enter_nrs[NR_FILTERED / 64] = {};
+volatile const __u64 exit_nrs[NR_FILTERED / 64] = {};
+
+// Bounds tgids covered by traced_tgids: the kernel's PID_MAX_LIMIT on 64-bit (4M).
+#define TGID_BITS (1 << 22)
+
+// One bit per tgid: set whenever the process is put in traced_processes (by user space, or here
+// at fork and exec), cleared before it is deleted from it. A set bit whose process is not in the
+// hash only costs the hash lookup; a process in the hash always has its bit. Mapped into user
+// space (BPF_F_MMAPABLE), which sets and clears bits with atomic instructions, as the programs
+// do, so that neither loses the other's bit of the same word.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, TGID_BITS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} traced_tgids SEC(".maps");
+
+static __always_inline int nr_wanted(volatile const __u64 *bits, long nr)
+{
+	if ((unsigned long)nr >= NR_FILTERED)
+		return 1;
+	return (bits[(unsigned long)nr / 64] >> ((unsigned long)nr % 64)) & 1;
+}
+
+// maybe_traced is 0 when the process is certainly not traced (its bit is clear).
+static __always_inline int maybe_traced(__u32 tgid)
+{
+	if (tgid >= TGID_BITS)
+		return 1;
+	__u32 word = tgid / 64;
+	__u64 *w = bpf_map_lookup_elem(&traced_tgids, &word);
+	return !w || ((*w >> (tgid % 64)) & 1);
+}
+
+static __always_inline void tgid_bit(__u32 tgid, int set)
+{
+	if (tgid >= TGID_BITS)
+		return;
+	__u32 word = tgid / 64;
+	__u64 *w = bpf_map_lookup_elem(&traced_tgids, &word);
+	if (!w)
+		return;
+	__u64 bit = 1ULL << (tgid % 64);
+	if (set)
+		__sync_fetch_and_or(w, bit);
+	else
+		__sync_fetch_and_and(w, ~bit);
+}
 
 #define AF_UNIX 1
 #define AF_INET 2
@@ -187,15 +250,18 @@ SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = ctx->args[1];
+	if (!nr_wanted(enter_nrs, nr))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_traced(id >> 32))
+		return 0;
 	if (python_wait_samples && is_wait(nr)) {
-		__u64 id = bpf_get_current_pid_tgid();
 		struct traced_process *proc = traced(id >> 32);
 		if (proc && !proc->is_go)
 			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
 		return 0;
 	}
 	if (python_wait_samples && nr == NR_FUTEX) {
-		__u64 id = bpf_get_current_pid_tgid();
 		struct traced_process *proc = traced(id >> 32);
 		if (proc && !proc->is_go && is_untimed_lock_wait((struct pt_regs *)ctx->args[0]))
 			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
@@ -204,7 +270,6 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	__u32 bit = syscall_bit(nr);
 	if (!(bit & syscall_mask) && !is_fork(nr))
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
 	struct traced_process *proc = traced(id >> 32);
 	if (!proc)
 		return 0;
@@ -674,14 +739,19 @@ static __always_inline void sock_identity(__u64 fd, struct syscall_exit_event *e
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_traced(tgid))
+		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (!nr_wanted(exit_nrs, nr))
+		return 0;
 	__u32 bit = syscall_bit(nr);
 	__u8 dir = 0;
 	int shape = sockets_enabled ? io_op(nr, &dir) : IO_NONE;
 	if (!(bit & syscall_mask) && shape == IO_NONE)
 		return 0;
-	struct traced_process *proc = traced(bpf_get_current_pid_tgid() >> 32);
+	struct traced_process *proc = traced(tgid);
 	if (!proc)
 		return 0;
 	long ret = ctx->args[1];
@@ -735,6 +805,7 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	bpf_map_delete_elem(&python_procs, &tgid); // a new image: user space or the audit probe tells again
 	if (target) {
 		bpf_map_update_elem(&traced_processes, &tgid, target, BPF_ANY);
+		tgid_bit(tgid, 1); // after the hash: a traced process always has its bit
 	} else if (proc && proc->is_go) {
 		// A traced process (a child of a traced Go program) exec'd another image: key it by
 		// thread until user space sees that the new image is Go too.
@@ -781,6 +852,7 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	struct traced_process inherited = *proc;
 	bpf_map_update_elem(&traced_processes, &ctgid, &inherited, BPF_ANY);
+	tgid_bit(ctgid, 1);
 
 	struct process_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -820,6 +892,7 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	__u32 target_id = proc->target_id;
+	tgid_bit(tgid, 0); // before the hash (see traced_tgids)
 	bpf_map_delete_elem(&traced_processes, &tgid);
 	bpf_map_delete_elem(&python_procs, &tgid);
 
@@ -848,3 +921,4 @@ const enum drop_reason *unused_drop_reason __attribute__((unused));
 const enum fd_io_direction *unused_fd_io_direction __attribute__((unused));
 const enum fd_io_kind *unused_fd_io_kind __attribute__((unused));
 const enum fd_io_flags *unused_fd_io_flags __attribute__((unused));
+const enum syscall_nr *unused_syscall_nr __attribute__((unused));

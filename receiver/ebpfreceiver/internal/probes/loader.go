@@ -100,6 +100,7 @@ func (sp *specs) setConstants(opts Options) error {
 	if opts.PythonStacks && opts.PythonWaitSamples {
 		pyWait = 1
 	}
+	enter, exit := syscallFilter(opts)
 	for _, spec := range sp.all() {
 		if opts.RingBufferBytes != 0 {
 			spec.Maps["events"].MaxEntries = opts.RingBufferBytes
@@ -111,6 +112,7 @@ func (sp *specs) setConstants(opts Options) error {
 		for name, value := range map[string]any{
 			"syscall_mask": opts.SyscallMask, "capture_stacks": stacks, "wakeup_bytes": wakeup,
 			"python_stacks": pyStacks, "python_wait_samples": pyWait, "tls_capture_bytes": opts.TLSCaptureBytes,
+			"enter_nrs": enter, "exit_nrs": exit,
 		} {
 			v, ok := spec.Variables[name]
 			if !ok {
@@ -131,7 +133,12 @@ func (sp *specs) load() (*Set, error) {
 	if err := sp.sys.LoadAndAssign(&s.sys, nil); err != nil {
 		return nil, fmt.Errorf("load syscall programs: %w", verifierDetail(err))
 	}
+	if err := s.mapTgids(); err != nil {
+		s.sys.Close()
+		return nil, err
+	}
 	if err := sp.up.LoadAndAssign(&s.up, s.sharedWith(sp.up)); err != nil {
+		_ = s.unmapTgids()
 		s.sys.Close()
 		return nil, fmt.Errorf("load function programs: %w", verifierDetail(err))
 	}

@@ -205,6 +205,7 @@ type Set struct {
 	hasTLS bool
 	links  []link.Link
 	closed bool
+	tgids  []byte // traced_tgids, mapped (filter.go)
 }
 
 // Events is the ring buffer every record arrives through.
@@ -267,11 +268,16 @@ func (s *Set) SetProbe(id uint32, spec ProbeSpec) error {
 
 // TraceProcess marks a process as traced.
 func (s *Set) TraceProcess(tgid uint32, p TracedProcess) error {
-	return s.sys.TracedProcesses.Put(tgid, p)
+	if err := s.sys.TracedProcesses.Put(tgid, p); err != nil {
+		return err
+	}
+	s.setTgid(tgid, true)
+	return nil
 }
 
 // UntraceProcess stops tracing a process; a process that is not traced is not an error.
 func (s *Set) UntraceProcess(tgid uint32) error {
+	s.setTgid(tgid, false)
 	err := s.sys.TracedProcesses.Delete(tgid)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
@@ -329,6 +335,7 @@ func (s *Set) Close() error {
 	s.closed = true
 	errs := closeLinks(s.links)
 	s.links = nil
+	errs = append(errs, s.unmapTgids())
 	if s.hasTLS {
 		errs = append(errs, s.tls.Close())
 	}

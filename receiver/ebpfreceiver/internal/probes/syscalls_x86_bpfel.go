@@ -267,6 +267,42 @@ type syscallsSyscallExitEvent struct {
 	Netns       uint32
 }
 
+type syscallsSyscallNr uint32
+
+const (
+	syscallsSyscallNrNR_OPEN_AT      syscallsSyscallNr = 257
+	syscallsSyscallNrNR_CONNECT      syscallsSyscallNr = 42
+	syscallsSyscallNrNR_ACCEPT       syscallsSyscallNr = 43
+	syscallsSyscallNrNR_SENDTO       syscallsSyscallNr = 44
+	syscallsSyscallNrNR_POLL         syscallsSyscallNr = 7
+	syscallsSyscallNrNR_SELECT       syscallsSyscallNr = 23
+	syscallsSyscallNrNR_RECVFROM     syscallsSyscallNr = 45
+	syscallsSyscallNrNR_RECVMSG      syscallsSyscallNr = 47
+	syscallsSyscallNrNR_EPOLL_WAIT   syscallsSyscallNr = 232
+	syscallsSyscallNrNR_PSELECT6     syscallsSyscallNr = 270
+	syscallsSyscallNrNR_PPOLL        syscallsSyscallNr = 271
+	syscallsSyscallNrNR_EPOLL_PWAIT  syscallsSyscallNr = 281
+	syscallsSyscallNrNR_EPOLL_PWAIT2 syscallsSyscallNr = 441
+	syscallsSyscallNrNR_FUTEX        syscallsSyscallNr = 202
+	syscallsSyscallNrNR_ACCEPT4      syscallsSyscallNr = 288
+	syscallsSyscallNrNR_EXECVE       syscallsSyscallNr = 59
+	syscallsSyscallNrNR_EXECVEAT     syscallsSyscallNr = 322
+	syscallsSyscallNrNR_CLONE        syscallsSyscallNr = 56
+	syscallsSyscallNrNR_FORK         syscallsSyscallNr = 57
+	syscallsSyscallNrNR_VFORK        syscallsSyscallNr = 58
+	syscallsSyscallNrNR_CLONE3       syscallsSyscallNr = 435
+	syscallsSyscallNrNR_READ         syscallsSyscallNr = 0
+	syscallsSyscallNrNR_WRITE        syscallsSyscallNr = 1
+	syscallsSyscallNrNR_READV        syscallsSyscallNr = 19
+	syscallsSyscallNrNR_WRITEV       syscallsSyscallNr = 20
+	syscallsSyscallNrNR_SENDFILE     syscallsSyscallNr = 40
+	syscallsSyscallNrNR_SENDMSG      syscallsSyscallNr = 46
+	syscallsSyscallNrNR_SPLICE       syscallsSyscallNr = 275
+	syscallsSyscallNrNR_RECVMMSG     syscallsSyscallNr = 299
+	syscallsSyscallNrNR_SENDMMSG     syscallsSyscallNr = 307
+	syscallsSyscallNrNR_FILTERED     syscallsSyscallNr = 512
+)
+
 type syscallsTracedProcess struct {
 	_        structs.HostLayout
 	TargetId uint32
@@ -302,6 +338,7 @@ const (
 	syscallsMapReaderIdle             = "reader_idle"
 	syscallsMapTracedExecutables      = "traced_executables"
 	syscallsMapTracedProcesses        = "traced_processes"
+	syscallsMapTracedTgids            = "traced_tgids"
 	syscallsProgProcessExec           = "process_exec"
 	syscallsProgProcessExit           = "process_exit"
 	syscallsProgProcessFork           = "process_fork"
@@ -309,6 +346,8 @@ const (
 	syscallsProgSysExit               = "sys_exit"
 	syscallsVarCaptureStacks          = "capture_stacks"
 	syscallsVarDnsPort                = "dns_port"
+	syscallsVarEnterNrs               = "enter_nrs"
+	syscallsVarExitNrs                = "exit_nrs"
 	syscallsVarFdCaptureBytes         = "fd_capture_bytes"
 	syscallsVarPythonStacks           = "python_stacks"
 	syscallsVarPythonWaitSamples      = "python_wait_samples"
@@ -325,6 +364,7 @@ const (
 	syscallsVarUnusedProcessEvent     = "unused_process_event"
 	syscallsVarUnusedSyscallEvent     = "unused_syscall_event"
 	syscallsVarUnusedSyscallExitEvent = "unused_syscall_exit_event"
+	syscallsVarUnusedSyscallNr        = "unused_syscall_nr"
 	syscallsVarUnusedTracedProcess    = "unused_traced_process"
 	syscallsVarUnusedTracedSyscall    = "unused_traced_syscall"
 	syscallsVarWakeupBytes            = "wakeup_bytes"
@@ -397,6 +437,7 @@ type syscallsMapSpecs struct {
 	ReaderIdle         *ebpf.MapSpec `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.MapSpec `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.MapSpec `ebpf:"traced_processes"`
+	TracedTgids        *ebpf.MapSpec `ebpf:"traced_tgids"`
 }
 
 // syscallsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -405,6 +446,8 @@ type syscallsMapSpecs struct {
 type syscallsVariableSpecs struct {
 	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	DnsPort                *ebpf.VariableSpec `ebpf:"dns_port"`
+	EnterNrs               *ebpf.VariableSpec `ebpf:"enter_nrs"`
+	ExitNrs                *ebpf.VariableSpec `ebpf:"exit_nrs"`
 	FdCaptureBytes         *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
@@ -421,6 +464,7 @@ type syscallsVariableSpecs struct {
 	UnusedProcessEvent     *ebpf.VariableSpec `ebpf:"unused_process_event"`
 	UnusedSyscallEvent     *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.VariableSpec `ebpf:"unused_syscall_exit_event"`
+	UnusedSyscallNr        *ebpf.VariableSpec `ebpf:"unused_syscall_nr"`
 	UnusedTracedProcess    *ebpf.VariableSpec `ebpf:"unused_traced_process"`
 	UnusedTracedSyscall    *ebpf.VariableSpec `ebpf:"unused_traced_syscall"`
 	WakeupBytes            *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -460,6 +504,7 @@ type syscallsMaps struct {
 	ReaderIdle         *ebpf.Map `ebpf:"reader_idle"`
 	TracedExecutables  *ebpf.Map `ebpf:"traced_executables"`
 	TracedProcesses    *ebpf.Map `ebpf:"traced_processes"`
+	TracedTgids        *ebpf.Map `ebpf:"traced_tgids"`
 }
 
 func (m *syscallsMaps) Close() error {
@@ -478,6 +523,7 @@ func (m *syscallsMaps) Close() error {
 		m.ReaderIdle,
 		m.TracedExecutables,
 		m.TracedProcesses,
+		m.TracedTgids,
 	)
 }
 
@@ -487,6 +533,8 @@ func (m *syscallsMaps) Close() error {
 type syscallsVariables struct {
 	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
 	DnsPort                *ebpf.Variable `ebpf:"dns_port"`
+	EnterNrs               *ebpf.Variable `ebpf:"enter_nrs"`
+	ExitNrs                *ebpf.Variable `ebpf:"exit_nrs"`
 	FdCaptureBytes         *ebpf.Variable `ebpf:"fd_capture_bytes"`
 	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
 	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
@@ -503,6 +551,7 @@ type syscallsVariables struct {
 	UnusedProcessEvent     *ebpf.Variable `ebpf:"unused_process_event"`
 	UnusedSyscallEvent     *ebpf.Variable `ebpf:"unused_syscall_event"`
 	UnusedSyscallExitEvent *ebpf.Variable `ebpf:"unused_syscall_exit_event"`
+	UnusedSyscallNr        *ebpf.Variable `ebpf:"unused_syscall_nr"`
 	UnusedTracedProcess    *ebpf.Variable `ebpf:"unused_traced_process"`
 	UnusedTracedSyscall    *ebpf.Variable `ebpf:"unused_traced_syscall"`
 	WakeupBytes            *ebpf.Variable `ebpf:"wakeup_bytes"`
