@@ -51,7 +51,8 @@ var sectionIntro = map[string]string{
 		"tracepoints (the hook's own cost: the syscall's slow path and the program call), under the receiver with its default configuration " +
 		"tracing another program (on), and with no-op programs on the per-syscall tracepoints (syscalls:sys_enter_openat, ...) of only the " +
 		"syscalls that configuration needs (what tracefs would offer instead). Ratio: on ÷ off. The in-BPF rows are the kernel's run " +
-		"statistics of the receiver's sys_enter and sys_exit programs: what the programs themselves cost per untraced syscall.",
+		"statistics of the receiver's sys_enter and sys_exit programs, in runs of their own with a no-op program beside them on the same " +
+		"hooks, whose time per run (the statistics' clock reads) is subtracted: what the programs themselves cost per untraced syscall.",
 	secHits: "A count that is the same on every machine: what one benign request of the demo agent makes the kernel do. " +
 		"Uprobe hits are the runs of the receiver's uprobe programs (kernel BPF run statistics) during the requests, ÷ requests; " +
 		"the trap floor is hits × this run's bare uprobe hit.",
