@@ -233,6 +233,12 @@ type helperCore struct {
 	persistent bool
 }
 
+// Enabled says yes to exporterhelper's level for the lines it gives up on (error), whatever the
+// logger's: zap asks before Check, and the count must not depend on the log level.
+func (h *helperCore) Enabled(l zapcore.Level) bool {
+	return l >= zapcore.ErrorLevel || h.Core.Enabled(l)
+}
+
 func (h *helperCore) With(fields []zapcore.Field) zapcore.Core {
 	return &helperCore{Core: h.Core.With(fields), d: h.d, persistent: h.persistent}
 }

@@ -116,3 +116,22 @@ func TestHelperLoggerClassifies(t *testing.T) {
 		})
 	}
 }
+
+// TestHelperLoggerCountsWhateverTheLevel: a logger that writes nothing below fatal (or a no-op
+// one) still hands exporterhelper's error lines to the accounting, and writes none of them.
+func TestHelperLoggerCountsWhateverTheLevel(t *testing.T) {
+	for name, base := range map[string]*zap.Logger{
+		"fatal only": zap.New(func() zapcore.Core { c, _ := observer.New(zapcore.FatalLevel); return c }()),
+		"no-op":      zap.NewNop(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			d, _ := newTestDrops(t)
+			l := d.HelperLogger(base, false)
+			l.Error(helperDropping, zap.Error(errors.New("no more retries left: HTTP 503")), zap.Int("dropped_items", 7))
+			l.Info("an unrelated line")
+			if got := d.Totals(); got[ReasonRetriesExhausted] != 7 {
+				t.Errorf("Totals() = %v, want 7 retries_exhausted", got)
+			}
+		})
+	}
+}

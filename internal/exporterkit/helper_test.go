@@ -14,9 +14,6 @@ import (
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestNewTracesAndLogs: the exporters run the helper's start and shutdown, count what
@@ -24,10 +21,6 @@ import (
 func TestNewTracesAndLogs(t *testing.T) {
 	ctx := context.Background()
 	set := exportertest.NewNopSettings(component.MustNewType("kit"))
-	// zap asks the core whether a level is enabled before anything else: a no-op logger would
-	// never hand exporterhelper's line to the drop accounting.
-	core, _ := observer.New(zapcore.InfoLevel)
-	set.Logger = zap.New(core)
 	var starts, stops int
 	retry := configretry.NewDefaultBackOffConfig()
 	retry.Enabled = true
