@@ -83,7 +83,7 @@ func (s *grpcSink) snapshot() map[int]int {
 // storyroute exporter (timeout 30s, 64 consumers; one gateway here, so plain otlp_grpc) and its
 // queue on disk: what it acknowledged to the test is durable, so every
 // loss downstream is the gateway's.
-func gatewayAgentConfig(dir string, agentPort, gatewayPort int) string {
+func gatewayAgentConfig(dir string, agentPort, gatewayPort, consumers int) string {
 	return fmt.Sprintf(`extensions:
   file_storage:
     directory: %[1]s/agent-queue
@@ -103,7 +103,7 @@ exporters:
     timeout: 30s
     sending_queue:
       storage: file_storage
-      num_consumers: 64
+      num_consumers: %[4]d
     retry_on_failure:
       initial_interval: 100ms
       max_interval: 1s
@@ -120,7 +120,7 @@ service:
     traces:
       receivers: [otlp]
       exporters: [otlp_grpc]
-`, dir, agentPort, gatewayPort)
+`, dir, agentPort, gatewayPort, consumers)
 }
 
 // gatewayOverride is merged over the shipped gateway.yaml: loopback ports of this test, no
@@ -275,6 +275,7 @@ func TestGatewayKillHoldingStories(t *testing.T) {
 	}
 	bin := gatewayBinary(t)
 	kills := envInt(t, "OUTAGE_GATEWAY_KILLS", 6)
+	consumers := envInt(t, "OUTAGE_AGENT_CONSUMERS", 64) // the shipped agent's
 	seed := uint64(envInt(t, "OUTAGE_SEED", 0))
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -288,7 +289,7 @@ func TestGatewayKillHoldingStories(t *testing.T) {
 	gwGRPC, gwHTTP, gwHealth, agentPort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(agentCfg, []byte(gatewayAgentConfig(dir, agentPort, gwGRPC)), 0o644); err != nil {
+	if err := os.WriteFile(agentCfg, []byte(gatewayAgentConfig(dir, agentPort, gwGRPC, consumers)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	agentLog := filepath.Join(dir, "agent.log")
@@ -331,10 +332,21 @@ func TestGatewayKillHoldingStories(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); sendStories(agentPort, 200*time.Millisecond, log, stop) }()
 
-	// Steady state first: what reaches the backend while nothing is killed, against what was
-	// offered (the gateway holds every request ~3 s; the agent's consumers must keep up).
-	time.Sleep(8 * time.Second)
-	steadyAcked, steadyGot := len(log.snapshot()), len(sink.snapshot())
+	// Steady state first: the rate at which spans reach the backend while nothing is killed,
+	// against the rate the agent took them (the gateway holds every request ~3 s: the agent's
+	// consumers must keep that many requests in flight). Measured from 5 s on, once the
+	// first holds ended.
+	time.Sleep(5 * time.Second)
+	a0, d0, t0 := len(log.snapshot()), len(sink.snapshot()), time.Now()
+	time.Sleep(10 * time.Second)
+	a1, d1, el := len(log.snapshot()), len(sink.snapshot()), time.Since(t0).Seconds()
+	t.Logf("steady state (%d agent consumers, no kill): the agent took %.1f spans/s, the backend got %.1f spans/s; %d spans not yet at the backend",
+		consumers, float64(a1-a0)/el, float64(d1-d0)/el, a1-d1)
+	if d1-d0 < (a1-a0)*3/4 {
+		// Measured: 64 consumers deliver ~0.9 of the offered rate in this window (the rest
+		// is the holds in flight), 10 (exporterhelper's default) ~0.5, the agent's queue growing.
+		t.Errorf("throughput does not hold: %d spans reached the backend in %.0f s while the agent took %d", d1-d0, el, a1-a0)
+	}
 
 	var killAt []time.Time
 	for k := 0; k < kills; k++ {
@@ -363,7 +375,6 @@ func TestGatewayKillHoldingStories(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Logf("steady state (8 s, no kill): %d spans acknowledged by the agent, %d at the backend (the last ~3 s still held)", steadyAcked, steadyGot)
 	t.Logf("%d spans acknowledged by the agent of %d requests; %d gateway kills; backend received %d of them, %d lost, %d duplicates",
 		len(acked), log.sent, len(killAt), d.unique, len(d.lost), d.duplicates())
 	gwText, _ := os.ReadFile(gwLog)
