@@ -57,16 +57,9 @@ func binaries(t *testing.T) Binaries {
 var freePorts = Options{AgentAddr: "127.0.0.1:0", ModelAddr: "127.0.0.1:0", SinkAddr: "127.0.0.2:0"}
 
 func TestScenario(t *testing.T) {
-	bin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	opts := freePorts
-	opts.Dir = t.TempDir()
-	env, err := Start(ctx, bin, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Stop() })
+	env := startEnv(t, ctx, Start)
 
 	// The collector selects the agent by its command name.
 	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(env.AgentPID) + "/comm"); err != nil || strings.TrimSpace(string(comm)) != AgentProgram {
@@ -83,6 +76,27 @@ func TestScenario(t *testing.T) {
 
 // TestStartFailure: a program that cannot start is named, with its log.
 func TestStartFailure(t *testing.T) {
+	checkStartFailure(t, Start, AgentProgram)
+}
+
+// startEnv starts the scenario with start (Start, StartPython) on free ports in a directory of
+// the test; it is stopped at the end.
+func startEnv(t *testing.T, ctx context.Context, start func(context.Context, Binaries, Options) (*Env, error)) *Env {
+	t.Helper()
+	opts := freePorts
+	opts.Dir = t.TempDir()
+	env, err := start(ctx, binaries(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop() })
+	return env
+}
+
+// checkStartFailure: with the agent's port taken, start fails naming the agent's program and
+// why; it returns the scenario's directory.
+func checkStartFailure(t *testing.T, start func(context.Context, Binaries, Options) (*Env, error), program string) string {
+	t.Helper()
 	bin := binaries(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -92,16 +106,17 @@ func TestStartFailure(t *testing.T) {
 	opts := freePorts
 	opts.Dir = t.TempDir()
 	opts.AgentAddr = busy.Addr().String()
-	env, err := Start(context.Background(), bin, opts)
+	env, err := start(context.Background(), bin, opts)
 	if err == nil {
 		env.Stop()
-		t.Fatal("Start succeeded on a busy port")
+		t.Fatal("start succeeded on a busy port")
 	}
-	for _, want := range []string{AgentProgram, "exited before it was ready", "address already in use"} {
+	for _, want := range []string{program, "exited before it was ready", "address already in use"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
+	return opts.Dir
 }
 
 // TestAgentSymbols checks what distributions/agenttrail/config.yaml relies on: the functions

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,15 +31,7 @@ func python(t *testing.T) string {
 func startPython(t *testing.T, ctx context.Context) *Env {
 	t.Helper()
 	python(t)
-	bin := binaries(t)
-	opts := freePorts
-	opts.Dir = t.TempDir()
-	env, err := StartPython(ctx, bin, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Stop() })
-	return env
+	return startEnv(t, ctx, StartPython)
 }
 
 // TestPythonAgentUnit runs the agent's own unit tests (python-agent/test_customer_agent.py).
@@ -130,13 +121,7 @@ func TestPythonMatchesGo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	py := startPython(t, ctx)
-	opts := freePorts
-	opts.Dir = t.TempDir()
-	goEnv, err := Start(ctx, binaries(t), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer goEnv.Stop()
+	goEnv := startEnv(t, ctx, Start)
 
 	chat := func(session, message string) []byte {
 		b, _ := json.Marshal(map[string]string{"session": session, "message": message})
@@ -199,26 +184,8 @@ func TestPythonMatchesGo(t *testing.T) {
 // TestPythonStartFailure: an agent that cannot start is named, with its log.
 func TestPythonStartFailure(t *testing.T) {
 	python(t)
-	bin := binaries(t)
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	opts := freePorts
-	opts.Dir = t.TempDir()
-	opts.AgentAddr = busy.Addr().String()
-	env, err := StartPython(context.Background(), bin, opts)
-	if err == nil {
-		env.Stop()
-		t.Fatal("StartPython succeeded on a busy port")
-	}
-	for _, want := range []string{PythonAgentProgram, "exited before it was ready", "address already in use"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(opts.Dir, PythonAgentProgram+".log")); err != nil {
+	dir := checkStartFailure(t, StartPython, PythonAgentProgram)
+	if _, err := os.Stat(filepath.Join(dir, PythonAgentProgram+".log")); err != nil {
 		t.Error(err)
 	}
 }
@@ -237,13 +204,7 @@ func TestDiagnosticsBothAgents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	py := startPython(t, ctx)
-	opts := freePorts
-	opts.Dir = t.TempDir()
-	goEnv, err := Start(ctx, binaries(t), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer goEnv.Stop()
+	goEnv := startEnv(t, ctx, Start)
 	want := regexp.MustCompile(`^system diagnostics "uptime": .*load average`)
 	for name, env := range map[string]*Env{"go": goEnv, "python": py} {
 		r, err := env.Chat(ctx, "diag", "Please run diagnostics")
