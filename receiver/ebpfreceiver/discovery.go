@@ -82,6 +82,12 @@ func (c *DiscoverConfig) Validate() error {
 // this many probations (an agent idle at its first look is found at a later one).
 const discoveryRecheck = 10
 
+// maxNewPerScan bounds the candidates one scan puts on probation: setting a process up
+// (attaching its Go TLS probes, reading its mappings for call stacks) takes tens of
+// milliseconds on the read loop, which reads no record meanwhile; a node with many candidates
+// has them put on probation over several scans.
+const maxNewPerScan = 8
+
 // maxMapsBytes bounds what is read of /proc/<pid>/maps to look for an OpenSSL library.
 const maxMapsBytes = 1 << 20
 
@@ -194,9 +200,13 @@ func (g *registry) scanDiscovery(now time.Time) {
 		return
 	}
 	self := uint32(os.Getpid())
+	added := 0
 	for _, pid := range pids {
 		if pid == self || g.traced[pid] != nil || d.procs[pid] != nil {
 			continue
+		}
+		if added == maxNewPerScan {
+			break // the next scan goes on
 		}
 		info, err := readProc(g.cfg.ProcRoot, pid)
 		if err != nil || !g.llmCandidate(info) {
@@ -212,6 +222,7 @@ func (g *registry) scanDiscovery(now time.Time) {
 		}
 		d.procs[pid] = &discoveredProc{state: stateProbation, inode: info.Inode, since: now}
 		d.probation++
+		added++
 		d.processes.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("outcome", "probation")))
 	}
 }

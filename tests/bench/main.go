@@ -67,7 +67,7 @@ type bench struct {
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "tax", "mcp", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "tax", "discovery", "mcp", "hits", "load", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -148,6 +148,7 @@ func main() {
 	run("syscalls", b.syscallOverhead)
 	run("sockets", b.socketOverhead)
 	run("tax", b.nodeTax)
+	run("discovery", b.discoveryCost)
 	run("mcp", b.mcpOverhead)
 	run("hits", b.probeHits)
 	run("load", b.agentLoad)
