@@ -95,36 +95,14 @@ func observedSettings(level zapcore.Level) (exporter.Settings, *observer.Observe
 
 // makeTraces builds n spans with distinct span ids, spread over two resources.
 func makeTraces(n int) ptrace.Traces {
-	td := ptrace.NewTraces()
-	for r := 0; r < 2; r++ {
-		rs := td.ResourceSpans().AppendEmpty()
-		rs.Resource().Attributes().PutStr("service.name", fmt.Sprintf("agent-%d", r))
+	return exporterkittest.NumberedSpans(n, func(r int, rs ptrace.ResourceSpans) {
 		rs.Resource().Attributes().PutInt("process.pid", int64(4000+r))
 		rs.Resource().Attributes().PutStr("container.id", "4f9c2b1e8d7a6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170605f4e3")
-		ss := rs.ScopeSpans().AppendEmpty()
-		ss.Scope().SetName("github.com/agenttrail/agenttrail/receiver/ebpfreceiver")
-		for i := r; i < n; i += 2 {
-			s := ss.Spans().AppendEmpty()
-			s.SetName("llm.chat")
-			s.SetTraceID(pcommon.TraceID{0xaa, byte(i >> 8), byte(i)})
-			s.SetSpanID(spanIDFor(i))
-			s.SetParentSpanID(pcommon.SpanID{0x11, 0x22})
-			s.SetKind(ptrace.SpanKindClient)
-			s.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)*1_000_000))
-			s.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_500_000_000 + int64(i)*1_000_000))
-			s.Attributes().PutStr("gen_ai.system", "openai")
-			s.Attributes().PutStr("gen_ai.request.model", "gpt-4o")
-			s.Attributes().PutInt("gen_ai.usage.input_tokens", int64(100+i))
-			s.Attributes().PutStr("agenttrail.tool", "shell.exec")
-			s.Attributes().PutStr("agenttrail.prompt.sha256", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-		}
-	}
-	return td
+		rs.ScopeSpans().At(0).Scope().SetName("github.com/agenttrail/agenttrail/receiver/ebpfreceiver")
+	}, func(s ptrace.Span) { s.SetParentSpanID(pcommon.SpanID{0x11, 0x22}) })
 }
 
-func spanIDFor(i int) pcommon.SpanID {
-	return pcommon.SpanID{0x5a, 0, 0, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
-}
+func spanIDFor(i int) pcommon.SpanID { return exporterkittest.SpanID(i) }
 
 // requireEachSpanOnce checks that rows hold spans 0..n-1 exactly once each.
 func requireEachSpanOnce(t *testing.T, rows []map[string]any, n int) {

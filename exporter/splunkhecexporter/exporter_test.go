@@ -84,33 +84,12 @@ func observedSettings(level zapcore.Level) (exporter.Settings, *observer.Observe
 
 // makeTraces builds n spans, each with a distinct span id, spread over two resources.
 func makeTraces(n int) ptrace.Traces {
-	td := ptrace.NewTraces()
-	for r := 0; r < 2; r++ {
-		rs := td.ResourceSpans().AppendEmpty()
-		rs.Resource().Attributes().PutStr("service.name", fmt.Sprintf("agent-%d", r))
+	return exporterkittest.NumberedSpans(n, func(r int, rs ptrace.ResourceSpans) {
 		rs.Resource().Attributes().PutStr("host.name", fmt.Sprintf("node-%d", r))
-		ss := rs.ScopeSpans().AppendEmpty()
-		for i := r; i < n; i += 2 {
-			s := ss.Spans().AppendEmpty()
-			s.SetName("llm.chat")
-			s.SetTraceID(pcommon.TraceID{0xaa, byte(i >> 8), byte(i)})
-			s.SetSpanID(spanIDFor(i))
-			s.SetKind(ptrace.SpanKindClient)
-			s.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)*1_000_000))
-			s.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_500_000_000 + int64(i)*1_000_000))
-			s.Attributes().PutStr("gen_ai.system", "openai")
-			s.Attributes().PutStr("gen_ai.request.model", "gpt-4o")
-			s.Attributes().PutInt("gen_ai.usage.input_tokens", int64(100+i))
-			s.Attributes().PutStr("agenttrail.tool", "shell.exec")
-			s.Attributes().PutStr("agenttrail.prompt.sha256", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-		}
-	}
-	return td
+	}, nil)
 }
 
-func spanIDFor(i int) pcommon.SpanID {
-	return pcommon.SpanID{0x5a, 0, 0, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
-}
+func spanIDFor(i int) pcommon.SpanID { return exporterkittest.SpanID(i) }
 
 func eventSpanIDs(t *testing.T, events []map[string]any) map[string]int {
 	t.Helper()

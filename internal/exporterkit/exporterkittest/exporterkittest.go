@@ -1,16 +1,18 @@
 // Package exporterkittest holds what the tests of this project's exporters (splunk_hec,
 // sentinel, evidence) share: an exporter started for one test, settings whose log is observed,
-// a counter read by reason, and the throughput benchmark loop.
+// a counter read by reason, and the throughput benchmark loop and its numbered spans.
 package exporterkittest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
@@ -87,6 +89,45 @@ func CountsByReason(t testing.TB, tel *componenttest.Telemetry, name string) map
 		got[reason.AsString()] += dp.Value
 	}
 	return got
+}
+
+// NumberedSpans builds n chat spans spread over two resources (service.name agent-0 with the
+// even i, agent-1 with the odd): span i has the span id SpanID(i), a trace id and start time
+// derived from i, and the same GenAI attributes. resource (nil: nothing) completes each
+// resource r and its one scope before its spans are added; span (nil: nothing) each span.
+func NumberedSpans(n int, resource func(r int, rs ptrace.ResourceSpans), span func(ptrace.Span)) ptrace.Traces {
+	td := ptrace.NewTraces()
+	for r := 0; r < 2; r++ {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", fmt.Sprintf("agent-%d", r))
+		ss := rs.ScopeSpans().AppendEmpty()
+		if resource != nil {
+			resource(r, rs)
+		}
+		for i := r; i < n; i += 2 {
+			s := ss.Spans().AppendEmpty()
+			s.SetName("llm.chat")
+			s.SetTraceID(pcommon.TraceID{0xaa, byte(i >> 8), byte(i)})
+			s.SetSpanID(SpanID(i))
+			s.SetKind(ptrace.SpanKindClient)
+			s.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)*1_000_000))
+			s.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_500_000_000 + int64(i)*1_000_000))
+			s.Attributes().PutStr("gen_ai.system", "openai")
+			s.Attributes().PutStr("gen_ai.request.model", "gpt-4o")
+			s.Attributes().PutInt("gen_ai.usage.input_tokens", int64(100+i))
+			s.Attributes().PutStr("agenttrail.tool", "shell.exec")
+			s.Attributes().PutStr("agenttrail.prompt.sha256", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+			if span != nil {
+				span(s)
+			}
+		}
+	}
+	return td
+}
+
+// SpanID is the span id of NumberedSpans' span i.
+func SpanID(i int) pcommon.SpanID {
+	return pcommon.SpanID{0x5a, 0, 0, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
 }
 
 // BenchmarkTraces sends td to exp in the benchmark loop and reports spans/s.

@@ -156,6 +156,7 @@ func (t *Tracer) Waiting() bool { return t.tracker.Connections() > 0 }
 // Housekeeping completes responses read until close, forgets idle connections and reports
 // what the tracker's bounds cut.
 func (t *Tracer) Housekeeping(now time.Time) {
+	t.env.Builder.ExpireInferred(now) // the inferred tool spans' time bound, sockets tracer or not
 	t.emit(t.tracker.Flush(now, 2*time.Second))
 	t.emit(t.tracker.Expire(now))
 	st := t.tracker.Stats()
