@@ -12,11 +12,9 @@ package enforce
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -42,6 +40,7 @@ import (
 	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 	"github.com/agenttrail/agenttrail/tests/internal/harness"
+	"github.com/agenttrail/agenttrail/tests/siem"
 	"github.com/agenttrail/agenttrail/tests/workloads/bank"
 )
 
@@ -108,16 +107,7 @@ type otlpSink struct {
 func startSink(t *testing.T) *otlpSink {
 	s := &otlpSink{}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-		}
-		b, err := io.ReadAll(body)
+		b, err := siem.ReadBody(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

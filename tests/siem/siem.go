@@ -128,7 +128,7 @@ func (h *HEC) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"text":"Invalid token","code":4}`)
 		return
 	}
-	body, err := readBody(r)
+	body, err := ReadBody(r)
 	if err != nil {
 		http.Error(w, `{"text":"Invalid data format","code":6}`, http.StatusBadRequest)
 		return
@@ -315,7 +315,7 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"error":{"code":"InvalidToken"}}`, http.StatusUnauthorized)
 			return
 		}
-		body, err := readBody(r)
+		body, err := ReadBody(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -350,7 +350,9 @@ func (a *Azure) Bodies() [][]byte {
 	return append([][]byte(nil), a.bodies...)
 }
 
-func readBody(r *http.Request) ([]byte, error) {
+// ReadBody returns a request's body, gunzipped when its Content-Encoding says gzip, and at
+// most 64 MiB of it.
+func ReadBody(r *http.Request) ([]byte, error) {
 	var body io.Reader = r.Body
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(r.Body)
