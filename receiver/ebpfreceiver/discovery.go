@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -201,6 +202,10 @@ func (g *registry) scanDiscovery(now time.Time) {
 	}
 	self := uint32(os.Getpid())
 	added := 0
+	// The newest first (the highest pids, but for a wrap): a workload that just started is the
+	// likeliest to be one nobody listed, and the scans that follow reach the older ones.
+	slices.Sort(pids)
+	slices.Reverse(pids)
 	for _, pid := range pids {
 		if pid == self || g.traced[pid] != nil || d.procs[pid] != nil {
 			continue

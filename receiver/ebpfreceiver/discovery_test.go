@@ -165,6 +165,12 @@ func TestDiscovery(t *testing.T) {
 			}
 		}
 	}
+	// The mock model serves the calls over TLS: a server's side is not an LLM client's.
+	for _, r := range c.res {
+		if v, _ := r.Attributes().Get("process.executable.path"); strings.HasSuffix(v.Str(), "mock-model") {
+			t.Fatalf("the model server was discovered: %v", r.Attributes().AsRaw())
+		}
+	}
 	// From then on a discovered workload's syscalls are traced: the Go client's next call
 	// connects again (a new connection per h1 call).
 	goClient.do(t, "h1 "+base+" 1", "ok h1")
