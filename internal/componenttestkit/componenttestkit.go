@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/extension"
@@ -309,128 +310,90 @@ func classOf(f component.Factory) string {
 func signalsOf(f component.Factory) ([]signal, error) {
 	id := component.NewID(f.Type())
 	build := component.NewDefaultBuildInfo()
+	sink := consumertest.NewNop()
+	traces, metrics, logs := consumer.Traces(sink), consumer.Metrics(sink), consumer.Logs(sink)
 	switch f := f.(type) {
 	case receiver.Factory:
 		set := func(ts component.TelemetrySettings) receiver.Settings {
 			return receiver.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
-		sink := consumertest.NewNop()
 		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
-			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, s, cfg, sink)
-			},
-			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, s, cfg, sink)
-			},
-			func(ctx context.Context, s receiver.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, s, cfg, sink)
-			}), nil
+			withSink(f.CreateTraces, traces), withSink(f.CreateMetrics, metrics), withSink(f.CreateLogs, logs)), nil
 	case processor.Factory:
 		set := func(ts component.TelemetrySettings) processor.Settings {
 			return processor.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
-		sink := consumertest.NewNop()
 		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
-			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, s, cfg, sink)
-			},
-			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, s, cfg, sink)
-			},
-			func(ctx context.Context, s processor.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, s, cfg, sink)
-			}), nil
+			withSink(f.CreateTraces, traces), withSink(f.CreateMetrics, metrics), withSink(f.CreateLogs, logs)), nil
 	case exporter.Factory:
 		set := func(ts component.TelemetrySettings) exporter.Settings {
 			return exporter.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
 		}
 		return pipelineSignals(set, f.TracesStability, f.MetricsStability, f.LogsStability,
-			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateTraces(ctx, s, cfg)
-			},
-			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateMetrics(ctx, s, cfg)
-			},
-			func(ctx context.Context, s exporter.Settings, cfg component.Config) (component.Component, error) {
-				return f.CreateLogs(ctx, s, cfg)
-			}), nil
+			asComponent(f.CreateTraces), asComponent(f.CreateMetrics), asComponent(f.CreateLogs)), nil
 	case connector.Factory:
-		return connectorSignals(f, id, build), nil
+		set := func(ts component.TelemetrySettings) connector.Settings {
+			return connector.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
+		}
+		routes := []signal{
+			route("traces_to_traces", f.TracesToTracesStability, set, withSink(f.CreateTracesToTraces, traces)),
+			route("traces_to_metrics", f.TracesToMetricsStability, set, withSink(f.CreateTracesToMetrics, metrics)),
+			route("traces_to_logs", f.TracesToLogsStability, set, withSink(f.CreateTracesToLogs, logs)),
+			route("metrics_to_traces", f.MetricsToTracesStability, set, withSink(f.CreateMetricsToTraces, traces)),
+			route("metrics_to_metrics", f.MetricsToMetricsStability, set, withSink(f.CreateMetricsToMetrics, metrics)),
+			route("metrics_to_logs", f.MetricsToLogsStability, set, withSink(f.CreateMetricsToLogs, logs)),
+			route("logs_to_traces", f.LogsToTracesStability, set, withSink(f.CreateLogsToTraces, traces)),
+			route("logs_to_metrics", f.LogsToMetricsStability, set, withSink(f.CreateLogsToMetrics, metrics)),
+			route("logs_to_logs", f.LogsToLogsStability, set, withSink(f.CreateLogsToLogs, logs)),
+		}
+		return routes, nil
 	case extension.Factory:
 		// One "signal", named as metadata.yaml names an extension's stability.
 		return []signal{
-			{"extension", f.Stability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-				return f.Create(ctx, extension.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}, cfg)
-			}},
+			route("extension", f.Stability, func(ts component.TelemetrySettings) extension.Settings {
+				return extension.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
+			}, asComponent(f.Create)),
 		}, nil
 	}
 	return nil, fmt.Errorf("%T is no receiver, processor, exporter, connector or extension factory", f)
+}
+
+// createFunc creates a component from settings of type S.
+type createFunc[S any] func(context.Context, S, component.Config) (component.Component, error)
+
+// withSink is a factory's create function of a receiver, processor or connector (whose last
+// argument is the next consumer) bound to sink.
+func withSink[S, C any, R component.Component](create func(context.Context, S, component.Config, C) (R, error), sink C) createFunc[S] {
+	return func(ctx context.Context, s S, cfg component.Config) (component.Component, error) {
+		return create(ctx, s, cfg, sink)
+	}
+}
+
+// asComponent is a factory's create function of an exporter or extension.
+func asComponent[S any, R component.Component](create func(context.Context, S, component.Config) (R, error)) createFunc[S] {
+	return func(ctx context.Context, s S, cfg component.Config) (component.Component, error) {
+		return create(ctx, s, cfg)
+	}
+}
+
+// route is one signal (or connector route) whose settings are of type S.
+func route[S any](name string, stability func() component.StabilityLevel, set func(component.TelemetrySettings) S, create createFunc[S]) signal {
+	return signal{name, stability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
+		return create(ctx, set(ts), cfg)
+	}}
 }
 
 // pipelineSignals are the traces, metrics and logs of a receiver, processor or exporter,
 // whose settings are of type S.
 func pipelineSignals[S any](set func(component.TelemetrySettings) S,
 	tracesStability, metricsStability, logsStability func() component.StabilityLevel,
-	traces, metrics, logs func(context.Context, S, component.Config) (component.Component, error),
+	traces, metrics, logs createFunc[S],
 ) []signal {
-	bind := func(create func(context.Context, S, component.Config) (component.Component, error)) func(context.Context, component.TelemetrySettings, component.Config) (component.Component, error) {
-		return func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-			return create(ctx, set(ts), cfg)
-		}
-	}
 	return []signal{
-		{"traces", tracesStability, bind(traces)},
-		{"metrics", metricsStability, bind(metrics)},
-		{"logs", logsStability, bind(logs)},
+		route("traces", tracesStability, set, traces),
+		route("metrics", metricsStability, set, metrics),
+		route("logs", logsStability, set, logs),
 	}
-}
-
-func connectorSignals(f connector.Factory, id component.ID, build component.BuildInfo) []signal {
-	set := func(ts component.TelemetrySettings) connector.Settings {
-		return connector.Settings{ID: id, TelemetrySettings: ts, BuildInfo: build}
-	}
-	type createFunc func(context.Context, connector.Settings, component.Config) (component.Component, error)
-	sink := consumertest.NewNop()
-	routes := []struct {
-		name      string
-		stability func() component.StabilityLevel
-		create    createFunc
-	}{
-		{"traces_to_traces", f.TracesToTracesStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateTracesToTraces(ctx, s, cfg, sink)
-		}},
-		{"traces_to_metrics", f.TracesToMetricsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateTracesToMetrics(ctx, s, cfg, sink)
-		}},
-		{"traces_to_logs", f.TracesToLogsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateTracesToLogs(ctx, s, cfg, sink)
-		}},
-		{"metrics_to_traces", f.MetricsToTracesStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateMetricsToTraces(ctx, s, cfg, sink)
-		}},
-		{"metrics_to_metrics", f.MetricsToMetricsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateMetricsToMetrics(ctx, s, cfg, sink)
-		}},
-		{"metrics_to_logs", f.MetricsToLogsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateMetricsToLogs(ctx, s, cfg, sink)
-		}},
-		{"logs_to_traces", f.LogsToTracesStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateLogsToTraces(ctx, s, cfg, sink)
-		}},
-		{"logs_to_metrics", f.LogsToMetricsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateLogsToMetrics(ctx, s, cfg, sink)
-		}},
-		{"logs_to_logs", f.LogsToLogsStability, func(ctx context.Context, s connector.Settings, cfg component.Config) (component.Component, error) {
-			return f.CreateLogsToLogs(ctx, s, cfg, sink)
-		}},
-	}
-	out := make([]signal, 0, len(routes))
-	for _, r := range routes {
-		out = append(out, signal{r.name, r.stability, func(ctx context.Context, ts component.TelemetrySettings, cfg component.Config) (component.Component, error) {
-			return r.create(ctx, set(ts), cfg)
-		}})
-	}
-	return out
 }
 
 // Status is what a component's internal/metadata package declares, in mdatagen's
