@@ -2,6 +2,9 @@ package ebpfreceiver
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,8 +90,9 @@ func discoveredSpans(c collected, pid int) (spans []ptrace.Span, name string) {
 }
 
 // TestDiscovery: with discover.enabled and no target, an undeclared Go client on the official
-// OpenAI Go SDK, a Python client (standard library over OpenSSL) and a Node client on the npm
-// openai SDK, started before the receiver, are discovered at their next LLM API call: their
+// OpenAI Go SDK, a Python client (standard library over OpenSSL), a Node client on the npm
+// openai SDK and a Python client of a model served in plain HTTP, started before the receiver,
+// are discovered at their next LLM API call: their
 // inference spans arrive marked agenttrail.discovered and named by their executable, and
 // their later syscalls are traced; a Go program that dials a socket and never calls a model
 // sends no span at all.
@@ -107,6 +111,14 @@ func TestDiscovery(t *testing.T) {
 	py, _ := startPyAgent(t, python311, model)
 	node := startProgram(t, systemNode, script, "model-x")
 	node.waitLine(t, "ready")
+	// A model served in plain HTTP (inside a cluster, say), called by another Python client.
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-p1","object":"chat.completion","created":1,"model":"model-x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`)
+	}))
+	t.Cleanup(plain.Close)
+	pyPlain, _ := startPyAgent(t, python311, model)
 	peer := listen(t)
 	other := startProgram(t, buildGoAgent(t), peer)
 
@@ -124,9 +136,10 @@ func TestDiscovery(t *testing.T) {
 		{goClient, "h1 " + base + " 1", "ok h1", "openaigo"},
 		{py, "call " + model.url, "ok call", "python3.11"},
 		{node, "chat " + base, "ok chat", "node"},
+		{pyPlain, "call " + plain.URL + "/v1/chat/completions", "ok call", "python3.11"},
 	}
 	last, rounds, started := time.Time{}, 0, time.Now()
-	c := waitSpansFor(t, sink, 60*time.Second, func(c collected) bool {
+	c := waitSpansFor(t, sink, 90*time.Second, func(c collected) bool { // 8 new candidates a scan, on a busy machine
 		done := true
 		for _, cl := range clients {
 			s, _ := discoveredSpans(c, cl.p.cmd.Process.Pid)
@@ -156,6 +169,15 @@ func TestDiscovery(t *testing.T) {
 		}
 		if !inference {
 			t.Errorf("%s: no inference span among %d discovered spans", cl.name, len(s))
+		}
+		if cl.p == pyPlain {
+			plaintext := false
+			for _, sp := range s {
+				plaintext = plaintext || (fromTLS(sp) && attr(sp, "agenttrail.capture.source") == "plaintext")
+			}
+			if !plaintext {
+				t.Error("the plain-HTTP client: no inference span read from its socket")
+			}
 		}
 		for i, r := range c.res {
 			if v, _ := r.Attributes().Get("process.pid"); v.Int() == int64(pid) {
