@@ -742,3 +742,94 @@ func checkHealthProbes(t *testing.T, c corev1.Container) {
 		}
 	}
 }
+
+var envRef = regexp.MustCompile(`\$\{env:([A-Za-z0-9_]+)(?::-([^}]*))?\}`)
+
+// TestGatewayEnv: the gateway container's env names variables gateway.yaml reads (a misspelt
+// one would change nothing), with gateway.yaml's defaults (the documented behaviour), and
+// the findings go to exporters gateway.yaml defines, through its logs/findings pipeline: the
+// agents' findings and the gateway's own findings connector's.
+func TestGatewayEnv(t *testing.T) {
+	dep := only[*appsv1.Deployment](t, loadManifests(t, "gateway.yaml"))
+	c := dep.Spec.Template.Spec.Containers[0]
+	raw, err := os.ReadFile(filepath.Join("..", "gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := map[string]string{}
+	for _, m := range envRef.FindAllStringSubmatch(string(raw), -1) {
+		if d, ok := defaults[m[1]]; ok && d != m[2] {
+			t.Errorf("gateway.yaml: ${env:%s} has the defaults %q and %q", m[1], d, m[2])
+		}
+		defaults[m[1]] = m[2]
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		d, ok := defaults[e.Name]
+		if !ok {
+			t.Errorf("env %s: gateway.yaml does not read it", e.Name)
+			continue
+		}
+		if e.Value != d {
+			t.Errorf("env %s = %q; gateway.yaml's default (the documented one) is %q", e.Name, e.Value, d)
+		}
+	}
+	for _, name := range []string{"AGENTTRAIL_BACKEND_ENDPOINT", "AGENTTRAIL_FINDINGS_EXPORTERS", "AGENTTRAIL_FINDINGS_ENDPOINT"} {
+		if _, ok := env[name]; !ok {
+			t.Errorf("no env %s: where the gateway sends its data is set in the manifest", name)
+		}
+	}
+
+	var cfg struct {
+		Exporters  map[string]map[string]any `json:"exporters"`
+		Connectors map[string]any            `json:"connectors"`
+		Service    struct {
+			Pipelines map[string]struct {
+				Receivers []string `json:"receivers"`
+				Exporters any      `json:"exporters"`
+			} `json:"pipelines"`
+		} `json:"service"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("gateway.yaml: %v", err)
+	}
+	var exporters []string
+	if err := yaml.Unmarshal([]byte(env["AGENTTRAIL_FINDINGS_EXPORTERS"]), &exporters); err != nil || len(exporters) == 0 {
+		t.Errorf("AGENTTRAIL_FINDINGS_EXPORTERS = %q is not a YAML list of exporters (%v)", env["AGENTTRAIL_FINDINGS_EXPORTERS"], err)
+	}
+	for _, e := range exporters {
+		if _, ok := cfg.Exporters[e]; !ok {
+			t.Errorf("AGENTTRAIL_FINDINGS_EXPORTERS names %s, which gateway.yaml does not define", e)
+		}
+	}
+	logs, ok := cfg.Service.Pipelines["logs/findings"]
+	if !ok {
+		t.Fatal("gateway.yaml has no logs/findings pipeline: the agents' findings would be refused (Unimplemented)")
+	}
+	if !slices.Contains(logs.Receivers, "otlp") || !slices.Contains(logs.Receivers, "findings") {
+		t.Errorf("logs/findings receivers %v; want otlp (the agents') and findings (the gateway's own)", logs.Receivers)
+	}
+	if s, _ := logs.Exporters.(string); !strings.HasPrefix(s, "${env:AGENTTRAIL_FINDINGS_EXPORTERS") {
+		t.Errorf("logs/findings exporters %v; want ${env:AGENTTRAIL_FINDINGS_EXPORTERS...}", logs.Exporters)
+	}
+	if _, ok := cfg.Connectors["findings"]; !ok || !slices.Contains(exportersOf(cfg.Service.Pipelines["traces"].Exporters), "findings") {
+		t.Error("the gateway's traces pipeline does not export to the findings connector: its own findings would stay on the spans")
+	}
+	// otlp_grpc/findings keeps its own queue on disk and retries until the backend is back.
+	q, _ := cfg.Exporters["otlp_grpc/findings"]["sending_queue"].(map[string]any)
+	if q["storage"] != "file_storage" {
+		t.Errorf("otlp_grpc/findings sending_queue %v; want storage: file_storage", q)
+	}
+}
+
+func exportersOf(v any) []string {
+	var out []string
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			s, _ := e.(string)
+			out = append(out, s)
+		}
+	}
+	return out
+}
