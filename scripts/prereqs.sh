@@ -41,9 +41,10 @@ for what in "$@"; do
 		# reads from a second compiler's DWARF, with <sys/sdt.h> (systemtap-sdt-dev) the USDT
 		# probe test program; python3.11 is Debian's CPython with USDT probes; chromium renders
 		# the evidence report in the browser check (tests/browser); python3-aiohttp is the
-		# asyncio client of make bench's llmsdk section. Without them those tests skip, so they
-		# are installed here rather than left to chance.
-		apt_install gcc clang systemtap-sdt-dev python3.11 python3-aiohttp chromium
+		# asyncio client of make bench's llmsdk section; python3-httpx (with python3-h2, its HTTP/2)
+		# the sync and asyncio client of the receiver's httpx test. Without them those tests skip,
+		# so they are installed here rather than left to chance.
+		apt_install gcc clang systemtap-sdt-dev python3.11 python3-aiohttp python3-httpx python3-h2 chromium
 		for h in /usr/include/x86_64-linux-gnu/sys/sdt.h /usr/include/sys/sdt.h; do
 			[ -r "$h" ] && break
 			[ "$h" = /usr/include/sys/sdt.h ] && fail "systemtap-sdt-dev is installed but <sys/sdt.h> is missing"
