@@ -143,6 +143,10 @@ func shippedAgentFindingsExporter(t *testing.T) (name string, section map[string
 			if cfg.Exporters[e] == nil {
 				t.Fatalf("config.yaml: logs/findings exports to %s, which is not configured", e)
 			}
+			// A finding is kept until the gateway is back: the exporter never gives up.
+			if r, _ := cfg.Exporters[e]["retry_on_failure"].(map[string]any); fmt.Sprint(r["max_elapsed_time"]) != "0" {
+				t.Errorf("config.yaml: %s retry_on_failure %v; want max_elapsed_time: 0 (the default drops findings after 5 min)", e, r)
+			}
 			return e, cfg.Exporters[e]
 		}
 	}
