@@ -381,3 +381,73 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestFindingsBackendDownKeepsTraces: with the findings sent over OTLP to a backend that is
+// down and their disk queue full (queue_size 2 here), the gateway still takes the agents'
+// stories and the trace backend gets every one; the gateway's own findings that did not fit
+// are counted, not held against the spans. Without batch/findings between the gateway's
+// findings connector and the exporter, the connector returned the full queue to the traces
+// pipeline and the gateway answered every story after the second with 503.
+func TestFindingsBackendDownKeepsTraces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the gateway")
+	}
+	bin := gatewayBinary(t)
+	dir := t.TempDir()
+	sink, sinkPort := startLogsSink(t)
+	gwGRPC, gwHTTP, gwHealth, down := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
+	override := filepath.Join(dir, "gateway-test.yaml")
+	small := findingsGatewayOverride(gwGRPC, gwHTTP, gwHealth) + `exporters:
+  otlp_grpc/findings:
+    sending_queue:
+      queue_size: 2
+`
+	if err := os.WriteFile(override, []byte(small), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "gateway.log")
+	cmd := exec.Command(bin, "--config="+testutil.RepoPath(t, "distributions/agenttrail/gateway.yaml"), "--config="+override)
+	cmd.Env = append(os.Environ(),
+		"AGENTTRAIL_QUEUE_DIR="+filepath.Join(dir, "gateway-queue"),
+		"AGENTTRAIL_PROFILES_DIR="+filepath.Join(dir, "gateway-profiles"),
+		"AGENTTRAIL_GATEWAY_GRACE=300ms",
+		fmt.Sprintf("AGENTTRAIL_BACKEND_ENDPOINT=127.0.0.1:%d", sinkPort),
+		"AGENTTRAIL_FINDINGS_EXPORTERS=[otlp_grpc/findings]",
+		fmt.Sprintf("AGENTTRAIL_FINDINGS_ENDPOINT=127.0.0.1:%d", down)) // nothing listens
+	gw := harness.MustStart(t, cmd, log)
+	t.Cleanup(func() { gw.Stop(20 * time.Second) })
+	harness.WaitHealthy(t, gw, harness.HealthURL(gwHealth, "/status"), 30*time.Second, nil)
+
+	const stories = 8
+	var traces []string
+	client := &http.Client{Timeout: 40 * time.Second}
+	for i := 0; i < stories; i++ {
+		td, id := toolStory("gateway-agent", byte(0x10+i), "shell-exec")
+		traces = append(traces, id)
+		body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/traces", gwHTTP), "application/x-protobuf", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("story %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("story %d: the gateway answered %s with the findings backend down", i, resp.Status)
+		}
+	}
+	harness.WaitFor(t, "every story at the trace backend", 30*time.Second, 100*time.Millisecond, func() bool {
+		for _, id := range traces {
+			if !sink.hasTrace(id) {
+				return false
+			}
+		}
+		return true
+	})
+	// The findings that did not fit in the queue are refused there and said so.
+	harness.WaitFor(t, "the refused findings in the gateway's log", 30*time.Second, 100*time.Millisecond, func() bool {
+		text, _ := os.ReadFile(log)
+		return strings.Contains(string(text), "queue is full")
+	})
+}
