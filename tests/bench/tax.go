@@ -9,7 +9,6 @@ package main
 // only the syscalls the default configuration needs, the alternative that tracefs offers.
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -220,14 +219,9 @@ func (b *bench) nodeTax() {
 	// The collector traces another program; the target only passes the programs' filters.
 	cfg := receiverConfig([]ebpfreceiver.TargetConfig{{Name: "other", Executable: "/bin/true"}},
 		ebpfreceiver.NewFactory().CreateDefaultConfig().(*ebpfreceiver.Config).Syscalls)
-	tpErr := errors.New("not tried")
-	if mounted, err := ensureTracefs(); err != nil {
-		tpErr = err
-	} else {
-		tpErr = nil
-		if mounted {
-			fmt.Println("   mounted tracefs at /sys/kernel/tracing (left mounted)")
-		}
+	mounted, tpErr := ensureTracefs()
+	if tpErr == nil && mounted {
+		fmt.Println("   mounted tracefs at /sys/kernel/tracing (left mounted)")
 	}
 	defer func() { b.warn = "" }()
 	for _, op := range taxOps {
