@@ -225,6 +225,30 @@ int go_tls_read_ret(struct pt_regs *ctx)
 	return 0;
 }
 
+// At every RET of (*Conn).Read, alone: for a program whose Read stores c and b to their ABI
+// spill slots in its prologue (user space checks the machine code, elfinfo.SpillsArgsAtEntry),
+// they are at 8(SP) and 16(SP) when it returns. One uprobe hit per Read instead of two (the
+// trap costs far more than this program), and a Read already in flight when the probes were
+// attached carries its data too. A stack that cannot be read makes the record an unseen read,
+// as one without its entry in go_tls_read_ret.
+SEC("uprobe/go_tls_read_spilled")
+int go_tls_read_spilled(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced(id >> 32))
+		return 0;
+	__s64 n = (__s64)ctx->ax;
+	if (n <= 0)
+		return 0;
+	__u64 args[2]; // c, b's pointer
+	if (bpf_probe_read_user(args, sizeof(args), (void *)(ctx->sp + 8)) < 0) {
+		emit_tls(0, 0, n, TLS_READ, TLS_GO, ctx->r14, 1);
+		return 0;
+	}
+	emit_tls(args[0], args[1], n, TLS_READ, TLS_GO, ctx->r14, 0);
+	return 0;
+}
+
 // emit_close tells user space a connection object is gone: what it had pending is over, and a
 // new connection at the same address is another one.
 static __always_inline void emit_close(__u64 conn, __u8 source, __u64 routine)

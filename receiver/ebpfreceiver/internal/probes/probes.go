@@ -234,6 +234,10 @@ func (s *Set) SSLReturn() *ebpf.Program    { return s.tls.SslReturn }
 func (s *Set) GoTLSWrite() *ebpf.Program   { return s.tls.GoTlsWrite }
 func (s *Set) GoTLSRead() *ebpf.Program    { return s.tls.GoTlsRead }
 func (s *Set) GoTLSReadRet() *ebpf.Program { return s.tls.GoTlsReadRet }
+
+// GoTLSReadSpilled is (*Conn).Read's RET probe that reads its arguments from their spill slots,
+// for a Read without an entry probe (elfinfo.SpillsArgsAtEntry).
+func (s *Set) GoTLSReadSpilled() *ebpf.Program { return s.tls.GoTlsReadSpilled }
 func (s *Set) SSLFree() *ebpf.Program      { return s.tls.SslFree }
 func (s *Set) GoTLSClose() *ebpf.Program   { return s.tls.GoTlsClose }
 

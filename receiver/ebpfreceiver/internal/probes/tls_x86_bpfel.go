@@ -223,6 +223,7 @@ const (
 	tlsProgGoTlsClose        = "go_tls_close"
 	tlsProgGoTlsRead         = "go_tls_read"
 	tlsProgGoTlsReadRet      = "go_tls_read_ret"
+	tlsProgGoTlsReadSpilled  = "go_tls_read_spilled"
 	tlsProgGoTlsWrite        = "go_tls_write"
 	tlsProgSslEntry          = "ssl_entry"
 	tlsProgSslFree           = "ssl_free"
@@ -286,13 +287,14 @@ type tlsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsProgramSpecs struct {
-	GoTlsClose   *ebpf.ProgramSpec `ebpf:"go_tls_close"`
-	GoTlsRead    *ebpf.ProgramSpec `ebpf:"go_tls_read"`
-	GoTlsReadRet *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
-	GoTlsWrite   *ebpf.ProgramSpec `ebpf:"go_tls_write"`
-	SslEntry     *ebpf.ProgramSpec `ebpf:"ssl_entry"`
-	SslFree      *ebpf.ProgramSpec `ebpf:"ssl_free"`
-	SslReturn    *ebpf.ProgramSpec `ebpf:"ssl_return"`
+	GoTlsClose       *ebpf.ProgramSpec `ebpf:"go_tls_close"`
+	GoTlsRead        *ebpf.ProgramSpec `ebpf:"go_tls_read"`
+	GoTlsReadRet     *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
+	GoTlsReadSpilled *ebpf.ProgramSpec `ebpf:"go_tls_read_spilled"`
+	GoTlsWrite       *ebpf.ProgramSpec `ebpf:"go_tls_write"`
+	SslEntry         *ebpf.ProgramSpec `ebpf:"ssl_entry"`
+	SslFree          *ebpf.ProgramSpec `ebpf:"ssl_free"`
+	SslReturn        *ebpf.ProgramSpec `ebpf:"ssl_return"`
 }
 
 // tlsMapSpecs contains maps before they are loaded into the kernel.
@@ -416,13 +418,14 @@ type tlsVariables struct {
 //
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsPrograms struct {
-	GoTlsClose   *ebpf.Program `ebpf:"go_tls_close"`
-	GoTlsRead    *ebpf.Program `ebpf:"go_tls_read"`
-	GoTlsReadRet *ebpf.Program `ebpf:"go_tls_read_ret"`
-	GoTlsWrite   *ebpf.Program `ebpf:"go_tls_write"`
-	SslEntry     *ebpf.Program `ebpf:"ssl_entry"`
-	SslFree      *ebpf.Program `ebpf:"ssl_free"`
-	SslReturn    *ebpf.Program `ebpf:"ssl_return"`
+	GoTlsClose       *ebpf.Program `ebpf:"go_tls_close"`
+	GoTlsRead        *ebpf.Program `ebpf:"go_tls_read"`
+	GoTlsReadRet     *ebpf.Program `ebpf:"go_tls_read_ret"`
+	GoTlsReadSpilled *ebpf.Program `ebpf:"go_tls_read_spilled"`
+	GoTlsWrite       *ebpf.Program `ebpf:"go_tls_write"`
+	SslEntry         *ebpf.Program `ebpf:"ssl_entry"`
+	SslFree          *ebpf.Program `ebpf:"ssl_free"`
+	SslReturn        *ebpf.Program `ebpf:"ssl_return"`
 }
 
 func (p *tlsPrograms) Close() error {
@@ -430,6 +433,7 @@ func (p *tlsPrograms) Close() error {
 		p.GoTlsClose,
 		p.GoTlsRead,
 		p.GoTlsReadRet,
+		p.GoTlsReadSpilled,
 		p.GoTlsWrite,
 		p.SslEntry,
 		p.SslFree,

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -525,7 +526,14 @@ func (t *Tracer) attachGo(path string) bool {
 	}
 	k := t.env.Kernel
 	// Reads first (see sslFunctions): a captured request's response must be captured too.
-	links, err := tracer.AttachProbes(path, read.Name, roff, 0, true, rets, k.GoTLSRead(), k.GoTLSReadRet())
+	// Where Read keeps c and b in their spill slots from its prologue on, its RETs alone read
+	// them: one uprobe hit per Read, not two (a hit's trap is most of a probe's cost).
+	var links []link.Link
+	if spilled, _ := bin.SpillsArgsAtEntry(read, 2); spilled {
+		links, err = attachRets(ex, read.Name, roff, rets, k.GoTLSReadSpilled())
+	} else {
+		links, err = tracer.AttachProbes(path, read.Name, roff, 0, true, rets, k.GoTLSRead(), k.GoTLSReadRet())
+	}
 	if err != nil {
 		t.warn("cannot probe crypto/tls.(*Conn).Read", path, err)
 		return false
@@ -553,6 +561,22 @@ func (t *Tracer) attachGo(path string) bool {
 		}
 	}
 	return true
+}
+
+// attachRets attaches prog at each of rets (offsets from offset) of symbol; all or none.
+func attachRets(ex *link.Executable, symbol string, offset uint64, rets []uint64, prog *ebpf.Program) ([]link.Link, error) {
+	var links []link.Link
+	for _, off := range rets {
+		l, err := ex.Uprobe(symbol, prog, &link.UprobeOptions{Address: offset, Offset: off})
+		if err != nil {
+			for _, l := range links {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("attach return probe at +%#x: %w", off, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // SetupProcess probes what a traced process uses for TLS: its Go program's crypto/tls, the
