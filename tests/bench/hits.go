@@ -328,19 +328,20 @@ type progHits struct {
 // probeLoss says, per uprobe program, where it sits and what the receiver would lose without
 // it: the argument for each hit a request pays (issue #22).
 var probeLoss = map[string]string{
-	"func_entry":         "entry of a configured function (after its stack bound check). Without it: no span for the function, so no prompt/inference/tool role, arguments or parent for the work under it",
-	"func_return":        "each RET of a configured function (one hit per call). Without it: a call ends only when a caller returns, its goroutine is reused or the process exits: no duration, and the goroutine's later work lands under it",
-	"go_newproc1_ret":    "runtime.newproc1's RETs, one hit per goroutine started (the creator read as g0.m.curg). Without it: work a goroutine does for its creator (net/http's dialer, a tool's own goroutine) is a trace of its own, and a reused g's open calls are not closed",
-	"go_newproc1":        "runtime.newproc1's entry, for a program without DWARF (saves the creator for go_newproc1_return). Without it: as go_newproc1_ret",
-	"go_newproc1_return": "runtime.newproc1's RETs, for a program without DWARF. Without it: as go_newproc1_ret",
-	"go_tls_write":       "crypto/tls.(*Conn).Write at entry. Without it: no request plaintext: the inference span (model, prompt, tool results) and HTTP/MCP spans over TLS are gone",
-	"go_tls_read":        "crypto/tls.(*Conn).Read at entry: saves c and b for the RETs. Read keeps both in their ABI spill slots (8(SP), 16(SP) at its RETs, Go 1.26), so the RETs could read them alone (one hit, not two): a prototype did, passed the HTTP/1.1 tests and even parsed the response of a Read in flight at attach time, but then internal/llm's HTTP/2 join saw server frames first on a connection it had not seen and gave the connection up (TestH2JoinedAfterPreface, TestH2ProcessNameTarget); not shipped",
-	"go_tls_read_ret":    "crypto/tls.(*Conn).Read's RETs. Without it: no response: no output tokens, finish reason or the model's tool calls, which the story needs",
-	"go_tls_close":       "crypto/tls.(*Conn).Close. Without it: a connection's state lives until its process exits or 2 minutes idle (not per request)",
-	"ssl_entry":          "OpenSSL SSL_read/SSL_write entry. Without it: no plaintext of OpenSSL clients",
-	"ssl_return":         "OpenSSL SSL_read/SSL_write return. Without it: as ssl_entry",
-	"ssl_free":           "OpenSSL SSL_free. Without it: a connection's state lives until its process exits",
-	"python_audit":       "CPython's audit USDT. Without it: no Python audit events or stacks",
+	"func_entry":          "entry of a configured function (after its stack bound check). Without it: no span for the function, so no prompt/inference/tool role, arguments or parent for the work under it",
+	"func_return":         "each RET of a configured function (one hit per call). Without it: a call ends only when a caller returns, its goroutine is reused or the process exits: no duration, and the goroutine's later work lands under it",
+	"go_newproc1_ret":     "runtime.newproc1's RETs, one hit per goroutine started (the creator read as g0.m.curg). Without it: work a goroutine does for its creator (net/http's dialer, a tool's own goroutine) is a trace of its own, and a reused g's open calls are not closed",
+	"go_newproc1":         "runtime.newproc1's entry, for a program without DWARF (saves the creator for go_newproc1_return). Without it: as go_newproc1_ret",
+	"go_newproc1_return":  "runtime.newproc1's RETs, for a program without DWARF. Without it: as go_newproc1_ret",
+	"go_tls_write":        "crypto/tls.(*Conn).Write at entry. Without it: no request plaintext: the inference span (model, prompt, tool results) and HTTP/MCP spans over TLS are gone",
+	"go_tls_read":         "crypto/tls.(*Conn).Read at entry, only where Read does not keep c and b in its ABI spill slots (saves them for go_tls_read_ret). Without it: as go_tls_read_ret",
+	"go_tls_read_ret":     "crypto/tls.(*Conn).Read's RETs. Without it: no response: no output tokens, finish reason or the model's tool calls, which the story needs",
+	"go_tls_read_spilled": "crypto/tls.(*Conn).Read's RETs alone, c and b read from their ABI spill slots (one hit per Read instead of an entry and a RET; a Read in flight at attach time is seen too). Without it: no response: no output tokens, finish reason or the model's tool calls, which the story needs",
+	"go_tls_close":        "crypto/tls.(*Conn).Close. Without it: a connection's state lives until its process exits or 2 minutes idle (not per request)",
+	"ssl_entry":           "OpenSSL SSL_read/SSL_write entry. Without it: no plaintext of OpenSSL clients",
+	"ssl_return":          "OpenSSL SSL_read/SSL_write return. Without it: as ssl_entry",
+	"ssl_free":            "OpenSSL SSL_free. Without it: a connection's state lives until its process exits",
+	"python_audit":        "CPython's audit USDT. Without it: no Python audit events or stacks",
 }
 
 func (w *hitWindow) measure(n int, request func(i int) error) (hitCounts, error) {
