@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -79,6 +80,10 @@ type Config struct {
 	CustomRules []CustomRuleConfig `mapstructure:"custom_rules"`
 	// Enforcement locates the cgroups of enforced workloads on this node.
 	Enforcement EnforcementConfig `mapstructure:"enforcement"`
+	// Tier names this collector's tier ("agent" on a node, "gateway" behind the agents) on its
+	// findings (agenttrail.finding.tier): a findings connector behind a later tier emits only
+	// its own tier's findings, the earlier tiers having sent theirs already.
+	Tier string `mapstructure:"tier"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -178,8 +183,17 @@ func createDefaultConfig() *Config {
 		InjectionMarkers: defaultInjectionMarkers(),
 		Rules:            RulesConfig{DataVolumeFactor: defaultDataVolumeFactor},
 		Enforcement:      EnforcementConfig{ProcRoot: "/proc"},
+		Tier:             DefaultTier,
 	}
 }
+
+// DefaultTier is the tier of a finding that does not name one (the agent's, and every finding
+// made before tier existed).
+const DefaultTier = "agent"
+
+// tierPattern is what a tier may be: it becomes an attribute value and a metric label of the
+// findings connector, so it is short and plain.
+var tierPattern = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 
 // matchKeys are the resource attributes a workload can be selected by.
 var matchKeys = []string{
@@ -206,6 +220,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OrphanTimeout < c.CompletionGrace {
 		return fmt.Errorf(`"orphan_timeout" (%s) must not be shorter than "completion_grace" (%s)`, c.OrphanTimeout, c.CompletionGrace)
+	}
+	if !tierPattern.MatchString(c.Tier) {
+		return fmt.Errorf(`"tier" must be 1 to 32 of a-z, 0-9, _ and -, got %q`, c.Tier)
 	}
 	if c.MaxStories < 1 {
 		return fmt.Errorf(`"max_stories" must be at least 1, got %d`, c.MaxStories)

@@ -2,6 +2,7 @@ package attackstoryprocessor
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ func TestLoadConfig(t *testing.T) {
 		assert.Equal(t, RulesConfig{DataVolumeFactor: 10}, cfg.Rules)
 		assert.Empty(t, cfg.Workloads)
 		assert.Empty(t, cfg.CustomRules)
+		assert.Equal(t, "agent", cfg.Tier)
 	})
 
 	t.Run("bank demo", func(t *testing.T) {
@@ -84,6 +86,12 @@ func TestLoadConfig(t *testing.T) {
 		assert.True(t, r.AllModes)
 	})
 
+	t.Run("gateway tier", func(t *testing.T) {
+		cfg, err := loadTestConfig(t, "gateway")
+		require.NoError(t, err)
+		assert.Equal(t, "gateway", cfg.Tier)
+	})
+
 	t.Run("a custom rule that does not compile", func(t *testing.T) {
 		_, err := loadTestConfig(t, "badrule")
 		require.Error(t, err)
@@ -100,6 +108,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"zero grace", func(c *Config) { c.CompletionGrace = 0 }, `"completion_grace" must be positive`},
 		{"orphan shorter than grace", func(c *Config) { c.OrphanTimeout = time.Second; c.CompletionGrace = 2 * time.Second }, `"orphan_timeout" (1s) must not be shorter than "completion_grace" (2s)`},
+		{"empty tier", func(c *Config) { c.Tier = "" }, `"tier" must be 1 to 32 of a-z, 0-9, _ and -, got ""`},
+		{"tier with capitals", func(c *Config) { c.Tier = "Gateway" }, `"tier" must be 1 to 32 of a-z, 0-9, _ and -, got "Gateway"`},
+		{"tier too long", func(c *Config) { c.Tier = strings.Repeat("a", 33) }, `"tier" must be 1 to 32`},
 		{"max stories", func(c *Config) { c.MaxStories = 0 }, `"max_stories" must be at least 1`},
 		{"max spans", func(c *Config) { c.MaxSpansPerStory = -1 }, `"max_spans_per_story" must be at least 1`},
 		{"save interval", func(c *Config) { c.ProfilesSaveInterval = 0 }, `"profiles_save_interval" must be positive`},

@@ -368,7 +368,7 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 			p.logger.Warn("Custom rule failed on a story and counts as not matching (logged once per rule)", zap.String("rule", r.Def.ID), zap.Error(r.LastErr))
 		}
 	}
-	writeStory(td, f, fd, now)
+	writeStory(td, f, fd, p.cfg.Tier, now)
 	enforcement.WriteBlocked(f, blocked)
 	if st.Reason == "" {
 		p.tel.story("complete")
@@ -378,8 +378,9 @@ func (p *storyProcessor) process(td ptrace.Traces, f *story.Facts, blocked []enf
 }
 
 // writeStory moves the story's spans into td in narrative order, grouped by resource and
-// scope, flags an incomplete story on its top spans, and puts the finding on the head span.
-func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.Time) {
+// scope, flags an incomplete story on its top spans, and puts the finding, made by this tier,
+// on the head span.
+func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, tier string, now time.Time) {
 	resources := map[string]ptrace.ResourceSpans{}
 	scopes := map[string]ptrace.SpanSlice{}
 	for _, sp := range f.Spans {
@@ -416,12 +417,14 @@ func writeStory(td ptrace.Traces, f *story.Facts, fd *finding.Finding, now time.
 	head := f.Spans[f.Head].Span
 	prior, omitted := priorFindings(f, fd.UID)
 	putFindingAttributes(head.Attributes(), fd)
+	head.Attributes().PutStr(story.AttrFindingTier, tier)
 	ev := head.Events().AppendEmpty()
 	ev.SetName(story.FindingEventName)
 	ev.SetTimestamp(pcommon.NewTimestampFromTime(now))
 	attrs := ev.Attributes()
 	putFindingAttributes(attrs, fd)
 	attrs.PutStr(story.AttrFindingUID, fd.UID)
+	attrs.PutStr(story.AttrFindingTier, tier)
 	attrs.PutStr(story.AttrFindingTitle, fd.Title)
 	attrs.PutStr(story.AttrFindingMode, string(fd.Mode))
 	attrs.PutStr(story.AttrFindingNarrative, fd.Narrative)

@@ -65,6 +65,9 @@ const (
 	AttrFindingMode       = "agenttrail.finding.mode"
 	AttrFindingNarrative  = "agenttrail.finding.narrative"
 	AttrFindingOCSF       = "agenttrail.finding.ocsf"
+	// AttrFindingTier: the tier (config key tier) of the collector that made the finding; the
+	// findings connector of a later tier emits only its own (an event without it is "agent").
+	AttrFindingTier = "agenttrail.finding.tier"
 	// AttrFindingSupersedes: the uids of the findings another tier (a node's agent) had put on
 	// spans of the story before this processor judged it whole (the gateway, across nodes).
 	AttrFindingSupersedes = "agenttrail.finding.supersedes"
