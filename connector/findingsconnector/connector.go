@@ -3,13 +3,17 @@ package findingsconnector
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/connector/findingsconnector/internal/metadata"
@@ -20,23 +24,91 @@ const (
 	findingEventName      = "finding"
 	attrFindingOCSF       = "agenttrail.finding.ocsf"
 	attrFindingSeverityID = "agenttrail.finding.severity_id"
+	attrFindingTier       = "agenttrail.finding.tier"
 	// EventName is the event name of the log records.
 	EventName = "agenttrail.finding"
+)
+
+// Reasons of agenttrail.findings.skipped.
+const (
+	reasonTierNotListed = "tier_not_listed"
+	reasonNoOCSF        = "no_ocsf"
+)
+
+// Tier labels of agenttrail.findings.skipped beyond the tier names themselves: the attribute
+// comes over the network, so a value the processor could not have written is "invalid", and
+// tiers past the first maxTierLabels seen are "other" (a bound on the metric's series).
+const (
+	tierInvalid   = "invalid"
+	tierOther     = "other"
+	maxTierLabels = 16
 )
 
 type findingsConnector struct {
 	component.StartFunc
 	component.ShutdownFunc
-	next   consumer.Logs
-	logger *zap.Logger
+	next    consumer.Logs
+	logger  *zap.Logger
+	tiers   map[string]bool // nil: every tier
+	skipped metric.Int64Counter
+
+	mu     sync.Mutex
+	labels map[string]bool // tier labels used in skipped so far
+}
+
+func newFindingsConnector(set connector.Settings, cfg *Config, next consumer.Logs) (*findingsConnector, error) {
+	skipped, err := set.MeterProvider.Meter(metadata.ScopeName).Int64Counter("agenttrail.findings.skipped",
+		metric.WithDescription("Finding events not made into log records, by reason and tier."), metric.WithUnit("{finding}"))
+	if err != nil {
+		return nil, err
+	}
+	c := &findingsConnector{next: next, logger: set.Logger, skipped: skipped, labels: map[string]bool{}}
+	if len(cfg.Tiers) > 0 {
+		c.tiers = map[string]bool{}
+		for _, t := range cfg.Tiers {
+			c.tiers[t] = true
+		}
+	}
+	return c, nil
+}
+
+// tierOf is the tier of a finding event: its attribute, "agent" without one, and ok false for
+// a value that is no tier (not a string, or not what the processor's tier key accepts).
+func tierOf(ev ptrace.SpanEvent) (tier string, ok bool) {
+	v, found := ev.Attributes().Get(attrFindingTier)
+	if !found {
+		return defaultTier, true
+	}
+	if v.Type() != pcommon.ValueTypeStr || !tierPattern.MatchString(v.Str()) {
+		return tierInvalid, false
+	}
+	return v.Str(), true
+}
+
+// skip counts a finding event that makes no record.
+func (c *findingsConnector) skip(ctx context.Context, reason, tier string, valid bool) {
+	label := tierInvalid
+	if valid {
+		label = tier
+		c.mu.Lock()
+		if !c.labels[tier] {
+			if len(c.labels) < maxTierLabels {
+				c.labels[tier] = true
+			} else {
+				label = tierOther
+			}
+		}
+		c.mu.Unlock()
+	}
+	c.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason), attribute.String("tier", label)))
 }
 
 func (*findingsConnector) Capabilities() consumer.Capabilities {
 	return consumer.Capabilities{MutatesData: false}
 }
 
-// ConsumeTraces emits one log record per finding span event; spans without findings produce
-// nothing.
+// ConsumeTraces emits one log record per finding span event of a listed tier; spans without
+// findings produce nothing.
 func (c *findingsConnector) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	ld := plog.NewLogs()
 	observed := pcommon.NewTimestampFromTime(time.Now())
@@ -56,9 +128,17 @@ func (c *findingsConnector) ConsumeTraces(ctx context.Context, td ptrace.Traces)
 					if ev.Name() != findingEventName {
 						continue
 					}
+					tier, valid := tierOf(ev)
+					if c.tiers != nil && (!valid || !c.tiers[tier]) {
+						// Another tier's finding, on the spans it sent here: that tier's own
+						// connector made its record.
+						c.skip(ctx, reasonTierNotListed, tier, valid)
+						continue
+					}
 					ocsf, ok := ev.Attributes().Get(attrFindingOCSF)
 					if !ok || ocsf.Str() == "" {
 						c.logger.Debug("Finding event without OCSF JSON: skipped", zap.Stringer("trace_id", span.TraceID()), zap.Stringer("span_id", span.SpanID()))
+						c.skip(ctx, reasonNoOCSF, tier, valid)
 						continue
 					}
 					if !started {
@@ -110,6 +190,10 @@ func writeRecord(lr plog.LogRecord, span ptrace.Span, ev ptrace.SpanEvent, ocsf 
 		if k != attrFindingOCSF {
 			v.CopyTo(attrs.PutEmpty(k))
 		}
+	}
+	if _, ok := attrs.Get(attrFindingTier); !ok {
+		// A finding from before tier existed: the agent's, which a backend filters on too.
+		attrs.PutStr(attrFindingTier, defaultTier)
 	}
 }
 

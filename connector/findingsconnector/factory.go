@@ -19,6 +19,6 @@ func NewFactory() connector.Factory {
 	)
 }
 
-func createTracesToLogs(_ context.Context, set connector.Settings, _ component.Config, next consumer.Logs) (connector.Traces, error) {
-	return &findingsConnector{next: next, logger: set.Logger}, nil
+func createTracesToLogs(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Logs) (connector.Traces, error) {
+	return newFindingsConnector(set, cfg.(*Config), next)
 }
