@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,8 @@ type findingRecord struct {
 	service string
 	traceID string
 	body    string
+	uid     string
+	tier    string
 }
 
 // logsSink is an OTLP/gRPC backend that takes logs and traces (an OTel Collector in front of
@@ -73,11 +76,15 @@ func (s *logsSink) Export(_ context.Context, req plogotlp.ExportRequest) (plogot
 			lrs := sls.At(j).LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
 				lr := lrs.At(k)
+				uid, _ := lr.Attributes().Get("agenttrail.finding.uid")
+				tier, _ := lr.Attributes().Get("agenttrail.finding.tier")
 				s.records = append(s.records, findingRecord{
 					event:   lr.EventName(),
 					service: svc.Str(),
 					traceID: lr.TraceID().String(),
 					body:    lr.Body().AsString(),
+					uid:     uid.AsString(),
+					tier:    tier.AsString(),
 				})
 			}
 		}
@@ -156,8 +163,10 @@ func shippedAgentFindingsExporter(t *testing.T) (name string, section map[string
 
 // standInAgentConfig: the shipped agent's findings path (attackstory → findings connector →
 // logs/findings → its OTLP exporter, as in config.yaml) behind an OTLP receiver instead of the
-// eBPF one. Its spans go nowhere else: every finding at the sink came through the logs.
-func standInAgentConfig(t *testing.T, agentPort int) string {
+// eBPF one. Its spans, with their finding events, go to the gateway's OTLP port as the agents'
+// storyroute sends them: the gateway sees each agent finding twice, as a log record and as an
+// event on the spans, and must pass it on once.
+func standInAgentConfig(t *testing.T, agentPort, gatewayPort int) string {
 	name, exp := shippedAgentFindingsExporter(t)
 	cfg := map[string]any{
 		"receivers": map[string]any{"otlp": map[string]any{"protocols": map[string]any{
@@ -173,14 +182,17 @@ func standInAgentConfig(t *testing.T, agentPort int) string {
 			}},
 		}},
 		"connectors": map[string]any{"findings": nil},
-		"exporters":  map[string]any{name: exp},
+		"exporters": map[string]any{name: exp, "otlp_grpc/spans": map[string]any{
+			"endpoint": fmt.Sprintf("127.0.0.1:%d", gatewayPort),
+			"tls":      map[string]any{"insecure": true},
+		}},
 		"service": map[string]any{
 			"telemetry": map[string]any{
 				"metrics": map[string]any{"level": "none"},
 				"logs":    map[string]any{"sampling": map[string]any{"enabled": false}},
 			},
 			"pipelines": map[string]any{
-				"traces":        map[string]any{"receivers": []any{"otlp"}, "processors": []any{"attackstory"}, "exporters": []any{"findings"}},
+				"traces":        map[string]any{"receivers": []any{"otlp"}, "processors": []any{"attackstory"}, "exporters": []any{"findings", "otlp_grpc/spans"}},
 				"logs/findings": map[string]any{"receivers": []any{"findings"}, "exporters": []any{name}},
 			},
 		},
@@ -276,6 +288,9 @@ func postTraces(t *testing.T, port int, td ptrace.Traces) {
 // written to the gateway's log and the agent's export does not fail. Before gateway.yaml had a
 // logs pipeline the gateway answered the agent's findings with Unimplemented (dropped) and its
 // own findings left only on the spans: no finding reached the sink.
+// The agent's spans reach the gateway too, its finding event on them: the sink gets exactly one
+// record per finding uid and tier; before attackstory's tier and the connector's tiers the
+// gateway made a second record of the agent's finding from its event.
 func TestFindingsReachLogsBackend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the gateway and an agent")
@@ -307,7 +322,7 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 	}
 
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(agentCfg, []byte(standInAgentConfig(t, agentPort)), 0o644); err != nil {
+	if err := os.WriteFile(agentCfg, []byte(standInAgentConfig(t, agentPort, gwGRPC)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	agentLog := filepath.Join(dir, "agent.log")
@@ -334,9 +349,12 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 	postTraces(t, gwHTTP, gwStory) // as the agents' storyroute sends their stories
 
 	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && (len(sink.findings(agentTrace)) == 0 || len(sink.findings(gwTrace)) == 0 || !sink.hasTrace(gwTrace)) {
+	for time.Now().Before(deadline) && (len(sink.findings(agentTrace)) == 0 || len(sink.findings(gwTrace)) == 0 || !sink.hasTrace(gwTrace) || !sink.hasTrace(agentTrace)) {
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The gateway's findings connector ran on the agent's spans when they left for the trace
+	// backend; what it made of them passes batch/findings (timeout 200ms) before the sink.
+	time.Sleep(time.Second)
 	failed := false
 	if got := sink.findings(agentTrace); len(got) == 0 {
 		failed = true
@@ -353,6 +371,25 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 	if !sink.hasTrace(gwTrace) {
 		failed = true
 		t.Errorf("the gateway's story (trace %s) did not reach the trace backend", gwTrace)
+	}
+	if !sink.hasTrace(agentTrace) {
+		failed = true
+		t.Errorf("the agent's story (trace %s) did not reach the trace backend through the gateway", agentTrace)
+	}
+	// One record per finding: the agent's came as its log record, and the gateway's findings
+	// connector (tiers: [gateway]) makes none of the agent's finding event on the spans. Before
+	// tiers it made one: the same uid twice at the logs backend.
+	for _, tc := range []struct{ trace, tier string }{{agentTrace, "agent"}, {gwTrace, "gateway"}} {
+		perUID := map[string]int{}
+		for _, r := range sink.findings(tc.trace) {
+			perUID[r.uid+" "+r.tier]++
+		}
+		// toolStory's root span id is f1 <trace byte> 00…01; the finding's uid <trace>-<span>.
+		uid := tc.trace + "-f1" + tc.trace[2:4] + "000000000001"
+		if want := map[string]int{uid + " " + tc.tier: 1}; !maps.Equal(perUID, want) {
+			failed = true
+			t.Errorf("finding records of trace %s by uid and tier: %v; want %v", tc.trace, perUID, want)
+		}
 	}
 	if failed {
 		t.Logf("gateway log (tail):\n%s\nagent log (tail):\n%s", harness.Tail(gwLog, 20), harness.Tail(agentLog, 20))
