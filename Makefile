@@ -30,6 +30,19 @@ $(JAEGER): tests/tools/go.mod
 	@cd tests/tools && $(GO) build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger >/tmp/agenttrail-jaeger.log 2>&1 || \
 		{ echo "agenttrail: could not build Jaeger (see /tmp/agenttrail-jaeger.log)" >&2; exit 1; }
 
+# kube-apiserver for tests/kubeapi, from the Go module proxy (k8s.io/kubernetes with its staging
+# modules, tests/kubeapi/tools/go.mod): rebuilt only when that module changes (several minutes
+# on 2 cores the first time).
+KUBE_APISERVER := $(BIN)/kube-apiserver
+
+$(KUBE_APISERVER): tests/kubeapi/tools/go.mod tests/kubeapi/tools/go.sum
+	@echo "building kube-apiserver (tests/kubeapi/tools, its own module) for tests/kubeapi"
+	@cd tests/kubeapi/tools && $(GO) build -o $(KUBE_APISERVER) k8s.io/kubernetes/cmd/kube-apiserver >/tmp/agenttrail-kube-apiserver.log 2>&1 || \
+		{ echo "agenttrail: could not build kube-apiserver (see /tmp/agenttrail-kube-apiserver.log)" >&2; exit 1; }
+
+.PHONY: kube-apiserver
+kube-apiserver: $(KUBE_APISERVER) ## Build kube-apiserver for tests/kubeapi (from tests/kubeapi/tools/go.mod; make test does)
+
 .PHONY: tools
 tools: $(JAEGER) ## Build the test tools (Jaeger, from tests/tools/go.mod)
 
@@ -54,13 +67,15 @@ build: $(OCB) ## Build the collector distribution with ocb into _build/
 .PHONY: test
 test: ## Run every test, kernel tests included (needs root; installs test packages)
 	@$(PREREQS) kernel modules test-packages
-	@$(MAKE) --no-print-directory build tools
+	@$(MAKE) --no-print-directory build tools kube-apiserver
 	$(COLLECTOR) validate --config=distributions/agenttrail/config.yaml
 	$(COLLECTOR) validate --config=distributions/agenttrail/gateway.yaml
-	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage -e /tests/detect -e /tests/crossnode)
+	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -e /tests/e2e -e /tests/enforce -e /tests/outage -e /tests/detect -e /tests/crossnode -e /tests/kubeapi)
 	@# The whole-collector scenarios each run the built collector against the kernel and fixed
 	@# ports (Jaeger): one package at a time, after the rest, so they do not trace each other.
-	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/... ./tests/detect/... ./tests/crossnode/...
+	@# tests/kubeapi (etcd and kube-apiserver) runs there too: its CPU would upset the timing
+	@# of the kernel tests.
+	$(GO) test $(GOTEST_FLAGS) -p 1 ./tests/e2e/... ./tests/enforce/... ./tests/outage/... ./tests/detect/... ./tests/crossnode/... ./tests/kubeapi/...
 
 # Packages whose tests load eBPF programs or run the whole collector are left out of the race
 # run: their kernel and timing tests run in `make test`; everything else runs with -race too.

@@ -42,9 +42,10 @@ for what in "$@"; do
 		# probe test program; python3.11 is Debian's CPython with USDT probes; chromium renders
 		# the evidence report in the browser check (tests/browser); python3-aiohttp is the
 		# asyncio client of make bench's llmsdk section; python3-httpx (with python3-h2, its HTTP/2)
-		# the sync and asyncio client of the receiver's httpx test. Without them those tests skip,
-		# so they are installed here rather than left to chance.
-		apt_install gcc clang systemtap-sdt-dev python3.11 python3-aiohttp python3-httpx python3-h2 chromium
+		# the sync and asyncio client of the receiver's httpx test; etcd-server the etcd of
+		# tests/kubeapi's kube-apiserver. Without them those tests skip, so they are installed
+		# here rather than left to chance.
+		apt_install gcc clang systemtap-sdt-dev python3.11 python3-aiohttp python3-httpx python3-h2 chromium etcd-server
 		for h in /usr/include/x86_64-linux-gnu/sys/sdt.h /usr/include/sys/sdt.h; do
 			[ -r "$h" ] && break
 			[ "$h" = /usr/include/sys/sdt.h ] && fail "systemtap-sdt-dev is installed but <sys/sdt.h> is missing"
