@@ -65,6 +65,19 @@ func TestKubeAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentPod := c.workloads(t, ctx)
+	// The API server's RBAC authorizer learns the binding from its own informer: wait until it
+	// has, so the checks below do not race it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err := sa.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: "pods", Verb: "list"}},
+		}, metav1.CreateOptions{})
+		if err == nil && r.Status.Allowed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ClusterRoleBinding does not take effect: %v %+v", err, r)
+		}
+	}
 
 	t.Run("LeastPrivilege", func(t *testing.T) { leastPrivilege(t, ctx, sa, role) })
 	t.Run("OwnInformers", func(t *testing.T) {
