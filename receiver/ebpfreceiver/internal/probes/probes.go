@@ -238,8 +238,8 @@ func (s *Set) GoTLSReadRet() *ebpf.Program { return s.tls.GoTlsReadRet }
 // GoTLSReadSpilled is (*Conn).Read's RET probe that reads its arguments from their spill slots,
 // for a Read without an entry probe (elfinfo.SpillsArgsAtEntry).
 func (s *Set) GoTLSReadSpilled() *ebpf.Program { return s.tls.GoTlsReadSpilled }
-func (s *Set) SSLFree() *ebpf.Program      { return s.tls.SslFree }
-func (s *Set) GoTLSClose() *ebpf.Program   { return s.tls.GoTlsClose }
+func (s *Set) SSLFree() *ebpf.Program          { return s.tls.SslFree }
+func (s *Set) GoTLSClose() *ebpf.Program       { return s.tls.GoTlsClose }
 
 // SetPythonLayout stores one interpreter version's structure offsets under id (1-based).
 func (s *Set) SetPythonLayout(id uint32, l PythonLayout) error {
