@@ -9,18 +9,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-)
 
-// Attributes the eBPF receiver writes on socket spans, and the resource's node; the same the
-// gateway's storyjoin processor joins on (processor/storyjoinprocessor/join.go).
-const (
-	attrPeerAddr  = "network.peer.address"
-	attrPeerPort  = "network.peer.port"
-	attrLocalAddr = "network.local.address"
-	attrLocalPort = "network.local.port"
-	attrNetNS     = "agenttrail.netns"
-	attrNodeName  = "k8s.node.name"
-	attrHostName  = "host.name"
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 )
 
 // What a trace was routed by (the "key" attribute of agenttrail.storyroute.traces).
@@ -33,8 +23,8 @@ const (
 
 // Reasons of agenttrail.storyroute.unusable and agenttrail.storyroute.forgotten.
 const (
-	reasonBadAddress = "bad_address"
-	reasonBadPort    = "bad_port"
+	reasonBadAddress = sockspan.ReasonBadAddress
+	reasonBadPort    = sockspan.ReasonBadPort
 	reasonMaxTraces  = "max_traces"
 	reasonMaxInbound = "max_inbound"
 )
@@ -107,47 +97,47 @@ func (k *keyer) keys(td ptrace.Traces, counts map[string]int) map[pcommon.TraceI
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.forgetOld(now)
-	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
-		if !isAccept(s) {
+	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if !sockspan.IsAccept(s) {
 			return
 		}
-		peer, present, reason := addrPort(s.Attributes(), attrPeerAddr, attrPeerPort)
+		peer, present, reason := sockspan.AddrPort(s.Attributes(), sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
 		if reason != "" {
 			counts[reason]++
 		}
 		if present && reason == "" {
-			k.rememberInbound(inboundKey{node: nodeOf(res), peer: peer}, now, counts)
+			k.rememberInbound(inboundKey{node: sockspan.NodeOf(res), peer: peer}, now, counts)
 		}
 	})
 	server := map[pcommon.TraceID]candidate{}
 	client := map[pcommon.TraceID]candidate{}
 	out := map[pcommon.TraceID]routeKey{}
-	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
 		id := s.TraceID()
 		if _, ok := out[id]; !ok {
 			out[id] = routeKey{key: traceIDKey(id), by: byTraceID}
 		}
-		accept, io := isAccept(s), isSocketIO(s)
+		accept, io := sockspan.IsAccept(s), sockspan.IsSocketIO(s)
 		if !accept && !io {
 			return
 		}
 		attrs := s.Attributes()
-		peer, present, reason := addrPort(attrs, attrPeerAddr, attrPeerPort)
+		peer, present, reason := sockspan.AddrPort(attrs, sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
 		if !present || reason != "" {
 			if io && reason != "" {
 				counts[reason]++ // an accept's were counted above
 			}
 			return
 		}
-		local, localPresent, reason := addrPort(attrs, attrLocalAddr, attrLocalPort)
+		local, localPresent, reason := sockspan.AddrPort(attrs, sockspan.AttrLocalAddr, sockspan.AttrLocalPort)
 		if reason != "" {
 			counts[reason]++
 			localPresent = false
 		}
-		node := nodeOf(res)
-		netns := netnsOf(attrs)
+		node := sockspan.NodeOf(res)
+		netns := sockspan.NetNS(attrs)
 		start := s.StartTimestamp().AsTime()
-		if accept || k.isInbound(inboundKey{node: node, peer: peer}) || (localPresent && serverPorts(local, peer)) {
+		if accept || k.isInbound(inboundKey{node: node, peer: peer}) || (localPresent && sockspan.ServedByPorts(local, peer)) {
 			offer(server, id, addrKey(peer.Addr(), node, netns), start)
 			return
 		}
@@ -268,90 +258,4 @@ func (k *keyer) forgetOld(now time.Time) {
 			delete(k.inbound, q.key)
 		}
 	}
-}
-
-// serverPorts: without an accept, which end of a connection served it is told by the ports:
-// the server's below Linux's ephemeral range (32768-60999), the client's in it (storyjoin's
-// rule, so both tiers call the same span the server side).
-func serverPorts(local, peer netip.AddrPort) bool {
-	return local.Port() < 32768 && peer.Port() >= 32768
-}
-
-func eachSpan(td ptrace.Traces, f func(pcommon.Resource, ptrace.Span)) {
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		sss := rs.ScopeSpans()
-		for k := 0; k < sss.Len(); k++ {
-			spans := sss.At(k).Spans()
-			for n := 0; n < spans.Len(); n++ {
-				f(rs.Resource(), spans.At(n))
-			}
-		}
-	}
-}
-
-// nodeOf is the node a resource ran on: k8s.node.name, else host.name.
-func nodeOf(res pcommon.Resource) string {
-	if v, ok := res.Attributes().Get(attrNodeName); ok && v.Str() != "" {
-		return v.Str()
-	}
-	if v, ok := res.Attributes().Get(attrHostName); ok {
-		return v.Str()
-	}
-	return ""
-}
-
-// isSocketIO: the receiver's per-call socket aggregates, `send {peer}` / `receive {peer}`.
-func isSocketIO(s ptrace.Span) bool {
-	n := s.Name()
-	return s.Kind() == ptrace.SpanKindClient && (strings.HasPrefix(n, "send ") || strings.HasPrefix(n, "receive "))
-}
-
-func isAccept(s ptrace.Span) bool {
-	return s.Name() == "accept" && s.Kind() == ptrace.SpanKindServer
-}
-
-// addrPort reads an address and port attribute pair. present is false when the pair is absent;
-// reason names what made a present pair unusable (a hostile or broken sender). The address is
-// bounded before it is parsed.
-func addrPort(m pcommon.Map, addrKey, portKey string) (ap netip.AddrPort, present bool, reason string) {
-	av, okA := m.Get(addrKey)
-	pv, okP := m.Get(portKey)
-	if !okA || !okP {
-		return netip.AddrPort{}, false, ""
-	}
-	if av.Type() != pcommon.ValueTypeStr || len(av.Str()) > 64 {
-		return netip.AddrPort{}, true, reasonBadAddress
-	}
-	a, err := netip.ParseAddr(av.Str())
-	if err != nil || a.Zone() != "" {
-		return netip.AddrPort{}, true, reasonBadAddress
-	}
-	var port int64
-	switch pv.Type() {
-	case pcommon.ValueTypeInt:
-		port = pv.Int()
-	case pcommon.ValueTypeStr:
-		if len(pv.Str()) > 5 {
-			return netip.AddrPort{}, true, reasonBadPort
-		}
-		port, err = strconv.ParseInt(pv.Str(), 10, 32)
-		if err != nil {
-			return netip.AddrPort{}, true, reasonBadPort
-		}
-	default:
-		return netip.AddrPort{}, true, reasonBadPort
-	}
-	if port <= 0 || port > 65535 {
-		return netip.AddrPort{}, true, reasonBadPort
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true, ""
-}
-
-func netnsOf(m pcommon.Map) int64 {
-	if v, ok := m.Get(attrNetNS); ok && v.Type() == pcommon.ValueTypeInt {
-		return v.Int()
-	}
-	return 0
 }

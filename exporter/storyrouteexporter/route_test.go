@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/agenttrail/agenttrail/exporter/storyrouteexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/internal/testutil"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor"
 )
@@ -85,7 +86,7 @@ func (r *replica) stop(t *testing.T) {
 func (r *replica) spansOf() map[pcommon.SpanID]pcommon.TraceID {
 	out := map[pcommon.SpanID]pcommon.TraceID{}
 	for _, td := range r.sink.AllTraces() {
-		eachSpan(td, func(_ pcommon.Resource, s ptrace.Span) { out[s.SpanID()] = s.TraceID() })
+		sockspan.EachSpan(td, func(_ pcommon.Resource, s ptrace.Span) { out[s.SpanID()] = s.TraceID() })
 	}
 	return out
 }

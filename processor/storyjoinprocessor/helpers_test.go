@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/handoff"
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
 
@@ -164,6 +165,6 @@ func (b *spanBuilder) accept(trace pcommon.TraceID, id pcommon.SpanID, peer stri
 // spansByName indexes the spans of td by name (the tests use distinct names).
 func spansByName(td ptrace.Traces) map[string]ptrace.Span {
 	m := map[string]ptrace.Span{}
-	eachSpan(td, func(_ pcommon.Resource, s ptrace.Span) { m[s.Name()] = s })
+	sockspan.EachSpan(td, func(_ pcommon.Resource, s ptrace.Span) { m[s.Name()] = s })
 	return m
 }

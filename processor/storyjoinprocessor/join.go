@@ -3,22 +3,13 @@ package storyjoinprocessor
 import (
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // Attributes the receiver writes and this processor reads or writes.
 const (
-	attrPeerAddr   = "network.peer.address"
-	attrPeerPort   = "network.peer.port"
-	attrLocalAddr  = "network.local.address"
-	attrLocalPort  = "network.local.port"
-	attrNetNS      = "agenttrail.netns"
-	attrNodeName   = "k8s.node.name"
-	attrHostName   = "host.name"
 	attrJoinMatch  = "agenttrail.join.match"
 	attrJoinTrace  = "agenttrail.join.original_trace_id"
 	attrJoinClient = "agenttrail.join.client.node"
@@ -86,71 +77,6 @@ type joinInfo struct {
 	clientNode string
 	serverNode string
 	seen       time.Time
-}
-
-// nodeOf is the node a resource ran on: k8s.node.name, else host.name.
-func nodeOf(res pcommon.Resource) string {
-	if v, ok := res.Attributes().Get(attrNodeName); ok && v.Str() != "" {
-		return v.Str()
-	}
-	if v, ok := res.Attributes().Get(attrHostName); ok {
-		return v.Str()
-	}
-	return ""
-}
-
-// isSocketIO: the receiver's per-call socket aggregates, `send {peer}` / `receive {peer}`.
-func isSocketIO(s ptrace.Span) bool {
-	n := s.Name()
-	return s.Kind() == ptrace.SpanKindClient && (strings.HasPrefix(n, "send ") || strings.HasPrefix(n, "receive "))
-}
-
-func isAccept(s ptrace.Span) bool {
-	return s.Name() == "accept" && s.Kind() == ptrace.SpanKindServer
-}
-
-// addrPort reads an address and port attribute pair. ok is false when the pair is absent;
-// reason names what made a present pair unusable (a hostile or broken sender).
-func addrPort(m pcommon.Map, addrKey, portKey string) (ap netip.AddrPort, present bool, reason string) {
-	av, okA := m.Get(addrKey)
-	pv, okP := m.Get(portKey)
-	if !okA || !okP {
-		return netip.AddrPort{}, false, ""
-	}
-	s := av.AsString()
-	if len(s) > 64 {
-		return netip.AddrPort{}, true, reasonBadAddress
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.AddrPort{}, true, reasonBadAddress
-	}
-	var port int64
-	switch pv.Type() {
-	case pcommon.ValueTypeInt:
-		port = pv.Int()
-	case pcommon.ValueTypeStr:
-		if len(pv.Str()) > 5 {
-			return netip.AddrPort{}, true, reasonBadPort
-		}
-		port, err = strconv.ParseInt(pv.Str(), 10, 32)
-		if err != nil {
-			return netip.AddrPort{}, true, reasonBadPort
-		}
-	default:
-		return netip.AddrPort{}, true, reasonBadPort
-	}
-	if port <= 0 || port > 65535 {
-		return netip.AddrPort{}, true, reasonBadPort
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true, ""
-}
-
-func netnsOf(m pcommon.Map) int64 {
-	if v, ok := m.Get(attrNetNS); ok && v.Type() == pcommon.ValueTypeInt {
-		return v.Int()
-	}
-	return 0
 }
 
 // distance of t to the interval [start, end]: 0 inside.

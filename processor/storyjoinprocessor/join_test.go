@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
 
@@ -80,7 +81,7 @@ func TestJoinServerFirstWaits(t *testing.T) {
 	h.send(agentBatch(1, "10.0.0.1", 40001))
 	out := h.out()
 	require.Equal(t, 7, out.SpanCount(), "the client's batch carries the released server half")
-	eachSpan(out, func(_ pcommon.Resource, s ptrace.Span) { assert.Equal(t, tid(1), s.TraceID(), s.Name()) })
+	sockspan.EachSpan(out, func(_ pcommon.Resource, s ptrace.Span) { assert.Equal(t, tid(1), s.TraceID(), s.Name()) })
 	assert.Equal(t, sid(0x20), spansByName(out)["read /srv/customers.csv"].ParentSpanID())
 
 	// Spans of a joined trace that come later follow it.
@@ -143,7 +144,7 @@ func TestConcurrentClientsNotMixed(t *testing.T) {
 	out := h.out()
 	want := map[pcommon.TraceID]pcommon.TraceID{tid(0x20): tid(5), tid(0x50): tid(9), tid(0x80): tid(1)}
 	seen := 0
-	eachSpan(out, func(_ pcommon.Resource, s ptrace.Span) {
+	sockspan.EachSpan(out, func(_ pcommon.Resource, s ptrace.Span) {
 		if s.Name() != "handle" {
 			return
 		}
@@ -282,7 +283,7 @@ func TestChainedJoin(t *testing.T) {
 	h.send(agentBatch(1, "10.0.0.1", 40001))
 	out := h.out()
 	require.Equal(t, 9, out.SpanCount())
-	eachSpan(out, func(_ pcommon.Resource, s ptrace.Span) { assert.Equal(t, tid(1), s.TraceID(), s.Name()) })
+	sockspan.EachSpan(out, func(_ pcommon.Resource, s ptrace.Span) { assert.Equal(t, tid(1), s.TraceID(), s.Name()) })
 	assert.Equal(t, sid(0x20), spansByName(out)["serve"].ParentSpanID(), "C's work under B's handler")
 }
 

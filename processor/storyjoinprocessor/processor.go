@@ -2,7 +2,6 @@ package storyjoinprocessor
 
 import (
 	"context"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/handoff"
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 )
 
 // pendingTrace is a server-side trace waiting for its client half.
@@ -246,21 +246,21 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 	counts := map[string]int{}
 	j.mu.Lock()
 	// Accepted peers first: an accept and the I/O on that connection often come in one batch.
-	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
-		if !isAccept(s) {
+	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if !sockspan.IsAccept(s) {
 			return
 		}
-		peer, present, reason := addrPort(s.Attributes(), attrPeerAddr, attrPeerPort)
+		peer, present, reason := sockspan.AddrPort(s.Attributes(), sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
 		if reason != "" {
 			counts[reason]++
 		}
 		if present && reason == "" {
-			j.rememberInbound(inboundKey{node: nodeOf(res), peer: peer}, now, counts)
+			j.rememberInbound(inboundKey{node: sockspan.NodeOf(res), peer: peer}, now, counts)
 		}
 	})
 	evs := map[pcommon.TraceID]evidence{}
 	var order []pcommon.TraceID // traces in the order of their first evidence: the same output for the same input
-	eachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
 		if j.classify(res, s, now, evs, counts) {
 			order = append(order, s.TraceID())
 		}
@@ -394,43 +394,29 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 	return td, nil
 }
 
-func eachSpan(td ptrace.Traces, f func(pcommon.Resource, ptrace.Span)) {
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		sss := rs.ScopeSpans()
-		for k := 0; k < sss.Len(); k++ {
-			spans := sss.At(k).Spans()
-			for n := 0; n < spans.Len(); n++ {
-				f(rs.Resource(), spans.At(n))
-			}
-		}
-	}
-}
-
 // classify records a span's part in a join: evidence that its trace is a server side (the
 // earliest per trace is kept) or a client-side use of a connection.
 // It reports whether the span was the first evidence of its trace.
 func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, evs map[pcommon.TraceID]evidence, counts map[string]int) bool {
-	accept, io := isAccept(s), isSocketIO(s)
+	accept, io := sockspan.IsAccept(s), sockspan.IsSocketIO(s)
 	if !accept && !io {
 		return false
 	}
 	attrs := s.Attributes()
-	peer, present, reason := addrPort(attrs, attrPeerAddr, attrPeerPort)
+	peer, present, reason := sockspan.AddrPort(attrs, sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
 	if !present || reason != "" {
 		if io && reason != "" {
 			counts[reason]++ // an accept's were counted in the first pass
 		}
 		return false
 	}
-	local, localPresent, reason := addrPort(attrs, attrLocalAddr, attrLocalPort)
+	local, localPresent, reason := sockspan.AddrPort(attrs, sockspan.AttrLocalAddr, sockspan.AttrLocalPort)
 	if reason != "" {
 		counts[reason]++
 		localPresent = false
 	}
-	node := nodeOf(res)
-	netns := netnsOf(attrs)
+	node := sockspan.NodeOf(res)
+	netns := sockspan.NetNS(attrs)
 	start := s.StartTimestamp().AsTime()
 	ik := inboundKey{node: node, peer: peer}
 	// I/O whose ports say this end served is server-side whether or not its client or accept
@@ -439,7 +425,7 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 	// before the accept's batch and before the client's node delivers the client span. Passed
 	// on at once, it lost its join for good (and the gateway's attackstory stitched it into
 	// whichever story of its process was in flight: another client's).
-	if accept || j.isInbound(ik, now) || (localPresent && serverPorts(local, peer)) {
+	if accept || j.isInbound(ik, now) || (localPresent && sockspan.ServedByPorts(local, peer)) {
 		ev := evidence{client: keyOf(peer, node, netns), start: start, node: node, by: "ports"}
 		switch {
 		case accept:
@@ -465,14 +451,6 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 	}
 	j.rememberClient(c, counts)
 	return false
-}
-
-// serverPorts: without an accept, which end of a connection served it is told by the ports: the
-// server's below Linux's ephemeral range (32768-60999), the client's in it. A client's span
-// (its own port ephemeral) is then never taken for a server side, nor a server's span, which
-// came before its accept, for a client's.
-func serverPorts(local, peer netip.AddrPort) bool {
-	return local.Port() < 32768 && peer.Port() >= 32768
 }
 
 func (j *joiner) isInbound(k inboundKey, now time.Time) bool {
@@ -625,7 +603,7 @@ func (j *joiner) applyRewrites(td ptrace.Traces, rewrite map[pcommon.TraceID]joi
 	if len(rewrite) == 0 {
 		return
 	}
-	eachSpan(td, func(_ pcommon.Resource, s ptrace.Span) {
+	sockspan.EachSpan(td, func(_ pcommon.Resource, s ptrace.Span) {
 		ji, ok := rewrite[s.TraceID()]
 		if !ok {
 			return

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
 
@@ -20,8 +21,8 @@ const (
 	reasonMaxClients     = "max_clients"
 	reasonMaxInbound     = "max_inbound"
 	reasonMaxJoined      = "max_joined"
-	reasonBadAddress     = "bad_address"
-	reasonBadPort        = "bad_port"
+	reasonBadAddress     = sockspan.ReasonBadAddress
+	reasonBadPort        = sockspan.ReasonBadPort
 	reasonTooManyPerPeer = "too_many_per_endpoint"
 )
 
