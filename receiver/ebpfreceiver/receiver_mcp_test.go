@@ -1,7 +1,6 @@
 package ebpfreceiver
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,16 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
-)
-
-var (
-	mcpModulesOnce sync.Once
-	mcpModulesErr  error
 )
 
 // requireMCPClient: Debian's Node and the MCP TypeScript SDK with the reference servers
@@ -26,26 +19,7 @@ var (
 // test-packages installs them, or this does).
 func requireMCPClient(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(systemNode); err != nil {
-		t.Skipf("%s is not installed", systemNode)
-	}
-	dir, err := filepath.Abs(filepath.Join("internal", "mcp", "testdata", "nodeclient"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mcpModulesOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "package.json")); err == nil {
-			return
-		}
-		out, err := exec.Command("npm", "ci", "--prefix", dir, "--no-audit", "--no-fund").CombinedOutput()
-		if err != nil {
-			mcpModulesErr = fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
-		}
-	})
-	if mcpModulesErr != nil {
-		t.Fatal(mcpModulesErr)
-	}
-	return filepath.Join(dir, "client.mjs")
+	return filepath.Join(requireNodePackages(t, filepath.Join("internal", "mcp", "testdata", "nodeclient"), "@modelcontextprotocol", "server-filesystem", "package.json"), "client.mjs")
 }
 
 // TestNodeMCPStdio: a Node agent on the official MCP SDK spawns the reference filesystem server

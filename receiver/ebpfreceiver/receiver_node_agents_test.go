@@ -2,15 +2,12 @@ package ebpfreceiver
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,36 +20,12 @@ import (
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
 )
 
-var (
-	nodeAgentsOnce sync.Once
-	nodeAgentsErr  error
-)
-
 // requireNodeAgentSDKs: Debian's Node and the agent SDKs of testdata/nodeagents (@openai/agents,
 // ai with @ai-sdk/openai, zod; pinned by its package-lock.json; scripts/prereqs.sh test-packages
 // installs them, or this does).
 func requireNodeAgentSDKs(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(systemNode); err != nil {
-		t.Skipf("%s is not installed", systemNode)
-	}
-	dir, err := filepath.Abs(filepath.Join("testdata", "nodeagents"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeAgentsOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@openai", "agents", "package.json")); err == nil {
-			return
-		}
-		out, err := exec.Command("npm", "ci", "--prefix", dir, "--no-audit", "--no-fund").CombinedOutput()
-		if err != nil {
-			nodeAgentsErr = fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
-		}
-	})
-	if nodeAgentsErr != nil {
-		t.Fatal(nodeAgentsErr)
-	}
-	return filepath.Join(dir, "agents.mjs")
+	return filepath.Join(requireNodePackages(t, filepath.Join("testdata", "nodeagents"), "@openai", "agents", "package.json"), "agents.mjs")
 }
 
 // TestNodeAgentSDKs: a tool-using agent on the real @openai/agents 0.20.0 and on the Vercel AI

@@ -17,35 +17,48 @@ import (
 
 const systemNode = "/usr/bin/node"
 
-var (
-	nodeModulesOnce sync.Once
-	nodeModulesErr  error
-)
+// npmInstalls: one `npm ci` per package directory per test binary (*npmInstall by directory).
+var npmInstalls sync.Map
+
+type npmInstall struct {
+	once sync.Once
+	err  error
+}
+
+// requireNodePackages: Debian's Node and the npm packages of the test directory dir (pinned by its
+// package-lock.json; scripts/prereqs.sh test-packages installs them, or this does, once per
+// directory). marker, a path under dir/node_modules, says they are installed. The absolute dir.
+func requireNodePackages(t *testing.T, dir string, marker ...string) string {
+	t.Helper()
+	if _, err := os.Stat(systemNode); err != nil {
+		t.Skipf("%s is not installed", systemNode)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := npmInstalls.LoadOrStore(dir, &npmInstall{})
+	in := v.(*npmInstall)
+	in.once.Do(func() {
+		if _, err := os.Stat(filepath.Join(append([]string{dir, "node_modules"}, marker...)...)); err == nil {
+			return
+		}
+		out, err := exec.Command("npm", "ci", "--prefix", dir, "--no-audit", "--no-fund").CombinedOutput()
+		if err != nil {
+			in.err = fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
+		}
+	})
+	if in.err != nil {
+		t.Fatal(in.err)
+	}
+	return dir
+}
 
 // requireNodeAgent: Debian's Node and the agent's npm packages (testdata/nodeagent, pinned by its
 // package-lock.json; scripts/prereqs.sh test-packages installs them, or this does).
 func requireNodeAgent(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(systemNode); err != nil {
-		t.Skipf("%s is not installed", systemNode)
-	}
-	dir, err := filepath.Abs(filepath.Join("testdata", "nodeagent"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeModulesOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err == nil {
-			return
-		}
-		out, err := exec.Command("npm", "ci", "--prefix", dir, "--no-audit", "--no-fund").CombinedOutput()
-		if err != nil {
-			nodeModulesErr = fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
-		}
-	})
-	if nodeModulesErr != nil {
-		t.Fatal(nodeModulesErr)
-	}
-	return filepath.Join(dir, "agent.mjs")
+	return filepath.Join(requireNodePackages(t, filepath.Join("testdata", "nodeagent"), "openai", "package.json"), "agent.mjs")
 }
 
 // startSDKModel serves what the mock model does not: OpenAI chat completions as server-sent
