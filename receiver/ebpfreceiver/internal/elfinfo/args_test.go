@@ -14,12 +14,7 @@ func TestArgsGo(t *testing.T) {
 	fx := buildFixtures(t)
 	b := openBinary(t, fx.goBin)
 
-	tests := []struct {
-		name  string
-		fn    string
-		names []string
-		want  []Arg
-	}{
+	runArgsCases(t, b, []argsCase{
 		{
 			name: "method with receiver, strings, int and bool",
 			fn:   "main.(*Agent).HandlePrompt", names: []string{"user", "prompt", "n", "flag"},
@@ -107,8 +102,20 @@ func TestArgsGo(t *testing.T) {
 			fn:   "main.Classify", names: nil,
 			want: []Arg{},
 		},
-	}
-	for _, tc := range tests {
+	})
+}
+
+// argsCase is one successful Args call: fn's parameters names resolve to want.
+type argsCase struct {
+	name  string
+	fn    string
+	names []string
+	want  []Arg
+}
+
+func runArgsCases(t *testing.T, b *Binary, cases []argsCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := b.Args(tc.fn, tc.names)
 			if err != nil {
@@ -116,6 +123,43 @@ func TestArgsGo(t *testing.T) {
 			}
 			assertArgs(t, got, tc.want)
 		})
+	}
+}
+
+// argsErrorCase is one refused Args call: the error wraps is (when set) and
+// names every string of contains.
+type argsErrorCase struct {
+	name     string
+	bin      *Binary
+	fn       string
+	names    []string
+	is       error
+	contains []string
+}
+
+func runArgsErrorCases(t *testing.T, cases []argsErrorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.bin.Args(tc.fn, tc.names)
+			if err == nil {
+				t.Fatal("Args succeeded, want error")
+			}
+			checkError(t, err, tc.is, tc.contains)
+		})
+	}
+}
+
+// checkError checks that err wraps is (when not nil) and mentions every string of contains.
+func checkError(t *testing.T, err, is error, contains []string) {
+	t.Helper()
+	if is != nil && !errors.Is(err, is) {
+		t.Errorf("error %v does not wrap %v", err, is)
+	}
+	for _, s := range contains {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
 	}
 }
 
@@ -141,14 +185,7 @@ func TestArgsGoErrors(t *testing.T) {
 	b := openBinary(t, fx.goBin)
 	stripped := openBinary(t, fx.goStripped)
 
-	tests := []struct {
-		name     string
-		bin      *Binary
-		fn       string
-		names    []string
-		is       error
-		contains []string
-	}{
+	runArgsErrorCases(t, []argsErrorCase{
 		{
 			name: "unknown parameter lists the parameters", bin: b,
 			fn: "main.(*Agent).HandlePrompt", names: []string{"user", "promptt"},
@@ -194,35 +231,14 @@ func TestArgsGoErrors(t *testing.T) {
 			fn: "main.(*Agent).HandlePrompt", names: []string{"user"},
 			is: ErrNoDWARF, contains: []string{fx.goStripped, "-s -w", "debug info"},
 		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.bin.Args(tc.fn, tc.names)
-			if err == nil {
-				t.Fatal("Args succeeded, want error")
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("error %v does not wrap %v", err, tc.is)
-			}
-			for _, s := range tc.contains {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("error %q does not contain %q", err, s)
-				}
-			}
-		})
-	}
+	})
 }
 
 func TestArgsC(t *testing.T) {
 	fx := buildFixtures(t)
 	b := openBinary(t, fx.cBin)
 
-	tests := []struct {
-		name  string
-		fn    string
-		names []string
-		want  []Arg
-	}{
+	runArgsCases(t, b, []argsCase{
 		{
 			name: "string, int and long",
 			fn:   "process", names: []string{"name", "count", "big"},
@@ -286,16 +302,7 @@ func TestArgsC(t *testing.T) {
 				{Name: "c", Kind: ArgUint, Size: 4, Regs: []Reg{RegRDX}, Index: 2},
 			},
 		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := b.Args(tc.fn, tc.names)
-			if err != nil {
-				t.Fatalf("Args: %v", err)
-			}
-			assertArgs(t, got, tc.want)
-		})
-	}
+	})
 }
 
 func TestArgsCErrors(t *testing.T) {
@@ -303,14 +310,7 @@ func TestArgsCErrors(t *testing.T) {
 	b := openBinary(t, fx.cBin)
 	nodebug := openBinary(t, fx.cStrippedDW)
 
-	tests := []struct {
-		name     string
-		bin      *Binary
-		fn       string
-		names    []string
-		is       error
-		contains []string
-	}{
+	runArgsErrorCases(t, []argsErrorCase{
 		{name: "seventh argument is on the stack", bin: b, fn: "seven", names: []string{"g"}, contains: []string{`"g"`, "long int", "seven", "stack"}},
 		{name: "struct in memory", bin: b, fn: "with_struct", names: []string{"b"}, contains: []string{`"b"`, "struct big", "with_struct"}},
 		{name: "struct in registers", bin: b, fn: "with_struct", names: []string{"s"}, contains: []string{`"s"`, "struct small", "not supported"}},
@@ -318,23 +318,7 @@ func TestArgsCErrors(t *testing.T) {
 		{name: "int pointer", bin: b, fn: "with_mixed", names: []string{"p"}, contains: []string{`"p"`, "int *", "char pointers"}},
 		{name: "unknown name", bin: b, fn: "process", names: []string{"nam"}, contains: []string{`"nam"`, "name const char *", "count int", "big long int"}},
 		{name: "no DWARF", bin: nodebug, fn: "process", names: []string{"name"}, is: ErrNoDWARF, contains: []string{fx.cStrippedDW}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.bin.Args(tc.fn, tc.names)
-			if err == nil {
-				t.Fatal("Args succeeded, want error")
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("error %v does not wrap %v", err, tc.is)
-			}
-			for _, s := range tc.contains {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("error %q does not contain %q", err, s)
-				}
-			}
-		})
-	}
+	})
 }
 
 // TestArgsClangChangedSignature builds prog.c with clang -O2, which removes

@@ -138,14 +138,7 @@ func TestOpenErrors(t *testing.T) {
 				_ = b.Close()
 				t.Fatalf("Open(%s) succeeded, want error", tc.path)
 			}
-			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
-				t.Errorf("error %v does not wrap %v", err, tc.wantIs)
-			}
-			for _, s := range tc.contains {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("error %q does not mention %q", err, s)
-				}
-			}
+			checkError(t, err, tc.wantIs, tc.contains)
 		})
 	}
 }

@@ -293,12 +293,12 @@ func FuzzParseNotes(f *testing.F) {
 	})
 }
 
-func TestLyingSectionsRefused(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("linux fixtures")
-	}
+// buildCELF builds testdata/cprog with gcc and flags and returns its bytes, to be altered,
+// and their ELF headers, to find what to alter.
+func buildCELF(t *testing.T, dir, name string, flags ...string) ([]byte, *elf.File) {
+	t.Helper()
 	requireTool(t, "gcc")
-	bin := buildC(t, t.TempDir(), "cprog", "-g", "-O1")
+	bin := buildC(t, dir, name, flags...)
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +307,14 @@ func TestLyingSectionsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, ef
+}
+
+func TestLyingSectionsRefused(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linux fixtures")
+	}
+	data, ef := buildCELF(t, t.TempDir(), "cprog", "-g", "-O1")
 	// .symtab declaring a terabyte: refused before debug/elf reads it, the cause is said.
 	s := ef.Section(".symtab")
 	if s == nil {
@@ -326,7 +334,7 @@ func TestLyingSectionsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := openBinary(t, p)
-	_, err = b.Function("process")
+	_, err := b.Function("process")
 	if err == nil {
 		t.Fatal("function found in a symbol table of 1 TiB")
 	}
@@ -368,17 +376,8 @@ func TestCompressedDWARFTooLarge(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("linux fixtures")
 	}
-	requireTool(t, "gcc")
 	dir := t.TempDir()
-	bin := buildC(t, dir, "cprog-gz", "-g", "-O1", "-gz=zlib")
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ef, err := elf.NewFile(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, ef := buildCELF(t, dir, "cprog-gz", "-g", "-O1", "-gz=zlib")
 	s := ef.Section(".debug_info")
 	if s == nil || s.Flags&elf.SHF_COMPRESSED == 0 {
 		t.Skip("gcc did not compress .debug_info")
@@ -389,7 +388,7 @@ func TestCompressedDWARFTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := openBinary(t, p)
-	_, _, err = b.Parameters("process")
+	_, _, err := b.Parameters("process")
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Parameters: %v, want ErrTooLarge", err)
 	}
