@@ -114,51 +114,34 @@ func TestAdversarialBounds(t *testing.T) {
 		}
 	})
 
-	t.Run("gzip bomb", func(t *testing.T) {
-		bomb := gzipped(t, make([]byte, 1<<20), 64) // 64 MiB of zeros
-		resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
-		tr := NewTracker(Options{MaxTotalBuffer: 16 << 20})
-		feedChecked(t, tr, key, Write, []byte(okReq), len(okReq))
-		exs := feedChecked(t, tr, key, Read, resp, len(resp))
-		if len(exs) != 1 || len(exs[0].Response.Body) != maxDecoded || exs[0].Response.Complete || !strings.Contains(exs[0].Response.Problem, "decompressed body over") {
-			t.Fatalf("%d exchanges: %+v", len(exs), exs[0].Response.Problem)
-		}
-		if st := tr.Stats(); st.DecodedCut != 1 {
-			t.Errorf("%+v", st)
-		}
-		// A request is held until its response: its decoded body takes from the total.
-		req := fmt.Appendf(nil, "POST /v1/chat/completions HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
-		tr = NewTracker(small)
-		for i := range 8 {
-			feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, Write, req, len(req))
-		}
-		if st := tr.Stats(); st.BodiesCut == 0 {
-			t.Errorf("%+v", st)
-		}
-	})
-
-	t.Run("brotli bomb", func(t *testing.T) {
-		bomb := brotlied(t, make([]byte, 1<<20), 64) // 64 MiB of zeros
-		resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
-		tr := NewTracker(Options{MaxTotalBuffer: 16 << 20})
-		feedChecked(t, tr, key, Write, []byte(okReq), len(okReq))
-		exs := feedChecked(t, tr, key, Read, resp, len(resp))
-		if len(exs) != 1 || len(exs[0].Response.Body) != maxDecoded || exs[0].Response.Complete || !strings.Contains(exs[0].Response.Problem, "decompressed body over") {
-			t.Fatalf("%d exchanges: %+v", len(exs), exs[0].Response.Problem)
-		}
-		if st := tr.Stats(); st.DecodedCut != 1 {
-			t.Errorf("%+v", st)
-		}
-		// Decoded, a request's body takes from the total buffer.
-		req := fmt.Appendf(nil, "POST /v1/chat/completions HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(bomb), bomb)
-		tr = NewTracker(small)
-		for i := range 8 {
-			feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, Write, req, len(req))
-		}
-		if st := tr.Stats(); st.BodiesCut == 0 {
-			t.Errorf("%+v", st)
-		}
-	})
+	// A compression bomb in a response is cut at maxDecoded; a request is held until its
+	// response, so its decoded body takes from the total buffer.
+	for _, bomb := range []struct {
+		name, encoding string
+		compress       func(testing.TB, []byte, int) []byte
+	}{{"gzip bomb", "gzip", gzipped}, {"brotli bomb", "br", brotlied}} {
+		t.Run(bomb.name, func(t *testing.T) {
+			body := bomb.compress(t, make([]byte, 1<<20), 64) // 64 MiB of zeros
+			resp := fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s", bomb.encoding, len(body), body)
+			tr := NewTracker(Options{MaxTotalBuffer: 16 << 20})
+			feedChecked(t, tr, key, Write, []byte(okReq), len(okReq))
+			exs := feedChecked(t, tr, key, Read, resp, len(resp))
+			if len(exs) != 1 || len(exs[0].Response.Body) != maxDecoded || exs[0].Response.Complete || !strings.Contains(exs[0].Response.Problem, "decompressed body over") {
+				t.Fatalf("%d exchanges: %+v", len(exs), exs[0].Response.Problem)
+			}
+			if st := tr.Stats(); st.DecodedCut != 1 {
+				t.Errorf("%+v", st)
+			}
+			req := fmt.Appendf(nil, "POST /v1/chat/completions HTTP/1.1\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s", bomb.encoding, len(body), body)
+			tr = NewTracker(small)
+			for i := range 8 {
+				feedChecked(t, tr, Key{PID: 1, Conn: uint64(i)}, Write, req, len(req))
+			}
+			if st := tr.Stats(); st.BodiesCut == 0 {
+				t.Errorf("%+v", st)
+			}
+		})
+	}
 
 	t.Run("10k HTTP/2 streams", func(t *testing.T) {
 		c := newConv(t).start(nil, nil)
