@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -25,6 +26,7 @@ const (
 	attrFindingOCSF       = "agenttrail.finding.ocsf"
 	attrFindingSeverityID = "agenttrail.finding.severity_id"
 	attrFindingTier       = "agenttrail.finding.tier"
+	attrFindingUID        = "agenttrail.finding.uid"
 	// EventName is the event name of the log records.
 	EventName = "agenttrail.finding"
 )
@@ -34,6 +36,18 @@ const (
 	reasonTierNotListed = "tier_not_listed"
 	reasonNoOCSF        = "no_ocsf"
 )
+
+// Reasons of agenttrail.findings.dropped: the findings pipeline did not take the records.
+const (
+	// The error was permanent (the sink will never take them, e.g. a backend without logs).
+	reasonPermanent = "permanent"
+	// Any other error: the exporter's queue was full, or, without a queue, sending failed.
+	reasonRefused = "refused"
+)
+
+// maxLoggedUIDs bounds the finding uids named in the log line of a drop: enough to find them
+// on the spans, and a line of bounded size when a whole batch is refused.
+const maxLoggedUIDs = 16
 
 // Tier labels of agenttrail.findings.skipped beyond the tier names themselves: the attribute
 // comes over the network, so a value the processor could not have written is "invalid", and
@@ -51,6 +65,7 @@ type findingsConnector struct {
 	logger  *zap.Logger
 	tiers   map[string]bool // nil: every tier
 	skipped metric.Int64Counter
+	dropped metric.Int64Counter
 
 	mu     sync.Mutex
 	labels map[string]bool // tier labels used in skipped so far
@@ -62,7 +77,12 @@ func newFindingsConnector(set connector.Settings, cfg *Config, next consumer.Log
 	if err != nil {
 		return nil, err
 	}
-	c := &findingsConnector{next: next, logger: set.Logger, skipped: skipped, labels: map[string]bool{}}
+	dropped, err := set.MeterProvider.Meter(metadata.ScopeName).Int64Counter("agenttrail.findings.dropped",
+		metric.WithDescription("Finding log records the findings pipeline did not take, by reason."), metric.WithUnit("{finding}"))
+	if err != nil {
+		return nil, err
+	}
+	c := &findingsConnector{next: next, logger: set.Logger, skipped: skipped, dropped: dropped, labels: map[string]bool{}}
 	if len(cfg.Tiers) > 0 {
 		c.tiers = map[string]bool{}
 		for _, t := range cfg.Tiers {
@@ -108,7 +128,7 @@ func (*findingsConnector) Capabilities() consumer.Capabilities {
 }
 
 // ConsumeTraces emits one log record per finding span event of a listed tier; spans without
-// findings produce nothing.
+// findings produce nothing. It returns no error of the findings pipeline: see drop.
 func (c *findingsConnector) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	ld := plog.NewLogs()
 	observed := pcommon.NewTimestampFromTime(time.Now())
@@ -158,7 +178,50 @@ func (c *findingsConnector) ConsumeTraces(ctx context.Context, td ptrace.Traces)
 	if ld.LogRecordCount() == 0 {
 		return nil
 	}
-	return c.next.ConsumeLogs(ctx, ld)
+	if err := c.next.ConsumeLogs(ctx, ld); err != nil {
+		c.drop(ctx, ld, err)
+	}
+	return nil
+}
+
+// drop counts and logs the records the findings pipeline refused. The error is not returned:
+// it would make the traces pipeline refuse the spans that carried the findings (a receiver
+// answers its sender with it, which sends the spans again, duplicated), so a findings sink
+// that is down would stop the traces too. The findings pipeline's exporters keep and retry
+// what they accepted (sending_queue, retry_on_failure); what reaches here is what they
+// refused (queue full, a permanent error), and the spans still carry each finding.
+func (c *findingsConnector) drop(ctx context.Context, ld plog.Logs, err error) {
+	n := ld.LogRecordCount()
+	reason := reasonRefused
+	if consumererror.IsPermanent(err) {
+		reason = reasonPermanent
+	}
+	c.dropped.Add(ctx, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
+	uids := make([]string, 0, min(n, maxLoggedUIDs))
+	for _, rl := range ld.ResourceLogs().All() {
+		for _, sl := range rl.ScopeLogs().All() {
+			for _, lr := range sl.LogRecords().All() {
+				if len(uids) == maxLoggedUIDs {
+					break
+				}
+				if v, ok := lr.Attributes().Get(attrFindingUID); ok {
+					uids = append(uids, truncate(v.AsString(), maxUIDLen))
+				}
+			}
+		}
+	}
+	c.logger.Error("Findings pipeline refused finding records: dropped (the findings stay on their spans)",
+		zap.Int("dropped", n), zap.String("reason", reason), zap.Strings("finding_uids", uids), zap.Error(err))
+}
+
+// maxUIDLen bounds each uid in the log line: the attribute came over the network.
+const maxUIDLen = 64
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func writeRecord(lr plog.LogRecord, span ptrace.Span, ev ptrace.SpanEvent, ocsf string, observed pcommon.Timestamp) {

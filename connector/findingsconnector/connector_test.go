@@ -134,12 +134,3 @@ func TestSeverityTable(t *testing.T) {
 		assert.Equal(t, want, got, id)
 	}
 }
-
-func TestNextError(t *testing.T) {
-	td, err := golden.ReadTraces(filepath.Join("testdata", "findings_traces.yaml"))
-	require.NoError(t, err)
-	set := connector.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: componenttest.NewNopTelemetrySettings(), BuildInfo: component.NewDefaultBuildInfo()}
-	c, err := NewFactory().CreateTracesToLogs(context.Background(), set, &Config{}, consumertest.NewErr(assert.AnError))
-	require.NoError(t, err)
-	assert.ErrorIs(t, c.ConsumeTraces(context.Background(), td), assert.AnError)
-}
