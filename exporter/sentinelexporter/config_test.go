@@ -97,63 +97,44 @@ func TestConfigValidate(t *testing.T) {
 		cfg.Auth = AuthConfig{Type: AuthClientSecret, TenantID: testTenant, ClientID: testClient, ClientSecret: testSecret}
 		return cfg
 	}
-	tests := []struct {
-		name    string
-		mutate  func(*Config)
-		wantErr string
-	}{
-		{name: "valid client_secret", mutate: func(*Config) {}},
-		{name: "valid workload identity from the environment", mutate: func(c *Config) { c.Auth = AuthConfig{Type: AuthWorkloadIdentity} }},
-		{name: "valid system-assigned managed identity", mutate: func(c *Config) { c.Auth = AuthConfig{Type: AuthManagedIdentity} }},
-		{name: "valid user-assigned managed identity by resource id", mutate: func(c *Config) {
+	componenttestkit.CheckValidate(t, valid, []componenttestkit.ValidateCase[Config]{
+		{Name: "valid client_secret", Mutate: func(*Config) {}},
+		{Name: "valid workload identity from the environment", Mutate: func(c *Config) { c.Auth = AuthConfig{Type: AuthWorkloadIdentity} }},
+		{Name: "valid system-assigned managed identity", Mutate: func(c *Config) { c.Auth = AuthConfig{Type: AuthManagedIdentity} }},
+		{Name: "valid user-assigned managed identity by resource id", Mutate: func(c *Config) {
 			c.Auth = AuthConfig{Type: AuthManagedIdentity, ResourceID: "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/agenttrail"}
 		}},
-		{name: "valid DCR endpoint with trailing slash", mutate: func(c *Config) { c.Endpoint += "/" }},
-		{name: "valid tenant domain", mutate: func(c *Config) { c.Auth.TenantID = "contoso.onmicrosoft.com" }},
-		{name: "valid max_batch_bytes at the limit", mutate: func(c *Config) { c.MaxBatchBytes = 1 << 20 }},
-		{name: "missing endpoint", mutate: func(c *Config) { c.Endpoint = "" }, wantErr: `"endpoint" must not be empty`},
-		{name: "http endpoint", mutate: func(c *Config) { c.Endpoint = "http://agenttrail-dce.westeurope-1.ingest.monitor.azure.com" }, wantErr: `"endpoint" must be an https:// URL (the Logs Ingestion API only accepts TLS), got scheme "http"`},
-		{name: "endpoint without scheme", mutate: func(c *Config) { c.Endpoint = "agenttrail-dce.westeurope-1.ingest.monitor.azure.com" }, wantErr: `"endpoint" must be an https:// URL`},
-		{name: "unparsable endpoint", mutate: func(c *Config) { c.Endpoint = "https://dce:bad port" }, wantErr: `"endpoint" must be a valid URL`},
-		{name: "endpoint with query", mutate: func(c *Config) { c.Endpoint += "?api-version=2023-01-01" }, wantErr: `"endpoint" must not carry user info, a query or a fragment`},
-		{name: "missing dcr id", mutate: func(c *Config) { c.DCRImmutableID = "" }, wantErr: `"dcr_immutable_id" must not be empty`},
-		{name: "dcr resource name instead of immutable id", mutate: func(c *Config) { c.DCRImmutableID = "agenttrail-dcr" }, wantErr: `"dcr_immutable_id" must be the rule's immutableId, "dcr-" followed by 32 hex digits, got "agenttrail-dcr"`},
-		{name: "dcr id too short", mutate: func(c *Config) { c.DCRImmutableID = "dcr-0123" }, wantErr: `"dcr_immutable_id" must be the rule's immutableId`},
-		{name: "stream without Custom- prefix", mutate: func(c *Config) { c.StreamNameSpans = "AgentTrailSpans_CL" }, wantErr: `"stream_name_spans" must be a DCR stream name starting with "Custom-", got "AgentTrailSpans_CL"`},
-		{name: "empty findings stream", mutate: func(c *Config) { c.StreamNameFindings = "" }, wantErr: `"stream_name_findings" must be a DCR stream name`},
-		{name: "unknown cloud", mutate: func(c *Config) { c.Cloud = "AzureGermanCloud" }, wantErr: `"cloud" must be one of AzureCloud, AzureUSGovernment, AzureChinaCloud, got "AzureGermanCloud"`},
-		{name: "max_batch_bytes over 1 MiB", mutate: func(c *Config) { c.MaxBatchBytes = 1<<20 + 1 }, wantErr: `"max_batch_bytes" must be between 1024 and 1048576`},
-		{name: "max_batch_bytes zero", mutate: func(c *Config) { c.MaxBatchBytes = 0 }, wantErr: `"max_batch_bytes" must be between`},
-		{name: "negative timeout", mutate: func(c *Config) { c.TimeoutConfig.Timeout = -time.Second }, wantErr: `"timeout" must not be negative`},
-		{name: "missing auth type", mutate: func(c *Config) { c.Auth.Type = "" }, wantErr: `"auth.type" must be set: client_secret, workload_identity or managed_identity`},
-		{name: "unknown auth type", mutate: func(c *Config) { c.Auth.Type = "certificate" }, wantErr: `"auth.type" must be one of client_secret, workload_identity, managed_identity, got "certificate"`},
-		{name: "client_secret without secret", mutate: func(c *Config) { c.Auth.ClientSecret = "" }, wantErr: `"auth.client_secret" must not be empty with "auth.type: client_secret"`},
-		{name: "client_secret without tenant", mutate: func(c *Config) { c.Auth.TenantID = "" }, wantErr: `"auth.tenant_id" must not be empty`},
-		{name: "client_secret without client", mutate: func(c *Config) { c.Auth.ClientID = "" }, wantErr: `"auth.client_id" must not be empty`},
-		{name: "client_secret with token_file", mutate: func(c *Config) { c.Auth.TokenFile = "/var/run/token" }, wantErr: `"auth.token_file" does not apply to "auth.type: client_secret"`},
-		{name: "bad tenant", mutate: func(c *Config) { c.Auth.TenantID = "not a tenant/../x" }, wantErr: `"auth.tenant_id" must be a tenant GUID or domain name`},
-		{name: "http authority", mutate: func(c *Config) { c.Auth.AuthorityHost = "http://login.example" }, wantErr: `"auth.authority_host" must be an https:// URL`},
-		{name: "workload identity with a secret", mutate: func(c *Config) { c.Auth.Type = AuthWorkloadIdentity }, wantErr: `"auth.client_secret" does not apply to "auth.type: workload_identity"`},
-		{name: "managed identity with a secret", mutate: func(c *Config) {
+		{Name: "valid DCR endpoint with trailing slash", Mutate: func(c *Config) { c.Endpoint += "/" }},
+		{Name: "valid tenant domain", Mutate: func(c *Config) { c.Auth.TenantID = "contoso.onmicrosoft.com" }},
+		{Name: "valid max_batch_bytes at the limit", Mutate: func(c *Config) { c.MaxBatchBytes = 1 << 20 }},
+		{Name: "missing endpoint", Mutate: func(c *Config) { c.Endpoint = "" }, WantErr: `"endpoint" must not be empty`},
+		{Name: "http endpoint", Mutate: func(c *Config) { c.Endpoint = "http://agenttrail-dce.westeurope-1.ingest.monitor.azure.com" }, WantErr: `"endpoint" must be an https:// URL (the Logs Ingestion API only accepts TLS), got scheme "http"`},
+		{Name: "endpoint without scheme", Mutate: func(c *Config) { c.Endpoint = "agenttrail-dce.westeurope-1.ingest.monitor.azure.com" }, WantErr: `"endpoint" must be an https:// URL`},
+		{Name: "unparsable endpoint", Mutate: func(c *Config) { c.Endpoint = "https://dce:bad port" }, WantErr: `"endpoint" must be a valid URL`},
+		{Name: "endpoint with query", Mutate: func(c *Config) { c.Endpoint += "?api-version=2023-01-01" }, WantErr: `"endpoint" must not carry user info, a query or a fragment`},
+		{Name: "missing dcr id", Mutate: func(c *Config) { c.DCRImmutableID = "" }, WantErr: `"dcr_immutable_id" must not be empty`},
+		{Name: "dcr resource name instead of immutable id", Mutate: func(c *Config) { c.DCRImmutableID = "agenttrail-dcr" }, WantErr: `"dcr_immutable_id" must be the rule's immutableId, "dcr-" followed by 32 hex digits, got "agenttrail-dcr"`},
+		{Name: "dcr id too short", Mutate: func(c *Config) { c.DCRImmutableID = "dcr-0123" }, WantErr: `"dcr_immutable_id" must be the rule's immutableId`},
+		{Name: "stream without Custom- prefix", Mutate: func(c *Config) { c.StreamNameSpans = "AgentTrailSpans_CL" }, WantErr: `"stream_name_spans" must be a DCR stream name starting with "Custom-", got "AgentTrailSpans_CL"`},
+		{Name: "empty findings stream", Mutate: func(c *Config) { c.StreamNameFindings = "" }, WantErr: `"stream_name_findings" must be a DCR stream name`},
+		{Name: "unknown cloud", Mutate: func(c *Config) { c.Cloud = "AzureGermanCloud" }, WantErr: `"cloud" must be one of AzureCloud, AzureUSGovernment, AzureChinaCloud, got "AzureGermanCloud"`},
+		{Name: "max_batch_bytes over 1 MiB", Mutate: func(c *Config) { c.MaxBatchBytes = 1<<20 + 1 }, WantErr: `"max_batch_bytes" must be between 1024 and 1048576`},
+		{Name: "max_batch_bytes zero", Mutate: func(c *Config) { c.MaxBatchBytes = 0 }, WantErr: `"max_batch_bytes" must be between`},
+		{Name: "negative timeout", Mutate: func(c *Config) { c.TimeoutConfig.Timeout = -time.Second }, WantErr: `"timeout" must not be negative`},
+		{Name: "missing auth type", Mutate: func(c *Config) { c.Auth.Type = "" }, WantErr: `"auth.type" must be set: client_secret, workload_identity or managed_identity`},
+		{Name: "unknown auth type", Mutate: func(c *Config) { c.Auth.Type = "certificate" }, WantErr: `"auth.type" must be one of client_secret, workload_identity, managed_identity, got "certificate"`},
+		{Name: "client_secret without secret", Mutate: func(c *Config) { c.Auth.ClientSecret = "" }, WantErr: `"auth.client_secret" must not be empty with "auth.type: client_secret"`},
+		{Name: "client_secret without tenant", Mutate: func(c *Config) { c.Auth.TenantID = "" }, WantErr: `"auth.tenant_id" must not be empty`},
+		{Name: "client_secret without client", Mutate: func(c *Config) { c.Auth.ClientID = "" }, WantErr: `"auth.client_id" must not be empty`},
+		{Name: "client_secret with token_file", Mutate: func(c *Config) { c.Auth.TokenFile = "/var/run/token" }, WantErr: `"auth.token_file" does not apply to "auth.type: client_secret"`},
+		{Name: "bad tenant", Mutate: func(c *Config) { c.Auth.TenantID = "not a tenant/../x" }, WantErr: `"auth.tenant_id" must be a tenant GUID or domain name`},
+		{Name: "http authority", Mutate: func(c *Config) { c.Auth.AuthorityHost = "http://login.example" }, WantErr: `"auth.authority_host" must be an https:// URL`},
+		{Name: "workload identity with a secret", Mutate: func(c *Config) { c.Auth.Type = AuthWorkloadIdentity }, WantErr: `"auth.client_secret" does not apply to "auth.type: workload_identity"`},
+		{Name: "managed identity with a secret", Mutate: func(c *Config) {
 			c.Auth = AuthConfig{Type: AuthManagedIdentity, ClientSecret: "x"}
-		}, wantErr: `"auth.client_secret" does not apply to "auth.type: managed_identity"`},
-		{name: "managed identity with both ids", mutate: func(c *Config) {
+		}, WantErr: `"auth.client_secret" does not apply to "auth.type: managed_identity"`},
+		{Name: "managed identity with both ids", Mutate: func(c *Config) {
 			c.Auth = AuthConfig{Type: AuthManagedIdentity, ClientID: "a", ResourceID: "b"}
-		}, wantErr: `set at most one of "auth.client_id" and "auth.resource_id"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := valid()
-			tt.mutate(cfg)
-			before := *cfg
-			err := cfg.Validate()
-			assert.Equal(t, before, *cfg, "Validate does not modify the config")
-			if tt.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorContains(t, err, tt.wantErr)
-			assert.NotContains(t, err.Error(), testSecret)
-		})
-	}
+		}, WantErr: `set at most one of "auth.client_id" and "auth.resource_id"`},
+	}, testSecret)
 }

@@ -93,45 +93,27 @@ func TestConfigValidate(t *testing.T) {
 		cfg.Token = "00000000-0000-0000-0000-000000000000"
 		return cfg
 	}
-	tests := []struct {
-		name    string
-		mutate  func(*Config)
-		wantErr string
-	}{
-		{name: "valid defaults", mutate: func(*Config) {}},
-		{name: "endpoint without path is valid", mutate: func(c *Config) { c.ClientConfig.Endpoint = "http://splunk:8088" }},
-		{name: "zero limits mean unlimited", mutate: func(c *Config) {
+	componenttestkit.CheckValidate(t, valid, []componenttestkit.ValidateCase[Config]{
+		{Name: "valid defaults", Mutate: func(*Config) {}},
+		{Name: "endpoint without path is valid", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "http://splunk:8088" }},
+		{Name: "zero limits mean unlimited", Mutate: func(c *Config) {
 			c.MaxContentLengthLogs, c.MaxContentLengthTraces, c.MaxEventSize = 0, 0, 0
 		}},
-		{name: "ack disabled ignores its durations", mutate: func(c *Config) { c.Ack = AckConfig{} }},
-		{name: "empty endpoint", mutate: func(c *Config) { c.ClientConfig.Endpoint = "" }, wantErr: `"endpoint" must not be empty`},
-		{name: "unparsable endpoint", mutate: func(c *Config) { c.ClientConfig.Endpoint = "https://splunk:bad port/x" }, wantErr: `"endpoint" must be a valid URL`},
-		{name: "endpoint without scheme", mutate: func(c *Config) { c.ClientConfig.Endpoint = "splunk:8088/services/collector" }, wantErr: `"endpoint" must be an http:// or https:// URL`},
-		{name: "endpoint with ftp scheme", mutate: func(c *Config) { c.ClientConfig.Endpoint = "ftp://splunk/services/collector" }, wantErr: `"endpoint" must be an http:// or https:// URL, got scheme "ftp"`},
-		{name: "endpoint without host", mutate: func(c *Config) { c.ClientConfig.Endpoint = "https:///services/collector" }, wantErr: `"endpoint" must include a host`},
-		{name: "token missing", mutate: func(c *Config) { c.Token = "" }, wantErr: `"token" must not be empty`},
-		{name: "negative max_content_length_logs", mutate: func(c *Config) { c.MaxContentLengthLogs = -1 }, wantErr: `"max_content_length_logs" must be between 0 and 838860800, got -1`},
-		{name: "negative max_content_length_traces", mutate: func(c *Config) { c.MaxContentLengthTraces = -5 }, wantErr: `"max_content_length_traces" must be between 0 and 838860800, got -5`},
-		{name: "max_content_length_traces over 800 MiB", mutate: func(c *Config) { c.MaxContentLengthTraces = 800*1024*1024 + 1 }, wantErr: `"max_content_length_traces" must be between 0 and 838860800`},
-		{name: "negative max_event_size", mutate: func(c *Config) { c.MaxEventSize = -1 }, wantErr: `"max_event_size" must be between 0 and 838860800, got -1`},
-		{name: "ack poll_interval zero", mutate: func(c *Config) { c.Ack.Enabled, c.Ack.PollInterval = true, 0 }, wantErr: `"ack.poll_interval" must be positive`},
-		{name: "ack timeout negative", mutate: func(c *Config) { c.Ack.Enabled, c.Ack.Timeout = true, -time.Second }, wantErr: `"ack.timeout" must be positive`},
-		{name: "first problem wins", mutate: func(c *Config) { c.ClientConfig.Endpoint, c.Token, c.MaxEventSize = "", "", -1 }, wantErr: `"endpoint" must not be empty`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := valid()
-			tt.mutate(cfg)
-			before := *cfg
-			err := cfg.Validate()
-			if tt.wantErr == "" {
-				require.NoError(t, err)
-			} else {
-				require.ErrorContains(t, err, tt.wantErr)
-			}
-			assert.Equal(t, before, *cfg, "Validate must not modify the config")
-		})
-	}
+		{Name: "ack disabled ignores its durations", Mutate: func(c *Config) { c.Ack = AckConfig{} }},
+		{Name: "empty endpoint", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "" }, WantErr: `"endpoint" must not be empty`},
+		{Name: "unparsable endpoint", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "https://splunk:bad port/x" }, WantErr: `"endpoint" must be a valid URL`},
+		{Name: "endpoint without scheme", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "splunk:8088/services/collector" }, WantErr: `"endpoint" must be an http:// or https:// URL`},
+		{Name: "endpoint with ftp scheme", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "ftp://splunk/services/collector" }, WantErr: `"endpoint" must be an http:// or https:// URL, got scheme "ftp"`},
+		{Name: "endpoint without host", Mutate: func(c *Config) { c.ClientConfig.Endpoint = "https:///services/collector" }, WantErr: `"endpoint" must include a host`},
+		{Name: "token missing", Mutate: func(c *Config) { c.Token = "" }, WantErr: `"token" must not be empty`},
+		{Name: "negative max_content_length_logs", Mutate: func(c *Config) { c.MaxContentLengthLogs = -1 }, WantErr: `"max_content_length_logs" must be between 0 and 838860800, got -1`},
+		{Name: "negative max_content_length_traces", Mutate: func(c *Config) { c.MaxContentLengthTraces = -5 }, WantErr: `"max_content_length_traces" must be between 0 and 838860800, got -5`},
+		{Name: "max_content_length_traces over 800 MiB", Mutate: func(c *Config) { c.MaxContentLengthTraces = 800*1024*1024 + 1 }, WantErr: `"max_content_length_traces" must be between 0 and 838860800`},
+		{Name: "negative max_event_size", Mutate: func(c *Config) { c.MaxEventSize = -1 }, WantErr: `"max_event_size" must be between 0 and 838860800, got -1`},
+		{Name: "ack poll_interval zero", Mutate: func(c *Config) { c.Ack.Enabled, c.Ack.PollInterval = true, 0 }, WantErr: `"ack.poll_interval" must be positive`},
+		{Name: "ack timeout negative", Mutate: func(c *Config) { c.Ack.Enabled, c.Ack.Timeout = true, -time.Second }, WantErr: `"ack.timeout" must be positive`},
+		{Name: "first problem wins", Mutate: func(c *Config) { c.ClientConfig.Endpoint, c.Token, c.MaxEventSize = "", "", -1 }, WantErr: `"endpoint" must not be empty`},
+	})
 }
 
 func TestEndpointURLs(t *testing.T) {
