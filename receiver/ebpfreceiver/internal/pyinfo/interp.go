@@ -40,6 +40,10 @@ type Interpreter struct {
 	// file in a process into the load bias.
 	FirstLoadVaddr, FirstLoadOffset uint64
 	Shared                          bool // a shared library (libpython)
+	// GenDealloc is gen_dealloc, PyCoro_Type's tp_dealloc: its link-time address and file
+	// offset (0: not found, with why in GenDeallocErr). Coroutine calls end there.
+	GenDealloc, GenDeallocOffset uint64
+	GenDeallocErr                error
 }
 
 var (
@@ -80,7 +84,7 @@ func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 			syms = append(syms, more...)
 		}
 	}
-	var version uint64
+	var version, coroType uint64
 	freeThreaded := false
 	for _, s := range syms {
 		switch s.Name {
@@ -88,6 +92,8 @@ func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 			freeThreaded = true
 		case "_PyRuntime":
 			in.RuntimeAddr = s.Value
+		case "PyCoro_Type":
+			coroType = s.Value
 		case "Py_Version":
 			if v, err := readUint32(f, s.Value); err == nil {
 				version = uint64(v)
@@ -121,6 +127,11 @@ func inspectELF(f *elf.File, path string) (*Interpreter, error) {
 			in.FirstLoadVaddr, in.FirstLoadOffset = p.Vaddr, p.Off
 			break
 		}
+	}
+	if coroType == 0 {
+		in.GenDeallocErr = fmt.Errorf("%w: no PyCoro_Type symbol", ErrNoGenDealloc)
+	} else {
+		in.GenDealloc, in.GenDeallocOffset, in.GenDeallocErr = genDealloc(f, coroType)
 	}
 	if probes, err := usdt.Read(f); err == nil {
 		if p, err := usdt.Find(probes, "python", "audit"); err == nil && len(p.Args) >= 2 {

@@ -19,7 +19,11 @@
 // real interpreter (its 3.11 offsets are the same as these).
 package pyinfo
 
-import "github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+import (
+	"slices"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
+)
 
 // Layout is one CPython version's structure offsets.
 type Layout struct {
@@ -34,7 +38,51 @@ type Layout struct {
 	// Offsets of str and bytes objects.
 	UnicodeLength, UnicodeState, UnicodeASCIIData, UnicodeCompactData uint64
 	BytesSize, BytesData                                              uint64
+	// Gen is the coroutine object (PyCoroObject, PyGenObject's layout) as gen_dealloc sees it.
+	Gen GenLayout
 }
+
+// GenLayout is where a generator or coroutine object keeps its frame and its state, and the
+// state values (Include/internal/pycore_frame.h's enum _framestate) of the version.
+type GenLayout struct {
+	// Frame: the offset of the _PyInterpreterFrame (gi_iframe) in the object; the frame lives
+	// there for the object's life, so stack samples show one frame address per coroutine call.
+	Frame uint64
+	// FrameState: the offset of gi_frame_state (an int8).
+	FrameState uint64
+	// Suspended: the states of a coroutine that started and waits at an await (or yield);
+	// Created: never started; Completed and Cleared: it returned or raised.
+	Suspended          []int8
+	Created            int8
+	Completed, Cleared int8
+}
+
+// CoroutineEnd says how a coroutine freed with gi_frame_state state ended.
+func (g GenLayout) CoroutineEnd(state int8) string {
+	switch {
+	case state == g.Completed || state == g.Cleared:
+		return CoroutineCompleted
+	case state == g.Created || slices.Contains(g.Suspended, state):
+		return CoroutineAbandoned
+	}
+	return CoroutineStateUnknown
+}
+
+// How a coroutine's call ended, as gen_dealloc found its object (agenttrail.python.coroutine.end).
+const (
+	// CoroutineCompleted: it returned or raised (a cancelled task raised CancelledError inside
+	// it): its frame was cleared before the object was freed.
+	CoroutineCompleted = "completed"
+	// CoroutineAbandoned: the object was freed while suspended at an await (or before it started):
+	// nothing resumed it to its end (a task garbage-collected while pending, a coroutine dropped).
+	CoroutineAbandoned = "abandoned"
+	// CoroutineStateUnknown: a state value the layout does not know (the read went wrong).
+	CoroutineStateUnknown = "unknown_state"
+)
+
+// gen311 is 3.11's PyGenObject: PyObject_HEAD, gi_code, gi_weakreflist, gi_name, gi_qualname,
+// gi_exc_state (2 pointers), gi_origin_or_finalizer, three chars, gi_frame_state, gi_iframe.
+var gen311 = GenLayout{Frame: 80, FrameState: 75, Suspended: []int8{-1}, Created: -2, Completed: 1, Cleared: 4}
 
 const none = probes.PyNoneOffset
 
@@ -94,6 +142,7 @@ var python311 = Layout{
 	UnicodeCompactData: 72,
 	BytesSize:          16,
 	BytesData:          32,
+	Gen:                gen311,
 }
 
 // python312 is CPython 3.12 on x86-64 (release build), computed the same way against 3.12's
@@ -155,6 +204,8 @@ var python312 = Layout{
 	UnicodeCompactData: 56,
 	BytesSize:          16,
 	BytesData:          32,
+	// 3.12 dropped gi_code (the frame's f_code says it): everything after it moved up 8 bytes.
+	Gen: GenLayout{Frame: 72, FrameState: 67, Suspended: []int8{-1}, Created: -2, Completed: 1, Cleared: 4},
 }
 
 // python313 is CPython 3.13 on x86-64 (release build with the GIL; not the free-threaded
@@ -172,6 +223,9 @@ var python313 = func() Layout {
 	k.TstateFrame = 72 // PyThreadState.current_frame
 	k.CframeCurrentFrame = none
 	k.CodeBytecode = 200 // co_code_adaptive
+	// The generator object is 3.12's, but a suspended frame is FRAME_SUSPENDED (-2) or, at an
+	// await or yield from, FRAME_SUSPENDED_YIELD_FROM (-1), and never started is -3.
+	l.Gen.Suspended, l.Gen.Created = []int8{-2, -1}, -3
 	// f_executable (0), previous (8), instr_ptr (56) and owner (70) are where 3.12 has f_code,
 	// previous, prev_instr and owner; objects, strings, ints, dicts and code object fields read
 	// in user space are laid out as in 3.12.
