@@ -97,17 +97,8 @@ func (k *keyer) keys(td ptrace.Traces, counts map[string]int) map[pcommon.TraceI
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.forgetOld(now)
-	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
-		if !sockspan.IsAccept(s) {
-			return
-		}
-		peer, present, reason := sockspan.AddrPort(s.Attributes(), sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
-		if reason != "" {
-			counts[reason]++
-		}
-		if present && reason == "" {
-			k.rememberInbound(inboundKey{node: sockspan.NodeOf(res), peer: peer}, now, counts)
-		}
+	sockspan.EachAcceptedPeer(td, counts, func(node string, peer netip.AddrPort) {
+		k.rememberInbound(inboundKey{node: node, peer: peer}, now, counts)
 	})
 	server := map[pcommon.TraceID]candidate{}
 	client := map[pcommon.TraceID]candidate{}

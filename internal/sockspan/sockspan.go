@@ -49,6 +49,24 @@ func EachSpan(td ptrace.Traces, f func(pcommon.Resource, ptrace.Span)) {
 	}
 }
 
+// EachAcceptedPeer calls f with the node and the client's address of every accept span of td
+// whose peer is usable, counting the unusable ones in counts by reason. Both tiers read the
+// accepts of a batch first: an accept and the I/O on that connection often come in one batch.
+func EachAcceptedPeer(td ptrace.Traces, counts map[string]int, f func(node string, peer netip.AddrPort)) {
+	EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
+		if !IsAccept(s) {
+			return
+		}
+		peer, present, reason := AddrPort(s.Attributes(), AttrPeerAddr, AttrPeerPort)
+		if reason != "" {
+			counts[reason]++
+		}
+		if present && reason == "" {
+			f(NodeOf(res), peer)
+		}
+	})
+}
+
 // NodeOf is the node a resource ran on: k8s.node.name, else host.name.
 func NodeOf(res pcommon.Resource) string {
 	if v, ok := res.Attributes().Get(AttrNodeName); ok && v.Str() != "" {

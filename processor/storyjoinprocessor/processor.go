@@ -2,6 +2,7 @@ package storyjoinprocessor
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -246,17 +247,8 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 	counts := map[string]int{}
 	j.mu.Lock()
 	// Accepted peers first: an accept and the I/O on that connection often come in one batch.
-	sockspan.EachSpan(td, func(res pcommon.Resource, s ptrace.Span) {
-		if !sockspan.IsAccept(s) {
-			return
-		}
-		peer, present, reason := sockspan.AddrPort(s.Attributes(), sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
-		if reason != "" {
-			counts[reason]++
-		}
-		if present && reason == "" {
-			j.rememberInbound(inboundKey{node: sockspan.NodeOf(res), peer: peer}, now, counts)
-		}
+	sockspan.EachAcceptedPeer(td, counts, func(node string, peer netip.AddrPort) {
+		j.rememberInbound(inboundKey{node: node, peer: peer}, now, counts)
 	})
 	evs := map[pcommon.TraceID]evidence{}
 	var order []pcommon.TraceID // traces in the order of their first evidence: the same output for the same input
