@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/agenttrail/agenttrail/internal/selftelemetry"
 	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
 )
@@ -36,21 +37,13 @@ type telemetry struct {
 func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	m := set.MeterProvider.Meter(metadata.ScopeName)
 	t := &telemetry{opts: map[string]metric.AddOption{}}
-	var err error
-	mk := func(name, desc, unit string) metric.Int64Counter {
-		if err != nil {
-			return nil
-		}
-		var c metric.Int64Counter
-		c, err = m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return c
-	}
-	t.joined = mk("agenttrail.storyjoin.joined", "Server-side traces joined under a client-side span, by how they matched.", "{trace}")
-	t.unjoined = mk("agenttrail.storyjoin.unjoined", "Server-side traces exported without their client half, by reason.", "{trace}")
-	t.forgotten = mk("agenttrail.storyjoin.forgotten", "Remembered spans, connections or joins a bound made the processor forget, by reason.", "{item}")
-	t.unusable = mk("agenttrail.storyjoin.unusable", "Socket spans whose address or port could not be used as a join key, by reason.", "{span}")
-	if err != nil {
-		return nil, err
+	mk := selftelemetry.Counters{Meter: m}
+	t.joined = mk.New("agenttrail.storyjoin.joined", "Server-side traces joined under a client-side span, by how they matched.", "{trace}")
+	t.unjoined = mk.New("agenttrail.storyjoin.unjoined", "Server-side traces exported without their client half, by reason.", "{trace}")
+	t.forgotten = mk.New("agenttrail.storyjoin.forgotten", "Remembered spans, connections or joins a bound made the processor forget, by reason.", "{item}")
+	t.unusable = mk.New("agenttrail.storyjoin.unusable", "Socket spans whose address or port could not be used as a join key, by reason.", "{span}")
+	if mk.Err != nil {
+		return nil, mk.Err
 	}
 	for _, v := range []string{matchFourTuple, matchClientEndpoint} {
 		t.opts[v] = metric.WithAttributeSet(attribute.NewSet(attribute.String("match", v)))
