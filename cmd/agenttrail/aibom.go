@@ -33,13 +33,10 @@ func runAIBOM(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "write the BOM to FILE instead of standard output")
 	hostFiles := fs.Bool("host-files", true, "read Go build info and package versions from the files at the traced processes' paths on this host")
 	stamp := fs.Bool("timestamp", true, "put the current time in metadata.timestamp (false: reproducible output)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
+	if _, exit, ok := parsePositional(fs, args, stderr, 0, ""); !ok {
+		return exit
 	}
 	switch {
-	case len(pos) != 0:
-		return usageError(fs, stderr, "unexpected argument %q", pos[0])
 	case len(evidence) == 0 && len(profiles) == 0:
 		return usageError(fs, stderr, "--evidence or --profiles is required")
 	}
@@ -99,6 +96,7 @@ func runAIBOM(args []string, stdout, stderr io.Writer) int {
 	bom := aibom.BOM(inv.Workloads(), meta)
 	w := stdout
 	var f *os.File
+	var err error
 	if *out != "" {
 		f, err = os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-*")
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -38,21 +39,31 @@ func publicKeyFlag(s string) (ed25519.PublicKey, error) {
 	return archive.ParsePublicKey(s)
 }
 
-func runVerify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("agenttrail evidence verify", "DIR [--public-key HEX|FILE]", stderr)
-	pk := fs.String("public-key", "", "pin the signing key: 64 hex digits, or a file with hex or a PEM PUBLIC KEY")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
-	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "want exactly one archive directory")
+const pinKeyUsage = "pin the signing key: 64 hex digits, or a file with hex or a PEM PUBLIC KEY"
+
+// dirAndKey parses the arguments of a command that takes one directory (what it is, for the
+// usage error) and --public-key (pk, declared on fs). When ok is false the command ends with
+// exit (help, or a usage error already printed).
+func dirAndKey(fs *flag.FlagSet, pk *string, args []string, what string, stderr io.Writer) (dir string, key ed25519.PublicKey, exit int, ok bool) {
+	pos, exit, ok := parsePositional(fs, args, stderr, 1, "want exactly one "+what)
+	if !ok {
+		return "", nil, exit, false
 	}
 	key, err := publicKeyFlag(*pk)
 	if err != nil {
-		return usageError(fs, stderr, "--public-key: %v", err)
+		return "", nil, usageError(fs, stderr, "--public-key: %v", err), false
 	}
-	rep, err := archive.VerifyDir(pos[0], archive.VerifyOptions{PublicKey: key})
+	return pos[0], key, 0, true
+}
+
+func runVerify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("agenttrail evidence verify", "DIR [--public-key HEX|FILE]", stderr)
+	pk := fs.String("public-key", "", pinKeyUsage)
+	dir, key, exit, ok := dirAndKey(fs, pk, args, "archive directory", stderr)
+	if !ok {
+		return exit
+	}
+	rep, err := archive.VerifyDir(dir, archive.VerifyOptions{PublicKey: key})
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
@@ -110,13 +121,10 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	trace := fs.String("trace", "", "trace id (32 hex digits)")
 	out := fs.String("out", "", "bundle directory to write")
 	pk := fs.String("public-key", "", "pin the signing key while verifying the archive")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
+	if _, exit, ok := parsePositional(fs, args, stderr, 0, ""); !ok {
+		return exit
 	}
 	switch {
-	case len(pos) != 0:
-		return usageError(fs, stderr, "unexpected argument %q", pos[0])
 	case *dir == "" || *trace == "" || *out == "":
 		return usageError(fs, stderr, "--dir, --trace and --out are required")
 	}
@@ -144,20 +152,13 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 
 func runVerifyBundle(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agenttrail evidence verify-bundle", "OUTDIR [--public-key HEX|FILE] [--allow-unsigned]", stderr)
-	pk := fs.String("public-key", "", "pin the signing key: 64 hex digits, or a file with hex or a PEM PUBLIC KEY")
+	pk := fs.String("public-key", "", pinKeyUsage)
 	allowUnsigned := fs.Bool("allow-unsigned", false, "accept records of segments that were still open (chained, not signed)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
+	dir, key, exit, ok := dirAndKey(fs, pk, args, "bundle directory", stderr)
+	if !ok {
+		return exit
 	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "want exactly one bundle directory")
-	}
-	key, err := publicKeyFlag(*pk)
-	if err != nil {
-		return usageError(fs, stderr, "--public-key: %v", err)
-	}
-	rep, err := archive.VerifyBundle(pos[0], archive.BundleOptions{PublicKey: key, AllowUnsigned: *allowUnsigned})
+	rep, err := archive.VerifyBundle(dir, archive.BundleOptions{PublicKey: key, AllowUnsigned: *allowUnsigned})
 	if err != nil {
 		fmt.Fprintf(stdout, "FAIL: %v\n", err)
 		return exitFail
@@ -176,13 +177,10 @@ func runVerifyBundle(args []string, stdout, stderr io.Writer) int {
 func runKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agenttrail evidence keygen", "--out FILE", stderr)
 	out := fs.String("out", "", "private key file to create (must not exist)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
+	if _, exit, ok := parsePositional(fs, args, stderr, 0, ""); !ok {
+		return exit
 	}
 	switch {
-	case len(pos) != 0:
-		return usageError(fs, stderr, "unexpected argument %q", pos[0])
 	case *out == "":
 		return usageError(fs, stderr, "--out is required")
 	}

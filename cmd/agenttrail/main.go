@@ -144,6 +144,23 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parsePositional parses args (parseArgs) and wants exactly n positional arguments: none is
+// "unexpected argument", a wrong count for n > 0 is said by want. When ok is false the command
+// returns exit (help, or a usage error already printed).
+func parsePositional(fs *flag.FlagSet, args []string, stderr io.Writer, n int, want string) (pos []string, exit int, ok bool) {
+	pos, err := parseArgs(fs, args)
+	switch {
+	case err != nil:
+		return nil, flagParseExit(err), false
+	case len(pos) == n:
+		return pos, exitOK, true
+	case n == 0:
+		return nil, usageError(fs, stderr, "unexpected argument %q", pos[0]), false
+	default:
+		return nil, usageError(fs, stderr, "%s", want), false
+	}
+}
+
 // newFlagSet returns a flag set whose usage line names the full subcommand.
 func newFlagSet(name, args string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

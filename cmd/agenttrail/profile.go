@@ -91,12 +91,8 @@ func findProfile(dir, name string) (*profile.File, error) {
 func runProfileList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agenttrail profile list", "[--dir PROFILES]", stderr)
 	dir := dirFlag(fs)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
-	}
-	if len(pos) != 0 {
-		return usageError(fs, stderr, "unexpected argument %q", pos[0])
+	if _, exit, ok := parsePositional(fs, args, stderr, 0, ""); !ok {
+		return exit
 	}
 	files, errs := profile.ReadDir(*dir)
 	for _, e := range errs {
@@ -118,12 +114,9 @@ func runProfileList(args []string, stdout, stderr io.Writer) int {
 func runProfileShow(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agenttrail profile show", "WORKLOAD [--dir PROFILES]", stderr)
 	dir := dirFlag(fs)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
-	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "want exactly one workload (its file name, key or a workload attribute value such as its service.name)")
+	pos, exit, ok := parsePositional(fs, args, stderr, 1, "want exactly one workload (its file name, key or a workload attribute value such as its service.name)")
+	if !ok {
+		return exit
 	}
 	f, err := findProfile(*dir, pos[0])
 	if err != nil {
@@ -151,13 +144,11 @@ func runProfilePromote(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "with --dry-run: the collector configuration, for the workload's declared allowed_destinations")
 	var allow stringList
 	fs.Var(&allow, "allow", "with --dry-run: a declared allowed destination (IP, IP:port, CIDR, CIDR:port, *:port); repeatable")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return flagParseExit(err)
+	pos, exit, ok := parsePositional(fs, args, stderr, 1, "want exactly one workload")
+	if !ok {
+		return exit
 	}
 	switch {
-	case len(pos) != 1:
-		return usageError(fs, stderr, "want exactly one workload")
 	case *mode == "":
 		return usageError(fs, stderr, "--mode is required")
 	case !*dryRun && (*evidence != "" || *config != "" || len(allow) > 0):
