@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agenttrail/agenttrail/internal/containerid"
@@ -127,7 +129,20 @@ type discovery struct {
 	processes metric.Int64Counter       // by outcome
 	dropped   metric.Int64Counter       // by reason
 	active    metric.Int64UpDownCounter // discovered processes traced now
+	failures  metric.Int64Counter       // attach failures of its processes, by reason
+
+	// phase is the step of setting a process up while a candidateScope is open: the reason of
+	// what cannot be instrumented then.
+	phase string
 }
+
+// Reasons of agenttrail.ebpf.discovery.attach_failures: the step of setting a discovery
+// process up that failed.
+const (
+	candidateAttach       = "attach"        // attaching its program's probes
+	candidateTraceProcess = "trace_process" // the kernel refused to trace it: not on probation
+	candidateSetup        = "setup"         // a probe family could not instrument part of it
+)
 
 // startDiscovery adds the probation target and the instruments; the first scan runs at the
 // first housekeeping.
@@ -144,6 +159,11 @@ func (g *registry) startDiscovery(host component.Host) error {
 	if d.dropped, err = m.Int64Counter("agenttrail.ebpf.discovery.dropped",
 		metric.WithDescription("What discovery left out, by reason: max_probation, max_workloads (processes), probation_spans (spans of processes on probation)."),
 		metric.WithUnit("{item}")); err != nil {
+		return err
+	}
+	if d.failures, err = m.Int64Counter("agenttrail.ebpf.discovery.attach_failures",
+		metric.WithDescription("What could not be instrumented in processes discovery traces (candidates, discovered workloads, their children), by reason: attach, trace_process, setup. Not a component status problem."),
+		metric.WithUnit("{failure}")); err != nil {
 		return err
 	}
 	if d.active, err = m.Int64UpDownCounter("agenttrail.ebpf.discovery.workloads",
@@ -223,13 +243,82 @@ func (g *registry) scanDiscovery(now time.Time) {
 		}
 		g.trace(d.target, info, now)
 		if g.traced[pid] == nil {
-			continue // the kernel refused it; trace warned
+			continue // the kernel refused it: counted (trace_process)
 		}
 		d.procs[pid] = &discoveredProc{state: stateProbation, inode: info.Inode, since: now}
 		d.probation++
 		added++
 		d.processes.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("outcome", "probation")))
 	}
+}
+
+// candidateScope opens, for a process of discovery's target (t), the scope in which what
+// cannot be instrumented is counted in agenttrail.ebpf.discovery.attach_failures{reason=phase}
+// and logged at info level instead of made a component status problem, and the tracers'
+// warnings are written at debug level: nobody named these processes, and a candidate that
+// cannot be read (a Python without a known frame layout, an unusual TLS library, a process that
+// exited meanwhile) must not make the collector look unhealthy, on every node it runs on. It
+// returns the function that closes the scope. Within an open scope it only sets the phase.
+// Reader goroutine only. A tracer reports a file's problem once: a file first set up for a
+// candidate is not reported again for a target's process that runs it later.
+func (g *registry) candidateScope(t *tracer.Target, pid uint32, phase string) (end func()) {
+	d := g.discovery
+	if d == nil || t != d.target || g.problems == nil {
+		return func() {}
+	}
+	d.phase = phase
+	if g.problems.candidate != nil {
+		return func() {}
+	}
+	g.problems.candidate = func(_ uint32, what string) { g.candidateProblem(pid, what) }
+	g.problems.demote.Store(true)
+	return func() {
+		g.problems.candidate = nil
+		g.problems.demote.Store(false)
+	}
+}
+
+// candidatePhase moves an open candidateScope to the next step.
+func (g *registry) candidatePhase(phase string) {
+	if d := g.discovery; d != nil {
+		d.phase = phase
+	}
+}
+
+// candidateProblem counts and logs what could not be instrumented in a discovery process.
+func (g *registry) candidateProblem(pid uint32, what string) {
+	d := g.discovery
+	d.failures.Add(ctxBackground, 1, metric.WithAttributes(attribute.String("reason", d.phase)))
+	g.logger.Info("discovery: a process it traces could not be fully instrumented (counted, not a component problem)",
+		zap.Uint32("pid", pid), zap.String("reason", d.phase), zap.String("what", what))
+}
+
+// demotingCore writes warnings at debug level while demote is set (a candidateScope is open):
+// the tracers warn about what they cannot instrument, which for a discovery process
+// candidateProblem already logs at info.
+type demotingCore struct {
+	zapcore.Core
+	demote *atomic.Bool
+}
+
+func (c demotingCore) With(fields []zapcore.Field) zapcore.Core {
+	return demotingCore{Core: c.Core.With(fields), demote: c.demote}
+}
+
+func (c demotingCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if ent.Level == zapcore.WarnLevel && c.demote.Load() {
+		ent.Level = zapcore.DebugLevel
+	}
+	return c.Core.Check(ent, ce)
+}
+
+// tracerLogger is the tracers' logger: their warnings are demoted while a candidateScope is
+// open.
+func tracerLogger(l *zap.Logger, p *attachProblems) *zap.Logger {
+	if p == nil {
+		return l
+	}
+	return l.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return demotingCore{Core: c, demote: &p.demote} }))
 }
 
 // llmCandidate tells whether a process could make an LLM API call the probes can read: a Go

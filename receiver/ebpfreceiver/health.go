@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -188,6 +189,13 @@ type attachProblems struct {
 	health *health
 	byWhat map[string]uint32 // what could not be instrumented → its process (0: none)
 	more   int               // problems past maxAttachProblems, not listed
+
+	// candidate, while set, takes the problems instead of the status: those of a process
+	// discovery traces, which nobody named (registry.candidateScope).
+	candidate func(pid uint32, what string)
+	// demote is set with candidate: the tracers' warnings are written at info level meanwhile
+	// (demotingCore). Atomic: the tracers' logger may be used from other goroutines.
+	demote atomic.Bool
 }
 
 func newAttachProblems(h *health) *attachProblems {
@@ -199,6 +207,10 @@ var _ tracer.Problems = (*attachProblems)(nil)
 // Add records a problem; pid is the process it concerns (0 when it concerns a target or file).
 func (p *attachProblems) Add(pid uint32, what string) {
 	if p == nil {
+		return
+	}
+	if p.candidate != nil {
+		p.candidate(pid, what)
 		return
 	}
 	if _, ok := p.byWhat[what]; ok {

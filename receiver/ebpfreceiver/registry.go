@@ -170,6 +170,7 @@ func (g *registry) match(info tracer.ProcInfo, filename string) *tracer.Target {
 // trace attaches the process's program (for targets not attached by file) and marks the
 // process as traced in the kernel and the span builder.
 func (g *registry) trace(t *tracer.Target, info tracer.ProcInfo, at time.Time) {
+	defer g.candidateScope(t, info.PID, candidateAttach)()
 	if t.Config.Executable == "" {
 		if err := g.attachBinary(tracer.Binary{Target: t, Path: info.ExeFile, Inode: info.Inode, PID: info.PID}); err != nil {
 			g.warnTarget(t, info.PID, fmt.Sprintf("cannot attach to process %d (%s); its syscalls are still traced", info.PID, info.Exe), err)
@@ -177,6 +178,7 @@ func (g *registry) trace(t *tracer.Target, info tracer.ProcInfo, at time.Time) {
 	}
 	isGo := g.goBinary(info.ExeFile, info.Inode)
 	g.logger.Debug("tracing process", zap.String("target", t.Config.Name), zap.Uint32("pid", info.PID), zap.String("executable", info.Exe))
+	g.candidatePhase(candidateTraceProcess)
 	if err := g.kernel.TraceProcess(info.PID, probes.TracedProcess{TargetId: t.ID, IsGo: tracer.B2U(isGo)}); err != nil {
 		g.warnTarget(t, info.PID, fmt.Sprintf("cannot trace process %d", info.PID), err)
 		return
@@ -201,6 +203,7 @@ const attrProcessEvent = "agenttrail.process.event"
 // register tells the span builder, the symbolizer and every tracer about a traced process, and
 // counts it in agenttrail.ebpf.capture.processes by what the tracers could instrument.
 func (g *registry) register(t *tracer.Target, info tracer.ProcInfo, isGo bool) {
+	defer g.candidateScope(t, info.PID, candidateSetup)()
 	// A family that is not enabled leaves its part of the capture saying so.
 	capture := &spans.Capture{TLS: tracer.CaptureDisabled, Python: tracer.CaptureDisabled}
 	p := &tracer.Process{ProcInfo: info, Target: t, IsGo: isGo, Capture: capture}
@@ -367,6 +370,8 @@ func (g *registry) warnTarget(t *tracer.Target, pid uint32, msg string, err erro
 		fields = append(fields, zap.Error(err))
 		what += ": " + err.Error()
 	}
-	g.logger.Warn(msg, fields...)
+	if g.problems == nil || g.problems.candidate == nil {
+		g.logger.Warn(msg, fields...) // else a discovery process's: candidateProblem logs it
+	}
 	g.problems.Add(pid, what)
 }

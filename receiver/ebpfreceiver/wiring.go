@@ -19,7 +19,7 @@ import (
 func (r *ebpfReceiver) wire(kernel *probes.Set, problems *attachProblems) error {
 	r.registry = newRegistry(r.cfg, kernel, r.logger, r.telemetry, r.builder, r.symbolizer, r.redactor, problems)
 	env := tracer.Env{
-		Logger: r.logger, Kernel: kernel, Builder: r.builder, Symbolizer: r.symbolizer, Redactor: r.redactor,
+		Logger: tracerLogger(r.logger, problems), Kernel: kernel, Builder: r.builder, Symbolizer: r.symbolizer, Redactor: r.redactor,
 		Telemetry: r.telemetry.forTracers(), Problems: problems, Processes: r.registry, ProcRoot: r.cfg.ProcRoot,
 	}
 	tracers, err := r.newTracers(env)
