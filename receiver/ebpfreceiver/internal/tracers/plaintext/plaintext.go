@@ -81,6 +81,7 @@ type meta struct {
 	parent    spans.Parent
 	ino       uint64
 	link      link
+	fd        int32 // the descriptor the first bytes went through
 	transport string
 	// Streamable HTTP: the server's Host and the request's target, and the TLS library it was
 	// read from ("" in plaintext).
@@ -93,6 +94,7 @@ type outCall struct {
 	seq     uint64
 	res     *spans.Reserved
 	key     reqKey
+	from    linkKey  // the pipe the traced process wrote the request on
 	servers []uint32 // processes serving it (delegated to its span)
 }
 
@@ -183,7 +185,7 @@ func (c *Consumer) Payload(p *sockets.Payload) {
 	if p.Cut && p.Bytes > uint64(len(p.Data)) {
 		missing = int(min(p.Bytes-uint64(len(p.Data)), 1<<30))
 	}
-	m := &meta{hdr: p.Header, parent: p.Parent, ino: ino, link: lk, transport: p.Transport}
+	m := &meta{hdr: p.Header, parent: p.Parent, ino: ino, link: lk, fd: p.FD, transport: p.Transport}
 	msgs := c.tracker.Stream(mcp.Key{PID: p.Header.PID, Conn: ino}, dir, p.Data, missing, p.Header.Time, m)
 	if len(msgs) == 0 {
 		return
@@ -280,13 +282,19 @@ const linkRetry = time.Second
 
 func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool, at time.Time) link {
 	k := linkKey{pid, ino}
-	if l, ok := c.links[k]; ok && (l.partner != 0 || at.Sub(l.tried) < linkRetry) {
-		return l
+	prev, had := c.links[k]
+	if had && (prev.partner != 0 || at.Sub(prev.tried) < linkRetry) {
+		return prev
 	}
 	l := findLink(c.env.ProcRoot, pid, fd, ino, sock)
 	l.tried = at
 	if l.command != "" {
 		l.command, _ = c.env.Redactor.String(l.command)
+	}
+	if l.server == 0 && prev.server != 0 {
+		// /proc no longer shows the server (it exited, or the look came before its stdio was
+		// set up): what was learned of it, from /proc or from its reads, stays.
+		l.server, l.command = prev.server, prev.command
 	}
 	if len(c.links) >= maxLinks {
 		clear(c.links) // rebuilt from /proc as pipes are seen again
@@ -323,7 +331,8 @@ func (c *Consumer) sent(call mcp.Call) {
 		return // the call still comes out as a span when answered, without the server's work
 	}
 	// The server reads the request on the other end: the same pipe, or a socketpair's peer.
-	o := &outCall{seq: call.Seq, res: c.env.Builder.Reserve(m.parent), key: reqKey{cmp.Or(m.link.wire, m.ino), call.ID}}
+	o := &outCall{seq: call.Seq, res: c.env.Builder.Reserve(m.parent), key: reqKey{cmp.Or(m.link.wire, m.ino), call.ID},
+		from: linkKey{m.hdr.PID, m.ino}}
 	c.pending[call.Seq] = o
 	if o.key.ino == 0 {
 		return // streamable HTTP: the server's side is not followed
@@ -368,7 +377,71 @@ func (c *Consumer) serve(pid uint32, seq uint64, o *outCall, at time.Time) {
 	}
 	s.active = append(s.active, activeReq{seq: seq, client: o})
 	o.servers = append(o.servers, pid)
+	c.learnServer(o.from, pid)
 	c.place(pid, s, at)
+}
+
+// learnServer: pid was seen reading a request written on the client's pipe from: it is that
+// pipe's server (the process that reads the requests, beneath any npx or shell wrapper). This
+// holds when /proc, read after the fact, no longer shows either process: the receiver's reader
+// lags the kernel (by seconds while it instruments a new process: finding OpenSSL in a node
+// executable), and a short MCP session is over by then. The command line is the server's now,
+// while the span builder still has the process.
+func (c *Consumer) learnServer(from linkKey, pid uint32) {
+	l, ok := c.links[from]
+	if !ok {
+		return // forgotten (links_full, or the client is gone)
+	}
+	if l.server != pid {
+		l.server, l.command = pid, ""
+	}
+	if cmd := c.builderCommand(pid); cmd != "" {
+		l.command = cmd
+	}
+	c.links[from] = l
+}
+
+// builderCommand is the command line the span builder has for pid: the kernel's exec arguments
+// (each at most 128 bytes) refined from /proc by the registry, so the program the process runs
+// now (after an exec through a wrapper), known even when /proc can no longer be read; ""
+// when the process is not traced.
+func (c *Consumer) builderCommand(pid uint32) string {
+	if p, ok := c.env.Builder.Process(pid); ok {
+		return p.CommandLine
+	}
+	return ""
+}
+
+// Why a stdio MCP span has no server command line (agenttrail.mcp.server.unresolved, and the
+// reason of agenttrail.ebpf.mcp.dropped).
+const (
+	unresolvedServer  = "server_not_found"       // no process seen reading the requests, none in /proc
+	unresolvedCommand = "server_command_unknown" // the server is known, its command line is not
+)
+
+// serverOf names the server of a request sent on m's pipe: the process seen reading it, else
+// the one /proc showed with the pipes; its command line is the span builder's (current after
+// an exec) when it has the process, else the one kept when it was first learned. unresolved
+// says why there is none.
+func (c *Consumer) serverOf(m *meta, o *outCall) (pid uint32, cmd, unresolved string) {
+	l := m.link
+	if cur, ok := c.links[linkKey{m.hdr.PID, m.ino}]; ok && cur.server != 0 {
+		l = cur // learned after the request's first bytes, or re-resolved after an exec
+	}
+	pid, cmd = l.server, l.command
+	if o != nil && len(o.servers) > 0 && o.servers[0] != pid {
+		pid, cmd = o.servers[0], ""
+	}
+	if pid == 0 {
+		return 0, "", unresolvedServer
+	}
+	if now := c.builderCommand(pid); now != "" {
+		cmd = now
+	}
+	if cmd == "" {
+		return pid, "", unresolvedCommand
+	}
+	return pid, cmd, ""
 }
 
 func (c *Consumer) unserve(pid uint32, seq uint64) {
@@ -439,7 +512,16 @@ func (c *Consumer) answered(call mcp.Call) {
 		return
 	}
 	c.calls.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("method", methodLabel(call.Method))))
-	d := c.spanData(call, m)
+	var srv serverID
+	if m.host == "" && m.path == "" && m.fd != 0 && m.fd != 1 {
+		// Over stdio, from the spawning side (a request a server writes to its own client on its
+		// fd 0 or 1 has no server of its own to name).
+		srv.pid, srv.command, srv.unresolved = c.serverOf(m, o)
+		if srv.unresolved != "" {
+			c.drop(srv.unresolved)
+		}
+	}
+	d := c.spanData(call, m, srv)
 	var ok bool
 	if o != nil {
 		ok = c.env.Builder.EndReserved(o.res, d)
@@ -468,7 +550,14 @@ func methodLabel(m string) string {
 // maxArgs bounds the arguments exported on a span.
 const maxArgs = 8 << 10
 
-func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
+// serverID is the stdio server a span names.
+type serverID struct {
+	pid        uint32
+	command    string
+	unresolved string
+}
+
+func (c *Consumer) spanData(call mcp.Call, m *meta, srv serverID) spans.SpanData {
 	name := call.Method
 	switch call.Method {
 	case "tools/call":
@@ -527,11 +616,14 @@ func (c *Consumer) spanData(call mcp.Call, m *meta) spans.SpanData {
 		if v := call.Server.ProtocolVersion; v != "" {
 			a.PutStr("mcp.protocol.version", v)
 		}
-		if m.link.command != "" {
-			a.PutStr("agenttrail.mcp.server.command_line", m.link.command)
+		if srv.command != "" {
+			a.PutStr("agenttrail.mcp.server.command_line", srv.command)
 		}
-		if m.link.server != 0 {
-			a.PutInt("agenttrail.mcp.server.pid", int64(m.link.server))
+		if srv.pid != 0 {
+			a.PutInt("agenttrail.mcp.server.pid", int64(srv.pid))
+		}
+		if srv.unresolved != "" {
+			a.PutStr("agenttrail.mcp.server.unresolved", srv.unresolved)
 		}
 		a.PutInt("thread.id", int64(m.hdr.TID))
 		switch call.Method {

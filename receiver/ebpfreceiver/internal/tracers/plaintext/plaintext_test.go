@@ -3,6 +3,7 @@ package plaintext
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net/netip"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
@@ -248,5 +251,116 @@ func TestStdioPairedWithoutProc(t *testing.T) {
 	}
 	if execve.ParentSpanID() != read.SpanID() {
 		t.Errorf("the server's execve is not under the call it served")
+	}
+}
+
+// The server's command line when /proc shows neither process any more (the receiver's reader
+// lagged the kernel by seconds while it instrumented the new node process: the whole session
+// was over by then): the server is the process seen reading the requests, its command line the
+// span builder's, which the exec of the real server (through a wrapper) replaced. A server that
+// cannot be named says so on the span and in agenttrail.ebpf.mcp.dropped.
+func TestStdioServerCommandWithoutProc(t *testing.T) {
+	const agent, server = 100, 200
+	const serverCmd = "/usr/bin/node /opt/mcp/server-filesystem/dist/index.js /tmp/mcpfs"
+	for _, tc := range []struct {
+		name       string
+		traced     bool // the server's reads and writes are recorded
+		registered bool // the span builder has the server process
+		cmd, pid   string
+		unresolved string
+	}{
+		{name: "traced", traced: true, registered: true, cmd: serverCmd, pid: "200", unresolved: "<missing>"},
+		{name: "server not traced", unresolved: "server_not_found", cmd: "<missing>", pid: "<missing>"},
+		{name: "server unknown to the builder", traced: true, unresolved: "server_command_unknown", cmd: "<missing>", pid: "200"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			b := spans.NewBuilder(spans.Options{})
+			b.AddProcess(spans.Process{PID: agent, Executable: "/usr/local/bin/agent", CommandLine: "/usr/local/bin/agent --mcp"})
+			c, err := New(tracer.Env{Logger: zap.NewNop(), Builder: b, ProcRoot: t.TempDir(), Telemetry: &tracer.Telemetry{Meter: mp.Meter("test")}}, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := time.Unix(1_700_000_000, 0)
+			hdr := func(pid uint32) spans.Header {
+				at = at.Add(time.Millisecond)
+				return spans.Header{Time: at, PID: pid, TID: pid}
+			}
+			if tc.registered {
+				// Forked (the agent's command line), then exec'd through sh into the real server.
+				b.ProcessFork(hdr(agent), server)
+				b.AddProcess(spans.Process{PID: server, ParentPID: agent, Executable: "/usr/local/bin/agent", CommandLine: "/usr/local/bin/agent --mcp"})
+				for _, argv := range [][]string{{"sh", "-c", serverCmd}, strings.Fields(serverCmd)} {
+					h := hdr(server)
+					b.SyscallEnter(h, spans.Syscall{Name: "execve", Path: argv[0], Argv: argv})
+					b.ProcessExec(h, argv[0])
+					b.SyscallExit(h, 0, netip.AddrPort{})
+				}
+			}
+			payload := func(pid uint32, fd int32, ino uint64, dir spans.Direction, data []byte) {
+				h := hdr(pid)
+				c.Payload(&sockets.Payload{Header: h, Socket: spans.SocketID{Ino: ino}, FD: fd, Direction: dir,
+					Transport: spans.TransportPipe, Bytes: uint64(len(data)), Data: data, Parent: b.ParentOf(h)})
+			}
+			const toServer, fromServer = 9002, 9001
+			for _, ch := range readChunks(t, "node-filesystem.chunks") {
+				if ch.client {
+					payload(agent, 21, toServer, spans.Egress, ch.data)
+					if tc.traced {
+						payload(server, 0, toServer, spans.Ingress, ch.data)
+					}
+				} else {
+					if tc.traced {
+						payload(server, 1, fromServer, spans.Egress, ch.data)
+					}
+					payload(agent, 23, fromServer, spans.Ingress, ch.data)
+				}
+			}
+			n := 0
+			for _, s := range flushed(b) {
+				if get(s, "mcp.method.name") == "<missing>" {
+					continue
+				}
+				n++
+				if got := get(s, "agenttrail.mcp.server.command_line"); got != tc.cmd {
+					t.Errorf("%s: command line %q, want %q", s.Name(), got, tc.cmd)
+				}
+				if got := get(s, "agenttrail.mcp.server.pid"); got != tc.pid {
+					t.Errorf("%s: server pid %s, want %s", s.Name(), got, tc.pid)
+				}
+				if got := get(s, "agenttrail.mcp.server.unresolved"); got != tc.unresolved {
+					t.Errorf("%s: unresolved %q, want %q", s.Name(), got, tc.unresolved)
+				}
+			}
+			if n < 5 {
+				t.Fatalf("%d MCP spans", n)
+			}
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(context.Background(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			dropped := int64(0)
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					if m.Name != "agenttrail.ebpf.mcp.dropped" {
+						continue
+					}
+					for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+						if r, _ := dp.Attributes.Value("reason"); r.AsString() == tc.unresolved {
+							dropped += dp.Value
+						}
+					}
+				}
+			}
+			if want := int64(n); tc.unresolved == "<missing>" {
+				if dropped != 0 {
+					t.Errorf("%d spans counted unresolved", dropped)
+				}
+			} else if dropped != want {
+				t.Errorf("%d spans counted %s, want %d", dropped, tc.unresolved, want)
+			}
+		})
 	}
 }
