@@ -108,7 +108,8 @@ func TestNodeMCPStdio(t *testing.T) {
 	}
 }
 
-func buildGoMCP(t *testing.T) string { return buildTestProgram(t, "./internal/mcp/testdata/gomcp") }
+// buildGoMCP builds the Go SDK program that is also the MCP story's agent (one program for both).
+func buildGoMCP(t *testing.T) string { return buildTestProgram(t, "./testdata/mcpstory") }
 
 // mcpSpans returns the agent's execute_tool spans in the order of their JSON-RPC ids.
 func mcpTools(c collected) map[string]ptrace.Span {

@@ -1,11 +1,17 @@
-// Command mcpstory is the agent of the receiver's end-to-end MCP story
-// (TestMCPStory): a Go agent on the official MCP Go SDK (github.com/modelcontextprotocol/go-sdk,
-// pinned in go.mod) whose model, an OpenAI-shaped chat completions endpoint over plain HTTP,
-// decides which MCP tools to call.
+// Command mcpstory is the receiver's MCP test program on the official MCP Go SDK
+// (github.com/modelcontextprotocol/go-sdk, pinned in go.mod): the agent of the end-to-end MCP
+// story (TestMCPStory), whose model, an OpenAI-shaped chat completions endpoint over plain HTTP,
+// decides which MCP tools to call, and the plain client and server of TestGoMCPStdio and
+// TestGoMCPStreamableHTTP. One server serves both (the tools read_file and fetch).
 //
-//	mcpstory agent MODEL_URL   spawns "mcpstory server" over stdio, prints "ready", then per stdin
-//	                           line "prompt TEXT" runs HandlePrompt and prints "ok prompt N" (N tool calls)
-//	mcpstory server            the MCP server over stdio with the tools read_file and fetch
+//	mcpstory agent MODEL_URL       spawns "mcpstory server" over stdio, prints "ready", then per stdin
+//	                               line "prompt TEXT" runs HandlePrompt and prints "ok prompt N" (N tool calls)
+//	mcpstory server [NAME]         the MCP server over stdio, named NAME (default story-files)
+//	mcpstory serve-http ADDR       the same server over streamable HTTP (plain), until killed
+//	mcpstory client-stdio FILE URL spawns "mcpstory server" and calls read_file(FILE), fetch(URL), read_file(/missing)
+//	mcpstory client-http BASE FILE the same calls against the server at BASE over streamable HTTP
+//
+// The clients print one line per call: "call <tool> ok|error".
 package main
 
 import (
@@ -15,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,8 +39,14 @@ type urlArgs struct {
 	URL string `json:"url" jsonschema:"the URL to fetch"`
 }
 
-func server() *mcp.Server {
-	s := mcp.NewServer(&mcp.Implementation{Name: "story-files", Version: "v0.1.0"}, nil)
+// The server's names: the story's, and the plain client's (TestGoMCP* expect it in mcp.server.name).
+const (
+	storyServerName = "story-files"
+	plainServerName = "agenttrail-go-server"
+)
+
+func server(name string) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "v0.1.0"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "read_file", Description: "Reads a file."},
 		func(_ context.Context, _ *mcp.CallToolRequest, in pathArgs) (*mcp.CallToolResult, any, error) {
 			b, err := os.ReadFile(in.Path)
@@ -187,15 +200,61 @@ func agent(modelURL string) error {
 	return nil
 }
 
+func calls(ctx context.Context, t mcp.Transport, file, url string) error {
+	c := mcp.NewClient(&mcp.Implementation{Name: "agenttrail-go-client", Version: "v0.1.0"}, nil)
+	cs, err := c.Connect(ctx, t, nil)
+	if err != nil {
+		return err
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(ctx, nil); err != nil {
+		return err
+	}
+	for _, call := range []struct {
+		tool string
+		args map[string]any
+	}{{"read_file", map[string]any{"path": file}}, {"fetch", map[string]any{"url": url}}, {"read_file", map[string]any{"path": "/missing"}}} {
+		if call.tool == "fetch" && url == "" {
+			continue
+		}
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: call.tool, Arguments: call.args})
+		if err != nil {
+			return err
+		}
+		state := "ok"
+		if r.IsError {
+			state = "error"
+		}
+		fmt.Println("call", call.tool, state)
+	}
+	return nil
+}
+
 func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	var err error
 	switch {
 	case len(os.Args) == 2 && os.Args[1] == "server":
-		err = server().Run(context.Background(), &mcp.StdioTransport{})
+		err = server(storyServerName).Run(context.Background(), &mcp.StdioTransport{})
+	case len(os.Args) == 3 && os.Args[1] == "server":
+		err = server(os.Args[2]).Run(context.Background(), &mcp.StdioTransport{})
 	case len(os.Args) == 3 && os.Args[1] == "agent":
 		err = agent(os.Args[2])
+	case len(os.Args) == 3 && os.Args[1] == "serve-http":
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", os.Args[2]); err == nil {
+			fmt.Println("listening", ln.Addr())
+			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server(plainServerName) }, nil)
+			err = http.Serve(ln, h)
+		}
+	case len(os.Args) == 4 && os.Args[1] == "client-stdio":
+		self, _ := os.Executable()
+		err = calls(ctx, &mcp.CommandTransport{Command: exec.Command(self, "server", plainServerName)}, os.Args[2], os.Args[3])
+	case len(os.Args) == 4 && os.Args[1] == "client-http":
+		err = calls(ctx, &mcp.StreamableClientTransport{Endpoint: os.Args[2], DisableStandaloneSSE: true}, os.Args[3], "")
 	default:
-		err = fmt.Errorf("usage: mcpstory agent MODEL_URL | server")
+		err = fmt.Errorf("usage: mcpstory agent MODEL_URL | server [NAME] | serve-http ADDR | client-stdio FILE URL | client-http BASE FILE")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mcpstory:", err)
