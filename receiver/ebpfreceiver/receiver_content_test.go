@@ -1,19 +1,15 @@
 package ebpfreceiver
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/processor/processortest"
 
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/spans"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 )
@@ -71,28 +67,8 @@ func TestSensitiveContentExfiltration(t *testing.T) {
 	}
 
 	// The attack story processor, fed what the receiver emitted.
-	out := new(consumertest.TracesSink)
-	f := attackstoryprocessor.NewFactory()
-	pcfg := f.CreateDefaultConfig().(*attackstoryprocessor.Config)
-	pcfg.DefaultMode = attackstoryprocessor.ModeAlert
-	pcfg.CompletionGrace = 200 * time.Millisecond
-	proc, err := f.CreateTraces(context.Background(), processortest.NewNopSettings(f.Type()), pcfg, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := proc.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	for _, td := range sink.AllTraces() {
-		if err := proc.ConsumeTraces(context.Background(), td); err != nil {
-			t.Fatal(err)
-		}
-	}
+	out, stop := attackStories(t, sink)
+	defer stop()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		rules, severity := findingOf(out)

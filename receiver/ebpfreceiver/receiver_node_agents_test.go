@@ -1,7 +1,6 @@
 package ebpfreceiver
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,12 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/processor/processortest"
-
-	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor"
 )
 
 // requireNodeAgentSDKs: Debian's Node and the agent SDKs of testdata/nodeagents (@openai/agents,
@@ -135,30 +130,8 @@ func TestNodeAgentSDKs(t *testing.T) {
 // the read and the connect in its narrative.
 func storyOfTool(t *testing.T, sink *consumertest.TracesSink, traceID, tool, secret, port string) {
 	t.Helper()
-	sout := new(consumertest.TracesSink)
-	f := attackstoryprocessor.NewFactory()
-	pcfg := f.CreateDefaultConfig().(*attackstoryprocessor.Config)
-	pcfg.DefaultMode = attackstoryprocessor.ModeAlert
-	pcfg.CompletionGrace = 200 * time.Millisecond
-	proc, err := f.CreateTraces(context.Background(), processortest.NewNopSettings(f.Type()), pcfg, sout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := proc.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	for _, td := range sink.AllTraces() {
-		td2 := ptrace.NewTraces()
-		td.CopyTo(td2) // the processor may take the traces over; the sink's stay for the next check
-		if err := proc.ConsumeTraces(context.Background(), td2); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sout, stop := attackStories(t, sink)
+	defer stop()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ev, ok := findingInTrace(sout, "sensitive_read_then_egress", traceID)
