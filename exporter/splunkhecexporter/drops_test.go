@@ -78,9 +78,7 @@ func TestRejectionsLoggedEqualMetric(t *testing.T) {
 	qc := exporterhelper.NewDefaultQueueConfig()
 	qc.NumConsumers = 4
 	cfg.QueueSettings = configoptional.Some(qc)
-	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	exp := startOnHost(t, settings(), cfg, componenttest.NewNopHost())
 	for i := 0; i < requests; i++ {
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
 	}
@@ -118,9 +116,7 @@ func TestPartialRejectionCountsOnlyUndelivered(t *testing.T) {
 	tel, logs, settings := sampledSettings(t)
 	cfg := testConfig(hec.endpoint())
 	cfg.MaxContentLengthTraces = 4096
-	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	exp := startOnHost(t, settings(), cfg, componenttest.NewNopHost())
 	const spans = 100
 	require.Error(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
 	require.NoError(t, exp.Shutdown(context.Background()))
@@ -189,6 +185,26 @@ type storageHost struct {
 
 func (h storageHost) GetExtensions() map[component.ID]component.Component { return h.ext }
 
+// persistentQueue puts cfg's queue on a new memStorage and returns the host that holds it: the
+// exporters started on that host share the storage, as one collector's restarts do.
+func persistentQueue(cfg *Config) component.Host {
+	storageID := component.MustNewID("file_storage")
+	qc := exporterhelper.NewDefaultQueueConfig()
+	qc.StorageID = &storageID
+	cfg.QueueSettings = configoptional.Some(qc)
+	return storageHost{ext: map[component.ID]component.Component{storageID: &memStorage{data: map[string][]byte{}}}}
+}
+
+// startOnHost creates the traces exporter of cfg and starts it on host; the test shuts it down
+// where it needs to (a restart is a shutdown, then a new exporter on the same host).
+func startOnHost(t *testing.T, set exporter.Settings, cfg *Config, host component.Host) exporter.Traces {
+	t.Helper()
+	exp, err := NewFactory().CreateTraces(context.Background(), set, cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), host))
+	return exp
+}
+
 // TestShutdownKeepsPersistentQueue: HEC is down; a shutdown interrupts the retries of a request
 // the persistent queue keeps. The line says it is kept (not "Dropping data"), nothing is
 // counted as dropped, and the next exporter on the same storage delivers every span.
@@ -203,20 +219,13 @@ func TestShutdownKeepsPersistentQueue(t *testing.T) {
 		}
 		return false
 	}
-	st := &memStorage{data: map[string][]byte{}}
-	storageID := component.MustNewID("file_storage")
-	host := storageHost{ext: map[component.ID]component.Component{storageID: st}}
 	tel, logs, settings := sampledSettings(t)
 	cfg := testConfig(hec.endpoint())
 	fastRetry(cfg)
 	cfg.BackOffConfig.MaxElapsedTime = 0
-	qc := exporterhelper.NewDefaultQueueConfig()
-	qc.StorageID = &storageID
-	cfg.QueueSettings = configoptional.Some(qc)
+	host := persistentQueue(cfg)
 
-	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), host))
+	exp := startOnHost(t, settings(), cfg, host)
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
 	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 3 }, 5*time.Second, 5*time.Millisecond, "retrying")
 	require.NoError(t, exp.Shutdown(context.Background()))
@@ -233,9 +242,7 @@ func TestShutdownKeepsPersistentQueue(t *testing.T) {
 	assert.EqualValues(t, 30, last["kept_in_persistent_queue_at_shutdown"])
 
 	down.Store(false)
-	exp2, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp2.Start(context.Background(), host))
+	exp2 := startOnHost(t, settings(), cfg, host)
 	require.Eventually(t, func() bool { return len(hec.recordedEvents()) >= 30 }, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, exp2.Shutdown(context.Background()))
 	requireEachSpanOnce(t, hec.recordedEvents(), 30)
@@ -258,9 +265,7 @@ func TestShutdownLosesMemoryQueueCounted(t *testing.T) {
 	qc := exporterhelper.NewDefaultQueueConfig()
 	qc.NumConsumers = 1
 	cfg.QueueSettings = configoptional.Some(qc)
-	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	exp := startOnHost(t, settings(), cfg, componenttest.NewNopHost())
 	for i := 0; i < requests; i++ {
 		require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(spans)))
 	}
@@ -283,30 +288,21 @@ func TestAckLostThroughRestart(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	hec.useAck = true
 	hec.neverAck = map[int64]bool{0: true}
-	st := &memStorage{data: map[string][]byte{}}
-	storageID := component.MustNewID("file_storage")
-	host := storageHost{ext: map[component.ID]component.Component{storageID: st}}
 	tel, logs, settings := sampledSettings(t)
 	cfg := testConfig(hec.endpoint())
 	fastRetry(cfg)
 	cfg.BackOffConfig.MaxElapsedTime = 0
 	cfg.Ack = AckConfig{Enabled: true, PollInterval: 10 * time.Millisecond, Timeout: 300 * time.Millisecond}
-	qc := exporterhelper.NewDefaultQueueConfig()
-	qc.StorageID = &storageID
-	cfg.QueueSettings = configoptional.Some(qc)
+	host := persistentQueue(cfg)
 
-	exp, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), host))
+	exp := startOnHost(t, settings(), cfg, host)
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(30)))
 	require.Eventually(t, func() bool { return hec.ackPollCount() >= 2 }, 5*time.Second, 5*time.Millisecond, "waiting for the lost ack")
 	require.NoError(t, exp.Shutdown(context.Background()))
 	require.Len(t, logs.FilterMessageSnippet("kept in the persistent queue").All(), 1)
 	require.Equal(t, 1, hec.eventRequestCount(), "nothing acknowledged yet, nothing re-sent before the restart")
 
-	exp2, err := NewFactory().CreateTraces(context.Background(), settings(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp2.Start(context.Background(), host))
+	exp2 := startOnHost(t, settings(), cfg, host)
 	require.Eventually(t, func() bool { return hec.eventRequestCount() >= 2 }, 5*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
 		return len(logs.FilterMessageSnippet("Drop summary").All()) == 1 && hec.ackPollCount() >= 3
