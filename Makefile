@@ -104,8 +104,8 @@ demo: ## Build the collector and run the demo on this machine (needs root)
 	@$(CURDIR)/tests/demo/run.sh $(COLLECTOR)
 
 .PHONY: bench
-bench: ## Run the benchmarks (~10 min on 2 cores, root) and write BENCHMARKS.md
-	@$(PREREQS) kernel modules
+bench: ## Run the benchmarks (~15 min on 2 cores, root) and write BENCHMARKS.md
+	@$(PREREQS) kernel modules test-packages
 	@$(CURDIR)/tests/bench/run.sh $(BENCH_FLAGS)
 
 .PHONY: soak

@@ -43,6 +43,11 @@ func (b *bench) startMockModel() (*mockModel, error) {
 		return nil, err
 	}
 	ready := filepath.Join(dir, "ready")
+	// The directory is shared by every section that starts a mock model: a ready file left by an
+	// earlier one names its port, which is closed now (the asyncio row once failed on it).
+	if err := os.Remove(ready); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
 	log, err := os.Create(filepath.Join(dir, "mock-model.log"))
 	if err != nil {
 		return nil, err

@@ -2,7 +2,7 @@
 # make bench: installs what the benchmark targets need (gcc, OpenSSL headers, Debian's CPython
 # 3.11 with its USDT probes), builds the collector (for the load, story-latency and memory
 # measurements) and runs tests/bench, which writes BENCHMARKS.md at the repository root in
-# about 10 minutes on 2 cores. Extra arguments go to the harness, e.g. -quick -only hits,load.
+# about 15 minutes on 2 cores. Extra arguments go to the harness, e.g. -quick -only hits,load.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 missing=()
