@@ -193,16 +193,27 @@ func hasThrottle(err error, d time.Duration) bool {
 	return strings.Contains(err.Error(), "Throttle ("+d.String()+")")
 }
 
+// throttle answers every request with HTTP 429, header set to value, and msg.
+func (f *fakeIngestion) throttle(header, value, msg string) {
+	f.intercept = func(w http.ResponseWriter, _ *http.Request, _ int, _ []map[string]any) bool {
+		w.Header().Set(header, value)
+		ingestionError(w, http.StatusTooManyRequests, "TooManyRequests", msg)
+		return true
+	}
+}
+
+// pushRaw exports n spans through a started raw traces exporter of env's config (no queue, no
+// retry) and returns the export's error.
+func (env *azureEnv) pushRaw(t *testing.T, n int) error {
+	exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
+	return exp.pushTraces(context.Background(), makeTraces(n))
+}
+
 func Test429RetryAfterThrottles(t *testing.T) {
 	t.Run("throttle error carries the delay", func(t *testing.T) {
 		env := newAzureEnv(t)
-		env.ingestion.intercept = func(w http.ResponseWriter, _ *http.Request, _ int, _ []map[string]any) bool {
-			w.Header().Set("Retry-After", "7")
-			ingestionError(w, http.StatusTooManyRequests, "TooManyRequests", "Rate limit exceeded")
-			return true
-		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
-		err := exp.pushTraces(context.Background(), makeTraces(4))
+		env.ingestion.throttle("Retry-After", "7", "Rate limit exceeded")
+		err := env.pushRaw(t, 4)
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
 		assert.True(t, hasThrottle(err, 7*time.Second), err.Error())
@@ -215,13 +226,8 @@ func Test429RetryAfterThrottles(t *testing.T) {
 	})
 	t.Run("retry-after-ms header", func(t *testing.T) {
 		env := newAzureEnv(t)
-		env.ingestion.intercept = func(w http.ResponseWriter, _ *http.Request, _ int, _ []map[string]any) bool {
-			w.Header().Set("retry-after-ms", "1500")
-			ingestionError(w, http.StatusTooManyRequests, "TooManyRequests", "slow down")
-			return true
-		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
-		err := exp.pushTraces(context.Background(), makeTraces(1))
+		env.ingestion.throttle("retry-after-ms", "1500", "slow down")
+		err := env.pushRaw(t, 1)
 		require.Error(t, err)
 		assert.True(t, hasThrottle(err, 1500*time.Millisecond), err.Error())
 	})
@@ -260,10 +266,7 @@ func Test413SplitsAndRetries(t *testing.T) {
 		}
 		return false
 	}
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	exp := env.startTraces(t, env.config(), set)
 
 	require.NoError(t, exp.ConsumeTraces(context.Background(), makeTraces(1000)))
@@ -286,10 +289,7 @@ func Test413SingleRowIsDropped(t *testing.T) {
 		}
 		return false
 	}
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	core, logs := observer.New(zapcore.InfoLevel)
 	set.Logger = zapNew(core)
 	exp := env.startTraces(t, env.config(), set)
@@ -438,8 +438,7 @@ func TestHTMLBadGatewayIsRetryableWithExcerpt(t *testing.T) {
 			_, _ = w.Write([]byte(nginx502))
 			return true
 		}
-		exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
-		err := exp.pushTraces(context.Background(), makeTraces(3))
+		err := env.pushRaw(t, 3)
 		require.Error(t, err)
 		assert.False(t, consumererror.IsPermanent(err))
 		msg := err.Error()
@@ -497,8 +496,7 @@ func TestOtherStatuses(t *testing.T) {
 				_, _ = w.Write([]byte(tt.body))
 				return true
 			}
-			exp := env.startRaw(t, env.config(), signalTraces, exportertest.NewNopSettings(metadata.Type))
-			err := exp.pushTraces(context.Background(), makeTraces(2))
+			err := env.pushRaw(t, 2)
 			require.Error(t, err)
 			assert.Equal(t, tt.permanent, consumererror.IsPermanent(err), err.Error())
 			assert.Contains(t, err.Error(), tt.want)
@@ -525,10 +523,7 @@ func TestOversizeRowDroppedAndCounted(t *testing.T) {
 	env := newAzureEnv(t)
 	cfg := env.config()
 	cfg.MaxBatchBytes = 4096
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	core, logs := observer.New(zapcore.InfoLevel)
 	set.Logger = zapNew(core)
 	exp := env.startTraces(t, cfg, set)
@@ -560,10 +555,7 @@ func TestOversizeRowDroppedAndCounted(t *testing.T) {
 
 func TestEmptyFindingDropped(t *testing.T) {
 	env := newAzureEnv(t)
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	exp := env.startLogs(t, env.config(), set)
 	ld := makeFindings(2)
 	ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().AppendEmpty().Body().SetStr("   ")

@@ -230,10 +230,7 @@ func TestLogsToEvents(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
 	cfg := testConfig(hec.endpoint())
 	cfg.Index = "soc_findings"
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	exp := startLogs(t, cfg, set)
 
 	ld := plog.NewLogs()
@@ -417,10 +414,7 @@ func Test413SplitsAndRetries(t *testing.T) {
 			}
 			cfg := testConfig(hec.endpoint())
 			cfg.DisableCompression = !compress
-			tel := componenttest.NewTelemetry()
-			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-			set := exportertest.NewNopSettings(metadata.Type)
-			set.TelemetrySettings = tel.NewTelemetrySettings()
+			set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 			core, logs := observer.New(zapcore.InfoLevel)
 			set.Logger = zap.New(core)
 			exp := startTraces(t, cfg, set)
@@ -902,10 +896,7 @@ func TestConnectionRefusedIsRetryable(t *testing.T) {
 
 func TestUnencodableEventDropped(t *testing.T) {
 	hec := newFakeHEC(t, testToken)
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set, tel := exporterkittest.TelemetrySettings(t, metadata.Type)
 	exp := startRaw(t, testConfig(hec.endpoint()), signalTraces, set)
 
 	td := makeTraces(4)

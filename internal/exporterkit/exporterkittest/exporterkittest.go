@@ -1,5 +1,5 @@
 // Package exporterkittest holds what the tests of this project's exporters (splunk_hec,
-// sentinel, evidence) share: an exporter started for one test, settings whose log is observed,
+// sentinel, evidence) share: an exporter started for one test, settings whose log is observed or whose telemetry is recorded,
 // a counter read by reason, and the throughput benchmark loop and its numbered spans.
 package exporterkittest
 
@@ -69,6 +69,22 @@ func ObservedSettings(typ component.Type, level zapcore.Level) (exporter.Setting
 	set := exportertest.NewNopSettings(typ)
 	set.Logger = zap.New(core)
 	return set, logs
+}
+
+// TelemetrySettings returns no-op settings of an exporter of type typ whose telemetry is
+// recorded by the returned Telemetry (shut down when the test ends), for tests that read the
+// exporter's metrics.
+func TelemetrySettings(t testing.TB, typ component.Type) (exporter.Settings, *componenttest.Telemetry) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() {
+		if err := tel.Shutdown(context.Background()); err != nil {
+			t.Errorf("telemetry shutdown: %v", err)
+		}
+	})
+	set := exportertest.NewNopSettings(typ)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	return set, tel
 }
 
 // CountsByReason reads the monotonic int counter name (dropped, repaired, ...) from tel,
