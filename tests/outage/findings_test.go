@@ -208,18 +208,7 @@ func standInAgentConfig(t *testing.T, agentPort, gatewayPort int) string {
 // telemetry server, and a declared workload whose tool calls outside allowed_tools are
 // findings of the gateway's own attackstory.
 func findingsGatewayOverride(grpcPort, httpPort, healthPort int) string {
-	return fmt.Sprintf(`receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%d
-      http:
-        endpoint: 127.0.0.1:%d
-extensions:
-  healthcheckv2:
-    http:
-      endpoint: 127.0.0.1:%d
-processors:
+	return loopbackGateway(grpcPort, httpPort, healthPort) + `processors:
   attackstory:
     workloads:
       - match: {service.name: gateway-agent}
@@ -229,7 +218,7 @@ service:
   telemetry:
     metrics:
       level: none
-`, grpcPort, httpPort, healthPort)
+`
 }
 
 // toolStory is one agent story: a prompt and a call of tool (not in allowed_tools: a

@@ -108,7 +108,14 @@ exporters:
       initial_interval: 100ms
       max_interval: 1s
       max_elapsed_time: 0
-service:
+%[5]s      exporters: [otlp_grpc]
+`, dir, agentPort, gatewayPort, consumers, agentService)
+}
+
+// agentService is the service section of a stand-in agent's config up to its traces pipeline's
+// exporters: the queue's file_storage, no telemetry server (port 8888 is shared), every log line
+// (no sampling), the OTLP receiver.
+const agentService = `service:
   extensions: [file_storage]
   telemetry:
     metrics:
@@ -119,13 +126,11 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      exporters: [otlp_grpc]
-`, dir, agentPort, gatewayPort, consumers)
-}
+`
 
-// gatewayOverride is merged over the shipped gateway.yaml: loopback ports of this test, no
-// telemetry server (port 8888 is shared), fast retries, and wait_for_handoff from the test.
-func gatewayOverride(grpcPort, httpPort, healthPort int, handoff bool) string {
+// loopbackGateway is the beginning of an override of the shipped gateway.yaml: its OTLP
+// receivers and health check on this test's loopback ports.
+func loopbackGateway(grpcPort, httpPort, healthPort int) string {
 	return fmt.Sprintf(`receivers:
   otlp:
     protocols:
@@ -137,7 +142,13 @@ extensions:
   healthcheckv2:
     http:
       endpoint: 127.0.0.1:%d
-processors:
+`, grpcPort, httpPort, healthPort)
+}
+
+// gatewayOverride is merged over the shipped gateway.yaml: loopback ports of this test, no
+// telemetry server (port 8888 is shared), fast retries, and wait_for_handoff from the test.
+func gatewayOverride(grpcPort, httpPort, healthPort int, handoff bool) string {
+	return loopbackGateway(grpcPort, httpPort, healthPort) + fmt.Sprintf(`processors:
   attackstory:
     wait_for_handoff: %t
 exporters:
@@ -149,7 +160,7 @@ service:
   telemetry:
     metrics:
       level: none
-`, grpcPort, httpPort, healthPort, handoff)
+`, handoff)
 }
 
 // storyRequest is one export of the test's "agents": the server half of story i (node-b: an

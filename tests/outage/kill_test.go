@@ -165,19 +165,8 @@ receivers:
     signing_key_file: %[6]s
     fsync: true
 %[7]s
-service:
-  extensions: [file_storage]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      sampling:
-        enabled: false
-  pipelines:
-    traces:
-      receivers: [otlp]
-%[13]s      exporters: [splunk_hec, splunk_hec/ack, sentinel, evidence]
-`, dir, otlpPort, hecURL, hecAckURL, azureURL, keyFile, queue, processors, dcr, tenant, client, secret, pipelineProcessors)
+%[14]s%[13]s      exporters: [splunk_hec, splunk_hec/ack, sentinel, evidence]
+`, dir, otlpPort, hecURL, hecAckURL, azureURL, keyFile, queue, processors, dcr, tenant, client, secret, pipelineProcessors, agentService)
 }
 
 // spanID numbers the spans of a run: 8 bytes, big-endian, high byte 0xa.
