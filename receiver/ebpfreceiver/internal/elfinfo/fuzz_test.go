@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo/elfinfotest"
 )
 
 // A traced process chooses its binaries: every parser here must survive any bytes. The
@@ -81,38 +83,6 @@ func tool(f *testing.F, name string) bool {
 	return true
 }
 
-// lyingSections returns copies of the ELF file bin in which one section header each declares
-// a huge size, a huge offset or compressed contents.
-func lyingSections(bin []byte) [][]byte {
-	if len(bin) < 64 {
-		return nil
-	}
-	shoff := binary.LittleEndian.Uint64(bin[0x28:])
-	shentsize := uint64(binary.LittleEndian.Uint16(bin[0x3a:]))
-	shnum := uint64(binary.LittleEndian.Uint16(bin[0x3c:]))
-	var out [][]byte
-	for i := uint64(1); i < shnum; i++ {
-		h := shoff + i*shentsize
-		if h+64 > uint64(len(bin)) {
-			break
-		}
-		for _, m := range []struct {
-			field uint64
-			value uint64
-		}{
-			{0x20, 1 << 40},          // sh_size
-			{0x18, 1 << 40},          // sh_offset
-			{0x08, 0x800},            // sh_flags = SHF_COMPRESSED
-			{0x20, uint64(len(bin))}, // sh_size: the whole file
-		} {
-			c := bytes.Clone(bin)
-			binary.LittleEndian.PutUint64(c[h+m.field:], m.value)
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // FuzzBinary: Open's parse of a binary and every lookup the receiver makes on it (symbols,
 // the Go pclntab, RET offsets, parameters from DWARF and location lists, source lines).
 func FuzzBinary(f *testing.F) {
@@ -121,7 +91,7 @@ func FuzzBinary(f *testing.F) {
 		f.Add(bin)
 	}
 	if bins := fixtureBytes(f, false); len(bins) > 0 {
-		for _, bin := range lyingSections(bins[0]) {
+		for _, bin := range elfinfotest.LyingSections(bins[0]) {
 			f.Add(bin)
 		}
 	}

@@ -3,7 +3,6 @@ package symbolize
 import (
 	"bytes"
 	"debug/elf"
-	encbin "encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo/elfinfotest"
 )
 
 // A traced process chooses the binaries it maps and what its maps file says. The targets
@@ -40,30 +40,6 @@ func fixtureBytes(f *testing.F, withGo bool) [][]byte {
 	return out
 }
 
-// lyingSections returns copies of the ELF file bin in which one section header each declares
-// a huge size or compressed contents.
-func lyingSections(bin []byte) [][]byte {
-	if len(bin) < 64 {
-		return nil
-	}
-	shoff := encbin.LittleEndian.Uint64(bin[0x28:])
-	shentsize := uint64(encbin.LittleEndian.Uint16(bin[0x3a:]))
-	shnum := uint64(encbin.LittleEndian.Uint16(bin[0x3c:]))
-	var out [][]byte
-	for i := uint64(1); i < shnum; i++ {
-		h := shoff + i*shentsize
-		if h+64 > uint64(len(bin)) {
-			break
-		}
-		for _, m := range [][2]uint64{{0x20, 1 << 40}, {0x08, 0x800}} { // sh_size, sh_flags
-			c := bytes.Clone(bin)
-			encbin.LittleEndian.PutUint64(c[h+m[0]:], m[1])
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // FuzzLoadBinary: a mapped binary's symbol tables, Go pclntab, DWARF line table and
 // .eh_frame, and lookups in them.
 func FuzzLoadBinary(f *testing.F) {
@@ -73,7 +49,7 @@ func FuzzLoadBinary(f *testing.F) {
 		f.Add(bin)
 	}
 	if len(bins) > 0 {
-		for _, bin := range lyingSections(bins[0]) {
+		for _, bin := range elfinfotest.LyingSections(bins[0]) {
 			f.Add(bin)
 		}
 	}
