@@ -87,6 +87,7 @@ type Story struct {
 	ambiguousCounted bool
 	ready            bool // taken for emission in the current pass
 	merged           bool // stitched into another story
+	grown            bool // took a merge in the current stitching pass (stitchIndex)
 }
 
 func (s *Story) EnvelopeContains(start, end uint64) bool {
@@ -220,7 +221,8 @@ type Buffer struct {
 	ByProc     map[string]map[*Story]struct{}
 	candidates map[string]map[*Story]struct{}
 	recent     *recentTraces
-	Evicted    []*Story // emitted early, waiting for the emitter
+	idx        stitchIndex // during stitch only
+	Evicted    []*Story    // emitted early, waiting for the emitter
 	// Starts: process.start spans (one per ResourceSpans), passed on by the emitter as they are
 	// after telling enforcement about the process; never part of a story.
 	Starts []ptrace.ResourceSpans
@@ -525,6 +527,10 @@ func (b *Buffer) TakeReady(now time.Time, flushAll bool) []*Story {
 // contains them: first the ready candidates (into any story in flight), then the candidates
 // still in flight that lie inside a ready story (which would otherwise leave without them).
 func (b *Buffer) stitch(ready []*Story) {
+	if b.idx.procs == nil {
+		b.idx.procs = make(map[string]*procIndex)
+	}
+	defer b.idx.done()
 	for _, c := range ready {
 		if c.candidateProc == "" || c.merged {
 			continue
@@ -542,16 +548,16 @@ func (b *Buffer) stitch(ready []*Story) {
 		}
 		var inside []*Story
 		for _, p := range st.procs {
-			for c := range b.candidates[p] {
+			b.idx.candidatesIn(b, p, st.MinStart, st.envelopeEnd(), func(c *Story) {
 				// Only a candidate inside st's envelope can be stitched into st: the cheap test
 				// first, so that a busy process's stories do not cost their number squared.
 				if c == st || c.ready || c.merged || !st.EnvelopeContains(c.Root.Start, c.Root.End) {
-					continue
+					return
 				}
 				if target, _ := b.stitchTarget(c); target == st {
 					inside = append(inside, c)
 				}
-			}
+			})
 		}
 		slices.SortFunc(inside, func(x, y *Story) int { return bytes.Compare(x.ID[:], y.ID[:]) })
 		for _, c := range inside {
@@ -575,15 +581,13 @@ func (b *Buffer) stitchTarget(c *Story) (*Story, bool) {
 	start, end := c.Root.Start, c.Root.End
 	var found *Story
 	n := 0
-	for s := range b.ByProc[c.candidateProc] {
-		if s == c || s.merged || !s.EnvelopeContains(start, end) {
-			continue
-		}
+	b.idx.containing(b, c.candidateProc, c, start, end, func(s *Story) bool {
 		n++
-		if n > 1 {
-			return nil, true
-		}
 		found = s
+		return n < 2
+	})
+	if n > 1 {
+		return nil, true
 	}
 	if found == nil || innermost(found, start, end).IsEmpty() {
 		return nil, false
@@ -668,6 +672,7 @@ func (b *Buffer) merge(c, target *Story) {
 		}
 		b.attach(target, sp)
 	}
+	b.idx.grew(target)
 	b.remove(c)
 	c.merged = true
 	b.recent.add(c.ID, recentEntry{kind: recentRedirect, target: target.ID, expires: c.LastSeen.Add(b.cfg.OrphanTimeout)})
