@@ -62,7 +62,7 @@ func (b *bench) startCollector(tag string, sink *otlpSink, agentPID int, extra s
 	override := fmt.Sprintf(`exporters:
   otlp_http/bench:
     endpoint: http://%s
-    compression: zstd # as the distribution's otlp_grpc
+    compression: snappy # as the distribution's storyroute and otlp_grpc
     retry_on_failure: {initial_interval: 100ms, max_interval: 1s}
 service:
   telemetry:

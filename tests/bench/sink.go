@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
@@ -63,6 +64,10 @@ func (s *otlpSink) track(host, port string) {
 	s.stories = map[pcommon.TraceID]*storyTimes{}
 }
 
+// maxSinkBody bounds a request body the sink decodes (the collector's requests are batches
+// of at most a few MiB).
+const maxSinkBody = 64 << 20
+
 func body(r *http.Request) ([]byte, error) {
 	var rd io.Reader = r.Body
 	switch enc := r.Header.Get("Content-Encoding"); enc {
@@ -80,6 +85,20 @@ func body(r *http.Request) ([]byte, error) {
 		}
 		defer zr.Close()
 		rd = zr
+	case "snappy": // confighttp's: one snappy block, not the framed format
+		raw, err := io.ReadAll(io.LimitReader(r.Body, maxSinkBody+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(raw) > maxSinkBody {
+			return nil, fmt.Errorf("snappy body over %d bytes", maxSinkBody)
+		}
+		if n, err := snappy.DecodedLen(raw); err != nil {
+			return nil, err
+		} else if n > maxSinkBody {
+			return nil, fmt.Errorf("snappy body of %d bytes decoded", n)
+		}
+		return snappy.Decode(nil, raw)
 	case "", "identity":
 	default:
 		return nil, fmt.Errorf("content encoding %q is not supported", enc)
