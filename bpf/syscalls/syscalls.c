@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// Syscall and process-lifecycle events of traced processes, from raw tracepoints (they need
-// neither tracefs nor kprobes). Every record of a traced process carries the goroutine (Go) or
+// Syscall and process-lifecycle events of traced processes, from the per-syscall tracepoints
+// of the syscalls the configuration needs (tracefs) or, as the fallback, the sys_enter and
+// sys_exit raw tracepoints; the process lifecycle from raw tracepoints. Every record of a traced process carries the goroutine (Go) or
 // thread key and, when enabled, the user call stack that led to the syscall.
 #include "../headers/vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -50,8 +51,8 @@ enum syscall_nr {
 	NR_FILTERED = 512,
 };
 
-// The node-wide tax: sys_enter and sys_exit run at every syscall of every process on the node.
-// Before anything else, sys_enter looks the syscall number up in enter_nrs (the numbers some
+// The node-wide tax of the raw-tracepoint path (the fallback): sys_enter and sys_exit run at
+// every syscall of every process on the node. Before anything else, sys_enter looks the syscall number up in enter_nrs (the numbers some
 // program of this configuration acts on: user space sets the bits from the config, see
 // probes.syscallFilter) and returns for any other; a process is then looked up in traced_tgids
 // (one bit per tgid, an array the verifier inlines) before the traced_processes hash. sys_exit
@@ -252,42 +253,55 @@ static __always_inline void read_path(struct syscall_event *e, const char *upath
 	}
 }
 
-SEC("raw_tracepoint/sys_enter")
-int sys_enter(struct bpf_raw_tracepoint_args *ctx)
+// The syscall programs come in two forms that share the bodies below (one per family of
+// syscalls): raw tracepoints on sys_enter and sys_exit, which every syscall of every process on
+// the node runs, and tracepoint programs attached only to the per-syscall tracepoints
+// (syscalls:sys_enter_openat, ...) of the syscalls this configuration needs, which the kernel
+// does not run at all for the others (it checks a bit per syscall number before any program).
+// User space uses the per-syscall ones where tracefs is available and falls back to the raw
+// ones (probes.attachSyscalls). Every body gets the syscall's user registers: a raw tracepoint
+// has them as its first argument; a per-syscall tracepoint's record starts with a pointer to
+// them that a program may not read, so those programs take the task's (the same registers,
+// saved at syscall entry).
+
+// enter_wait: where a Python thread starts to wait for input or blocks on a lock (a stack
+// sample of python_functions' reconstructed spans).
+static __always_inline int enter_wait(__u64 id, long nr, struct pt_regs *regs)
 {
-	long nr = ctx->args[1];
-	if (!nr_wanted(enter_nrs, nr))
+	if (!python_wait_samples)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!maybe_traced(id >> 32))
+	struct traced_process *proc = traced(id >> 32);
+	if (!proc || proc->is_go)
 		return 0;
-	if (python_wait_samples && is_wait(nr)) {
-		struct traced_process *proc = traced(id >> 32);
-		if (proc && !proc->is_go)
-			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
+	if (nr == NR_FUTEX && !is_untimed_lock_wait(regs))
 		return 0;
-	}
-	if (python_wait_samples && nr == NR_FUTEX) {
-		struct traced_process *proc = traced(id >> 32);
-		if (proc && !proc->is_go && is_untimed_lock_wait((struct pt_regs *)ctx->args[0]))
-			emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
+	emit_python_stack(id >> 32, (__u32)id, 0, PY_SAMPLE_WAIT);
+	return 0;
+}
+
+// enter_fork keeps a Go process's forking goroutine for sched_process_fork.
+static __always_inline int enter_fork(__u64 id, struct pt_regs *regs)
+{
+	struct traced_process *proc = traced(id >> 32);
+	if (!proc || !proc->is_go)
 		return 0;
-	}
+	__u32 tid = (__u32)id;
+	__u64 g = BPF_CORE_READ(regs, r14);
+	bpf_map_update_elem(&fork_routines, &tid, &g, BPF_ANY);
+	return 0;
+}
+
+// enter_record records the entry of a traced syscall (connect, accept, sendto, execve, openat)
+// with its arguments and, when enabled, the user call stack; ctx is the program's context, for
+// bpf_get_stack.
+static __always_inline int enter_record(void *ctx, __u64 id, long nr, struct pt_regs *regs)
+{
 	__u32 bit = syscall_bit(nr);
-	if (!(bit & syscall_mask) && !is_fork(nr))
+	if (!(bit & syscall_mask))
 		return 0;
 	struct traced_process *proc = traced(id >> 32);
 	if (!proc)
 		return 0;
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	if (is_fork(nr)) {
-		if (proc->is_go) {
-			__u32 tid = (__u32)id;
-			__u64 g = BPF_CORE_READ(regs, r14);
-			bpf_map_update_elem(&fork_routines, &tid, &g, BPF_ANY);
-		}
-		return 0;
-	}
 	__u64 a0 = BPF_CORE_READ(regs, di);
 	__u64 a1 = BPF_CORE_READ(regs, si);
 	__u64 a2 = BPF_CORE_READ(regs, dx);
@@ -357,6 +371,72 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 	submit(e);
 	return 0;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	long nr = ctx->args[1];
+	if (!nr_wanted(enter_nrs, nr))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_traced(id >> 32))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	if (is_wait(nr) || nr == NR_FUTEX)
+		return enter_wait(id, nr, regs);
+	if (is_fork(nr))
+		return enter_fork(id, regs);
+	return enter_record(ctx, id, nr, regs);
+}
+
+// The head of a per-syscall tracepoint's record as a program sees it: the first 8 bytes (a
+// pointer to the registers) are not readable; sys_enter_* records go on with the syscall's
+// arguments (as many as it has: reading past them fails the attach), sys_exit_* with ret.
+struct syscall_tp_enter {
+	__u64 regs;
+	int nr;
+};
+
+struct syscall_tp_exit {
+	__u64 regs;
+	int nr;
+	long ret;
+};
+
+static __always_inline struct pt_regs *task_user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+// The per-syscall tracepoint programs, one per family; user space attaches each to the
+// tracepoints of its syscalls that the configuration needs (the numbers of enter_nrs and
+// exit_nrs), so they need neither bitmap. The section names are only the program type.
+SEC("tracepoint/syscalls/sys_enter_rec")
+int sys_enter_rec(struct syscall_tp_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_traced(id >> 32))
+		return 0;
+	return enter_record(ctx, id, ctx->nr, task_user_regs());
+}
+
+SEC("tracepoint/syscalls/sys_enter_fork")
+int sys_enter_fork(struct syscall_tp_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_traced(id >> 32))
+		return 0;
+	return enter_fork(id, task_user_regs());
+}
+
+SEC("tracepoint/syscalls/sys_enter_wait")
+int sys_enter_wait(struct syscall_tp_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!maybe_traced(id >> 32))
+		return 0;
+	return enter_wait(id, ctx->nr, task_user_regs());
 }
 
 // How an I/O syscall passes its data: the argument register holding it and its shape.
@@ -742,16 +822,10 @@ static __always_inline void sock_identity(__u64 fd, struct syscall_exit_event *e
 	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
-SEC("raw_tracepoint/sys_exit")
-int sys_exit(struct bpf_raw_tracepoint_args *ctx)
+// exit_body: a traced process's socket or pipe I/O (EVENT_FD_IO) and the exit of a traced
+// syscall, with what it returned (one family: sendto is both).
+static __always_inline int exit_body(__u32 tgid, long nr, long ret, struct pt_regs *regs)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long nr = BPF_CORE_READ(regs, orig_ax);
-	if (!nr_wanted(exit_nrs, nr))
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!maybe_traced(tgid))
-		return 0;
 	__u32 bit = syscall_bit(nr);
 	__u8 dir = 0;
 	int shape = sockets_enabled ? io_op(nr, &dir) : IO_NONE;
@@ -760,7 +834,6 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct traced_process *proc = traced(tgid);
 	if (!proc)
 		return 0;
-	long ret = ctx->args[1];
 	if (shape != IO_NONE && ret > 0)
 		fd_io(regs, nr, shape, dir, ret, proc->is_go);
 	if (!(bit & syscall_mask))
@@ -794,6 +867,28 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	}
 	submit(e);
 	return 0;
+}
+
+SEC("raw_tracepoint/sys_exit")
+int sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (!nr_wanted(exit_nrs, nr))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_traced(tgid))
+		return 0;
+	return exit_body(tgid, nr, ctx->args[1], regs);
+}
+
+SEC("tracepoint/syscalls/sys_exit_tp")
+int sys_exit_tp(struct syscall_tp_exit *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_traced(tgid))
+		return 0;
+	return exit_body(tgid, ctx->nr, ctx->ret, task_user_regs());
 }
 
 SEC("raw_tracepoint/sched_process_exec")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ type Config struct {
 	KubernetesInventory *component.ID `mapstructure:"kubernetes_inventory"`
 	// Syscalls recorded for traced processes: connect, accept, sendto, execve, openat.
 	Syscalls []string `mapstructure:"syscalls"`
+	// SyscallAttach: how the syscall programs hook the kernel: auto (per-syscall tracepoints
+	// where tracefs is available, else the raw tracepoints), tracepoint, raw.
+	SyscallAttach string `mapstructure:"syscall_attach"`
 	// CallStacks captures the user call stack at every syscall event (code.stacktrace).
 	CallStacks bool `mapstructure:"call_stacks"`
 	// RingBufferSize is the kernel→user ring buffer in bytes (power of two, at least 64 KiB).
@@ -183,6 +187,9 @@ func (cfg *Config) Validate() error {
 		if _, ok := probes.SyscallBits[s]; !ok {
 			return fmt.Errorf(`"syscalls": unknown syscall %q (known: accept, connect, execve, openat, sendto)`, s)
 		}
+	}
+	if !slices.Contains(probes.AttachModes, cfg.SyscallAttach) {
+		return fmt.Errorf(`"syscall_attach" must be one of %s, got %q`, strings.Join(probes.AttachModes, ", "), cfg.SyscallAttach)
 	}
 	if cfg.RingBufferSize < 64<<10 || cfg.RingBufferSize&(cfg.RingBufferSize-1) != 0 {
 		return fmt.Errorf(`"ring_buffer_size" must be a power of two of at least 65536 bytes, got %d`, cfg.RingBufferSize)

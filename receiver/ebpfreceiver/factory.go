@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/sockets"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/tracers/syscalls"
 )
@@ -25,6 +26,7 @@ func NewFactory() receiver.Factory {
 func createDefaultConfig() component.Config {
 	return &Config{
 		Syscalls:       []string{"connect", "accept", "execve", "openat"},
+		SyscallAttach:  probes.AttachAuto,
 		CallStacks:     true,
 		RingBufferSize: 8 << 20,
 		FlushInterval:  200 * time.Millisecond,

@@ -83,12 +83,15 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		TLS:               r.cfg.TLS.Enabled,
 		TLSCaptureBytes:   uint32(r.cfg.TLS.CaptureBytes),
 		Sockets:           r.cfg.socketOptions(),
+		SyscallAttach:     r.cfg.SyscallAttach,
 	})
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: %w", err)
 	}
 	r.kernel = kernel
+	r.logSyscallHooks(kernel.SyscallHooks())
 	r.telemetry.observeDrops(kernel)
+	r.telemetry.observeSyscallHooks(kernel.SyscallHooks())
 	r.drops = kernel.Drops
 	if d, err := kernel.Drops(); err == nil {
 		r.lastRingDrops = d[dropRingBufferFull]
@@ -149,6 +152,22 @@ func (r *ebpfReceiver) Start(_ context.Context, host component.Host) error {
 		r.readLoop(ctx)
 	}()
 	return nil
+}
+
+// logSyscallHooks says at start which path the syscall programs took (see the README's
+// "Cost to untraced processes"): a fallback to the raw tracepoints is a warning, since every
+// syscall on the node then pays for the hook.
+func (r *ebpfReceiver) logSyscallHooks(h probes.SyscallHooks) {
+	fields := []zap.Field{zap.String("syscall_attach", r.cfg.SyscallAttach), zap.String("path", h.Path), zap.Int("hooks", h.Hooks)}
+	if h.MountedTracefs {
+		fields = append(fields, zap.Bool("mounted_tracefs", true))
+	}
+	if h.Fallback == "" {
+		r.logger.Info("syscall programs attached", fields...)
+		return
+	}
+	fields = append(fields, zap.String("fallback", h.Fallback), zap.String("error", h.Detail))
+	r.logger.Warn("syscall programs on the raw tracepoints: every syscall of every process on the node runs them", fields...)
 }
 
 // Shutdown stops reading, closes what is still open with an error status saying why, sends the

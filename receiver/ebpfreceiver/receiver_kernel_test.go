@@ -150,7 +150,7 @@ func startReceiver(t *testing.T, cfg *Config) *consumertest.TracesSink {
 	sink := new(consumertest.TracesSink)
 	set := receivertest.NewNopSettings(componentType)
 	set.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	r, err := NewFactory().CreateTraces(context.Background(), set, cfg, sink)
+	r, err := NewFactory().CreateTraces(context.Background(), set, withSyscallAttach(cfg), sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func startReceiverTelemetry(t *testing.T, cfg *Config) (*consumertest.TracesSink
 	set := receivertest.NewNopSettings(componentType)
 	set.TelemetrySettings = tel.NewTelemetrySettings()
 	set.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	r, err := NewFactory().CreateTraces(context.Background(), set, cfg, sink)
+	r, err := NewFactory().CreateTraces(context.Background(), set, withSyscallAttach(cfg), sink)
 	if err != nil {
 		t.Fatal(err)
 	}

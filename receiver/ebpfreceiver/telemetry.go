@@ -73,6 +73,24 @@ func (t *telemetry) observeDrops(k *probes.Set) {
 		}))
 }
 
+// observeSyscallHooks reports how the syscall programs were attached: the number of hooks they
+// are on, by path (tracepoint, raw) and, when syscall_attach: auto fell back to the raw
+// tracepoints, why (fallback).
+func (t *telemetry) observeSyscallHooks(h probes.SyscallHooks) {
+	attrs := []attribute.KeyValue{attribute.String("path", h.Path)}
+	if h.Fallback != "" {
+		attrs = append(attrs, attribute.String("fallback", h.Fallback))
+	}
+	set := metric.WithAttributes(attrs...)
+	_, _ = t.meter.Int64ObservableGauge("agenttrail.ebpf.syscalls.hooks",
+		metric.WithDescription("Tracepoints the syscall programs are attached to, by path (tracepoint: per-syscall; raw: sys_enter and sys_exit, run at every syscall on the node) and fallback reason."),
+		metric.WithUnit("{tracepoint}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(h.Hooks), set)
+			return nil
+		}))
+}
+
 // observeSymbolizer reports what the symbolizer could not read of the traced processes' files:
 // tables of a mapped binary over elfinfo's limits or that the debug/* parsers failed on
 // (binary_malformed: its frames go without names), and /proc/<pid>/maps reads cut at their bound

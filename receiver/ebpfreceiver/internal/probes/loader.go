@@ -3,6 +3,7 @@ package probes
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,7 +28,8 @@ func (sp *specs) all() []*ebpf.CollectionSpec {
 }
 
 // Load loads both probe families into the kernel, sharing one set of maps, and attaches the
-// syscall and process-lifecycle raw tracepoints. Function probes are attached later, per target.
+// process-lifecycle raw tracepoints and the syscall programs (per-syscall tracepoints or the
+// raw ones, as opts.SyscallAttach says: attach.go). Function probes are attached later, per target.
 func Load(opts Options) (*Set, error) {
 	// Kernels since 5.11 account BPF memory to the cgroup; older ones need the rlimit raised.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -36,6 +38,13 @@ func Load(opts Options) (*Set, error) {
 	if opts.TLSCaptureBytes > TLSMaxCaptureBytes {
 		return nil, fmt.Errorf("TLS capture of %d bytes per call is over the limit of %d", opts.TLSCaptureBytes, TLSMaxCaptureBytes)
 	}
+	mode := opts.SyscallAttach
+	if mode == "" {
+		mode = AttachAuto
+	}
+	if !validMode(mode) {
+		return nil, fmt.Errorf("syscall attach mode %q is not one of %s", mode, strings.Join(AttachModes, ", "))
+	}
 	sp, err := parseSpecs(opts)
 	if err != nil {
 		return nil, err
@@ -43,11 +52,30 @@ func Load(opts Options) (*Set, error) {
 	if err := sp.setConstants(opts); err != nil {
 		return nil, err
 	}
-	s, err := sp.load()
+	// tracefs first: the tracepoint attach looks for it once per process.
+	var hooks SyscallHooks
+	raw := mode == AttachRaw
+	if !raw {
+		mounted, err := ensureTracefs()
+		switch {
+		case err != nil && mode == AttachTracepoint:
+			return nil, err
+		case err != nil:
+			raw = true
+			hooks.Fallback, hooks.Detail = FallbackNoTracefs, err.Error()
+		}
+		hooks.MountedTracefs = mounted
+	}
+	s, tpErr, err := sp.load(raw, mode == AttachAuto)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.attachTracepoints(); err != nil {
+	s.hooks = hooks
+	if tpErr != nil {
+		s.hooks.Fallback, s.hooks.Detail = FallbackLoad, tpErr.Error()
+	}
+	enter, exit := syscallFilter(opts)
+	if err := s.attachTracepoints(mode, enter, exit, !raw && tpErr == nil); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -127,36 +155,38 @@ func (sp *specs) setConstants(opts Options) error {
 }
 
 // load loads the syscall family first, then the others with its maps in place of their own,
-// so that every program shares one ring buffer and one set of traced processes.
-func (sp *specs) load() (*Set, error) {
-	s := &Set{}
-	if err := sp.sys.LoadAndAssign(&s.sys, nil); err != nil {
-		return nil, fmt.Errorf("load syscall programs: %w", verifierDetail(err))
+// so that every program shares one ring buffer and one set of traced processes. raw leaves the
+// syscall family's tracepoint programs out; with fallback, they are left out when the kernel
+// refuses them, and tpErr says why.
+func (sp *specs) load(raw, fallback bool) (s *Set, tpErr error, err error) {
+	s = &Set{}
+	if tpErr, err = s.loadSyscallFamily(sp.sys, raw, fallback); err != nil {
+		return nil, nil, fmt.Errorf("load syscall programs: %w", verifierDetail(err))
 	}
 	if err := s.mapTgids(); err != nil {
 		s.sys.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if err := sp.up.LoadAndAssign(&s.up, s.sharedWith(sp.up)); err != nil {
 		_ = s.unmapTgids()
 		s.sys.Close()
-		return nil, fmt.Errorf("load function programs: %w", verifierDetail(err))
+		return nil, nil, fmt.Errorf("load function programs: %w", verifierDetail(err))
 	}
 	if sp.py != nil {
 		if err := sp.py.LoadAndAssign(&s.py, s.sharedWith(sp.py)); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("load Python programs: %w", verifierDetail(err))
+			return nil, nil, fmt.Errorf("load Python programs: %w", verifierDetail(err))
 		}
 		s.hasPy = true
 	}
 	if sp.tls != nil {
 		if err := sp.tls.LoadAndAssign(&s.tls, s.sharedWith(sp.tls)); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("load TLS programs: %w", verifierDetail(err))
+			return nil, nil, fmt.Errorf("load TLS programs: %w", verifierDetail(err))
 		}
 		s.hasTLS = true
 	}
-	return s, nil
+	return s, tpErr, nil
 }
 
 // sharedWith replaces the maps of spec that the syscall family owns with the loaded ones.
@@ -182,15 +212,13 @@ func (s *Set) sharedWith(spec *ebpf.CollectionSpec) *ebpf.CollectionOptions {
 	return &ebpf.CollectionOptions{MapReplacements: m}
 }
 
-// attachTracepoints attaches the syscall and process-lifecycle raw tracepoints; on an error
-// the links attached so far stay in s.links for Close.
-func (s *Set) attachTracepoints() error {
+// attachTracepoints attaches the process-lifecycle raw tracepoints and the syscall programs
+// (attach.go); on an error the links attached so far stay in s.links for Close.
+func (s *Set) attachTracepoints(mode string, enter, exit nrSet, tpLoaded bool) error {
 	for _, tp := range []struct {
 		name string
 		prog *ebpf.Program
 	}{
-		{"sys_enter", s.sys.SysEnter},
-		{"sys_exit", s.sys.SysExit},
 		{"sched_process_exec", s.sys.ProcessExec},
 		{"sched_process_fork", s.sys.ProcessFork},
 		{"sched_process_exit", s.sys.ProcessExit},
@@ -201,7 +229,7 @@ func (s *Set) attachTracepoints() error {
 		}
 		s.links = append(s.links, l)
 	}
-	return nil
+	return s.attachSyscalls(mode, enter, exit, tpLoaded)
 }
 
 func verifierDetail(err error) error {

@@ -193,6 +193,8 @@ type Options struct {
 	TLSCaptureBytes uint32
 	// Sockets: send and receive records on sockets (EVENT_FD_IO).
 	Sockets SocketOptions
+	// SyscallAttach: AttachAuto (""), AttachTracepoint or AttachRaw (attach.go).
+	SyscallAttach string
 }
 
 // Set is the loaded kernel side: the programs, their shared maps and the links attached so far.
@@ -206,6 +208,7 @@ type Set struct {
 	links  []link.Link
 	closed bool
 	tgids  []byte // traced_tgids, mapped (filter.go)
+	hooks  SyscallHooks
 }
 
 // Events is the ring buffer every record arrives through.

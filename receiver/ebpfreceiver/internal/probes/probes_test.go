@@ -163,7 +163,7 @@ func TestVerifierBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, value := range map[string]any{"syscall_mask": uint32(0x1f), "python_stacks": uint8(1), "capture_stacks": uint8(1), "tls_capture_bytes": uint32(TLSMaxCaptureBytes),
+		for name, value := range map[string]any{"syscall_mask": uint32(0x1f), "python_stacks": uint8(1), "python_wait_samples": uint8(1), "capture_stacks": uint8(1), "tls_capture_bytes": uint32(TLSMaxCaptureBytes),
 			"sockets_enabled": uint8(1), "sockets_inbound": uint8(1), "fd_capture_bytes": uint32(FDIOMaxCaptureBytes)} {
 			if v, ok := spec.Variables[name]; ok {
 				if err := v.Set(value); err != nil {

@@ -343,7 +343,11 @@ const (
 	syscallsProgProcessExit           = "process_exit"
 	syscallsProgProcessFork           = "process_fork"
 	syscallsProgSysEnter              = "sys_enter"
+	syscallsProgSysEnterFork          = "sys_enter_fork"
+	syscallsProgSysEnterRec           = "sys_enter_rec"
+	syscallsProgSysEnterWait          = "sys_enter_wait"
 	syscallsProgSysExit               = "sys_exit"
+	syscallsProgSysExitTp             = "sys_exit_tp"
 	syscallsVarCaptureStacks          = "capture_stacks"
 	syscallsVarDnsPort                = "dns_port"
 	syscallsVarEnterNrs               = "enter_nrs"
@@ -412,11 +416,15 @@ type syscallsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syscallsProgramSpecs struct {
-	ProcessExec *ebpf.ProgramSpec `ebpf:"process_exec"`
-	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
-	ProcessFork *ebpf.ProgramSpec `ebpf:"process_fork"`
-	SysEnter    *ebpf.ProgramSpec `ebpf:"sys_enter"`
-	SysExit     *ebpf.ProgramSpec `ebpf:"sys_exit"`
+	ProcessExec  *ebpf.ProgramSpec `ebpf:"process_exec"`
+	ProcessExit  *ebpf.ProgramSpec `ebpf:"process_exit"`
+	ProcessFork  *ebpf.ProgramSpec `ebpf:"process_fork"`
+	SysEnter     *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysEnterFork *ebpf.ProgramSpec `ebpf:"sys_enter_fork"`
+	SysEnterRec  *ebpf.ProgramSpec `ebpf:"sys_enter_rec"`
+	SysEnterWait *ebpf.ProgramSpec `ebpf:"sys_enter_wait"`
+	SysExit      *ebpf.ProgramSpec `ebpf:"sys_exit"`
+	SysExitTp    *ebpf.ProgramSpec `ebpf:"sys_exit_tp"`
 }
 
 // syscallsMapSpecs contains maps before they are loaded into the kernel.
@@ -561,11 +569,15 @@ type syscallsVariables struct {
 //
 // It can be passed to loadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syscallsPrograms struct {
-	ProcessExec *ebpf.Program `ebpf:"process_exec"`
-	ProcessExit *ebpf.Program `ebpf:"process_exit"`
-	ProcessFork *ebpf.Program `ebpf:"process_fork"`
-	SysEnter    *ebpf.Program `ebpf:"sys_enter"`
-	SysExit     *ebpf.Program `ebpf:"sys_exit"`
+	ProcessExec  *ebpf.Program `ebpf:"process_exec"`
+	ProcessExit  *ebpf.Program `ebpf:"process_exit"`
+	ProcessFork  *ebpf.Program `ebpf:"process_fork"`
+	SysEnter     *ebpf.Program `ebpf:"sys_enter"`
+	SysEnterFork *ebpf.Program `ebpf:"sys_enter_fork"`
+	SysEnterRec  *ebpf.Program `ebpf:"sys_enter_rec"`
+	SysEnterWait *ebpf.Program `ebpf:"sys_enter_wait"`
+	SysExit      *ebpf.Program `ebpf:"sys_exit"`
+	SysExitTp    *ebpf.Program `ebpf:"sys_exit_tp"`
 }
 
 func (p *syscallsPrograms) Close() error {
@@ -574,7 +586,11 @@ func (p *syscallsPrograms) Close() error {
 		p.ProcessExit,
 		p.ProcessFork,
 		p.SysEnter,
+		p.SysEnterFork,
+		p.SysEnterRec,
+		p.SysEnterWait,
 		p.SysExit,
+		p.SysExitTp,
 	)
 }
 

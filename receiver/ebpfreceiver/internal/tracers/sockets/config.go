@@ -11,9 +11,12 @@ import (
 // Config is the receiver's `sockets:` section: sends and receives on the sockets of traced
 // processes.
 type Config struct {
-	// Enabled records every send (and receive) on a socket of a traced process.
+	// Enabled records every send (and receive) on a socket of a traced process. Off, the send
+	// calls' exit tracepoints are not attached (probes.syscallFilter): a write runs no program
+	// (on the raw-tracepoint fallback, sys_exit returns at its bitmap).
 	Enabled bool `mapstructure:"enabled"`
-	// Inbound records receives too (agenttrail.ingress.*), not only sends.
+	// Inbound records receives too (agenttrail.ingress.*), not only sends; off, the receive
+	// calls' exit tracepoints are not attached.
 	Inbound bool `mapstructure:"inbound"`
 	// CaptureBytes bounds the payload captured per call of a socket or pipe that carries a
 	// plaintext protocol (HTTP/1, h2c, JSON-RPC on a pipe) for the payload consumers; 0: counts

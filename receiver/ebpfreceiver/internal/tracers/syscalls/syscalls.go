@@ -1,5 +1,6 @@
 // Package syscalls is the tracer of the syscalls traced processes make (connect, accept,
-// sendto, execve, openat, from raw tracepoints) and of their threads' exits: each syscall
+// sendto, execve, openat, from the syscall tracepoints: per-syscall, or sys_enter/sys_exit as
+// the fallback, see probes.attachSyscalls) and of their threads' exits: each syscall
 // becomes a span or event of the call that made it, with the peer, path or arguments and the
 // symbolized user stack (a Python stack when the interpreter's is known). The beginning of the
 // regular files they open for reading is checked for sensitive data (content.go), and only the
@@ -77,7 +78,7 @@ func (t *Tracer) Housekeeping(time.Time) {}
 func (t *Tracer) Waiting() bool          { return false }
 func (t *Tracer) Close() error           { return nil }
 
-// SetupProcess: every traced process has its syscalls traced (the raw tracepoints are
+// SetupProcess: every traced process has its syscalls traced (the syscall tracepoints are
 // host-wide and filter by the kernel's set of traced processes).
 func (t *Tracer) SetupProcess(p *tracer.Process) {
 	if p.Capture != nil {
