@@ -18,30 +18,19 @@ import (
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/extension/xextension/storage"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agenttrail/agenttrail/exporter/splunkhecexporter/internal/metadata"
+	"github.com/agenttrail/agenttrail/internal/componenttestkit"
 	"github.com/agenttrail/agenttrail/internal/exporterkit"
 )
 
 // droppedTotal sums agenttrail.splunk_hec.events.dropped by reason.
 func droppedTotal(t *testing.T, tel *componenttest.Telemetry) map[string]int64 {
 	t.Helper()
-	got := map[string]int64{}
-	m, err := tel.GetMetric(droppedMetricName)
-	if err != nil {
-		return got
-	}
-	sum, ok := m.Data.(metricdata.Sum[int64])
-	require.True(t, ok)
-	for _, dp := range sum.DataPoints {
-		reason, _ := dp.Attributes.Value("reason")
-		got[reason.AsString()] += dp.Value
-	}
-	return got
+	return componenttestkit.Int64Sums(t, tel, droppedMetricName, "reason")
 }
 
 // sampledSettings is a logger like the collector's default: sampled (10 entries per message and

@@ -20,11 +20,10 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/agenttrail/agenttrail/internal/componenttestkit"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/internal/story"
 	"github.com/agenttrail/agenttrail/processor/attackstoryprocessor/profile"
 )
@@ -133,20 +132,10 @@ func (h *harness) output() ptrace.Traces {
 
 // counter sums a counter of the processor's self-telemetry, for attribute key=value ("" for all).
 func (h *harness) counter(name, key, value string) int64 {
-	m, err := h.tel.GetMetric(name)
-	if err != nil {
-		return 0
+	if key == "" {
+		return componenttestkit.Int64Sums(h.t, h.tel, name)[""]
 	}
-	var n int64
-	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-		if key != "" {
-			if v, ok := dp.Attributes.Value(attribute.Key(key)); !ok || v.AsString() != value {
-				continue
-			}
-		}
-		n += dp.Value
-	}
-	return n
+	return componenttestkit.Int64Sums(h.t, h.tel, name, key)[value]
 }
 
 // findingsOf returns the OCSF findings of the finding events in td, in order.

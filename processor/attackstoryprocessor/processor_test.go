@@ -68,7 +68,7 @@ func TestEmitterGoroutine(t *testing.T) {
 	last := sink.AllTraces()[len(sink.AllTraces())-1].ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
 	reason, _ := last.Attributes().Get(story.AttrIncompleteReason)
 	assert.Equal(t, story.ReasonShutdown, reason.Str())
-	h := &harness{tel: tel}
+	h := &harness{t: t, tel: tel}
 	assert.EqualValues(t, 1, h.counter("agenttrail.attackstory.evictions", "reason", story.ReasonShutdown))
 }
 

@@ -12,10 +12,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processortest"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 
+	"github.com/agenttrail/agenttrail/internal/componenttestkit"
 	"github.com/agenttrail/agenttrail/internal/handoff"
 	"github.com/agenttrail/agenttrail/internal/sockspan"
 	"github.com/agenttrail/agenttrail/processor/storyjoinprocessor/internal/metadata"
@@ -95,20 +94,10 @@ func (h *harness) advance(d time.Duration) {
 }
 
 func (h *harness) counter(name, key, value string) int64 {
-	m, err := h.tel.GetMetric(name)
-	if err != nil {
-		return 0
+	if key == "" {
+		return componenttestkit.Int64Sums(h.t, h.tel, name)[""]
 	}
-	var n int64
-	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-		if key != "" {
-			if v, ok := dp.Attributes.Value(attribute.Key(key)); !ok || v.AsString() != value {
-				continue
-			}
-		}
-		n += dp.Value
-	}
-	return n
+	return componenttestkit.Int64Sums(h.t, h.tel, name, key)[value]
 }
 
 // spanBuilder writes one node's spans the way the receiver does.
