@@ -223,6 +223,10 @@ type Handlers struct {
 	// been delivered to the handlers: a component sharing running informers is not up to date
 	// when they are synced, only when its own handlers have caught up.
 	HasSynced func() bool
+	// ReplicaSetsSynced and JobsSynced are HasSynced of the ReplicaSet and Job handlers alone:
+	// until then onOwner has not seen every owner listed, so a pod's Deployment or CronJob may
+	// not be known yet.
+	ReplicaSetsSynced, JobsSynced func() bool
 }
 
 // Watch registers a component's handlers: onPod for each pod added or updated (with the new
@@ -271,6 +275,8 @@ func (in *Informers) Watch(onPod, onPodDelete, onOwner func(obj any)) (Handlers,
 			}
 			return true
 		},
+		ReplicaSetsSynced: regs[1].reg.HasSynced,
+		JobsSynced:        regs[2].reg.HasSynced,
 	}, nil
 }
 

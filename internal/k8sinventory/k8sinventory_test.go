@@ -154,6 +154,9 @@ func TestWatch(t *testing.T) {
 			t.Errorf("%q not delivered before HasSynced", want)
 		}
 	}
+	if !h.ReplicaSetsSynced() || !h.JobsSynced() {
+		t.Error("the owner handlers are not synced when all handlers are")
+	}
 	if _, err := client.CoreV1().Pods("ns").Create(ctx, pod("late"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

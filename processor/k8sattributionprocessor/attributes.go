@@ -29,6 +29,7 @@ const (
 	attrHostName         = "host.name"
 	attrWorkloadKind     = "agenttrail.workload.kind"
 	attrAttribution      = "agenttrail.k8s.attribution"
+	attrOwnerUnresolved  = "agenttrail.k8s.owner_unresolved"
 	labelPrefix          = "k8s.pod.label."
 	annotationPrefix     = "k8s.pod.annotation."
 	workloadKindK8s      = "k8s"
@@ -53,7 +54,7 @@ var reservedAttributes = map[string]bool{
 	attrImageTag: true, attrNamespace: true, attrPodName: true, attrPodUID: true, attrNodeName: true,
 	attrDeployment: true, attrReplicaSet: true, attrStatefulSet: true, attrDaemonSet: true,
 	attrJob: true, attrCronJob: true, attrServiceAccount: true, attrHostName: true,
-	attrWorkloadKind: true, attrAttribution: true,
+	attrWorkloadKind: true, attrAttribution: true, attrOwnerUnresolved: true,
 }
 
 // kv is one string resource attribute.
@@ -68,6 +69,10 @@ type attribution struct {
 	podUID string
 	// hasContainer: attrs include container.id and k8s.container.name.
 	hasContainer bool
+	// ownerNeeds is the attribute the owner chain could not fill when this was built
+	// (k8s.deployment.name of a ReplicaSet, k8s.cronjob.name of a Job the owner informer did
+	// not know): while that informer has not synced, a batch holds the resource for it.
+	ownerNeeds string
 }
 
 // ownerLookup resolves the second link of the owner chains; nil when the
@@ -110,12 +115,17 @@ func podAttributes(pod *corev1.Pod, owners ownerLookup, labels, annotations []ex
 	add(attrPodUID, string(pod.UID))
 	add(attrNodeName, pod.Spec.NodeName)
 	add(attrServiceAccount, pod.Spec.ServiceAccountName)
+	needs := ""
 	if ref := controllerRef(pod.OwnerReferences); ref != nil {
 		switch ref.Kind {
 		case ownerKindReplicaSet:
 			add(attrReplicaSet, ref.Name)
 			if owners != nil {
-				add(attrDeployment, owners.replicaSetOwner(pod.Namespace, ref.Name, ref.UID))
+				name := owners.replicaSetOwner(pod.Namespace, ref.Name, ref.UID)
+				add(attrDeployment, name)
+				if name == "" {
+					needs = attrDeployment
+				}
 			}
 		case ownerKindStatefulSet:
 			add(attrStatefulSet, ref.Name)
@@ -124,7 +134,11 @@ func podAttributes(pod *corev1.Pod, owners ownerLookup, labels, annotations []ex
 		case ownerKindJob:
 			add(attrJob, ref.Name)
 			if owners != nil {
-				add(attrCronJob, owners.jobOwner(pod.Namespace, ref.Name, ref.UID))
+				name := owners.jobOwner(pod.Namespace, ref.Name, ref.UID)
+				add(attrCronJob, name)
+				if name == "" {
+					needs = attrCronJob
+				}
 			}
 		}
 	}
@@ -138,7 +152,7 @@ func podAttributes(pod *corev1.Pod, owners ownerLookup, labels, annotations []ex
 			common = append(common, kv{r.tag, v})
 		}
 	}
-	podLevel = &attribution{attrs: common, podUID: string(pod.UID)}
+	podLevel = &attribution{attrs: common, podUID: string(pod.UID), ownerNeeds: needs}
 
 	images := map[string]string{}
 	for _, c := range pod.Spec.InitContainers {
@@ -172,7 +186,7 @@ func podAttributes(pod *corev1.Pod, owners ownerLookup, labels, annotations []ex
 				attrs = append(attrs, kv{attrImageTag, tag})
 			}
 		}
-		byCID[id] = &attribution{attrs: attrs, podUID: string(pod.UID), hasContainer: true}
+		byCID[id] = &attribution{attrs: attrs, podUID: string(pod.UID), hasContainer: true, ownerNeeds: needs}
 	}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 		for i := range list {

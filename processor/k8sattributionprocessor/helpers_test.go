@@ -69,7 +69,7 @@ func newHarness(t testing.TB, client kubernetes.Interface, cfg *Config, prepare 
 	return h
 }
 
-// waitSynced waits until the pod, ReplicaSet and Job informers have synced.
+// waitSynced waits until the pod, ReplicaSet and Job informers and their handlers have synced.
 func (h *harness) waitSynced() {
 	h.t.Helper()
 	w := h.core.watcher.Load()
@@ -77,7 +77,9 @@ func (h *harness) waitSynced() {
 		h.t.Fatal("no informers running")
 	}
 	eventually(h.t, 10*time.Second, "informers synced", func() bool {
-		return w.pods.HasSynced() && w.rs.HasSynced() && w.jobs.HasSynced()
+		// The handlers too: until the owner handlers caught up, a batch holds the pods whose
+		// Deployment or CronJob is not known yet (late, not ok).
+		return w.pods.HasSynced() && w.rs.HasSynced() && w.jobs.HasSynced() && w.handlers.HasSynced()
 	})
 }
 

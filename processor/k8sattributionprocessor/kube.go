@@ -205,6 +205,37 @@ func (w *kubeWatcher) waitable() bool {
 	return w.pods.HasSynced() || w.health.lastPodError() == nil
 }
 
+// Owner informer states (ownerState).
+const (
+	ownerSynced  = iota // its handlers saw every owner listed: what is not known does not exist
+	ownerSyncing        // still delivering its first list: worth waiting for
+	ownerFailing        // not synced and its calls fail, are refused, or the sync is late
+)
+
+// ownerState says whether the informer that fills attr (k8s.deployment.name: ReplicaSets,
+// k8s.cronjob.name: Jobs) can still fill it.
+func (w *kubeWatcher) ownerState(attr string) int {
+	synced, resource := w.handlers.ReplicaSetsSynced, "replicasets"
+	if attr == attrCronJob {
+		synced, resource = w.handlers.JobsSynced, "jobs"
+	}
+	if synced == nil || synced() {
+		return ownerSynced
+	}
+	if w.health.ownerFailing(resource) {
+		return ownerFailing
+	}
+	return ownerSyncing
+}
+
+// ownerFailing reports whether an owner informer's resource is unreachable or refused, or the
+// informers are late syncing (syncGrace): a batch does not wait for it then.
+func (h *apiHealth) ownerFailing(resource string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.unreachable[resource] || h.denied[resource] != "" || h.syncLate
+}
+
 func (w *kubeWatcher) onPod(obj any) {
 	if pod, ok := obj.(*corev1.Pod); ok {
 		w.index.upsert(pod)

@@ -27,6 +27,10 @@ const (
 	// missedCacheSize bounds the ids that already timed out once and are not
 	// waited for again.
 	missedCacheSize = 4096
+	// maxOwnerHolds bounds the batches held at once for an owner informer's first sync (a
+	// gateway's OTLP receiver calls with many batches at once, each kept while held); past it a
+	// batch goes on at once, its owners unresolved (hold_limit).
+	maxOwnerHolds = 64
 )
 
 // pidEntry is what the cgroup of a process said, and the attribution last
@@ -55,6 +59,7 @@ type core struct {
 	now        func() time.Time
 
 	watcher atomic.Pointer[kubeWatcher] // nil: no API
+	holds   atomic.Int32                // batches held for owners now (maxOwnerHolds)
 	status  *statusReporter
 	// syncGrace: how long the informers may take to sync before the status says so.
 	syncGrace time.Duration
@@ -207,27 +212,94 @@ func (c *core) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error)
 	return ld, nil
 }
 
-// pending is a resource whose container is not known yet.
+// pending is a resource whose container is not known yet, or whose pod is known but not its
+// Deployment or CronJob while the owner informer has not synced (owner set).
 type pending struct {
 	m           pcommon.Map
 	pid         int64
 	entry       *pidEntry
 	cid, podUID string
+	owner       *attribution // the pod's, found; nil: the pod is not known yet
 }
 
-// process attributes the n resources of one batch; resources whose pod is
-// not known yet wait together, at most wait_for_metadata.
+// process attributes the n resources of one batch; resources whose pod (or its owner's owner,
+// at start) is not known yet wait together, at most wait_for_metadata.
 func (c *core) process(ctx context.Context, n int, at func(int) pcommon.Map) {
 	start := c.now()
 	var waiting []pending
+	owners := 0
 	for i := 0; i < n; i++ {
 		if p, wait := c.resolve(ctx, at(i), start); wait {
 			waiting = append(waiting, p)
+			if p.owner != nil {
+				owners++
+			}
 		}
+	}
+	if owners > 0 {
+		if c.holds.Add(1) > maxOwnerHolds {
+			// Too many batches held already: this one's owners stay unresolved.
+			rest := waiting[:0]
+			for _, p := range waiting {
+				if p.owner != nil {
+					c.applyOwnerUnresolved(ctx, p.m, p.owner, attributionOK, p.cid, reasonHoldLimit)
+				} else {
+					rest = append(rest, p)
+				}
+			}
+			waiting = rest
+		}
+		defer c.holds.Add(-1)
 	}
 	if len(waiting) > 0 {
 		c.wait(ctx, waiting, start)
 	}
+}
+
+// ownerHold decides for a pod's attribution a whose Deployment or CronJob is unknown: hold the
+// resource while the owner informer is still syncing (at start), or release it now with the
+// reason its owner stays unresolved ("" when nothing is missing: synced, the owner has none).
+func (c *core) ownerHold(a *attribution) (hold bool, unresolved string) {
+	if a.ownerNeeds == "" {
+		return false, ""
+	}
+	w := c.watcher.Load()
+	if w == nil {
+		return false, ""
+	}
+	switch w.ownerState(a.ownerNeeds) {
+	case ownerSyncing:
+		if c.cfg.WaitForMetadata <= 0 {
+			return false, reasonNotWaited
+		}
+		return true, ""
+	case ownerFailing:
+		return false, reasonAPIUnavailable
+	}
+	return false, ""
+}
+
+// found applies a pod's attribution a found for a resource now, or returns it pending for its
+// owner (see ownerHold).
+func (c *core) found(ctx context.Context, m pcommon.Map, a *attribution, pid int64, entry *pidEntry, cid, podUID string) (pending, bool) {
+	hold, unresolved := c.ownerHold(a)
+	switch {
+	case hold:
+		return pending{m: m, pid: pid, entry: entry, cid: cid, podUID: podUID, owner: a}, true
+	case unresolved != "":
+		c.applyOwnerUnresolved(ctx, m, a, attributionOK, cid, unresolved)
+	default:
+		applyAttribution(m, a, attributionOK, cid)
+	}
+	return pending{}, false
+}
+
+// applyOwnerUnresolved applies a, whose Deployment or CronJob is not known, and says so: the
+// attribute agenttrail.k8s.owner_unresolved names what is missing, counted by reason.
+func (c *core) applyOwnerUnresolved(ctx context.Context, m pcommon.Map, a *attribution, status, cid, reason string) {
+	applyAttribution(m, a, status, cid)
+	m.PutStr(attrOwnerUnresolved, a.ownerNeeds)
+	c.tel.ownerUnresolved(ctx, reason)
 }
 
 // resolve attributes one resource, or returns it as pending (wait true).
@@ -248,8 +320,7 @@ func (c *core) resolve(ctx context.Context, m pcommon.Map, now time.Time) (p pen
 			if hasPID && !c.cfg.Passthrough {
 				c.rememberPID(pid, cid, a, now)
 			}
-			applyAttribution(m, a, attributionOK, cid)
-			return p, false
+			return c.found(ctx, m, a, pid, nil, cid, podUID)
 		}
 	}
 	var entry *pidEntry
@@ -279,8 +350,7 @@ func (c *core) resolve(ctx context.Context, m pcommon.Map, now time.Time) (p pen
 	}
 	if a := c.index.lookup(cid, podUID, now); a != nil {
 		c.remember(pid, entry, a)
-		applyAttribution(m, a, attributionOK, cid)
-		return p, false
+		return c.found(ctx, m, a, pid, entry, cid, podUID)
 	}
 	if entry != nil && entry.last != nil {
 		// The pod is gone from the index; the process keeps the identity
@@ -315,11 +385,26 @@ func (c *core) wait(ctx context.Context, waiting []pending, start time.Time) {
 		rest := waiting[:0]
 		now := c.now()
 		for _, p := range waiting {
-			if a := c.index.lookup(p.cid, p.podUID, now); a != nil {
-				c.remember(p.pid, p.entry, a)
-				applyAttribution(p.m, a, attributionLate, p.cid)
-			} else {
+			a := c.index.lookup(p.cid, p.podUID, now)
+			if a == nil {
+				if p.owner != nil {
+					// The pod left the index meanwhile: what was found stands.
+					c.applyOwnerUnresolved(ctx, p.m, p.owner, attributionLate, p.cid, reasonWaitTimeout)
+					continue
+				}
 				rest = append(rest, p)
+				continue
+			}
+			c.remember(p.pid, p.entry, a)
+			hold, unresolved := c.ownerHold(a)
+			switch {
+			case hold:
+				p.owner = a
+				rest = append(rest, p)
+			case unresolved != "":
+				c.applyOwnerUnresolved(ctx, p.m, a, attributionLate, p.cid, unresolved)
+			default:
+				applyAttribution(p.m, a, attributionLate, p.cid)
 			}
 		}
 		waiting = rest
@@ -340,6 +425,11 @@ func (c *core) wait(ctx context.Context, waiting []pending, start time.Time) {
 			}
 		}
 		for _, p := range waiting {
+			if p.owner != nil {
+				// The pod is known; the owner informer did not sync in time.
+				c.applyOwnerUnresolved(ctx, p.m, p.owner, attributionLate, p.cid, reason)
+				continue
+			}
 			if reason == reasonWaitTimeout {
 				c.missed.Add(missKey(p.cid, p.podUID), struct{}{})
 			}

@@ -107,8 +107,11 @@ func (w *kubeWatcher) watchSync(ctx context.Context, grace time.Duration) {
 	defer tick.Stop()
 	late := false
 	for {
-		if w.pods.HasSynced() && w.rs.HasSynced() && w.jobs.HasSynced() {
+		if w.pods.HasSynced() && w.rs.HasSynced() && w.jobs.HasSynced() && (w.handlers.HasSynced == nil || w.handlers.HasSynced()) {
 			w.health.setSync(true, late)
+			// Batches holding a pod for its Deployment or CronJob (core.ownerHold) go on: an
+			// owner the lists did not have changed nothing in the index.
+			w.index.notify()
 			return
 		}
 		if !late && !time.Now().Before(deadline) {

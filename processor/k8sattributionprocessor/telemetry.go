@@ -30,6 +30,10 @@ const (
 	reasonNoIdentity = "no_identity"
 	// reasonCanceled: the batch's context ended while waiting.
 	reasonCanceled = "canceled"
+	// reasonNotWaited (owner_unresolved): wait_for_metadata is 0.
+	reasonNotWaited = "not_waited"
+	// reasonHoldLimit (owner_unresolved): maxOwnerHolds batches were held already.
+	reasonHoldLimit = "hold_limit"
 )
 
 // telemetry is the processor's self-telemetry through the collector's meter
@@ -37,6 +41,9 @@ const (
 // declared here).
 type telemetry struct {
 	misses metric.Int64Counter
+	// unresolved counts resources released without their Deployment or CronJob while the owner
+	// informer had not synced.
+	unresolved metric.Int64Counter
 	// reasons holds a prepared attribute option per reason (no allocation
 	// per miss).
 	reasons map[string]metric.AddOption
@@ -50,8 +57,14 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &telemetry{misses: c, reasons: map[string]metric.AddOption{}}
-	for _, r := range []string{reasonWaitTimeout, reasonNotFound, reasonAPIUnavailable, reasonNoAPI, reasonProcessExited, reasonNoIdentity, reasonCanceled} {
+	u, err := m.Int64Counter("agenttrail.k8s_attribution.owner_unresolved",
+		metric.WithDescription("Resources released without their Deployment or CronJob name while the ReplicaSet or Job informer had not synced, by reason."),
+		metric.WithUnit("{resource}"))
+	if err != nil {
+		return nil, err
+	}
+	t := &telemetry{misses: c, unresolved: u, reasons: map[string]metric.AddOption{}}
+	for _, r := range []string{reasonWaitTimeout, reasonNotFound, reasonAPIUnavailable, reasonNoAPI, reasonProcessExited, reasonNoIdentity, reasonCanceled, reasonNotWaited, reasonHoldLimit} {
 		t.reasons[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 	}
 	return t, nil
@@ -63,4 +76,12 @@ func (t *telemetry) miss(ctx context.Context, reason string) {
 		opt = metric.WithAttributes(attribute.String("reason", reason))
 	}
 	t.misses.Add(ctx, 1, opt)
+}
+
+func (t *telemetry) ownerUnresolved(ctx context.Context, reason string) {
+	opt, ok := t.reasons[reason]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String("reason", reason))
+	}
+	t.unresolved.Add(ctx, 1, opt)
 }
