@@ -124,6 +124,31 @@ func makeKubeCgroups(t *testing.T) kubeCgroups {
 	return c
 }
 
+// podAgent starts the Go agent exe (dialing peer) in the agent container of a new pod whose
+// ai.bank/agent label is label, and returns the pod, the fake API server that lists it and the
+// agent, which has answered once (it runs in its cgroup).
+func podAgent(t *testing.T, exe, peer, label string) (*corev1.Pod, *fake.Clientset, *program) {
+	t.Helper()
+	c := makeKubeCgroups(t)
+	pod := kubePod(c.podUID, c.proxyID, map[string]string{"ai.bank/agent": label})
+	client := fake.NewClientset(pod)
+	agent := startProgram(t, exe, peer)
+	if err := containerid.AddProcess(c.agent, agent.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	agent.do(t, "noop", "ok noop")
+	return pod, client, agent
+}
+
+// relabelPod sets pod's ai.bank/agent label to value on the API server, as kubectl label does.
+func relabelPod(t *testing.T, client *fake.Clientset, pod *corev1.Pod, value string) {
+	t.Helper()
+	pod.Labels["ai.bank/agent"] = value
+	if _, err := client.CoreV1().Pods("wealth-ai").Update(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func startKubeReceiver(t *testing.T, client *fake.Clientset, target TargetConfig) *consumertest.TracesSink {
 	t.Helper()
 	inf, err := k8sinventory.New(client, "node-1", 0, zap.NewNop())
@@ -187,24 +212,14 @@ func TestKubernetesTargets(t *testing.T) {
 	})
 
 	t.Run("pod_selected_later", func(t *testing.T) {
-		c := makeKubeCgroups(t)
-		pod := kubePod(c.podUID, c.proxyID, map[string]string{"ai.bank/agent": "false"})
-		client := fake.NewClientset(pod)
-		agent := startProgram(t, exe, peer)
-		if err := containerid.AddProcess(c.agent, agent.cmd.Process.Pid); err != nil {
-			t.Fatal(err)
-		}
-		agent.do(t, "noop", "ok noop")
+		pod, client, agent := podAgent(t, exe, peer, "false")
 		sink := startKubeReceiver(t, client, dialTarget("advisor", TargetConfig{Kubernetes: &k8sselect.Config{PodLabels: "ai.bank/agent=true"}}))
 		agent.do(t, "dial "+peer, "ok dial")
 		time.Sleep(300 * time.Millisecond)
 		if n := sink.SpanCount(); n != 0 {
 			t.Fatalf("%d spans from a pod outside the selection", n)
 		}
-		pod.Labels["ai.bank/agent"] = "true"
-		if _, err := client.CoreV1().Pods("wealth-ai").Update(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		relabelPod(t, client, pod, "true")
 		got := waitSpans(t, sink, func(col collected) bool {
 			if col.has("main.Dial", "connect") {
 				return true
@@ -262,14 +277,7 @@ func TestKubernetesPodLeavesSelection(t *testing.T) {
 	requireKernel(t)
 	exe := buildGoAgent(t)
 	peer := listen(t)
-	c := makeKubeCgroups(t)
-	pod := kubePod(c.podUID, c.proxyID, map[string]string{"ai.bank/agent": "true"})
-	client := fake.NewClientset(pod)
-	agent := startProgram(t, exe, peer)
-	if err := containerid.AddProcess(c.agent, agent.cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
-	agent.do(t, "noop", "ok noop")
+	pod, client, agent := podAgent(t, exe, peer, "true")
 	sink := startKubeReceiver(t, client, dialTarget("advisor", TargetConfig{Kubernetes: &k8sselect.Config{PodLabels: "ai.bank/agent=true"}}))
 	connects := func() int {
 		n := 0
@@ -287,10 +295,7 @@ func TestKubernetesPodLeavesSelection(t *testing.T) {
 		agent.do(t, "dial "+peer, "ok dial")
 		return false
 	})
-	pod.Labels["ai.bank/agent"] = "false"
-	if _, err := client.CoreV1().Pods("wealth-ai").Update(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	relabelPod(t, client, pod, "false")
 	time.Sleep(2 * time.Second) // the informer, the wake, the rescan (at most one a second), a flush
 	before := connects()
 	for range 3 {
