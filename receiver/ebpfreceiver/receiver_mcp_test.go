@@ -108,6 +108,17 @@ func TestNodeMCPStdio(t *testing.T) {
 	}
 }
 
+// goMCPWithSecret builds the Go SDK program and writes the file its read_file calls read.
+func goMCPWithSecret(t *testing.T) (bin, secret string) {
+	t.Helper()
+	bin = buildGoMCP(t)
+	secret = filepath.Join(t.TempDir(), "secret.txt")
+	if err := os.WriteFile(secret, []byte("the secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bin, secret
+}
+
 // buildGoMCP builds the Go SDK program that is also the MCP story's agent (one program for both).
 func buildGoMCP(t *testing.T) string { return buildTestProgram(t, "./testdata/mcpstory") }
 
@@ -141,12 +152,7 @@ func childrenOf(c collected, parent ptrace.Span) []string {
 // the server's openat of the file under it, fetch's the server's connect to the URL's host.
 func TestGoMCPStdio(t *testing.T) {
 	requireKernel(t)
-	bin := buildGoMCP(t)
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret.txt")
-	if err := os.WriteFile(secret, []byte("the secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bin, secret := goMCPWithSecret(t)
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "a page") }))
 	defer page.Close()
 	ln := strings.TrimPrefix(page.URL, "http://")
@@ -197,12 +203,7 @@ func contains(list []string, s string) bool {
 // the same execute_tool spans, with the server's address.
 func TestGoMCPStreamableHTTP(t *testing.T) {
 	requireKernel(t)
-	bin := buildGoMCP(t)
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret.txt")
-	if err := os.WriteFile(secret, []byte("the secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bin, secret := goMCPWithSecret(t)
 	srv := startProgram(t, bin, "serve-http", "127.0.0.1:0")
 	var addr string
 	select {
