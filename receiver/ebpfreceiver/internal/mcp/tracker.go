@@ -164,19 +164,7 @@ func (t *Tracker) Sessions() int { return len(t.sessions) }
 // more bytes the call moved. Messages are paired within session: for stdio the two pipes to one
 // server, for a socket the connection itself.
 func (t *Tracker) Data(sk0, sess Key, dir Direction, data []byte, missing int, at time.Time, meta any) []Call {
-	sk := streamKey{sk0, dir}
-	s := t.streams[sk]
-	if s == nil {
-		if len(data) == 0 {
-			return nil
-		}
-		if len(t.streams) >= t.opts.MaxStreams {
-			t.evictStream()
-		}
-		s = &stream{}
-		t.streams[sk] = s
-	}
-	msgs := s.feed(data, missing, at, meta, t.opts.MaxMessage, &t.stats)
+	msgs := t.Stream(sk0, dir, data, missing, at, meta)
 	if len(msgs) == 0 {
 		return nil
 	}
