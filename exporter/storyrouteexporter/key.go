@@ -108,32 +108,17 @@ func (k *keyer) keys(td ptrace.Traces, counts map[string]int) map[pcommon.TraceI
 		if _, ok := out[id]; !ok {
 			out[id] = routeKey{key: traceIDKey(id), by: byTraceID}
 		}
-		accept, io := sockspan.IsAccept(s), sockspan.IsSocketIO(s)
-		if !accept && !io {
+		c, ok := sockspan.ConnOf(res, s, counts)
+		if !ok {
 			return
 		}
-		attrs := s.Attributes()
-		peer, present, reason := sockspan.AddrPort(attrs, sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
-		if !present || reason != "" {
-			if io && reason != "" {
-				counts[reason]++ // an accept's were counted above
-			}
-			return
-		}
-		local, localPresent, reason := sockspan.AddrPort(attrs, sockspan.AttrLocalAddr, sockspan.AttrLocalPort)
-		if reason != "" {
-			counts[reason]++
-			localPresent = false
-		}
-		node := sockspan.NodeOf(res)
-		netns := sockspan.NetNS(attrs)
 		start := s.StartTimestamp().AsTime()
-		if accept || k.isInbound(inboundKey{node: node, peer: peer}) || (localPresent && sockspan.ServedByPorts(local, peer)) {
-			offer(server, id, addrKey(peer.Addr(), node, netns), start)
+		if c.Accept || k.isInbound(inboundKey{node: c.Node, peer: c.Peer}) || (c.HasLocal && sockspan.ServedByPorts(c.Local, c.Peer)) {
+			offer(server, id, addrKey(c.Peer.Addr(), c.Node, c.NetNS), start)
 			return
 		}
-		if localPresent {
-			offer(client, id, addrKey(local.Addr(), node, netns), start)
+		if c.HasLocal {
+			offer(client, id, addrKey(c.Local.Addr(), c.Node, c.NetNS), start)
 		}
 	})
 	for id := range out {

@@ -67,6 +67,41 @@ func EachAcceptedPeer(td ptrace.Traces, counts map[string]int, f func(node strin
 	})
 }
 
+// Conn is what an accept or socket I/O span says of its connection, as its node's kernel saw it.
+type Conn struct {
+	Accept   bool           // an accept span, else socket I/O
+	Peer     netip.AddrPort // the other end
+	Local    netip.AddrPort // this end, when HasLocal
+	HasLocal bool
+	Node     string // the resource's node (NodeOf)
+	NetNS    int64  // the socket's network namespace, 0 when unknown
+}
+
+// ConnOf reads the connection of span s of resource res. ok is false for a span that is not an
+// accept or socket I/O and for one whose peer is absent or unusable: then the connection pairs
+// with nothing. What made an address or port unusable is counted in counts by reason, but for an
+// accept's peer: EachAcceptedPeer counted it in the first pass over the batch.
+func ConnOf(res pcommon.Resource, s ptrace.Span, counts map[string]int) (c Conn, ok bool) {
+	accept, io := IsAccept(s), IsSocketIO(s)
+	if !accept && !io {
+		return Conn{}, false
+	}
+	attrs := s.Attributes()
+	peer, present, reason := AddrPort(attrs, AttrPeerAddr, AttrPeerPort)
+	if !present || reason != "" {
+		if io && reason != "" {
+			counts[reason]++
+		}
+		return Conn{}, false
+	}
+	local, hasLocal, reason := AddrPort(attrs, AttrLocalAddr, AttrLocalPort)
+	if reason != "" {
+		counts[reason]++
+		hasLocal = false
+	}
+	return Conn{Accept: accept, Peer: peer, Local: local, HasLocal: hasLocal, Node: NodeOf(res), NetNS: NetNS(attrs)}, true
+}
+
 // NodeOf is the node a resource ran on: k8s.node.name, else host.name.
 func NodeOf(res pcommon.Resource) string {
 	if v, ok := res.Attributes().Get(AttrNodeName); ok && v.Str() != "" {

@@ -390,25 +390,11 @@ func (j *joiner) consume(ctx context.Context, td ptrace.Traces) (ptrace.Traces, 
 // earliest per trace is kept) or a client-side use of a connection.
 // It reports whether the span was the first evidence of its trace.
 func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, evs map[pcommon.TraceID]evidence, counts map[string]int) bool {
-	accept, io := sockspan.IsAccept(s), sockspan.IsSocketIO(s)
-	if !accept && !io {
+	conn, ok := sockspan.ConnOf(res, s, counts)
+	if !ok {
 		return false
 	}
-	attrs := s.Attributes()
-	peer, present, reason := sockspan.AddrPort(attrs, sockspan.AttrPeerAddr, sockspan.AttrPeerPort)
-	if !present || reason != "" {
-		if io && reason != "" {
-			counts[reason]++ // an accept's were counted in the first pass
-		}
-		return false
-	}
-	local, localPresent, reason := sockspan.AddrPort(attrs, sockspan.AttrLocalAddr, sockspan.AttrLocalPort)
-	if reason != "" {
-		counts[reason]++
-		localPresent = false
-	}
-	node := sockspan.NodeOf(res)
-	netns := sockspan.NetNS(attrs)
+	accept, peer, local, localPresent, node, netns := conn.Accept, conn.Peer, conn.Local, conn.HasLocal, conn.Node, conn.NetNS
 	start := s.StartTimestamp().AsTime()
 	ik := inboundKey{node: node, peer: peer}
 	// I/O whose ports say this end served is server-side whether or not its client or accept
