@@ -29,58 +29,69 @@ func storyFacts(t *testing.T, b *traceBuilder) *story.Facts {
 }
 
 func TestNarrative(t *testing.T) {
-	t.Run("the attack in a pod", func(t *testing.T) {
-		b := newTraceBuilder()
-		attackStory(b.podProcess("customer-agent", 4242), traceID(1), 0)
-		assert.Equal(t, "10:02:03.120 customer-agent (customer-ai/agent-7f9c, sa agent-sa) accepted a prompt in main.(*Agent).HandlePrompt"+
-			" → chat model-x → connect 127.0.0.1:18443"+
-			" → execute_tool customer-data-export(destination=http://127.0.0.2:19999/upload, query=SELECT * FROM customers)"+
-			" → read /srv/bank/customers.csv → connect 127.0.0.2:19999 → chat model-x → connect 127.0.0.1:18443",
-			finding.Narrative(storyFacts(t, b), finding.Hints{}))
-	})
-
-	t.Run("bytes sent, long arguments, repeats, a failed open, on a host", func(t *testing.T) {
-		b := newTraceBuilder()
-		p := b.hostProcess("customer-agent", 4242)
-		root := p.prompt(traceID(1), 0, 1000, "export")
-		tool := p.tool(root, 10, 900, "customer-data-export", [2]string{"query", "SELECT id, name, email, card_number, ssn FROM customers WHERE 1=1"})
-		p.openat(tool, 11, "/data/customers.db", "O_RDONLY")
-		p.openat(tool, 12, "/data/missing.db", "O_RDONLY")
-		ev := p.spans[tool.idx].span.Events().At(1)
-		ev.Attributes().PutStr("error.type", "ENOENT")
-		p.connect(tool, 20, 21, "203.0.113.9", 443)
-		p.sendto(tool, 22, 23, "203.0.113.9", 443, 1_400_000)
-		p.sendto(tool, 24, 25, "203.0.113.9", 443, 700_000)
-		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
-			" → execute_tool customer-data-export(query=SELECT id, name, email, card_num…)"+
-			" → read /data/customers.db → read /data/missing.db failed (ENOENT)"+
-			" → connect 203.0.113.9:443, 2.1 MB sent → sendto 203.0.113.9:443 ×2",
-			finding.Narrative(storyFacts(t, b), finding.Hints{}))
-	})
-
-	t.Run("a model call and its decrypted TLS call below it are one step", func(t *testing.T) {
-		b := newTraceBuilder()
-		p := b.hostProcess("customer-agent", 4242)
-		root := p.prompt(traceID(1), 0, 1000, "hi")
-		for _, at := range []float64{10, 100} {
-			fn := p.chat(root, at, at+50, "model-x")
-			wire, _ := p.newSpan(fn.trace, &fn, "chat model-x", ptrace.SpanKindClient, at+2, at+40)
-			wire.Attributes().PutStr("gen_ai.operation.name", "chat")
-			wire.Attributes().PutStr("gen_ai.provider.name", "openai")
-		}
-		assert.Equal(t, "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt"+
-			" → chat model-x → connect 127.0.0.1:18443 → chat model-x → connect 127.0.0.1:18443",
-			finding.Narrative(storyFacts(t, b), finding.Hints{}))
-	})
-
-	t.Run("clock skew: a child that seems to start before its parent comes after it", func(t *testing.T) {
-		b := newTraceBuilder()
-		p := b.hostProcess("customer-agent", 4242)
-		root := p.prompt(traceID(1), 100, 1000, "hi")
-		p.tool(root, 50, 60, "accounts-summary") // another CPU's clock
-		assert.Equal(t, "10:02:03.220 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt → execute_tool accounts-summary()",
-			finding.Narrative(storyFacts(t, b), finding.Hints{}))
-	})
+	for _, tc := range []struct {
+		name  string
+		build func(b *traceBuilder)
+		want  string
+	}{
+		{
+			name:  "the attack in a pod",
+			build: func(b *traceBuilder) { attackStory(b.podProcess("customer-agent", 4242), traceID(1), 0) },
+			want: "10:02:03.120 customer-agent (customer-ai/agent-7f9c, sa agent-sa) accepted a prompt in main.(*Agent).HandlePrompt" +
+				" → chat model-x → connect 127.0.0.1:18443" +
+				" → execute_tool customer-data-export(destination=http://127.0.0.2:19999/upload, query=SELECT * FROM customers)" +
+				" → read /srv/bank/customers.csv → connect 127.0.0.2:19999 → chat model-x → connect 127.0.0.1:18443",
+		},
+		{
+			name: "bytes sent, long arguments, repeats, a failed open, on a host",
+			build: func(b *traceBuilder) {
+				p := b.hostProcess("customer-agent", 4242)
+				root := p.prompt(traceID(1), 0, 1000, "export")
+				tool := p.tool(root, 10, 900, "customer-data-export", [2]string{"query", "SELECT id, name, email, card_number, ssn FROM customers WHERE 1=1"})
+				p.openat(tool, 11, "/data/customers.db", "O_RDONLY")
+				p.openat(tool, 12, "/data/missing.db", "O_RDONLY")
+				ev := p.spans[tool.idx].span.Events().At(1)
+				ev.Attributes().PutStr("error.type", "ENOENT")
+				p.connect(tool, 20, 21, "203.0.113.9", 443)
+				p.sendto(tool, 22, 23, "203.0.113.9", 443, 1_400_000)
+				p.sendto(tool, 24, 25, "203.0.113.9", 443, 700_000)
+			},
+			want: "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt" +
+				" → execute_tool customer-data-export(query=SELECT id, name, email, card_num…)" +
+				" → read /data/customers.db → read /data/missing.db failed (ENOENT)" +
+				" → connect 203.0.113.9:443, 2.1 MB sent → sendto 203.0.113.9:443 ×2",
+		},
+		{
+			name: "a model call and its decrypted TLS call below it are one step",
+			build: func(b *traceBuilder) {
+				p := b.hostProcess("customer-agent", 4242)
+				root := p.prompt(traceID(1), 0, 1000, "hi")
+				for _, at := range []float64{10, 100} {
+					fn := p.chat(root, at, at+50, "model-x")
+					wire, _ := p.newSpan(fn.trace, &fn, "chat model-x", ptrace.SpanKindClient, at+2, at+40)
+					wire.Attributes().PutStr("gen_ai.operation.name", "chat")
+					wire.Attributes().PutStr("gen_ai.provider.name", "openai")
+				}
+			},
+			want: "10:02:03.120 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt" +
+				" → chat model-x → connect 127.0.0.1:18443 → chat model-x → connect 127.0.0.1:18443",
+		},
+		{
+			name: "clock skew: a child that seems to start before its parent comes after it",
+			build: func(b *traceBuilder) {
+				p := b.hostProcess("customer-agent", 4242)
+				root := p.prompt(traceID(1), 100, 1000, "hi")
+				p.tool(root, 50, 60, "accounts-summary") // another CPU's clock
+			},
+			want: "10:02:03.220 customer-agent (pid 4242) accepted a prompt in main.(*Agent).HandlePrompt → execute_tool accounts-summary()",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newTraceBuilder()
+			tc.build(b)
+			assert.Equal(t, tc.want, finding.Narrative(storyFacts(t, b), finding.Hints{}))
+		})
+	}
 }
 
 func TestOCSF(t *testing.T) {
