@@ -22,6 +22,7 @@
 #define FD_IO_MAX_CAPTURE 65536 // payload bytes of one socket or pipe I/O sent at most
 #define FD_IO_DNS_CAPTURE 512   // bytes of a DNS message sent, whatever the plaintext bound
 #define FD_IO_MAX_MMSG 8        // sendmmsg/recvmmsg entries whose lengths are summed
+#define FD_IO_MAX_IOV 16        // buffers of a writev/readv or sendmsg/recvmsg whose data is captured
 
 enum event_kind {
 	EVENT_FUNC_ENTRY = 1,
@@ -295,6 +296,7 @@ enum fd_io_flags {
 	FD_IO_F_READ_FAILED = 8,  // the data or an argument could not be read from user memory
 	FD_IO_F_DNS = 16,         // captured because the peer port is the DNS port
 	FD_IO_F_PLAIN = 32,       // captured because the socket or pipe carries a plaintext protocol
+	FD_IO_F_IOV_CUT = 64,     // the call's data went on past FD_IO_MAX_IOV buffers, within the capture bound: not captured
 };
 
 // EVENT_FD_IO: one send or receive of a traced process on a socket (or on a pipe that carries a

@@ -475,12 +475,20 @@ static __always_inline int io_op(long nr, __u8 *dir)
 }
 
 // One record under construction per CPU (too large for the BPF stack); user space sets
-// max_entries to the number of possible CPUs.
+// max_entries to the number of possible CPUs. The slack after the record lets a buffer of a
+// writev or sendmsg be read at a variable offset of data: the verifier bounds offset and length
+// apart (each up to FD_IO_MAX_CAPTURE), so their sum must fit in the map value; what is sent is
+// cut to the record's data.
+struct fd_scratch_value {
+	struct fd_io_event e;
+	__u8 slack[FD_IO_MAX_CAPTURE];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct fd_io_event);
+	__type(value, struct fd_scratch_value);
 } fd_scratch SEC(".maps");
 
 // Sockets and pipes that carry a plaintext protocol (HTTP/1, HTTP/2 without TLS, JSON-RPC on a
@@ -585,6 +593,8 @@ static __always_inline int tls_start(const __u8 *b)
 struct first_buf {
 	__u64 ptr;
 	__u64 len;
+	__u64 iov; // writev, sendmsg: the iovec array (the first buffer is its entry 0)
+	__u64 iovcnt;
 };
 
 // first_data finds the call's first data buffer (the only one whose payload is captured) and,
@@ -604,6 +614,8 @@ static __always_inline int first_data(struct pt_regs *regs, int shape, struct fi
 	case IO_IOV:
 		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)a1) < 0)
 			return -1;
+		fb->iov = a1;
+		fb->iovcnt = BPF_CORE_READ(regs, dx);
 		break;
 	case IO_MSG:
 	case IO_MMSG: // the first mmsghdr starts with its msghdr
@@ -614,6 +626,10 @@ static __always_inline int first_data(struct pt_regs *regs, int shape, struct fi
 			return 0;
 		if (bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov) < 0)
 			return -1;
+		if (shape == IO_MSG) { // an mmsghdr's messages are not one stream of bytes
+			fb->iov = (__u64)msg.msg_iov;
+			fb->iovcnt = msg.msg_iovlen;
+		}
 		break;
 	default:
 		return 0;
@@ -647,6 +663,49 @@ static __always_inline int pipe_json_start(struct pt_regs *regs, int shape, long
 	if (!ptr || len < 8 || bpf_probe_read_user(&c, 1, (void *)ptr) < 0)
 		return 0;
 	return c == '{';
+}
+
+// more_iovs appends the buffers after the first of a writev or sendmsg to the record's data,
+// which holds off bytes (the whole first buffer), up to want bytes in all (the capture bound,
+// at most the bytes the call moved): Node's HTTP client writes a request's headers and its body
+// in one writev, Python's asyncio a response's. At most FD_IO_MAX_IOV buffers are read; when
+// bytes within the bound remain in later ones, FD_IO_F_IOV_CUT says so (and PAYLOAD_CUT, as for
+// any capture shorter than the call). Returns the bytes now in data.
+static __always_inline __u64 more_iovs(struct fd_io_event *e, const struct first_buf *fb, __u64 off, __u64 want)
+{
+	const struct iovec *vec = (const struct iovec *)fb->iov;
+	if (want > FD_IO_MAX_CAPTURE)
+		want = FD_IO_MAX_CAPTURE;
+	for (int i = 1; i < FD_IO_MAX_IOV; i++) {
+		if (i >= fb->iovcnt || off >= want)
+			return off;
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i]) < 0) {
+			e->flags |= FD_IO_F_READ_FAILED;
+			return off;
+		}
+		__u64 n = iov.iov_len;
+		if (n > want - off)
+			n = want - off;
+		if (!n)
+			continue;
+		if (!iov.iov_base) {
+			e->flags |= FD_IO_F_READ_FAILED;
+			return off;
+		}
+		__u64 at = off;
+		asm volatile("" : "+r"(at), "+r"(n));
+		if (at >= FD_IO_MAX_CAPTURE || n > FD_IO_MAX_CAPTURE)
+			return off;
+		if (bpf_probe_read_user((__u8 *)e->data + at, n, iov.iov_base) < 0) {
+			e->flags |= FD_IO_F_READ_FAILED;
+			return off;
+		}
+		off += n;
+	}
+	if (FD_IO_MAX_IOV < fb->iovcnt && off < want)
+		e->flags |= FD_IO_F_IOV_CUT;
+	return off;
 }
 
 // mmsg_bytes sums msg_len over the first FD_IO_MAX_MMSG of the n messages sent or received.
@@ -782,8 +841,6 @@ static __always_inline void fd_io(struct pt_regs *regs, long nr, int shape, __u8
 		sz = 0;
 	if (sz > limit)
 		sz = limit;
-	if (sz < e->bytes && limit)
-		e->flags |= FD_IO_F_PAYLOAD_CUT;
 	asm volatile("" : "+r"(sz));
 	if (sz > FD_IO_MAX_CAPTURE)
 		sz = FD_IO_MAX_CAPTURE;
@@ -791,6 +848,11 @@ static __always_inline void fd_io(struct pt_regs *regs, long nr, int shape, __u8
 		e->flags |= FD_IO_F_READ_FAILED;
 		sz = 0;
 	}
+	// The first buffer whole, within the bound, and the call moved more: its later buffers.
+	if (sz && sz == fb.len && fb.iovcnt > 1 && sz < limit && sz < e->bytes)
+		sz = more_iovs(e, &fb, sz, limit < e->bytes ? limit : e->bytes);
+	if (sz < e->bytes && limit)
+		e->flags |= FD_IO_F_PAYLOAD_CUT;
 	e->captured = sz;
 	output(e, offsetof(struct fd_io_event, data) + sz, sizeof(*e));
 }

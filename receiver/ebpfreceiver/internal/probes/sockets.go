@@ -30,6 +30,7 @@ const (
 	FDIOReadFailed  = uint8(syscallsFdIoFlagsFD_IO_F_READ_FAILED)
 	FDIODNS         = uint8(syscallsFdIoFlagsFD_IO_F_DNS)
 	FDIOPlain       = uint8(syscallsFdIoFlagsFD_IO_F_PLAIN)
+	FDIOIovCut      = uint8(syscallsFdIoFlagsFD_IO_F_IOV_CUT)
 )
 
 // Bounds of socket I/O records compiled into the kernel programs.
@@ -40,6 +41,9 @@ const (
 	FDIODNSCaptureBytes = 512
 	// FDIOMaxMmsg: sendmmsg/recvmmsg messages whose lengths are summed (FD_IO_MAX_MMSG).
 	FDIOMaxMmsg = 8
+	// FDIOMaxIov: buffers of a writev/readv or sendmsg/recvmsg whose data is captured, within
+	// CaptureBytes in all (FD_IO_MAX_IOV); FDIOIovCut marks a call with more.
+	FDIOMaxIov = 16
 )
 
 // SocketOptions configure the socket I/O records (EVENT_FD_IO) of traced processes.

@@ -275,7 +275,8 @@ func TestFDIOPipes(t *testing.T) {
 			t.Fatalf("marked pipe: data %q, want %q", e.Data[:e.Captured], rest)
 		}
 	}
-	// A writev's first buffer decides for a pipe not yet marked; a short '{' write does not mark.
+	// A writev's first buffer decides for a pipe not yet marked (its later buffers are captured
+	// too); a short '{' write does not mark.
 	var q [2]int
 	if err := unix.Pipe(q[:]); err != nil {
 		t.Fatal(err)
@@ -292,9 +293,88 @@ func TestFDIOPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e = fdRecord(t, rd, st.Ino, FDIOSend, func(*FDIOEvent) bool { return true })
-	if want := `{"jsonrpc":"2.0",`; string(e.Data[:e.Captured]) != want || e.Bytes != 25 {
-		t.Fatalf("writev on a pipe: bytes %d data %q, want the first buffer %q (the short write must not be reported)", e.Bytes, e.Data[:e.Captured], want)
+	if want := `{"jsonrpc":"2.0","id":2}` + "\n"; string(e.Data[:e.Captured]) != want || e.Bytes != 25 || e.Flags&FDIOPayloadCut != 0 {
+		t.Fatalf("writev on a pipe: bytes %d flags %#x data %q, want %q (the short write must not be reported)", e.Bytes, e.Flags, e.Data[:e.Captured], want)
 	}
+}
+
+// TestFDIOVectors: the data of every buffer of a writev, sendmsg and readv is captured (Node's
+// HTTP client sends a request's headers and body in one writev), up to FDIOMaxIov buffers and
+// the capture bound in all; a call with more buffers says so (FDIOIovCut).
+func TestFDIOVectors(t *testing.T) {
+	_, rd := loadSockets(t, SocketOptions{Enabled: true, Inbound: true, CaptureBytes: 4096})
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	var st unix.Stat_t
+	if err := unix.Fstat(fds[0], &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := st.Ino
+	if err := unix.Fstat(fds[1], &st); err != nil {
+		t.Fatal(err)
+	}
+	peer := st.Ino
+	drain := func(n int) {
+		buf := make([]byte, n)
+		for got := 0; got < n; {
+			m, err := unix.Read(fds[1], buf[got:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += m
+		}
+	}
+	check := func(what string, e *FDIOEvent, want []byte, bytes uint64, flags uint8) {
+		t.Helper()
+		const mask = FDIOPayloadCut | FDIOIovCut | FDIOReadFailed
+		if string(e.Data[:e.Captured]) != string(want) || e.Bytes != bytes || e.Flags&mask != flags {
+			t.Errorf("%s: bytes %d flags %#x captured %d %.80q, want bytes %d flags %#x %.80q", what, e.Bytes, e.Flags&mask, e.Captured,
+				e.Data[:e.Captured], bytes, flags, want)
+		}
+	}
+	parts := [][]byte{[]byte(`{"jsonrpc":"2.0",`), []byte(`"id":1,`), []byte(`"method":"tools/call"}` + "\n")}
+	whole := bytes.Join(parts, nil)
+	if _, err := unix.Writev(fds[0], parts); err != nil {
+		t.Fatal(err)
+	}
+	check("writev", fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV }), whole, uint64(len(whole)), 0)
+	// The receiving end reads it with readv into a short first buffer and a long second one.
+	got := make([]byte, 100)
+	if n, err := unix.Readv(fds[1], [][]byte{got[:10], got[10:]}); err != nil || n != len(whole) {
+		t.Fatalf("readv: %d %v", n, err)
+	}
+	check("readv", fdRecord(t, rd, peer, FDIORecv, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_READV }), whole, uint64(len(whole)), 0)
+	if _, err := unix.SendmsgBuffers(fds[0], parts, nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	check("sendmsg", fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_SENDMSG }), whole, uint64(len(whole)), 0)
+	drain(len(whole))
+	// More buffers than are read: the first FDIOMaxIov, and the flag.
+	many := [][]byte{[]byte(`{"jsonrpc":"2.0","params":"`)}
+	for i := 0; len(many) < FDIOMaxIov+4; i++ {
+		many = append(many, bytes.Repeat([]byte{byte('a' + i)}, 10))
+	}
+	all := bytes.Join(many, nil)
+	if _, err := unix.Writev(fds[0], many); err != nil {
+		t.Fatal(err)
+	}
+	check("writev of 20 buffers", fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV }),
+		bytes.Join(many[:FDIOMaxIov], nil), uint64(len(all)), FDIOPayloadCut|FDIOIovCut)
+	drain(len(all))
+	// The capture bound across buffers: 4096 bytes in all, cut inside the second buffer; not
+	// for want of buffers.
+	big := [][]byte{[]byte(`{"jsonrpc":"2.0","params":"`), bytes.Repeat([]byte{'b'}, 5000), []byte(`"}` + "\n")}
+	all = bytes.Join(big, nil)
+	if n, err := unix.Writev(fds[0], big); err != nil || n != len(all) { // fits in the socket's buffer
+		t.Fatalf("writev: %d %v", n, err)
+	}
+	drain(len(all))
+	check("writev over the bound", fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV }),
+		all[:4096], uint64(len(all)), FDIOPayloadCut)
 }
 
 // TestConnectExitIdentity: a connect's exit record names the socket as its I/O records do.
@@ -447,5 +527,44 @@ func TestFDIOIPv6RecvfromSendfile(t *testing.T) {
 	e = fdRecord(t, rd, inodeOf(t, tc), FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_SENDFILE })
 	if e.Bytes != 1024 || e.Captured != 0 || e.Kind != FDIOTCP {
 		t.Fatalf("sendfile: bytes %d captured %d kind %d", e.Bytes, e.Captured, e.Kind)
+	}
+}
+
+// TestFDIODNSOverTCPWritev: glibc writes a DNS query over TCP as its 2-byte length and the
+// message, two buffers of one writev: both are captured, so the name can be decoded.
+func TestFDIODNSOverTCPWritev(t *testing.T) {
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, rd := loadSockets(t, SocketOptions{Enabled: true, DNSPort: uint16(port)})
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	// A query for example.com, type A.
+	msg := []byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01")
+	length := []byte{0, byte(len(msg))}
+	if _, err := unix.Writev(fd, [][]byte{length, msg}); err != nil {
+		t.Fatal(err)
+	}
+	e := fdRecord(t, rd, st.Ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV })
+	if want := append(length, msg...); e.Flags&FDIODNS == 0 || !bytes.Equal(e.Data[:e.Captured], want) || e.Flags&FDIOPayloadCut != 0 {
+		t.Fatalf("DNS over TCP: flags %#x captured %q, want %q", e.Flags, e.Data[:e.Captured], want)
 	}
 }

@@ -69,6 +69,7 @@ const (
 	syscallsFdIoFlagsFD_IO_F_READ_FAILED  syscallsFdIoFlags = 8
 	syscallsFdIoFlagsFD_IO_F_DNS          syscallsFdIoFlags = 16
 	syscallsFdIoFlagsFD_IO_F_PLAIN        syscallsFdIoFlags = 32
+	syscallsFdIoFlagsFD_IO_F_IOV_CUT      syscallsFdIoFlags = 64
 )
 
 type syscallsFdIoKind uint32
@@ -80,6 +81,12 @@ const (
 	syscallsFdIoKindFD_IO_PIPE  syscallsFdIoKind = 4
 	syscallsFdIoKindFD_IO_OTHER syscallsFdIoKind = 5
 )
+
+type syscallsFdScratchValue struct {
+	_     structs.HostLayout
+	E     syscallsFdIoEvent
+	Slack [65536]uint8
+}
 
 type syscallsInodeKey struct {
 	_   structs.HostLayout

@@ -177,6 +177,11 @@ func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 	if e.Flags&probes.FDIOReadFailed != 0 {
 		t.incomplete.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "read_failed")))
 	}
+	if e.Flags&probes.FDIOIovCut != 0 {
+		// Data past the first 16 buffers of a writev or sendmsg (within the capture bound) was
+		// not captured: the payload is cut there (Payload.Cut), counted here.
+		t.incomplete.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("reason", "iov_cut")))
+	}
 	data := tracer.Bytes(e.Data[:], e.Captured)
 	if e.Flags&probes.FDIOPlain != 0 && (e.Kind == probes.FDIOPipe || e.Kind == probes.FDIOUnix) && startsJSON(data) && !t.jsonrpc(e, data) {
 		if e.Kind == probes.FDIOPipe {
