@@ -38,6 +38,7 @@ enum event_kind {
 	EVENT_TLS_DATA = 11,
 	EVENT_THREAD_EXIT = 12,
 	EVENT_FD_IO = 13,
+	EVENT_PYTHON_CORO_END = 14, // struct python_coro_end_event (bpf/python/python.c)
 };
 
 // Argument kinds and registers: the numbering is shared with the Go package elfinfo.

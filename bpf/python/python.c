@@ -380,6 +380,71 @@ send:
 	return 0;
 }
 
+// Coroutine ends. A configured coroutine's reconstructed span stays open across its awaits (its
+// frame lives inside the coroutine object, so every resumption shows the same frame address) and
+// ends when the object is freed: at gen_dealloc, the tp_dealloc of PyCoro_Type. No stack sample
+// can say it: every sample sees the coroutine running, and a freed coroutine's address is taken
+// by the next one of the same function. gen_dealloc is static (user space reads its address from
+// PyCoro_Type's tp_dealloc slot) and frees generators and async generators too, so the program
+// keeps only the objects whose frame runs one of the configured coroutines' code objects, which
+// user space registers per process in python_coro_codes as it finds them on stacks. The probe is
+// attached per process (a pid-filtered uprobe), so untraced interpreters do not take the trap.
+//
+// The attach cookie says where to read (pyinfo's generator layout of the binary's version):
+// bits 0-15 the offset of the _PyInterpreterFrame in the object, 16-31 that of gi_frame_state,
+// 32-47 that of the frame's code object (f_code, f_executable).
+
+#define PY_MAX_CORO_CODES 4096
+
+struct python_coro_code {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 code; // a configured coroutine's code object in that process
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PY_MAX_CORO_CODES);
+	__type(key, struct python_coro_code);
+	__type(value, __u8);
+} python_coro_codes SEC(".maps");
+
+enum py_coro_flags {
+	PY_CORO_STATE_UNREAD = 1, // gi_frame_state could not be read (state is 0)
+};
+
+// EVENT_PYTHON_CORO_END: a configured coroutine object is being freed.
+struct python_coro_end_event {
+	struct event_header hdr;
+	__u64 frame; // its frame: the object's address plus the frame offset, as stack samples show it
+	__u64 code;  // the frame's code object
+	__s8 state;  // gi_frame_state at gen_dealloc's entry: suspended (never finished) or cleared
+	__u8 flags;  // enum py_coro_flags
+	__u8 _pad[6];
+};
+
+SEC("uprobe/python_gen_dealloc")
+int python_gen_dealloc(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u64 obj = PT_REGS_PARM1(ctx);
+	__u64 frame = obj + (cookie & 0xffff);
+	struct python_coro_code key = {.tgid = bpf_get_current_pid_tgid() >> 32};
+	// A cleared frame keeps its code pointer (the reference is dropped, the field not zeroed).
+	if (bpf_probe_read_user(&key.code, sizeof(key.code), (void *)(frame + ((cookie >> 32) & 0xffff))) < 0)
+		return 0;
+	if (!bpf_map_lookup_elem(&python_coro_codes, &key))
+		return 0;
+	struct python_coro_end_event e = {};
+	fill_header(&e.hdr, EVENT_PYTHON_CORO_END, 0, 0);
+	e.frame = frame;
+	e.code = key.code;
+	if (bpf_probe_read_user(&e.state, sizeof(e.state), (void *)(obj + ((cookie >> 16) & 0xffff))) < 0)
+		e.flags = PY_CORO_STATE_UNREAD;
+	output(&e, sizeof(e), sizeof(e));
+	return 0;
+}
+
 const struct python_audit_event *unused_python_audit_event __attribute__((unused));
 const struct python_stack_event *unused_python_stack_event __attribute__((unused));
 const struct python_layout *unused_python_layout __attribute__((unused));
@@ -390,3 +455,6 @@ const enum py_type *unused_py_type __attribute__((unused));
 const enum py_value_flags *unused_py_value_flags __attribute__((unused));
 const enum usdt_arg_kind *unused_usdt_arg_kind __attribute__((unused));
 const enum py_sample *unused_py_sample __attribute__((unused));
+const struct python_coro_end_event *unused_python_coro_end_event __attribute__((unused));
+const struct python_coro_code *unused_python_coro_code __attribute__((unused));
+const enum py_coro_flags *unused_py_coro_flags __attribute__((unused));

@@ -33,6 +33,12 @@ type pythonProbeSpec struct {
 	}
 }
 
+type pythonPyCoroFlags uint32
+
+const (
+	pythonPyCoroFlagsPY_CORO_STATE_UNREAD pythonPyCoroFlags = 1
+)
+
 type pythonPyFrame struct {
 	_     structs.HostLayout
 	Code  uint64
@@ -122,6 +128,32 @@ type pythonPythonBinary struct {
 	Layout       uint32
 	Pad          uint32
 	Args         [2]pythonUsdtArg
+}
+
+type pythonPythonCoroCode struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Code uint64
+}
+
+type pythonPythonCoroEndEvent struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_        structs.HostLayout
+		TsNs     uint64
+		CgroupId uint64
+		Routine  uint64
+		Kind     uint32
+		Tgid     uint32
+		Tid      uint32
+		ProbeId  uint32
+	}
+	Frame uint64
+	Code  uint64
+	State int8
+	Flags uint8
+	Pad   [6]uint8
 }
 
 type pythonPythonLayout struct {
@@ -244,39 +276,44 @@ type pythonWalkState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pythonMapAuditScratch           = "audit_scratch"
-	pythonMapDrops                  = "drops"
-	pythonMapEvents                 = "events"
-	pythonMapProbeSpecs             = "probe_specs"
-	pythonMapPythonBinaries         = "python_binaries"
-	pythonMapPythonLayouts          = "python_layouts"
-	pythonMapPythonProcs            = "python_procs"
-	pythonMapPythonStackScratch     = "python_stack_scratch"
-	pythonMapPythonThreads          = "python_threads"
-	pythonMapReaderIdle             = "reader_idle"
-	pythonMapTracedExecutables      = "traced_executables"
-	pythonMapTracedProcesses        = "traced_processes"
-	pythonMapWalkScratch            = "walk_scratch"
-	pythonProgPythonAudit           = "python_audit"
-	pythonVarCaptureStacks          = "capture_stacks"
-	pythonVarDnsPort                = "dns_port"
-	pythonVarFdCaptureBytes         = "fd_capture_bytes"
-	pythonVarPythonStacks           = "python_stacks"
-	pythonVarPythonWaitSamples      = "python_wait_samples"
-	pythonVarSocketsEnabled         = "sockets_enabled"
-	pythonVarSocketsInbound         = "sockets_inbound"
-	pythonVarSyscallMask            = "syscall_mask"
-	pythonVarUnusedPySample         = "unused_py_sample"
-	pythonVarUnusedPyStackStatus    = "unused_py_stack_status"
-	pythonVarUnusedPyType           = "unused_py_type"
-	pythonVarUnusedPyValueFlags     = "unused_py_value_flags"
-	pythonVarUnusedPythonAuditEvent = "unused_python_audit_event"
-	pythonVarUnusedPythonBinary     = "unused_python_binary"
-	pythonVarUnusedPythonLayout     = "unused_python_layout"
-	pythonVarUnusedPythonProc       = "unused_python_proc"
-	pythonVarUnusedPythonStackEvent = "unused_python_stack_event"
-	pythonVarUnusedUsdtArgKind      = "unused_usdt_arg_kind"
-	pythonVarWakeupBytes            = "wakeup_bytes"
+	pythonMapAuditScratch             = "audit_scratch"
+	pythonMapDrops                    = "drops"
+	pythonMapEvents                   = "events"
+	pythonMapProbeSpecs               = "probe_specs"
+	pythonMapPythonBinaries           = "python_binaries"
+	pythonMapPythonCoroCodes          = "python_coro_codes"
+	pythonMapPythonLayouts            = "python_layouts"
+	pythonMapPythonProcs              = "python_procs"
+	pythonMapPythonStackScratch       = "python_stack_scratch"
+	pythonMapPythonThreads            = "python_threads"
+	pythonMapReaderIdle               = "reader_idle"
+	pythonMapTracedExecutables        = "traced_executables"
+	pythonMapTracedProcesses          = "traced_processes"
+	pythonMapWalkScratch              = "walk_scratch"
+	pythonProgPythonAudit             = "python_audit"
+	pythonProgPythonGenDealloc        = "python_gen_dealloc"
+	pythonVarCaptureStacks            = "capture_stacks"
+	pythonVarDnsPort                  = "dns_port"
+	pythonVarFdCaptureBytes           = "fd_capture_bytes"
+	pythonVarPythonStacks             = "python_stacks"
+	pythonVarPythonWaitSamples        = "python_wait_samples"
+	pythonVarSocketsEnabled           = "sockets_enabled"
+	pythonVarSocketsInbound           = "sockets_inbound"
+	pythonVarSyscallMask              = "syscall_mask"
+	pythonVarUnusedPyCoroFlags        = "unused_py_coro_flags"
+	pythonVarUnusedPySample           = "unused_py_sample"
+	pythonVarUnusedPyStackStatus      = "unused_py_stack_status"
+	pythonVarUnusedPyType             = "unused_py_type"
+	pythonVarUnusedPyValueFlags       = "unused_py_value_flags"
+	pythonVarUnusedPythonAuditEvent   = "unused_python_audit_event"
+	pythonVarUnusedPythonBinary       = "unused_python_binary"
+	pythonVarUnusedPythonCoroCode     = "unused_python_coro_code"
+	pythonVarUnusedPythonCoroEndEvent = "unused_python_coro_end_event"
+	pythonVarUnusedPythonLayout       = "unused_python_layout"
+	pythonVarUnusedPythonProc         = "unused_python_proc"
+	pythonVarUnusedPythonStackEvent   = "unused_python_stack_event"
+	pythonVarUnusedUsdtArgKind        = "unused_usdt_arg_kind"
+	pythonVarWakeupBytes              = "wakeup_bytes"
 )
 
 // loadPython returns the embedded CollectionSpec for python.
@@ -321,7 +358,8 @@ type pythonSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pythonProgramSpecs struct {
-	PythonAudit *ebpf.ProgramSpec `ebpf:"python_audit"`
+	PythonAudit      *ebpf.ProgramSpec `ebpf:"python_audit"`
+	PythonGenDealloc *ebpf.ProgramSpec `ebpf:"python_gen_dealloc"`
 }
 
 // pythonMapSpecs contains maps before they are loaded into the kernel.
@@ -333,6 +371,7 @@ type pythonMapSpecs struct {
 	Events             *ebpf.MapSpec `ebpf:"events"`
 	ProbeSpecs         *ebpf.MapSpec `ebpf:"probe_specs"`
 	PythonBinaries     *ebpf.MapSpec `ebpf:"python_binaries"`
+	PythonCoroCodes    *ebpf.MapSpec `ebpf:"python_coro_codes"`
 	PythonLayouts      *ebpf.MapSpec `ebpf:"python_layouts"`
 	PythonProcs        *ebpf.MapSpec `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.MapSpec `ebpf:"python_stack_scratch"`
@@ -347,25 +386,28 @@ type pythonMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pythonVariableSpecs struct {
-	CaptureStacks          *ebpf.VariableSpec `ebpf:"capture_stacks"`
-	DnsPort                *ebpf.VariableSpec `ebpf:"dns_port"`
-	FdCaptureBytes         *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
-	PythonStacks           *ebpf.VariableSpec `ebpf:"python_stacks"`
-	PythonWaitSamples      *ebpf.VariableSpec `ebpf:"python_wait_samples"`
-	SocketsEnabled         *ebpf.VariableSpec `ebpf:"sockets_enabled"`
-	SocketsInbound         *ebpf.VariableSpec `ebpf:"sockets_inbound"`
-	SyscallMask            *ebpf.VariableSpec `ebpf:"syscall_mask"`
-	UnusedPySample         *ebpf.VariableSpec `ebpf:"unused_py_sample"`
-	UnusedPyStackStatus    *ebpf.VariableSpec `ebpf:"unused_py_stack_status"`
-	UnusedPyType           *ebpf.VariableSpec `ebpf:"unused_py_type"`
-	UnusedPyValueFlags     *ebpf.VariableSpec `ebpf:"unused_py_value_flags"`
-	UnusedPythonAuditEvent *ebpf.VariableSpec `ebpf:"unused_python_audit_event"`
-	UnusedPythonBinary     *ebpf.VariableSpec `ebpf:"unused_python_binary"`
-	UnusedPythonLayout     *ebpf.VariableSpec `ebpf:"unused_python_layout"`
-	UnusedPythonProc       *ebpf.VariableSpec `ebpf:"unused_python_proc"`
-	UnusedPythonStackEvent *ebpf.VariableSpec `ebpf:"unused_python_stack_event"`
-	UnusedUsdtArgKind      *ebpf.VariableSpec `ebpf:"unused_usdt_arg_kind"`
-	WakeupBytes            *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CaptureStacks            *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	DnsPort                  *ebpf.VariableSpec `ebpf:"dns_port"`
+	FdCaptureBytes           *ebpf.VariableSpec `ebpf:"fd_capture_bytes"`
+	PythonStacks             *ebpf.VariableSpec `ebpf:"python_stacks"`
+	PythonWaitSamples        *ebpf.VariableSpec `ebpf:"python_wait_samples"`
+	SocketsEnabled           *ebpf.VariableSpec `ebpf:"sockets_enabled"`
+	SocketsInbound           *ebpf.VariableSpec `ebpf:"sockets_inbound"`
+	SyscallMask              *ebpf.VariableSpec `ebpf:"syscall_mask"`
+	UnusedPyCoroFlags        *ebpf.VariableSpec `ebpf:"unused_py_coro_flags"`
+	UnusedPySample           *ebpf.VariableSpec `ebpf:"unused_py_sample"`
+	UnusedPyStackStatus      *ebpf.VariableSpec `ebpf:"unused_py_stack_status"`
+	UnusedPyType             *ebpf.VariableSpec `ebpf:"unused_py_type"`
+	UnusedPyValueFlags       *ebpf.VariableSpec `ebpf:"unused_py_value_flags"`
+	UnusedPythonAuditEvent   *ebpf.VariableSpec `ebpf:"unused_python_audit_event"`
+	UnusedPythonBinary       *ebpf.VariableSpec `ebpf:"unused_python_binary"`
+	UnusedPythonCoroCode     *ebpf.VariableSpec `ebpf:"unused_python_coro_code"`
+	UnusedPythonCoroEndEvent *ebpf.VariableSpec `ebpf:"unused_python_coro_end_event"`
+	UnusedPythonLayout       *ebpf.VariableSpec `ebpf:"unused_python_layout"`
+	UnusedPythonProc         *ebpf.VariableSpec `ebpf:"unused_python_proc"`
+	UnusedPythonStackEvent   *ebpf.VariableSpec `ebpf:"unused_python_stack_event"`
+	UnusedUsdtArgKind        *ebpf.VariableSpec `ebpf:"unused_usdt_arg_kind"`
+	WakeupBytes              *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // pythonObjects contains all objects after they have been loaded into the kernel.
@@ -393,6 +435,7 @@ type pythonMaps struct {
 	Events             *ebpf.Map `ebpf:"events"`
 	ProbeSpecs         *ebpf.Map `ebpf:"probe_specs"`
 	PythonBinaries     *ebpf.Map `ebpf:"python_binaries"`
+	PythonCoroCodes    *ebpf.Map `ebpf:"python_coro_codes"`
 	PythonLayouts      *ebpf.Map `ebpf:"python_layouts"`
 	PythonProcs        *ebpf.Map `ebpf:"python_procs"`
 	PythonStackScratch *ebpf.Map `ebpf:"python_stack_scratch"`
@@ -410,6 +453,7 @@ func (m *pythonMaps) Close() error {
 		m.Events,
 		m.ProbeSpecs,
 		m.PythonBinaries,
+		m.PythonCoroCodes,
 		m.PythonLayouts,
 		m.PythonProcs,
 		m.PythonStackScratch,
@@ -425,37 +469,42 @@ func (m *pythonMaps) Close() error {
 //
 // It can be passed to loadPythonObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pythonVariables struct {
-	CaptureStacks          *ebpf.Variable `ebpf:"capture_stacks"`
-	DnsPort                *ebpf.Variable `ebpf:"dns_port"`
-	FdCaptureBytes         *ebpf.Variable `ebpf:"fd_capture_bytes"`
-	PythonStacks           *ebpf.Variable `ebpf:"python_stacks"`
-	PythonWaitSamples      *ebpf.Variable `ebpf:"python_wait_samples"`
-	SocketsEnabled         *ebpf.Variable `ebpf:"sockets_enabled"`
-	SocketsInbound         *ebpf.Variable `ebpf:"sockets_inbound"`
-	SyscallMask            *ebpf.Variable `ebpf:"syscall_mask"`
-	UnusedPySample         *ebpf.Variable `ebpf:"unused_py_sample"`
-	UnusedPyStackStatus    *ebpf.Variable `ebpf:"unused_py_stack_status"`
-	UnusedPyType           *ebpf.Variable `ebpf:"unused_py_type"`
-	UnusedPyValueFlags     *ebpf.Variable `ebpf:"unused_py_value_flags"`
-	UnusedPythonAuditEvent *ebpf.Variable `ebpf:"unused_python_audit_event"`
-	UnusedPythonBinary     *ebpf.Variable `ebpf:"unused_python_binary"`
-	UnusedPythonLayout     *ebpf.Variable `ebpf:"unused_python_layout"`
-	UnusedPythonProc       *ebpf.Variable `ebpf:"unused_python_proc"`
-	UnusedPythonStackEvent *ebpf.Variable `ebpf:"unused_python_stack_event"`
-	UnusedUsdtArgKind      *ebpf.Variable `ebpf:"unused_usdt_arg_kind"`
-	WakeupBytes            *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CaptureStacks            *ebpf.Variable `ebpf:"capture_stacks"`
+	DnsPort                  *ebpf.Variable `ebpf:"dns_port"`
+	FdCaptureBytes           *ebpf.Variable `ebpf:"fd_capture_bytes"`
+	PythonStacks             *ebpf.Variable `ebpf:"python_stacks"`
+	PythonWaitSamples        *ebpf.Variable `ebpf:"python_wait_samples"`
+	SocketsEnabled           *ebpf.Variable `ebpf:"sockets_enabled"`
+	SocketsInbound           *ebpf.Variable `ebpf:"sockets_inbound"`
+	SyscallMask              *ebpf.Variable `ebpf:"syscall_mask"`
+	UnusedPyCoroFlags        *ebpf.Variable `ebpf:"unused_py_coro_flags"`
+	UnusedPySample           *ebpf.Variable `ebpf:"unused_py_sample"`
+	UnusedPyStackStatus      *ebpf.Variable `ebpf:"unused_py_stack_status"`
+	UnusedPyType             *ebpf.Variable `ebpf:"unused_py_type"`
+	UnusedPyValueFlags       *ebpf.Variable `ebpf:"unused_py_value_flags"`
+	UnusedPythonAuditEvent   *ebpf.Variable `ebpf:"unused_python_audit_event"`
+	UnusedPythonBinary       *ebpf.Variable `ebpf:"unused_python_binary"`
+	UnusedPythonCoroCode     *ebpf.Variable `ebpf:"unused_python_coro_code"`
+	UnusedPythonCoroEndEvent *ebpf.Variable `ebpf:"unused_python_coro_end_event"`
+	UnusedPythonLayout       *ebpf.Variable `ebpf:"unused_python_layout"`
+	UnusedPythonProc         *ebpf.Variable `ebpf:"unused_python_proc"`
+	UnusedPythonStackEvent   *ebpf.Variable `ebpf:"unused_python_stack_event"`
+	UnusedUsdtArgKind        *ebpf.Variable `ebpf:"unused_usdt_arg_kind"`
+	WakeupBytes              *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // pythonPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadPythonObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pythonPrograms struct {
-	PythonAudit *ebpf.Program `ebpf:"python_audit"`
+	PythonAudit      *ebpf.Program `ebpf:"python_audit"`
+	PythonGenDealloc *ebpf.Program `ebpf:"python_gen_dealloc"`
 }
 
 func (p *pythonPrograms) Close() error {
 	return _PythonClose(
 		p.PythonAudit,
+		p.PythonGenDealloc,
 	)
 }
 

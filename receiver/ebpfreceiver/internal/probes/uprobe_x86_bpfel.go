@@ -67,6 +67,7 @@ const (
 	uprobeEventKindEVENT_TLS_DATA         uprobeEventKind = 11
 	uprobeEventKindEVENT_THREAD_EXIT      uprobeEventKind = 12
 	uprobeEventKindEVENT_FD_IO            uprobeEventKind = 13
+	uprobeEventKindEVENT_PYTHON_CORO_END  uprobeEventKind = 14
 )
 
 type uprobeFuncArg struct {

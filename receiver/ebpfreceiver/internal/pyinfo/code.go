@@ -548,3 +548,48 @@ func signedVarint(b []byte, i int) (int, int) {
 	}
 	return u >> 1, i
 }
+
+// ReadMem reads len(b) bytes at addr of process pid's memory, within the Reader's timeout (a
+// process whose reads stall is not read again until the stalled read returns).
+func (r *Reader) ReadMem(pid uint32, addr uint64, b []byte) error {
+	p := r.procs[pid]
+	if p == nil {
+		if len(r.procs) >= maxOpenProcesses {
+			for other := range r.procs {
+				r.Forget(other)
+				break
+			}
+		}
+		mem, err := r.open(pid)
+		if err != nil {
+			return err
+		}
+		p = &procCodes{mem: mem, codes: map[uint64]*Code{}}
+		r.procs[pid] = p
+	}
+	if r.Timeout <= 0 {
+		return readAt(p.mem, b, addr)
+	}
+	if p.stalled.Load() || r.stalled.Load() >= maxStalledReads {
+		return &ReadError{Field: FieldCode, Reason: ReasonStalled}
+	}
+	buf := make([]byte, len(b)) // the read goroutine may outlive this call
+	done := make(chan error, 1)
+	go func() { done <- readAt(p.mem, buf, addr) }()
+	timer := time.NewTimer(r.Timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		copy(b, buf)
+		return err
+	case <-timer.C:
+		p.stalled.Store(true)
+		r.stalled.Add(1)
+		go func() {
+			<-done
+			p.stalled.Store(false)
+			r.stalled.Add(-1)
+		}()
+		return &ReadError{Field: FieldCode, Reason: ReasonTimeout, Err: fmt.Errorf("no answer in %v", r.Timeout)}
+	}
+}

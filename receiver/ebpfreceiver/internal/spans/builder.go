@@ -42,6 +42,12 @@ type Counters struct {
 	InferredTools        uint64
 	InferredToolsDropped uint64
 	InferredToolsExpired uint64
+	// Coroutine spans (coroutine.go) ended without their end observed: at the process's exit or
+	// reset, evicted past MaxCoroutineSpans, or found freed when another coroutine took their
+	// frame address.
+	CoroutineSpansUnended  uint64
+	CoroutineSpansEvicted  uint64
+	CoroutineAddressReused uint64
 }
 
 // Options bound the Builder's memory.
@@ -57,6 +63,9 @@ type Options struct {
 	// ConnectsTraced: connect and accept are traced, so a socket whose connect was not seen was
 	// opened before tracing (otherwise agenttrail.socket.connected is unknown).
 	ConnectsTraced bool
+	// MaxCoroutineSpans bounds the coroutine spans open in one process (default 1024); past it
+	// the oldest ends (coroutine.go).
+	MaxCoroutineSpans int
 }
 
 type threadKey struct {
@@ -89,6 +98,10 @@ type span struct {
 	observed bool
 	key      [2]uint64
 	lastSeen time.Time
+	// coroutine: a tracked coroutine call (coroutine.go), open while suspended; on is the
+	// routine whose stack it is on while it runs (nil: suspended).
+	coroutine bool
+	on        *routine
 }
 
 type process struct {
@@ -105,6 +118,8 @@ type process struct {
 	// functions: the process opened a function span (uprobe or reconstructed), so its tool
 	// spans are its own, never inferred (inferred.go).
 	functions bool
+	// coros: the open coroutine spans (coroutine.go), by frame address.
+	coros map[uint64]*span
 }
 
 // Builder builds spans from events. Not safe for concurrent use.
@@ -151,6 +166,9 @@ func NewBuilder(opts Options) *Builder {
 	}
 	if opts.MaxSocketConnections <= 0 {
 		opts.MaxSocketConnections = defaultMaxConns
+	}
+	if opts.MaxCoroutineSpans <= 0 {
+		opts.MaxCoroutineSpans = defaultMaxCoroutineSpans
 	}
 	var seed [32]byte
 	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
@@ -524,7 +542,9 @@ func (b *Builder) closeProcess(p *process, now time.Time, syscallMsg, callMsg st
 	}
 	for _, r := range p.routines {
 		for j := len(r.stack) - 1; j >= 0; j-- {
-			if s := r.stack[j]; s.observed {
+			if s := r.stack[j]; s.coroutine {
+				continue // ended below, with the suspended ones
+			} else if s.observed {
 				// Seen on the stack until lastSeen: that is all that is known of its end.
 				b.finish(p, s, s.lastSeen, "")
 				continue
@@ -534,6 +554,7 @@ func (b *Builder) closeProcess(p *process, now time.Time, syscallMsg, callMsg st
 		}
 	}
 	p.routines = nil
+	b.endCoroutines(p)
 }
 
 func (b *Builder) finish(p *process, s *span, end time.Time, errMsg string) {

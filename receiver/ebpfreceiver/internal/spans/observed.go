@@ -19,6 +19,9 @@ type StackFunc struct {
 	Key [2]uint64
 	// Probe describes the function; its ID is 0.
 	Probe *Probe
+	// Tracked: a coroutine whose end the caller reports (CoroutineEnd): one span per call,
+	// kept open while it is suspended (coroutine.go).
+	Tracked bool
 }
 
 // ObserveStack reconciles the thread's reconstructed spans with one stack sample taken at h:
@@ -66,11 +69,20 @@ func (b *Builder) ObserveStack(h Header, funcs []StackFunc, truncated bool) {
 		funcs = funcs[k:]
 	}
 	for _, f := range funcs {
-		if b.open >= b.opts.MaxOpenSpans {
+		resumed := f.Tracked && p.coros[f.Key[0]] != nil && p.coros[f.Key[0]].key == f.Key
+		if b.open >= b.opts.MaxOpenSpans && !resumed {
 			b.counters.OpenSpanLimitDrops++
 			return
 		}
 		parent, _ := r.parentOf()
+		if f.Tracked {
+			s := b.startCoroutine(p, h, f, parent)
+			s.lastSeen = h.Time
+			s.on = r
+			r.stack = append(r.stack, s)
+			p.functions = true
+			continue
+		}
 		name, kind := functionSpanName(f.Probe)
 		s := b.startSpan(h, parent, name, kind)
 		s.probe = f.Probe
@@ -94,8 +106,14 @@ func containsKey(funcs []StackFunc, key [2]uint64) bool {
 	return false
 }
 
-// closeObserved ends a reconstructed span at its last observation and removes it from the stack.
+// closeObserved ends a reconstructed span at its last observation and removes it from the stack;
+// a tracked coroutine's span is only taken off the stack (it is suspended, or its thread is
+// idle or gone: its end comes with CoroutineEnd).
 func (b *Builder) closeObserved(p *process, r *routine, s *span) {
+	if s.coroutine {
+		r.remove(s)
+		return
+	}
 	for i, x := range r.stack {
 		if x == s {
 			r.stack = append(r.stack[:i], r.stack[i+1:]...)

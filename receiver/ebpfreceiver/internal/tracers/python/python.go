@@ -53,6 +53,11 @@ type Tracer struct {
 	// coroutines: configured functions found to be coroutines, whose reconstructed spans are
 	// one run between awaits each (nil in unit tests).
 	coroutines metric.Int64Counter
+	// coroEnds: coroutine calls ended, by how (end); coroUntracked: coroutines whose spans stay
+	// one run between awaits, by reason (coroutine.go). Nil in unit tests.
+	coroEnds, coroUntracked metric.Int64Counter
+	coroSeen                coroCounters
+	procs                   map[uint32]*pyProc // traced Python processes, for coroutine ends
 
 	interps  map[string]*pyInterp // by "dev:inode" of the binary
 	bins     []*pyInterp          // by kernel index
@@ -126,6 +131,8 @@ const (
 	// maxWarnedVersions bounds the interpreter versions warned about (a version can come
 	// from a file name).
 	maxWarnedVersions = 64
+	// maxPyProcs bounds the Python processes whose coroutine ends are tracked.
+	maxPyProcs = 4096
 )
 
 // unreadable counts a value of a Python process that failed a check, and notes it on the
@@ -148,13 +155,26 @@ func New(env tracer.Env, cfg Config, targets []tracer.TargetConfig) (*Tracer, er
 		return nil, err
 	}
 	coroutines, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutines",
-		metric.WithDescription("Configured Python functions (python_functions) found to be coroutines (async def): their reconstructed spans are one run between awaits each, not one per call."),
+		metric.WithDescription("Configured Python functions (python_functions) found to be coroutines (async def)."),
+		metric.WithUnit("{function}"))
+	if err != nil {
+		return nil, err
+	}
+	coroEnds, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutine.ends",
+		metric.WithDescription("Calls of configured coroutines ended, by end: completed, abandoned (freed while suspended), unknown_state, not_observed (process exit), evicted (too many open), address_reused, no_span (an end whose call never showed on a stack)."),
+		metric.WithUnit("{call}"))
+	if err != nil {
+		return nil, err
+	}
+	coroUntracked, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutine.untracked",
+		metric.WithDescription("Configured coroutines whose end cannot be observed, by reason: their spans are one run between awaits each."),
 		metric.WithUnit("{function}"))
 	if err != nil {
 		return nil, err
 	}
 	t := &Tracer{
 		env: env, cfg: cfg, unreadables: unreadables, coroutines: coroutines,
+		coroEnds: coroEnds, coroUntracked: coroUntracked, procs: map[uint32]*pyProc{},
 		reader:   pyinfo.NewReader(env.ProcRoot),
 		interps:  map[string]*pyInterp{},
 		warned:   map[string]bool{},
@@ -185,6 +205,7 @@ func (t *Tracer) Kinds() []tracer.Kind {
 	return []tracer.Kind{
 		{Kind: probes.KindPythonStack, Name: "python_stack", Min: headPyStack, Full: sizePyStack, Handle: t.onStackRecord},
 		{Kind: probes.KindPythonAudit, Name: "python_audit", Min: headPyAudit, Full: sizePyAudit, Handle: t.onAudit},
+		{Kind: probes.KindPythonCoroEnd, Name: "python_coro_end", Min: sizeCoroEnd, Full: sizeCoroEnd, Handle: t.onCoroEnd},
 	}
 }
 
@@ -212,6 +233,12 @@ func (t *Tracer) SetupProcess(p *tracer.Process) {
 	var pi *pyInterp
 	if !p.IsGo {
 		pi = t.setupProcess(p.ProcInfo)
+	}
+	if pi != nil && pi.in != nil && pi.in.Layout != nil && !pi.failed {
+		t.forgetProc(p.PID) // an exec: the old image's probe and code objects are gone
+		if len(t.procs) < maxPyProcs {
+			t.procs[p.PID] = &pyProc{interp: pi, codes: map[uint64]bool{}}
+		}
 	}
 	value, missing := capture(p.ProcInfo, p.IsGo, pi)
 	if c := p.Capture; c != nil {
@@ -256,14 +283,21 @@ func (t *Tracer) ProcessGone(pid uint32) { t.forget(pid) }
 // Waiting: reconstructed spans end after span_idle_timeout without a sample.
 func (t *Tracer) Waiting() bool { return t.env.Builder.OpenSpans() > 0 }
 
-// Housekeeping ends the reconstructed spans of threads not sampled for span_idle_timeout.
+// Housekeeping ends the reconstructed spans of threads not sampled for span_idle_timeout
+// (suspended coroutine calls stay open), the coroutine calls found finished, and counts those
+// ended unseen.
 func (t *Tracer) Housekeeping(now time.Time) {
 	t.env.Builder.ExpireObserved(now, t.cfg.SpanIdleTimeout)
+	t.pollCoroutines(now)
+	t.reportCoroutineEnds()
 }
 
-// Close releases the memory readers of the processes.
+// Close releases the memory readers of the processes and their coroutine probes.
 func (t *Tracer) Close() error {
 	t.reader.Close()
+	for pid := range t.procs {
+		t.forgetProc(pid)
+	}
 	return nil
 }
 
@@ -451,6 +485,7 @@ func firstMappingByPath(cands []pyinfo.Mapping, path string) (pyinfo.Mapping, bo
 
 func (t *Tracer) forget(pid uint32) {
 	t.reader.Forget(pid)
+	t.forgetProc(pid)
 	for tid, ps := range t.pending {
 		if ps.pid == pid {
 			delete(t.pending, tid)
@@ -548,7 +583,9 @@ func (t *Tracer) take(h spans.Header, targetName string) *pyStack {
 			continue // a function is matched by its name and its file, both read
 		}
 		if probe := t.match(targetName, patterns, code); probe != nil {
-			st.funcs = append(st.funcs, spans.StackFunc{Key: [2]uint64{f.Frame, f.Code}, Probe: probe})
+			sf := spans.StackFunc{Key: [2]uint64{f.Frame, f.Code}, Probe: probe}
+			sf.Tracked = probe.Coroutine && t.tracked(h.PID, l, f.Code)
+			st.funcs = append(st.funcs, sf)
 		}
 	}
 	// funcs were collected innermost first.
