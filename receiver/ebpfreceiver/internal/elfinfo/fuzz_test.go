@@ -63,15 +63,7 @@ func fixtureBytes(f *testing.F, withGo bool) [][]byte {
 	if withGo && tool(f, "go") {
 		paths = append(paths, buildGo(f, dir, "goprog", goEnv()))
 	}
-	var out [][]byte
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		out = append(out, data)
-	}
-	return out
+	return elfinfotest.ReadFiles(f, paths)
 }
 
 func tool(f *testing.F, name string) bool {

@@ -29,15 +29,7 @@ func fixtureBytes(f *testing.F, withGo bool) [][]byte {
 	if _, err := exec.LookPath("go"); err == nil && withGo {
 		paths = append(paths, buildGoProg(f))
 	}
-	var out [][]byte
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		out = append(out, data)
-	}
-	return out
+	return elfinfotest.ReadFiles(f, paths)
 }
 
 // FuzzLoadBinary: a mapped binary's symbol tables, Go pclntab, DWARF line table and

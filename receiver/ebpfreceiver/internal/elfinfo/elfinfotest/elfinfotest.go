@@ -1,11 +1,28 @@
 // Package elfinfotest holds what the fuzz tests of the packages that read ELF files of traced
-// programs (elfinfo, symbolize) share: seeds made from a real binary whose section headers lie.
+// programs (elfinfo, symbolize) share: fixtures read as seeds, and seeds made from a real
+// binary whose section headers lie.
 package elfinfotest
 
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
+	"testing"
 )
+
+// ReadFiles returns the contents of the fixtures at paths, to be seeds.
+func ReadFiles(tb testing.TB, paths []string) [][]byte {
+	tb.Helper()
+	var out [][]byte
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
 
 // LyingSections returns copies of the 64-bit little-endian ELF file bin in which one section
 // header each declares a huge size, a huge offset, compressed contents or the whole file as its
