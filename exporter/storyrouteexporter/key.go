@@ -52,24 +52,18 @@ type seenAt struct {
 	at time.Time
 }
 
-type inboundSeen struct {
-	key inboundKey
-	at  time.Time
-}
-
 // keyer decides the key of every trace of a batch. It remembers, bounded and for ttl, the key
 // of each trace it routed by a socket span (so a later batch of the trace follows it) and the
 // connections its node accepted (so I/O on one is known as the server side, as storyjoin does).
 type keyer struct {
-	maxTraces, maxInbound int
-	ttl                   time.Duration
-	now                   func() time.Time
+	maxTraces int
+	ttl       time.Duration
+	now       func() time.Time
 
-	mu           sync.Mutex
-	traces       map[pcommon.TraceID]remembered
-	traceQueue   []seenAt
-	inbound      map[inboundKey]time.Time
-	inboundQueue []inboundSeen
+	mu         sync.Mutex
+	traces     map[pcommon.TraceID]remembered
+	traceQueue []seenAt
+	inbound    *sockspan.Inbound[inboundKey]
 }
 
 type remembered struct {
@@ -79,8 +73,8 @@ type remembered struct {
 
 func newKeyer(maxTraces, maxInbound int, ttl time.Duration) *keyer {
 	return &keyer{
-		maxTraces: maxTraces, maxInbound: maxInbound, ttl: ttl, now: time.Now,
-		traces: map[pcommon.TraceID]remembered{}, inbound: map[inboundKey]time.Time{},
+		maxTraces: maxTraces, ttl: ttl, now: time.Now,
+		traces: map[pcommon.TraceID]remembered{}, inbound: sockspan.NewInbound[inboundKey](maxInbound),
 	}
 }
 
@@ -190,29 +184,19 @@ func (k *keyer) rememberTrace(id pcommon.TraceID, key string, now time.Time, cou
 }
 
 func (k *keyer) rememberInbound(ik inboundKey, now time.Time, counts map[string]int) {
-	t, ok := k.inbound[ik]
+	t, ok := k.inbound.Seen(ik)
 	if ok && now.Sub(t) < k.ttl/2 {
 		// Seen lately: not queued again, so a sender repeating one accept cannot grow the
 		// queue (at most three entries per connection within ttl).
 		return
 	}
-	if !ok && len(k.inbound) >= k.maxInbound {
-		for len(k.inboundQueue) > 0 {
-			q := k.inboundQueue[0]
-			k.inboundQueue = k.inboundQueue[1:]
-			if t, ok := k.inbound[q.key]; ok && t.Equal(q.at) {
-				delete(k.inbound, q.key)
-				counts[reasonMaxInbound]++
-				break
-			}
-		}
+	if k.inbound.Put(ik, now) {
+		counts[reasonMaxInbound]++
 	}
-	k.inbound[ik] = now
-	k.inboundQueue = append(k.inboundQueue, inboundSeen{key: ik, at: now})
 }
 
 func (k *keyer) isInbound(ik inboundKey) bool {
-	_, ok := k.inbound[ik]
+	_, ok := k.inbound.Seen(ik)
 	return ok
 }
 
@@ -227,11 +211,5 @@ func (k *keyer) forgetOld(now time.Time) {
 			delete(k.traces, q.id)
 		}
 	}
-	for len(k.inboundQueue) > 0 && k.inboundQueue[0].at.Before(limit) {
-		q := k.inboundQueue[0]
-		k.inboundQueue = k.inboundQueue[1:]
-		if t, ok := k.inbound[q.key]; ok && t.Equal(q.at) {
-			delete(k.inbound, q.key)
-		}
-	}
+	k.inbound.ForgetBefore(limit)
 }

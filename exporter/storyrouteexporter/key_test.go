@@ -241,7 +241,7 @@ func TestInboundQueueBounded(t *testing.T) {
 		socket(s, traceID(1), spanID(1), spanID(0), "accept", "10.1.0.9", 8080, "10.0.0.5", 40001, t0)
 		k.keys(b.td, map[string]int{})
 	}
-	if len(k.inboundQueue) > 3 || len(k.traceQueue) > 3 {
-		t.Errorf("queues of %d and %d entries for one connection and one trace", len(k.inboundQueue), len(k.traceQueue))
+	if k.inbound.QueueLen() > 3 || len(k.traceQueue) > 3 {
+		t.Errorf("queues of %d and %d entries for one connection and one trace", k.inbound.QueueLen(), len(k.traceQueue))
 	}
 }

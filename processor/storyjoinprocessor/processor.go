@@ -43,13 +43,6 @@ func requestOf(ctx context.Context) *request {
 	return r
 }
 
-// inboundSeen is a queue entry of an accepted peer: an entry whose time is no longer the map's
-// was refreshed later and is skipped.
-type inboundSeen struct {
-	key inboundKey
-	at  time.Time
-}
-
 // joiner is the processor's state: the client-side spans seen lately, the connections each node
 // accepted, the server-side traces waiting and where joined traces went (so their later spans
 // follow). One mutex: a batch is classified under it, and the next consumer is called outside.
@@ -64,8 +57,7 @@ type joiner struct {
 	clients      map[endpointKey][]*clientSpan
 	clientQueue  []*clientSpan
 	clientCount  int
-	inbound      map[inboundKey]time.Time
-	inboundQueue []inboundSeen
+	inbound      *sockspan.Inbound[inboundKey]
 	pending      map[pcommon.TraceID]*pendingTrace
 	pendingQueue []pcommon.TraceID
 	pendingSpans int
@@ -86,7 +78,7 @@ func newJoiner(cfg *Config, set component.TelemetrySettings, next consumer.Trace
 	return &joiner{
 		cfg: cfg, next: next, tel: tel, logger: set.Logger, now: time.Now,
 		clients: map[endpointKey][]*clientSpan{},
-		inbound: map[inboundKey]time.Time{},
+		inbound: sockspan.NewInbound[inboundKey](cfg.MaxInbound),
 		pending: map[pcommon.TraceID]*pendingTrace{},
 		joined:  map[pcommon.TraceID]joinInfo{},
 	}, nil
@@ -202,13 +194,7 @@ func (j *joiner) forgetOld(now time.Time) {
 		j.removeClient(j.clientQueue[0])
 		j.clientQueue = j.clientQueue[1:]
 	}
-	for len(j.inboundQueue) > 0 && j.inboundQueue[0].at.Before(limit) {
-		q := j.inboundQueue[0]
-		j.inboundQueue = j.inboundQueue[1:]
-		if t, ok := j.inbound[q.key]; ok && t.Equal(q.at) {
-			delete(j.inbound, q.key)
-		}
-	}
+	j.inbound.ForgetBefore(limit)
 	for len(j.joinedQueue) > 0 {
 		id := j.joinedQueue[0]
 		if ji, ok := j.joined[id]; ok && !ji.seen.Before(limit) {
@@ -408,7 +394,7 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 		switch {
 		case accept:
 			ev.by = "accept"
-		case j.inbound[ik] != (time.Time{}):
+		case j.wasInbound(ik):
 			ev.by = "inbound"
 		}
 		if localPresent {
@@ -432,34 +418,23 @@ func (j *joiner) classify(res pcommon.Resource, s ptrace.Span, now time.Time, ev
 }
 
 func (j *joiner) isInbound(k inboundKey, now time.Time) bool {
-	t, ok := j.inbound[k]
-	if ok {
+	t, ok := j.inbound.Seen(k)
+	if ok && now.Sub(t) > j.cfg.ClientTTL/2 {
 		// A long-lived connection stays known while it is used.
-		if now.Sub(t) > j.cfg.ClientTTL/2 {
-			j.inbound[k] = now
-			j.inboundQueue = append(j.inboundQueue, inboundSeen{key: k, at: now})
-		}
+		j.inbound.Put(k, now)
 	}
 	return ok
 }
 
-func (j *joiner) rememberInbound(k inboundKey, now time.Time, counts map[string]int) {
-	if _, ok := j.inbound[k]; !ok && len(j.inbound) >= j.cfg.MaxInbound {
-		j.evictInbound(counts)
-	}
-	j.inbound[k] = now
-	j.inboundQueue = append(j.inboundQueue, inboundSeen{key: k, at: now})
+// wasInbound: k's accept was seen (without refreshing it, as isInbound does).
+func (j *joiner) wasInbound(k inboundKey) bool {
+	_, ok := j.inbound.Seen(k)
+	return ok
 }
 
-func (j *joiner) evictInbound(counts map[string]int) {
-	for len(j.inboundQueue) > 0 {
-		q := j.inboundQueue[0]
-		j.inboundQueue = j.inboundQueue[1:]
-		if t, ok := j.inbound[q.key]; ok && t.Equal(q.at) {
-			delete(j.inbound, q.key)
-			counts[reasonMaxInbound]++
-			return
-		}
+func (j *joiner) rememberInbound(k inboundKey, now time.Time, counts map[string]int) {
+	if j.inbound.Put(k, now) {
+		counts[reasonMaxInbound]++
 	}
 }
 
