@@ -97,17 +97,23 @@ func createBoth(t *testing.T, f exporter.Factory, cfg *Config) (exporter.Traces,
 	return te, le
 }
 
+// startBoth creates the traces and the logs exporter of cfg and starts them; the test shuts
+// them down.
+func startBoth(t *testing.T, cfg *Config) (exporter.Traces, exporter.Logs) {
+	t.Helper()
+	te, le := createBoth(t, NewFactory(), cfg)
+	for _, c := range []component.Component{te, le} {
+		if err := c.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return te, le
+}
+
 func TestEndToEnd(t *testing.T) {
 	cfg := testConfig(t)
-	te, le := createBoth(t, NewFactory(), cfg)
+	te, le := startBoth(t, cfg)
 	ctx := context.Background()
-	host := componenttest.NewNopHost()
-	if err := te.Start(ctx, host); err != nil {
-		t.Fatal(err)
-	}
-	if err := le.Start(ctx, host); err != nil {
-		t.Fatal(err)
-	}
 	if err := te.ConsumeTraces(ctx, twoTraces()); err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +295,8 @@ func TestConcurrentConsumers(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.QueueConfig = createDefaultConfig().(*Config).QueueConfig // exporterhelper's queue with 10 consumers
 	cfg.SegmentMaxBytes = 16 << 10
-	te, le := createBoth(t, NewFactory(), cfg)
+	te, le := startBoth(t, cfg)
 	ctx := context.Background()
-	host := componenttest.NewNopHost()
-	if err := te.Start(ctx, host); err != nil {
-		t.Fatal(err)
-	}
-	if err := le.Start(ctx, host); err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
