@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
@@ -22,15 +23,15 @@ import (
 // so a blocking reactor would hold back the pod list too; the typed clients are wrapped instead.
 type slowOwners struct {
 	*fake.Clientset
-	release chan struct{}
+	releaseRS, releaseJobs chan struct{}
 }
 
 func (s slowOwners) AppsV1() appsv1client.AppsV1Interface {
-	return slowApps{AppsV1Interface: s.Clientset.AppsV1(), release: s.release}
+	return slowApps{AppsV1Interface: s.Clientset.AppsV1(), release: s.releaseRS}
 }
 
 func (s slowOwners) BatchV1() batchv1client.BatchV1Interface {
-	return slowBatch{BatchV1Interface: s.Clientset.BatchV1(), release: s.release}
+	return slowBatch{BatchV1Interface: s.Clientset.BatchV1(), release: s.releaseJobs}
 }
 
 type slowApps struct {
@@ -95,20 +96,32 @@ func (h *harness) ownerUnresolved() map[string]int64 {
 }
 
 // ownerRig: a Deployment's pod and a CronJob's pod on the node, their ReplicaSet and Job
-// listed only once release is closed; the harness has the pods.
+// listed only once release is called; the harness has the pods.
 func ownerRig(t *testing.T, wait time.Duration, prepare func(*core)) (h *harness, release func(), rsPod, jobPod string) {
 	t.Helper()
+	h, releaseRS, releaseJobs, rsPod, jobPod := ownerRigWith(t, wait, true, prepare)
+	return h, func() { releaseRS(); releaseJobs() }, rsPod, jobPod
+}
+
+// ownerRigWith is ownerRig with a release of each list; without owners the ReplicaSet and the
+// Job do not exist.
+func ownerRigWith(t *testing.T, wait time.Duration, owners bool, prepare func(*core)) (h *harness, releaseRS, releaseJobs func(), rsPod, jobPod string) {
+	t.Helper()
 	rsPod, jobPod = cid("a1"), cid("b2")
-	listed := make(chan struct{})
-	client := slowOwners{Clientset: fake.NewClientset(
+	objects := []runtime.Object{
 		newPod(nsAI, "agent-6b5-x2", "uid-agent", "node-a", withOwner(ownerKindReplicaSet, "agent-6b5", "rs-1"), withContainer("agent", "agent:1", rsPod)),
 		newPod(nsAI, "nightly-29-q", "uid-nightly", "node-a", withOwner(ownerKindJob, "nightly-29", "job-1"), withContainer("etl", "etl:3", jobPod)),
-		newReplicaSet(nsAI, "agent-6b5", "rs-1", "customer-agent"),
-		newJob(nsAI, "nightly-29", "job-1", "nightly"),
-	), release: listed}
-	var once sync.Once
-	release = func() { once.Do(func() { close(listed) }) }
-	t.Cleanup(release)
+	}
+	if owners {
+		objects = append(objects, newReplicaSet(nsAI, "agent-6b5", "rs-1", "customer-agent"), newJob(nsAI, "nightly-29", "job-1", "nightly"))
+	}
+	rsListed, jobsListed := make(chan struct{}), make(chan struct{})
+	client := slowOwners{Clientset: fake.NewClientset(objects...), releaseRS: rsListed, releaseJobs: jobsListed}
+	var rsOnce, jobsOnce sync.Once
+	releaseRS = func() { rsOnce.Do(func() { close(rsListed) }) }
+	releaseJobs = func() { jobsOnce.Do(func() { close(jobsListed) }) }
+	t.Cleanup(releaseRS)
+	t.Cleanup(releaseJobs)
 	cfg := testConfig()
 	cfg.WaitForMetadata = wait
 	h = newHarness(t, client, cfg, func(c *core) {
@@ -125,7 +138,7 @@ func ownerRig(t *testing.T, wait time.Duration, prepare func(*core)) (h *harness
 	if w.rs.HasSynced() || w.jobs.HasSynced() {
 		t.Fatal("the owner informers synced before their lists were released")
 	}
-	return h, release, rsPod, jobPod
+	return h, releaseRS, releaseJobs, rsPod, jobPod
 }
 
 // TestOwnerInformerNotSynced: a pod whose ReplicaSet (Job) the owner informer has not listed
@@ -180,6 +193,20 @@ func TestOwnerInformerNotSynced(t *testing.T) {
 		}
 		if m := h.misses(); len(m) != 0 {
 			t.Errorf("misses %v: the pods were found", m)
+		}
+	})
+	t.Run("one owner informer synced", func(t *testing.T) {
+		// The ReplicaSets are listed (the pod's is not among them: there is no Deployment to
+		// wait for), the Jobs never are: the ReplicaSet's pod goes on once its informer
+		// synced, not at wait_for_metadata.
+		h, releaseRS, _, rsPod, _ := ownerRigWith(t, 5*time.Second, false, nil)
+		time.AfterFunc(300*time.Millisecond, releaseRS)
+		got, took := h.process(map[string]any{attrContainerID: rsPod})
+		if got[0][attrDeployment] != nil || got[0][attrOwnerUnresolved] != nil || got[0][attrAttribution] != attributionLate {
+			t.Errorf("after the ReplicaSets were listed: %v", got[0])
+		}
+		if took < 250*time.Millisecond || took > 3*time.Second {
+			t.Errorf("the batch took %v; want from the ReplicaSets' release (300ms), not wait_for_metadata (5s)", took)
 		}
 	})
 	t.Run("not waited", func(t *testing.T) {

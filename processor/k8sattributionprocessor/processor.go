@@ -426,7 +426,14 @@ func (c *core) wait(ctx context.Context, waiting []pending, start time.Time) {
 		}
 		for _, p := range waiting {
 			if p.owner != nil {
-				// The pod is known; the owner informer did not sync in time.
+				// The pod is known. A last look: the owner informer may have synced since.
+				if a := c.index.lookup(p.cid, p.podUID, c.now()); a != nil {
+					if hold, unresolved := c.ownerHold(a); !hold && unresolved == "" {
+						applyAttribution(p.m, a, attributionLate, p.cid)
+						continue
+					}
+					p.owner = a
+				}
 				c.applyOwnerUnresolved(ctx, p.m, p.owner, attributionLate, p.cid, reason)
 				continue
 			}

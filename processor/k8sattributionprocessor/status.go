@@ -106,7 +106,16 @@ func (w *kubeWatcher) watchSync(ctx context.Context, grace time.Duration) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	late := false
+	owners := map[string]bool{} // owner attributes whose informer's handlers synced
 	for {
+		for _, attr := range []string{attrDeployment, attrCronJob} {
+			if !owners[attr] && w.ownerState(attr) == ownerSynced {
+				// One owner informer synced before the other (or the other is refused): the
+				// batches held for this one's owners go on now.
+				owners[attr] = true
+				w.index.notify()
+			}
+		}
 		if w.pods.HasSynced() && w.rs.HasSynced() && w.jobs.HasSynced() && (w.handlers.HasSynced == nil || w.handlers.HasSynced()) {
 			w.health.setSync(true, late)
 			// Batches holding a pod for its Deployment or CronJob (core.ownerHold) go on: an
