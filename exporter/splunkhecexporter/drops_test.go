@@ -58,10 +58,7 @@ type exportertestSettings = exporter.Settings
 func TestRejectionsLoggedEqualMetric(t *testing.T) {
 	const requests, spans = 250, 22
 	hec := newFakeHEC(t, testToken)
-	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
-		hecReply(w, http.StatusBadRequest, "Invalid data format", 6)
-		return true
-	}
+	hec.answerAll(http.StatusBadRequest, "Invalid data format", 6)
 	tel, logs, settings := sampledSettings(t)
 	cfg := testConfig(hec.endpoint())
 	qc := exporterhelper.NewDefaultQueueConfig()
@@ -174,6 +171,14 @@ type storageHost struct {
 
 func (h storageHost) GetExtensions() map[component.ID]component.Component { return h.ext }
 
+// answerAll makes the fake HEC answer every request with status and HEC's text and code.
+func (h *fakeHEC) answerAll(status int, text string, code int) {
+	h.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		hecReply(w, status, text, code)
+		return true
+	}
+}
+
 // persistentQueue puts cfg's queue on a new memStorage and returns the host that holds it: the
 // exporters started on that host share the storage, as one collector's restarts do.
 func persistentQueue(cfg *Config) component.Host {
@@ -243,10 +248,7 @@ func TestShutdownKeepsPersistentQueue(t *testing.T) {
 func TestShutdownLosesMemoryQueueCounted(t *testing.T) {
 	const requests, spans = 50, 30
 	hec := newFakeHEC(t, testToken)
-	hec.intercept = func(w http.ResponseWriter, _ *http.Request, _ int) bool {
-		hecReply(w, http.StatusServiceUnavailable, "Server is busy", 9)
-		return true
-	}
+	hec.answerAll(http.StatusServiceUnavailable, "Server is busy", 9)
 	tel, logs, settings := sampledSettings(t)
 	cfg := testConfig(hec.endpoint())
 	fastRetry(cfg)
