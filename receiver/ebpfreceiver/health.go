@@ -193,7 +193,7 @@ type attachProblems struct {
 	// candidate, while set, takes the problems instead of the status: those of a process
 	// discovery traces, which nobody named (registry.candidateScope).
 	candidate func(pid uint32, what string)
-	// demote is set with candidate: the tracers' warnings are written at info level meanwhile
+	// demote is set with candidate: the tracers' warnings are written at debug level meanwhile
 	// (demotingCore). Atomic: the tracers' logger may be used from other goroutines.
 	demote atomic.Bool
 }
