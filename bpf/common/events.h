@@ -318,7 +318,7 @@ struct fd_io_event {
 	__u8 flags;        // enum fd_io_flags
 	__u8 _pad[3];
 	__u32 captured;    // bytes in data
-	__u8 peer[16];     // IPv4 in the first 4 bytes, or IPv6
+	__u8 peer[16];     // IPv4 in the first 4 bytes, or IPv6; a unix socket's peer's inode number in the first 8 (0: none)
 	__u8 local[16];
 	__u8 data[FD_IO_MAX_CAPTURE];
 };

@@ -541,6 +541,14 @@ static __always_inline void sock_info(struct sock *sk, struct fd_io_event *e)
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (family == AF_UNIX) {
 		e->kind = FD_IO_UNIX;
+		// The peer socket's inode (a socketpair's other end: an MCP server's stdio under
+		// Node), as the kernel has it now: user space would ask sock_diag later, when a short
+		// session's sockets may be closed already.
+		struct sock *peer = BPF_CORE_READ((struct unix_sock *)sk, peer);
+		if (peer) {
+			__u64 pino = BPF_CORE_READ(peer, sk_socket, file, f_inode, i_ino);
+			__builtin_memcpy(e->peer, &pino, sizeof(pino));
+		}
 		return;
 	}
 	if (family != AF_INET && family != AF_INET6) {

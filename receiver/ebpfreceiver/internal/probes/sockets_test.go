@@ -2,6 +2,7 @@ package probes
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -341,7 +342,12 @@ func TestFDIOVectors(t *testing.T) {
 	if _, err := unix.Writev(fds[0], parts); err != nil {
 		t.Fatal(err)
 	}
-	check("writev", fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV }), whole, uint64(len(whole)), 0)
+	e := fdRecord(t, rd, ino, FDIOSend, func(e *FDIOEvent) bool { return e.Hdr.ProbeId == unix.SYS_WRITEV })
+	check("writev", e, whole, uint64(len(whole)), 0)
+	// A unix socket's record names its peer's inode (the socketpair's other end).
+	if got := binary.NativeEndian.Uint64(e.Peer[:8]); got != peer {
+		t.Errorf("unix socket's peer inode %d, want %d", got, peer)
+	}
 	// The receiving end reads it with readv into a short first buffer and a long second one.
 	got := make([]byte, 100)
 	if n, err := unix.Readv(fds[1], [][]byte{got[:10], got[10:]}); err != nil || n != len(whole) {

@@ -176,7 +176,7 @@ func (c *Consumer) Payload(p *sockets.Payload) {
 		return
 	}
 	ino := p.Socket.Ino
-	lk := c.link(p.Header.PID, p.FD, ino, p.Transport == spans.TransportUnix, p.Header.Time)
+	lk := c.link(p.Header.PID, p.FD, ino, p.Transport == spans.TransportUnix, p.PeerIno, p.Header.Time)
 	dir := mcp.Write
 	if p.Direction == spans.Ingress {
 		dir = mcp.Read
@@ -280,13 +280,13 @@ func (c *Consumer) adopt(pid uint32, dir mcp.Direction, msgs []mcp.Message) (mcp
 // have had its stdio set up yet).
 const linkRetry = time.Second
 
-func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool, at time.Time) link {
+func (c *Consumer) link(pid uint32, fd int32, ino uint64, sock bool, peerIno uint64, at time.Time) link {
 	k := linkKey{pid, ino}
 	prev, had := c.links[k]
 	if had && (prev.partner != 0 || at.Sub(prev.tried) < linkRetry) {
 		return prev
 	}
-	l := findLink(c.env.ProcRoot, pid, fd, ino, sock)
+	l := findLink(c.env.ProcRoot, pid, fd, ino, sock, peerIno)
 	l.tried = at
 	if l.command != "" {
 		l.command, _ = c.env.Redactor.String(l.command)

@@ -258,7 +258,8 @@ func TestStdioPairedWithoutProc(t *testing.T) {
 // lagged the kernel by seconds while it instrumented the new node process: the whole session
 // was over by then): the server is the process seen reading the requests, its command line the
 // span builder's, which the exec of the real server (through a wrapper) replaced. A server that
-// cannot be named says so on the span and in agenttrail.ebpf.mcp.dropped.
+// cannot be named says so on the span and in agenttrail.ebpf.mcp.dropped. Under Node the stdio
+// are socketpairs: the kernel's record names the peer socket, which sock_diag no longer knows.
 func TestStdioServerCommandWithoutProc(t *testing.T) {
 	const agent, server = 100, 200
 	const serverCmd = "/usr/bin/node /opt/mcp/server-filesystem/dist/index.js /tmp/mcpfs"
@@ -266,10 +267,12 @@ func TestStdioServerCommandWithoutProc(t *testing.T) {
 		name       string
 		traced     bool // the server's reads and writes are recorded
 		registered bool // the span builder has the server process
+		unix       bool // socketpairs, whose records name their peers
 		cmd, pid   string
 		unresolved string
 	}{
 		{name: "traced", traced: true, registered: true, cmd: serverCmd, pid: "200", unresolved: "<missing>"},
+		{name: "socketpairs", traced: true, registered: true, unix: true, cmd: serverCmd, pid: "200", unresolved: "<missing>"},
 		{name: "server not traced", unresolved: "server_not_found", cmd: "<missing>", pid: "<missing>"},
 		{name: "server unknown to the builder", traced: true, unresolved: "server_command_unknown", cmd: "<missing>", pid: "200"},
 	} {
@@ -301,21 +304,30 @@ func TestStdioServerCommandWithoutProc(t *testing.T) {
 			}
 			payload := func(pid uint32, fd int32, ino uint64, dir spans.Direction, data []byte) {
 				h := hdr(pid)
-				c.Payload(&sockets.Payload{Header: h, Socket: spans.SocketID{Ino: ino}, FD: fd, Direction: dir,
-					Transport: spans.TransportPipe, Bytes: uint64(len(data)), Data: data, Parent: b.ParentOf(h)})
+				p := &sockets.Payload{Header: h, Socket: spans.SocketID{Ino: ino}, FD: fd, Direction: dir,
+					Transport: spans.TransportPipe, Bytes: uint64(len(data)), Data: data, Parent: b.ParentOf(h)}
+				if tc.unix {
+					// Each end of a socketpair is its own inode; its peer the other's.
+					p.Transport, p.PeerIno = spans.TransportUnix, ino^1
+				}
+				c.Payload(p)
 			}
-			const toServer, fromServer = 9002, 9001
+			// A pipe has one inode for both ends; a socketpair two (agent's, server's).
+			toServer, fromServer := [2]uint64{9002, 9002}, [2]uint64{9001, 9001}
+			if tc.unix {
+				toServer, fromServer = [2]uint64{9002, 9003}, [2]uint64{9005, 9004}
+			}
 			for _, ch := range readChunks(t, "node-filesystem.chunks") {
 				if ch.client {
-					payload(agent, 21, toServer, spans.Egress, ch.data)
+					payload(agent, 21, toServer[0], spans.Egress, ch.data)
 					if tc.traced {
-						payload(server, 0, toServer, spans.Ingress, ch.data)
+						payload(server, 0, toServer[1], spans.Ingress, ch.data)
 					}
 				} else {
 					if tc.traced {
-						payload(server, 1, fromServer, spans.Egress, ch.data)
+						payload(server, 1, fromServer[1], spans.Egress, ch.data)
 					}
-					payload(agent, 23, fromServer, spans.Ingress, ch.data)
+					payload(agent, 23, fromServer[0], spans.Ingress, ch.data)
 				}
 			}
 			n := 0

@@ -107,12 +107,17 @@ func commandLine(procRoot string, pid uint32) string {
 }
 
 // findLink pairs pipe (or unix socket, sock) ino, used by pid on fd, with its partner.
-func findLink(procRoot string, pid uint32, fd int32, ino uint64, sock bool) link {
+// peerIno is the socket's peer as the kernel named it at the call (0: not known): sock_diag,
+// asked now, no longer knows a socket closed since.
+func findLink(procRoot string, pid uint32, fd int32, ino uint64, sock bool, peerIno uint64) link {
 	peer := func(i uint64) uint64 {
-		if sock && i != 0 {
-			return unixPeer(i)
+		switch {
+		case !sock || i == 0:
+			return i
+		case i == ino && peerIno != 0:
+			return peerIno
 		}
-		return i
+		return unixPeer(i)
 	}
 	if fd == 0 || fd == 1 {
 		// A server's own stdio: its records name the inodes its fds do.

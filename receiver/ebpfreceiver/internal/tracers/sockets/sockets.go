@@ -5,6 +5,7 @@
 package sockets
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -29,9 +30,12 @@ type Payload struct {
 	Direction spans.Direction
 	Transport string // spans.Transport*
 	Peer      netip.AddrPort
-	Bytes     uint64 // what the call moved
-	Data      []byte // the captured prefix; valid only during the call
-	Cut       bool   // Data holds less than Bytes
+	// PeerIno: a unix socket's peer's inode as the kernel had it at the call (0: none or not
+	// a unix socket); /proc and sock_diag, asked later, may no longer know the socket.
+	PeerIno uint64
+	Bytes   uint64 // what the call moved
+	Data    []byte // the captured prefix; valid only during the call
+	Cut     bool   // Data holds less than Bytes
 	// Parent is where spans made from the payload belong (the call that made the I/O).
 	Parent spans.Parent
 }
@@ -221,6 +225,9 @@ func (t *Tracer) Handle(h spans.Header, rec []byte) string {
 		}
 		p := &Payload{Header: h, Socket: io.Socket, Key: key, FD: e.Fd, Direction: dir, Transport: transport,
 			Peer: io.Peer, Bytes: e.Bytes, Data: data, Cut: uint64(len(data)) < e.Bytes, Parent: parent}
+		if e.Kind == probes.FDIOUnix {
+			p.PeerIno = binary.NativeEndian.Uint64(e.Peer[:8])
+		}
 		for _, c := range t.consumers {
 			c.Payload(p)
 		}
