@@ -99,11 +99,17 @@ func body(r *http.Request) ([]byte, error) {
 			return nil, fmt.Errorf("snappy body of %d bytes decoded", n)
 		}
 		return snappy.Decode(nil, raw)
+	case "x-snappy-framed":
+		rd = snappy.NewReader(r.Body)
 	case "", "identity":
 	default:
 		return nil, fmt.Errorf("content encoding %q is not supported", enc)
 	}
-	return io.ReadAll(rd)
+	raw, err := io.ReadAll(io.LimitReader(rd, maxSinkBody+1))
+	if err == nil && len(raw) > maxSinkBody {
+		err = fmt.Errorf("body over %d bytes", maxSinkBody)
+	}
+	return raw, err
 }
 
 func (s *otlpSink) story(id pcommon.TraceID) *storyTimes {
