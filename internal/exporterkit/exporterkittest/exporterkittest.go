@@ -1,6 +1,7 @@
 // Package exporterkittest holds what the tests of this project's exporters (splunk_hec,
-// sentinel, evidence) share: an exporter started for one test, settings whose log is observed or whose telemetry is recorded,
-// a counter read by reason, and the throughput benchmark loop and its numbered spans.
+// sentinel, evidence) share: an exporter started for one test, settings whose log is observed
+// or whose telemetry is recorded, a counter read by reason, and the throughput benchmark loop
+// and its numbered spans.
 package exporterkittest
 
 import (
