@@ -10,14 +10,11 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 
-	"github.com/agenttrail/agenttrail/exporter/sentinelexporter/internal/metadata"
 	"github.com/agenttrail/agenttrail/internal/componenttestkit"
 )
 
 func loadTestConfig(t *testing.T, name string) (*Config, error) {
-	t.Helper()
-	cfg, err := componenttestkit.LoadConfig(t, NewFactory(), component.NewIDWithName(metadata.Type, name))
-	return cfg.(*Config), err
+	return componenttestkit.LoadConfigNamed[*Config](t, NewFactory(), name)
 }
 
 func TestLoadConfig(t *testing.T) {

@@ -28,3 +28,11 @@ func LoadConfig(t testing.TB, factory component.Factory, id component.ID) (compo
 	}
 	return cfg, confmap.Validate(cfg)
 }
+
+// LoadConfigNamed is LoadConfig of the config named name of the factory's type ("" for the
+// bare type), as the component's config type C.
+func LoadConfigNamed[C component.Config](t testing.TB, factory component.Factory, name string) (C, error) {
+	t.Helper()
+	cfg, err := LoadConfig(t, factory, component.NewIDWithName(factory.Type(), name))
+	return cfg.(C), err
+}
