@@ -71,6 +71,16 @@ func FuzzValue(f *testing.F) {
 // luhnRuns returns the maximal runs of exactly n digits in s that pass Luhn.
 func luhnRuns(s string, n int) map[string]bool {
 	m := map[string]bool{}
+	eachDigitRun(s, func(i, j int) {
+		if j-i == n && luhn(s[i:j]) {
+			m[s[i:j]] = true
+		}
+	})
+	return m
+}
+
+// eachDigitRun calls f with the bounds [i, j) of every maximal run of digits in s.
+func eachDigitRun(s string, f func(i, j int)) {
 	for i := 0; i < len(s); {
 		if !isDigit(s[i]) {
 			i++
@@ -80,12 +90,9 @@ func luhnRuns(s string, n int) map[string]bool {
 		for j < len(s) && isDigit(s[j]) {
 			j++
 		}
-		if j-i == n && luhn(s[i:j]) {
-			m[s[i:j]] = true
-		}
+		f(i, j)
 		i = j
 	}
-	return m
 }
 
 // digitRuns returns the maximal runs of digits in a Value output, except
@@ -93,19 +100,10 @@ func luhnRuns(s string, n int) map[string]bool {
 // digits after it, so they are not digits of the input.
 func digitRuns(s string) []string {
 	var runs []string
-	for i := 0; i < len(s); {
-		if !isDigit(s[i]) {
-			i++
-			continue
-		}
-		j := i
-		for j < len(s) && isDigit(s[j]) {
-			j++
-		}
+	eachDigitRun(s, func(i, j int) {
 		if i < 2 || s[i-2:i] != `\x` {
 			runs = append(runs, s[i:j])
 		}
-		i = j
-	}
+	})
 	return runs
 }
