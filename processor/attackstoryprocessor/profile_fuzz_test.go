@@ -29,9 +29,7 @@ func TestProfileFileBounds(t *testing.T) {
 		}
 		return b.String()
 	}
-	for _, tc := range []struct {
-		name, old, new, want, line string
-	}{
+	runProfileErrors(t, good, []profileErrorCase{
 		{"tools", "tools:\n  - accounts-summary\n", "tools:\n" + many(profile.MaxProfileEntries+1, func(i int) string { return "  - t" + strconv.Itoa(i) + "\n" }),
 			"tools: 10001 entries, more than 10000", "tools:"},
 		{"tool name", "  - accounts-summary\n", "  - accounts-summary\n  - " + strings.Repeat("x", profile.MaxProfileString+1) + "\n",
@@ -47,16 +45,7 @@ func TestProfileFileBounds(t *testing.T) {
 		{"negative sample", "  bytes_sent_samples: []", "  bytes_sent_samples: [1, -1]",
 			"data_volume.bytes_sent_samples: values must not be negative", "  bytes_sent_samples:"},
 		{"stories", "stories: 20", "stories: 9999999999", "stories: at most 2147483647", "stories:"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			text := strings.Replace(good, tc.old, tc.new, 1)
-			require.NotEqual(t, good, text)
-			_, err := profile.Parse([]byte(text))
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), tc.want)
-			assert.True(t, strings.HasPrefix(err.Error(), "line "+strconv.Itoa(lineNumber(t, text, tc.line))+":"), err.Error())
-		})
-	}
+	})
 }
 
 // TestProfileFileUnreadable: a file too large to be a profile, or one that is not a regular

@@ -244,10 +244,7 @@ func TestCorruptProfileAtStart(t *testing.T) {
 
 func TestParseProfileErrors(t *testing.T) {
 	good := goodProfile(t, "accounts-summary")
-	for _, tc := range []struct {
-		name, old, new, want string
-		line                 string // the line prefix the error must name
-	}{
+	runProfileErrors(t, good, []profileErrorCase{
 		{"syntax", "tools:\n", "tools: [\n", "did not find expected node content", ""},
 		{"unknown key", "stories: 20", "storys: 20", "field storys not found", "storys:"},
 		{"type", "version: 1", "version: one", "cannot unmarshal !!str `one` into int", "version:"},
@@ -256,7 +253,21 @@ func TestParseProfileErrors(t *testing.T) {
 		{"cidr", "cidr: 127.0.0.0/24", "cidr: 127.0.0.0/99", "destinations[0].cidr:", "    cidr:"},
 		{"flow without destination", "data_volume:", "flows:\n  - {tool: export, data: \"*.db\"}\ndata_volume:", "flows[0]: needs data and a destination", "  - {tool"},
 		{"flow volume", "data_volume:", "flows:\n  - data: \"*.db\"\n    destination: 10.0.0.1:443\n    bytes_max: -1\ndata_volume:", "flows[0].bytes_max: must not be negative", "    bytes_max:"},
-	} {
+	})
+	_, err := profile.Parse([]byte(good))
+	require.NoError(t, err)
+}
+
+// profileErrorCase is a good profile file with old replaced by new: Parse's error contains
+// want and names the line that begins with line ("" for any line).
+type profileErrorCase struct {
+	name, old, new, want string
+	line                 string
+}
+
+func runProfileErrors(t *testing.T, good string, cases []profileErrorCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(good, tc.old, tc.new, 1)
 			require.NotEqual(t, good, text)
@@ -269,6 +280,4 @@ func TestParseProfileErrors(t *testing.T) {
 			}
 		})
 	}
-	_, err := profile.Parse([]byte(good))
-	require.NoError(t, err)
 }
