@@ -342,7 +342,7 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The gateway's findings connector ran on the agent's spans when they left for the trace
-	// backend; what it made of them passes batch/findings (timeout 200ms) before the sink.
+	// backend; what it made of them goes through the exporter's queue (batched) to the sink.
 	time.Sleep(time.Second)
 	failed := false
 	if got := sink.findings(agentTrace); len(got) == 0 {
@@ -411,9 +411,9 @@ func TestFindingsReachLogsBackend(t *testing.T) {
 // TestFindingsBackendDownKeepsTraces: with the findings sent over OTLP to a backend that is
 // down and their disk queue full (queue_size 2 here), the gateway still takes the agents'
 // stories and the trace backend gets every one; the gateway's own findings that did not fit
-// are counted, not held against the spans. Without batch/findings between the gateway's
-// findings connector and the exporter, the connector returned the full queue to the traces
-// pipeline and the gateway answered every story after the second with 503.
+// are counted, not held against the spans. When the gateway's findings connector returned the
+// full queue to the traces pipeline (and no batch processor stood between them, as none does
+// now), the gateway answered every story after the second with 503.
 func TestFindingsBackendDownKeepsTraces(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the gateway")
