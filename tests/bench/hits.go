@@ -162,7 +162,7 @@ func maxProgramID() ebpf.ProgramID {
 	}
 }
 
-// programsAfter returns the uprobe and raw-tracepoint programs loaded with an id above after.
+// programsAfter returns the uprobe and tracepoint programs loaded with an id above after.
 func programsAfter(after ebpf.ProgramID) []bpfProg {
 	var out []bpfProg
 	id := after
@@ -177,7 +177,8 @@ func programsAfter(after ebpf.ProgramID) []bpfProg {
 			continue
 		}
 		info, err := p.Info()
-		if err != nil || (info.Type != ebpf.Kprobe && info.Type != ebpf.RawTracepoint) {
+		// The syscall programs are per-syscall tracepoints on syscall_attach's default path.
+		if err != nil || (info.Type != ebpf.Kprobe && info.Type != ebpf.RawTracepoint && info.Type != ebpf.TracePoint) {
 			p.Close()
 			continue
 		}

@@ -46,13 +46,16 @@ var sectionIntro = map[string]string{
 		"Ratio: on ÷ off. The receiver's user-space work (parsing every exchange into an inference span) shares the machine's cores " +
 		"with the client and the model, so it is in these numbers. Inference spans per request (spans with gen_ai.provider.name, " +
 		"warm-up included) check that every request was seen.",
-	secTax: "The syscall programs hook sys_enter and sys_exit, so every syscall of every process on the node runs them, traced or not. " +
+	secTax: "The syscall programs hook either the per-syscall tracepoints (syscalls:sys_enter_openat, ...) of only the syscalls the configuration needs " +
+		"(syscall_attach: tracepoint, the default's choice where tracefs is there) or, as the fallback, the sys_enter and sys_exit raw tracepoints, " +
+		"which every syscall of every process on the node runs, traced or not. " +
 		"An untraced C program (tests/bench/taxtarget) times its own syscalls (its thread's CPU time, so that the other work of a busy machine is not counted) with nothing attached (off), with no-op programs on the two raw " +
-		"tracepoints (the hook's own cost: the syscall's slow path and the program call), under the receiver with its default configuration " +
-		"tracing another program (on), and with no-op programs on the per-syscall tracepoints (syscalls:sys_enter_openat, ...) of only the " +
-		"syscalls that configuration needs (what tracefs would offer instead). Ratio: on ÷ off. The in-BPF rows are the kernel's run " +
-		"statistics of the receiver's sys_enter and sys_exit programs, in runs of their own with a no-op program beside them on the same " +
-		"hooks, whose time per run (the statistics' clock reads) is subtracted: what the programs themselves cost per untraced syscall.",
+		"tracepoints (the raw hook's own cost: the syscall's slow path and the program call), with no-op programs on the per-syscall tracepoints the receiver attaches, " +
+		"and under the receiver with its default configuration tracing another program (on), once with syscall_attach: raw and once with tracepoint, interleaved in the same runs. " +
+		"Ratio: on ÷ off. The in-BPF rows are the kernel's run " +
+		"statistics of the receiver's sys_enter* and sys_exit* programs, in runs of their own with a no-op program beside them on the same " +
+		"hooks, whose time per run (the statistics' clock reads) is subtracted, times the runs the operation makes on that path: what the programs themselves cost per untraced syscall. " +
+		"The last row is a traced process's openat on both paths.",
 	secHits: "A count that is the same on every machine: what one benign request of the demo agent makes the kernel do. " +
 		"Uprobe hits are the runs of the receiver's uprobe programs (kernel BPF run statistics) during the requests, ÷ requests; " +
 		"the trap floor is hits × this run's bare uprobe hit.",
