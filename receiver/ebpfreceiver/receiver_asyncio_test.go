@@ -29,7 +29,7 @@ async def handle_prompt(client, url, customer, calls):
         r = await client.post(url, json={"model": "model-x", "tools": TOOLS,
             "messages": [{"role": "user", "content": "What is the balance of %s?" % customer}]})
         r.raise_for_status()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the agent works on the answer
 
 async def main(url):
     async with httpx.AsyncClient(verify=CA, timeout=20) as client:

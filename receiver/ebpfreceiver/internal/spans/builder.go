@@ -48,6 +48,9 @@ type Counters struct {
 	CoroutineSpansUnended  uint64
 	CoroutineSpansEvicted  uint64
 	CoroutineAddressReused uint64
+	// CoroutineUnknownParents: socket I/O calls with no parent while coroutine calls were open
+	// in the process (ParentMissingCoroutine).
+	CoroutineUnknownParents uint64
 }
 
 // Options bound the Builder's memory.

@@ -26,6 +26,18 @@ const (
 
 const defaultMaxCoroutineSpans = 1024
 
+// ParentMissingCoroutine is agenttrail.parent.missing on a span made from socket I/O (a
+// plain-HTTP model call) that has no parent while coroutine calls were open in its process: the
+// socket call carries no Python stack, and the thread showed no call running, so which call
+// made it (if any) cannot be known. Counted in Counters.CoroutineUnknownParents per I/O call.
+const ParentMissingCoroutine = "coroutine_not_known"
+
+func putParentMissing(s *span, why string) {
+	if why != "" && s.parent.IsEmpty() {
+		s.attrs.PutStr("agenttrail.parent.missing", why)
+	}
+}
+
 // startCoroutine returns the open span of the coroutine call f shows, or a new one opened at
 // h under parent. The span is on no thread's stack when it returns.
 func (b *Builder) startCoroutine(p *process, h Header, f StackFunc, parent spanRef) *span {

@@ -27,7 +27,10 @@ func spansNamed(td ptrace.Traces, name string) []ptrace.Span {
 }
 
 func strAttr(s ptrace.Span, k string) string {
-	v, _ := s.Attributes().Get(k)
+	v, ok := s.Attributes().Get(k)
+	if !ok {
+		return ""
+	}
 	return v.AsString()
 }
 
@@ -141,5 +144,39 @@ func TestCoroutineSpanBounds(t *testing.T) {
 	}
 	if b.OpenSpans() != 0 {
 		t.Errorf("%d spans open", b.OpenSpans())
+	}
+}
+
+// TestCoroutineUnknownParent: a plain-HTTP call made from socket I/O while a coroutine call is
+// suspended (the thread shows none running) has no parent, and says why; with no coroutine open
+// it says nothing, and with the coroutine on the thread's stack it is its child.
+func TestCoroutineUnknownParent(t *testing.T) {
+	b, c := pyBuilder(t)
+	const tid = 3
+	model := func() ptrace.Span {
+		parent, _ := b.SocketIO(c.at(0, tid), send(sockOne, sink, 100))
+		r := b.Reserve(parent)
+		b.EndReserved(r, SpanData{Name: "chat model-x", Start: c.t, End: c.t})
+		for _, s := range spansNamed(b.Flush(), "chat model-x") {
+			return s
+		}
+		t.Fatal("no model span")
+		return ptrace.Span{}
+	}
+	if s := model(); strAttr(s, "agenttrail.parent.missing") != "" {
+		t.Errorf("no coroutine open: parent.missing %q", strAttr(s, "agenttrail.parent.missing"))
+	}
+	b.ObserveStack(c.at(0, tid), []StackFunc{coro(0x100)}, false)
+	running := model()
+	b.ObserveStack(c.at(0, tid), nil, false) // it awaits
+	suspended := model()
+	if running.ParentSpanID().IsEmpty() || strAttr(running, "agenttrail.parent.missing") != "" {
+		t.Errorf("running coroutine: parent %s, missing %q", running.ParentSpanID(), strAttr(running, "agenttrail.parent.missing"))
+	}
+	if !suspended.ParentSpanID().IsEmpty() || strAttr(suspended, "agenttrail.parent.missing") != ParentMissingCoroutine {
+		t.Errorf("suspended coroutine: parent %s, missing %q", suspended.ParentSpanID(), strAttr(suspended, "agenttrail.parent.missing"))
+	}
+	if n := b.Counters().CoroutineUnknownParents; n != 1 {
+		t.Errorf("CoroutineUnknownParents %d, want 1", n)
 	}
 }

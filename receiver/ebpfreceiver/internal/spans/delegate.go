@@ -10,15 +10,16 @@ import "time"
 // Reserved is a span whose trace and span ids are fixed when it starts; EndReserved completes
 // it with its content.
 type Reserved struct {
-	pid    uint32
-	parent spanRef
-	ref    spanRef
+	pid     uint32
+	parent  spanRef
+	ref     spanRef
+	missing string // Parent.missing
 }
 
 // Reserve fixes the ids of a span that starts now under parent (a new trace when parent has
 // no span). Nothing is emitted until EndReserved.
 func (b *Builder) Reserve(parent Parent) *Reserved {
-	r := &Reserved{pid: parent.PID, parent: parent.ref}
+	r := &Reserved{pid: parent.PID, parent: parent.ref, missing: parent.missing}
 	if parent.ref.trace.IsEmpty() {
 		r.ref.trace = b.newTraceID()
 	} else {
@@ -44,6 +45,7 @@ func (b *Builder) EndReserved(r *Reserved, d SpanData) bool {
 	if d.Attributes != nil {
 		d.Attributes(s.attrs)
 	}
+	putParentMissing(s, r.missing)
 	if d.Events != nil {
 		d.Events(s.events)
 	}

@@ -188,6 +188,9 @@ func (b *Builder) syscallInProgress(pid uint32, routineKey uint64) bool {
 type Parent struct {
 	PID uint32
 	ref spanRef
+	// missing says why there is no parent span when one may exist but cannot be known
+	// (agenttrail.parent.missing on the span made under it; "" otherwise).
+	missing string
 }
 
 // ParentOf returns the span that work of h's goroutine or thread belongs under now: its
@@ -260,6 +263,7 @@ func (b *Builder) AddSpan(parent Parent, d SpanData) bool {
 	if d.Attributes != nil {
 		d.Attributes(s.attrs)
 	}
+	putParentMissing(s, parent.missing)
 	if d.Events != nil {
 		d.Events(s.events)
 	}

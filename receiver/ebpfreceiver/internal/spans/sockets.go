@@ -210,7 +210,14 @@ func (b *Builder) SocketIO(h Header, io SocketIO) (Parent, string) {
 		}
 	}
 	a.addSocket(b, io.Socket, h.Time)
-	return Parent{PID: h.PID, ref: parent}, attribution
+	missing := ""
+	if attribution == AttributionNone && len(p.coros) > 0 {
+		// A Python coroutine call is open (suspended, or running without a sample since it
+		// resumed): the I/O may be its, but a socket call carries no Python stack to say which.
+		missing = ParentMissingCoroutine
+		b.counters.CoroutineUnknownParents++
+	}
+	return Parent{PID: h.PID, ref: parent, missing: missing}, attribution
 }
 
 // addSocket counts a socket in the aggregate; the first one says how it was connected.

@@ -3,12 +3,14 @@ package python
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/pyinfo"
@@ -39,7 +41,9 @@ type pyProc struct {
 	interp *pyInterp
 	link   link.Link // python_gen_dealloc on its interpreter; nil: not attached
 	failed string    // why it cannot be attached (no more attempts), "" while it can
-	codes  map[uint64]bool
+	// codes: the coroutine code objects registered in the kernel, with when (CLOCK_MONOTONIC,
+	// as records' times): a stack sample older than that may show a call freed unseen.
+	codes map[uint64]uint64
 	// ended: coroutine calls ended when their frame was read cleared (pollCoroutines), by
 	// frame address → code object: their gen_dealloc record is expected, not another end.
 	ended map[uint64]uint64
@@ -51,42 +55,106 @@ const maxEndedEarly = 1024
 
 // coroCounters are the builder's counts of coroutine spans ended without their end seen, as
 // last read (Housekeeping reports the difference).
-type coroCounters struct{ unended, evicted, reused uint64 }
+type coroCounters struct{ unended, evicted, reused, unparented uint64 }
 
 // tracked reports whether the coroutine running code in process pid ends by a
 // python_gen_dealloc record, setting it up the first time: the probe on the process's
 // interpreter, the code object in the kernel's filter. It runs on the reader goroutine at a
 // stack's resolution, the first moment the receiver knows a configured function is a coroutine.
-func (t *Tracer) tracked(pid uint32, l *pyinfo.Layout, code uint64) bool {
+// fresh says that the sample at mono is older than the code object's registration: the call
+// it shows may have been freed before the kernel watched its frees (checkFresh).
+func (t *Tracer) tracked(pid uint32, l *pyinfo.Layout, code, mono uint64) (tracked, fresh bool) {
 	pp := t.procs[pid]
 	if pp == nil || pp.interp == nil || pp.interp.in == nil {
 		t.untracked(untrackedNoInterp)
-		return false
+		return false, false
 	}
-	if pp.codes[code] {
-		return true
+	if reg, ok := pp.codes[code]; ok {
+		return true, mono < reg
 	}
 	if pp.failed != "" {
-		return false
+		return false, false
 	}
 	if pp.link == nil {
 		if reason := t.attachGenDealloc(pid, pp, l); reason != "" {
 			pp.failed = reason
 			t.untracked(reason)
-			return false
+			return false, false
 		}
 	}
 	if len(pp.codes) >= maxCoroCodesPerProc {
 		t.untracked(untrackedCodeLimit)
-		return false
+		return false, false
 	}
 	if err := t.env.Kernel.WatchPythonCoroutine(pid, code); err != nil {
 		t.untracked(untrackedCodeLimit)
 		t.env.Logger.Debug("cannot register a coroutine's code object in the kernel", zap.Uint32("pid", pid), zap.Error(err))
-		return false
+		return false, false
 	}
-	pp.codes[code] = true
-	return true
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		ts = unix.Timespec{Sec: math.MaxInt32} // every sample is then checked: never wrong, only slower
+	}
+	pp.codes[code] = uint64(ts.Nano())
+	return true, true
+}
+
+// checkFresh looks at each coroutine call seen in a stack sample older than its code object's
+// registration (the reader lags the kernel: the sample that made the receiver register it, and
+// others already in the ring buffer): it may have finished, or been freed, before the kernel
+// watched its frees. Still a live coroutine of that code (a state the layout names, the code
+// pointer in place): its free comes after the registration and is seen. Cleared: it returned, its span ends now. Anything else: it was freed unseen, and its
+// span ends now, its end not observed.
+func (t *Tracer) checkFresh(h spans.Header, fresh [][2]uint64) {
+	for _, key := range fresh {
+		end := t.readCoroutine(h.PID, key[0], key[1])
+		if end == "" {
+			continue
+		}
+		if t.env.Builder.CoroutineEnd(h, key[0], key[1], end, "") {
+			t.coroEnded(end, 1)
+			if end == pyinfo.CoroutineCompleted {
+				t.markEnded(h.PID, key[0], key[1])
+			}
+		}
+	}
+}
+
+// readCoroutine reads the coroutine whose frame is at frame: "" while it is a live call of
+// code (or cannot be read), CoroutineCompleted when its frame is cleared,
+// spans.CoroutineEndNotObserved when something else is there.
+func (t *Tracer) readCoroutine(pid uint32, frame, code uint64) string {
+	l := t.layoutOf(pid)
+	if l == nil {
+		return ""
+	}
+	g := l.Gen
+	size := g.Frame - g.FrameState + uint64(l.Kernel.FrameCode) + 8
+	buf := make([]byte, size)
+	if frame < g.Frame || t.reader.ReadMem(pid, frame-g.Frame+g.FrameState, buf) != nil {
+		return ""
+	}
+	state := int8(buf[0])
+	sameCode := binary.LittleEndian.Uint64(buf[size-8:]) == code
+	switch {
+	case sameCode && (state == g.Cleared || state == g.Completed):
+		return pyinfo.CoroutineCompleted
+	case sameCode && (state == 0 || g.CoroutineEnd(state) == pyinfo.CoroutineAbandoned):
+		return "" // running, suspended or not started: alive
+	}
+	return spans.CoroutineEndNotObserved
+}
+
+// markEnded notes a call ended before its gen_dealloc record, which then ends nothing more.
+func (t *Tracer) markEnded(pid uint32, frame, code uint64) {
+	pp := t.procs[pid]
+	if pp == nil {
+		return
+	}
+	if pp.ended == nil || len(pp.ended) >= maxEndedEarly {
+		pp.ended = map[uint64]uint64{}
+	}
+	pp.ended[frame] = code
 }
 
 // attachGenDealloc attaches python_gen_dealloc to the process's interpreter, filtered to the
@@ -181,10 +249,13 @@ func (t *Tracer) layoutOf(pid uint32) *pyinfo.Layout {
 // reportCoroutineEnds counts the coroutine spans the builder ended without their end seen.
 func (t *Tracer) reportCoroutineEnds() {
 	c := t.env.Builder.Counters()
-	now := coroCounters{c.CoroutineSpansUnended, c.CoroutineSpansEvicted, c.CoroutineAddressReused}
+	now := coroCounters{c.CoroutineSpansUnended, c.CoroutineSpansEvicted, c.CoroutineAddressReused, c.CoroutineUnknownParents}
 	t.coroEnded(spans.CoroutineEndNotObserved, now.unended-t.coroSeen.unended)
 	t.coroEnded(spans.CoroutineEndEvicted, now.evicted-t.coroSeen.evicted)
 	t.coroEnded(spans.CoroutineEndReused, now.reused-t.coroSeen.reused)
+	if n := now.unparented - t.coroSeen.unparented; n > 0 && t.coroUnparented != nil {
+		t.coroUnparented.Add(tracer.Ctx, int64(n), metric.WithAttributes(attribute.String("reason", "no_python_stack")))
+	}
 	t.coroSeen = now
 }
 
@@ -200,29 +271,17 @@ func (t *Tracer) pollCoroutines(now time.Time) {
 		if len(pp.codes) == 0 || pp.interp == nil || pp.interp.in == nil || pp.interp.in.Layout == nil {
 			continue
 		}
-		l := pp.interp.in.Layout
-		g, codeOff := l.Gen, uint64(l.Kernel.FrameCode)
-		// One read from gi_frame_state to the end of the frame's code pointer.
-		size := g.Frame - g.FrameState + codeOff + 8
-		buf := make([]byte, size)
 		for _, key := range t.env.Builder.OpenCoroutines(pid) {
+			// Only a cleared frame ends a span here: anything else at the address may be
+			// a read that raced with the process, and gen_dealloc ends it anyway.
 			frame, code := key[0], key[1]
-			if frame < g.Frame || t.reader.ReadMem(pid, frame-g.Frame+g.FrameState, buf) != nil {
-				continue // read again at the next housekeeping; gen_dealloc ends it anyway
-			}
-			state := int8(buf[0])
-			if binary.LittleEndian.Uint64(buf[size-8:]) != code || (state != g.Cleared && state != g.Completed) {
+			if t.readCoroutine(pid, frame, code) != pyinfo.CoroutineCompleted {
 				continue
 			}
-			h := spans.Header{PID: pid, Time: now}
-			if !t.env.Builder.CoroutineEnd(h, frame, code, pyinfo.CoroutineCompleted, "") {
-				continue
+			if t.env.Builder.CoroutineEnd(spans.Header{PID: pid, Time: now}, frame, code, pyinfo.CoroutineCompleted, "") {
+				t.markEnded(pid, frame, code)
+				t.coroEnded(pyinfo.CoroutineCompleted, 1)
 			}
-			if pp.ended == nil || len(pp.ended) >= maxEndedEarly {
-				pp.ended = map[uint64]uint64{}
-			}
-			pp.ended[frame] = code
-			t.coroEnded(pyinfo.CoroutineCompleted, 1)
 		}
 	}
 }

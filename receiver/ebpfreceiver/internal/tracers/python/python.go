@@ -56,8 +56,11 @@ type Tracer struct {
 	// coroEnds: coroutine calls ended, by how (end); coroUntracked: coroutines whose spans stay
 	// one run between awaits, by reason (coroutine.go). Nil in unit tests.
 	coroEnds, coroUntracked metric.Int64Counter
-	coroSeen                coroCounters
-	procs                   map[uint32]*pyProc // traced Python processes, for coroutine ends
+	// coroUnparented: socket I/O of processes with coroutine calls open that could not be put
+	// under one (spans.ParentMissingCoroutine).
+	coroUnparented metric.Int64Counter
+	coroSeen       coroCounters
+	procs          map[uint32]*pyProc // traced Python processes, for coroutine ends
 
 	interps  map[string]*pyInterp // by "dev:inode" of the binary
 	bins     []*pyInterp          // by kernel index
@@ -104,6 +107,9 @@ type pyStack struct {
 	frames    []spans.Frame     // innermost first
 	funcs     []spans.StackFunc // configured functions, outermost first
 	truncated bool
+	// fresh: coroutine calls on the stack whose code object was registered for gen_dealloc
+	// only now (checkFresh).
+	fresh [][2]uint64
 	// unreadable lists what could not be read of its code objects, as "field:reason" (see
 	// pyinfo's Field and Reason constants), each once.
 	unreadable []string
@@ -166,6 +172,12 @@ func New(env tracer.Env, cfg Config, targets []tracer.TargetConfig) (*Tracer, er
 	if err != nil {
 		return nil, err
 	}
+	coroUnparented, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutine.unparented",
+		metric.WithDescription("Socket sends and receives of Python processes with coroutine calls open, none known to run on the thread (a socket call carries no Python stack): their spans have no parent, agenttrail.parent.missing says why; by reason."),
+		metric.WithUnit("{call}"))
+	if err != nil {
+		return nil, err
+	}
 	coroUntracked, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.python.coroutine.untracked",
 		metric.WithDescription("Configured coroutines whose end cannot be observed, by reason: their spans are one run between awaits each."),
 		metric.WithUnit("{function}"))
@@ -174,7 +186,7 @@ func New(env tracer.Env, cfg Config, targets []tracer.TargetConfig) (*Tracer, er
 	}
 	t := &Tracer{
 		env: env, cfg: cfg, unreadables: unreadables, coroutines: coroutines,
-		coroEnds: coroEnds, coroUntracked: coroUntracked, procs: map[uint32]*pyProc{},
+		coroEnds: coroEnds, coroUntracked: coroUntracked, coroUnparented: coroUnparented, procs: map[uint32]*pyProc{},
 		reader:   pyinfo.NewReader(env.ProcRoot),
 		interps:  map[string]*pyInterp{},
 		warned:   map[string]bool{},
@@ -237,7 +249,7 @@ func (t *Tracer) SetupProcess(p *tracer.Process) {
 	if pi != nil && pi.in != nil && pi.in.Layout != nil && !pi.failed {
 		t.forgetProc(p.PID) // an exec: the old image's probe and code objects are gone
 		if len(t.procs) < maxPyProcs {
-			t.procs[p.PID] = &pyProc{interp: pi, codes: map[uint64]bool{}}
+			t.procs[p.PID] = &pyProc{interp: pi, codes: map[uint64]uint64{}}
 		}
 	}
 	value, missing := capture(p.ProcInfo, p.IsGo, pi)
@@ -309,6 +321,7 @@ func (t *Tracer) Take(h spans.Header) []spans.Frame {
 		return nil
 	}
 	t.env.Builder.ObserveStack(h, st.funcs, st.truncated)
+	t.checkFresh(h, st.fresh)
 	return st.frames
 }
 
@@ -584,7 +597,13 @@ func (t *Tracer) take(h spans.Header, targetName string) *pyStack {
 		}
 		if probe := t.match(targetName, patterns, code); probe != nil {
 			sf := spans.StackFunc{Key: [2]uint64{f.Frame, f.Code}, Probe: probe}
-			sf.Tracked = probe.Coroutine && t.tracked(h.PID, l, f.Code)
+			if probe.Coroutine {
+				var fresh bool
+				sf.Tracked, fresh = t.tracked(h.PID, l, f.Code, h.Mono)
+				if fresh {
+					st.fresh = append(st.fresh, sf.Key)
+				}
+			}
 			st.funcs = append(st.funcs, sf)
 		}
 	}
@@ -875,6 +894,7 @@ func (t *Tracer) onAudit(h spans.Header, rec []byte) string {
 	stack := t.take(h, tracer.TargetName(t.env.Processes, h.PID))
 	if stack != nil {
 		t.env.Builder.ObserveStack(h, stack.funcs, stack.truncated)
+		t.checkFresh(h, stack.fresh)
 	}
 	name := auditName(e)
 	if !t.auditEnabled(name) {
