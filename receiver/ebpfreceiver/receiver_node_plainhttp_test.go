@@ -80,6 +80,11 @@ func TestNodePlainHTTP(t *testing.T) {
 		if got := attr(s, "gen_ai.usage.input_tokens") + "/" + attr(s, "gen_ai.usage.output_tokens"); got != want[stream] {
 			t.Errorf("stream %s: tokens %s, want %s", stream, got, want[stream])
 		}
+		api := "OpenAI chat completions"
+		if stream == "true" {
+			api += ", streamed"
+		}
+		recordSpan(t, matrixRow{"Node 20 (Debian), npm openai 7.55.0", api, "HTTP/1.1 (plain, on the socket)", "none"}, s)
 	}
 	if seen["false"] != 1 || seen["true"] != 1 {
 		t.Errorf("plain-HTTP chat spans by stream flag: %v", seen)

@@ -30,7 +30,7 @@ var matrix = struct {
 
 // matrixTests are the tests that fill the matrix; the README's table is checked only by a run
 // that ran them all.
-var matrixTests = []string{"TestNodeOpenAI", "TestNodeAgentSDKs", "TestBunOpenAI", "TestRustlsNotSupported", "TestLongConversationKeepsModel", "TestH2JoinedAfterPreface", "TestPythonHTTPX"}
+var matrixTests = []string{"TestNodeOpenAI", "TestNodeAgentSDKs", "TestBunOpenAI", "TestRustlsNotSupported", "TestLongConversationKeepsModel", "TestH2JoinedAfterPreface", "TestPythonHTTPX", "TestNodePlainHTTP"}
 
 // recordSpan records what an inference span of a real call holds.
 func recordSpan(t *testing.T, row matrixRow, s ptrace.Span) {
