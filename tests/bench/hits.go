@@ -250,6 +250,7 @@ func (b *bench) probeHits() {
 		return
 	}
 	b.hitsPerRequest = benign.hits
+	b.bpfNsPerRequest = benign.uprobeNs
 	if benign.records > 0 {
 		b.spansPerEvent = benign.spans / benign.records
 	}

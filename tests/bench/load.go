@@ -320,6 +320,7 @@ func (b *bench) reportLoad(phase string, st [2][]loadStat, fixed bool) {
 	a := median(added)
 	colCore := medianOf(on, loadStat.collectorCore)
 	idle := medianOf(on, func(s loadStat) float64 { return s.collectorIdle })
+	b.fixedAddedCore, b.fixedIdleCore, b.fixedRate = a, idle, float64(b.opt.fixedRate)
 	why := fmt.Sprintf("the collector takes %.2f%% of a core (%.2f%% of a core when idle: timers, memory limiter, metrics) and the agent %.2f%% more with the probes",
 		100*colCore, 100*idle, 100*(a-colCore))
 	if b.hitsPerRequest > 0 && b.uprobeFloorNs > 0 {

@@ -58,16 +58,20 @@ type bench struct {
 	results []result
 
 	// Shared between sections.
-	uprobeFloorNs  float64  // section 1: a bare no-op uprobe hit
-	bank           *bankRig // sections 3, 4, 6: the bank demo, started once
-	spansPerEvent  float64  // section 3: spans per ring-buffer record of the demo agent
-	hitsPerRequest float64  // section 3: uprobe hits per benign request
-	warn           string   // set while the rows being added were measured under interference
-	loadNote       string   // section 4: repetitions left out
+	uprobeFloorNs   float64  // section 1: a bare no-op uprobe hit
+	bank            *bankRig // sections 3, 4, 6: the bank demo, started once
+	spansPerEvent   float64  // section 3: spans per ring-buffer record of the demo agent
+	hitsPerRequest  float64  // section 3: uprobe hits per benign request
+	bpfNsPerRequest float64  // section 3: the uprobe programs' in-BPF ns per benign request
+	fixedAddedCore  float64  // section 4: added CPU (collector + probes) at the fixed rate, in cores
+	fixedIdleCore   float64  // section 4: the collector's CPU when idle, in cores
+	fixedRate       float64  // section 4: the fixed rate, requests per second
+	warn            string   // set while the rows being added were measured under interference
+	loadNote        string   // section 4: repetitions left out
 }
 
 // sections in the order they run; -only takes a comma-separated subset.
-var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "tax", "discovery", "mcp", "hits", "load", "latency", "gobench", "memory"}
+var sections = []string{"overhead", "python", "tls", "llm", "llmsdk", "syscalls", "sockets", "tax", "discovery", "mcp", "hits", "load", "peers", "latency", "gobench", "memory"}
 
 func main() {
 	var o options
@@ -152,6 +156,7 @@ func main() {
 	run("mcp", b.mcpOverhead)
 	run("hits", b.probeHits)
 	run("load", b.agentLoad)
+	run("peers", b.peers)
 	run("latency", b.storyLatency)
 	run("gobench", b.goBenchmarks)
 	run("memory", b.collectorMemory)
