@@ -6,7 +6,6 @@
 package tls
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -54,20 +53,23 @@ type Config struct {
 // Tracer attaches the TLS plaintext probes and turns what they capture into spans. Reader
 // goroutine (and Start) only.
 type Tracer struct {
-	env      tracer.Env
-	cfg      Config
-	emitter  *httpspans.Emitter
-	tracker  *llm.Tracker
-	limited  metric.Int64Counter // what the tracker's bounds cut, by reason
-	attached map[string]bool     // OpenSSL libraries and programs tried, by "dev:inode": whether their probes are attached
-	goFiles  map[string]bool     // Go programs tried, by "dev:inode": whether crypto/tls is probed
-	// embedded: executables looked at for OpenSSL exported from the program itself (Node,
-	// Electron), by "dev:inode": whether it was found and probed.
-	embedded map[string]embeddedResult
-	// static: executables that export no OpenSSL, looked at for a TLS library linked in
-	// statically (Bun's BoringSSL, rustls), by "dev:inode" (at most maxStatic).
-	static   map[string]staticResult
-	libNames map[string]bool // base names of the configured libraries
+	env     tracer.Env
+	cfg     Config
+	emitter *httpspans.Emitter
+	tracker *llm.Tracker
+	limited metric.Int64Counter // what the tracker's bounds cut, by reason
+	// programs: what each program or library file read holds for TLS (its OpenSSL functions,
+	// a static TLS library), by fileID, at most maxPrograms (programsRead counts).
+	programs     *programCache
+	programsRead metric.Int64Counter
+	// attached: OpenSSL libraries and programs tried, by "dev:inode" (uprobes are per inode):
+	// whether their probes are attached. A later process of the same file is covered already.
+	attached map[string]bool
+	// staticProbes: programs of a known static build (Bun's BoringSSL) tried, by "dev:inode":
+	// why their probes could not be attached, nil when they are.
+	staticProbes map[string]error
+	goFiles      map[string]bool // Go programs tried, by "dev:inode": whether crypto/tls is probed
+	libNames     map[string]bool // base names of the configured libraries
 	// unseenReads: Go reads that were in flight when the probes were attached, by goroutine,
 	// until the goroutine's next read names the connection they belong to.
 	unseenReads map[goroutineKey]unseenRead
@@ -96,16 +98,22 @@ func New(env tracer.Env, cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	programsRead, err := env.Telemetry.Meter.Int64Counter("agenttrail.ebpf.tls.programs",
+		metric.WithDescription("Program and library files set up for TLS: read for their TLS functions, answered from memory, or forgotten at the bound, by result."),
+		metric.WithUnit("{file}"))
+	if err != nil {
+		return nil, err
+	}
 	t := &Tracer{
-		env: env, cfg: cfg, limited: limited,
-		emitter:     &httpspans.Emitter{Builder: env.Builder, Redactor: env.Redactor, CaptureContent: cfg.CaptureMessageContent},
-		tracker:     llm.NewTracker(llm.Options{MaxBuffer: cfg.MaxConnectionBuffer, MaxTotalBuffer: cfg.MaxTotalBuffer}),
-		attached:    map[string]bool{},
-		embedded:    map[string]embeddedResult{},
-		static:      map[string]staticResult{},
-		goFiles:     map[string]bool{},
-		libNames:    map[string]bool{},
-		unseenReads: map[goroutineKey]unseenRead{},
+		env: env, cfg: cfg, limited: limited, programsRead: programsRead,
+		emitter:      &httpspans.Emitter{Builder: env.Builder, Redactor: env.Redactor, CaptureContent: cfg.CaptureMessageContent},
+		tracker:      llm.NewTracker(llm.Options{MaxBuffer: cfg.MaxConnectionBuffer, MaxTotalBuffer: cfg.MaxTotalBuffer}),
+		programs:     newProgramCache(maxPrograms),
+		attached:     map[string]bool{},
+		staticProbes: map[string]error{},
+		goFiles:      map[string]bool{},
+		libNames:     map[string]bool{},
+		unseenReads:  map[goroutineKey]unseenRead{},
 	}
 	for _, l := range cfg.Libraries {
 		t.libNames[filepath.Base(l)] = true
@@ -147,8 +155,14 @@ func (t *Tracer) AttachBinary(b tracer.Binary) error {
 	if t.cfg.Go {
 		t.attachGo(b.Path)
 	}
-	_, _ = t.attachEmbeddedOpenSSL(b.Path) // Node: its own OpenSSL; a problem is told per process
+	if id, err := statFile(b.Path); err == nil {
+		_, _ = t.attachEmbeddedOpenSSL(b.Path, id, t.program(b.Path, id)) // Node: its own OpenSSL; a problem is told per process
+	}
 	return nil
+}
+
+func (t *Tracer) countProgram(result string) {
+	t.programsRead.Add(tracer.Ctx, 1, metric.WithAttributes(attribute.String("result", result)))
 }
 
 // Waiting: responses read until their connection closes, and idle connections, end with time.
@@ -228,14 +242,32 @@ var sslFunctions = []struct {
 // attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them),
 // once per file; it reports whether they are probed.
 func (t *Tracer) attachOpenSSL(path string) bool {
-	key, ok := tracer.FileKey(path)
-	if !ok {
+	id, err := statFile(path)
+	if err != nil {
 		return false
 	}
+	if probed, tried := t.attached[id.key()]; tried {
+		return probed // a program's OpenSSL, or the same library mapped by another process
+	}
+	return t.attachSSL(path, id, t.program(path, id))
+}
+
+// attachSSL attaches the OpenSSL probes at the offsets p's dynamic symbols gave, once per
+// inode. By offset, not by name: cilium/ebpf would read the file's whole symbol tables again.
+func (t *Tracer) attachSSL(path string, id fileID, p *program) bool {
+	key := id.key()
 	if probed, tried := t.attached[key]; tried {
 		return probed
 	}
 	t.attached[key] = false
+	if p.sslErr != nil {
+		t.warn("cannot read the TLS library's dynamic symbols", path, p.sslErr)
+		return false
+	}
+	if !p.ssl.exports() {
+		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
+		return false
+	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		t.warn("cannot open the TLS library", path, err)
@@ -244,11 +276,17 @@ func (t *Tracer) attachOpenSSL(path string) bool {
 	k := t.env.Kernel
 	n := 0
 	for _, f := range sslFunctions {
-		l, err := ex.Uprobe(f.symbol, k.SSLEntry(), &link.UprobeOptions{Cookie: f.cookie})
-		if err != nil {
+		off, ok := p.ssl[f.symbol]
+		if !ok {
 			continue // OpenSSL before 1.1.1 has no _ex forms
 		}
-		r, err := ex.Uretprobe(f.symbol, k.SSLReturn(), &link.UprobeOptions{Cookie: f.cookie})
+		opts := &link.UprobeOptions{Address: off, Cookie: f.cookie}
+		l, err := ex.Uprobe(f.symbol, k.SSLEntry(), opts)
+		if err != nil {
+			t.warn("cannot attach the probe of "+f.symbol, path, err)
+			continue
+		}
+		r, err := ex.Uretprobe(f.symbol, k.SSLReturn(), opts)
 		if err != nil {
 			_ = l.Close()
 			t.warn("cannot attach the return probe of "+f.symbol, path, err)
@@ -259,14 +297,16 @@ func (t *Tracer) attachOpenSSL(path string) bool {
 		n++
 	}
 	if n == 0 {
-		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
 		return false
 	}
 	t.attached[key] = true
 	// SSL_free ends the connection: what it had pending comes out now, and the next connection
 	// allocated at the same address starts afresh (not as the freed one's continuation).
-	if l, err := ex.Uprobe("SSL_free", k.SSLFree(), nil); err != nil {
-		t.warn("cannot probe SSL_free: a connection ends only when its process exits or after 2 minutes idle", path, err)
+	const noFree = "cannot probe SSL_free: a connection ends only when its process exits or after 2 minutes idle"
+	if off, ok := p.ssl["SSL_free"]; !ok {
+		t.warn(noFree, path, errors.New("not defined"))
+	} else if l, err := ex.Uprobe("SSL_free", k.SSLFree(), &link.UprobeOptions{Address: off}); err != nil {
+		t.warn(noFree, path, err)
 	} else {
 		k.AddLink(l)
 	}
@@ -279,31 +319,16 @@ func (t *Tracer) attachOpenSSL(path string) bool {
 // tls.libraries library, without configuration, wherever the program is installed. It reports
 // whether the executable's OpenSSL is probed, and why not when it has one or could not be read;
 // a program without OpenSSL is neither.
-func (t *Tracer) attachEmbeddedOpenSSL(path string) (bool, error) {
-	key, ok := tracer.FileKey(path)
-	if !ok {
-		return false, nil
-	}
-	if r, tried := t.embedded[key]; tried {
-		return r.probed, r.err
-	}
-	var r embeddedResult
-	found, err := ExportsOpenSSL(path)
+func (t *Tracer) attachEmbeddedOpenSSL(path string, id fileID, p *program) (bool, error) {
 	switch {
-	case err != nil:
-		r.err = fmt.Errorf("cannot read the program's dynamic symbols for OpenSSL: %w", err)
-	case found:
-		if r.probed = t.attachOpenSSL(path); !r.probed {
-			r.err = errors.New("the program exports OpenSSL, which could not be probed")
-		}
+	case p.sslErr != nil:
+		return false, fmt.Errorf("cannot read the program's dynamic symbols for OpenSSL: %w", p.sslErr)
+	case !p.ssl.exports():
+		return false, nil
+	case !t.attachSSL(path, id, p):
+		return false, errors.New("the program exports OpenSSL, which could not be probed")
 	}
-	t.embedded[key] = r
-	return r.probed, r.err
-}
-
-type embeddedResult struct {
-	probed bool
-	err    error
+	return true, nil
 }
 
 // staticResult: what a program that exports no OpenSSL carries (tlsident): a known build probed
@@ -317,54 +342,34 @@ type staticResult struct {
 	err       error
 }
 
-// maxStatic bounds the programs remembered in Tracer.static: a host that runs more distinct
-// programs reads a program's strings again after the map starts over.
-const maxStatic = 4096
-
 // attachStatic looks for a TLS library linked into the program at path without exported
-// symbols, and probes a known build's SSL_write and SSL_read (tlsident: Bun 1.4.4's BoringSSL),
-// once per file. Any other build, and rustls, is not probed: the result names it.
-func (t *Tracer) attachStatic(path string) staticResult {
-	key, ok := tracer.FileKey(path)
-	if !ok {
-		return staticResult{}
-	}
-	if r, tried := t.static[key]; tried {
-		return r
-	}
-	if len(t.static) >= maxStatic {
-		clear(t.static)
-	}
-	r := t.identifyStatic(path)
-	t.static[key] = r
-	return r
-}
-
-func (t *Tracer) identifyStatic(path string) staticResult {
-	f, err := os.Open(path)
+// symbols (read once per program), and probes a known build's SSL_write and SSL_read
+// (tlsident: Bun 1.4.4's BoringSSL), once per inode. Any other build, and rustls, is not
+// probed: the result names it.
+func (t *Tracer) attachStatic(path string, id fileID, p *program) staticResult {
+	res, err := t.staticOf(path, p)
 	if err != nil {
 		return staticResult{err: err}
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return staticResult{err: err}
-	}
-	id, err := tlsident.Identify(f, st.Size())
-	if err != nil {
-		return staticResult{err: fmt.Errorf("cannot read the program for a static TLS library: %w", err)}
-	}
-	r := staticResult{libraries: id.Libraries, describe: id.Describe(), refused: id.Refused}
-	if id.Probe == nil {
+	r := staticResult{libraries: res.Libraries, describe: res.Describe(), refused: res.Refused}
+	if res.Probe == nil {
 		return r
 	}
-	if err := t.attachAt(path, id.Probe); err != nil {
-		t.warn("cannot probe "+id.Probe.Build+"'s SSL_write/SSL_read", path, err)
-		r.err = fmt.Errorf("%s: its SSL_write/SSL_read could not be probed: %w", id.Probe.Build, err)
+	key := id.key()
+	err, tried := t.staticProbes[key]
+	if !tried {
+		if err = t.attachAt(path, res.Probe); err != nil {
+			t.warn("cannot probe "+res.Probe.Build+"'s SSL_write/SSL_read", path, err)
+		} else {
+			t.env.Logger.Debug("static TLS library probed", zap.String("program", path), zap.String("build", res.Probe.Build))
+		}
+		t.staticProbes[key] = err
+	}
+	if err != nil {
+		r.err = fmt.Errorf("%s: its SSL_write/SSL_read could not be probed: %w", res.Probe.Build, err)
 		return r
 	}
-	r.probed = id.Probe.Build
-	t.env.Logger.Debug("static TLS library probed", zap.String("program", path), zap.String("build", id.Probe.Build))
+	r.probed = res.Probe.Build
 	return r
 }
 
@@ -435,36 +440,10 @@ func ExportsOpenSSL(path string) (bool, error) {
 	return exportsOpenSSLFrom(f)
 }
 
-// exportsOpenSSLFrom reads an ELF file chosen by a traced process: hostile. The symbol table is
-// bounded before it is read and debug/elf's panics are recovered.
+// exportsOpenSSLFrom reads an ELF file chosen by a traced process: hostile (opensslOffsets).
 func exportsOpenSSLFrom(r io.ReaderAt) (bool, error) {
-	read, write := false, false
-	err := elfinfo.Guard(func() error {
-		f, err := elf.NewFile(r)
-		if err != nil {
-			return err
-		}
-		if err := elfinfo.CheckSymbols(f, elf.SHT_DYNSYM); err != nil {
-			return err
-		}
-		syms, err := f.DynamicSymbols()
-		if err != nil {
-			return nil // no dynamic symbols: a static program
-		}
-		for _, s := range syms {
-			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Section == elf.SHN_UNDEF || s.Value == 0 {
-				continue // imported (a program linked against libssl), not defined here
-			}
-			switch s.Name {
-			case "SSL_read":
-				read = true
-			case "SSL_write":
-				write = true
-			}
-		}
-		return nil
-	})
-	return read && write && err == nil, err
+	offs, err := opensslOffsets(r)
+	return err == nil && offs.exports(), err
 }
 
 func (t *Tracer) warn(msg, path string, err error) {
@@ -598,8 +577,16 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 		found = append(found, "go")
 	}
 	var static staticResult
+	var id fileID
+	var prog *program
 	if !isGo && info.ExeFile != "" {
-		probed, err := t.attachEmbeddedOpenSSL(info.ExeFile)
+		var err error
+		if id, err = statFile(info.ExeFile); err == nil {
+			prog = t.program(info.ExeFile, id)
+		}
+	}
+	if prog != nil {
+		probed, err := t.attachEmbeddedOpenSSL(info.ExeFile, id, prog)
 		switch {
 		case probed:
 			found = append(found, "openssl ("+info.Exe+")")
@@ -608,7 +595,7 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 		default:
 			// No exported OpenSSL: maybe one linked in statically without names (Bun,
 			// Deno, Rust programs).
-			static = t.attachStatic(info.ExeFile)
+			static = t.attachStatic(info.ExeFile, id, prog)
 			switch {
 			case static.probed != "":
 				found = append(found, "boringssl ("+info.Exe+", "+static.probed+")")

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/elfinfo"
 )
 
 func tinySSL(tb testing.TB) []byte {
@@ -31,17 +33,23 @@ func TestExportsOpenSSLFrom(t *testing.T) {
 	}
 }
 
-// FuzzExportsOpenSSL: an executable a traced process chose is read without a panic, and an
-// error never comes with a finding.
+// FuzzExportsOpenSSL: an executable a traced process chose is read without a panic (through its
+// GNU hash table or its whole dynamic symbol table), and an error never comes with a finding.
 func FuzzExportsOpenSSL(f *testing.F) {
-	lib := tinySSL(f)
-	f.Add(lib)
-	f.Add(bytes.Replace(lib, []byte("SSL_write\x00"), []byte("SSL_wrote\x00"), 1))
-	f.Add(lib[:64])
+	elfinfo.StrictPanics(true) // our own panics (the GNU hash lookup's) are raised, not recovered
+	for _, lib := range [][]byte{tinySSL(f), tinyGNU(f)} {
+		f.Add(lib)
+		f.Add(bytes.Replace(lib, []byte("SSL_write\x00"), []byte("SSL_wrote\x00"), 1))
+		f.Add(lib[:64])
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		found, err := exportsOpenSSLFrom(bytes.NewReader(b))
 		if found && err != nil {
 			t.Fatalf("found with an error: %v", err)
+		}
+		// The whole table read where the hash table would be: also without a panic.
+		if offs, err := offsetsOf(bytes.NewReader(b), false); err != nil && len(offs) > 0 {
+			t.Fatalf("offsets with an error: %v", err)
 		}
 	})
 }

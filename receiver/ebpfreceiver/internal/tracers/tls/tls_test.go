@@ -64,7 +64,7 @@ type problems []string
 func (p *problems) Add(_ uint32, what string) { *p = append(*p, what) }
 
 // newTracer is the TLS tracer without the kernel, over an empty /proc, with its metrics in tel.
-func newTracer(t *testing.T, tel *componenttest.Telemetry, procs registry) (*Tracer, *spans.Builder) {
+func newTracer(t testing.TB, tel *componenttest.Telemetry, procs registry) (*Tracer, *spans.Builder) {
 	t.Helper()
 	set := tel.NewTelemetrySettings()
 	meter := set.MeterProvider.Meter("test")
@@ -83,7 +83,7 @@ func newTracer(t *testing.T, tel *componenttest.Telemetry, procs registry) (*Tra
 	return tr, b
 }
 
-func sums(t *testing.T, tel *componenttest.Telemetry, name, key string) map[string]int64 {
+func sums(t testing.TB, tel *componenttest.Telemetry, name, key string) map[string]int64 {
 	t.Helper()
 	m, err := tel.GetMetric(name)
 	if err != nil {
