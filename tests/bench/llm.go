@@ -8,9 +8,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -239,6 +241,15 @@ type llmClient struct {
 	// target is the receiver's target for the client's process.
 	target func(pid int) ebpfreceiver.TargetConfig
 	n      int
+	// probe, when set, gets a row of its own: one uprobe program's hits per request.
+	probe *probeRow
+}
+
+// probeRow is a row for one of the receiver's uprobe programs in a client's run.
+type probeRow struct {
+	prog string // the program's name (its function's, from the object's BTF)
+	name string // the row's name
+	what string // what a hit is, and what the receiver would lose without it
 }
 
 func (b *bench) llmThroughput() {
@@ -372,5 +383,29 @@ func (b *bench) llmMeasure(clients []llmClient) {
 				offR, onR, (1/onR-1/offR)*1e6, check, float64(rr.uprobeRuns)/float64(requests), rr.uprobePerOp(int(requests))/1000,
 				rr.tracepointPerOp(int(requests))/1000, rr.records, counter.spans.Load()),
 			ratio: fmt.Sprintf("%.3f", onR/offR), target: "-", verdict: vd})
+		if c.probe != nil {
+			b.addProbeRow(c, rr, requests, command)
+		}
 	}
+}
+
+// addProbeRow adds the row of one uprobe program of a client's receiver-on runs: its hits per
+// request and in-BPF time per hit, against the bare uprobe hit of section 1 (the trap floor).
+func (b *bench) addProbeRow(c llmClient, rr *recvRun, requests int64, command string) {
+	pr := c.probe
+	st, ok := rr.progRuns[pr.prog]
+	if !ok || st[0] == 0 {
+		names := slices.Sorted(maps.Keys(rr.progRuns))
+		b.skip(secLLM, pr.name, command, "the program "+pr.prog+" did not run (not attached: see the receiver's log); programs: "+strings.Join(names, ", "))
+		return
+	}
+	hits := float64(st[0]) / float64(requests)
+	nsPerHit := float64(st[1]) / float64(st[0])
+	value := fmt.Sprintf("%.1f hits per request (%d in %d requests, warm-up included), %.0f ns in BPF per hit; %s", hits, st[0], requests, nsPerHit, pr.what)
+	ratio := "- (the trap floor was not measured in this run: section overhead)"
+	if b.uprobeFloorNs > 0 {
+		value += fmt.Sprintf("; trap floor %.1f × %.2f µs = %.1f µs per request", hits, b.uprobeFloorNs/1000, hits*b.uprobeFloorNs/1000)
+		ratio = fmt.Sprintf("%.2f × floor per hit (floor %.2f µs + %.0f ns in BPF)", (b.uprobeFloorNs+nsPerHit)/b.uprobeFloorNs, b.uprobeFloorNs/1000, nsPerHit)
+	}
+	b.add(result{section: secLLM, name: pr.name, command: "the receiver-on runs above: the program's BPF run statistics ÷ requests", value: value, ratio: ratio, target: "-", verdict: "counted"})
 }

@@ -68,6 +68,23 @@ func (b *bench) llmSDKThroughput() {
 			args:  []string{python311, "-B", "-E", "-s", asyncScript, model.url, model.ca, "model-x", strconv.Itoa(asyncClients)},
 			watch: append([]string{python311}, pythonSSLLibraries()...), n: n, target: byPID("bench-pyasync"),
 		})
+		// The same client with its request coroutine configured: one span per call, ended by
+		// python_gen_dealloc, a uprobe on CPython's gen_dealloc attached to the client's pid.
+		// It runs at every free of a generator or coroutine of the process; the kernel keeps
+		// only the configured coroutine's.
+		clients = append(clients, llmClient{
+			name: "Python asyncio client as above, its request coroutine configured (python_functions: asyncclient:*.ask): chat completions per second, receiver off and on",
+			command: "python3.11 " + asyncScript + " MODEL_URL CA_FILE model-x " + strconv.Itoa(asyncClients) +
+				"; on: target pid of the client with python_functions [asyncclient:*.ask] (a coroutine: one span per request, ended at its gen_dealloc)",
+			args:  []string{python311, "-B", "-E", "-s", asyncScript, model.url, model.ca, "model-x", strconv.Itoa(asyncClients)},
+			watch: append([]string{python311}, pythonSSLLibraries()...), n: n,
+			target: func(pid int) ebpfreceiver.TargetConfig {
+				return ebpfreceiver.TargetConfig{Name: "bench-pyasync-coro", PID: pid,
+					PythonFunctions: []ebpfreceiver.PythonFunctionConfig{{Pattern: "asyncclient:*.ask"}}}
+			},
+			probe: &probeRow{prog: "python_gen_dealloc", name: "per probe: python_gen_dealloc — CPython's gen_dealloc in the asyncio client (configured coroutine)",
+				what: "a hit is any generator, coroutine or async generator the client frees (aiohttp's and asyncio's included); the kernel keeps the configured coroutine's (one record per request). Without it: a coroutine's span is one run between awaits, several per request"},
+		})
 	}
 	b.llmMeasure(clients)
 }

@@ -295,6 +295,8 @@ type recvRun struct {
 	sockRecords int64
 	// The kernel's run statistics of the receiver's programs over the run, by program type.
 	uprobeRuns, uprobeNs, tpRuns, tpNs uint64
+	// progRuns: the same by program name: runs and ns.
+	progRuns map[string][2]uint64
 }
 
 // uprobePerOp is the time the receiver's uprobe programs ran per operation of the target;
@@ -325,6 +327,11 @@ func withReceiver(rr *recvRun, cfg *ebpfreceiver.Config) attachFunc {
 			rr.sockRecords += p.counter("agenttrail.ebpf.sockets.records")
 			for i, pr := range progs {
 				runs, ns := s1[i].runs-s0[i].runs, s1[i].ns-s0[i].ns
+				if rr.progRuns == nil {
+					rr.progRuns = map[string][2]uint64{}
+				}
+				pr0 := rr.progRuns[pr.name]
+				rr.progRuns[pr.name] = [2]uint64{pr0[0] + runs, pr0[1] + ns}
 				if pr.typ == ebpf.Kprobe {
 					rr.uprobeRuns, rr.uprobeNs = rr.uprobeRuns+runs, rr.uprobeNs+ns
 				} else {
