@@ -42,7 +42,10 @@ func TestCoroutineEnds(t *testing.T) {
 	b.AddProcess(spans.Process{PID: pid, Target: "py"})
 	probe := &spans.Probe{Target: "py", Symbol: "agent:handle", Role: spans.RolePrompt, Coroutine: true}
 	now := time.Unix(1700000000, 0)
-	h := func(tid uint32) spans.Header { now = now.Add(time.Millisecond); return spans.Header{PID: pid, TID: tid, Time: now} }
+	h := func(tid uint32) spans.Header {
+		now = now.Add(time.Millisecond)
+		return spans.Header{PID: pid, TID: tid, Time: now}
+	}
 	frameA, frameB := objA+l.Gen.Frame, objB+l.Gen.Frame
 	for _, f := range []uint64{frameA, frameB} {
 		b.ObserveStack(h(1), []spans.StackFunc{{Key: [2]uint64{f, code}, Probe: probe, Tracked: true}}, false)
