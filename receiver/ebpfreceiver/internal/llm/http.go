@@ -1095,31 +1095,38 @@ func decode(m *Message, lim *bufLimit) {
 }
 
 // parseHead parses a start line and headers (without the blank line).
+//
+// The head is cut in place (strings.Cut), not split into slices of lines and words first: it is
+// parsed for every message of every traced connection.
 func parseHead(dir Direction, head []byte) (*Message, error) {
-	lines := strings.Split(string(head), "\r\n")
+	first, rest, more := strings.Cut(string(head), "\r\n")
 	m := &Message{Header: textproto.MIMEHeader{}}
-	parts := strings.SplitN(lines[0], " ", 3)
+	// The start line's first two words and the rest (strings.SplitN(first, " ", 3)).
+	w0, after, one := strings.Cut(first, " ")
+	w1, w2, two := strings.Cut(after, " ")
 	if dir == Write {
-		if len(parts) != 3 || !strings.HasPrefix(parts[2], "HTTP/1.") || parts[0] == "" {
-			return nil, fmt.Errorf("not an HTTP/1.x request line: %.60q", lines[0])
+		if !two || !strings.HasPrefix(w2, "HTTP/1.") || w0 == "" {
+			return nil, fmt.Errorf("not an HTTP/1.x request line: %.60q", first)
 		}
-		m.Method, m.Target, m.Proto = parts[0], parts[1], parts[2]
+		m.Method, m.Target, m.Proto = w0, w1, w2
 	} else {
-		if len(parts) < 2 || !strings.HasPrefix(parts[0], "HTTP/1.") {
-			return nil, fmt.Errorf("not an HTTP/1.x status line: %.60q", lines[0])
+		if !one || !strings.HasPrefix(w0, "HTTP/1.") {
+			return nil, fmt.Errorf("not an HTTP/1.x status line: %.60q", first)
 		}
-		code, err := strconv.Atoi(parts[1])
+		code, err := strconv.Atoi(w1)
 		if err != nil || code < 100 || code > 999 {
-			return nil, fmt.Errorf("invalid status code %.10q", parts[1])
+			return nil, fmt.Errorf("invalid status code %.10q", w1)
 		}
-		m.Proto, m.Status = parts[0], code
+		m.Proto, m.Status = w0, code
 	}
 	// The fields are counted as HPACK counts a header list, so that many tiny fields (each a
 	// map entry and two strings) weigh what they cost; past maxHeaderBytes they are not kept.
 	// The fields kept are substrings of the head: it stays held whole.
 	m.head = messageOverhead + len(head)
 	list := 0
-	for _, l := range lines[1:] {
+	for more {
+		var l string
+		l, rest, more = strings.Cut(rest, "\r\n")
 		k, v, ok := strings.Cut(l, ":")
 		if !ok || k == "" {
 			continue // tolerate junk header lines

@@ -285,38 +285,54 @@ func parseResponse(inf *Inference, m *Message) {
 		}
 		return
 	}
+	if inf.API == APIChatCompletions {
+		openAIChat(inf, body) // finds the error member in its own walk of the body
+		return
+	}
 	var errorField []byte
 	if err := members(body, func(key string, raw []byte) {
-		if key == "error" && string(raw) != "null" { // the Responses API sends "error": null
+		if isError(key, raw) {
 			errorField = raw
 		}
 	}); err != nil {
-		if inf.ResponseProblem == "" {
-			inf.ResponseProblem = "response body is not valid JSON: " + err.Error()
-		}
-		if sm := modelField.FindSubmatch(body); sm != nil {
-			inf.ResponseModel = string(sm[1])
-		}
+		notJSON(inf, body, err)
 		return
 	}
-	if e := errorField; e != nil {
-		var apiErr struct {
-			Type string `json:"type"`
-			Code any    `json:"code"`
-		}
-		if json.Unmarshal(e, &apiErr) == nil && apiErr.Type != "" {
-			inf.ErrorType = apiErr.Type
-		} else {
-			inf.ErrorType = "error"
-		}
-	}
+	setErrorType(inf, errorField)
 	switch inf.API {
-	case APIChatCompletions:
-		openAIChat(inf, body)
 	case APIResponses:
 		openAIResponse(inf, body)
 	case APIMessages:
 		anthropicMessage(inf, body)
+	}
+}
+
+// isError: a member that says the call failed (the Responses API sends "error": null).
+func isError(key string, raw []byte) bool { return key == "error" && string(raw) != "null" }
+
+// notJSON says a response body is not one JSON object, and takes its model where it can.
+func notJSON(inf *Inference, body []byte, err error) {
+	if inf.ResponseProblem == "" {
+		inf.ResponseProblem = "response body is not valid JSON: " + err.Error()
+	}
+	if sm := modelField.FindSubmatch(body); sm != nil {
+		inf.ResponseModel = string(sm[1])
+	}
+}
+
+// setErrorType reads the API's error member (nil: none).
+func setErrorType(inf *Inference, errorField []byte) {
+	if errorField == nil {
+		return
+	}
+	var apiErr struct {
+		Type string `json:"type"`
+		Code any    `json:"code"`
+	}
+	if json.Unmarshal(errorField, &apiErr) == nil && apiErr.Type != "" {
+		inf.ErrorType = apiErr.Type
+	} else {
+		inf.ErrorType = "error"
 	}
 }
 
@@ -328,10 +344,14 @@ type chatToolCall struct {
 	} `json:"function"`
 }
 
-// openAIChat reads a chat completion in one walk (see scan.go): the choices' finish reasons,
-// messages and tool calls, the usage.
+// openAIChat reads a chat completion in one walk (see scan.go): the error member, the choices'
+// finish reasons, messages and tool calls, the usage. The error member is found in the same walk
+// rather than in one of its own before it (as the other APIs', decoded whole, have it): the
+// bodies are walked once, not twice. The id and model are kept aside until the walk succeeds: a
+// body that is not JSON says only the model it names (notJSON).
 func openAIChat(inf *Inference, body []byte) {
-	var choices, usage []byte
+	var id, model string
+	var choices, usage, errorField []byte
 	var bad error
 	str := func(raw []byte, into *string) {
 		if err := json.Unmarshal(raw, into); err != nil && string(raw) != "null" {
@@ -339,19 +359,28 @@ func openAIChat(inf *Inference, body []byte) {
 		}
 	}
 	err := members(body, func(key string, raw []byte) {
+		if isError(key, raw) {
+			errorField = raw
+		}
 		switch key {
 		case "id":
-			str(raw, &inf.ResponseID)
+			str(raw, &id)
 		case "model":
-			str(raw, &inf.ResponseModel)
+			str(raw, &model)
 		case "choices":
 			choices = raw
 		case "usage":
 			usage = raw
 		}
 	})
+	if err != nil {
+		notJSON(inf, body, err)
+		return
+	}
+	setErrorType(inf, errorField)
+	inf.ResponseID, inf.ResponseModel = id, model
 	var msgs [][]byte
-	if err == nil && choices != nil && string(choices) != "null" {
+	if choices != nil && string(choices) != "null" {
 		err = elements(choices, func(choice []byte) {
 			if merr := members(choice, func(key string, raw []byte) {
 				switch key {
