@@ -213,15 +213,19 @@ func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 // it reads every record there at each flush interval, and at once when the kernel wakes it (an
 // exec, fork or exit, or wakeup_bytes waiting). After a flush interval without records and with
 // nothing to flush it waits idle: the next record wakes it, so an idle collector does not poll.
+// A read woken from idle that left nothing in flight (idleAgain) waits idle again at once.
 func (r *ebpfReceiver) readLoop(ctx context.Context) {
 	var rec ringbuf.Record
+	wakes := newReaderWakes(r.telemetry.meter, r.logger)
 	lastFlush := time.Now()
-	quiet := false // the last flush interval read no record
+	quiet := false // the last flush interval read no record, or only a lone one (idleAgain)
 	read := 0
 	for {
+		woke := false
 		if quiet && r.builder.PendingSpans() == 0 {
 			r.waitIdle()
 			lastFlush = time.Time{} // read, then flush (housekeeping) at once
+			woke = true
 		} else {
 			r.waiter.wait(lastFlush.Add(r.cfg.FlushInterval))
 		}
@@ -229,11 +233,12 @@ func (r *ebpfReceiver) readLoop(ctx context.Context) {
 		if !ok || ctx.Err() != nil {
 			return
 		}
+		wakes.add(ctx, woke)
 		read += n
 		if !time.Now().Before(lastFlush.Add(r.cfg.FlushInterval)) {
 			r.flush(ctx)
 			r.checkHealth(read)
-			quiet, read = read == 0, 0
+			quiet, read = read == 0 || (woke && r.idleAgain(read)), 0
 			lastFlush = time.Now()
 		}
 	}
