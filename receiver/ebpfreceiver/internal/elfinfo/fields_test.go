@@ -40,6 +40,45 @@ func TestStructFieldOffsets(t *testing.T) {
 	}
 }
 
+// TestStructFieldUnits: in a Go binary the type is found in the runtime unit (or its package's)
+// without the other units, and at the same offset as the walk over every unit finds it; a type
+// in no such unit is still found by that walk.
+func TestStructFieldUnits(t *testing.T) {
+	fx := buildFixtures(t)
+	b := openBinary(t, fx.goBin)
+	d, err := b.loadDWARF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := b.infoBytes()
+	for _, name := range []string{"runtime.g", "runtime.m", "sync.Mutex", "os.File"} {
+		all, ok, err := findStruct(d, name, bound, nil)
+		if err != nil || !ok {
+			t.Fatalf("%s: every unit: found %v, %v", name, ok, err)
+		}
+		var units []string
+		fast, ok, err := findStruct(d, name, bound, func(u string) bool {
+			units = append(units, u)
+			return u == "runtime" || u == goPackage(name)
+		})
+		if err != nil || !ok || fast != all {
+			t.Errorf("%s: runtime unit first: %v %v %v, every unit: %v", name, fast, ok, err, all)
+		}
+		if len(units) < 2 {
+			t.Errorf("%s: %d units looked at", name, len(units))
+		}
+	}
+	if _, ok, _ := findStruct(d, "runtime.g", bound, func(string) bool { return false }); ok {
+		t.Error("runtime.g found with every unit skipped")
+	}
+	for in, want := range map[string]string{"runtime.g": "runtime", "net/http.Client": "net/http",
+		"golang.org/x/net/http2.Framer": "golang.org/x/net/http2", "int": "", "a/b": ""} {
+		if got := goPackage(in); got != want {
+			t.Errorf("goPackage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // BenchmarkStructFieldOffsets is the one-time cost per Go binary of the goroutine probe's
 // offsets (a walk over the top-level DWARF entries up to runtime.m).
 func BenchmarkStructFieldOffsets(b *testing.B) {
