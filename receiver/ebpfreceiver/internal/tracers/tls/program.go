@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -21,13 +22,33 @@ type fileID struct {
 	mtime, ctime unix.Timespec
 }
 
-func statFile(path string) (fileID, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fileID{}, fmt.Errorf("stat %s: %w", path, err)
-	}
-	return fileID{inode: tracer.InodeKey(st), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}, nil
+// file is a program or library opened to be set up: it is read and attached to through the
+// open file, so that a process exiting meanwhile (its /proc/<pid>/exe or root gone: node -e
+// runs for 40 ms) does not make the attach fail, which was remembered for the inode: no later
+// process of the file would have been probed.
+type file struct {
+	*os.File
+	path string // as given, for messages
+	id   fileID
 }
+
+func openFile(path string) (*file, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	id := fileID{inode: tracer.InodeKey(st), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+	return &file{File: f, path: path, id: id}, nil
+}
+
+// attachPath names the open file for the kernel, which puts a uprobe on the inode a path
+// resolves to when the probe is created: this one resolves as long as the file is open.
+func (f *file) attachPath() string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
 func (id fileID) key() string { return tracer.InodeString(id.inode) }
 
@@ -92,48 +113,30 @@ func (c *programCache) put(id fileID, p *program) (evicted bool) {
 
 func (c *programCache) len() int { return c.order.Len() }
 
-// program returns what the file at path holds for TLS, read once per fileID: later processes
-// of the same program cost a stat and a lookup. Counted in agenttrail.ebpf.tls.programs.
-func (t *Tracer) program(path string, id fileID) *program {
-	if p, ok := t.programs.get(id); ok {
+// program returns what the file holds for TLS, read once per fileID: later processes of the
+// same program cost an open, a stat and a lookup. Counted in agenttrail.ebpf.tls.programs.
+func (t *Tracer) program(f *file) *program {
+	if p, ok := t.programs.get(f.id); ok {
 		t.countProgram("hit")
 		return p
 	}
 	t.countProgram("read")
 	p := &program{}
-	f, err := os.Open(path)
-	if err != nil {
-		p.sslErr = err
-	} else {
-		p.ssl, p.sslErr = opensslOffsets(f)
-		_ = f.Close()
-	}
-	if t.programs.put(id, p) {
+	p.ssl, p.sslErr = opensslOffsets(f)
+	if t.programs.put(f.id, p) {
 		t.countProgram("evicted")
 	}
 	return p
 }
 
 // staticOf is tlsident's answer for a program that exports no OpenSSL, read once per program.
-func (t *Tracer) staticOf(path string, p *program) (tlsident.Result, error) {
-	if p.staticRead {
-		return p.static, p.staticErr
-	}
-	p.staticRead = true
-	f, err := os.Open(path)
-	if err != nil {
-		p.staticErr = err
-		return p.static, p.staticErr
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		p.staticErr = err
-		return p.static, p.staticErr
-	}
-	p.static, err = tlsident.Identify(f, st.Size())
-	if err != nil {
-		p.staticErr = fmt.Errorf("cannot read the program for a static TLS library: %w", err)
+func (t *Tracer) staticOf(f *file, p *program) (tlsident.Result, error) {
+	if !p.staticRead {
+		p.staticRead = true
+		var err error
+		if p.static, err = tlsident.Identify(f, f.id.size); err != nil {
+			p.staticErr = fmt.Errorf("cannot read the program for a static TLS library: %w", err)
+		}
 	}
 	return p.static, p.staticErr
 }

@@ -3,7 +3,9 @@ package tls
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -110,15 +112,16 @@ func TestProgramCache(t *testing.T) {
 	if err := os.WriteFile(path, tinyGNU(t), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	id, err := statFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := tr.program(path, id)
+	defer f.Close()
+	first := tr.program(f)
 	if !first.ssl.exports() || first.sslErr != nil {
 		t.Fatalf("first read: %v, %v", first.ssl, first.sslErr)
 	}
-	if again := tr.program(path, id); again != first {
+	if again := tr.program(f); again != first {
 		t.Error("the second process of the same file read it again")
 	}
 	// Rewritten in place with SSL_write renamed: the same inode, read again.
@@ -127,14 +130,15 @@ func TestProgramCache(t *testing.T) {
 	if err := os.WriteFile(path, renamed, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	id2, err := statFile(path)
+	f2, err := openFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id2.inode != id.inode || id2 == id {
-		t.Fatalf("rewritten in place: %+v then %+v", id, id2)
+	defer f2.Close()
+	if f2.id.inode != f.id.inode || f2.id == f.id {
+		t.Fatalf("rewritten in place: %+v then %+v", f.id, f2.id)
 	}
-	if p := tr.program(path, id2); p.ssl.exports() {
+	if p := tr.program(f2); p.ssl.exports() {
 		t.Error("the rewritten file was answered from memory")
 	}
 	got := sums(t, tel, "agenttrail.ebpf.tls.programs", "result")
@@ -179,21 +183,31 @@ func TestSetupStaticOnce(t *testing.T) {
 	}
 }
 
+// TestSetupExecdSince: a process read as one program whose /proc/<pid>/exe opens another (it
+// exec'd in between: a shell's forked child becoming node) is not set up as the other one under
+// the first one's name; its exec's set-up follows.
+func TestSetupExecdSince(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tr, _ := newTracer(t, tel, registry{})
+	lib := filepath.Join(t.TempDir(), "libssl_tiny_gnu.so")
+	if err := os.WriteFile(lib, tinyGNU(t), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if capture, _ := tr.setupProcess(tracer.ProcInfo{PID: 1, Exe: "/bin/sh", ExeFile: lib, Inode: probes.InodeKey{Dev: 1, Ino: 1}}, false); capture != tracer.CaptureNone {
+		t.Errorf("capture %q", capture)
+	}
+	if _, err := tel.GetMetric("agenttrail.ebpf.tls.programs"); err == nil {
+		t.Error("the other program was read")
+	}
+}
+
 // TestSetupNodeOnce (root, the kernel): the first node process costs reading node's OpenSSL
 // symbols and attaching the probes; every later one (uprobes are per inode: they cover it
 // already) a stat and a lookup. Before, the first took 0.3-0.9 s on the reader goroutine:
 // cilium/ebpf read node's 185,000 symbols for the uprobes by name.
 func TestSetupNodeOnce(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: attaching uprobes needs root")
-	}
-	if _, err := os.Stat(systemNode); err != nil {
-		t.Skipf("%s is not installed", systemNode)
-	}
-	k, err := probes.Load(probes.Options{RingBufferBytes: 1 << 16, TLS: true, TLSCaptureBytes: 1024})
-	if err != nil {
-		t.Skipf("kernel test: cannot load the probes: %v", err)
-	}
+	k := loadKernel(t)
 	defer k.Close()
 	tel := componenttest.NewTelemetry()
 	defer func() { _ = tel.Shutdown(t.Context()) }()
@@ -216,6 +230,55 @@ func TestSetupNodeOnce(t *testing.T) {
 	if took[0] > 250*time.Millisecond {
 		t.Errorf("the first node process took %v to set up", took[0])
 	}
+}
+
+// TestAttachAfterExit (root, the kernel): a node process that exits while it is set up (node -e
+// runs for 40 ms; the reader sets it up when it reads its exec) still has its file probed, and
+// the next process of the file is covered. Attaching by its /proc/<pid>/exe path failed once the
+// process was gone, and the failure was remembered for the inode: no node process was read.
+func TestAttachAfterExit(t *testing.T) {
+	k := loadKernel(t)
+	defer k.Close()
+	tel := componenttest.NewTelemetry()
+	defer func() { _ = tel.Shutdown(t.Context()) }()
+	tr, _ := newTracer(t, tel, registry{})
+	tr.env.Kernel = k
+	cmd := exec.Command(systemNode, "-e", "setTimeout(() => {}, 10000)")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFile(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := os.Stat(f.path); err == nil {
+		t.Fatalf("%s is still there", f.path)
+	}
+	if probed, err := tr.attachEmbeddedOpenSSL(f, tr.program(f)); !probed || err != nil {
+		t.Fatalf("the exited process's node: probed %v, %v", probed, err)
+	}
+	if !tr.attachOpenSSL(systemNode) {
+		t.Error("the next process's node is not probed")
+	}
+}
+
+// loadKernel loads the TLS probes, or skips without root.
+func loadKernel(t *testing.T) *probes.Set {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel test: attaching uprobes needs root")
+	}
+	if _, err := os.Stat(systemNode); err != nil {
+		t.Skipf("%s is not installed", systemNode)
+	}
+	k, err := probes.Load(probes.Options{RingBufferBytes: 1 << 16, TLS: true, TLSCaptureBytes: 1024})
+	if err != nil {
+		t.Skipf("kernel test: cannot load the probes: %v", err)
+	}
+	return k
 }
 
 // BenchmarkProgram: reading node's OpenSSL functions (the first process of the file) and
@@ -248,13 +311,14 @@ func BenchmarkProgram(b *testing.B) {
 		defer func() { _ = tel.Shutdown(b.Context()) }()
 		tr, _ := newTracer(b, tel, registry{})
 		for b.Loop() {
-			id, err := statFile(systemNode)
+			f, err := openFile(systemNode)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if p := tr.program(systemNode, id); !p.ssl.exports() {
+			if p := tr.program(f); !p.ssl.exports() {
 				b.Fatal("not found")
 			}
+			_ = f.Close()
 		}
 	})
 }

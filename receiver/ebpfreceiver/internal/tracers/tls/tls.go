@@ -155,8 +155,9 @@ func (t *Tracer) AttachBinary(b tracer.Binary) error {
 	if t.cfg.Go {
 		t.attachGo(b.Path)
 	}
-	if id, err := statFile(b.Path); err == nil {
-		_, _ = t.attachEmbeddedOpenSSL(b.Path, id, t.program(b.Path, id)) // Node: its own OpenSSL; a problem is told per process
+	if f, err := openFile(b.Path); err == nil {
+		_, _ = t.attachEmbeddedOpenSSL(f, t.program(f)) // Node: its own OpenSSL; a problem is told per process
+		_ = f.Close()
 	}
 	return nil
 }
@@ -242,20 +243,21 @@ var sslFunctions = []struct {
 // attachOpenSSL probes SSL_write/SSL_read (and the _ex forms, where the library has them),
 // once per file; it reports whether they are probed.
 func (t *Tracer) attachOpenSSL(path string) bool {
-	id, err := statFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		return false
 	}
-	if probed, tried := t.attached[id.key()]; tried {
+	defer f.Close()
+	if probed, tried := t.attached[f.id.key()]; tried {
 		return probed // a program's OpenSSL, or the same library mapped by another process
 	}
-	return t.attachSSL(path, id, t.program(path, id))
+	return t.attachSSL(f, t.program(f))
 }
 
 // attachSSL attaches the OpenSSL probes at the offsets p's dynamic symbols gave, once per
 // inode. By offset, not by name: cilium/ebpf would read the file's whole symbol tables again.
-func (t *Tracer) attachSSL(path string, id fileID, p *program) bool {
-	key := id.key()
+func (t *Tracer) attachSSL(f *file, p *program) bool {
+	key, path := f.id.key(), f.path
 	if probed, tried := t.attached[key]; tried {
 		return probed
 	}
@@ -268,28 +270,28 @@ func (t *Tracer) attachSSL(path string, id fileID, p *program) bool {
 		t.warn("no SSL_write/SSL_read in the TLS library", path, nil)
 		return false
 	}
-	ex, err := link.OpenExecutable(path)
+	ex, err := link.OpenExecutable(f.attachPath())
 	if err != nil {
 		t.warn("cannot open the TLS library", path, err)
 		return false
 	}
 	k := t.env.Kernel
 	n := 0
-	for _, f := range sslFunctions {
-		off, ok := p.ssl[f.symbol]
+	for _, fn := range sslFunctions {
+		off, ok := p.ssl[fn.symbol]
 		if !ok {
 			continue // OpenSSL before 1.1.1 has no _ex forms
 		}
-		opts := &link.UprobeOptions{Address: off, Cookie: f.cookie}
-		l, err := ex.Uprobe(f.symbol, k.SSLEntry(), opts)
+		opts := &link.UprobeOptions{Address: off, Cookie: fn.cookie}
+		l, err := ex.Uprobe(fn.symbol, k.SSLEntry(), opts)
 		if err != nil {
-			t.warn("cannot attach the probe of "+f.symbol, path, err)
+			t.warn("cannot attach the probe of "+fn.symbol, path, err)
 			continue
 		}
-		r, err := ex.Uretprobe(f.symbol, k.SSLReturn(), opts)
+		r, err := ex.Uretprobe(fn.symbol, k.SSLReturn(), opts)
 		if err != nil {
 			_ = l.Close()
-			t.warn("cannot attach the return probe of "+f.symbol, path, err)
+			t.warn("cannot attach the return probe of "+fn.symbol, path, err)
 			continue
 		}
 		k.AddLink(l)
@@ -319,13 +321,13 @@ func (t *Tracer) attachSSL(path string, id fileID, p *program) bool {
 // tls.libraries library, without configuration, wherever the program is installed. It reports
 // whether the executable's OpenSSL is probed, and why not when it has one or could not be read;
 // a program without OpenSSL is neither.
-func (t *Tracer) attachEmbeddedOpenSSL(path string, id fileID, p *program) (bool, error) {
+func (t *Tracer) attachEmbeddedOpenSSL(f *file, p *program) (bool, error) {
 	switch {
 	case p.sslErr != nil:
 		return false, fmt.Errorf("cannot read the program's dynamic symbols for OpenSSL: %w", p.sslErr)
 	case !p.ssl.exports():
 		return false, nil
-	case !t.attachSSL(path, id, p):
+	case !t.attachSSL(f, p):
 		return false, errors.New("the program exports OpenSSL, which could not be probed")
 	}
 	return true, nil
@@ -346,8 +348,8 @@ type staticResult struct {
 // symbols (read once per program), and probes a known build's SSL_write and SSL_read
 // (tlsident: Bun 1.4.4's BoringSSL), once per inode. Any other build, and rustls, is not
 // probed: the result names it.
-func (t *Tracer) attachStatic(path string, id fileID, p *program) staticResult {
-	res, err := t.staticOf(path, p)
+func (t *Tracer) attachStatic(f *file, p *program) staticResult {
+	res, err := t.staticOf(f, p)
 	if err != nil {
 		return staticResult{err: err}
 	}
@@ -355,13 +357,13 @@ func (t *Tracer) attachStatic(path string, id fileID, p *program) staticResult {
 	if res.Probe == nil {
 		return r
 	}
-	key := id.key()
+	key := f.id.key()
 	err, tried := t.staticProbes[key]
 	if !tried {
-		if err = t.attachAt(path, res.Probe); err != nil {
-			t.warn("cannot probe "+res.Probe.Build+"'s SSL_write/SSL_read", path, err)
+		if err = t.attachAt(f.attachPath(), res.Probe); err != nil {
+			t.warn("cannot probe "+res.Probe.Build+"'s SSL_write/SSL_read", f.path, err)
 		} else {
-			t.env.Logger.Debug("static TLS library probed", zap.String("program", path), zap.String("build", res.Probe.Build))
+			t.env.Logger.Debug("static TLS library probed", zap.String("program", f.path), zap.String("build", res.Probe.Build))
 		}
 		t.staticProbes[key] = err
 	}
@@ -577,16 +579,21 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 		found = append(found, "go")
 	}
 	var static staticResult
-	var id fileID
+	var exe *file
 	var prog *program
 	if !isGo && info.ExeFile != "" {
 		var err error
-		if id, err = statFile(info.ExeFile); err == nil {
-			prog = t.program(info.ExeFile, id)
+		if exe, err = openFile(info.ExeFile); err == nil {
+			defer exe.Close()
+			// Another program than the one the receiver read the process as: it exec'd since
+			// (a forked shell's child becoming node), and its exec's set-up follows.
+			if info.Inode == (probes.InodeKey{}) || exe.id.inode == info.Inode {
+				prog = t.program(exe)
+			}
 		}
 	}
 	if prog != nil {
-		probed, err := t.attachEmbeddedOpenSSL(info.ExeFile, id, prog)
+		probed, err := t.attachEmbeddedOpenSSL(exe, prog)
 		switch {
 		case probed:
 			found = append(found, "openssl ("+info.Exe+")")
@@ -595,7 +602,7 @@ func (t *Tracer) setupProcess(info tracer.ProcInfo, isGo bool) (capture string, 
 		default:
 			// No exported OpenSSL: maybe one linked in statically without names (Bun,
 			// Deno, Rust programs).
-			static = t.attachStatic(info.ExeFile, id, prog)
+			static = t.attachStatic(exe, prog)
 			switch {
 			case static.probed != "":
 				found = append(found, "boringssl ("+info.Exe+", "+static.probed+")")

@@ -72,10 +72,14 @@ func newTracer(t testing.TB, tel *componenttest.Telemetry, procs registry) (*Tra
 	if err != nil {
 		t.Fatal(err)
 	}
+	failures, err := meter.Int64Counter("agenttrail.ebpf.attach.failures")
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := spans.NewBuilder(spans.Options{MaxOpenSpans: 100})
 	tr, err := New(tracer.Env{
 		Logger: zap.NewNop(), Builder: b, Redactor: redact.New(), Problems: &problems{}, Processes: procs,
-		Telemetry: &tracer.Telemetry{Meter: meter, Calls: calls}, ProcRoot: t.TempDir(),
+		Telemetry: &tracer.Telemetry{Meter: meter, Calls: calls, AttachFailures: failures}, ProcRoot: t.TempDir(),
 	}, Config{Enabled: true, Go: true, CaptureBytes: 16384, MaxConnectionBuffer: 1 << 20, MaxTotalBuffer: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
