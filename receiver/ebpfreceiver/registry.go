@@ -217,11 +217,15 @@ func (g *registry) register(t *tracer.Target, info tracer.ProcInfo, isGo bool) {
 		PID: info.PID, ParentPID: info.PPID, Target: t.Config.Name, Executable: info.Exe,
 		CommandLine: cmd, ContainerID: cid, IsGo: isGo, Capture: capture,
 	})
-	if err := g.symbolizer.Prepare(info.PID); err != nil {
-		g.logger.Debug("cannot read the process's mappings for call stacks", zap.Uint32("pid", info.PID), zap.Error(err))
-	}
 	for _, tr := range g.tracers {
 		tr.SetupProcess(p)
+	}
+	// The program's symbols for call stacks after the tracers' probes (0.1-0.4 s of a Go
+	// agent's exec for its .symtab and line tables): the probes catch what the process does
+	// from now on, while the stacks are only needed when its first records are read, after
+	// this returns (issue #18: the first connection of a process matched at its exec).
+	if err := g.symbolizer.Prepare(info.PID); err != nil {
+		g.logger.Debug("cannot read the process's mappings for call stacks", zap.Uint32("pid", info.PID), zap.Error(err))
 	}
 	g.tel.captureProcesses.Add(ctxBackground, 1, metric.WithAttributes(
 		attribute.String("tls", tls.Class(capture.TLS)), attribute.String("python", python.Class(capture.Python)),

@@ -29,6 +29,12 @@ type Tracer struct {
 	probes     []*probeInfo // index: probe id
 	binaries   map[binaryKey]*attachedBinary
 	goRuntimes map[probes.InodeKey]bool // Go binaries whose runtime.newproc1 is probed
+	// Go programs of processes matched as they ran (not executable targets) whose
+	// runtime.newproc1 is probed at the process's SetupProcess, not at AttachBinary: its offsets
+	// come from the program's DWARF (0.4 s and more of CPU for a 15 MB .debug_info), and the
+	// TLS probes, set up before it there, must not wait for them while the process opens its
+	// first connection (issue #18).
+	laterRuntimes map[probes.InodeKey]string
 }
 
 var _ tracer.Tracer = (*Tracer)(nil)
@@ -57,6 +63,8 @@ func New(env tracer.Env) *Tracer {
 		probes:     []*probeInfo{nil}, // probe id 0 is never used
 		binaries:   map[binaryKey]*attachedBinary{},
 		goRuntimes: map[probes.InodeKey]bool{},
+
+		laterRuntimes: map[probes.InodeKey]string{},
 	}
 }
 
@@ -176,13 +184,23 @@ func decodeArgs(red *redact.Redactor, pi *probeInfo, e *probes.FuncArgsEvent) []
 // AttachBinary attaches the target's functions to a program file, once per target and file
 // (executable targets at Start, other targets' programs as their processes are matched).
 func (t *Tracer) AttachBinary(b tracer.Binary) error {
-	_, err := t.attachFile(b.Target, b.Path, b.Inode)
+	_, err := t.attachFile(b.Target, b.Path, b.Inode, b.PID != 0)
 	return err
 }
 
 // SetupProcess says how many of the target's functions are instrumented in the process's
 // program (agenttrail.capture.functions) and why the others are not.
 func (t *Tracer) SetupProcess(p *tracer.Process) {
+	if path, ok := t.laterRuntimes[p.Inode]; ok {
+		delete(t.laterRuntimes, p.Inode)
+		bin, err := elfinfo.Open(path)
+		if err != nil {
+			t.runtimeFailed(p.Target, path, err)
+		} else {
+			t.goRuntime(p.Target, path, bin, p.Inode)
+			_ = bin.Close()
+		}
+	}
 	n := len(p.Target.Config.Functions)
 	if n == 0 || p.Capture == nil {
 		return
@@ -204,7 +222,8 @@ func (t *Tracer) SetupProcess(p *tracer.Process) {
 }
 
 // attachFile attaches the target's functions to one executable file, once per target and file.
-func (t *Tracer) attachFile(tg *tracer.Target, path string, inode probes.InodeKey) (*attachedBinary, error) {
+// later: the file is a running process's program (see laterRuntimes).
+func (t *Tracer) attachFile(tg *tracer.Target, path string, inode probes.InodeKey, later bool) (*attachedBinary, error) {
 	key := binaryKey{tg.ID, inode}
 	if b := t.binaries[key]; b != nil {
 		return b, b.err
@@ -230,15 +249,31 @@ func (t *Tracer) attachFile(tg *tracer.Target, path string, inode probes.InodeKe
 		ab.probes++
 	}
 	if bin.IsGo && !t.goRuntimes[inode] {
-		if err := t.attachGoRuntime(path, bin); err != nil {
-			t.env.Logger.Warn("cannot follow goroutine creation; work a goroutine does for its creator becomes its own trace",
-				zap.String("target", tg.Config.Name), zap.String("executable", path), zap.Error(err))
-			t.env.Problems.Add(0, fmt.Sprintf("goroutine creation (runtime.newproc1) in %s: %v", path, err))
+		if later {
+			t.laterRuntimes[inode] = path
 		} else {
-			t.goRuntimes[inode] = true
+			t.goRuntime(tg, path, bin, inode)
 		}
 	}
 	return ab, nil
+}
+
+// goRuntime probes a Go program's goroutine creation, once per file.
+func (t *Tracer) goRuntime(tg *tracer.Target, path string, bin *elfinfo.Binary, inode probes.InodeKey) {
+	if t.goRuntimes[inode] {
+		return
+	}
+	if err := t.attachGoRuntime(path, bin); err != nil {
+		t.runtimeFailed(tg, path, err)
+		return
+	}
+	t.goRuntimes[inode] = true
+}
+
+func (t *Tracer) runtimeFailed(tg *tracer.Target, path string, err error) {
+	t.env.Logger.Warn("cannot follow goroutine creation; work a goroutine does for its creator becomes its own trace",
+		zap.String("target", tg.Config.Name), zap.String("executable", path), zap.Error(err))
+	t.env.Problems.Add(0, fmt.Sprintf("goroutine creation (runtime.newproc1) in %s: %v", path, err))
 }
 
 func (t *Tracer) attachFunction(tg *tracer.Target, exePath string, exe *elfinfo.Binary, f tracer.FunctionConfig) error {
