@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -99,6 +100,35 @@ func TestAttachBinaryCapture(t *testing.T) {
 	// Not an ELF file: an error for the receiver to report, kept for the file's next process.
 	if err := tr.AttachBinary(tracer.Binary{Target: tg, Path: "/etc/hostname", Inode: probes.InodeKey{Dev: 9, Ino: 9}}); err == nil {
 		t.Error("a text file was attached")
+	}
+}
+
+// TestGoRuntimeLater: the program of a process matched as it runs (a Go program: this test's)
+// gets its goroutine creation probe at the process's SetupProcess, after the TLS tracer's, not
+// at AttachBinary, where its DWARF lookup held up every tracer's setup of the process (issue
+// #18: the first connection of a process_name target was over before its TLS probes). Without
+// a kernel here, an attach at AttachBinary would be a nil kernel's panic.
+func TestGoRuntimeLater(t *testing.T) {
+	tr, probs := newTracer(t)
+	tg := &tracer.Target{ID: 1, Config: tracer.TargetConfig{Name: "agent"}}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode, err := tracer.StatInode(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.AttachBinary(tracer.Binary{Target: tg, Path: exe, Inode: inode, PID: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if tr.laterRuntimes[inode] != exe || len(tr.goRuntimes) != 0 || len(*probs) != 0 {
+		t.Errorf("after AttachBinary: later %v, attached %v, problems %q", tr.laterRuntimes, tr.goRuntimes, *probs)
+	}
+	// A process of another program leaves it pending.
+	tr.SetupProcess(&tracer.Process{ProcInfo: tracer.ProcInfo{PID: 6, Inode: probes.InodeKey{Dev: 1, Ino: 2}}, Target: tg, Capture: &spans.Capture{}})
+	if tr.laterRuntimes[inode] != exe {
+		t.Errorf("another program's setup took the pending probe: %v", tr.laterRuntimes)
 	}
 }
 
