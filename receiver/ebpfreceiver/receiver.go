@@ -271,12 +271,19 @@ func (r *ebpfReceiver) waitIdle() {
 func (r *ebpfReceiver) drain(ctx context.Context, rec *ringbuf.Record) (int, bool) {
 	r.reader.SetDeadline(time.Now()) // do not block: the waiter did
 	n := int64(0)
-	defer func() { r.telemetry.eventsRead.Add(ctx, n) }()
+	var lag uint64 // the longest a record of this read waited in the ring buffer, ns
+	defer func() {
+		r.telemetry.eventsRead.Add(ctx, n)
+		if n > 0 {
+			r.telemetry.readerLag.Record(ctx, float64(lag)/1e9)
+		}
+	}()
 	for {
 		err := r.reader.ReadInto(rec)
 		switch {
 		case err == nil:
 			n++
+			lag = max(lag, recordLag(r.clock.now(), rec.RawSample))
 			r.handle(rec.RawSample)
 			if r.builder.PendingSpans() >= maxBatchSpans {
 				r.flush(ctx)

@@ -29,6 +29,7 @@ type telemetry struct {
 	attachFailures   metric.Int64Counter
 	calls            metric.Int64Counter // incomplete or unmatched calls, by reason
 	syscallsSkipped  metric.Int64Counter // syscalls not made spans, by syscall and reason
+	readerLag        metric.Float64Histogram
 	meter            metric.Meter
 }
 
@@ -53,6 +54,11 @@ func newTelemetry(set component.TelemetrySettings) (*telemetry, error) {
 	t.attachFailures = counter("agenttrail.ebpf.attach.failures", "Targets, functions or processes that could not be instrumented.", "{failure}")
 	t.calls = counter("agenttrail.ebpf.calls.incomplete", "Calls closed or skipped without a clean entry and return, by reason.", "{call}")
 	t.syscallsSkipped = counter("agenttrail.ebpf.syscalls.skipped", "Syscalls seen but not made spans because they are neither activity nor a failure, by syscall and reason.", "{syscall}")
+	if err == nil {
+		t.readerLag, err = m.Float64Histogram("agenttrail.ebpf.reader.lag",
+			metric.WithDescription("How far the record reader is behind the kernel: per read of the ring buffer, the longest a record waited between the kernel writing it and the reader taking it."),
+			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	}
 	return t, err
 }
 
