@@ -155,6 +155,10 @@ func FuzzDWARF(f *testing.F) {
 		}); err != nil {
 			return
 		}
+		// The struct lookup of StructFieldOffsets, over every unit and over units by name
+		// (a Go binary's runtime unit first): bounded, and an error rather than a panic.
+		_, _, _ = findStruct(d, "s", len(info)+1, nil)
+		_, _, _ = findStruct(d, "s", len(info)+1, func(u string) bool { return u == "runtime" })
 		var idx *subprogramIndex
 		if Guard(func() (err error) { idx, err = buildSubprogramIndex(d, len(info)+1); return err }) != nil {
 			return
