@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
 
 	"github.com/agenttrail/agenttrail/internal/redact"
 	"github.com/agenttrail/agenttrail/receiver/ebpfreceiver/internal/probes"
@@ -32,7 +33,7 @@ func BenchmarkPipeline(b *testing.B) {
 	builder := spans.NewBuilder(spans.Options{})
 	builder.AddProcess(spans.Process{PID: 42, Target: "bench", Executable: "/bench"})
 	r := &ebpfReceiver{
-		cfg: createDefaultConfig().(*Config), next: consumertest.NewNop(), telemetry: tel,
+		cfg: createDefaultConfig().(*Config), next: consumertest.NewNop(), telemetry: tel, logger: zap.NewNop(),
 		builder: builder, redactor: redact.New(), clock: newMonoClock(),
 		symbolizer: symbolize.New(symbolize.Options{}), panics: newPanicGuard(), health: newHealth(componenttest.NewNopHost()),
 	}
