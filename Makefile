@@ -86,6 +86,11 @@ race: ## Run the tests of every package that needs no kernel with the race detec
 	@$(PREREQS) modules
 	$(GO) test -race $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v $(RACE_EXCLUDE))
 
+.PHONY: bench-smoke
+bench-smoke: ## Run every Go benchmark once (-benchtime 1x): they still build and run (CI runs it; make bench measures)
+	@$(PREREQS) modules
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(GOTEST_FLAGS) ./...
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 5s; FUZZ_ONLY=FuzzName for one)
 	@$(PREREQS) modules
