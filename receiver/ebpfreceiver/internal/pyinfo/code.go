@@ -214,21 +214,9 @@ func (r *Reader) Close() {
 // what is read is subtracted. The error, when the code object itself could not be read, is a
 // *ReadError; fields that could not be read are in the Code's Unreadable.
 func (r *Reader) Code(pid uint32, l *Layout, addr uint64, budget *int64) (*Code, error) {
-	p := r.procs[pid]
-	if p == nil {
-		if len(r.procs) >= maxOpenProcesses {
-			// Bound the open files: drop another process's (its codes are read again later).
-			for other := range r.procs {
-				r.Forget(other)
-				break
-			}
-		}
-		mem, err := r.open(pid)
-		if err != nil {
-			return nil, &ReadError{Field: FieldCode, Reason: ReasonUnreadable, Err: err}
-		}
-		p = &procCodes{mem: mem, codes: map[uint64]*Code{}}
-		r.procs[pid] = p
+	p, err := r.proc(pid)
+	if err != nil {
+		return nil, &ReadError{Field: FieldCode, Reason: ReasonUnreadable, Err: err}
 	}
 	if c := p.codes[addr]; c != nil {
 		return c, nil
@@ -252,30 +240,62 @@ func (r *Reader) Code(pid uint32, l *Layout, addr uint64, budget *int64) (*Code,
 
 // read reads a code object, within the Reader's timeout.
 func (r *Reader) read(p *procCodes, l *Layout, addr uint64) (*Code, int64, error) {
-	if r.Timeout <= 0 {
-		return readCode(p.mem, l, addr)
-	}
-	if p.stalled.Load() || r.stalled.Load() >= maxStalledReads {
-		return nil, 0, &ReadError{Field: FieldCode, Reason: ReasonStalled}
-	}
 	type result struct {
 		c   *Code
 		n   int64
 		err error
 	}
-	done := make(chan result, 1)
-	go func() {
+	res, err := timed(r, p, func() result {
 		c, n, err := readCode(p.mem, l, addr)
-		done <- result{c, n, err}
-	}()
+		return result{c, n, err}
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return res.c, res.n, res.err
+}
+
+// proc is process pid's open memory and code cache, opened on first use; the open files are
+// bounded: another process's is dropped first (its codes are read again later).
+func (r *Reader) proc(pid uint32) (*procCodes, error) {
+	if p := r.procs[pid]; p != nil {
+		return p, nil
+	}
+	if len(r.procs) >= maxOpenProcesses {
+		for other := range r.procs {
+			r.Forget(other)
+			break
+		}
+	}
+	mem, err := r.open(pid)
+	if err != nil {
+		return nil, err
+	}
+	p := &procCodes{mem: mem, codes: map[uint64]*Code{}}
+	r.procs[pid] = p
+	return p, nil
+}
+
+// timed runs f, a read of process p's memory, within the Reader's timeout. The read cannot be
+// interrupted: on a timeout it is left to finish on its own goroutine (f must not write to
+// anything the caller keeps), nothing more of p is read until it returns, and it counts
+// against maxStalledReads.
+func timed[T any](r *Reader, p *procCodes, f func() T) (T, error) {
+	var zero T
+	if r.Timeout <= 0 {
+		return f(), nil
+	}
+	if p.stalled.Load() || r.stalled.Load() >= maxStalledReads {
+		return zero, &ReadError{Field: FieldCode, Reason: ReasonStalled}
+	}
+	done := make(chan T, 1)
+	go func() { done <- f() }()
 	timer := time.NewTimer(r.Timeout)
 	defer timer.Stop()
 	select {
-	case res := <-done:
-		return res.c, res.n, res.err
+	case v := <-done:
+		return v, nil
 	case <-timer.C:
-		// The read goroutine cannot be interrupted: leave it, read nothing more of this
-		// process until it returns, and count it against maxStalledReads.
 		p.stalled.Store(true)
 		r.stalled.Add(1)
 		go func() {
@@ -283,7 +303,7 @@ func (r *Reader) read(p *procCodes, l *Layout, addr uint64) (*Code, int64, error
 			p.stalled.Store(false)
 			r.stalled.Add(-1)
 		}()
-		return nil, 0, &ReadError{Field: FieldCode, Reason: ReasonTimeout, Err: fmt.Errorf("no answer in %v", r.Timeout)}
+		return zero, &ReadError{Field: FieldCode, Reason: ReasonTimeout, Err: fmt.Errorf("no answer in %v", r.Timeout)}
 	}
 }
 
@@ -552,44 +572,21 @@ func signedVarint(b []byte, i int) (int, int) {
 // ReadMem reads len(b) bytes at addr of process pid's memory, within the Reader's timeout (a
 // process whose reads stall is not read again until the stalled read returns).
 func (r *Reader) ReadMem(pid uint32, addr uint64, b []byte) error {
-	p := r.procs[pid]
-	if p == nil {
-		if len(r.procs) >= maxOpenProcesses {
-			for other := range r.procs {
-				r.Forget(other)
-				break
-			}
-		}
-		mem, err := r.open(pid)
-		if err != nil {
-			return err
-		}
-		p = &procCodes{mem: mem, codes: map[uint64]*Code{}}
-		r.procs[pid] = p
-	}
-	if r.Timeout <= 0 {
-		return readAt(p.mem, b, addr)
-	}
-	if p.stalled.Load() || r.stalled.Load() >= maxStalledReads {
-		return &ReadError{Field: FieldCode, Reason: ReasonStalled}
-	}
-	buf := make([]byte, len(b)) // the read goroutine may outlive this call
-	done := make(chan error, 1)
-	go func() { done <- readAt(p.mem, buf, addr) }()
-	timer := time.NewTimer(r.Timeout)
-	defer timer.Stop()
-	select {
-	case err := <-done:
-		copy(b, buf)
+	p, err := r.proc(pid)
+	if err != nil {
 		return err
-	case <-timer.C:
-		p.stalled.Store(true)
-		r.stalled.Add(1)
-		go func() {
-			<-done
-			p.stalled.Store(false)
-			r.stalled.Add(-1)
-		}()
-		return &ReadError{Field: FieldCode, Reason: ReasonTimeout, Err: fmt.Errorf("no answer in %v", r.Timeout)}
 	}
+	type result struct {
+		buf []byte // the read goroutine may outlive this call: never b
+		err error
+	}
+	res, err := timed(r, p, func() result {
+		buf := make([]byte, len(b))
+		return result{buf, readAt(p.mem, buf, addr)}
+	})
+	if err != nil {
+		return err
+	}
+	copy(b, res.buf)
+	return res.err
 }
